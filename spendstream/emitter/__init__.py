@@ -1,0 +1,12 @@
+"""The emitter: a tiny, non-blocking client that services embed.
+
+    from spendstream.emitter import Emitter, from_openai_usage
+
+    emitter = Emitter(bootstrap_servers="kafka:9092")
+    emitter.emit(from_openai_usage(response.usage, model=response.model, team="search"))
+"""
+
+from spendstream.emitter.adapters import from_anthropic_usage, from_openai_usage
+from spendstream.emitter.client import DROP_REASONS, Emitter
+
+__all__ = ["DROP_REASONS", "Emitter", "from_anthropic_usage", "from_openai_usage"]

@@ -1,0 +1,272 @@
+"""The emitter a service embeds: ``emit()`` never blocks and never raises."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from spendstream.emitter.encoding import encode_event, join_record, record_overhead_bytes
+from spendstream.emitter.sender import KafkaSender, SendFailed, SenderConfig
+
+log = logging.getLogger(__name__)
+
+Event = BaseModel | Mapping[str, Any]
+
+DROP_REASONS = ("queue_full", "oversize", "shutdown", "send_failed", "unencodable")
+_LOG_EVERY_S = 60.0
+
+
+class _Flush:
+    """Queue marker: set once everything queued before it has been handled."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class Emitter:
+    """Buffers usage events and sends them to Kafka in batches from one thread.
+
+    ``emit()`` puts the event on a bounded queue without waiting; when the queue is
+    full the event is dropped and counted (``stats()["dropped_queue_full"]``). A
+    background thread encodes events, packs many into one Kafka record (a JSON
+    array, bounded by ``max_batch_events`` and ``max_batch_bytes``) and sends it
+    when the batch is full or ``flush_interval_s`` has passed, retrying with
+    jittered backoff until ``delivery_timeout_s``.
+
+    The thread starts on the first ``emit()`` (no I/O in the constructor) and is
+    started afresh in a child after ``fork``. Errors become counters and a
+    rate-limited log line; with ``debug=True`` they are raised, for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str = "spendstream.usage",
+        max_queue_events: int = 100_000,
+        max_batch_events: int = 1_000,
+        max_batch_bytes: int = 512 * 1024,
+        flush_interval_s: float = 0.5,
+        delivery_timeout_s: float = 30.0,
+        client_id: str = "spendstream-emitter",
+        register_atexit: bool = True,
+        debug: bool = False,
+    ) -> None:
+        if max_batch_bytes > 1_000_000:
+            raise ValueError("max_batch_bytes must stay under Kafka's default 1 MB message limit")
+        self._sender_config = SenderConfig(
+            bootstrap_servers=bootstrap_servers,
+            topic=topic,
+            client_id=client_id,
+            delivery_timeout_s=delivery_timeout_s,
+            max_request_bytes=max_batch_bytes + 64 * 1024,
+        )
+        self._max_queue_events = max_queue_events
+        self._max_batch_events = max_batch_events
+        self._max_batch_bytes = max_batch_bytes
+        self._flush_interval_s = flush_interval_s
+        self._debug = debug
+        self._closed = False
+        self._stats_lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+        self._last_log: dict[str, float] = {}
+        self._reset_after_fork()
+        if register_atexit:
+            ref = weakref.ref(self)
+            atexit.register(lambda: (e := ref()) and e.close())
+        os.register_at_fork(after_in_child=_weak_call(self, Emitter._reset_after_fork))
+
+    # -- host-facing API ------------------------------------------------------
+
+    def emit(self, event: Event) -> bool:
+        """Queue ``event`` for sending. Returns False (and counts why) if it was dropped."""
+        if self._closed:
+            self._drop("shutdown")
+            return False
+        if self._thread is None:
+            self._start_thread()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._drop("queue_full")
+            return False
+        with self._stats_lock:
+            self._stats["enqueued"] += 1
+        return True
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Send everything emitted so far. True if done within ``timeout_s``."""
+        if self._thread is None:
+            return True
+        marker = _Flush()
+        try:
+            self._queue.put(marker, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return marker.done.wait(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush and stop, within one deadline. Idempotent. Later emits are dropped as ``shutdown``."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        thread = self._thread
+        if thread is not None:
+            self.flush(timeout_s)
+            try:
+                self._queue.put(_STOP, timeout=max(deadline - time.monotonic(), 0))
+            except queue.Full:
+                pass
+            thread.join(max(deadline - time.monotonic(), 0))
+        self._drain_as_dropped("shutdown")
+
+    def stats(self) -> dict[str, int]:
+        """Counters: enqueued, sent events/records, and dropped_<reason> for every reason."""
+        with self._stats_lock:
+            out = {"enqueued": 0, "sent_events": 0, "sent_records": 0}
+            out.update({f"dropped_{reason}": 0 for reason in DROP_REASONS})
+            out.update(self._stats)
+            return out
+
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------
+
+    def _reset_after_fork(self) -> None:
+        # A child inherits the parent's queue contents and a dead thread: start
+        # empty (the parent still sends what it queued) and lazily re-create the thread.
+        self._queue: queue.Queue[object] = queue.Queue(self._max_queue_events)
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+
+    def _start_thread(self) -> None:
+        with self._thread_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="spendstream-emitter", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[f"dropped_{reason}"] += count
+        now = time.monotonic()
+        if now - self._last_log.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_log[reason] = now
+            log.warning("spendstream emitter dropped %d event(s): %s (further drops counted in stats())", count, reason)
+
+    def _drain_as_dropped(self, reason: str) -> None:
+        dropped = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Flush):
+                item.done.set()
+            elif item is not _STOP:
+                dropped += 1
+        if dropped:
+            self._drop(reason, dropped)
+
+    def _run(self) -> None:
+        sender = KafkaSender(self._sender_config)
+        try:
+            self._loop(sender)
+        finally:
+            sender.close()
+
+    def _loop(self, sender: KafkaSender) -> None:
+        parts: list[bytes] = []
+        size = 0
+        batch_started = time.monotonic()
+        while True:
+            wait_s = self._flush_interval_s - (time.monotonic() - batch_started) if parts else None
+            try:
+                item = self._queue.get(timeout=max(wait_s, 0) if wait_s is not None else None)
+            except queue.Empty:
+                item = None  # the batch is due
+            if item is _STOP:
+                self._send(sender, parts)
+                return
+            if isinstance(item, _Flush):
+                self._send(sender, parts)
+                parts, size = [], 0
+                item.done.set()
+                continue
+            if item is not None:
+                encoded = self._encode(item)
+                if encoded is None:
+                    continue
+                extra = len(encoded) + record_overhead_bytes(len(parts) + 1) - record_overhead_bytes(len(parts))
+                if parts and size + extra > self._max_batch_bytes:
+                    self._send(sender, parts)
+                    parts, size = [], 0
+                if not parts:
+                    batch_started = time.monotonic()
+                parts.append(encoded)
+                size += len(encoded) + 1
+                if len(parts) < self._max_batch_events and time.monotonic() - batch_started < self._flush_interval_s:
+                    continue
+            if parts:
+                self._send(sender, parts)
+                parts, size = [], 0
+
+    def _encode(self, event: object) -> bytes | None:
+        try:
+            encoded = encode_event(event)  # type: ignore[arg-type]
+        except Exception as exc:  # any failure to serialise a host object is counted, not raised
+            self._drop("unencodable")
+            if self._debug:
+                raise
+            log.debug("unencodable event: %s", type(exc).__name__)
+            return None
+        if len(encoded) + 2 > self._max_batch_bytes:
+            self._drop("oversize")
+            return None
+        return encoded
+
+    def _send(self, sender: KafkaSender, parts: list[bytes]) -> None:
+        if not parts:
+            return
+        try:
+            sender.send(join_record(parts))
+        except SendFailed as exc:
+            self._drop("send_failed", len(parts))
+            if self._debug:
+                raise
+            log.debug("emitter record failed after %d attempts", exc.attempts)
+            return
+        with self._stats_lock:
+            self._stats["sent_events"] += len(parts)
+            self._stats["sent_records"] += 1
+
+
+def _weak_call(obj: Emitter, method: Any) -> Any:
+    ref = weakref.ref(obj)
+
+    def call() -> None:
+        target = ref()
+        if target is not None:
+            method(target)
+
+    return call

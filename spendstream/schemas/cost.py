@@ -1,0 +1,39 @@
+"""CostRecord: a UsageEvent plus the price that applied to it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spendstream.schemas.usage import UsageEvent
+
+
+class CostRecord(BaseModel):
+    """A priced (or flagged unpriced) usage event.
+
+    Money is ``Decimal`` end to end. An event whose model has no price has
+    ``priced = False``, ``unpriced_reason`` set and every cost ``None``: it is never
+    priced as 0.
+    """
+
+    model_config = ConfigDict(frozen=True, title="CostRecord")
+
+    event: UsageEvent
+    priced: bool
+    unpriced_reason: str | None = None
+    catalog: str = Field(description="Where the price came from, e.g. genai-prices or overrides.")
+    catalog_version: str
+    price_model_id: str | None = Field(default=None, description="The catalog entry the model resolved to.")
+    price_provider_id: str | None = None
+    priced_at_ts: datetime = Field(description="The instant whose prices applied (the event's ts).")
+
+    input_price_per_mtok: Decimal | None = None
+    cached_input_price_per_mtok: Decimal | None = None
+    cache_write_price_per_mtok: Decimal | None = None
+    output_price_per_mtok: Decimal | None = None
+
+    input_cost: Decimal | None = Field(default=None, description="Every input-side token: uncached, cached, cache write.")
+    output_cost: Decimal | None = Field(default=None, description="Every output-side token, reasoning included.")
+    total_cost: Decimal | None = None

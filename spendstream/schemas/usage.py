@@ -1,0 +1,116 @@
+"""UsageEvent v1: one attempt of one model call.
+
+Token fields have one meaning whatever the provider reports (the emitter's
+adapters normalise into it):
+
+- ``input_tokens``: every prompt token the model read, *including* the cached
+  and cache-write tokens below (OpenAI's ``prompt_tokens``; for Anthropic the sum
+  of ``input_tokens``, ``cache_read_input_tokens`` and ``cache_creation_input_tokens``).
+- ``cached_input_tokens``: the part of ``input_tokens`` read from a prompt cache.
+- ``cache_write_tokens``: the part of ``input_tokens`` written to a prompt cache.
+- ``output_tokens``: every generated token, *including* reasoning tokens.
+- ``reasoning_tokens``: the part of ``output_tokens`` spent on reasoning.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from spendstream.schemas._types import Identifier, Label, OptionalCount, TokenCount
+
+MAX_TAGS = 32
+MAX_TAG_KEY_CHARS = 64
+MAX_TAG_VALUE_CHARS = 256
+
+Status = Literal["ok", "error", "timeout", "rate_limited", "invalid_output"]
+Mode = Literal["realtime", "batch"]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UsageEvent(BaseModel):
+    """One attempt of one model call, as a service reports it.
+
+    ``event_id`` is the idempotency key: the pipeline stores each id once, however
+    often it is delivered. Retries of one logical call share ``request_id`` and
+    count up ``attempt``. Fields this version does not know are kept (``extra``)
+    and stored, never dropped.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, title="UsageEvent")
+
+    schema_version: Literal[1] = 1
+    event_id: Identifier = Field(default_factory=_new_id)
+    ts: AwareDatetime = Field(default_factory=_now, description="When the call started (UTC or any zone).")
+    request_id: Identifier | None = Field(default=None, description="Shared by every attempt of one logical call.")
+    attempt: int = Field(default=1, ge=1, strict=True)
+
+    provider: Identifier = Field(description="e.g. openai, anthropic, google, bedrock, self-hosted.")
+    model: Identifier = Field(description="The model as the service called it; normalised when priced.")
+    deployment: Label = None
+    mode: Mode = "realtime"
+    service_tier: Label = None
+
+    input_tokens: TokenCount = 0
+    cached_input_tokens: TokenCount = 0
+    cache_write_tokens: TokenCount = 0
+    output_tokens: TokenCount = 0
+    reasoning_tokens: TokenCount = 0
+    tokens_estimated: bool = Field(default=False, description="True when counted locally, not reported by the provider.")
+
+    latency_ms: float | None = Field(default=None, ge=0)
+    ttft_ms: float | None = Field(default=None, ge=0, description="Time to first token.")
+    status: Status = "ok"
+    http_status: int | None = Field(default=None, ge=100, le=599, strict=True)
+
+    team: Label = None
+    feature: Label = None
+    customer: Label = None
+    environment: Label = None
+    user_hash: Label = None
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
+
+    prefix_fingerprint: Label = None
+    prefix_tokens: OptionalCount = None
+    max_tokens: OptionalCount = None
+    service: Label = None
+
+    @field_validator("tags")
+    @classmethod
+    def _bounded_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if not 0 < len(key) <= MAX_TAG_KEY_CHARS:
+                raise ValueError(f"tag key {key[:80]!r} must be 1..{MAX_TAG_KEY_CHARS} characters")
+            if len(value) > MAX_TAG_VALUE_CHARS:
+                raise ValueError(f"tag {key!r} value longer than {MAX_TAG_VALUE_CHARS} characters")
+        return tags
+
+    @model_validator(mode="after")
+    def _parts_within_totals(self) -> UsageEvent:
+        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError(
+                "cached_input_tokens + cache_write_tokens exceed input_tokens "
+                f"({self.cached_input_tokens} + {self.cache_write_tokens} > {self.input_tokens}); "
+                "input_tokens must include cached and cache-write tokens"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError(
+                f"reasoning_tokens ({self.reasoning_tokens}) exceed output_tokens ({self.output_tokens}); "
+                "output_tokens must include reasoning tokens"
+            )
+        return self
+
+    @property
+    def extra_fields(self) -> dict[str, object]:
+        """Fields this schema version does not know, kept as sent."""
+        return dict(self.__pydantic_extra__ or {})
