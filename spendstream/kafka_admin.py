@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -13,6 +14,12 @@ log = logging.getLogger(__name__)
 
 def broker_answers(bootstrap_servers: str, *, timeout_s: float = 2.0) -> bool:
     """True if the broker answers a metadata request within ``timeout_s``."""
+
+    host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError:
+        return False  # not listening yet: no need to make aiokafka log a connection error
 
     async def probe() -> bool:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))

@@ -38,6 +38,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Python callers get event_id and ts filled in when they build an event; on the
+# wire both are required, because an id made up by the pipeline would count a
+# re-delivered event twice.
+WIRE_REQUIRED = ("event_id", "ts")
+
+
+def _wire_required(schema: dict) -> None:
+    schema["required"] = sorted(set(schema.get("required", [])) | set(WIRE_REQUIRED))
+
+
 class UsageEvent(BaseModel):
     """One attempt of one model call, as a service reports it.
 
@@ -47,7 +57,7 @@ class UsageEvent(BaseModel):
     and stored, never dropped.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, title="UsageEvent")
+    model_config = ConfigDict(extra="allow", frozen=True, title="UsageEvent", json_schema_extra=_wire_required)
 
     schema_version: Literal[1] = 1
     event_id: Identifier = Field(default_factory=_new_id)

@@ -1,0 +1,5 @@
+import sys
+
+from spendstream.cli import main
+
+sys.exit(main())

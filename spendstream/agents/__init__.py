@@ -1,0 +1,1 @@
+"""The stream workers: faust agents around pure stages (decode, validate, price, write)."""

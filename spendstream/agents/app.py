@@ -1,0 +1,57 @@
+"""The faust app: a short loop around the pure stages in :mod:`spendstream.agents.stages`."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from spendstream.agents import query_endpoint
+from spendstream.agents.stages import SourceRecord, process
+from spendstream.pricing.catalog import Catalog
+from spendstream.settings import Settings
+from spendstream.sinks.store import Store
+from spendstream.sinks.writer import SinkWriter
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int) -> faust.App:
+    """A faust app whose ``ingest`` agent prices usage records into ``store``.
+
+    Write, then commit: ``take_events`` acks a batch only after the loop body
+    that wrote it returns, and faust commits only acked offsets.
+    """
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # A group join is held for half the session timeout; faust's 60 s default
+        # means a 30 s start. These are Kafka's own lower bounds.
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.5,
+        web_enabled=True,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=web_port,
+    )
+    usage = app.topic(settings.usage_topic, value_serializer="raw", key_serializer="raw",
+                      partitions=settings.topic_partitions)
+    catalog = Catalog()
+    writer = SinkWriter(store)
+    query_endpoint.register(app, store)
+
+    @app.agent(usage, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
+            records = [SourceRecord(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                       for e in events]
+            await writer.write(process(records, catalog))
+
+    return app

@@ -1,0 +1,104 @@
+"""A worker in a child process, as production runs it, for the demo and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
+from spendstream.settings import Settings
+
+
+class WorkerFailed(RuntimeError):
+    """The worker process exited or never became ready."""
+
+
+class WorkerProcess:
+    """Runs ``python -m spendstream worker`` with ``settings`` and the given broker.
+
+    Its output goes to ``log_path``. ``start()`` returns once the worker has
+    migrated the schema and answers queries; ``stop()`` sends SIGTERM (a clean
+    faust shutdown, committing offsets) and waits.
+    """
+
+    def __init__(self, settings: Settings, *, bootstrap_servers: str, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        env = dict(os.environ, **self.extra_env,
+                   SPENDSTREAM_KAFKA_BOOTSTRAP=self.bootstrap_servers,
+                   SPENDSTREAM_DATA_DIR=str(self.settings.data_dir),
+                   SPENDSTREAM_USAGE_TOPIC=self.settings.usage_topic,
+                   SPENDSTREAM_CONSUMER_GROUP=self.settings.consumer_group,
+                   SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions))
+        if self.settings.clickhouse_url is not None:
+            env["SPENDSTREAM_CLICKHOUSE_URL"] = self.settings.clickhouse_url.get_secret_value()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen([sys.executable, "-m", "spendstream", "worker"],
+                                             stdout=log, stderr=subprocess.STDOUT, env=env)
+        if self.settings.embedded:
+            self._wait_for_queries(timeout_s)
+
+    def query_client(self) -> QueryClient:
+        client = QueryClient.for_data_dir(self.settings.data_dir)
+        if client is None:
+            raise WorkerFailed(self._failure("the worker is not serving queries"))
+        return client
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout_s)
+        return process.returncode
+
+    def __enter__(self) -> WorkerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _wait_for_queries(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise WorkerFailed(self._failure(f"the worker exited with code {self._process.returncode}"))
+            client = QueryClient.for_data_dir(self.settings.data_dir)
+            if client is not None and client.url:
+                try:
+                    client.query_text("SELECT count() FROM usage_events", fmt="CSV")
+                    return
+                except (EndpointUnavailable, QueryFailed):
+                    pass
+            time.sleep(0.2)
+        raise WorkerFailed(self._failure(f"the worker did not serve queries within {timeout_s:.0f}s"))
+
+    def _failure(self, what: str) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+        except OSError:
+            tail = []
+        return what + (f"; last lines of {self.log_path}:\n  " + "\n  ".join(tail) if tail else "")

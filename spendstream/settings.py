@@ -1,0 +1,33 @@
+"""One frozen, validated settings object per process, read from SPENDSTREAM_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration at the edge. Every field is an environment variable ``SPENDSTREAM_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SPENDSTREAM_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means start a local broker (tansu)."
+    )
+    clickhouse_url: SecretStr | None = Field(
+        default=None, description="http://user:pass@host:8123/db for a ClickHouse server; unset means embedded chdb."
+    )
+    data_dir: Path = Field(default=Path("spendstream-data"), description="Where embedded chdb keeps its data.")
+    usage_topic: str = "spendstream.usage"
+    topic_partitions: int = Field(default=8, ge=1, description="Fixed at topic creation; caps the worker count.")
+    consumer_group: str = "spendstream"
+    batch_max_records: int = Field(default=200, ge=1, description="Kafka records per sink write (each holds many events).")
+    batch_max_wait_s: float = Field(default=0.5, gt=0)
+    web_port: int = Field(default=0, ge=0, description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
+    log_level: str = "info"
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_url is None

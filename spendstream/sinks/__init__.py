@@ -1,0 +1,20 @@
+"""Where facts land: ClickHouse, embedded (chdb) or a server, behind one interface."""
+
+from __future__ import annotations
+
+from spendstream.settings import Settings
+from spendstream.sinks.store import QueryResult, Store, StoreError
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured ClickHouse: a server when SPENDSTREAM_CLICKHOUSE_URL is set, else embedded chdb."""
+    if settings.clickhouse_url is not None:
+        from spendstream.sinks.server import ServerStore
+
+        return ServerStore(settings.clickhouse_url.get_secret_value())
+    from spendstream.sinks.embedded import EmbeddedStore
+
+    return EmbeddedStore(settings.data_dir)
+
+
+__all__ = ["QueryResult", "Store", "StoreError", "open_store"]

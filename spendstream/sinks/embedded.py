@@ -1,0 +1,77 @@
+"""Embedded ClickHouse: chdb in this process, persisting to a local directory."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from spendstream.sinks.store import QueryResult, StoreError, query_result
+
+log = logging.getLogger(__name__)
+
+
+class DataDirLocked(StoreError):
+    """Another process holds the embedded data directory."""
+
+
+class EmbeddedStore:
+    """chdb session on ``data_dir``. One process may open a directory at a time.
+
+    Queries from other processes go through the process that owns it (the
+    worker's query endpoint); see :mod:`spendstream.agents.query_endpoint`.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        from chdb.session import Session
+
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # chdb refuses a query while a streaming insert is open on the connection:
+        # the writer thread and the query endpoint take turns.
+        self._lock = threading.Lock()
+        try:
+            self._session = Session(str(self.data_dir.resolve()))
+        except Exception as exc:  # chdb raises a bare RuntimeError; the real reason is on stderr
+            if "lock" in str(exc).lower() or "status" in str(exc).lower():
+                raise DataDirLocked(
+                    f"{self.data_dir} is open in another process (a running `spendstream up` or worker?); "
+                    "query through it with `spendstream sql`, or stop it first"
+                ) from exc
+            raise StoreError(f"cannot open embedded ClickHouse at {self.data_dir}: {exc}") from exc
+
+    def command(self, sql: str) -> None:
+        self._run(sql, "CSV", None)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        return query_result(self, sql, params)
+
+    def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str:
+        return self._run(sql, fmt, params)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        try:
+            with self._lock, self._session.send_insert(f"INSERT INTO {table} ({columns})", "ArrowStream") as inserter:
+                inserter.append(sink.getvalue())
+                inserter.finish()
+        except Exception as exc:  # chdb's own error types vary by version
+            raise StoreError(f"insert into {table} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> str:
+        try:
+            with self._lock:
+                result = self._session.query(sql, fmt, params=params or None)
+        except Exception as exc:  # chdb's own error types vary by version
+            raise StoreError(str(exc)) from exc
+        return result.bytes().decode() if hasattr(result, "bytes") else str(result)

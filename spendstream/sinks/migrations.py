@@ -1,0 +1,126 @@
+"""Schema, created and migrated by the project itself, idempotently, on both backends.
+
+Each migration is a numbered list of statements. Every statement is idempotent
+on its own (IF NOT EXISTS), so a crash between a statement and its bookkeeping
+row only means it runs again harmlessly. Add new migrations at the end; never
+edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from spendstream.sinks.store import Store
+
+log = logging.getLogger(__name__)
+
+MONEY = "Decimal(38, 18)"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "usage_events and dead_letters", (
+        # One row per distinct event_id: ReplacingMergeTree collapses re-deliveries
+        # (same key) on merge; exact queries read it with FINAL.
+        f"""
+        CREATE TABLE IF NOT EXISTS usage_events (
+            event_id String,
+            ts DateTime64(3, 'UTC'),
+            request_id String,
+            attempt UInt32,
+            provider LowCardinality(String),
+            model LowCardinality(String),
+            deployment LowCardinality(Nullable(String)),
+            mode LowCardinality(String),
+            service_tier LowCardinality(Nullable(String)),
+            input_tokens UInt64,
+            cached_input_tokens UInt64,
+            cache_write_tokens UInt64,
+            output_tokens UInt64,
+            reasoning_tokens UInt64,
+            tokens_estimated Bool,
+            latency_ms Nullable(Float64),
+            ttft_ms Nullable(Float64),
+            status LowCardinality(String),
+            http_status Nullable(UInt16),
+            team LowCardinality(Nullable(String)),
+            feature LowCardinality(Nullable(String)),
+            customer Nullable(String),
+            environment LowCardinality(Nullable(String)),
+            user_hash Nullable(String),
+            tags Map(String, String),
+            prefix_fingerprint Nullable(String),
+            prefix_tokens Nullable(UInt64),
+            max_tokens Nullable(UInt64),
+            service LowCardinality(Nullable(String)),
+            extra String COMMENT 'fields unknown to the schema version, as JSON',
+            priced Bool,
+            unpriced_reason Nullable(String),
+            catalog LowCardinality(String),
+            catalog_version LowCardinality(String),
+            price_model_id LowCardinality(Nullable(String)),
+            price_provider_id LowCardinality(Nullable(String)),
+            input_price_per_mtok Nullable({MONEY}),
+            cached_input_price_per_mtok Nullable({MONEY}),
+            cache_write_price_per_mtok Nullable({MONEY}),
+            output_price_per_mtok Nullable({MONEY}),
+            input_cost Nullable({MONEY}),
+            output_cost Nullable({MONEY}),
+            total_cost Nullable({MONEY}),
+            source_topic LowCardinality(String),
+            source_partition UInt32,
+            source_offset UInt64,
+            ingested_at DateTime64(3, 'UTC')
+        )
+        ENGINE = ReplacingMergeTree(ingested_at)
+        PARTITION BY toYYYYMM(ts)
+        ORDER BY event_id
+        """,
+        # Keyed by where the bytes came from, so a replayed record is stored once.
+        """
+        CREATE TABLE IF NOT EXISTS dead_letters (
+            received_at DateTime64(3, 'UTC'),
+            source_topic LowCardinality(String),
+            source_partition UInt32,
+            source_offset UInt64,
+            item_index Int32 COMMENT '-1 when the whole record was unreadable',
+            event_id Nullable(String),
+            reason String,
+            raw String
+        )
+        ENGINE = ReplacingMergeTree(received_at)
+        ORDER BY (source_topic, source_partition, source_offset, item_index)
+        """,
+    )),
+)
+
+
+def migrate(store: Store) -> list[int]:
+    """Apply every migration not yet recorded. Returns the versions applied now."""
+    store.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {row[0] for row in store.query("SELECT version FROM schema_migrations FINAL").rows}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            store.command(statement)
+        store.query_text(
+            "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
+            {"v": migration.version, "n": migration.name},
+            fmt="CSV",
+        )
+        log.info("applied schema migration %d: %s", migration.version, migration.name)
+        applied.append(migration.version)
+    return applied

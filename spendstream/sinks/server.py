@@ -1,0 +1,58 @@
+"""A ClickHouse server or cluster through clickhouse-connect."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pyarrow as pa
+
+from spendstream.sinks.store import QueryResult, StoreError, query_result
+
+
+class ServerStore:
+    """``url`` is ``http[s]://user:password@host:port/database``."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import clickhouse_connect
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StoreError("SPENDSTREAM_CLICKHOUSE_URL is set: pip install 'spendstream[server]'") from exc
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StoreError("SPENDSTREAM_CLICKHOUSE_URL must look like http://user:pass@host:8123/db")
+        database = parts.path.strip("/") or "default"
+        self._client = clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            secure=parts.scheme == "https",
+        )
+        self._client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        self._client.database = database
+
+    def command(self, sql: str) -> None:
+        try:
+            self._client.command(sql)
+        except Exception as exc:  # clickhouse-connect raises several unrelated types
+            raise StoreError(str(exc)) from exc
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        return query_result(self, sql, params)
+
+    def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str:
+        try:
+            raw = self._client.raw_query(sql, parameters=params, fmt=fmt)
+        except Exception as exc:  # clickhouse-connect raises several unrelated types
+            raise StoreError(str(exc)) from exc
+        return raw.decode()
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        try:
+            self._client.insert_arrow(table, data)
+        except Exception as exc:  # clickhouse-connect raises several unrelated types
+            raise StoreError(f"insert into {table} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,79 @@
+"""The one ClickHouse interface the pipeline writes and queries through."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+
+class StoreError(RuntimeError):
+    """ClickHouse rejected a statement or could not be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0]
+
+
+class Store(Protocol):
+    """ClickHouse, embedded or server: the same SQL on both."""
+
+    def command(self, sql: str) -> None: ...
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult: ...
+
+    def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str: ...
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Exact values travel as strings in JSON output (see JSON_SETTINGS); turn them back.
+def _convert(value: Any, ch_type: str) -> Any:
+    if value is None:
+        return None
+    base = ch_type.removeprefix("LowCardinality(").removeprefix("Nullable(")
+    if base.startswith("Decimal"):
+        return Decimal(value)
+    if base.startswith(("Int", "UInt")):
+        return int(value)
+    return value
+
+
+def parse_json_compact(text: str) -> QueryResult:
+    """Parse ClickHouse ``JSONCompact`` output (with decimals and 64-bit ints quoted)."""
+    if not text.strip():
+        return QueryResult([], [], [])
+    doc = json.loads(text)
+    columns = [m["name"] for m in doc["meta"]]
+    types = [m["type"] for m in doc["meta"]]
+    rows = [[_convert(v, t) for v, t in zip(row, types)] for row in doc["data"]]
+    return QueryResult(columns, types, rows)
+
+
+# Money must not pass through a float on its way out: quote decimals and big ints.
+JSON_SETTINGS = {"output_format_json_quote_decimals": 1, "output_format_json_quote_64bit_integers": 1}
+_SETTINGS_CLAUSE = " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in JSON_SETTINGS.items())
+
+
+class TextQuerier(Protocol):
+    def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str: ...
+
+
+def query_result(querier: TextQuerier, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+    """Run ``sql`` (a SELECT without SETTINGS/FORMAT) and parse it exactly, through any querier:
+    a store, or a running worker's query endpoint."""
+    return parse_json_compact(querier.query_text(sql + _SETTINGS_CLAUSE, params, "JSONCompact"))

@@ -1,0 +1,51 @@
+"""Writes a processed batch to ClickHouse, retrying until it is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from spendstream.agents.stages import BatchResult
+from spendstream.emitter.backoff import backoff_s
+from spendstream.sinks.rows import dead_letter_table, usage_table
+from spendstream.sinks.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class SinkWriter:
+    """Inserts priced rows and dead letters; never drops a batch.
+
+    A failed insert is retried with jittered backoff for as long as it takes.
+    While it retries the agent does not pull more records, so consumption pauses
+    (backpressure) instead of the worker crashing or dropping data. Both tables
+    are keyed so that inserting the same batch twice stores it once, which makes
+    a retry after a partial success harmless.
+    """
+
+    def __init__(self, store: Store, *, retry_base_s: float = 0.2, retry_cap_s: float = 10.0) -> None:
+        self._store = store
+        self._retry_base_s = retry_base_s
+        self._retry_cap_s = retry_cap_s
+        self.rows_written = 0
+        self.dead_letters_written = 0
+
+    async def write(self, batch: BatchResult) -> None:
+        attempt = 0
+        while True:
+            try:
+                await asyncio.to_thread(self._write_now, batch)
+                break
+            except StoreError as exc:
+                delay = backoff_s(attempt, base_s=self._retry_base_s, cap_s=self._retry_cap_s)
+                attempt += 1
+                log.warning("ClickHouse write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
+                await asyncio.sleep(delay)
+        self.rows_written += len(batch.priced)
+        self.dead_letters_written += len(batch.dead_letters)
+
+    def _write_now(self, batch: BatchResult) -> None:
+        if batch.priced:
+            self._store.insert_arrow("usage_events", usage_table(batch.priced))
+        if batch.dead_letters:
+            self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
