@@ -1,0 +1,51 @@
+"""The bundled catalog: exact, offline, and never a silent 0 for an unknown model."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from spendstream.pricing import Catalog
+from spendstream.schemas import UsageEvent
+
+TS = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def _price(**fields: object):
+    return Catalog().price(UsageEvent(ts=TS, **fields))
+
+
+def test_cached_tokens_are_priced_at_the_cache_read_rate() -> None:
+    # gpt-4o-mini: $0.15 / M input, $0.075 / M cached input, $0.60 / M output
+    record = _price(provider="openai", model="gpt-4o-mini", input_tokens=1_000_000,
+                    cached_input_tokens=400_000, output_tokens=100_000)
+    assert record.input_cost == Decimal("0.6") * Decimal("0.15") + Decimal("0.4") * Decimal("0.075")
+    assert record.output_cost == Decimal("0.06")
+    assert record.total_cost == record.input_cost + record.output_cost
+    assert record.input_price_per_mtok == Decimal("0.15")
+
+
+def test_anthropic_cache_writes_cost_more_than_input() -> None:
+    # claude-3-5-haiku: $0.80 / M input, $1.00 / M 5-minute cache write
+    record = _price(provider="anthropic", model="claude-3-5-haiku-latest", input_tokens=1_000_000,
+                    cache_write_tokens=1_000_000)
+    assert record.total_cost == Decimal("1.00")
+
+
+def test_unknown_model_is_flagged_not_priced_as_zero() -> None:
+    record = _price(provider="openai", model="gpt-nonexistent-9", input_tokens=1000)
+    assert record.priced is False
+    assert record.total_cost is None and record.input_cost is None
+    assert "gpt-nonexistent-9" in (record.unpriced_reason or "")
+
+
+def test_unknown_provider_is_flagged() -> None:
+    record = _price(provider="self-hosted", model="llama-3-70b", input_tokens=1000)
+    assert record.priced is False and "self-hosted" in (record.unpriced_reason or "")
+
+
+def test_record_names_the_catalog_version() -> None:
+    import genai_prices
+
+    record = _price(provider="openai", model="gpt-4o", input_tokens=1)
+    assert (record.catalog, record.catalog_version) == ("genai-prices", genai_prices.__version__)

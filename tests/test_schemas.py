@@ -1,0 +1,60 @@
+"""Contracts: validation rules and the published JSON Schema files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from spendstream.schemas import UsageEvent
+from spendstream.schemas.jsonschema_files import PUBLISHED, SCHEMA_DIR, render
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_json_schema_matches_model(name: str) -> None:
+    on_disk = (SCHEMA_DIR / name).read_text(encoding="utf-8")
+    assert on_disk == render(PUBLISHED[name]), (
+        f"{name} drifted from its model: run `python -m spendstream.schemas` and commit the result"
+    )
+
+
+def test_wire_schema_requires_the_idempotency_key_and_time() -> None:
+    schema = json.loads((SCHEMA_DIR / "usage_event.v1.json").read_text())
+    assert {"event_id", "ts", "provider", "model"} <= set(schema["required"])
+
+
+def test_unknown_fields_are_kept() -> None:
+    event = UsageEvent.model_validate({"event_id": "e1", "ts": "2026-01-01T00:00:00Z", "provider": "openai",
+                                       "model": "gpt-4o", "region": "eu-west-1"})
+    assert event.extra_fields == {"region": "eu-west-1"}
+
+
+@pytest.mark.parametrize("field, value", [("input_tokens", "12"), ("output_tokens", 1.5), ("input_tokens", True),
+                                          ("input_tokens", -1)])
+def test_token_counts_are_strict_non_negative_integers(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        UsageEvent.model_validate({"provider": "openai", "model": "gpt-4o", field: value})
+    assert field in str(info.value)
+
+
+def test_cached_tokens_must_be_part_of_input_tokens() -> None:
+    with pytest.raises(ValidationError, match="must include cached"):
+        UsageEvent(provider="anthropic", model="claude", input_tokens=10, cached_input_tokens=20)
+
+
+def test_reasoning_tokens_must_be_part_of_output_tokens() -> None:
+    with pytest.raises(ValidationError, match="must include reasoning"):
+        UsageEvent(provider="openai", model="o3", output_tokens=5, reasoning_tokens=6)
+
+
+def test_tags_are_bounded() -> None:
+    with pytest.raises(ValidationError):
+        UsageEvent(provider="openai", model="gpt-4o", tags={f"k{i}": "v" for i in range(33)})
+    with pytest.raises(ValidationError, match="longer than"):
+        UsageEvent(provider="openai", model="gpt-4o", tags={"k": "v" * 300})
+
+
+def test_naive_timestamps_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        UsageEvent.model_validate({"provider": "openai", "model": "gpt-4o", "ts": "2026-01-01T00:00:00"})

@@ -1,0 +1,76 @@
+"""The embedded ClickHouse store: schema, exact money, deduplication by event id."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from spendstream.agents.stages import SourceRecord, process
+from spendstream.pricing import Catalog
+from spendstream.sinks.migrations import MIGRATIONS, migrate
+from spendstream.sinks.rows import dead_letter_table, usage_table
+from spendstream.sinks.store import StoreError
+
+pytestmark = pytest.mark.integration
+
+
+def _batch(prefix: str, n: int, **fields: object):
+    events = [{"event_id": f"{prefix}-{i}", "ts": "2026-11-01T12:00:00Z", "provider": "openai",
+               "model": "gpt-4o-mini", "input_tokens": 1000 + i, "output_tokens": 7, "team": "search",
+               "tags": {"region": "eu"}, "unknown_field": i, **fields} for i in range(n)]
+    return process([SourceRecord("usage", 0, 0, orjson.dumps(events))], Catalog())
+
+
+def test_migrations_are_idempotent(embedded_store) -> None:
+    assert migrate(embedded_store) == []
+    versions = embedded_store.query("SELECT version FROM schema_migrations FINAL ORDER BY version").rows
+    assert [v[0] for v in versions] == [m.version for m in MIGRATIONS]
+
+
+def test_rows_round_trip_with_exact_money_and_extras(embedded_store) -> None:
+    prefix = uuid.uuid4().hex
+    batch = _batch(prefix, 3)
+    embedded_store.insert_arrow("usage_events", usage_table(batch.priced))
+    result = embedded_store.query(
+        "SELECT event_id, tags, extra, total_cost FROM usage_events FINAL "
+        "WHERE startsWith(event_id, {p:String}) ORDER BY event_id", {"p": prefix})
+    rows = result.dicts()
+    assert [r["event_id"] for r in rows] == [f"{prefix}-{i}" for i in range(3)]
+    assert rows[0]["tags"] == {"region": "eu"}
+    assert orjson.loads(rows[2]["extra"]) == {"unknown_field": 2}
+    expected = [p.record.total_cost for p in batch.priced]
+    assert [r["total_cost"] for r in rows] == expected
+    assert all(isinstance(r["total_cost"], Decimal) for r in rows)
+
+
+def test_redelivered_events_are_stored_once(embedded_store) -> None:
+    prefix = uuid.uuid4().hex
+    batch = _batch(prefix, 5)
+    for _ in range(3):  # e.g. a worker crashed after writing, before committing
+        embedded_store.insert_arrow("usage_events", usage_table(batch.priced))
+    count, cost = embedded_store.query(
+        "SELECT count(), sum(total_cost) FROM usage_events FINAL WHERE startsWith(event_id, {p:String})",
+        {"p": prefix}).rows[0]
+    assert count == 5
+    assert cost == sum(p.record.total_cost for p in batch.priced)
+
+
+def test_dead_letters_keep_reason_and_raw_bytes(embedded_store) -> None:
+    raw = b"\xff\xfe not json " + uuid.uuid4().hex.encode()
+    batch = process([SourceRecord("usage", 3, 99, raw)], Catalog())
+    embedded_store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
+    rows = embedded_store.query("SELECT source_partition, source_offset, item_index, reason, raw FROM dead_letters "
+                                "WHERE raw LIKE {r:String}", {"r": "%" + raw[-32:].decode() + "%"}).rows
+    assert len(rows) == 1
+    partition, offset, index, reason, stored_raw = rows[0]
+    assert (partition, offset, index) == (3, 99, -1)
+    assert "not valid JSON" in reason
+    assert stored_raw.startswith("\\xff\\xfe not json")
+
+
+def test_bad_sql_raises_store_error_with_clickhouse_message(embedded_store) -> None:
+    with pytest.raises(StoreError, match="Syntax error|UNKNOWN_TABLE|doesn't exist|Unknown table"):
+        embedded_store.query("SELECT * FROM no_such_table_here")
