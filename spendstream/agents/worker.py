@@ -8,6 +8,7 @@ import faust
 
 from spendstream.agents import query_endpoint
 from spendstream.agents.app import create_app
+from spendstream.kafka_admin import ensure_topics
 from spendstream.localbroker import free_port
 from spendstream.settings import Settings
 from spendstream.sinks import open_store
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings, *, bootstrap_servers: str) -> None:
     """Run one worker until SIGINT/SIGTERM. Owns the embedded data directory while it runs."""
+    ensure_topics(bootstrap_servers, {settings.usage_topic: settings.topic_partitions})
     store = open_store(settings)
     migrate(store)
     web_port = settings.web_port or free_port()

@@ -1,0 +1,92 @@
+"""The CLI as a person uses it: `spendstream sql` answers while `spendstream up` runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spendstream.agents.query_endpoint import QueryClient
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spendstream", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDSTREAM_")}
+    env["SPENDSTREAM_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def test_sql_answers_while_up_is_running(tmp_path) -> None:
+    env = _env(tmp_path / "data")
+    up = subprocess.Popen([sys.executable, "-m", "spendstream", "up"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while QueryClient.for_data_dir(tmp_path / "data") is None:
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            assert time.monotonic() < deadline, "spendstream up never served queries"
+            time.sleep(0.2)
+        broker_pid = None
+        for _ in range(100):
+            result = _cli("sql", "SELECT count() AS n, {x:String} AS bound FROM usage_events",
+                          "--format", "JSONEachRow", "--param", "x=it's bound", env=env)
+            if result.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"n": 0, "bound": "it's bound"}
+
+        bad = _cli("sql", "SELECT * FROM no_such_table", env=env)
+        assert bad.returncode == 1 and "no_such_table" in bad.stderr
+        broker_pid = _child_tansu_pid(up.pid)
+        assert broker_pid is not None
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+    assert up.returncode == 0
+    assert not (tmp_path / "data" / "worker.json").exists()
+    assert broker_pid is not None and not _alive(broker_pid), "the local broker outlived `spendstream up`"
+
+    # With no worker running, `spendstream sql` opens the directory itself.
+    result = _cli("sql", "SELECT count() FROM usage_events", "--format", "CSV", env=env)
+    assert (result.returncode, result.stdout.strip()) == (0, "0")
+
+
+def test_worker_without_a_broker_setting_says_what_to_do(tmp_path) -> None:
+    result = _cli("worker", env=_env(tmp_path))
+    assert result.returncode == 2 and "SPENDSTREAM_KAFKA_BOOTSTRAP" in result.stderr
+
+
+def _child_tansu_pid(parent: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"tansu" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

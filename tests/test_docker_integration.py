@@ -1,0 +1,77 @@
+"""The same end-to-end path against Apache Kafka and a ClickHouse server, in containers.
+
+Runs where a Docker engine answers; elsewhere every test here is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from spendstream.schemas import UsageEvent
+
+
+def _docker_unavailable_reason() -> str | None:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:  # any failure to reach an engine means: skip, and say why
+        return f"no Docker engine answers ({type(exc).__name__}): testcontainers cannot start Kafka and ClickHouse"
+    return None
+
+
+REASON = _docker_unavailable_reason()
+pytestmark = [pytest.mark.docker, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap():
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer("apache/kafka:3.9.1") as kafka:
+        yield kafka.get_bootstrap_server()
+
+
+@pytest.fixture(scope="module")
+def clickhouse_url():
+    from testcontainers.clickhouse import ClickHouseContainer
+
+    with ClickHouseContainer("clickhouse/clickhouse-server:25.8", username="spend", password="stream",
+                             dbname="spendstream") as ch:
+        yield f"http://spend:stream@{ch.get_container_host_ip()}:{ch.get_exposed_port(8123)}/spendstream"
+
+
+def test_end_to_end_against_kafka_and_clickhouse_server(kafka_bootstrap, clickhouse_url, tmp_path) -> None:
+    from spendstream.demo.worker_process import WorkerProcess
+    from spendstream.emitter import Emitter
+    from spendstream.kafka_admin import ensure_topics
+    from spendstream.settings import Settings
+    from spendstream.sinks.server import ServerStore
+
+    topic = f"usage.{uuid.uuid4().hex[:8]}"
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, clickhouse_url=clickhouse_url, usage_topic=topic,
+                        consumer_group=f"g-{topic}", data_dir=tmp_path)
+    ensure_topics(kafka_bootstrap, {topic: settings.topic_partitions})
+    with WorkerProcess(settings, bootstrap_servers=kafka_bootstrap, log_path=tmp_path / "worker.log"):
+        with Emitter(bootstrap_servers=kafka_bootstrap, topic=topic, register_atexit=False) as emitter:
+            for n in range(300):
+                emitter.emit(UsageEvent(event_id=f"{topic}-{n}", provider="openai", model="gpt-4o",
+                                        input_tokens=100, output_tokens=10))
+            emitter.emit({"event_id": f"{topic}-bad", "ts": "2026-01-01T00:00:00Z", "provider": "openai",
+                          "model": "gpt-4o", "input_tokens": "lots"})
+            assert emitter.flush(60)
+        store = ServerStore(clickhouse_url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            stored = store.query("SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {t:String})",
+                                 {"t": topic}).scalar()
+            if stored >= 300:
+                break
+            time.sleep(1)
+        assert stored == 300
+        dead = store.query("SELECT reason FROM dead_letters WHERE event_id = {e:String}", {"e": f"{topic}-bad"})
+        assert "input_tokens" in dead.scalar()
+        store.close()
