@@ -49,3 +49,46 @@ def test_record_names_the_catalog_version() -> None:
 
     record = _price(provider="openai", model="gpt-4o", input_tokens=1)
     assert (record.catalog, record.catalog_version) == ("genai-prices", genai_prices.__version__)
+
+
+def test_fast_path_agrees_with_the_catalogs_own_calculation_for_every_model() -> None:
+    """Every model of every provider we map, priced both ways on random usage, to the last digit."""
+    import random
+
+    from genai_prices import data_snapshot
+
+    from spendstream.pricing.catalog import PROVIDER_IDS, usage_of
+    from spendstream.pricing.rates import TokenRates
+
+    rng = random.Random(7)
+    providers = [p for p in data_snapshot.get_snapshot().providers if p.id in set(PROVIDER_IDS.values())]
+    checked = 0
+    for provider in providers:
+        for model in provider.models:
+            prices = model.get_prices(TS)
+            rates = TokenRates.of(prices)
+            if rates is None:
+                continue
+            for _ in range(3):
+                inp = rng.randint(0, 400_000)  # crosses the common 128k/200k/272k context tiers
+                cached = rng.randint(0, inp)
+                write = rng.randint(0, inp - cached)
+                out = rng.randint(0, 20_000)
+                event = UsageEvent(ts=TS, provider=provider.id, model=model.id, input_tokens=inp,
+                                   cached_input_tokens=cached, cache_write_tokens=write, output_tokens=out,
+                                   reasoning_tokens=rng.randint(0, out))
+                reference = prices.calc_price(usage_of(event))
+                fast = rates.applied(inp).cost(input_tokens=inp, cached_input_tokens=cached, cache_write_tokens=write,
+                                  output_tokens=out)
+                assert fast == (reference["input_price"], reference["output_price"]), (provider.id, model.id)
+                checked += 1
+    assert checked > 300
+
+
+def test_tiered_prices_apply_the_tier_to_all_tokens() -> None:
+    # claude-sonnet-4-5 doubles its input price above 200k input tokens
+    small = _price(provider="anthropic", model="claude-sonnet-4-5", input_tokens=100_000)
+    large = _price(provider="anthropic", model="claude-sonnet-4-5", input_tokens=1_000_000)
+    assert small.total_cost == Decimal("0.3")
+    assert large.total_cost == Decimal("6.0")
+    assert (small.input_price_per_mtok, large.input_price_per_mtok) == (Decimal("3"), Decimal("6"))

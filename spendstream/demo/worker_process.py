@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
+from spendstream.localbroker import terminate
 from spendstream.settings import Settings
 
 
@@ -62,16 +62,7 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout_s)
-        return process.returncode
+        return None if process is None else terminate(process, timeout_s)
 
     def __enter__(self) -> WorkerProcess:
         self.start()

@@ -7,11 +7,11 @@ pinned in pyproject.toml; every CostRecord names the catalog version it used.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import genai_prices
-from genai_prices import Usage
+from genai_prices import Usage, data_snapshot
+from genai_prices.types import ModelPrice
 
+from spendstream.pricing.rates import AppliedRates, TokenRates
 from spendstream.schemas.cost import CostRecord
 from spendstream.schemas.usage import UsageEvent
 
@@ -35,44 +35,62 @@ PROVIDER_IDS = {
 
 
 class Catalog:
-    """Prices a UsageEvent at its own timestamp. An unknown model is flagged, never priced 0."""
+    """Prices a UsageEvent at its own timestamp. An unknown model is flagged, never priced 0.
+
+    The price in force at ``event.ts`` is looked up in the catalog for every event
+    (genai-prices caches the model match); the arithmetic takes the per-token-rate
+    fast path when the price allows it and genai-prices' own calculation otherwise.
+    """
 
     name = CATALOG_NAME
     version = genai_prices.__version__
+
+    def __init__(self) -> None:
+        self._snapshot = data_snapshot.get_snapshot()
+        # Keyed by the ModelPrice object; the object is kept so its id stays unique.
+        self._rates: dict[int, tuple[ModelPrice, TokenRates | None]] = {}
 
     def price(self, event: UsageEvent) -> CostRecord:
         provider_id = PROVIDER_IDS.get(event.provider.lower())
         if provider_id is None:
             return self._unpriced(event, f"provider {event.provider!r} is not in the catalog")
-        usage = Usage(
-            input_tokens=event.input_tokens,
-            cache_read_tokens=event.cached_input_tokens,
-            cache_write_tokens=event.cache_write_tokens,
-            output_tokens=event.output_tokens,
-        )
         try:
-            calc = genai_prices.calc_price(
-                usage, event.model, provider_id=provider_id, genai_request_timestamp=event.ts
-            )
+            provider, model = self._snapshot.find_provider_model(event.model, None, provider_id, None)
         except LookupError:
             return self._unpriced(event, f"model {event.model!r} has no price for provider {provider_id!r}")
-        prices = calc.model_price
+        prices = model.get_prices(event.ts)
+        rates = self._token_rates(prices)
+        if rates is not None:
+            applied = rates.applied(event.input_tokens)
+            input_cost, output_cost = applied.cost(
+                input_tokens=event.input_tokens, cached_input_tokens=event.cached_input_tokens,
+                cache_write_tokens=event.cache_write_tokens, output_tokens=event.output_tokens)
+        else:
+            calc = prices.calc_price(usage_of(event))
+            input_cost, output_cost = calc["input_price"], calc["output_price"]
+            applied = None
         return CostRecord(
             event=event,
             priced=True,
             catalog=self.name,
             catalog_version=self.version,
-            price_model_id=calc.model.id,
-            price_provider_id=calc.provider.id,
+            price_model_id=model.id,
+            price_provider_id=provider.id,
             priced_at_ts=event.ts,
-            input_price_per_mtok=_flat(getattr(prices, "input_mtok", None)),
-            cached_input_price_per_mtok=_flat(getattr(prices, "cache_read_mtok", None)),
-            cache_write_price_per_mtok=_flat(getattr(prices, "cache_write_mtok", None)),
-            output_price_per_mtok=_flat(getattr(prices, "output_mtok", None)),
-            input_cost=calc.input_price,
-            output_cost=calc.output_price,
-            total_cost=calc.total_price,
+            input_price_per_mtok=applied.input if applied else None,
+            cached_input_price_per_mtok=applied.cached_input if applied else None,
+            cache_write_price_per_mtok=applied.cache_write if applied else None,
+            output_price_per_mtok=applied.output if applied else None,
+            input_cost=input_cost,
+            output_cost=output_cost,
+            total_cost=input_cost + output_cost,
         )
+
+    def _token_rates(self, prices: ModelPrice) -> TokenRates | None:
+        cached = self._rates.get(id(prices))
+        if cached is None:
+            cached = self._rates[id(prices)] = (prices, TokenRates.of(prices))
+        return cached[1]
 
     def _unpriced(self, event: UsageEvent, reason: str) -> CostRecord:
         return CostRecord(
@@ -85,6 +103,12 @@ class Catalog:
         )
 
 
-def _flat(price: object) -> Decimal | None:
-    """A unit price when it is one number; tiered prices are reported as None here."""
-    return price if isinstance(price, Decimal) else None
+def usage_of(event: UsageEvent) -> Usage:
+    """The event's token counts as genai-prices reads them (same inclusive meanings)."""
+    return Usage(
+        input_tokens=event.input_tokens,
+        cache_read_tokens=event.cached_input_tokens,
+        cache_write_tokens=event.cache_write_tokens,
+        output_tokens=event.output_tokens,
+        output_reasoning_tokens=event.reasoning_tokens,
+    )
