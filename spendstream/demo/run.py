@@ -133,7 +133,7 @@ def _print_tables(console: Console, querier: TextQuerier, params: dict[str, str]
 
 def _rich_table(title: str, result: QueryResult) -> Table:
     table = Table(title=title, title_justify="left")
-    for column, ch_type in zip(result.columns, result.types):
+    for column, ch_type in zip(result.columns, result.types, strict=True):
         table.add_column(column, justify="left" if "String" in ch_type else "right")
     for row in result.rows:
         table.add_row(*(_cell(v) for v in row))

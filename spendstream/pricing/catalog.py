@@ -11,7 +11,7 @@ import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelPrice
 
-from spendstream.pricing.rates import AppliedRates, TokenRates
+from spendstream.pricing.rates import TokenRates
 from spendstream.schemas.cost import CostRecord
 from spendstream.schemas.usage import UsageEvent
 

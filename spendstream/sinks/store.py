@@ -21,7 +21,7 @@ class QueryResult:
     rows: list[list[Any]]
 
     def dicts(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, row)) for row in self.rows]
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
     def scalar(self) -> Any:
         return self.rows[0][0]
@@ -60,7 +60,7 @@ def parse_json_compact(text: str) -> QueryResult:
     doc = json.loads(text)
     columns = [m["name"] for m in doc["meta"]]
     types = [m["type"] for m in doc["meta"]]
-    rows = [[_convert(v, t) for v, t in zip(row, types)] for row in doc["data"]]
+    rows = [[_convert(v, t) for v, t in zip(row, types, strict=True)] for row in doc["data"]]
     return QueryResult(columns, types, rows)
 
 
