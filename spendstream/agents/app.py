@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import faust
 
@@ -13,7 +12,6 @@ from spendstream.settings import Settings
 from spendstream.sinks.store import Store
 from spendstream.sinks.writer import SinkWriter
 
-log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int) -> faust.App:

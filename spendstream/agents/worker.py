@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import faust
 
@@ -14,7 +13,6 @@ from spendstream.settings import Settings
 from spendstream.sinks import open_store
 from spendstream.sinks.migrations import migrate
 
-log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, *, bootstrap_servers: str) -> None:

@@ -78,7 +78,7 @@ class WorkerProcess:
             if self._process.poll() is not None:
                 raise WorkerFailed(self._failure(f"the worker exited with code {self._process.returncode}"))
             client = QueryClient.for_data_dir(self.settings.data_dir)
-            if client is not None and client.url:
+            if client is not None:
                 try:
                     client.query_text("SELECT count() FROM usage_events", fmt="CSV")
                     return

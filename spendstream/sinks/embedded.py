@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import pyarrow as pa
 
 from spendstream.sinks.store import QueryResult, StoreError, query_result
 
-log = logging.getLogger(__name__)
 
 
 class DataDirLocked(StoreError):

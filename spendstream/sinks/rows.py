@@ -38,14 +38,15 @@ DEAD_LETTER_SCHEMA = pa.schema([
     ("reason", pa.string()), ("raw", pa.string()),
 ])
 
-_EVENT_COLUMNS = [name for name in USAGE_SCHEMA.names if name in {
-    "event_id", "ts", "attempt", "provider", "model", "deployment", "mode", "service_tier", "input_tokens",
-    "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "tokens_estimated",
-    "latency_ms", "ttft_ms", "status", "http_status", "team", "feature", "customer", "environment", "user_hash",
-    "prefix_fingerprint", "prefix_tokens", "max_tokens", "service"}]
-_COST_COLUMNS = ["priced", "unpriced_reason", "catalog", "catalog_version", "price_model_id", "price_provider_id",
+# Columns copied as they are from the UsageEvent and from the CostRecord.
+_EVENT_COLUMNS = ("event_id", "ts", "attempt", "provider", "model", "deployment", "mode", "service_tier",
+                  "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+                  "tokens_estimated", "latency_ms", "ttft_ms", "status", "http_status", "team", "feature",
+                  "customer", "environment", "user_hash", "prefix_fingerprint", "prefix_tokens", "max_tokens",
+                  "service")
+_COST_COLUMNS = ("priced", "unpriced_reason", "catalog", "catalog_version", "price_model_id", "price_provider_id",
                  "input_price_per_mtok", "cached_input_price_per_mtok", "cache_write_price_per_mtok",
-                 "output_price_per_mtok", "input_cost", "output_cost", "total_cost"]
+                 "output_price_per_mtok", "input_cost", "output_cost", "total_cost")
 
 
 def usage_table(priced: Sequence[Priced], *, now: datetime | None = None) -> pa.Table:

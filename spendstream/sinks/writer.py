@@ -27,22 +27,18 @@ class SinkWriter:
         self._store = store
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
-        self.rows_written = 0
-        self.dead_letters_written = 0
 
     async def write(self, batch: BatchResult) -> None:
         attempt = 0
         while True:
             try:
                 await asyncio.to_thread(self._write_now, batch)
-                break
+                return
             except StoreError as exc:
                 delay = backoff_s(attempt, base_s=self._retry_base_s, cap_s=self._retry_cap_s)
                 attempt += 1
                 log.warning("ClickHouse write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 await asyncio.sleep(delay)
-        self.rows_written += len(batch.priced)
-        self.dead_letters_written += len(batch.dead_letters)
 
     def _write_now(self, batch: BatchResult) -> None:
         if batch.priced:
