@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=200, ge=1, description="Kafka records per sink write (each holds many events).")
     batch_max_wait_s: float = Field(default=0.5, gt=0)
     web_port: int = Field(default=0, ge=0, description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
+    overrides_file: Path | None = Field(
+        default=None, description="YAML/JSON price overrides (negotiated, fine-tuned, self-hosted); see docs/pricing.md."
+    )
     log_level: str = "info"
 
     @property

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import genai_prices
 import pytest
 from rich.console import Console
 
 from spendstream.demo.run import run_demo
 from spendstream.demo.traffic import DEFAULT_SEED, generate, load_trace
-from spendstream.pricing.catalog import PROVIDER_IDS
 from spendstream.schemas import UsageEvent
 from spendstream.settings import Settings
+from tests.reference import genai_total
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +38,12 @@ def test_demo_counts_balance_and_totals_match_the_catalog(tmp_path, monkeypatch)
     ok_input += sum(e["input_tokens"] for e in malformed if e["status"] == "ok" and isinstance(e.get("input_tokens"), int))
     assert ok_input == sum(r.input_tokens for r in rows) - _lost_to_bad_counts(malformed, rows)
 
-    # Price each event straight from the catalog package, outside the pipeline.
-    expected = Decimal(0)
-    unpriced = 0
-    for e in valid:
-        provider = PROVIDER_IDS.get(e.provider)
-        if provider is None:
-            unpriced += 1
-            continue
-        usage = genai_prices.Usage(input_tokens=e.input_tokens, cache_read_tokens=e.cached_input_tokens,
-                                   cache_write_tokens=e.cache_write_tokens, output_tokens=e.output_tokens)
-        expected += genai_prices.calc_price(usage, e.model, provider_id=provider,
-                                            genai_request_timestamp=e.ts).total_price
-    assert summary.unpriced == unpriced > 0
-    assert summary.total_cost == expected
+    # Price each event straight from the catalog package, outside the pipeline, in Decimal.
+    priced = [e for e in valid if e.provider != "self-hosted"]
+    expected = sum((genai_total(e) for e in priced), Decimal(0))
+    assert summary.unpriced == len(valid) - len(priced) > 0
+    assert abs(summary.total_cost - expected) <= Decimal("1e-9")
+    assert summary.total_cost == expected  # in fact to the last digit
     assert (tmp_path / "out.txt").read_text().count("Cost by") == 3
 
 

@@ -11,10 +11,10 @@ import pytest
 from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
 from spendstream.kafka_admin import ensure_topics
-from spendstream.pricing import Catalog
 from spendstream.schemas import UsageEvent
 from spendstream.sinks.store import query_result
 from tests.conftest import produce_raw, worker_settings
+from tests.reference import genai_total
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +72,7 @@ def test_events_are_priced_stored_once_and_bad_input_is_dead_lettered(broker, to
     raw = query_result(querier, "SELECT raw FROM dead_letters WHERE item_index = -1").scalar()
     assert raw == "{definitely not json"
 
-    catalog = Catalog()
-    expected = sum((catalog.price(e).total_cost for e in good), Decimal(0))
+    expected = sum((genai_total(e) for e in good), Decimal(0))
     got = query_result(querier, "SELECT sum(total_cost) FROM usage_events FINAL WHERE startsWith(event_id, 'ok-')")
     assert got.scalar() == expected
 

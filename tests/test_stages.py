@@ -7,7 +7,7 @@ from decimal import Decimal
 import orjson
 
 from spendstream.agents.stages import WHOLE_RECORD, SourceRecord, decode, process
-from spendstream.pricing import Catalog
+from spendstream.pricing import Pricer
 
 
 def _event(n: int, **fields: object) -> dict[str, object]:
@@ -20,20 +20,20 @@ def _record(value: bytes, offset: int = 0) -> SourceRecord:
 
 
 def test_array_record_carries_many_events() -> None:
-    result = process([_record(orjson.dumps([_event(1), _event(2), _event(3)]))], Catalog())
-    assert [p.record.event.event_id for p in result.priced] == ["e1", "e2", "e3"]
+    result = process([_record(orjson.dumps([_event(1), _event(2), _event(3)]))], Pricer())
+    assert [e.event_id for e in result.events] == ["e1", "e2", "e3"]
     assert result.dead_letters == []
 
 
 def test_single_object_record_is_accepted() -> None:
-    result = process([_record(orjson.dumps(_event(1)))], Catalog())
-    assert len(result.priced) == 1 and result.dead_letters == []
+    result = process([_record(orjson.dumps(_event(1)))], Pricer())
+    assert len(result.events) == 1 and result.dead_letters == []
 
 
 def test_wrong_type_goes_to_dead_letters_and_the_rest_of_the_batch_is_kept() -> None:
     bad = _event(2, input_tokens="many")
-    result = process([_record(orjson.dumps([_event(1), bad, _event(3)]))], Catalog())
-    assert [p.record.event.event_id for p in result.priced] == ["e1", "e3"]
+    result = process([_record(orjson.dumps([_event(1), bad, _event(3)]))], Pricer())
+    assert [e.event_id for e in result.events] == ["e1", "e3"]
     [dead] = result.dead_letters
     assert dead.item_index == 1 and dead.event_id == "e2"
     assert "input_tokens" in dead.reason and "integer" in dead.reason
@@ -42,36 +42,36 @@ def test_wrong_type_goes_to_dead_letters_and_the_rest_of_the_batch_is_kept() -> 
 
 def test_unreadable_record_is_dead_lettered_whole_with_its_bytes() -> None:
     raw = b'[{"event_id": "e1", "provider": '
-    result = process([_record(raw, offset=7), _record(orjson.dumps([_event(9)]), offset=8)], Catalog())
+    result = process([_record(raw, offset=7), _record(orjson.dumps([_event(9)]), offset=8)], Pricer())
     [dead] = result.dead_letters
     assert (dead.item_index, dead.source.offset, dead.raw) == (WHOLE_RECORD, 7, raw)
     assert "not valid JSON" in dead.reason
-    assert [p.record.event.event_id for p in result.priced] == ["e9"]
+    assert [e.event_id for e in result.events] == ["e9"]
 
 
 def test_non_object_items_and_scalars_are_dead_lettered() -> None:
     items, dead = decode(_record(b"42"))
     assert items == [] and "expected an object" in dead[0].reason
-    result = process([_record(b'[1, "x"]')], Catalog())
+    result = process([_record(b'[1, "x"]')], Pricer())
     assert [d.item_index for d in result.dead_letters] == [0, 1]
 
 
 def test_missing_event_id_is_dead_lettered_not_invented() -> None:
     event = _event(1)
     del event["event_id"]
-    result = process([_record(orjson.dumps(event))], Catalog())
-    assert result.priced == []
+    result = process([_record(orjson.dumps(event))], Pricer())
+    assert result.events == [] and result.priced is None
     assert "missing required field(s) event_id" in result.dead_letters[0].reason
 
 
 def test_empty_record_is_dead_lettered() -> None:
-    result = process([_record(b"")], Catalog())
+    result = process([_record(b"")], Pricer())
     assert result.dead_letters[0].reason == "empty record value"
 
 
 def test_priced_event_carries_exact_cost() -> None:
-    result = process([_record(orjson.dumps(_event(1, input_tokens=1_000_000, output_tokens=1_000_000)))], Catalog())
-    record = result.priced[0].record
+    result = process([_record(orjson.dumps(_event(1, input_tokens=1_000_000, output_tokens=1_000_000)))], Pricer())
+    record = result.cost_record(0)
     # gpt-4o: $2.50 per million input tokens, $10 per million output tokens
     assert record.total_cost == Decimal("12.50")
     assert isinstance(record.total_cost, Decimal)

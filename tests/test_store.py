@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from spendstream.agents.stages import SourceRecord, process
-from spendstream.pricing import Catalog
+from spendstream.pricing import Pricer
 from spendstream.sinks.migrations import MIGRATIONS, migrate
 from spendstream.sinks.rows import dead_letter_table, usage_table
 from spendstream.sinks.store import StoreError
@@ -21,7 +21,7 @@ def _batch(prefix: str, n: int, **fields: object):
     events = [{"event_id": f"{prefix}-{i}", "ts": "2026-11-01T12:00:00Z", "provider": "openai",
                "model": "gpt-4o-mini", "input_tokens": 1000 + i, "output_tokens": 7, "team": "search",
                "tags": {"region": "eu"}, "unknown_field": i, **fields} for i in range(n)]
-    return process([SourceRecord("usage", 0, 0, orjson.dumps(events))], Catalog())
+    return process([SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())
 
 
 def test_migrations_are_idempotent(embedded_store) -> None:
@@ -33,7 +33,7 @@ def test_migrations_are_idempotent(embedded_store) -> None:
 def test_rows_round_trip_with_exact_money_and_extras(embedded_store) -> None:
     prefix = uuid.uuid4().hex
     batch = _batch(prefix, 3)
-    embedded_store.insert_arrow("usage_events", usage_table(batch.priced))
+    embedded_store.insert_arrow("usage_events", usage_table(batch))
     result = embedded_store.query(
         "SELECT event_id, tags, extra, total_cost FROM usage_events FINAL "
         "WHERE startsWith(event_id, {p:String}) ORDER BY event_id", {"p": prefix})
@@ -41,7 +41,7 @@ def test_rows_round_trip_with_exact_money_and_extras(embedded_store) -> None:
     assert [r["event_id"] for r in rows] == [f"{prefix}-{i}" for i in range(3)]
     assert rows[0]["tags"] == {"region": "eu"}
     assert orjson.loads(rows[2]["extra"]) == {"unknown_field": 2}
-    expected = [p.record.total_cost for p in batch.priced]
+    expected = batch.priced.total_cost.to_pylist()
     assert [r["total_cost"] for r in rows] == expected
     assert all(isinstance(r["total_cost"], Decimal) for r in rows)
 
@@ -50,17 +50,17 @@ def test_redelivered_events_are_stored_once(embedded_store) -> None:
     prefix = uuid.uuid4().hex
     batch = _batch(prefix, 5)
     for _ in range(3):  # e.g. a worker crashed after writing, before committing
-        embedded_store.insert_arrow("usage_events", usage_table(batch.priced))
+        embedded_store.insert_arrow("usage_events", usage_table(batch))
     count, cost = embedded_store.query(
         "SELECT count(), sum(total_cost) FROM usage_events FINAL WHERE startsWith(event_id, {p:String})",
         {"p": prefix}).rows[0]
     assert count == 5
-    assert cost == sum(p.record.total_cost for p in batch.priced)
+    assert cost == sum(batch.priced.total_cost.to_pylist())
 
 
 def test_dead_letters_keep_reason_and_raw_bytes(embedded_store) -> None:
     raw = b"\xff\xfe not json " + uuid.uuid4().hex.encode()
-    batch = process([SourceRecord("usage", 3, 99, raw)], Catalog())
+    batch = process([SourceRecord("usage", 3, 99, raw)], Pricer())
     embedded_store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
     rows = embedded_store.query("SELECT source_partition, source_offset, item_index, reason, raw FROM dead_letters "
                                 "WHERE raw LIKE {r:String}", {"r": "%" + raw[-32:].decode() + "%"}).rows

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-
 import faust
 
 from spendstream.agents import query_endpoint
 from spendstream.agents.stages import SourceRecord, process
-from spendstream.pricing.catalog import Catalog
+from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
 from spendstream.sinks.store import Store
 from spendstream.sinks.writer import SinkWriter
 
 
-
-def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int) -> faust.App:
+def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int,
+               pricer: Pricer | None = None) -> faust.App:
     """A faust app whose ``ingest`` agent prices usage records into ``store``.
 
     Write, then commit: ``take_events`` acks a batch only after the loop body
@@ -41,7 +40,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     )
     usage = app.topic(settings.usage_topic, value_serializer="raw", key_serializer="raw",
                       partitions=settings.topic_partitions)
-    catalog = Catalog()
+    pricer = pricer or Pricer()
     writer = SinkWriter(store)
     query_endpoint.register(app, store)
 
@@ -50,6 +49,6 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
         async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
             records = [SourceRecord(e.message.topic, e.message.partition, e.message.offset, e.message.value)
                        for e in events]
-            await writer.write(process(records, catalog))
+            await writer.write(process(records, pricer))
 
     return app

@@ -1,6 +1,6 @@
 """The pipeline's stages: pure functions over a batch of Kafka records. No I/O here.
 
-    records ──decode──▶ items ──validate──▶ UsageEvents ──price──▶ CostRecords
+    records ──decode──▶ items ──validate──▶ UsageEvents ──price (whole batch)──▶ PricedBatch
                │                 │
                └──── DeadLetters ┘
 """
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from spendstream.pricing.catalog import Catalog
-from spendstream.schemas.cost import CostRecord
+from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
+from spendstream.schemas.alert import Alert
 from spendstream.schemas.usage import WIRE_REQUIRED, UsageEvent
 
 WHOLE_RECORD = -1
@@ -40,16 +42,19 @@ class DeadLetter:
     event_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Priced:
-    source: SourceRecord
-    record: CostRecord
-
-
 @dataclass(slots=True)
 class BatchResult:
-    priced: list[Priced] = field(default_factory=list)
+    """A processed batch: the valid events, where each came from, their prices, and the dead letters."""
+
+    events: list[UsageEvent] = field(default_factory=list)
+    sources: list[SourceRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    priced: PricedBatch | None = None
+
+    def cost_record(self, i: int):
+        """Event ``i`` with its price, as a CostRecord."""
+        assert self.priced is not None
+        return self.priced.record(self.events[i], i)
 
 
 def decode(record: SourceRecord) -> tuple[list[tuple[int, Any]], list[DeadLetter]]:
@@ -100,13 +105,46 @@ def describe(exc: ValidationError) -> str:
     return "invalid UsageEvent: " + "; ".join(parts)
 
 
-def process(records: Sequence[SourceRecord], catalog: Catalog) -> BatchResult:
-    """Decode, validate and price a batch of records."""
+def process(records: Sequence[SourceRecord], pricer: Pricer) -> BatchResult:
+    """Decode and validate a batch of records, then price all its events at once."""
     result = BatchResult()
     for record in records:
         items, dead = decode(record)
         result.dead_letters.extend(dead)
         events, dead = validate(record, items)
         result.dead_letters.extend(dead)
-        result.priced.extend(Priced(record, catalog.price(event)) for event in events)
+        result.events.extend(events)
+        result.sources.extend([record] * len(events))
+    if result.events:
+        result.priced = pricer.price_columns(UsageColumns.from_events(result.events))
     return result
+
+
+def unpriced_alerts(batch: BatchResult, now: datetime) -> list[Alert]:
+    """One ``unpriced_model`` alert per provider/model per UTC day seen unpriced in ``batch``.
+
+    The dedup key names the model and the day, so however many batches, workers or
+    restarts see the model, the ``alerts`` table holds it once a day.
+    """
+    if batch.priced is None:
+        return []
+    counts: dict[tuple[str, str, str, object], int] = {}
+    for i, priced in enumerate(batch.priced.priced.to_pylist()):
+        if not priced:
+            event = batch.events[i]
+            key = (event.provider, event.model, batch.priced.unpriced_reason[i].as_py(),
+                   event.ts.astimezone(timezone.utc).date())
+            counts[key] = counts.get(key, 0) + 1
+    alerts = []
+    for (provider, model, reason, day), count in sorted(counts.items(), key=str):
+        start = datetime.combine(day, time(0), timezone.utc)
+        alerts.append(Alert(
+            kind="unpriced_model", severity="warning", state="firing",
+            subject=f"provider={provider} model={model}",
+            window_start=start, window_end=start + timedelta(days=1), observed=Decimal(count),
+            dedup_key=f"unpriced_model:{provider}/{model}:{day.isoformat()}",
+            message=(f"{reason}. Its events are stored with priced = false (never as 0); add the model to the "
+                     "overrides file, or upgrade the catalog, then run `spendstream reprice`."),
+            created_at=now,
+        ))
+    return alerts

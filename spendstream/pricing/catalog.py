@@ -1,114 +1,138 @@
-"""The bundled price catalog (genai-prices), used offline.
+"""The bundled price catalog (genai-prices), used offline, and the price in force for a call.
 
-genai-prices ships its data inside the wheel; we only ever call its snapshot
-and never ask it to update, so nothing is fetched at run time. The version is
-pinned in pyproject.toml; every CostRecord names the catalog version it used.
+genai-prices ships its data inside the wheel; we only ever read its snapshot and
+never ask it to update, so nothing is fetched at run time. The version is pinned
+in pyproject.toml (see README, "Upgrading the price catalog").
+
+:meth:`Catalog.resolve` answers one question for a group of calls that share a
+model, an instant (to the minute), a mode and a service tier: which rate card
+applies and where it came from. Everything per event happens in
+:mod:`spendstream.pricing.engine`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+
 import genai_prices
 from genai_prices import Usage, data_snapshot
-from genai_prices.types import ModelPrice
+from genai_prices.types import ModelInfo, ModelPrice, Provider
 
-from spendstream.pricing.rates import TokenRates
-from spendstream.schemas.cost import CostRecord
-from spendstream.schemas.usage import UsageEvent
+from spendstream.pricing.normalize import normalize
+from spendstream.pricing.rates import RateCard
 
 CATALOG_NAME = "genai-prices"
+CATALOG_VERSION = genai_prices.__version__
 
-# Provider names services commonly send, mapped to the catalog's provider ids.
-PROVIDER_IDS = {
-    "openai": "openai",
-    "azure": "azure",
-    "azure_openai": "azure",
-    "anthropic": "anthropic",
-    "google": "google",
-    "gemini": "google",
-    "vertex": "google",
-    "bedrock": "aws",
-    "aws": "aws",
-    "mistral": "mistral",
-    "groq": "groq",
-    "deepseek": "deepseek",
-}
+# The catalog's batch prices start 2026-10-14 and retired models have none, but
+# these providers publish one discount for every model they batch: 50 % off each
+# token rate. OpenAI bills its "flex" service tier at the batch rates.
+BATCH_DISCOUNT_PERCENT = {"openai": Decimal(50), "azure": Decimal(50), "anthropic": Decimal(50),
+                          "google": Decimal(50), "aws": Decimal(50), "mistral": Decimal(50), "groq": Decimal(50)}
+FLEX_AT_BATCH_RATES = {"openai", "azure"}
+# Service tiers that mean "the standard price".
+STANDARD_TIERS = {None, "", "default", "auto", "standard", "on_demand", "on-demand"}
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPrice:
+    """The price the catalog gives a group of calls, or why it gives none."""
+
+    provider_id: str | None
+    model_id: str | None
+    source: str | None = None          # "catalog", "catalog:batch", "rule:batch-50%", …
+    card: RateCard | None = None       # per-token rates, when the price is made of them
+    general: ModelPrice | None = None  # otherwise genai-prices' own calculation, per event
+    factor: Decimal = Decimal(1)       # a discount rule applied to ``general``
+    reason: str | None = None          # why there is no price
+
+    @property
+    def priced(self) -> bool:
+        return self.reason is None
 
 
 class Catalog:
-    """Prices a UsageEvent at its own timestamp. An unknown model is flagged, never priced 0.
-
-    The price in force at ``event.ts`` is looked up in the catalog for every event
-    (genai-prices caches the model match); the arithmetic takes the per-token-rate
-    fast path when the price allows it and genai-prices' own calculation otherwise.
-    """
-
     name = CATALOG_NAME
-    version = genai_prices.__version__
+    version = CATALOG_VERSION
 
     def __init__(self) -> None:
         self._snapshot = data_snapshot.get_snapshot()
-        # Keyed by the ModelPrice object; the object is kept so its id stays unique.
-        self._rates: dict[int, tuple[ModelPrice, TokenRates | None]] = {}
+        self._find = lru_cache(maxsize=65_536)(self._find_uncached)
 
-    def price(self, event: UsageEvent) -> CostRecord:
-        provider_id = PROVIDER_IDS.get(event.provider.lower())
-        if provider_id is None:
-            return self._unpriced(event, f"provider {event.provider!r} is not in the catalog")
+    def find(self, provider: str, model: str) -> tuple[str | None, str, Provider | None, ModelInfo | None]:
+        """(provider id, normalised model, catalog provider, catalog model); the last two None if unknown."""
+        return self._find(provider, model)
+
+    def _find_uncached(self, provider: str, model: str):
+        refs = normalize(provider, model)
+        if refs[0].provider_id is None:
+            return None, refs[0].model, None, None
+        for ref in refs:
+            found = self._lookup(ref.provider_id, ref.model)
+            if found is not None:
+                return ref.provider_id, ref.model, *found
+        return refs[0].provider_id, refs[0].model, None, None
+
+    def _lookup(self, provider_id: str, model: str) -> tuple[Provider, ModelInfo] | None:
         try:
-            provider, model = self._snapshot.find_provider_model(event.model, None, provider_id, None)
+            return self._snapshot.find_provider_model(model, None, provider_id, None)
         except LookupError:
-            return self._unpriced(event, f"model {event.model!r} has no price for provider {provider_id!r}")
-        prices = model.get_prices(event.ts)
-        rates = self._token_rates(prices)
-        if rates is not None:
-            applied = rates.applied(event.input_tokens)
-            input_cost, output_cost = applied.cost(
-                input_tokens=event.input_tokens, cached_input_tokens=event.cached_input_tokens,
-                cache_write_tokens=event.cache_write_tokens, output_tokens=event.output_tokens)
-        else:
-            calc = prices.calc_price(usage_of(event))
-            input_cost, output_cost = calc["input_price"], calc["output_price"]
-            applied = None
-        return CostRecord(
-            event=event,
-            priced=True,
-            catalog=self.name,
-            catalog_version=self.version,
-            price_model_id=model.id,
-            price_provider_id=provider.id,
-            priced_at_ts=event.ts,
-            input_price_per_mtok=applied.input if applied else None,
-            cached_input_price_per_mtok=applied.cached_input if applied else None,
-            cache_write_price_per_mtok=applied.cache_write if applied else None,
-            output_price_per_mtok=applied.output if applied else None,
-            input_cost=input_cost,
-            output_cost=output_cost,
-            total_cost=input_cost + output_cost,
-        )
+            # The catalog's own id is a name too, even where its match rules miss it.
+            return next(((p, m) for p in self._snapshot.providers if p.id == provider_id
+                         for m in p.models if m.id == model), None)
 
-    def _token_rates(self, prices: ModelPrice) -> TokenRates | None:
-        cached = self._rates.get(id(prices))
-        if cached is None:
-            cached = self._rates[id(prices)] = (prices, TokenRates.of(prices))
-        return cached[1]
-
-    def _unpriced(self, event: UsageEvent, reason: str) -> CostRecord:
-        return CostRecord(
-            event=event,
-            priced=False,
-            unpriced_reason=reason,
-            catalog=self.name,
-            catalog_version=self.version,
-            priced_at_ts=event.ts,
-        )
+    def resolve(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None) -> CatalogPrice:
+        provider_id, ref, found_provider, found_model = self.find(provider, model)
+        if provider_id is None:
+            return CatalogPrice(None, None, reason=f"provider {provider!r} is not in the catalog")
+        if found_model is None or found_provider is None:
+            return CatalogPrice(provider_id, None, reason=f"model {model!r} has no price for provider {provider_id!r}")
+        ids = (found_provider.id, found_model.id)
+        context: dict[str, str] = {}
+        if mode == "batch":
+            context["processing"] = "batch"
+        if service_tier not in STANDARD_TIERS:
+            context["service_tier"] = str(service_tier)
+        if not context:
+            return _priced(*ids, "catalog", found_model.get_prices(at))
+        if _variant_in_force(found_model, context, at):
+            return _priced(*ids, "catalog:" + ",".join(context.values()), found_model.get_prices(at, context))
+        at_batch_rates = (context == {"processing": "batch"}
+                          or (context == {"service_tier": "flex"} and provider_id in FLEX_AT_BATCH_RATES))
+        discount = BATCH_DISCOUNT_PERCENT.get(provider_id)
+        if at_batch_rates and discount is not None:
+            return _priced(*ids, f"rule:batch-{discount}%", found_model.get_prices(at), discount)
+        wanted = " and ".join(f"{k}={v}" for k, v in context.items())
+        return CatalogPrice(*ids, reason=f"no {wanted} price for {found_model.id!r} on {at:%Y-%m-%d} "
+                                         f"in the catalog; add an override")
 
 
-def usage_of(event: UsageEvent) -> Usage:
-    """The event's token counts as genai-prices reads them (same inclusive meanings)."""
-    return Usage(
-        input_tokens=event.input_tokens,
-        cache_read_tokens=event.cached_input_tokens,
-        cache_write_tokens=event.cache_write_tokens,
-        output_tokens=event.output_tokens,
-        output_reasoning_tokens=event.reasoning_tokens,
+def _priced(provider_id: str, model_id: str, source: str, price: ModelPrice,
+            discount: Decimal | None = None) -> CatalogPrice:
+    card = RateCard.of(price)
+    if card is None:
+        factor = (Decimal(100) - discount) / Decimal(100) if discount is not None else Decimal(1)
+        return CatalogPrice(provider_id, model_id, source, general=price, factor=factor)
+    if discount is not None:
+        card = card.discounted(discount)
+    return CatalogPrice(provider_id, model_id, source, card=card)
+
+
+def _variant_in_force(model: ModelInfo, context: dict[str, str], at: datetime) -> bool:
+    return any(
+        variant.when.items() <= context.items()
+        and (variant.constraint is None or variant.constraint.active(at))
+        and any(value is not None for value in vars(variant.prices).values())
+        for variant in model.price_variants or ()
     )
+
+
+def genai_usage(*, input_tokens: int, cached_input_tokens: int, cache_write_tokens: int, cache_write_1h_tokens: int,
+                output_tokens: int, reasoning_tokens: int) -> Usage:
+    """Token counts as genai-prices reads them (the same inclusive meanings as ours)."""
+    return Usage(input_tokens=input_tokens, cache_read_tokens=cached_input_tokens,
+                 cache_write_tokens=cache_write_tokens, cache_write_1h_tokens=cache_write_1h_tokens,
+                 output_tokens=output_tokens, output_reasoning_tokens=reasoning_tokens)

@@ -23,8 +23,12 @@ class CostRecord(BaseModel):
     event: UsageEvent
     priced: bool
     unpriced_reason: str | None = None
-    catalog: str = Field(description="Where the price came from, e.g. genai-prices or overrides.")
+    catalog: str = Field(description="The price catalog, e.g. genai-prices.")
     catalog_version: str
+    overrides_version: str | None = Field(default=None, description="Hash of the overrides file in use, if any.")
+    price_source: str | None = Field(default=None, description=(
+        "catalog, catalog:<variant> (batch, flex…), rule:batch-50% or override:<id>."))
+    override_id: str | None = Field(default=None, description="The override rule that applied, if any.")
     price_model_id: str | None = Field(default=None, description="The catalog entry the model resolved to.")
     price_provider_id: str | None = None
     priced_at_ts: datetime = Field(description="The instant whose prices applied (the event's ts).")
@@ -32,8 +36,12 @@ class CostRecord(BaseModel):
     input_price_per_mtok: Decimal | None = None
     cached_input_price_per_mtok: Decimal | None = None
     cache_write_price_per_mtok: Decimal | None = None
+    cache_write_1h_price_per_mtok: Decimal | None = None
     output_price_per_mtok: Decimal | None = None
+    reasoning_price_per_mtok: Decimal | None = None
 
     input_cost: Decimal | None = Field(default=None, description="Every input-side token: uncached, cached, cache write.")
     output_cost: Decimal | None = Field(default=None, description="Every output-side token, reasoning included.")
     total_cost: Decimal | None = None
+    list_cost: Decimal | None = Field(default=None, description=(
+        "What the catalog's list price would have charged (FOCUS ListCost); total_cost is the effective cost."))

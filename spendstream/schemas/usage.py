@@ -8,6 +8,8 @@ adapters normalise into it):
   of ``input_tokens``, ``cache_read_input_tokens`` and ``cache_creation_input_tokens``).
 - ``cached_input_tokens``: the part of ``input_tokens`` read from a prompt cache.
 - ``cache_write_tokens``: the part of ``input_tokens`` written to a prompt cache.
+- ``cache_write_1h_tokens``: the part of ``cache_write_tokens`` written with a
+  one-hour lifetime (Anthropic), priced at the 1-hour write rate where there is one.
 - ``output_tokens``: every generated token, *including* reasoning tokens.
 - ``reasoning_tokens``: the part of ``output_tokens`` spent on reasoning.
 """
@@ -74,9 +76,13 @@ class UsageEvent(BaseModel):
     input_tokens: TokenCount = 0
     cached_input_tokens: TokenCount = 0
     cache_write_tokens: TokenCount = 0
+    cache_write_1h_tokens: TokenCount = 0
     output_tokens: TokenCount = 0
     reasoning_tokens: TokenCount = 0
     tokens_estimated: bool = Field(default=False, description="True when counted locally, not reported by the provider.")
+    tokenizer: Label = Field(default=None, description=(
+        "How estimated counts were made: 'tiktoken:o200k_base', 'tiktoken:cl100k_base', or "
+        "'approximate:chars/4' where the model has no offline tokenizer."))
 
     latency_ms: float | None = Field(default=None, ge=0)
     ttft_ms: float | None = Field(default=None, ge=0, description="Time to first token.")
@@ -112,6 +118,11 @@ class UsageEvent(BaseModel):
                 "cached_input_tokens + cache_write_tokens exceed input_tokens "
                 f"({self.cached_input_tokens} + {self.cache_write_tokens} > {self.input_tokens}); "
                 "input_tokens must include cached and cache-write tokens"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError(
+                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed cache_write_tokens "
+                f"({self.cache_write_tokens}); cache_write_tokens must include the 1-hour writes"
             )
         if self.reasoning_tokens > self.output_tokens:
             raise ValueError(

@@ -99,6 +99,61 @@ MIGRATIONS: tuple[Migration, ...] = (
         ORDER BY (source_topic, source_partition, source_offset, item_index)
         """,
     )),
+    Migration(2, "pricing engine columns, alerts, cost_corrections", (
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS cache_write_1h_tokens UInt64 DEFAULT 0 "
+        "AFTER cache_write_tokens",
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS tokenizer LowCardinality(Nullable(String)) "
+        "AFTER tokens_estimated",
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS overrides_version LowCardinality(Nullable(String)) "
+        "AFTER catalog_version",
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS price_source LowCardinality(Nullable(String)) "
+        "AFTER price_provider_id",
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS override_id LowCardinality(Nullable(String)) "
+        "AFTER price_source",
+        f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS cache_write_1h_price_per_mtok Nullable({MONEY}) "
+        "AFTER cache_write_price_per_mtok",
+        f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS reasoning_price_per_mtok Nullable({MONEY}) "
+        "AFTER output_price_per_mtok",
+        f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS list_cost Nullable({MONEY}) COMMENT "
+        "'the catalog list price; total_cost is after overrides' AFTER total_cost",
+        # One row per alert state change; the dedup key makes "once per model per day" exact.
+        f"""
+        CREATE TABLE IF NOT EXISTS alerts (
+            created_at DateTime64(3, 'UTC'),
+            kind LowCardinality(String),
+            severity LowCardinality(String),
+            state LowCardinality(String),
+            subject String,
+            window_start DateTime64(3, 'UTC'),
+            window_end DateTime64(3, 'UTC'),
+            observed Nullable({MONEY}),
+            expected Nullable({MONEY}),
+            dedup_key String,
+            message String
+        )
+        ENGINE = ReplacingMergeTree(created_at)
+        ORDER BY (dedup_key, state)
+        """,
+        # What `spendstream reprice` changed: both totals stay visible.
+        f"""
+        CREATE TABLE IF NOT EXISTS cost_corrections (
+            reprice_id String,
+            repriced_at DateTime64(3, 'UTC'),
+            event_id String,
+            ts DateTime64(3, 'UTC'),
+            old_priced Bool,
+            new_priced Bool,
+            old_total_cost Nullable({MONEY}),
+            new_total_cost Nullable({MONEY}),
+            old_price_source Nullable(String),
+            new_price_source Nullable(String),
+            old_overrides_version Nullable(String),
+            new_overrides_version Nullable(String)
+        )
+        ENGINE = ReplacingMergeTree(repriced_at)
+        ORDER BY (reprice_id, event_id)
+        """,
+    )),
 )
 
 

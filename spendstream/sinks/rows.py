@@ -8,29 +8,12 @@ from datetime import datetime, timezone
 import orjson
 import pyarrow as pa
 
-from spendstream.agents.stages import DeadLetter, Priced
+from spendstream.agents.stages import BatchResult, DeadLetter
+from spendstream.pricing.rates import KINDS
+from spendstream.schemas.alert import Alert
 
 MONEY = pa.decimal128(38, 18)
 TS = pa.timestamp("ms", tz="UTC")
-
-USAGE_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("ts", TS), ("request_id", pa.string()), ("attempt", pa.uint32()),
-    ("provider", pa.string()), ("model", pa.string()), ("deployment", pa.string()), ("mode", pa.string()),
-    ("service_tier", pa.string()),
-    ("input_tokens", pa.uint64()), ("cached_input_tokens", pa.uint64()), ("cache_write_tokens", pa.uint64()),
-    ("output_tokens", pa.uint64()), ("reasoning_tokens", pa.uint64()), ("tokens_estimated", pa.bool_()),
-    ("latency_ms", pa.float64()), ("ttft_ms", pa.float64()), ("status", pa.string()), ("http_status", pa.uint16()),
-    ("team", pa.string()), ("feature", pa.string()), ("customer", pa.string()), ("environment", pa.string()),
-    ("user_hash", pa.string()), ("tags", pa.map_(pa.string(), pa.string())),
-    ("prefix_fingerprint", pa.string()), ("prefix_tokens", pa.uint64()), ("max_tokens", pa.uint64()),
-    ("service", pa.string()), ("extra", pa.string()),
-    ("priced", pa.bool_()), ("unpriced_reason", pa.string()), ("catalog", pa.string()),
-    ("catalog_version", pa.string()), ("price_model_id", pa.string()), ("price_provider_id", pa.string()),
-    ("input_price_per_mtok", MONEY), ("cached_input_price_per_mtok", MONEY), ("cache_write_price_per_mtok", MONEY),
-    ("output_price_per_mtok", MONEY), ("input_cost", MONEY), ("output_cost", MONEY), ("total_cost", MONEY),
-    ("source_topic", pa.string()), ("source_partition", pa.uint32()), ("source_offset", pa.uint64()),
-    ("ingested_at", TS),
-])
 
 DEAD_LETTER_SCHEMA = pa.schema([
     ("received_at", TS), ("source_topic", pa.string()), ("source_partition", pa.uint32()),
@@ -38,36 +21,56 @@ DEAD_LETTER_SCHEMA = pa.schema([
     ("reason", pa.string()), ("raw", pa.string()),
 ])
 
-# Columns copied as they are from the UsageEvent and from the CostRecord.
-_EVENT_COLUMNS = ("event_id", "ts", "attempt", "provider", "model", "deployment", "mode", "service_tier",
-                  "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-                  "tokens_estimated", "latency_ms", "ttft_ms", "status", "http_status", "team", "feature",
-                  "customer", "environment", "user_hash", "prefix_fingerprint", "prefix_tokens", "max_tokens",
-                  "service")
-_COST_COLUMNS = ("priced", "unpriced_reason", "catalog", "catalog_version", "price_model_id", "price_provider_id",
-                 "input_price_per_mtok", "cached_input_price_per_mtok", "cache_write_price_per_mtok",
-                 "output_price_per_mtok", "input_cost", "output_cost", "total_cost")
+# Columns copied as they are from the UsageEvent, with their Arrow types.
+_EVENT_COLUMNS = [
+    ("event_id", pa.string()), ("ts", TS), ("attempt", pa.uint32()),
+    ("provider", pa.string()), ("model", pa.string()), ("deployment", pa.string()), ("mode", pa.string()),
+    ("service_tier", pa.string()),
+    ("input_tokens", pa.uint64()), ("cached_input_tokens", pa.uint64()), ("cache_write_tokens", pa.uint64()),
+    ("cache_write_1h_tokens", pa.uint64()), ("output_tokens", pa.uint64()), ("reasoning_tokens", pa.uint64()),
+    ("tokens_estimated", pa.bool_()), ("tokenizer", pa.string()),
+    ("latency_ms", pa.float64()), ("ttft_ms", pa.float64()), ("status", pa.string()), ("http_status", pa.uint16()),
+    ("team", pa.string()), ("feature", pa.string()), ("customer", pa.string()), ("environment", pa.string()),
+    ("user_hash", pa.string()),
+    ("prefix_fingerprint", pa.string()), ("prefix_tokens", pa.uint64()), ("max_tokens", pa.uint64()),
+    ("service", pa.string()),
+]
+# Columns taken from the PricedBatch.
+_PRICE_COLUMNS = [
+    ("priced", pa.bool_()), ("unpriced_reason", pa.string()), ("price_model_id", pa.string()),
+    ("price_provider_id", pa.string()), ("price_source", pa.string()), ("override_id", pa.string()),
+    *((f"{kind}_price_per_mtok", MONEY) for kind in KINDS),
+    ("input_cost", MONEY), ("output_cost", MONEY), ("total_cost", MONEY), ("list_cost", MONEY),
+]
 
 
-def usage_table(priced: Sequence[Priced], *, now: datetime | None = None) -> pa.Table:
-    """One row per priced event, in ``usage_events`` column order."""
+def usage_table(batch: BatchResult, *, now: datetime | None = None) -> pa.Table:
+    """One row per priced event of ``batch``, named like the ``usage_events`` columns."""
+    events, priced = batch.events, batch.priced
+    assert priced is not None, "usage_table needs a priced batch"
+    n = len(events)
     ingested_at = now or datetime.now(timezone.utc)
-    columns: dict[str, list[object]] = {name: [] for name in USAGE_SCHEMA.names}
-    for item in priced:
-        record, event, source = item.record, item.record.event, item.source
-        for name in _EVENT_COLUMNS:
-            columns[name].append(getattr(event, name))
-        for name in _COST_COLUMNS:
-            columns[name].append(getattr(record, name))
-        columns["request_id"].append(event.request_id or event.event_id)
-        columns["tags"].append(list(event.tags.items()))
-        extra = event.extra_fields
-        columns["extra"].append(orjson.dumps(extra, default=str).decode() if extra else "")
-        columns["source_topic"].append(source.topic)
-        columns["source_partition"].append(source.partition)
-        columns["source_offset"].append(source.offset)
-        columns["ingested_at"].append(ingested_at)
-    return pa.Table.from_pydict(columns, schema=USAGE_SCHEMA)
+    columns: dict[str, pa.Array] = {
+        name: pa.array([getattr(e, name) for e in events], type_) for name, type_ in _EVENT_COLUMNS
+    }
+    columns["request_id"] = pa.array([e.request_id or e.event_id for e in events], pa.string())
+    columns["tags"] = pa.array([list(e.tags.items()) for e in events], pa.map_(pa.string(), pa.string()))
+    columns["extra"] = pa.array([_extra_json(e.extra_fields) for e in events], pa.string())
+    for name, _ in _PRICE_COLUMNS:
+        columns[name] = priced.unit_prices[name[:-len("_price_per_mtok")]] if name.endswith("_per_mtok") \
+            else getattr(priced, name)
+    columns["catalog"] = pa.array([priced.catalog] * n, pa.string())
+    columns["catalog_version"] = pa.array([priced.catalog_version] * n, pa.string())
+    columns["overrides_version"] = pa.array([priced.overrides_version] * n, pa.string())
+    columns["source_topic"] = pa.array([s.topic for s in batch.sources], pa.string())
+    columns["source_partition"] = pa.array([s.partition for s in batch.sources], pa.uint32())
+    columns["source_offset"] = pa.array([s.offset for s in batch.sources], pa.uint64())
+    columns["ingested_at"] = pa.array([ingested_at] * n, TS)
+    return pa.table(columns)
+
+
+def _extra_json(extra: dict[str, object]) -> str:
+    return orjson.dumps(extra, default=str).decode() if extra else ""
 
 
 def dead_letter_table(dead: Sequence[DeadLetter], *, now: datetime | None = None) -> pa.Table:
@@ -86,3 +89,14 @@ def dead_letter_table(dead: Sequence[DeadLetter], *, now: datetime | None = None
         } for d in dead],
         schema=DEAD_LETTER_SCHEMA,
     )
+
+
+ALERT_COLUMNS = [
+    ("created_at", TS), ("kind", pa.string()), ("severity", pa.string()), ("state", pa.string()),
+    ("subject", pa.string()), ("window_start", TS), ("window_end", TS), ("observed", MONEY), ("expected", MONEY),
+    ("dedup_key", pa.string()), ("message", pa.string()),
+]
+
+
+def alert_table(alerts: Sequence[Alert]) -> pa.Table:
+    return pa.table({name: pa.array([getattr(a, name) for a in alerts], type_) for name, type_ in ALERT_COLUMNS})

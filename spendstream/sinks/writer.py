@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
-from spendstream.agents.stages import BatchResult
+from spendstream.agents.stages import BatchResult, unpriced_alerts
 from spendstream.emitter.backoff import backoff_s
-from spendstream.sinks.rows import dead_letter_table, usage_table
+from spendstream.sinks.rows import alert_table, dead_letter_table, usage_table
 from spendstream.sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class SinkWriter:
         self._store = store
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
+        # unpriced_model keys already stored by this process (the table dedups across processes)
+        self._alerted: set[str] = set()
 
     async def write(self, batch: BatchResult) -> None:
         attempt = 0
@@ -41,7 +44,13 @@ class SinkWriter:
                 await asyncio.sleep(delay)
 
     def _write_now(self, batch: BatchResult) -> None:
-        if batch.priced:
-            self._store.insert_arrow("usage_events", usage_table(batch.priced))
+        if batch.events:
+            self._store.insert_arrow("usage_events", usage_table(batch))
         if batch.dead_letters:
             self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
+        alerts = [a for a in unpriced_alerts(batch, datetime.now(timezone.utc)) if a.dedup_key not in self._alerted]
+        if alerts:
+            self._store.insert_arrow("alerts", alert_table(alerts))
+            self._alerted.update(a.dedup_key for a in alerts)
+            for alert in alerts:
+                log.warning("alert %s: %s — %s", alert.kind, alert.subject, alert.message)

@@ -1,0 +1,366 @@
+"""Vectorised pricing: a whole batch of calls priced at once, exactly.
+
+Calls are grouped by what decides their price — provider, model, mode, service
+tier, the minute of ``ts`` (prices change by date and, for off-peak rates, by time
+of day) and, when an override names them, team and customer. Each group's rate
+card is looked up once (and cached across batches); the arithmetic is numpy on
+integers:
+
+- a rate is held as integer micro-dollars per million tokens, so
+- tokens × rate is a cost in units of 1e-12 USD, an exact int64
+  (token counts are at most 1e8 and rates at most $9,000 per million tokens here).
+
+Costs leave as Arrow ``decimal128(38, 18)`` columns, reinterpreted from those
+integers without ever passing through a float. A group whose rates have more than
+six decimals per million tokens, or whose price is not made of token rates, is
+priced event by event in ``Decimal`` (genai-prices' own calculation for the
+latter), rounded to 1e-18 USD; both paths are exact to the storage's precision.
+
+``list_cost`` is what the catalog's list price would have charged; ``total_cost``
+is what applies after overrides (FOCUS' ListCost and EffectiveCost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.pricing.catalog import Catalog, CatalogPrice, genai_usage
+from spendstream.pricing.overrides import OverrideSet
+from spendstream.pricing.rates import KINDS, RateCard
+from spendstream.schemas.cost import CostRecord
+from spendstream.schemas.usage import UsageEvent
+
+MONEY = pa.decimal128(38, 18)
+RATE_DIGITS = 6                # rates in micro-USD per million tokens
+COST_DIGITS = RATE_DIGITS + 6  # so a token times a rate is in 1e-12 USD
+MAX_RATE_UNITS = 9_000 * 10**RATE_DIGITS
+TOKEN_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                 "output_tokens", "reasoning_tokens")
+_QUANTUM = Decimal("1e-18")
+_GROUP_CACHE_LIMIT = 200_000
+
+UNPRICED, INTEGER, EXACT = 0, 1, 2
+
+
+@dataclass(slots=True)
+class UsageColumns:
+    """The fields pricing reads, one entry per call. Strings may be lists or Arrow arrays."""
+
+    provider: Sequence[str] | pa.Array
+    model: Sequence[str] | pa.Array
+    ts_ms: np.ndarray
+    mode: Sequence[str] | pa.Array
+    service_tier: Sequence[str | None] | pa.Array
+    team: Sequence[str | None] | pa.Array
+    customer: Sequence[str | None] | pa.Array
+    input_tokens: np.ndarray
+    cached_input_tokens: np.ndarray
+    cache_write_tokens: np.ndarray
+    cache_write_1h_tokens: np.ndarray
+    output_tokens: np.ndarray
+    reasoning_tokens: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    @classmethod
+    def from_events(cls, events: Sequence[UsageEvent]) -> UsageColumns:
+        def strings(name: str) -> list[Any]:
+            return [getattr(e, name) for e in events]
+
+        def counts(name: str) -> np.ndarray:
+            return np.fromiter((getattr(e, name) for e in events), dtype=np.int64, count=len(events))
+
+        ts_ms = np.fromiter((int(e.ts.timestamp() * 1000) for e in events), dtype=np.int64, count=len(events))
+        return cls(strings("provider"), strings("model"), ts_ms, strings("mode"), strings("service_tier"),
+                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPrice:
+    """The price of one group of calls: the applied price, the list price, where it came from."""
+
+    applied: CatalogPrice
+    listed: CatalogPrice
+    override_id: str | None = None
+
+
+@dataclass(slots=True)
+class PricedBatch:
+    """Per-call pricing results, as Arrow columns ready for the ``usage_events`` table."""
+
+    catalog: str
+    catalog_version: str
+    overrides_version: str | None
+    priced: pa.Array
+    unpriced_reason: pa.Array
+    price_provider_id: pa.Array
+    price_model_id: pa.Array
+    price_source: pa.Array
+    override_id: pa.Array
+    unit_prices: dict[str, pa.Array]  # KINDS → USD per million tokens applied
+    input_cost: pa.Array
+    output_cost: pa.Array
+    total_cost: pa.Array
+    list_cost: pa.Array
+    unpriced_models: list[tuple[str, str, str]]  # (provider, model, reason) of this batch's unpriced groups
+
+    def record(self, event: UsageEvent, i: int) -> CostRecord:
+        """The CostRecord of call ``i`` (which is ``event``)."""
+        def at(column: pa.Array) -> Any:
+            return column[i].as_py()
+
+        return CostRecord(
+            event=event, priced=at(self.priced), unpriced_reason=at(self.unpriced_reason),
+            catalog=self.catalog, catalog_version=self.catalog_version, overrides_version=self.overrides_version,
+            price_source=at(self.price_source), override_id=at(self.override_id),
+            price_model_id=at(self.price_model_id), price_provider_id=at(self.price_provider_id),
+            priced_at_ts=event.ts,
+            **{f"{kind}_price_per_mtok": at(column) for kind, column in self.unit_prices.items()},
+            input_cost=at(self.input_cost), output_cost=at(self.output_cost), total_cost=at(self.total_cost),
+            list_cost=at(self.list_cost),
+        )
+
+
+class Pricer:
+    """Prices calls from the bundled catalog and the local overrides."""
+
+    def __init__(self, overrides: OverrideSet | None = None, catalog: Catalog | None = None) -> None:
+        self.catalog = catalog or Catalog()
+        self.overrides = overrides or OverrideSet()
+        self._groups: dict[tuple[Any, ...], GroupPrice] = {}
+
+    def price(self, event: UsageEvent) -> CostRecord:
+        """One call's CostRecord (the same engine as batches, for a batch of one)."""
+        return self.price_columns(UsageColumns.from_events([event])).record(event, 0)
+
+    def group_price(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None,
+                    team: str | None = None, customer: str | None = None) -> GroupPrice:
+        """The price in force at ``at`` (to the minute) for calls described by the arguments."""
+        key = (provider, model, at, mode, service_tier, team, customer)
+        found = self._groups.get(key)
+        if found is None:
+            if len(self._groups) >= _GROUP_CACHE_LIMIT:
+                self._groups.clear()
+            found = self._groups[key] = self._resolve(*key)
+        return found
+
+    def _resolve(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None,
+                 team: str | None, customer: str | None) -> GroupPrice:
+        listed = self.catalog.resolve(provider, model, at, mode, service_tier)
+        if not self.overrides.rules:
+            return GroupPrice(listed, listed)
+        provider_id, ref, _, _ = self.catalog.find(provider, model)
+        models = tuple({model.lower(), ref, listed.model_id or ref})
+        rule = self.overrides.find(at, provider=provider, provider_id=provider_id, models=models, team=team,
+                                   customer=customer, mode=mode, service_tier=service_tier)
+        if rule is None:
+            return GroupPrice(listed, listed)
+        source = f"override:{rule.id}"
+        if rule.prices is not None:
+            card = RateCard.filled(**rule.prices.model_dump())
+            applied = CatalogPrice(provider_id or provider.lower(), listed.model_id or ref, source, card=card)
+            return GroupPrice(applied, listed if listed.priced else applied, rule.id)
+        assert rule.discount_percent is not None  # the file's validation guarantees one of the two
+        if not listed.priced:
+            return GroupPrice(CatalogPrice(listed.provider_id, listed.model_id, reason=(
+                f"override {rule.id!r} is a discount, but {listed.reason}")), listed, rule.id)
+        factor = (Decimal(100) - rule.discount_percent) / Decimal(100)
+        applied = CatalogPrice(listed.provider_id, listed.model_id, source,
+                               card=listed.card.discounted(rule.discount_percent) if listed.card else None,
+                               general=listed.general, factor=listed.factor * factor)
+        return GroupPrice(applied, listed, rule.id)
+
+    def price_columns(self, cols: UsageColumns) -> PricedBatch:
+        n = len(cols)
+        group_of, rep = _group(cols, with_team=self.overrides.uses_team, with_customer=self.overrides.uses_customer)
+        minute_ms = (cols.ts_ms // 60_000) * 60_000
+        strings = {name: _strings(getattr(cols, name)) for name in
+                   ("provider", "model", "mode", "service_tier", "team", "customer")}
+        groups = [self.group_price(
+            strings["provider"][r], strings["model"][r], datetime.fromtimestamp(minute_ms[r] / 1000, timezone.utc),
+            strings["mode"][r], strings["service_tier"][r],
+            strings["team"][r] if self.overrides.uses_team else None,
+            strings["customer"][r] if self.overrides.uses_customer else None) for r in rep.tolist()]
+
+        tokens = [np.asarray(getattr(cols, name), dtype=np.int64) for name in TOKEN_COLUMNS]
+        applied = _Tables([g.applied for g in groups])
+        listed = _Tables([g.listed for g in groups])
+        path = applied.path[group_of]
+        priced = path != UNPRICED
+        rates, (input_units, output_units) = applied.cost_units(group_of, tokens)
+        _, (list_in, list_out) = listed.cost_units(group_of, tokens)
+
+        unit_prices = {kind: _money(rates[:, k], RATE_DIGITS, priced) for k, kind in enumerate(KINDS)}
+        costs = {
+            "input_cost": _money(input_units, COST_DIGITS, priced),
+            "output_cost": _money(output_units, COST_DIGITS, priced),
+            "total_cost": _money(input_units + output_units, COST_DIGITS, priced),
+            "list_cost": _money(list_in + list_out, COST_DIGITS, listed.path[group_of] != UNPRICED),
+        }
+        exact = np.flatnonzero((path == EXACT) | (listed.path[group_of] == EXACT))
+        if len(exact):
+            unit_prices, costs = self._exact(exact, groups, group_of, tokens, unit_prices, costs)
+
+        def per_call(values: list[str | None]) -> pa.Array:
+            return pa.array(values, pa.string()).take(pa.array(group_of, pa.int32()))
+
+        return PricedBatch(
+            catalog=self.catalog.name, catalog_version=self.catalog.version,
+            overrides_version=self.overrides.version,
+            priced=pa.array(priced, pa.bool_()),
+            unpriced_reason=per_call([g.applied.reason for g in groups]),
+            price_provider_id=per_call([g.applied.provider_id for g in groups]),
+            price_model_id=per_call([g.applied.model_id for g in groups]),
+            price_source=per_call([g.applied.source for g in groups]),
+            override_id=per_call([g.override_id for g in groups]),
+            unit_prices=unit_prices,
+            unpriced_models=sorted({(strings["provider"][r], strings["model"][r], g.applied.reason or "")
+                                    for r, g in zip(rep.tolist(), groups, strict=True) if not g.applied.priced}),
+            **costs,
+        )
+
+    def _exact(self, rows: np.ndarray, groups: list[GroupPrice], group_of: np.ndarray, tokens: list[np.ndarray],
+               unit_prices: dict[str, pa.Array], costs: dict[str, pa.Array]):
+        """Rewrite the rows of groups that need Decimal arithmetic, event by event."""
+        unit_lists = {kind: column.to_pylist() for kind, column in unit_prices.items()}
+        cost_lists = {name: column.to_pylist() for name, column in costs.items()}
+        for i in rows.tolist():
+            group = groups[group_of[i]]
+            counts = dict(zip(TOKEN_COLUMNS, (int(t[i]) for t in tokens), strict=True))
+            if group.applied.priced:
+                input_cost, output_cost, applied_rates = _exact_cost(group.applied, counts)
+                cost_lists["input_cost"][i], cost_lists["output_cost"][i] = input_cost, output_cost
+                cost_lists["total_cost"][i] = input_cost + output_cost
+                for kind, rate in zip(KINDS, applied_rates, strict=True):
+                    unit_lists[kind][i] = rate
+            if group.listed.priced:
+                list_in, list_out, _ = _exact_cost(group.listed, counts)
+                cost_lists["list_cost"][i] = list_in + list_out
+        return ({kind: pa.array(values, MONEY) for kind, values in unit_lists.items()},
+                {name: pa.array(values, MONEY) for name, values in cost_lists.items()})
+
+
+class _Tables:
+    """Per-group integer rate tables: rates[g, segment, kind] and the tier thresholds."""
+
+    def __init__(self, prices: list[CatalogPrice]) -> None:
+        segments = [self._segments(p) for p in prices]
+        width = max((len(s[1]) for s in segments if s is not None), default=1)
+        self.path = np.array([UNPRICED if not p.priced else EXACT if s is None else INTEGER
+                              for p, s in zip(prices, segments, strict=True)], dtype=np.int8)
+        self.rates = np.zeros((len(prices), width, len(KINDS)), dtype=np.int64)
+        self.thresholds = np.full((len(prices), max(width - 1, 1)), np.iinfo(np.int64).max, dtype=np.int64)
+        for g, found in enumerate(segments):
+            if found is None:
+                continue
+            starts, rates = found
+            self.rates[g, :len(rates)] = rates
+            self.thresholds[g, :len(starts)] = starts
+
+    @staticmethod
+    def _segments(price: CatalogPrice) -> tuple[list[int], list[list[int]]] | None:
+        """Tier starts and integer rates per tier segment; None when the card needs Decimal arithmetic."""
+        if not price.priced or price.card is None:
+            return None
+        starts = price.card.thresholds()
+        segments = []
+        for tokens in [0] + [start + 1 for start in starts]:
+            units = [rate.scaleb(RATE_DIGITS) for rate in price.card.at(tokens)]
+            if any(u != u.to_integral_value() or u > MAX_RATE_UNITS for u in units):
+                return None
+            segments.append([int(u) for u in units])
+        return starts, segments
+
+    def cost_units(self, group_of: np.ndarray, tokens: list[np.ndarray]):
+        """(applied rates per call and kind, (input cost, output cost) in 1e-12 USD)."""
+        inp, cached, write, write_1h, out, reasoning = tokens
+        segment = (inp[:, None] > self.thresholds[group_of]).sum(axis=1)
+        rates = self.rates[group_of, segment]
+        input_units = ((inp - cached - write) * rates[:, 0] + cached * rates[:, 1]
+                       + (write - write_1h) * rates[:, 2] + write_1h * rates[:, 3])
+        output_units = (out - reasoning) * rates[:, 4] + reasoning * rates[:, 5]
+        return rates, (input_units, output_units)
+
+
+def _exact_cost(price: CatalogPrice, counts: dict[str, int]) -> tuple[Decimal, Decimal, tuple[Decimal | None, ...]]:
+    if price.card is not None:
+        r = price.card.at(counts["input_tokens"])
+        c = counts
+        input_cost = ((c["input_tokens"] - c["cached_input_tokens"] - c["cache_write_tokens"]) * r[0]
+                      + c["cached_input_tokens"] * r[1]
+                      + (c["cache_write_tokens"] - c["cache_write_1h_tokens"]) * r[2]
+                      + c["cache_write_1h_tokens"] * r[3]) / 1_000_000
+        output_cost = ((c["output_tokens"] - c["reasoning_tokens"]) * r[4] + c["reasoning_tokens"] * r[5]) / 1_000_000
+        rates: tuple[Decimal | None, ...] = tuple(_q(rate) for rate in r)
+    else:
+        assert price.general is not None
+        calc = price.general.calc_price(genai_usage(**counts))
+        # A per-request fee belongs to no direction in the catalog; it is counted as input.
+        input_cost = (calc["total_price"] - calc["output_price"]) * price.factor
+        output_cost = calc["output_price"] * price.factor
+        rates = (None,) * len(KINDS)
+    return _q(input_cost), _q(output_cost), rates
+
+
+def _q(value: Decimal) -> Decimal:
+    return value.quantize(_QUANTUM)
+
+
+def _money(units: np.ndarray, digits: int, valid: np.ndarray) -> pa.Array:
+    """Integer amounts in units of 10**-digits USD as decimal128(38, 18), exactly; invalid rows null."""
+    ints = pc.cast(pa.array(units, pa.int64(), mask=~valid), pa.decimal128(38, 0))
+    scaled = pa.Array.from_buffers(pa.decimal128(38, digits), len(ints), ints.buffers(), null_count=ints.null_count)
+    return pc.cast(scaled, MONEY)
+
+
+def _strings(values: Sequence[Any] | pa.Array) -> Sequence[Any]:
+    return values.to_pylist() if isinstance(values, pa.Array) else values
+
+
+def _codes(values: Sequence[Any] | pa.Array) -> tuple[np.ndarray, int]:
+    """Dense integer codes for a string column (null is a value of its own) and how many there are."""
+    array = values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+    encoded = array.dictionary_encode()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    return codes, len(encoded.dictionary) + 1
+
+
+def _group(cols: UsageColumns, *, with_team: bool, with_customer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(group index of each call, one representative call per group)."""
+    n = len(cols)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    minutes = cols.ts_ms // 60_000
+    parts = [_codes(cols.provider), _codes(cols.model), _codes(cols.mode), _codes(cols.service_tier),
+             (minutes - minutes.min(), int(minutes.max() - minutes.min()) + 1)]
+    if with_team:
+        parts.append(_codes(cols.team))
+    if with_customer:
+        parts.append(_codes(cols.customer))
+    key = np.zeros(n, dtype=np.int64)
+    size = 1
+    for codes, cardinality in parts:
+        if size * cardinality >= 2**62:  # re-number the groups so far densely before going on
+            key = np.unique(key, return_inverse=True)[1].astype(np.int64)
+            size = int(key.max()) + 1
+        key = key * cardinality + codes
+        size *= cardinality
+    if size <= 4 * n + 1_000_000:  # dense keys: factorise in O(n)
+        present = np.zeros(size, dtype=bool)
+        present[key] = True
+        ids = np.cumsum(present) - 1
+        group_of = ids[key]
+    else:
+        group_of = np.unique(key, return_inverse=True)[1].reshape(-1)
+    rep = np.empty(int(group_of.max()) + 1, dtype=np.int64)
+    rep[group_of[::-1]] = np.arange(n - 1, -1, -1)  # the first call of each group
+    return group_of, rep
