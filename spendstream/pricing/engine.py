@@ -180,7 +180,6 @@ class Pricer:
         return GroupPrice(applied, listed, rule.id)
 
     def price_columns(self, cols: UsageColumns) -> PricedBatch:
-        n = len(cols)
         group_of, rep = _group(cols, with_team=self.overrides.uses_team, with_customer=self.overrides.uses_customer)
         minute_ms = (cols.ts_ms // 60_000) * 60_000
         strings = {name: _strings(getattr(cols, name)) for name in
