@@ -87,6 +87,11 @@ class Override(BaseModel):
     @field_validator("effective_from", "effective_to", mode="before")
     @classmethod
     def _instant(cls, value: Any) -> Any:
+        if isinstance(value, str):  # JSON has no dates: ISO text, a date or a datetime with zone
+            try:
+                value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError(f"not an ISO date or datetime: {value!r}") from exc
         if isinstance(value, datetime):
             if value.tzinfo is None:
                 raise ValueError("a datetime needs a time zone, e.g. 2026-01-01T00:00:00Z")
