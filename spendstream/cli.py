@@ -1,4 +1,4 @@
-"""The ``spendstream`` command: demo, up, worker, sql."""
+"""The ``spendstream`` command: demo, up, worker, sql, reprice, export focus, prices show."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from spendstream.settings import Settings
 
@@ -29,14 +31,165 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="bind {NAME:Type} placeholders in the query (repeatable)")
 
+    reprice = commands.add_parser("reprice", help="price a past period again with today's catalog and overrides")
+    _period(reprice, required=True)
+    reprice.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+
+    export = commands.add_parser("export", help="export stored usage in a standard format")
+    export_formats = export.add_subparsers(dest="format", required=True)
+    focus = export_formats.add_parser("focus", help="FOCUS 1.3 cost and usage rows (hourly, per token-type meter)")
+    _period(focus, required=True)
+    focus.add_argument("--out", type=Path, required=True, help="file.csv or file.parquet")
+
+    prices = commands.add_parser("prices", help="what a model costs and where the price comes from")
+    prices_commands = prices.add_subparsers(dest="prices_command", required=True)
+    show = prices_commands.add_parser("show", help="unit prices of one model at an instant")
+    show.add_argument("model", help="as services send it, e.g. gpt-4o, azure/gpt-4o, us.anthropic.claude-…")
+    show.add_argument("--provider", default=None, help="e.g. openai, anthropic, google, bedrock (default: guessed "
+                                                       "from a gateway prefix, else openai)")
+    show.add_argument("--at", default=None, help="ISO date or datetime (UTC unless a zone is given); default now")
+    show.add_argument("--mode", default="realtime", choices=("realtime", "batch"))
+    show.add_argument("--service-tier", default=None)
+    show.add_argument("--team", default=None)
+    show.add_argument("--customer", default=None)
+
     args = parser.parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql}
+    handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
+                "export": _export, "prices": _prices}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        print(f"spendstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed as one line, exit status 2."""
+
+
+def _period(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--since", required=required, help="ISO date/datetime (UTC unless zoned), or 7d / 12h / 30m ago")
+    parser.add_argument("--until", default=None, help="same forms; default now")
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """``2026-11-01``, ``2026-11-01T12:00``, ``2026-11-01T12:00+01:00``, or ``7d``/``12h``/``30m`` before now."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if len(text) > 1 and text[-1] in units and text[:-1].isdigit():
+        return now - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a date, a datetime or a duration like 7d") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _window(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    now = datetime.now(timezone.utc)
+    since = parse_when(args.since, now)
+    until = parse_when(args.until, now) if args.until else now
+    if until <= since:
+        raise UsageError(f"--until ({until:%Y-%m-%d %H:%M}) must be after --since ({since:%Y-%m-%d %H:%M})")
+    return since, until
+
+
+def _load_pricer(settings: Settings):
+    from spendstream.pricing import OverridesError, Pricer, load_overrides
+
+    try:
+        return Pricer(load_overrides(settings.overrides_file))
+    except OverridesError as exc:
+        raise UsageError(f"overrides file is invalid:\n{exc}") from exc
+
+
+def _with_store(settings: Settings, command: str, use):
+    """Run ``use(store)`` on the configured store; a clear message if a worker holds the embedded one."""
+    from spendstream.sinks import StoreError, open_store
+
+    try:
+        store = open_store(settings)
+    except StoreError as exc:
+        raise UsageError(f"{exc}. `{command}` writes to the store, so it opens it itself.") from exc
+    try:
+        from spendstream.sinks.migrations import migrate
+
+        migrate(store)
+        return use(store)
+    finally:
+        store.close()
+
+
+def _reprice(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.pricing.reprice import reprice
+
+    since, until = _window(args)
+    pricer = _load_pricer(settings)
+    summary = _with_store(settings, "spendstream reprice",
+                          lambda store: reprice(store, pricer, since, until, dry_run=args.dry_run))
+    verb = "would change" if summary.dry_run else "changed"
+    print(f"re-priced {summary.examined:,} events from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: "
+          f"{verb} {summary.changed:,}\n"
+          f"  total before ${summary.old_total:,.6f}\n  total after  ${summary.new_total:,.6f}\n"
+          f"  difference   ${summary.delta:+,.6f}")
+    if summary.changed and not summary.dry_run:
+        print(f"  corrections are in cost_corrections WHERE reprice_id = '{summary.reprice_id}'")
+    return 0
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.focus import export_focus
+
+    since, until = _window(args)
+    result = _with_store(settings, "spendstream export", lambda store: export_focus(store, since, until, args.out))
+    print(f"wrote {result.rows:,} FOCUS rows to {result.path} (EffectiveCost ${result.effective_cost:,.6f})")
+    if result.unpriced_left_out:
+        print(f"  left out {result.unpriced_left_out:,} unpriced events (no price to report; see "
+              "`spendstream sql \"SELECT model, count() FROM usage_events FINAL WHERE NOT priced GROUP BY model\"`)")
+    return 0
+
+
+def _prices(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.pricing.rates import KINDS
+
+    at = parse_when(args.at, datetime.now(timezone.utc)) if args.at else datetime.now(timezone.utc)
+    at = at.replace(second=0, microsecond=0)
+    pricer = _load_pricer(settings)
+    provider = args.provider or ("openai" if "/" not in args.model else "")
+    group = pricer.group_price(provider, args.model, at, args.mode, args.service_tier, args.team, args.customer)
+    applied, listed = group.applied, group.listed
+    print(f"{args.model} ({provider or 'provider from prefix'}) at {at:%Y-%m-%d %H:%M} UTC, mode {args.mode}"
+          + (f", tier {args.service_tier}" if args.service_tier else ""))
+    if not applied.priced:
+        print(f"  no price: {applied.reason}")
+        return 1
+    print(f"  catalog entry   {applied.provider_id}/{applied.model_id}  ({pricer.catalog.name} "
+          f"{pricer.catalog.version})")
+    print(f"  price source    {applied.source}"
+          + (f"  (overrides {pricer.overrides.path}, {pricer.overrides.version})" if group.override_id else ""))
+    if applied.card is None:
+        print(f"  priced by the catalog's general calculation: {applied.general}"
+              + (f" × {applied.factor}" if applied.factor != 1 else ""))
+        return 0
+    print("  USD per million tokens" + ("   (list price)" if group.override_id and listed.card else ""))
+    for kind in KINDS:
+        rate, list_rate = getattr(applied.card, kind), getattr(listed.card, kind) if listed.card else None
+        shown = _rate_text(rate) + (f"   ({_rate_text(list_rate)})" if group.override_id and list_rate is not None
+                                     else "")
+        print(f"    {kind:<15} {shown}")
+    return 0
+
+
+def _rate_text(rate) -> str:
+    from decimal import Decimal
+
+    if isinstance(rate, Decimal):
+        return f"{rate.normalize():f}"
+    tiers = ", ".join(f"above {t.start:,} input tokens {t.price.normalize():f}" for t in rate.tiers)
+    return f"{rate.base.normalize():f}; {tiers}"
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:

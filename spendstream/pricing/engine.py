@@ -107,6 +107,7 @@ class PricedBatch:
     price_source: pa.Array
     override_id: pa.Array
     unit_prices: dict[str, pa.Array]  # KINDS → USD per million tokens applied
+    list_unit_prices: dict[str, pa.Array]  # KINDS → the catalog's list price of each
     input_cost: pa.Array
     output_cost: pa.Array
     total_cost: pa.Array
@@ -196,18 +197,21 @@ class Pricer:
         path = applied.path[group_of]
         priced = path != UNPRICED
         rates, (input_units, output_units) = applied.cost_units(group_of, tokens)
-        _, (list_in, list_out) = listed.cost_units(group_of, tokens)
+        list_rates, (list_in, list_out) = listed.cost_units(group_of, tokens)
+        list_priced = listed.path[group_of] != UNPRICED
 
         unit_prices = {kind: _money(rates[:, k], RATE_DIGITS, priced) for k, kind in enumerate(KINDS)}
+        list_prices = {kind: _money(list_rates[:, k], RATE_DIGITS, list_priced) for k, kind in enumerate(KINDS)}
         costs = {
             "input_cost": _money(input_units, COST_DIGITS, priced),
             "output_cost": _money(output_units, COST_DIGITS, priced),
             "total_cost": _money(input_units + output_units, COST_DIGITS, priced),
-            "list_cost": _money(list_in + list_out, COST_DIGITS, listed.path[group_of] != UNPRICED),
+            "list_cost": _money(list_in + list_out, COST_DIGITS, list_priced),
         }
         exact = np.flatnonzero((path == EXACT) | (listed.path[group_of] == EXACT))
         if len(exact):
-            unit_prices, costs = self._exact(exact, groups, group_of, tokens, unit_prices, costs)
+            unit_prices, list_prices, costs = self._exact(exact, groups, group_of, tokens, unit_prices,
+                                                          list_prices, costs)
 
         def per_call(values: list[str | None]) -> pa.Array:
             return pa.array(values, pa.string()).take(pa.array(group_of, pa.int32()))
@@ -222,15 +226,17 @@ class Pricer:
             price_source=per_call([g.applied.source for g in groups]),
             override_id=per_call([g.override_id for g in groups]),
             unit_prices=unit_prices,
+            list_unit_prices=list_prices,
             unpriced_models=sorted({(strings["provider"][r], strings["model"][r], g.applied.reason or "")
                                     for r, g in zip(rep.tolist(), groups, strict=True) if not g.applied.priced}),
             **costs,
         )
 
     def _exact(self, rows: np.ndarray, groups: list[GroupPrice], group_of: np.ndarray, tokens: list[np.ndarray],
-               unit_prices: dict[str, pa.Array], costs: dict[str, pa.Array]):
+               unit_prices: dict[str, pa.Array], list_prices: dict[str, pa.Array], costs: dict[str, pa.Array]):
         """Rewrite the rows of groups that need Decimal arithmetic, event by event."""
         unit_lists = {kind: column.to_pylist() for kind, column in unit_prices.items()}
+        list_lists = {kind: column.to_pylist() for kind, column in list_prices.items()}
         cost_lists = {name: column.to_pylist() for name, column in costs.items()}
         for i in rows.tolist():
             group = groups[group_of[i]]
@@ -242,9 +248,12 @@ class Pricer:
                 for kind, rate in zip(KINDS, applied_rates, strict=True):
                     unit_lists[kind][i] = rate
             if group.listed.priced:
-                list_in, list_out, _ = _exact_cost(group.listed, counts)
+                list_in, list_out, list_rates = _exact_cost(group.listed, counts)
                 cost_lists["list_cost"][i] = list_in + list_out
+                for kind, rate in zip(KINDS, list_rates, strict=True):
+                    list_lists[kind][i] = rate
         return ({kind: pa.array(values, MONEY) for kind, values in unit_lists.items()},
+                {kind: pa.array(values, MONEY) for kind, values in list_lists.items()},
                 {name: pa.array(values, MONEY) for name, values in cost_lists.items()})
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from spendstream.sinks.store import QueryResult, StoreError, query_result
-
+from spendstream.sinks.store import QueryResult, StoreError, arrow_table, query_result
 
 
 class DataDirLocked(StoreError):
@@ -49,7 +48,10 @@ class EmbeddedStore:
         return query_result(self, sql, params)
 
     def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str:
-        return self._run(sql, fmt, params)
+        return self._run(sql, fmt, params).decode()
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        return arrow_table(self._run(sql, "ArrowStream", params))
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         sink = io.BytesIO()
@@ -66,10 +68,10 @@ class EmbeddedStore:
     def close(self) -> None:
         self._session.close()
 
-    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> str:
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
         try:
             with self._lock:
                 result = self._session.query(sql, fmt, params=params or None)
         except Exception as exc:  # chdb's own error types vary by version
             raise StoreError(str(exc)) from exc
-        return result.bytes().decode() if hasattr(result, "bytes") else str(result)
+        return result.bytes() if hasattr(result, "bytes") else str(result).encode()

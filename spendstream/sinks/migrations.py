@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from spendstream.pricing.rates import KINDS
 from spendstream.sinks.store import Store
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "AFTER output_price_per_mtok",
         f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS list_cost Nullable({MONEY}) COMMENT "
         "'the catalog list price; total_cost is after overrides' AFTER total_cost",
+        *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS list_{kind}_price_per_mtok Nullable({MONEY}) "
+          "AFTER list_cost" for kind in reversed(KINDS)),
         # One row per alert state change; the dedup key makes "once per model per day" exact.
         f"""
         CREATE TABLE IF NOT EXISTS alerts (

@@ -9,6 +9,7 @@ import orjson
 import pyarrow as pa
 
 from spendstream.agents.stages import BatchResult, DeadLetter
+from spendstream.pricing.engine import PricedBatch
 from spendstream.pricing.rates import KINDS
 from spendstream.schemas.alert import Alert
 
@@ -35,13 +36,9 @@ _EVENT_COLUMNS = [
     ("prefix_fingerprint", pa.string()), ("prefix_tokens", pa.uint64()), ("max_tokens", pa.uint64()),
     ("service", pa.string()),
 ]
-# Columns taken from the PricedBatch.
-_PRICE_COLUMNS = [
-    ("priced", pa.bool_()), ("unpriced_reason", pa.string()), ("price_model_id", pa.string()),
-    ("price_provider_id", pa.string()), ("price_source", pa.string()), ("override_id", pa.string()),
-    *((f"{kind}_price_per_mtok", MONEY) for kind in KINDS),
-    ("input_cost", MONEY), ("output_cost", MONEY), ("total_cost", MONEY), ("list_cost", MONEY),
-]
+# Per-call columns taken from the PricedBatch as they are.
+PRICE_COLUMNS = ("priced", "unpriced_reason", "price_model_id", "price_provider_id", "price_source", "override_id",
+                 "input_cost", "output_cost", "total_cost", "list_cost")
 
 
 def usage_table(batch: BatchResult, *, now: datetime | None = None) -> pa.Table:
@@ -56,17 +53,24 @@ def usage_table(batch: BatchResult, *, now: datetime | None = None) -> pa.Table:
     columns["request_id"] = pa.array([e.request_id or e.event_id for e in events], pa.string())
     columns["tags"] = pa.array([list(e.tags.items()) for e in events], pa.map_(pa.string(), pa.string()))
     columns["extra"] = pa.array([_extra_json(e.extra_fields) for e in events], pa.string())
-    for name, _ in _PRICE_COLUMNS:
-        columns[name] = priced.unit_prices[name[:-len("_price_per_mtok")]] if name.endswith("_per_mtok") \
-            else getattr(priced, name)
-    columns["catalog"] = pa.array([priced.catalog] * n, pa.string())
-    columns["catalog_version"] = pa.array([priced.catalog_version] * n, pa.string())
-    columns["overrides_version"] = pa.array([priced.overrides_version] * n, pa.string())
+    columns |= price_columns(priced)
     columns["source_topic"] = pa.array([s.topic for s in batch.sources], pa.string())
     columns["source_partition"] = pa.array([s.partition for s in batch.sources], pa.uint32())
     columns["source_offset"] = pa.array([s.offset for s in batch.sources], pa.uint64())
     columns["ingested_at"] = pa.array([ingested_at] * n, TS)
     return pa.table(columns)
+
+
+def price_columns(priced: PricedBatch) -> dict[str, pa.Array]:
+    """The ``usage_events`` columns a price decides, from a priced batch."""
+    n = len(priced.priced)
+    columns = {name: getattr(priced, name) for name in PRICE_COLUMNS}
+    columns |= {f"{kind}_price_per_mtok": priced.unit_prices[kind] for kind in KINDS}
+    columns |= {f"list_{kind}_price_per_mtok": priced.list_unit_prices[kind] for kind in KINDS}
+    columns |= {"catalog": pa.array([priced.catalog] * n, pa.string()),
+                "catalog_version": pa.array([priced.catalog_version] * n, pa.string()),
+                "overrides_version": pa.array([priced.overrides_version] * n, pa.string())}
+    return columns
 
 
 def _extra_json(extra: dict[str, object]) -> str:

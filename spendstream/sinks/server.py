@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from spendstream.sinks.store import QueryResult, StoreError, query_result
+from spendstream.sinks.store import QueryResult, StoreError, arrow_table, query_result
 
 
 class ServerStore:
@@ -47,6 +47,13 @@ class ServerStore:
         except Exception as exc:  # clickhouse-connect raises several unrelated types
             raise StoreError(str(exc)) from exc
         return raw.decode()
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        try:
+            raw = self._client.raw_query(sql, parameters=params, fmt="ArrowStream")
+        except Exception as exc:  # clickhouse-connect raises several unrelated types
+            raise StoreError(str(exc)) from exc
+        return arrow_table(raw)
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -36,6 +37,10 @@ class Store(Protocol):
 
     def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str: ...
 
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """A SELECT's result as an Arrow table: exact decimals, no per-value parsing."""
+        ...
+
     def insert_arrow(self, table: str, data: pa.Table) -> None: ...
 
     def close(self) -> None: ...
@@ -51,6 +56,16 @@ def _convert(value: Any, ch_type: str) -> Any:
     if base.startswith(("Int", "UInt")):
         return int(value)
     return value
+
+
+def sql_time(at: datetime) -> str:
+    """An instant as a ``{name:DateTime64(3, 'UTC')}`` query parameter value."""
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def arrow_table(stream: bytes) -> pa.Table:
+    """An ``ArrowStream`` result; an empty table when the result had no rows."""
+    return pa.ipc.open_stream(stream).read_all() if stream else pa.table({})
 
 
 def parse_json_compact(text: str) -> QueryResult:
