@@ -6,7 +6,15 @@
     emitter.emit(from_openai_usage(response.usage, model=response.model, team="search"))
 """
 
-from spendstream.emitter.adapters import from_anthropic_usage, from_openai_usage
+from spendstream.emitter.adapters import (
+    from_anthropic_usage,
+    from_bedrock_converse_usage,
+    from_gemini_usage,
+    from_openai_usage,
+    from_otel_genai_attributes,
+)
 from spendstream.emitter.client import DROP_REASONS, Emitter
+from spendstream.emitter.estimate import estimate_usage
 
-__all__ = ["DROP_REASONS", "Emitter", "from_anthropic_usage", "from_openai_usage"]
+__all__ = ["DROP_REASONS", "Emitter", "estimate_usage", "from_anthropic_usage", "from_bedrock_converse_usage",
+           "from_gemini_usage", "from_openai_usage", "from_otel_genai_attributes"]
