@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     overrides_file: Path | None = Field(
         default=None, description="YAML/JSON price overrides (negotiated, fine-tuned, self-hosted); see docs/pricing.md."
     )
+    tag_value_limit: int = Field(default=1000, ge=1, description=(
+        "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
     log_level: str = "info"
 
     @property

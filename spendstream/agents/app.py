@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from spendstream.agents import query_endpoint
+from spendstream.agents.attribution import TagGuard
 from spendstream.agents.stages import SourceRecord, process
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     usage = app.topic(settings.usage_topic, value_serializer="raw", key_serializer="raw",
                       partitions=settings.topic_partitions)
     pricer = pricer or Pricer()
+    tag_guard = TagGuard(settings.tag_value_limit)
     writer = SinkWriter(store)
     query_endpoint.register(app, store)
 
@@ -49,6 +51,6 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
         async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
             records = [SourceRecord(e.message.topic, e.message.partition, e.message.offset, e.message.value)
                        for e in events]
-            await writer.write(process(records, pricer))
+            await writer.write(process(records, pricer, tag_guard))
 
     return app

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from spendstream.agents.attribution import TagGuard
 from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.usage import WIRE_REQUIRED, UsageEvent
@@ -50,6 +51,8 @@ class BatchResult:
     sources: list[SourceRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     priced: PricedBatch | None = None
+    tags: list[dict[str, str]] = field(default_factory=list)  # each event's tags after the cardinality guard
+    folded_tags: list[list[str]] = field(default_factory=list)
 
     def cost_record(self, i: int):
         """Event ``i`` with its price, as a CostRecord."""
@@ -105,8 +108,8 @@ def describe(exc: ValidationError) -> str:
     return "invalid UsageEvent: " + "; ".join(parts)
 
 
-def process(records: Sequence[SourceRecord], pricer: Pricer) -> BatchResult:
-    """Decode and validate a batch of records, then price all its events at once."""
+def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard | None = None) -> BatchResult:
+    """Decode and validate a batch of records, price all its events at once, bound their tags."""
     result = BatchResult()
     for record in records:
         items, dead = decode(record)
@@ -117,6 +120,11 @@ def process(records: Sequence[SourceRecord], pricer: Pricer) -> BatchResult:
         result.sources.extend([record] * len(events))
     if result.events:
         result.priced = pricer.price_columns(UsageColumns.from_events(result.events))
+    guard = tag_guard or TagGuard()
+    for event in result.events:
+        tags, folded = guard.fold(event.tags)
+        result.tags.append(tags)
+        result.folded_tags.append(folded)
     return result
 
 

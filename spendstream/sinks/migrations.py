@@ -26,6 +26,39 @@ class Migration:
     statements: tuple[str, ...]
 
 
+def _cost_view(name: str, bucket: str) -> str:
+    """Showback/chargeback rollup per time bucket and attribution key (exact: reads FINAL)."""
+    return f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT {bucket} AS period, team, feature, customer, environment, provider, model,
+               uniqExact(request_id) AS requests,
+               count() AS attempts,
+               uniqExactIf(request_id, status = 'ok') AS successful_requests,
+               sum(input_tokens) AS input_tokens,
+               sum(output_tokens) AS output_tokens,
+               sumIf(total_cost, priced) AS cost_usd,
+               sumIf(list_cost, priced) AS list_cost_usd,
+               countIf(NOT priced) AS unpriced_attempts
+        FROM usage_events FINAL
+        GROUP BY period, team, feature, customer, environment, provider, model
+        """
+
+
+_UNIT_COSTS = """
+    CREATE OR REPLACE VIEW unit_costs_daily AS
+    SELECT period AS day, team, feature,
+           sum(cost_usd) AS cost_usd,
+           sum(requests) AS requests,
+           sum(successful_requests) AS successful_requests,
+           sum(input_tokens) + sum(output_tokens) AS tokens,
+           if(requests = 0, NULL, cost_usd / requests) AS cost_per_request,
+           if(successful_requests = 0, NULL, cost_usd / successful_requests) AS cost_per_successful_request,
+           if(tokens = 0, NULL, cost_usd * 1000 / tokens) AS cost_per_1k_tokens
+    FROM cost_daily
+    GROUP BY day, team, feature
+    """
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage_events and dead_letters", (
         # One row per distinct event_id: ReplacingMergeTree collapses re-deliveries
@@ -156,6 +189,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         ENGINE = ReplacingMergeTree(repriced_at)
         ORDER BY (reprice_id, event_id)
         """,
+    )),
+    Migration(3, "attribution guard column and showback/chargeback views", (
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS folded_tags Array(String) COMMENT "
+        "'tag keys whose value was stored as __other__ by the cardinality guard' AFTER tags",
+        _cost_view("cost_hourly", "toStartOfHour(ts)"),
+        _cost_view("cost_daily", "toDate(ts)"),
+        _cost_view("cost_monthly", "toStartOfMonth(ts)"),
+        _UNIT_COSTS,
     )),
 )
 

@@ -51,7 +51,8 @@ def usage_table(batch: BatchResult, *, now: datetime | None = None) -> pa.Table:
         name: pa.array([getattr(e, name) for e in events], type_) for name, type_ in _EVENT_COLUMNS
     }
     columns["request_id"] = pa.array([e.request_id or e.event_id for e in events], pa.string())
-    columns["tags"] = pa.array([list(e.tags.items()) for e in events], pa.map_(pa.string(), pa.string()))
+    columns["tags"] = pa.array([list(tags.items()) for tags in batch.tags], pa.map_(pa.string(), pa.string()))
+    columns["folded_tags"] = pa.array(batch.folded_tags, pa.list_(pa.string()))
     columns["extra"] = pa.array([_extra_json(e.extra_fields) for e in events], pa.string())
     columns |= price_columns(priced)
     columns["source_topic"] = pa.array([s.topic for s in batch.sources], pa.string())
