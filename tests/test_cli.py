@@ -90,3 +90,50 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+_SEED_EVENTS = """
+import orjson, sys
+from spendstream.agents.stages import SourceRecord, process
+from spendstream.pricing import Pricer
+from spendstream.sinks.embedded import EmbeddedStore
+from spendstream.sinks.migrations import migrate
+from spendstream.sinks.rows import usage_table
+store = EmbeddedStore(sys.argv[1])
+migrate(store)
+events = [{"event_id": f"cli-{i}", "ts": "2025-06-01T10:00:00Z", "provider": "openai", "model": "gpt-4o",
+           "customer": "acme" if i % 2 else "globex", "input_tokens": 1_000_000, "output_tokens": 0}
+          for i in range(4)]
+store.insert_arrow("usage_events", usage_table(process([SourceRecord("u", 0, 0, orjson.dumps(events))], Pricer())))
+store.close()
+"""
+
+
+def test_reprice_export_and_prices_commands(tmp_path) -> None:
+    data = tmp_path / "data"
+    env = _env(data)
+    subprocess.run([sys.executable, "-c", _SEED_EVENTS, str(data)], env=env, check=True, timeout=60)
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("overrides:\n  - {id: acme, provider: openai, model: gpt-4o, customer: acme, "
+                         "effective_from: 2025-01-01, discount_percent: 10}\n")
+    env["SPENDSTREAM_OVERRIDES_FILE"] = str(overrides)
+
+    shown = _cli("prices", "show", "gpt-4o", "--at", "2025-06-01", "--customer", "acme", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "override:acme" in shown.stdout and "2.25   (2.5)" in shown.stdout
+
+    repriced = _cli("reprice", "--since", "2025-06-01", "--until", "2025-06-02", env=env)
+    assert repriced.returncode == 0, repriced.stderr
+    # 4 events at $2.50 each; the 2 acme events now 10 % off
+    assert "changed 2" in repriced.stdout and "$10.000000" in repriced.stdout and "$9.500000" in repriced.stdout
+
+    out = tmp_path / "focus.csv"
+    exported = _cli("export", "focus", "--since", "2025-06-01", "--until", "2025-06-02", "--out", str(out), env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert "EffectiveCost $9.500000" in exported.stdout and out.read_text().startswith("\"BilledCost\"")
+
+    backwards = _cli("reprice", "--since", "2025-06-02", "--until", "2025-06-01", env=env)
+    assert backwards.returncode == 2 and "must be after --since" in backwards.stderr
+    overrides.write_text("overrides:\n  - {id: x, model: m, effective_from: 2025-01-01}\n")
+    broken = _cli("prices", "show", "gpt-4o", env=env)
+    assert broken.returncode == 2 and f"{overrides}:2: overrides.0: Value error, give exactly one" in broken.stderr

@@ -138,6 +138,7 @@ class Pricer:
         self.catalog = catalog or Catalog()
         self.overrides = overrides or OverrideSet()
         self._groups: dict[tuple[Any, ...], GroupPrice] = {}
+        self._prices: dict[str, CatalogPrice] = {}
 
     def price(self, event: UsageEvent) -> CostRecord:
         """One call's CostRecord (the same engine as batches, for a batch of one)."""
@@ -151,8 +152,15 @@ class Pricer:
         if found is None:
             if len(self._groups) >= _GROUP_CACHE_LIMIT:
                 self._groups.clear()
-            found = self._groups[key] = self._resolve(*key)
+                self._prices.clear()
+            resolved = self._resolve(*key)
+            # The same price in another minute is the same object, so a batch tabulates it once.
+            found = self._groups[key] = GroupPrice(self._intern(resolved.applied), self._intern(resolved.listed),
+                                                   resolved.override_id)
         return found
+
+    def _intern(self, price: CatalogPrice) -> CatalogPrice:
+        return self._prices.setdefault(repr(price), price)
 
     def _resolve(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None,
                  team: str | None, customer: str | None) -> GroupPrice:
@@ -181,24 +189,39 @@ class Pricer:
         return GroupPrice(applied, listed, rule.id)
 
     def price_columns(self, cols: UsageColumns) -> PricedBatch:
-        group_of, rep = _group(cols, with_team=self.overrides.uses_team, with_customer=self.overrides.uses_customer)
+        # Team and customer only split groups where an override names them: everyone
+        # else shares one group per model and minute, however many customers there are.
+        named_teams = {r.team for r in self.overrides.rules if r.team is not None}
+        named_customers = {r.customer for r in self.overrides.rules if r.customer is not None}
+        group_of, rep = _group(cols, teams=named_teams, customers=named_customers)
         minute_ms = (cols.ts_ms // 60_000) * 60_000
         strings = {name: _strings(getattr(cols, name)) for name in
                    ("provider", "model", "mode", "service_tier", "team", "customer")}
+
+        def named(value: str | None, names: set[str]) -> str | None:
+            return value if value in names else None
+
         groups = [self.group_price(
             strings["provider"][r], strings["model"][r], datetime.fromtimestamp(minute_ms[r] / 1000, timezone.utc),
-            strings["mode"][r], strings["service_tier"][r],
-            strings["team"][r] if self.overrides.uses_team else None,
-            strings["customer"][r] if self.overrides.uses_customer else None) for r in rep.tolist()]
+            strings["mode"][r], strings["service_tier"][r], named(strings["team"][r], named_teams),
+            named(strings["customer"][r], named_customers)) for r in rep.tolist()]
+
+        # Many groups share a price (the same model in another minute): tabulate each price once.
+        index: dict[int, int] = {}
+        prices: list[CatalogPrice] = []
+        for price in (p for g in groups for p in (g.applied, g.listed)):
+            if id(price) not in index:
+                index[id(price)] = len(prices)
+                prices.append(price)
+        table = _Tables(prices)
+        applied_of = np.array([index[id(g.applied)] for g in groups], dtype=np.int64)[group_of]
+        listed_of = np.array([index[id(g.listed)] for g in groups], dtype=np.int64)[group_of]
 
         tokens = [np.asarray(getattr(cols, name), dtype=np.int64) for name in TOKEN_COLUMNS]
-        applied = _Tables([g.applied for g in groups])
-        listed = _Tables([g.listed for g in groups])
-        path = applied.path[group_of]
-        priced = path != UNPRICED
-        rates, (input_units, output_units) = applied.cost_units(group_of, tokens)
-        list_rates, (list_in, list_out) = listed.cost_units(group_of, tokens)
-        list_priced = listed.path[group_of] != UNPRICED
+        path, list_path = table.path[applied_of], table.path[listed_of]
+        priced, list_priced = path != UNPRICED, list_path != UNPRICED
+        rates, (input_units, output_units) = table.cost_units(applied_of, tokens)
+        list_rates, (list_in, list_out) = table.cost_units(listed_of, tokens)
 
         unit_prices = {kind: _money(rates[:, k], RATE_DIGITS, priced) for k, kind in enumerate(KINDS)}
         list_prices = {kind: _money(list_rates[:, k], RATE_DIGITS, list_priced) for k, kind in enumerate(KINDS)}
@@ -208,13 +231,14 @@ class Pricer:
             "total_cost": _money(input_units + output_units, COST_DIGITS, priced),
             "list_cost": _money(list_in + list_out, COST_DIGITS, list_priced),
         }
-        exact = np.flatnonzero((path == EXACT) | (listed.path[group_of] == EXACT))
+        exact = np.flatnonzero((path == EXACT) | (list_path == EXACT))
         if len(exact):
             unit_prices, list_prices, costs = self._exact(exact, groups, group_of, tokens, unit_prices,
                                                           list_prices, costs)
+        take = pa.array(group_of, pa.int32())
 
         def per_call(values: list[str | None]) -> pa.Array:
-            return pa.array(values, pa.string()).take(pa.array(group_of, pa.int32()))
+            return pa.array(values, pa.string()).take(take)
 
         return PricedBatch(
             catalog=self.catalog.name, catalog_version=self.catalog.version,
@@ -258,7 +282,7 @@ class Pricer:
 
 
 class _Tables:
-    """Per-group integer rate tables: rates[g, segment, kind] and the tier thresholds."""
+    """Integer rate tables per price: rates[price, segment, kind] and the tier thresholds."""
 
     def __init__(self, prices: list[CatalogPrice]) -> None:
         segments = [self._segments(p) for p in prices]
@@ -288,11 +312,11 @@ class _Tables:
             segments.append([int(u) for u in units])
         return starts, segments
 
-    def cost_units(self, group_of: np.ndarray, tokens: list[np.ndarray]):
-        """(applied rates per call and kind, (input cost, output cost) in 1e-12 USD)."""
+    def cost_units(self, price_of: np.ndarray, tokens: list[np.ndarray]):
+        """(rates per call and kind, (input cost, output cost) in 1e-12 USD) for calls priced by ``price_of``."""
         inp, cached, write, write_1h, out, reasoning = tokens
-        segment = (inp[:, None] > self.thresholds[group_of]).sum(axis=1)
-        rates = self.rates[group_of, segment]
+        segment = (inp[:, None] > self.thresholds[price_of]).sum(axis=1)
+        rates = self.rates[price_of, segment]
         input_units = ((inp - cached - write) * rates[:, 0] + cached * rates[:, 1]
                        + (write - write_1h) * rates[:, 2] + write_1h * rates[:, 3])
         output_units = (out - reasoning) * rates[:, 4] + reasoning * rates[:, 5]
@@ -334,15 +358,21 @@ def _strings(values: Sequence[Any] | pa.Array) -> Sequence[Any]:
     return values.to_pylist() if isinstance(values, pa.Array) else values
 
 
-def _codes(values: Sequence[Any] | pa.Array) -> tuple[np.ndarray, int]:
-    """Dense integer codes for a string column (null is a value of its own) and how many there are."""
+def _codes(values: Sequence[Any] | pa.Array, keep: set[str] | None = None) -> tuple[np.ndarray, int]:
+    """Dense integer codes for a string column (null is a value of its own) and how many there are.
+
+    With ``keep``, every value not in it counts as null.
+    """
     array = values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+    if keep is not None:
+        array = pc.if_else(pc.is_in(array, pa.array(sorted(keep), pa.string())), array,
+                           pa.scalar(None, pa.string()))
     encoded = array.dictionary_encode()
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
     return codes, len(encoded.dictionary) + 1
 
 
-def _group(cols: UsageColumns, *, with_team: bool, with_customer: bool) -> tuple[np.ndarray, np.ndarray]:
+def _group(cols: UsageColumns, *, teams: set[str], customers: set[str]) -> tuple[np.ndarray, np.ndarray]:
     """(group index of each call, one representative call per group)."""
     n = len(cols)
     if n == 0:
@@ -350,10 +380,10 @@ def _group(cols: UsageColumns, *, with_team: bool, with_customer: bool) -> tuple
     minutes = cols.ts_ms // 60_000
     parts = [_codes(cols.provider), _codes(cols.model), _codes(cols.mode), _codes(cols.service_tier),
              (minutes - minutes.min(), int(minutes.max() - minutes.min()) + 1)]
-    if with_team:
-        parts.append(_codes(cols.team))
-    if with_customer:
-        parts.append(_codes(cols.customer))
+    if teams:
+        parts.append(_codes(cols.team, teams))
+    if customers:
+        parts.append(_codes(cols.customer, customers))
     key = np.zeros(n, dtype=np.int64)
     size = 1
     for codes, cardinality in parts:

@@ -156,14 +156,6 @@ class OverrideSet:
     version: str | None = None
     path: str | None = None
 
-    @property
-    def uses_team(self) -> bool:
-        return any(rule.team is not None for rule in self.rules)
-
-    @property
-    def uses_customer(self) -> bool:
-        return any(rule.customer is not None for rule in self.rules)
-
     def find(self, at: datetime, **context: Any) -> Override | None:
         """The rule that applies at ``at`` to a call described by ``context`` (last match wins)."""
         for rule in reversed(self.rules):
