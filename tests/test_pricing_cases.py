@@ -13,13 +13,15 @@ o output (all), rs of which reasoning.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from decimal import Decimal
 from typing import NamedTuple
 
 import pytest
 
-from spendstream.pricing import Pricer
+from spendstream.pricing import Pricer, load_overrides
 from spendstream.schemas import UsageEvent
 
 
@@ -32,6 +34,7 @@ class Case(NamedTuple):
     service_tier: str | None
     tokens: dict[str, int]
     expected_usd: str
+    customer: str | None = None
 
 
 CASES = [
@@ -86,14 +89,40 @@ CASES = [
     Case('mistral-large', 'mistral', 'mistral-large-latest', '2025-03-01T00:00:00Z', 'realtime', None, {'i': 10000, 'o': 2000}, '0.032'),  # $2 / $6
 ]
 
+# Negotiated and self-hosted prices, as an overrides file would hold them.
+OVERRIDES = """\
+overrides:
+  - {id: acme-gpt4o, provider: openai, model: gpt-4o, customer: acme, effective_from: 2025-01-01,
+     effective_to: 2026-01-01, discount_percent: 20}
+  - {id: llama-70b, provider: self-hosted, model: acme-llama-70b, effective_from: 2025-01-01,
+     prices: {input: 0.2, cached_input: 0.05, output: 0.6}}
+"""
+CASES += [
+    Case("override-negotiated-discount", "openai", "gpt-4o", "2025-06-01T00:00:00Z", "realtime", None,
+         {"i": 10_000, "c": 4_000, "o": 1_000}, "0.024", "acme"),  # 20 % off: $2.00 / $1.00 / $8.00
+    Case("override-expired", "openai", "gpt-4o", "2026-02-01T00:00:00Z", "realtime", None,
+         {"i": 10_000, "c": 4_000, "o": 1_000}, "0.03", "acme"),  # effective_to passed: list $2.50 / $1.25 / $10
+    Case("override-self-hosted", "self-hosted", "acme-llama-70b", "2025-06-01T00:00:00Z", "realtime", None,
+         {"i": 100_000, "c": 50_000, "o": 10_000}, "0.0185"),  # $0.20 / $0.05 / $0.60
+]
+
 _FIELDS = {"i": "input_tokens", "c": "cached_input_tokens", "w": "cache_write_tokens", "w1": "cache_write_1h_tokens",
            "o": "output_tokens", "rs": "reasoning_tokens"}
-PRICER = Pricer()
+
+def _pricer() -> Pricer:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "overrides.yaml"
+        path.write_text(OVERRIDES)
+        return Pricer(load_overrides(path))
+
+
+PRICER = _pricer()
 
 
 def event_of(case: Case) -> UsageEvent:
     return UsageEvent(ts=datetime.fromisoformat(case.ts), provider=case.provider, model=case.model, mode=case.mode,
-                      service_tier=case.service_tier, **{_FIELDS[k]: v for k, v in case.tokens.items()})
+                      service_tier=case.service_tier, customer=case.customer,
+                      **{_FIELDS[k]: v for k, v in case.tokens.items()})
 
 
 def test_there_are_at_least_forty_published_cases() -> None:

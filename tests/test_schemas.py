@@ -38,6 +38,17 @@ def test_token_counts_are_strict_non_negative_integers(field: str, value: object
     assert field in str(info.value)
 
 
+def test_absurdly_large_token_counts_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="less than or equal to 100000000"):
+        UsageEvent(provider="openai", model="gpt-4o", output_tokens=10**12)
+
+
+def test_one_hour_cache_writes_must_be_part_of_cache_writes() -> None:
+    with pytest.raises(ValidationError, match="must include the 1-hour writes"):
+        UsageEvent(provider="anthropic", model="claude", input_tokens=10, cache_write_tokens=2,
+                   cache_write_1h_tokens=3)
+
+
 def test_cached_tokens_must_be_part_of_input_tokens() -> None:
     with pytest.raises(ValidationError, match="must include cached"):
         UsageEvent(provider="anthropic", model="claude", input_tokens=10, cached_input_tokens=20)
