@@ -207,7 +207,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         print("spendstream worker: set SPENDSTREAM_KAFKA_BOOTSTRAP (or use `spendstream up`, "
               "which starts a local broker)", file=sys.stderr)
         return 2
-    run_worker(settings, bootstrap_servers=settings.kafka_bootstrap)
+    pricer = _load_pricer(settings)  # a bad overrides file stops here, before anything is consumed
+    run_worker(settings, bootstrap_servers=settings.kafka_bootstrap, pricer=pricer)
     return 0
 
 
@@ -216,6 +217,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.kafka_admin import ensure_topics
     from spendstream.localbroker import LocalBroker
 
+    pricer = _load_pricer(settings)
     with ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap or stack.enter_context(LocalBroker()).bootstrap_servers
         ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions})
@@ -224,7 +226,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
               f"Emit with SPENDSTREAM_KAFKA_BOOTSTRAP={bootstrap}; query with `spendstream sql`. Ctrl-C stops.",
               flush=True)
         try:
-            run_worker(settings, bootstrap_servers=bootstrap)
+            run_worker(settings, bootstrap_servers=bootstrap, pricer=pricer)
         except SystemExit as exc:  # faust's worker exits through SystemExit; stop the broker first
             return int(exc.code or 0)
     return 0

@@ -15,13 +15,13 @@ from spendstream.sinks import open_store
 from spendstream.sinks.migrations import migrate
 
 
-def run_worker(settings: Settings, *, bootstrap_servers: str) -> None:
+def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | None = None) -> None:
     """Run one worker until SIGINT/SIGTERM. Owns the embedded data directory while it runs.
 
     The overrides file is loaded first: a mistake in it stops the worker before it
     prices anything (OverridesError names file, line and field).
     """
-    pricer = Pricer(load_overrides(settings.overrides_file))
+    pricer = pricer or Pricer(load_overrides(settings.overrides_file))
     ensure_topics(bootstrap_servers, {settings.usage_topic: settings.topic_partitions})
     store = open_store(settings)
     migrate(store)
