@@ -1,4 +1,4 @@
-"""The ``spendstream`` command: demo, up, worker, sql, reprice, export focus, prices show."""
+"""The ``spendstream`` command: demo, up, worker, sql, reprice, export focus, prices show, gpu-exporter."""
 
 from __future__ import annotations
 
@@ -53,11 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--team", default=None)
     show.add_argument("--customer", default=None)
 
+    gpu = commands.add_parser("gpu-exporter", help="scrape a serving engine's /metrics and emit GpuSamples")
+    gpu.add_argument("--deployment", required=True, help="the name usage events give as `deployment`")
+    gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
+    gpu.add_argument("--engine", default="auto", choices=("auto", "vllm", "sglang", "tgi", "triton"))
+    gpu.add_argument("--dcgm-url", default=None, help="NVIDIA dcgm-exporter /metrics, for GPU utilisation")
+    gpu.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes")
+    gpu.add_argument("--gpu-type", default=None)
+    gpu.add_argument("--gpu-count", type=int, default=None)
+    gpu.add_argument("--no-nvml", action="store_true", help="do not try the NVIDIA driver")
+    gpu.add_argument("--once", action="store_true", help="scrape twice, one interval apart, emit one sample, exit")
+
     args = parser.parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
-                "export": _export, "prices": _prices}
+                "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -180,6 +191,33 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
         shown = _rate_text(rate) + (f"   ({_rate_text(list_rate)})" if group.override_id and list_rate is not None
                                      else "")
         print(f"    {kind:<15} {shown}")
+    return 0
+
+
+def _gpu_exporter(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from spendstream.emitter import Emitter
+    from spendstream.gpu_exporter.exporter import ExporterConfig, GpuExporter
+
+    if not settings.kafka_bootstrap:
+        raise UsageError("set SPENDSTREAM_KAFKA_BOOTSTRAP to the Kafka the pipeline reads")
+    config = ExporterConfig(deployment=args.deployment, urls=args.url,
+                            engine=None if args.engine == "auto" else args.engine, dcgm_url=args.dcgm_url,
+                            interval_s=args.interval, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
+                            use_nvml=not args.no_nvml)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    with Emitter(bootstrap_servers=settings.kafka_bootstrap, topic=settings.gpu_topic, max_batch_events=1) as emitter:
+        exporter = GpuExporter(config, emitter.emit)
+        if args.once:
+            exporter.scrape_once()
+            time.sleep(args.interval)
+            sample = exporter.scrape_once()
+            print(sample.model_dump_json() if sample else "no sample (scrape failed)")
+            return 0 if sample else 1
+        exporter.run(stop=lambda: bool(stopping))
     return 0
 
 

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path("spendstream-data"), description="Where embedded chdb keeps its data.")
     usage_topic: str = "spendstream.usage"
+    gpu_topic: str = Field(default="spendstream.gpu", description="Where GPU exporters send GpuSamples.")
+    deployments_file: Path | None = Field(default=None, description=(
+        "YAML: self-hosted deployments with GPU type, count and hourly price; see docs/gpu.md."))
     topic_partitions: int = Field(default=8, ge=1, description="Fixed at topic creation; caps the worker count.")
     consumer_group: str = "spendstream"
     batch_max_records: int = Field(default=200, ge=1, description="Kafka records per sink write (each holds many events).")

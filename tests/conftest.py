@@ -86,5 +86,5 @@ def produce_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
 def worker_settings(data_dir: Path, topic: str, **overrides: object):
     from spendstream.settings import Settings
 
-    return Settings(data_dir=data_dir, usage_topic=topic, consumer_group=f"g-{topic}", topic_partitions=2,
-                    **overrides)
+    return Settings(data_dir=data_dir, usage_topic=topic, gpu_topic=f"{topic}.gpu", consumer_group=f"g-{topic}",
+                    topic_partitions=2, **overrides)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import faust
 
 from spendstream.agents import query_endpoint
 from spendstream.agents.attribution import TagGuard
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.agents.gpu import Deployment, IdleGpuDetector, KvSaturationDetector
+from spendstream.agents.stages import SourceRecord, process, process_gpu
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
 from spendstream.sinks.store import Store
@@ -14,7 +17,7 @@ from spendstream.sinks.writer import SinkWriter
 
 
 def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int,
-               pricer: Pricer | None = None) -> faust.App:
+               pricer: Pricer | None = None, deployments: dict[str, Deployment] | None = None) -> faust.App:
     """A faust app whose ``ingest`` agent prices usage records into ``store``.
 
     Write, then commit: ``take_events`` acks a batch only after the loop body
@@ -52,5 +55,19 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
             records = [SourceRecord(e.message.topic, e.message.partition, e.message.offset, e.message.value)
                        for e in events]
             await writer.write(process(records, pricer, tag_guard))
+
+    # GPU samples: one partition, so one worker sees each deployment's samples in order (a few a minute).
+    gpu = app.topic(settings.gpu_topic, value_serializer="raw", key_serializer="raw", partitions=1)
+    detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
+
+    @app.agent(gpu, name="gpu_ingest")
+    async def gpu_ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
+            batch = process_gpu([SourceRecord(e.message.topic, e.message.partition, e.message.offset,
+                                              e.message.value) for e in events])
+            now = datetime.now(timezone.utc)
+            alerts = [alert for sample in sorted(batch.samples, key=lambda s: s.ts)
+                      for detector in detectors for alert in detector.observe(sample, now)]
+            await writer.write_gpu(batch, alerts)
 
     return app

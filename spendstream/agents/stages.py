@@ -11,17 +11,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from spendstream.agents.attribution import TagGuard
 from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
 from spendstream.schemas.alert import Alert
+from spendstream.schemas.gpu import GpuSample
 from spendstream.schemas.usage import WIRE_REQUIRED, UsageEvent
 
 WHOLE_RECORD = -1
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,35 +79,37 @@ def decode(record: SourceRecord) -> tuple[list[tuple[int, Any]], list[DeadLetter
                            record.value)]
 
 
-def validate(record: SourceRecord, items: Iterable[tuple[int, Any]]) -> tuple[list[UsageEvent], list[DeadLetter]]:
-    """Items that satisfy the UsageEvent contract, and dead letters saying why the others don't."""
-    events: list[UsageEvent] = []
+def validate(record: SourceRecord, items: Iterable[tuple[int, Any]], model: type[M] = UsageEvent,
+             required: tuple[str, ...] = WIRE_REQUIRED) -> tuple[list[M], list[DeadLetter]]:
+    """Items that satisfy the contract (UsageEvent unless told), and dead letters saying why the others don't."""
+    kind = model.__name__
+    events: list[M] = []
     dead: list[DeadLetter] = []
     for index, item in items:
         if not isinstance(item, dict):
             dead.append(DeadLetter(record, index, f"item {index} is JSON {type(item).__name__}, expected an object",
                                    orjson.dumps(item)))
             continue
-        event_id = item.get("event_id") if isinstance(item.get("event_id"), str) else None
-        missing = [name for name in WIRE_REQUIRED if name not in item]
+        event_id = item.get(required[0]) if isinstance(item.get(required[0]), str) else None
+        missing = [name for name in required if name not in item]
         if missing:
-            dead.append(DeadLetter(record, index, f"invalid UsageEvent: missing required field(s) {', '.join(missing)}",
+            dead.append(DeadLetter(record, index, f"invalid {kind}: missing required field(s) {', '.join(missing)}",
                                    orjson.dumps(item, default=str), event_id))
             continue
         try:
-            events.append(UsageEvent.model_validate(item))
+            events.append(model.model_validate(item))
         except ValidationError as exc:
-            dead.append(DeadLetter(record, index, describe(exc), orjson.dumps(item, default=str), event_id))
+            dead.append(DeadLetter(record, index, describe(exc, kind), orjson.dumps(item, default=str), event_id))
     return events, dead
 
 
-def describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError, kind: str = "UsageEvent") -> str:
     """A validation error as one line: which fields were wrong and how (never their values)."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
         location = ".".join(str(p) for p in error["loc"]) or "event"
         parts.append(f"{location}: {error['msg']}")
-    return "invalid UsageEvent: " + "; ".join(parts)
+    return f"invalid {kind}: " + "; ".join(parts)
 
 
 def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard | None = None) -> BatchResult:
@@ -156,3 +160,25 @@ def unpriced_alerts(batch: BatchResult, now: datetime) -> list[Alert]:
             created_at=now,
         ))
     return alerts
+
+
+# On the wire a sample must carry its own id (the idempotency key) and time.
+GPU_WIRE_REQUIRED = ("sample_id", "ts", "deployment", "interval_s")
+
+
+@dataclass(slots=True)
+class GpuBatch:
+    samples: list[GpuSample] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def process_gpu(records: Sequence[SourceRecord]) -> GpuBatch:
+    """Decode and validate GPU exporter records."""
+    batch = GpuBatch()
+    for record in records:
+        items, dead = decode(record)
+        batch.dead_letters.extend(dead)
+        samples, dead = validate(record, items, GpuSample, GPU_WIRE_REQUIRED)
+        batch.dead_letters.extend(dead)
+        batch.samples.extend(samples)
+    return batch

@@ -43,10 +43,14 @@ class WorkerProcess:
                    SPENDSTREAM_KAFKA_BOOTSTRAP=self.bootstrap_servers,
                    SPENDSTREAM_DATA_DIR=str(self.settings.data_dir),
                    SPENDSTREAM_USAGE_TOPIC=self.settings.usage_topic,
+                   SPENDSTREAM_GPU_TOPIC=self.settings.gpu_topic,
                    SPENDSTREAM_CONSUMER_GROUP=self.settings.consumer_group,
                    SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions))
         if self.settings.clickhouse_url is not None:
             env["SPENDSTREAM_CLICKHOUSE_URL"] = self.settings.clickhouse_url.get_secret_value()
+        for name in ("overrides_file", "deployments_file"):
+            if getattr(self.settings, name) is not None:
+                env[f"SPENDSTREAM_{name.upper()}"] = str(getattr(self.settings, name))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen([sys.executable, "-m", "spendstream", "worker"],

@@ -34,9 +34,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from spendstream.configfile import ConfigFileError, load_model
 from spendstream.pricing.normalize import PROVIDER_ALIASES
 
 # Unit prices are kept to a millionth of a dollar per million tokens (1e-12 USD a
@@ -44,7 +44,7 @@ from spendstream.pricing.normalize import PROVIDER_ALIASES
 PRICE_DECIMALS = 6
 
 
-class OverridesError(ValueError):
+class OverridesError(ConfigFileError):
     """The overrides file is unusable; the message names file, line and field."""
 
 
@@ -170,59 +170,8 @@ def load_overrides(path: str | Path | None) -> OverrideSet:
         return OverrideSet()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise OverridesError(f"{path}: cannot read the overrides file: {exc.strerror}") from exc
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise OverridesError(f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from exc
-    if data is None:
-        return OverrideSet(version=_version(text), path=str(path))
-    try:
-        parsed = _File.model_validate(data)
-    except ValidationError as exc:
-        raise OverridesError("\n".join(_describe(path, root, error) for error in exc.errors(include_url=False))) from exc
-    return OverrideSet(tuple(parsed.overrides), _version(text), str(path))
-
-
-def _version(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _describe(path: Path, root: yaml.Node | None, error: dict[str, Any]) -> str:
-    loc = [part for part in error["loc"] if part not in ("function-after", "function-before")]
-    node, line = root, None
-    for part in loc:  # walk to the deepest node that exists, for its line
-        child = _child(node, part)
-        if child is None:
-            break
-        node = child
-    if node is not None:
-        line = node.start_mark.line + 1
-    field = ".".join(str(part) for part in loc) or "file"
-    return f"{path}:{line or 1}: {field}: {error['msg']}"
-
-
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == part:
-                return value
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
-    return None
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads numbers as exact Decimals (2.5 must not become a float)."""
-
-
-def _decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
-    return Decimal(loader.construct_scalar(node).replace("_", ""))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:float", _decimal)
+        parsed, text = load_model(path, _File, "overrides file")
+    except ConfigFileError as exc:
+        raise OverridesError(str(exc)) from exc
+    rules = tuple(parsed.overrides) if parsed else ()
+    return OverrideSet(rules, "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12], str(path))

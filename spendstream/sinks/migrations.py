@@ -59,6 +59,86 @@ _UNIT_COSTS = """
     """
 
 
+_GPU_MINUTELY = """
+    CREATE OR REPLACE VIEW gpu_minutely AS
+    SELECT toStartOfMinute(s.ts) AS minute, s.deployment AS deployment,
+           any(d.gpu_type) AS gpu_type, any(d.gpu_count) AS gpu_count, any(d.pricing) AS pricing,
+           sum(s.interval_s) AS observed_s,
+           sum(ifNull(s.prompt_tokens_delta, 0)) AS prompt_tokens,
+           sum(ifNull(s.generation_tokens_delta, 0)) AS generation_tokens,
+           prompt_tokens + generation_tokens AS tokens,
+           tokens / observed_s AS tokens_per_s,
+           avg(s.kv_cache_utilization) AS kv_cache_utilization,
+           avg(s.waiting_requests) AS waiting_requests,
+           avg(s.gpu_utilization) AS gpu_utilization,
+           toDecimal128(any(d.usd_per_gpu_hour) * any(d.gpu_count) * toDecimal128(sum(s.interval_s), 6) / 3600, 18)
+               AS gpu_cost_usd,
+           tokens_per_s < any(d.idle_below_tokens_per_s) AS idle
+    FROM gpu_samples AS s FINAL
+    INNER JOIN (SELECT * FROM gpu_deployments FINAL) AS d ON d.name = s.deployment
+    GROUP BY minute, deployment
+    """
+
+_GPU_UNIT_COSTS = """
+    CREATE OR REPLACE VIEW gpu_unit_costs_minutely AS
+    SELECT minute, deployment, gpu_cost_usd, tokens, prompt_tokens, generation_tokens,
+           if(tokens = 0, NULL, toDecimal128(gpu_cost_usd * 1000000 / tokens, 18)) AS usd_per_1m_tokens,
+           if(prompt_tokens = 0, NULL, toDecimal128(gpu_cost_usd * 1000000 / prompt_tokens, 18))
+               AS usd_per_1m_prompt_tokens,
+           if(generation_tokens = 0, NULL, toDecimal128(gpu_cost_usd * 1000000 / generation_tokens, 18))
+               AS usd_per_1m_generation_tokens,
+           kv_cache_utilization, waiting_requests, idle,
+           if(idle, gpu_cost_usd, toDecimal128(0, 18)) AS idle_cost_usd
+    FROM gpu_minutely
+    """
+
+_GPU_DAILY = """
+    CREATE OR REPLACE VIEW gpu_cost_daily AS
+    SELECT toDate(minute) AS day, deployment,
+           sum(gpu_cost_usd) AS gpu_cost_usd, sum(idle_cost_usd) AS idle_cost_usd, sum(tokens) AS tokens,
+           if(tokens = 0, NULL, toDecimal128(gpu_cost_usd * 1000000 / tokens, 18)) AS usd_per_1m_tokens
+    FROM gpu_unit_costs_minutely
+    GROUP BY day, deployment
+    """
+
+# Each minute's GPU cost split over the teams/features/customers whose usage events
+# name the deployment, by their share of its tokens; the first key of the minute takes
+# the rounding residue, so the parts add up to the cost exactly. A minute without
+# attributed usage is one '__unallocated__' row.
+_GPU_ALLOCATED = """
+    CREATE OR REPLACE VIEW gpu_cost_allocated_minutely AS
+    WITH usage AS (
+        SELECT toStartOfMinute(ts) AS minute, assumeNotNull(deployment) AS deployment,
+               ifNull(team, '') AS team, ifNull(feature, '') AS feature, ifNull(customer, '') AS customer,
+               sum(input_tokens + output_tokens) AS tokens
+        FROM usage_events FINAL
+        WHERE deployment IS NOT NULL
+        GROUP BY minute, deployment, team, feature, customer
+    ),
+    joined AS (
+        SELECT g.minute AS minute, g.deployment AS deployment, g.gpu_cost_usd AS gpu_cost_usd,
+               u.team AS team, u.feature AS feature, u.customer AS customer, u.tokens AS tokens,
+               sum(u.tokens) OVER (PARTITION BY g.minute, g.deployment) AS minute_tokens,
+               row_number() OVER (PARTITION BY g.minute, g.deployment ORDER BY u.team, u.feature, u.customer) AS rn
+        FROM gpu_minutely AS g
+        LEFT JOIN usage AS u ON u.minute = g.minute AND u.deployment = g.deployment
+    ),
+    shares AS (
+        SELECT *, if(minute_tokens = 0, gpu_cost_usd, toDecimal128(gpu_cost_usd * tokens / minute_tokens, 18)) AS raw
+        FROM joined
+    )
+    SELECT minute, deployment,
+           if(minute_tokens = 0, '__unallocated__', team) AS team,
+           if(minute_tokens = 0, '', feature) AS feature,
+           if(minute_tokens = 0, '', customer) AS customer,
+           tokens,
+           toDecimal128(if(rn = 1, raw + gpu_cost_usd - sum(raw) OVER (PARTITION BY minute, deployment), raw), 18)
+               AS allocated_cost_usd
+    FROM shares
+    WHERE minute_tokens = 0 AND rn = 1 OR minute_tokens > 0
+    """
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage_events and dead_letters", (
         # One row per distinct event_id: ReplacingMergeTree collapses re-deliveries
@@ -197,6 +277,53 @@ MIGRATIONS: tuple[Migration, ...] = (
         _cost_view("cost_daily", "toDate(ts)"),
         _cost_view("cost_monthly", "toStartOfMonth(ts)"),
         _UNIT_COSTS,
+    )),
+    Migration(4, "self-hosted GPUs: samples, deployments, unit cost, idle cost and allocation views", (
+        """
+        CREATE TABLE IF NOT EXISTS gpu_samples (
+            sample_id String,
+            ts DateTime64(3, 'UTC') COMMENT 'end of the scrape interval',
+            interval_s Float64,
+            deployment LowCardinality(String),
+            engine LowCardinality(String),
+            engine_version LowCardinality(Nullable(String)),
+            model LowCardinality(Nullable(String)),
+            gpu_type LowCardinality(Nullable(String)),
+            gpu_count Nullable(UInt32),
+            prompt_tokens_delta Nullable(UInt64),
+            generation_tokens_delta Nullable(UInt64),
+            prompt_tokens_per_s Nullable(Float64),
+            generation_tokens_per_s Nullable(Float64),
+            kv_cache_utilization Nullable(Float64),
+            running_requests Nullable(Float64),
+            waiting_requests Nullable(Float64),
+            prefix_cache_hit_rate Nullable(Float64),
+            gpu_utilization Nullable(Float64),
+            gpu_memory_used_bytes Nullable(Float64),
+            gpu_power_w Nullable(Float64),
+            ingested_at DateTime64(3, 'UTC')
+        )
+        ENGINE = ReplacingMergeTree(ingested_at)
+        PARTITION BY toYYYYMM(ts)
+        ORDER BY (deployment, sample_id)
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS gpu_deployments (
+            name String,
+            gpu_type String,
+            gpu_count UInt32,
+            usd_per_gpu_hour {MONEY},
+            pricing LowCardinality(String),
+            idle_below_tokens_per_s Float64,
+            loaded_at DateTime64(3, 'UTC')
+        )
+        ENGINE = ReplacingMergeTree(loaded_at)
+        ORDER BY name
+        """,
+        _GPU_MINUTELY,
+        _GPU_UNIT_COSTS,
+        _GPU_DAILY,
+        _GPU_ALLOCATED,
     )),
 )
 

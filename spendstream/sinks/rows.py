@@ -11,7 +11,9 @@ import pyarrow as pa
 from spendstream.agents.stages import BatchResult, DeadLetter
 from spendstream.pricing.engine import PricedBatch
 from spendstream.pricing.rates import KINDS
+from spendstream.agents.gpu import Deployment
 from spendstream.schemas.alert import Alert
+from spendstream.schemas.gpu import GpuSample
 
 MONEY = pa.decimal128(38, 18)
 TS = pa.timestamp("ms", tz="UTC")
@@ -105,3 +107,33 @@ ALERT_COLUMNS = [
 
 def alert_table(alerts: Sequence[Alert]) -> pa.Table:
     return pa.table({name: pa.array([getattr(a, name) for a in alerts], type_) for name, type_ in ALERT_COLUMNS})
+
+
+_GPU_COLUMNS = [
+    ("sample_id", pa.string()), ("ts", TS), ("interval_s", pa.float64()), ("deployment", pa.string()),
+    ("engine", pa.string()), ("engine_version", pa.string()), ("model", pa.string()), ("gpu_type", pa.string()),
+    ("gpu_count", pa.uint32()), ("prompt_tokens_delta", pa.uint64()), ("generation_tokens_delta", pa.uint64()),
+    ("prompt_tokens_per_s", pa.float64()), ("generation_tokens_per_s", pa.float64()),
+    ("kv_cache_utilization", pa.float64()), ("running_requests", pa.float64()), ("waiting_requests", pa.float64()),
+    ("prefix_cache_hit_rate", pa.float64()), ("gpu_utilization", pa.float64()),
+    ("gpu_memory_used_bytes", pa.float64()), ("gpu_power_w", pa.float64()),
+]
+
+
+def gpu_sample_table(samples: Sequence[GpuSample], *, now: datetime | None = None) -> pa.Table:
+    columns = {name: pa.array([getattr(s, name) for s in samples], type_) for name, type_ in _GPU_COLUMNS}
+    columns["ingested_at"] = pa.array([now or datetime.now(timezone.utc)] * len(samples), TS)
+    return pa.table(columns)
+
+
+def deployment_table(deployments: Sequence[Deployment], *, now: datetime | None = None) -> pa.Table:
+    loaded_at = now or datetime.now(timezone.utc)
+    return pa.table({
+        "name": pa.array([d.name for d in deployments], pa.string()),
+        "gpu_type": pa.array([d.gpu_type for d in deployments], pa.string()),
+        "gpu_count": pa.array([d.gpu_count for d in deployments], pa.uint32()),
+        "usd_per_gpu_hour": pa.array([d.usd_per_gpu_hour for d in deployments], MONEY),
+        "pricing": pa.array([d.pricing for d in deployments], pa.string()),
+        "idle_below_tokens_per_s": pa.array([d.idle_below_tokens_per_s for d in deployments], pa.float64()),
+        "loaded_at": pa.array([loaded_at] * len(deployments), TS),
+    })

@@ -6,9 +6,12 @@ import asyncio
 import logging
 from datetime import datetime, timezone
 
-from spendstream.agents.stages import BatchResult, unpriced_alerts
+from collections.abc import Callable
+
+from spendstream.agents.stages import BatchResult, GpuBatch, unpriced_alerts
 from spendstream.emitter.backoff import backoff_s
-from spendstream.sinks.rows import alert_table, dead_letter_table, usage_table
+from spendstream.schemas.alert import Alert
+from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, usage_table
 from spendstream.sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,27 @@ class SinkWriter:
         self._alerted: set[str] = set()
 
     async def write(self, batch: BatchResult) -> None:
+        await self._durably(lambda: self._write_now(batch))
+
+    async def write_gpu(self, batch: GpuBatch, alerts: list[Alert]) -> None:
+        """GPU samples, their dead letters, and the alerts the detectors raised on them."""
+        def insert() -> None:
+            if batch.samples:
+                self._store.insert_arrow("gpu_samples", gpu_sample_table(batch.samples))
+            if batch.dead_letters:
+                self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
+            if alerts:
+                self._store.insert_arrow("alerts", alert_table(alerts))
+                for alert in alerts:
+                    log.warning("alert %s %s: %s", alert.kind, alert.state, alert.message)
+
+        await self._durably(insert)
+
+    async def _durably(self, insert: Callable[[], None]) -> None:
         attempt = 0
         while True:
             try:
-                await asyncio.to_thread(self._write_now, batch)
+                await asyncio.to_thread(insert)
                 return
             except StoreError as exc:
                 delay = backoff_s(attempt, base_s=self._retry_base_s, cap_s=self._retry_cap_s)

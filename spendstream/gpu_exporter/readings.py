@@ -1,0 +1,174 @@
+"""One scrape of a serving engine's ``/metrics``, read into engine-neutral numbers.
+
+Parsing is prometheus-client's (``text_string_to_metric_families``); this module
+only knows which metric means what in each engine:
+
+| engine | tokens (counters) | KV cache | running / waiting |
+|---|---|---|---|
+| vLLM V1 (>= 0.9.2) | ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total`` | ``vllm:kv_cache_usage_perc`` | ``vllm:num_requests_running`` / ``_waiting`` |
+| vLLM V0 | same counters | ``vllm:gpu_cache_usage_perc`` (ignored when the V1 name is present: 0.9.2–0.10.x publish both) | same |
+| SGLang | ``sglang:prompt_tokens_total``, ``sglang:generation_tokens_total`` | ``sglang:token_usage`` | ``sglang:num_running_reqs`` / ``num_queue_reqs`` |
+| TGI | ``tgi_request_input_length_sum``, ``tgi_request_generated_tokens_sum`` (histogram sums; TGI's counters have no ``_total``) | — | ``tgi_batch_current_size`` / ``tgi_queue_size`` |
+| Triton TRT-LLM | — (no token counters) | ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}`` | ``nv_trt_llm_request_metrics{request_type="active"/"waiting"}`` |
+| dcgm-exporter | — | — | — ; GPU utilisation, framebuffer used, power |
+
+Counters are kept per series (their full label set: ``engine``, ``pid``,
+``dp_rank``…) with their ``*_created`` time, so restarts can be told apart from
+traffic (:mod:`spendstream.gpu_exporter.rates`). Gauges of several engines or
+processes are combined per deployment (utilisations averaged, request counts
+summed). A value the payload does not have stays ``None``: never 0.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ENGINES = ("vllm", "sglang", "tgi", "triton", "dcgm")
+SeriesKey = tuple[str, frozenset[tuple[str, str]]]  # (source, labels)
+
+
+class UnknownEngine(ValueError):
+    """The payload has no metric of a serving engine spendstream reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterValue:
+    value: float
+    created: float | None  # the series' *_created time (seconds since the epoch), when published
+
+
+@dataclass(slots=True)
+class Reading:
+    engine: str
+    counters: dict[str, dict[SeriesKey, CounterValue]] = field(default_factory=lambda: defaultdict(dict))
+    kv_cache_utilization: float | None = None
+    running_requests: float | None = None
+    waiting_requests: float | None = None
+    prefix_cache_hit_rate: float | None = None  # a gauge some engines publish directly
+    gpu_utilization: float | None = None
+    gpu_memory_used_bytes: float | None = None
+    gpu_power_w: float | None = None
+    gpu_count: int | None = None
+    model: str | None = None
+
+
+class _Samples:
+    """A payload's samples by name: name → [(labels, value)]."""
+
+    def __init__(self, text: str) -> None:
+        self.by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.by_name[sample.name].append((dict(sample.labels), float(sample.value)))
+
+    def names(self) -> Iterable[str]:
+        return self.by_name.keys()
+
+    def values(self, name: str, **where: str) -> list[float]:
+        return [v for labels, v in self.by_name.get(name, ()) if all(labels.get(k) == w for k, w in where.items())]
+
+    def has(self, name: str) -> bool:
+        return name in self.by_name
+
+    def total(self, name: str, **where: str) -> float | None:
+        values = self.values(name, **where)
+        return sum(values) if values else None
+
+    def mean(self, name: str, **where: str) -> float | None:
+        values = self.values(name, **where)
+        return sum(values) / len(values) if values else None
+
+    def counters(self, name: str, created_name: str | None, source: str) -> dict[SeriesKey, CounterValue]:
+        created = {frozenset(labels.items()): v for labels, v in self.by_name.get(created_name or "", ())}
+        return {(source, frozenset(labels.items())): CounterValue(v, created.get(frozenset(labels.items())))
+                for labels, v in self.by_name.get(name, ())}
+
+    def label(self, name: str, label: str) -> str | None:
+        for labels, _ in self.by_name.get(name, ()):
+            if label in labels:
+                return labels[label]
+        return None
+
+
+def detect_engine(text: str) -> str:
+    """The engine whose metric names the payload carries."""
+    return _detect(_Samples(text))
+
+
+def _detect(samples: _Samples) -> str:
+    names = list(samples.names())
+    for prefix, engine in (("vllm:", "vllm"), ("sglang:", "sglang"), ("tgi_", "tgi"), ("nv_trt_llm_", "triton"),
+                           ("DCGM_FI_", "dcgm")):
+        if any(name.startswith(prefix) for name in names):
+            return engine
+    raise UnknownEngine("no vllm:, sglang:, tgi_, nv_trt_llm_ or DCGM_FI_ metrics in the payload")
+
+
+def read(text: str, engine: str | None = None, source: str = "") -> Reading:
+    """Read one payload. ``engine`` None means detect it; ``source`` tells scraped URLs apart."""
+    samples = _Samples(text)
+    engine = engine or _detect(samples)
+    reader = {"vllm": _vllm, "sglang": _sglang, "tgi": _tgi, "triton": _triton, "dcgm": _dcgm}.get(engine)
+    if reader is None:
+        raise UnknownEngine(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    reading = Reading(engine)
+    reader(samples, reading, source)
+    return reading
+
+
+def _vllm(s: _Samples, r: Reading, source: str) -> None:
+    r.counters["prompt_tokens"] = s.counters("vllm:prompt_tokens_total", "vllm:prompt_tokens_created", source)
+    r.counters["generation_tokens"] = s.counters("vllm:generation_tokens_total", "vllm:generation_tokens_created",
+                                                 source)
+    r.counters["prefix_queries"] = s.counters("vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries_created",
+                                              source)
+    r.counters["prefix_hits"] = s.counters("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits_created", source)
+    # 0.9.2–0.10.x publish both names for the same quantity: read one, never add them.
+    kv_name = "vllm:kv_cache_usage_perc" if s.has("vllm:kv_cache_usage_perc") else "vllm:gpu_cache_usage_perc"
+    r.kv_cache_utilization = s.mean(kv_name)
+    r.running_requests = s.total("vllm:num_requests_running")
+    r.waiting_requests = s.total("vllm:num_requests_waiting")
+    if not r.counters["prefix_queries"]:
+        r.prefix_cache_hit_rate = s.mean("vllm:gpu_prefix_cache_hit_rate")
+    r.model = s.label("vllm:num_requests_running", "model_name") or s.label("vllm:prompt_tokens_total", "model_name")
+
+
+def _sglang(s: _Samples, r: Reading, source: str) -> None:
+    r.counters["prompt_tokens"] = s.counters("sglang:prompt_tokens_total", "sglang:prompt_tokens_created", source)
+    r.counters["generation_tokens"] = s.counters("sglang:generation_tokens_total",
+                                                 "sglang:generation_tokens_created", source)
+    r.kv_cache_utilization = s.mean("sglang:token_usage")
+    r.running_requests = s.total("sglang:num_running_reqs")
+    r.waiting_requests = s.total("sglang:num_queue_reqs")
+    r.prefix_cache_hit_rate = s.mean("sglang:cache_hit_rate")
+    r.model = s.label("sglang:num_running_reqs", "model_name")
+
+
+def _tgi(s: _Samples, r: Reading, source: str) -> None:
+    r.counters["prompt_tokens"] = s.counters("tgi_request_input_length_sum", None, source)
+    r.counters["generation_tokens"] = s.counters("tgi_request_generated_tokens_sum", None, source)
+    r.running_requests = s.total("tgi_batch_current_size")
+    r.waiting_requests = s.total("tgi_queue_size")
+
+
+def _triton(s: _Samples, r: Reading, source: str) -> None:
+    r.kv_cache_utilization = s.mean("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction")
+    r.running_requests = s.total("nv_trt_llm_request_metrics", request_type="active")
+    r.waiting_requests = s.total("nv_trt_llm_request_metrics", request_type="waiting")
+    r.model = s.label("nv_trt_llm_request_metrics", "model")
+
+
+def _dcgm(s: _Samples, r: Reading, source: str) -> None:
+    util = s.values("DCGM_FI_DEV_GPU_UTIL")
+    r.gpu_utilization = sum(util) / len(util) / 100 if util else None
+    used_mib = s.total("DCGM_FI_DEV_FB_USED")
+    r.gpu_memory_used_bytes = used_mib * 2**20 if used_mib is not None else None
+    r.gpu_power_w = s.total("DCGM_FI_DEV_POWER_USAGE")
+    gpus = {labels.get("gpu") or labels.get("UUID") for name in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED")
+            for labels, _ in s.by_name.get(name, ())}
+    gpus.discard(None)
+    r.gpu_count = len(gpus) or None
