@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--format", default="PrettyCompact", help="any ClickHouse output format: CSV, JSONEachRow, …")
     sql.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="bind {NAME:Type} placeholders in the query (repeatable)")
+    sql.add_argument("--write", action="store_true", help="allow statements that change data (refused otherwise)")
 
     reprice = commands.add_parser("reprice", help="price a past period again with today's catalog and overrides")
     _period(reprice, required=True)
@@ -273,6 +274,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
     from spendstream.sinks import StoreError, open_store
+    from spendstream.sinks.readonly import check_read_only
 
     params = {}
     for item in args.param:
@@ -284,10 +286,12 @@ def _sql(settings: Settings, args: argparse.Namespace) -> int:
     try:
         client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
         if client is not None:
-            text = client.query_text(args.query, params, args.format)
+            text = client.query_text(args.query, params, args.format, write=args.write)
         else:
             store = open_store(settings)
             try:
+                if not args.write:
+                    check_read_only(store, args.query, params)
                 text = store.query_text(args.query, params, args.format)
             finally:
                 store.close()

@@ -50,6 +50,10 @@ def test_sql_answers_while_up_is_running(tmp_path) -> None:
 
         bad = _cli("sql", "SELECT * FROM no_such_table", env=env)
         assert bad.returncode == 1 and "no_such_table" in bad.stderr
+        refused = _cli("sql", "CREATE TABLE scratch (a Int8) ENGINE = Memory", env=env)
+        assert refused.returncode == 1 and "read-only" in refused.stderr and "--write" in refused.stderr
+        allowed = _cli("sql", "CREATE TABLE scratch (a Int8) ENGINE = Memory", "--write", env=env)
+        assert allowed.returncode == 0, allowed.stderr
         broker_pid = _child_tansu_pid(up.pid)
         assert broker_pid is not None
     finally:

@@ -68,8 +68,10 @@ class QueryClient:
             return None
         return cls(info["url"])
 
-    def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str:
-        body = json.dumps({"sql": sql, "params": params or {}, "format": fmt}).encode()
+    def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact",
+                   *, write: bool = False) -> str:
+        """Run ``sql`` in the worker. Writes are refused unless ``write`` is true."""
+        body = json.dumps({"sql": sql, "params": params or {}, "format": fmt, "write": write}).encode()
         request = urllib.request.Request(self.url + QUERY_PATH, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
@@ -95,6 +97,7 @@ def register(app: Any, store: Any) -> None:
     import faust
     from faust.web import Request, Response
 
+    from spendstream.sinks.readonly import check_read_only
     from spendstream.sinks.store import StoreError
 
     @app.page(QUERY_PATH)
@@ -103,9 +106,12 @@ def register(app: Any, store: Any) -> None:
             try:
                 body = json.loads(await request.read())
                 sql, params, fmt = body["sql"], body.get("params") or {}, body.get("format", "PrettyCompact")
+                write = body.get("write") is True
             except (ValueError, KeyError, TypeError):
-                return self.error(400, 'expected JSON {"sql": ..., "params": {...}, "format": ...}')
+                return self.error(400, 'expected JSON {"sql": ..., "params": {...}, "format": ..., "write": false}')
             try:
+                if not write:
+                    await asyncio.to_thread(check_read_only, store, sql, params)
                 text = await asyncio.to_thread(store.query_text, sql, params, fmt)
             except StoreError as exc:
                 return self.error(400, str(exc))

@@ -139,6 +139,46 @@ _GPU_ALLOCATED = """
     """
 
 
+# What failed attempts cost: every attempt whose status is not ok was paid for.
+_RETRY_WASTE = """
+    CREATE OR REPLACE VIEW retry_waste_daily AS
+    SELECT toDate(ts) AS day, team, feature,
+           count() AS attempts,
+           countIf(status != 'ok') AS failed_attempts,
+           countIf(attempt > 1) AS retries,
+           sumIf(total_cost, status != 'ok' AND priced) AS wasted_cost_usd,
+           sumIf(total_cost, priced) AS cost_usd,
+           countIf(status = 'rate_limited') AS rate_limited,
+           countIf(status = 'error') AS errors,
+           countIf(status = 'timeout') AS timeouts,
+           countIf(status = 'invalid_output') AS invalid_outputs
+    FROM usage_events FINAL
+    GROUP BY day, team, feature
+    """
+
+# Spend in the last 7 days against the 7 before, per team/feature/customer.
+_MOVERS = """
+    CREATE OR REPLACE VIEW spend_movers_weekly AS
+    SELECT team, feature, customer,
+           sumIf(total_cost, ts >= now() - INTERVAL 7 DAY) AS this_week_usd,
+           sumIf(total_cost, ts < now() - INTERVAL 7 DAY) AS last_week_usd,
+           this_week_usd - last_week_usd AS change_usd,
+           if(last_week_usd = 0, NULL, toFloat64(this_week_usd / last_week_usd) - 1) AS change_ratio
+    FROM usage_events FINAL
+    WHERE priced AND ts >= now() - INTERVAL 14 DAY
+    GROUP BY team, feature, customer
+    """
+
+_DEAD_LETTERS = """
+    CREATE OR REPLACE VIEW dead_letters_by_reason AS
+    SELECT toDate(received_at) AS day, source_topic AS topic,
+           splitByString(': ', reason)[1] AS kind,
+           reason, count() AS dead_letters, max(received_at) AS last_seen
+    FROM dead_letters FINAL
+    GROUP BY day, topic, kind, reason
+    """
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage_events and dead_letters", (
         # One row per distinct event_id: ReplacingMergeTree collapses re-deliveries
@@ -324,6 +364,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         _GPU_UNIT_COSTS,
         _GPU_DAILY,
         _GPU_ALLOCATED,
+    )),
+    Migration(5, "cookbook views: retry waste, weekly movers, dead letters by reason", (
+        _RETRY_WASTE, _MOVERS, _DEAD_LETTERS,
     )),
 )
 
