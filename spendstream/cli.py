@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--team", default=None)
     show.add_argument("--customer", default=None)
 
+    report = commands.add_parser("report", help="one self-contained HTML file with charts and the tables behind them")
+    _period(report, required=False)
+    report.add_argument("--out", type=Path, default=Path("report.html"))
+
     gpu = commands.add_parser("gpu-exporter", help="scrape a serving engine's /metrics and emit GpuSamples")
     gpu.add_argument("--deployment", required=True, help="the name usage events give as `deployment`")
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
-                "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter}
+                "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
+                "report": _report}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -192,6 +197,21 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
         shown = _rate_text(rate) + (f"   ({_rate_text(list_rate)})" if group.override_id and list_rate is not None
                                      else "")
         print(f"    {kind:<15} {shown}")
+    return 0
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.agents.query_endpoint import QueryClient
+    from spendstream.report import write_report
+
+    args.since = args.since or "7d"
+    since, until = _window(args)
+    client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
+    if client is not None:  # a worker owns the embedded directory: ask it
+        out = write_report(client, since, until, args.out)
+    else:
+        out = _with_store(settings, "spendstream report", lambda store: write_report(store, since, until, args.out))
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB; {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC)")
     return 0
 
 

@@ -8,16 +8,19 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from importlib import resources
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from spendstream.demo.traffic import DEFAULT_SEED, generate, load_trace
+from spendstream.demo.traffic import DEFAULT_SEED, generate, gpu_samples, load_trace
 from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
 from spendstream.kafka_admin import ensure_topics
 from spendstream.localbroker import LocalBroker
+from spendstream.report import write_report
 from spendstream.settings import Settings
 from spendstream.sinks.store import QueryResult, TextQuerier, query_result
 
@@ -50,6 +53,10 @@ def run_demo(settings: Settings, *, limit: int | None = None, seed: int = DEFAUL
     # Shift the trace so it ends now: the demo's spend is "the last hour".
     start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=rows[-1].offset_s + 1)
     events = generate(rows, run_id=run_id, start=start, seed=seed)
+    samples = gpu_samples(events, start=start, end=start + timedelta(seconds=rows[-1].offset_s), run_id=run_id)
+    if settings.deployments_file is None:  # the demo's self-hosted deployment, unless you configured yours
+        bundled = resources.files("spendstream.data").joinpath("demo_deployments.yaml")
+        settings = settings.model_copy(update={"deployments_file": Path(str(bundled))})
 
     with ExitStack() as stack:
         if settings.kafka_bootstrap:
@@ -57,7 +64,7 @@ def run_demo(settings: Settings, *, limit: int | None = None, seed: int = DEFAUL
         else:
             with console.status("starting the local broker (tansu)…"):
                 bootstrap = stack.enter_context(LocalBroker()).start()
-        ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions})
+        ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1})
         worker = WorkerProcess(settings, bootstrap_servers=bootstrap,
                                log_path=settings.data_dir / "logs" / f"{run_id}-worker.log")
         with console.status("starting the worker (migrating the schema)…"):
@@ -77,6 +84,9 @@ def run_demo(settings: Settings, *, limit: int | None = None, seed: int = DEFAUL
                 progress.update(task, completed=len(events))
                 emitter.flush(120)
             stats = emitter.stats()
+        with Emitter(bootstrap_servers=bootstrap, topic=settings.gpu_topic, register_atexit=False) as gpu_emitter:
+            for sample in samples:
+                gpu_emitter.emit(sample)
         emitted = stats["sent_events"]
 
         params = {"run": run_id}
@@ -96,7 +106,21 @@ def run_demo(settings: Settings, *, limit: int | None = None, seed: int = DEFAUL
         summary = DemoSummary(run_id, start, emitted, stored, dead, int(totals[0]),
                               Decimal(totals[1] or 0), stats)
         _print_summary(console, summary)
+        _wait_for_gpu_samples(querier, len(samples), run_id)
+        report = write_report(querier, start - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1),
+                              settings.data_dir / "report.html")
+        console.print(f"report: [bold]{report}[/] (one self-contained HTML file; open it in a browser)")
         return summary
+
+
+def _wait_for_gpu_samples(querier: TextQuerier, expected: int, run_id: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stored = query_result(querier, "SELECT count() FROM gpu_samples FINAL WHERE startsWith(sample_id, {r:String})",
+                              {"r": run_id}).scalar()
+        if int(stored) >= expected:
+            return
+        time.sleep(0.3)
 
 
 def _querier(settings: Settings, worker: WorkerProcess, stack: ExitStack) -> TextQuerier:

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
+from spendstream.schemas.gpu import GpuSample
 from spendstream.schemas.usage import UsageEvent
 
 TRACE_FILE = "azure_llm_2023_conv.csv"
@@ -62,6 +63,7 @@ FEATURES = (
     Feature("email-draft", "growth", 0.15, (("google", "gemini-2.5-flash", 1.0),)),
     Feature("internal-rag", "platform", 0.10, (("self-hosted", "acme-llama-3-70b-ft", 1.0),)),
 )
+DEMO_DEPLOYMENT = "acme-llama-70b"  # described in spendstream/data/demo_deployments.yaml
 CUSTOMERS = tuple(f"cust-{k:03d}" for k in range(1, 41))
 FAILURES = (("rate_limited", 429), ("error", 500), ("error", 503), ("timeout", None), ("invalid_output", 200))
 
@@ -99,6 +101,7 @@ def generate(rows: list[TraceRow], *, run_id: str, start: datetime, seed: int = 
             customer=rng.choices(CUSTOMERS, weights=customer_weights)[0],
             environment="prod" if rng.random() < 0.95 else "staging",
             service="spendstream-demo",
+            deployment=DEMO_DEPLOYMENT if provider == "self-hosted" else None,
         )
         started = start + timedelta(seconds=row.offset_s)
         failures = rng.randint(1, 3) if rng.random() < FAILURE_RATE else 0
@@ -141,3 +144,27 @@ def _malformed(rng: random.Random, fields: dict[str, Any]) -> dict[str, Any]:
     else:
         del broken["provider"]
     return broken
+
+
+def gpu_samples(events: list[UsageEvent | dict[str, Any]], *, start: datetime, end: datetime,
+                interval_s: float = 15.0, run_id: str = "demo") -> list[GpuSample]:
+    """What a GPU exporter on the demo's self-hosted deployment would have sent: the tokens its
+    events used, per scrape interval, and a KV-cache use that follows the load (generated)."""
+    per_interval: dict[int, tuple[int, int]] = {}
+    for event in events:
+        if isinstance(event, UsageEvent) and event.deployment == DEMO_DEPLOYMENT:
+            slot = int((event.ts - start).total_seconds() // interval_s)
+            prompt, generated = per_interval.get(slot, (0, 0))
+            per_interval[slot] = (prompt + event.input_tokens, generated + event.output_tokens)
+    samples = []
+    for slot in range(int((end - start).total_seconds() // interval_s) + 1):
+        prompt, generated = per_interval.get(slot, (0, 0))
+        load = (prompt + generated) / interval_s
+        samples.append(GpuSample(
+            sample_id=f"{run_id}-gpu-{slot:05d}", ts=start + timedelta(seconds=(slot + 1) * interval_s),
+            interval_s=interval_s, deployment=DEMO_DEPLOYMENT, engine="vllm", model="acme-llama-3-70b-ft",
+            gpu_type="A100-80GB", gpu_count=4, prompt_tokens_delta=prompt, generation_tokens_delta=generated,
+            prompt_tokens_per_s=prompt / interval_s, generation_tokens_per_s=generated / interval_s,
+            kv_cache_utilization=min(0.97, 0.05 + load / 4_000), running_requests=float(load > 0),
+            waiting_requests=0.0, gpu_utilization=min(1.0, 0.08 + load / 3_000)))
+    return samples
