@@ -134,7 +134,7 @@ def _with_store(settings: Settings, command: str, use):
     try:
         from spendstream.sinks.migrations import migrate
 
-        migrate(store)
+        migrate(store, cluster=settings.clickhouse_cluster)
         return use(store)
     finally:
         store.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     clickhouse_url: SecretStr | None = Field(
         default=None, description="http://user:pass@host:8123/db for a ClickHouse server; unset means embedded chdb."
     )
+    clickhouse_cluster: str | None = Field(default=None, description=(
+        "Run migrations ON CLUSTER with Replicated engines (one shard, many replicas)."))
     data_dir: Path = Field(default=Path("spendstream-data"), description="Where embedded chdb keeps its data.")
     usage_topic: str = "spendstream.usage"
     gpu_topic: str = Field(default="spendstream.gpu", description="Where GPU exporters send GpuSamples.")
@@ -35,6 +37,11 @@ class Settings(BaseSettings):
     tag_value_limit: int = Field(default=1000, ge=1, description=(
         "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
     log_level: str = "info"
+
+    @field_validator("overrides_file", "deployments_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # `SPENDSTREAM_OVERRIDES_FILE=` in a compose file means "none"
 
     @property
     def embedded(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 
@@ -75,3 +76,61 @@ def test_end_to_end_against_kafka_and_clickhouse_server(kafka_bootstrap, clickho
         dead = store.query("SELECT reason FROM dead_letters WHERE event_id = {e:String}", {"e": f"{topic}-bad"})
         assert "input_tokens" in dead.scalar()
         store.close()
+
+
+def _settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path, topic: str):
+    from spendstream.settings import Settings
+
+    return Settings(kafka_bootstrap=kafka_bootstrap, clickhouse_url=clickhouse_url, usage_topic=topic,
+                    gpu_topic=f"{topic}.gpu", consumer_group=f"g-{topic}", data_dir=tmp_path, topic_partitions=4)
+
+
+def _wait_count(store, sql: str, params: dict, expected: int, timeout_s: float = 180) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = int(store.query(sql, params).scalar())
+        if value >= expected or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
+
+
+def test_two_workers_share_the_partitions_and_a_rebalance_loses_nothing(kafka_bootstrap, clickhouse_url,
+                                                                       tmp_path) -> None:
+    from spendstream.demo.worker_process import WorkerProcess
+    from spendstream.emitter import Emitter
+    from spendstream.kafka_admin import ensure_topics
+    from spendstream.sinks.server import ServerStore
+
+    topic = f"usage.{uuid.uuid4().hex[:8]}"
+    settings = _settings(kafka_bootstrap, clickhouse_url, tmp_path, topic)
+    ensure_topics(kafka_bootstrap, {topic: settings.topic_partitions, settings.gpu_topic: 1})
+    store = ServerStore(clickhouse_url)
+    sql = "SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {t:String})"
+    with WorkerProcess(settings, bootstrap_servers=kafka_bootstrap, log_path=tmp_path / "w1.log"), \
+            Emitter(bootstrap_servers=kafka_bootstrap, topic=topic, register_atexit=False) as emitter:
+        second = WorkerProcess(settings, bootstrap_servers=kafka_bootstrap, log_path=tmp_path / "w2.log")
+        for n in range(2_000):
+            emitter.emit(UsageEvent(event_id=f"{topic}-{n}", provider="openai", model="gpt-4o-mini",
+                                    input_tokens=1_000, output_tokens=100))
+            if n == 500:
+                second.start()  # a rebalance in the middle of the load
+            if n == 1_500:
+                assert second.stop() == 0  # and another one
+        assert emitter.flush(60)
+        assert _wait_count(store, sql, {"t": topic}, 2_000) == 2_000
+    total = store.query("SELECT sum(total_cost) FROM usage_events FINAL WHERE startsWith(event_id, {t:String})",
+                        {"t": topic}).scalar()
+    assert total == 2_000 * (1_000 * Decimal("0.15") + 100 * Decimal("0.6")) / 1_000_000
+    store.close()
+
+
+def test_the_views_and_the_cookbook_run_on_a_clickhouse_server(clickhouse_url) -> None:
+    from spendstream.sinks.migrations import migrate
+    from spendstream.sinks.server import ServerStore
+    from tests.test_sql_cookbook import EXAMPLES
+
+    store = ServerStore(clickhouse_url)
+    migrate(store)
+    for title, columns, params, sql in EXAMPLES:
+        assert store.query(sql.strip(), params).columns == columns, title
+    store.close()

@@ -74,3 +74,17 @@ def test_dead_letters_keep_reason_and_raw_bytes(embedded_store) -> None:
 def test_bad_sql_raises_store_error_with_clickhouse_message(embedded_store) -> None:
     with pytest.raises(StoreError, match="Syntax error|UNKNOWN_TABLE|doesn't exist|Unknown table"):
         embedded_store.query("SELECT * FROM no_such_table_here")
+
+
+def test_cluster_ddl_runs_on_every_replica_with_replicated_engines() -> None:
+    from spendstream.sinks.migrations import on_cluster
+
+    statements = [s for m in MIGRATIONS for s in m.statements]
+    rewritten = [on_cluster(s, "prod") for s in statements]  # every migration statement can be
+    assert all("ON CLUSTER 'prod'" in s for s in rewritten)
+    tables = [s for s in rewritten if "CREATE TABLE" in s]
+    assert tables and all("ENGINE = ReplicatedReplacingMergeTree" in s for s in tables)
+    assert on_cluster("ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS x UInt8", "prod").startswith(
+        "ALTER TABLE usage_events ON CLUSTER 'prod' ADD COLUMN")
+    with pytest.raises(ValueError, match="cluster name"):
+        on_cluster(statements[0], "prod'; DROP")

@@ -27,7 +27,7 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
     deployments = load_deployments(settings.deployments_file)
     ensure_topics(bootstrap_servers, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1})
     store = open_store(settings)
-    migrate(store)
+    migrate(store, cluster=settings.clickhouse_cluster)
     if deployments:
         store.insert_arrow("gpu_deployments", deployment_table(list(deployments.values())))
     web_port = settings.web_port or free_port()

@@ -9,6 +9,7 @@ edit one that has shipped.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from spendstream.pricing.rates import KINDS
@@ -371,20 +372,27 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def migrate(store: Store) -> list[int]:
-    """Apply every migration not yet recorded. Returns the versions applied now."""
-    store.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
+def migrate(store: Store, *, cluster: str | None = None) -> list[int]:
+    """Apply every migration not yet recorded. Returns the versions applied now.
+
+    With ``cluster`` (``SPENDSTREAM_CLICKHOUSE_CLUSTER``) every statement runs
+    ``ON CLUSTER`` and tables use the Replicated engines (replica paths from the
+    server's ``default_replica_path``/``default_replica_name``): one shard, many
+    replicas. See README, "Scaling out".
+    """
+    def run(sql: str) -> None:
+        store.command(on_cluster(sql, cluster) if cluster else sql)
+
+    run("CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+        "ENGINE = ReplacingMergeTree ORDER BY version")
     done = {row[0] for row in store.query("SELECT version FROM schema_migrations FINAL").rows}
     applied = []
     for migration in MIGRATIONS:
         if migration.version in done:
             continue
         for statement in migration.statements:
-            store.command(statement)
+            run(statement)
         store.query_text(
             "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
             {"v": migration.version, "n": migration.name},
@@ -393,3 +401,16 @@ def migrate(store: Store) -> list[int]:
         log.info("applied schema migration %d: %s", migration.version, migration.name)
         applied.append(migration.version)
     return applied
+
+
+_DDL_HEAD = re.compile(r"^\s*(CREATE TABLE IF NOT EXISTS \w+|CREATE OR REPLACE VIEW \w+|ALTER TABLE \w+)", re.I)
+
+
+def on_cluster(sql: str, cluster: str) -> str:
+    """``sql`` for every replica of ``cluster``: ``ON CLUSTER`` after the object, Replicated engines."""
+    if not re.fullmatch(r"[\w.-]+", cluster):
+        raise ValueError(f"cluster name {cluster!r} has characters a ClickHouse cluster name cannot")
+    sql, found = _DDL_HEAD.subn(lambda m: f"{m.group(1)} ON CLUSTER '{cluster}'", sql, count=1)
+    if not found:
+        raise ValueError(f"cannot put ON CLUSTER into: {sql.strip()[:60]}")
+    return re.sub(r"ENGINE = (Replacing|Summing|Aggregating)?MergeTree", r"ENGINE = Replicated\1MergeTree", sql)
