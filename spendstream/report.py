@@ -83,7 +83,12 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
             unit_series[feature][periods.index(period)] = float(usd)
     gpu_periods = sorted({r[0] for r in gpu.rows})
     gpu_cost = [sum(float(r[2] or 0) for r in gpu.rows if r[0] == p_) for p_ in gpu_periods]
-    kv = [_mean([r[4] for r in gpu.rows if r[0] == p_]) for p_ in gpu_periods]
+    utilisation = [_mean([r[3] for r in gpu.rows if r[0] == p_]) for p_ in gpu_periods]
+    if all(u is None for u in utilisation):  # no GPU utilisation source (dcgm/NVML): show KV-cache use instead
+        utilisation = [_mean([r[4] for r in gpu.rows if r[0] == p_]) for p_ in gpu_periods]
+        line_label = "KV cache use"
+    else:
+        line_label = "GPU utilisation"
 
     sections = [
         Section("Spend over time, by team", stacked_bars(periods, dict(by_team), markers=markers), spend,
@@ -96,7 +101,8 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
         Section("Retry waste: what failed attempts cost", hbars([(r[0], float(r[2] or 0)) for r in waste.rows]),
                 waste),
         Section("Alerts on the timeline", timeline(periods, markers), alerts),
-        Section("Self-hosted GPUs: cost and KV-cache utilisation", bars_and_line(gpu_periods, gpu_cost, kv), gpu,
+        Section("Self-hosted GPUs: cost and utilisation", bars_and_line(gpu_periods, gpu_cost, utilisation, line_label),
+                gpu,
                 "" if gpu.rows else "No GPU samples in this period."),
     ]
     return _page(since, until, totals, int(dead), sections)
@@ -254,7 +260,8 @@ def timeline(periods: Sequence[str], markers: Sequence[tuple[str, str]]) -> str:
     return _svg(axis + "".join(dots) + _x_labels(periods, x_of), label="alerts timeline")
 
 
-def bars_and_line(periods: Sequence[str], bars: Sequence[float], ratio: Sequence[float | None]) -> str:
+def bars_and_line(periods: Sequence[str], bars: Sequence[float], ratio: Sequence[float | None],
+                  line_label: str = "utilisation") -> str:
     if not periods:
         return _empty("no GPU samples in this period")
     top = max(bars) or 1.0
@@ -272,8 +279,8 @@ def bars_and_line(periods: Sequence[str], bars: Sequence[float], ratio: Sequence
     coords = [f"{x_of(i):.1f},{HEIGHT - PAD - (HEIGHT - 2 * PAD) * v:.1f}" for i, v in enumerate(ratio) if v is not None]
     if coords:
         parts.append(f'<polyline fill="none" stroke="{PALETTE[1]}" stroke-width="2" points="{" ".join(coords)}">'
-                     "<title>KV-cache utilisation (0–100 % on the same height)</title></polyline>")
-    return _svg("".join(parts) + _x_labels(periods, x_of) + _legend(["GPU cost", "KV cache use"]),
+                     f"<title>{html.escape(line_label)} (0–100 % on the same height)</title></polyline>")
+    return _svg("".join(parts) + _x_labels(periods, x_of) + _legend(["GPU cost", line_label]),
                 label="GPU cost and utilisation")
 
 
