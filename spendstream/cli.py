@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     _period(report, required=False)
     report.add_argument("--out", type=Path, default=Path("report.html"))
 
+    advise_cmd = commands.add_parser("advise", help="dollar-estimated savings opportunities in the metered traffic")
+    _period(advise_cmd, required=False)
+    advise_cmd.add_argument("--format", choices=("text", "json"), default="text")
+
     gpu = commands.add_parser("gpu-exporter", help="scrape a serving engine's /metrics and emit GpuSamples")
     gpu.add_argument("--deployment", required=True, help="the name usage events give as `deployment`")
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
-                "report": _report}
+                "report": _report, "advise": _advise}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -200,17 +204,42 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(settings: Settings, args: argparse.Namespace) -> int:
+def _advise(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from spendstream.advisor import advise
+
+    args.since = args.since or "30d"
+    since, until = _window(args)
+    pricer = _load_pricer(settings)
+    opportunities = _on_store(settings, "spendstream advise", lambda q: advise(q, since, until, pricer))
+    if args.format == "json":
+        print(json.dumps([o.as_dict() for o in opportunities], indent=2))
+        return 0
+    print(f"savings opportunities, {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC "
+          f"(monthly = the period scaled to 30 days):")
+    if not opportunities:
+        print("  none worth a dollar a month")
+    for o in opportunities:
+        print(f"\n  ${o.monthly_saving_usd:,.2f}/month  {o.kind}  {o.subject}  [{o.confidence} confidence]\n"
+              f"    evidence:    {o.evidence}\n    assumptions: {o.assumptions}")
+    return 0
+
+
+def _on_store(settings: Settings, command: str, use):
+    """``use(querier)`` through a running worker when it owns the embedded directory, else on the store."""
     from spendstream.agents.query_endpoint import QueryClient
+
+    client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
+    return use(client) if client is not None else _with_store(settings, command, use)
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.report import write_report
 
     args.since = args.since or "7d"
     since, until = _window(args)
-    client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
-    if client is not None:  # a worker owns the embedded directory: ask it
-        out = write_report(client, since, until, args.out)
-    else:
-        out = _with_store(settings, "spendstream report", lambda store: write_report(store, since, until, args.out))
+    out = _on_store(settings, "spendstream report", lambda q: write_report(q, since, until, args.out))
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB; {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC)")
     return 0
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from spendstream.advisor import Opportunity, advise
 from spendstream.sinks.store import QueryResult, TextQuerier, query_result, sql_time
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
@@ -105,7 +106,7 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
                 gpu,
                 "" if gpu.rows else "No GPU samples in this period."),
     ]
-    return _page(since, until, totals, int(dead), sections)
+    return _page(since, until, totals, int(dead), sections, advise(querier, since, until))
 
 
 def write_report(querier: TextQuerier, since: datetime, until: datetime, out: Path) -> Path:
@@ -296,10 +297,12 @@ h1{font-size:1.5rem;margin-bottom:.2rem}.sub{color:#666;margin-top:0}
 font-size:11px;fill:#555}.empty{font-size:14px;fill:#999}.marker{stroke:#e15759;stroke-dasharray:4 3}
 table{border-collapse:collapse;font-size:12px;margin-top:.5rem}td,th{border-bottom:1px solid #eee;padding:2px 8px;
 text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}.note{color:#666;font-size:12px}
+h2{font-size:1.1rem;margin-top:2rem}.advice td{vertical-align:top}
 """
 
 
-def _page(since: datetime, until: datetime, totals: dict[str, Any], dead: int, sections: list[Section]) -> str:
+def _page(since: datetime, until: datetime, totals: dict[str, Any], dead: int, sections: list[Section],
+          opportunities: list[Opportunity]) -> str:
     kpis = [("Cost", _fmt(float(totals["cost_usd"] or 0))), ("Requests", f"{int(totals['requests']):,}"),
             ("Attempts", f"{int(totals['attempts']):,}"), ("Unpriced attempts", f"{int(totals['unpriced']):,}"),
             ("Dead letters", f"{dead:,}")]
@@ -311,12 +314,26 @@ def _page(since: datetime, until: datetime, totals: dict[str, Any], dead: int, s
         f"· generated {generated} by spendstream</p>",
         "<div class=\"kpis\">" + "".join(f"<div class=\"kpi\">{k}<b>{v}</b></div>" for k, v in kpis) + "</div>",
     ]
+    parts.append(_opportunities(opportunities))
     for section in sections:
         note = f'<p class="note">{html.escape(section.note)}</p>' if section.note else ""
         parts.append(f"<figure><figcaption>{html.escape(section.title)}</figcaption>{section.svg}{note}"
                      f"<details><summary>Table</summary>{_table(section.table)}</details></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _opportunities(opportunities: list[Opportunity]) -> str:
+    if not opportunities:
+        return "<h2>Savings opportunities</h2><p class=\"note\">None worth a dollar a month in this period.</p>"
+    rows = "".join(
+        f"<tr><td class=\"n\">${o.monthly_saving_usd:,.2f}</td><td>{html.escape(o.kind)}</td>"
+        f"<td>{html.escape(o.subject)}</td><td>{o.confidence}</td><td>{html.escape(o.evidence)}"
+        f"<br><span class=\"note\">{html.escape(o.assumptions)}</span></td></tr>" for o in opportunities)
+    return ("<h2>Savings opportunities</h2><p class=\"note\">Estimated monthly savings (this period scaled to 30 "
+            "days), from <code>spendstream advise</code>.</p><table class=\"advice\"><thead><tr><th>per month</th>"
+            f"<th>lever</th><th>where</th><th>confidence</th><th>evidence and assumptions</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _table(result: QueryResult) -> str:

@@ -53,3 +53,16 @@ def test_models_without_an_offline_tokenizer_are_labelled_approximate() -> None:
     event = estimate_usage(provider="anthropic", model="claude-sonnet-4-5", prompt=prompt, completion="abc")
     assert (event.input_tokens, event.output_tokens) == (math.ceil(1001 / 4), 1)
     assert event.tokenizer == APPROXIMATE and event.tokens_estimated
+
+
+def test_prefix_fingerprints_are_stable_and_carry_no_text() -> None:
+    from spendstream.emitter import prefix_fields
+    from spendstream.emitter.prefix import fingerprint
+
+    system = "You are the support assistant for ACME. Answer in English."
+    fields = prefix_fields(system, provider="openai", model="gpt-4o")
+    assert fields == prefix_fields(system, provider="openai", model="gpt-4o")
+    assert fields["prefix_tokens"] == count_tokens(system, "tiktoken:o200k_base")
+    assert len(fields["prefix_fingerprint"]) == 32 and "ACME" not in fields["prefix_fingerprint"]
+    assert fingerprint(system) != fingerprint(system + " ")
+    assert prefix_fields([1, 2, 3], provider="anthropic", model="claude-3-5-haiku")["prefix_tokens"] == 3

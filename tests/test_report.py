@@ -31,6 +31,7 @@ def test_report_is_one_offline_file_with_every_chart(seeded_store) -> None:
                     "Retry waste", "Alerts on the timeline", "Self-hosted GPUs"):
         assert caption in page
     assert "no data in this period" not in page  # every chart had data to draw
+    assert "Savings opportunities" in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")

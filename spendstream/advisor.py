@@ -1,0 +1,276 @@
+"""The savings advisor: dollar-estimated opportunities from the metered traffic.
+
+``spendstream advise --since 30d`` looks at one period and names concrete levers,
+each with its evidence, an estimated monthly saving (the period's saving scaled
+to 30 days), the assumptions behind it and a confidence:
+
+1. ``prompt_caching`` — calls that repeat a prompt prefix (the emitter's
+   ``prefix_fingerprint``/``prefix_tokens``) within the provider's cache lifetime,
+   at or above its minimum cacheable length, but were not served from cache:
+   repeated prefix tokens × (input price − cached price) of each call's model.
+2. ``batch`` — features declared not latency-sensitive (tag
+   ``latency_sensitive=false``), or inferred so (no ``user_facing=true`` tag and
+   bursty, scheduled-looking traffic), on realtime endpoints: cost × the
+   provider's published batch discount.
+3. ``right_size`` — features on a frontier model whose calls are short in and
+   out: the same tokens at the provider's smaller tier. Needs a quality check.
+4. ``output_cap`` — features whose output has a long tail (p99 ≫ median) with no
+   ``max_tokens`` set: the output tokens above the p95, at the output price.
+5. ``retry_waste`` — what failed attempts cost, per feature.
+6. ``idle_gpu`` — self-hosted deployments whose peak utilisation would fit on fewer
+   GPUs: the GPU-hours (and dollars) of the GPUs not needed.
+
+Thresholds are module constants, named below; change them in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from spendstream.pricing.catalog import BATCH_DISCOUNT_PERCENT
+from spendstream.pricing.engine import Pricer
+from spendstream.sinks.store import TextQuerier, query_result, sql_time
+
+# Provider prompt caches: (minimum cacheable prefix tokens, lifetime seconds without a hit).
+# OpenAI: automatic from 1,024 tokens, kept 5–10 minutes idle; Anthropic: 1,024 (2,048 for
+# Haiku models) for 5 minutes by default; Google's implicit caching from 1,024 tokens.
+CACHE_RULES = {"openai": (1024, 300), "azure": (1024, 300), "anthropic": (1024, 300), "aws": (1024, 300),
+               "google": (1024, 300)}
+HAIKU_MIN_CACHEABLE = 2048
+CACHE_HIT_SHARE_LOW = 0.5          # a feature already caching more than this is left alone
+MIN_MONTHLY_SAVING = Decimal("1")  # below a dollar a month is noise
+BURSTY_SHARE = 0.6                 # share of calls in the busiest 1 % of the period's minutes
+SHORT_INPUT_P90, SHORT_OUTPUT_P90 = 3_000, 300
+SMALLER_TIER = {  # frontier model (catalog id prefix) → the provider's smaller tier
+    ("openai", "gpt-4o"): "gpt-4o-mini", ("openai", "gpt-4.1"): "gpt-4.1-mini", ("openai", "gpt-5"): "gpt-5-mini",
+    ("openai", "o3"): "o4-mini", ("anthropic", "claude-opus"): "claude-sonnet-4-5",
+    ("anthropic", "claude-sonnet"): "claude-haiku-4-5", ("anthropic", "claude-3-5-sonnet"): "claude-3-5-haiku",
+    ("google", "gemini-2.5-pro"): "gemini-2.5-flash", ("google", "gemini-1.5-pro"): "gemini-1.5-flash",
+}
+TAIL_RATIO, MIN_TAIL_TOKENS, UNCAPPED_SHARE = 4.0, 500, 0.8
+WASTE_SHARE = 0.02
+GPU_TARGET_UTILISATION = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Opportunity:
+    kind: str
+    subject: str
+    monthly_saving_usd: Decimal
+    period_saving_usd: Decimal
+    confidence: str  # high, medium, low
+    evidence: str
+    assumptions: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(self).items()}
+
+
+def advise(querier: TextQuerier, since: datetime, until: datetime, pricer: Pricer | None = None) -> list[Opportunity]:
+    """Every opportunity worth at least MIN_MONTHLY_SAVING a month, largest first."""
+    scale = Decimal(30 * 86_400) / Decimal(max((until - since).total_seconds(), 1))
+    params = {"since": sql_time(since), "until": sql_time(until)}
+    window = "ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}"
+    found: list[Opportunity] = []
+    for finder in (_caching, _batch, _right_size, _output_cap, _retry_waste, _idle_gpu):
+        for kind, subject, saving, confidence, evidence, assumptions in finder(querier, params, window, pricer, until):
+            monthly = (saving * scale).quantize(Decimal("0.01"))
+            if monthly >= MIN_MONTHLY_SAVING:
+                found.append(Opportunity(kind, subject, monthly, saving, confidence, evidence, assumptions))
+    return sorted(found, key=lambda o: -o.monthly_saving_usd)
+
+
+def caching_potential(querier: TextQuerier, params: dict[str, str], window: str) -> list[dict[str, Any]]:
+    """Per feature/provider/model: calls, repeated-prefix hits within lifetime, and what caching them saves."""
+    providers = list(CACHE_RULES)
+    min_tokens = ("if(positionCaseInsensitive(price_model_id, 'haiku') > 0, "
+                  f"{HAIKU_MIN_CACHEABLE}, transform(price_provider_id, {providers}, "
+                  f"{[r[0] for r in CACHE_RULES.values()]}, 0))")
+    ttl_ms = f"transform(price_provider_id, {providers}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, 0)"
+    return query_result(querier, f"""
+        SELECT feature, price_provider_id AS provider, price_model_id AS model, count() AS calls,
+               countIf(hit) AS hits, sumIf(prefix_tokens, hit) AS repeated_prefix_tokens,
+               sumIf(least(cached_input_tokens, prefix_tokens), hit) AS already_cached_tokens,
+               sumIf(toDecimal128(greatest(toInt64(prefix_tokens) - toInt64(cached_input_tokens), 0), 0)
+                     * (input_price_per_mtok - cached_input_price_per_mtok) / 1000000, hit) AS saving_usd
+        FROM (
+            SELECT *, n > 1 AND gap_ms <= {ttl_ms} AND prefix_tokens >= {min_tokens} AND {ttl_ms} > 0 AS hit
+            FROM (
+                SELECT feature, price_provider_id, price_model_id, prefix_tokens, cached_input_tokens,
+                       input_price_per_mtok, cached_input_price_per_mtok,
+                       row_number() OVER w AS n,
+                       dateDiff('millisecond', lagInFrame(ts, 1, ts) OVER w, ts) AS gap_ms
+                FROM usage_events FINAL
+                WHERE {window} AND priced AND prefix_fingerprint IS NOT NULL AND prefix_tokens IS NOT NULL
+                  AND input_price_per_mtok IS NOT NULL
+                WINDOW w AS (PARTITION BY feature, price_provider_id, price_model_id, prefix_fingerprint
+                             ORDER BY ts, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            )
+        )
+        GROUP BY feature, provider, model
+        ORDER BY saving_usd DESC""", params).dicts()
+
+
+def _caching(querier, params, window, pricer, until):
+    for row in caching_potential(querier, params, window):
+        repeated, cached = int(row["repeated_prefix_tokens"] or 0), int(row["already_cached_tokens"] or 0)
+        if not repeated or cached / repeated > CACHE_HIT_SHARE_LOW:
+            continue
+        min_tokens, ttl = CACHE_RULES.get(row["provider"], (0, 0))
+        yield ("prompt_caching", f"feature={row['feature']} model={row['model']}", row["saving_usd"],
+               "high" if row["hits"] >= 100 else "medium",
+               f"{row['hits']:,} of {row['calls']:,} calls repeated a prompt prefix within {ttl // 60} min; "
+               f"{repeated:,} repeated prefix tokens, {cached / repeated:.0%} of them served from cache",
+               f"{row['provider']} caches prefixes of at least {min_tokens:,} tokens for {ttl // 60} minutes without "
+               "a hit; saving = uncached repeated prefix tokens × (input − cached input price); cache-write "
+               "premiums (Anthropic) are not subtracted; the prefix must be byte-identical and first in the prompt")
+
+
+def _batch(querier, params, window, pricer, until):
+    rows = query_result(querier, f"""
+        SELECT feature, price_provider_id AS provider, sum(total_cost) AS cost_usd, count() AS calls,
+               countIf(tags['latency_sensitive'] = 'false') = count() AS declared,
+               countIf(tags['user_facing'] = 'true') = 0 AS not_user_facing
+        FROM usage_events FINAL
+        WHERE {window} AND priced AND mode = 'realtime' AND feature IS NOT NULL
+        GROUP BY feature, provider""", params).dicts()
+    busiest = max(1, math.ceil((until - _since(params)).total_seconds() / 60 * 0.01))
+    bursts = {r["feature"]: float(r["busiest_share"]) for r in query_result(querier, f"""
+        SELECT feature, sum(c) / any(total) AS busiest_share FROM (
+            SELECT feature, c, sum(c) OVER (PARTITION BY feature) AS total,
+                   row_number() OVER (PARTITION BY feature ORDER BY c DESC) AS rank
+            FROM (SELECT feature, toStartOfMinute(ts) AS minute, count() AS c FROM usage_events FINAL
+                  WHERE {window} AND feature IS NOT NULL GROUP BY feature, minute))
+        WHERE rank <= {busiest}
+        GROUP BY feature""", params).dicts()}
+    for row in rows:
+        discount = BATCH_DISCOUNT_PERCENT.get(row["provider"])
+        bursty = bursts.get(row["feature"], 0.0) >= BURSTY_SHARE
+        if discount is None or not (row["declared"] or (row["not_user_facing"] and bursty)):
+            continue
+        why = ("declared latency_sensitive=false" if row["declared"] else
+               f"no user_facing tag and {bursts[row['feature']]:.0%} of calls in the busiest 1 % of the period's "
+               "minutes (scheduled-looking bursts)")
+        yield ("batch", f"feature={row['feature']} provider={row['provider']}", row["cost_usd"] * discount / 100,
+               "high" if row["declared"] else "medium",
+               f"{row['calls']:,} realtime calls costing ${row['cost_usd']:.2f}; {why}",
+               f"{row['provider']}'s batch API bills {discount}% less and answers within 24 h; the work must tolerate "
+               "that delay")
+
+
+def _since(params: dict[str, str]) -> datetime:
+    return datetime.fromisoformat(params["since"]).replace(tzinfo=timezone.utc)
+
+
+def _right_size(querier, params, window, pricer, until):
+    pricer = pricer or Pricer()
+    rows = query_result(querier, f"""
+        SELECT feature, price_provider_id AS provider, price_model_id AS model, count() AS calls,
+               sum(total_cost) AS cost_usd, quantile(0.9)(input_tokens) AS p90_in,
+               quantile(0.9)(output_tokens) AS p90_out, sum(input_tokens - cached_input_tokens - cache_write_tokens)
+               AS uncached, sum(cached_input_tokens) AS cached, sum(cache_write_tokens) AS writes,
+               sum(output_tokens) AS output
+        FROM usage_events FINAL
+        WHERE {window} AND priced AND feature IS NOT NULL AND status = 'ok'
+        GROUP BY feature, provider, model""", params).dicts()
+    for row in rows:
+        smaller = next((small for (provider, prefix), small in SMALLER_TIER.items()
+                        if row["provider"] == provider and row["model"].startswith(prefix)
+                        and not row["model"].startswith(small)), None)
+        if smaller is None or row["p90_in"] > SHORT_INPUT_P90 or row["p90_out"] > SHORT_OUTPUT_P90:
+            continue
+        card = pricer.group_price(row["provider"], smaller, until.replace(second=0, microsecond=0),
+                                  "realtime", None).applied.card
+        if card is None:
+            continue
+        rates = card.at(0)  # short calls are below every long-context tier
+        small_cost = (row["uncached"] * rates[0] + row["cached"] * rates[1] + row["writes"] * rates[2]
+                      + row["output"] * rates[4]) / 1_000_000
+        saving = row["cost_usd"] - small_cost
+        if saving <= 0:
+            continue
+        yield ("right_size", f"feature={row['feature']} model={row['model']}", saving, "low",
+               f"{row['calls']:,} successful calls; 90 % have ≤ {row['p90_in']:,.0f} input and ≤ "
+               f"{row['p90_out']:,.0f} output tokens (classification/extraction shape); ${row['cost_usd']:.2f} on "
+               f"{row['model']}, ${small_cost:.2f} on {smaller} at today's list price",
+               f"NEEDS A QUALITY CHECK: route a sample to {smaller} and compare answers before switching; "
+               "saving = the same tokens at the smaller tier's price")
+
+
+def _output_cap(querier, params, window, pricer, until):
+    rows = query_result(querier, f"""
+        SELECT feature, count() AS calls, quantile(0.5)(output_tokens) AS median_out,
+               quantile(0.95)(output_tokens) AS p95_out, quantile(0.99)(output_tokens) AS p99_out,
+               countIf(max_tokens IS NULL) / count() AS uncapped_share
+        FROM usage_events FINAL
+        WHERE {window} AND priced AND feature IS NOT NULL
+        GROUP BY feature""", params).dicts()
+    for row in rows:
+        median, p95, p99 = float(row["median_out"]), float(row["p95_out"]), float(row["p99_out"])
+        if p99 < MIN_TAIL_TOKENS or p99 < TAIL_RATIO * max(median, 1) or row["uncapped_share"] < UNCAPPED_SHARE:
+            continue
+        cap = math.ceil(p95)
+        saving = query_result(querier, f"""
+            SELECT sum(toDecimal128(output_tokens - {cap}, 0) * output_price_per_mtok / 1000000)
+            FROM usage_events FINAL
+            WHERE {window} AND priced AND feature = {{feature:String}} AND output_tokens > {cap}
+              AND max_tokens IS NULL AND output_price_per_mtok IS NOT NULL""",
+                              params | {"feature": row["feature"]}).scalar() or Decimal(0)
+        yield ("output_cap", f"feature={row['feature']}", saving, "medium",
+               f"output median {median:,.0f}, p95 {p95:,.0f}, p99 {p99:,.0f} tokens; "
+               f"{row['uncapped_share']:.0%} of {row['calls']:,} calls set no max_tokens",
+               f"a max_tokens of {cap:,} (the p95) truncates the longest 5 % of answers: check they are not needed; "
+               "saving = the output tokens above it at each call's output price")
+
+
+def _retry_waste(querier, params, window, pricer, until):
+    rows = query_result(querier, f"""
+        SELECT feature, sumIf(total_cost, status != 'ok') AS wasted_usd, sum(total_cost) AS cost_usd,
+               countIf(status != 'ok') AS failed, countIf(status = 'rate_limited') AS rate_limited,
+               countIf(status = 'timeout') AS timeouts, countIf(status = 'error') AS errors,
+               countIf(status = 'invalid_output') AS invalid
+        FROM usage_events FINAL
+        WHERE {window} AND priced AND feature IS NOT NULL
+        GROUP BY feature""", params).dicts()
+    for row in rows:
+        wasted, cost = row["wasted_usd"] or Decimal(0), row["cost_usd"] or Decimal(0)
+        if not wasted or (cost and wasted / cost < WASTE_SHARE):
+            continue
+        yield ("retry_waste", f"feature={row['feature']}", wasted, "high",
+               f"{row['failed']:,} failed attempts cost ${wasted:.2f} ({wasted / cost:.1%} of the feature's spend): "
+               f"{row['rate_limited']} rate-limited, {row['errors']} errors, {row['timeouts']} timeouts, "
+               f"{row['invalid']} invalid outputs",
+               "the money spent on attempts that produced nothing usable; fixing the cause (backoff, timeouts, "
+               "output validation) saves most of it")
+
+
+def _idle_gpu(querier, params, window, pricer, until):
+    rows = query_result(querier, """
+        SELECT s.deployment AS deployment, any(d.gpu_count) AS gpus, any(d.usd_per_gpu_hour) AS usd_per_gpu_hour,
+               sum(s.interval_s) / 3600 AS hours,
+               quantileIf(0.95)(s.gpu_utilization, s.gpu_utilization IS NOT NULL) AS p95_gpu,
+               quantileIf(0.95)(s.kv_cache_utilization, s.kv_cache_utilization IS NOT NULL) AS p95_kv,
+               countIf(s.gpu_utilization IS NOT NULL) AS gpu_readings
+        FROM gpu_samples AS s FINAL
+        INNER JOIN (SELECT * FROM gpu_deployments FINAL) AS d ON d.name = s.deployment
+        WHERE s.ts >= {since:DateTime64(3, 'UTC')} AND s.ts < {until:DateTime64(3, 'UTC')}
+        GROUP BY deployment""", params).dicts()
+    for row in rows:
+        use = float(row["p95_gpu"] if row["gpu_readings"] else row["p95_kv"] or 0)
+        needed = max(1, math.ceil(use * row["gpus"] / GPU_TARGET_UTILISATION))
+        spare = int(row["gpus"]) - needed
+        if spare <= 0:
+            continue
+        gpu_hours = Decimal(str(round(float(row["hours"]), 6))) * spare
+        source = "GPU utilisation" if row["gpu_readings"] else "KV-cache utilisation (no GPU utilisation source)"
+        yield ("idle_gpu", f"deployment={row['deployment']}", gpu_hours * row["usd_per_gpu_hour"],
+               "medium" if row["gpu_readings"] else "low",
+               f"p95 {source} {use:.0%} on {row['gpus']} GPUs over {float(row['hours']):.1f} h: {needed} would carry "
+               f"it at {GPU_TARGET_UTILISATION:.0%}; {float(gpu_hours):,.1f} GPU-hours spare in the period",
+               "consolidate onto fewer GPUs (or scale to zero off-peak); the peak must fit, and model memory must "
+               "still fit on the remaining GPUs")
+
