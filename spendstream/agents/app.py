@@ -1,13 +1,21 @@
-"""The faust app: a short loop around the pure stages in :mod:`spendstream.agents.stages`."""
+"""The worker's faust app: the query endpoint and the consumer loops around the pure stages.
+
+Usage and GPU records are consumed by :class:`~spendstream.agents.consumer.ConsumerLoop`
+(write, then commit — offsets are ours, not faust's); faust runs the web server
+(query endpoint, health) and starts the loops as tasks.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import datetime, timezone
 
 import faust
 
 from spendstream.agents import query_endpoint
 from spendstream.agents.attribution import TagGuard
+from spendstream.agents.consumer import ConsumerLoop
 from spendstream.agents.gpu import Deployment, IdleGpuDetector, KvSaturationDetector
 from spendstream.agents.stages import SourceRecord, process, process_gpu
 from spendstream.pricing.engine import Pricer
@@ -15,26 +23,19 @@ from spendstream.settings import Settings
 from spendstream.sinks.store import Store
 from spendstream.sinks.writer import SinkWriter
 
+HEALTH_PATH = "/spendstream/health/"
+
 
 def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int,
                pricer: Pricer | None = None, deployments: dict[str, Deployment] | None = None) -> faust.App:
-    """A faust app whose ``ingest`` agent prices usage records into ``store``.
-
-    Write, then commit: ``take_events`` acks a batch only after the loop body
-    that wrote it returns, and faust commits only acked offsets.
-    """
+    """A faust app that prices usage records into ``store`` and stores GPU samples."""
     app = faust.App(
-        settings.consumer_group,
+        f"{settings.consumer_group}-worker",
         broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
-        value_serializer="raw",
-        key_serializer="raw",
         store="memory://",
         autodiscover=False,
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        # A group join is held for half the session timeout; faust's 60 s default
-        # means a 30 s start. These are Kafka's own lower bounds.
+        # faust's own group (its leader assignor) is joined before tasks start; a join is held
+        # for half the session timeout, so keep it at Kafka's lower bound.
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.5,
         web_enabled=True,
@@ -42,32 +43,38 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
         web_host="127.0.0.1",
         web_port=web_port,
     )
-    usage = app.topic(settings.usage_topic, value_serializer="raw", key_serializer="raw",
-                      partitions=settings.topic_partitions)
     pricer = pricer or Pricer()
     tag_guard = TagGuard(settings.tag_value_limit)
     writer = SinkWriter(store)
+    detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
     query_endpoint.register(app, store)
 
-    @app.agent(usage, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
-            records = [SourceRecord(e.message.topic, e.message.partition, e.message.offset, e.message.value)
-                       for e in events]
-            await writer.write(process(records, pricer, tag_guard))
+    async def handle_usage(records: list[SourceRecord]) -> None:
+        await writer.write(process(records, pricer, tag_guard))
 
-    # GPU samples: one partition, so one worker sees each deployment's samples in order (a few a minute).
-    gpu = app.topic(settings.gpu_topic, value_serializer="raw", key_serializer="raw", partitions=1)
-    detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
+    async def handle_gpu(records: list[SourceRecord]) -> None:
+        batch = process_gpu(records)
+        now = datetime.now(timezone.utc)
+        alerts = [alert for sample in sorted(batch.samples, key=lambda s: s.ts)
+                  for detector in detectors for alert in detector.observe(sample, now)]
+        await writer.write_gpu(batch, alerts)
 
-    @app.agent(gpu, name="gpu_ingest")
-    async def gpu_ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
-            batch = process_gpu([SourceRecord(e.message.topic, e.message.partition, e.message.offset,
-                                              e.message.value) for e in events])
-            now = datetime.now(timezone.utc)
-            alerts = [alert for sample in sorted(batch.samples, key=lambda s: s.ts)
-                      for detector in detectors for alert in detector.observe(sample, now)]
-            await writer.write_gpu(batch, alerts)
+    loops = [
+        ConsumerLoop(bootstrap_servers, settings.usage_topic, settings.consumer_group, handle_usage,
+                     max_records=settings.batch_max_records, max_wait_s=settings.batch_max_wait_s),
+        # one partition: one worker sees each deployment's samples in order
+        ConsumerLoop(bootstrap_servers, settings.gpu_topic, f"{settings.consumer_group}.gpu", handle_gpu,
+                     max_records=settings.batch_max_records, max_wait_s=settings.batch_max_wait_s),
+    ]
+
+    @app.task
+    async def consume() -> None:
+        await asyncio.gather(*(loop.run() for loop in loops))
+
+    @app.page(HEALTH_PATH)
+    class Health(faust.web.View):
+        async def get(self, request: faust.web.Request) -> faust.web.Response:
+            return self.text(json.dumps({"loops": [loop.health() for loop in loops]}),
+                             content_type="application/json")
 
     return app

@@ -1,0 +1,133 @@
+"""Write, then commit: the consumer loop that feeds ClickHouse, with offsets under our control.
+
+faust's own offset handling re-processes a commit interval after every crash,
+can stop committing a partition for good after a rebalance race, and was seen to
+lose records (PLATFORM_NOTES.md). A meter cannot trust that, so the ingest path is
+a plain aiokafka consumer in the worker's consumer group:
+
+1. ``getmany`` a batch (many events per record, up to ``max_records`` records);
+2. hand it to ``handle``, which returns only once the rows are durable in
+   ClickHouse (the sink retries with backoff while ClickHouse is away, so
+   consumption pauses instead of dropping anything);
+3. commit exactly the offsets after the last record of that batch, per partition.
+
+Nothing is committed that was not written. A crash or rebalance between 2 and 3
+re-delivers the batch, which the ``ReplacingMergeTree`` tables absorb (every
+table is keyed by the event id or by the record's topic/partition/offset).
+
+A partition whose commits stop advancing while records keep arriving is
+reported (a warning, and in :meth:`ConsumerLoop.health`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from spendstream.agents.stages import SourceRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartitionState:
+    committed: int | None = None        # the next offset to read, as committed
+    committed_at: float | None = None   # monotonic time of that commit
+    fetched: int | None = None          # the next offset after what we last fetched
+    fetched_at: float | None = None
+    stalled: bool = False
+
+
+@dataclass
+class ConsumerLoop:
+    bootstrap_servers: str
+    topic: str
+    group_id: str
+    handle: Callable[[list[SourceRecord]], Awaitable[None]]
+    max_records: int = 200
+    max_wait_s: float = 0.5
+    stall_after_s: float = 60.0
+    client_id: str = "spendstream-worker"
+    partitions: dict[int, PartitionState] = field(default_factory=dict)
+    batches: int = 0
+    commit_failures: int = 0
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_records,
+            # tansu holds a join for half the session timeout; 6 s is Kafka's lower bound
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_500,
+            # a long ClickHouse outage pauses polling; do not get expelled from the group for it
+            max_poll_interval_ms=3_600_000,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        await consumer.start()
+        log.info("consuming %s as group %s (write, then commit)", self.topic, self.group_id)
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=int(self.max_wait_s * 1000),
+                                                 max_records=self.max_records)
+                records = [SourceRecord(tp.topic, tp.partition, m.offset, m.value)
+                           for tp, messages in batches.items() for m in messages]
+                now = time.monotonic()
+                for tp, messages in batches.items():
+                    state = self.partitions.setdefault(tp.partition, PartitionState())
+                    state.fetched, state.fetched_at = messages[-1].offset + 1, now
+                if records:
+                    await self.handle(records)  # durable before we go on
+                    await self._commit(consumer, {tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+                    self.batches += 1
+                self._check_stalls()
+        finally:
+            await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await consumer.commit(offsets)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            # The rows are written; the batch will be delivered again and stored once.
+            self.commit_failures += 1
+            log.warning("commit of %s failed (%s); the batch will be re-delivered and deduplicated",
+                        {tp.partition: o for tp, o in offsets.items()}, type(exc).__name__)
+            return
+        now = time.monotonic()
+        for tp, offset in offsets.items():
+            state = self.partitions.setdefault(tp.partition, PartitionState())
+            state.committed, state.committed_at = offset, now
+            if state.stalled:
+                log.info("partition %d of %s commits again (offset %d)", tp.partition, self.topic, offset)
+                state.stalled = False
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for partition, state in self.partitions.items():
+            behind = state.fetched is not None and (state.committed is None or state.committed < state.fetched)
+            since = state.committed_at or state.fetched_at or now
+            if behind and now - since > self.stall_after_s and not state.stalled:
+                state.stalled = True
+                log.warning("partition %d of %s: commits have not advanced for %.0f s (committed %s, fetched up to "
+                            "%s); check ClickHouse and the worker log", partition, self.topic, now - since,
+                            state.committed, state.fetched)
+
+    def health(self) -> dict[str, object]:
+        now = time.monotonic()
+        return {
+            "topic": self.topic, "batches": self.batches, "commit_failures": self.commit_failures,
+            "partitions": {p: {"committed": s.committed, "fetched": s.fetched, "stalled": s.stalled,
+                               "seconds_since_commit": round(now - s.committed_at, 1) if s.committed_at else None}
+                           for p, s in sorted(self.partitions.items())},
+        }

@@ -1,0 +1,79 @@
+"""Write, then commit: offsets move only after the handler has made the rows durable."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from spendstream.agents.consumer import ConsumerLoop
+from spendstream.kafka_admin import ensure_topics
+from tests.conftest import produce_raw
+
+pytestmark = pytest.mark.integration
+
+
+async def _run_until(loop: ConsumerLoop, done: asyncio.Event, timeout_s: float = 45) -> None:
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.wait_for(done.wait(), timeout_s)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_batch_that_was_not_written_is_delivered_again_and_a_written_one_is_not(broker) -> None:
+    topic, group = f"commit.{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker, {topic: 2})
+    produce_raw(broker, topic, [f"record-{n}".encode() for n in range(20)])
+
+    async def scenario() -> tuple[list[bytes], list[bytes], list[bytes], dict]:
+        # 1. the handler "crashes" before the rows are durable: nothing may be committed
+        crashed: list[bytes] = []
+        first_batch = asyncio.Event()
+
+        async def crash(records):
+            crashed.extend(r.value for r in records)
+            first_batch.set()
+            await asyncio.sleep(3600)  # never returns: the process dies here
+
+        await _run_until(ConsumerLoop(broker, topic, group, crash, max_wait_s=0.2), first_batch)
+
+        # 2. a new worker in the group gets everything again, writes it, commits
+        written: list[bytes] = []
+        all_written = asyncio.Event()
+
+        async def write(records):
+            written.extend(r.value for r in records)
+
+        loop = ConsumerLoop(broker, topic, group, write, max_wait_s=0.2)
+
+        async def until_committed():
+            while sum(s.committed or 0 for s in loop.partitions.values()) < 20:
+                await asyncio.sleep(0.05)
+            all_written.set()
+
+        watcher = asyncio.create_task(until_committed())
+        await _run_until(loop, all_written)
+        watcher.cancel()
+
+        # 3. after that commit, another worker starts where it left off: nothing is re-delivered
+        again: list[bytes] = []
+
+        async def record(records):
+            again.extend(r.value for r in records)
+
+        probe = ConsumerLoop(broker, topic, group, record, max_wait_s=0.2)
+        task = asyncio.create_task(probe.run())
+        await asyncio.sleep(12)  # time to join the group and poll a few times
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return crashed, written, again, loop.health()
+
+    crashed, written, again, health = asyncio.run(scenario())
+    assert crashed, "the first worker received records"
+    assert sorted(written) == sorted(f"record-{n}".encode() for n in range(20))
+    assert set(crashed) <= set(written)  # everything the crashed worker held came again
+    assert again == []
+    assert health["commit_failures"] == 0 and sum(p["committed"] for p in health["partitions"].values()) == 20
