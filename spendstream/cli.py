@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("up", help="local broker (unless configured) + worker, until Ctrl-C")
     commands.add_parser("worker", help="one worker against the configured Kafka and ClickHouse")
+    commands.add_parser("store", help="own the embedded data directory and serve it to several local workers")
 
     sql = commands.add_parser("sql", help="run a query against the configured ClickHouse and print it")
     sql.add_argument("query")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
-                "report": _report, "advise": _advise}
+                "report": _report, "advise": _advise, "store": _store_host}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -201,6 +202,31 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
         shown = _rate_text(rate) + (f"   ({_rate_text(list_rate)})" if group.override_id and list_rate is not None
                                      else "")
         print(f"    {kind:<15} {shown}")
+    return 0
+
+
+def _store_host(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.agents import query_endpoint
+    from spendstream.localbroker import free_port
+    from spendstream.sinks import open_store
+    from spendstream.sinks.host import run_store_host
+    from spendstream.sinks.migrations import migrate
+
+    if not settings.embedded:
+        raise UsageError("the store host serves the embedded data directory; unset SPENDSTREAM_CLICKHOUSE_URL "
+                         "and SPENDSTREAM_STORE_URL")
+    store = open_store(settings)
+    migrate(store)
+    port = settings.web_port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    query_endpoint.write_endpoint_file(settings.data_dir, url)
+    print(f"spendstream store: serving {settings.data_dir} at {url}; start workers with "
+          f"SPENDSTREAM_STORE_URL={url}. Ctrl-C stops.", flush=True)
+    try:
+        run_store_host(store, port)
+    finally:
+        query_endpoint.remove_endpoint_file(settings.data_dir)
+        store.close()
     return 0
 
 

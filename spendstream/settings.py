@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     clickhouse_url: SecretStr | None = Field(
         default=None, description="http://user:pass@host:8123/db for a ClickHouse server; unset means embedded chdb."
     )
+    store_url: str | None = Field(default=None, description=(
+        "http://127.0.0.1:<port> of a `spendstream store` process sharing one embedded data directory."))
     clickhouse_cluster: str | None = Field(default=None, description=(
         "Run migrations ON CLUSTER with Replicated engines (one shard, many replicas)."))
     data_dir: Path = Field(default=Path("spendstream-data"), description="Where embedded chdb keeps its data.")
@@ -45,4 +47,5 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return self.clickhouse_url is None
+        """True when this process opens the embedded data directory itself."""
+        return self.clickhouse_url is None and self.store_url is None

@@ -44,8 +44,12 @@ def topic() -> str:
     return f"test.usage.{uuid.uuid4().hex[:10]}"
 
 
-def consume_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 20.0) -> list[bytes]:
-    """Read record values from ``topic`` until ``expect`` records arrived or the timeout passed."""
+def consume_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 20.0,
+                idle_s: float | None = None) -> list[bytes]:
+    """Read record values from ``topic`` until ``expect`` records arrived or the timeout passed.
+
+    With ``idle_s``, keep reading past ``expect`` until nothing new came for ``idle_s`` seconds.
+    """
     from aiokafka import AIOKafkaConsumer
 
     async def run() -> list[bytes]:
@@ -56,10 +60,14 @@ def consume_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 2
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
-            while len(values) < expect and loop.time() < deadline:
+            last_new = loop.time()
+            while loop.time() < deadline:
+                if len(values) >= expect and (idle_s is None or loop.time() - last_new > idle_s):
+                    break
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
                     values.extend(r.value for r in records)
+                    last_new = loop.time()
         finally:
             await consumer.stop()
         return values

@@ -75,3 +75,24 @@ def test_priced_event_carries_exact_cost() -> None:
     # gpt-4o: $2.50 per million input tokens, $10 per million output tokens
     assert record.total_cost == Decimal("12.50")
     assert isinstance(record.total_cost, Decimal)
+
+
+def test_items_too_deep_to_re_encode_keep_the_whole_record() -> None:
+    raw = b'{"a": ' * 600 + b"1" + b"}" * 600
+    result = process([_record(raw)], Pricer())
+    (dead,) = result.dead_letters
+    assert dead.raw == raw and "missing required field(s)" in dead.reason
+
+
+def test_implausible_timestamps_are_dead_lettered() -> None:
+    result = process([_record(orjson.dumps([_event(1, ts="2009-01-01T00:00:00Z"),
+                                            _event(2, ts="2099-01-01T00:00:00Z")]))], Pricer())
+    reasons = [d.reason for d in result.dead_letters]
+    assert "before 2020-01-01" in reasons[0] and "in the future" in reasons[1]
+
+
+def test_an_internal_error_dead_letters_the_batch_whole() -> None:
+    from spendstream.agents.stages import internal_error
+
+    (dead,) = internal_error([_record(b"[{}]", offset=3)], RuntimeError("boom"))
+    assert dead.raw == b"[{}]" and dead.item_index == -1 and "RuntimeError: boom" in dead.reason

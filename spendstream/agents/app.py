@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import datetime, timezone
 
 import faust
@@ -17,13 +18,14 @@ from spendstream.agents import query_endpoint
 from spendstream.agents.attribution import TagGuard
 from spendstream.agents.consumer import ConsumerLoop
 from spendstream.agents.gpu import Deployment, IdleGpuDetector, KvSaturationDetector
-from spendstream.agents.stages import SourceRecord, process, process_gpu
+from spendstream.agents.stages import BatchResult, GpuBatch, SourceRecord, internal_error, process, process_gpu
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
 from spendstream.sinks.store import Store
 from spendstream.sinks.writer import SinkWriter
 
 HEALTH_PATH = "/spendstream/health/"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int,
@@ -50,10 +52,19 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     query_endpoint.register(app, store)
 
     async def handle_usage(records: list[SourceRecord]) -> None:
-        await writer.write(process(records, pricer, tag_guard))
+        try:
+            batch = process(records, pricer, tag_guard)
+        except Exception as exc:  # a bug must not stop the meter: keep the bytes, say why, go on
+            log.exception("processing a batch failed; dead-lettering its %d records whole", len(records))
+            batch = BatchResult(dead_letters=internal_error(records, exc))
+        await writer.write(batch)
 
     async def handle_gpu(records: list[SourceRecord]) -> None:
-        batch = process_gpu(records)
+        try:
+            batch = process_gpu(records)
+        except Exception as exc:  # as above
+            log.exception("processing GPU samples failed; dead-lettering %d records whole", len(records))
+            batch = GpuBatch(dead_letters=internal_error(records, exc))
         now = datetime.now(timezone.utc)
         alerts = [alert for sample in sorted(batch.samples, key=lambda s: s.ts)
                   for detector in detectors for alert in detector.observe(sample, now)]

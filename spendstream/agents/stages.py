@@ -88,19 +88,47 @@ def validate(record: SourceRecord, items: Iterable[tuple[int, Any]], model: type
     for index, item in items:
         if not isinstance(item, dict):
             dead.append(DeadLetter(record, index, f"item {index} is JSON {type(item).__name__}, expected an object",
-                                   orjson.dumps(item)))
+                                   _raw_item(item, record)))
             continue
         event_id = item.get(required[0]) if isinstance(item.get(required[0]), str) else None
         missing = [name for name in required if name not in item]
         if missing:
             dead.append(DeadLetter(record, index, f"invalid {kind}: missing required field(s) {', '.join(missing)}",
-                                   orjson.dumps(item, default=str), event_id))
+                                   _raw_item(item, record), event_id))
             continue
         try:
-            events.append(model.model_validate(item))
+            event = model.model_validate(item)
         except ValidationError as exc:
-            dead.append(DeadLetter(record, index, describe(exc, kind), orjson.dumps(item, default=str), event_id))
+            dead.append(DeadLetter(record, index, describe(exc, kind), _raw_item(item, record), event_id))
+            continue
+        if (problem := implausible_time(event.ts)) is not None:
+            dead.append(DeadLetter(record, index, f"invalid {kind}: {problem}", _raw_item(item, record), event_id))
+            continue
+        events.append(event)
     return events, dead
+
+
+def _raw_item(item: Any, record: SourceRecord) -> bytes:
+    """The item's own JSON; where it cannot be re-encoded (nested deeper than orjson allows), the whole record."""
+    try:
+        return orjson.dumps(item, default=str)
+    except (TypeError, ValueError):
+        return record.value or b""
+
+
+# A timestamp outside these bounds is a broken clock or a unit mix-up (seconds read as
+# milliseconds), not usage: it would land in a partition nobody looks at.
+EARLIEST_TS = datetime(2020, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE = timedelta(days=1)
+
+
+def implausible_time(ts: datetime, now: datetime | None = None) -> str | None:
+    now = now or datetime.now(timezone.utc)
+    if ts < EARLIEST_TS:
+        return f"ts {ts.isoformat()} is before {EARLIEST_TS:%Y-%m-%d}: a broken clock or a unit mix-up"
+    if ts > now + MAX_FUTURE:
+        return f"ts {ts.isoformat()} is {(ts - now).days + 1} day(s) in the future (clock skew?)"
+    return None
 
 
 def describe(exc: ValidationError, kind: str = "UsageEvent") -> str:
@@ -182,3 +210,9 @@ def process_gpu(records: Sequence[SourceRecord]) -> GpuBatch:
         batch.dead_letters.extend(dead)
         batch.samples.extend(samples)
     return batch
+
+
+def internal_error(records: Sequence[SourceRecord], exc: BaseException) -> list[DeadLetter]:
+    """Every record of a batch that could not be processed, whole, with the error (a bug to report)."""
+    reason = f"internal error while processing (please report): {type(exc).__name__}: {exc}"[:2000]
+    return [DeadLetter(record, WHOLE_RECORD, reason, record.value or b"") for record in records]

@@ -45,10 +45,11 @@ class WorkerProcess:
                    SPENDSTREAM_USAGE_TOPIC=self.settings.usage_topic,
                    SPENDSTREAM_GPU_TOPIC=self.settings.gpu_topic,
                    SPENDSTREAM_CONSUMER_GROUP=self.settings.consumer_group,
-                   SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions))
+                   SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
+                   SPENDSTREAM_BATCH_MAX_WAIT_S=str(self.settings.batch_max_wait_s))
         if self.settings.clickhouse_url is not None:
             env["SPENDSTREAM_CLICKHOUSE_URL"] = self.settings.clickhouse_url.get_secret_value()
-        for name in ("overrides_file", "deployments_file"):
+        for name in ("overrides_file", "deployments_file", "store_url"):
             if getattr(self.settings, name) is not None:
                 env[f"SPENDSTREAM_{name.upper()}"] = str(getattr(self.settings, name))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,13 @@ class WorkerProcess:
         if client is None:
             raise WorkerFailed(self._failure("the worker is not serving queries"))
         return client
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown, no commit, no flush."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         process, self._process = self._process, None
@@ -97,3 +105,46 @@ class WorkerProcess:
         except OSError:
             tail = []
         return what + (f"; last lines of {self.log_path}:\n  " + "\n  ".join(tail) if tail else "")
+
+
+class StoreHostProcess:
+    """``python -m spendstream store`` owning ``data_dir``, on a fixed loopback port (so it can come back there)."""
+
+    def __init__(self, data_dir: Path, *, log_path: Path, port: int | None = None) -> None:
+        from spendstream.localbroker import free_port
+
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDSTREAM_")}
+        env |= {"SPENDSTREAM_DATA_DIR": str(self.data_dir), "SPENDSTREAM_WEB_PORT": str(self.port)}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen([sys.executable, "-m", "spendstream", "store"], stdout=log,
+                                             stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise WorkerFailed(f"the store host exited with code {self._process.returncode}: "
+                                   f"{self.log_path.read_text()[-2000:]}")
+            try:
+                QueryClient(self.url, 2.0).query_text("SELECT 1", fmt="CSV")
+                return
+            except (EndpointUnavailable, QueryFailed):
+                time.sleep(0.2)
+        raise WorkerFailed(f"the store host did not answer within {timeout_s:.0f}s")
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        process, self._process = self._process, None
+        return None if process is None else terminate(process, timeout_s)
+
+    def __enter__(self) -> StoreHostProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import queue
@@ -62,7 +63,7 @@ class Emitter:
         max_batch_events: int = 1_000,
         max_batch_bytes: int = 512 * 1024,
         flush_interval_s: float = 0.5,
-        delivery_timeout_s: float = 30.0,
+        delivery_timeout_s: float = 300.0,
         client_id: str = "spendstream-emitter",
         register_atexit: bool = True,
         debug: bool = False,
@@ -84,6 +85,9 @@ class Emitter:
         self._closed = False
         self._stats_lock = threading.Lock()
         self._stats: Counter[str] = Counter()
+        # Counted on emit()'s path: itertools.count is advanced atomically under the GIL, no lock needed.
+        self._enqueued = itertools.count()
+        self._queue_full = itertools.count()
         self._last_log: dict[str, float] = {}
         self._reset_after_fork()
         if register_atexit:
@@ -103,10 +107,10 @@ class Emitter:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self._drop("queue_full")
+            next(self._queue_full)  # the host thread's path stays short and lock-free when the buffer is full
+            self._log_drop("queue_full", 1)
             return False
-        with self._stats_lock:
-            self._stats["enqueued"] += 1
+        next(self._enqueued)
         return True
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -142,7 +146,9 @@ class Emitter:
             out = {"enqueued": 0, "sent_events": 0, "sent_records": 0}
             out.update({f"dropped_{reason}": 0 for reason in DROP_REASONS})
             out.update(self._stats)
-            return out
+        out["enqueued"] = _value(self._enqueued)
+        out["dropped_queue_full"] += _value(self._queue_full)
+        return out
 
     def __enter__(self) -> Emitter:
         return self
@@ -169,6 +175,9 @@ class Emitter:
     def _drop(self, reason: str, count: int = 1) -> None:
         with self._stats_lock:
             self._stats[f"dropped_{reason}"] += count
+        self._log_drop(reason, count)
+
+    def _log_drop(self, reason: str, count: int) -> None:
         now = time.monotonic()
         if now - self._last_log.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S:
             self._last_log[reason] = now
@@ -259,6 +268,11 @@ class Emitter:
         with self._stats_lock:
             self._stats["sent_events"] += len(parts)
             self._stats["sent_records"] += 1
+
+
+def _value(counter: itertools.count) -> int:
+    """How far an itertools.count has counted, without advancing it."""
+    return counter.__reduce__()[1][0]
 
 
 def _weak_call(obj: Emitter, method: Any) -> Any:

@@ -28,7 +28,7 @@ class SenderConfig:
     bootstrap_servers: str
     topic: str
     client_id: str = "spendstream-emitter"
-    delivery_timeout_s: float = 30.0
+    delivery_timeout_s: float = 300.0
     request_timeout_s: float = 10.0
     retry_base_s: float = 0.1
     retry_cap_s: float = 5.0

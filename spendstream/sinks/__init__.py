@@ -7,11 +7,16 @@ from spendstream.sinks.store import QueryResult, Store, StoreError
 
 
 def open_store(settings: Settings) -> Store:
-    """The configured ClickHouse: a server when SPENDSTREAM_CLICKHOUSE_URL is set, else embedded chdb."""
+    """The configured ClickHouse: a server (SPENDSTREAM_CLICKHOUSE_URL), a `spendstream store` process
+    (SPENDSTREAM_STORE_URL), else embedded chdb in this process."""
     if settings.clickhouse_url is not None:
         from spendstream.sinks.server import ServerStore
 
         return ServerStore(settings.clickhouse_url.get_secret_value())
+    if settings.store_url is not None:
+        from spendstream.sinks.host import RemoteStore
+
+        return RemoteStore(settings.store_url)
     from spendstream.sinks.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.data_dir)

@@ -1,0 +1,197 @@
+"""The crash harness: kill -9 workers under load and prove no total changes.
+
+One ``spendstream store`` process owns the embedded ClickHouse; each run starts a
+fresh tansu broker (so the broker is restarted between runs) and two worker
+processes in one consumer group. An emitter thread drives a steady load of
+events generated from the bundled trace and sends a share of them twice. Every
+``cycle`` a random worker is killed with SIGKILL and started again, which forces
+rebalances with uncommitted batches in flight. At the end ClickHouse must hold
+exactly the distinct events that were emitted, and every total — overall, per
+team, per day, in the views — must equal the ground truth computed from them.
+
+    .venv/bin/python bench/crash_harness.py --runs 2 --cycles 20
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from spendstream.demo.traffic import generate, load_trace
+from spendstream.demo.worker_process import StoreHostProcess, WorkerProcess
+from spendstream.emitter import Emitter
+from spendstream.kafka_admin import ensure_topics
+from spendstream.localbroker import LocalBroker
+from spendstream.pricing import Pricer, UsageColumns
+from spendstream.schemas import UsageEvent
+from spendstream.settings import Settings
+from spendstream.sinks.host import RemoteStore
+
+
+@dataclass
+class HarnessResult:
+    runs: int
+    kills: int
+    emitted_sends: int = 0
+    emitted_distinct: int = 0
+    duplicates_sent: int = 0
+    stored_distinct: int = 0
+    stored_rows_before_merge: int = 0
+    expected_total: Decimal = Decimal(0)
+    stored_total: Decimal = Decimal(0)
+    expected_by_team: dict[str, Decimal] = field(default_factory=dict)
+    stored_by_team: dict[str, Decimal] = field(default_factory=dict)
+    stored_by_team_view: dict[str, Decimal] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return (self.stored_distinct == self.emitted_distinct and self.stored_total == self.expected_total
+                and self.stored_by_team == self.expected_by_team == self.stored_by_team_view)
+
+    def lines(self) -> list[str]:
+        return [
+            f"runs {self.runs} (a fresh broker each), kill -9 cycles {self.kills}, {self.seconds:.0f} s",
+            f"sent {self.emitted_sends:,} events ({self.duplicates_sent:,} of them a second time): "
+            f"{self.emitted_distinct:,} distinct",
+            f"stored distinct {self.stored_distinct:,} (rows without FINAL {self.stored_rows_before_merge:,})",
+            f"total cost: expected ${self.expected_total}, stored ${self.stored_total}",
+            f"per team equal to ground truth (table and cost_daily view): "
+            f"{self.stored_by_team == self.expected_by_team == self.stored_by_team_view}",
+            "RESULT: " + ("exact — no loss, no double count" if self.exact else "MISMATCH"),
+        ]
+
+
+def run_harness(*, runs: int = 2, cycles: int = 20, rate: float = 1_000.0, duplicate_share: float = 0.05,
+                seed: int = 1, workdir: Path | None = None, log: Callable[[str], None] = print) -> HarnessResult:
+    started = time.monotonic()
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = workdir or Path(tmp)
+        prefix = f"crash-{datetime.now(timezone.utc):%H%M%S}-{rng.randrange(16**6):06x}"
+        distinct: dict[str, UsageEvent] = {}
+        result = HarnessResult(runs=runs, kills=0)
+        with StoreHostProcess(root / "data", log_path=root / "store.log") as host:
+            for run in range(runs):
+                with LocalBroker() as broker:
+                    bootstrap = broker.start()
+                    settings = Settings(data_dir=root / "data", store_url=host.url, usage_topic=f"{prefix}.{run}",
+                                        gpu_topic=f"{prefix}.{run}.gpu", consumer_group=f"{prefix}-{run}",
+                                        topic_partitions=4, batch_max_wait_s=0.2)
+                    ensure_topics(bootstrap, {settings.usage_topic: 4, settings.gpu_topic: 1})
+                    workers = [WorkerProcess(settings, bootstrap_servers=bootstrap,
+                                             log_path=root / f"worker-{run}-{n}.log") for n in range(2)]
+                    for worker in workers:
+                        worker.start()
+                    load = _Load(bootstrap, settings.usage_topic, f"{prefix}-r{run}", rate, duplicate_share,
+                                 rng.randrange(2**31))
+                    load.start()
+                    for cycle in range(cycles):
+                        time.sleep(rng.uniform(1.5, 3.5))
+                        victim = rng.randrange(len(workers))
+                        workers[victim].kill()
+                        workers[victim].start()
+                        result.kills += 1
+                        log(f"run {run + 1}/{runs}, cycle {cycle + 1}/{cycles}: killed worker {victim} (kill -9) "
+                            f"and started it again; {load.sent:,} sends so far")
+                    load.stop()
+                    result.emitted_sends += load.sent
+                    result.duplicates_sent += load.duplicates
+                    distinct.update(load.distinct)
+                    _wait_for(host.url, f"{prefix}-r{run}", len(load.distinct), log)
+                    for worker in workers:
+                        worker.stop()
+            _check(host.url, prefix, distinct, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+class _Load:
+    """Emits trace-generated events at ``rate`` per second from a thread; some are sent twice."""
+
+    def __init__(self, bootstrap: str, topic: str, run_id: str, rate: float, duplicate_share: float, seed: int):
+        rows = load_trace()
+        start = datetime.now(timezone.utc) - timedelta(hours=1)
+        self._events = [e for e in generate(rows, run_id=run_id, start=start, seed=seed) if isinstance(e, UsageEvent)]
+        self._emitter = Emitter(bootstrap_servers=bootstrap, topic=topic, max_batch_events=200,
+                                flush_interval_s=0.1, delivery_timeout_s=300, register_atexit=False)
+        self._rate, self._share, self._rng = rate, duplicate_share, random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.distinct: dict[str, UsageEvent] = {}
+        self.sent = self.duplicates = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        assert self._emitter.flush(120), "the emitter could not deliver what it sent"
+        stats = self._emitter.stats()
+        self._emitter.close()
+        dropped = {k: v for k, v in stats.items() if k.startswith("dropped_") and v}
+        assert not dropped, f"the emitter dropped events: {dropped}"
+
+    def _run(self) -> None:
+        began, n = time.monotonic(), 0
+        for event in self._events:
+            if self._stop.is_set():
+                return
+            self._emitter.emit(event)
+            self.distinct[event.event_id] = event
+            self.sent += 1
+            if self._rng.random() < self._share:  # the emitter's retry, or a service sending twice
+                self._emitter.emit(event)
+                self.sent += 1
+                self.duplicates += 1
+            n += 1
+            ahead = n / self._rate - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def _wait_for(url: str, run_prefix: str, expected: int, log: Callable[[str], None], timeout_s: float = 300) -> None:
+    store = RemoteStore(url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stored = int(store.query("SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {p:String})",
+                                 {"p": run_prefix}).scalar())
+        if stored >= expected:
+            return
+        time.sleep(1)
+    log(f"timed out waiting: {stored:,} of {expected:,} stored")
+
+
+def _check(url: str, prefix: str, distinct: dict[str, UsageEvent], result: HarnessResult) -> None:
+    store = RemoteStore(url)
+    events = list(distinct.values())
+    priced = Pricer().price_columns(UsageColumns.from_events(events))
+    by_team: dict[str, Decimal] = defaultdict(Decimal)
+    for event, cost in zip(events, priced.total_cost.to_pylist(), strict=True):
+        if cost is not None:
+            result.expected_total += cost
+            by_team[event.team or ""] += cost
+    result.expected_by_team = dict(by_team)
+    result.emitted_distinct = len(distinct)
+    p = {"p": prefix}
+    result.stored_distinct = int(store.query(
+        "SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {p:String})", p).scalar())
+    result.stored_rows_before_merge = int(store.query(
+        "SELECT count() FROM usage_events WHERE startsWith(event_id, {p:String})", p).scalar())
+    result.stored_total = store.query("SELECT sum(total_cost) FROM usage_events FINAL "
+                                      "WHERE startsWith(event_id, {p:String})", p).scalar() or Decimal(0)
+    result.stored_by_team = {r[0] or "": r[1] for r in store.query(
+        "SELECT team, sum(total_cost) FROM usage_events FINAL WHERE startsWith(event_id, {p:String}) AND priced "
+        "GROUP BY team", p).rows}
+    # the harness's data directory holds only its own runs, so the view's totals are theirs
+    result.stored_by_team_view = {r[0] or "": r[1] for r in store.query(
+        "SELECT team, sum(cost_usd) FROM cost_daily GROUP BY team HAVING sum(cost_usd) > 0").rows}
