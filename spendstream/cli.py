@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     _period(advise_cmd, required=False)
     advise_cmd.add_argument("--format", choices=("text", "json"), default="text")
 
+    recon = commands.add_parser("reconcile", help="emitted vs stored events per source and minute; names any gap")
+    _period(recon, required=True)
+    recon.add_argument("--all", action="store_true", help="print every interval, not only those with a gap")
+
     gpu = commands.add_parser("gpu-exporter", help="scrape a serving engine's /metrics and emit GpuSamples")
     gpu.add_argument("--deployment", required=True, help="the name usage events give as `deployment`")
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
-                "report": _report, "advise": _advise, "store": _store_host}
+                "report": _report, "advise": _advise, "store": _store_host,
+                "reconcile": _reconcile}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -230,6 +235,23 @@ def _store_host(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.reconcile import reconcile
+
+    since, until = _window(args)
+    intervals = _on_store(settings, "spendstream reconcile", lambda q: reconcile(q, since, until))
+    gaps = [i for i in intervals if i.gap]
+    emitted, stored = sum(i.emitted for i in intervals), sum(i.stored for i in intervals)
+    dead = sum(i.dead_lettered for i in intervals)
+    print(f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: emitted {emitted:,}, stored {stored:,}, "
+          f"dead-lettered {dead:,}, gap {emitted - stored - dead:+,} in {len(gaps)} of {len(intervals)} intervals")
+    for i in intervals if args.all else gaps:
+        note = "" if i.exact else "  (emitter stopped remembering ids: re-sends may count twice)"
+        print(f"  {i.minute}  {i.service or '(no service)':<24} emitted {i.emitted:>8,}  stored {i.stored:>8,}  "
+              f"dead {i.dead_lettered:>6,}  gap {i.gap:+,}{note}")
+    return 1 if gaps else 0
+
+
 def _advise(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
@@ -334,7 +356,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     pricer = _load_pricer(settings)
     with ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap or stack.enter_context(LocalBroker()).bootstrap_servers
-        ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions})
+        ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1,
+                                  settings.ledger_topic: 1})
         print(f"spendstream up: broker {bootstrap}, topic {settings.usage_topic}, "
               f"store {'ClickHouse server' if not settings.embedded else settings.data_dir}. "
               f"Emit with SPENDSTREAM_KAFKA_BOOTSTRAP={bootstrap}; query with `spendstream sql`. Ctrl-C stops.",

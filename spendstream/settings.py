@@ -25,6 +25,7 @@ class Settings(BaseSettings):
         "Run migrations ON CLUSTER with Replicated engines (one shard, many replicas)."))
     data_dir: Path = Field(default=Path("spendstream-data"), description="Where embedded chdb keeps its data.")
     usage_topic: str = "spendstream.usage"
+    ledger_topic: str = Field(default="spendstream.ledger", description="Where emitters report what they delivered.")
     gpu_topic: str = Field(default="spendstream.gpu", description="Where GPU exporters send GpuSamples.")
     deployments_file: Path | None = Field(default=None, description=(
         "YAML: self-hosted deployments with GPU type, count and hourly price; see docs/gpu.md."))

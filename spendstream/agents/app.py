@@ -18,7 +18,15 @@ from spendstream.agents import query_endpoint
 from spendstream.agents.attribution import TagGuard
 from spendstream.agents.consumer import ConsumerLoop
 from spendstream.agents.gpu import Deployment, IdleGpuDetector, KvSaturationDetector
-from spendstream.agents.stages import BatchResult, GpuBatch, SourceRecord, internal_error, process, process_gpu
+from spendstream.agents.stages import (
+    BatchResult,
+    GpuBatch,
+    SourceRecord,
+    internal_error,
+    process,
+    process_gpu,
+    process_ledger,
+)
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
 from spendstream.sinks.store import Store
@@ -70,11 +78,16 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
                   for detector in detectors for alert in detector.observe(sample, now)]
         await writer.write_gpu(batch, alerts)
 
+    async def handle_ledger(records: list[SourceRecord]) -> None:
+        await writer.write_ledger(process_ledger(records))
+
     loops = [
         ConsumerLoop(bootstrap_servers, settings.usage_topic, settings.consumer_group, handle_usage,
                      max_records=settings.batch_max_records, max_wait_s=settings.batch_max_wait_s),
         # one partition: one worker sees each deployment's samples in order
         ConsumerLoop(bootstrap_servers, settings.gpu_topic, f"{settings.consumer_group}.gpu", handle_gpu,
+                     max_records=settings.batch_max_records, max_wait_s=settings.batch_max_wait_s),
+        ConsumerLoop(bootstrap_servers, settings.ledger_topic, f"{settings.consumer_group}.ledger", handle_ledger,
                      max_records=settings.batch_max_records, max_wait_s=settings.batch_max_wait_s),
     ]
 

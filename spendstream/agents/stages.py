@@ -20,6 +20,7 @@ from spendstream.agents.attribution import TagGuard
 from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.gpu import GpuSample
+from spendstream.schemas.ledger import LEDGER_WIRE_REQUIRED, LedgerEntry
 from spendstream.schemas.usage import WIRE_REQUIRED, UsageEvent
 
 WHOLE_RECORD = -1
@@ -101,7 +102,8 @@ def validate(record: SourceRecord, items: Iterable[tuple[int, Any]], model: type
         except ValidationError as exc:
             dead.append(DeadLetter(record, index, describe(exc, kind), _raw_item(item, record), event_id))
             continue
-        if (problem := implausible_time(event.ts)) is not None:
+        ts = getattr(event, "ts", None)
+        if ts is not None and (problem := implausible_time(ts)) is not None:
             dead.append(DeadLetter(record, index, f"invalid {kind}: {problem}", _raw_item(item, record), event_id))
             continue
         events.append(event)
@@ -216,3 +218,21 @@ def internal_error(records: Sequence[SourceRecord], exc: BaseException) -> list[
     """Every record of a batch that could not be processed, whole, with the error (a bug to report)."""
     reason = f"internal error while processing (please report): {type(exc).__name__}: {exc}"[:2000]
     return [DeadLetter(record, WHOLE_RECORD, reason, record.value or b"") for record in records]
+
+
+@dataclass(slots=True)
+class LedgerBatch:
+    entries: list[LedgerEntry] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def process_ledger(records: Sequence[SourceRecord]) -> LedgerBatch:
+    """Decode and validate emitter ledger reports."""
+    batch = LedgerBatch()
+    for record in records:
+        items, dead = decode(record)
+        batch.dead_letters.extend(dead)
+        entries, dead = validate(record, items, LedgerEntry, LEDGER_WIRE_REQUIRED)
+        batch.dead_letters.extend(dead)
+        batch.entries.extend(entries)
+    return batch

@@ -25,7 +25,8 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
     """
     pricer = pricer or Pricer(load_overrides(settings.overrides_file))
     deployments = load_deployments(settings.deployments_file)
-    ensure_topics(bootstrap_servers, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1})
+    ensure_topics(bootstrap_servers, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1,
+                                      settings.ledger_topic: 1})
     store = open_store(settings)
     migrate(store, cluster=settings.clickhouse_cluster)
     if deployments:

@@ -64,7 +64,8 @@ def run_demo(settings: Settings, *, limit: int | None = None, seed: int = DEFAUL
         else:
             with console.status("starting the local broker (tansu)…"):
                 bootstrap = stack.enter_context(LocalBroker()).start()
-        ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1})
+        ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1,
+                                  settings.ledger_topic: 1})
         worker = WorkerProcess(settings, bootstrap_servers=bootstrap,
                                log_path=settings.data_dir / "logs" / f"{run_id}-worker.log")
         with console.status("starting the worker (migrating the schema)…"):
@@ -73,7 +74,7 @@ def run_demo(settings: Settings, *, limit: int | None = None, seed: int = DEFAUL
         console.print(f"[bold]spendstream demo[/] run [cyan]{run_id}[/]: {len(rows):,} trace requests → "
                       f"{len(events):,} events, broker {bootstrap}, data in {settings.data_dir}")
 
-        with Emitter(bootstrap_servers=bootstrap, topic=settings.usage_topic,
+        with Emitter(bootstrap_servers=bootstrap, topic=settings.usage_topic, ledger_topic=settings.ledger_topic,
                      max_queue_events=len(events) + 1, register_atexit=False) as emitter:
             with _progress(console) as progress:
                 task = progress.add_task("emitting", total=len(events))

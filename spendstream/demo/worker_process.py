@@ -44,6 +44,7 @@ class WorkerProcess:
                    SPENDSTREAM_DATA_DIR=str(self.settings.data_dir),
                    SPENDSTREAM_USAGE_TOPIC=self.settings.usage_topic,
                    SPENDSTREAM_GPU_TOPIC=self.settings.gpu_topic,
+                   SPENDSTREAM_LEDGER_TOPIC=self.settings.ledger_topic,
                    SPENDSTREAM_CONSUMER_GROUP=self.settings.consumer_group,
                    SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
                    SPENDSTREAM_BATCH_MAX_WAIT_S=str(self.settings.batch_max_wait_s))

@@ -15,14 +15,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from spendstream.emitter.encoding import encode_event, join_record, record_overhead_bytes
+from spendstream.emitter.ledger import Ledger, event_key
 from spendstream.emitter.sender import KafkaSender, SendFailed, SenderConfig
 
 log = logging.getLogger(__name__)
 
 Event = BaseModel | Mapping[str, Any]
 
+LEDGER_DEADLINE_S = 5.0
 DROP_REASONS = ("queue_full", "oversize", "shutdown", "send_failed", "unencodable")
 _LOG_EVERY_S = 60.0
 
@@ -65,6 +68,8 @@ class Emitter:
         flush_interval_s: float = 0.5,
         delivery_timeout_s: float = 300.0,
         client_id: str = "spendstream-emitter",
+        ledger_topic: str | None = "spendstream.ledger",
+        ledger_interval_s: float = 60.0,
         register_atexit: bool = True,
         debug: bool = False,
     ) -> None:
@@ -81,6 +86,8 @@ class Emitter:
         self._max_batch_events = max_batch_events
         self._max_batch_bytes = max_batch_bytes
         self._flush_interval_s = flush_interval_s
+        self._ledger_topic = ledger_topic
+        self.ledger = Ledger(interval_s=ledger_interval_s)
         self._debug = debug
         self._closed = False
         self._stats_lock = threading.Lock()
@@ -206,6 +213,7 @@ class Emitter:
 
     def _loop(self, sender: KafkaSender) -> None:
         parts: list[bytes] = []
+        keys: list[tuple[str, str, int] | None] = []
         size = 0
         batch_started = time.monotonic()
         while True:
@@ -215,11 +223,13 @@ class Emitter:
             except queue.Empty:
                 item = None  # the batch is due
             if item is _STOP:
-                self._send(sender, parts)
+                self._send(sender, parts, keys)
+                self._report_ledger(sender, force=True)
                 return
             if isinstance(item, _Flush):
-                self._send(sender, parts)
-                parts, size = [], 0
+                self._send(sender, parts, keys)
+                parts, keys, size = [], [], 0
+                self._report_ledger(sender, force=True)
                 item.done.set()
                 continue
             if item is not None:
@@ -228,17 +238,19 @@ class Emitter:
                     continue
                 extra = len(encoded) + record_overhead_bytes(len(parts) + 1) - record_overhead_bytes(len(parts))
                 if parts and size + extra > self._max_batch_bytes:
-                    self._send(sender, parts)
-                    parts, size = [], 0
+                    self._send(sender, parts, keys)
+                    parts, keys, size = [], [], 0
                 if not parts:
                     batch_started = time.monotonic()
                 parts.append(encoded)
+                keys.append(event_key(item) if self._ledger_topic else None)  # type: ignore[arg-type]
                 size += len(encoded) + 1
                 if len(parts) < self._max_batch_events and time.monotonic() - batch_started < self._flush_interval_s:
                     continue
             if parts:
-                self._send(sender, parts)
-                parts, size = [], 0
+                self._send(sender, parts, keys)
+                parts, keys, size = [], [], 0
+            self._report_ledger(sender)
 
     def _encode(self, event: object) -> bytes | None:
         try:
@@ -254,7 +266,7 @@ class Emitter:
             return None
         return encoded
 
-    def _send(self, sender: KafkaSender, parts: list[bytes]) -> None:
+    def _send(self, sender: KafkaSender, parts: list[bytes], keys: list[tuple[str, str, int] | None]) -> None:
         if not parts:
             return
         try:
@@ -268,6 +280,19 @@ class Emitter:
         with self._stats_lock:
             self._stats["sent_events"] += len(parts)
             self._stats["sent_records"] += 1
+        if self._ledger_topic:
+            self.ledger.delivered(keys)
+
+    def _report_ledger(self, sender: KafkaSender, *, force: bool = False) -> None:
+        """Send the ledger's changed counts to the ledger topic (every interval, and on flush and close)."""
+        if not self._ledger_topic or not (self.ledger.due() or (force and self.ledger.pending)):
+            return
+        entries = self.ledger.report()
+        try:  # a short deadline: the ledger must never hold up usage records
+            sender.send(to_json(entries), topic=self._ledger_topic, deadline=time.monotonic() + LEDGER_DEADLINE_S)
+        except SendFailed:
+            self.ledger.unreported(entries)  # counts are cumulative: the next report carries them
+            log.debug("emitter ledger report failed; it will be sent with the next one")
 
 
 def _value(counter: itertools.count) -> int:

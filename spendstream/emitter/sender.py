@@ -49,10 +49,10 @@ class KafkaSender:
         self._loop = asyncio.new_event_loop()
         self._producer: AIOKafkaProducer | None = None
 
-    def send(self, value: bytes, *, deadline: float | None = None) -> None:
-        """Deliver ``value`` (acks=all) or raise :class:`SendFailed`."""
+    def send(self, value: bytes, *, deadline: float | None = None, topic: str | None = None) -> None:
+        """Deliver ``value`` (acks=all) to the topic (or ``topic``) or raise :class:`SendFailed`."""
         deadline = deadline or time.monotonic() + self._config.delivery_timeout_s
-        self._loop.run_until_complete(self._send(value, deadline))
+        self._loop.run_until_complete(self._send(value, deadline, topic or self._config.topic))
 
     def wait_s(self, seconds: float) -> None:
         """Sleep on the private loop, letting the producer's background tasks run."""
@@ -67,13 +67,13 @@ class KafkaSender:
             self._producer = None
         self._loop.close()
 
-    async def _send(self, value: bytes, deadline: float) -> None:
+    async def _send(self, value: bytes, deadline: float, topic: str) -> None:
         attempt = 0
         while True:
             try:
                 producer = await self._started_producer()
                 remaining = max(deadline - time.monotonic(), 0.001)
-                await asyncio.wait_for(producer.send_and_wait(self._config.topic, value), remaining)
+                await asyncio.wait_for(producer.send_and_wait(topic, value), remaining)
                 return
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 attempt += 1

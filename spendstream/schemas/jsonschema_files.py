@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.cost import CostRecord
 from spendstream.schemas.gpu import GpuSample
+from spendstream.schemas.ledger import LedgerEntry
 from spendstream.schemas.usage import UsageEvent
 
 SCHEMA_DIR = Path(__file__).with_name("jsonschema")
@@ -18,6 +19,7 @@ PUBLISHED: dict[str, type[BaseModel]] = {
     "gpu_sample.v1.json": GpuSample,
     "cost_record.v1.json": CostRecord,
     "alert.v1.json": Alert,
+    "ledger_entry.v1.json": LedgerEntry,
 }
 
 

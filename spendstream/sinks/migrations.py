@@ -369,6 +369,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "cookbook views: retry waste, weekly movers, dead letters by reason", (
         _RETRY_WASTE, _MOVERS, _DEAD_LETTERS,
     )),
+    Migration(6, "emitter ledger for reconciliation", (
+        # Cumulative counts per emitter: the latest report of each emitter, source and minute wins.
+        """
+        CREATE TABLE IF NOT EXISTS emitter_ledger (
+            emitter_id String,
+            service LowCardinality(String),
+            minute DateTime64(3, 'UTC'),
+            events UInt64,
+            exact Bool,
+            reported_at DateTime64(3, 'UTC')
+        )
+        ENGINE = ReplacingMergeTree(reported_at)
+        ORDER BY (service, minute, emitter_id)
+        """,
+    )),
 )
 
 

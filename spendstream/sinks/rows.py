@@ -14,6 +14,7 @@ from spendstream.pricing.rates import KINDS
 from spendstream.agents.gpu import Deployment
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.gpu import GpuSample
+from spendstream.schemas.ledger import LedgerEntry
 
 MONEY = pa.decimal128(38, 18)
 TS = pa.timestamp("ms", tz="UTC")
@@ -136,4 +137,15 @@ def deployment_table(deployments: Sequence[Deployment], *, now: datetime | None 
         "pricing": pa.array([d.pricing for d in deployments], pa.string()),
         "idle_below_tokens_per_s": pa.array([d.idle_below_tokens_per_s for d in deployments], pa.float64()),
         "loaded_at": pa.array([loaded_at] * len(deployments), TS),
+    })
+
+
+def ledger_table(entries: Sequence[LedgerEntry]) -> pa.Table:
+    return pa.table({
+        "emitter_id": pa.array([e.emitter_id for e in entries], pa.string()),
+        "service": pa.array([e.service for e in entries], pa.string()),
+        "minute": pa.array([e.minute for e in entries], TS),
+        "events": pa.array([e.events for e in entries], pa.uint64()),
+        "exact": pa.array([e.exact for e in entries], pa.bool_()),
+        "reported_at": pa.array([e.reported_at for e in entries], TS),
     })

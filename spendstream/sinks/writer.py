@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 from collections.abc import Callable
 
-from spendstream.agents.stages import BatchResult, GpuBatch, unpriced_alerts
+from spendstream.agents.stages import BatchResult, GpuBatch, LedgerBatch, unpriced_alerts
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
-from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, usage_table
+from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, ledger_table, usage_table
 from spendstream.sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,15 @@ class SinkWriter:
                 self._store.insert_arrow("alerts", alert_table(alerts))
                 for alert in alerts:
                     log.warning("alert %s %s: %s", alert.kind, alert.state, alert.message)
+
+        await self._durably(insert)
+
+    async def write_ledger(self, batch: LedgerBatch) -> None:
+        def insert() -> None:
+            if batch.entries:
+                self._store.insert_arrow("emitter_ledger", ledger_table(batch.entries))
+            if batch.dead_letters:
+                self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
 
         await self._durably(insert)
 
