@@ -77,3 +77,22 @@ def test_a_batch_that_was_not_written_is_delivered_again_and_a_written_one_is_no
     assert set(crashed) <= set(written)  # everything the crashed worker held came again
     assert again == []
     assert health["commit_failures"] == 0 and sum(p["committed"] for p in health["partitions"].values()) == 20
+
+
+def test_a_partition_whose_commits_stop_advancing_is_reported(caplog) -> None:
+    import logging
+    import time
+
+    from spendstream.agents.consumer import PartitionState
+
+    loop = ConsumerLoop("unused:9092", "usage", "g", handle=None, stall_after_s=60)  # type: ignore[arg-type]
+    now = time.monotonic()
+    loop.partitions[0] = PartitionState(committed=5, committed_at=now - 120, fetched=10, fetched_at=now)
+    loop.partitions[1] = PartitionState(committed=10, committed_at=now - 120, fetched=10, fetched_at=now - 120)
+    with caplog.at_level(logging.WARNING):
+        loop._check_stalls()
+        loop._check_stalls()  # reported once, not on every poll
+    stalled = [r.getMessage() for r in caplog.records if "have not advanced" in r.getMessage()]
+    assert len(stalled) == 1 and "partition 0" in stalled[0]
+    health = loop.health()["partitions"]
+    assert health[0]["stalled"] is True and health[1]["stalled"] is False  # caught up: idle, not stalled
