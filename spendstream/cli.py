@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     _period(recon, required=True)
     recon.add_argument("--all", action="store_true", help="print every interval, not only those with a gap")
 
+    notify = commands.add_parser("notify", help="deliver stored alerts to Slack, PagerDuty and webhooks (run one)")
+    notify.add_argument("--once", action="store_true", help="deliver what is pending, then exit")
+    notify.add_argument("--interval", type=float, default=10.0, help="seconds between looks at the outbox")
+
     gpu = commands.add_parser("gpu-exporter", help="scrape a serving engine's /metrics and emit GpuSamples")
     gpu.add_argument("--deployment", required=True, help="the name usage events give as `deployment`")
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
-                "reconcile": _reconcile}
+                "reconcile": _reconcile, "notify": _notify}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -233,6 +237,42 @@ def _store_host(settings: Settings, args: argparse.Namespace) -> int:
         query_endpoint.remove_endpoint_file(settings.data_dir)
         store.close()
     return 0
+
+
+def _notify(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from spendstream.alerting.delivery import Notifier, load_routing
+    from spendstream.configfile import ConfigFileError
+
+    try:
+        routing = load_routing(settings.alert_routes)
+    except ConfigFileError as exc:
+        raise UsageError(f"alert routes file is invalid:\n{exc}") from exc
+    if not routing.destinations:
+        raise UsageError("no destinations: set SPENDSTREAM_ALERT_ROUTES to a routes file (docs/alerts.md)")
+
+    def loop(store) -> int:
+        notifier = Notifier(store, routing)
+        while True:
+            delivered = notifier.deliver_once()
+            if delivered:
+                print(f"delivered {delivered} alert(s)", flush=True)
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+
+    if settings.embedded and (client := _endpoint(settings)) is not None:
+        from spendstream.sinks.host import RemoteStore
+
+        return loop(RemoteStore(client.url))
+    return _with_store(settings, "spendstream notify", loop)
+
+
+def _endpoint(settings: Settings):
+    from spendstream.agents.query_endpoint import QueryClient
+
+    return QueryClient.for_data_dir(settings.data_dir)
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:

@@ -384,6 +384,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         ORDER BY (service, minute, emitter_id)
         """,
     )),
+    Migration(7, "alert deliveries: what each destination has acknowledged (the alerts table is the outbox)", (
+        """
+        CREATE TABLE IF NOT EXISTS alert_deliveries (
+            destination LowCardinality(String),
+            dedup_key String,
+            state LowCardinality(String),
+            outcome LowCardinality(String) COMMENT 'delivered, or failed for a refusal that retrying cannot fix',
+            detail String,
+            delivered_at DateTime64(3, 'UTC')
+        )
+        ENGINE = ReplacingMergeTree(delivered_at)
+        ORDER BY (destination, dedup_key, state)
+        """,
+    )),
 )
 
 

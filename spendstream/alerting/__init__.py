@@ -1,0 +1,1 @@
+"""Alert delivery: Slack, PagerDuty and signed webhooks, from the ``alerts`` table as an outbox."""

@@ -1,0 +1,118 @@
+"""Where alerts go: Slack incoming webhooks, PagerDuty Events API v2, and a signed JSON webhook.
+
+Each destination turns one alert (or a group of alerts of one kind, sent as one
+message with a count) into an HTTP request. URLs and keys are secrets: they are
+``SecretStr`` here and never appear in logs or errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from spendstream.schemas.alert import Alert
+
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+SIGNATURE_HEADER = "X-Spendstream-Signature"
+TIMESTAMP_HEADER = "X-Spendstream-Timestamp"
+_PD_SEVERITY = {"info": "info", "warning": "warning", "error": "error", "critical": "critical"}
+_EMOJI = {"firing": ":rotating_light:", "resolved": ":white_check_mark:"}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class Destination(BaseModel):
+    """One place alerts are delivered to; ``kind`` picks the format."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    kind: Literal["slack", "pagerduty", "webhook"]
+    url: SecretStr | None = None              # Slack webhook URL / generic webhook URL / PagerDuty override
+    routing_key: SecretStr | None = None      # PagerDuty integration key
+    secret: SecretStr | None = None           # HMAC key for the generic webhook
+    max_per_minute: int = Field(default=30, ge=1)
+
+    def requests(self, alerts: Sequence[Alert]) -> list[Request]:
+        """The HTTP requests that deliver ``alerts`` (all of one kind and state)."""
+        if self.kind == "slack":
+            return [self._post(self._url(), slack_message(alerts))]
+        if self.kind == "pagerduty":
+            # PagerDuty deduplicates by key: one event per alert, trigger or resolve.
+            url = self.url.get_secret_value() if self.url else PAGERDUTY_EVENTS_URL
+            key = self.routing_key.get_secret_value() if self.routing_key else ""
+            return [self._post(url, pagerduty_event(alert, key)) for alert in alerts]
+        body = json.dumps({"alerts": [json.loads(a.model_dump_json()) for a in alerts], "count": len(alerts)},
+                          sort_keys=True).encode()
+        return [Request(self._url(), body, {"Content-Type": "application/json", **self._signature(body)})]
+
+    def _url(self) -> str:
+        if self.url is None:
+            raise ValueError(f"destination {self.name!r} needs a url")
+        return self.url.get_secret_value()
+
+    @staticmethod
+    def _post(url: str, payload: dict) -> Request:
+        return Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+    def _signature(self, body: bytes) -> dict[str, str]:
+        if self.secret is None:
+            return {}
+        timestamp = str(int(time.time()))
+        return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: "sha256=" + sign(self.secret.get_secret_value(),
+                                                                               timestamp, body)}
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """HMAC-SHA256 over ``<timestamp>.<body>``: what a receiver recomputes to trust a webhook."""
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def slack_message(alerts: Sequence[Alert]) -> dict:
+    """A Block Kit message a person can read at a glance: what, where, how much, since when."""
+    first = alerts[0]
+    title = (f"{_EMOJI.get(first.state, '')} {first.kind.replace('_', ' ')} {first.state}: {first.subject}"
+             if len(alerts) == 1 else
+             f"{_EMOJI.get(first.state, '')} {len(alerts)} {first.kind.replace('_', ' ')} alerts {first.state}")
+    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
+    for alert in alerts[:10]:
+        fields = [f"*Severity*\n{alert.severity}", f"*Window*\n{alert.window_start:%H:%M}–{alert.window_end:%H:%M} UTC"]
+        if alert.observed is not None:
+            fields.append(f"*Observed*\n{alert.observed.normalize():f}")
+        if alert.expected is not None:
+            fields.append(f"*Expected*\n{alert.expected.normalize():f}")
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{alert.subject}*\n{alert.message}"},
+                       "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
+    if len(alerts) > 10:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
+                                                          "text": f"…and {len(alerts) - 10} more"}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"spendstream · {first.dedup_key}"}]})
+    return {"text": title, "blocks": blocks}
+
+
+def pagerduty_event(alert: Alert, routing_key: str) -> dict:
+    """An Events API v2 trigger (firing) or resolve (resolved), deduplicated by the alert's key."""
+    event = {"routing_key": routing_key, "dedup_key": alert.dedup_key,
+             "event_action": "trigger" if alert.state == "firing" else "resolve"}
+    if alert.state == "firing":
+        event["payload"] = {
+            "summary": f"{alert.kind.replace('_', ' ')}: {alert.subject} — {alert.message}"[:1024],
+            "source": "spendstream", "severity": _PD_SEVERITY[alert.severity], "component": alert.subject,
+            "group": alert.kind, "class": alert.kind, "timestamp": alert.window_end.isoformat(),
+            "custom_details": {"observed": str(alert.observed) if alert.observed is not None else None,
+                               "expected": str(alert.expected) if alert.expected is not None else None,
+                               "window_start": alert.window_start.isoformat()},
+        }
+    return event
