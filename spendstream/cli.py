@@ -242,19 +242,26 @@ def _store_host(settings: Settings, args: argparse.Namespace) -> int:
 def _notify(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
-    from spendstream.alerting.delivery import Notifier, load_routing
+    from datetime import datetime, timezone
+
+    from spendstream.alerting.budgets import evaluate, load_budgets
+    from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
     from spendstream.configfile import ConfigFileError
 
     try:
         routing = load_routing(settings.alert_routes)
+        budgets = load_budgets(settings.budgets_file)
     except ConfigFileError as exc:
-        raise UsageError(f"alert routes file is invalid:\n{exc}") from exc
+        raise UsageError(f"invalid configuration:\n{exc}") from exc
     if not routing.destinations:
         raise UsageError("no destinations: set SPENDSTREAM_ALERT_ROUTES to a routes file (docs/alerts.md)")
 
     def loop(store) -> int:
         notifier = Notifier(store, routing)
         while True:
+            raised = store_new_alerts(store, evaluate(store, budgets, datetime.now(timezone.utc)))
+            if raised:
+                print(f"{raised} budget threshold(s) crossed", flush=True)
             delivered = notifier.deliver_once()
             if delivered:
                 print(f"delivered {delivered} alert(s)", flush=True)

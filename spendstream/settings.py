@@ -39,11 +39,13 @@ class Settings(BaseSettings):
     )
     alert_routes: Path | None = Field(default=None, description=(
         "YAML: alert destinations (Slack, PagerDuty, webhook) and which alerts go where; see docs/alerts.md."))
+    budgets_file: Path | None = Field(default=None, description=(
+        "YAML: daily/monthly budgets per team, feature or customer, evaluated by `spendstream notify`."))
     tag_value_limit: int = Field(default=1000, ge=1, description=(
         "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
     log_level: str = "info"
 
-    @field_validator("overrides_file", "deployments_file", "alert_routes", mode="before")
+    @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # `SPENDSTREAM_OVERRIDES_FILE=` in a compose file means "none"

@@ -32,7 +32,7 @@ from spendstream.alerting.destinations import Destination, Request
 from spendstream.configfile import load_model
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert, Severity
-from spendstream.sinks.store import Store, query_result
+from spendstream.sinks.store import Store, query_result, sql_time
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +210,25 @@ def _requests(destination: Destination, alerts: list[Alert]) -> list[tuple[Reque
     if destination.kind == "pagerduty":
         return [(r, [a]) for r, a in zip(destination.requests(alerts), alerts, strict=True)]
     return [(destination.requests(alerts)[0], alerts)]
+
+
+def store_new_alerts(store: Store, alerts: Sequence[Alert]) -> int:
+    """Insert the alerts whose (dedup key, state) the table does not hold yet; returns how many."""
+    if not alerts:
+        return 0
+    new = [a for a in alerts if not query_result(
+        store, "SELECT count() FROM alerts FINAL WHERE dedup_key = {k:String} AND state = {s:String}",
+        {"k": a.dedup_key, "s": a.state}).scalar()]
+    for a in new:
+        store.query_text(
+            "INSERT INTO alerts (created_at, kind, severity, state, subject, window_start, window_end, observed, "
+            "expected, dedup_key, message) VALUES ({c:DateTime64(3, 'UTC')}, {k:String}, {sv:String}, {st:String}, "
+            "{sj:String}, {ws:DateTime64(3, 'UTC')}, {we:DateTime64(3, 'UTC')}, {o:Nullable(Decimal(38, 18))}, "
+            "{e:Nullable(Decimal(38, 18))}, {d:String}, {m:String})",
+            {"c": sql_time(a.created_at), "k": a.kind, "sv": a.severity, "st": a.state, "sj": a.subject,
+             "ws": sql_time(a.window_start), "we": sql_time(a.window_end),
+             "o": str(a.observed) if a.observed is not None else "\\N",
+             "e": str(a.expected) if a.expected is not None else "\\N", "d": a.dedup_key, "m": a.message},
+            fmt="CSV")
+    return len(new)
+
