@@ -246,6 +246,7 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
 
     from spendstream.alerting.budgets import evaluate, load_budgets
     from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
+    from spendstream.alerting.retry_storm import detect_retry_storms
     from spendstream.configfile import ConfigFileError
 
     try:
@@ -259,9 +260,10 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
     def loop(store) -> int:
         notifier = Notifier(store, routing)
         while True:
-            raised = store_new_alerts(store, evaluate(store, budgets, datetime.now(timezone.utc)))
+            now = datetime.now(timezone.utc)
+            raised = store_new_alerts(store, evaluate(store, budgets, now) + detect_retry_storms(store, now))
             if raised:
-                print(f"{raised} budget threshold(s) crossed", flush=True)
+                print(f"{raised} new alert(s)", flush=True)
             delivered = notifier.deliver_once()
             if delivered:
                 print(f"delivered {delivered} alert(s)", flush=True)
