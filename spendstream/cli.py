@@ -246,6 +246,7 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
 
     from spendstream.alerting.budgets import evaluate, load_budgets
     from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
+    from spendstream.alerting.anomaly import detect_spend_anomalies
     from spendstream.alerting.retry_storm import detect_retry_storms
     from spendstream.configfile import ConfigFileError
 
@@ -261,7 +262,8 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
         notifier = Notifier(store, routing)
         while True:
             now = datetime.now(timezone.utc)
-            raised = store_new_alerts(store, evaluate(store, budgets, now) + detect_retry_storms(store, now))
+            raised = store_new_alerts(store, evaluate(store, budgets, now) + detect_retry_storms(store, now)
+                                      + detect_spend_anomalies(store, now))
             if raised:
                 print(f"{raised} new alert(s)", flush=True)
             delivered = notifier.deliver_once()
