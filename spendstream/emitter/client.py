@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import itertools
 import logging
 import os
@@ -111,13 +112,16 @@ class Emitter:
             return False
         if self._thread is None:
             self._start_thread()
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            next(self._queue_full)  # the host thread's path stays short and lock-free when the buffer is full
+        buffer = self._buffer
+        if len(buffer) >= self._max_queue_events:
+            next(self._queue_full)  # lock-free and exact: itertools.count advances atomically under the GIL
             self._log_drop("queue_full", 1)
             return False
+        buffer.append(event)  # deque.append is atomic; no lock on the host's path
         next(self._enqueued)
+        queued = len(buffer)
+        if queued == 1 or queued >= self._max_batch_events:
+            self._wake.set()  # the sender was idle, or a full batch waits: wake it (under load, neither happens)
         return True
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -125,10 +129,8 @@ class Emitter:
         if self._thread is None:
             return True
         marker = _Flush()
-        try:
-            self._queue.put(marker, timeout=timeout_s)
-        except queue.Full:
-            return False
+        self._buffer.append(marker)  # markers may go past the bound: they are not events
+        self._wake.set()
         return marker.done.wait(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -140,10 +142,8 @@ class Emitter:
         thread = self._thread
         if thread is not None:
             self.flush(timeout_s)
-            try:
-                self._queue.put(_STOP, timeout=max(deadline - time.monotonic(), 0))
-            except queue.Full:
-                pass
+            self._buffer.append(_STOP)
+            self._wake.set()
             thread.join(max(deadline - time.monotonic(), 0))
         self._drain_as_dropped("shutdown")
 
@@ -168,7 +168,10 @@ class Emitter:
     def _reset_after_fork(self) -> None:
         # A child inherits the parent's queue contents and a dead thread: start
         # empty (the parent still sends what it queued) and lazily re-create the thread.
-        self._queue: queue.Queue[object] = queue.Queue(self._max_queue_events)
+        # A deque the host appends to and the sender pops from, bounded by the check in emit()
+        # (two host threads racing at the bound can overshoot it by one each).
+        self._buffer: collections.deque[object] = collections.deque()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
 
@@ -194,8 +197,8 @@ class Emitter:
         dropped = 0
         while True:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+                item = self._buffer.popleft()
+            except IndexError:
                 break
             if isinstance(item, _Flush):
                 item.done.set()
@@ -219,7 +222,7 @@ class Emitter:
         while True:
             wait_s = self._flush_interval_s - (time.monotonic() - batch_started) if parts else None
             try:
-                item = self._queue.get(timeout=max(wait_s, 0) if wait_s is not None else None)
+                item = self._next(max(wait_s, 0) if wait_s is not None else self._flush_interval_s)
             except queue.Empty:
                 item = None  # the batch is due
             if item is _STOP:
@@ -251,6 +254,20 @@ class Emitter:
                 self._send(sender, parts, keys)
                 parts, keys, size = [], [], 0
             self._report_ledger(sender)
+
+    def _next(self, timeout_s: float) -> object:
+        """The next queued item, waiting up to ``timeout_s``; queue.Empty if none came."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._buffer.popleft()
+            except IndexError:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise queue.Empty
+            self._wake.wait(remaining)
+            self._wake.clear()
 
     def _encode(self, event: object) -> bytes | None:
         try:
