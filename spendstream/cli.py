@@ -241,12 +241,11 @@ def _store_host(settings: Settings, args: argparse.Namespace) -> int:
 
 def _notify(settings: Settings, args: argparse.Namespace) -> int:
     import time
-
     from datetime import datetime, timezone
 
+    from spendstream.alerting.anomaly import detect_spend_anomalies
     from spendstream.alerting.budgets import evaluate, load_budgets
     from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
-    from spendstream.alerting.anomaly import detect_spend_anomalies
     from spendstream.alerting.retry_storm import detect_retry_storms
     from spendstream.configfile import ConfigFileError
 
@@ -273,17 +272,7 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
                 return 0
             time.sleep(args.interval)
 
-    if settings.embedded and (client := _endpoint(settings)) is not None:
-        from spendstream.sinks.host import RemoteStore
-
-        return loop(RemoteStore(client.url))
-    return _with_store(settings, "spendstream notify", loop)
-
-
-def _endpoint(settings: Settings):
-    from spendstream.agents.query_endpoint import QueryClient
-
-    return QueryClient.for_data_dir(settings.data_dir)
+    return _on_store(settings, "spendstream notify", loop)
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -326,11 +315,13 @@ def _advise(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _on_store(settings: Settings, command: str, use):
-    """``use(querier)`` through a running worker when it owns the embedded directory, else on the store."""
+    """``use(store)`` through the process that owns the embedded directory (a worker or `spendstream store`)
+    when one runs, else on the configured store opened here."""
     from spendstream.agents.query_endpoint import QueryClient
+    from spendstream.sinks.host import RemoteStore
 
     client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
-    return use(client) if client is not None else _with_store(settings, command, use)
+    return use(RemoteStore(client.url)) if client is not None else _with_store(settings, command, use)
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:

@@ -75,6 +75,20 @@ def consume_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 2
     return asyncio.run(run())
 
 
+def wait_for_count(querier, sql: str, expected: int, timeout_s: float = 60.0) -> int:
+    """Poll ``sql`` (a count) until it reaches ``expected`` or the timeout passes; the last value."""
+    import time
+
+    from spendstream.sinks.store import query_result
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = int(query_result(querier, sql).scalar())
+        if value >= expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
 def produce_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
     """Send record values as they are (for malformed input that the emitter would never produce)."""
     from aiokafka import AIOKafkaProducer

@@ -6,7 +6,6 @@ process writing to chdb; the numbers are checked against a hand computation.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -18,7 +17,7 @@ from spendstream.gpu_exporter.exporter import ExporterConfig, GpuExporter
 from spendstream.kafka_admin import ensure_topics
 from spendstream.schemas import UsageEvent
 from spendstream.sinks.store import query_result
-from tests.conftest import worker_settings
+from tests.conftest import wait_for_count, worker_settings
 from tests.test_gpu_exporter import Clock, PayloadServer, _vllm
 
 pytestmark = pytest.mark.integration
@@ -33,15 +32,6 @@ deployments:
     pricing: reserved
     idle_below_tokens_per_s: 5
 """
-
-
-def _wait(querier, sql: str, expected: int, timeout_s: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = int(query_result(querier, sql).scalar())
-        if value >= expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
 
 
 def test_gpu_minutes_become_unit_costs_and_an_exact_allocation(broker, topic, tmp_path) -> None:
@@ -75,8 +65,8 @@ def test_gpu_minutes_become_unit_costs_and_an_exact_allocation(broker, topic, tm
 
     with WorkerProcess(settings, bootstrap_servers=broker, log_path=tmp_path / "worker.log") as worker:
         querier = worker.query_client()
-        assert _wait(querier, "SELECT count() FROM gpu_samples FINAL", 3) == 3
-        assert _wait(querier, "SELECT count() FROM usage_events FINAL", 3) == 3
+        assert wait_for_count(querier, "SELECT count() FROM gpu_samples FINAL", 3) == 3
+        assert wait_for_count(querier, "SELECT count() FROM usage_events FINAL", 3) == 3
 
         row = query_result(querier, "SELECT observed_s, prompt_tokens, generation_tokens, gpu_cost_usd, "
                                     "usd_per_1m_tokens, idle FROM gpu_minutely JOIN gpu_unit_costs_minutely "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import orjson
@@ -13,19 +12,10 @@ from spendstream.emitter import Emitter
 from spendstream.kafka_admin import ensure_topics
 from spendstream.schemas import UsageEvent
 from spendstream.sinks.store import query_result
-from tests.conftest import produce_raw, worker_settings
+from tests.conftest import produce_raw, wait_for_count, worker_settings
 from tests.reference import genai_total
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(querier, sql: str, expected: int, timeout_s: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = int(query_result(querier, sql).scalar())
-        if value >= expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
 
 
 @pytest.fixture
@@ -62,8 +52,8 @@ def test_events_are_priced_stored_once_and_bad_input_is_dead_lettered(broker, to
               "input_tokens": 10}]
     produce_raw(broker, topic, [single.model_dump_json().encode(), b"{definitely not json", orjson.dumps(mixed)])
 
-    stored = _wait_for(querier, "SELECT count() FROM usage_events FINAL", 500 + 1 + 2)
-    dead = _wait_for(querier, "SELECT count() FROM dead_letters FINAL", 2)
+    stored = wait_for_count(querier, "SELECT count() FROM usage_events FINAL", 500 + 1 + 2)
+    dead = wait_for_count(querier, "SELECT count() FROM dead_letters FINAL", 2)
     assert (stored, dead) == (503, 2)
 
     reasons = dict(query_result(querier, "SELECT ifNull(event_id, 'whole record'), reason FROM dead_letters").rows)

@@ -204,14 +204,21 @@ class GpuBatch:
 
 def process_gpu(records: Sequence[SourceRecord]) -> GpuBatch:
     """Decode and validate GPU exporter records."""
-    batch = GpuBatch()
+    return GpuBatch(*_decoded(records, GpuSample, GPU_WIRE_REQUIRED))
+
+
+def _decoded(records: Sequence[SourceRecord], model: type[M], required: tuple[str, ...]
+             ) -> tuple[list[M], list[DeadLetter]]:
+    """Every record decoded and validated against ``model``: the valid items, and dead letters for the rest."""
+    valid: list[M] = []
+    dead_letters: list[DeadLetter] = []
     for record in records:
         items, dead = decode(record)
-        batch.dead_letters.extend(dead)
-        samples, dead = validate(record, items, GpuSample, GPU_WIRE_REQUIRED)
-        batch.dead_letters.extend(dead)
-        batch.samples.extend(samples)
-    return batch
+        dead_letters.extend(dead)
+        ok, dead = validate(record, items, model, required)
+        dead_letters.extend(dead)
+        valid.extend(ok)
+    return valid, dead_letters
 
 
 def internal_error(records: Sequence[SourceRecord], exc: BaseException) -> list[DeadLetter]:
@@ -228,11 +235,4 @@ class LedgerBatch:
 
 def process_ledger(records: Sequence[SourceRecord]) -> LedgerBatch:
     """Decode and validate emitter ledger reports."""
-    batch = LedgerBatch()
-    for record in records:
-        items, dead = decode(record)
-        batch.dead_letters.extend(dead)
-        entries, dead = validate(record, items, LedgerEntry, LEDGER_WIRE_REQUIRED)
-        batch.dead_letters.extend(dead)
-        batch.entries.extend(entries)
-    return batch
+    return LedgerBatch(*_decoded(records, LedgerEntry, LEDGER_WIRE_REQUIRED))
