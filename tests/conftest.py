@@ -44,6 +44,20 @@ def topic() -> str:
     return f"test.usage.{uuid.uuid4().hex[:10]}"
 
 
+def events_in(value: bytes) -> list[dict]:
+    """The events a record carries, whether a block of columns or a JSON array/object of events."""
+    import orjson
+
+    from spendstream.agents.events import block_items
+
+    doc = orjson.loads(value)
+    if isinstance(doc, dict) and "block" in doc:
+        items = block_items(value)
+        assert not isinstance(items, str), items
+        return [item for _, item in items]
+    return doc if isinstance(doc, list) else [doc]
+
+
 def consume_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 20.0,
                 idle_s: float | None = None) -> list[bytes]:
     """Read record values from ``topic`` until ``expect`` records arrived or the timeout passed.

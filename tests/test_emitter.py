@@ -11,7 +11,7 @@ import pytest
 from spendstream.emitter import Emitter
 from spendstream.localbroker import free_port
 from spendstream.schemas import UsageEvent
-from tests.conftest import consume_all
+from tests.conftest import consume_all, events_in
 
 
 def _event(n: int) -> UsageEvent:
@@ -26,22 +26,40 @@ def test_many_events_travel_in_one_record(broker: str, topic: str) -> None:
         assert emitter.flush(20)
         stats = emitter.stats()
     values = consume_all(broker, topic, expect=3)
-    events = [e for value in values for e in orjson.loads(value)]
+    events = [e for value in values for e in events_in(value)]
     # records may land on different partitions, so compare without order across records
     assert sorted(e["event_id"] for e in events) == sorted(f"e{n}" for n in range(250))
-    assert sorted(len(orjson.loads(v)) for v in values) == [50, 100, 100]
+    assert sorted(len(events_in(v)) for v in values) == [50, 100, 100]
     assert stats["sent_events"] == 250 and stats["sent_records"] == 3
+    # UsageEvents travel as blocks of columns; a column every event leaves at its default is left out
+    block = orjson.loads(values[0])
+    assert block["block"] == "usage-columns/1" and "input_tokens" in block and "reasoning_tokens" not in block
+
+
+@pytest.mark.integration
+def test_events_a_block_cannot_carry_travel_as_rows_beside_it(broker: str, topic: str) -> None:
+    with Emitter(bootstrap_servers=broker, topic=topic, register_atexit=False) as emitter:
+        emitter.emit(_event(1))
+        emitter.emit(UsageEvent(event_id="x1", provider="openai", model="gpt-4o", new_field=1))
+        emitter.emit({"event_id": "d1", "provider": "openai"})
+        assert emitter.flush(20)
+    values = consume_all(broker, topic, expect=2)
+    kinds = sorted("block" if isinstance(orjson.loads(v), dict) else "rows" for v in values)
+    assert kinds == ["block", "rows"]
+    assert sorted(e["event_id"] for v in values for e in events_in(v)) == ["d1", "e1", "x1"]
 
 
 @pytest.mark.integration
 def test_batches_are_bounded_by_bytes(broker: str, topic: str) -> None:
-    with Emitter(bootstrap_servers=broker, topic=topic, max_batch_bytes=4096, register_atexit=False) as emitter:
+    bulky = {f"k{k}": "v" * 200 for k in range(10)}  # ~2.2 kB an event
+    with Emitter(bootstrap_servers=broker, topic=topic, max_batch_bytes=16_384, register_atexit=False) as emitter:
         for n in range(50):
-            emitter.emit(_event(n))
+            emitter.emit(_event(n).model_copy(update={"tags": bulky}))
+        emitter.emit({"event_id": "d1", "provider": "openai", "tags": bulky})
         assert emitter.flush(20)
-    values = consume_all(broker, topic, expect=50 * 600 // 4096)
-    assert all(len(v) <= 4096 for v in values)
-    assert sum(len(orjson.loads(v)) for v in values) == 50
+    values = consume_all(broker, topic, expect=50 * 2_200 // 16_384, idle_s=1.0)
+    assert all(len(v) <= 16_384 for v in values)
+    assert sum(len(events_in(v)) for v in values) == 51
 
 
 def test_emit_never_blocks_and_counts_drops_when_no_broker_answers() -> None:
@@ -114,4 +132,4 @@ def test_a_forked_child_sends_its_own_events(broker: str, topic: str) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     emitter.close()
     values = consume_all(broker, topic, expect=2)
-    assert sorted(e["event_id"] for v in values for e in orjson.loads(v)) == ["e1", "e2"]
+    assert sorted(e["event_id"] for v in values for e in events_in(v)) == ["e1", "e2"]

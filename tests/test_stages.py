@@ -21,19 +21,19 @@ def _record(value: bytes, offset: int = 0) -> SourceRecord:
 
 def test_array_record_carries_many_events() -> None:
     result = process([_record(orjson.dumps([_event(1), _event(2), _event(3)]))], Pricer())
-    assert [e.event_id for e in result.events] == ["e1", "e2", "e3"]
+    assert result.events['event_id'].to_pylist() == ["e1", "e2", "e3"]
     assert result.dead_letters == []
 
 
 def test_single_object_record_is_accepted() -> None:
     result = process([_record(orjson.dumps(_event(1)))], Pricer())
-    assert len(result.events) == 1 and result.dead_letters == []
+    assert result.num_events == 1 and result.dead_letters == []
 
 
 def test_wrong_type_goes_to_dead_letters_and_the_rest_of_the_batch_is_kept() -> None:
     bad = _event(2, input_tokens="many")
     result = process([_record(orjson.dumps([_event(1), bad, _event(3)]))], Pricer())
-    assert [e.event_id for e in result.events] == ["e1", "e3"]
+    assert result.events['event_id'].to_pylist() == ["e1", "e3"]
     [dead] = result.dead_letters
     assert dead.item_index == 1 and dead.event_id == "e2"
     assert "input_tokens" in dead.reason and "integer" in dead.reason
@@ -46,7 +46,7 @@ def test_unreadable_record_is_dead_lettered_whole_with_its_bytes() -> None:
     [dead] = result.dead_letters
     assert (dead.item_index, dead.source.offset, dead.raw) == (WHOLE_RECORD, 7, raw)
     assert "not valid JSON" in dead.reason
-    assert [e.event_id for e in result.events] == ["e9"]
+    assert result.events['event_id'].to_pylist() == ["e9"]
 
 
 def test_non_object_items_and_scalars_are_dead_lettered() -> None:
@@ -60,7 +60,7 @@ def test_missing_event_id_is_dead_lettered_not_invented() -> None:
     event = _event(1)
     del event["event_id"]
     result = process([_record(orjson.dumps(event))], Pricer())
-    assert result.events == [] and result.priced is None
+    assert result.events is None and result.priced is None
     assert "missing required field(s) event_id" in result.dead_letters[0].reason
 
 

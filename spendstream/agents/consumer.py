@@ -15,6 +15,11 @@ Nothing is committed that was not written. A crash or rebalance between 2 and 3
 re-delivers the batch, which the ``ReplacingMergeTree`` tables absorb (every
 table is keyed by the event id or by the record's topic/partition/offset).
 
+One batch may be in flight while the next is fetched and processed: ClickHouse
+inserts in a thread without the GIL, so decoding and pricing batch k+1 overlaps
+the insert of batch k. Batch k is still committed only once its insert returned,
+and before batch k+1 is (commits stay in order).
+
 A partition whose commits stop advancing while records keep arriving is
 reported (a warning, and in :meth:`ConsumerLoop.health`).
 """
@@ -74,9 +79,11 @@ class ConsumerLoop:
             # a long ClickHouse outage pauses polling; do not get expelled from the group for it
             max_poll_interval_ms=3_600_000,
             fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,  # a block record is ~200 kB; fetch many per round trip
         )
         await consumer.start()
         log.info("consuming %s as group %s (write, then commit)", self.topic, self.group_id)
+        in_flight: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None = None
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=int(self.max_wait_s * 1000),
@@ -88,12 +95,39 @@ class ConsumerLoop:
                     state = self.partitions.setdefault(tp.partition, PartitionState())
                     state.fetched, state.fetched_at = messages[-1].offset + 1, now
                 if records:
-                    await self.handle(records)  # durable before we go on
-                    await self._commit(consumer, {tp: messages[-1].offset + 1 for tp, messages in batches.items()})
-                    self.batches += 1
+                    # Start this batch; it is processed while the previous one's insert finishes.
+                    previous = in_flight
+                    in_flight = (asyncio.create_task(self.handle(records)),
+                                 {tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+                    if previous is not None:
+                        await self._complete(consumer, *previous)
+                elif in_flight is not None:
+                    await self._complete(consumer, *in_flight)
+                    in_flight = None
                 self._check_stalls()
         finally:
-            await consumer.stop()
+            try:
+                await self._abandon(consumer, in_flight)
+            finally:
+                await consumer.stop()
+
+    async def _complete(self, consumer: AIOKafkaConsumer, task: asyncio.Task[None],
+                        offsets: dict[TopicPartition, int]) -> None:
+        await task  # durable before its offsets are committed
+        await self._commit(consumer, offsets)
+        self.batches += 1
+
+    async def _abandon(self, consumer: AIOKafkaConsumer,
+                       in_flight: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None) -> None:
+        """On the way out: commit the last batch if it was written, else stop it (it will come again)."""
+        if in_flight is None:
+            return
+        task, offsets = in_flight
+        if task.done() and not task.cancelled() and task.exception() is None:
+            await self._commit(consumer, offsets)
+        else:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:

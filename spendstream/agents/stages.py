@@ -13,10 +13,14 @@ from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
 from spendstream.agents.attribution import TagGuard
+from spendstream.agents.events import NotABlock, NotFast, block_columns, block_items, events_table
 from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.gpu import GpuSample
@@ -48,19 +52,34 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class BatchResult:
-    """A processed batch: the valid events, where each came from, their prices, and the dead letters."""
+    """A processed batch: its valid events as columns, their prices, and the dead letters.
 
-    events: list[UsageEvent] = field(default_factory=list)
-    sources: list[SourceRecord] = field(default_factory=list)
+    ``events`` has the ``usage_events`` columns an event decides (``EVENT_SCHEMA``),
+    then ``tags`` and ``folded_tags`` after the cardinality guard, then where each
+    event came from (``source_topic``, ``source_partition``, ``source_offset``).
+    """
+
+    events: pa.Table | None = None
     dead_letters: list[DeadLetter] = field(default_factory=list)
     priced: PricedBatch | None = None
-    tags: list[dict[str, str]] = field(default_factory=list)  # each event's tags after the cardinality guard
-    folded_tags: list[list[str]] = field(default_factory=list)
+
+    @property
+    def num_events(self) -> int:
+        return 0 if self.events is None else self.events.num_rows
+
+    def event(self, i: int) -> UsageEvent:
+        """Event ``i`` as the contract's model (for tests and tools; the pipeline keeps columns)."""
+        assert self.events is not None
+        row = self.events.slice(i, 1).to_pylist()[0]
+        extra = orjson.loads(row.pop("extra")) if row["extra"] else {}
+        for name in ("folded_tags", "source_topic", "source_partition", "source_offset"):
+            row.pop(name)
+        return UsageEvent.model_validate({**row, "tags": dict(row["tags"]), **extra})
 
     def cost_record(self, i: int):
         """Event ``i`` with its price, as a CostRecord."""
         assert self.priced is not None
-        return self.priced.record(self.events[i], i)
+        return self.priced.record(self.event(i), i)
 
 
 def decode(record: SourceRecord) -> tuple[list[tuple[int, Any]], list[DeadLetter]]:
@@ -142,24 +161,82 @@ def describe(exc: ValidationError, kind: str = "UsageEvent") -> str:
     return f"invalid {kind}: " + "; ".join(parts)
 
 
-def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard | None = None) -> BatchResult:
-    """Decode and validate a batch of records, price all its events at once, bound their tags."""
+def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard | None = None,
+            now: datetime | None = None) -> BatchResult:
+    """Decode and validate a batch of records, price all its events at once, bound their tags.
+
+    Blocks take the fast path straight into columns; a block the fast path cannot
+    vouch for, and records of events (a JSON array or object), take the exact path
+    through pydantic. Both give the same columns.
+    """
+    latest = (now or datetime.now(timezone.utc)) + MAX_FUTURE
     result = BatchResult()
+    tables: list[pa.Table] = []
+    tags: list[tuple[list[dict[str, str]] | None, int]] = []  # per part: its tags (None: none at all), size
+    sources: list[tuple[SourceRecord, int]] = []
+    exact: list[UsageEvent] = []
+    exact_sources: list[SourceRecord] = []
     for record in records:
-        items, dead = decode(record)
+        if record.value:
+            try:
+                table, block_tags = block_columns(record.value, earliest=EARLIEST_TS, latest=latest)
+            except NotABlock:
+                items, dead = decode(record)
+            except NotFast:
+                found = block_items(record.value)
+                items, dead = ([], [DeadLetter(record, WHOLE_RECORD, found, record.value)]) if isinstance(found, str) \
+                    else (found, [])
+            else:
+                tables.append(table)
+                tags.append((block_tags, table.num_rows))
+                sources.append((record, table.num_rows))
+                continue
+        else:
+            items, dead = decode(record)
         result.dead_letters.extend(dead)
         events, dead = validate(record, items)
         result.dead_letters.extend(dead)
-        result.events.extend(events)
-        result.sources.extend([record] * len(events))
-    if result.events:
-        result.priced = pricer.price_columns(UsageColumns.from_events(result.events))
-    guard = tag_guard or TagGuard()
-    for event in result.events:
-        tags, folded = guard.fold(event.tags)
-        result.tags.append(tags)
-        result.folded_tags.append(folded)
+        exact.extend(events)
+        exact_sources.extend([record] * len(events))
+    if exact:
+        tables.append(events_table(exact))
+        tags.append(([e.tags for e in exact], len(exact)))
+        sources.extend((record, 1) for record in exact_sources)
+    if not tables:
+        return result
+    events = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    n = events.num_rows
+    tag_column, folded_column = _guarded_tags(tags, n, tag_guard or TagGuard())
+    events = events.append_column("tags", tag_column).append_column("folded_tags", folded_column)
+    counts = np.array([count for _, count in sources], dtype=np.int64)
+    for name, type_, values in (("source_topic", pa.string(), [r.topic for r, _ in sources]),
+                                ("source_partition", pa.uint32(), [r.partition for r, _ in sources]),
+                                ("source_offset", pa.uint64(), [r.offset for r, _ in sources])):
+        events = events.append_column(name, pa.array(values, type_).take(np.repeat(np.arange(len(sources)), counts)))
+    result.events = events
+    result.priced = pricer.price_columns(UsageColumns.from_table(events))
     return result
+
+
+def _guarded_tags(parts: list[tuple[list[dict[str, str]] | None, int]], n: int, guard: TagGuard
+                  ) -> tuple[pa.Array, pa.Array]:
+    """The tags and folded_tags columns: empty without building n maps when no event has tags."""
+    if all(part is None for part, _ in parts):
+        offsets = pa.array(np.zeros(n + 1, dtype=np.int32))
+        return (pa.MapArray.from_arrays(offsets, pa.array([], pa.string()), pa.array([], pa.string())),
+                pa.ListArray.from_arrays(offsets, pa.array([], pa.string())))
+    tags: list[list[tuple[str, str]]] = []
+    folded: list[list[str]] = []
+    for part, size in parts:
+        if part is None:
+            tags.extend([] for _ in range(size))
+            folded.extend([] for _ in range(size))
+            continue
+        for event_tags in part:
+            kept, keys = guard.fold(event_tags)
+            tags.append(list(kept.items()))
+            folded.append(keys)
+    return pa.array(tags, pa.map_(pa.string(), pa.string())), pa.array(folded, pa.list_(pa.string()))
 
 
 def unpriced_alerts(batch: BatchResult, now: datetime) -> list[Alert]:
@@ -168,17 +245,15 @@ def unpriced_alerts(batch: BatchResult, now: datetime) -> list[Alert]:
     The dedup key names the model and the day, so however many batches, workers or
     restarts see the model, the ``alerts`` table holds it once a day.
     """
-    if batch.priced is None:
+    if batch.priced is None or batch.events is None or pc.all(batch.priced.priced).as_py():
         return []
-    counts: dict[tuple[str, str, str, object], int] = {}
-    for i, priced in enumerate(batch.priced.priced.to_pylist()):
-        if not priced:
-            event = batch.events[i]
-            key = (event.provider, event.model, batch.priced.unpriced_reason[i].as_py(),
-                   event.ts.astimezone(timezone.utc).date())
-            counts[key] = counts.get(key, 0) + 1
+    unpriced = pa.table({
+        "provider": batch.events["provider"], "model": batch.events["model"],
+        "reason": batch.priced.unpriced_reason, "day": pc.cast(batch.events["ts"], pa.date32()),
+    }).filter(pc.invert(batch.priced.priced))
+    counts = unpriced.group_by(["provider", "model", "reason", "day"]).aggregate([([], "count_all")])
     alerts = []
-    for (provider, model, reason, day), count in sorted(counts.items(), key=str):
+    for provider, model, reason, day, count in sorted(zip(*counts.to_pydict().values(), strict=True), key=str):
         start = datetime.combine(day, time(0), timezone.utc)
         alerts.append(Alert(
             kind="unpriced_model", severity="warning", state="firing",

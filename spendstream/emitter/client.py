@@ -18,9 +18,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from spendstream.emitter.encoding import encode_event, join_record, record_overhead_bytes
+from spendstream.emitter.encoding import blockable, encode_block, encode_event, join_record
 from spendstream.emitter.ledger import Ledger, event_key
 from spendstream.emitter.sender import KafkaSender, SendFailed, SenderConfig
+from spendstream.schemas.usage import UsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,54 @@ class _Flush:
 
 
 _STOP = object()
+
+Key = tuple[str, str, int] | None
+
+
+class _Batch:
+    """Events waiting to be sent: UsageEvents for one block, anything else as encoded rows."""
+
+    __slots__ = ("block", "block_keys", "rows", "row_keys", "rows_size", "started")
+
+    def __init__(self) -> None:
+        self.block: list[UsageEvent] = []
+        self.block_keys: list[Key] = []
+        self.rows: list[bytes] = []
+        self.row_keys: list[Key] = []
+        self.rows_size = 0
+        self.started = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self.block) + len(self.rows)
+
+    def add_to_block(self, event: UsageEvent, key: Key) -> None:
+        if not self:
+            self.started = time.monotonic()
+        self.block.append(event)
+        self.block_keys.append(key)
+
+    def add_row(self, encoded: bytes, key: Key) -> None:
+        if not self:
+            self.started = time.monotonic()
+        self.rows.append(encoded)
+        self.row_keys.append(key)
+        self.rows_size += len(encoded) + 1
+
+    def records(self, max_bytes: int) -> list[tuple[bytes, list[Key]]]:
+        """Record values with the ledger keys of their events; a block too big for one record is split."""
+        out = []
+        pending = [(self.block, self.block_keys)] if self.block else []
+        while pending:
+            events, keys = pending.pop()
+            value = encode_block(events)
+            if len(value) > max_bytes and len(events) > 1:
+                half = len(events) // 2
+                pending += [(events[half:], keys[half:]), (events[:half], keys[:half])]
+                continue
+            out.append((value, keys))  # one event alone is far below the bound (the contract bounds its size)
+        if self.rows:
+            out.append((join_record(self.rows), self.row_keys))
+        return out
 
 
 class Emitter:
@@ -215,44 +264,40 @@ class Emitter:
             sender.close()
 
     def _loop(self, sender: KafkaSender) -> None:
-        parts: list[bytes] = []
-        keys: list[tuple[str, str, int] | None] = []
-        size = 0
-        batch_started = time.monotonic()
+        batch = _Batch()
         while True:
-            wait_s = self._flush_interval_s - (time.monotonic() - batch_started) if parts else None
+            wait_s = self._flush_interval_s - (time.monotonic() - batch.started) if batch else None
             try:
                 item = self._next(max(wait_s, 0) if wait_s is not None else self._flush_interval_s)
             except queue.Empty:
                 item = None  # the batch is due
             if item is _STOP:
-                self._send(sender, parts, keys)
+                self._send(sender, batch)
                 self._report_ledger(sender, force=True)
                 return
             if isinstance(item, _Flush):
-                self._send(sender, parts, keys)
-                parts, keys, size = [], [], 0
+                self._send(sender, batch)
+                batch = _Batch()
                 self._report_ledger(sender, force=True)
                 item.done.set()
                 continue
             if item is not None:
-                encoded = self._encode(item)
-                if encoded is None:
+                key = event_key(item) if self._ledger_topic else None  # type: ignore[arg-type]
+                if blockable(item):
+                    batch.add_to_block(item, key)  # type: ignore[arg-type]
+                else:
+                    encoded = self._encode(item)
+                    if encoded is None:
+                        continue
+                    if batch.rows and batch.rows_size + len(encoded) + 1 > self._max_batch_bytes:
+                        self._send(sender, batch)
+                        batch = _Batch()
+                    batch.add_row(encoded, key)
+                if len(batch) < self._max_batch_events and time.monotonic() - batch.started < self._flush_interval_s:
                     continue
-                extra = len(encoded) + record_overhead_bytes(len(parts) + 1) - record_overhead_bytes(len(parts))
-                if parts and size + extra > self._max_batch_bytes:
-                    self._send(sender, parts, keys)
-                    parts, keys, size = [], [], 0
-                if not parts:
-                    batch_started = time.monotonic()
-                parts.append(encoded)
-                keys.append(event_key(item) if self._ledger_topic else None)  # type: ignore[arg-type]
-                size += len(encoded) + 1
-                if len(parts) < self._max_batch_events and time.monotonic() - batch_started < self._flush_interval_s:
-                    continue
-            if parts:
-                self._send(sender, parts, keys)
-                parts, keys, size = [], [], 0
+            if batch:
+                self._send(sender, batch)
+                batch = _Batch()
             self._report_ledger(sender)
 
     def _next(self, timeout_s: float) -> object:
@@ -283,19 +328,21 @@ class Emitter:
             return None
         return encoded
 
-    def _send(self, sender: KafkaSender, parts: list[bytes], keys: list[tuple[str, str, int] | None]) -> None:
-        if not parts:
-            return
+    def _send(self, sender: KafkaSender, batch: _Batch) -> None:
+        for value, keys in batch.records(self._max_batch_bytes):
+            self._send_record(sender, value, keys)
+
+    def _send_record(self, sender: KafkaSender, value: bytes, keys: list[tuple[str, str, int] | None]) -> None:
         try:
-            sender.send(join_record(parts))
+            sender.send(value)
         except SendFailed as exc:
-            self._drop("send_failed", len(parts))
+            self._drop("send_failed", len(keys))
             if self._debug:
                 raise
             log.debug("emitter record failed after %d attempts", exc.attempts)
             return
         with self._stats_lock:
-            self._stats["sent_events"] += len(parts)
+            self._stats["sent_events"] += len(keys)
             self._stats["sent_records"] += 1
         if self._ledger_topic:
             self.ledger.delivered(keys)

@@ -84,6 +84,20 @@ class UsageColumns:
                    strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS))
 
 
+    @classmethod
+    def from_table(cls, events: pa.Table) -> UsageColumns:
+        """The pricing fields of an Arrow table with the ``usage_events`` event columns."""
+        def strings(name: str) -> pa.Array:
+            return events[name].combine_chunks()
+
+        def counts(name: str) -> np.ndarray:
+            return events[name].to_numpy().astype(np.int64, copy=False)
+
+        ts_ms = events["ts"].cast(pa.timestamp("ms", tz="UTC")).to_numpy().astype(np.int64)
+        return cls(strings("provider"), strings("model"), ts_ms, strings("mode"), strings("service_tier"),
+                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS))
+
+
 @dataclass(frozen=True, slots=True)
 class GroupPrice:
     """The price of one group of calls: the applied price, the list price, where it came from."""

@@ -40,6 +40,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# A Kafka record may carry many events as one block of columns (the emitter's
+# encoding, and the worker's fast path): {"block": BLOCK_FORMAT, "event_id": [...], ...}.
+BLOCK_FORMAT = "usage-columns/1"
+
 # Python callers get event_id and ts filled in when they build an event; on the
 # wire both are required, because an id made up by the pipeline would count a
 # re-delivered event twice.

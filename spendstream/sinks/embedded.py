@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from spendstream.sinks.store import QueryResult, StoreError, arrow_table, query_result
+from spendstream.sinks.store import INSERT_SETTINGS, QueryResult, StoreError, arrow_table, query_result
 
 
 class DataDirLocked(StoreError):
@@ -58,8 +58,10 @@ class EmbeddedStore:
         with pa.ipc.new_stream(sink, data.schema) as writer:
             writer.write_table(data)
         columns = ", ".join(f"`{name}`" for name in data.column_names)
+        settings = ", ".join(f"{name}={value}" for name, value in INSERT_SETTINGS.items())
+        sql = f"INSERT INTO {table} ({columns}) SETTINGS {settings}"
         try:
-            with self._lock, self._session.send_insert(f"INSERT INTO {table} ({columns})", "ArrowStream") as inserter:
+            with self._lock, self._session.send_insert(sql, "ArrowStream") as inserter:
                 inserter.append(sink.getvalue())
                 inserter.finish()
         except Exception as exc:  # chdb's own error types vary by version

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-import orjson
 import pyarrow as pa
 
 from spendstream.agents.stages import BatchResult, DeadLetter
@@ -25,20 +24,6 @@ DEAD_LETTER_SCHEMA = pa.schema([
     ("reason", pa.string()), ("raw", pa.string()),
 ])
 
-# Columns copied as they are from the UsageEvent, with their Arrow types.
-_EVENT_COLUMNS = [
-    ("event_id", pa.string()), ("ts", TS), ("attempt", pa.uint32()),
-    ("provider", pa.string()), ("model", pa.string()), ("deployment", pa.string()), ("mode", pa.string()),
-    ("service_tier", pa.string()),
-    ("input_tokens", pa.uint64()), ("cached_input_tokens", pa.uint64()), ("cache_write_tokens", pa.uint64()),
-    ("cache_write_1h_tokens", pa.uint64()), ("output_tokens", pa.uint64()), ("reasoning_tokens", pa.uint64()),
-    ("tokens_estimated", pa.bool_()), ("tokenizer", pa.string()),
-    ("latency_ms", pa.float64()), ("ttft_ms", pa.float64()), ("status", pa.string()), ("http_status", pa.uint16()),
-    ("team", pa.string()), ("feature", pa.string()), ("customer", pa.string()), ("environment", pa.string()),
-    ("user_hash", pa.string()),
-    ("prefix_fingerprint", pa.string()), ("prefix_tokens", pa.uint64()), ("max_tokens", pa.uint64()),
-    ("service", pa.string()),
-]
 # Per-call columns taken from the PricedBatch as they are.
 PRICE_COLUMNS = ("priced", "unpriced_reason", "price_model_id", "price_provider_id", "price_source", "override_id",
                  "input_cost", "output_cost", "total_cost", "list_cost")
@@ -46,22 +31,10 @@ PRICE_COLUMNS = ("priced", "unpriced_reason", "price_model_id", "price_provider_
 
 def usage_table(batch: BatchResult, *, now: datetime | None = None) -> pa.Table:
     """One row per priced event of ``batch``, named like the ``usage_events`` columns."""
-    events, priced = batch.events, batch.priced
-    assert priced is not None, "usage_table needs a priced batch"
-    n = len(events)
-    ingested_at = now or datetime.now(timezone.utc)
-    columns: dict[str, pa.Array] = {
-        name: pa.array([getattr(e, name) for e in events], type_) for name, type_ in _EVENT_COLUMNS
-    }
-    columns["request_id"] = pa.array([e.request_id or e.event_id for e in events], pa.string())
-    columns["tags"] = pa.array([list(tags.items()) for tags in batch.tags], pa.map_(pa.string(), pa.string()))
-    columns["folded_tags"] = pa.array(batch.folded_tags, pa.list_(pa.string()))
-    columns["extra"] = pa.array([_extra_json(e.extra_fields) for e in events], pa.string())
-    columns |= price_columns(priced)
-    columns["source_topic"] = pa.array([s.topic for s in batch.sources], pa.string())
-    columns["source_partition"] = pa.array([s.partition for s in batch.sources], pa.uint32())
-    columns["source_offset"] = pa.array([s.offset for s in batch.sources], pa.uint64())
-    columns["ingested_at"] = pa.array([ingested_at] * n, TS)
+    assert batch.events is not None and batch.priced is not None, "usage_table needs a priced batch"
+    ingested_at = pa.scalar(now or datetime.now(timezone.utc), TS)
+    columns = dict(zip(batch.events.column_names, batch.events.columns, strict=True)) | price_columns(batch.priced)
+    columns["ingested_at"] = pa.repeat(ingested_at, batch.events.num_rows)
     return pa.table(columns)
 
 
@@ -71,14 +44,9 @@ def price_columns(priced: PricedBatch) -> dict[str, pa.Array]:
     columns = {name: getattr(priced, name) for name in PRICE_COLUMNS}
     columns |= {f"{kind}_price_per_mtok": priced.unit_prices[kind] for kind in KINDS}
     columns |= {f"list_{kind}_price_per_mtok": priced.list_unit_prices[kind] for kind in KINDS}
-    columns |= {"catalog": pa.array([priced.catalog] * n, pa.string()),
-                "catalog_version": pa.array([priced.catalog_version] * n, pa.string()),
-                "overrides_version": pa.array([priced.overrides_version] * n, pa.string())}
+    columns |= {name: pa.repeat(pa.scalar(getattr(priced, name), pa.string()), n)
+                for name in ("catalog", "catalog_version", "overrides_version")}
     return columns
-
-
-def _extra_json(extra: dict[str, object]) -> str:
-    return orjson.dumps(extra, default=str).decode() if extra else ""
 
 
 def dead_letter_table(dead: Sequence[DeadLetter], *, now: datetime | None = None) -> pa.Table:

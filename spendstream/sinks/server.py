@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from spendstream.sinks.store import QueryResult, StoreError, arrow_table, query_result
+from spendstream.sinks.store import INSERT_SETTINGS, QueryResult, StoreError, arrow_table, query_result
 
 
 class ServerStore:
@@ -57,7 +57,7 @@ class ServerStore:
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:
-            self._client.insert_arrow(table, data)
+            self._client.insert_arrow(table, data, settings=INSERT_SETTINGS)
         except Exception as exc:  # clickhouse-connect raises several unrelated types
             raise StoreError(f"insert into {table} failed: {exc}") from exc
 

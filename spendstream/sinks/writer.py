@@ -73,7 +73,7 @@ class SinkWriter:
                 await asyncio.sleep(delay)
 
     def _write_now(self, batch: BatchResult) -> None:
-        if batch.events:
+        if batch.num_events:
             self._store.insert_arrow("usage_events", usage_table(batch))
         if batch.dead_letters:
             self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))

@@ -1,0 +1,212 @@
+"""Usage events as Arrow columns: the fast path for blocks, the exact path for everything else.
+
+The emitter sends many events per Kafka record as one **block**: a JSON object of
+columns (``{"block": "usage-columns/1", "event_id": [...], "ts": [...], ...}``,
+see :func:`spendstream.emitter.encoding.encode_block`). A block is decoded in one
+msgspec call whose types carry the contract's constraints (lengths, ranges,
+literals, strict integers), and its columns go straight into Arrow: no pydantic
+model, no dict, no Python object per event beyond the decoded values.
+
+The pydantic :class:`~spendstream.schemas.usage.UsageEvent` stays the authority.
+The fast path accepts only blocks whose every value it can vouch for; anything
+else about a block (a wrong type, a value out of bounds, parts above totals, an
+implausible time, a field this version does not know) sends the whole record to
+the exact path, which transposes it into events and validates each with pydantic,
+so every bad event gets its own dead letter with pydantic's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.schemas._types import MAX_TOKENS
+from spendstream.schemas.usage import (
+    BLOCK_FORMAT,
+    MAX_TAG_KEY_CHARS,
+    MAX_TAG_VALUE_CHARS,
+    MAX_TAGS,
+    UsageEvent,
+)
+
+TS = pa.timestamp("ms", tz="UTC")
+
+# The usage_events columns an event decides, with their Arrow types.
+EVENT_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("event_id", pa.string()), ("ts", TS), ("request_id", pa.string()), ("attempt", pa.uint32()),
+    ("provider", pa.string()), ("model", pa.string()), ("deployment", pa.string()), ("mode", pa.string()),
+    ("service_tier", pa.string()),
+    ("input_tokens", pa.uint64()), ("cached_input_tokens", pa.uint64()), ("cache_write_tokens", pa.uint64()),
+    ("cache_write_1h_tokens", pa.uint64()), ("output_tokens", pa.uint64()), ("reasoning_tokens", pa.uint64()),
+    ("tokens_estimated", pa.bool_()), ("tokenizer", pa.string()),
+    ("latency_ms", pa.float64()), ("ttft_ms", pa.float64()), ("status", pa.string()), ("http_status", pa.uint16()),
+    ("team", pa.string()), ("feature", pa.string()), ("customer", pa.string()), ("environment", pa.string()),
+    ("user_hash", pa.string()),
+    ("prefix_fingerprint", pa.string()), ("prefix_tokens", pa.uint64()), ("max_tokens", pa.uint64()),
+    ("service", pa.string()), ("extra", pa.string()),
+]
+EVENT_SCHEMA = pa.schema(EVENT_COLUMNS)
+TAGS_TYPE = pa.map_(pa.string(), pa.string())
+FOLDED_TYPE = pa.list_(pa.string())
+
+
+# -- the block's wire types: the contract's constraints, checked by msgspec in C ----------
+
+_Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+_TagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_KEY_CHARS)]
+_TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_CHARS)]
+_Millis = Annotated[float, msgspec.Meta(ge=0)] | None
+
+
+class UsageBlock(msgspec.Struct, forbid_unknown_fields=True):
+    """A block as it may take the fast path. A column left out means every event has the default."""
+
+    block: Literal["usage-columns/1"]
+    event_id: list[_Identifier]
+    ts: list[Annotated[datetime, msgspec.Meta(tz=True)]]
+    provider: list[_Identifier]
+    model: list[_Identifier]
+    schema_version: list[Literal[1]] | None = None
+    request_id: list[_Identifier | None] | None = None
+    attempt: list[Annotated[int, msgspec.Meta(ge=1)]] | None = None
+    deployment: list[_Label] | None = None
+    mode: list[Literal["realtime", "batch"]] | None = None
+    service_tier: list[_Label] | None = None
+    input_tokens: list[_Count] | None = None
+    cached_input_tokens: list[_Count] | None = None
+    cache_write_tokens: list[_Count] | None = None
+    cache_write_1h_tokens: list[_Count] | None = None
+    output_tokens: list[_Count] | None = None
+    reasoning_tokens: list[_Count] | None = None
+    tokens_estimated: list[bool] | None = None
+    tokenizer: list[_Label] | None = None
+    latency_ms: list[_Millis] | None = None
+    ttft_ms: list[_Millis] | None = None
+    status: list[Literal["ok", "error", "timeout", "rate_limited", "invalid_output"]] | None = None
+    http_status: list[Annotated[int, msgspec.Meta(ge=100, le=599)] | None] | None = None
+    team: list[_Label] | None = None
+    feature: list[_Label] | None = None
+    customer: list[_Label] | None = None
+    environment: list[_Label] | None = None
+    user_hash: list[_Label] | None = None
+    tags: list[Annotated[dict[_TagKey, _TagValue], msgspec.Meta(max_length=MAX_TAGS)]] | None = None
+    prefix_fingerprint: list[_Label] | None = None
+    prefix_tokens: list[_Count | None] | None = None
+    max_tokens: list[_Count | None] | None = None
+    service: list[_Label] | None = None
+
+
+assert BLOCK_FORMAT == "usage-columns/1"  # the Literal above must name the same format
+_DECODER = msgspec.json.Decoder(UsageBlock)
+
+
+class _Kind(msgspec.Struct):
+    block: Any = None
+
+
+_KIND = msgspec.json.Decoder(_Kind)
+_DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in UsageEvent.model_fields.items()}
+
+
+class NotABlock(Exception):
+    """The record is not a block (events as a JSON array or object, or not JSON at all)."""
+
+
+class NotFast(Exception):
+    """This block needs the exact path (the reason is for logs; pydantic gives the events' own)."""
+
+
+def block_columns(value: bytes, *, earliest: datetime, latest: datetime) -> tuple[pa.Table, list[dict[str, str]] | None]:
+    """A valid block as event columns (``EVENT_SCHEMA``) and its tags (None when no event has any).
+
+    Raises :class:`NotABlock` for records that are not blocks, and :class:`NotFast`
+    when any value of a block needs pydantic's judgement.
+    """
+    if value.lstrip()[:1] != b"{":
+        raise NotABlock
+    try:
+        block = _DECODER.decode(value)
+    except msgspec.ValidationError as exc:
+        if _KIND.decode(value).block is None:
+            raise NotABlock from None  # an event as a JSON object
+        raise NotFast(str(exc)) from None
+    except msgspec.DecodeError:
+        raise NotABlock from None  # not JSON: the row path dead-letters it with the parser's reason
+    n = len(block.event_id)
+    for name in UsageBlock.__struct_fields__[1:]:
+        column = getattr(block, name)
+        if column is not None and len(column) != n:
+            raise NotFast(f"column {name} has {len(column)} values, event_id has {n}")
+
+    counts = {name: _counts(getattr(block, name), n) for name in
+              ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+               "output_tokens", "reasoning_tokens")}
+    if (np.any(counts["cached_input_tokens"] + counts["cache_write_tokens"] > counts["input_tokens"])
+            or np.any(counts["cache_write_1h_tokens"] > counts["cache_write_tokens"])
+            or np.any(counts["reasoning_tokens"] > counts["output_tokens"])):
+        raise NotFast("token parts exceed their totals")
+    ts = pa.array(block.ts, pa.timestamp("us", tz="UTC"))
+    if n and (pc.min(ts).as_py() < earliest or pc.max(ts).as_py() > latest):
+        raise NotFast("a timestamp is implausible")
+
+    event_id = pa.array(block.event_id, pa.string())
+    columns: dict[str, pa.Array] = {"event_id": event_id, "ts": ts.cast(TS, safe=False)}
+    for name, type_ in EVENT_COLUMNS[2:]:
+        if name in counts:
+            columns[name] = pa.array(counts[name], type_)
+        elif name == "extra":
+            columns[name] = pa.repeat(pa.scalar("", pa.string()), n)
+        else:
+            column = getattr(block, name)
+            columns[name] = (pa.array(column, type_) if column is not None
+                             else pa.repeat(pa.scalar(_DEFAULTS[name], type_), n))
+    columns["request_id"] = pc.coalesce(columns["request_id"], event_id)
+    tags = block.tags if block.tags is not None and any(block.tags) else None
+    return pa.table(columns, schema=EVENT_SCHEMA), tags
+
+
+def _counts(column: list[int] | None, n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.int64) if column is None else np.array(column, dtype=np.int64)
+
+
+def block_items(value: bytes) -> list[tuple[int, Any]] | str:
+    """A block's events as plain objects for pydantic (the exact path), or why the block is unreadable."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"record is not valid JSON: {exc}"
+    if doc.get("block") != BLOCK_FORMAT:
+        return f"unknown block format {str(doc.get('block'))[:80]!r}; this worker reads {BLOCK_FORMAT!r}"
+    columns = {name: values for name, values in doc.items() if name != "block"}
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            return f"block column {name[:80]!r} is JSON {type(values).__name__}, expected an array"
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{name[:80]}={len(values)}" for name, values in columns.items())
+        return f"block columns differ in length ({sizes})"
+    n = lengths.pop() if lengths else 0
+    # A null stands for "not given", so the contract's default (or its "missing" error) applies.
+    return [(i, {name: values[i] for name, values in columns.items() if values[i] is not None}) for i in range(n)]
+
+
+def events_table(events: Sequence[UsageEvent]) -> pa.Table:
+    """Validated events (the exact path) as the same columns the fast path makes."""
+    columns = {name: pa.array([getattr(e, name) for e in events], type_) for name, type_ in EVENT_COLUMNS
+               if name not in ("request_id", "extra")}
+    columns["request_id"] = pa.array([e.request_id or e.event_id for e in events], pa.string())
+    columns["extra"] = pa.array([_extra_json(e.extra_fields) for e in events], pa.string())
+    return pa.table(columns, schema=EVENT_SCHEMA)
+
+
+def _extra_json(extra: dict[str, object]) -> str:
+    return orjson.dumps(extra, default=str).decode() if extra else ""
