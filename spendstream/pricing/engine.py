@@ -209,16 +209,17 @@ class Pricer:
         named_customers = {r.customer for r in self.overrides.rules if r.customer is not None}
         group_of, rep = _group(cols, teams=named_teams, customers=named_customers)
         minute_ms = (cols.ts_ms // 60_000) * 60_000
-        strings = {name: _strings(getattr(cols, name)) for name in
+        # each group's representative call: its fields decide the group's price
+        strings = {name: _taken(getattr(cols, name), rep) for name in
                    ("provider", "model", "mode", "service_tier", "team", "customer")}
 
         def named(value: str | None, names: set[str]) -> str | None:
             return value if value in names else None
 
         groups = [self.group_price(
-            strings["provider"][r], strings["model"][r], datetime.fromtimestamp(minute_ms[r] / 1000, timezone.utc),
-            strings["mode"][r], strings["service_tier"][r], named(strings["team"][r], named_teams),
-            named(strings["customer"][r], named_customers)) for r in rep.tolist()]
+            strings["provider"][g], strings["model"][g], datetime.fromtimestamp(minute_ms[r] / 1000, timezone.utc),
+            strings["mode"][g], strings["service_tier"][g], named(strings["team"][g], named_teams),
+            named(strings["customer"][g], named_customers)) for g, r in enumerate(rep.tolist())]
 
         # Many groups share a price (the same model in another minute): tabulate each price once.
         index: dict[int, int] = {}
@@ -234,11 +235,11 @@ class Pricer:
         tokens = [np.asarray(getattr(cols, name), dtype=np.int64) for name in TOKEN_COLUMNS]
         path, list_path = table.path[applied_of], table.path[listed_of]
         priced, list_priced = path != UNPRICED, list_path != UNPRICED
-        rates, (input_units, output_units) = table.cost_units(applied_of, tokens)
-        list_rates, (list_in, list_out) = table.cost_units(listed_of, tokens)
+        rates, segment, (input_units, output_units) = table.cost_units(applied_of, tokens)
+        list_rates, list_segment, (list_in, list_out) = table.cost_units(listed_of, tokens)
 
-        unit_prices = {kind: _money(rates[:, k], RATE_DIGITS, priced) for k, kind in enumerate(KINDS)}
-        list_prices = {kind: _money(list_rates[:, k], RATE_DIGITS, list_priced) for k, kind in enumerate(KINDS)}
+        unit_prices = _unit_prices(rates, applied_of, segment, priced)
+        list_prices = _unit_prices(list_rates, listed_of, list_segment, list_priced)
         costs = {
             "input_cost": _money(input_units, COST_DIGITS, priced),
             "output_cost": _money(output_units, COST_DIGITS, priced),
@@ -265,8 +266,8 @@ class Pricer:
             override_id=per_call([g.override_id for g in groups]),
             unit_prices=unit_prices,
             list_unit_prices=list_prices,
-            unpriced_models=sorted({(strings["provider"][r], strings["model"][r], g.applied.reason or "")
-                                    for r, g in zip(rep.tolist(), groups, strict=True) if not g.applied.priced}),
+            unpriced_models=sorted({(strings["provider"][i], strings["model"][i], g.applied.reason or "")
+                                    for i, g in enumerate(groups) if not g.applied.priced}),
             **costs,
         )
 
@@ -327,14 +328,15 @@ class _Tables:
         return starts, segments
 
     def cost_units(self, price_of: np.ndarray, tokens: list[np.ndarray]):
-        """(rates per call and kind, (input cost, output cost) in 1e-12 USD) for calls priced by ``price_of``."""
+        """(rates per call and kind, each call's tier, (input cost, output cost) in 1e-12 USD) for calls
+        priced by ``price_of``."""
         inp, cached, write, write_1h, out, reasoning = tokens
         segment = (inp[:, None] > self.thresholds[price_of]).sum(axis=1)
         rates = self.rates[price_of, segment]
         input_units = ((inp - cached - write) * rates[:, 0] + cached * rates[:, 1]
                        + (write - write_1h) * rates[:, 2] + write_1h * rates[:, 3])
         output_units = (out - reasoning) * rates[:, 4] + reasoning * rates[:, 5]
-        return rates, (input_units, output_units)
+        return rates, segment, (input_units, output_units)
 
 
 def _exact_cost(price: CatalogPrice, counts: dict[str, int]) -> tuple[Decimal, Decimal, tuple[Decimal | None, ...]]:
@@ -368,8 +370,20 @@ def _money(units: np.ndarray, digits: int, valid: np.ndarray) -> pa.Array:
     return pc.cast(scaled, MONEY)
 
 
-def _strings(values: Sequence[Any] | pa.Array) -> Sequence[Any]:
-    return values.to_pylist() if isinstance(values, pa.Array) else values
+def _unit_prices(rates: np.ndarray, price_of: np.ndarray, segment: np.ndarray, valid: np.ndarray
+                 ) -> dict[str, pa.Array]:
+    """The per-call unit-price columns: each distinct (price, tier) converted to decimal once, then gathered."""
+    key = price_of.astype(np.int64) * (int(segment.max(initial=0)) + 1) + segment
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    take = pa.array(inverse.astype(np.int32))
+    return {kind: _money(rates[first, k], RATE_DIGITS, valid[first]).take(take) for k, kind in enumerate(KINDS)}
+
+
+def _taken(values: Sequence[Any] | pa.Array, rows: np.ndarray) -> list[Any]:
+    """``values`` at ``rows``, as Python objects."""
+    if isinstance(values, pa.Array):
+        return values.take(pa.array(rows)).to_pylist()
+    return [values[r] for r in rows.tolist()]
 
 
 def _codes(values: Sequence[Any] | pa.Array, keep: set[str] | None = None) -> tuple[np.ndarray, int]:
