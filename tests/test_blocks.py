@@ -87,6 +87,23 @@ def test_a_bad_value_in_a_block_gets_the_same_dead_letter_as_in_a_json_array(ind
     assert len(ids) == 1 and len(dead) == 1  # the good event is kept, the bad one says why
 
 
+@pytest.mark.parametrize("ts", [
+    "2026-11-01T12:00:00Z", "2026-11-01T12:00:00.123456Z", "2026-11-01T12:00:00.1+05:30", "2026-11-01T12:00:00-00:00",
+    "2026-11-01T12:00:00+23:59", "2026-11-01T12:00:00+24:00", "2026-11-01T12:00:00+05:99", "2026-11-01T12:00:00+02",
+    "2026-11-01T12:00:00+0200", "2026-11-01T12Z", "2026-11-01T12:00Z", "2026-11-01 12:00:00Z", "2026-11-01t12:00:00z",
+    "2026-11-01T12:00:00.1234567Z", "2026-11-01T12:00:00.9999999Z", "2026-02-30T00:00:00Z", "2026-11-01T24:00:00Z",
+    "2026-11-01T12:00:60Z", "2026-11-01T12:00:00", "2026-11-01", "1700000000", "",
+])
+def test_timestamps_take_the_fast_path_only_where_pydantic_reads_them_the_same(ts: str) -> None:
+    items = [{"event_id": "t1", "ts": ts, "provider": "openai", "model": "gpt-4o", "input_tokens": 5},
+             {"event_id": "t2", "ts": "2026-11-01T12:00:00Z", "provider": "openai", "model": "gpt-4o"}]
+    block, rows = _block(items), orjson.dumps(items)
+    assert _outcome(block) == _outcome(rows)
+    fast = process([SourceRecord("usage", 0, 0, block)], PRICER).events
+    exact = process([SourceRecord("usage", 0, 0, rows)], PRICER).events
+    assert fast["ts"].to_pylist() == exact["ts"].to_pylist()
+
+
 def test_a_field_the_version_does_not_know_is_kept_not_dropped() -> None:
     event = {"event_id": "x1", "ts": "2026-11-01T12:00:00Z", "provider": "openai", "model": "gpt-4o",
              "input_tokens": 10, "new_field": 3}

@@ -72,7 +72,7 @@ class UsageBlock(msgspec.Struct, forbid_unknown_fields=True):
 
     block: Literal["usage-columns/1"]
     event_id: list[_Identifier]
-    ts: list[Annotated[datetime, msgspec.Meta(tz=True)]]
+    ts: list[str]  # parsed by Arrow below, once its shape is checked
     provider: list[_Identifier]
     model: list[_Identifier]
     schema_version: list[Literal[1]] | None = None
@@ -107,6 +107,9 @@ class UsageBlock(msgspec.Struct, forbid_unknown_fields=True):
 
 assert BLOCK_FORMAT == "usage-columns/1"  # the Literal above must name the same format
 _DECODER = msgspec.json.Decoder(UsageBlock)
+# The shape the emitter writes (pydantic accepts more, and those take the exact path): Arrow's
+# ISO 8601 parser alone would also take forms pydantic refuses, such as "+02" offsets.
+RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
 
 
 class _Kind(msgspec.Struct):
@@ -154,7 +157,13 @@ def block_columns(value: bytes, *, earliest: datetime, latest: datetime) -> tupl
             or np.any(counts["cache_write_1h_tokens"] > counts["cache_write_tokens"])
             or np.any(counts["reasoning_tokens"] > counts["output_tokens"])):
         raise NotFast("token parts exceed their totals")
-    ts = pa.array(block.ts, pa.timestamp("us", tz="UTC"))
+    ts_text = pa.array(block.ts, pa.string())
+    if not pc.all(pc.match_substring_regex(ts_text, RFC3339)).as_py():
+        raise NotFast("a timestamp is not RFC 3339 with a zone")
+    try:
+        ts = pc.cast(ts_text, pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid as exc:  # a date that does not exist, an offset out of range
+        raise NotFast(str(exc)) from None
     if n and (pc.min(ts).as_py() < earliest or pc.max(ts).as_py() > latest):
         raise NotFast("a timestamp is implausible")
 
