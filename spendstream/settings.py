@@ -31,7 +31,8 @@ class Settings(BaseSettings):
         "YAML: self-hosted deployments with GPU type, count and hourly price; see docs/gpu.md."))
     topic_partitions: int = Field(default=8, ge=1, description="Fixed at topic creation; caps the worker count.")
     consumer_group: str = "spendstream"
-    batch_max_records: int = Field(default=200, ge=1, description="Kafka records per sink write (each holds many events).")
+    batch_max_records: int = Field(default=100, ge=1, description=(
+        "Kafka records per sink write at most (a block holds up to 1,000 events; a backlog fills the batch)."))
     batch_max_wait_s: float = Field(default=0.5, gt=0)
     web_port: int = Field(default=0, ge=0, description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
     overrides_file: Path | None = Field(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import SimpleNamespace
 
 import pytest
+from aiokafka import TopicPartition
 
 from spendstream.agents.consumer import ConsumerLoop
 from spendstream.kafka_admin import ensure_topics
@@ -96,3 +98,41 @@ def test_a_partition_whose_commits_stop_advancing_is_reported(caplog) -> None:
     assert len(stalled) == 1 and "partition 0" in stalled[0]
     health = loop.health()["partitions"]
     assert health[0]["stalled"] is True and health[1]["stalled"] is False  # caught up: idle, not stalled
+
+
+
+class _ScriptedConsumer:
+    """Answers getmany from a script of fetches, as aiokafka would hand them over one by one."""
+
+    def __init__(self, fetches: list[dict[TopicPartition, list[int]]]) -> None:
+        self.fetches, self.calls = fetches, []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[SimpleNamespace]]:
+        self.calls.append((timeout_ms, max_records))
+        if not self.fetches:
+            return {}
+        fetch = self.fetches.pop(0)
+        assert sum(map(len, fetch.values())) <= max_records, "the loop asked for fewer than the script hands over"
+        return {tp: [SimpleNamespace(offset=o) for o in offsets] for tp, offsets in fetch.items()}
+
+
+def test_a_backlog_fills_the_batch_and_a_lull_closes_it() -> None:
+    p0, p1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    consumer = _ScriptedConsumer([{p0: [0, 1], p1: [0]}, {p0: [2]}, {p1: [1, 2]}, {}, {p0: [3]}])
+    loop = ConsumerLoop("unused:9092", "t", "g", handle=None, max_records=10, max_wait_s=0.5, top_up_ms=20)
+
+    batch = asyncio.run(loop._fetch(consumer))
+    # three fetches joined in order per partition, then a top-up that brought nothing closed the batch
+    assert {tp: [m.offset for m in messages] for tp, messages in batch.items()} == {p0: [0, 1, 2], p1: [0, 1, 2]}
+    assert consumer.calls == [(500, 10), (20, 7), (20, 6), (20, 4)]
+    assert consumer.fetches == [{p0: [3]}]  # left for the next batch
+
+
+def test_a_full_batch_goes_without_waiting_for_more() -> None:
+    p0 = TopicPartition("t", 0)
+    consumer = _ScriptedConsumer([{p0: [0, 1, 2]}, {p0: [3, 4]}, {p0: [5]}])
+    loop = ConsumerLoop("unused:9092", "t", "g", handle=None, max_records=5)
+
+    batch = asyncio.run(loop._fetch(consumer))
+    assert [m.offset for m in batch[p0]] == [0, 1, 2, 3, 4]
+    assert consumer.calls == [(500, 5), (20, 2)]

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from spendstream.agents.stages import SourceRecord
@@ -57,6 +57,8 @@ class ConsumerLoop:
     handle: Callable[[list[SourceRecord]], Awaitable[None]]
     max_records: int = 200
     max_wait_s: float = 0.5
+    top_up_ms: int = 20
+    fetch_partition_bytes: int = 8 * 1024 * 1024  # a block record is ~300 kB: fetch many per round trip
     stall_after_s: float = 60.0
     client_id: str = "spendstream-worker"
     partitions: dict[int, PartitionState] = field(default_factory=dict)
@@ -79,15 +81,14 @@ class ConsumerLoop:
             # a long ClickHouse outage pauses polling; do not get expelled from the group for it
             max_poll_interval_ms=3_600_000,
             fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,  # a block record is ~200 kB; fetch many per round trip
+            max_partition_fetch_bytes=self.fetch_partition_bytes,
         )
         await consumer.start()
         log.info("consuming %s as group %s (write, then commit)", self.topic, self.group_id)
         in_flight: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None = None
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=int(self.max_wait_s * 1000),
-                                                 max_records=self.max_records)
+                batches = await self._fetch(consumer)
                 records = [SourceRecord(tp.topic, tp.partition, m.offset, m.value)
                            for tp, messages in batches.items() for m in messages]
                 now = time.monotonic()
@@ -110,6 +111,26 @@ class ConsumerLoop:
                 await self._abandon(consumer, in_flight)
             finally:
                 await consumer.stop()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Up to ``max_records`` records: wait up to ``max_wait_s`` for the first, then take what keeps coming.
+
+        A backlog fills the batch (one big insert makes one part, where many small ones
+        make ClickHouse merge them later: half the insert's cost at 25k events per batch,
+        bench/README.md); under light load nothing more arrives within ``top_up_ms`` and
+        the batch goes at once.
+        """
+        batches = await consumer.getmany(timeout_ms=int(self.max_wait_s * 1000), max_records=self.max_records)
+        count = sum(len(messages) for messages in batches.values())
+        deadline = time.monotonic() + self.max_wait_s
+        while 0 < count < self.max_records and time.monotonic() < deadline:
+            more = await consumer.getmany(timeout_ms=self.top_up_ms, max_records=self.max_records - count)
+            if not more:
+                break
+            for tp, messages in more.items():
+                batches.setdefault(tp, []).extend(messages)
+                count += len(messages)
+        return batches
 
     async def _complete(self, consumer: AIOKafkaConsumer, task: asyncio.Task[None],
                         offsets: dict[TopicPartition, int]) -> None:

@@ -47,6 +47,7 @@ class WorkerProcess:
                    SPENDSTREAM_LEDGER_TOPIC=self.settings.ledger_topic,
                    SPENDSTREAM_CONSUMER_GROUP=self.settings.consumer_group,
                    SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
+                   SPENDSTREAM_BATCH_MAX_RECORDS=str(self.settings.batch_max_records),
                    SPENDSTREAM_BATCH_MAX_WAIT_S=str(self.settings.batch_max_wait_s))
         if self.settings.clickhouse_url is not None:
             env["SPENDSTREAM_CLICKHOUSE_URL"] = self.settings.clickhouse_url.get_secret_value()
