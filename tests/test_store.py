@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import orjson
@@ -56,6 +57,28 @@ def test_redelivered_events_are_stored_once(embedded_store) -> None:
         {"p": prefix}).rows[0]
     assert count == 5
     assert cost == sum(batch.priced.total_cost.to_pylist())
+
+
+
+def test_an_insert_larger_than_one_append_arrives_whole(embedded_store) -> None:
+    # The embedded insert streams its Arrow IPC to chdb in ~8 MB appends; 30 MB takes several.
+    import pyarrow as pa
+
+    prefix = uuid.uuid4().hex
+    n = 30_000
+    raw = [f"{i:05d}".encode() * 200 for i in range(n)]  # 1 kB each, each different
+    table = pa.table({
+        "received_at": pa.array([datetime(2026, 11, 1, tzinfo=timezone.utc)] * n, pa.timestamp("ms", tz="UTC")),
+        "source_topic": pa.array([prefix] * n), "source_partition": pa.array([0] * n, pa.uint32()),
+        "source_offset": pa.array(range(n), pa.uint64()), "item_index": pa.array([-1] * n, pa.int32()),
+        "event_id": pa.array([None] * n, pa.string()), "reason": pa.array(["big"] * n),
+        "raw": pa.array([r.decode() for r in raw]),
+    })
+    embedded_store.insert_arrow("dead_letters", table)
+    count, total, first, last = embedded_store.query(
+        "SELECT count(), sum(length(raw)), min(source_offset), max(source_offset) FROM dead_letters FINAL "
+        "WHERE source_topic = {p:String}", {"p": prefix}).rows[0]
+    assert (int(count), int(total), int(first), int(last)) == (n, 1000 * n, 0, n - 1)
 
 
 def test_dead_letters_keep_reason_and_raw_bytes(embedded_store) -> None:

@@ -54,15 +54,17 @@ class EmbeddedStore:
         return arrow_table(self._run(sql, "ArrowStream", params))
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
-        sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, data.schema) as writer:
-            writer.write_table(data)
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         settings = ", ".join(f"{name}={value}" for name, value in INSERT_SETTINGS.items())
         sql = f"INSERT INTO {table} ({columns}) SETTINGS {settings}"
         try:
             with self._lock, self._session.send_insert(sql, "ArrowStream") as inserter:
-                inserter.append(sink.getvalue())
+                # The stream goes over as it is written, a few MB at a time, instead of
+                # being built whole first (a 100k-event batch is ~60 MB of Arrow IPC).
+                appender = _Appender(inserter)
+                with pa.ipc.new_stream(appender, data.schema) as writer:
+                    writer.write_table(data, max_chunksize=_CHUNK_ROWS)
+                appender.flush()
                 inserter.finish()
         except Exception as exc:  # chdb's own error types vary by version
             raise StoreError(f"insert into {table} failed: {exc}") from exc
@@ -77,3 +79,29 @@ class EmbeddedStore:
         except Exception as exc:  # chdb's own error types vary by version
             raise StoreError(str(exc)) from exc
         return result.bytes() if hasattr(result, "bytes") else str(result).encode()
+
+
+_CHUNK_ROWS = 16_384
+_APPEND_BYTES = 8 * 1024 * 1024
+
+
+class _Appender(io.RawIOBase):
+    """A write-only file that hands what is written to a chdb streaming insert, ~8 MB at a time."""
+
+    def __init__(self, inserter: Any) -> None:
+        self._inserter = inserter
+        self._pending = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._pending += data
+        if len(self._pending) >= _APPEND_BYTES:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._inserter.append(bytes(self._pending))
+            self._pending.clear()
