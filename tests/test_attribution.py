@@ -24,6 +24,29 @@ def test_guard_folds_new_values_past_the_limit_and_counts_them() -> None:
     assert guard.folded == {"route": 2}
 
 
+
+# 400 keys: past the per-key column path, entry by entry
+@pytest.mark.parametrize(("distinct_keys", "limit"), [(3, 25), (400, 4)])
+def test_folding_columns_agrees_with_folding_event_by_event(distinct_keys: int, limit: int) -> None:
+    import random
+
+    import pyarrow as pa
+
+    rng = random.Random(distinct_keys)
+    by_event, by_columns = TagGuard(limit=limit), TagGuard(limit=limit)
+    for batch in range(6):
+        events = [{f"k{rng.randrange(distinct_keys)}": f"v{rng.randrange(60)}" for _ in range(rng.randrange(4))}
+                  for _ in range(300)]
+        expected = []
+        for tags in events:
+            folded_keys = by_event.fold(tags)[1]
+            expected += [key in folded_keys for key in tags]
+        keys = pa.array([key for tags in events for key in tags], pa.string())
+        values = pa.array([value for tags in events for value in tags.values()], pa.string())
+        assert by_columns.fold_entries(keys, values).tolist() == expected, f"batch {batch}"
+    assert by_columns.folded == by_event.folded and sum(by_event.folded.values()) > 0
+
+
 @pytest.mark.integration
 def test_views_give_cost_per_request_and_per_successful_request(embedded_store) -> None:
     team = f"team-{uuid.uuid4().hex[:8]}"

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
-from spendstream.agents.attribution import TagGuard
+from spendstream.agents.attribution import OTHER, TagGuard
 from spendstream.agents.events import NotABlock, NotFast, block_columns, block_items, events_table
 from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
 from spendstream.schemas.alert import Alert
@@ -220,23 +220,23 @@ def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard
 
 def _guarded_tags(parts: list[tuple[list[dict[str, str]] | None, int]], n: int, guard: TagGuard
                   ) -> tuple[pa.Array, pa.Array]:
-    """The tags and folded_tags columns: empty without building n maps when no event has tags."""
-    if all(part is None for part, _ in parts):
-        offsets = pa.array(np.zeros(n + 1, dtype=np.int32))
-        return (pa.MapArray.from_arrays(offsets, pa.array([], pa.string()), pa.array([], pa.string())),
-                pa.ListArray.from_arrays(offsets, pa.array([], pa.string())))
-    tags: list[list[tuple[str, str]]] = []
-    folded: list[list[str]] = []
-    for part, size in parts:
-        if part is None:
-            tags.extend([] for _ in range(size))
-            folded.extend([] for _ in range(size))
-            continue
-        for event_tags in part:
-            kept, keys = guard.fold(event_tags)
-            tags.append(list(kept.items()))
-            folded.append(keys)
-    return pa.array(tags, pa.map_(pa.string(), pa.string())), pa.array(folded, pa.list_(pa.string()))
+    """The tags and folded_tags columns, built from the entries flattened once (no map per event)."""
+    events = [tags for part, size in parts for tags in (part if part is not None else [{}] * size)] \
+        if any(part is not None for part, _ in parts) else []
+    lengths = np.fromiter(map(len, events), dtype=np.int32, count=len(events)) if events \
+        else np.zeros(n, dtype=np.int32)
+    keys = pa.array([key for tags in events for key in tags], pa.string())
+    values = pa.array([value for tags in events for value in tags.values()], pa.string())
+    folded = guard.fold_entries(keys, values)
+    stored = pc.if_else(pa.array(folded), pa.scalar(OTHER), values) if folded.any() else values
+    tag_column = pa.MapArray.from_arrays(pa.array(_offsets(lengths)), keys, stored)
+    folded_per_event = np.bincount(np.repeat(np.arange(n), lengths)[folded], minlength=n).astype(np.int32)
+    folded_column = pa.ListArray.from_arrays(pa.array(_offsets(folded_per_event)), keys.filter(pa.array(folded)))
+    return tag_column, folded_column
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros(1, dtype=np.int32), np.cumsum(lengths, dtype=np.int32)])
 
 
 def unpriced_alerts(batch: BatchResult, now: datetime) -> list[Alert]:
