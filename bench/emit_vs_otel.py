@@ -41,20 +41,17 @@ def _stats(samples: list[float]) -> str:
             f"({len(samples):,} calls)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=200_000)
-    args = parser.parse_args()
-
+def compare(bootstrap: str, calls: int) -> dict[str, list[float]]:
+    """Per-call µs of ``Emitter.emit()`` and of ``BatchSpanProcessor.on_end()``, interleaved in one run."""
     events = [UsageEvent(provider="openai", model="gpt-4o-mini", input_tokens=1_200 + i % 500, output_tokens=300,
                          cached_input_tokens=512, team="search", feature="summarise", customer=f"c{i % 40}",
-                         request_id=f"r{i}") for i in range(args.calls)]
+                         request_id=f"r{i}") for i in range(calls)]
     provider = TracerProvider()
     processor = BatchSpanProcessor(NoopExporter(), max_queue_size=2_048 * 16)
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
     spans = []
-    for i in range(args.calls):
+    for i in range(calls):
         span = tracer.start_span("chat gpt-4o-mini", attributes={
             "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
             "gen_ai.usage.input_tokens": 1_200 + i % 500, "gen_ai.usage.output_tokens": 300,
@@ -63,31 +60,39 @@ def main() -> None:
         span.end()  # ended here: on_end below is timed on its own
         spans.append(span)
 
-    with LocalBroker() as broker:
-        bootstrap = broker.start()
-        topic = f"bench.{uuid.uuid4().hex[:8]}"
-        ensure_topics(bootstrap, {topic: 1})
-        emitter = Emitter(bootstrap_servers=bootstrap, topic=topic, max_queue_events=args.calls + 1,
-                          register_atexit=False)
-        emitter.emit(events[0])
-        emitter.flush(30)
-        emit_ns, on_end_ns = [], []
-        gc.disable()
-        for start in range(0, args.calls, 1_000):  # interleaved bursts: the same machine state for both
+    topic = f"bench.{uuid.uuid4().hex[:8]}"
+    ensure_topics(bootstrap, {topic: 1})
+    emitter = Emitter(bootstrap_servers=bootstrap, topic=topic, max_queue_events=calls + 1, register_atexit=False)
+    emitter.emit(events[0])
+    emitter.flush(30)
+    emit_us, on_end_us = [], []
+    gc.disable()
+    try:
+        for start in range(0, calls, 1_000):  # interleaved bursts: the same machine state for both
             for event in events[start:start + 1_000]:
                 t0 = time.perf_counter_ns()
                 emitter.emit(event)
-                emit_ns.append((time.perf_counter_ns() - t0) / 1000)
+                emit_us.append((time.perf_counter_ns() - t0) / 1000)
             for span in spans[start:start + 1_000]:
                 t0 = time.perf_counter_ns()
                 processor.on_end(span)
-                on_end_ns.append((time.perf_counter_ns() - t0) / 1000)
+                on_end_us.append((time.perf_counter_ns() - t0) / 1000)
             time.sleep(0.02)
+    finally:
         gc.enable()
         emitter.close(60)
         processor.shutdown()
-    print(f"spendstream Emitter.emit():               {_stats(emit_ns)}")
-    print(f"OpenTelemetry BatchSpanProcessor.on_end(): {_stats(on_end_ns)}")
+    return {"emit": emit_us, "on_end": on_end_us}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200_000)
+    args = parser.parse_args()
+    with LocalBroker() as broker:
+        samples = compare(broker.start(), args.calls)
+    print(f"spendstream Emitter.emit():               {_stats(samples['emit'])}")
+    print(f"OpenTelemetry BatchSpanProcessor.on_end(): {_stats(samples['on_end'])}")
 
 
 if __name__ == "__main__":
