@@ -22,7 +22,8 @@ seeded generator; see bench/workload.py):
    running worker; the run polls ClickHouse every 50 ms and each event's latency is
    the time its 10 ms tick was first seen complete minus its ts.
 4. **State size**: the worker's peak RSS after draining events spread over 1k, 100k
-   and 1M distinct customers and values of a free tag.
+   and 1M distinct customers and values of a free tag (detectors off during the
+   drain), then after one pass of the detectors over them.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def count(client: QueryClient) -> int:
     return int(query_result(client, "SELECT count() FROM usage_events").scalar())
 
 
-def drain(client: QueryClient, events: int, *, timeout_s: float = 600) -> dict[str, float]:
+def drain(client: QueryClient, events: int, *, detect: bool = True, timeout_s: float = 600) -> dict[str, float]:
     """Poll until ``events`` rows are queryable; the rate from the first rows seen to the last.
 
     Meanwhile the windowed detectors (budgets, retry storms, spend anomalies: what
@@ -83,7 +84,8 @@ def drain(client: QueryClient, events: int, *, timeout_s: float = 600) -> dict[s
     ``DETECT_EVERY_S``, so their queries share the worker's CPU as they would in production.
     """
     detection = Detection(client)
-    detection.start()
+    if detect:
+        detection.start()
     first = None
     deadline = time.monotonic() + timeout_s
     try:
@@ -106,6 +108,12 @@ BUDGETS = [Budget(name="search monthly", team="search", amount_usd=Decimal(1000)
            Budget(name="all daily", amount_usd=Decimal(50), period="daily")]
 
 
+def detect_once(client: QueryClient) -> int:
+    """One pass of the windowed detectors; how many alerts they would raise."""
+    now = datetime.now(timezone.utc)
+    return len(evaluate(client, BUDGETS, now) + detect_retry_storms(client, now) + detect_spend_anomalies(client, now))
+
+
 class Detection(threading.Thread):
     """Budgets, retry storms and spend anomalies, evaluated every ``DETECT_EVERY_S`` until stopped."""
 
@@ -116,16 +124,16 @@ class Detection(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            started, now = time.perf_counter(), datetime.now(timezone.utc)
-            found = (evaluate(self.client, BUDGETS, now) + detect_retry_storms(self.client, now)
-                     + detect_spend_anomalies(self.client, now))
-            self.passes, self.alerts = self.passes + 1, self.alerts + len(found)
+            started = time.perf_counter()
+            self.alerts += detect_once(self.client)
+            self.passes += 1
             self.seconds += time.perf_counter() - started
             self._stop_event.wait(DETECT_EVERY_S)
 
     def stop(self) -> dict[str, float]:
         self._stop_event.set()
-        self.join(60)
+        if self.is_alive():
+            self.join(60)
         return {"detection_passes": self.passes, "detection_alerts": self.alerts,
                 "detection_s_per_pass": self.seconds / max(self.passes, 1)}
 
@@ -150,14 +158,23 @@ def settings_for(root: Path, topic: str, group: str, **extra: object) -> Setting
                     topic_partitions=PARTITIONS, **extra)
 
 
-def one_worker(bootstrap: str, root: Path, topic: str, events: int,
+def one_worker(bootstrap: str, root: Path, topic: str, events: int, *, detect: bool = True,
                then: dict[str, str] | None = None) -> dict[str, float]:
-    """Drain ``topic`` with one worker; ``then`` names queries to answer once it is done."""
+    """Drain ``topic`` with one worker; ``then`` names queries to answer once it is done.
+
+    Without ``detect`` the detectors do not run during the drain (the peak RSS is the
+    worker's own), but once after it, and the peak RSS is read again.
+    """
     with WorkerProcess(settings_for(root, topic, "one"), bootstrap_servers=bootstrap,
                        log_path=root / "worker.log") as worker:
         client = worker.query_client()
-        result = drain(client, events)
+        result = drain(client, events, detect=detect)
         result["peak_rss_mb"] = peak_rss_mb(worker.pid)
+        if not detect:
+            started = time.perf_counter()
+            result["detection_alerts"] = detect_once(client)
+            result["detection_pass_s"] = time.perf_counter() - started
+            result["peak_rss_after_detection_mb"] = peak_rss_mb(worker.pid)
         for name, sql in (then or {}).items():
             result[name] = query_result(client, sql).scalar()
     return result
@@ -265,7 +282,7 @@ def state_size(bootstrap: str, root: Path, base: list, keys: int, events: int) -
     topic = f"bench.keys{keys}"
     ensure_topics(bootstrap, {topic: PARTITIONS})
     preload(bootstrap, topic, base, events, customers=keys, tag_values=keys, run=f"k{keys}")
-    return one_worker(bootstrap, root, topic, events, then={
+    return one_worker(bootstrap, root, topic, events, detect=False, then={
         "distinct_customers": "SELECT uniqExact(customer) FROM usage_events",
         "distinct_routes_stored": "SELECT uniqExact(tags['route']) FROM usage_events",
         "folded_events": "SELECT countIf(notEmpty(folded_tags)) FROM usage_events"})
@@ -343,9 +360,10 @@ def report(r: dict) -> str:
     for name, value in r.items():
         if name.startswith("keys_"):
             lines.append(f"| worker peak RSS, {value['distinct_customers']:,} distinct customers and tag values "
-                         f"({value['events']:,} events) | {value['peak_rss_mb']:,.0f} MB; "
-                         f"{value['distinct_routes_stored']:,} tag values kept, {value['folded_events']:,} events "
-                         "folded to `__other__` |")
+                         f"({value['events']:,} events) | {value['peak_rss_mb']:,.0f} MB draining; "
+                         f"{value['peak_rss_after_detection_mb']:,.0f} MB after one detection pass "
+                         f"({value['detection_pass_s']:.1f} s); {value['distinct_routes_stored']:,} tag values kept, "
+                         f"{value['folded_events']:,} events folded to `__other__` |")
     return "\n".join(lines)
 
 
