@@ -21,12 +21,14 @@ import orjson
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer
 
+from spendstream.agents.consumer import ConsumerLoop, fetch_batch
 from spendstream.agents.events import EVENT_COLUMNS
 from spendstream.settings import Settings
 from spendstream.sinks.embedded import EmbeddedStore
 
 _CH_TYPES = {pa.string(): "Nullable(String)", pa.uint64(): "Nullable(UInt64)", pa.uint32(): "Nullable(UInt32)",
              pa.uint16(): "Nullable(UInt16)", pa.float64(): "Nullable(Float64)", pa.bool_(): "Nullable(Bool)"}
+WORKER = Settings()  # batches are filled as the worker fills them
 COLUMNS = [(name, type_) for name, type_ in EVENT_COLUMNS if name != "extra"]
 
 
@@ -66,7 +68,9 @@ async def run(bootstrap: str, topic: str, events: int, data_dir: Path) -> dict[s
     stored, first, in_flight = 0, None, None
     try:
         while stored < events:
-            values = await _fetch(consumer)
+            batches = await fetch_batch(consumer, WORKER.batch_max_records, WORKER.batch_max_wait_s,
+                                        ConsumerLoop.top_up_ms)
+            values = [m.value for messages in batches.values() for m in messages]
             table = parse(values) if values else None
             if in_flight is not None:
                 stored += await in_flight
@@ -78,18 +82,6 @@ async def run(bootstrap: str, topic: str, events: int, data_dir: Path) -> dict[s
     store.close()
     return {"events": stored, "first_s": first[0], "first_events": first[1], "last_s": last,
             "events_per_s": (stored - first[1]) / (last - first[0])}
-
-
-async def _fetch(consumer: AIOKafkaConsumer, max_records: int = Settings().batch_max_records) -> list[bytes]:
-    """A batch as the worker takes it (ConsumerLoop._fetch): what one fetch brings, topped up while more comes."""
-    batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
-    values = [m.value for messages in batches.values() for m in messages]
-    while 0 < len(values) < max_records:
-        more = await consumer.getmany(timeout_ms=20, max_records=max_records - len(values))
-        if not more:
-            break
-        values += [m.value for messages in more.values() for m in messages]
-    return values
 
 
 async def _insert(store: EmbeddedStore, table: pa.Table) -> int:

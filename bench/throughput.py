@@ -89,18 +89,19 @@ def drain(client: QueryClient, events: int, *, detect: bool = True, timeout_s: f
     first = None
     deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline:
-            stored, now = count(client), time.perf_counter()
+        while (stored := count(client)) < events:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {stored} of {events} events stored after {timeout_s} s")
             if stored and first is None:
-                first = (now, stored)
-            if stored >= events:
-                # None when everything arrived in one insert (too few events to time)
-                rate = (stored - first[1]) / (now - first[0]) if now > first[0] else None
-                return {"events": stored, "events_per_s": rate, "seconds": now - first[0]} | detection.stop()
+                first = (time.perf_counter(), stored)
             time.sleep(0.1)
+        now = time.perf_counter()
     finally:
-        detection.stop()
-    raise TimeoutError(f"only {count(client)} of {events} events stored after {timeout_s} s")
+        detected = detection.stop()
+    first = first or (now, stored)
+    # None when everything arrived in one insert (too few events to time)
+    rate = (stored - first[1]) / (now - first[0]) if now > first[0] else None
+    return {"events": stored, "events_per_s": rate, "seconds": now - first[0]} | detected
 
 
 DETECT_EVERY_S = 2.0
@@ -132,7 +133,7 @@ class Detection(threading.Thread):
 
     def stop(self) -> dict[str, float]:
         self._stop_event.set()
-        if self.is_alive():
+        if self.is_alive():  # never started when the detectors are off
             self.join(60)
         return {"detection_passes": self.passes, "detection_alerts": self.alerts,
                 "detection_s_per_pass": self.seconds / max(self.passes, 1)}

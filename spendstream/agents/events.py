@@ -53,8 +53,6 @@ EVENT_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("service", pa.string()), ("extra", pa.string()),
 ]
 EVENT_SCHEMA = pa.schema(EVENT_COLUMNS)
-TAGS_TYPE = pa.map_(pa.string(), pa.string())
-FOLDED_TYPE = pa.list_(pa.string())
 
 
 # -- the block's wire types: the contract's constraints, checked by msgspec in C ----------

@@ -221,10 +221,12 @@ def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard
 def _guarded_tags(parts: list[tuple[list[dict[str, str]] | None, int]], n: int, guard: TagGuard
                   ) -> tuple[pa.Array, pa.Array]:
     """The tags and folded_tags columns, built from the entries flattened once (no map per event)."""
-    events = [tags for part, size in parts for tags in (part if part is not None else [{}] * size)] \
-        if any(part is not None for part, _ in parts) else []
-    lengths = np.fromiter(map(len, events), dtype=np.int32, count=len(events)) if events \
-        else np.zeros(n, dtype=np.int32)
+    if all(part is None for part, _ in parts):
+        events: list[dict[str, str]] = []
+        lengths = np.zeros(n, dtype=np.int32)
+    else:
+        events = [tags for part, size in parts for tags in (part if part is not None else [{}] * size)]
+        lengths = np.fromiter(map(len, events), dtype=np.int32, count=n)
     keys = pa.array([key for tags in events for key in tags], pa.string())
     values = pa.array([value for tags in events for value in tags.values()], pa.string())
     folded = guard.fold_entries(keys, values)
