@@ -137,11 +137,13 @@ def block_columns(value: bytes, *, earliest: datetime, latest: datetime) -> tupl
     try:
         block = _DECODER.decode(value)
     except msgspec.ValidationError as exc:
-        if _KIND.decode(value).block is None:
-            raise NotABlock from None  # an event as a JSON object
+        if not _is_block(value):
+            raise NotABlock from None  # an event as a JSON object, or not JSON at all
         raise NotFast(str(exc)) from None
-    except msgspec.DecodeError:
-        raise NotABlock from None  # not JSON: the row path dead-letters it with the parser's reason
+    except (msgspec.DecodeError, RecursionError):
+        # Not JSON (NaN, truncated, trailing text, a lone surrogate) or nested too deep for
+        # msgspec: the row path dead-letters it with orjson's reason.
+        raise NotABlock from None
     n = len(block.event_id)
     for name in UsageBlock.__struct_fields__[1:]:
         column = getattr(block, name)
@@ -179,6 +181,18 @@ def block_columns(value: bytes, *, earliest: datetime, latest: datetime) -> tupl
     columns["request_id"] = pc.coalesce(columns["request_id"], event_id)
     tags = block.tags if block.tags is not None and any(block.tags) else None
     return pa.table(columns, schema=EVENT_SCHEMA), tags
+
+
+def _is_block(value: bytes) -> bool:
+    """Whether the record says it is a block. Malformed JSON says nothing: it is not one.
+
+    msgspec validates while it parses, so a type error can surface before a syntax
+    error later in the record; the syntax error must not escape from here.
+    """
+    try:
+        return _KIND.decode(value).block is not None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return False
 
 
 def _counts(column: list[int] | None, n: int) -> np.ndarray:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -302,6 +302,44 @@ def internal_error(records: Sequence[SourceRecord], exc: BaseException) -> list[
     """Every record of a batch that could not be processed, whole, with the error (a bug to report)."""
     reason = f"internal error while processing (please report): {type(exc).__name__}: {exc}"[:2000]
     return [DeadLetter(record, WHOLE_RECORD, reason, record.value or b"") for record in records]
+
+
+R = TypeVar("R")
+
+
+def isolated(run: Callable[[Sequence[SourceRecord]], R], records: Sequence[SourceRecord],
+             failed: Callable[[list[DeadLetter]], R]) -> tuple[list[R], list[BaseException]]:
+    """``run`` over the batch, where an unexpected error costs only the records that cause it.
+
+    The stages dead-letter bad input themselves; an exception out of ``run`` is a bug.
+    It must not cost the good records beside the one that triggers it, so the batch
+    is run again record by record: each record that raises alone becomes one
+    ``internal error`` dead letter (``failed``), and the rest are run together again
+    (or, should that still raise, one by one). Returns the results to write, and the
+    errors seen (for the log).
+    """
+    try:
+        return [run(records)], []
+    except Exception as exc:  # noqa: BLE001 - any bug; the records are kept, the error reported
+        errors: list[BaseException] = [exc]
+    good: list[SourceRecord] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        try:
+            run([record])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+            dead.extend(internal_error([record], exc))
+        else:
+            good.append(record)
+    results = [failed(dead)] if dead else []
+    if not good:
+        return results, errors
+    try:
+        return [run(good), *results], errors
+    except Exception as exc:  # noqa: BLE001 - good alone, bad together: write them one by one
+        errors.append(exc)
+        return [run([record]) for record in good] + results, errors
 
 
 @dataclass(slots=True)
