@@ -21,8 +21,9 @@ from spendstream.agents.gpu import Deployment, IdleGpuDetector, KvSaturationDete
 from spendstream.agents.stages import (
     BatchResult,
     GpuBatch,
+    LedgerBatch,
     SourceRecord,
-    internal_error,
+    isolated,
     process,
     process_gpu,
     process_ledger,
@@ -55,31 +56,33 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     )
     pricer = pricer or Pricer()
     tag_guard = TagGuard(settings.tag_value_limit)
-    writer = SinkWriter(store)
+    writer = SinkWriter(store, dedup_horizon_s=settings.dedup_horizon_s)
     detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
     query_endpoint.register(app, store)
 
+    # A bug must not stop the meter, nor cost the good records beside the one that
+    # triggers it: `isolated` keeps the bytes of the records that fail, says why, goes on.
     async def handle_usage(records: list[SourceRecord]) -> None:
-        try:
-            batch = process(records, pricer, tag_guard)
-        except Exception as exc:  # a bug must not stop the meter: keep the bytes, say why, go on
-            log.exception("processing a batch failed; dead-lettering its %d records whole", len(records))
-            batch = BatchResult(dead_letters=internal_error(records, exc))
-        await writer.write(batch)
+        batches, errors = isolated(lambda part: process(part, pricer, tag_guard), records,
+                                   lambda dead: BatchResult(dead_letters=dead))
+        _report(errors, "usage", len(records))
+        for batch in batches:
+            await writer.write(batch)
 
     async def handle_gpu(records: list[SourceRecord]) -> None:
-        try:
-            batch = process_gpu(records)
-        except Exception as exc:  # as above
-            log.exception("processing GPU samples failed; dead-lettering %d records whole", len(records))
-            batch = GpuBatch(dead_letters=internal_error(records, exc))
-        now = datetime.now(timezone.utc)
-        alerts = [alert for sample in sorted(batch.samples, key=lambda s: s.ts)
-                  for detector in detectors for alert in detector.observe(sample, now)]
-        await writer.write_gpu(batch, alerts)
+        batches, errors = isolated(process_gpu, records, lambda dead: GpuBatch(dead_letters=dead))
+        _report(errors, "GPU", len(records))
+        for batch in batches:
+            now = datetime.now(timezone.utc)
+            alerts = [alert for sample in sorted(batch.samples, key=lambda s: s.ts)
+                      for detector in detectors for alert in detector.observe(sample, now)]
+            await writer.write_gpu(batch, alerts)
 
     async def handle_ledger(records: list[SourceRecord]) -> None:
-        await writer.write_ledger(process_ledger(records))
+        batches, errors = isolated(process_ledger, records, lambda dead: LedgerBatch(dead_letters=dead))
+        _report(errors, "ledger", len(records))
+        for batch in batches:
+            await writer.write_ledger(batch)
 
     loops = [
         ConsumerLoop(bootstrap_servers, settings.usage_topic, settings.consumer_group, handle_usage,
@@ -102,3 +105,10 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
                              content_type="application/json")
 
     return app
+
+
+def _report(errors: list[BaseException], kind: str, records: int) -> None:
+    if errors:
+        log.error("processing a batch of %d %s records failed (%d error(s)); each failing record is "
+                  "dead-lettered alone, the rest are stored", records, kind, len(errors),
+                  exc_info=(type(errors[-1]), errors[-1], errors[-1].__traceback__))
