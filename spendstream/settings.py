@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         "YAML: daily/monthly budgets per team, feature or customer, evaluated by `spendstream notify`."))
     tag_value_limit: int = Field(default=1000, ge=1, description=(
         "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
+    dedup_horizon_s: float = Field(default=3600.0, ge=0, description=(
+        "A copy of a stored event_id whose ts lies within this many seconds of the stored copy's is the same "
+        "event (identical: a re-delivery; different: a conflict, recorded and not applied). Each batch's check "
+        "reads the raw events of its time range widened by this on both sides."))
     log_level: str = "info"
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")

@@ -85,13 +85,13 @@ def test_dead_letters_keep_reason_and_raw_bytes(embedded_store) -> None:
     raw = b"\xff\xfe not json " + uuid.uuid4().hex.encode()
     batch = process([SourceRecord("usage", 3, 99, raw)], Pricer())
     embedded_store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
-    rows = embedded_store.query("SELECT source_partition, source_offset, item_index, reason, raw FROM dead_letters "
-                                "WHERE raw LIKE {r:String}", {"r": "%" + raw[-32:].decode() + "%"}).rows
+    rows = embedded_store.query("SELECT source_partition, source_offset, item_index, reason, hex(raw) "
+                                "FROM dead_letters WHERE raw LIKE {r:String}", {"r": "%" + raw[-32:].decode() + "%"}).rows
     assert len(rows) == 1
-    partition, offset, index, reason, stored_raw = rows[0]
+    partition, offset, index, reason, stored_hex = rows[0]
     assert (partition, offset, index) == (3, 99, -1)
     assert "not valid JSON" in reason
-    assert stored_raw.startswith("\\xff\\xfe not json")
+    assert bytes.fromhex(stored_hex) == raw  # byte for byte, invalid UTF-8 included, so a replay sends what came
 
 
 def test_bad_sql_raises_store_error_with_clickhouse_message(embedded_store) -> None:
@@ -102,11 +102,17 @@ def test_bad_sql_raises_store_error_with_clickhouse_message(embedded_store) -> N
 def test_cluster_ddl_runs_on_every_replica_with_replicated_engines() -> None:
     from spendstream.sinks.migrations import on_cluster
 
-    statements = [s for m in MIGRATIONS for s in m.statements]
+    statements = [s for m in MIGRATIONS for s in m.statements if isinstance(s, str)]
     rewritten = [on_cluster(s, "prod") for s in statements]  # every migration statement can be
     assert all("ON CLUSTER 'prod'" in s for s in rewritten)
-    tables = [s for s in rewritten if "CREATE TABLE" in s]
+    tables = [s for s in rewritten if "CREATE TABLE" in s and "event_id_probes" not in s]
     assert tables and all("ENGINE = ReplicatedReplacingMergeTree" in s for s in tables)
+    # the conflict check's scratch ids stay on the replica that a writer inserts through
+    assert "ENGINE=MergeTree" in next(s for s in rewritten if "event_id_probes" in s)
+    relayout = on_cluster("CREATE TABLE IF NOT EXISTS usage_events_relayout AS usage_events "
+                          "ENGINE = ReplacingMergeTree(precedence) ORDER BY (ts, event_id)", "prod")
+    assert "ON CLUSTER 'prod' AS usage_events ENGINE = ReplicatedReplacingMergeTree(precedence)" in relayout
+    assert on_cluster("EXCHANGE TABLES a AND b", "prod") == "EXCHANGE TABLES a AND b ON CLUSTER 'prod'"
     assert on_cluster("ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS x UInt8", "prod").startswith(
         "ALTER TABLE usage_events ON CLUSTER 'prod' ADD COLUMN")
     with pytest.raises(ValueError, match="cluster name"):

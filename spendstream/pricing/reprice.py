@@ -4,8 +4,9 @@
 prices them again with today's catalog and overrides *at each event's own
 timestamp*, and for every event whose price changed:
 
-- writes the re-priced row (``usage_events`` keeps one row per event id: the
-  newest ``ingested_at`` wins), and
+- writes the re-priced row with the stored row's own ``ingested_at`` (so its
+  ``precedence`` is the stored row's, and of rows with equal version
+  ``ReplacingMergeTree`` keeps the one inserted last: the re-priced one), and
 - records the correction in ``cost_corrections`` with the old and the new total,
   so both stay visible: a correction, not a silent rewrite.
 
@@ -75,7 +76,7 @@ def reprice(store: Store, pricer: Pricer, since: datetime, until: datetime, *, d
         new_total += sum((v for v in priced.total_cost.to_pylist() if v is not None), Decimal(0))
         if mask.any() and not dry_run:
             index = pa.array(np.flatnonzero(mask))
-            store.insert_arrow("usage_events", _repriced_rows(rows, priced, index, now))
+            store.insert_arrow("usage_events", _repriced_rows(rows, priced, index))
             store.insert_arrow("cost_corrections", _corrections(rows, priced, index, reprice_id, now))
     return RepriceSummary(reprice_id, since, until, examined, changed, old_total, new_total, dry_run)
 
@@ -103,10 +104,9 @@ def _changed(rows: pa.Table, priced: PricedBatch) -> np.ndarray:
     return mask
 
 
-def _repriced_rows(rows: pa.Table, priced: PricedBatch, index: pa.Array, now: datetime) -> pa.Table:
+def _repriced_rows(rows: pa.Table, priced: PricedBatch, index: pa.Array) -> pa.Table:
     table = rows.take(index)
     replacements = {name: column.take(index) for name, column in price_columns(priced).items()}
-    replacements["ingested_at"] = pa.array([now] * len(index), _TS)
     for name, column in replacements.items():
         table = table.set_column(table.schema.get_field_index(name), name, column)
     return table

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from spendstream.pricing.rates import KINDS
+from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,9 +25,11 @@ MONEY = "Decimal(38, 18)"
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """Statements are SQL, or a step ``(store, run)`` for what one statement cannot say (see relayout)."""
+
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[str | Callable[[Store, Callable[[str], None]], None], ...]
 
 
 def _cost_view(name: str, bucket: str) -> str:
@@ -398,6 +403,72 @@ MIGRATIONS: tuple[Migration, ...] = (
         ORDER BY (destination, dedup_key, state)
         """,
     )),
+    Migration(8, "trust: dead letters keyed by their bytes, conflicting copies recorded, first copy stands", (
+        # Kafka coordinates start again when a broker restarts or a topic is recreated: the
+        # digest of the raw bytes keeps a different record from taking another's place.
+        "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS raw_digest UInt64 COMMENT "
+        "'first 8 bytes of BLAKE2b of raw', "
+        "MODIFY ORDER BY (source_topic, source_partition, source_offset, item_index, raw_digest)",
+        f"""
+        CREATE TABLE IF NOT EXISTS event_conflicts (
+            detected_at DateTime64(3, 'UTC'),
+            event_id String,
+            ts DateTime64(3, 'UTC') COMMENT 'of the conflicting copy',
+            stored_ts DateTime64(3, 'UTC') COMMENT 'of the copy that stands',
+            differs Array(String) COMMENT 'fields whose values differ',
+            source_topic LowCardinality(String),
+            source_partition UInt32,
+            source_offset UInt64,
+            stored_source_topic LowCardinality(String),
+            stored_source_partition UInt32,
+            stored_source_offset UInt64,
+            copy_total_cost Nullable({MONEY}),
+            stored_total_cost Nullable({MONEY}),
+            copy String COMMENT 'the conflicting copy as JSON; it was not applied',
+            copy_digest UInt64
+        )
+        ENGINE = ReplacingMergeTree(detected_at)
+        ORDER BY (event_id, copy_digest)
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS dead_letter_replays (
+            replayed_at DateTime64(3, 'UTC'),
+            source_topic LowCardinality(String),
+            source_partition UInt32,
+            source_offset UInt64,
+            item_index Int32,
+            raw_digest UInt64,
+            topic LowCardinality(String) COMMENT 'where the raw bytes were submitted again',
+            expected String COMMENT 'what processing them with the worker code of the replay said'
+        )
+        ENGINE = ReplacingMergeTree(replayed_at)
+        ORDER BY (source_topic, source_partition, source_offset, item_index, raw_digest)
+        """,
+        # The ids of a batch, for the conflict check to join against (sinks/conflicts.py). Not
+        # replicated on a cluster (`ENGINE=MergeTree`, written so that on_cluster leaves it): a
+        # writer probes the replica it inserts through. Whole parts expire after half an hour.
+        """
+        CREATE TABLE IF NOT EXISTS event_id_probes (
+            probe_id UInt64,
+            event_id String,
+            probed_at DateTime DEFAULT now()
+        )
+        ENGINE=MergeTree
+        PARTITION BY toStartOfFifteenMinutes(probed_at)
+        ORDER BY probe_id
+        TTL probed_at + INTERVAL 30 MINUTE
+        SETTINGS ttl_only_drop_parts = 1
+        """,
+        # Of several copies of one event, the first stored stands: the engine keeps the row with
+        # the highest version, and `precedence` falls as ingested_at rises.
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS precedence UInt64 "
+        "MATERIALIZED toUInt64(4102444800000) - toUnixTimestamp64Milli(ingested_at) "
+        "COMMENT 'first stored copy wins: highest for the earliest ingested_at'",
+        # Laid out for time: a time range reads only that range; (ts, event_id) still collapses
+        # re-deliveries, which carry the same ts.
+        partial(relayout, table="usage_events", version_column="ingested_at", engine=(
+            "ENGINE = ReplacingMergeTree(precedence) PARTITION BY toYYYYMM(ts) ORDER BY (ts, event_id)")),
+    )),
 )
 
 
@@ -421,7 +492,10 @@ def migrate(store: Store, *, cluster: str | None = None) -> list[int]:
         if migration.version in done:
             continue
         for statement in migration.statements:
-            run(statement)
+            if callable(statement):
+                statement(store, run)
+            else:
+                run(statement)
         store.query_text(
             "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
             {"v": migration.version, "n": migration.name},
@@ -432,7 +506,8 @@ def migrate(store: Store, *, cluster: str | None = None) -> list[int]:
     return applied
 
 
-_DDL_HEAD = re.compile(r"^\s*(CREATE TABLE IF NOT EXISTS \w+|CREATE OR REPLACE VIEW \w+|ALTER TABLE \w+)", re.I)
+_DDL_HEAD = re.compile(r"^\s*(CREATE TABLE IF NOT EXISTS \w+|CREATE OR REPLACE VIEW \w+|ALTER TABLE \w+"
+                       r"|DROP TABLE IF EXISTS \w+|EXCHANGE TABLES \w+ AND \w+)", re.I)
 
 
 def on_cluster(sql: str, cluster: str) -> str:

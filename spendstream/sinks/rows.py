@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -21,7 +22,7 @@ TS = pa.timestamp("ms", tz="UTC")
 DEAD_LETTER_SCHEMA = pa.schema([
     ("received_at", TS), ("source_topic", pa.string()), ("source_partition", pa.uint32()),
     ("source_offset", pa.uint64()), ("item_index", pa.int32()), ("event_id", pa.string()),
-    ("reason", pa.string()), ("raw", pa.string()),
+    ("reason", pa.string()), ("raw", pa.binary()), ("raw_digest", pa.uint64()),
 ])
 
 # Per-call columns taken from the PricedBatch as they are.
@@ -49,6 +50,11 @@ def price_columns(priced: PricedBatch) -> dict[str, pa.Array]:
     return columns
 
 
+def raw_digest(raw: bytes) -> int:
+    """The dead letter's identity beside its Kafka coordinates (which restart with a broker or topic)."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
 def dead_letter_table(dead: Sequence[DeadLetter], *, now: datetime | None = None) -> pa.Table:
     received_at = now or datetime.now(timezone.utc)
     return pa.Table.from_pylist(
@@ -60,8 +66,8 @@ def dead_letter_table(dead: Sequence[DeadLetter], *, now: datetime | None = None
             "item_index": d.item_index,
             "event_id": d.event_id,
             "reason": d.reason,
-            # raw is kept byte for byte where it is text; undecodable bytes are escaped
-            "raw": d.raw.decode("utf-8", errors="backslashreplace"),
+            "raw": d.raw,  # byte for byte, so that a replay submits exactly what arrived
+            "raw_digest": raw_digest(d.raw),
         } for d in dead],
         schema=DEAD_LETTER_SCHEMA,
     )

@@ -12,6 +12,7 @@ from spendstream.agents.stages import BatchResult, GpuBatch, LedgerBatch, unpric
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, ledger_table, usage_table
+from spendstream.sinks.conflicts import conflict_alerts, resolve
 from spendstream.sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,10 @@ class SinkWriter:
     a retry after a partial success harmless.
     """
 
-    def __init__(self, store: Store, *, retry_base_s: float = 0.2, retry_cap_s: float = 10.0) -> None:
+    def __init__(self, store: Store, *, retry_base_s: float = 0.2, retry_cap_s: float = 10.0,
+                 dedup_horizon_s: float = 3600.0) -> None:
         self._store = store
+        self._dedup_horizon_s = dedup_horizon_s
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
         # unpriced_model keys already stored by this process (the table dedups across processes)
@@ -73,11 +76,21 @@ class SinkWriter:
                 await asyncio.sleep(delay)
 
     def _write_now(self, batch: BatchResult) -> None:
+        # Runs in one thread, one batch at a time: the conflict check of a batch sees every
+        # row this worker stored before it (conflicts.py says what it cannot see).
+        now = datetime.now(timezone.utc)
+        conflicts = None
         if batch.num_events:
-            self._store.insert_arrow("usage_events", usage_table(batch))
+            resolution = resolve(self._store, usage_table(batch, now=now), horizon_s=self._dedup_horizon_s, now=now)
+            if resolution.rows.num_rows:
+                self._store.insert_arrow("usage_events", resolution.rows)
+            conflicts = resolution.conflicts
+            if conflicts.num_rows:
+                self._store.insert_arrow("event_conflicts", conflicts)
         if batch.dead_letters:
             self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
-        alerts = [a for a in unpriced_alerts(batch, datetime.now(timezone.utc)) if a.dedup_key not in self._alerted]
+        alerts = unpriced_alerts(batch, now) + (conflict_alerts(conflicts, now) if conflicts else [])
+        alerts = [a for a in alerts if a.dedup_key not in self._alerted]
         if alerts:
             self._store.insert_arrow("alerts", alert_table(alerts))
             self._alerted.update(a.dedup_key for a in alerts)

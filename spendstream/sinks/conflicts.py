@@ -1,0 +1,187 @@
+"""Copies of one event: identical ones are re-deliveries, different ones are conflicts.
+
+The rule: **the first copy stored stands.** A later copy of an ``event_id`` with the
+same content is a re-delivery and changes nothing; a later copy with other content
+is a *conflict*: it is not applied, it is recorded in ``event_conflicts`` with where
+both copies came from and which fields differ, and an ``event_conflict`` alert says
+so. The writer asks this module before every insert of usage rows:
+
+1. within the batch, the first copy of each id (in partition and offset order) is
+   the candidate, later copies are compared with it;
+2. against the store, the copies already stored whose ``ts`` lies within the dedup
+   horizon of the batch's (``horizon_s``) are looked up and compared.
+
+Only the candidates that are new go on to ``usage_events``. Copies whose ``ts``
+lies further apart than the horizon are different events; the lookup reads the
+raw events of the batch's time range plus the horizon on each side (the table is
+sorted by time), so the horizon is what a batch's check costs.
+
+The one case this cannot see: two workers storing conflicting copies of a new id
+at the same moment, each before the other's insert lands. The table engine then
+still keeps the first copy stored (``precedence``); the other is not recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.agents.attribution import OTHER
+from spendstream.agents.events import EVENT_COLUMNS
+from spendstream.schemas.alert import Alert
+from spendstream.sinks.rows import MONEY, TS
+from spendstream.sinks.store import Store, sql_time
+
+# What an event says: its copies are the same event when all of these agree. Prices are
+# not compared (a catalog upgrade between two deliveries must not make them conflict),
+# nor where the copy came from or when it was stored.
+COMPARED: tuple[str, ...] = tuple(name for name, _ in EVENT_COLUMNS) + ("tags",)
+SOURCE = ("source_topic", "source_partition", "source_offset")
+
+CONFLICT_SCHEMA = pa.schema([
+    ("detected_at", TS), ("event_id", pa.string()), ("ts", TS), ("stored_ts", TS), ("differs", pa.list_(pa.string())),
+    ("source_topic", pa.string()), ("source_partition", pa.uint32()), ("source_offset", pa.uint64()),
+    ("stored_source_topic", pa.string()), ("stored_source_partition", pa.uint32()),
+    ("stored_source_offset", pa.uint64()), ("copy_total_cost", MONEY), ("stored_total_cost", MONEY),
+    ("copy", pa.string()), ("copy_digest", pa.uint64()),
+])
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A batch's usage rows split into what to store and what conflicts with what is stored."""
+
+    rows: pa.Table           # copies not stored before: the rows to insert
+    conflicts: pa.Table      # CONFLICT_SCHEMA: one row per conflicting copy (not applied)
+    redelivered: int         # identical copies of stored or earlier events, dropped
+
+
+def resolve(store: Store, rows: pa.Table, *, horizon_s: float, now: datetime | None = None) -> Resolution:
+    """Split ``rows`` (``usage_events`` columns, in source order) by the first-copy rule."""
+    now = now or datetime.now(timezone.utc)
+    conflicts: list[pa.Table] = []
+    rows, repeated = _first_copies(rows)
+    redelivered = 0
+    if repeated is not None:
+        firsts, later = repeated
+        same = _same_content(firsts, later)
+        redelivered += int(pc.sum(same).as_py() or 0)
+        conflicts.append(_conflict_rows(later.filter(pc.invert(same)), firsts.filter(pc.invert(same)), now))
+    stored = _stored_copies(store, rows, horizon_s) if rows.num_rows else None
+    if stored is not None and stored.num_rows:
+        index = pc.index_in(rows["event_id"], value_set=stored["event_id"])
+        known = pc.is_valid(index)
+        copies = rows.filter(known)
+        originals = stored.take(pc.drop_null(index))
+        same = _same_content(originals, copies)
+        redelivered += int(pc.sum(same).as_py() or 0)
+        conflicts.append(_conflict_rows(copies.filter(pc.invert(same)), originals.filter(pc.invert(same)), now))
+        rows = rows.filter(pc.invert(known))
+    conflict_table = pa.concat_tables(conflicts) if conflicts else CONFLICT_SCHEMA.empty_table()
+    return Resolution(rows=rows, conflicts=conflict_table, redelivered=redelivered)
+
+
+def _first_copies(rows: pa.Table) -> tuple[pa.Table, tuple[pa.Table, pa.Table] | None]:
+    """The first copy of each id, and (first copy, later copy) pairs for ids that come again."""
+    n = rows.num_rows
+    if n == 0 or pc.count_distinct(rows["event_id"]).as_py() == n:
+        return rows, None
+    position = pa.array(np.arange(n, dtype=np.int64))
+    first = pa.table({"event_id": rows["event_id"], "i": position}).group_by("event_id").aggregate([("i", "min")])
+    first_of = first["i_min"].take(pc.index_in(rows["event_id"], value_set=first["event_id"]))
+    is_first = pc.equal(first_of, position)
+    later = pc.invert(is_first)
+    return rows.filter(is_first), (rows.take(first_of.filter(later)), rows.filter(later))
+
+
+def _stored_copies(store: Store, rows: pa.Table, horizon_s: float) -> pa.Table:
+    """The first stored copy of every id of ``rows`` whose ts lies within the horizon of the batch."""
+    probe = secrets.randbits(63)
+    store.insert_arrow("event_id_probes", pa.table({
+        "probe_id": pa.repeat(pa.scalar(probe, pa.uint64()), rows.num_rows), "event_id": rows["event_id"]}))
+    horizon = timedelta(seconds=horizon_s)
+    lowest, highest = pc.min_max(rows["ts"]).values()
+    columns = ", ".join(f"`{name}`" for name in (*COMPARED, *SOURCE, "total_cost"))
+    return store.query_arrow(
+        f"SELECT {columns} FROM usage_events "
+        "WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
+        "AND event_id IN (SELECT event_id FROM event_id_probes WHERE probe_id = {probe:UInt64}) "
+        "ORDER BY ingested_at LIMIT 1 BY event_id",
+        {"lo": sql_time(lowest.as_py() - horizon), "hi": sql_time(highest.as_py() + horizon), "probe": probe})
+
+
+def _same_content(a: pa.Table, b: pa.Table) -> pa.Array:
+    """Row by row: do ``a`` and ``b`` say the same event? (Equal, or both null, in every compared field.)"""
+    same = pa.array(np.ones(a.num_rows, dtype=bool))
+    for name in COMPARED:
+        same = pc.and_(same, _equal(name, a[name], b[name]))
+    return same
+
+
+def _equal(name: str, a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.Array:
+    """Row by row: equal, or both null."""
+    if name == "tags":
+        return pa.array(_same_tags(a, b), pa.bool_())
+    b = b.cast(a.type)
+    return pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+
+
+def _same_tags(a: pa.ChunkedArray, b: pa.ChunkedArray) -> list[bool]:
+    # A value the cardinality guard folded into __other__ on one worker may be kept by another.
+    def agree(x: dict[str, str], y: dict[str, str]) -> bool:
+        return x.keys() == y.keys() and all(x[k] == y[k] or OTHER in (x[k], y[k]) for k in x)
+    return [agree(dict(x or ()), dict(y or ())) for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)]
+
+
+def _conflict_rows(copies: pa.Table, originals: pa.Table, now: datetime) -> pa.Table:
+    """Conflicting ``copies`` (not applied) beside the ``originals`` that stand."""
+    if copies.num_rows == 0:
+        return CONFLICT_SCHEMA.empty_table()
+    differs: list[list[str]] = [[] for _ in range(copies.num_rows)]
+    for name in COMPARED:
+        for i, equal in enumerate(_equal(name, originals[name], copies[name]).to_pylist()):
+            if not equal:
+                differs[i].append(name)
+    as_json = [orjson.dumps({k: (dict(v) if k == "tags" else v) for k, v in row.items()}, default=str,
+                            option=orjson.OPT_SORT_KEYS)
+               for row in copies.select(list(COMPARED)).to_pylist()]
+    return pa.table({
+        "detected_at": pa.repeat(pa.scalar(now, TS), copies.num_rows),
+        "event_id": copies["event_id"], "ts": copies["ts"].cast(TS), "stored_ts": originals["ts"].cast(TS),
+        "differs": pa.array(differs, pa.list_(pa.string())),
+        **{name: copies[name].cast(CONFLICT_SCHEMA.field(name).type) for name in SOURCE},
+        **{f"stored_{name}": originals[name].cast(CONFLICT_SCHEMA.field(f"stored_{name}").type) for name in SOURCE},
+        "copy_total_cost": copies["total_cost"].cast(MONEY), "stored_total_cost": originals["total_cost"].cast(MONEY),
+        "copy": pa.array([j.decode() for j in as_json], pa.string()),
+        "copy_digest": pa.array([int.from_bytes(_digest(j), "big") for j in as_json], pa.uint64()),
+    }, schema=CONFLICT_SCHEMA)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def conflict_alerts(conflicts: pa.Table, now: datetime) -> list[Alert]:
+    """One ``event_conflict`` alert per UTC day of detection on which conflicting copies arrived."""
+    if conflicts.num_rows == 0:
+        return []
+    day = now.date()
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return [Alert(
+        kind="event_conflict", severity="error", state="firing", subject="usage_events",
+        window_start=start, window_end=start + timedelta(days=1), observed=Decimal(conflicts.num_rows),
+        dedup_key=f"event_conflict:{day.isoformat()}",
+        message=(f"Copies of stored events arrive with other content under the same event_id ({conflicts.num_rows} "
+                 "in the first batch of the day). The first copy stored stands and the others are not applied; "
+                 "event_conflicts lists each, with what differs and where both copies came from. A sender is "
+                 "re-using event ids."),
+        created_at=now,
+    )]
