@@ -1,4 +1,5 @@
-"""The ``spendstream`` command: demo, up, worker, sql, reprice, export focus, prices show, gpu-exporter."""
+"""The ``spendstream`` command: demo, up, worker, store, sql, reprice, export focus, prices show, report, advise,
+reconcile, notify, dead-letters replay, gpu-exporter."""
 
 from __future__ import annotations
 
@@ -71,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     notify.add_argument("--once", action="store_true", help="deliver what is pending, then exit")
     notify.add_argument("--interval", type=float, default=10.0, help="seconds between looks at the outbox")
 
+    dead = commands.add_parser("dead-letters", help="what could not be stored, and sending it again after a fix")
+    dead_commands = dead.add_subparsers(dest="dead_command", required=True)
+    replay = dead_commands.add_parser("replay", help="re-submit dead letters' stored bytes through the normal path")
+    replay.add_argument("--reason", default=None, help="only dead letters whose reason contains this text")
+    replay.add_argument("--since", default="30d", help="received since (ISO date/datetime, or 7d / 12h / 30m ago)")
+    replay.add_argument("--dry-run", action="store_true", help="say what each would give now; send nothing")
+    replay.add_argument("--again", action="store_true", help="include dead letters replayed before")
+    replay.add_argument("--limit", type=int, default=10_000, help="at most this many, oldest first")
+    replay.add_argument("--wait", type=float, default=30.0, help="seconds to watch for what the workers did")
+
     gpu = commands.add_parser("gpu-exporter", help="scrape a serving engine's /metrics and emit GpuSamples")
     gpu.add_argument("--deployment", required=True, help="the name usage events give as `deployment`")
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
@@ -88,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
-                "reconcile": _reconcile, "notify": _notify}
+                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -290,6 +301,34 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {i.minute}  {i.service or '(no service)':<24} emitted {i.emitted:>8,}  stored {i.stored:>8,}  "
               f"dead {i.dead_lettered:>6,}  gap {i.gap:+,}{note}")
     return 1 if gaps else 0
+
+
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream import replay as dl
+
+    since = parse_when(args.since, datetime.now(timezone.utc))
+    pricer = _load_pricer(settings)
+    if not args.dry_run and not settings.kafka_bootstrap:
+        raise UsageError("replay sends through Kafka: set SPENDSTREAM_KAFKA_BOOTSTRAP (the address `spendstream up` "
+                         "printed, or your cluster's), or use --dry-run")
+
+    def run(store) -> int:
+        replays = dl.select(store, since=since, reason=args.reason, again=args.again, limit=args.limit)
+        dl.predict(replays, settings, pricer)
+        if replays and not args.dry_run:
+            started = datetime.now(timezone.utc)
+            dl.send(replays, settings.kafka_bootstrap)
+            dl.record(store, replays, now=started)
+            dl.await_outcomes(store, replays, since=started, wait_s=args.wait)
+        for r in replays:
+            print(f"{r.where}\n    was:  {r.reason[:200]}\n    now:  {r.expected[:200]}"
+                  + ("" if args.dry_run else f"\n    sent: {r.outcome[:200]}"))
+        will_store = sum(not r.expected.startswith("refused") for r in replays)
+        print(f"{len(replays)} dead letter(s) {'would be ' if args.dry_run else ''}replayed: {will_store} store now, "
+              f"{len(replays) - will_store} still refused" + (" (dry run: nothing sent)" if args.dry_run else ""))
+        return 0
+
+    return _on_store(settings, "spendstream dead-letters replay", run)
 
 
 def _advise(settings: Settings, args: argparse.Namespace) -> int:
