@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     recon.add_argument("--all", action="store_true", help="print every interval, not only those with a gap")
 
     notify = commands.add_parser("notify", help="deliver stored alerts to Slack, PagerDuty and webhooks (run one)")
-    notify.add_argument("--once", action="store_true", help="deliver what is pending, then exit")
+    notify.add_argument("--once", action="store_true", help="one pass over what is due, then exit: 0 all delivered, "
+                                                            "1 a delivery failed for good, 75 some still pending")
     notify.add_argument("--interval", type=float, default=10.0, help="seconds between looks at the outbox")
+    notify.add_argument("--deadline", type=float, default=30.0,
+                        help="seconds one pass may spend sending: what a destination that never answers costs at most")
 
     dead = commands.add_parser("dead-letters", help="what could not be stored, and sending it again after a fix")
     dead_commands = dead.add_subparsers(dest="dead_command", required=True)
@@ -268,19 +271,30 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
     if not routing.destinations:
         raise UsageError("no destinations: set SPENDSTREAM_ALERT_ROUTES to a routes file (docs/alerts.md)")
 
+    for destination in routing.destinations:
+        problem = destination.problem()
+        if problem is not None:  # the others are still served; this one's deliveries are marked failed
+            print(f"spendstream notify: destination {destination.name!r} cannot work: {problem}", file=sys.stderr)
+
     def loop(store) -> int:
-        notifier = Notifier(store, routing)
+        notifier = Notifier(store, routing, pass_deadline_s=args.deadline)
         while True:
             now = datetime.now(timezone.utc)
             raised = store_new_alerts(store, evaluate(store, budgets, now) + detect_retry_storms(store, now)
                                       + detect_spend_anomalies(store, now))
             if raised:
                 print(f"{raised} new alert(s)", flush=True)
-            delivered = notifier.deliver_once()
-            if delivered:
-                print(f"delivered {delivered} alert(s)", flush=True)
+            report = notifier.run_pass()
+            if report.delivered:
+                print(f"delivered {report.delivered} alert(s)", flush=True)
+            for name, problem in report.problems.items():
+                print(f"  {name}: {problem}", flush=True)
+            if report.failed:
+                print(f"{report.failed} delivery(ies) failed for good (see alert_deliveries)", flush=True)
             if args.once:
-                return 0
+                if report.pending:
+                    print(f"{report.pending} delivery(ies) pending: a later run retries them", flush=True)
+                return report.exit_code
             time.sleep(args.interval)
 
     return _on_store(settings, "spendstream notify", loop)

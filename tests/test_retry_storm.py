@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from spendstream.agents.stages import SourceRecord, process
-from spendstream.alerting.delivery import AlertRouting, Notifier, Route, Sender, store_new_alerts
+from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
 from spendstream.alerting.destinations import Destination
 from spendstream.alerting.retry_storm import FeatureWindow, RetryStormDetector, detect_retry_storms
 from spendstream.pricing import Pricer
@@ -87,7 +87,7 @@ def test_an_injected_storm_gives_one_alert_one_message_and_a_resolve(embedded_st
                                                          url=receiver.url("/hook"))],
                                routes=[Route(destination=f"slack-{feature}", kinds=["retry_storm"],
                                              subjects=[feature])])
-        assert Notifier(embedded_store, routing, Sender(sleep=lambda s: None)).deliver_once() == 2
+        assert Notifier(embedded_store, routing).run_pass().delivered == 2
     finally:
         receiver.close()
     texts = [b["text"] for b in receiver.bodies()]

@@ -1,42 +1,50 @@
-"""Delivering alerts: retries that respect the receiver, rate limits, grouping, and an outbox.
+"""Delivering alerts: each destination on its own schedule, a pass bounded in time, an outbox.
 
 The ``alerts`` table is the outbox: detectors store an alert before anything is
-sent, and :class:`Notifier` delivers what a destination has not yet acknowledged,
-recording each success in ``alert_deliveries``. A receiver that is down only
-delays delivery; nothing is lost, and a restart resumes where it stopped.
+sent, and :class:`Notifier` delivers what each destination has not yet settled,
+keeping one delivery state per (destination, alert) in ``alert_deliveries``
+(:mod:`spendstream.alerting.outbox`). A receiver that is down only delays its own
+deliveries; nothing is lost, and a restart resumes where it stopped.
 
-Per request: connection errors, timeouts, 429 (waiting as long as ``Retry-After``
-says) and 5xx are retried with jittered backoff; any other 4xx is a permanent
-failure (retrying a bad request cannot help), recorded with its status.
-Per destination: at most ``max_per_minute`` messages a minute; alerts of one kind
-and state due together go out as one message with a count (a storm of alerts
-becomes one Slack message; PagerDuty gets one event per dedup key, as it expects).
+One pass (:meth:`Notifier.run_pass`) tries every due delivery at most once and never
+sleeps waiting for a destination: destinations are served side by side, each
+request is bounded by ``request_timeout_s`` and the whole pass by
+``pass_deadline_s``. A retryable failure schedules that delivery's next attempt
+(backoff, ``Retry-After``); once a destination fails that way its other deliveries
+wait for a later pass instead of each costing a timeout now. A refusal (another
+4xx, a URL that cannot work) marks the delivery failed with its redacted reason.
+Per destination: at most ``max_per_minute`` messages a minute (the rest wait for a
+later pass); alerts of one kind and state due together go out as one message with
+a count (PagerDuty gets one event per dedup key, as it expects).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spendstream.alerting.attempt import Attempt, post
 from spendstream.alerting.destinations import Destination, Request
+from spendstream.alerting.outbox import (DeliveryKey, DeliveryState, RetryPolicy, after_attempt, load_alerts,
+                                         load_states, record_states)
 from spendstream.configfile import load_model
-from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert, Severity
 from spendstream.sinks.store import Store, query_result, sql_time
 
 log = logging.getLogger(__name__)
 
 _SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+# How long a pass waits past its deadline for requests to notice it (their timeouts are
+# cut to the deadline, but DNS lookups and slow-dripping receivers ignore those).
+_JOIN_GRACE_S = 1.0
 
 
 class Route(BaseModel):
@@ -61,6 +69,16 @@ class AlertRouting(BaseModel):
     destinations: list[Destination] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _routes_name_destinations(self) -> AlertRouting:
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"destination names must be unique: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        unknown = sorted({r.destination for r in self.routes} - set(names))
+        if unknown:  # a route to nowhere would drop its alerts without a word
+            raise ValueError(f"routes name destinations that are not defined: {unknown}")
+        return self
+
 
 def load_routing(path: str | Path | None) -> AlertRouting:
     if path is None:
@@ -69,147 +87,185 @@ def load_routing(path: str | Path | None) -> AlertRouting:
     return parsed or AlertRouting()
 
 
-Outcome = Literal["delivered", "failed"]
-
-
-class PermanentFailure(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
-
-
-@dataclass
-class Sender:
-    """Sends one request, retrying what can succeed later, for up to ``give_up_after_s``."""
-
-    timeout_s: float = 10.0
-    retry_base_s: float = 0.5
-    retry_cap_s: float = 60.0
-    give_up_after_s: float | None = None  # None: keep trying (the outbox waits)
-    sleep: Callable[[float], None] = time.sleep
-    attempts: int = 0
-
-    def send(self, request: Request, destination: str) -> None:
-        started, attempt = time.monotonic(), 0
-        while True:
-            attempt += 1
-            self.attempts += 1
-            wait: float | None = None
-            try:
-                http = urllib.request.Request(request.url, data=request.body, headers=request.headers, method="POST")
-                with urllib.request.urlopen(http, timeout=self.timeout_s) as response:
-                    response.read()
-                return
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:200].decode(errors="replace")
-                if exc.code == 429:
-                    wait = _retry_after(exc.headers.get("Retry-After"))
-                elif exc.code < 500:
-                    raise PermanentFailure(exc.code, detail) from None
-                problem = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                problem = type(getattr(exc, "reason", exc)).__name__  # never the URL: it may hold a secret
-            delay = wait if wait is not None else backoff_s(attempt - 1, base_s=self.retry_base_s,
-                                                             cap_s=self.retry_cap_s)
-            if self.give_up_after_s is not None and time.monotonic() - started + delay > self.give_up_after_s:
-                raise TimeoutError(f"{destination}: still failing after {attempt} attempts ({problem})")
-            log.warning("alert delivery to %s failed (%s), attempt %d; retrying in %.1fs", destination, problem,
-                        attempt, delay)
-            self.sleep(delay)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        try:
-            when = datetime.strptime(value, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=timezone.utc)
-        except ValueError:
-            return None
-        return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
-
-
 @dataclass
 class RateLimit:
     per_minute: int
     sent: list[float] = field(default_factory=list)
 
-    def wait_s(self, now: float) -> float:
+    def full(self, now: float) -> bool:
         self.sent = [t for t in self.sent if now - t < 60]
-        return 0.0 if len(self.sent) < self.per_minute else 60 - (now - self.sent[0])
+        return len(self.sent) >= self.per_minute
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One request and the alerts whose delivery it settles; no request when the destination cannot work."""
+
+    request: Request | None
+    alerts: tuple[Alert, ...]
 
 
 @dataclass
+class PassReport:
+    """What one pass did, counted in (destination, alert) deliveries."""
+
+    delivered: int = 0
+    failed: int = 0      # refused or given up in this pass: not retried
+    pending: int = 0     # still to deliver after this pass: retrying, not yet due, or not reached
+    unfinished: int = 0  # requests still running at the deadline: result unknown, sent again later
+    problems: dict[str, str] = field(default_factory=dict)  # destination -> its last (redacted) error
+
+    @property
+    def exit_code(self) -> int:
+        """0: nothing left to do; 1: a delivery failed for good in this pass; 75 (EX_TEMPFAIL): some pending."""
+        return 1 if self.failed else 75 if self.pending else 0
+
+
 class Notifier:
-    """Delivers every stored alert to the destinations its routes name, exactly once per destination."""
+    """Delivers every stored alert to the destinations its routes name, once per destination."""
 
-    store: Store
-    routing: AlertRouting
-    sender: Sender = field(default_factory=Sender)
-    clock: Callable[[], float] = time.monotonic
-    _limits: dict[str, RateLimit] = field(default_factory=dict)
+    def __init__(self, store: Store, routing: AlertRouting, *, request_timeout_s: float = 10.0,
+                 pass_deadline_s: float = 30.0, policy: RetryPolicy = RetryPolicy(),
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.store, self.routing, self.policy, self.clock = store, routing, policy, clock
+        self.request_timeout_s, self.pass_deadline_s = request_timeout_s, pass_deadline_s
+        self._limits = {d.name: RateLimit(d.max_per_minute) for d in routing.destinations}
+        self._busy: dict[str, threading.Thread] = {}  # destinations whose last pass overran its deadline
 
-    def pending(self) -> list[tuple[Destination, list[Alert]]]:
-        """(destination, alerts not yet delivered there), grouped by kind and state."""
-        rows = query_result(self.store, """
-            SELECT a.kind, a.severity, a.state, a.subject, a.window_start, a.window_end, a.observed, a.expected,
-                   a.dedup_key, a.message, a.created_at
-            FROM alerts AS a FINAL
-            ORDER BY a.created_at, a.dedup_key, a.state""").dicts()
-        done = {(r[0], r[1], r[2]) for r in query_result(
-            self.store, "SELECT destination, dedup_key, state FROM alert_deliveries FINAL").rows}
-        for row in rows:  # ClickHouse gives DateTime64(3, 'UTC') without its zone
-            for name in ("window_start", "window_end", "created_at"):
-                row[name] = datetime.fromisoformat(row[name]).replace(tzinfo=timezone.utc)
-        alerts = [Alert.model_validate(r) for r in rows]
-        by_name = {d.name: d for d in self.routing.destinations}
-        out: list[tuple[Destination, list[Alert]]] = []
-        for name, destination in by_name.items():
-            routes = [r for r in self.routing.routes if r.destination == name]
-            due = [a for a in alerts if any(r.matches(a) for r in routes)
-                   and (name, a.dedup_key, a.state) not in done]
-            groups: dict[tuple[str, str], list[Alert]] = defaultdict(list)
-            for alert in due:
-                groups[(alert.kind, alert.state)].append(alert)
-            out.extend((destination, group) for group in groups.values())
-        return out
+    def run_pass(self) -> PassReport:
+        """Try each due delivery at most once, within ``pass_deadline_s`` (plus a short grace); record the outcomes."""
+        report = PassReport()
+        states = load_states(self.store)
+        plans = self._plan(load_alerts(self.store), states, self.clock(), report)
+        finished, report.unfinished = self._send(plans)
+        settled_at = self.clock()
+        rows: list[tuple[DeliveryKey, DeliveryState]] = []
+        for destination, batch, attempt in finished:
+            outcomes = []
+            for alert in batch.alerts:
+                key = (destination.name, alert.dedup_key, alert.state)
+                outcomes.append(after_attempt(states.get(key), attempt, now=settled_at, policy=self.policy))
+                rows.append((key, outcomes[-1]))
+            _account(report, destination.name, attempt, outcomes, now=settled_at)
+        # Due but not settled (rate limit, deadline, its destination failing, still in flight): due next pass.
+        report.pending += sum(len(b.alerts) for _, batches in plans.values() for b in batches) - len(rows)
+        record_states(self.store, rows, now=settled_at)
+        return report
 
-    def deliver_once(self) -> int:
-        """Deliver what is pending; returns how many alert deliveries were recorded."""
-        recorded = 0
-        for destination, alerts in self.pending():
-            limit = self._limits.setdefault(destination.name, RateLimit(destination.max_per_minute))
-            for request, covered in _requests(destination, alerts):
-                wait = limit.wait_s(self.clock())
-                if wait > 0:
-                    self.sender.sleep(wait)
-                try:
-                    self.sender.send(request, destination.name)
-                    outcome, detail = "delivered", ""
-                except PermanentFailure as exc:
-                    outcome, detail = "failed", str(exc)
-                    log.error("alert delivery to %s refused (%s); not retried", destination.name, exc)
-                limit.sent.append(self.clock())
-                self._record(destination.name, covered, outcome, detail)
-                recorded += len(covered)
-        return recorded
+    def _plan(self, alerts: list[Alert], states: dict[DeliveryKey, DeliveryState], now: datetime,
+              report: PassReport) -> dict[str, tuple[Destination, list[Batch]]]:
+        """The batches due now, per destination; counts what is pending but not due (or not sendable) in ``report``."""
+        plans: dict[str, tuple[Destination, list[Batch]]] = {}
+        for destination in self.routing.destinations:
+            routes = [r for r in self.routing.routes if r.destination == destination.name]
+            due = []
+            for alert in (a for a in alerts if any(r.matches(a) for r in routes)):
+                state = states.get((destination.name, alert.dedup_key, alert.state))
+                if state is None or state.due(now):
+                    due.append(alert)
+                elif state.outcome == "pending":
+                    report.pending += 1
+            busy = self._busy.get(destination.name)
+            if due and busy is not None and busy.is_alive():
+                report.pending += len(due)  # its last request is still out: do not pile another on
+            elif due:
+                plans[destination.name] = (destination, _batches(destination, due))
+        return plans
 
-    def _record(self, destination: str, alerts: Sequence[Alert], outcome: Outcome, detail: str) -> None:
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        for alert in alerts:
-            self.store.query_text(
-                "INSERT INTO alert_deliveries (destination, dedup_key, state, outcome, detail, delivered_at) "
-                "VALUES ({d:String}, {k:String}, {s:String}, {o:String}, {x:String}, {t:DateTime64(3, 'UTC')})",
-                {"d": destination, "k": alert.dedup_key, "s": alert.state, "o": outcome, "x": detail[:500], "t": now},
-                fmt="CSV")
+    def _send(self, plans: dict[str, tuple[Destination, list[Batch]]]
+              ) -> tuple[list[tuple[Destination, Batch, Attempt]], int]:
+        """(the outcomes that arrived by the deadline, how many alerts were in requests still running then)."""
+        deadline = time.monotonic() + self.pass_deadline_s
+        results = _Results()
+        threads = {name: threading.Thread(target=self._send_to, args=(destination, batches, deadline, results),
+                                          name=f"alert-delivery-{name}", daemon=True)
+                   for name, (destination, batches) in plans.items()}
+        for thread in threads.values():
+            thread.start()
+        for thread in threads.values():
+            thread.join(max(deadline - time.monotonic(), 0.0) + _JOIN_GRACE_S)
+        finished, in_flight = results.close()
+        for name, thread in threads.items():
+            if thread.is_alive():
+                log.warning("alert delivery to %s still running after the pass deadline; its alerts stay pending "
+                            "and may be sent twice", name)
+        self._busy = {name: t for name, t in {**self._busy, **threads}.items() if t.is_alive()}
+        return finished, in_flight
+
+    def _send_to(self, destination: Destination, batches: list[Batch], deadline: float, results: _Results) -> None:
+        limit, redactor, problem = self._limits[destination.name], destination.redactor(), destination.problem()
+        for batch in batches:
+            if problem is not None or batch.request is None:  # unusable as configured: refused, nothing sent
+                attempt = Attempt("refused", problem or "unusable as configured")
+            else:
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0 or limit.full(time.monotonic()):
+                    return  # the rest of this destination's deliveries wait for a later pass
+                results.begin(destination.name, len(batch.alerts))
+                attempt = post(batch.request, timeout_s=min(self.request_timeout_s, remaining_s), redactor=redactor)
+                limit.sent.append(time.monotonic())
+            if not results.add(destination, batch, attempt):
+                return  # the pass is over: this outcome is not recorded, the alerts are tried again
+            if attempt.result == "retry":
+                return  # failing now: its other deliveries wait for a later pass instead of each costing a timeout
 
 
-def _requests(destination: Destination, alerts: list[Alert]) -> list[tuple[Request, list[Alert]]]:
+class _Results:
+    """Outcomes handed from the delivery threads to the pass; none are taken after it closed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[Destination, Batch, Attempt]] = []
+        self._in_flight: dict[str, int] = {}
+        self._closed = False
+
+    def begin(self, destination: str, alerts: int) -> None:
+        with self._lock:
+            self._in_flight[destination] = alerts
+
+    def add(self, destination: Destination, batch: Batch, attempt: Attempt) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._items.append((destination, batch, attempt))
+            self._in_flight.pop(destination.name, None)
+            return True
+
+    def close(self) -> tuple[list[tuple[Destination, Batch, Attempt]], int]:
+        with self._lock:
+            self._closed = True
+            return list(self._items), sum(self._in_flight.values())
+
+
+def _account(report: PassReport, name: str, attempt: Attempt, outcomes: list[DeliveryState], *,
+             now: datetime) -> None:
+    if attempt.result == "delivered":
+        report.delivered += len(outcomes)
+        return
+    failed = sum(1 for s in outcomes if s.outcome == "failed")
+    report.failed += failed
+    report.pending += len(outcomes) - failed
+    first = outcomes[0]
+    report.problems[name] = first.detail
+    if failed:
+        log.error("alert delivery to %s failed for good (%s); %d alert(s) marked failed, not retried", name,
+                  first.detail, failed)
+    else:
+        wait_s = (first.next_attempt_at - now).total_seconds() if first.next_attempt_at else 0.0
+        log.warning("alert delivery to %s failed (%s); %d alert(s) pending, attempt %d, next in %.1f s", name,
+                    first.detail, len(outcomes), first.attempts, wait_s)
+
+
+def _batches(destination: Destination, alerts: list[Alert]) -> list[Batch]:
+    groups: dict[tuple[str, str], list[Alert]] = defaultdict(list)
+    for alert in alerts:
+        groups[(alert.kind, alert.state)].append(alert)
+    if destination.problem() is not None:
+        return [Batch(None, tuple(group)) for group in groups.values()]
     if destination.kind == "pagerduty":
-        return [(r, [a]) for r, a in zip(destination.requests(alerts), alerts, strict=True)]
-    return [(destination.requests(alerts)[0], alerts)]
+        return [Batch(r, (a,)) for group in groups.values()
+                for r, a in zip(destination.requests(group), group, strict=True)]
+    return [Batch(destination.requests(group)[0], tuple(group)) for group in groups.values()]
 
 
 def store_new_alerts(store: Store, alerts: Sequence[Alert]) -> int:
@@ -231,4 +287,3 @@ def store_new_alerts(store: Store, alerts: Sequence[Alert]) -> int:
              "e": str(a.expected) if a.expected is not None else "\\N", "d": a.dedup_key, "m": a.message},
             fmt="CSV")
     return len(new)
-

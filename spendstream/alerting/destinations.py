@@ -2,7 +2,8 @@
 
 Each destination turns one alert (or a group of alerts of one kind, sent as one
 message with a count) into an HTTP request. URLs and keys are secrets: they are
-``SecretStr`` here and never appear in logs or errors.
+``SecretStr`` here and never appear in logs or errors (:meth:`Destination.redactor`
+removes them from anything a receiver answers).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from spendstream.alerting.redact import Redactor
 from spendstream.schemas.alert import Alert
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -58,6 +61,24 @@ class Destination(BaseModel):
                           sort_keys=True).encode()
         return [Request(self._url(), body, {"Content-Type": "application/json", **self._signature(body)})]
 
+    def problem(self) -> str | None:
+        """Why no request to this destination can succeed as configured (a missing URL or key, a URL
+        that is not http(s)), or None. Safe to log: it never quotes a secret."""
+        if self.kind in ("slack", "webhook") and self.url is None:
+            return "no url is configured"
+        if self.kind == "pagerduty" and self.routing_key is None:
+            return "no routing_key is configured"
+        if self.url is not None:
+            problem = url_problem(self.url.get_secret_value())
+            return self.redactor().redact(problem) if problem else None
+        return None
+
+    def redactor(self) -> Redactor:
+        """Removes this destination's URL (and its parts), routing key and HMAC secret from text."""
+        return Redactor.for_secrets(
+            urls=[self.url.get_secret_value()] if self.url else [],
+            keys=[s.get_secret_value() for s in (self.routing_key, self.secret) if s is not None])
+
     def _url(self) -> str:
         if self.url is None:
             raise ValueError(f"destination {self.name!r} needs a url")
@@ -73,6 +94,23 @@ class Destination(BaseModel):
         timestamp = str(int(time.time()))
         return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: "sha256=" + sign(self.secret.get_secret_value(),
                                                                                timestamp, body)}
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be posted to (not http or https, no host), or None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the url is malformed"
+    if not parts.scheme:
+        return "the url does not start with http:// or https://"
+    if parts.scheme not in ("http", "https"):
+        # A short scheme is a typo worth showing ("htps"); a long one may be a pasted secret.
+        shown = f" '{parts.scheme}'" if parts.scheme.isalnum() and len(parts.scheme) <= 8 else ""
+        return f"the url's scheme{shown} is not http or https"
+    if not parts.hostname:
+        return "the url has no host"
+    return None
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -469,6 +469,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         partial(relayout, table="usage_events", version_column="ingested_at", engine=(
             "ENGINE = ReplacingMergeTree(precedence) PARTITION BY toYYYYMM(ts) ORDER BY (ts, event_id)")),
     )),
+    Migration(9, "alert deliveries: a schedule per destination and alert, redacted errors", (
+        "ALTER TABLE alert_deliveries ADD COLUMN IF NOT EXISTS attempts UInt32 DEFAULT 0 COMMENT "
+        "'requests made for this delivery so far (0: recorded before attempts were counted)' AFTER outcome",
+        "ALTER TABLE alert_deliveries ADD COLUMN IF NOT EXISTS first_attempt_at Nullable(DateTime64(3, 'UTC')) "
+        "AFTER attempts",
+        "ALTER TABLE alert_deliveries ADD COLUMN IF NOT EXISTS next_attempt_at Nullable(DateTime64(3, 'UTC')) "
+        "COMMENT 'when a pending delivery is due again; NULL once delivered or failed' AFTER first_attempt_at",
+        "ALTER TABLE alert_deliveries COMMENT COLUMN outcome "
+        "'pending (retried on its own schedule), delivered, or failed (refused, or given up)'",
+        "ALTER TABLE alert_deliveries COMMENT COLUMN detail "
+        "'the last error, redacted: no URL path or query, routing key, token or Authorization value'",
+        "ALTER TABLE alert_deliveries COMMENT COLUMN delivered_at "
+        "'when this row was written (its version under FINAL); the delivery time once delivered'",
+        # Refusals recorded before this migration kept up to 200 characters of the receiver's
+        # body, which can echo the URL's token or the routing key: keep only the status.
+        # Idempotent: the new text has no ': ', and rows written from now on have attempts > 0.
+        "ALTER TABLE alert_deliveries UPDATE detail = concat(splitByString(': ', detail)[1], "
+        "' (response body removed on upgrade: it may have echoed a secret)') "
+        "WHERE outcome = 'failed' AND attempts = 0 AND detail LIKE 'HTTP %: %' SETTINGS mutations_sync = 2",
+    )),
 )
 
 
