@@ -128,7 +128,19 @@ def record(store: Store, replays: Sequence[Replay], *, now: datetime) -> None:
     store.query_text("INSERT INTO dead_letter_replays SELECT * FROM format(JSONEachRow, "
                      "'replayed_at DateTime64(3, \\'UTC\\'), source_topic String, source_partition UInt32, "
                      "source_offset UInt64, item_index Int32, raw_digest UInt64, topic String, expected String', "
-                     "{rows:String})", {"rows": rows.decode()}, fmt="CSV")
+                     "{rows:String})", {"rows": _escaped(rows.decode())}, fmt="CSV")
+
+
+def _array(values: Sequence[str | int]) -> str:
+    """An Array query parameter's value, in ClickHouse's text form (strings quoted and escaped)."""
+    def quoted(value: str | int) -> str:
+        return str(value) if isinstance(value, int) else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return _escaped("[" + ",".join(map(quoted, values)) + "]")
+
+
+def _escaped(text: str) -> str:
+    """A String query parameter's value: ClickHouse reads parameters in its escaped (TSV) form."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
 
 
 def await_outcomes(store: Store, replays: Sequence[Replay], *, since: datetime, wait_s: float) -> None:
@@ -140,13 +152,14 @@ def await_outcomes(store: Store, replays: Sequence[Replay], *, since: datetime, 
         again = {int(digest): why for digest, why in store.query(
             "SELECT raw_digest, any(reason) FROM dead_letters WHERE received_at >= {since:DateTime64(3, 'UTC')} "
             "AND raw_digest IN {d:Array(UInt64)} GROUP BY raw_digest",
-            {"since": sql_time(since), "d": sorted({r.raw_digest for r in pending})}).rows}
+            {"since": sql_time(since), "d": _array(sorted({r.raw_digest for r in pending}))}).rows}
         stored: set[str] = set()
         for table, column in key.items():
             ids = sorted({i for r in pending if r.table == table for i in r.ids})
             if ids:
                 stored |= {row[0] for row in store.query(
-                    f"SELECT DISTINCT {column} FROM {table} WHERE {column} IN {{ids:Array(String)}}", {"ids": ids}).rows}
+                    f"SELECT DISTINCT {column} FROM {table} WHERE {column} IN {{ids:Array(String)}}",
+                    {"ids": _array(ids)}).rows}
         for replay in pending:
             if replay.raw_digest in again:
                 replay.outcome = f"dead-lettered again: {again[replay.raw_digest]}"

@@ -28,6 +28,7 @@ from spendstream.schemas.ledger import LEDGER_WIRE_REQUIRED, LedgerEntry
 from spendstream.schemas.usage import WIRE_REQUIRED, UsageEvent
 
 WHOLE_RECORD = -1
+NO_EVENTS = "record holds no events (an empty array or block)"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -93,6 +94,8 @@ def decode(record: SourceRecord) -> tuple[list[tuple[int, Any]], list[DeadLetter
     if isinstance(doc, dict):
         return [(0, doc)], []
     if isinstance(doc, list):
+        if not doc:  # nothing to store, and it must not vanish without a trace either
+            return [], [DeadLetter(record, WHOLE_RECORD, NO_EVENTS, record.value)]
         return list(enumerate(doc)), []
     kind = type(doc).__name__
     return [], [DeadLetter(record, WHOLE_RECORD, f"record is JSON {kind}, expected an object or an array of objects",
@@ -184,9 +187,12 @@ def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard
                 items, dead = decode(record)
             except NotFast:
                 found = block_items(record.value)
-                items, dead = ([], [DeadLetter(record, WHOLE_RECORD, found, record.value)]) if isinstance(found, str) \
-                    else (found, [])
+                reason = found if isinstance(found, str) else None if found else NO_EVENTS
+                items, dead = ([], [DeadLetter(record, WHOLE_RECORD, reason, record.value)]) if reason else (found, [])
             else:
+                if table.num_rows == 0:
+                    result.dead_letters.append(DeadLetter(record, WHOLE_RECORD, NO_EVENTS, record.value))
+                    continue
                 tables.append(table)
                 tags.append((block_tags, table.num_rows))
                 sources.append((record, table.num_rows))
