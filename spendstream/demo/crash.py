@@ -43,8 +43,12 @@ class HarnessResult:
     emitted_sends: int = 0
     emitted_distinct: int = 0
     duplicates_sent: int = 0
+    conflicts_sent: int = 0
+    conflicts_recorded: int = 0
+    first_sent_stood: int = 0
     stored_distinct: int = 0
     stored_rows_before_merge: int = 0
+    stored_rows_after_merge: int = 0
     expected_total: Decimal = Decimal(0)
     stored_total: Decimal = Decimal(0)
     expected_by_team: dict[str, Decimal] = field(default_factory=dict)
@@ -54,15 +58,21 @@ class HarnessResult:
 
     @property
     def exact(self) -> bool:
-        return (self.stored_distinct == self.emitted_distinct and self.stored_total == self.expected_total
-                and self.stored_by_team == self.expected_by_team == self.stored_by_team_view)
+        return (self.stored_distinct == self.emitted_distinct == self.stored_rows_after_merge
+                and self.stored_total == self.expected_total
+                and self.stored_by_team == self.expected_by_team == self.stored_by_team_view
+                and self.conflicts_recorded == self.conflicts_sent)
 
     def lines(self) -> list[str]:
         return [
             f"runs {self.runs} (a fresh broker each), kill -9 cycles {self.kills}, {self.seconds:.0f} s",
             f"sent {self.emitted_sends:,} events ({self.duplicates_sent:,} of them a second time): "
             f"{self.emitted_distinct:,} distinct",
-            f"stored distinct {self.stored_distinct:,} (rows without FINAL {self.stored_rows_before_merge:,})",
+            f"stored distinct {self.stored_distinct:,} (rows without FINAL {self.stored_rows_before_merge:,}, "
+            f"with FINAL {self.stored_rows_after_merge:,})",
+            f"conflicting re-sends {self.conflicts_sent:,} (same id, other content): recorded "
+            f"{self.conflicts_recorded:,}, none applied over a stored copy; the copy sent first stood for "
+            f"{self.first_sent_stood:,}",
             f"total cost: expected ${self.expected_total}, stored ${self.stored_total}",
             f"per team equal to ground truth (table and cost_daily view): "
             f"{self.stored_by_team == self.expected_by_team == self.stored_by_team_view}",
@@ -71,13 +81,15 @@ class HarnessResult:
 
 
 def run_harness(*, runs: int = 2, cycles: int = 20, rate: float = 1_000.0, duplicate_share: float = 0.05,
-                seed: int = 1, workdir: Path | None = None, log: Callable[[str], None] = print) -> HarnessResult:
+                conflict_share: float = 0.01, seed: int = 1, workdir: Path | None = None,
+                log: Callable[[str], None] = print) -> HarnessResult:
     started = time.monotonic()
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = workdir or Path(tmp)
         prefix = f"crash-{datetime.now(timezone.utc):%H%M%S}-{rng.randrange(16**6):06x}"
         distinct: dict[str, UsageEvent] = {}
+        conflicting: dict[str, UsageEvent] = {}
         result = HarnessResult(runs=runs, kills=0)
         with StoreHostProcess(root / "data", log_path=root / "store.log") as host:
             for run in range(runs):
@@ -92,7 +104,7 @@ def run_harness(*, runs: int = 2, cycles: int = 20, rate: float = 1_000.0, dupli
                     for worker in workers:
                         worker.start()
                     load = _Load(bootstrap, settings.usage_topic, f"{prefix}-r{run}", rate, duplicate_share,
-                                 rng.randrange(2**31))
+                                 conflict_share, rng.randrange(2**31))
                     load.start()
                     for cycle in range(cycles):
                         time.sleep(rng.uniform(1.5, 3.5))
@@ -106,24 +118,34 @@ def run_harness(*, runs: int = 2, cycles: int = 20, rate: float = 1_000.0, dupli
                     result.emitted_sends += load.sent
                     result.duplicates_sent += load.duplicates
                     distinct.update(load.distinct)
+                    conflicting.update(load.conflicting)
                     _wait_for(host.url, f"{prefix}-r{run}", len(load.distinct), log)
                     for worker in workers:
                         worker.stop()
-            _check(host.url, prefix, distinct, result)
+            _check(host.url, prefix, distinct, conflicting, result)
     result.seconds = time.monotonic() - started
     return result
 
 
 class _Load:
-    """Emits trace-generated events at ``rate`` per second from a thread; some are sent twice."""
+    """Emits trace-generated events at ``rate`` per second from a thread; some are sent twice.
 
-    def __init__(self, bootstrap: str, topic: str, run_id: str, rate: float, duplicate_share: float, seed: int):
+    A share of events is sent again a few seconds later with other content under the
+    same id (a sender re-using ids): which copy is stored first is up to the workers
+    and their crashes; the other copy must be recorded as a conflict, never applied.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, run_id: str, rate: float, duplicate_share: float,
+                 conflict_share: float, seed: int):
         rows = load_trace()
         start = datetime.now(timezone.utc) - timedelta(hours=1)
         self._events = [e for e in generate(rows, run_id=run_id, start=start, seed=seed) if isinstance(e, UsageEvent)]
         self._emitter = Emitter(bootstrap_servers=bootstrap, topic=topic, max_batch_events=200,
                                 flush_interval_s=0.1, delivery_timeout_s=300, register_atexit=False)
         self._rate, self._share, self._rng = rate, duplicate_share, random.Random(seed)
+        self._conflict_share = conflict_share
+        self._later: list[tuple[float, UsageEvent]] = []  # conflicting copies, sent a few seconds on
+        self.conflicting: dict[str, UsageEvent] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.distinct: dict[str, UsageEvent] = {}
@@ -153,6 +175,14 @@ class _Load:
                 self._emitter.emit(event)
                 self.sent += 1
                 self.duplicates += 1
+            if self._rng.random() < self._conflict_share:
+                forged = event.model_copy(update={"output_tokens": event.output_tokens + 1_000})
+                self._later.append((time.monotonic() + self._rng.uniform(1, 5), forged))
+            while self._later and self._later[0][0] <= time.monotonic():
+                forged = self._later.pop(0)[1]
+                self._emitter.emit(forged)
+                self.conflicting[forged.event_id] = forged
+                self.sent += 1
             n += 1
             ahead = n / self._rate - (time.monotonic() - began)
             if ahead > 0:
@@ -171,9 +201,24 @@ def _wait_for(url: str, run_prefix: str, expected: int, log: Callable[[str], Non
     log(f"timed out waiting: {stored:,} of {expected:,} stored")
 
 
-def _check(url: str, prefix: str, distinct: dict[str, UsageEvent], result: HarnessResult) -> None:
+def _check(url: str, prefix: str, distinct: dict[str, UsageEvent], conflicting: dict[str, UsageEvent],
+           result: HarnessResult) -> None:
     store = RemoteStore(url)
-    events = list(distinct.values())
+    p = {"p": prefix}
+    # Of two conflicting copies, the one stored first stands: which, the stored row says (by its tokens).
+    stood = {r[0]: int(r[1]) for r in store.query(
+        "SELECT event_id, output_tokens FROM usage_events FINAL WHERE startsWith(event_id, {p:String})", p).rows
+        if r[0] in conflicting}
+    chosen = dict(distinct)
+    for event_id, forged in conflicting.items():
+        if stood.get(event_id) == forged.output_tokens:
+            chosen[event_id] = forged
+        else:
+            result.first_sent_stood += 1
+    result.conflicts_sent = len(conflicting)
+    result.conflicts_recorded = int(store.query(
+        "SELECT uniqExact(event_id) FROM event_conflicts FINAL WHERE startsWith(event_id, {p:String})", p).scalar())
+    events = list(chosen.values())
     priced = Pricer().price_columns(UsageColumns.from_events(events))
     by_team: dict[str, Decimal] = defaultdict(Decimal)
     for event, cost in zip(events, priced.total_cost.to_pylist(), strict=True):
@@ -182,11 +227,12 @@ def _check(url: str, prefix: str, distinct: dict[str, UsageEvent], result: Harne
             by_team[event.team or ""] += cost
     result.expected_by_team = dict(by_team)
     result.emitted_distinct = len(distinct)
-    p = {"p": prefix}
     result.stored_distinct = int(store.query(
         "SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {p:String})", p).scalar())
     result.stored_rows_before_merge = int(store.query(
         "SELECT count() FROM usage_events WHERE startsWith(event_id, {p:String})", p).scalar())
+    result.stored_rows_after_merge = int(store.query(
+        "SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {p:String})", p).scalar())
     result.stored_total = store.query("SELECT sum(total_cost) FROM usage_events FINAL "
                                       "WHERE startsWith(event_id, {p:String})", p).scalar() or Decimal(0)
     result.stored_by_team = {r[0] or "": r[1] for r in store.query(
