@@ -446,11 +446,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.agents.worker import run_worker
     from spendstream.kafka_admin import ensure_topics
-    from spendstream.localbroker import LocalBroker
+    from spendstream.localbroker import MEMORY_ONLY, LocalBroker
 
     pricer = _load_pricer(settings)
     with ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap or stack.enter_context(LocalBroker()).bootstrap_servers
+        if not settings.kafka_bootstrap:
+            print(f"spendstream up: note: {MEMORY_ONLY}", flush=True)
         ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1,
                                   settings.ledger_topic: 1})
         print(f"spendstream up: broker {bootstrap}, topic {settings.usage_topic}, "

@@ -17,6 +17,12 @@ from types import TracebackType
 
 log = logging.getLogger(__name__)
 
+# Said wherever a user meets the local broker (`spendstream up`, `spendstream demo`, README).
+MEMORY_ONLY = ("the local broker keeps records in memory only: events it acknowledged that no worker has stored "
+               "yet, and the emitters' delivery ledger, are lost if it stops (and `spendstream reconcile` cannot "
+               "see that loss). For durability set SPENDSTREAM_KAFKA_BOOTSTRAP to Apache Kafka "
+               "(`docker compose up -d kafka`, README \"A real Kafka and ClickHouse\").")
+
 
 class BrokerStartError(RuntimeError):
     """The local broker did not start or did not answer in time."""

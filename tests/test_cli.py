@@ -60,6 +60,8 @@ def test_sql_answers_while_up_is_running(tmp_path) -> None:
         up.send_signal(signal.SIGINT)
         up.wait(60)
     assert up.returncode == 0
+    output = up.stdout.read() if up.stdout else ""
+    assert "keeps records in memory only" in output and "SPENDSTREAM_KAFKA_BOOTSTRAP" in output
     assert not (tmp_path / "data" / "worker.json").exists()
     assert broker_pid is not None and not _alive(broker_pid), "the local broker outlived `spendstream up`"
 

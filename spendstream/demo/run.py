@@ -19,7 +19,7 @@ from spendstream.demo.traffic import DEFAULT_SEED, generate, gpu_samples, load_t
 from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
 from spendstream.kafka_admin import ensure_topics
-from spendstream.localbroker import LocalBroker
+from spendstream.localbroker import MEMORY_ONLY, LocalBroker
 from spendstream.report import write_report
 from spendstream.settings import Settings
 from spendstream.sinks.store import QueryResult, TextQuerier, query_result
@@ -64,6 +64,7 @@ def run_demo(settings: Settings, *, limit: int | None = None, seed: int = DEFAUL
         else:
             with console.status("starting the local broker (tansu)…"):
                 bootstrap = stack.enter_context(LocalBroker()).start()
+            console.print(f"[dim]note: {MEMORY_ONLY}[/]", highlight=False)
         ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1,
                                   settings.ledger_topic: 1})
         worker = WorkerProcess(settings, bootstrap_servers=bootstrap,
