@@ -126,6 +126,22 @@ def worker_settings(data_dir: Path, topic: str, **overrides: object):
                     topic_partitions=2, **overrides)
 
 
+@pytest.fixture
+def worker(broker, topic, tmp_path):
+    """A worker process consuming ``topic`` into its own data directory (stopped cleanly after the test)."""
+    from spendstream.demo.worker_process import WorkerProcess
+    from spendstream.kafka_admin import ensure_topics
+
+    settings = worker_settings(tmp_path / "data", topic)
+    ensure_topics(broker, {topic: settings.topic_partitions})
+    process = WorkerProcess(settings, bootstrap_servers=broker, log_path=tmp_path / "worker.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+
 @pytest.fixture(scope="session")
 def seeded_store(embedded_store):
     """The session store with recent usage with failures and retries, a self-hosted deployment with GPU samples, a dead letter, an alert."""

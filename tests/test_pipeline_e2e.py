@@ -7,27 +7,13 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
-from spendstream.kafka_admin import ensure_topics
 from spendstream.schemas import UsageEvent
 from spendstream.sinks.store import query_result
-from tests.conftest import produce_raw, wait_for_count, worker_settings
+from tests.conftest import produce_raw, wait_for_count
 from tests.reference import genai_total
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def worker(broker, topic, tmp_path):
-    settings = worker_settings(tmp_path / "data", topic)
-    ensure_topics(broker, {topic: settings.topic_partitions})
-    process = WorkerProcess(settings, bootstrap_servers=broker, log_path=tmp_path / "worker.log")
-    process.start()
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
 
 def test_events_are_priced_stored_once_and_bad_input_is_dead_lettered(broker, topic, worker) -> None:

@@ -19,14 +19,13 @@ import pytest
 from spendstream.agents.stages import BatchResult, SourceRecord, isolated, process
 from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
-from spendstream.kafka_admin import ensure_topics
 from spendstream.pricing import Pricer
 from spendstream.schemas import UsageEvent
 from spendstream.sinks.rows import dead_letter_table
 from spendstream.sinks.store import query_result
 from spendstream.sinks.writer import SinkWriter
 from tests.adversarial import TS, corpus, event
-from tests.conftest import wait_for_count, worker_settings
+from tests.conftest import wait_for_count
 
 PRICER = Pricer()
 
@@ -166,18 +165,6 @@ def test_a_different_record_at_the_same_coordinates_never_takes_a_dead_letters_p
 
 
 # -- through the real broker and a worker process ------------------------------------------
-
-@pytest.fixture
-def worker(broker, topic, tmp_path):
-    settings = worker_settings(tmp_path / "data", topic)
-    ensure_topics(broker, {topic: settings.topic_partitions})
-    process_ = WorkerProcess(settings, bootstrap_servers=broker, log_path=tmp_path / "worker.log")
-    process_.start()
-    try:
-        yield process_
-    finally:
-        assert process_.stop() == 0, (tmp_path / "worker.log").read_text()[-3000:]
-
 
 def _produce(bootstrap: str, topic: str, values: list[bytes], partition: int | None = None) -> None:
     from aiokafka import AIOKafkaProducer
