@@ -414,7 +414,6 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
     from spendstream.sinks import StoreError, open_store
-    from spendstream.sinks.readonly import check_read_only
 
     params = {}
     for item in args.param:
@@ -424,21 +423,21 @@ def _sql(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         params[name] = value
     try:
-        client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
+        client = QueryClient.for_data_dir(settings.data_dir, write=args.write) if settings.embedded else None
         if client is not None:
-            text = client.query_text(args.query, params, args.format, write=args.write)
+            output = client.query_text(args.query, params, args.format).encode()
         else:
             store = open_store(settings)
             try:
-                if not args.write:
-                    check_read_only(store, args.query, params)
-                text = store.query_text(args.query, params, args.format)
+                output = store.run_statement(args.query, params, args.format, write=args.write)
             finally:
                 store.close()
     except (StoreError, QueryFailed, EndpointUnavailable) as exc:
         print(f"spendstream sql: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(output)  # as ClickHouse wrote it: binary formats (Parquet, Arrow) too
+    sys.stdout.buffer.flush()
     return 0
 
 

@@ -52,13 +52,18 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class QueryClient:
-    """Asks a running worker to run a query against the data directory it owns."""
+    """Asks a running worker to run a statement against the data directory it owns.
+
+    ``write`` is the default for :meth:`query_text`: False runs statements read-only,
+    as ClickHouse enforces it; the owner's own programs may pass True.
+    """
 
     url: str
     timeout_s: float = 60.0
+    write: bool = False
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> QueryClient | None:
+    def for_data_dir(cls, data_dir: Path, *, write: bool = False) -> QueryClient | None:
         """The client for the worker owning ``data_dir``, or None if no worker runs there."""
         try:
             info = json.loads((Path(data_dir) / ENDPOINT_FILE).read_text(encoding="utf-8"))
@@ -66,11 +71,12 @@ class QueryClient:
             return None
         if not _pid_alive(int(info.get("pid", 0))):
             return None
-        return cls(info["url"])
+        return cls(info["url"], write=write)
 
     def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact",
-                   *, write: bool = False) -> str:
-        """Run ``sql`` in the worker. Writes are refused unless ``write`` is true."""
+                   *, write: bool | None = None) -> str:
+        """Run one statement in the worker; ``write`` (default: the client's) allows changes."""
+        write = self.write if write is None else write
         body = json.dumps({"sql": sql, "params": params or {}, "format": fmt, "write": write}).encode()
         request = urllib.request.Request(self.url + QUERY_PATH, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
@@ -97,7 +103,6 @@ def register(app: Any, store: Any) -> None:
     import faust
     from faust.web import Request, Response
 
-    from spendstream.sinks.readonly import check_read_only
     from spendstream.sinks.store import StoreError
 
     @app.page(QUERY_PATH)
@@ -110,9 +115,7 @@ def register(app: Any, store: Any) -> None:
             except (ValueError, KeyError, TypeError):
                 return self.error(400, 'expected JSON {"sql": ..., "params": {...}, "format": ..., "write": false}')
             try:
-                if not write:
-                    await asyncio.to_thread(check_read_only, store, sql, params)
-                text = await asyncio.to_thread(store.query_text, sql, params, fmt)
+                output = await asyncio.to_thread(store.run_statement, sql, params, fmt, write=write)
             except StoreError as exc:
                 return self.error(400, str(exc))
-            return self.text(text)
+            return self.text(output.decode())

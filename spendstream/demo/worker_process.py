@@ -62,7 +62,8 @@ class WorkerProcess:
             self._wait_for_queries(timeout_s)
 
     def query_client(self) -> QueryClient:
-        client = QueryClient.for_data_dir(self.settings.data_dir)
+        """The worker's query endpoint, with write access: the harness is the data directory's owner."""
+        client = QueryClient.for_data_dir(self.settings.data_dir, write=True)
         if client is None:
             raise WorkerFailed(self._failure("the worker is not serving queries"))
         return client

@@ -9,7 +9,7 @@ speaks the same :class:`~spendstream.sinks.store.Store` interface over HTTP.
 a worker. Production uses a ClickHouse server instead (``SPENDSTREAM_CLICKHOUSE_URL``).
 
 Endpoints (127.0.0.1 only): ``POST /spendstream/query/`` (the worker's query
-protocol: JSON ``{sql, params, format, write}``, reads only unless ``write``),
+protocol: JSON ``{sql, params, format, write}``, one statement, read-only unless ``write``),
 ``POST /spendstream/insert/<table>`` (an Arrow IPC stream), ``GET /spendstream/health/``.
 """
 
@@ -58,8 +58,12 @@ class RemoteStore:
             raise StoreError(str(exc)) from exc
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        body = json.dumps({"sql": sql, "params": params or {}, "format": "ArrowStream", "write": False}).encode()
-        return arrow_table(self._post(QUERY_PATH, body, "application/json"))
+        return arrow_table(self.run_statement(sql, params, "ArrowStream", write=True))
+
+    def run_statement(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact", *,
+                      write: bool = False) -> bytes:
+        body = json.dumps({"sql": sql, "params": params or {}, "format": fmt, "write": write}).encode()
+        return self._post(QUERY_PATH, body, "application/json")
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         sink = io.BytesIO()
@@ -86,8 +90,6 @@ async def serve(store: Store, port: int, stop: asyncio.Event) -> None:
     """Serve ``store`` on 127.0.0.1:``port`` until ``stop`` is set."""
     from aiohttp import web
 
-    from spendstream.sinks.readonly import check_read_only
-
     async def query(request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.read())
@@ -96,19 +98,12 @@ async def serve(store: Store, port: int, stop: asyncio.Event) -> None:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": 'expected JSON {"sql": …, "params": {…}, "format": …}'}, status=400)
         try:
-            if not write:
-                await asyncio.to_thread(check_read_only, store, sql, params)
-            if fmt == "ArrowStream":
-                table = await asyncio.to_thread(store.query_arrow, sql, params)
-                sink = io.BytesIO()
-                if table.num_columns:
-                    with pa.ipc.new_stream(sink, table.schema) as writer:
-                        writer.write_table(table)
-                return web.Response(body=sink.getvalue(), content_type="application/vnd.apache.arrow.stream")
-            text = await asyncio.to_thread(store.query_text, sql, params, fmt)
+            output = await asyncio.to_thread(store.run_statement, sql, params, fmt, write=write)
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.Response(text=text)
+        if fmt == "ArrowStream":
+            return web.Response(body=output, content_type="application/vnd.apache.arrow.stream")
+        return web.Response(text=output.decode())
 
     async def insert(request: web.Request) -> web.Response:
         table = request.match_info["table"]
