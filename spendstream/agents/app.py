@@ -13,6 +13,7 @@ import logging
 from datetime import datetime, timezone
 
 import faust
+from pydantic import SecretStr
 
 from spendstream.agents import query_endpoint
 from spendstream.agents.attribution import TagGuard
@@ -37,8 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int,
-               pricer: Pricer | None = None, deployments: dict[str, Deployment] | None = None) -> faust.App:
-    """A faust app that prices usage records into ``store`` and stores GPU samples."""
+               pricer: Pricer | None = None, deployments: dict[str, Deployment] | None = None,
+               query_secret: SecretStr | None = None) -> faust.App:
+    """A faust app that prices usage records into ``store`` and stores GPU samples.
+
+    With ``query_secret`` (the worker owns the embedded store), it also serves the
+    query endpoint to requests that carry that secret.
+    """
     app = faust.App(
         f"{settings.consumer_group}-worker",
         broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
@@ -57,7 +63,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     tag_guard = TagGuard(settings.tag_value_limit)
     writer = SinkWriter(store)
     detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
-    query_endpoint.register(app, store)
+    if query_secret is not None:
+        query_endpoint.register(app, store, secret=query_secret, port=web_port)
 
     async def handle_usage(records: list[SourceRecord]) -> None:
         try:

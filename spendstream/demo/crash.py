@@ -33,7 +33,6 @@ from spendstream.localbroker import LocalBroker
 from spendstream.pricing import Pricer, UsageColumns
 from spendstream.schemas import UsageEvent
 from spendstream.settings import Settings
-from spendstream.sinks.host import RemoteStore
 
 
 @dataclass
@@ -106,10 +105,10 @@ def run_harness(*, runs: int = 2, cycles: int = 20, rate: float = 1_000.0, dupli
                     result.emitted_sends += load.sent
                     result.duplicates_sent += load.duplicates
                     distinct.update(load.distinct)
-                    _wait_for(host.url, f"{prefix}-r{run}", len(load.distinct), log)
+                    _wait_for(host, f"{prefix}-r{run}", len(load.distinct), log)
                     for worker in workers:
                         worker.stop()
-            _check(host.url, prefix, distinct, result)
+            _check(host, prefix, distinct, result)
     result.seconds = time.monotonic() - started
     return result
 
@@ -159,8 +158,9 @@ class _Load:
                 time.sleep(ahead)
 
 
-def _wait_for(url: str, run_prefix: str, expected: int, log: Callable[[str], None], timeout_s: float = 300) -> None:
-    store = RemoteStore(url)
+def _wait_for(host: StoreHostProcess, run_prefix: str, expected: int, log: Callable[[str], None],
+              timeout_s: float = 300) -> None:
+    store = host.remote_store()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         stored = int(store.query("SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {p:String})",
@@ -171,8 +171,8 @@ def _wait_for(url: str, run_prefix: str, expected: int, log: Callable[[str], Non
     log(f"timed out waiting: {stored:,} of {expected:,} stored")
 
 
-def _check(url: str, prefix: str, distinct: dict[str, UsageEvent], result: HarnessResult) -> None:
-    store = RemoteStore(url)
+def _check(host: StoreHostProcess, prefix: str, distinct: dict[str, UsageEvent], result: HarnessResult) -> None:
+    store = host.remote_store()
     events = list(distinct.values())
     priced = Pricer().price_columns(UsageColumns.from_events(events))
     by_team: dict[str, Decimal] = defaultdict(Decimal)
