@@ -93,8 +93,8 @@ def endpoint(request, tmp_path_factory) -> Iterator[Endpoint]:
         port = process.port
     else:
         topic = f"test.usage.{uuid.uuid4().hex[:10]}"
-        process = WorkerProcess(worker_settings(root / "data", topic), bootstrap_servers=request.getfixturevalue("broker"),
-                                log_path=root / "worker.log")
+        process = WorkerProcess(worker_settings(root / "data", topic), log_path=root / "worker.log",
+                                bootstrap_servers=request.getfixturevalue("broker"))
         process.start()
         port = int(json.loads((root / "data" / "worker.json").read_text())["url"].rsplit(":", 1)[1])
     served = Endpoint(request.param, port, root / "data")
