@@ -82,7 +82,7 @@ class Endpoint:
 
 @pytest.fixture(scope="module", params=["store host", "worker"])
 def endpoint(request, tmp_path_factory) -> Iterator[Endpoint]:
-    """A `spendstream store` or a worker serving a fresh data directory, with a table `canary` holding 1."""
+    """A `spendstream store` or a worker serving a fresh data directory, with a table `canary` whose v is 1."""
     from spendstream.demo.worker_process import StoreHostProcess, WorkerProcess
     from tests.conftest import worker_settings
 
@@ -99,7 +99,8 @@ def endpoint(request, tmp_path_factory) -> Iterator[Endpoint]:
         port = int(json.loads((root / "data" / "worker.json").read_text())["url"].rsplit(":", 1)[1])
     served = Endpoint(request.param, port, root / "data")
     try:
-        for sql in ("CREATE TABLE canary (v UInt8) ENGINE = MergeTree ORDER BY v", "INSERT INTO canary VALUES (1)"):
+        for sql in ("CREATE TABLE canary (k UInt8, v UInt8) ENGINE = MergeTree ORDER BY k",
+                    "INSERT INTO canary VALUES (1, 1)"):
             status, out = served.query(sql, write=True)
             assert status == 200, out
         yield served
@@ -227,3 +228,10 @@ def test_a_forged_insert_is_refused(endpoint) -> None:
 def test_the_secret_is_never_logged(endpoint) -> None:
     log = endpoint.data_dir.parent / ("store.log" if endpoint.kind == "store host" else "worker.log")
     assert os.path.getsize(log) > 0 and endpoint.secret not in log.read_text(errors="replace")
+
+
+def test_the_owner_may_still_write(endpoint) -> None:
+    # the control for the tests above: the statement they send does change the canary when allowed
+    status, out = endpoint.query("ALTER TABLE canary UPDATE v = 0 WHERE 1 SETTINGS mutations_sync = 2", write=True)
+    assert status == 200, out
+    assert endpoint.canary() == "0"

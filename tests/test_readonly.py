@@ -100,6 +100,15 @@ def test_several_statements_are_refused_before_any_runs(embedded_store, billed, 
     assert embedded_store.run_statement("SELECT 42", fmt="CSV") == b"42\n"
 
 
+def test_one_statement_with_write_does_change_data(embedded_store, billed) -> None:
+    # the control for the refusals above: the same change, alone and allowed, is made
+    prefix, _ = billed
+    embedded_store.run_statement("ALTER TABLE usage_events UPDATE total_cost = 0 "
+                                 "WHERE startsWith(event_id, {p:String}) SETTINGS mutations_sync = 1",
+                                 {"p": prefix}, write=True)
+    assert _billed_total(embedded_store, prefix) == 0
+
+
 def test_control_statements_are_refused_on_the_read_only_path(embedded_store, tmp_path) -> None:
     # INTO OUTFILE is written by chdb's client side, which readonly does not govern
     outfile = tmp_path / "written-by-chdb.csv"
