@@ -166,7 +166,8 @@ def test_sql_on_the_directory_itself_runs_one_statement_read_only(tmp_path) -> N
     assert _cli("sql", total, "--format", "CSV", env=env).stdout == "10\n"  # 4 events at $2.50
 
     for write in ((), ("--write",)):
-        several = _cli("sql", "SELECT 1; ALTER TABLE usage_events UPDATE total_cost = 0 WHERE 1", *write, env=env)
+        several = _cli("sql", "SELECT 1; ALTER TABLE usage_events UPDATE total_cost = 0 WHERE 1 "
+                       "SETTINGS mutations_sync = 1", *write, env=env)
         assert several.returncode == 1 and "one statement at a time" in several.stderr and not several.stdout
     hits: list[str] = []
 
