@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from spendstream.sinks.readonly import check_statement, read_only_error
+from spendstream.sinks.readonly import as_write_refused, check_statement
 from spendstream.sinks.store import INSERT_SETTINGS, QueryResult, StoreError, arrow_table, query_result
 
 
@@ -78,14 +79,12 @@ class EmbeddedStore:
         with self._lock:
             session = self._connect(self._path if write else self._path + "?readonly=1")
             try:
-                def run(text: str, out_fmt: str, values: dict[str, Any] | None) -> bytes:
-                    return _output(session, text, out_fmt, values)
-
-                check_statement(sql, params, write=write, classify=lambda text: _classify(session, text), run=run)
-                return run(sql, fmt, params)
-            except StoreError as exc:  # EXPLAIN applies the statement's SETTINGS too: readonly may refuse it there
-                refusal = exc if write else read_only_error(exc)
-                if refusal is exc:
+                check_statement(sql, params, write=write, classify=partial(_classify, session),
+                                run=partial(_output, session))
+                return _output(session, sql, fmt, params)
+            except StoreError as exc:  # also from the check: its EXPLAIN applies the statement's SETTINGS
+                refusal = None if write else as_write_refused(exc)
+                if refusal is None:
                     raise
                 raise refusal from exc
             finally:

@@ -74,13 +74,11 @@ def check_statement(sql: str, params: dict[str, Any] | None, *, write: bool, cla
                            "mode); pass --write to run it")
 
 
-def read_only_error(exc: Exception) -> StoreError:
-    """What a failed read reports: ClickHouse's refusal of a write as WriteRefused, else its message."""
-    message = str(exc)
-    if "(READONLY)" in message:
-        return WriteRefused(f"read-only: ClickHouse refused this statement ({message.strip()}); "
-                            "pass --write to run it")
-    return exc if isinstance(exc, StoreError) else StoreError(message)
+def as_write_refused(exc: Exception) -> WriteRefused | None:
+    """ClickHouse's refusal of a read-only statement (error READONLY) as WriteRefused; None for other errors."""
+    if "(READONLY)" not in str(exc):
+        return None
+    return WriteRefused(f"read-only: ClickHouse refused this statement ({str(exc).strip()}); pass --write to run it")
 
 
 def _escaped(text: str) -> str:
