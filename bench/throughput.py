@@ -189,7 +189,7 @@ def two_workers(bootstrap: str, root: Path, topic: str, events: int) -> dict[str
         try:
             for worker in workers:
                 worker.start()
-            result = drain(QueryClient(host.url, 30.0), events)
+            result = drain(host.query_client(timeout_s=30.0), events)
             result["peak_rss_mb"] = max(peak_rss_mb(w.pid) for w in workers)
             result["store_host_peak_rss_mb"] = peak_rss_mb(host._process.pid)
         finally:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -114,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
 
 class UsageError(Exception):
     """A command-line mistake: printed as one line, exit status 2."""
+
+
+@contextmanager
+def _secret_problems_as_usage_errors() -> Iterator[None]:
+    """An endpoint secret that cannot be used (missing, another user's, readable by others) is a setup mistake."""
+    from spendstream.sinks.loopback import SecretUnreadable
+
+    try:
+        yield
+    except SecretUnreadable as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _period(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -233,6 +245,7 @@ def _store_host(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.localbroker import free_port
     from spendstream.sinks import open_store
     from spendstream.sinks.host import run_store_host
+    from spendstream.sinks.loopback import SECRET_FILE, ensure_secret
     from spendstream.sinks.migrations import migrate
 
     if not settings.embedded:
@@ -242,11 +255,14 @@ def _store_host(settings: Settings, args: argparse.Namespace) -> int:
     migrate(store)
     port = settings.web_port or free_port()
     url = f"http://127.0.0.1:{port}"
+    with _secret_problems_as_usage_errors():  # made before the endpoint file that tells clients where to send it
+        secret = ensure_secret(settings.data_dir)
     query_endpoint.write_endpoint_file(settings.data_dir, url)
     print(f"spendstream store: serving {settings.data_dir} at {url}; start workers with "
-          f"SPENDSTREAM_STORE_URL={url}. Ctrl-C stops.", flush=True)
+          f"SPENDSTREAM_STORE_URL={url} and SPENDSTREAM_DATA_DIR={settings.data_dir} (its {SECRET_FILE} is the "
+          "key). Ctrl-C stops.", flush=True)
     try:
-        run_store_host(store, port)
+        run_store_host(store, port, secret=secret)
     finally:
         query_endpoint.remove_endpoint_file(settings.data_dir)
         store.close()
@@ -373,8 +389,9 @@ def _on_store(settings: Settings, command: str, use):
     from spendstream.agents.query_endpoint import QueryClient
     from spendstream.sinks.host import RemoteStore
 
-    client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
-    return use(RemoteStore(client.url)) if client is not None else _with_store(settings, command, use)
+    with _secret_problems_as_usage_errors():
+        client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
+    return use(RemoteStore(client.url, client.secret)) if client is not None else _with_store(settings, command, use)
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
@@ -439,7 +456,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
               "which starts a local broker)", file=sys.stderr)
         return 2
     pricer = _load_pricer(settings)  # a bad overrides file stops here, before anything is consumed
-    run_worker(settings, bootstrap_servers=settings.kafka_bootstrap, pricer=pricer)
+    with _secret_problems_as_usage_errors():
+        run_worker(settings, bootstrap_servers=settings.kafka_bootstrap, pricer=pricer)
     return 0
 
 
@@ -460,16 +478,19 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
               f"Emit with SPENDSTREAM_KAFKA_BOOTSTRAP={bootstrap}; query with `spendstream sql`. Ctrl-C stops.",
               flush=True)
         try:
-            run_worker(settings, bootstrap_servers=bootstrap, pricer=pricer)
+            with _secret_problems_as_usage_errors():
+                run_worker(settings, bootstrap_servers=bootstrap, pricer=pricer)
         except SystemExit as exc:  # faust's worker exits through SystemExit; stop the broker first
             return int(exc.code or 0)
     return 0
 
 
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
+    """One statement, read-only as ClickHouse enforces it unless --write; through the process that owns
+    the embedded directory when one runs."""
     from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
     from spendstream.sinks import StoreError, open_store
-    from spendstream.sinks.readonly import check_read_only
+    from spendstream.sinks.loopback import SecretUnreadable
 
     params = {}
     for item in args.param:
@@ -479,21 +500,21 @@ def _sql(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         params[name] = value
     try:
-        client = QueryClient.for_data_dir(settings.data_dir) if settings.embedded else None
+        client = QueryClient.for_data_dir(settings.data_dir, write=args.write) if settings.embedded else None
         if client is not None:
-            text = client.query_text(args.query, params, args.format, write=args.write)
+            output = client.run(args.query, params, args.format)
         else:
             store = open_store(settings)
             try:
-                if not args.write:
-                    check_read_only(store, args.query, params)
-                text = store.query_text(args.query, params, args.format)
+                output = store.run_statement(args.query, params, args.format, write=args.write)
             finally:
                 store.close()
-    except (StoreError, QueryFailed, EndpointUnavailable) as exc:
+    except (StoreError, QueryFailed, EndpointUnavailable, SecretUnreadable) as exc:
         print(f"spendstream sql: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(output)  # as ClickHouse wrote it: binary formats (Parquet, Arrow) too
+    sys.stdout.buffer.flush()
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -54,6 +55,17 @@ def test_sql_answers_while_up_is_running(tmp_path) -> None:
         assert refused.returncode == 1 and "read-only" in refused.stderr and "--write" in refused.stderr
         allowed = _cli("sql", "CREATE TABLE scratch (a Int8) ENGINE = Memory", "--write", env=env)
         assert allowed.returncode == 0, allowed.stderr
+        several = _cli("sql", "SELECT 1; CREATE TABLE sneaky (a Int8) ENGINE = Memory", "--write", env=env)
+        assert several.returncode == 1 and "one statement at a time" in several.stderr
+        outside = _cli("sql", "SELECT * FROM file('/etc/passwd', 'LineAsString')", env=env)
+        assert outside.returncode == 1 and "read-only" in outside.stderr
+        secret = tmp_path / "data" / "worker.secret"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        secret.chmod(0o644)  # as if others could have read it: no longer used
+        exposed = _cli("sql", "SELECT 1", env=env)
+        assert exposed.returncode == 1 and "mode 0600" in exposed.stderr
+        secret.chmod(0o600)
+        assert _cli("sql", "EXISTS TABLE sneaky", "--format", "CSV", env=env).stdout == "0\n"
         broker_pid = _child_tansu_pid(up.pid)
         assert broker_pid is not None
     finally:
@@ -143,3 +155,44 @@ def test_reprice_export_and_prices_commands(tmp_path) -> None:
     overrides.write_text("overrides:\n  - {id: x, model: m, effective_from: 2025-01-01}\n")
     broken = _cli("prices", "show", "gpt-4o", env=env)
     assert broken.returncode == 2 and f"{overrides}:2: overrides.0: Value error, give exactly one" in broken.stderr
+
+
+def test_sql_on_the_directory_itself_runs_one_statement_read_only(tmp_path) -> None:
+    import http.server
+    import threading
+
+    data = tmp_path / "data"
+    env = _env(data)
+    subprocess.run([sys.executable, "-c", _SEED_EVENTS, str(data)], env=env, check=True, timeout=60)
+    total = "SELECT sum(total_cost) FROM usage_events FINAL"
+    assert _cli("sql", total, "--format", "CSV", env=env).stdout == "10\n"  # 4 events at $2.50
+
+    for write in ((), ("--write",)):
+        several = _cli("sql", "SELECT 1; ALTER TABLE usage_events UPDATE total_cost = 0 WHERE 1 "
+                       "SETTINGS mutations_sync = 1", *write, env=env)
+        assert several.returncode == 1 and "one statement at a time" in several.stderr and not several.stdout
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for sql in ("ALTER TABLE usage_events UPDATE total_cost = 0 WHERE 1",
+                    f"SELECT * FROM url('http://127.0.0.1:{server.server_address[1]}/', 'LineAsString')",
+                    "SELECT file('/etc/passwd')"):
+            refused = _cli("sql", sql, env=env)
+            assert refused.returncode == 1 and "read-only" in refused.stderr and "--write" in refused.stderr
+    finally:
+        server.shutdown()
+    assert hits == []
+    assert _cli("sql", total, "--format", "CSV", env=env).stdout == "10\n"

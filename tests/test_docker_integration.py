@@ -134,3 +134,25 @@ def test_the_views_and_the_cookbook_run_on_a_clickhouse_server(clickhouse_url) -
     for title, columns, params, sql in EXAMPLES:
         assert store.query(sql.strip(), params).columns == columns, title
     store.close()
+
+
+def test_reads_on_a_clickhouse_server_are_read_only_as_the_server_enforces_it(clickhouse_url) -> None:
+    from spendstream.sinks.migrations import migrate
+    from spendstream.sinks.readonly import WriteRefused
+    from spendstream.sinks.server import ServerStore
+    from spendstream.sinks.store import StoreError
+
+    store = ServerStore(clickhouse_url)
+    migrate(store)
+    try:
+        assert store.run_statement("SELECT 1", fmt="CSV") == b"1\n"
+        for sql in ("CREATE TABLE scratch (a Int8) ENGINE = Memory", "ALTER TABLE usage_events DELETE WHERE 1",
+                    "SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')",
+                    "SELECT * FROM remote('127.0.0.1:9', system.one)"):
+            with pytest.raises(WriteRefused, match="READONLY"):
+                store.run_statement(sql)
+        with pytest.raises(StoreError, match="[Mm]ulti-statements are not allowed"):
+            store.run_statement("SELECT 1; CREATE TABLE scratch (a Int8) ENGINE = Memory")
+        assert store.run_statement("EXISTS TABLE scratch", fmt="CSV") == b"0\n"
+    finally:
+        store.close()

@@ -13,7 +13,6 @@ from spendstream.emitter import Emitter
 from spendstream.kafka_admin import ensure_topics
 from spendstream.localbroker import LocalBroker
 from spendstream.schemas import UsageEvent
-from spendstream.sinks.host import RemoteStore
 from tests.conftest import consume_all, events_in, worker_settings
 
 pytestmark = pytest.mark.integration
@@ -33,7 +32,7 @@ def test_clickhouse_away_for_30_seconds_loses_nothing_and_the_worker_recovers_by
     worker = WorkerProcess(settings, bootstrap_servers=broker, log_path=tmp_path / "worker.log")
     worker.start()
     events = _events(topic, 3_000)
-    store = RemoteStore(host.url)
+    store = host.remote_store()
     sql = "SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {t:String})"
     try:
         with Emitter(bootstrap_servers=broker, topic=topic, max_batch_events=100, flush_interval_s=0.1,

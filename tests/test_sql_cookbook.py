@@ -37,3 +37,5 @@ def test_cookbook_example(seeded_store, title: str, columns: list[str], params: 
     result = seeded_store.query(sql.strip(), params)
     assert result.columns == columns
     assert result.rows, f"{title!r} returned no rows on the seeded data"
+    # as `spendstream sql` runs it: one statement, read-only as ClickHouse enforces it
+    assert seeded_store.run_statement(sql.strip(), params, "CSV").count(b"\n") == len(result.rows)

@@ -13,6 +13,7 @@ import logging
 from datetime import datetime, timezone
 
 import faust
+from pydantic import SecretStr
 
 from spendstream.agents import query_endpoint
 from spendstream.agents.attribution import TagGuard
@@ -38,8 +39,13 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int,
-               pricer: Pricer | None = None, deployments: dict[str, Deployment] | None = None) -> faust.App:
-    """A faust app that prices usage records into ``store`` and stores GPU samples."""
+               pricer: Pricer | None = None, deployments: dict[str, Deployment] | None = None,
+               query_secret: SecretStr | None = None) -> faust.App:
+    """A faust app that prices usage records into ``store`` and stores GPU samples.
+
+    With ``query_secret`` (the worker owns the embedded store), it also serves the
+    query endpoint to requests that carry that secret.
+    """
     app = faust.App(
         f"{settings.consumer_group}-worker",
         broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
@@ -58,7 +64,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     tag_guard = TagGuard(settings.tag_value_limit)
     writer = SinkWriter(store, dedup_horizon_s=settings.dedup_horizon_s)
     detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
-    query_endpoint.register(app, store)
+    if query_secret is not None:
+        query_endpoint.register(app, store, secret=query_secret, port=web_port)
 
     # A bug must not stop the meter, nor cost the good records beside the one that
     # triggers it: `isolated` keeps the bytes of the records that fail, says why, goes on.

@@ -13,6 +13,7 @@ from spendstream.pricing.engine import Pricer
 from spendstream.pricing.overrides import load_overrides
 from spendstream.settings import Settings
 from spendstream.sinks import open_store
+from spendstream.sinks.loopback import ensure_secret
 from spendstream.sinks.migrations import migrate
 from spendstream.sinks.rows import deployment_table
 
@@ -32,8 +33,11 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
     if deployments:
         store.insert_arrow("gpu_deployments", deployment_table(list(deployments.values())))
     web_port = settings.web_port or free_port()
+    # Only a worker that owns the embedded directory serves queries (others' stores answer for themselves);
+    # the secret exists before the endpoint file that tells clients where to send it.
+    query_secret = ensure_secret(settings.data_dir) if settings.embedded else None
     app = create_app(settings, bootstrap_servers=bootstrap_servers, store=store, web_port=web_port, pricer=pricer,
-                     deployments=deployments)
+                     deployments=deployments, query_secret=query_secret)
     if settings.embedded:
         query_endpoint.write_endpoint_file(settings.data_dir, f"http://127.0.0.1:{web_port}")
     try:

@@ -33,7 +33,6 @@ from spendstream.localbroker import LocalBroker
 from spendstream.pricing import Pricer, UsageColumns
 from spendstream.schemas import UsageEvent
 from spendstream.settings import Settings
-from spendstream.sinks.host import RemoteStore
 
 
 @dataclass
@@ -119,10 +118,10 @@ def run_harness(*, runs: int = 2, cycles: int = 20, rate: float = 1_000.0, dupli
                     result.duplicates_sent += load.duplicates
                     distinct.update(load.distinct)
                     conflicting.update(load.conflicting)
-                    _wait_for(host.url, f"{prefix}-r{run}", len(load.distinct), log)
+                    _wait_for(host, f"{prefix}-r{run}", len(load.distinct), log)
                     for worker in workers:
                         worker.stop()
-            _check(host.url, prefix, distinct, conflicting, result)
+            _check(host, prefix, distinct, conflicting, result)
     result.seconds = time.monotonic() - started
     return result
 
@@ -189,8 +188,9 @@ class _Load:
                 time.sleep(ahead)
 
 
-def _wait_for(url: str, run_prefix: str, expected: int, log: Callable[[str], None], timeout_s: float = 300) -> None:
-    store = RemoteStore(url)
+def _wait_for(host: StoreHostProcess, run_prefix: str, expected: int, log: Callable[[str], None],
+              timeout_s: float = 300) -> None:
+    store = host.remote_store()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         stored = int(store.query("SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {p:String})",
@@ -201,9 +201,9 @@ def _wait_for(url: str, run_prefix: str, expected: int, log: Callable[[str], Non
     log(f"timed out waiting: {stored:,} of {expected:,} stored")
 
 
-def _check(url: str, prefix: str, distinct: dict[str, UsageEvent], conflicting: dict[str, UsageEvent],
-           result: HarnessResult) -> None:
-    store = RemoteStore(url)
+def _check(host: StoreHostProcess, prefix: str, distinct: dict[str, UsageEvent],
+           conflicting: dict[str, UsageEvent], result: HarnessResult) -> None:
+    store = host.remote_store()
     p = {"p": prefix}
     # Of two conflicting copies, the one stored first stands: which, the stored row says (by its tokens).
     stood = {r[0]: int(r[1]) for r in store.query(
@@ -228,7 +228,7 @@ def _check(url: str, prefix: str, distinct: dict[str, UsageEvent], conflicting: 
     result.expected_by_team = dict(by_team)
     result.emitted_distinct = len(distinct)
     result.stored_distinct = int(store.query(
-        "SELECT count() FROM usage_events FINAL WHERE startsWith(event_id, {p:String})", p).scalar())
+        "SELECT uniqExact(event_id) FROM usage_events FINAL WHERE startsWith(event_id, {p:String})", p).scalar())
     result.stored_rows_before_merge = int(store.query(
         "SELECT count() FROM usage_events WHERE startsWith(event_id, {p:String})", p).scalar())
     result.stored_rows_after_merge = int(store.query(

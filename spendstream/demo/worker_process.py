@@ -8,10 +8,15 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
 from spendstream.localbroker import terminate
 from spendstream.settings import Settings
+from spendstream.sinks.loopback import SecretUnreadable, read_secret
+
+if TYPE_CHECKING:
+    from spendstream.sinks.host import RemoteStore
 
 
 class WorkerFailed(RuntimeError):
@@ -62,7 +67,8 @@ class WorkerProcess:
             self._wait_for_queries(timeout_s)
 
     def query_client(self) -> QueryClient:
-        client = QueryClient.for_data_dir(self.settings.data_dir)
+        """The worker's query endpoint, with write access: the harness is the data directory's owner."""
+        client = QueryClient.for_data_dir(self.settings.data_dir, write=True)
         if client is None:
             raise WorkerFailed(self._failure("the worker is not serving queries"))
         return client
@@ -91,13 +97,13 @@ class WorkerProcess:
             assert self._process is not None
             if self._process.poll() is not None:
                 raise WorkerFailed(self._failure(f"the worker exited with code {self._process.returncode}"))
-            client = QueryClient.for_data_dir(self.settings.data_dir)
-            if client is not None:
-                try:
+            try:
+                client = QueryClient.for_data_dir(self.settings.data_dir)
+                if client is not None:
                     client.query_text("SELECT count() FROM usage_events", fmt="CSV")
                     return
-                except (EndpointUnavailable, QueryFailed):
-                    pass
+            except (EndpointUnavailable, QueryFailed, SecretUnreadable):
+                pass
             time.sleep(0.2)
         raise WorkerFailed(self._failure(f"the worker did not serve queries within {timeout_s:.0f}s"))
 
@@ -134,11 +140,21 @@ class StoreHostProcess:
                 raise WorkerFailed(f"the store host exited with code {self._process.returncode}: "
                                    f"{self.log_path.read_text()[-2000:]}")
             try:
-                QueryClient(self.url, 2.0).query_text("SELECT 1", fmt="CSV")
+                self.query_client(timeout_s=2.0).query_text("SELECT 1", fmt="CSV")
                 return
-            except (EndpointUnavailable, QueryFailed):
+            except (EndpointUnavailable, QueryFailed, SecretUnreadable):  # the secret comes just before the port
                 time.sleep(0.2)
         raise WorkerFailed(f"the store host did not answer within {timeout_s:.0f}s")
+
+    def query_client(self, *, timeout_s: float = 60.0) -> QueryClient:
+        """The host's query endpoint, with write access: the harness is the data directory's owner."""
+        return QueryClient(self.url, read_secret(self.data_dir), timeout_s, write=True)
+
+    def remote_store(self) -> RemoteStore:
+        """The Store interface the host serves, as a worker started with SPENDSTREAM_STORE_URL sees it."""
+        from spendstream.sinks.host import RemoteStore
+
+        return RemoteStore(self.url, read_secret(self.data_dir))
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         process, self._process = self._process, None

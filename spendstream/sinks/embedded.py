@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from spendstream.sinks.readonly import as_write_refused, check_statement
 from spendstream.sinks.store import INSERT_SETTINGS, QueryResult, StoreError, arrow_table, query_result
 
 
@@ -21,18 +23,30 @@ class EmbeddedStore:
 
     Queries from other processes go through the process that owns it (the
     worker's query endpoint); see :mod:`spendstream.agents.query_endpoint`.
+
+    The pipeline writes and queries through one chdb session. A statement from outside
+    (:meth:`run_statement`) gets a session of its own, opened for it and closed after,
+    read-only unless it may write: chdb keeps settings (``readonly`` among them) per
+    session, so nothing such a statement does to its session (``USE``, ``SET``, a
+    failure's partial output) reaches the pipeline or the next statement. A pipeline
+    query that fails replaces the pipeline's session: chdb would otherwise hand the
+    failed query's partial output to the next one.
     """
 
     def __init__(self, data_dir: Path) -> None:
-        from chdb.session import Session
-
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._path = str(self.data_dir.resolve())
         # chdb refuses a query while a streaming insert is open on the connection:
         # the writer thread and the query endpoint take turns.
         self._lock = threading.Lock()
+        self._session = self._connect(self._path)
+
+    def _connect(self, target: str) -> Any:
+        from chdb.session import Session
+
         try:
-            self._session = Session(str(self.data_dir.resolve()))
+            return Session(target)
         except Exception as exc:  # chdb raises a bare RuntimeError; the real reason is on stderr
             if "lock" in str(exc).lower() or "status" in str(exc).lower():
                 raise DataDirLocked(
@@ -53,32 +67,79 @@ class EmbeddedStore:
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         return arrow_table(self._run(sql, "ArrowStream", params))
 
+    def run_statement(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact", *,
+                      write: bool = False) -> bytes:
+        """Run one statement from outside and return its output in ``fmt``.
+
+        Refused before anything runs unless it is exactly one statement
+        (:func:`~spendstream.sinks.readonly.check_statement`). Unless ``write``, its session
+        is opened with ``readonly=1`` and ClickHouse refuses writes and table functions
+        that reach outside (raised as WriteRefused).
+        """
+        with self._lock:
+            session = self._connect(self._path if write else self._path + "?readonly=1")
+            try:
+                check_statement(sql, params, write=write, classify=partial(_classify, session),
+                                run=partial(_output, session))
+                return _output(session, sql, fmt, params)
+            except StoreError as exc:  # also from the check: its EXPLAIN applies the statement's SETTINGS
+                refusal = None if write else as_write_refused(exc)
+                if refusal is None:
+                    raise
+                raise refusal from exc
+            finally:
+                session.close()
+
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         settings = ", ".join(f"{name}={value}" for name, value in INSERT_SETTINGS.items())
         sql = f"INSERT INTO {table} ({columns}) SETTINGS {settings}"
-        try:
-            with self._lock, self._session.send_insert(sql, "ArrowStream") as inserter:
-                # The stream goes over as it is written, a few MB at a time, instead of
-                # being built whole first (a 100k-event batch is ~60 MB of Arrow IPC).
-                appender = _Appender(inserter)
-                with pa.ipc.new_stream(appender, data.schema) as writer:
-                    writer.write_table(data, max_chunksize=_CHUNK_ROWS)
-                appender.flush()
-                inserter.finish()
-        except Exception as exc:  # chdb's own error types vary by version
-            raise StoreError(f"insert into {table} failed: {exc}") from exc
+        with self._lock:
+            try:
+                with self._session.send_insert(sql, "ArrowStream") as inserter:
+                    # The stream goes over as it is written, a few MB at a time, instead of
+                    # being built whole first (a 100k-event batch is ~60 MB of Arrow IPC).
+                    appender = _Appender(inserter)
+                    with pa.ipc.new_stream(appender, data.schema) as writer:
+                        writer.write_table(data, max_chunksize=_CHUNK_ROWS)
+                    appender.flush()
+                    inserter.finish()
+            except Exception as exc:  # chdb's own error types vary by version
+                self._session.close()  # as in _run: start the pipeline's next statement on a clean session
+                self._session = self._connect(self._path)
+                raise StoreError(f"insert into {table} failed: {exc}") from exc
 
     def close(self) -> None:
         self._session.close()
 
     def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
-        try:
-            with self._lock:
-                result = self._session.query(sql, fmt, params=params or None)
-        except Exception as exc:  # chdb's own error types vary by version
-            raise StoreError(str(exc)) from exc
-        return result.bytes() if hasattr(result, "bytes") else str(result).encode()
+        with self._lock:
+            try:
+                return _output(self._session, sql, fmt, params)
+            except StoreError:
+                # A fresh session for the pipeline: the old one may still hold the failed query's partial output.
+                self._session.close()
+                self._session = self._connect(self._path)
+                raise
+
+
+def _output(session: Any, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
+    try:
+        result = session.query(sql, fmt, params=params or None)
+    except Exception as exc:  # chdb's own error types vary by version
+        raise StoreError(str(exc)) from exc
+    return result.bytes() if hasattr(result, "bytes") else str(result).encode()
+
+
+def _classify(session: Any, sql: str) -> tuple[str, int]:
+    """chdb's classification of ``sql``: (query class, statement count), by ClickHouse's parser, nothing executed."""
+    # classify_query is bound on chdb's extension connection, not on the Session wrapper;
+    # chdb.durable reaches it the same way.
+    try:
+        report = session._conn._conn.classify_query(sql)
+    except AttributeError as exc:
+        raise StoreError("this chdb cannot classify statements: install chdb-core 26.7.3 or newer") from exc
+    return getattr(report["query_class"], "name", str(report["query_class"])), int(report["statement_count"])
 
 
 _CHUNK_ROWS = 16_384

@@ -8,29 +8,34 @@ speaks the same :class:`~spendstream.sinks.store.Store` interface over HTTP.
 ``spendstream sql`` finds the host through ``<data_dir>/worker.json`` as it finds
 a worker. Production uses a ClickHouse server instead (``SPENDSTREAM_CLICKHOUSE_URL``).
 
-Endpoints (127.0.0.1 only): ``POST /spendstream/query/`` (the worker's query
-protocol: JSON ``{sql, params, format, write}``, reads only unless ``write``),
-``POST /spendstream/insert/<table>`` (an Arrow IPC stream), ``GET /spendstream/health/``.
+Endpoints (127.0.0.1 only; every request carries the data directory's secret, see
+:mod:`spendstream.sinks.loopback`): ``POST /spendstream/query/`` (the worker's query
+protocol: JSON ``{sql, params, format, write}``, one statement, read-only unless
+``write``), ``POST /spendstream/insert/<table>`` (an Arrow IPC stream),
+``GET /spendstream/health/``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
-import logging
 import re
 import signal
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pyarrow as pa
+from pydantic import SecretStr
 
-from spendstream.agents.query_endpoint import QUERY_PATH, QueryClient, QueryFailed, EndpointUnavailable
+from spendstream.agents.query_endpoint import (
+    ARROW_STREAM_TYPE,
+    QUERY_PATH,
+    EndpointUnavailable,
+    QueryClient,
+    QueryFailed,
+    serve_query,
+)
+from spendstream.sinks.loopback import refusal
 from spendstream.sinks.store import QueryResult, Store, StoreError, arrow_table, query_result
-
-log = logging.getLogger(__name__)
 
 INSERT_PATH = "/spendstream/insert/"
 HEALTH_PATH = "/spendstream/health/"
@@ -38,12 +43,16 @@ _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class RemoteStore:
-    """The Store interface, served by a ``spendstream store`` process."""
+    """The Store interface, served by a ``spendstream store`` process.
 
-    def __init__(self, url: str, timeout_s: float = 120.0) -> None:
+    ``secret`` is the one in the host's data directory
+    (:func:`~spendstream.sinks.loopback.read_secret`). A RemoteStore is the pipeline's
+    store: it may write, like the embedded store it stands for.
+    """
+
+    def __init__(self, url: str, secret: SecretStr, timeout_s: float = 120.0) -> None:
         self.url = url.rstrip("/")
-        self._client = QueryClient(self.url, timeout_s)
-        self._timeout_s = timeout_s
+        self._client = QueryClient(self.url, secret, timeout_s, write=True)
 
     def command(self, sql: str) -> None:
         self.query_text(sql, fmt="CSV")
@@ -52,65 +61,44 @@ class RemoteStore:
         return query_result(self, sql, params)
 
     def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str:
-        try:
-            return self._client.query_text(sql, params, fmt, write=True)
-        except (QueryFailed, EndpointUnavailable) as exc:
-            raise StoreError(str(exc)) from exc
+        return self.run_statement(sql, params, fmt, write=True).decode()
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        body = json.dumps({"sql": sql, "params": params or {}, "format": "ArrowStream", "write": False}).encode()
-        return arrow_table(self._post(QUERY_PATH, body, "application/json"))
+        return arrow_table(self.run_statement(sql, params, "ArrowStream", write=True))
+
+    def run_statement(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact", *,
+                      write: bool = False) -> bytes:
+        try:
+            return self._client.run(sql, params, fmt, write=write)
+        except (QueryFailed, EndpointUnavailable) as exc:
+            raise StoreError(str(exc)) from exc
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, data.schema) as writer:
             writer.write_table(data)
-        self._post(INSERT_PATH + table, sink.getvalue(), "application/vnd.apache.arrow.stream")
+        try:
+            self._client.post(INSERT_PATH + table, sink.getvalue(), ARROW_STREAM_TYPE)
+        except (QueryFailed, EndpointUnavailable) as exc:
+            raise StoreError(f"insert into {table} failed: {exc}") from exc
 
     def close(self) -> None:
         pass
 
-    def _post(self, path: str, body: bytes, content_type: str) -> bytes:
-        request = urllib.request.Request(self.url + path, data=body, method="POST",
-                                         headers={"Content-Type": content_type})
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            raise StoreError(exc.read().decode(errors="replace")) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise StoreError(f"the store at {self.url} did not answer: {exc}") from exc
 
-
-async def serve(store: Store, port: int, stop: asyncio.Event) -> None:
-    """Serve ``store`` on 127.0.0.1:``port`` until ``stop`` is set."""
+async def serve(store: Store, port: int, stop: asyncio.Event, *, secret: SecretStr) -> None:
+    """Serve ``store`` on 127.0.0.1:``port`` until ``stop`` is set, to requests carrying ``secret``."""
     from aiohttp import web
 
-    from spendstream.sinks.readonly import check_read_only
-
-    async def query(request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read())
-            sql, params, fmt = body["sql"], body.get("params") or {}, body.get("format", "PrettyCompact")
-            write = body.get("write") is True
-        except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": 'expected JSON {"sql": …, "params": {…}, "format": …}'}, status=400)
-        try:
-            if not write:
-                await asyncio.to_thread(check_read_only, store, sql, params)
-            if fmt == "ArrowStream":
-                table = await asyncio.to_thread(store.query_arrow, sql, params)
-                sink = io.BytesIO()
-                if table.num_columns:
-                    with pa.ipc.new_stream(sink, table.schema) as writer:
-                        writer.write_table(table)
-                return web.Response(body=sink.getvalue(), content_type="application/vnd.apache.arrow.stream")
-            text = await asyncio.to_thread(store.query_text, sql, params, fmt)
-        except StoreError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.Response(text=text)
+    async def query(request: web.Request) -> web.StreamResponse:
+        return await serve_query(store, request, secret=secret, port=port)
 
     async def insert(request: web.Request) -> web.Response:
+        refused = refusal(request.headers, secret=secret, port=port, content_type=ARROW_STREAM_TYPE)
+        if refused is not None:
+            status, reason = refused
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return web.json_response({"error": reason}, status=status, headers=headers)
         table = request.match_info["table"]
         if not _TABLE.match(table):
             return web.json_response({"error": f"bad table name {table!r}"}, status=400)
@@ -138,13 +126,13 @@ async def serve(store: Store, port: int, stop: asyncio.Event) -> None:
         await runner.cleanup()
 
 
-def run_store_host(store: Store, port: int) -> None:
+def run_store_host(store: Store, port: int, *, secret: SecretStr) -> None:
     """Serve until SIGINT/SIGTERM."""
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(store, port, stop)
+        await serve(store, port, stop, secret=secret)
 
     asyncio.run(main())

@@ -7,7 +7,11 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
+from spendstream.sinks.readonly import as_write_refused
 from spendstream.sinks.store import INSERT_SETTINGS, QueryResult, StoreError, arrow_table, query_result
+
+# Sent as a query setting, so the read-only rule comes from the request itself.
+_READ_ONLY = {"readonly": 1}
 
 
 class ServerStore:
@@ -54,6 +58,22 @@ class ServerStore:
         except Exception as exc:  # clickhouse-connect raises several unrelated types
             raise StoreError(str(exc)) from exc
         return arrow_table(raw)
+
+    def run_statement(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact", *,
+                      write: bool = False) -> bytes:
+        """See :meth:`Store.run_statement`. The server's HTTP interface refuses several
+        statements and ``INTO OUTFILE`` itself; ``readonly=1`` goes with every read.
+
+        ``readonly=1``, not 2: 2 would let the query change settings, and with them
+        create temporary tables, which is what table functions (``url``, ``s3``, …) need.
+        It may travel with the settings clickhouse-connect sends on every request: ClickHouse
+        checks a request's settings against the session as it was before them.
+        """
+        try:
+            return self._client.raw_query(sql, parameters=params, fmt=fmt, settings=None if write else _READ_ONLY)
+        except Exception as exc:  # clickhouse-connect raises several unrelated types
+            refusal = None if write else as_write_refused(exc)
+            raise refusal or StoreError(str(exc)) from exc
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:

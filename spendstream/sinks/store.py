@@ -47,6 +47,17 @@ class Store(Protocol):
         """A SELECT's result as an Arrow table: exact decimals, no per-value parsing."""
         ...
 
+    def run_statement(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact", *,
+                      write: bool = False) -> bytes:
+        """One statement from outside (a person, an endpoint), its output in ``fmt``.
+
+        Several statements are refused before any runs. Unless ``write``, ClickHouse runs
+        it read-only (``readonly=1``): writes, DDL, settings changes and table functions
+        that reach files or the network are refused, raised as
+        :class:`~spendstream.sinks.readonly.WriteRefused`.
+        """
+        ...
+
     def insert_arrow(self, table: str, data: pa.Table) -> None: ...
 
     def close(self) -> None: ...
