@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         "YAML: daily/monthly budgets per team, feature or customer, evaluated by `spendstream notify`."))
     tag_value_limit: int = Field(default=1000, ge=1, description=(
         "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
+    startup_timeout_s: float = Field(default=300.0, ge=0, description=(
+        "How long a worker or `spendstream store` waits at start-up for Kafka, ClickHouse and the embedded "
+        "data directory to answer before it exits with one clear error; 0 waits forever."))
     log_level: str = "info"
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")
