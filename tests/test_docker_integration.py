@@ -134,3 +134,15 @@ def test_the_views_and_the_cookbook_run_on_a_clickhouse_server(clickhouse_url) -
     for title, columns, params, sql in EXAMPLES:
         assert store.query(sql.strip(), params).columns == columns, title
     store.close()
+
+
+def test_a_wrong_clickhouse_password_stops_start_up_at_once(clickhouse_url, tmp_path) -> None:
+    """The real server's answer to a wrong password, which tests/test_startup.py imitates without Docker."""
+    from spendstream.settings import Settings
+    from spendstream.startup import Startup, StartupError, open_migrated_store
+
+    wrong = clickhouse_url.replace(":stream@", ":not-the-password@")
+    started = time.monotonic()
+    with pytest.raises(StartupError, match="Authentication failed|AUTHENTICATION_FAILED") as failed:
+        open_migrated_store(Startup(timeout_s=300), Settings(clickhouse_url=wrong, data_dir=tmp_path))
+    assert time.monotonic() - started < 10 and "not-the-password" not in str(failed.value)
