@@ -146,25 +146,32 @@ def open_migrated_store(startup: Startup, settings: Settings) -> Store:
 
 
 def store_dependency(settings: Settings) -> tuple[str, tuple[str, int] | None]:
-    """How start-up names the configured store (without credentials), and its host and port if it has one."""
+    """How start-up names the configured store (without credentials), and its host and port if it has one.
+
+    Raises :class:`StartupError` at once for a store URL that cannot be right, so a caller
+    can learn that before it waits for anything else.
+    """
     if settings.clickhouse_url is not None:
-        address = _http_address(settings.clickhouse_url.get_secret_value(), default_ports=(8123, 8443))
-        if address is None:  # ServerStore says what is wrong with the URL
-            return "ClickHouse (SPENDSTREAM_CLICKHOUSE_URL)", None
+        address = _http_address(settings.clickhouse_url.get_secret_value(), default_ports=(8123, 8443),
+                                setting="SPENDSTREAM_CLICKHOUSE_URL", example="http://user:pass@host:8123/db")
         return f"ClickHouse at {address[0]}:{address[1]}", address
     if settings.store_url is not None:
-        return f"the store host at {settings.store_url}", _http_address(settings.store_url, default_ports=(80, 443))
+        address = _http_address(settings.store_url, default_ports=(80, 443), setting="SPENDSTREAM_STORE_URL",
+                                example="http://127.0.0.1:<port>")
+        return f"the store host at {settings.store_url}", address
     return f"the embedded data directory {settings.data_dir}", None
 
 
-def _http_address(url: str, *, default_ports: tuple[int, int]) -> tuple[str, int] | None:
-    """Host and port of an http(s) URL (the default port for http, https), or None if it has none."""
+def _http_address(url: str, *, default_ports: tuple[int, int], setting: str, example: str) -> tuple[str, int]:
+    """Host and port of an http(s) URL (the default port for http, https)."""
     parts = urlsplit(url)
     try:
         port = parts.port or default_ports[parts.scheme == "https"]
     except ValueError:  # a port that is not a number
-        return None
-    return (parts.hostname, port) if parts.hostname else None
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise StartupError(f"cannot start: {setting} must look like {example}", dependency=setting)
+    return parts.hostname, port
 
 
 def _classified(exc: StoreError, dependency: str) -> Exception:

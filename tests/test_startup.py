@@ -119,7 +119,8 @@ def test_clickhouse_server_not_answering_is_waited_for_and_named_without_its_pas
 def test_a_bad_clickhouse_url_fails_at_once(tmp_path) -> None:
     settings = Settings(clickhouse_url="http://spend:hunter2@127.0.0.1:eighty/spendstream", data_dir=tmp_path)
     started = time.monotonic()
-    with pytest.raises(StartupError, match="^cannot start: ClickHouse .*URL must look like http://") as failed:
+    with pytest.raises(StartupError, match="^cannot start: SPENDSTREAM_CLICKHOUSE_URL must look like http://") \
+            as failed:
         open_migrated_store(Startup(timeout_s=300), settings)
     assert time.monotonic() - started < 1 and "hunter2" not in str(failed.value)
 
@@ -230,6 +231,18 @@ def test_a_worker_gives_up_at_the_deadline_with_one_clear_line(tmp_path) -> None
     assert (f"spendstream worker: gave up waiting for Kafka at 127.0.0.1:{port} after 3 s: connection refused"
             in result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.integration
+def test_a_bad_clickhouse_url_stops_a_worker_before_it_waits_for_kafka(tmp_path) -> None:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "spendstream", "worker"], capture_output=True, text=True,
+                            timeout=60, env=_env(kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                                                 clickhouse_url="http://spend:hunter2@127.0.0.1:eighty/db",
+                                                 data_dir=str(tmp_path / "data")))
+    assert result.returncode == 1 and time.monotonic() - started < 30  # not the 300 s default deadline
+    assert result.stderr.strip() == ("spendstream worker: cannot start: SPENDSTREAM_CLICKHOUSE_URL must look like "
+                                     "http://user:pass@host:8123/db")
 
 
 @pytest.mark.integration

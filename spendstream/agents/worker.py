@@ -12,7 +12,7 @@ from spendstream.pricing.engine import Pricer
 from spendstream.pricing.overrides import load_overrides
 from spendstream.settings import Settings
 from spendstream.sinks.rows import deployment_table
-from spendstream.startup import Startup, open_migrated_store, wait_for_kafka
+from spendstream.startup import Startup, open_migrated_store, store_dependency, wait_for_kafka
 
 
 def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | None = None) -> None:
@@ -25,6 +25,7 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
     """
     pricer = pricer or Pricer(load_overrides(settings.overrides_file))
     deployments = load_deployments(settings.deployments_file)
+    store_dependency(settings)  # a store URL that cannot be right fails now, not after Kafka answers
     startup = Startup(timeout_s=settings.startup_timeout_s)
     wait_for_kafka(startup, bootstrap_servers, {settings.usage_topic: settings.topic_partitions,
                                                 settings.gpu_topic: 1, settings.ledger_topic: 1})
