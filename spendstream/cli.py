@@ -243,16 +243,17 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
 def _store_host(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.agents import query_endpoint
     from spendstream.localbroker import free_port
-    from spendstream.sinks import open_store
     from spendstream.sinks.host import run_store_host
     from spendstream.sinks.loopback import SECRET_FILE, ensure_secret
-    from spendstream.sinks.migrations import migrate
+    from spendstream.startup import Startup, StartupError, open_migrated_store
 
     if not settings.embedded:
         raise UsageError("the store host serves the embedded data directory; unset SPENDSTREAM_CLICKHOUSE_URL "
                          "and SPENDSTREAM_STORE_URL")
-    store = open_store(settings)
-    migrate(store)
+    try:  # a worker that held the directory may still be exiting
+        store = open_migrated_store(Startup(timeout_s=settings.startup_timeout_s), settings)
+    except StartupError as exc:
+        return _startup_failed("store", exc)
     port = settings.web_port or free_port()
     url = f"http://127.0.0.1:{port}"
     with _secret_problems_as_usage_errors():  # made before the endpoint file that tells clients where to send it
@@ -450,39 +451,49 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.agents.worker import run_worker
+    from spendstream.startup import StartupError
 
     if not settings.kafka_bootstrap:
         print("spendstream worker: set SPENDSTREAM_KAFKA_BOOTSTRAP (or use `spendstream up`, "
               "which starts a local broker)", file=sys.stderr)
         return 2
     pricer = _load_pricer(settings)  # a bad overrides file stops here, before anything is consumed
-    with _secret_problems_as_usage_errors():
-        run_worker(settings, bootstrap_servers=settings.kafka_bootstrap, pricer=pricer)
+    try:
+        with _secret_problems_as_usage_errors():
+            run_worker(settings, bootstrap_servers=settings.kafka_bootstrap, pricer=pricer)
+    except StartupError as exc:
+        return _startup_failed("worker", exc)
     return 0
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.agents.worker import run_worker
-    from spendstream.kafka_admin import ensure_topics
     from spendstream.localbroker import MEMORY_ONLY, LocalBroker
+    from spendstream.startup import StartupError
 
     pricer = _load_pricer(settings)
     with ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap or stack.enter_context(LocalBroker()).bootstrap_servers
         if not settings.kafka_bootstrap:
             print(f"spendstream up: note: {MEMORY_ONLY}", flush=True)
-        ensure_topics(bootstrap, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1,
-                                  settings.ledger_topic: 1})
         print(f"spendstream up: broker {bootstrap}, topic {settings.usage_topic}, "
               f"store {'ClickHouse server' if not settings.embedded else settings.data_dir}. "
               f"Emit with SPENDSTREAM_KAFKA_BOOTSTRAP={bootstrap}; query with `spendstream sql`. Ctrl-C stops.",
               flush=True)
         try:
             with _secret_problems_as_usage_errors():
-                run_worker(settings, bootstrap_servers=bootstrap, pricer=pricer)
+                run_worker(settings, bootstrap_servers=bootstrap, pricer=pricer)  # creates the topics
+        except StartupError as exc:
+            return _startup_failed("up", exc)
         except SystemExit as exc:  # faust's worker exits through SystemExit; stop the broker first
             return int(exc.code or 0)
     return 0
+
+
+def _startup_failed(command: str, exc: Exception) -> int:
+    """A dependency never answered, or refused: one line that says which and why, exit status 1."""
+    print(f"spendstream {command}: {exc}", file=sys.stderr)
+    return 1
 
 
 def _sql(settings: Settings, args: argparse.Namespace) -> int:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         "A copy of a stored event_id whose ts lies within this many seconds of the stored copy's is the same "
         "event (identical: a re-delivery; different: a conflict, recorded and not applied). Each batch's check "
         "reads the raw events of its time range widened by this on both sides."))
+    startup_timeout_s: float = Field(default=300.0, ge=0, description=(
+        "How long a worker or `spendstream store` waits at start-up for Kafka, ClickHouse and the embedded "
+        "data directory to answer before it exits with one clear error; 0 waits forever."))
     log_level: str = "info"
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")

@@ -156,3 +156,15 @@ def test_reads_on_a_clickhouse_server_are_read_only_as_the_server_enforces_it(cl
         assert store.run_statement("EXISTS TABLE scratch", fmt="CSV") == b"0\n"
     finally:
         store.close()
+
+
+def test_a_wrong_clickhouse_password_stops_start_up_at_once(clickhouse_url, tmp_path) -> None:
+    """The real server's answer to a wrong password, which tests/test_startup.py imitates without Docker."""
+    from spendstream.settings import Settings
+    from spendstream.startup import Startup, StartupError, open_migrated_store
+
+    wrong = clickhouse_url.replace(":stream@", ":not-the-password@")
+    started = time.monotonic()
+    with pytest.raises(StartupError, match="Authentication failed|AUTHENTICATION_FAILED") as failed:
+        open_migrated_store(Startup(timeout_s=300), Settings(clickhouse_url=wrong, data_dir=tmp_path))
+    assert time.monotonic() - started < 10 and "not-the-password" not in str(failed.value)

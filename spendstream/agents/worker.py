@@ -1,4 +1,4 @@
-"""Running a worker: open the store, migrate, serve queries, consume until stopped."""
+"""Running a worker: wait for Kafka and the store, migrate, serve queries, consume until stopped."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import faust
 from spendstream.agents import query_endpoint
 from spendstream.agents.app import create_app
 from spendstream.agents.gpu import load_deployments
-from spendstream.kafka_admin import ensure_topics
 from spendstream.localbroker import free_port
 from spendstream.pricing.engine import Pricer
 from spendstream.pricing.overrides import load_overrides
 from spendstream.settings import Settings
-from spendstream.sinks import open_store
 from spendstream.sinks.loopback import ensure_secret
-from spendstream.sinks.migrations import migrate
 from spendstream.sinks.rows import deployment_table
+from spendstream.startup import Startup, open_migrated_store, store_dependency, wait_for_kafka
 
 
 def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | None = None) -> None:
@@ -23,13 +21,16 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
 
     The overrides and deployments files are loaded first: a mistake in either stops
     the worker before it consumes anything (the error names file, line and field).
+    Then it waits for Kafka and ClickHouse to answer, up to ``settings.startup_timeout_s``
+    (:class:`~spendstream.startup.StartupError` after that, or at once if one refuses).
     """
     pricer = pricer or Pricer(load_overrides(settings.overrides_file))
     deployments = load_deployments(settings.deployments_file)
-    ensure_topics(bootstrap_servers, {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1,
-                                      settings.ledger_topic: 1})
-    store = open_store(settings)
-    migrate(store, cluster=settings.clickhouse_cluster)
+    store_dependency(settings)  # a store URL that cannot be right fails now, not after Kafka answers
+    startup = Startup(timeout_s=settings.startup_timeout_s)
+    wait_for_kafka(startup, bootstrap_servers, {settings.usage_topic: settings.topic_partitions,
+                                                settings.gpu_topic: 1, settings.ledger_topic: 1})
+    store = open_migrated_store(startup, settings)
     if deployments:
         store.insert_arrow("gpu_deployments", deployment_table(list(deployments.values())))
     web_port = settings.web_port or free_port()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import threading
 from functools import partial
 from pathlib import Path
@@ -11,11 +13,12 @@ from typing import Any
 import pyarrow as pa
 
 from spendstream.sinks.readonly import as_write_refused, check_statement
-from spendstream.sinks.store import INSERT_SETTINGS, QueryResult, StoreError, arrow_table, query_result
+from spendstream.sinks.store import (INSERT_SETTINGS, QueryResult, StoreError, StoreUnavailable, arrow_table,
+                                     query_result)
 
 
-class DataDirLocked(StoreError):
-    """Another process holds the embedded data directory."""
+class DataDirLocked(StoreUnavailable):
+    """Another process holds the embedded data directory (it may be a worker that is still exiting)."""
 
 
 class EmbeddedStore:
@@ -35,11 +38,18 @@ class EmbeddedStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the embedded ClickHouse directory {self.data_dir}: {exc}") from exc
         self._path = str(self.data_dir.resolve())
         # chdb refuses a query while a streaming insert is open on the connection:
         # the writer thread and the query endpoint take turns.
         self._lock = threading.Lock()
+        # Asked first, so that chdb is not: its refusal says only "Error initializing
+        # EmbeddedServer" and writes the real reason to stderr, once per attempt.
+        if locked_by_another_process(self.data_dir):
+            raise self._locked()
         self._session = self._connect(self._path)
 
     def _connect(self, target: str) -> Any:
@@ -48,12 +58,15 @@ class EmbeddedStore:
         try:
             return Session(target)
         except Exception as exc:  # chdb raises a bare RuntimeError; the real reason is on stderr
-            if "lock" in str(exc).lower() or "status" in str(exc).lower():
-                raise DataDirLocked(
-                    f"{self.data_dir} is open in another process (a running `spendstream up` or worker?); "
-                    "query through it with `spendstream sql`, or stop it first"
-                ) from exc
+            if locked_by_another_process(self.data_dir):  # taken between our look and chdb's
+                raise self._locked() from exc
             raise StoreError(f"cannot open embedded ClickHouse at {self.data_dir}: {exc}") from exc
+
+    def _locked(self) -> DataDirLocked:
+        return DataDirLocked(
+            f"{self.data_dir} is open in another process (a running `spendstream up` or worker, or one still "
+            "exiting?); query through it with `spendstream sql`, or stop it first"
+        )
 
     def command(self, sql: str) -> None:
         self._run(sql, "CSV", None)
@@ -140,6 +153,27 @@ def _classify(session: Any, sql: str) -> tuple[str, int]:
     except AttributeError as exc:
         raise StoreError("this chdb cannot classify statements: install chdb-core 26.7.3 or newer") from exc
     return getattr(report["query_class"], "name", str(report["query_class"])), int(report["statement_count"])
+
+
+def locked_by_another_process(data_dir: Path) -> bool:
+    """True while a ClickHouse (chdb) session holds ``data_dir``: another process's, or one
+    already open in this process.
+
+    ClickHouse holds an exclusive ``flock`` on ``<data_dir>/status`` while it runs; the
+    kernel drops it when the process exits, even after kill -9, so a leftover file
+    from a crash does not count. Only a look: the lock is released at once.
+    """
+    try:
+        fd = os.open(Path(data_dir) / "status", os.O_RDONLY)
+    except OSError:
+        return False  # absent (a clean shutdown, or never opened) or unreadable: chdb will say why
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing also releases our lock, if we got it
+    return False
 
 
 _CHUNK_ROWS = 16_384

@@ -21,6 +21,14 @@ class StoreError(RuntimeError):
     """ClickHouse rejected a statement or could not be reached."""
 
 
+class StoreUnavailable(StoreError):
+    """ClickHouse did not answer (refused, timed out, starting, locked by another process): worth retrying.
+
+    A plain :class:`StoreError` means ClickHouse answered and said no (bad SQL, wrong
+    credentials), which trying again will not change.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class QueryResult:
     columns: list[str]
