@@ -124,10 +124,13 @@ def test_a_forked_child_sends_its_own_events(broker: str, topic: str) -> None:
     emitter = Emitter(bootstrap_servers=broker, topic=topic, register_atexit=False)
     emitter.emit(_event(1))
     assert emitter.flush(20)
+    parent_ledger_id = emitter.ledger.emitter_id
     pid = os.fork()
     if pid == 0:  # child: the parent's thread does not exist here; emit must start a new one
         ok = emitter.emit(_event(2)) and emitter.flush(20)
-        os._exit(0 if ok and emitter.stats()["sent_events"] >= 1 else 1)
+        # the child counts and reports only its own events: its ledger reports must not overwrite the parent's
+        own = emitter.stats()["sent_events"] == 1 and emitter.ledger.emitter_id != parent_ledger_id
+        os._exit(0 if ok and own else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     emitter.close()
