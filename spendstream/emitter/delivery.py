@@ -128,7 +128,7 @@ class Delivery:
             elif self._stopping:
                 self.tally.dropped("shutdown")
             elif self.held_events >= limits.max_queue_events or self.held_bytes >= limits.max_buffer_bytes:
-                self.tally.dropped("queue_full")  # host threads raced past the room, or bytes filled up behind it
+                self._full()  # host threads raced past the room, or bytes filled up behind it
             else:
                 self._accept(item)
         if self._batch and time.monotonic() - self._batch.started >= limits.flush_interval_s:
@@ -149,8 +149,7 @@ class Delivery:
             self.tally.dropped("oversize")
             return
         elif self.held_bytes + len(encoded) + 1 > limits.max_buffer_bytes:
-            self._bytes_full = True  # so emit() refuses the next ones itself, rather than accept and lose them
-            self.tally.dropped("queue_full")
+            self._full()
             return
         else:
             if not self._batch.row_fits(len(encoded), limits.max_batch_bytes):
@@ -209,6 +208,13 @@ class Delivery:
         timeout_s = max(self._batch.started + interval_s - time.monotonic(), 0) if self._batch else interval_s
         if self.handoff.wake.wait(timeout_s):
             self.handoff.wake.clear()  # before the next take(): a wake-up set after this is not lost
+
+    def _full(self) -> None:
+        """Drop the event in hand as queue_full, and have emit() refuse the next ones itself at once."""
+        self.tally.dropped("queue_full")
+        if self.held_bytes >= self.limits.max_buffer_bytes - self.limits.max_batch_bytes:
+            self._bytes_full = True
+        self.handoff.room = 0  # _publish_room() sets it again when this absorb ends
 
     def _publish_room(self) -> None:
         limits = self.limits
