@@ -198,7 +198,9 @@ class Emitter:
                 delivery = Delivery(handoff=self._handoff, tally=self._tally, limits=self._limits,
                                     sender_config=self._sender_config, ledger=self.ledger,
                                     ledger_topic=self._ledger_topic, debug=self._debug)
-                thread = threading.Thread(target=delivery.run, name="spendstream-emitter", daemon=True)
+                # The thread's target holds the emitter: a host that drops its last reference still
+                # gets close() at exit (the atexit hook holds the emitter only weakly).
+                thread = threading.Thread(target=self._run, args=(delivery,), name="spendstream-emitter", daemon=True)
                 try:
                     thread.start()
                 except RuntimeError as exc:  # no new threads (e.g. at interpreter exit): nothing could send it
@@ -206,6 +208,9 @@ class Emitter:
                     return False
                 self._delivery, self._thread = delivery, thread
         return True
+
+    def _run(self, delivery: Delivery) -> None:
+        delivery.run()
 
     def _raise_in_debug(self) -> None:
         delivery = self._delivery
