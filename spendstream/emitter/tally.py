@@ -13,9 +13,9 @@ log = logging.getLogger(__name__)
 DROP_REASONS = (
     "queue_full",  # the buffer held max_queue_events events or max_buffer_bytes bytes
     "oversize",  # one event alone is larger than max_batch_bytes
-    "unencodable",  # the event could not be keyed or serialised (e.g. a lone surrogate in a string)
-    "send_failed",  # Kafka did not acknowledge the record before delivery_timeout_s
     "shutdown",  # emitted after close(), or still held when close() ran out of time
+    "send_failed",  # Kafka did not acknowledge the record before delivery_timeout_s (or the sender failed itself)
+    "unencodable",  # the event could not be keyed or serialised (e.g. a lone surrogate in a string)
 )
 _LOG_EVERY_S = 60.0
 
