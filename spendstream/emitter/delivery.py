@@ -98,21 +98,22 @@ class Delivery:
             self._absorb()
             if self._abandoned:
                 return
-            if self._ready:
-                item = self._ready.popleft()
-                if isinstance(item, Record):
-                    self._send(sender, item)
-                    continue
-                try:
-                    self._report_ledger(sender, force=True)
-                finally:
-                    if isinstance(item, Flush):
-                        item.done.set()
-                if isinstance(item, Stop):
-                    return
+            if not self._ready:
+                self._report_ledger(sender, force=False)
+                self._wait()
                 continue
-            self._report_ledger(sender, force=False)
-            self._wait()
+            item = self._ready.popleft()
+            if isinstance(item, Record):
+                self._send(sender, item)
+                self._report_ledger(sender, force=False)  # when due: a backlog must not hold up the ledger
+                continue
+            try:
+                self._report_ledger(sender, force=True)
+            finally:
+                if isinstance(item, Flush):
+                    item.done.set()
+            if isinstance(item, Stop):
+                return
 
     def _absorb(self) -> None:
         """Take everything queued; seal the batch when full or due. Runs between sends and while one waits."""
