@@ -134,7 +134,9 @@ class Emitter:
 
         What is not sent by then — still queued, or in the record being sent — is
         counted as ``dropped_shutdown``: when close() returns, every event ever given
-        to ``emit()`` is in ``sent_events`` or a ``dropped_*`` counter.
+        to ``emit()`` is in ``sent_events`` or a ``dropped_*`` counter. Past the
+        deadline, close() waits at most ``_ACCOUNT_GRACE_S`` more for the sender to
+        stop and count (no I/O: it takes milliseconds).
         """
         if self._closed:
             return
