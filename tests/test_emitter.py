@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import orjson
@@ -124,12 +127,34 @@ def test_a_forked_child_sends_its_own_events(broker: str, topic: str) -> None:
     emitter = Emitter(bootstrap_servers=broker, topic=topic, register_atexit=False)
     emitter.emit(_event(1))
     assert emitter.flush(20)
+    parent_ledger_id = emitter.ledger.emitter_id
     pid = os.fork()
     if pid == 0:  # child: the parent's thread does not exist here; emit must start a new one
         ok = emitter.emit(_event(2)) and emitter.flush(20)
-        os._exit(0 if ok and emitter.stats()["sent_events"] >= 1 else 1)
+        # the child counts and reports only its own events: its ledger reports must not overwrite the parent's
+        own = emitter.stats()["sent_events"] == 1 and emitter.ledger.emitter_id != parent_ledger_id
+        os._exit(0 if ok and own else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     emitter.close()
     values = consume_all(broker, topic, expect=2)
     assert sorted(e["event_id"] for v in values for e in events_in(v)) == ["e1", "e2"]
+
+
+@pytest.mark.integration
+def test_an_emitter_the_host_let_go_of_still_sends_at_exit(broker: str, topic: str) -> None:
+    script = textwrap.dedent("""
+        import sys
+        from spendstream.emitter import Emitter
+        from spendstream.schemas import UsageEvent
+
+        def work():  # the emitter is garbage once this returns; its events wait for the atexit hook
+            emitter = Emitter(bootstrap_servers=sys.argv[1], topic=sys.argv[2], flush_interval_s=60)
+            for n in range(10):
+                emitter.emit(UsageEvent(event_id=f"x{n}", provider="openai", model="gpt-4o"))
+
+        work()
+    """)
+    subprocess.run([sys.executable, "-c", script, broker, topic], check=True, timeout=60)
+    values = consume_all(broker, topic, expect=1, timeout_s=10)
+    assert sorted(e["event_id"] for v in values for e in events_in(v)) == [f"x{n}" for n in range(10)]

@@ -3,108 +3,51 @@
 from __future__ import annotations
 
 import atexit
-import collections
-import itertools
-import logging
 import os
-import queue
 import threading
-import time
 import weakref
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import to_json
 
-from spendstream.emitter.encoding import blockable, encode_block, encode_event, join_record
-from spendstream.emitter.ledger import Ledger, event_key
-from spendstream.emitter.sender import KafkaSender, SendFailed, SenderConfig
-from spendstream.schemas.usage import UsageEvent
+from spendstream.emitter.delivery import Delivery, Limits
+from spendstream.emitter.handoff import Flush, Handoff, Marker, Stop
+from spendstream.emitter.ledger import Ledger
+from spendstream.emitter.sender import SenderConfig
+from spendstream.emitter.tally import DROP_REASONS, Tally
 
-log = logging.getLogger(__name__)
+__all__ = ["DROP_REASONS", "Emitter", "Event"]
 
 Event = BaseModel | Mapping[str, Any]
 
-LEDGER_DEADLINE_S = 5.0
-DROP_REASONS = ("queue_full", "oversize", "shutdown", "send_failed", "unencodable")
-_LOG_EVERY_S = 60.0
-
-
-class _Flush:
-    """Queue marker: set once everything queued before it has been handled."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
-
-_STOP = object()
-
-Key = tuple[str, str, int] | None
-
-
-class _Batch:
-    """Events waiting to be sent: UsageEvents for one block, anything else as encoded rows."""
-
-    __slots__ = ("block", "block_keys", "rows", "row_keys", "rows_size", "started")
-
-    def __init__(self) -> None:
-        self.block: list[UsageEvent] = []
-        self.block_keys: list[Key] = []
-        self.rows: list[bytes] = []
-        self.row_keys: list[Key] = []
-        self.rows_size = 0
-        self.started = time.monotonic()
-
-    def __len__(self) -> int:
-        return len(self.block) + len(self.rows)
-
-    def add_to_block(self, event: UsageEvent, key: Key) -> None:
-        if not self:
-            self.started = time.monotonic()
-        self.block.append(event)
-        self.block_keys.append(key)
-
-    def add_row(self, encoded: bytes, key: Key) -> None:
-        if not self:
-            self.started = time.monotonic()
-        self.rows.append(encoded)
-        self.row_keys.append(key)
-        self.rows_size += len(encoded) + 1
-
-    def records(self, max_bytes: int) -> list[tuple[bytes, list[Key]]]:
-        """Record values with the ledger keys of their events; a block too big for one record is split."""
-        out = []
-        pending = [(self.block, self.block_keys)] if self.block else []
-        while pending:
-            events, keys = pending.pop()
-            value = encode_block(events)
-            if len(value) > max_bytes and len(events) > 1:
-                half = len(events) // 2
-                pending += [(events[half:], keys[half:]), (events[:half], keys[:half])]
-                continue
-            out.append((value, keys))  # one event alone is far below the bound (the contract bounds its size)
-        if self.rows:
-            out.append((join_record(self.rows), self.row_keys))
-        return out
+# After close()'s deadline the sender is told to stop; counting what it held takes it
+# a moment (no I/O), and close() waits this long for that so its counts are final.
+_ACCOUNT_GRACE_S = 2.0
 
 
 class Emitter:
     """Buffers usage events and sends them to Kafka in batches from one thread.
 
-    ``emit()`` puts the event on a bounded queue without waiting; when the queue is
-    full the event is dropped and counted (``stats()["dropped_queue_full"]``). A
-    background thread encodes events, packs many into one Kafka record (a JSON
-    array, bounded by ``max_batch_events`` and ``max_batch_bytes``) and sends it
-    when the batch is full or ``flush_interval_s`` has passed, retrying with
+    ``emit()`` appends the event to a bounded buffer without waiting, or drops it
+    and counts why. A background thread packs events into Kafka records (many
+    events per record, bounded by ``max_batch_events`` and ``max_batch_bytes``),
+    sends one when it is full or ``flush_interval_s`` has passed, and retries with
     jittered backoff until ``delivery_timeout_s``.
 
-    The thread starts on the first ``emit()`` (no I/O in the constructor) and is
-    started afresh in a child after ``fork``. Errors become counters and a
-    rate-limited log line; with ``debug=True`` they are raised, for tests.
+    The buffer holds at most ``max_queue_events`` events and ``max_buffer_bytes``
+    bytes of encoded events (the thread encodes what it takes, also while a send
+    waits on the broker; block events when their batch is sealed, so one batch
+    being filled may pass the byte bound). Beyond either, events are dropped as
+    ``queue_full``.
+
+    Every event given to ``emit()`` ends in exactly one counter of :meth:`stats`:
+    ``sent_events`` or ``dropped_<reason>``. A failure of one event (it cannot be
+    keyed or serialised) costs that event only; the thread never dies of an
+    exception. The thread starts on the first ``emit()`` (no I/O in the
+    constructor) and afresh in a child after ``fork``. Errors become counters and a
+    rate-limited log line; with ``debug=True`` the first exception behind a drop is
+    also raised by the next ``flush()`` or ``close()``, for tests.
     """
 
     def __init__(
@@ -113,6 +56,7 @@ class Emitter:
         bootstrap_servers: str,
         topic: str = "spendstream.usage",
         max_queue_events: int = 100_000,
+        max_buffer_bytes: int = 32 * 1024 * 1024,
         max_batch_events: int = 1_000,
         max_batch_bytes: int = 512 * 1024,
         flush_interval_s: float = 0.5,
@@ -125,6 +69,14 @@ class Emitter:
     ) -> None:
         if max_batch_bytes > 1_000_000:
             raise ValueError("max_batch_bytes must stay under Kafka's default 1 MB message limit")
+        if max_buffer_bytes < max_batch_bytes:
+            raise ValueError(f"max_buffer_bytes ({max_buffer_bytes}) must be at least max_batch_bytes "
+                             f"({max_batch_bytes}): the buffer has to hold one full record")
+        if min(max_queue_events, max_batch_events) < 1:
+            raise ValueError("max_queue_events and max_batch_events must be at least 1")
+        self._limits = Limits(max_queue_events=max_queue_events, max_buffer_bytes=max_buffer_bytes,
+                              max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes,
+                              flush_interval_s=flush_interval_s)
         self._sender_config = SenderConfig(
             bootstrap_servers=bootstrap_servers,
             topic=topic,
@@ -132,20 +84,11 @@ class Emitter:
             delivery_timeout_s=delivery_timeout_s,
             max_request_bytes=max_batch_bytes + 64 * 1024,
         )
-        self._max_queue_events = max_queue_events
         self._max_batch_events = max_batch_events
-        self._max_batch_bytes = max_batch_bytes
-        self._flush_interval_s = flush_interval_s
         self._ledger_topic = ledger_topic
-        self.ledger = Ledger(interval_s=ledger_interval_s)
+        self._ledger_interval_s = ledger_interval_s
         self._debug = debug
         self._closed = False
-        self._stats_lock = threading.Lock()
-        self._stats: Counter[str] = Counter()
-        # Counted on emit()'s path: itertools.count is advanced atomically under the GIL, no lock needed.
-        self._enqueued = itertools.count()
-        self._queue_full = itertools.count()
-        self._last_log: dict[str, float] = {}
         self._reset_after_fork()
         if register_atexit:
             ref = weakref.ref(self)
@@ -155,55 +98,81 @@ class Emitter:
     # -- host-facing API ------------------------------------------------------
 
     def emit(self, event: Event) -> bool:
-        """Queue ``event`` for sending. Returns False (and counts why) if it was dropped."""
+        """Queue ``event`` for sending without waiting. False if it was dropped instead (counted by reason).
+
+        Never raises. A queued event ends as sent or as a counted drop, never unaccounted.
+        """
         if self._closed:
-            self._drop("shutdown")
+            self._tally.dropped("shutdown")
             return False
-        if self._thread is None:
-            self._start_thread()
-        buffer = self._buffer
-        if len(buffer) >= self._max_queue_events:
-            next(self._queue_full)  # lock-free and exact: itertools.count advances atomically under the GIL
-            self._log_drop("queue_full", 1)
+        if self._thread is None and not self._start_thread():
             return False
-        buffer.append(event)  # deque.append is atomic; no lock on the host's path
-        next(self._enqueued)
-        queued = len(buffer)
+        handoff = self._handoff
+        items = handoff.items
+        if len(items) >= handoff.room:  # room: the sender's count of what more it may hold, by events and bytes
+            self._tally.dropped("queue_full")
+            return False
+        items.append(event)  # deque.append is atomic; no lock and no counter on the host's path
+        queued = len(items)
         if queued == 1 or queued >= self._max_batch_events:
-            self._wake.set()  # the sender was idle, or a full batch waits: wake it (under load, neither happens)
+            handoff.wake.set()  # the sender was idle, or a full batch waits: wake it (under load, neither happens)
         return True
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Send everything emitted so far. True if done within ``timeout_s``."""
-        if self._thread is None:
-            return True
-        marker = _Flush()
-        self._buffer.append(marker)  # markers may go past the bound: they are not events
-        self._wake.set()
-        return marker.done.wait(timeout_s)
+        """Wait until every event emitted so far is sent or counted as dropped. False if ``timeout_s`` passed first."""
+        if self._delivery is None or self._closed:
+            self._raise_in_debug()
+            return True  # nothing was emitted, or close() has accounted for everything
+        marker = Flush()
+        self._handoff.put_marker(marker)
+        done = marker.done.wait(timeout_s)
+        self._raise_in_debug()
+        return done
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Flush and stop, within one deadline. Idempotent. Later emits are dropped as ``shutdown``."""
+        """Send what is held and stop, within ``timeout_s``. Idempotent. Later emits are dropped as ``shutdown``.
+
+        What is not sent by then — still queued, or in the record being sent — is
+        counted as ``dropped_shutdown``: when close() returns, every event ever given
+        to ``emit()`` is in ``sent_events`` or a ``dropped_*`` counter. Past the
+        deadline, close() waits at most ``_ACCOUNT_GRACE_S`` more for the sender to
+        stop and count (no I/O: it takes milliseconds).
+        """
         if self._closed:
             return
         self._closed = True
-        deadline = time.monotonic() + timeout_s
-        thread = self._thread
-        if thread is not None:
-            self.flush(timeout_s)
-            self._buffer.append(_STOP)
-            self._wake.set()
-            thread.join(max(deadline - time.monotonic(), 0))
-        self._drain_as_dropped("shutdown")
+        delivery = self._delivery
+        if delivery is not None:
+            self._handoff.put_marker(Stop())
+            if not delivery.finished.wait(timeout_s):
+                delivery.abandon()
+                delivery.finished.wait(_ACCOUNT_GRACE_S)
+        # Events no sender will take: emitted after the Stop marker by a host thread that
+        # passed the closed check just before close() set it, or queued when there is no sender.
+        for item in self._handoff.take(reserve=False):
+            if isinstance(item, Flush):
+                item.done.set()
+            elif not isinstance(item, Marker):
+                self._tally.dropped("shutdown")
+        self._raise_in_debug()
 
     def stats(self) -> dict[str, int]:
-        """Counters: enqueued, sent events/records, and dropped_<reason> for every reason."""
-        with self._stats_lock:
-            out = {"enqueued": 0, "sent_events": 0, "sent_records": 0}
-            out.update({f"dropped_{reason}": 0 for reason in DROP_REASONS})
-            out.update(self._stats)
-        out["enqueued"] = _value(self._enqueued)
-        out["dropped_queue_full"] += _value(self._queue_full)
+        """Counters of this emitter in this process.
+
+        ``enqueued``: events ``emit()`` accepted. ``sent_events``, ``sent_records``:
+        what Kafka acknowledged. ``dropped_<reason>`` for every reason in
+        ``DROP_REASONS``, whether ``emit()`` refused the event or it was lost later.
+        ``buffered_events``, ``buffered_bytes``: held now (queued, or taken by the
+        sender and not yet sent), and the encoded bytes of those the sender has encoded.
+
+        Each ``emit()`` call ends in exactly one of ``sent_events`` and the
+        ``dropped_*`` counters; once nothing is buffered (after ``flush()`` returned
+        True, or ``close()``): calls to emit() == sent_events + sum of dropped_*.
+        """
+        out = {"enqueued": self._handoff.accepted()} | self._tally.snapshot()
+        delivery = self._delivery
+        out["buffered_events"] = self._handoff.waiting() + (delivery.held_events if delivery else 0)
+        out["buffered_bytes"] = delivery.held_bytes if delivery else 0
         return out
 
     def __enter__(self) -> Emitter:
@@ -215,153 +184,41 @@ class Emitter:
     # -- internals ------------------------------------------------------------
 
     def _reset_after_fork(self) -> None:
-        # A child inherits the parent's queue contents and a dead thread: start
-        # empty (the parent still sends what it queued) and lazily re-create the thread.
-        # A deque the host appends to and the sender pops from, bounded by the check in emit()
-        # (two host threads racing at the bound can overshoot it by one each).
-        self._buffer: collections.deque[object] = collections.deque()
-        self._wake = threading.Event()
+        # A child inherits the parent's buffer, counters, ledger and a thread that does not
+        # exist there. The parent still sends what it buffered and reports its own ledger:
+        # the child starts empty, with its own counts and ledger id, and a thread made on demand.
+        self._handoff = Handoff(room=self._limits.max_queue_events)
+        self._tally = Tally()
+        self.ledger = Ledger(interval_s=self._ledger_interval_s)
+        self._delivery: Delivery | None = None
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
 
-    def _start_thread(self) -> None:
+    def _start_thread(self) -> bool:
         with self._thread_lock:
             if self._thread is None:
-                thread = threading.Thread(target=self._run, name="spendstream-emitter", daemon=True)
-                thread.start()
-                self._thread = thread
+                delivery = Delivery(handoff=self._handoff, tally=self._tally, limits=self._limits,
+                                    sender_config=self._sender_config, ledger=self.ledger,
+                                    ledger_topic=self._ledger_topic, debug=self._debug)
+                # The thread's target holds the emitter: a host that drops its last reference still
+                # gets close() at exit (the atexit hook holds the emitter only weakly).
+                thread = threading.Thread(target=self._run, args=(delivery,), name="spendstream-emitter", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no new threads (e.g. at interpreter exit): nothing could send it
+                    self._tally.dropped("shutdown", cause=exc)
+                    return False
+                self._delivery, self._thread = delivery, thread
+        return True
 
-    def _drop(self, reason: str, count: int = 1) -> None:
-        with self._stats_lock:
-            self._stats[f"dropped_{reason}"] += count
-        self._log_drop(reason, count)
+    def _run(self, delivery: Delivery) -> None:
+        delivery.run()
 
-    def _log_drop(self, reason: str, count: int) -> None:
-        now = time.monotonic()
-        if now - self._last_log.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S:
-            self._last_log[reason] = now
-            log.warning("spendstream emitter dropped %d event(s): %s (further drops counted in stats())", count, reason)
-
-    def _drain_as_dropped(self, reason: str) -> None:
-        dropped = 0
-        while True:
-            try:
-                item = self._buffer.popleft()
-            except IndexError:
-                break
-            if isinstance(item, _Flush):
-                item.done.set()
-            elif item is not _STOP:
-                dropped += 1
-        if dropped:
-            self._drop(reason, dropped)
-
-    def _run(self) -> None:
-        sender = KafkaSender(self._sender_config)
-        try:
-            self._loop(sender)
-        finally:
-            sender.close()
-
-    def _loop(self, sender: KafkaSender) -> None:
-        batch = _Batch()
-        while True:
-            wait_s = self._flush_interval_s - (time.monotonic() - batch.started) if batch else None
-            try:
-                item = self._next(max(wait_s, 0) if wait_s is not None else self._flush_interval_s)
-            except queue.Empty:
-                item = None  # the batch is due
-            if item is _STOP:
-                self._send(sender, batch)
-                self._report_ledger(sender, force=True)
-                return
-            if isinstance(item, _Flush):
-                self._send(sender, batch)
-                batch = _Batch()
-                self._report_ledger(sender, force=True)
-                item.done.set()
-                continue
-            if item is not None:
-                key = event_key(item) if self._ledger_topic else None  # type: ignore[arg-type]
-                if blockable(item):
-                    batch.add_to_block(item, key)  # type: ignore[arg-type]
-                else:
-                    encoded = self._encode(item)
-                    if encoded is None:
-                        continue
-                    if batch.rows and batch.rows_size + len(encoded) + 1 > self._max_batch_bytes:
-                        self._send(sender, batch)
-                        batch = _Batch()
-                    batch.add_row(encoded, key)
-                if len(batch) < self._max_batch_events and time.monotonic() - batch.started < self._flush_interval_s:
-                    continue
-            if batch:
-                self._send(sender, batch)
-                batch = _Batch()
-            self._report_ledger(sender)
-
-    def _next(self, timeout_s: float) -> object:
-        """The next queued item, waiting up to ``timeout_s``; queue.Empty if none came."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return self._buffer.popleft()
-            except IndexError:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise queue.Empty
-            self._wake.wait(remaining)
-            self._wake.clear()
-
-    def _encode(self, event: object) -> bytes | None:
-        try:
-            encoded = encode_event(event)  # type: ignore[arg-type]
-        except Exception as exc:  # any failure to serialise a host object is counted, not raised
-            self._drop("unencodable")
-            if self._debug:
-                raise
-            log.debug("unencodable event: %s", type(exc).__name__)
-            return None
-        if len(encoded) + 2 > self._max_batch_bytes:
-            self._drop("oversize")
-            return None
-        return encoded
-
-    def _send(self, sender: KafkaSender, batch: _Batch) -> None:
-        for value, keys in batch.records(self._max_batch_bytes):
-            self._send_record(sender, value, keys)
-
-    def _send_record(self, sender: KafkaSender, value: bytes, keys: list[tuple[str, str, int] | None]) -> None:
-        try:
-            sender.send(value)
-        except SendFailed as exc:
-            self._drop("send_failed", len(keys))
-            if self._debug:
-                raise
-            log.debug("emitter record failed after %d attempts", exc.attempts)
-            return
-        with self._stats_lock:
-            self._stats["sent_events"] += len(keys)
-            self._stats["sent_records"] += 1
-        if self._ledger_topic:
-            self.ledger.delivered(keys)
-
-    def _report_ledger(self, sender: KafkaSender, *, force: bool = False) -> None:
-        """Send the ledger's changed counts to the ledger topic (every interval, and on flush and close)."""
-        if not self._ledger_topic or not (self.ledger.due() or (force and self.ledger.pending)):
-            return
-        entries = self.ledger.report()
-        try:  # a short deadline: the ledger must never hold up usage records
-            sender.send(to_json(entries), topic=self._ledger_topic, deadline=time.monotonic() + LEDGER_DEADLINE_S)
-        except SendFailed:
-            self.ledger.unreported(entries)  # counts are cumulative: the next report carries them
-            log.debug("emitter ledger report failed; it will be sent with the next one")
-
-
-def _value(counter: itertools.count) -> int:
-    """How far an itertools.count has counted, without advancing it."""
-    return counter.__reduce__()[1][0]
+    def _raise_in_debug(self) -> None:
+        delivery = self._delivery
+        if self._debug and delivery is not None and delivery.first_error is not None:
+            error, delivery.first_error = delivery.first_error, None
+            raise error
 
 
 def _weak_call(obj: Emitter, method: Any) -> Any:

@@ -45,7 +45,9 @@ def event_key(event: BaseModel | Mapping[str, Any]) -> tuple[str, str, int] | No
     event_id, minute = get("event_id"), _minute(get("ts"))
     if not isinstance(event_id, str) or minute is None:
         return None
-    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    # surrogatepass: a lone surrogate (which no JSON encoder accepts) must not make keying raise;
+    # such an event is dropped as unencodable when it is encoded.
+    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return str(get("service") or ""), minute, int.from_bytes(digest, "little")
 
 
