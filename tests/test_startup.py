@@ -208,7 +208,7 @@ def test_a_store_host_that_comes_up_later_is_waited_for(caplog, tmp_path) -> Non
     later.start()
     try:
         with caplog.at_level(logging.INFO, logger="spendstream.startup"):
-            store = open_migrated_store(Startup(timeout_s=90), Settings(store_url=host.url, data_dir=tmp_path))
+            store = open_migrated_store(Startup(timeout_s=90), Settings(store_url=host.url, data_dir=tmp_path / "data"))
         assert store.query("SELECT count() FROM schema_migrations FINAL").scalar() > 0
     finally:
         later.cancel()

@@ -15,10 +15,13 @@ def open_store(settings: Settings) -> Store:
         return ServerStore(settings.clickhouse_url.get_secret_value())
     if settings.store_url is not None:
         from spendstream.sinks.host import RemoteStore
-        from spendstream.sinks.loopback import SecretUnreadable, read_secret
+        from spendstream.sinks.loopback import SecretMissing, SecretUnreadable, read_secret
+        from spendstream.sinks.store import StoreUnavailable
 
         try:  # the host's secret sits in its data directory, which must be ours too
             return RemoteStore(settings.store_url, read_secret(settings.data_dir))
+        except SecretMissing as exc:  # the store host makes it when it starts: worth waiting for
+            raise StoreUnavailable(f"cannot talk to the store at {settings.store_url} yet: {exc}") from exc
         except SecretUnreadable as exc:
             raise StoreError(f"cannot talk to the store at {settings.store_url}: {exc}") from exc
     from spendstream.sinks.embedded import EmbeddedStore

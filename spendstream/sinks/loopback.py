@@ -36,6 +36,10 @@ class SecretUnreadable(RuntimeError):
     """The endpoint secret is missing, unreadable, or readable by others than its owner."""
 
 
+class SecretMissing(SecretUnreadable):
+    """No secret yet: the worker or `spendstream store` has not started (or the data directory is another)."""
+
+
 def secret_path(data_dir: Path) -> Path:
     return Path(data_dir) / SECRET_FILE
 
@@ -66,7 +70,7 @@ def read_secret(data_dir: Path) -> SecretStr:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise SecretUnreadable(f"{path} does not exist: start the worker or `spendstream store` for "
+        raise SecretMissing(f"{path} does not exist: start the worker or `spendstream store` for "
                                f"{data_dir} first (SPENDSTREAM_DATA_DIR must name its data directory)") from None
     except OSError as exc:
         raise SecretUnreadable(f"cannot read {path} ({exc.strerror}): only the owner of {data_dir} "
