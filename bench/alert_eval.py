@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/alert_eval.py [--days 14] [--keys 100] [--incidents 40] [--seeds 1 2 3 4 5]
 
-See spendstream/alerting/evaluation.py for the traffic, the incidents and the measures.
+See bench/alert_evaluation.py for the traffic, the incidents and the measures.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from spendstream.alerting.evaluation import evaluate
+from alert_evaluation import evaluate  # beside this file
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer
 
 from spendstream.agents.consumer import ConsumerLoop, fetch_batch
-from spendstream.agents.events import EVENT_COLUMNS
+from spendstream.batches import EVENT_COLUMNS
 from spendstream.settings import Settings
 from spendstream.sinks.embedded import EmbeddedStore
 

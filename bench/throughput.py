@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from emit_vs_otel import compare  # noqa: E402
 from workload import base_events, preload, replay  # noqa: E402
 
-from spendstream.agents.query_endpoint import QueryClient  # noqa: E402
-from spendstream.alerting.anomaly import detect_spend_anomalies  # noqa: E402
-from spendstream.alerting.budgets import Budget, evaluate  # noqa: E402
-from spendstream.alerting.retry_storm import detect_retry_storms  # noqa: E402
+from spendstream.sinks.endpoint import QueryClient  # noqa: E402
+from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.budgets import Budget, evaluate
+from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.demo.worker_process import StoreHostProcess, WorkerProcess  # noqa: E402
 from spendstream.emitter import Emitter  # noqa: E402
 from spendstream.kafka_admin import ensure_topics  # noqa: E402

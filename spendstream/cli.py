@@ -181,7 +181,7 @@ def _with_store(settings: Settings, command: str, use):
 
 
 def _reprice(settings: Settings, args: argparse.Namespace) -> int:
-    from spendstream.pricing.reprice import reprice
+    from spendstream.reprice import reprice
 
     since, until = _window(args)
     pricer = _load_pricer(settings)
@@ -241,7 +241,7 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _store_host(settings: Settings, args: argparse.Namespace) -> int:
-    from spendstream.agents import query_endpoint
+    from spendstream.sinks import endpoint as query_endpoint
     from spendstream.localbroker import free_port
     from spendstream.sinks.host import run_store_host
     from spendstream.sinks.loopback import SECRET_FILE, ensure_secret
@@ -274,10 +274,10 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
     import time
     from datetime import datetime, timezone
 
-    from spendstream.alerting.anomaly import detect_spend_anomalies
-    from spendstream.alerting.budgets import evaluate, load_budgets
+    from spendstream.detect.anomaly import detect_spend_anomalies
+    from spendstream.detect.budgets import evaluate, load_budgets
     from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
-    from spendstream.alerting.retry_storm import detect_retry_storms
+    from spendstream.detect.retry_storm import detect_retry_storms
     from spendstream.configfile import ConfigFileError
 
     try:
@@ -387,7 +387,7 @@ def _advise(settings: Settings, args: argparse.Namespace) -> int:
 def _on_store(settings: Settings, command: str, use):
     """``use(store)`` through the process that owns the embedded directory (a worker or `spendstream store`)
     when one runs, else on the configured store opened here."""
-    from spendstream.agents.query_endpoint import QueryClient
+    from spendstream.sinks.endpoint import QueryClient
     from spendstream.sinks.host import RemoteStore
 
     with _secret_problems_as_usage_errors():
@@ -499,7 +499,7 @@ def _startup_failed(command: str, exc: Exception) -> int:
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
     """One statement, read-only as ClickHouse enforces it unless --write; through the process that owns
     the embedded directory when one runs."""
-    from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
+    from spendstream.sinks.endpoint import EndpointUnavailable, QueryClient, QueryFailed
     from spendstream.sinks import StoreError, open_store
     from spendstream.sinks.loopback import SecretUnreadable
 

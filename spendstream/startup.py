@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from spendstream.agents.query_endpoint import EndpointUnavailable
+from spendstream.sinks.endpoint import EndpointUnavailable
 from spendstream.emitter.backoff import backoff_s
 from spendstream.kafka_admin import ensure_topics, transient
 from spendstream.settings import Settings

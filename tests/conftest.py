@@ -151,8 +151,9 @@ def seeded_store(embedded_store):
 
     import orjson
 
-    from spendstream.agents.gpu import Deployment
-    from spendstream.agents.stages import SourceRecord, process
+    from spendstream.pricing.deployments import Deployment
+    from spendstream.batches import SourceRecord
+    from spendstream.agents.stages import process
     from spendstream.pricing import Pricer
     from spendstream.schemas.alert import Alert
     from spendstream.schemas.gpu import GpuSample

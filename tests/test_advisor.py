@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from spendstream.advisor import advise, caching_potential
-from spendstream.agents.gpu import Deployment
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.pricing.deployments import Deployment
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
 from spendstream.emitter.prefix import fingerprint
 from spendstream.pricing import Pricer
 from spendstream.schemas.gpu import GpuSample

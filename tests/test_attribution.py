@@ -8,8 +8,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.agents.attribution import OTHER, TagGuard
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.batches import OTHER
+from spendstream.agents.attribution import TagGuard
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from spendstream.agents.events import NotFast, block_columns, events_table
-from spendstream.agents.stages import EARLIEST_TS, WHOLE_RECORD, SourceRecord, process
+from spendstream.agents.stages import EARLIEST_TS, process
+from spendstream.batches import WHOLE_RECORD, SourceRecord
 from spendstream.emitter.encoding import encode_block
 from spendstream.pricing import Pricer
 from spendstream.schemas import UsageEvent

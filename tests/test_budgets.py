@@ -9,8 +9,9 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.agents.stages import SourceRecord, process
-from spendstream.alerting.budgets import Budget, evaluate, load_budgets
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
+from spendstream.detect.budgets import Budget, evaluate, load_budgets
 from spendstream.alerting.delivery import store_new_alerts
 from spendstream.configfile import ConfigFileError
 from spendstream.pricing import Pricer

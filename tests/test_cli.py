@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spendstream.agents.query_endpoint import QueryClient
+from spendstream.sinks.endpoint import QueryClient
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,8 @@ def _alive(pid: int) -> bool:
 
 _SEED_EVENTS = """
 import orjson, sys
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
 from spendstream.pricing import Pricer
 from spendstream.sinks.embedded import EmbeddedStore
 from spendstream.sinks.migrations import migrate

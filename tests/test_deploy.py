@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from spendstream.agents.gpu import load_deployments
+from spendstream.pricing.deployments import load_deployments
 from spendstream.pricing import load_overrides
 
 ROOT = Path(__file__).parent.parent

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from spendstream.agents.gpu import Deployment, IdleGpuDetector, KvSaturationDetector, load_deployments
+from spendstream.pricing.deployments import Deployment, load_deployments
+from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
 from spendstream.configfile import ConfigFileError
 from spendstream.schemas.gpu import GpuSample
 

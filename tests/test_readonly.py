@@ -11,7 +11,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
 from spendstream.pricing import Pricer
 from spendstream.sinks.readonly import StatementRefused, WriteRefused
 from spendstream.sinks.rows import usage_table

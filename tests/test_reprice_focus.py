@@ -11,10 +11,11 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
 from spendstream.focus import export_focus
 from spendstream.pricing import Pricer, load_overrides
-from spendstream.pricing.reprice import reprice
+from spendstream.reprice import reprice
 from spendstream.sinks.rows import usage_table
 
 pytestmark = pytest.mark.integration

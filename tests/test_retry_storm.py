@@ -9,10 +9,11 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
 from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
 from spendstream.alerting.destinations import Destination
-from spendstream.alerting.retry_storm import FeatureWindow, RetryStormDetector, detect_retry_storms
+from spendstream.detect.retry_storm import FeatureWindow, RetryStormDetector, detect_retry_storms
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table
 from tests.test_alert_delivery import Receiver

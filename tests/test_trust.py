@@ -16,7 +16,9 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from spendstream.agents.stages import BatchResult, SourceRecord, isolated, process
+from spendstream.batches import BatchResult, SourceRecord
+from spendstream.agents.stages import isolated, process
+from spendstream.agents.app import store_usage
 from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
 from spendstream.pricing import Pricer
@@ -24,7 +26,7 @@ from spendstream.schemas import UsageEvent
 from spendstream.sinks.rows import dead_letter_table
 from spendstream.sinks.store import query_result
 from spendstream.sinks.writer import SinkWriter
-from tests.adversarial import TS, corpus, event
+from tests.adversarial import corpus, event
 from tests.conftest import wait_for_count
 
 PRICER = Pricer()
@@ -94,7 +96,7 @@ def test_records_good_alone_but_failing_together_are_written_one_by_one() -> Non
 # -- conflicting copies: the first copy stored stands --------------------------------------
 
 def _write(store, records: list[SourceRecord], **writer) -> None:
-    asyncio.run(SinkWriter(store, **writer).write(process(records, PRICER)))
+    asyncio.run(store_usage(SinkWriter(store, **writer), process(records, PRICER)))  # as the worker does
 
 
 def _rows(store, event_id: str) -> list[list]:
@@ -280,7 +282,8 @@ def test_an_old_layout_upgrades_in_place_with_identical_totals(tmp_path) -> None
 
 _UPGRADE = """import sys, orjson
 import spendstream.sinks.migrations as m
-from spendstream.agents.stages import SourceRecord, process
+from spendstream.batches import SourceRecord
+from spendstream.agents.stages import process
 from spendstream.pricing import Pricer
 from spendstream.sinks.embedded import EmbeddedStore
 from spendstream.sinks.rows import usage_table

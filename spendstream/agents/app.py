@@ -15,22 +15,17 @@ from datetime import datetime, timezone
 import faust
 from pydantic import SecretStr
 
-from spendstream.agents import query_endpoint
 from spendstream.agents.attribution import TagGuard
 from spendstream.agents.consumer import ConsumerLoop
-from spendstream.agents.gpu import Deployment, IdleGpuDetector, KvSaturationDetector
-from spendstream.agents.stages import (
-    BatchResult,
-    GpuBatch,
-    LedgerBatch,
-    SourceRecord,
-    isolated,
-    process,
-    process_gpu,
-    process_ledger,
-)
+from spendstream.pricing.deployments import Deployment
+from spendstream.detect.conflicts import conflict_alerts
+from spendstream.detect.unpriced import unpriced_alerts
+from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
+from spendstream.batches import BatchResult, GpuBatch, LedgerBatch, SourceRecord
+from spendstream.agents.stages import isolated, process, process_gpu, process_ledger
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
+from spendstream.sinks.endpoint import QUERY_PATH, serve_query
 from spendstream.sinks.store import Store
 from spendstream.sinks.writer import SinkWriter
 
@@ -65,7 +60,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     writer = SinkWriter(store, dedup_horizon_s=settings.dedup_horizon_s)
     detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
     if query_secret is not None:
-        query_endpoint.register(app, store, secret=query_secret, port=web_port)
+        _serve_queries(app, store, secret=query_secret, port=web_port)
 
     # A bug must not stop the meter, nor cost the good records beside the one that
     # triggers it: `isolated` keeps the bytes of the records that fail, says why, goes on.
@@ -74,7 +69,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
                                    lambda dead: BatchResult(dead_letters=dead))
         _report(errors, "usage", len(records))
         for batch in batches:
-            await writer.write(batch)
+            await store_usage(writer, batch)
 
     async def handle_gpu(records: list[SourceRecord]) -> None:
         batches, errors = isolated(process_gpu, records, lambda dead: GpuBatch(dead_letters=dead))
@@ -114,8 +109,24 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     return app
 
 
+async def store_usage(writer: SinkWriter, batch: BatchResult) -> None:
+    """Write a processed usage batch with its unpriced-model alerts, then alert on any conflicting copies."""
+    now = datetime.now(timezone.utc)
+    conflicts = await writer.write(batch, unpriced_alerts(batch, now))
+    if conflicts.num_rows:
+        await writer.write_alerts(conflict_alerts(conflicts, now))
+
+
 def _report(errors: list[BaseException], kind: str, records: int) -> None:
     if errors:
         log.error("processing a batch of %d %s records failed (%d error(s)); each failing record is "
                   "dead-lettered alone, the rest are stored", records, kind, len(errors),
                   exc_info=(type(errors[-1]), errors[-1], errors[-1].__traceback__))
+
+
+def _serve_queries(app: faust.App, store: Store, *, secret: SecretStr, port: int) -> None:
+    """The loopback query endpoint (sinks/endpoint.py) on the faust app's web server (127.0.0.1:``port``)."""
+    @app.page(QUERY_PATH)
+    class QueryView(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            return await serve_query(store, request, secret=secret, port=port)

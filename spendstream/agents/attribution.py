@@ -18,11 +18,12 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+
+from spendstream.batches import OTHER
 import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 
-OTHER = "__other__"
 # Above this many distinct tag keys in one batch, folding goes entry by entry (see fold_entries).
 _KEYS_FOR_COLUMNS = 256
 

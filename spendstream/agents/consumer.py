@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from spendstream.agents.stages import SourceRecord
+from spendstream.batches import SourceRecord
 
 log = logging.getLogger(__name__)
 

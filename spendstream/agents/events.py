@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spendstream.batches import EVENT_COLUMNS, EVENT_SCHEMA, TS
 from spendstream.schemas._types import MAX_TOKENS
 from spendstream.schemas.usage import (
     BLOCK_FORMAT,
@@ -35,25 +36,6 @@ from spendstream.schemas.usage import (
     MAX_TAGS,
     UsageEvent,
 )
-
-TS = pa.timestamp("ms", tz="UTC")
-
-# The usage_events columns an event decides, with their Arrow types.
-EVENT_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("event_id", pa.string()), ("ts", TS), ("request_id", pa.string()), ("attempt", pa.uint32()),
-    ("provider", pa.string()), ("model", pa.string()), ("deployment", pa.string()), ("mode", pa.string()),
-    ("service_tier", pa.string()),
-    ("input_tokens", pa.uint64()), ("cached_input_tokens", pa.uint64()), ("cache_write_tokens", pa.uint64()),
-    ("cache_write_1h_tokens", pa.uint64()), ("output_tokens", pa.uint64()), ("reasoning_tokens", pa.uint64()),
-    ("tokens_estimated", pa.bool_()), ("tokenizer", pa.string()),
-    ("latency_ms", pa.float64()), ("ttft_ms", pa.float64()), ("status", pa.string()), ("http_status", pa.uint16()),
-    ("team", pa.string()), ("feature", pa.string()), ("customer", pa.string()), ("environment", pa.string()),
-    ("user_hash", pa.string()),
-    ("prefix_fingerprint", pa.string()), ("prefix_tokens", pa.uint64()), ("max_tokens", pa.uint64()),
-    ("service", pa.string()), ("extra", pa.string()),
-]
-EVENT_SCHEMA = pa.schema(EVENT_COLUMNS)
-
 
 # -- the block's wire types: the contract's constraints, checked by msgspec in C ----------
 

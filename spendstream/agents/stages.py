@@ -8,9 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import numpy as np
@@ -19,68 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
-from spendstream.agents.attribution import OTHER, TagGuard
+from spendstream.batches import OTHER
+from spendstream.agents.attribution import TagGuard
+from spendstream.batches import (
+    NO_EVENTS, WHOLE_RECORD, BatchResult, DeadLetter, GpuBatch, LedgerBatch, SourceRecord,
+)
 from spendstream.agents.events import NotABlock, NotFast, block_columns, block_items, events_table
-from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
-from spendstream.schemas.alert import Alert
+from spendstream.pricing.engine import Pricer, UsageColumns
 from spendstream.schemas.gpu import GpuSample
 from spendstream.schemas.ledger import LEDGER_WIRE_REQUIRED, LedgerEntry
 from spendstream.schemas.usage import WIRE_REQUIRED, UsageEvent
 
-WHOLE_RECORD = -1
-NO_EVENTS = "record holds no events (an empty array or block)"
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One Kafka record as consumed."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    source: SourceRecord
-    item_index: int
-    reason: str
-    raw: bytes
-    event_id: str | None = None
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """A processed batch: its valid events as columns, their prices, and the dead letters.
-
-    ``events`` has the ``usage_events`` columns an event decides (``EVENT_SCHEMA``),
-    then ``tags`` and ``folded_tags`` after the cardinality guard, then where each
-    event came from (``source_topic``, ``source_partition``, ``source_offset``).
-    """
-
-    events: pa.Table | None = None
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    priced: PricedBatch | None = None
-
-    @property
-    def num_events(self) -> int:
-        return 0 if self.events is None else self.events.num_rows
-
-    def event(self, i: int) -> UsageEvent:
-        """Event ``i`` as the contract's model (for tests and tools; the pipeline keeps columns)."""
-        assert self.events is not None
-        row = self.events.slice(i, 1).to_pylist()[0]
-        extra = orjson.loads(row.pop("extra")) if row["extra"] else {}
-        for name in ("folded_tags", "source_topic", "source_partition", "source_offset"):
-            row.pop(name)
-        return UsageEvent.model_validate({**row, "tags": dict(row["tags"]), **extra})
-
-    def cost_record(self, i: int):
-        """Event ``i`` with its price, as a CostRecord."""
-        assert self.priced is not None
-        return self.priced.record(self.event(i), i)
 
 
 def decode(record: SourceRecord) -> tuple[list[tuple[int, Any]], list[DeadLetter]]:
@@ -247,42 +195,8 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(1, dtype=np.int32), np.cumsum(lengths, dtype=np.int32)])
 
 
-def unpriced_alerts(batch: BatchResult, now: datetime) -> list[Alert]:
-    """One ``unpriced_model`` alert per provider/model per UTC day seen unpriced in ``batch``.
-
-    The dedup key names the model and the day, so however many batches, workers or
-    restarts see the model, the ``alerts`` table holds it once a day.
-    """
-    if batch.priced is None or batch.events is None or pc.all(batch.priced.priced).as_py():
-        return []
-    unpriced = pa.table({
-        "provider": batch.events["provider"], "model": batch.events["model"],
-        "reason": batch.priced.unpriced_reason, "day": pc.cast(batch.events["ts"], pa.date32()),
-    }).filter(pc.invert(batch.priced.priced))
-    counts = unpriced.group_by(["provider", "model", "reason", "day"]).aggregate([([], "count_all")])
-    alerts = []
-    for provider, model, reason, day, count in sorted(zip(*counts.to_pydict().values(), strict=True), key=str):
-        start = datetime.combine(day, time(0), timezone.utc)
-        alerts.append(Alert(
-            kind="unpriced_model", severity="warning", state="firing",
-            subject=f"provider={provider} model={model}",
-            window_start=start, window_end=start + timedelta(days=1), observed=Decimal(count),
-            dedup_key=f"unpriced_model:{provider}/{model}:{day.isoformat()}",
-            message=(f"{reason}. Its events are stored with priced = false (never as 0); add the model to the "
-                     "overrides file, or upgrade the catalog, then run `spendstream reprice`."),
-            created_at=now,
-        ))
-    return alerts
-
-
 # On the wire a sample must carry its own id (the idempotency key) and time.
 GPU_WIRE_REQUIRED = ("sample_id", "ts", "deployment", "interval_s")
-
-
-@dataclass(slots=True)
-class GpuBatch:
-    samples: list[GpuSample] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 def process_gpu(records: Sequence[SourceRecord]) -> GpuBatch:
@@ -346,12 +260,6 @@ def isolated(run: Callable[[Sequence[SourceRecord]], R], records: Sequence[Sourc
     except Exception as exc:  # noqa: BLE001 - good alone, bad together: write them one by one
         errors.append(exc)
         return [run([record]) for record in good] + results, errors
-
-
-@dataclass(slots=True)
-class LedgerBatch:
-    entries: list[LedgerEntry] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 def process_ledger(records: Sequence[SourceRecord]) -> LedgerBatch:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import faust
 
-from spendstream.agents import query_endpoint
+from spendstream.sinks import endpoint as query_endpoint
 from spendstream.agents.app import create_app
-from spendstream.agents.gpu import load_deployments
+from spendstream.pricing.deployments import load_deployments
 from spendstream.localbroker import free_port
 from spendstream.pricing.engine import Pricer
 from spendstream.pricing.overrides import load_overrides

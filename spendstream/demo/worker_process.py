@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from spendstream.agents.query_endpoint import EndpointUnavailable, QueryClient, QueryFailed
+from spendstream.sinks.endpoint import EndpointUnavailable, QueryClient, QueryFailed
 from spendstream.localbroker import terminate
 from spendstream.settings import Settings
 from spendstream.sinks.loopback import SecretUnreadable, read_secret

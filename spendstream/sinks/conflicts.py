@@ -27,16 +27,14 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.agents.attribution import OTHER
-from spendstream.agents.events import EVENT_COLUMNS
-from spendstream.schemas.alert import Alert
+from spendstream.batches import OTHER
+from spendstream.batches import EVENT_COLUMNS
 from spendstream.sinks.rows import MONEY, TS
 from spendstream.sinks.store import Store, sql_time
 
@@ -167,21 +165,3 @@ def _conflict_rows(copies: pa.Table, originals: pa.Table, now: datetime) -> pa.T
 
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=8).digest()
-
-
-def conflict_alerts(conflicts: pa.Table, now: datetime) -> list[Alert]:
-    """One ``event_conflict`` alert per UTC day of detection on which conflicting copies arrived."""
-    if conflicts.num_rows == 0:
-        return []
-    day = now.date()
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-    return [Alert(
-        kind="event_conflict", severity="error", state="firing", subject="usage_events",
-        window_start=start, window_end=start + timedelta(days=1), observed=Decimal(conflicts.num_rows),
-        dedup_key=f"event_conflict:{day.isoformat()}",
-        message=(f"Copies of stored events arrive with other content under the same event_id ({conflicts.num_rows} "
-                 "in the first batch of the day). The first copy stored stands and the others are not applied; "
-                 "event_conflicts lists each, with what differs and where both copies came from. A sender is "
-                 "re-using event ids."),
-        created_at=now,
-    )]

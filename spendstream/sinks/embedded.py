@@ -25,7 +25,7 @@ class EmbeddedStore:
     """chdb session on ``data_dir``. One process may open a directory at a time.
 
     Queries from other processes go through the process that owns it (the
-    worker's query endpoint); see :mod:`spendstream.agents.query_endpoint`.
+    worker's query endpoint); see :mod:`spendstream.sinks.endpoint`.
 
     The pipeline writes and queries through one chdb session. A statement from outside
     (:meth:`run_statement`) gets a session of its own, opened for it and closed after,

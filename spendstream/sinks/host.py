@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr
 
-from spendstream.agents.query_endpoint import (
+from spendstream.sinks.endpoint import (
     ARROW_STREAM_TYPE,
     QUERY_PATH,
     EndpointUnavailable,

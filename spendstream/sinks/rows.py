@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from spendstream.agents.stages import BatchResult, DeadLetter
+from spendstream.batches import BatchResult, DeadLetter
 from spendstream.pricing.engine import PricedBatch
 from spendstream.pricing.rates import KINDS
-from spendstream.agents.gpu import Deployment
+from spendstream.pricing.deployments import Deployment
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.gpu import GpuSample
 from spendstream.schemas.ledger import LedgerEntry

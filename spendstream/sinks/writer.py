@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
-from collections.abc import Callable
+import pyarrow as pa
 
-from spendstream.agents.stages import BatchResult, GpuBatch, LedgerBatch, unpriced_alerts
+from spendstream.batches import BatchResult, GpuBatch, LedgerBatch
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
+from spendstream.sinks.conflicts import CONFLICT_SCHEMA, resolve
 from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, ledger_table, usage_table
-from spendstream.sinks.conflicts import conflict_alerts, resolve
 from spendstream.sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 
 class SinkWriter:
-    """Inserts priced rows and dead letters; never drops a batch.
+    """Inserts priced rows, dead letters and the alerts it is given; never drops a batch.
 
     A failed insert is retried with jittered backoff for as long as it takes.
     While it retries the agent does not pull more records, so consumption pauses
@@ -34,11 +36,21 @@ class SinkWriter:
         self._dedup_horizon_s = dedup_horizon_s
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
-        # unpriced_model keys already stored by this process (the table dedups across processes)
+        # alert keys already stored by this process (the table dedups across processes)
         self._alerted: set[str] = set()
+        # One usage batch at a time, check and insert together: the next batch's conflict
+        # check must see this one's rows (batch k's insert may still run while k+1 arrives).
+        self._serial = threading.Lock()
 
-    async def write(self, batch: BatchResult) -> None:
-        await self._durably(lambda: self._write_now(batch))
+    async def write(self, batch: BatchResult, alerts: Sequence[Alert] = ()) -> pa.Table:
+        """The batch's new events, its dead letters and ``alerts``; returns the conflicting copies
+        it found (``event_conflicts`` rows, recorded, not applied) for the caller to alert on."""
+        found: list[pa.Table] = []
+        await self._durably(lambda: found.append(self._write_now(batch, alerts)))
+        return found[-1]
+
+    async def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        await self._durably(lambda: self._insert_alerts(alerts))
 
     async def write_gpu(self, batch: GpuBatch, alerts: list[Alert]) -> None:
         """GPU samples, their dead letters, and the alerts the detectors raised on them."""
@@ -75,24 +87,29 @@ class SinkWriter:
                 log.warning("ClickHouse write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 await asyncio.sleep(delay)
 
-    def _write_now(self, batch: BatchResult) -> None:
-        # Runs in one thread, one batch at a time: the conflict check of a batch sees every
-        # row this worker stored before it (conflicts.py says what it cannot see).
-        now = datetime.now(timezone.utc)
-        conflicts = None
-        if batch.num_events:
-            resolution = resolve(self._store, usage_table(batch, now=now), horizon_s=self._dedup_horizon_s, now=now)
-            if resolution.rows.num_rows:
-                self._store.insert_arrow("usage_events", resolution.rows)
-            conflicts = resolution.conflicts
-            if conflicts.num_rows:
-                self._store.insert_arrow("event_conflicts", conflicts)
-        if batch.dead_letters:
-            self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
-        alerts = unpriced_alerts(batch, now) + (conflict_alerts(conflicts, now) if conflicts else [])
-        alerts = [a for a in alerts if a.dedup_key not in self._alerted]
-        if alerts:
-            self._store.insert_arrow("alerts", alert_table(alerts))
-            self._alerted.update(a.dedup_key for a in alerts)
-            for alert in alerts:
+    def _write_now(self, batch: BatchResult, alerts: Sequence[Alert]) -> pa.Table:
+        # One batch at a time (see _serial): the conflict check of a batch sees every row this
+        # worker stored before it (conflicts.py says what it cannot see).
+        with self._serial:
+            now = datetime.now(timezone.utc)
+            conflicts = CONFLICT_SCHEMA.empty_table()
+            if batch.num_events:
+                resolution = resolve(self._store, usage_table(batch, now=now), horizon_s=self._dedup_horizon_s,
+                                     now=now)
+                if resolution.rows.num_rows:
+                    self._store.insert_arrow("usage_events", resolution.rows)
+                conflicts = resolution.conflicts
+                if conflicts.num_rows:
+                    self._store.insert_arrow("event_conflicts", conflicts)
+            if batch.dead_letters:
+                self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
+            self._insert_alerts(alerts)
+            return conflicts
+
+    def _insert_alerts(self, alerts: Sequence[Alert]) -> None:
+        fresh = [a for a in alerts if a.dedup_key not in self._alerted]
+        if fresh:
+            self._store.insert_arrow("alerts", alert_table(fresh))
+            self._alerted.update(a.dedup_key for a in fresh)
+            for alert in fresh:
                 log.warning("alert %s: %s — %s", alert.kind, alert.subject, alert.message)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from spendstream.alerting.anomaly import LOOKBACKS, SpendAnomalyDetector
+from spendstream.detect.anomaly import LOOKBACKS, SpendAnomalyDetector
 from spendstream.demo.traffic import load_trace
 
 MINUTES_PER_DAY = 1440

@@ -155,14 +155,3 @@ async def serve_query(store: Any, request: Any, *, secret: SecretStr, port: int)
     if fmt == "ArrowStream":
         return web.Response(body=output, content_type=ARROW_STREAM_TYPE)
     return web.Response(body=output, content_type="text/plain", charset="utf-8")
-
-
-def register(app: Any, store: Any, *, secret: SecretStr, port: int) -> None:
-    """Add the query view to a faust app's web server (listening on 127.0.0.1:``port``)."""
-    import faust
-    from faust.web import Request, Response
-
-    @app.page(QUERY_PATH)
-    class QueryView(faust.web.View):
-        async def post(self, request: Request) -> Response:
-            return await serve_query(store, request, secret=secret, port=port)
