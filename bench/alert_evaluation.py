@@ -25,8 +25,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from spendstream.detect.anomaly import LOOKBACKS, SpendAnomalyDetector
 from spendstream.demo.traffic import load_trace
+from spendstream.detect.anomaly import LOOKBACKS, SpendAnomalyDetector
 
 MINUTES_PER_DAY = 1440
 

@@ -45,15 +45,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from emit_vs_otel import compare  # noqa: E402
 from workload import base_events, preload, replay  # noqa: E402
 
-from spendstream.sinks.endpoint import QueryClient  # noqa: E402
+from spendstream.demo.worker_process import StoreHostProcess, WorkerProcess  # noqa: E402
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.budgets import Budget, evaluate
 from spendstream.detect.retry_storm import detect_retry_storms
-from spendstream.demo.worker_process import StoreHostProcess, WorkerProcess  # noqa: E402
 from spendstream.emitter import Emitter  # noqa: E402
 from spendstream.kafka_admin import ensure_topics  # noqa: E402
 from spendstream.localbroker import LocalBroker  # noqa: E402
 from spendstream.settings import Settings  # noqa: E402
+from spendstream.sinks.endpoint import QueryClient  # noqa: E402
 from spendstream.sinks.store import query_result  # noqa: E402
 
 PARTITIONS = 8
@@ -200,8 +200,9 @@ def two_workers(bootstrap: str, root: Path, topic: str, events: int) -> dict[str
 
 def baseline(bootstrap: str, root: Path, base: list, events: int) -> dict:
     """The first ``events`` of the same replay, one event per record, through a per-event faust agent."""
-    from aiokafka import AIOKafkaProducer
     import asyncio
+
+    from aiokafka import AIOKafkaProducer
 
     topic = "bench.per-event"
     ensure_topics(bootstrap, {topic: PARTITIONS})

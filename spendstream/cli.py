@@ -241,8 +241,8 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _store_host(settings: Settings, args: argparse.Namespace) -> int:
-    from spendstream.sinks import endpoint as query_endpoint
     from spendstream.localbroker import free_port
+    from spendstream.sinks import endpoint as query_endpoint
     from spendstream.sinks.host import run_store_host
     from spendstream.sinks.loopback import SECRET_FILE, ensure_secret
     from spendstream.startup import Startup, StartupError, open_migrated_store
@@ -274,11 +274,11 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
     import time
     from datetime import datetime, timezone
 
+    from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
+    from spendstream.configfile import ConfigFileError
     from spendstream.detect.anomaly import detect_spend_anomalies
     from spendstream.detect.budgets import evaluate, load_budgets
-    from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
     from spendstream.detect.retry_storm import detect_retry_storms
-    from spendstream.configfile import ConfigFileError
 
     try:
         routing = load_routing(settings.alert_routes)
@@ -499,8 +499,8 @@ def _startup_failed(command: str, exc: Exception) -> int:
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
     """One statement, read-only as ClickHouse enforces it unless --write; through the process that owns
     the embedded directory when one runs."""
-    from spendstream.sinks.endpoint import EndpointUnavailable, QueryClient, QueryFailed
     from spendstream.sinks import StoreError, open_store
+    from spendstream.sinks.endpoint import EndpointUnavailable, QueryClient, QueryFailed
     from spendstream.sinks.loopback import SecretUnreadable
 
     params = {}

@@ -7,8 +7,14 @@ import logging
 import socket
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import (BrokerNotAvailableError, InvalidReplicationFactorError, KafkaError, KafkaTimeoutError,
-                             TopicAlreadyExistsError, for_code)
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    InvalidReplicationFactorError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 log = logging.getLogger(__name__)
 

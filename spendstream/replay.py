@@ -28,8 +28,8 @@ from datetime import datetime
 import orjson
 
 from spendstream.agents.attribution import TagGuard
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process, process_gpu, process_ledger
+from spendstream.batches import SourceRecord
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
 from spendstream.sinks.store import Store, sql_time

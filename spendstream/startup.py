@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from spendstream.sinks.endpoint import EndpointUnavailable
 from spendstream.emitter.backoff import backoff_s
 from spendstream.kafka_admin import ensure_topics, transient
 from spendstream.settings import Settings
 from spendstream.sinks import Store, StoreError, open_store
+from spendstream.sinks.endpoint import EndpointUnavailable
 from spendstream.sinks.migrations import migrate
 from spendstream.sinks.store import StoreUnavailable
 

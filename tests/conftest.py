@@ -151,10 +151,10 @@ def seeded_store(embedded_store):
 
     import orjson
 
-    from spendstream.pricing.deployments import Deployment
-    from spendstream.batches import SourceRecord
     from spendstream.agents.stages import process
+    from spendstream.batches import SourceRecord
     from spendstream.pricing import Pricer
+    from spendstream.pricing.deployments import Deployment
     from spendstream.schemas.alert import Alert
     from spendstream.schemas.gpu import GpuSample
     from spendstream.sinks.rows import alert_table, dead_letter_table, deployment_table, gpu_sample_table, usage_table

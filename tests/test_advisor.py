@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from spendstream.advisor import advise, caching_potential
-from spendstream.pricing.deployments import Deployment
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
 from spendstream.emitter.prefix import fingerprint
 from spendstream.pricing import Pricer
+from spendstream.pricing.deployments import Deployment
 from spendstream.schemas.gpu import GpuSample
 from spendstream.sinks.rows import deployment_table, gpu_sample_table, usage_table
 from spendstream.sinks.store import sql_time

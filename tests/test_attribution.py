@@ -8,10 +8,9 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.batches import OTHER
 from spendstream.agents.attribution import TagGuard
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
+from spendstream.batches import OTHER, SourceRecord
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table
 

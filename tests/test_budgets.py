@@ -9,11 +9,11 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
-from spendstream.detect.budgets import Budget, evaluate, load_budgets
 from spendstream.alerting.delivery import store_new_alerts
+from spendstream.batches import SourceRecord
 from spendstream.configfile import ConfigFileError
+from spendstream.detect.budgets import Budget, evaluate, load_budgets
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table
 

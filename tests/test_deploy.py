@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 import yaml
 
-from spendstream.pricing.deployments import load_deployments
 from spendstream.pricing import load_overrides
+from spendstream.pricing.deployments import load_deployments
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

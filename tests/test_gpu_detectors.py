@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from spendstream.pricing.deployments import Deployment, load_deployments
-from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
 from spendstream.configfile import ConfigFileError
+from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
+from spendstream.pricing.deployments import Deployment, load_deployments
 from spendstream.schemas.gpu import GpuSample
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)

@@ -201,8 +201,8 @@ def test_a_failed_statement_leaves_the_session_clean(endpoint, write: bool) -> N
 def test_a_forged_insert_is_refused(endpoint) -> None:
     if endpoint.kind != "store host":
         pytest.skip("only `spendstream store` serves inserts")
-    from spendstream.batches import SourceRecord
     from spendstream.agents.stages import process
+    from spendstream.batches import SourceRecord
     from spendstream.pricing import Pricer
     from spendstream.sinks.rows import usage_table
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import tempfile
 from datetime import datetime
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest

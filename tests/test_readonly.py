@@ -11,8 +11,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
 from spendstream.pricing import Pricer
 from spendstream.sinks.readonly import StatementRefused, WriteRefused
 from spendstream.sinks.rows import usage_table

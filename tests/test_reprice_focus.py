@@ -11,8 +11,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
 from spendstream.focus import export_focus
 from spendstream.pricing import Pricer, load_overrides
 from spendstream.reprice import reprice

@@ -9,10 +9,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
 from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
 from spendstream.alerting.destinations import Destination
+from spendstream.batches import SourceRecord
 from spendstream.detect.retry_storm import FeatureWindow, RetryStormDetector, detect_retry_storms
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
 
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
 from spendstream.detect.anomaly import SpendAnomalyDetector, detect_spend_anomalies
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table

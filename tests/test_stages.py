@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import orjson
 
-from spendstream.batches import WHOLE_RECORD, SourceRecord
 from spendstream.agents.stages import decode, process
+from spendstream.batches import WHOLE_RECORD, SourceRecord
 from spendstream.pricing import Pricer
 
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from spendstream.batches import SourceRecord
 from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
 from spendstream.pricing import Pricer
 from spendstream.sinks.migrations import MIGRATIONS, migrate
 from spendstream.sinks.rows import dead_letter_table, usage_table

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from spendstream.batches import BatchResult, SourceRecord
-from spendstream.agents.stages import isolated, process
 from spendstream.agents.app import store_usage
+from spendstream.agents.stages import isolated, process
+from spendstream.batches import BatchResult, SourceRecord
 from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
 from spendstream.pricing import Pricer

@@ -17,12 +17,12 @@ from pydantic import SecretStr
 
 from spendstream.agents.attribution import TagGuard
 from spendstream.agents.consumer import ConsumerLoop
-from spendstream.pricing.deployments import Deployment
-from spendstream.detect.conflicts import conflict_alerts
-from spendstream.detect.unpriced import unpriced_alerts
-from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
-from spendstream.batches import BatchResult, GpuBatch, LedgerBatch, SourceRecord
 from spendstream.agents.stages import isolated, process, process_gpu, process_ledger
+from spendstream.batches import BatchResult, GpuBatch, LedgerBatch, SourceRecord
+from spendstream.detect.conflicts import conflict_alerts
+from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
+from spendstream.detect.unpriced import unpriced_alerts
+from spendstream.pricing.deployments import Deployment
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
 from spendstream.sinks.endpoint import QUERY_PATH, serve_query

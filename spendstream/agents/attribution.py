@@ -18,9 +18,9 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from spendstream.batches import OTHER
-import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ValidationError
 
-from spendstream.batches import OTHER
 from spendstream.agents.attribution import TagGuard
-from spendstream.batches import (
-    NO_EVENTS, WHOLE_RECORD, BatchResult, DeadLetter, GpuBatch, LedgerBatch, SourceRecord,
-)
 from spendstream.agents.events import NotABlock, NotFast, block_columns, block_items, events_table
+from spendstream.batches import (
+    NO_EVENTS,
+    OTHER,
+    WHOLE_RECORD,
+    BatchResult,
+    DeadLetter,
+    GpuBatch,
+    LedgerBatch,
+    SourceRecord,
+)
 from spendstream.pricing.engine import Pricer, UsageColumns
 from spendstream.schemas.gpu import GpuSample
 from spendstream.schemas.ledger import LEDGER_WIRE_REQUIRED, LedgerEntry

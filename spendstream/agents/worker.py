@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import faust
 
-from spendstream.sinks import endpoint as query_endpoint
 from spendstream.agents.app import create_app
-from spendstream.pricing.deployments import load_deployments
 from spendstream.localbroker import free_port
+from spendstream.pricing.deployments import load_deployments
 from spendstream.pricing.engine import Pricer
 from spendstream.pricing.overrides import load_overrides
 from spendstream.settings import Settings
+from spendstream.sinks import endpoint as query_endpoint
 from spendstream.sinks.loopback import ensure_secret
 from spendstream.sinks.rows import deployment_table
 from spendstream.startup import Startup, open_migrated_store, store_dependency, wait_for_kafka

@@ -33,8 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spendstream.alerting.attempt import Attempt, post
 from spendstream.alerting.destinations import Destination, Request
-from spendstream.alerting.outbox import (DeliveryKey, DeliveryState, RetryPolicy, after_attempt, load_alerts,
-                                         load_states, record_states)
+from spendstream.alerting.outbox import (
+    DeliveryKey,
+    DeliveryState,
+    RetryPolicy,
+    after_attempt,
+    load_alerts,
+    load_states,
+    record_states,
+)
 from spendstream.configfile import load_model
 from spendstream.schemas.alert import Alert, Severity
 from spendstream.sinks.store import Store, query_result, sql_time

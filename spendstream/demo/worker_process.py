@@ -10,9 +10,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from spendstream.sinks.endpoint import EndpointUnavailable, QueryClient, QueryFailed
 from spendstream.localbroker import terminate
 from spendstream.settings import Settings
+from spendstream.sinks.endpoint import EndpointUnavailable, QueryClient, QueryFailed
 from spendstream.sinks.loopback import SecretUnreadable, read_secret
 
 if TYPE_CHECKING:

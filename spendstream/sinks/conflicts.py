@@ -33,8 +33,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.batches import OTHER
-from spendstream.batches import EVENT_COLUMNS
+from spendstream.batches import EVENT_COLUMNS, OTHER
 from spendstream.sinks.rows import MONEY, TS
 from spendstream.sinks.store import Store, sql_time
 

@@ -13,8 +13,14 @@ from typing import Any
 import pyarrow as pa
 
 from spendstream.sinks.readonly import as_write_refused, check_statement
-from spendstream.sinks.store import (INSERT_SETTINGS, QueryResult, StoreError, StoreUnavailable, arrow_table,
-                                     query_result)
+from spendstream.sinks.store import (
+    INSERT_SETTINGS,
+    QueryResult,
+    StoreError,
+    StoreUnavailable,
+    arrow_table,
+    query_result,
+)
 
 
 class DataDirLocked(StoreUnavailable):

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from spendstream.batches import BatchResult, DeadLetter
+from spendstream.pricing.deployments import Deployment
 from spendstream.pricing.engine import PricedBatch
 from spendstream.pricing.rates import KINDS
-from spendstream.pricing.deployments import Deployment
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.gpu import GpuSample
 from spendstream.schemas.ledger import LedgerEntry

@@ -8,8 +8,14 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from spendstream.sinks.readonly import as_write_refused
-from spendstream.sinks.store import (INSERT_SETTINGS, QueryResult, StoreError, StoreUnavailable, arrow_table,
-                                     query_result)
+from spendstream.sinks.store import (
+    INSERT_SETTINGS,
+    QueryResult,
+    StoreError,
+    StoreUnavailable,
+    arrow_table,
+    query_result,
+)
 
 # ClickHouse error codes that mean "not now" rather than "no": TIMEOUT_EXCEEDED,
 # TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT, NETWORK_ERROR, and a replica or an

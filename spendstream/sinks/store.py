@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-
 # Every table is a ReplacingMergeTree read with FINAL, so de-duplicating inside each
 # inserted block as well (ClickHouse's default, optimize_on_insert=1) buys nothing and
 # costs half the insert time (bench/throughput.py: 2.35 -> 1.08 µs a usage_events row).
