@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/spendstream demo
 
 test: $(STAMP) browser
+	$(VENV)/bin/ruff check spendstream tests bench
 	$(VENV)/bin/python -m pytest -rs
 
 # The report test renders the HTML report in headless Chromium (Debian's package).

@@ -40,7 +40,8 @@ def main() -> None:
     events = []
     rounds = 0
     while len(events) < args.events:
-        events += [e for e in generate(rows, run_id=f"bench{rounds}", start=start, seed=rounds) if not isinstance(e, dict)]
+        events += [e for e in generate(rows, run_id=f"bench{rounds}", start=start, seed=rounds)
+                   if not isinstance(e, dict)]
         rounds += 1
     events = events[: args.events]
 

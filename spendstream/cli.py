@@ -129,7 +129,8 @@ def _secret_problems_as_usage_errors() -> Iterator[None]:
 
 
 def _period(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("--since", required=required, help="ISO date/datetime (UTC unless zoned), or 7d / 12h / 30m ago")
+    parser.add_argument("--since", required=required,
+                        help="ISO date/datetime (UTC unless zoned), or 7d / 12h / 30m ago")
     parser.add_argument("--until", default=None, help="same forms; default now")
 
 

@@ -48,13 +48,15 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
     dead = q("SELECT count() AS n FROM dead_letters FINAL WHERE received_at >= {since:DateTime64(3, 'UTC')} "
              "AND received_at < {until:DateTime64(3, 'UTC')}").scalar()
 
-    spend = q(f"SELECT toString({bucket}) AS period, ifNull(team, '(none)') AS team, sumIf(total_cost, priced) AS cost_usd "
-              f"FROM usage_events FINAL WHERE {window} GROUP BY period, team ORDER BY period, team")
+    spend = q(f"SELECT toString({bucket}) AS period, ifNull(team, '(none)') AS team, "
+              f"sumIf(total_cost, priced) AS cost_usd FROM usage_events FINAL WHERE {window} "
+              "GROUP BY period, team ORDER BY period, team")
     alerts = q("SELECT toString(created_at) AS at, toString(window_start) AS since, kind, state, subject, message "
                "FROM alerts FINAL WHERE window_end >= {since:DateTime64(3, 'UTC')} "
                "AND window_start < {until:DateTime64(3, 'UTC')} ORDER BY window_start")
-    features = q(f"SELECT ifNull(feature, '(none)') AS feature, sumIf(total_cost, priced) AS cost_usd, count() AS attempts "
-                 f"FROM usage_events FINAL WHERE {window} GROUP BY feature ORDER BY cost_usd DESC LIMIT 10")
+    features = q(f"SELECT ifNull(feature, '(none)') AS feature, sumIf(total_cost, priced) AS cost_usd, "
+                 f"count() AS attempts FROM usage_events FINAL WHERE {window} "
+                 "GROUP BY feature ORDER BY cost_usd DESC LIMIT 10")
     customers = q(f"SELECT ifNull(customer, '(none)') AS customer, sumIf(total_cost, priced) AS cost_usd "
                   f"FROM usage_events FINAL WHERE {window} GROUP BY customer ORDER BY cost_usd DESC LIMIT 10")
     models = q(f"SELECT model, sumIf(total_cost, priced) AS cost_usd, countIf(NOT priced) AS unpriced, "
@@ -210,7 +212,8 @@ def hbars(items: Sequence[tuple[str, float]], unit: str = "$") -> str:
         parts.append(f'<text class="label" x="170" y="{y + row * 0.6:.1f}" text-anchor="end">'
                      f'{html.escape(label[:28])}</text>'
                      f'<rect x="176" y="{y + 2:.1f}" width="{max(w, 1):.1f}" height="{max(row - 4, 2):.1f}" '
-                     f'fill="{PALETTE[i % len(PALETTE)]}"><title>{html.escape(label)}: {_fmt(value, unit)}</title></rect>'
+                     f'fill="{PALETTE[i % len(PALETTE)]}">'
+                     f'<title>{html.escape(label)}: {_fmt(value, unit)}</title></rect>'
                      f'<text class="value" x="{180 + w:.1f}" y="{y + row * 0.6:.1f}">{_fmt(value, unit)}</text>')
     return _svg("".join(parts), label="ranking")
 
@@ -277,7 +280,8 @@ def bars_and_line(periods: Sequence[str], bars: Sequence[float], ratio: Sequence
         parts.append(f'<rect x="{PAD + slot * i + 1:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{max(slot - 2, 1):.1f}" '
                      f'height="{max(h, 0):.1f}" fill="{PALETTE[0]}"><title>{html.escape(periods[i])}: '
                      f'{_fmt(value)}</title></rect>')
-    coords = [f"{x_of(i):.1f},{HEIGHT - PAD - (HEIGHT - 2 * PAD) * v:.1f}" for i, v in enumerate(ratio) if v is not None]
+    coords = [f"{x_of(i):.1f},{HEIGHT - PAD - (HEIGHT - 2 * PAD) * v:.1f}"
+              for i, v in enumerate(ratio) if v is not None]
     if coords:
         parts.append(f'<polyline fill="none" stroke="{PALETTE[1]}" stroke-width="2" points="{" ".join(coords)}">'
                      f"<title>{html.escape(line_label)} (0–100 % on the same height)</title></polyline>")

@@ -34,9 +34,11 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=100, ge=1, description=(
         "Kafka records per sink write at most (a block holds up to 1,000 events; a backlog fills the batch)."))
     batch_max_wait_s: float = Field(default=0.5, gt=0)
-    web_port: int = Field(default=0, ge=0, description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
+    web_port: int = Field(default=0, ge=0,
+                          description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
     overrides_file: Path | None = Field(
-        default=None, description="YAML/JSON price overrides (negotiated, fine-tuned, self-hosted); see docs/pricing.md."
+        default=None,
+        description="YAML/JSON price overrides (negotiated, fine-tuned, self-hosted); see docs/pricing.md.",
     )
     alert_routes: Path | None = Field(default=None, description=(
         "YAML: alert destinations (Slack, PagerDuty, webhook) and which alerts go where; see docs/alerts.md."))

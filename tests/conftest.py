@@ -144,7 +144,8 @@ def worker(broker, topic, tmp_path):
 
 @pytest.fixture(scope="session")
 def seeded_store(embedded_store):
-    """The session store with recent usage with failures and retries, a self-hosted deployment with GPU samples, a dead letter, an alert."""
+    """The session store with recent usage with failures and retries, a self-hosted deployment with GPU
+    samples, a dead letter, an alert."""
     import uuid
     from datetime import datetime, timedelta, timezone
     from decimal import Decimal
@@ -167,7 +168,8 @@ def seeded_store(embedded_store):
         events.append({"event_id": f"cook-{run}-{i}", "ts": ts.isoformat(), "request_id": f"cook-{run}-r{i // 2}",
                        "attempt": 1 + i % 2, "status": "rate_limited" if i % 7 == 0 else "ok",
                        "provider": "openai" if i % 3 else "self-hosted",
-                       "model": "gpt-4o-mini" if i % 3 else "llama-3-70b", "deployment": None if i % 3 else "cook-llama",
+                       "model": "gpt-4o-mini" if i % 3 else "llama-3-70b",
+                       "deployment": None if i % 3 else "cook-llama",
                        "team": ["search", "support"][i % 2], "feature": ["summarise", "chat", "rag"][i % 3],
                        "customer": f"c{i % 4}", "input_tokens": 1_000 * (i + 1), "output_tokens": 100 * (i + 1)})
     batch = process([SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())

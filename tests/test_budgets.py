@@ -41,8 +41,9 @@ def test_thresholds_fire_once_per_period_with_a_forecast(embedded_store) -> None
     team = f"team-{uuid.uuid4().hex[:8]}"
     now = datetime(2025, 9, 10, 12, 0, tzinfo=timezone.utc)
     # gpt-4o-mini at $0.15 per million input tokens: 30 calls × 1M tokens = $4.50 in the first 9.5 days
-    events = [{"event_id": f"{team}-{i}", "ts": (now - timedelta(hours=5 * i, minutes=1)).isoformat(), "provider": "openai",
-               "model": "gpt-4o-mini", "team": team, "input_tokens": 1_000_000, "output_tokens": 0} for i in range(30)]
+    events = [{"event_id": f"{team}-{i}", "ts": (now - timedelta(hours=5 * i, minutes=1)).isoformat(),
+               "provider": "openai", "model": "gpt-4o-mini", "team": team, "input_tokens": 1_000_000,
+               "output_tokens": 0} for i in range(30)]
     embedded_store.insert_arrow("usage_events", usage_table(process(
         [SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
     budget = Budget(name=f"{team}-monthly", team=team, amount_usd=Decimal(5))

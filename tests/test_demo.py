@@ -35,7 +35,8 @@ def test_demo_counts_balance_and_totals_match_the_catalog(tmp_path, monkeypatch)
     # Every trace request succeeds once with the trace's own token counts; only the
     # malformed copies are missing from what was stored.
     ok_input = sum(e.input_tokens for e in valid if e.status == "ok")
-    ok_input += sum(e["input_tokens"] for e in malformed if e["status"] == "ok" and isinstance(e.get("input_tokens"), int))
+    ok_input += sum(e["input_tokens"] for e in malformed
+                    if e["status"] == "ok" and isinstance(e.get("input_tokens"), int))
     assert ok_input == sum(r.input_tokens for r in rows) - _lost_to_bad_counts(malformed, rows)
 
     # Price each event straight from the catalog package, outside the pipeline, in Decimal.

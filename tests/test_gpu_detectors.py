@@ -65,5 +65,6 @@ def test_deployments_file_errors_name_the_line(tmp_path) -> None:
     path.write_text("deployments:\n  - name: a\n    gpu_type: H100\n    gpu_count: 0\n    usd_per_gpu_hour: 2\n")
     with pytest.raises(ConfigFileError, match=r"deployments.yaml:4: deployments.0.gpu_count: Input should be greater"):
         load_deployments(path)
-    path.write_text("deployments:\n  - {name: a, gpu_type: H100, gpu_count: 1, usd_per_gpu_hour: 2.49, pricing: spot}\n")
+    path.write_text("deployments:\n"
+                    "  - {name: a, gpu_type: H100, gpu_count: 1, usd_per_gpu_hour: 2.49, pricing: spot}\n")
     assert load_deployments(path)["a"].usd_per_hour == Decimal("2.49")

@@ -58,7 +58,7 @@ def test_a_dependency_that_comes_late_is_waited_for_with_one_line_a_minute(caplo
     assert len(waiting) == 3 and len(calls) > 3 * len(waiting)
     assert waiting[0] == "waiting for Kafka at 127.0.0.1:9092: connection refused; retrying, giving up in 300 s"
     assert re.fullmatch(r"Kafka at 127.0.0.1:9092 answered after 15\d s", caplog.records[-1].getMessage())
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
     assert max(gaps) <= 5.0 and len(set(gaps)) > 1  # capped backoff, jittered
 
 

@@ -87,7 +87,8 @@ def test_dead_letters_keep_reason_and_raw_bytes(embedded_store) -> None:
     batch = process([SourceRecord("usage", 3, 99, raw)], Pricer())
     embedded_store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
     rows = embedded_store.query("SELECT source_partition, source_offset, item_index, reason, hex(raw) "
-                                "FROM dead_letters WHERE raw LIKE {r:String}", {"r": "%" + raw[-32:].decode() + "%"}).rows
+                                "FROM dead_letters WHERE raw LIKE {r:String}",
+                                {"r": "%" + raw[-32:].decode() + "%"}).rows
     assert len(rows) == 1
     partition, offset, index, reason, stored_hex = rows[0]
     assert (partition, offset, index) == (3, 99, -1)

@@ -243,7 +243,8 @@ def test_dead_letters_replay_after_a_fix_idempotently_and_say_what_happened(brok
     from spendstream.sinks.rows import raw_digest
     bug["raw_digest"] = raw_digest(bug["raw"])
     values = ", ".join(
-        f"(now64(3), '{topic}', 0, {r['source_offset']}, -1, {'NULL' if r['event_id'] is None else repr(r['event_id'])}, "
+        f"(now64(3), '{topic}', 0, {r['source_offset']}, -1, "
+        f"{'NULL' if r['event_id'] is None else repr(r['event_id'])}, "
         f"'{r['reason']}', unhex('{r['raw'].hex()}'), {r['raw_digest']})" for r in (bug, dead_rows[0]))
     querier.query_text("INSERT INTO dead_letters (received_at, source_topic, source_partition, source_offset, "
                        f"item_index, event_id, reason, raw, raw_digest) VALUES {values}", fmt="CSV", write=True)
@@ -254,7 +255,8 @@ def test_dead_letters_replay_after_a_fix_idempotently_and_say_what_happened(brok
     assert dry.returncode == 0, dry.stderr
     assert "stores 1 event" in dry.stdout and "refused again: record is not valid JSON" in dry.stdout
     assert "2 dead letter(s) would be replayed: 1 store now, 1 still refused (dry run" in dry.stdout
-    assert query_result(querier, f"SELECT count() FROM usage_events WHERE event_id = '{fixed['event_id']}'").scalar() == 0
+    stored = f"SELECT count() FROM usage_events WHERE event_id = '{fixed['event_id']}'"
+    assert query_result(querier, stored).scalar() == 0
 
     run = subprocess.run([sys.executable, "-m", "spendstream", "dead-letters", "replay", "--since", "1h",
                           "--wait", "60"], env=env, capture_output=True, text=True, timeout=180)
@@ -301,7 +303,8 @@ print(s.query_text(totals, fmt="TSV"), end="")
 m.MIGRATIONS = every
 m.migrate(s)
 print(s.query_text(totals, fmt="TSV"), end="")
-print(s.query("SELECT sorting_key FROM system.tables WHERE name = 'usage_events' AND database = currentDatabase()").scalar())
+print(s.query("SELECT sorting_key FROM system.tables "
+              "WHERE name = 'usage_events' AND database = currentDatabase()").scalar())
 print(m.migrate(s))
 s.close()
 """

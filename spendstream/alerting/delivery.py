@@ -128,11 +128,14 @@ class PassReport:
         return 1 if self.failed else 75 if self.pending else 0
 
 
+DEFAULT_POLICY = RetryPolicy()
+
+
 class Notifier:
     """Delivers every stored alert to the destinations its routes name, once per destination."""
 
     def __init__(self, store: Store, routing: AlertRouting, *, request_timeout_s: float = 10.0,
-                 pass_deadline_s: float = 30.0, policy: RetryPolicy = RetryPolicy(),
+                 pass_deadline_s: float = 30.0, policy: RetryPolicy = DEFAULT_POLICY,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.store, self.routing, self.policy, self.clock = store, routing, policy, clock
         self.request_timeout_s, self.pass_deadline_s = request_timeout_s, pass_deadline_s

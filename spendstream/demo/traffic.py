@@ -84,7 +84,8 @@ def load_trace(limit: int | None = None) -> list[TraceRow]:
     return rows
 
 
-def generate(rows: list[TraceRow], *, run_id: str, start: datetime, seed: int = DEFAULT_SEED) -> list[UsageEvent | dict[str, Any]]:
+def generate(rows: list[TraceRow], *, run_id: str, start: datetime,
+             seed: int = DEFAULT_SEED) -> list[UsageEvent | dict[str, Any]]:
     """One event per attempt, in trace order; malformed events are plain dicts."""
     rng = random.Random(seed)
     customer_weights = [1 / k for k in range(1, len(CUSTOMERS) + 1)]

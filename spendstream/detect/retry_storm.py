@@ -56,7 +56,8 @@ class RetryStormDetector:
         storming = (w.retries >= self.min_retries and w.ratio >= threshold) or w.max_attempt >= self.max_attempts
         if storming and firing_since is None:
             return self._alert(w, baseline_ratio, "firing", now - self.window, now)
-        calm = w.ratio < max(self.resolve_factor * baseline_ratio, self.min_ratio / 2) and w.max_attempt < self.max_attempts
+        calm = (w.ratio < max(self.resolve_factor * baseline_ratio, self.min_ratio / 2)
+                and w.max_attempt < self.max_attempts)
         if firing_since is not None and calm:
             return self._alert(w, baseline_ratio, "resolved", firing_since, now)
         return None

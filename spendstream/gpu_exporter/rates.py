@@ -34,7 +34,6 @@ class CounterTracker:
     def __init__(self) -> None:
         self._previous: dict[str, dict[SeriesKey, CounterValue]] | None = None
         self._previous_at: float | None = None
-        self.restarts = 0
 
     def update(self, reading: Reading, at: float) -> Deltas | None:
         """Deltas since the previous scrape (None on the first one); ``at`` is a wall-clock time in seconds."""
@@ -58,8 +57,7 @@ class CounterTracker:
             seen = True
             restarted = current.value < old.value or (
                 current.created is not None and old.created is not None and current.created != old.created)
-            if restarted:
-                self.restarts += 1
+            if restarted:  # the counter began again from 0: all of its value is new
                 total += current.value
             else:
                 total += current.value - old.value

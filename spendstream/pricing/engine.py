@@ -126,7 +126,6 @@ class PricedBatch:
     output_cost: pa.Array
     total_cost: pa.Array
     list_cost: pa.Array
-    unpriced_models: list[tuple[str, str, str]]  # (provider, model, reason) of this batch's unpriced groups
 
     def record(self, event: UsageEvent, i: int) -> CostRecord:
         """The CostRecord of call ``i`` (which is ``event``)."""
@@ -266,8 +265,6 @@ class Pricer:
             override_id=per_call([g.override_id for g in groups]),
             unit_prices=unit_prices,
             list_unit_prices=list_prices,
-            unpriced_models=sorted({(strings["provider"][i], strings["model"][i], g.applied.reason or "")
-                                    for i, g in enumerate(groups) if not g.applied.priced}),
             **costs,
         )
 

@@ -100,4 +100,5 @@ def rate_at(rate: Rate, input_tokens: int) -> Decimal:
 def _scale(rate: Rate, factor: Decimal) -> Rate:
     if isinstance(rate, Decimal):
         return rate * factor
-    return TieredPrices(base=rate.base * factor, tiers=[Tier(start=t.start, price=t.price * factor) for t in rate.tiers])
+    return TieredPrices(base=rate.base * factor,
+                        tiers=[Tier(start=t.start, price=t.price * factor) for t in rate.tiers])

@@ -41,9 +41,11 @@ def relayout(store: Store, run: Callable[[str], None], *, table: str, engine: st
     # FINAL: the rows the old engine counts, one per old key, not copies it has yet to merge.
     store.command(f"INSERT INTO {scratch} SELECT * FROM {table} FINAL")
     run(f"EXCHANGE TABLES {table} AND {scratch}")
-    store.query_text(f"INSERT INTO {table} SELECT * FROM {scratch} FINAL WHERE {version_column} >= {{since:DateTime64(3, 'UTC')}}",
+    store.query_text(f"INSERT INTO {table} SELECT * FROM {scratch} FINAL "
+                     f"WHERE {version_column} >= {{since:DateTime64(3, 'UTC')}}",
                      {"since": sql_time(started - _STRAGGLERS)}, fmt="CSV")
-    missing = store.query(f"SELECT (SELECT count() FROM {scratch} FINAL) - (SELECT count() FROM {table} FINAL)").scalar()
+    missing = store.query(f"SELECT (SELECT count() FROM {scratch} FINAL) "
+                          f"- (SELECT count() FROM {table} FINAL)").scalar()
     if missing > 0:  # never drop data on a doubt
         raise RuntimeError(f"relayout of {table}: the new table counts {missing} rows fewer than the old; "
                            f"the old rows are kept in {scratch}")
