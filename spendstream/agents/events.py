@@ -108,7 +108,8 @@ class NotFast(Exception):
     """This block needs the exact path (the reason is for logs; pydantic gives the events' own)."""
 
 
-def block_columns(value: bytes, *, earliest: datetime, latest: datetime) -> tuple[pa.Table, list[dict[str, str]] | None]:
+def block_columns(value: bytes, *, earliest: datetime,
+                  latest: datetime) -> tuple[pa.Table, list[dict[str, str]] | None]:
     """A valid block as event columns (``EVENT_SCHEMA``) and its tags (None when no event has any).
 
     Raises :class:`NotABlock` for records that are not blocks, and :class:`NotFast`

@@ -40,7 +40,8 @@ class CostRecord(BaseModel):
     output_price_per_mtok: Decimal | None = None
     reasoning_price_per_mtok: Decimal | None = None
 
-    input_cost: Decimal | None = Field(default=None, description="Every input-side token: uncached, cached, cache write.")
+    input_cost: Decimal | None = Field(default=None,
+                                       description="Every input-side token: uncached, cached, cache write.")
     output_cost: Decimal | None = Field(default=None, description="Every output-side token, reasoning included.")
     total_cost: Decimal | None = None
     list_cost: Decimal | None = Field(default=None, description=(

@@ -83,7 +83,8 @@ class UsageEvent(BaseModel):
     cache_write_1h_tokens: TokenCount = 0
     output_tokens: TokenCount = 0
     reasoning_tokens: TokenCount = 0
-    tokens_estimated: bool = Field(default=False, description="True when counted locally, not reported by the provider.")
+    tokens_estimated: bool = Field(default=False,
+                                   description="True when counted locally, not reported by the provider.")
     tokenizer: Label = Field(default=None, description=(
         "How estimated counts were made: 'tiktoken:o200k_base', 'tiktoken:cl100k_base', or "
         "'approximate:chars/4' where the model has no offline tokenizer."))
