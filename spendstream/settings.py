@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     startup_timeout_s: float = Field(default=300.0, ge=0, description=(
         "How long a worker or `spendstream store` waits at start-up for Kafka, ClickHouse and the embedded "
         "data directory to answer before it exits with one clear error; 0 waits forever."))
+    rollup_interval_s: float = Field(default=1.0, gt=0, description=(
+        "How often the group's leader recomputes the rollup periods new events touched (sinks/rollups.py)."))
     log_level: str = "info"
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")

@@ -25,8 +25,9 @@ from spendstream.detect.unpriced import unpriced_alerts
 from spendstream.pricing.deployments import Deployment
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
+from spendstream.sinks import rollups
 from spendstream.sinks.endpoint import QUERY_PATH, serve_query
-from spendstream.sinks.store import Store
+from spendstream.sinks.store import Store, StoreError
 from spendstream.sinks.writer import SinkWriter
 
 HEALTH_PATH = "/spendstream/health/"
@@ -99,6 +100,19 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     @app.task
     async def consume() -> None:
         await asyncio.gather(*(loop.run() for loop in loops))
+
+    # Once per worker group: faust elects a leader among the workers, and another takes over
+    # when it leaves. Recomputing a period twice (a handover) gives the same rows.
+    @app.timer(settings.rollup_interval_s, on_leader=True)
+    async def maintain_rollups() -> None:
+        try:
+            done = await asyncio.to_thread(rollups.maintain, store, now=datetime.now(timezone.utc))
+        except StoreError as exc:
+            log.warning("rollup maintenance failed (retried next tick): %s", exc)
+            return
+        if done.seconds_behind > 60:
+            log.info("rollups: %d periods recomputed, %.0f s behind the newest events", done.periods,
+                     done.seconds_behind)
 
     @app.page(HEALTH_PATH)
     class Health(faust.web.View):

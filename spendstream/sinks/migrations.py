@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from spendstream.pricing.rates import KINDS
+from spendstream.sinks import rollups
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
 
@@ -489,6 +490,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "' (response body removed on upgrade: it may have echoed a secret)') "
         "WHERE outcome = 'failed' AND attempts = 0 AND detail LIKE 'HTTP %: %' SETTINGS mutations_sync = 2",
     )),
+    Migration(10, "windows as data: minute and hour rollups, kept exact by recomputation", (
+        rollups.MARKS_DDL, rollups.MARKS_MV_DDL, rollups.DONE_DDL, rollups.table_ddl(rollups.MINUTES),
+        rollups.table_ddl(rollups.HOURS),
+        rollups.WATERMARKS_VIEW,
+        # the same views, the same answers, from the rollups
+        rollups.cost_view("cost_hourly", "{t}"), rollups.cost_view("cost_daily", "toDate({t})"),
+        rollups.cost_view("cost_monthly", "toStartOfMonth({t})"), _UNIT_COSTS, rollups.RETRY_WASTE_VIEW,
+        # what is already stored gets rolled up too, oldest first (an INSERT: once, not on every replica)
+        lambda store, run: store.command(rollups.backfill_marks()),
+    )),
 )
 
 
@@ -527,6 +538,7 @@ def migrate(store: Store, *, cluster: str | None = None) -> list[int]:
 
 
 _DDL_HEAD = re.compile(r"^\s*(CREATE TABLE IF NOT EXISTS \w+|CREATE OR REPLACE VIEW \w+|ALTER TABLE \w+"
+                       r"|CREATE MATERIALIZED VIEW IF NOT EXISTS \w+"
                        r"|DROP TABLE IF EXISTS \w+|EXCHANGE TABLES \w+ AND \w+)", re.I)
 
 

@@ -14,6 +14,7 @@ from spendstream.batches import BatchResult, GpuBatch, LedgerBatch
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.conflicts import CONFLICT_SCHEMA, resolve
+from spendstream.sinks.rollups import minutes_of
 from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, ledger_table, usage_table
 from spendstream.sinks.store import Store, StoreError
 
@@ -98,6 +99,8 @@ class SinkWriter:
                                      now=now)
                 if resolution.rows.num_rows:
                     self._store.insert_arrow("usage_events", resolution.rows)
+                    # after the rows are durable: the minutes to recompute (sinks/rollups.py)
+                    self._store.insert_arrow("rollup_marks", minutes_of(resolution.rows["ts"]))
                 conflicts = resolution.conflicts
                 if conflicts.num_rows:
                     self._store.insert_arrow("event_conflicts", conflicts)

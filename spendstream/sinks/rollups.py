@@ -1,0 +1,308 @@
+"""Windows as data: exact rollups of the deduplicated raw events, kept current as events arrive.
+
+Two grains, chosen per question (a minute × every-dimension rollup would be nearly as
+large as the raw events when customers are many and sparse):
+
+- ``usage_minutes``: per minute × team, feature, environment, provider, model, mode,
+  service tier, deployment, service — what detectors and dashboards read;
+- ``usage_hours``: per hour × the same and customer — what showback, chargeback,
+  reports and exports read.
+
+**How they stay exact.** Rollups are never incremented; a period is *recomputed* from
+``usage_events FINAL`` and replaces what was there, so re-deliveries, conflicting
+copies (never applied), late events and re-pricing cannot make a rollup drift:
+
+1. After a batch's rows are durable, the writer *marks* the minutes it touched
+   (``rollup_marks``; the mark's time is the server's ``now64()`` at insert).
+2. The maintainer (one per worker group: a faust leader timer) finds periods whose
+   latest mark is newer than the mark they were last computed for (``rollup_done``),
+   recomputes them from raw, and records the mark it computed for. Rows marked before
+   that mark were durable before it, so they are in the recomputation; rows marked
+   later make the period pending again. Rollup rows are versioned by that mark, so of
+   two maintainers racing (a leader handing over) the newer computation stands.
+3. Readers take periods before the rollup's *watermark* — the earliest pending period,
+   and at most the current minute (hour) — from the rollup, and the rest from raw. A
+   late event makes its period pending, so for the moment until it is recomputed the
+   readers read raw from there: answers stay exact while the rollup catches up.
+
+Hours are computed once closed (and again when a late event marks one); the open hour
+is read from raw. A store created before rollups is backfilled by the maintainer,
+oldest first: until then the watermark stays back and readers read raw.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+
+from spendstream.sinks.store import Store, sql_time
+
+log = logging.getLogger(__name__)
+
+MONEY = "Nullable(Decimal(38, 18))"
+REQUESTS = "AggregateFunction(uniqExact, String)"
+
+MINUTE_KEYS = ("team", "feature", "environment", "provider", "model", "mode", "service_tier", "deployment", "service")
+HOUR_KEYS = ("team", "feature", "customer", *MINUTE_KEYS[2:])
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    name: str
+    type: str
+    of_raw: str      # the aggregate over raw usage_events rows
+    of_rollup: str   # the same answer over rollup rows (or a mix of both: see ``columns``)
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure("attempts", "UInt64", "count()", "sum(attempts)"),
+    Measure("requests", REQUESTS, "uniqExactState(request_id)", "uniqExactMerge(requests)"),
+    Measure("successful_requests", REQUESTS, "uniqExactStateIf(request_id, status = 'ok')",
+            "uniqExactMerge(successful_requests)"),
+    Measure("retries", "UInt64", "countIf(attempt > 1)", "sum(retries)"),
+    Measure("max_attempt", "UInt32", "max(attempt)", "max(max_attempt)"),
+    Measure("failed_attempts", "UInt64", "countIf(status != 'ok')", "sum(failed_attempts)"),
+    Measure("errors", "UInt64", "countIf(status = 'error')", "sum(errors)"),
+    Measure("timeouts", "UInt64", "countIf(status = 'timeout')", "sum(timeouts)"),
+    Measure("rate_limited", "UInt64", "countIf(status = 'rate_limited')", "sum(rate_limited)"),
+    Measure("invalid_outputs", "UInt64", "countIf(status = 'invalid_output')", "sum(invalid_outputs)"),
+    Measure("input_tokens", "UInt64", "sum(input_tokens)", "sum(input_tokens)"),
+    Measure("cached_input_tokens", "UInt64", "sum(cached_input_tokens)", "sum(cached_input_tokens)"),
+    Measure("cache_write_tokens", "UInt64", "sum(cache_write_tokens)", "sum(cache_write_tokens)"),
+    Measure("cache_write_1h_tokens", "UInt64", "sum(cache_write_1h_tokens)", "sum(cache_write_1h_tokens)"),
+    Measure("output_tokens", "UInt64", "sum(output_tokens)", "sum(output_tokens)"),
+    Measure("reasoning_tokens", "UInt64", "sum(reasoning_tokens)", "sum(reasoning_tokens)"),
+    Measure("cost_usd", MONEY, "sumIf(total_cost, priced)", "sum(cost_usd)"),
+    Measure("list_cost_usd", MONEY, "sumIf(list_cost, priced)", "sum(list_cost_usd)"),
+    Measure("input_cost_usd", MONEY, "sumIf(input_cost, priced)", "sum(input_cost_usd)"),
+    Measure("output_cost_usd", MONEY, "sumIf(output_cost, priced)", "sum(output_cost_usd)"),
+    Measure("failed_cost_usd", MONEY, "sumIf(total_cost, status != 'ok' AND priced)", "sum(failed_cost_usd)"),
+    Measure("unpriced_attempts", "UInt64", "countIf(NOT priced)", "sum(unpriced_attempts)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    name: str          # the table
+    period: str        # its period column
+    bucket: str        # the period of a raw row, as SQL over `ts`
+    step: timedelta
+    keys: tuple[str, ...]
+
+
+MINUTES = Rollup("usage_minutes", "minute", "toStartOfMinute(ts)", timedelta(minutes=1), MINUTE_KEYS)
+HOURS = Rollup("usage_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), HOUR_KEYS)
+ROLLUPS = (MINUTES, HOURS)
+
+
+# -- schema (used by migration 10) --------------------------------------------------------
+
+def table_ddl(rollup: Rollup) -> str:
+    keys = ",\n".join(f"            {k} LowCardinality(Nullable(String))" if k != "customer"
+                      else f"            {k} Nullable(String)" for k in rollup.keys)
+    measures = ",\n".join(f"            {m.name} {m.type}" for m in MEASURES)
+    return f"""
+        CREATE TABLE IF NOT EXISTS {rollup.name} (
+            {rollup.period} DateTime('UTC'),
+{keys},
+{measures},
+            version DateTime64(3, 'UTC') COMMENT 'the mark this row was computed for (rollup_done)'
+        )
+        ENGINE = ReplacingMergeTree(version)
+        PARTITION BY toYYYYMM({rollup.period})
+        ORDER BY ({rollup.period}, {", ".join(rollup.keys)})
+        SETTINGS allow_nullable_key = 1
+        """
+
+
+MARKS_DDL = """
+    CREATE TABLE IF NOT EXISTS rollup_marks (
+        minute DateTime('UTC'),
+        marked_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    )
+    ENGINE = ReplacingMergeTree(marked_at)
+    ORDER BY minute
+    """
+
+# Every insert into usage_events marks its minutes, whoever makes it (a re-pricing, a hand-written
+# INSERT): a safety net. The writer also marks after its rows are durable, which the
+# maintainer's reasoning relies on (a view's mark may be seen before the rows it was made for).
+MARKS_MV_DDL = """
+    CREATE MATERIALIZED VIEW IF NOT EXISTS rollup_marks_mv TO rollup_marks
+    AS SELECT DISTINCT toStartOfMinute(ts) AS minute FROM usage_events
+    """
+
+DONE_DDL = """
+    CREATE TABLE IF NOT EXISTS rollup_done (
+        rollup LowCardinality(String),
+        period DateTime('UTC'),
+        mark DateTime64(3, 'UTC')
+    )
+    ENGINE = ReplacingMergeTree(mark)
+    ORDER BY (rollup, period)
+    """
+
+
+def _pending_sql(rollup: Rollup) -> str:
+    """Periods of ``rollup`` whose latest mark is newer than the one they were computed for: (period, mark)."""
+    period = "minute" if rollup is MINUTES else "toStartOfHour(minute)"
+    # a period never computed joins to the default 1970 mark (join_use_nulls is off)
+    return (f"SELECT m.period AS period, m.mark AS mark "
+            f"FROM (SELECT {period} AS period, max(marked_at) AS mark FROM rollup_marks GROUP BY period) AS m "
+            f"LEFT JOIN (SELECT period, max(mark) AS done FROM rollup_done WHERE rollup = '{rollup.name}' "
+            f"GROUP BY period) AS d ON m.period = d.period "
+            f"WHERE m.mark > d.done")
+
+
+_NEVER = "toDateTime('2106-01-01 00:00:00', 'UTC')"
+WATERMARKS_VIEW = f"""
+    CREATE OR REPLACE VIEW rollup_watermarks AS
+    SELECT least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})), {_NEVER}),
+                 toStartOfMinute(now('UTC'))) AS minutes,
+           least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(HOURS)})), {_NEVER}),
+                 toStartOfHour(now('UTC'))) AS hours
+    """
+
+
+def backfill_marks() -> str:
+    """Marks for every minute already in raw (a store made before rollups): the maintainer backfills them."""
+    return "INSERT INTO rollup_marks (minute) SELECT DISTINCT toStartOfMinute(ts) FROM usage_events"
+
+
+def columns(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, *,
+            where_rollup: str = "1", where_raw: str = "1") -> str:
+    """A subquery with the rollup's rows before its watermark and raw rows after, per ``bucket``.
+
+    ``bucket`` is SQL over a column ``t`` (the period start, e.g. ``toDate(t)``); the
+    subquery has ``period``, the rollup's keys, and the measures as mergeable columns
+    (states for ``requests``), to be grouped by the caller with ``Measure.of_rollup``.
+    ``where_rollup``/``where_raw`` filter each side (in terms of the keys, and ``t``/``ts``).
+    """
+    wanted = [m for m in MEASURES if measures is None or m.name in measures]
+    keys = ", ".join(rollup.keys)
+    watermark = f"(SELECT {'minutes' if rollup is MINUTES else 'hours'} FROM rollup_watermarks)"
+    from_rollup = ", ".join(m.name for m in wanted)
+    from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
+    return (
+        f"(SELECT {_bucket(bucket, rollup.period)} AS period, "
+        f"{keys}, {from_rollup} FROM {rollup.name} FINAL "
+        f"WHERE {rollup.period} < {watermark} AND {where_rollup.replace('{t}', rollup.period)} "
+        f"UNION ALL "
+        f"SELECT {_bucket(bucket, rollup.bucket)} AS period, {keys}, {from_raw} FROM usage_events FINAL "
+        f"WHERE ts >= {watermark} AND {where_raw.replace('{t}', 'ts')} "
+        f"GROUP BY period, {keys})"
+    )
+
+
+def _bucket(bucket: str, of: str) -> str:
+    return bucket.replace("{t}", of)
+
+
+def cost_view(name: str, bucket: str) -> str:
+    """Showback/chargeback per time bucket and attribution key: ``usage_hours`` before its watermark, raw after.
+
+    The same columns, and to the last digit the same answers, as the raw view it replaces
+    (migration 3's ``_cost_view``); ``bucket`` is SQL over ``{t}``, an hour's start.
+    """
+    keys = "team, feature, customer, environment, provider, model"
+    measures = {m.name: m for m in MEASURES}
+    answer = ", ".join(f"{measures[name].of_rollup} AS {name}" for name in (
+        "requests", "attempts", "successful_requests", "input_tokens", "output_tokens"))
+    return f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT period, {keys}, {answer},
+               sum(cost_usd) AS cost_usd, sum(list_cost_usd) AS list_cost_usd,
+               sum(unpriced_attempts) AS unpriced_attempts
+        FROM {columns(HOURS, bucket, ["requests", "attempts", "successful_requests", "input_tokens",
+                                      "output_tokens", "cost_usd", "list_cost_usd", "unpriced_attempts"])}
+        GROUP BY period, {keys}
+        """
+
+
+RETRY_WASTE_VIEW = f"""
+    CREATE OR REPLACE VIEW retry_waste_daily AS
+    SELECT period AS day, team, feature,
+           sum(attempts) AS attempts, sum(failed_attempts) AS failed_attempts, sum(retries) AS retries,
+           sum(failed_cost_usd) AS wasted_cost_usd, sum(cost_usd) AS cost_usd,
+           sum(rate_limited) AS rate_limited, sum(errors) AS errors, sum(timeouts) AS timeouts,
+           sum(invalid_outputs) AS invalid_outputs
+    FROM {columns(MINUTES, "toDate({t})", ["attempts", "failed_attempts", "retries", "failed_cost_usd", "cost_usd",
+                                              "rate_limited", "errors", "timeouts", "invalid_outputs"])}
+    GROUP BY day, team, feature
+    """
+
+
+# -- the writer's side: marks --------------------------------------------------------------
+
+MARK_SCHEMA = pa.schema([("minute", pa.timestamp("s", tz="UTC"))])
+
+
+def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The distinct minutes of a batch's timestamps, as rows for ``rollup_marks``."""
+    import pyarrow.compute as pc
+
+    minutes = pc.unique(pc.floor_temporal(ts, unit="minute").cast(pa.timestamp("s", tz="UTC")))
+    return pa.table({"minute": minutes}, schema=MARK_SCHEMA)
+
+
+# -- the maintainer -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Maintained:
+    periods: int           # periods recomputed, both rollups
+    seconds_behind: float  # how old the oldest pending period left is (0 when none)
+
+
+def maintain(store: Store, *, now: datetime, max_periods: int = 1440) -> Maintained:
+    """Recompute pending periods of both rollups (at most ``max_periods`` each, oldest first)."""
+    done = 0
+    for rollup in ROLLUPS:
+        pending = store.query(f"SELECT period, mark FROM ({_pending_sql(rollup)}) "
+                              + ("WHERE period < toStartOfHour(now('UTC')) " if rollup is HOURS else "")
+                              + "ORDER BY period LIMIT {n:UInt32}", {"n": max_periods}).rows
+        for run in _runs([(p, m) for p, m in pending], rollup.step):
+            _recompute(store, rollup, run)
+            done += len(run)
+    left = store.query(f"SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})").scalar()
+    behind = 0.0 if left is None else max((now - _as_datetime(left)).total_seconds(), 0.0)
+    return Maintained(periods=done, seconds_behind=behind)
+
+
+def _runs(pending: list[tuple[object, object]], step: timedelta, longest: int = 360) -> list[list[tuple]]:
+    """Pending periods in runs of consecutive ones (one INSERT … SELECT each), at most ``longest`` long."""
+    runs: list[list[tuple]] = []
+    for period, mark in pending:
+        at = _as_datetime(period)
+        if runs and at - _as_datetime(runs[-1][-1][0]) == step and len(runs[-1]) < longest:
+            runs[-1].append((period, mark))
+        else:
+            runs.append([(period, mark)])
+    return runs
+
+
+def _recompute(store: Store, rollup: Rollup, run: list[tuple]) -> None:
+    first, last = _as_datetime(run[0][0]), _as_datetime(run[-1][0]) + rollup.step
+    version = max(str(mark) for _, mark in run)
+    keys = ", ".join(rollup.keys)
+    measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in MEASURES)
+    store.query_text(
+        f"INSERT INTO {rollup.name} ({rollup.period}, {keys}, {', '.join(m.name for m in MEASURES)}, version) "
+        f"SELECT {rollup.bucket} AS p, {keys}, {measures}, toDateTime64({{v:String}}, 3, 'UTC') "
+        f"FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} "
+        f"GROUP BY p, {keys}",
+        {"a": sql_time(first), "b": sql_time(last), "v": version}, fmt="CSV")
+    rows = ", ".join(f"('{rollup.name}', toDateTime('{_as_datetime(p):%Y-%m-%d %H:%M:%S}', 'UTC'), "
+                     f"toDateTime64('{m}', 3, 'UTC'))" for p, m in run)
+    store.query_text(f"INSERT INTO rollup_done (rollup, period, mark) VALUES {rows}", fmt="CSV")
+
+
+def _as_datetime(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    from datetime import timezone
+
+    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
