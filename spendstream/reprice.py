@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
+from spendstream.sinks.rollups import minutes_of
 from spendstream.sinks.rows import price_columns
 from spendstream.sinks.store import Store, sql_time
 
@@ -76,7 +77,10 @@ def reprice(store: Store, pricer: Pricer, since: datetime, until: datetime, *, d
         new_total += sum((v for v in priced.total_cost.to_pylist() if v is not None), Decimal(0))
         if mask.any() and not dry_run:
             index = pa.array(np.flatnonzero(mask))
-            store.insert_arrow("usage_events", _repriced_rows(rows, priced, index))
+            repriced = _repriced_rows(rows, priced, index)
+            store.insert_arrow("usage_events", repriced)
+            # the rollups of these minutes are recomputed with the new prices (sinks/rollups.py)
+            store.insert_arrow("rollup_marks", minutes_of(repriced["ts"]))
             store.insert_arrow("cost_corrections", _corrections(rows, priced, index, reprice_id, now))
     return RepriceSummary(reprice_id, since, until, examined, changed, old_total, new_total, dry_run)
 

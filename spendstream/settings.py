@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# A TTL past 2106 overflows ClickHouse's DateTime and would expire every row at once.
+MAX_RETENTION_DAYS = 18_250
+
 
 class Settings(BaseSettings):
     """Configuration at the edge. Every field is an environment variable ``SPENDSTREAM_<NAME>``."""
@@ -55,6 +58,13 @@ class Settings(BaseSettings):
         "data directory to answer before it exits with one clear error; 0 waits forever."))
     rollup_interval_s: float = Field(default=1.0, gt=0, description=(
         "How often the group's leader recomputes the rollup periods new events touched (sinks/rollups.py)."))
+    raw_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
+        "Days raw usage events (and conflicts, corrections) are kept; unset keeps them forever. Re-pricing "
+        "needs the raw events of the period it re-prices."))
+    rollup_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
+        "Days the minute and hour rollups are kept; unset keeps them forever. At least the raw retention."))
+    dead_letter_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
+        "Days dead letters (and their replays) are kept; unset keeps them forever."))
     log_level: str = "info"
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")

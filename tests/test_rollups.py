@@ -118,3 +118,39 @@ def test_a_run_of_pending_periods_is_recomputed_with_one_query() -> None:
     t0 = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
     pending = [(t0, "a"), (t0 + minute, "b"), (t0 + 3 * minute, "c")]
     assert [len(run) for run in rollups._runs(pending, minute)] == [2, 1]
+
+
+def test_retention_keeps_rollups_at_least_as_long_as_raw_and_applies_what_is_set(embedded_store) -> None:
+    from spendstream.sinks.retention import retention_statements
+
+    with pytest.raises(ValueError, match="at least as long"):
+        retention_statements(raw_days=400, rollup_days=30, dead_letter_days=None)
+    assert retention_statements(raw_days=None, rollup_days=None, dead_letter_days=None) == []
+    with pytest.raises(ValueError, match="overflows"):
+        retention_statements(raw_days=36_500, rollup_days=None, dead_letter_days=None)
+    statements = retention_statements(raw_days=400, rollup_days=3650, dead_letter_days=90)
+    assert "ALTER TABLE usage_events MODIFY TTL toDateTime(ts) + INTERVAL 400 DAY" in statements
+    assert "ALTER TABLE usage_hours MODIFY TTL toDateTime(hour) + INTERVAL 3650 DAY" in statements
+    # each is valid ClickHouse for its table; applied with 40 years, so that nothing here expires (a TTL
+    # past 2106 would overflow DateTime and expire everything at once)
+    for statement in statements:
+        embedded_store.command(re.sub(r"INTERVAL \d+ DAY", "INTERVAL 14600 DAY", statement))
+    assert "TTL" in embedded_store.query("SELECT create_table_query FROM system.tables WHERE name = 'usage_hours' "
+                                         "AND database = currentDatabase()").scalar()
+
+
+def test_a_late_event_older_than_the_raw_retention_leaves_its_rollup_as_it_was(embedded_store) -> None:
+    run = f"old-{uuid.uuid4().hex[:6]}"
+    long_ago = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(days=100)
+    _write(embedded_store, _events(run, long_ago, 2))
+    _maintain(embedded_store)
+    before = _answers(embedded_store, "SELECT minute, team, attempts FROM usage_minutes FINAL "
+                                      f"WHERE startsWith(team, '{run}')")
+    embedded_store.command(f"DELETE FROM usage_events WHERE startsWith(team, '{run}')")  # as a TTL would
+    embedded_store.command(f"INSERT INTO rollup_marks (minute) VALUES ('{long_ago:%Y-%m-%d %H:%M:%S}')")
+    rollups.maintain(embedded_store, now=datetime.now(timezone.utc), max_periods=100_000, raw_retention_days=30)
+    after = _answers(embedded_store, "SELECT minute, team, attempts FROM usage_minutes FINAL "
+                                     f"WHERE startsWith(team, '{run}')")
+    assert before and after == before
+    pending = embedded_store.query("SELECT minutes FROM rollup_watermarks").scalar()
+    assert str(pending) > f"{long_ago:%Y-%m-%d %H:%M:%S}"  # not held back by it

@@ -106,7 +106,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     @app.timer(settings.rollup_interval_s, on_leader=True)
     async def maintain_rollups() -> None:
         try:
-            done = await asyncio.to_thread(rollups.maintain, store, now=datetime.now(timezone.utc))
+            done = await asyncio.to_thread(rollups.maintain, store, now=datetime.now(timezone.utc),
+                                           raw_retention_days=settings.raw_retention_days)
         except StoreError as exc:
             log.warning("rollup maintenance failed (retried next tick): %s", exc)
             return

@@ -12,6 +12,8 @@ from spendstream.pricing.overrides import load_overrides
 from spendstream.settings import Settings
 from spendstream.sinks import endpoint as query_endpoint
 from spendstream.sinks.loopback import ensure_secret
+from spendstream.sinks.migrations import on_cluster
+from spendstream.sinks.retention import apply_retention
 from spendstream.sinks.rows import deployment_table
 from spendstream.startup import Startup, open_migrated_store, store_dependency, wait_for_kafka
 
@@ -31,6 +33,10 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
     wait_for_kafka(startup, bootstrap_servers, {settings.usage_topic: settings.topic_partitions,
                                                 settings.gpu_topic: 1, settings.ledger_topic: 1})
     store = open_migrated_store(startup, settings)
+    cluster = settings.clickhouse_cluster
+    apply_retention(lambda sql: store.command(on_cluster(sql, cluster) if cluster else sql),
+                    raw_days=settings.raw_retention_days, rollup_days=settings.rollup_retention_days,
+                    dead_letter_days=settings.dead_letter_retention_days)
     if deployments:
         store.insert_arrow("gpu_deployments", deployment_table(list(deployments.values())))
     web_port = settings.web_port or free_port()

@@ -257,14 +257,25 @@ class Maintained:
     seconds_behind: float  # how old the oldest pending period left is (0 when none)
 
 
-def maintain(store: Store, *, now: datetime, max_periods: int = 1440) -> Maintained:
-    """Recompute pending periods of both rollups (at most ``max_periods`` each, oldest first)."""
+def maintain(store: Store, *, now: datetime, max_periods: int = 1440,
+             raw_retention_days: int | None = None) -> Maintained:
+    """Recompute pending periods of both rollups (at most ``max_periods`` each, oldest first).
+
+    A period older than the raw retention is not recomputed (its raw rows are expiring, and a
+    recomputation would shrink the rollup to what is left): it is recorded as done, unchanged.
+    """
     done = 0
+    oldest = now - timedelta(days=raw_retention_days - 1) if raw_retention_days else None
     for rollup in ROLLUPS:
         pending = store.query(f"SELECT period, mark FROM ({_pending_sql(rollup)}) "
                               + ("WHERE period < toStartOfHour(now('UTC')) " if rollup is HOURS else "")
                               + "ORDER BY period LIMIT {n:UInt32}", {"n": max_periods}).rows
-        for run in _runs([(p, m) for p, m in pending], rollup.step):
+        expired = [(p, m) for p, m in pending if oldest is not None and _as_datetime(p) < oldest]
+        if expired:
+            log.warning("%d %s period(s) older than the raw retention were marked again (a late event?); their "
+                        "rollup rows are kept as they were", len(expired), rollup.name)
+            _record_done(store, rollup, expired)
+        for run in _runs([(p, m) for p, m in pending if (p, m) not in expired], rollup.step):
             _recompute(store, rollup, run)
             done += len(run)
     left = store.query(f"SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})").scalar()
@@ -295,8 +306,12 @@ def _recompute(store: Store, rollup: Rollup, run: list[tuple]) -> None:
         f"FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} "
         f"GROUP BY p, {keys}",
         {"a": sql_time(first), "b": sql_time(last), "v": version}, fmt="CSV")
+    _record_done(store, rollup, run)
+
+
+def _record_done(store: Store, rollup: Rollup, periods: list[tuple]) -> None:
     rows = ", ".join(f"('{rollup.name}', toDateTime('{_as_datetime(p):%Y-%m-%d %H:%M:%S}', 'UTC'), "
-                     f"toDateTime64('{m}', 3, 'UTC'))" for p, m in run)
+                     f"toDateTime64('{m}', 3, 'UTC'))" for p, m in periods)
     store.query_text(f"INSERT INTO rollup_done (rollup, period, mark) VALUES {rows}", fmt="CSV")
 
 
