@@ -1,0 +1,110 @@
+"""Rollup lag: an event emitted → counted in ``usage_minutes``, at a fixed offered rate.
+
+    .venv/bin/python bench/rollup_lag.py [--rate 20000] [--seconds 60]
+
+One local tansu broker, one worker (which runs the rollup maintainer as its faust
+leader timer, every SPENDSTREAM_ROLLUP_INTERVAL_S), events emitted live in 10 ms ticks
+with ``ts`` = emit time. A poller reads ``sum(attempts)`` per minute from
+``usage_minutes FINAL`` every 100 ms; the k-th event emitted in minute M is counted at
+the first poll that sees at least k attempts in M. Lag = that time - its emit time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from throughput import PARTITIONS, percentile, settings_for  # noqa: E402
+from workload import base_events, replay  # noqa: E402
+
+from spendstream.demo.worker_process import WorkerProcess  # noqa: E402
+from spendstream.emitter import Emitter  # noqa: E402
+from spendstream.kafka_admin import ensure_topics  # noqa: E402
+from spendstream.localbroker import LocalBroker  # noqa: E402
+from spendstream.sinks.store import query_result  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    base = base_events(20_000)
+    with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
+        bootstrap = broker.start()
+        topic = "bench.rollup-lag"
+        ensure_topics(bootstrap, {topic: PARTITIONS})
+        with WorkerProcess(settings_for(Path(tmp), topic, "lag"), bootstrap_servers=bootstrap,
+                           log_path=Path(tmp) / "worker.log") as worker:
+            result = measure(worker.query_client(), bootstrap, topic, base, args.rate, args.seconds)
+    print(json.dumps(result))
+
+
+def measure(client, bootstrap: str, topic: str, base: list, rate: int, seconds: float) -> dict:
+    emitted: dict[str, list[float]] = {}   # minute -> emit times of its events, in order
+    seen: dict[str, list[float]] = {}      # minute -> (time, count) polls where the count grew
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def poll() -> None:
+        while True:
+            rows = query_result(client, "SELECT toString(minute), sum(attempts) FROM usage_minutes FINAL "
+                                        "WHERE minute >= now() - INTERVAL 30 MINUTE GROUP BY minute").rows
+            now = time.time()
+            with lock:
+                for minute, count in rows:
+                    history = seen.setdefault(minute, [])
+                    if not history or int(count) > history[-1][1]:
+                        history.append((now, int(count)))
+                complete = all(seen.get(m) and seen[m][-1][1] >= len(ts) for m, ts in emitted.items())
+            if done.is_set() and complete:
+                return
+            time.sleep(0.1)
+
+    emitter = Emitter(bootstrap_servers=bootstrap, topic=topic, ledger_topic=None, register_atexit=False)
+    # Warm up: the worker has joined its groups, faust has elected it leader, and the maintainer has run.
+    emitter.emit(next(replay(base, 1, run="warm")).model_copy(update={"ts": datetime.now(timezone.utc)}))
+    emitter.flush(30)
+    while not query_result(client, "SELECT count() FROM usage_minutes").scalar():
+        time.sleep(0.1)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    per_tick = max(rate // 100, 1)
+    source = replay(base, int(rate * seconds) + per_tick, run="lag")
+    started = time.perf_counter()
+    for tick in range(int(seconds * 100)):
+        while time.perf_counter() < started + tick / 100:
+            time.sleep(0.0005)
+        now = datetime.now(timezone.utc)
+        minute = now.strftime("%Y-%m-%d %H:%M:00")
+        for event in (next(source) for _ in range(per_tick)):
+            emitter.emit(event.model_copy(update={"ts": now}))
+        with lock:
+            emitted.setdefault(minute, []).extend([now.timestamp()] * per_tick)
+    offered_s = time.perf_counter() - started
+    emitter.close(120)
+    done.set()
+    poller.join(300)
+    lags = []
+    for minute, times in emitted.items():
+        history = seen.get(minute, [])
+        for k, at in enumerate(times, start=1):
+            visible = next((t for t, count in history if count >= k), None)
+            if visible is not None:
+                lags.append(visible - at)
+    total = sum(len(t) for t in emitted.values())
+    return {"offered_per_s": total / offered_s, "events": total, "counted": len(lags),
+            "p50_s": statistics.median(lags), "p99_s": percentile(lags, 0.99), "max_s": max(lags)}
+
+
+if __name__ == "__main__":
+    main()
