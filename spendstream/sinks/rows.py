@@ -88,6 +88,19 @@ def alert_table(alerts: Sequence[Alert]) -> pa.Table:
 GPU_COLUMNS = contract_columns(GpuSample, widths={"gpu_count": pa.uint32()})
 LEDGER_COLUMNS = contract_columns(LedgerEntry)
 
+_CLICKHOUSE_TYPES = {
+    pa.string(): "String", pa.bool_(): "Bool", pa.float64(): "Float64", pa.int64(): "Int64", pa.uint16(): "UInt16",
+    pa.uint32(): "UInt32", pa.uint64(): "UInt64", TS: "DateTime64(3, 'UTC')",
+    pa.map_(pa.string(), pa.string()): "Map(String, String)",
+}
+
+
+def clickhouse_type(type_: pa.DataType, *, nullable: bool) -> str:
+    """The ClickHouse type of a contract column (the Arrow types of ``contract_columns``), as a
+    migration that adds one would declare it (LowCardinality, where wanted, is the migration's choice)."""
+    base = _CLICKHOUSE_TYPES[type_]
+    return f"Nullable({base})" if nullable else base
+
 
 def gpu_sample_table(samples: Sequence[GpuSample], *, now: datetime | None = None) -> pa.Table:
     columns = {name: pa.array([getattr(s, name) for s in samples], type_) for name, type_ in GPU_COLUMNS}
