@@ -3,6 +3,7 @@
 A Kafka record as consumed (:class:`SourceRecord`), what could not be stored
 (:class:`DeadLetter`), and the batches the stages hand to the sinks: usage events as
 Arrow columns (:data:`EVENT_SCHEMA`) with their prices, GPU samples, ledger reports.
+A contract's columns are derived from the contract (:func:`contract_columns`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 The emitter sends many events per Kafka record as one **block**: a JSON object of
 columns (``{"block": "usage-columns/1", "event_id": [...], "ts": [...], ...}``,
 see :func:`spendstream.emitter.encoding.encode_block`). A block is decoded in one
-msgspec call whose types carry the contract's constraints (lengths, ranges,
-literals, strict integers), and its columns go straight into Arrow: no pydantic
-model, no dict, no Python object per event beyond the decoded values.
+msgspec call whose types, made from the contract (:func:`block_struct`), carry its
+constraints (lengths, ranges, literals, strict integers), and its columns go straight
+into Arrow: no pydantic model, no dict, no Python object per event beyond the decoded values.
 
 The pydantic :class:`~spendstream.schemas.usage.UsageEvent` stays the authority.
 The fast path accepts only blocks whose every value it can vouch for; anything
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.batches import EVENT_COLUMNS, EVENT_SCHEMA
-from spendstream.schemas.shape import FieldShape, UnsupportedField, field_shapes
+from spendstream.schemas.shape import FieldShape, field_shapes
 from spendstream.schemas.usage import (
     BLOCK_FORMAT,
     MAX_TAG_KEY_CHARS,
@@ -49,18 +49,18 @@ def _value_type(shape: FieldShape) -> Any:
     """The msgspec type of one value of a field: the contract's type, bounds and literals.
 
     Times travel as text and are parsed by Arrow in :func:`block_columns`, once their
-    form is checked; a mapping is the tags'.
+    form is checked.
     """
     if shape.literals is not None:
         type_: Any = Literal[shape.literals]
     elif shape.kind is datetime:
         type_ = str
     elif shape.kind is dict:
-        if shape.name != "tags":
-            raise UnsupportedField(f"{shape.name}: the block decoder knows one mapping, tags")
-        type_ = Annotated[dict[_TagKey, _TagValue], msgspec.Meta(**shape.constraints)]
+        type_ = dict[_TagKey, _TagValue] if shape.name == "tags" else dict[str, str]
     else:
-        type_ = Annotated[shape.kind, msgspec.Meta(**shape.constraints)] if shape.constraints else shape.kind
+        type_ = shape.kind
+    if shape.constraints and shape.literals is None:
+        type_ = Annotated[type_, msgspec.Meta(**shape.constraints)]
     return type_ | None if shape.nullable else type_
 
 
