@@ -3,18 +3,23 @@
 A Kafka record as consumed (:class:`SourceRecord`), what could not be stored
 (:class:`DeadLetter`), and the batches the stages hand to the sinks: usage events as
 Arrow columns (:data:`EVENT_SCHEMA`) with their prices, GPU samples, ledger reports.
+A contract's columns are derived from the contract (:func:`contract_columns`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
 import pyarrow as pa
+from pydantic import BaseModel
 
 from spendstream.schemas.gpu import GpuSample
 from spendstream.schemas.ledger import LedgerEntry
+from spendstream.schemas.shape import field_shapes
 from spendstream.schemas.usage import UsageEvent
 
 if TYPE_CHECKING:
@@ -27,20 +32,49 @@ OTHER = "__other__"
 
 TS = pa.timestamp("ms", tz="UTC")
 
-# The usage_events columns an event decides, with their Arrow types.
-EVENT_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("event_id", pa.string()), ("ts", TS), ("request_id", pa.string()), ("attempt", pa.uint32()),
-    ("provider", pa.string()), ("model", pa.string()), ("deployment", pa.string()), ("mode", pa.string()),
-    ("service_tier", pa.string()),
-    ("input_tokens", pa.uint64()), ("cached_input_tokens", pa.uint64()), ("cache_write_tokens", pa.uint64()),
-    ("cache_write_1h_tokens", pa.uint64()), ("output_tokens", pa.uint64()), ("reasoning_tokens", pa.uint64()),
-    ("tokens_estimated", pa.bool_()), ("tokenizer", pa.string()),
-    ("latency_ms", pa.float64()), ("ttft_ms", pa.float64()), ("status", pa.string()), ("http_status", pa.uint16()),
-    ("team", pa.string()), ("feature", pa.string()), ("customer", pa.string()), ("environment", pa.string()),
-    ("user_hash", pa.string()),
-    ("prefix_fingerprint", pa.string()), ("prefix_tokens", pa.uint64()), ("max_tokens", pa.uint64()),
-    ("service", pa.string()), ("extra", pa.string()),
-]
+# A contract field's Arrow type follows its shape (schemas/shape.py). Integers are unsigned
+# where the contract bounds them at >= 0, and 64 bits wide unless `widths` names a narrower
+# column that a table was created with.
+_ARROW_TYPES: dict[type, pa.DataType] = {
+    str: pa.string(), float: pa.float64(), bool: pa.bool_(), datetime: TS, dict: pa.map_(pa.string(), pa.string()),
+}
+
+
+def contract_columns(model: type[BaseModel], *, widths: Mapping[str, pa.DataType] | None = None,
+                     stored_elsewhere: Mapping[str, str] | None = None) -> list[tuple[str, pa.DataType]]:
+    """A column per field of ``model``, in contract order, with its Arrow type.
+
+    Every field is a column except a constant one (its type admits one value, as
+    ``schema_version: Literal[1]``: the same in every row, it tells nothing) and those
+    in ``stored_elsewhere`` (name: where they are stored instead). ``widths`` gives the
+    integer columns narrower than 64 bits. A name in either mapping that is not a
+    field of the model raises ValueError: an exemption must not outlive its field.
+    """
+    widths, stored_elsewhere = widths or {}, stored_elsewhere or {}
+    shapes = {shape.name: shape for shape in field_shapes(model)}
+    for name in [*widths, *stored_elsewhere]:
+        if name not in shapes:
+            raise ValueError(f"{model.__name__} has no field {name!r} (named in its column mapping)")
+    columns = []
+    for name, shape in shapes.items():
+        if shape.constant or name in stored_elsewhere:
+            continue
+        if shape.kind is int:
+            low = min(shape.literals) if shape.literals else shape.constraints.get("ge", shape.constraints.get("gt"))
+            type_ = widths.get(name, pa.uint64() if low is not None and low >= 0 else pa.int64())
+        else:
+            type_ = _ARROW_TYPES[shape.kind]
+        columns.append((name, type_))
+    return columns
+
+
+# The usage_events columns an event decides: its fields, then `extra`, which only the table
+# has (the fields this contract version does not know, as JSON).
+EVENT_COLUMNS: list[tuple[str, pa.DataType]] = contract_columns(
+    UsageEvent,
+    widths={"attempt": pa.uint32(), "http_status": pa.uint16()},
+    stored_elsewhere={"tags": "the tags and folded_tags columns, after the cardinality guard (agents/stages.py)"},
+) + [("extra", pa.string())]
 EVENT_SCHEMA = pa.schema(EVENT_COLUMNS)
 
 

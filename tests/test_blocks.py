@@ -9,12 +9,14 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from spendstream.agents.events import NotFast, block_columns, events_table
-from spendstream.agents.stages import EARLIEST_TS, process
+from spendstream.agents.events import NotFast, UsageBlock, block_columns, events_table
+from spendstream.agents.stages import EARLIEST_TS, process, validate
 from spendstream.batches import WHOLE_RECORD, SourceRecord
 from spendstream.emitter.encoding import encode_block
 from spendstream.pricing import Pricer
 from spendstream.schemas import UsageEvent
+from spendstream.schemas.shape import FieldShape, field_shapes
+from spendstream.schemas.usage import BLOCK_FORMAT, WIRE_REQUIRED
 from tests.test_fuzz import corpus
 
 PRICER = Pricer()
@@ -136,3 +138,71 @@ def test_blocks_and_arrays_in_one_batch_are_stored_together_with_their_sources()
     assert list(sources) == [(1, 10)] * 3 + [(2, 20)] * 2
     assert result.events.schema.field("tags").type == pa.map_(pa.string(), pa.string())
     assert [result.event(i).event_id for i in range(5)] == [e.event_id for e in events]
+
+
+# -- the block decoder is made from the contract: at every bound it agrees with pydantic ----------
+
+def _edges(shape: FieldShape) -> list[tuple[object, bool]]:
+    """Values at and just past each bound of a field, and whether they are within it."""
+    bounds, edges = shape.constraints, []
+    step = 1 if shape.kind is int else 0.5
+    for name, inside in (("ge", 0), ("gt", step), ("le", 0), ("lt", -step)):
+        if name in bounds:
+            outside = -step if name in ("ge", "gt") else step
+            edges += [(bounds[name] + inside, True), (bounds[name] + inside + outside, False)]
+    for name, outside in (("min_length", -1), ("max_length", 1)):
+        if name in bounds and bounds[name] + outside >= 0:
+            make = (lambda n: {f"k{i}": "v" for i in range(n)}) if shape.kind is dict else (lambda n: "é" * n)
+            edges += [(make(bounds[name]), True), (make(bounds[name] + outside), False)]
+    if shape.literals is not None:
+        edges += [(value, True) for value in shape.literals] + [("nope" if shape.kind is str else 2, False)]
+    wrong_type = {str: 5, int: "5", float: "1.5", bool: "true", datetime: 1_700_000_000, dict: ["k"]}[shape.kind]
+    return edges + [(wrong_type, False)] + ([] if shape.nullable else [(None, False)])
+
+
+@pytest.mark.parametrize("shape", field_shapes(UsageEvent), ids=lambda shape: shape.name)
+def test_at_each_bound_of_a_field_a_block_takes_the_fast_path_exactly_where_pydantic_agrees(shape: FieldShape) -> None:
+    """Bounds, literals, types and nulls as the contract declares them, field by field (a new field included).
+
+    Within its bounds a value takes the fast path exactly where pydantic accepts it. The fast
+    path never takes a value pydantic refuses (it may leave to pydantic one that pydantic
+    converts, such as "5" for a float), and where it takes one, its columns are pydantic's.
+    """
+    record = SourceRecord("usage", 0, 0, b"")
+    base = {"event_id": "b1", "ts": (LATEST - timedelta(days=2)).isoformat(), "provider": "openai", "model": "gpt-4o"}
+    for value, within in _edges(shape):
+        item = base | {shape.name: value}
+        block = orjson.dumps({"block": BLOCK_FORMAT, **{name: [v] for name, v in item.items()}})
+        events, _ = validate(record, [(0, {k: v for k, v in item.items() if v is not None})])
+        try:
+            fast, _ = block_columns(block, earliest=EARLIEST_TS, latest=LATEST)
+        except NotFast:
+            fast = None
+        label = f"{shape.name}={value!r:.40}"
+        if within:
+            assert (fast is not None) == bool(events), f"{label}: the fast path {'refuses' if events else 'takes'} it"
+        if fast is not None:
+            assert events and fast.equals(events_table(events)), f"{label}: the fast path took what pydantic refuses"
+
+
+def test_the_block_decoder_has_a_column_for_every_field_of_the_contract() -> None:
+    assert set(UsageBlock.__struct_fields__) == {"block", *UsageEvent.model_fields}
+
+
+def test_the_block_decoder_checks_every_validator_of_the_contract() -> None:
+    """A validator is code, not shape: the decoder cannot be made from it, block_columns checks each by hand."""
+    checked = {"_bounded_tags": "the tag key and value bounds of the tags column's type",
+               "_parts_within_totals": "the token parts check in block_columns"}
+    decorators = UsageEvent.__pydantic_decorators__
+    found = {*decorators.validators, *decorators.field_validators, *decorators.root_validators,
+             *decorators.model_validators}
+    assert found == set(checked), (f"UsageEvent's validators {sorted(found)} differ from those the fast path checks "
+                                   f"{sorted(checked)}: check the new one in agents/events.py, then name it here")
+
+
+def test_a_column_a_block_leaves_out_has_one_default_for_every_event() -> None:
+    """A default made per event (a factory, such as now()) cannot fill a left-out column: the wire must require it."""
+    for name, field in UsageEvent.model_fields.items():
+        if name not in WIRE_REQUIRED and not field.is_required():
+            first, second = field.get_default(call_default_factory=True), field.get_default(call_default_factory=True)
+            assert first == second, f"{name}: its default changes per event; add it to WIRE_REQUIRED"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated, Literal
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, create_model
 
+from spendstream.batches import contract_columns
 from spendstream.schemas import UsageEvent
 from spendstream.schemas.jsonschema_files import PUBLISHED, SCHEMA_DIR, render
+from spendstream.schemas.shape import UnsupportedField, field_shapes
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
@@ -69,3 +72,20 @@ def test_tags_are_bounded() -> None:
 def test_naive_timestamps_are_rejected() -> None:
     with pytest.raises(ValidationError, match="timezone"):
         UsageEvent.model_validate({"provider": "openai", "model": "gpt-4o", "ts": "2026-01-01T00:00:00"})
+
+
+@pytest.mark.parametrize(("annotation", "refusal"), [
+    (list[str], r"Odd\.odd: type list\[str\] is not described"),
+    (int | str, r"Odd\.odd: a union other than `X \| None`"),
+    (Annotated[str, Field(pattern="^a")], r"Odd\.odd: constraint .*pattern.* is not described"),
+    (Literal["a", 1], r"Odd\.odd: a Literal must list values of one scalar type"),
+])
+def test_a_field_no_decoder_or_column_can_follow_is_refused_naming_it(annotation: object, refusal: str) -> None:
+    """Better no import at all than a decoder or a column that silently disagrees with the contract."""
+    with pytest.raises(UnsupportedField, match=refusal):
+        field_shapes(create_model("Odd", odd=(annotation, ...)))
+
+
+def test_a_column_mapping_naming_no_field_is_refused() -> None:
+    with pytest.raises(ValueError, match="UsageEvent has no field 'region'"):
+        contract_columns(UsageEvent, stored_elsewhere={"region": "gone"})

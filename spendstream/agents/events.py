@@ -3,9 +3,9 @@
 The emitter sends many events per Kafka record as one **block**: a JSON object of
 columns (``{"block": "usage-columns/1", "event_id": [...], "ts": [...], ...}``,
 see :func:`spendstream.emitter.encoding.encode_block`). A block is decoded in one
-msgspec call whose types carry the contract's constraints (lengths, ranges,
-literals, strict integers), and its columns go straight into Arrow: no pydantic
-model, no dict, no Python object per event beyond the decoded values.
+msgspec call whose types, made from the contract (:func:`block_struct`), carry its
+constraints (lengths, ranges, literals, strict integers), and its columns go straight
+into Arrow: no pydantic model, no dict, no Python object per event beyond the decoded values.
 
 The pydantic :class:`~spendstream.schemas.usage.UsageEvent` stays the authority.
 The fast path accepts only blocks whose every value it can vouch for; anything
@@ -27,65 +27,62 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.batches import EVENT_COLUMNS, EVENT_SCHEMA, TS
-from spendstream.schemas._types import MAX_TOKENS
+from spendstream.batches import EVENT_COLUMNS, EVENT_SCHEMA
+from spendstream.schemas.shape import FieldShape, field_shapes
 from spendstream.schemas.usage import (
     BLOCK_FORMAT,
     MAX_TAG_KEY_CHARS,
     MAX_TAG_VALUE_CHARS,
-    MAX_TAGS,
+    WIRE_REQUIRED,
     UsageEvent,
 )
 
 # -- the block's wire types: the contract's constraints, checked by msgspec in C ----------
 
-_Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None
-_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+# Tag keys and values are bounded by a validator of the contract (code, not shape): its
+# bounds as msgspec types.
 _TagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_KEY_CHARS)]
 _TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_CHARS)]
-_Millis = Annotated[float, msgspec.Meta(ge=0)] | None
 
 
-class UsageBlock(msgspec.Struct, forbid_unknown_fields=True):
-    """A block as it may take the fast path. A column left out means every event has the default."""
+def _value_type(shape: FieldShape) -> Any:
+    """The msgspec type of one value of a field: the contract's type, bounds and literals.
 
-    block: Literal["usage-columns/1"]
-    event_id: list[_Identifier]
-    ts: list[str]  # parsed by Arrow below, once its shape is checked
-    provider: list[_Identifier]
-    model: list[_Identifier]
-    schema_version: list[Literal[1]] | None = None
-    request_id: list[_Identifier | None] | None = None
-    attempt: list[Annotated[int, msgspec.Meta(ge=1)]] | None = None
-    deployment: list[_Label] | None = None
-    mode: list[Literal["realtime", "batch"]] | None = None
-    service_tier: list[_Label] | None = None
-    input_tokens: list[_Count] | None = None
-    cached_input_tokens: list[_Count] | None = None
-    cache_write_tokens: list[_Count] | None = None
-    cache_write_1h_tokens: list[_Count] | None = None
-    output_tokens: list[_Count] | None = None
-    reasoning_tokens: list[_Count] | None = None
-    tokens_estimated: list[bool] | None = None
-    tokenizer: list[_Label] | None = None
-    latency_ms: list[_Millis] | None = None
-    ttft_ms: list[_Millis] | None = None
-    status: list[Literal["ok", "error", "timeout", "rate_limited", "invalid_output"]] | None = None
-    http_status: list[Annotated[int, msgspec.Meta(ge=100, le=599)] | None] | None = None
-    team: list[_Label] | None = None
-    feature: list[_Label] | None = None
-    customer: list[_Label] | None = None
-    environment: list[_Label] | None = None
-    user_hash: list[_Label] | None = None
-    tags: list[Annotated[dict[_TagKey, _TagValue], msgspec.Meta(max_length=MAX_TAGS)]] | None = None
-    prefix_fingerprint: list[_Label] | None = None
-    prefix_tokens: list[_Count | None] | None = None
-    max_tokens: list[_Count | None] | None = None
-    service: list[_Label] | None = None
+    Times travel as text and are parsed by Arrow in :func:`block_columns`, once their
+    form is checked.
+    """
+    if shape.literals is not None:
+        type_: Any = Literal[shape.literals]
+    elif shape.kind is datetime:
+        type_ = str
+    elif shape.kind is dict:
+        type_ = dict[_TagKey, _TagValue] if shape.name == "tags" else dict[str, str]
+    else:
+        type_ = shape.kind
+    if shape.constraints and shape.literals is None:
+        type_ = Annotated[type_, msgspec.Meta(**shape.constraints)]
+    return type_ | None if shape.nullable else type_
 
 
-assert BLOCK_FORMAT == "usage-columns/1"  # the Literal above must name the same format
+def block_struct(model: type[UsageEvent]) -> type[msgspec.Struct]:
+    """The msgspec struct a block of ``model`` events decodes into: a column (a list) per field.
+
+    The columns the wire requires come first and must be present; any other column
+    may be left out (every event then has the contract's default). A column the
+    contract does not have fails the decode (``forbid_unknown_fields``), so the block
+    goes to pydantic, which keeps such fields in ``extra``.
+    """
+    shapes = field_shapes(model)
+    required = [(s.name, list[_value_type(s)]) for s in shapes if s.required or s.name in WIRE_REQUIRED]
+    optional = [(s.name, list[_value_type(s)] | None, None) for s in shapes
+                if not (s.required or s.name in WIRE_REQUIRED)]
+    return msgspec.defstruct(model.__name__ + "Block", [("block", Literal[BLOCK_FORMAT]), *required, *optional],
+                             forbid_unknown_fields=True, module=__name__)
+
+
+# Made once at import from the contract: at run time a plain msgspec struct, decoded in C.
+UsageBlock = block_struct(UsageEvent)
+_TIMES = tuple(s.name for s in field_shapes(UsageEvent) if s.kind is datetime)
 _DECODER = msgspec.json.Decoder(UsageBlock)
 # The shape the emitter writes (pydantic accepts more, and those take the exact path): Arrow's
 # ISO 8601 parser alone would also take forms pydantic refuses, such as "+02" offsets.
@@ -140,20 +137,19 @@ def block_columns(value: bytes, *, earliest: datetime,
             or np.any(counts["cache_write_1h_tokens"] > counts["cache_write_tokens"])
             or np.any(counts["reasoning_tokens"] > counts["output_tokens"])):
         raise NotFast("token parts exceed their totals")
-    ts_text = pa.array(block.ts, pa.string())
-    if not pc.all(pc.match_substring_regex(ts_text, RFC3339)).as_py():
-        raise NotFast("a timestamp is not RFC 3339 with a zone")
-    try:
-        ts = pc.cast(ts_text, pa.timestamp("us", tz="UTC"))
-    except pa.ArrowInvalid as exc:  # a date that does not exist, an offset out of range
-        raise NotFast(str(exc)) from None
+    times = {name: _times(column) for name in _TIMES if (column := getattr(block, name)) is not None}
+    ts = times["ts"]
     if n and (pc.min(ts).as_py() < earliest or pc.max(ts).as_py() > latest):
         raise NotFast("a timestamp is implausible")
 
     event_id = pa.array(block.event_id, pa.string())
-    columns: dict[str, pa.Array] = {"event_id": event_id, "ts": ts.cast(TS, safe=False)}
-    for name, type_ in EVENT_COLUMNS[2:]:
-        if name in counts:
+    columns: dict[str, pa.Array] = {"event_id": event_id}
+    for name, type_ in EVENT_COLUMNS:
+        if name in columns:
+            continue
+        if name in times:
+            columns[name] = times[name].cast(type_, safe=False)
+        elif name in counts:
             columns[name] = pa.array(counts[name], type_)
         elif name == "extra":
             columns[name] = pa.repeat(pa.scalar("", pa.string()), n)
@@ -176,6 +172,17 @@ def _is_block(value: bytes) -> bool:
         return _KIND.decode(value).block is not None
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return False
+
+
+def _times(column: list[str | None]) -> pa.Array:
+    """A column of times, parsed where each is RFC 3339 with a zone (nulls stay null); NotFast otherwise."""
+    text = pa.array(column, pa.string())
+    if not pc.all(pc.match_substring_regex(text, RFC3339)).as_py():
+        raise NotFast("a timestamp is not RFC 3339 with a zone")
+    try:
+        return pc.cast(text, pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid as exc:  # a date that does not exist, an offset out of range
+        raise NotFast(str(exc)) from None
 
 
 def _counts(column: list[int] | None, n: int) -> np.ndarray:

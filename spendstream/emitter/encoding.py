@@ -17,12 +17,14 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from spendstream.schemas.usage import BLOCK_FORMAT, UsageEvent
+from spendstream.schemas.usage import BLOCK_FORMAT, WIRE_REQUIRED, UsageEvent
 
-# Every field in contract order with its default; these are always written.
+# Every field in contract order with its default. The columns the wire requires are always
+# written; any other is left out where every event has its default.
 _BLOCK_DEFAULTS = {name: field.get_default(call_default_factory=True)
                    for name, field in UsageEvent.model_fields.items()}
-_ALWAYS = ("event_id", "ts", "provider", "model")
+_ALWAYS = tuple(name for name, field in UsageEvent.model_fields.items()
+                if field.is_required() or name in WIRE_REQUIRED)
 
 
 def encode_event(event: BaseModel | Mapping[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from spendstream.batches import BatchResult, DeadLetter
+from spendstream.batches import BatchResult, DeadLetter, contract_columns
 from spendstream.pricing.deployments import Deployment
 from spendstream.pricing.engine import PricedBatch
 from spendstream.pricing.rates import KINDS
@@ -84,19 +84,26 @@ def alert_table(alerts: Sequence[Alert]) -> pa.Table:
     return pa.table({name: pa.array([getattr(a, name) for a in alerts], type_) for name, type_ in ALERT_COLUMNS})
 
 
-_GPU_COLUMNS = [
-    ("sample_id", pa.string()), ("ts", TS), ("interval_s", pa.float64()), ("deployment", pa.string()),
-    ("engine", pa.string()), ("engine_version", pa.string()), ("model", pa.string()), ("gpu_type", pa.string()),
-    ("gpu_count", pa.uint32()), ("prompt_tokens_delta", pa.uint64()), ("generation_tokens_delta", pa.uint64()),
-    ("prompt_tokens_per_s", pa.float64()), ("generation_tokens_per_s", pa.float64()),
-    ("kv_cache_utilization", pa.float64()), ("running_requests", pa.float64()), ("waiting_requests", pa.float64()),
-    ("prefix_cache_hit_rate", pa.float64()), ("gpu_utilization", pa.float64()),
-    ("gpu_memory_used_bytes", pa.float64()), ("gpu_power_w", pa.float64()),
-]
+# The gpu_samples and emitter_ledger columns a record decides, from its contract (migrations 4 and 6).
+GPU_COLUMNS = contract_columns(GpuSample, widths={"gpu_count": pa.uint32()})
+LEDGER_COLUMNS = contract_columns(LedgerEntry)
+
+_CLICKHOUSE_TYPES = {
+    pa.string(): "String", pa.bool_(): "Bool", pa.float64(): "Float64", pa.int64(): "Int64", pa.uint16(): "UInt16",
+    pa.uint32(): "UInt32", pa.uint64(): "UInt64", TS: "DateTime64(3, 'UTC')",
+    pa.map_(pa.string(), pa.string()): "Map(String, String)",
+}
+
+
+def clickhouse_type(type_: pa.DataType, *, nullable: bool) -> str:
+    """The ClickHouse type of a contract column (the Arrow types of ``contract_columns``), as a
+    migration that adds one would declare it (LowCardinality, where wanted, is the migration's choice)."""
+    base = _CLICKHOUSE_TYPES[type_]
+    return f"Nullable({base})" if nullable else base
 
 
 def gpu_sample_table(samples: Sequence[GpuSample], *, now: datetime | None = None) -> pa.Table:
-    columns = {name: pa.array([getattr(s, name) for s in samples], type_) for name, type_ in _GPU_COLUMNS}
+    columns = {name: pa.array([getattr(s, name) for s in samples], type_) for name, type_ in GPU_COLUMNS}
     columns["ingested_at"] = pa.array([now or datetime.now(timezone.utc)] * len(samples), TS)
     return pa.table(columns)
 
@@ -115,11 +122,4 @@ def deployment_table(deployments: Sequence[Deployment], *, now: datetime | None 
 
 
 def ledger_table(entries: Sequence[LedgerEntry]) -> pa.Table:
-    return pa.table({
-        "emitter_id": pa.array([e.emitter_id for e in entries], pa.string()),
-        "service": pa.array([e.service for e in entries], pa.string()),
-        "minute": pa.array([e.minute for e in entries], TS),
-        "events": pa.array([e.events for e in entries], pa.uint64()),
-        "exact": pa.array([e.exact for e in entries], pa.bool_()),
-        "reported_at": pa.array([e.reported_at for e in entries], TS),
-    })
+    return pa.table({name: pa.array([getattr(e, name) for e in entries], type_) for name, type_ in LEDGER_COLUMNS})
