@@ -494,6 +494,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         rollups.MARKS_DDL, rollups.MARKS_MV_DDL, rollups.DONE_DDL, rollups.table_ddl(rollups.MINUTES),
         rollups.table_ddl(rollups.HOURS),
         rollups.WATERMARKS_VIEW,
+        # a GpuSample field this version does not know is kept, as usage events' are
+        "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS extra String DEFAULT '' "
+        "COMMENT 'fields unknown to the schema version, as JSON'",
         # the same views, the same answers, from the rollups
         rollups.cost_view("cost_hourly", "{t}"), rollups.cost_view("cost_daily", "toDate({t})"),
         rollups.cost_view("cost_monthly", "toStartOfMonth({t})"), _UNIT_COSTS, rollups.RETRY_WASTE_VIEW,

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
+import orjson
 import pyarrow as pa
 
 from spendstream.batches import BatchResult, DeadLetter, contract_columns
@@ -104,6 +105,8 @@ def clickhouse_type(type_: pa.DataType, *, nullable: bool) -> str:
 
 def gpu_sample_table(samples: Sequence[GpuSample], *, now: datetime | None = None) -> pa.Table:
     columns = {name: pa.array([getattr(s, name) for s in samples], type_) for name, type_ in GPU_COLUMNS}
+    columns["extra"] = pa.array([orjson.dumps(s.__pydantic_extra__, default=str).decode() if s.__pydantic_extra__
+                                 else "" for s in samples], pa.string())
     columns["ingested_at"] = pa.array([now or datetime.now(timezone.utc)] * len(samples), TS)
     return pa.table(columns)
 
