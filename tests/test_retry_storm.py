@@ -15,6 +15,7 @@ from spendstream.alerting.destinations import Destination
 from spendstream.batches import SourceRecord
 from spendstream.detect.retry_storm import FeatureWindow, RetryStormDetector, detect_retry_storms
 from spendstream.pricing import Pricer
+from spendstream.sinks import rollups
 from spendstream.sinks.rows import usage_table
 from tests.test_alert_delivery import Receiver
 
@@ -76,6 +77,8 @@ def test_an_injected_storm_gives_one_alert_one_message_and_a_resolve(embedded_st
 
     (firing,) = storms(NOW)
     assert firing.state == "firing" and "rate-limited (429)" in firing.message
+    rollups.maintain(embedded_store, now=datetime.now(timezone.utc), max_periods=100_000)  # the baseline from rollups
+    assert storms(NOW) == [firing]
     assert store_new_alerts(embedded_store, [firing]) == 1
     assert storms(NOW + timedelta(minutes=1)) == []      # still storming: no second alert
     (resolved,) = storms(NOW + timedelta(minutes=15))

@@ -14,6 +14,7 @@ from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
 from spendstream.detect.anomaly import SpendAnomalyDetector, detect_spend_anomalies
 from spendstream.pricing import Pricer
+from spendstream.sinks import rollups
 from spendstream.sinks.rows import usage_table
 
 NOW = datetime(2025, 10, 15, 14, 0, tzinfo=timezone.utc)
@@ -55,3 +56,5 @@ def test_stored_events_make_one_anomaly_for_the_key_that_spiked(embedded_store) 
     # $0.25 a call: usually $1.00 in these 10 minutes, today $10.00
     assert sorted(a.subject for a in alerts) == [f"feature={team}-f", f"team={team}"]
     assert all(a.state == "firing" and "$10.00 in the last 10 min, usually $1.00" in a.message for a in alerts)
+    rollups.maintain(embedded_store, now=datetime.now(timezone.utc), max_periods=100_000)  # now from the rollups
+    assert [a for a in detect_spend_anomalies(embedded_store, NOW) if team in a.subject] == alerts

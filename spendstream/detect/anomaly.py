@@ -12,6 +12,12 @@ dollar) and at least ``min_spend``; it resolves when spend is back under
 Evaluated by ``spendstream notify`` on windows read from ClickHouse (each event
 once); ``bench/alert_eval.py`` measures recall, precision and delay on replayed
 traffic with injected incidents, beside the LiteLLM-style rule.
+
+Reads (:func:`spend_windows`, through :mod:`spendstream.detect.windows`): team and
+feature windows from the minute rollup; customer windows from raw (only the hour
+rollup keeps customers, and a window shorter than an hour holds no whole hour);
+whether a key had spent before each lookback window from the hour rollup — four
+weeks of it, the part of a pass that grows with traffic.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
-from spendstream.sinks.store import TextQuerier, query_result, sql_time
+from spendstream.sinks import rollups
+from spendstream.sinks.store import TextQuerier, query_result
 
 LOOKBACKS = (timedelta(days=7), timedelta(days=14), timedelta(days=21), timedelta(days=28), timedelta(days=1),
              timedelta(days=2))
@@ -68,36 +76,75 @@ class SpendAnomalyDetector:
                      dedup_key=f"spend_anomaly:{key}:{since:%Y-%m-%dT%H:%M}", message=message, created_at=now)
 
 
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    """What the detector sees of one key (``team=…``, ``feature=…``, ``customer=…``)."""
+
+    key: str
+    observed: Decimal                     # priced spend in the last window
+    history: tuple[Decimal | None, ...]   # the same window at each of LOOKBACKS; None: it ended before the key's
+                                          # first priced event since the oldest window's start (unknown, not 0)
+
+
 def detect_spend_anomalies(querier: TextQuerier, now: datetime,
                            detector: SpendAnomalyDetector | None = None) -> list[Alert]:
     """New anomalies and ended ones, for every team, feature and customer."""
     detector = detector or SpendAnomalyDetector()
-    starts = [now - detector.window] + [now - detector.window - back for back in LOOKBACKS]
-    params = {f"s{i}": sql_time(s) for i, s in enumerate(starts)} | {
-        f"e{i}": sql_time(s + detector.window) for i, s in enumerate(starts)}
-    sums = ", ".join(
-        f"sumIf(total_cost, ts >= {{s{i}:DateTime64(3, 'UTC')}} AND ts < {{e{i}:DateTime64(3, 'UTC')}}) AS w{i}, "
-        f"countIf(ts >= {{s{i}:DateTime64(3, 'UTC')}} AND ts < {{e{i}:DateTime64(3, 'UTC')}}) AS n{i}"
-        for i in range(len(starts)))
-    params["oldest"] = sql_time(min(starts))
-    rows = query_result(querier, f"""
-        SELECT key, toString(min(ts)) AS first_seen, {sums} FROM (
-            SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')),
-                              concat('customer=', ifNull(customer, ''))]) AS key, ts, total_cost
-            FROM usage_events FINAL
-            WHERE priced AND ts >= {{oldest:DateTime64(3, 'UTC')}})
-        WHERE NOT endsWith(key, '=')
-        GROUP BY key""", params).dicts()
     firing = {r[0]: datetime.fromisoformat(r[1]).replace(tzinfo=now.tzinfo) for r in query_result(querier, """
         SELECT subject, toString(argMax(window_start, created_at)) FROM alerts FINAL WHERE kind = 'spend_anomaly'
         GROUP BY subject HAVING argMax(state, created_at) = 'firing'""").rows}
     alerts = []
-    for row in rows:
-        # a lookback window before the key's first event is unknown (None), not 0
-        first_seen = datetime.fromisoformat(row["first_seen"]).replace(tzinfo=now.tzinfo)
-        history = [float(row[f"w{i}"] or 0) if starts[i] + detector.window > first_seen else None
-                   for i in range(1, len(starts))]
-        alert = detector.evaluate(row["key"], float(row["w0"] or 0), history, firing.get(row["key"]), now)
+    for spend in spend_windows(querier, now, window=detector.window):
+        history = [float(h) if h is not None else None for h in spend.history]
+        alert = detector.evaluate(spend.key, float(spend.observed), history, firing.get(spend.key), now)
         if alert is not None:
             alerts.append(alert)
     return alerts
+
+
+_KEYS = {"team": "concat('team=', ifNull(team, ''))", "feature": "concat('feature=', ifNull(feature, ''))",
+         "customer": "concat('customer=', ifNull(customer, ''))"}
+_NEVER = "toUInt8(255)"  # the span of a key with no priced event in any
+
+
+def spend_windows(querier: TextQuerier, now: datetime, *, window: timedelta) -> list[KeySpend]:
+    """Every key with a priced event since the oldest lookback window's start, with its windows, by key.
+
+    The same numbers, to the last digit, as summing raw ``FINAL`` rows over each window
+    (``[start, end)`` at the millisecond).
+    """
+    starts = [now - window] + [now - window - back for back in LOOKBACKS]
+    windows = [Window(start, start + window) for start in starts]
+    # Whether a key had spent before a lookback window ended: the first of the spans between the
+    # windows' ends (from the oldest start on, the last one open) with a priced attempt of the key;
+    # a key is one with any. An end is rounded up to the millisecond: a DateTime64(3) `ts` is
+    # before the instant `end` iff it is before that. (Grouping sets: one kind of key per set,
+    # the other two come out empty, or NULL with group_by_use_nulls.)
+    ends = [_ceil_millisecond(start + window) for start in starts[1:]]
+    bounds = sorted(set(ends))
+    spans = [Window(a, b) for a, b in zip([min(starts), *bounds], [*bounds, None], strict=True)]
+    by_minute, p1 = windowed(rollups.MINUTES, windows, ["cost_usd"], name="m")
+    by_hour, p2 = windowed(rollups.HOURS, windows, ["cost_usd"], name="h")
+    seen, p3 = windowed(rollups.HOURS, spans, ["attempts", "unpriced_attempts"], name="s")
+    spend = ", ".join(f"sumIf(cost, w = {i}) AS w{i}" for i in range(len(windows)))
+    rows = query_result(querier, f"""
+        SELECT key, {spend}, min(first) AS first_span FROM (
+            SELECT arrayJoin([{_KEYS["team"]}, {_KEYS["feature"]}]) AS key, w, cost_usd AS cost, {_NEVER} AS first
+            FROM {by_minute}
+            UNION ALL SELECT {_KEYS["customer"]}, w, cost_usd, {_NEVER} FROM {by_hour}
+            UNION ALL SELECT concat(ifNull(tk, ''), ifNull(fk, ''), ifNull(ck, '')), {_NEVER},
+                             CAST(NULL, '{rollups.MONEY}'), first
+            FROM (SELECT {_KEYS["team"]} AS tk, {_KEYS["feature"]} AS fk, {_KEYS["customer"]} AS ck, min(w) AS first
+                  FROM {seen} WHERE attempts > unpriced_attempts GROUP BY GROUPING SETS ((tk), (fk), (ck))))
+        WHERE NOT endsWith(key, '=')
+        GROUP BY key HAVING first_span != {_NEVER}
+        ORDER BY key""", p1 | p2 | p3).dicts()
+    return [KeySpend(key=r["key"], observed=r["w0"] or Decimal(0),
+                     history=tuple((r[f"w{i}"] or Decimal(0)) if r["first_span"] <= bounds.index(end) else None
+                                   for i, end in enumerate(ends, start=1)))
+            for r in rows]
+
+
+def _ceil_millisecond(at: datetime) -> datetime:
+    floor = at.replace(microsecond=at.microsecond // 1000 * 1000)
+    return floor if floor == at else floor + timedelta(milliseconds=1)

@@ -12,6 +12,11 @@ retry ratio is at least ``factor`` × the feature's baseline (and at least
 when the ratio is back under ``resolve_factor`` × baseline. The alert names the
 feature, the retries, the error mix (429, 5xx, timeouts, invalid output) and the
 dollars spent on failed attempts so far.
+
+Reads: the last ``window`` from raw ``usage_events FINAL`` (its error mix counts
+429s and 5xx by HTTP status, which the rollups do not keep; it is minutes of a
+table sorted by time), and the previous day's retry ratio, the larger read, from
+the minute rollup (:mod:`spendstream.detect.windows`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
+from spendstream.sinks import rollups
 from spendstream.sinks.store import TextQuerier, query_result, sql_time
 
 
@@ -79,8 +86,7 @@ def detect_retry_storms(querier: TextQuerier, now: datetime,
                         detector: RetryStormDetector | None = None) -> list[Alert]:
     """Alerts to store now: new storms, and storms that ended."""
     detector = detector or RetryStormDetector()
-    params = {"start": sql_time(now - detector.window), "now": sql_time(now),
-              "day": sql_time(now - detector.window - timedelta(days=1))}
+    params = {"start": sql_time(now - detector.window), "now": sql_time(now)}
     windows = {r["feature"]: FeatureWindow(**r) for r in query_result(querier, """
         SELECT feature, toInt64(count()) AS attempts, toInt64(countIf(attempt > 1)) AS retries,
                toInt64(countIf(status = 'rate_limited' OR http_status = 429)) AS rate_limited,
@@ -92,10 +98,8 @@ def detect_retry_storms(querier: TextQuerier, now: datetime,
         FROM usage_events FINAL
         WHERE ts >= {start:DateTime64(3, 'UTC')} AND ts < {now:DateTime64(3, 'UTC')} AND feature IS NOT NULL
         GROUP BY feature""", params).dicts()}
-    baselines = {r[0]: float(r[1]) for r in query_result(querier, """
-        SELECT feature, countIf(attempt > 1) / count() FROM usage_events FINAL
-        WHERE ts >= {day:DateTime64(3, 'UTC')} AND ts < {start:DateTime64(3, 'UTC')} AND feature IS NOT NULL
-        GROUP BY feature""", params).rows}
+    baselines = retry_baselines(querier, start=now - detector.window - timedelta(days=1),
+                                end=now - detector.window)
     firing = {r[0].removeprefix("feature="): datetime.fromisoformat(r[1]).replace(tzinfo=now.tzinfo)
               for r in query_result(querier, """
         SELECT subject, toString(argMax(window_start, created_at)) FROM alerts FINAL WHERE kind = 'retry_storm'
@@ -107,3 +111,11 @@ def detect_retry_storms(querier: TextQuerier, now: datetime,
         if alert is not None:
             alerts.append(alert)
     return alerts
+
+
+def retry_baselines(querier: TextQuerier, *, start: datetime, end: datetime) -> dict[str, float]:
+    """Each feature's retries per attempt in ``[start, end)``, as raw ``FINAL`` answers it, from the minute rollup."""
+    day, params = windowed(rollups.MINUTES, [Window(start, end)], ["attempts", "retries"], name="day",
+                           where="feature IS NOT NULL")
+    return {r[0]: float(r[1]) for r in query_result(
+        querier, f"SELECT feature, sum(retries) / sum(attempts) FROM {day} GROUP BY feature", params).rows}
