@@ -480,7 +480,8 @@ def test_an_existing_outbox_upgrades_in_place_and_loses_the_bodies_that_could_ho
                             timeout=60)
     assert result.returncode == 0, result.stderr
     applied, *rows = result.stdout.splitlines()
-    assert applied == "[9] []"
+    now_applied, again = applied.split("] ")
+    assert now_applied.startswith("[9") and again == "[]"  # the outbox migration and what came after it, once
     assert rows == ["k1\tfailed\t0\t\\N\tHTTP 403 (response body removed on upgrade: it may have echoed a secret)",
                     "k2\tdelivered\t0\t\\N\t"]
 
