@@ -113,11 +113,13 @@ def test_rollup_backed_views_equal_raw_through_duplicates_conflicts_late_events_
     assert priced is not None and priced > 0
 
 
-def test_a_run_of_pending_periods_is_recomputed_with_one_query() -> None:
+def test_close_pending_periods_are_recomputed_with_one_query_and_far_ones_apart() -> None:
     minute = timedelta(minutes=1)
     t0 = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
-    pending = [(t0, "a"), (t0 + minute, "b"), (t0 + 3 * minute, "c")]
-    assert [len(run) for run in rollups._runs(pending, minute)] == [2, 1]
+    pending = [(t0, "a"), (t0 + minute, "b"), (t0 + 30 * minute, "c"), (t0 + 200 * minute, "d")]
+    assert [len(run) for run in rollups._runs(pending, minute)] == [3, 1]
+    day = [(t0 + k * minute, "m") for k in range(0, 3000, 30)]  # every half hour for two days: a run a day
+    assert [len(run) for run in rollups._runs(day, minute)] == [48, 48, 4]
 
 
 def test_retention_keeps_rollups_at_least_as_long_as_raw_and_applies_what_is_set(embedded_store) -> None:

@@ -491,8 +491,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "WHERE outcome = 'failed' AND attempts = 0 AND detail LIKE 'HTTP %: %' SETTINGS mutations_sync = 2",
     )),
     Migration(10, "windows as data: minute and hour rollups, kept exact by recomputation", (
-        rollups.MARKS_DDL, rollups.MARKS_MV_DDL, rollups.DONE_DDL, rollups.table_ddl(rollups.MINUTES),
-        rollups.table_ddl(rollups.HOURS),
+        rollups.MARKS_DDL, rollups.MARKS_MV_DDL, rollups.STATE_DDL, rollups.DONE_DDL,
+        rollups.table_ddl(rollups.MINUTES), rollups.table_ddl(rollups.HOURS),
         rollups.WATERMARKS_VIEW,
         # a GpuSample field this version does not know is kept, as usage events' are
         "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS extra String DEFAULT '' "

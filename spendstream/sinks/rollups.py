@@ -119,10 +119,12 @@ def table_ddl(rollup: Rollup) -> str:
         """
 
 
+# One row per minute once merged; the index finds the recent marks without reading the rest.
 MARKS_DDL = """
     CREATE TABLE IF NOT EXISTS rollup_marks (
         minute DateTime('UTC'),
-        marked_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        marked_at DateTime64(3, 'UTC') DEFAULT now64(3),
+        INDEX by_mark marked_at TYPE minmax GRANULARITY 1
     )
     ENGINE = ReplacingMergeTree(marked_at)
     ORDER BY minute
@@ -134,6 +136,16 @@ MARKS_DDL = """
 MARKS_MV_DDL = """
     CREATE MATERIALIZED VIEW IF NOT EXISTS rollup_marks_mv TO rollup_marks
     AS SELECT DISTINCT toStartOfMinute(ts) AS minute FROM usage_events
+    """
+
+# Per rollup, a mark time all marks up to which are done: the pending search starts there.
+STATE_DDL = """
+    CREATE TABLE IF NOT EXISTS rollup_state (
+        rollup LowCardinality(String),
+        through DateTime64(3, 'UTC')
+    )
+    ENGINE = ReplacingMergeTree(through)
+    ORDER BY rollup
     """
 
 DONE_DDL = """
@@ -148,13 +160,19 @@ DONE_DDL = """
 
 
 def _pending_sql(rollup: Rollup) -> str:
-    """Periods of ``rollup`` whose latest mark is newer than the one they were computed for: (period, mark)."""
+    """Periods of ``rollup`` whose latest mark is newer than the one they were computed for: (period, mark).
+
+    Only marks after the rollup's ``through`` are looked at (all before it are done), so
+    the search costs what was marked lately, not what history holds.
+    """
     period = "minute" if rollup is MINUTES else "toStartOfHour(minute)"
+    recent = (f"rollup_marks WHERE marked_at > (SELECT max(through) FROM rollup_state "
+              f"WHERE rollup = '{rollup.name}')")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     return (f"SELECT m.period AS period, m.mark AS mark "
-            f"FROM (SELECT {period} AS period, max(marked_at) AS mark FROM rollup_marks GROUP BY period) AS m "
+            f"FROM (SELECT {period} AS period, max(marked_at) AS mark FROM {recent} GROUP BY period) AS m "
             f"LEFT JOIN (SELECT period, max(mark) AS done FROM rollup_done WHERE rollup = '{rollup.name}' "
-            f"GROUP BY period) AS d ON m.period = d.period "
+            f"AND period IN (SELECT {period} FROM {recent}) GROUP BY period) AS d ON m.period = d.period "
             f"WHERE m.mark > d.done")
 
 
@@ -267,28 +285,48 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440,
     done = 0
     oldest = now - timedelta(days=raw_retention_days - 1) if raw_retention_days else None
     for rollup in ROLLUPS:
-        pending = store.query(f"SELECT period, mark FROM ({_pending_sql(rollup)}) "
-                              + ("WHERE period < toStartOfHour(now('UTC')) " if rollup is HOURS else "")
-                              + "ORDER BY period LIMIT {n:UInt32}", {"n": max_periods}).rows
-        expired = [(p, m) for p, m in pending if oldest is not None and _as_datetime(p) < oldest]
+        # the server's clock: marks carry it, and `through` must trail the marks still in flight
+        server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
+        pending = [(_as_datetime(p), m) for p, m in store.query(
+            f"SELECT period, mark FROM ({_pending_sql(rollup)}) ORDER BY period").rows]
+        due = [(p, m) for p, m in pending if rollup is MINUTES or p + rollup.step <= server_now]  # closed hours
+        due = due[:max_periods]
+        expired = [(p, m) for p, m in due if oldest is not None and p < oldest]
         if expired:
             log.warning("%d %s period(s) older than the raw retention were marked again (a late event?); their "
                         "rollup rows are kept as they were", len(expired), rollup.name)
             _record_done(store, rollup, expired)
-        for run in _runs([(p, m) for p, m in pending if (p, m) not in expired], rollup.step):
+        for run in _runs([pm for pm in due if pm not in expired], rollup.step):
             _recompute(store, rollup, run)
             done += len(run)
-    left = store.query(f"SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})").scalar()
-    behind = 0.0 if left is None else max((now - _as_datetime(left)).total_seconds(), 0.0)
+        left = [m for pm in pending if pm not in due for m in [pm[1]]]
+        _advance(store, rollup, server_now, left)
+    left_minute = store.query(f"SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})").scalar()
+    behind = 0.0 if left_minute is None else max((now - _as_datetime(left_minute)).total_seconds(), 0.0)
     return Maintained(periods=done, seconds_behind=behind)
 
 
-def _runs(pending: list[tuple[object, object]], step: timedelta, longest: int = 360) -> list[list[tuple]]:
-    """Pending periods in runs of consecutive ones (one INSERT … SELECT each), at most ``longest`` long."""
+# A mark is made when its insert starts and seen when it ends (a big insert's materialized
+# view marks take that long): `through` stays this far behind the server's clock.
+_IN_FLIGHT = timedelta(seconds=60)
+
+
+def _advance(store: Store, rollup: Rollup, server_now: datetime, left_marks: list[object]) -> None:
+    """Move ``through`` up to what is surely done: before any mark still in flight or left pending."""
+    through = server_now - _IN_FLIGHT
+    if left_marks:
+        through = min(through, min(_as_datetime(m) for m in left_marks) - timedelta(milliseconds=1))
+    store.query_text("INSERT INTO rollup_state (rollup, through) VALUES ({r:String}, {t:DateTime64(3, 'UTC')})",
+                     {"r": rollup.name, "t": sql_time(through)}, fmt="CSV")
+
+
+def _runs(pending: list[tuple[datetime, object]], step: timedelta, *, gap: int = 60,
+          longest: timedelta = timedelta(days=1)) -> list[list[tuple]]:
+    """Pending periods grouped for one INSERT … SELECT each: close ones together (recomputing the
+    up to ``gap`` periods between them is cheaper than another query), at most ``longest`` a run."""
     runs: list[list[tuple]] = []
     for period, mark in pending:
-        at = _as_datetime(period)
-        if runs and at - _as_datetime(runs[-1][-1][0]) == step and len(runs[-1]) < longest:
+        if runs and period - runs[-1][-1][0] <= gap * step and period - runs[-1][0][0] < longest:
             runs[-1].append((period, mark))
         else:
             runs.append([(period, mark)])
@@ -296,7 +334,9 @@ def _runs(pending: list[tuple[object, object]], step: timedelta, longest: int = 
 
 
 def _recompute(store: Store, rollup: Rollup, run: list[tuple]) -> None:
-    first, last = _as_datetime(run[0][0]), _as_datetime(run[-1][0]) + rollup.step
+    """Recompute the periods from the first to the last of ``run`` (those between, too: the same rows
+    again), and record the run's periods done at their marks."""
+    first, last = run[0][0], run[-1][0] + rollup.step
     version = max(str(mark) for _, mark in run)
     keys = ", ".join(rollup.keys)
     measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in MEASURES)
