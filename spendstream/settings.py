@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         "Seconds one delivery pass in a worker may spend sending: what a destination that never answers costs "
         "at most. A leader that is handing over waits for its pass to end, and the group waits for it at most "
         "faust's rebalance timeout (60 s): hence the bound."))
+    alert_request_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "Seconds a worker waits for one destination to answer (at most what is left of the pass). A receiver "
+        "that accepts a request after the sender gave up on it gets that alert again on a later pass."))
     tag_value_limit: int = Field(default=1000, ge=1, description=(
         "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
     dedup_horizon_s: float = Field(default=3600.0, ge=0, description=(

@@ -198,7 +198,9 @@ class Group:
             for name in ("first", "crash", "handover")]}))
         self.ports = [free_port() for _ in range(3)]
         self.env = {"SPENDSTREAM_ALERT_ROUTES": str(routes), "SPENDSTREAM_BUDGETS_FILE": str(budgets),
-                    "SPENDSTREAM_DETECT_INTERVAL_S": "0.5"}
+                    "SPENDSTREAM_DETECT_INTERVAL_S": "0.5",
+                    # the handover test holds a request longer than the default lets a sender wait
+                    "SPENDSTREAM_ALERT_REQUEST_TIMEOUT_S": "25"}
         self.workers: list[WorkerProcess] = []
 
     @staticmethod
@@ -297,13 +299,20 @@ def test_a_leader_that_shuts_down_mid_delivery_hands_over_without_the_next_leade
     codes: list[int | None] = []
     stopping = threading.Thread(target=lambda: codes.append(group.workers[leader].stop()))
     stopping.start()
-    time.sleep(6)  # long enough for another worker to lead and pass twice, had the leader left the group
+    # Long enough for another worker to lead and pass several times had the leader left the group at once
+    # (a rebalance after a LeaveGroup takes ~10 s on tansu); meanwhile nobody else may lead.
+    others = [k for k in range(len(group.workers)) if k != leader and group.workers[k].pid is not None]
+    held_until = time.monotonic() + 12
+    led_meanwhile = set()
+    while time.monotonic() < held_until:
+        led_meanwhile |= {k for k in others if _health(group.ports[k]).get("leader")}
+        time.sleep(0.5)
     group.receiver.release.set()
     stopping.join(60)
     new_leader = group.leader()
     time.sleep(2)  # several passes of the new leader
 
-    assert new_leader != leader and codes == [0]
+    assert led_meanwhile == set() and new_leader != leader and codes == [0]
     assert len(group.receiver.keys_starting("budget:handover:")) == 1
     outcomes = {key: (outcome, attempts) for key, outcome, attempts in group.deliveries()}
     assert outcomes[group.receiver.keys_starting("budget:handover:")[0]] == ("delivered", 1)

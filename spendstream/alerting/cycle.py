@@ -66,11 +66,12 @@ class AlertCycle:
     requests that overran a pass, so they are not piled on)."""
 
     def __init__(self, store: Store, config: AlertingConfig, *, pass_deadline_s: float,
-                 may_send: Callable[[], bool] = lambda: True,
+                 request_timeout_s: float = 10.0, may_send: Callable[[], bool] = lambda: True,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.store, self.config, self.clock = store, config, clock
-        self.notifier = (Notifier(store, config.routing, pass_deadline_s=pass_deadline_s, may_send=may_send,
-                                  clock=clock) if config.routing.destinations else None)
+        self.notifier = (Notifier(store, config.routing, pass_deadline_s=pass_deadline_s,
+                                  request_timeout_s=request_timeout_s, may_send=may_send, clock=clock)
+                         if config.routing.destinations else None)
 
     def run(self) -> CycleReport:
         """One detection round, then (with destinations) one delivery pass bounded by ``pass_deadline_s``.
