@@ -194,7 +194,7 @@ class Group:
         routes.write_text(json.dumps({"destinations": [{"name": "hook", "kind": "webhook", "url": receiver.url}],
                                       "routes": [{"destination": "hook", "kinds": ["budget_burn"]}]}))
         budgets.write_text(json.dumps({"budgets": [
-            {"name": name, "team": self.team(name), "period": "daily", "amount_usd": "0.000001", "thresholds": [100]}
+            {"name": name, "team": self.team(name), "period": "monthly", "amount_usd": "0.000001", "thresholds": [100]}
             for name in ("first", "crash", "handover")]}))
         self.ports = [free_port() for _ in range(3)]
         self.env = {"SPENDSTREAM_ALERT_ROUTES": str(routes), "SPENDSTREAM_BUDGETS_FILE": str(budgets),
@@ -220,10 +220,11 @@ class Group:
 
     def leader(self, timeout_s: float = 60.0) -> int:
         """The one live worker whose health page says it leads (waits for the group to settle on one)."""
-        def leading() -> list[int]:
-            return [k for k, w in enumerate(self.workers) if w.pid is not None and _health(self.ports[k]).get("leader")]
-        return _wait("exactly one worker leads", lambda: (lambda ks: ks[0] + 1 if len(ks) == 1 else 0)(leading()),
-                     timeout_s) - 1
+        def the_one() -> list[int] | None:
+            leading = [k for k, w in enumerate(self.workers)
+                       if w.pid is not None and _health(self.ports[k]).get("leader")]
+            return leading if len(leading) == 1 else None
+        return _wait("exactly one worker leads", the_one, timeout_s)[0]
 
     def emit(self, budget: str, n: int = 5) -> None:
         with Emitter(bootstrap_servers=self.broker, topic=self.settings.usage_topic, ledger_topic=None,
@@ -238,9 +239,12 @@ class Group:
         return int(query_result(self.host.query_client(timeout_s=10), "SELECT sum(attempts) FROM usage_minutes "
                                 "FINAL WHERE team = {t:String}", {"t": self.team(budget)}).scalar() or 0)
 
-    def deliveries(self) -> list[list[Any]]:
-        return query_result(self.host.query_client(timeout_s=10), "SELECT dedup_key, outcome, attempts FROM "
-                            "alert_deliveries FINAL WHERE destination = 'hook' ORDER BY dedup_key").rows
+    def outcomes(self, budget: str) -> tuple[str, int] | None:
+        """(outcome, attempts) of the delivery of ``budget``'s alert, as ``alert_deliveries`` has it."""
+        rows = query_result(self.host.query_client(timeout_s=10), "SELECT outcome, attempts FROM alert_deliveries "
+                            "FINAL WHERE destination = 'hook' AND startsWith(dedup_key, {k:String})",
+                            {"k": f"budget:{budget}:"}).rows
+        return (rows[0][0], int(rows[0][1])) if len(rows) == 1 else None
 
     def stop(self) -> list[int | None]:
         codes = [worker.stop() for worker in self.workers]
@@ -272,6 +276,9 @@ def test_a_killed_leaders_work_continues_on_another_worker_and_no_alert_is_deliv
     group.emit("first")
     _wait("the first budget alert delivered", lambda: group.receiver.keys_starting("budget:first:"), timeout_s=60)
     _wait("the first minutes rolled up", lambda: group.rolled_up("first") == 5, timeout_s=30)
+    # Killed before its outcome is recorded, a leader's delivery is sent again by the next (the window this
+    # design leaves open, one request and one insert long): kill only once it is recorded.
+    _wait("the first delivery recorded", lambda: group.outcomes("first") == ("delivered", 1), timeout_s=10)
 
     leader = group.leader()
     group.workers[leader].kill()  # kill -9: no shutdown, no handover
@@ -286,6 +293,7 @@ def test_a_killed_leaders_work_continues_on_another_worker_and_no_alert_is_deliv
     counts = group.receiver.counts()
     assert {key: n for key, n in counts.items() if not key[0].startswith("budget:handover:")} == {
         (group.receiver.keys_starting(f"budget:{b}:")[0], "firing"): 1 for b in ("first", "crash")}
+    assert group.outcomes("first") == group.outcomes("crash") == ("delivered", 1)
     print(f"kill -9 of the leader -> the next alert delivered by another worker: {handover_s:.1f} s")
 
 
@@ -314,5 +322,4 @@ def test_a_leader_that_shuts_down_mid_delivery_hands_over_without_the_next_leade
 
     assert led_meanwhile == set() and new_leader != leader and codes == [0]
     assert len(group.receiver.keys_starting("budget:handover:")) == 1
-    outcomes = {key: (outcome, attempts) for key, outcome, attempts in group.deliveries()}
-    assert outcomes[group.receiver.keys_starting("budget:handover:")[0]] == ("delivered", 1)
+    assert group.outcomes("handover") == ("delivered", 1)
