@@ -41,10 +41,10 @@ RUN = uuid.uuid4().hex[:8]
 
 
 class Receiver:
-    """A webhook receiver that records every alert it is sent; ``hold(alerts)`` may keep a request waiting
-    (its answer comes once ``release`` is set)."""
+    """A webhook receiver that records every alert it is sent. The first request for which ``hold(alerts)`` is
+    true waits for ``release``, then gets ``held_status``; every other request gets 200 at once."""
 
-    def __init__(self, hold: Callable[[list[dict]], bool] = lambda alerts: False) -> None:
+    def __init__(self, hold: Callable[[list[dict]], bool] = lambda alerts: False, held_status: int = 200) -> None:
         self.received: list[tuple[float, dict]] = []   # (monotonic arrival, alert)
         self.holding = threading.Event()
         self.release = threading.Event()
@@ -54,10 +54,12 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802
                 alerts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["alerts"]
                 receiver.received.extend((time.monotonic(), a) for a in alerts)
-                if hold(alerts):
+                status = 200
+                if hold(alerts) and not receiver.holding.is_set():  # the first such request only
                     receiver.holding.set()
                     receiver.release.wait(30)
-                self.send_response(200)
+                    status = held_status
+                self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -147,6 +149,30 @@ def test_each_outcome_is_recorded_while_slower_destinations_are_still_out(embedd
     assert still_out and recorded == [[f"fast-{tag}", "delivered"]]
     assert query_result(embedded_store, states, {"t": f"%-{tag}"}).rows == [
         [f"fast-{tag}", "delivered"], [f"slow-{tag}", "delivered"]]
+
+
+def test_a_stale_retry_from_a_deposed_runner_does_not_reopen_a_delivery_another_settled(embedded_store) -> None:
+    """A leader stalled with a request out, a new leader delivering the alert meanwhile, then the stalled
+    request failing: recording that retry as the newest state would make the alert due again."""
+    tag = f"stale-{uuid.uuid4().hex[:8]}"
+    _stored(embedded_store, tag, 1)
+    receiver = Receiver(hold=lambda alerts: True, held_status=503)
+    routing = _routing(tag, hook=receiver.url)
+    try:
+        old_leader = threading.Thread(target=Notifier(embedded_store, routing).run_pass)
+        old_leader.start()
+        assert receiver.holding.wait(10)
+        assert Notifier(embedded_store, routing).run_pass().delivered == 1  # the new leader
+        receiver.release.set()
+        old_leader.join(30)
+        later = datetime.now(timezone.utc) + timedelta(hours=1)  # any retry would be due by then
+        again = Notifier(embedded_store, routing, clock=lambda: later).run_pass()
+    finally:
+        receiver.close()
+    assert again.delivered == 0 and len(receiver.received) == 2  # the held one, and the new leader's
+    state = query_result(embedded_store, "SELECT outcome FROM alert_deliveries FINAL WHERE destination = {d:String}",
+                         {"d": f"hook-{tag}"}).rows
+    assert state == [["delivered"]]
 
 
 class _RawReadsFail:

@@ -47,6 +47,7 @@ from spendstream.alerting.outbox import (
     load_alerts,
     load_states,
     record_states,
+    settled_keys,
 )
 from spendstream.configfile import load_model
 from spendstream.schemas.alert import Alert, Severity
@@ -171,7 +172,9 @@ class Notifier:
                     outcomes.append(after_attempt(states.get(key), attempt, now=settled_at, policy=self.policy))
                     rows.append((key, outcomes[-1]))
                 _account(report, destination.name, attempt, outcomes, now=settled_at)
-            record_states(self.store, rows, now=settled_at)
+            retrying = [key for key, state in rows if state.outcome == "pending"]
+            done_elsewhere = settled_keys(self.store, retrying) if retrying else set()
+            record_states(self.store, [(k, s) for k, s in rows if k not in done_elsewhere], now=settled_at)
             settled += len(rows)
 
         report.unfinished = self._send(plans, settle)
