@@ -17,11 +17,19 @@ leader takes part in (a worker joining, leaving, or shutting down):
 2. The tenure begins again when an assignment gives this worker the leader partition.
 
 What it cannot close, because neither ClickHouse nor an HTTP receiver can reject a deposed
-leader's write: a leader killed between a receiver's answer and the record (the next leader
-sends that delivery again; the window is one request and one insert), and a leader cut off from
-Kafka but not from the receivers, which goes on sending until it reconnects while the group has
-elected another after the session timeout. Receivers see such a duplicate with the same
-``dedup_key`` (PagerDuty merges it; a webhook receiver can drop it; Slack shows it twice).
+leader's write:
+
+- a leader killed between a receiver's answer and the record: the next leader sends that
+  delivery again (the window is one request and one insert: outcomes are recorded as they come);
+- a leader that stalls (a pause, a swap storm, SIGSTOP) or is cut off from Kafka but not from the
+  receivers for longer than the session timeout: the group elects another, which sends what the
+  old one had in flight, while the old one still believes it leads until it talks to the group
+  coordinator again. A late failure it records cannot reopen what the new leader settled (the
+  outbox checks before recording a retry), but a request it already sent is received twice.
+
+Receivers see such a duplicate with the same ``dedup_key`` and state: PagerDuty merges a repeated
+trigger into the open incident (and a repeated resolve is a no-op); a webhook receiver can drop it
+by (``dedup_key``, ``state``); Slack shows the message twice.
 """
 
 from __future__ import annotations
