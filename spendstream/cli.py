@@ -69,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     _period(recon, required=True)
     recon.add_argument("--all", action="store_true", help="print every interval, not only those with a gap")
 
-    notify = commands.add_parser("notify", help="deliver stored alerts to Slack, PagerDuty and webhooks (run one)")
+    notify = commands.add_parser("notify", help="detect, then deliver stored alerts to Slack, PagerDuty and webhooks "
+                                                "(workers do this on their own when SPENDSTREAM_ALERT_ROUTES is set "
+                                                "for them: run this where they do not, or with --once)")
     notify.add_argument("--once", action="store_true", help="one pass over what is due, then exit: 0 all delivered, "
-                                                            "1 a delivery failed for good, 75 some still pending")
+                                                            "1 a delivery failed for good or a detector failed, "
+                                                            "75 some still pending")
     notify.add_argument("--interval", type=float, default=10.0, help="seconds between looks at the outbox")
     notify.add_argument("--deadline", type=float, default=30.0,
                         help="seconds one pass may spend sending: what a destination that never answers costs at most")
@@ -273,36 +276,29 @@ def _store_host(settings: Settings, args: argparse.Namespace) -> int:
 
 def _notify(settings: Settings, args: argparse.Namespace) -> int:
     import time
-    from datetime import datetime, timezone
 
-    from spendstream.alerting.delivery import Notifier, load_routing, store_new_alerts
+    from spendstream.alerting.cycle import AlertCycle, AlertingConfig
     from spendstream.configfile import ConfigFileError
-    from spendstream.detect.anomaly import detect_spend_anomalies
-    from spendstream.detect.budgets import evaluate, load_budgets
-    from spendstream.detect.retry_storm import detect_retry_storms
 
     try:
-        routing = load_routing(settings.alert_routes)
-        budgets = load_budgets(settings.budgets_file)
+        config = AlertingConfig.load(routes_file=settings.alert_routes, budgets_file=settings.budgets_file)
     except ConfigFileError as exc:
         raise UsageError(f"invalid configuration:\n{exc}") from exc
-    if not routing.destinations:
+    if not config.routing.destinations:
         raise UsageError("no destinations: set SPENDSTREAM_ALERT_ROUTES to a routes file (docs/alerts.md)")
-
-    for destination in routing.destinations:
-        problem = destination.problem()
-        if problem is not None:  # the others are still served; this one's deliveries are marked failed
-            print(f"spendstream notify: destination {destination.name!r} cannot work: {problem}", file=sys.stderr)
+    for name, problem in config.problems().items():  # the others are still served; this one's are marked failed
+        print(f"spendstream notify: destination {name!r} cannot work: {problem}", file=sys.stderr)
 
     def loop(store) -> int:
-        notifier = Notifier(store, routing, pass_deadline_s=args.deadline)
+        cycle = AlertCycle(store, config, pass_deadline_s=args.deadline)
         while True:
-            now = datetime.now(timezone.utc)
-            raised = store_new_alerts(store, evaluate(store, budgets, now) + detect_retry_storms(store, now)
-                                      + detect_spend_anomalies(store, now))
-            if raised:
-                print(f"{raised} new alert(s)", flush=True)
-            report = notifier.run_pass()
+            done = cycle.run()
+            report = done.delivery
+            assert report is not None  # destinations are configured
+            if done.raised:
+                print(f"{done.raised} new alert(s)", flush=True)
+            for name, error in done.detector_errors.items():
+                print(f"  detector {name} failed: {error}", flush=True)
             if report.delivered:
                 print(f"delivered {report.delivered} alert(s)", flush=True)
             for name, problem in report.problems.items():
@@ -312,7 +308,7 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
             if args.once:
                 if report.pending:
                     print(f"{report.pending} delivery(ies) pending: a later run retries them", flush=True)
-                return report.exit_code
+                return 1 if done.detector_errors else report.exit_code
             time.sleep(args.interval)
 
     return _on_store(settings, "spendstream notify", loop)

@@ -46,7 +46,17 @@ class Settings(BaseSettings):
     alert_routes: Path | None = Field(default=None, description=(
         "YAML: alert destinations (Slack, PagerDuty, webhook) and which alerts go where; see docs/alerts.md."))
     budgets_file: Path | None = Field(default=None, description=(
-        "YAML: daily/monthly budgets per team, feature or customer, evaluated by `spendstream notify`."))
+        "YAML: daily/monthly budgets per team, feature or customer, evaluated with the other detectors."))
+    detect_interval_s: float = Field(default=60.0, gt=0, description=(
+        "How often the worker group's leader runs the detectors (budgets, retry storms, spend anomalies), "
+        "storing new alerts, and then, with SPENDSTREAM_ALERT_ROUTES set, one delivery pass."))
+    alert_pass_deadline_s: float = Field(default=30.0, gt=0, le=45.0, description=(
+        "Seconds one delivery pass in a worker may spend sending: what a destination that never answers costs "
+        "at most. A leader that is handing over waits for its pass to end, and the group waits for it at most "
+        "faust's rebalance timeout (60 s): hence the bound."))
+    alert_request_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "Seconds a worker waits for one destination to answer (at most what is left of the pass). A receiver "
+        "that accepts a request after the sender gave up on it gets that alert again on a later pass."))
     tag_value_limit: int = Field(default=1000, ge=1, description=(
         "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
     dedup_horizon_s: float = Field(default=3600.0, ge=0, description=(

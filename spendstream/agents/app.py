@@ -1,8 +1,11 @@
-"""The worker's faust app: the query endpoint and the consumer loops around the pure stages.
+"""The worker's faust app: the query endpoint, the consumer loops around the pure stages, and the
+once-per-group work.
 
 Usage and GPU records are consumed by :class:`~spendstream.agents.consumer.ConsumerLoop`
 (write, then commit — offsets are ours, not faust's); faust runs the web server
-(query endpoint, health) and starts the loops as tasks.
+(query endpoint, health), starts the loops as tasks, and runs the work one worker of the
+group does for all on its elected leader: rollup maintenance, and detection with alert
+delivery (agents/leadership.py says how a handover avoids sending an alert twice).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pydantic import SecretStr
 
 from spendstream.agents.attribution import TagGuard
 from spendstream.agents.consumer import ConsumerLoop
+from spendstream.agents.leadership import Tenure, follow_leadership
 from spendstream.agents.stages import isolated, process, process_gpu, process_ledger
+from spendstream.alerting.cycle import AlertCycle, AlertingConfig, CycleReport
 from spendstream.batches import BatchResult, GpuBatch, LedgerBatch, SourceRecord
 from spendstream.detect.conflicts import conflict_alerts
 from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
@@ -31,16 +36,21 @@ from spendstream.sinks.store import Store, StoreError
 from spendstream.sinks.writer import SinkWriter
 
 HEALTH_PATH = "/spendstream/health/"
+# How long a leader handing over waits for its delivery pass beyond the pass's own deadline
+# (the requests' timeouts are cut to the deadline; recording their outcomes takes the rest).
+_HANDOVER_GRACE_S = 5.0
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_port: int,
                pricer: Pricer | None = None, deployments: dict[str, Deployment] | None = None,
-               query_secret: SecretStr | None = None) -> faust.App:
+               query_secret: SecretStr | None = None, alerting: AlertingConfig | None = None) -> faust.App:
     """A faust app that prices usage records into ``store`` and stores GPU samples.
 
-    With ``query_secret`` (the worker owns the embedded store), it also serves the
-    query endpoint to requests that carry that secret.
+    On the group's leader it maintains the rollups and, every ``settings.detect_interval_s``,
+    runs the detectors and stores their alerts, then delivers them when ``alerting`` has
+    destinations. With ``query_secret`` (the worker owns the embedded store), it also serves
+    the query endpoint to requests that carry that secret.
     """
     app = faust.App(
         f"{settings.consumer_group}-worker",
@@ -115,10 +125,28 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
             log.info("rollups: %d periods recomputed, %.0f s behind the newest events", done.periods,
                      done.seconds_behind)
 
+    # Also once per group, but its effects leave the store (alerts sent): it runs only while this
+    # worker's tenure as leader lasts, which a handover ends before another worker can lead.
+    tenure = Tenure()
+    follow_leadership(app, tenure, handover_wait_s=settings.alert_pass_deadline_s + _HANDOVER_GRACE_S)
+    alert_cycle = AlertCycle(store, alerting or AlertingConfig(), pass_deadline_s=settings.alert_pass_deadline_s,
+                             request_timeout_s=settings.alert_request_timeout_s, may_send=tenure.active)
+
+    @app.timer(settings.detect_interval_s, on_leader=True)
+    async def detect_and_deliver() -> None:
+        if not tenure.active():
+            return  # a rebalance is under way: the next leader (perhaps this worker again) takes over
+        try:
+            done = await tenure.run(alert_cycle.run)  # the detectors' queries and the requests block
+        except Exception:  # the store or a bug: the alerts stay in the outbox, the next tick tries again
+            log.exception("detection and alert delivery failed (retried next tick)")
+            return
+        _log_alerting(done)
+
     @app.page(HEALTH_PATH)
     class Health(faust.web.View):
         async def get(self, request: faust.web.Request) -> faust.web.Response:
-            return self.text(json.dumps({"loops": [loop.health() for loop in loops]}),
+            return self.text(json.dumps({"loops": [loop.health() for loop in loops], "leader": tenure.active()}),
                              content_type="application/json")
 
     return app
@@ -130,6 +158,14 @@ async def store_usage(writer: SinkWriter, batch: BatchResult) -> None:
     conflicts = await writer.write(batch, unpriced_alerts(batch, now))
     if conflicts.num_rows:
         await writer.write_alerts(conflict_alerts(conflicts, now))
+
+
+def _log_alerting(done: CycleReport) -> None:
+    delivery = done.delivery
+    if done.raised or (delivery is not None and (delivery.delivered or delivery.failed)):
+        log.info("alerts: %d new, %d delivered, %d failed for good, %d pending", done.raised,
+                 delivery.delivered if delivery else 0, delivery.failed if delivery else 0,
+                 delivery.pending if delivery else 0)
 
 
 def _report(errors: list[BaseException], kind: str, records: int) -> None:

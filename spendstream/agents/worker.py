@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import faust
 
 from spendstream.agents.app import create_app
+from spendstream.alerting.cycle import AlertingConfig
 from spendstream.localbroker import free_port
 from spendstream.pricing.deployments import load_deployments
 from spendstream.pricing.engine import Pricer
@@ -17,17 +20,22 @@ from spendstream.sinks.retention import apply_retention
 from spendstream.sinks.rows import deployment_table
 from spendstream.startup import Startup, open_migrated_store, store_dependency, wait_for_kafka
 
+log = logging.getLogger(__name__)
+
 
 def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | None = None) -> None:
     """Run one worker until SIGINT/SIGTERM. Owns the embedded data directory while it runs.
 
-    The overrides and deployments files are loaded first: a mistake in either stops
-    the worker before it consumes anything (the error names file, line and field).
+    The overrides, deployments, alert routes and budgets files are loaded first: a mistake
+    in any stops the worker before it consumes anything (the error names file, line and field).
     Then it waits for Kafka and ClickHouse to answer, up to ``settings.startup_timeout_s``
     (:class:`~spendstream.startup.StartupError` after that, or at once if one refuses).
     """
     pricer = pricer or Pricer(load_overrides(settings.overrides_file))
     deployments = load_deployments(settings.deployments_file)
+    alerting = AlertingConfig.load(routes_file=settings.alert_routes, budgets_file=settings.budgets_file)
+    for name, problem in alerting.problems().items():  # the others are served; this one's deliveries fail
+        log.warning("alert destination %r cannot work: %s", name, problem)
     store_dependency(settings)  # a store URL that cannot be right fails now, not after Kafka answers
     startup = Startup(timeout_s=settings.startup_timeout_s)
     wait_for_kafka(startup, bootstrap_servers, {settings.usage_topic: settings.topic_partitions,
@@ -44,7 +52,7 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
     # the secret exists before the endpoint file that tells clients where to send it.
     query_secret = ensure_secret(settings.data_dir) if settings.embedded else None
     app = create_app(settings, bootstrap_servers=bootstrap_servers, store=store, web_port=web_port, pricer=pricer,
-                     deployments=deployments, query_secret=query_secret)
+                     deployments=deployments, query_secret=query_secret, alerting=alerting)
     if settings.embedded:
         query_endpoint.write_endpoint_file(settings.data_dir, f"http://127.0.0.1:{web_port}")
     try:

@@ -16,6 +16,12 @@ wait for a later pass instead of each costing a timeout now. A refusal (another
 Per destination: at most ``max_per_minute`` messages a minute (the rest wait for a
 later pass); alerts of one kind and state due together go out as one message with
 a count (PagerDuty gets one event per dedup key, as it expects).
+
+Each outcome is recorded as soon as its request returns, not at the end of the pass:
+a process that dies between a receiver's answer and that record sends the alert
+again from its next pass (or the next leader's), so the window is kept to one
+request and one insert. ``may_send`` is asked before every request: a worker that
+stops leading its group stops sending at once (its deliveries stay pending).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +47,7 @@ from spendstream.alerting.outbox import (
     load_alerts,
     load_states,
     record_states,
+    settled_keys,
 )
 from spendstream.configfile import load_model
 from spendstream.schemas.alert import Alert, Severity
@@ -136,30 +143,43 @@ class Notifier:
 
     def __init__(self, store: Store, routing: AlertRouting, *, request_timeout_s: float = 10.0,
                  pass_deadline_s: float = 30.0, policy: RetryPolicy = DEFAULT_POLICY,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 may_send: Callable[[], bool] = lambda: True) -> None:
         self.store, self.routing, self.policy, self.clock = store, routing, policy, clock
         self.request_timeout_s, self.pass_deadline_s = request_timeout_s, pass_deadline_s
+        self.may_send = may_send  # asked from the delivery threads before each request: must be thread-safe
         self._limits = {d.name: RateLimit(d.max_per_minute) for d in routing.destinations}
         self._busy: dict[str, threading.Thread] = {}  # destinations whose last pass overran its deadline
 
     def run_pass(self) -> PassReport:
-        """Try each due delivery at most once, within ``pass_deadline_s`` (plus a short grace); record the outcomes."""
+        """Try each due delivery at most once, within ``pass_deadline_s`` (plus a short grace); record each
+        outcome as it arrives."""
         report = PassReport()
         states = load_states(self.store)
         plans = self._plan(load_alerts(self.store), states, self.clock(), report)
-        finished, report.unfinished = self._send(plans)
-        settled_at = self.clock()
-        rows: list[tuple[DeliveryKey, DeliveryState]] = []
-        for destination, batch, attempt in finished:
-            outcomes = []
-            for alert in batch.alerts:
-                key = (destination.name, alert.dedup_key, alert.state)
-                outcomes.append(after_attempt(states.get(key), attempt, now=settled_at, policy=self.policy))
-                rows.append((key, outcomes[-1]))
-            _account(report, destination.name, attempt, outcomes, now=settled_at)
+        settled = 0
+
+        def settle(finished: list[tuple[Destination, Batch, Attempt]]) -> None:
+            nonlocal settled
+            if not finished:
+                return
+            settled_at = self.clock()
+            rows: list[tuple[DeliveryKey, DeliveryState]] = []
+            for destination, batch, attempt in finished:
+                outcomes = []
+                for alert in batch.alerts:
+                    key = (destination.name, alert.dedup_key, alert.state)
+                    outcomes.append(after_attempt(states.get(key), attempt, now=settled_at, policy=self.policy))
+                    rows.append((key, outcomes[-1]))
+                _account(report, destination.name, attempt, outcomes, now=settled_at)
+            retrying = [key for key, state in rows if state.outcome == "pending"]
+            done_elsewhere = settled_keys(self.store, retrying) if retrying else set()
+            record_states(self.store, [(k, s) for k, s in rows if k not in done_elsewhere], now=settled_at)
+            settled += len(rows)
+
+        report.unfinished = self._send(plans, settle)
         # Due but not settled (rate limit, deadline, its destination failing, still in flight): due next pass.
-        report.pending += sum(len(b.alerts) for _, batches in plans.values() for b in batches) - len(rows)
-        record_states(self.store, rows, now=settled_at)
+        report.pending += sum(len(b.alerts) for _, batches in plans.values() for b in batches) - settled
         return report
 
     def _plan(self, alerts: list[Alert], states: dict[DeliveryKey, DeliveryState], now: datetime,
@@ -182,25 +202,36 @@ class Notifier:
                 plans[destination.name] = (destination, _batches(destination, due))
         return plans
 
-    def _send(self, plans: dict[str, tuple[Destination, list[Batch]]]
-              ) -> tuple[list[tuple[Destination, Batch, Attempt]], int]:
-        """(the outcomes that arrived by the deadline, how many alerts were in requests still running then)."""
+    def _send(self, plans: dict[str, tuple[Destination, list[Batch]]],
+              settle: Callable[[list[tuple[Destination, Batch, Attempt]]], None]) -> int:
+        """Send ``plans``, handing each outcome to ``settle`` (on this thread) as it arrives, until every
+        destination is done or the deadline (plus a grace) passed; how many alerts were in requests still
+        running then."""
         deadline = time.monotonic() + self.pass_deadline_s
         results = _Results()
-        threads = {name: threading.Thread(target=self._send_to, args=(destination, batches, deadline, results),
+
+        def send_to(destination: Destination, batches: list[Batch]) -> None:
+            try:
+                self._send_to(destination, batches, deadline, results)
+            finally:
+                results.done(destination.name)
+
+        threads = {name: threading.Thread(target=send_to, args=(destination, batches),
                                           name=f"alert-delivery-{name}", daemon=True)
                    for name, (destination, batches) in plans.items()}
         for thread in threads.values():
             thread.start()
-        for thread in threads.values():
-            thread.join(max(deadline - time.monotonic(), 0.0) + _JOIN_GRACE_S)
-        finished, in_flight = results.close()
-        for name, thread in threads.items():
-            if thread.is_alive():
-                log.warning("alert delivery to %s still running after the pass deadline; its alerts stay pending "
-                            "and may be sent twice", name)
-        self._busy = {name: t for name, t in {**self._busy, **threads}.items() if t.is_alive()}
-        return finished, in_flight
+        while results.waiting_for(threads) and time.monotonic() < deadline + _JOIN_GRACE_S:
+            results.wait(threads, timeout_s=deadline + _JOIN_GRACE_S - time.monotonic())
+            settle(results.take())
+        finished, in_flight, running = results.close(threads)
+        settle(finished)
+        for name in running:
+            log.warning("alert delivery to %s still running after the pass deadline; its alerts stay pending "
+                        "and may be sent twice", name)
+        self._busy = {name: t for name, t in {**self._busy, **{n: threads[n] for n in running}}.items()
+                      if t.is_alive()}
+        return in_flight
 
     def _send_to(self, destination: Destination, batches: list[Batch], deadline: float, results: _Results) -> None:
         limit, redactor, problem = self._limits[destination.name], destination.redactor(), destination.problem()
@@ -209,8 +240,8 @@ class Notifier:
                 attempt = Attempt("refused", problem or "unusable as configured")
             else:
                 remaining_s = deadline - time.monotonic()
-                if remaining_s <= 0 or limit.full(time.monotonic()):
-                    return  # the rest of this destination's deliveries wait for a later pass
+                if remaining_s <= 0 or limit.full(time.monotonic()) or not self.may_send():
+                    return  # the rest of this destination's deliveries wait for a later pass (or leader)
                 results.begin(destination.name, len(batch.alerts))
                 attempt = post(batch.request, timeout_s=min(self.request_timeout_s, remaining_s), redactor=redactor)
                 limit.sent.append(time.monotonic())
@@ -221,30 +252,57 @@ class Notifier:
 
 
 class _Results:
-    """Outcomes handed from the delivery threads to the pass; none are taken after it closed."""
+    """Outcomes handed from the delivery threads to the pass as they arrive; none are taken after it closed."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._items: list[tuple[Destination, Batch, Attempt]] = []
         self._in_flight: dict[str, int] = {}
+        self._done: set[str] = set()  # destinations whose thread has finished
         self._closed = False
 
     def begin(self, destination: str, alerts: int) -> None:
-        with self._lock:
+        with self._changed:
             self._in_flight[destination] = alerts
 
     def add(self, destination: Destination, batch: Batch, attempt: Attempt) -> bool:
-        with self._lock:
+        with self._changed:
             if self._closed:
                 return False
             self._items.append((destination, batch, attempt))
             self._in_flight.pop(destination.name, None)
+            self._changed.notify_all()
             return True
 
-    def close(self) -> tuple[list[tuple[Destination, Batch, Attempt]], int]:
-        with self._lock:
+    def done(self, destination: str) -> None:
+        """``destination``'s thread has finished (perhaps without an outcome: rate limit, deadline, fenced)."""
+        with self._changed:
+            self._done.add(destination)
+            self._changed.notify_all()
+
+    def waiting_for(self, destinations: Iterable[str]) -> bool:
+        with self._changed:
+            return not self._done.issuperset(destinations)
+
+    def wait(self, destinations: Iterable[str], *, timeout_s: float) -> None:
+        """Until an outcome is there to take, every thread of ``destinations`` finished, or ``timeout_s`` passed."""
+        names = set(destinations)
+        with self._changed:
+            self._changed.wait_for(lambda: self._items or self._done >= names, timeout=max(timeout_s, 0.0))
+
+    def take(self) -> list[tuple[Destination, Batch, Attempt]]:
+        """The outcomes that arrived since the last take."""
+        with self._changed:
+            items, self._items = self._items, []
+            return items
+
+    def close(self, destinations: Iterable[str]) -> tuple[list[tuple[Destination, Batch, Attempt]], int, list[str]]:
+        """(the outcomes not yet taken, how many alerts are in requests still running, the destinations whose
+        thread still runs); outcomes that arrive later are refused."""
+        with self._changed:
             self._closed = True
-            return list(self._items), sum(self._in_flight.values())
+            items, self._items = self._items, []
+            return items, sum(self._in_flight.values()), sorted(set(destinations) - self._done)
 
 
 def _account(report: PassReport, name: str, attempt: Attempt, outcomes: list[DeliveryState], *,

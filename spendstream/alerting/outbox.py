@@ -104,6 +104,25 @@ def load_states(store: Store) -> dict[DeliveryKey, DeliveryState]:
             for d, k, s, outcome, attempts, first, next_at, detail in rows}
 
 
+def settled_keys(store: Store, keys: Sequence[DeliveryKey]) -> set[DeliveryKey]:
+    """Those of ``keys`` whose delivery is settled (delivered or failed) as the table has it now.
+
+    A runner about to record a retry asks first: another runner (a new leader, while this one
+    was stalled) may have settled the delivery since this one read its state, and the newest
+    row wins, so a late ``pending`` would reopen it and send the alert once more. Checking,
+    then appending is not atomic; it narrows that race from a whole pass to one query."""
+    found: set[DeliveryKey] = set()
+    for chunk in range(0, len(keys), _ROWS_PER_INSERT):
+        part = keys[chunk:chunk + _ROWS_PER_INSERT]
+        where = " OR ".join(f"(destination = {{d{i}:String}} AND dedup_key = {{k{i}:String}} "
+                            f"AND state = {{s{i}:String}})" for i in range(len(part)))
+        params = {f"{n}{i}": v for i, key in enumerate(part) for n, v in zip("dks", key, strict=True)}
+        rows = query_result(store, f"SELECT destination, dedup_key, state FROM alert_deliveries FINAL "
+                                   f"WHERE outcome != 'pending' AND ({where})", params).rows
+        found.update((d, k, st) for d, k, st in rows)
+    return found
+
+
 def record_states(store: Store, states: Sequence[tuple[DeliveryKey, DeliveryState]], *, now: datetime) -> None:
     """Append ``states``; each becomes the current state of its delivery.
 

@@ -1,0 +1,96 @@
+"""One round of the alerting work — detect, store, deliver — as `spendstream notify` and the worker group's
+leader both run it.
+
+Detection (budgets, retry storms, spend anomalies) stores each new alert in ``alerts``, the
+outbox; delivery (:class:`~spendstream.alerting.delivery.Notifier`) then sends what each
+destination has not settled. Detection runs without destinations too: the alerts are stored,
+readable with SQL and delivered once routes exist. A detector that fails costs its own alerts
+for this round, not the other detectors' nor the delivery of what is already stored.
+
+Both steps are safe to repeat and to run twice at once: an alert is stored once per (dedup key,
+state) (the table collapses a copy two runners raced to insert), and a delivery already settled
+in ``alert_deliveries`` is not sent again. Two runners can still both *send* a delivery that
+neither has settled yet; the worker prevents that for a leader handover (agents/leadership.py),
+which is why ``may_send`` exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from spendstream.alerting.delivery import AlertRouting, Notifier, PassReport, load_routing, store_new_alerts
+from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.budgets import Budget, evaluate, load_budgets
+from spendstream.detect.retry_storm import detect_retry_storms
+from spendstream.schemas.alert import Alert
+from spendstream.sinks.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertingConfig:
+    """What to watch (budgets) and where alerts go (routes); empty means detection only, nothing delivered."""
+
+    routing: AlertRouting = field(default_factory=AlertRouting)
+    budgets: tuple[Budget, ...] = ()
+
+    @classmethod
+    def load(cls, *, routes_file: Path | None, budgets_file: Path | None) -> AlertingConfig:
+        """Read both files; :class:`~spendstream.configfile.ConfigFileError` names the file, line and field
+        of a mistake."""
+        return cls(load_routing(routes_file), tuple(load_budgets(budgets_file)))
+
+    def problems(self) -> dict[str, str]:
+        """Destinations that cannot work as configured, with why (no secret quoted): their deliveries are marked
+        failed while the others are served."""
+        return {d.name: problem for d in self.routing.destinations if (problem := d.problem()) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one round did: alerts newly stored, detectors that failed (name -> error), and the delivery pass
+    (None when no destination is configured)."""
+
+    raised: int
+    detector_errors: dict[str, str]
+    delivery: PassReport | None
+
+
+class AlertCycle:
+    """Runs rounds of detection and delivery against ``store``; keep one per process (the notifier remembers
+    requests that overran a pass, so they are not piled on)."""
+
+    def __init__(self, store: Store, config: AlertingConfig, *, pass_deadline_s: float,
+                 request_timeout_s: float = 10.0, may_send: Callable[[], bool] = lambda: True,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.store, self.config, self.clock = store, config, clock
+        self.notifier = (Notifier(store, config.routing, pass_deadline_s=pass_deadline_s,
+                                  request_timeout_s=request_timeout_s, may_send=may_send, clock=clock)
+                         if config.routing.destinations else None)
+
+    def run(self) -> CycleReport:
+        """One detection round, then (with destinations) one delivery pass bounded by ``pass_deadline_s``.
+
+        Raises only what the store raises while storing alerts or reading the outbox; a detector's failure is
+        logged and reported instead."""
+        now = self.clock()
+        detectors: dict[str, Callable[[], list[Alert]]] = {
+            "budgets": lambda: evaluate(self.store, list(self.config.budgets), now),
+            "retry storms": lambda: detect_retry_storms(self.store, now),
+            "spend anomalies": lambda: detect_spend_anomalies(self.store, now),
+        }
+        alerts: list[Alert] = []
+        errors: dict[str, str] = {}
+        for name, detect in detectors.items():
+            try:
+                alerts.extend(detect())
+            except Exception as exc:  # a bug or a failed query in one detector must not silence the others
+                log.error("detector %s failed; its alerts are missing from this round", name, exc_info=True)
+                errors[name] = f"{type(exc).__name__}: {exc}"
+        raised = store_new_alerts(self.store, alerts)
+        return CycleReport(raised, errors, self.notifier.run_pass() if self.notifier else None)
