@@ -83,7 +83,7 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
         "waste": q(f"SELECT ifNull(feature, '(none)') AS feature, sum(failed_attempts) AS failed_attempts, "
                    f"sum(failed_cost_usd) AS wasted_usd FROM {usage('0', 'failed_attempts', 'failed_cost_usd')} "
                    "GROUP BY feature ORDER BY wasted_usd DESC, feature"),
-        # GPU samples stay raw: a few rows a minute per deployment, read by partition (docs/gpu.md)
+        # GPU samples stay raw: about four rows a minute per deployment, and no rollup keeps them
         "gpu": q(f"SELECT toString(toStartOfInterval(minute, INTERVAL {step})) AS period, deployment, "
                  "sum(gpu_cost_usd) AS gpu_cost_usd, avg(gpu_utilization) AS gpu_utilization, "
                  "avg(kv_cache_utilization) AS kv_cache_utilization, sum(tokens) AS tokens FROM gpu_minutely "

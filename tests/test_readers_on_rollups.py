@@ -15,7 +15,6 @@ import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -90,12 +89,6 @@ COOKBOOK_RAW = {
         GROUP BY team, feature, customer
         ORDER BY cost_usd DESC, team, feature, customer
         LIMIT {top:UInt32}""",
-    "GPU cost allocated to teams": """
-        SELECT deployment, team, sum(allocated_cost_usd) AS allocated_cost_usd
-        FROM gpu_cost_allocated_minutely
-        WHERE minute >= {since:Date} AND minute < {until:Date}
-        GROUP BY deployment, team
-        ORDER BY deployment, allocated_cost_usd DESC, team""",
 }
 # asked at now(): compared within one query, so both sides see the same now()
 COOKBOOK_RAW_NOW = {
@@ -128,10 +121,6 @@ PANELS_RAW = {
         SELECT $__timeInterval(ts) AS time, ifNull(feature, '(none)') AS feature,
                toFloat64(sumIf(total_cost, priced) / uniqExact(request_id)) AS usd_per_request
         FROM usage_events FINAL WHERE $__timeFilter(ts) GROUP BY time, feature ORDER BY time, feature""",
-    "GPU cost allocated to teams": """
-        SELECT team, sum(allocated_cost_usd) AS allocated_usd
-        FROM gpu_cost_allocated_minutely WHERE $__timeFilter(minute)
-        GROUP BY team ORDER BY allocated_usd DESC, team""",
 }
 
 
@@ -164,19 +153,6 @@ def _bursts(run: str, now: datetime) -> tuple[list[datetime], list[dict]]:
 def _write(store, events: list[dict], partition: int = 0) -> None:
     batch = process([SourceRecord("usage", partition, 0, orjson.dumps(events))], PRICER)
     asyncio.run(store_usage(SinkWriter(store), batch))
-
-
-def _gpu(store, run: str, starts: list[datetime]) -> None:
-    from spendstream.pricing.deployments import Deployment
-    from spendstream.schemas.gpu import GpuSample
-    from spendstream.sinks.rows import deployment_table, gpu_sample_table
-
-    store.insert_arrow("gpu_deployments", deployment_table([Deployment(
-        name=f"{run}-llama", gpu_type="L4", gpu_count=2, usd_per_gpu_hour=Decimal("0.8"))]))
-    samples = [GpuSample(sample_id=f"{run}-{b}-{m}", ts=start + timedelta(minutes=m, seconds=50), interval_s=60,
-                         deployment=f"{run}-llama", prompt_tokens_delta=1_000 * m, generation_tokens_delta=300 * m)
-               for b, start in enumerate(starts) for m in range(0, 12, 3)]
-    store.insert_arrow("gpu_samples", gpu_sample_table(samples))
 
 
 def _ranges(starts: list[datetime], now: datetime) -> dict[str, tuple[datetime, datetime]]:
@@ -268,7 +244,6 @@ def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_
     now = datetime.now(timezone.utc)
     starts, events = _bursts(run, now)
     _write(store, events)
-    _gpu(store, run, starts)
     spans = _ranges(starts, now)
     assert store.query(f"SELECT count() FROM usage_events FINAL WHERE {WINDOW} AND startsWith(event_id, {{r:String}})",
                        {"r": run, "since": sql_time(spans["inside one minute"][0]),

@@ -500,11 +500,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         # what is already stored gets rolled up too, oldest first (an INSERT: once, not on every replica)
         lambda store, run: store.command(rollups.backfill_marks()),
     )),
-    Migration(11, "readers on the rollups: exact range views, weekly movers, GPU allocation for a range", (
+    Migration(11, "readers on the rollups: exact range views, weekly movers from usage_hours", (
         reader_views.range_view("usage_minutely", rollups.MINUTES),
         reader_views.range_view("usage_hourly", rollups.HOURS),
         reader_views.MOVERS,
-        reader_views.gpu_allocated_view(_GPU_ALLOCATED),
     )),
 )
 

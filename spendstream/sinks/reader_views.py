@@ -5,7 +5,6 @@
   the rollup or raw, the partial ends from raw). Parameterized views, because a view
   without parameters cannot know which partial periods to take from raw.
 - ``spend_movers_weekly``: the same columns and answers as migration 5's, from ``usage_hours``.
-- ``gpu_cost_allocated(since, until)``: migration 4's allocation for the minutes in a range.
 """
 
 from __future__ import annotations
@@ -61,27 +60,3 @@ def _movers() -> str:
 
 MOVERS = _movers()
 
-
-def gpu_allocated_view(allocated: str) -> str:
-    """Migration 4's ``gpu_cost_allocated_minutely`` for the minutes ``since <= minute < until`` only.
-
-    Allocation needs usage per minute × deployment × team, feature and customer, which no
-    rollup holds (``usage_minutes`` has no customer, ``usage_hours`` no minute), so it
-    reads raw usage — but only the range's, which the time-ordered ``usage_events``
-    reads by its sort key, where the unbounded view reads all history on every query
-    (its window functions keep an outer time filter from reaching the usage). A
-    minute's split depends on that minute's rows alone, so its rows equal the
-    unbounded view's for the same minutes.
-    """
-    bounded = allocated
-    for old, new in (
-        ("VIEW gpu_cost_allocated_minutely AS", "VIEW gpu_cost_allocated AS"),
-        ("WHERE deployment IS NOT NULL",
-         f"WHERE deployment IS NOT NULL AND toStartOfMinute(ts) >= {SINCE} AND toStartOfMinute(ts) < {UNTIL}"),
-        ("FROM gpu_minutely AS g",
-         f"FROM (SELECT * FROM gpu_minutely WHERE minute >= {SINCE} AND minute < {UNTIL}) AS g"),
-    ):
-        if bounded.count(old) != 1:
-            raise ValueError(f"migration 4's allocation view has changed: {old!r} is not in it once")
-        bounded = bounded.replace(old, new)
-    return bounded
