@@ -1,7 +1,7 @@
 """``spendstream report``: one self-contained HTML file with charts, for people who would rather look.
 
-The charts are SVG drawn here, in Python, from the same views as docs/sql.md:
-no JavaScript, no CDN, nothing fetched when the file is opened — it can be mailed,
+The charts are SVG drawn here, in Python, from the rollups docs/sql.md reads (see
+``report_tables``): no JavaScript, no CDN, nothing fetched when the file is opened — it can be mailed,
 archived, or opened offline. Each chart keeps the table behind it underneath.
 """
 
