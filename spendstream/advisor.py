@@ -21,6 +21,12 @@ to 30 days), the assumptions behind it and a confidence:
    GPUs: the GPU-hours (and dollars) of the GPUs not needed.
 
 Thresholds are module constants, named below; change them in one place.
+
+Where the numbers come from: the burst test's calls per feature and minute are what
+``usage_minutes`` holds, and are read from it. The other levers need single events
+(repeated prefixes and the gaps between them, token quantiles, the price's provider and
+model, tags, priced failures) that no rollup keeps: they read the period's raw events,
+which the time-ordered ``usage_events`` reads by range.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from typing import Any
 
 from spendstream.pricing.catalog import BATCH_DISCOUNT_PERCENT
 from spendstream.pricing.engine import Pricer
+from spendstream.sinks.ranges import between
+from spendstream.sinks.rollups import MINUTES
 from spendstream.sinks.store import TextQuerier, query_result, sql_time
 
 # Provider prompt caches: (minimum cacheable prefix tokens, lifetime seconds without a hit).
@@ -139,14 +147,7 @@ def _batch(querier, params, window, pricer, until):
         WHERE {window} AND priced AND mode = 'realtime' AND feature IS NOT NULL
         GROUP BY feature, provider""", params).dicts()
     busiest = max(1, math.ceil((until - _since(params)).total_seconds() / 60 * 0.01))
-    bursts = {r["feature"]: float(r["busiest_share"]) for r in query_result(querier, f"""
-        SELECT feature, sum(c) / any(total) AS busiest_share FROM (
-            SELECT feature, c, sum(c) OVER (PARTITION BY feature) AS total,
-                   row_number() OVER (PARTITION BY feature ORDER BY c DESC) AS rank
-            FROM (SELECT feature, toStartOfMinute(ts) AS minute, count() AS c FROM usage_events FINAL
-                  WHERE {window} AND feature IS NOT NULL GROUP BY feature, minute))
-        WHERE rank <= {busiest}
-        GROUP BY feature""", params).dicts()}
+    bursts = busiest_shares(querier, params, busiest)
     for row in rows:
         discount = BATCH_DISCOUNT_PERCENT.get(row["provider"])
         bursty = bursts.get(row["feature"], 0.0) >= BURSTY_SHARE
@@ -160,6 +161,23 @@ def _batch(querier, params, window, pricer, until):
                f"{row['calls']:,} realtime calls costing ${row['cost_usd']:.2f}; {why}",
                f"{row['provider']}'s batch API bills {discount}% less and answers within 24 h; the work must tolerate "
                "that delay")
+
+
+def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -> dict[str, float]:
+    """Per feature: the share of its calls (attempts) made in its ``busiest`` busiest minutes of the period.
+
+    Calls per feature and minute are what ``usage_minutes`` holds: read from it, the
+    range's partial minutes at its ends from raw (``ranges.between``).
+    """
+    per_minute = between(MINUTES, "{t}", ["attempts"], since="{since:DateTime64(3, 'UTC')}",
+                         until="{until:DateTime64(3, 'UTC')}", where="feature IS NOT NULL")
+    return {r["feature"]: float(r["busiest_share"]) for r in query_result(querier, f"""
+        SELECT feature, sum(c) / any(total) AS busiest_share FROM (
+            SELECT feature, c, sum(c) OVER (PARTITION BY feature) AS total,
+                   row_number() OVER (PARTITION BY feature ORDER BY c DESC) AS rank
+            FROM (SELECT feature, period AS minute, sum(attempts) AS c FROM {per_minute} GROUP BY feature, minute))
+        WHERE rank <= {busiest}
+        GROUP BY feature""", params).dicts()}
 
 
 def _since(params: dict[str, str]) -> datetime:

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from spendstream.sinks.ranges import between
+from spendstream.sinks.rollups import MINUTES
 from spendstream.sinks.store import Store, sql_time
 
 # The columns FOCUS 1.3 makes Mandatory in a Cost and Usage dataset
@@ -117,10 +119,18 @@ def focus_table(store: Store, since: datetime, until: datetime) -> tuple[pa.Tabl
     """FOCUS rows for ``since <= ts < until``, and how many unpriced events were left out."""
     params = {"since": sql_time(since), "until": sql_time(until)}
     usage = store.query_arrow(QUERY, params)
-    unpriced = store.query("SELECT count() FROM usage_events FINAL WHERE NOT priced "
-                           "AND ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}",
-                           params).scalar()
-    return _focus_columns(usage), int(unpriced)
+    return _focus_columns(usage), unpriced_events(store, params)
+
+
+def unpriced_events(store: Store, params: dict[str, str]) -> int:
+    """How many events of ``since <= ts < until`` have no price (left out of the export).
+
+    A count ``usage_minutes`` holds; the meter rows above need what no rollup keeps
+    (the price's provider, model, source and unit prices), so they are read from raw.
+    """
+    rows = between(MINUTES, "0", ["unpriced_attempts"], since="{since:DateTime64(3, 'UTC')}",
+                   until="{until:DateTime64(3, 'UTC')}")
+    return int(store.query(f"SELECT sum(unpriced_attempts) FROM {rows}", params).scalar())
 
 
 def export_focus(store: Store, since: datetime, until: datetime, out: Path) -> FocusExport:

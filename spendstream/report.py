@@ -1,7 +1,7 @@
 """``spendstream report``: one self-contained HTML file with charts, for people who would rather look.
 
-The charts are SVG drawn here, in Python, from the same views as docs/sql.md:
-no JavaScript, no CDN, nothing fetched when the file is opened — it can be mailed,
+The charts are SVG drawn here, in Python, from the rollups docs/sql.md reads (see
+``report_tables``): no JavaScript, no CDN, nothing fetched when the file is opened — it can be mailed,
 archived, or opened offline. Each chart keeps the table behind it underneath.
 """
 
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.advisor import Opportunity, advise
+from spendstream.sinks.ranges import between
+from spendstream.sinks.rollups import HOURS, MINUTES, Rollup
 from spendstream.sinks.store import QueryResult, TextQuerier, query_result, sql_time
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
@@ -32,48 +34,77 @@ class Section:
     note: str = ""
 
 
-def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
-    """The report's HTML for ``since <= ts < until``."""
+def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dict[str, QueryResult]:
+    """The tables behind the report's charts, for ``since <= ts < until``, by section name.
+
+    Usage comes from the rollups through ``ranges.between``: exact for any range (the
+    partial periods at its ends are read from raw), and equal to the same questions
+    asked of ``usage_events FINAL`` (tests/test_readers_on_rollups.py keeps those as the
+    reference). Each question reads the smaller rollup that has its dimensions:
+    ``usage_minutes``, or ``usage_hours`` for customers. Rankings break ties by name, so
+    the top ten are the same ten every time.
+    """
     p = {"since": sql_time(since), "until": sql_time(until)}
-    window = "ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}"
-    hours = (until - since).total_seconds() / 3600
-    step = "5 MINUTE" if hours <= 3 else "1 HOUR" if hours <= 72 else "1 DAY"
-    bucket = f"toStartOfInterval(ts, INTERVAL {step})"
+    span = {"since": "{since:DateTime64(3, 'UTC')}", "until": "{until:DateTime64(3, 'UTC')}"}
+    step = report_step(since, until)
 
     def q(sql: str) -> QueryResult:
         return query_result(querier, sql, p)
 
-    totals = q(f"SELECT sumIf(total_cost, priced) AS cost_usd, uniqExact(request_id) AS requests, count() AS attempts,"
-               f" countIf(NOT priced) AS unpriced FROM usage_events FINAL WHERE {window}").dicts()[0]
-    dead = q("SELECT count() AS n FROM dead_letters FINAL WHERE received_at >= {since:DateTime64(3, 'UTC')} "
-             "AND received_at < {until:DateTime64(3, 'UTC')}").scalar()
+    def usage(bucket: str, *measures: str, rollup: Rollup = MINUTES) -> str:
+        return between(rollup, bucket, measures, **span)
 
-    spend = q(f"SELECT toString({bucket}) AS period, ifNull(team, '(none)') AS team, "
-              f"sumIf(total_cost, priced) AS cost_usd FROM usage_events FINAL WHERE {window} "
-              "GROUP BY period, team ORDER BY period, team")
-    alerts = q("SELECT toString(created_at) AS at, toString(window_start) AS since, kind, state, subject, message "
-               "FROM alerts FINAL WHERE window_end >= {since:DateTime64(3, 'UTC')} "
-               "AND window_start < {until:DateTime64(3, 'UTC')} ORDER BY window_start")
-    features = q(f"SELECT ifNull(feature, '(none)') AS feature, sumIf(total_cost, priced) AS cost_usd, "
-                 f"count() AS attempts FROM usage_events FINAL WHERE {window} "
-                 "GROUP BY feature ORDER BY cost_usd DESC LIMIT 10")
-    customers = q(f"SELECT ifNull(customer, '(none)') AS customer, sumIf(total_cost, priced) AS cost_usd "
-                  f"FROM usage_events FINAL WHERE {window} GROUP BY customer ORDER BY cost_usd DESC LIMIT 10")
-    models = q(f"SELECT model, sumIf(total_cost, priced) AS cost_usd, countIf(NOT priced) AS unpriced, "
-               f"sum(input_tokens + output_tokens) AS tokens FROM usage_events FINAL WHERE {window} "
-               f"GROUP BY model ORDER BY tokens DESC LIMIT 10")
-    unit = q(f"SELECT toString({bucket}) AS period, ifNull(feature, '(none)') AS feature, "
-             f"if(uniqExact(request_id) = 0, 0, toFloat64(sumIf(total_cost, priced) / uniqExact(request_id))) "
-             f"AS usd_per_request FROM usage_events FINAL WHERE {window} GROUP BY period, feature "
-             f"ORDER BY period, feature")
-    waste = q(f"SELECT ifNull(feature, '(none)') AS feature, countIf(status != 'ok') AS failed_attempts, "
-              f"sumIf(total_cost, status != 'ok' AND priced) AS wasted_usd FROM usage_events FINAL WHERE {window} "
-              f"GROUP BY feature ORDER BY wasted_usd DESC")
-    gpu = q(f"SELECT toString(toStartOfInterval(minute, INTERVAL {step})) AS period, deployment, "
-            "sum(gpu_cost_usd) AS gpu_cost_usd, avg(gpu_utilization) AS gpu_utilization, "
-            "avg(kv_cache_utilization) AS kv_cache_utilization, sum(tokens) AS tokens FROM gpu_minutely "
-            "WHERE minute >= {since:DateTime64(3, 'UTC')} AND minute < {until:DateTime64(3, 'UTC')} "
-            "GROUP BY period, deployment ORDER BY period, deployment")
+    interval = f"toString(toStartOfInterval({{t}}, INTERVAL {step}))"
+    return {
+        "totals": q("SELECT sum(cost_usd) AS cost_usd, uniqExactMerge(requests) AS requests, "
+                    "sum(attempts) AS attempts, sum(unpriced_attempts) AS unpriced "
+                    f"FROM {usage('0', 'cost_usd', 'requests', 'attempts', 'unpriced_attempts')}"),
+        "dead": q("SELECT count() AS n FROM dead_letters FINAL WHERE received_at >= {since:DateTime64(3, 'UTC')} "
+                  "AND received_at < {until:DateTime64(3, 'UTC')}"),
+        "spend": q(f"SELECT period, ifNull(team, '(none)') AS team, sum(cost_usd) AS cost_usd "
+                   f"FROM {usage(interval, 'cost_usd')} GROUP BY period, team ORDER BY period, team"),
+        "alerts": q("SELECT toString(created_at) AS at, toString(window_start) AS since, kind, state, subject, "
+                    "message FROM alerts FINAL WHERE window_end >= {since:DateTime64(3, 'UTC')} "
+                    "AND window_start < {until:DateTime64(3, 'UTC')} ORDER BY window_start"),
+        "features": q(f"SELECT ifNull(feature, '(none)') AS feature, sum(cost_usd) AS cost_usd, "
+                      f"sum(attempts) AS attempts FROM {usage('0', 'cost_usd', 'attempts')} "
+                      "GROUP BY feature ORDER BY cost_usd DESC, feature LIMIT 10"),
+        "customers": q(f"SELECT ifNull(customer, '(none)') AS customer, sum(cost_usd) AS cost_usd "
+                       f"FROM {usage('0', 'cost_usd', rollup=HOURS)} "
+                       "GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10"),
+        "models": q(f"SELECT model, sum(cost_usd) AS cost_usd, sum(unpriced_attempts) AS unpriced, "
+                    f"sum(input_tokens) + sum(output_tokens) AS tokens "
+                    f"FROM {usage('0', 'cost_usd', 'unpriced_attempts', 'input_tokens', 'output_tokens')} "
+                    "GROUP BY model ORDER BY tokens DESC, model LIMIT 10"),
+        "unit": q(f"SELECT period, ifNull(feature, '(none)') AS feature, "
+                  f"if(uniqExactMerge(requests) = 0, 0, toFloat64(sum(cost_usd) / uniqExactMerge(requests))) "
+                  f"AS usd_per_request FROM {usage(interval, 'cost_usd', 'requests')} GROUP BY period, feature "
+                  "ORDER BY period, feature"),
+        "waste": q(f"SELECT ifNull(feature, '(none)') AS feature, sum(failed_attempts) AS failed_attempts, "
+                   f"sum(failed_cost_usd) AS wasted_usd FROM {usage('0', 'failed_attempts', 'failed_cost_usd')} "
+                   "GROUP BY feature ORDER BY wasted_usd DESC, feature"),
+        # GPU samples stay raw: about four rows a minute per deployment, and no rollup keeps them
+        "gpu": q(f"SELECT toString(toStartOfInterval(minute, INTERVAL {step})) AS period, deployment, "
+                 "sum(gpu_cost_usd) AS gpu_cost_usd, avg(gpu_utilization) AS gpu_utilization, "
+                 "avg(kv_cache_utilization) AS kv_cache_utilization, sum(tokens) AS tokens FROM gpu_minutely "
+                 "WHERE minute >= {since:DateTime64(3, 'UTC')} AND minute < {until:DateTime64(3, 'UTC')} "
+                 "GROUP BY period, deployment ORDER BY period, deployment"),
+    }
+
+
+def report_step(since: datetime, until: datetime) -> str:
+    """The charts' time step: about a hundred bars or fewer for any period."""
+    hours = (until - since).total_seconds() / 3600
+    return "5 MINUTE" if hours <= 3 else "1 HOUR" if hours <= 72 else "1 DAY"
+
+
+def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
+    """The report's HTML for ``since <= ts < until``."""
+    tables = report_tables(querier, since, until)
+    totals, dead, spend, alerts = (tables["totals"].dicts()[0], tables["dead"].scalar(), tables["spend"],
+                                   tables["alerts"])
+    features, customers, models, unit, waste, gpu = (tables[name] for name in (
+        "features", "customers", "models", "unit", "waste", "gpu"))
 
     periods = sorted({r[0] for r in spend.rows})
     by_team: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(periods))

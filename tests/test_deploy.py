@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import jsonschema
@@ -66,9 +67,18 @@ def test_grafana_provisions_the_clickhouse_plugin_and_the_dashboard() -> None:
         assert panel["datasource"]["uid"] == source["uid"], panel["title"]
 
 
+def grafana_macros(sql: str, *, from_s: int, to_s: int, interval_s: int) -> str:
+    """``sql`` with the ClickHouse plugin's macros expanded as the plugin expands them (epoch seconds)."""
+    sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({from_s}) AND \1 <= toDateTime({to_s})", sql)
+    sql = sql.replace("$__fromTime", f"toDateTime({from_s})").replace("$__toTime", f"toDateTime({to_s})")
+    return re.sub(r"\$__timeInterval\((\w+)\)", rf"toStartOfInterval(toDateTime(\1), INTERVAL {interval_s} second)",
+                  sql)
+
+
 def _grafana_macros(sql: str) -> str:
-    sql = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 >= now() - INTERVAL 30 DAY", sql)
-    return re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(\1, INTERVAL 1 HOUR)", sql)
+    """The last 30 days in hours."""
+    now = int(time.time())
+    return grafana_macros(sql, from_s=now - 30 * 86_400, to_s=now, interval_s=3600)
 
 
 @pytest.mark.integration

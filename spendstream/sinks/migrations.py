@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import rollups
+from spendstream.sinks import reader_views, rollups
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
 
@@ -502,6 +502,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         rollups.cost_view("cost_monthly", "toStartOfMonth({t})"), _UNIT_COSTS, rollups.RETRY_WASTE_VIEW,
         # what is already stored gets rolled up too, oldest first (an INSERT: once, not on every replica)
         lambda store, run: store.command(rollups.backfill_marks()),
+    )),
+    Migration(11, "readers on the rollups: exact range views, weekly movers from usage_hours", (
+        reader_views.range_view("usage_minutely", rollups.MINUTES),
+        reader_views.range_view("usage_hourly", rollups.HOURS),
+        reader_views.MOVERS,
     )),
 )
 

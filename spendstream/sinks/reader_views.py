@@ -1,0 +1,62 @@
+"""Views for people and dashboards that read the rollups, exact for any time range (created by migration 11).
+
+- ``usage_minutely(since, until)`` and ``usage_hourly(since, until)``: every measure per
+  period × key for ``since <= ts < until``, from ``ranges.between`` (whole periods from
+  the rollup or raw, the partial ends from raw). Parameterized views, because a view
+  without parameters cannot know which partial periods to take from raw.
+- ``spend_movers_weekly``: the same columns and answers as migration 5's, from ``usage_hours``.
+"""
+
+from __future__ import annotations
+
+from spendstream.sinks.ranges import between
+from spendstream.sinks.rollups import HOURS, MEASURES, Rollup
+
+SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
+
+
+def range_view(name: str, rollup: Rollup) -> str:
+    """A parameterized view of every measure per period × key, exact for ``since <= ts < until``.
+
+    ``SELECT … FROM usage_minutely(since = …, until = …)``. Its period column is named
+    after the rollup's (``minute``, ``hour``). Each row holds one period and key's
+    measures, to be combined like ``Measure.of_rollup``: ``sum`` for counts, tokens and
+    money, ``max`` for ``max_attempt``, ``uniqExactMerge`` for ``requests`` and
+    ``successful_requests`` (``uniqExact`` states: a request retried across two periods
+    counts once).
+    """
+    keys = ", ".join(rollup.keys)
+    names = ", ".join(m.name for m in MEASURES)
+    return f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT period AS {rollup.period}, {keys}, {names}
+        FROM {between(rollup, "{t}", since=SINCE, until=UNTIL)}
+        """
+
+
+def _movers() -> str:
+    """Spend in the last 7 days against the 7 before, per team/feature/customer (migration 5's ``_MOVERS``).
+
+    Both weeks start at ``now()`` minus whole days, not on an hour: ``between`` takes the
+    whole hours from ``usage_hours`` and the partial hours at both ends from raw. The
+    raw view read priced events only, so a key with nothing priced in the fortnight is
+    not a row (its costs would be NULL).
+    """
+    measures = ["cost_usd", "attempts", "unpriced_attempts"]
+    this_week = between(HOURS, "'this'", measures, since="now() - INTERVAL 7 DAY")  # and later: no upper bound
+    last_week = between(HOURS, "'last'", measures, since="now() - INTERVAL 14 DAY", until="now() - INTERVAL 7 DAY")
+    return f"""
+        CREATE OR REPLACE VIEW spend_movers_weekly AS
+        SELECT team, feature, customer,
+               sumIf(cost_usd, period = 'this') AS this_week_usd,
+               sumIf(cost_usd, period = 'last') AS last_week_usd,
+               this_week_usd - last_week_usd AS change_usd,
+               if(last_week_usd = 0, NULL, toFloat64(this_week_usd / last_week_usd) - 1) AS change_ratio
+        FROM (SELECT * FROM {this_week} UNION ALL SELECT * FROM {last_week})
+        GROUP BY team, feature, customer
+        HAVING sum(attempts) > sum(unpriced_attempts)
+        """
+
+
+MOVERS = _movers()
+

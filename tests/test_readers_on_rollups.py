@@ -1,0 +1,298 @@
+"""Every reader switched to the rollups answers as the same question asked of raw FINAL does, to the last digit.
+
+The raw questions here are the readers' SQL from before the switch, kept as the
+reference (rankings get a tie-breaker by name on both sides: which of two equal
+costs came first was arbitrary). Each reader is asked over ranges that start and end
+inside minutes and hours, that lie inside one minute or across two partial ones, and
+that are whole hours — before the rollups are maintained, after, with re-deliveries,
+a conflicting re-send and late events pending, and after maintaining again. The
+store is the session's shared one, so other tests' rows take part too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from spendstream.advisor import busiest_shares
+from spendstream.agents.app import store_usage
+from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
+from spendstream.focus import unpriced_events
+from spendstream.pricing import Pricer
+from spendstream.reconcile import stored_per_minute
+from spendstream.report import report_step, report_tables
+from spendstream.sinks import migrations, ranges, rollups
+from spendstream.sinks.store import sql_time
+from spendstream.sinks.writer import SinkWriter
+from tests.test_deploy import grafana_macros
+from tests.test_sql_cookbook import EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+PRICER = Pricer()
+WINDOW = "ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}"
+
+
+def _report_raw(step: str) -> dict[str, str]:
+    bucket = f"toStartOfInterval(ts, INTERVAL {step})"
+    return {
+        "totals": "SELECT sumIf(total_cost, priced) AS cost_usd, uniqExact(request_id) AS requests, "
+                  f"count() AS attempts, countIf(NOT priced) AS unpriced FROM usage_events FINAL WHERE {WINDOW}",
+        "spend": f"SELECT toString({bucket}) AS period, ifNull(team, '(none)') AS team, "
+                 f"sumIf(total_cost, priced) AS cost_usd FROM usage_events FINAL WHERE {WINDOW} "
+                 "GROUP BY period, team ORDER BY period, team",
+        "features": "SELECT ifNull(feature, '(none)') AS feature, sumIf(total_cost, priced) AS cost_usd, "
+                    f"count() AS attempts FROM usage_events FINAL WHERE {WINDOW} "
+                    "GROUP BY feature ORDER BY cost_usd DESC, feature LIMIT 10",
+        "customers": "SELECT ifNull(customer, '(none)') AS customer, sumIf(total_cost, priced) AS cost_usd "
+                     f"FROM usage_events FINAL WHERE {WINDOW} GROUP BY customer "
+                     "ORDER BY cost_usd DESC, customer LIMIT 10",
+        "models": "SELECT model, sumIf(total_cost, priced) AS cost_usd, countIf(NOT priced) AS unpriced, "
+                  f"sum(input_tokens + output_tokens) AS tokens FROM usage_events FINAL WHERE {WINDOW} "
+                  "GROUP BY model ORDER BY tokens DESC, model LIMIT 10",
+        "unit": f"SELECT toString({bucket}) AS period, ifNull(feature, '(none)') AS feature, "
+                "if(uniqExact(request_id) = 0, 0, toFloat64(sumIf(total_cost, priced) / uniqExact(request_id))) "
+                f"AS usd_per_request FROM usage_events FINAL WHERE {WINDOW} GROUP BY period, feature "
+                "ORDER BY period, feature",
+        "waste": "SELECT ifNull(feature, '(none)') AS feature, countIf(status != 'ok') AS failed_attempts, "
+                 "sumIf(total_cost, status != 'ok' AND priced) AS wasted_usd "
+                 f"FROM usage_events FINAL WHERE {WINDOW} GROUP BY feature ORDER BY wasted_usd DESC, feature",
+    }
+
+
+RECONCILE_RAW = f"""
+    SELECT ifNull(service, ''), formatDateTime(ts, '%F %R'), count() FROM usage_events FINAL
+    WHERE {WINDOW} GROUP BY 1, 2"""
+BUSIEST = 2
+BURSTS_RAW = f"""
+    SELECT feature, sum(c) / any(total) AS busiest_share FROM (
+        SELECT feature, c, sum(c) OVER (PARTITION BY feature) AS total,
+               row_number() OVER (PARTITION BY feature ORDER BY c DESC) AS rank
+        FROM (SELECT feature, toStartOfMinute(ts) AS minute, count() AS c FROM usage_events FINAL
+              WHERE {WINDOW} AND feature IS NOT NULL GROUP BY feature, minute))
+    WHERE rank <= {BUSIEST}
+    GROUP BY feature"""
+UNPRICED_RAW = f"SELECT count() FROM usage_events FINAL WHERE NOT priced AND {WINDOW}"
+
+COOKBOOK_RAW = {
+    "Top spenders over a period": """
+        SELECT team, feature, customer, sum(total_cost) AS cost_usd
+        FROM usage_events FINAL
+        WHERE priced AND ts >= {since:Date} AND ts < {until:Date}
+        GROUP BY team, feature, customer
+        ORDER BY cost_usd DESC, team, feature, customer
+        LIMIT {top:UInt32}""",
+}
+# asked at now(): compared within one query, so both sides see the same now()
+COOKBOOK_RAW_NOW = {
+    "Spend, requests and failures per team, last 24 hours": """
+        SELECT team, sumIf(total_cost, priced) AS cost_usd, uniqExact(request_id) AS requests, count() AS attempts,
+               countIf(status != 'ok') AS failed_attempts
+        FROM usage_events FINAL
+        WHERE ts >= now() - INTERVAL 24 HOUR AND ts < now()
+        GROUP BY team
+        ORDER BY cost_usd DESC, team""",
+}
+
+DASHBOARD = json.loads((Path(__file__).parent.parent / "deploy/grafana/dashboards/spendstream.json").read_text())
+PANELS_RAW = {
+    "Spend by team": """
+        SELECT $__timeInterval(ts) AS time, ifNull(team, '(none)') AS team, sum(total_cost) AS cost_usd
+        FROM usage_events FINAL WHERE $__timeFilter(ts) AND priced GROUP BY time, team ORDER BY time, team""",
+    "Top features": """
+        SELECT ifNull(feature, '(none)') AS feature, sum(total_cost) AS cost_usd
+        FROM usage_events FINAL WHERE $__timeFilter(ts) AND priced
+        GROUP BY feature ORDER BY cost_usd DESC, feature LIMIT 10""",
+    "Top customers": """
+        SELECT ifNull(customer, '(none)') AS customer, sum(total_cost) AS cost_usd
+        FROM usage_events FINAL WHERE $__timeFilter(ts) AND priced
+        GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10""",
+    "Model mix (tokens)": """
+        SELECT model, sum(input_tokens + output_tokens) AS tokens
+        FROM usage_events FINAL WHERE $__timeFilter(ts) GROUP BY model ORDER BY tokens DESC, model""",
+    "Cost per request by feature": """
+        SELECT $__timeInterval(ts) AS time, ifNull(feature, '(none)') AS feature,
+               toFloat64(sumIf(total_cost, priced) / uniqExact(request_id)) AS usd_per_request
+        FROM usage_events FINAL WHERE $__timeFilter(ts) GROUP BY time, feature ORDER BY time, feature""",
+}
+
+
+# -- the data: bursts of traffic across twelve days, none of it on a minute ----------------------------
+
+def _bursts(run: str, now: datetime) -> tuple[list[datetime], list[dict]]:
+    """Bursts every 9 h 7 min over twelve days, each ~10 minutes of events 37.7 s apart, retries crossing minutes."""
+    first = now.replace(second=3, microsecond=0) - timedelta(days=12)
+    starts = [first + timedelta(hours=9, minutes=7) * b for b in range(32)]
+    events = []
+    for b, start in enumerate(starts):
+        for k in range(16):
+            i = b * 16 + k
+            events.append({
+                "event_id": f"{run}-{i}", "ts": (start + timedelta(seconds=37.7 * k)).isoformat(),
+                "request_id": f"{run}-r{i // 3}", "attempt": 1 + i % 3,
+                "status": ["ok", "ok", "error", "rate_limited", "ok", "timeout", "invalid_output"][i % 7],
+                "provider": "openai" if i % 5 else "self-hosted",
+                "model": ("gpt-4o-mini", "gpt-4o")[i % 2] if i % 5 else "rr-llama",
+                "deployment": None if i % 5 else f"{run}-llama",
+                "service": (f"{run}-api", f"{run}-batch", None)[i % 3],
+                "team": None if i % 11 == 0 else f"{run}-t{i % 3}",
+                "feature": None if i % 13 == 0 else f"{run}-f{i % 4}",
+                "customer": None if i % 17 == 0 else f"{run}-c{i % 9}",
+                "environment": "prod", "input_tokens": 900 + 37 * i, "cached_input_tokens": i % 40,
+                "output_tokens": 80 + 11 * i, "reasoning_tokens": i % 15})
+    return [s for s in starts if s < now], [e for e in events if datetime.fromisoformat(e["ts"]) < now]
+
+
+def _write(store, events: list[dict], partition: int = 0) -> None:
+    batch = process([SourceRecord("usage", partition, 0, orjson.dumps(events))], PRICER)
+    asyncio.run(store_usage(SinkWriter(store), batch))
+
+
+def _ranges(starts: list[datetime], now: datetime) -> dict[str, tuple[datetime, datetime]]:
+    ms = timedelta(milliseconds=1)
+    return {
+        "days, inside minutes and hours": (starts[3] + timedelta(minutes=2, seconds=13) + 457 * ms,
+                                           starts[20] + timedelta(minutes=4, seconds=41) + 3 * ms),
+        "two days, hourly step": (starts[10] + timedelta(minutes=7, seconds=1) + 500 * ms,
+                                  starts[15] + timedelta(minutes=1, seconds=2) + 250 * ms),
+        "an hour, 5-minute step": (starts[7] - timedelta(hours=1, seconds=10) - 500 * ms,
+                                   starts[7] + timedelta(minutes=5, seconds=5) + 500 * ms),
+        "inside one minute": (starts[5] + timedelta(seconds=5) + 100 * ms,
+                              starts[5] + timedelta(seconds=50) + 200 * ms),
+        "two partial minutes": (starts[5] + timedelta(seconds=30), starts[5] + timedelta(minutes=1, seconds=20)),
+        "whole hours": (starts[2].replace(minute=0, second=0), starts[25].replace(minute=0, second=0)),
+        "the last week": (now - timedelta(days=7), now),
+    }
+
+
+PANEL_SPANS = ("days, inside minutes and hours", "two partial minutes")
+
+
+# -- the comparisons ------------------------------------------------------------------------------------
+
+def _rows(result) -> list[tuple[str, ...]]:
+    return [tuple(str(v) for v in row) for row in result.rows]
+
+
+def _same_now(store, raw: str, rolled: str, params: dict | None = None) -> tuple[list[str], list[str]]:
+    """Both questions in one query (the same now()), as sorted row strings."""
+    def side(sql: str) -> str:
+        return f"(SELECT arraySort(groupArray(toString(tuple(*)))) FROM ({sql}))"
+    return tuple(store.query(f"SELECT {side(raw)}, {side(rolled)}", params).rows[0])
+
+
+def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str]:
+    found = []
+
+    def check(name: str, rolled: list, raw: list) -> None:
+        if rolled != raw:
+            at = next((i for i, (a, b) in enumerate(zip(rolled, raw, strict=False)) if a != b),
+                      min(len(rolled), len(raw)))
+            found.append(f"{name}: {len(rolled)} rows from the rollups, {len(raw)} from raw; from row {at}: "
+                         f"{rolled[at:at + 1]} against {raw[at:at + 1]}")
+
+    for span, (since, until) in spans.items():
+        p = {"since": sql_time(since), "until": sql_time(until)}
+        tables = report_tables(store, since, until)
+        for name, raw in _report_raw(report_step(since, until)).items():
+            check(f"report {name} ({span})", _rows(tables[name]), _rows(store.query(raw, p)))
+            assert tables[name].columns == store.query(raw, p).columns, name
+        check(f"reconcile stored ({span})", sorted(_rows(stored_per_minute(store, p))),
+              sorted(_rows(store.query(RECONCILE_RAW, p))))
+        check(f"advisor bursts ({span})", sorted(busiest_shares(store, p, BUSIEST).items()),
+              sorted((r["feature"], float(r["busiest_share"])) for r in store.query(BURSTS_RAW, p).dicts()))
+        check(f"focus unpriced ({span})", [unpriced_events(store, p)], [store.query(UNPRICED_RAW, p).scalar()])
+        if span not in PANEL_SPANS:
+            continue
+        # Grafana, in whole seconds as the plugin passes them
+        for interval_s in (60, 3600):
+            expand = {"from_s": int(since.timestamp()), "to_s": int(until.timestamp()), "interval_s": interval_s}
+            for panel in DASHBOARD["panels"]:
+                if panel["title"] in PANELS_RAW:
+                    rolled = store.query(grafana_macros(panel["targets"][0]["rawSql"], **expand))
+                    raw = store.query(grafana_macros(PANELS_RAW[panel["title"]], **expand))
+                    check(f"panel {panel['title']} ({span}, {interval_s} s)", sorted(_rows(rolled)), sorted(_rows(raw)))
+    since, until = spans["days, inside minutes and hours"]
+    dates = {"since": since.date().isoformat(), "until": until.date().isoformat(), "top": 10}
+    for title, _, _, sql in EXAMPLES:
+        if title in COOKBOOK_RAW:
+            check(f"cookbook {title}", _rows(store.query(sql, dates)), _rows(store.query(COOKBOOK_RAW[title], dates)))
+    for title, _, params, sql in EXAMPLES:
+        if title in COOKBOOK_RAW_NOW:
+            raw, rolled = _same_now(store, COOKBOOK_RAW_NOW[title], sql, params)
+            check(f"cookbook {title}", rolled, raw)
+    movers_raw = migrations._MOVERS.split("CREATE OR REPLACE VIEW spend_movers_weekly AS", 1)[1]
+    raw, rolled = _same_now(store, movers_raw, "SELECT * FROM spend_movers_weekly")
+    check("spend_movers_weekly", rolled, raw)
+    return found
+
+
+def _maintain(store) -> None:
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000)
+
+
+def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_events(embedded_store) -> None:
+    store = embedded_store
+    run = f"rr-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(timezone.utc)
+    starts, events = _bursts(run, now)
+    _write(store, events)
+    spans = _ranges(starts, now)
+    assert store.query(f"SELECT count() FROM usage_events FINAL WHERE {WINDOW} AND startsWith(event_id, {{r:String}})",
+                       {"r": run, "since": sql_time(spans["inside one minute"][0]),
+                        "until": sql_time(spans["inside one minute"][1])}).scalar() > 0
+
+    assert _differences(store, spans) == [], "before maintaining"
+    _maintain(store)
+    watermark = store.query("SELECT minutes, hours FROM rollup_watermarks").rows[0]
+    assert min(str(w) for w in watermark) > sql_time(starts[-2])  # what follows reads the rollups, not raw
+    assert _differences(store, spans) == [], "maintained"
+
+    # re-deliveries change nothing; a conflicting copy is not applied; late events reopen old minutes,
+    # one of them a retry of a request whose first attempt is already rolled up
+    _write(store, events[:60], partition=1)
+    _write(store, [{**events[7], "output_tokens": 77_777}], partition=2)
+    late = [{**events[200 + k], "event_id": f"{run}-late-{k}", "attempt": 4,
+             "ts": (datetime.fromisoformat(events[200 + k]["ts"]) + timedelta(seconds=1)).isoformat()}
+            for k in range(5)]
+    _write(store, late)
+    assert str(store.query("SELECT minutes FROM rollup_watermarks").scalar()) <= late[0]["ts"][:19].replace("T", " ")
+    assert _differences(store, spans) == [], "late events pending"
+    _maintain(store)
+    assert _differences(store, spans) == [], "maintained again"
+
+
+def test_the_ranges_make_the_partial_periods_matter(embedded_store) -> None:
+    """Guard against a vacuous comparison: whole minutes alone miss events the ranges above hold at their ends."""
+    store = embedded_store
+    run = f"rr-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(timezone.utc)
+    starts, events = _bursts(run, now)
+    _write(store, events[:64])
+    _maintain(store)
+    since, until = starts[1] + timedelta(seconds=20), starts[3] + timedelta(minutes=3, seconds=30)
+    p = {"since": sql_time(since), "until": sql_time(until)}
+    exact = ranges.between(rollups.MINUTES, "0", ["attempts"], since="{since:DateTime64(3, 'UTC')}",
+                           until="{until:DateTime64(3, 'UTC')}")
+    whole = rollups.columns(rollups.MINUTES, "0", ["attempts"],
+                            where_rollup="{t} >= toStartOfMinute({since:DateTime64(3, 'UTC')}) + 60 "
+                                         "AND {t} < toStartOfMinute({until:DateTime64(3, 'UTC')})",
+                            where_raw="{t} >= toStartOfMinute({since:DateTime64(3, 'UTC')}) + 60 "
+                                      "AND {t} < toStartOfMinute({until:DateTime64(3, 'UTC')})")
+    raw = store.query(f"SELECT count() FROM usage_events FINAL WHERE {WINDOW}", p).scalar()
+    assert store.query(f"SELECT sum(attempts) FROM {exact}", p).scalar() == raw
+    assert store.query(f"SELECT sum(attempts) FROM {whole}", p).scalar() < raw
+
+
+def test_between_refuses_a_time_filter_in_where_and_unknown_measures() -> None:
+    with pytest.raises(ValueError, match="keys only"):
+        ranges.between(rollups.MINUTES, "{t}", since="now()", where="{t} > now()")
+    with pytest.raises(ValueError, match="no such measures"):
+        ranges.between(rollups.MINUTES, "{t}", ["attempts", "cost"], since="now()")
