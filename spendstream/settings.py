@@ -59,10 +59,11 @@ class Settings(BaseSettings):
         "that accepts a request after the sender gave up on it gets that alert again on a later pass."))
     tag_value_limit: int = Field(default=1000, ge=1, description=(
         "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
-    dedup_horizon_s: float = Field(default=3600.0, ge=0, description=(
+    dedup_horizon_s: float = Field(default=0.0, ge=0, description=(
         "A copy of a stored event_id whose ts lies within this many seconds of the stored copy's is the same "
-        "event (identical: a re-delivery; different: a conflict, recorded and not applied). Each batch's check "
-        "reads the raw events of its time range widened by this on both sides."))
+        "event (identical: a re-delivery; different: a conflict, recorded and not applied); 0: only copies with "
+        "the same ts, which every re-delivery and re-send of an event has. Each batch's check reads the raw "
+        "events of its time range widened by this on both sides: at 50k events/s, 60 s is 6M rows a batch."))
     startup_timeout_s: float = Field(default=300.0, ge=0, description=(
         "How long a worker or `spendstream store` waits at start-up for Kafka, ClickHouse and the embedded "
         "data directory to answer before it exits with one clear error; 0 waits forever."))

@@ -49,7 +49,8 @@ def test_thresholds_fire_once_per_period_with_a_forecast(embedded_store) -> None
         [SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
     budget = Budget(name=f"{team}-monthly", team=team, amount_usd=Decimal(5))
     alerts = evaluate(embedded_store, [budget], now)
-    rollups.maintain(embedded_store, now=datetime.now(timezone.utc), max_periods=100_000)  # now from the rollups
+    rollups.maintain(embedded_store, now=datetime.now(timezone.utc), max_periods=100_000,
+                     quiet_s=0, busy_every_s=0)  # now from the rollups
     assert evaluate(embedded_store, [budget], now) == alerts
     assert [(a.expected, a.severity) for a in alerts] == [
         (Decimal("2.5"), "info"), (Decimal("4"), "warning"), (Decimal("4.5"), "error")]

@@ -203,7 +203,7 @@ def _sorted(alerts: list[Alert]) -> list[Alert]:
 
 
 def _maintain(store) -> None:
-    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000)
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)
 
 
 @pytest.mark.integration

@@ -235,7 +235,7 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
 
 
 def _maintain(store) -> None:
-    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000)
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)
 
 
 def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_events(embedded_store) -> None:

@@ -123,12 +123,20 @@ def test_a_conflicting_resend_never_replaces_the_billed_row_and_is_recorded_and_
 
 def test_a_copy_with_another_ts_within_the_horizon_is_a_conflict_not_a_second_event(embedded_store) -> None:
     first = event(ts="2026-11-30T10:00:00Z")
-    _write(embedded_store, [SourceRecord("usage", 0, 1, orjson.dumps(first))])
-    _write(embedded_store, [SourceRecord("usage", 0, 2, orjson.dumps({**first, "ts": "2026-11-30T10:40:00Z"}))])
+    _write(embedded_store, [SourceRecord("usage", 0, 1, orjson.dumps(first))], dedup_horizon_s=3600)
+    _write(embedded_store, [SourceRecord("usage", 0, 2, orjson.dumps({**first, "ts": "2026-11-30T10:40:00Z"}))],
+           dedup_horizon_s=3600)
     assert len(_rows(embedded_store, first["event_id"])) == 1
     differs = embedded_store.query("SELECT differs FROM event_conflicts FINAL WHERE event_id = {e:String}",
                                    {"e": first["event_id"]}).scalar()
     assert differs == ["ts"]
+
+
+def test_by_default_an_id_re_used_with_another_ts_is_another_event(embedded_store) -> None:
+    first = event(ts="2026-11-30T10:00:00Z")
+    _write(embedded_store, [SourceRecord("usage", 0, 1, orjson.dumps(first))])
+    _write(embedded_store, [SourceRecord("usage", 0, 2, orjson.dumps({**first, "ts": "2026-11-30T10:40:00Z"}))])
+    assert len(_rows(embedded_store, first["event_id"])) == 2  # documented: widen the horizon to catch it
 
 
 def test_within_one_batch_the_first_copy_in_source_order_stands(embedded_store) -> None:

@@ -9,7 +9,8 @@ so. The writer asks this module before every insert of usage rows:
 1. within the batch, the first copy of each id (in partition and offset order) is
    the candidate, later copies are compared with it;
 2. against the store, the copies already stored whose ``ts`` lies within the dedup
-   horizon of the batch's (``horizon_s``) are looked up and compared.
+   horizon of the batch's (``horizon_s``; 0 by default: the same ``ts``, which every
+   re-delivery and re-send of an event object has) are looked up and compared.
 
 Only the candidates that are new go on to ``usage_events``. Copies whose ``ts``
 lies further apart than the horizon are different events; the lookup reads the
@@ -65,16 +66,17 @@ def resolve(store: Store, rows: pa.Table, *, horizon_s: float, now: datetime | N
     """Split ``rows`` (``usage_events`` columns, in source order) by the first-copy rule."""
     now = now or datetime.now(timezone.utc)
     conflicts: list[pa.Table] = []
-    rows, repeated = _first_copies(rows)
+    by_ts = horizon_s == 0  # then a copy is the same event only with the same ts, in the batch and in the store
+    rows, repeated = _first_copies(rows, by_ts)
     redelivered = 0
     if repeated is not None:
         firsts, later = repeated
         same = _same_content(firsts, later)
         redelivered += int(pc.sum(same).as_py() or 0)
         conflicts.append(_conflict_rows(later.filter(pc.invert(same)), firsts.filter(pc.invert(same)), now))
-    stored = _stored_copies(store, rows, horizon_s) if rows.num_rows else None
+    stored = _stored_copies(store, rows, horizon_s, by_ts) if rows.num_rows else None
     if stored is not None and stored.num_rows:
-        index = pc.index_in(rows["event_id"], value_set=stored["event_id"])
+        index = pc.index_in(_identity(rows, by_ts), value_set=_identity(stored, by_ts))
         known = pc.is_valid(index)
         copies = rows.filter(known)
         originals = stored.take(pc.drop_null(index))
@@ -86,20 +88,34 @@ def resolve(store: Store, rows: pa.Table, *, horizon_s: float, now: datetime | N
     return Resolution(rows=rows, conflicts=conflict_table, redelivered=redelivered)
 
 
-def _first_copies(rows: pa.Table) -> tuple[pa.Table, tuple[pa.Table, pa.Table] | None]:
-    """The first copy of each id, and (first copy, later copy) pairs for ids that come again."""
+def _identity(rows: pa.Table, by_ts: bool) -> pa.Array:
+    """What makes two rows copies of one event: the id, and with ``by_ts`` its ts (in ms) too."""
+    ids = _array(rows["event_id"])
+    if not by_ts:
+        return ids
+    millis = _array(rows["ts"]).cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).cast(pa.string())
+    return pc.binary_join_element_wise(ids, millis, "\x1f")
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _first_copies(rows: pa.Table, by_ts: bool) -> tuple[pa.Table, tuple[pa.Table, pa.Table] | None]:
+    """The first copy of each event, and (first copy, later copy) pairs for events that come again."""
     n = rows.num_rows
     if n == 0 or pc.count_distinct(rows["event_id"]).as_py() == n:
         return rows, None
+    identity = _identity(rows, by_ts)
     position = pa.array(np.arange(n, dtype=np.int64))
-    first = pa.table({"event_id": rows["event_id"], "i": position}).group_by("event_id").aggregate([("i", "min")])
-    first_of = first["i_min"].take(pc.index_in(rows["event_id"], value_set=first["event_id"]))
+    first = pa.table({"k": identity, "i": position}).group_by("k").aggregate([("i", "min")])
+    first_of = first["i_min"].take(pc.index_in(identity, value_set=first["k"]))
     is_first = pc.equal(first_of, position)
     later = pc.invert(is_first)
     return rows.filter(is_first), (rows.take(first_of.filter(later)), rows.filter(later))
 
 
-def _stored_copies(store: Store, rows: pa.Table, horizon_s: float) -> pa.Table:
+def _stored_copies(store: Store, rows: pa.Table, horizon_s: float, by_ts: bool) -> pa.Table:
     """The first stored copy of every id of ``rows`` whose ts lies within the horizon of the batch."""
     probe = secrets.randbits(63)
     store.insert_arrow("event_id_probes", pa.table({
@@ -111,7 +127,7 @@ def _stored_copies(store: Store, rows: pa.Table, horizon_s: float) -> pa.Table:
         f"SELECT {columns} FROM usage_events "
         "WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
         "AND event_id IN (SELECT event_id FROM event_id_probes WHERE probe_id = {probe:UInt64}) "
-        "ORDER BY ingested_at LIMIT 1 BY event_id",
+        f"ORDER BY ingested_at LIMIT 1 BY {'event_id, ts' if by_ts else 'event_id'}",
         {"lo": sql_time(lowest.as_py() - horizon), "hi": sql_time(highest.as_py() + horizon), "probe": probe})
 
 

@@ -169,7 +169,7 @@ def _pending_sql(rollup: Rollup) -> str:
     recent = (f"rollup_marks WHERE marked_at > (SELECT max(through) FROM rollup_state "
               f"WHERE rollup = '{rollup.name}')")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
-    return (f"SELECT m.period AS period, m.mark AS mark "
+    return (f"SELECT m.period AS period, m.mark AS mark, d.done AS done "
             f"FROM (SELECT {period} AS period, max(marked_at) AS mark FROM {recent} GROUP BY period) AS m "
             f"LEFT JOIN (SELECT period, max(mark) AS done FROM rollup_done WHERE rollup = '{rollup.name}' "
             f"AND period IN (SELECT {period} FROM {recent}) GROUP BY period) AS d ON m.period = d.period "
@@ -275,9 +275,14 @@ class Maintained:
     seconds_behind: float  # how old the oldest pending period left is (0 when none)
 
 
-def maintain(store: Store, *, now: datetime, max_periods: int = 1440,
-             raw_retention_days: int | None = None) -> Maintained:
+def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retention_days: int | None = None,
+             quiet_s: float = 1.0, busy_every_s: float = 5.0) -> Maintained:
     """Recompute pending periods of both rollups (at most ``max_periods`` each, oldest first).
+
+    A period still being marked (a backlog touches the same minutes batch after batch) waits
+    until nothing marked it for ``quiet_s``, or until ``busy_every_s`` after it was last
+    computed: readers read it from raw meanwhile, exactly, and the drain is not slowed by
+    recomputing the same minutes every tick.
 
     A period older than the raw retention is not recomputed (its raw rows are expiring, and a
     recomputation would shrink the rollup to what is left): it is recorded as done, unchanged.
@@ -287,10 +292,12 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440,
     for rollup in ROLLUPS:
         # the server's clock: marks carry it, and `through` must trail the marks still in flight
         server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
-        pending = [(_as_datetime(p), m) for p, m in store.query(
-            f"SELECT period, mark FROM ({_pending_sql(rollup)}) ORDER BY period").rows]
-        due = [(p, m) for p, m in pending if rollup is MINUTES or p + rollup.step <= server_now]  # closed hours
-        due = due[:max_periods]
+        rows = store.query(f"SELECT period, mark, done FROM ({_pending_sql(rollup)}) ORDER BY period").rows
+        pending = [(_as_datetime(p), m) for p, m, _ in rows]
+        due = [(_as_datetime(p), m) for p, m, computed in rows
+               if (rollup is MINUTES or _as_datetime(p) + rollup.step <= server_now)  # hours once closed
+               and _settled(_as_datetime(m), _as_datetime(computed), server_now, quiet_s, busy_every_s)
+               ][:max_periods]
         expired = [(p, m) for p, m in due if oldest is not None and p < oldest]
         if expired:
             log.warning("%d %s period(s) older than the raw retention were marked again (a late event?); their "
@@ -304,6 +311,11 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440,
     left_minute = store.query(f"SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})").scalar()
     behind = 0.0 if left_minute is None else max((now - _as_datetime(left_minute)).total_seconds(), 0.0)
     return Maintained(periods=done, seconds_behind=behind)
+
+
+def _settled(mark: datetime, computed: datetime, now: datetime, quiet_s: float, busy_every_s: float) -> bool:
+    """Due now: nothing marked it for ``quiet_s``, or ``busy_every_s`` passed since it was last computed."""
+    return mark <= now - timedelta(seconds=quiet_s) or computed <= now - timedelta(seconds=busy_every_s)
 
 
 # A mark is made when its insert starts and seen when it ends (a big insert's materialized

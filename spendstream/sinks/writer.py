@@ -32,7 +32,7 @@ class SinkWriter:
     """
 
     def __init__(self, store: Store, *, retry_base_s: float = 0.2, retry_cap_s: float = 10.0,
-                 dedup_horizon_s: float = 3600.0) -> None:
+                 dedup_horizon_s: float = 0.0) -> None:
         self._store = store
         self._dedup_horizon_s = dedup_horizon_s
         self._retry_base_s = retry_base_s
