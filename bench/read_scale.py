@@ -1,0 +1,180 @@
+"""What a question costs as history grows: load N events over four weeks, then time every reader.
+
+    python bench/read_scale.py --events 5000000            # -> bench/results/read_scale_5000000.json
+    python bench/read_scale.py --compare a.json b.json     # the two sizes side by side, with growth ratios
+
+Loads ``--events`` distinct events (plus 5 % re-delivered duplicates) spread over 28
+days ending now into a fresh embedded data directory, migrated as the project
+migrates it (bench/read_scale_data.py says what the traffic looks like,
+bench/read_scale_load.py how it goes in), waits for ClickHouse's background merges to
+settle, checks that ``count() FINAL`` is exactly ``--events``, and reports bytes on disk.
+Then each reader (bench/read_scale_readers.py) runs once to warm up and ``--runs``
+times timed; the JSON keeps every run, the printed table the median and p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from read_scale_data import MODELS, PRICED_MODELS, Generator  # noqa: E402
+from read_scale_load import load, settle  # noqa: E402
+from read_scale_readers import readers, time_reader  # noqa: E402
+
+from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
+from spendstream.sinks.migrations import migrate  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+# Raw events now; rollup tables when they come (issue 17): listed by name, whatever they are called.
+STORAGE_SQL = """
+    SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes, count() AS parts
+    FROM system.parts
+    WHERE active AND database = currentDatabase()
+      AND (table LIKE 'usage\\_%' OR table LIKE '%\\_rollup' OR table LIKE '%minute%')
+    GROUP BY table ORDER BY table"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=5_000_000, help="distinct events to load (default 5,000,000)")
+    parser.add_argument("--chunk-rows", type=int, default=1_000_000, help="events per insert")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per reader, after one warm-up")
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--data-dir", type=Path, help="a new or empty directory (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory afterwards")
+    parser.add_argument("--settle-timeout-s", type=float, default=1_800.0)
+    parser.add_argument("--out", type=Path, help="default bench/results/read_scale_<events>.json")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("SMALL.json", "LARGE.json"),
+                        help="print the two runs side by side with growth ratios, and stop")
+    args = parser.parse_args(argv)
+    if args.compare:
+        print(compare_table(*(json.loads(p.read_text()) for p in args.compare)))
+        return 0
+    if args.events < 100_000:
+        parser.error("--events: at least 100,000 (four weeks of traffic need a few events a minute)")
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="spendstream-read-scale-"))
+    if data_dir.exists() and any(data_dir.iterdir()) and args.data_dir:
+        parser.error(f"--data-dir {data_dir} is not empty: the benchmark loads a fresh store")
+    try:
+        result = run(args, data_dir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    out = args.out or RESULTS / f"read_scale_{args.events}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}\n")
+    print(result_table(result))
+    return 0
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> dict:
+    store = EmbeddedStore(data_dir)
+    try:
+        migrate(store)
+        end = datetime.now(timezone.utc).replace(microsecond=0)
+        generator = Generator(args.events, end=end, seed=args.seed)
+        unpriced = [m for m in PRICED_MODELS if not generator.pricer.group_price(
+            *m, generator.start, "realtime", None).applied.priced]
+        if unpriced:
+            raise SystemExit(f"the price catalog no longer prices {unpriced}: pick other models in read_scale_data.py")
+        print(f"loading {args.events:,} events over {generator.shape.days} days ending {end:%Y-%m-%d %H:%M} UTC "
+              f"into {data_dir}")
+        stats = load(store, generator, chunk_rows=args.chunk_rows)
+        print(f"  {stats.rows_inserted:,} rows in {stats.wall_s:.0f} s: {stats.rows_per_s:,.0f} rows/s")
+        settled = settle(store, timeout_s=args.settle_timeout_s)
+        counted = store.query("SELECT count() FROM usage_events FINAL").scalar()
+        if counted != args.events:  # a generator bug (an id drawn twice, a lost chunk) would skew every number
+            raise SystemExit(f"usage_events FINAL counts {counted:,} events, {args.events:,} were generated")
+        storage = [dict(r, bytes_per_event=round(r["bytes"] / counted, 1))
+                   for r in store.query(STORAGE_SQL).dicts()]
+        cardinality = store.query(
+            "SELECT uniqExact(team) AS teams, uniqExact(feature) AS features, uniqExact(customer) AS customers, "
+            "uniqExact(model) AS models, uniqExact(service) AS services, countIf(attempt > 1) AS retries, "
+            "countIf(NOT priced) AS unpriced FROM usage_events FINAL").dicts()[0]
+        load_before = os.getloadavg()
+        timings = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for reader in readers(store, now=end, events=args.events, out_dir=Path(scratch)):
+                timing = time_reader(reader, runs=args.runs)
+                timings.append(timing)
+                print(f"  {timing.median_s:8.3f} s  {reader.group:<9} {reader.window:<10} {reader.name}", flush=True)
+        return {
+            "command": "bench/read_scale.py " + " ".join(sys.argv[1:]),
+            "started": end.isoformat(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "events": args.events, "days": generator.shape.days, "seed": args.seed, "runs": args.runs,
+            "machine": machine(), "load_average_before_after": [list(load_before), list(os.getloadavg())],
+            "shape": {"teams": generator.shape.teams, "features": generator.shape.features,
+                      "customers": generator.shape.customers, "models": len(MODELS),
+                      "retry_share": generator.shape.retry_share, "duplicate_share": generator.shape.duplicate_share},
+            "stored": cardinality, "load": stats.as_dict(), "settle": settled, "storage": storage,
+            "readers": [t.as_dict() for t in timings],
+        }
+    finally:
+        store.close()
+
+
+def machine() -> dict:
+    import chdb
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal"))
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(memory_kib / 2**20, 1),
+            "python": platform.python_version(), "chdb": chdb.__version__, "storage": "embedded chdb"}
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+
+
+def result_table(result: dict) -> str:
+    lines = [f"{result['events']:,} events over {result['days']} days; load {result['load']['rows_per_s']:,} rows/s",
+             "", "| reader | kind | window | median | p95 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['group']} | {r['window']} | {_seconds(r['median_s'])} | {_seconds(r['p95_s'])} |"
+              for r in result["readers"]]
+    lines += ["", "| table | rows | bytes on disk | bytes per retained event |", "|---|---|---|---|"]
+    lines += [f"| {s['table']} | {s['rows']:,} | {s['bytes'] / 2**20:,.1f} MiB | {s['bytes_per_event']} |"
+              for s in result["storage"]]
+    return "\n".join(lines)
+
+
+def compare_table(small: dict, large: dict) -> str:
+    """Readers present in both runs: median and p95 at each size, and how much the median grew."""
+    ratio = large["events"] / small["events"]
+    a, b = f"{small['events'] / 1e6:g}M", f"{large['events'] / 1e6:g}M"
+    lines = [f"| reader | window | {a} median | {b} median | {b} p95 | growth for {ratio:g}× history |",
+             "|---|---|---|---|---|---|"]
+    before = {(r["group"], r["name"], r["window"]): r for r in small["readers"]}
+    for r in large["readers"]:
+        s = before.get((r["group"], r["name"], r["window"]))
+        if s is not None:
+            growth = r["median_s"] / s["median_s"] if s["median_s"] > 0 else float("inf")
+            lines.append(f"| {r['name']} | {r['window']} | {_seconds(s['median_s'])} | {_seconds(r['median_s'])} "
+                         f"| {_seconds(r['p95_s'])} | {growth:.1f}× |")
+    lines += ["", f"| load | {a} | {b} |", "|---|---|---|",
+              f"| rows/s | {small['load']['rows_per_s']:,} | {large['load']['rows_per_s']:,} |"]
+    bytes_a = {s["table"]: s for s in small["storage"]}
+    for s in large["storage"]:
+        if s["table"] in bytes_a:
+            lines.append(f"| {s['table']} bytes per retained event | {bytes_a[s['table']]['bytes_per_event']} "
+                         f"| {s['bytes_per_event']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    code = main()
+    print(f"\n({time.perf_counter() - started:.0f} s in all)")
+    raise SystemExit(code)
