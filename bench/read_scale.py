@@ -8,8 +8,8 @@ days ending now into a fresh embedded data directory, migrated as the project
 migrates it (bench/read_scale_data.py says what the traffic looks like,
 bench/read_scale_load.py how it goes in), waits for ClickHouse's background merges to
 settle, checks that ``count() FINAL`` is exactly ``--events``, and reports bytes on disk.
-Then each reader (bench/read_scale_readers.py) runs once to warm up and ``--runs``
-times timed; the JSON keeps every run, the printed table the median and p95.
+Then every reader (bench/read_scale_readers.py) runs once to warm up and ``--runs``
+times timed, round-robin; the JSON keeps every run, the printed table the median and p95.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from read_scale_data import MODELS, PRICED_MODELS, Generator  # noqa: E402
 from read_scale_load import load, settle  # noqa: E402
-from read_scale_readers import readers, time_reader  # noqa: E402
+from read_scale_readers import readers, time_readers  # noqa: E402
 
 from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
 from spendstream.sinks.migrations import migrate  # noqa: E402
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="spendstream-read-scale-"))
     if data_dir.exists() and any(data_dir.iterdir()) and args.data_dir:
         parser.error(f"--data-dir {data_dir} is not empty: the benchmark loads a fresh store")
+    started = time.perf_counter()
     try:
         result = run(args, data_dir)
     finally:
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}\n")
     print(result_table(result))
+    print(f"\n({time.perf_counter() - started:.0f} s in all)")
     return 0
 
 
@@ -91,24 +93,31 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict:
         print(f"loading {args.events:,} events over {generator.shape.days} days ending {end:%Y-%m-%d %H:%M} UTC "
               f"into {data_dir}")
         stats = load(store, generator, chunk_rows=args.chunk_rows)
-        print(f"  {stats.rows_inserted:,} rows in {stats.wall_s:.0f} s: {stats.rows_per_s:,.0f} rows/s")
+        print(f"  {stats.rows_inserted:,} rows in {stats.wall_s:.0f} s: {stats.rows_per_s:,.0f} rows/s "
+              f"(making them {stats.generate_s:.0f} s, of which pricing {stats.price_s:.0f} s; "
+              f"inserting {stats.insert_s:.0f} s, overlapped)")
         settled = settle(store, timeout_s=args.settle_timeout_s)
         counted = store.query("SELECT count() FROM usage_events FINAL").scalar()
-        if counted != args.events:  # a generator bug (an id drawn twice, a lost chunk) would skew every number
-            raise SystemExit(f"usage_events FINAL counts {counted:,} events, {args.events:,} were generated")
+        ledger = store.query("SELECT sum(events) FROM emitter_ledger FINAL").scalar()
+        # a generator bug (an id drawn twice, a lost chunk) would skew every number after it
+        if not counted == ledger == args.events:
+            raise SystemExit(f"usage_events FINAL counts {counted:,} events and the ledger {ledger:,}; "
+                             f"{args.events:,} were generated")
         storage = [dict(r, bytes_per_event=round(r["bytes"] / counted, 1))
                    for r in store.query(STORAGE_SQL).dicts()]
+        every_table = store.query("SELECT concat(database, '.', table) AS table, sum(rows) AS rows, "
+                                  "sum(bytes_on_disk) AS bytes FROM system.parts WHERE active "
+                                  "GROUP BY table ORDER BY bytes DESC").dicts()
         cardinality = store.query(
             "SELECT uniqExact(team) AS teams, uniqExact(feature) AS features, uniqExact(customer) AS customers, "
             "uniqExact(model) AS models, uniqExact(service) AS services, countIf(attempt > 1) AS retries, "
             "countIf(NOT priced) AS unpriced FROM usage_events FINAL").dicts()[0]
+        if cardinality["retries"] != stats.retries:
+            raise SystemExit(f"{cardinality['retries']:,} retries stored, {stats.retries:,} generated")
         load_before = os.getloadavg()
-        timings = []
         with tempfile.TemporaryDirectory() as scratch:
-            for reader in readers(store, now=end, events=args.events, out_dir=Path(scratch)):
-                timing = time_reader(reader, runs=args.runs)
-                timings.append(timing)
-                print(f"  {timing.median_s:8.3f} s  {reader.group:<9} {reader.window:<10} {reader.name}", flush=True)
+            timings = time_readers(list(readers(store, now=end, events=args.events, out_dir=Path(scratch))),
+                                   runs=args.runs)
         return {
             "command": "bench/read_scale.py " + " ".join(sys.argv[1:]),
             "started": end.isoformat(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -117,7 +126,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict:
             "shape": {"teams": generator.shape.teams, "features": generator.shape.features,
                       "customers": generator.shape.customers, "models": len(MODELS),
                       "retry_share": generator.shape.retry_share, "duplicate_share": generator.shape.duplicate_share},
-            "stored": cardinality, "load": stats.as_dict(), "settle": settled, "storage": storage,
+            "stored": cardinality, "load": stats.as_dict(), "settle": settled,
+            "storage": storage, "every_table": every_table,
             "readers": [t.as_dict() for t in timings],
         }
     finally:
@@ -174,7 +184,4 @@ def compare_table(small: dict, large: dict) -> str:
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    code = main()
-    print(f"\n({time.perf_counter() - started:.0f} s in all)")
-    raise SystemExit(code)
+    raise SystemExit(main())

@@ -21,6 +21,7 @@ The shape of the traffic (:class:`Keys` draws the keys):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -150,6 +151,7 @@ class Chunk:
     ledger: pa.Table    # emitter_ledger rows: distinct events per service and minute
     requests: int
     retries: int
+    price_s: float      # of the chunk's making, the time in Pricer.price_columns
 
 
 class Generator:
@@ -191,7 +193,9 @@ class Generator:
 
     def _chunk(self, index: int, ts_ms: np.ndarray, retries: int) -> Chunk:
         events = self._events(ts_ms, retries)
+        began = time.perf_counter()
         priced = self.pricer.price_columns(UsageColumns.from_table(events))
+        price_s = time.perf_counter() - began
         rows = usage_table(BatchResult(events=events, priced=priced))
         rows = rows.set_column(rows.schema.get_field_index("ingested_at"), "ingested_at",
                                timestamps(self._ingested_ms))
@@ -204,7 +208,7 @@ class Generator:
             "events": counts["count_all"].cast(pa.uint64()), "exact": pa.repeat(pa.scalar(True), counts.num_rows),
             "reported_at": pc.add(counts["minute"], pa.scalar(timedelta(seconds=90))),
         })
-        return Chunk(rows, ledger, len(ts_ms), retries)
+        return Chunk(rows, ledger, len(ts_ms), retries, price_s)
 
     def _events(self, ts_ms: np.ndarray, retries: int) -> pa.Table:
         """Requests starting at ``ts_ms`` (attempt 1), then ``retries`` attempts 2 of as many of them."""

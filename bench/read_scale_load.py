@@ -44,8 +44,9 @@ class LoadStats:
     gpu_samples: int
     ledger_rows: int
     chunks: int
-    generate_price_s: float  # in the main thread, overlapping the inserts
-    insert_s: float          # inserts (usage events, ledger, dead letters), in the insert thread
+    generate_s: float  # making the chunks in the main thread (overlapping the inserts), pricing included
+    price_s: float     # of which Pricer.price_columns
+    insert_s: float    # inserts (usage events, ledger, dead letters), in the insert thread
     wall_s: float
 
     @property
@@ -53,14 +54,15 @@ class LoadStats:
         return self.rows_inserted / self.wall_s
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"rows_per_s": round(self.rows_per_s)}
+        return asdict(self) | {"rows_per_s": round(self.rows_per_s),
+                               "insert_rows_per_s": round(self.rows_inserted / self.insert_s)}
 
 
 def load(store: EmbeddedStore, generator: Generator, *, chunk_rows: int, log=print) -> LoadStats:
     """Insert ``generator``'s events (and their duplicates, ledger, dead letters), then the GPU history."""
     rng = np.random.default_rng(generator.rng.integers(2**32))
     started = time.perf_counter()
-    generate_s = insert_s = 0.0
+    generate_s = price_s = insert_s = 0.0
     inserted = duplicates = dead = ledger_rows = chunks = retries = requests = 0
     pending: pa.Table | None = None  # duplicates of the previous chunk, re-delivered with this one
     in_flight = None
@@ -84,6 +86,7 @@ def load(store: EmbeddedStore, generator: Generator, *, chunk_rows: int, log=pri
             rows = chunk.rows if pending is None else pa.concat_tables([chunk.rows, pending])
             letters = _dead_letters(rng, chunk.rows, round(n * DEAD_LETTER_SHARE))
             generate_s += time.perf_counter() - began
+            price_s += chunk.price_s
             if in_flight is not None:
                 insert_s += in_flight.result()
             in_flight = pool.submit(insert, rows, chunk.ledger, letters)
@@ -103,7 +106,7 @@ def load(store: EmbeddedStore, generator: Generator, *, chunk_rows: int, log=pri
     wall_s = time.perf_counter() - started
     samples = _gpu_history(store, rng, generator)
     return LoadStats(generator.events, requests, retries, duplicates, inserted, dead, samples, ledger_rows, chunks,
-                     round(generate_s, 2), round(insert_s, 2), round(wall_s, 2))
+                     round(generate_s, 2), round(price_s, 2), round(insert_s, 2), round(wall_s, 2))
 
 
 def _dead_letters(rng: np.random.Generator, rows: pa.Table, n: int) -> pa.Table:

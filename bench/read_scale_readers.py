@@ -73,18 +73,30 @@ class Timing:
                 "runs_s": [round(r, 4) for r in self.runs_s], "result_rows": self.result_rows}
 
 
-def time_reader(reader: Reader, *, runs: int, warmups: int = 1) -> Timing:
-    """``warmups`` untimed calls, then ``runs`` timed ones."""
-    result = None
-    for _ in range(warmups):
-        result = reader.run()
-    times = []
-    for _ in range(runs):
+def time_readers(readers: list[Reader], *, runs: int, log=print) -> list[Timing]:
+    """One untimed round over every reader, then ``runs`` timed rounds.
+
+    Round-robin rather than reader by reader: on a machine shared with other work a
+    burst of load then costs one run of several readers, which the median drops,
+    instead of every run of one reader.
+    """
+    times: list[list[float]] = [[] for _ in readers]
+    results: list[Any] = [None] * len(readers)
+    for round_ in range(runs + 1):
         began = time.perf_counter()
-        result = reader.run()
-        times.append(time.perf_counter() - began)
-    rows = result if isinstance(result, int) else len(result) if hasattr(result, "__len__") else None
-    return Timing(reader, times, rows)
+        for i, reader in enumerate(readers):
+            start = time.perf_counter()
+            results[i] = reader.run()
+            if round_ > 0:
+                times[i].append(time.perf_counter() - start)
+        log(f"  round {round_} ({'warm-up' if round_ == 0 else 'timed'}): {time.perf_counter() - began:.0f} s",
+            flush=True)
+    return [Timing(reader, runs_s, _rows(result)) for reader, runs_s, result in zip(readers, times, results,
+                                                                                       strict=True)]
+
+
+def _rows(result: Any) -> int | None:
+    return result if isinstance(result, int) else len(result) if hasattr(result, "__len__") else None
 
 
 def cookbook_examples() -> list[tuple[str, dict[str, str], str]]:
