@@ -1,7 +1,7 @@
 """What a question costs as history grows: load N events over four weeks, then time every reader.
 
     python bench/read_scale.py --events 5000000            # -> bench/results/read_scale_5000000.json
-    python bench/read_scale.py --compare a.json b.json     # the two sizes side by side, with growth ratios
+    python bench/read_scale.py --compare a.json b.json     # sizes side by side, with growth ratios
 
 Loads ``--events`` distinct events (plus 5 % re-delivered duplicates) spread over 28
 days ending now into a fresh embedded data directory, migrated as the project
@@ -54,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data directory afterwards")
     parser.add_argument("--settle-timeout-s", type=float, default=1_800.0)
     parser.add_argument("--out", type=Path, help="default bench/results/read_scale_<events>.json")
-    parser.add_argument("--compare", nargs=2, type=Path, metavar=("SMALL.json", "LARGE.json"),
-                        help="print the two runs side by side with growth ratios, and stop")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="RESULT.json",
+                        help="print two (or more) runs side by side with growth ratios, and stop")
     args = parser.parse_args(argv)
     if args.compare:
-        print(compare_table(*(json.loads(p.read_text()) for p in args.compare)))
+        if len(args.compare) < 2:
+            parser.error("--compare needs two result files or more")
+        print(compare_table([json.loads(p.read_text()) for p in args.compare]))
         return 0
     if args.events < 100_000:
         parser.error("--events: at least 100,000 (four weeks of traffic need a few events a minute)")
@@ -160,26 +162,34 @@ def result_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def compare_table(small: dict, large: dict) -> str:
-    """Readers present in both runs: median and p95 at each size, and how much the median grew."""
-    ratio = large["events"] / small["events"]
-    a, b = f"{small['events'] / 1e6:g}M", f"{large['events'] / 1e6:g}M"
-    lines = [f"| reader | window | {a} median | {b} median | {b} p95 | growth for {ratio:g}× history |",
-             "|---|---|---|---|---|---|"]
-    before = {(r["group"], r["name"], r["window"]): r for r in small["readers"]}
-    for r in large["readers"]:
-        s = before.get((r["group"], r["name"], r["window"]))
-        if s is not None:
-            growth = r["median_s"] / s["median_s"] if s["median_s"] > 0 else float("inf")
-            lines.append(f"| {r['name']} | {r['window']} | {_seconds(s['median_s'])} | {_seconds(r['median_s'])} "
-                         f"| {_seconds(r['p95_s'])} | {growth:.1f}× |")
-    lines += ["", f"| load | {a} | {b} |", "|---|---|---|",
-              f"| rows/s | {small['load']['rows_per_s']:,} | {large['load']['rows_per_s']:,} |"]
-    bytes_a = {s["table"]: s for s in small["storage"]}
-    for s in large["storage"]:
-        if s["table"] in bytes_a:
-            lines.append(f"| {s['table']} bytes per retained event | {bytes_a[s['table']]['bytes_per_event']} "
-                         f"| {s['bytes_per_event']} |")
+def compare_table(runs: list[dict]) -> str:
+    """Readers present in every run, smallest history first: the median at each size, the p95 at the
+    largest, and how much the median grew from the smallest to the largest."""
+    runs = sorted(runs, key=lambda r: r["events"])
+    first, last = runs[0], runs[-1]
+    sizes = [f"{r['events'] / 1e6:g}M" for r in runs]
+    ratio = last["events"] / first["events"]
+    lines = ["| reader | window | " + " | ".join(sizes) + f" | {sizes[-1]} p95 | growth for {ratio:g}× history |",
+             "|---|---|" + "---|" * (len(runs) + 2)]
+    by_run = [{(r["group"], r["name"], r["window"]): r for r in run["readers"]} for run in runs]
+    for key, r in by_run[-1].items():
+        found = [b.get(key) for b in by_run]
+        if any(f is None for f in found):
+            continue
+        growth = r["median_s"] / found[0]["median_s"] if found[0]["median_s"] > 0 else float("inf")
+        lines.append(f"| {r['name']} | {r['window']} | " + " | ".join(_seconds(f["median_s"]) for f in found)
+                     + f" | {_seconds(r['p95_s'])} | {growth:.1f}× |")
+    lines += ["", "| | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(runs),
+              "| load, rows/s (making, pricing and inserting) | "
+              + " | ".join(f"{r['load']['rows_per_s']:,}" for r in runs) + " |",
+              "| the inserts alone, rows/s | " + " | ".join(f"{r['load'].get('insert_rows_per_s', 0):,}" for r in runs)
+              + " |"]
+    for table in (s["table"] for s in last["storage"]):
+        per_event = [next((s["bytes_per_event"] for s in r["storage"] if s["table"] == table), None) for r in runs]
+        lines.append(f"| {table}, bytes on disk per retained event | " + " | ".join(f"{b}" for b in per_event) + " |")
+    lines.append("| load average (1 min) before / after timing | " + " | ".join(
+        f"{r['load_average_before_after'][0][0]:.1f} / {r['load_average_before_after'][1][0]:.1f}" for r in runs)
+        + " |")
     return "\n".join(lines)
 
 
