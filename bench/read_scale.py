@@ -164,27 +164,29 @@ def result_table(result: dict) -> str:
 
 def compare_table(runs: list[dict]) -> str:
     """Readers present in every run, smallest history first: the median at each size, the p95 at the
-    largest, and how much the median grew from the smallest to the largest."""
+    largest, and how much the median grew to the largest from the next smaller size and from the smallest."""
     runs = sorted(runs, key=lambda r: r["events"])
-    first, last = runs[0], runs[-1]
     sizes = [f"{r['events'] / 1e6:g}M" for r in runs]
-    ratio = last["events"] / first["events"]
-    lines = ["| reader | window | " + " | ".join(sizes) + f" | {sizes[-1]} p95 | growth for {ratio:g}× history |",
-             "|---|---|" + "---|" * (len(runs) + 2)]
+    steps = [(len(runs) - 2, len(runs) - 1)] + ([(0, len(runs) - 1)] if len(runs) > 2 else [])
+    growth_heads = " | ".join(f"growth {sizes[a]} → {sizes[b]} ({runs[b]['events'] / runs[a]['events']:g}× history)"
+                              for a, b in steps)
+    lines = ["| reader | kind | window | " + " | ".join(sizes) + f" | {sizes[-1]} p95 | {growth_heads} |",
+             "|---|---|---|" + "---|" * (len(runs) + 1 + len(steps))]
     by_run = [{(r["group"], r["name"], r["window"]): r for r in run["readers"]} for run in runs]
     for key, r in by_run[-1].items():
         found = [b.get(key) for b in by_run]
         if any(f is None for f in found):
             continue
-        growth = r["median_s"] / found[0]["median_s"] if found[0]["median_s"] > 0 else float("inf")
-        lines.append(f"| {r['name']} | {r['window']} | " + " | ".join(_seconds(f["median_s"]) for f in found)
-                     + f" | {_seconds(r['p95_s'])} | {growth:.1f}× |")
+        growth = [found[b]["median_s"] / found[a]["median_s"] for a, b in steps]
+        medians = " | ".join(_seconds(f["median_s"]) for f in found)
+        lines.append(f"| {r['name']} | {r['group']} | {r['window']} | {medians} | {_seconds(r['p95_s'])} | "
+                     + " | ".join(f"{g:.1f}×" for g in growth) + " |")
     lines += ["", "| | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(runs),
               "| load, rows/s (making, pricing and inserting) | "
               + " | ".join(f"{r['load']['rows_per_s']:,}" for r in runs) + " |",
               "| the inserts alone, rows/s | " + " | ".join(f"{r['load'].get('insert_rows_per_s', 0):,}" for r in runs)
               + " |"]
-    for table in (s["table"] for s in last["storage"]):
+    for table in (s["table"] for s in runs[-1]["storage"]):
         per_event = [next((s["bytes_per_event"] for s in r["storage"] if s["table"] == table), None) for r in runs]
         lines.append(f"| {table}, bytes on disk per retained event | " + " | ".join(f"{b}" for b in per_event) + " |")
     lines.append("| load average (1 min) before / after timing | " + " | ".join(
