@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from read_scale_data import MODELS, PRICED_MODELS, Generator  # noqa: E402
+from read_scale_data import Generator  # noqa: E402
+from read_scale_keys import MODELS, PRICED_MODELS  # noqa: E402
 from read_scale_load import load, settle  # noqa: E402
 from read_scale_readers import readers, time_readers  # noqa: E402
 
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict:
         unpriced = [m for m in PRICED_MODELS if not generator.pricer.group_price(
             *m, generator.start, "realtime", None).applied.priced]
         if unpriced:
-            raise SystemExit(f"the price catalog no longer prices {unpriced}: pick other models in read_scale_data.py")
+            raise SystemExit(f"the price catalog no longer prices {unpriced}: "
+                             "pick other models in bench/read_scale_keys.py")
         print(f"loading {args.events:,} events over {generator.shape.days} days ending {end:%Y-%m-%d %H:%M} UTC "
               f"into {data_dir}")
         stats = load(store, generator, chunk_rows=args.chunk_rows)

@@ -4,7 +4,7 @@ Everything is numpy, seeded, and priced by the project's vectorised engine
 (:meth:`Pricer.price_columns`), then shaped by :func:`spendstream.sinks.rows.usage_table`
 into the writer's ``usage_events`` columns, so the rows are the rows a worker writes.
 
-The shape of the traffic (:class:`Keys` draws the keys):
+The shape of the traffic (bench/read_scale_keys.py draws the keys):
 
 - requests per minute follow a daily profile (peak mid-afternoon UTC), a weekly one
   (weekends at ~40 %), a slow trend and per-hour noise, over ``days`` days ending at ``end``;
@@ -29,104 +29,20 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from read_scale_keys import MODELS, Keys, Shape, hex_ids, zipf
 
 from spendstream.batches import EVENT_COLUMNS, TS, BatchResult
 from spendstream.pricing.engine import Pricer, UsageColumns
 from spendstream.sinks.rows import usage_table
 
-# 27 models the catalog prices, then 3 self-hosted ones it cannot (each on a GPU deployment).
-PRICED_MODELS = (
-    ("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"), ("openai", "gpt-4.1-mini"),
-    ("openai", "gpt-4.1-nano"), ("openai", "o3"), ("openai", "o4-mini"), ("openai", "gpt-5"),
-    ("openai", "gpt-5-mini"), ("openai", "gpt-5-nano"),
-    ("anthropic", "claude-sonnet-4-5"), ("anthropic", "claude-3-5-haiku-latest"), ("anthropic", "claude-opus-4-1"),
-    ("anthropic", "claude-haiku-4-5"), ("anthropic", "claude-sonnet-4"),
-    ("google", "gemini-2.5-flash"), ("google", "gemini-2.5-pro"), ("google", "gemini-2.5-flash-lite"),
-    ("mistral", "mistral-large-latest"), ("mistral", "mistral-small-latest"),
-    ("groq", "llama-3.3-70b-versatile"), ("groq", "llama-3.1-8b-instant"),
-    ("deepseek", "deepseek-chat"), ("deepseek", "deepseek-reasoner"),
-    ("aws", "amazon.nova-pro-v1:0"), ("x-ai", "grok-3"), ("x-ai", "grok-3-mini"),
-)
-SELF_HOSTED = (("self-hosted", "acme-llama-3-70b-ft", "gpu-llama-70b"),
-               ("self-hosted", "acme-qwen-2.5-32b", "gpu-qwen-32b"),
-               ("self-hosted", "acme-mistral-7b-ft", "gpu-mistral-7b"))
-MODELS = PRICED_MODELS + tuple((p, m) for p, m, _ in SELF_HOSTED)
-REASONING = {"o3", "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano", "deepseek-reasoner", "gemini-2.5-pro"}
 PARTITIONS = 12
 EXTRA_COLUMNS = [("tags", pa.map_(pa.string(), pa.string())), ("folded_tags", pa.list_(pa.string())),
                  ("source_topic", pa.string()), ("source_partition", pa.uint32()), ("source_offset", pa.uint64())]
 BATCH_SCHEMA = pa.schema(EVENT_COLUMNS + EXTRA_COLUMNS)  # a BatchResult's events, as the stages build them
 
 
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """Cardinalities and rates of the generated traffic."""
-
-    days: int = 28
-    teams: int = 24
-    features: int = 200
-    customers: int = 50_000
-    services: int = 40
-    users: int = 100_000
-    retry_share: float = 0.02      # of events: attempt 2 of a request whose attempt 1 failed
-    duplicate_share: float = 0.05  # of events: stored a second time, identical
-    late_share: float = 0.001      # of events: ingested 1-6 hours after their ts
-
-
-def hex_ids(rng: np.random.Generator, n: int, *, nbytes: int = 16) -> pa.Array:
-    """``n`` random lowercase hex strings of ``2 * nbytes`` characters (uuid4().hex-like), vectorised."""
-    pairs = np.array([f"{i:02x}" for i in range(256)], dtype="S2").view(np.uint16)
-    chars = np.ascontiguousarray(pairs[rng.integers(0, 256, size=(n, nbytes), dtype=np.uint8)])
-    return pa.array(chars.view(f"S{2 * nbytes}").ravel()).cast(pa.string())
-
-
-def zipf(rng: np.random.Generator, n: int, size: int, *, s: float) -> np.ndarray:
-    """``size`` draws of ranks 0..n-1 with Zipf(s) weights."""
-    cdf = np.cumsum(1.0 / np.arange(1, n + 1) ** s)
-    return np.minimum(np.searchsorted(cdf / cdf[-1], rng.random(size)), n - 1)
-
-
 def timestamps(values_ms: np.ndarray) -> pa.Array:
     return pa.array(values_ms.astype(np.int64), pa.int64()).cast(TS)
-
-
-class Keys:
-    """The fixed universe of keys (teams, features, customers, ...) and how each feature behaves."""
-
-    def __init__(self, shape: Shape, rng: np.random.Generator) -> None:
-        f = shape.features
-        self.shape = shape
-        self.feature_names = pa.array([f"feature-{k:03d}" for k in range(f)])
-        self.team_names = pa.array([f"team-{k:02d}" for k in range(shape.teams)])
-        self.customer_names = pa.array([f"cust-{k:05d}" for k in range(shape.customers)])
-        self.service_names = pa.array([f"svc-{k:02d}" for k in range(shape.services)])
-        self.users = hex_ids(rng, shape.users, nbytes=8)
-        # every team owns a feature; the rest go to teams by Zipf size; a feature lives in one service
-        self.team_of = np.concatenate([np.arange(shape.teams), zipf(rng, shape.teams, f - shape.teams, s=0.8)])
-        self.service_of = np.concatenate([np.arange(shape.services),
-                                          zipf(rng, shape.services, f - shape.services, s=0.7)])
-        # every model is some feature's main model; up to two more models share a feature's traffic
-        main = rng.permutation(np.concatenate([np.arange(len(MODELS)),
-                                               zipf(rng, len(MODELS), f - len(MODELS), s=0.9)]))
-        others = rng.integers(0, len(MODELS), size=(f, 2))
-        self.models = np.column_stack([main, others])
-        share = np.column_stack([np.ones(f), rng.random((f, 2)) < 0.4]) * np.array([0.7, 0.2, 0.1])
-        self.model_cdf = np.cumsum(share / share.sum(axis=1, keepdims=True), axis=1)
-        self.cache_share = np.where(rng.random(f) < 0.4, rng.uniform(0.2, 0.8, f), 0.0)
-        self.batch_feature = rng.random(f) < 0.08
-        self.input_scale = rng.lognormal(0, 0.7, f)
-        self.output_scale = rng.lognormal(0, 0.5, f)
-        self.fingerprints = hex_ids(rng, f * 8)  # eight stable prompt prefixes per feature
-        self.prefix_tokens = rng.integers(512, 8_000, f * 8)
-        self.routes = pa.array([f"/api/v{1 + k % 3}/route-{k:02d}" for k in range(60)])
-        self.experiments = pa.array([f"exp-{k:02d}" for k in range(20)])
-        self.provider_names = pa.array([p for p, _ in MODELS])
-        self.model_names = pa.array([m for _, m in MODELS])
-        self.deployments = pa.array([None] * len(PRICED_MODELS) + [d for _, _, d in SELF_HOSTED], pa.string())
-        self.batchable = np.zeros(len(MODELS), bool)  # set from the price catalog by the Generator
-        self.priority = np.zeros(len(MODELS), bool)
-        self.openai = np.array([p == "openai" for p, _ in MODELS])
-        self.reasoning = np.array([m in REASONING for _, m in MODELS])
 
 
 def requests_per_minute(rng: np.random.Generator, requests: int, *, start: datetime, days: int) -> np.ndarray:
@@ -145,10 +61,9 @@ def requests_per_minute(rng: np.random.Generator, requests: int, *, start: datet
 
 @dataclass(slots=True)
 class Chunk:
-    """One insert's worth of events: the priced rows, and the emitter ledger for them."""
+    """One insert's worth of distinct events, priced."""
 
     rows: pa.Table      # usage_events columns, as the writer inserts them
-    ledger: pa.Table    # emitter_ledger rows: distinct events per service and minute
     requests: int
     retries: int
     price_s: float      # of the chunk's making, the time in Pricer.price_columns
@@ -157,9 +72,10 @@ class Chunk:
 class Generator:
     """Chunks of priced events over ``shape.days`` days ending at ``end``, each about ``chunk_rows`` events."""
 
-    def __init__(self, events: int, *, end: datetime, seed: int, shape: Shape = Shape(),
+    def __init__(self, events: int, *, end: datetime, seed: int, shape: Shape | None = None,
                  pricer: Pricer | None = None) -> None:
         self.rng = np.random.default_rng(seed)
+        shape = shape or Shape()
         self.shape, self.end, self.events = shape, end, events
         self.start = end - timedelta(days=shape.days)
         self.pricer = pricer or Pricer()
@@ -178,7 +94,7 @@ class Generator:
                   len(self.per_minute)]
         start_ms = int(self.start.timestamp() * 1000)
         done_requests = done_retries = 0
-        for index, (m0, m1) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        for m0, m1 in zip(bounds, bounds[1:], strict=False):
             counts = self.per_minute[m0:m1]
             n = int(counts.sum())
             if n == 0:
@@ -187,31 +103,23 @@ class Generator:
             retries = round(self.retries * (done_requests + n) / self.requests) - done_retries
             minute_ms = start_ms + 60_000 * np.arange(m0, m1, dtype=np.int64)
             ts_ms = np.repeat(minute_ms, counts) + self.rng.integers(0, 60_000, n)
-            yield self._chunk(index, ts_ms, retries)
+            yield self._chunk(ts_ms, retries)
             done_requests += n
             done_retries += retries
 
-    def _chunk(self, index: int, ts_ms: np.ndarray, retries: int) -> Chunk:
-        events = self._events(ts_ms, retries)
+    def _chunk(self, ts_ms: np.ndarray, retries: int) -> Chunk:
+        events, ingested_ms = self._events(ts_ms, retries)
         began = time.perf_counter()
         priced = self.pricer.price_columns(UsageColumns.from_table(events))
         price_s = time.perf_counter() - began
+        # as the writer builds its rows, then each row's own ingestion time (the writer stamps a batch's)
         rows = usage_table(BatchResult(events=events, priced=priced))
-        rows = rows.set_column(rows.schema.get_field_index("ingested_at"), "ingested_at",
-                               timestamps(self._ingested_ms))
-        minute = pc.floor_temporal(events["ts"], unit="minute")
-        counts = pa.table({"service": events["service"], "minute": minute}).group_by(
-            ["service", "minute"]).aggregate([([], "count_all")])
-        ledger = pa.table({
-            "emitter_id": pa.repeat(pa.scalar(f"read-scale-{index}"), counts.num_rows),
-            "service": counts["service"], "minute": counts["minute"],
-            "events": counts["count_all"].cast(pa.uint64()), "exact": pa.repeat(pa.scalar(True), counts.num_rows),
-            "reported_at": pc.add(counts["minute"], pa.scalar(timedelta(seconds=90))),
-        })
-        return Chunk(rows, ledger, len(ts_ms), retries, price_s)
+        rows = rows.set_column(rows.schema.get_field_index("ingested_at"), "ingested_at", timestamps(ingested_ms))
+        return Chunk(rows, len(ts_ms), retries, price_s)
 
-    def _events(self, ts_ms: np.ndarray, retries: int) -> pa.Table:
-        """Requests starting at ``ts_ms`` (attempt 1), then ``retries`` attempts 2 of as many of them."""
+    def _events(self, ts_ms: np.ndarray, retries: int) -> tuple[pa.Table, np.ndarray]:
+        """Requests starting at ``ts_ms`` (attempt 1), then ``retries`` attempts 2 of as many of them, as a
+        BatchResult's events; and when each was ingested (ms)."""
         rng, k, shape = self.rng, self.keys, self.shape
         n = len(ts_ms)
         feature = zipf(rng, shape.features, n, s=1.0)
@@ -249,7 +157,7 @@ class Generator:
         row_ts = np.minimum(row_ts, int(self.end.timestamp() * 1000) - 1)
         lag = rng.lognormal(np.log(800), 0.8, m) + np.where(rng.random(m) < shape.late_share,
                                                              rng.uniform(3_600e3, 6 * 3_600e3, m), 0)
-        self._ingested_ms = row_ts + lag.astype(np.int64)
+        ingested_ms = row_ts + lag.astype(np.int64)
 
         def tokens(values: np.ndarray) -> pa.Array:
             return pa.array(np.where(failed, 0, values[row]), pa.uint64())
@@ -301,9 +209,9 @@ class Generator:
             "folded_tags": pa.ListArray.from_arrays(pa.array(np.zeros(m + 1, np.int32)), pa.array([], pa.string())),
             "source_topic": pa.repeat(pa.scalar("usage"), m),
             "source_partition": pa.array(partition, pa.uint32()),
-            "source_offset": pa.array(self._source_offsets(partition), pa.uint64()),
+            "source_offset": pa.array(self._source_offsets(partition, ingested_ms), pa.uint64()),
         }
-        return pa.Table.from_arrays([columns[name] for name in BATCH_SCHEMA.names], schema=BATCH_SCHEMA)
+        return pa.Table.from_arrays([columns[name] for name in BATCH_SCHEMA.names], schema=BATCH_SCHEMA), ingested_ms
 
     def _tags(self, row: np.ndarray, requests: int) -> pa.Array:
         """A quarter of requests name a route, 8 % an experiment (route first when both)."""
@@ -322,9 +230,9 @@ class Generator:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
 
-    def _source_offsets(self, partition: np.ndarray) -> np.ndarray:
+    def _source_offsets(self, partition: np.ndarray, ingested_ms: np.ndarray) -> np.ndarray:
         """Kafka offsets per partition, rising with ingestion time, continuing from the previous chunk."""
-        order = np.lexsort((self._ingested_ms, partition))
+        order = np.lexsort((ingested_ms, partition))
         sorted_partition = partition[order]
         first = np.searchsorted(sorted_partition, sorted_partition)
         offsets = np.empty(len(partition), np.int64)

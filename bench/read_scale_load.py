@@ -3,8 +3,8 @@
 Chunks from :class:`read_scale_data.Generator` go in with ``EmbeddedStore.insert_arrow``
 (one insert per chunk, like the writer's path); the next chunk is generated and priced
 while the previous one is inserted. Beside the usage events the store gets what the
-other readers read: the emitters' ledger (``reconcile``), dead letters at the demo's
-malformed rate (``reconcile``, the cookbook), and the self-hosted models' GPU
+other readers read: the emitters' ledger (``reconcile``), dead letters for 0.05 % of
+events (``reconcile``, the cookbook), and the self-hosted models' GPU
 deployments with a sample every 15 s (the GPU views, the advisor), which grow with
 time, not with events.
 """
@@ -20,7 +20,9 @@ from decimal import Decimal
 import numpy as np
 import orjson
 import pyarrow as pa
-from read_scale_data import SELF_HOSTED, Generator, hex_ids, timestamps
+import pyarrow.compute as pc
+from read_scale_data import Generator, timestamps
+from read_scale_keys import SELF_HOSTED, hex_ids
 
 from spendstream.agents.stages import process
 from spendstream.batches import DeadLetter, SourceRecord
@@ -84,19 +86,21 @@ def load(store: EmbeddedStore, generator: Generator, *, chunk_rows: int, log=pri
             copies = chunk.rows.take(pa.array(np.sort(rng.choice(n, round(n * generator.shape.duplicate_share),
                                                                  replace=False))))
             rows = chunk.rows if pending is None else pa.concat_tables([chunk.rows, pending])
-            letters = _dead_letters(rng, chunk.rows, round(n * DEAD_LETTER_SHARE))
+            letters = _dead_letters(rng, chunk.rows, round(n * DEAD_LETTER_SHARE), generator.pricer)
             generate_s += time.perf_counter() - began
             price_s += chunk.price_s
             if in_flight is not None:
                 insert_s += in_flight.result()
-            in_flight = pool.submit(insert, rows, chunk.ledger, letters)
+            ledger = _ledger(chunk.rows, emitter_id=f"read-scale-{chunks}")
+            in_flight = pool.submit(insert, rows, ledger, letters)
             inserted += rows.num_rows
             duplicates += 0 if pending is None else pending.num_rows
             dead += letters.num_rows
-            ledger_rows += chunk.ledger.num_rows
+            ledger_rows += ledger.num_rows
             requests, retries, chunks = requests + chunk.requests, retries + chunk.retries, chunks + 1
             pending = copies
-            log(f"  chunk {chunks}: {inserted:,} rows inserted, {time.perf_counter() - started:.0f} s")
+            log(f"  chunk {chunks}: {inserted:,} rows made and handed to the insert, "
+                f"{time.perf_counter() - started:.0f} s")
             began = time.perf_counter()
         insert_s += in_flight.result() if in_flight is not None else 0.0
     if pending is not None:
@@ -109,7 +113,19 @@ def load(store: EmbeddedStore, generator: Generator, *, chunk_rows: int, log=pri
                      round(generate_s, 2), round(price_s, 2), round(insert_s, 2), round(wall_s, 2))
 
 
-def _dead_letters(rng: np.random.Generator, rows: pa.Table, n: int) -> pa.Table:
+def _ledger(rows: pa.Table, *, emitter_id: str) -> pa.Table:
+    """What one emitter would report for ``rows``: its distinct events per service and minute, exactly."""
+    counts = pa.table({"service": rows["service"], "minute": pc.floor_temporal(rows["ts"], unit="minute")}).group_by(
+        ["service", "minute"]).aggregate([([], "count_all")])
+    return pa.table({
+        "emitter_id": pa.repeat(pa.scalar(emitter_id), counts.num_rows),
+        "service": counts["service"], "minute": counts["minute"],
+        "events": counts["count_all"].cast(pa.uint64()), "exact": pa.repeat(pa.scalar(True), counts.num_rows),
+        "reported_at": pc.add(counts["minute"], pa.scalar(timedelta(seconds=90))),
+    })
+
+
+def _dead_letters(rng: np.random.Generator, rows: pa.Table, n: int, pricer: Pricer) -> pa.Table:
     """``n`` malformed events beside ``rows``, dead-lettered with the reasons the stages give them."""
     picked = rows.take(pa.array(rng.choice(rows.num_rows, n, replace=False))).select(
         ["ts", "service", "provider", "model", "source_partition"]).to_pylist()
@@ -124,7 +140,7 @@ def _dead_letters(rng: np.random.Generator, rows: pa.Table, n: int) -> pa.Table:
         raw = orjson.dumps(event)
         # offsets far above the usage rows' own, so no two records share coordinates
         source = SourceRecord("usage", row["source_partition"], 2**40 + int(rng.integers(2**40)), raw)
-        (letter,) = process([source], _PRICER).dead_letters
+        (letter,) = process([source], pricer).dead_letters
         letters.append(DeadLetter(source, letter.item_index, letter.reason, raw, letter.event_id))
     if not letters:
         return dead_letter_table([])
@@ -132,9 +148,6 @@ def _dead_letters(rng: np.random.Generator, rows: pa.Table, n: int) -> pa.Table:
     arrived = [r["ts"] + timedelta(seconds=2) for r in picked]  # received when it was sent, not now
     return table.set_column(table.schema.get_field_index("received_at"), "received_at",
                             pa.array(arrived, table.schema.field("received_at").type))
-
-
-_PRICER = Pricer()
 
 
 def _gpu_history(store: EmbeddedStore, rng: np.random.Generator, generator: Generator) -> int:
@@ -188,5 +201,6 @@ def settle(store: EmbeddedStore, *, timeout_s: float, log=print) -> dict:
         time.sleep(2)
     parts = store.query("SELECT count() FROM system.parts WHERE active AND table = 'usage_events'").scalar()
     waited = round(time.perf_counter() - began, 1)
-    log(f"  merges settled after {waited} s; usage_events has {parts} active parts")
+    log(f"  {'merges settled' if quiet >= 3 else 'still merging, timed out'} after {waited} s; "
+        f"usage_events has {parts} active parts")
     return {"waited_s": waited, "settled": quiet >= 3, "usage_events_parts": int(parts)}
