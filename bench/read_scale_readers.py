@@ -114,6 +114,7 @@ def grafana_sql(sql: str, *, now: datetime, span: timedelta, interval: str) -> s
     """A panel's query with the plugin's macros expanded for ``now - span .. now``."""
     start, end = int((now - span).timestamp()), int(now.timestamp())
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({start}) AND \1 <= toDateTime({end})", sql)
+    sql = sql.replace("$__fromTime", f"toDateTime({start})").replace("$__toTime", f"toDateTime({end})")
     return re.sub(r"\$__timeInterval\((\w+)\)", rf"toStartOfInterval(toDateTime(\1), INTERVAL {interval})", sql)
 
 
