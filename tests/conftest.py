@@ -127,6 +127,32 @@ def worker_settings(data_dir: Path, topic: str, **overrides: object):
 
 
 @pytest.fixture
+def http_server() -> Iterator[tuple[int, list[str]]]:
+    """A loopback HTTP server that records every request it gets (port, paths): reads must never reach it."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"reached\n")
+
+        do_HEAD = do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], hits
+    server.shutdown()
+
+
+@pytest.fixture
 def worker(broker, topic, tmp_path):
     """A worker process consuming ``topic`` into its own data directory (stopped cleanly after the test)."""
     from spendstream.demo.worker_process import WorkerProcess

@@ -158,10 +158,7 @@ def test_reprice_export_and_prices_commands(tmp_path) -> None:
     assert broken.returncode == 2 and f"{overrides}:2: overrides.0: Value error, give exactly one" in broken.stderr
 
 
-def test_sql_on_the_directory_itself_runs_one_statement_read_only(tmp_path) -> None:
-    import http.server
-    import threading
-
+def test_sql_on_the_directory_itself_runs_one_statement_read_only(tmp_path, http_server) -> None:
     data = tmp_path / "data"
     env = _env(data)
     subprocess.run([sys.executable, "-c", _SEED_EVENTS, str(data)], env=env, check=True, timeout=60)
@@ -172,28 +169,11 @@ def test_sql_on_the_directory_itself_runs_one_statement_read_only(tmp_path) -> N
         several = _cli("sql", "SELECT 1; ALTER TABLE usage_events UPDATE total_cost = 0 WHERE 1 "
                        "SETTINGS mutations_sync = 1", *write, env=env)
         assert several.returncode == 1 and "one statement at a time" in several.stderr and not several.stdout
-    hits: list[str] = []
-
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        do_HEAD = do_GET  # noqa: N815
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        for sql in ("ALTER TABLE usage_events UPDATE total_cost = 0 WHERE 1",
-                    f"SELECT * FROM url('http://127.0.0.1:{server.server_address[1]}/', 'LineAsString')",
-                    "SELECT file('/etc/passwd')"):
-            refused = _cli("sql", sql, env=env)
-            assert refused.returncode == 1 and "read-only" in refused.stderr and "--write" in refused.stderr
-    finally:
-        server.shutdown()
+    port, hits = http_server
+    for sql in ("ALTER TABLE usage_events UPDATE total_cost = 0 WHERE 1",
+                f"SELECT * FROM url('http://127.0.0.1:{port}/', 'LineAsString')",
+                "SELECT file('/etc/passwd')"):
+        refused = _cli("sql", sql, env=env)
+        assert refused.returncode == 1 and "read-only" in refused.stderr and "--write" in refused.stderr
     assert hits == []
     assert _cli("sql", total, "--format", "CSV", env=env).stdout == "10\n"

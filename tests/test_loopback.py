@@ -8,7 +8,6 @@ import io
 import json
 import os
 import stat
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -162,30 +161,13 @@ def test_several_statements_are_refused_and_none_runs(endpoint, write: bool) -> 
     assert endpoint.canary() == "1"
 
 
-def test_reads_are_read_only_and_stay_on_this_machine(endpoint) -> None:
-    hits: list[str] = []
-
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        do_HEAD = do_GET  # noqa: N815
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        for sql in ("ALTER TABLE canary UPDATE v = 0 WHERE 1", "CREATE TABLE sneaky (a Int8) ENGINE = Memory",
-                    f"SELECT * FROM url('http://127.0.0.1:{server.server_address[1]}/', 'LineAsString')",
-                    "SELECT * FROM file('/etc/passwd', 'LineAsString')", "SELECT file('/etc/passwd')"):
-            status, out = endpoint.query(sql)
-            assert status == 400 and b"read-only" in out and b"--write" in out, out
-    finally:
-        server.shutdown()
+def test_reads_are_read_only_and_stay_on_this_machine(endpoint, http_server) -> None:
+    port, hits = http_server
+    for sql in ("ALTER TABLE canary UPDATE v = 0 WHERE 1", "CREATE TABLE sneaky (a Int8) ENGINE = Memory",
+                f"SELECT * FROM url('http://127.0.0.1:{port}/', 'LineAsString')",
+                "SELECT * FROM file('/etc/passwd', 'LineAsString')", "SELECT file('/etc/passwd')"):
+        status, out = endpoint.query(sql)
+        assert status == 400 and b"read-only" in out and b"--write" in out, out
     assert hits == []
     assert endpoint.canary() == "1"
     assert endpoint.query("EXISTS TABLE sneaky") == (200, b"0\n")

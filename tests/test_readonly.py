@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 
 import orjson
@@ -19,29 +16,6 @@ from spendstream.sinks.rows import usage_table
 from spendstream.sinks.store import StoreError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[tuple[int, list[str]]]:
-    """A loopback HTTP server that records every request it gets: reads must never reach it."""
-    hits: list[str] = []
-
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"reached\n")
-
-        do_HEAD = do_POST = do_GET  # noqa: N815
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], hits
-    server.shutdown()
 
 
 @pytest.fixture
