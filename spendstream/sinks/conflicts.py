@@ -24,7 +24,6 @@ still keeps the first copy stored (``precedence``); the other is not recorded.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -35,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.batches import EVENT_COLUMNS, OTHER
-from spendstream.sinks.rows import MONEY, TS
+from spendstream.sinks.rows import MONEY, TS, raw_digest
 from spendstream.sinks.store import Store, sql_time
 
 # What an event says: its copies are the same event when all of these agree. Prices are
@@ -174,9 +173,6 @@ def _conflict_rows(copies: pa.Table, originals: pa.Table, now: datetime) -> pa.T
         **{f"stored_{name}": originals[name].cast(CONFLICT_SCHEMA.field(f"stored_{name}").type) for name in SOURCE},
         "copy_total_cost": copies["total_cost"].cast(MONEY), "stored_total_cost": originals["total_cost"].cast(MONEY),
         "copy": pa.array([j.decode() for j in as_json], pa.string()),
-        "copy_digest": pa.array([int.from_bytes(_digest(j), "big") for j in as_json], pa.uint64()),
+        "copy_digest": pa.array([raw_digest(j) for j in as_json], pa.uint64()),
     }, schema=CONFLICT_SCHEMA)
 
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=8).digest()

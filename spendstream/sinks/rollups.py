@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
@@ -370,6 +370,4 @@ def _record_done(store: Store, rollup: Rollup, periods: list[tuple]) -> None:
 def _as_datetime(value: object) -> datetime:
     if isinstance(value, datetime):
         return value
-    from datetime import timezone
-
     return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)

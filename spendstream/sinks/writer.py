@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -19,6 +20,7 @@ from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_ta
 from spendstream.sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SinkWriter:
@@ -46,9 +48,7 @@ class SinkWriter:
     async def write(self, batch: BatchResult, alerts: Sequence[Alert] = ()) -> pa.Table:
         """The batch's new events, its dead letters and ``alerts``; returns the conflicting copies
         it found (``event_conflicts`` rows, recorded, not applied) for the caller to alert on."""
-        found: list[pa.Table] = []
-        await self._durably(lambda: found.append(self._write_now(batch, alerts)))
-        return found[-1]
+        return await self._durably(lambda: self._write_now(batch, alerts))
 
     async def write_alerts(self, alerts: Sequence[Alert]) -> None:
         await self._durably(lambda: self._insert_alerts(alerts))
@@ -76,12 +76,11 @@ class SinkWriter:
 
         await self._durably(insert)
 
-    async def _durably(self, insert: Callable[[], None]) -> None:
+    async def _durably(self, insert: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
-                await asyncio.to_thread(insert)
-                return
+                return await asyncio.to_thread(insert)
             except StoreError as exc:
                 delay = backoff_s(attempt, base_s=self._retry_base_s, cap_s=self._retry_cap_s)
                 attempt += 1
