@@ -18,7 +18,7 @@ from typing import Any
 
 from spendstream.advisor import Opportunity, advise
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import HOURS, MINUTES, Rollup
+from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MINUTES, Rollup
 from spendstream.sinks.store import QueryResult, TextQuerier, query_result, sql_time
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
@@ -41,8 +41,9 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     partial periods at its ends are read from raw), and equal to the same questions
     asked of ``usage_events FINAL`` (tests/test_readers_on_rollups.py keeps those as the
     reference). Each question reads the smaller rollup that has its dimensions:
-    ``usage_minutes``, or ``usage_hours`` for customers. Rankings break ties by name, so
-    the top ten are the same ten every time.
+    ``usage_minutes`` when the charts step by 5 minutes, ``usage_hours`` when by hours or
+    days, ``customer_hours`` for customers. Rankings break ties by name, so the top ten
+    are the same ten every time.
     """
     p = {"since": sql_time(since), "until": sql_time(until)}
     span = {"since": "{since:DateTime64(3, 'UTC')}", "until": "{until:DateTime64(3, 'UTC')}"}
@@ -51,7 +52,9 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     def q(sql: str) -> QueryResult:
         return query_result(querier, sql, p)
 
-    def usage(bucket: str, *measures: str, rollup: Rollup = MINUTES) -> str:
+    grain = MINUTES if step.endswith("MINUTE") else HOURS
+
+    def usage(bucket: str, *measures: str, rollup: Rollup = grain) -> str:
         return between(rollup, bucket, measures, **span)
 
     interval = f"toString(toStartOfInterval({{t}}, INTERVAL {step}))"
@@ -70,7 +73,7 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
                       f"sum(attempts) AS attempts FROM {usage('0', 'cost_usd', 'attempts')} "
                       "GROUP BY feature ORDER BY cost_usd DESC, feature LIMIT 10"),
         "customers": q(f"SELECT ifNull(customer, '(none)') AS customer, sum(cost_usd) AS cost_usd "
-                       f"FROM {usage('0', 'cost_usd', rollup=HOURS)} "
+                       f"FROM {usage('0', 'cost_usd', rollup=CUSTOMER_HOURS)} "
                        "GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10"),
         "models": q(f"SELECT model, sum(cost_usd) AS cost_usd, sum(unpriced_attempts) AS unpriced, "
                     f"sum(input_tokens) + sum(output_tokens) AS tokens "

@@ -220,7 +220,7 @@ def test_detector_windows_and_alerts_from_rollups_equal_raw_through_duplicates_c
                                    dedup_key=f"{run}-future", message="test", created_at=NOW - HOUR)])
     _assert_same_as_raw(store, run, nows)   # nothing maintained yet: the watermark keeps the readers on raw
     _maintain(store)
-    assert str(store.query("SELECT minutes FROM rollup_watermarks").scalar()) > str(NOW)  # the rollups answer now
+    assert str(store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()) > str(NOW)  # the rollups answer now
     _assert_same_as_raw(store, run, nows)
 
     alerts = detect_spend_anomalies(store, NOW) + detect_retry_storms(store, NOW)
@@ -240,7 +240,7 @@ def test_detector_windows_and_alerts_from_rollups_equal_raw_through_duplicates_c
     _write(store, [{**events[3], "input_tokens": 9_000_000}], partition=2)
     late = _call(f"{run}-late", 0, NOW - timedelta(days=7, minutes=4), **{"team": f"{run}-spiky"})
     _write(store, [late])
-    assert str(store.query("SELECT minutes FROM rollup_watermarks").scalar()) <= str(NOW - timedelta(days=7))
+    assert str(store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()) <= str(NOW - timedelta(days=7))
     _assert_same_as_raw(store, run, nows)
     _maintain(store)
     _assert_same_as_raw(store, run, nows)
@@ -252,12 +252,12 @@ def test_the_readers_answer_from_the_rollup_where_it_is_maintained(seeded_store)
     store, team = seeded_store, f"ghost-{uuid.uuid4().hex[:6]}"
     _maintain(store)
     minute = NOW.replace(second=0, microsecond=0) - 3 * MINUTE
-    for rollup in rollups.ROLLUPS:  # (the anomaly reader knows a key by its hours)
-        at = minute - (minute - minute.replace(minute=0)) if rollup is rollups.HOURS else minute
+    for rollup in rollups.ROLLUPS:  # (the anomaly reader knows a key by its hours; budgets read closed hours)
+        at = minute.replace(minute=0) - HOUR if rollup.step == HOUR else minute
         store.command(f"INSERT INTO {rollup.name} ({rollup.period}, team, feature, attempts, retries, cost_usd, "
                       f"version) VALUES ('{at:%Y-%m-%d %H:%M:%S}', '{team}', '{team}-f', 10, 5, 7.5, now64(3))")
     try:
-        assert str(store.query("SELECT minutes FROM rollup_watermarks").scalar()) > str(minute)
+        assert str(store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()) > str(minute)
         budget = Budget(name=team, team=team, amount_usd=Decimal(1))
         assert spend_so_far(store, [budget], NOW) == [Decimal("7.5")]
         assert raw_spent(store, budget, budget.period_of(NOW)[0], NOW) == 0

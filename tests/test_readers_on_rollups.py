@@ -251,7 +251,7 @@ def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_
 
     assert _differences(store, spans) == [], "before maintaining"
     _maintain(store)
-    watermark = store.query("SELECT minutes, hours FROM rollup_watermarks").rows[0]
+    watermark = store.query("SELECT usage_minutes, usage_hours FROM rollup_watermarks").rows[0]
     assert min(str(w) for w in watermark) > sql_time(starts[-2])  # what follows reads the rollups, not raw
     assert _differences(store, spans) == [], "maintained"
 
@@ -263,7 +263,8 @@ def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_
              "ts": (datetime.fromisoformat(events[200 + k]["ts"]) + timedelta(seconds=1)).isoformat()}
             for k in range(5)]
     _write(store, late)
-    assert str(store.query("SELECT minutes FROM rollup_watermarks").scalar()) <= late[0]["ts"][:19].replace("T", " ")
+    watermark = store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()
+    assert str(watermark) <= late[0]["ts"][:19].replace("T", " ")
     assert _differences(store, spans) == [], "late events pending"
     _maintain(store)
     assert _differences(store, spans) == [], "maintained again"

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -88,7 +91,7 @@ def test_rollup_backed_views_equal_raw_through_duplicates_conflicts_late_events_
     _write(store, [{**events[5], "output_tokens": 99_999}], partition=2)
     late = _events(f"{run}-late", now - timedelta(hours=20), 3)
     _write(store, late)
-    watermark = store.query("SELECT minutes FROM rollup_watermarks").scalar()
+    watermark = store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()
     assert str(watermark) <= (now - timedelta(hours=20)).strftime("%Y-%m-%d %H:%M:%S")  # readers read raw from there
     _assert_views_equal_raw(store)
     _maintain(store)
@@ -155,7 +158,63 @@ def test_a_late_event_older_than_the_raw_retention_leaves_its_rollup_as_it_was(e
     after = _answers(embedded_store, "SELECT minute, team, attempts FROM usage_minutes FINAL "
                                      f"WHERE startsWith(team, '{run}')")
     assert before and after == before
-    pending = embedded_store.query("SELECT minutes FROM rollup_watermarks").scalar()
+    pending = embedded_store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()
     assert str(pending) > f"{long_ago:%Y-%m-%d %H:%M:%S}"  # not held back by it
-    for table in ("usage_minutes", "usage_hours"):  # the shared store's rollups equal its raw events again
+    for table in ("usage_minutes", "usage_hours", "customer_hours"):  # the shared store's rollups equal raw again
         embedded_store.command(f"DELETE FROM {table} WHERE startsWith(team, '{run}')")
+
+
+def _grouped(store, rollup: rollups.Rollup, source: str) -> list[tuple]:
+    """Every period × key of ``rollup`` with each measure's answer, from its table or from raw."""
+    keys = ", ".join(rollup.keys)
+    answers = ", ".join(f"{m.of_rollup if source == 'rollup' else m.of_raw.replace('uniqExactState', 'uniqExact')} "
+                        f"AS {m.name}" for m in rollups.MEASURES)
+    table = f"{rollup.name} FINAL" if source == "rollup" else "usage_events FINAL"
+    period = rollup.period if source == "rollup" else f"{rollup.bucket} AS {rollup.period}"
+    return _answers(store, f"SELECT {period}, {keys}, {answers} FROM {table} GROUP BY {rollup.period}, {keys}")
+
+
+def test_old_grains_with_data_become_the_new_grains_in_place(tmp_path) -> None:
+    """Migration 12 on a store whose rollups have migration 10's grains: the new rollups hold what a
+    recomputation from raw gives, the periods done stay done (customer_hours too), and running the
+    regrouping again changes nothing. (In a process of its own: chdb opens one data directory per process.)"""
+    check = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_rollups; "
+             f"test_rollups.regrain_check({str(tmp_path / 'old')!r})")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "regrained", result.stdout
+
+
+def regrain_check(path: str) -> None:
+    from spendstream.sinks.embedded import EmbeddedStore
+    from spendstream.sinks.regrain import regrain
+
+    store = EmbeddedStore(path)
+    every = migrations.MIGRATIONS
+    migrations.MIGRATIONS = every[:11]
+    migrations.migrate(store)
+    run = f"grain-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    _write(store, _events(run, now - timedelta(hours=30), 200))
+    names = ", ".join(m.name for m in rollups.MEASURES)
+    measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in rollups.MEASURES)
+    for old in (rollups.V10_MINUTES, rollups.V10_HOURS):  # as migration 10's maintainer kept them
+        keys = ", ".join(old.keys)
+        store.command(f"INSERT INTO {old.name} ({old.period}, {keys}, {names}, version) SELECT {old.bucket} AS p, "
+                      f"{keys}, {measures}, now64(3) FROM usage_events FINAL GROUP BY p, {keys}")
+        store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT DISTINCT '{old.name}', "
+                      f"{old.bucket}, now64(3) FROM usage_events")
+    store.command("INSERT INTO rollup_state (rollup, through) VALUES ('usage_hours', now64(3))")
+    migrations.MIGRATIONS = every
+    assert migrations.migrate(store) == [12]
+    for rollup in rollups.ROLLUPS:
+        assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
+    done = [tuple(r) for r in store.query("SELECT rollup, count() FROM rollup_done FINAL GROUP BY 1 ORDER BY 1").rows]
+    hours = store.query("SELECT uniqExact(toStartOfHour(ts)) FROM usage_events").scalar()
+    assert done == [("customer_hours", hours), ("usage_hours", hours), ("usage_minutes", 200)]
+    assert str(store.query("SELECT customer_hours FROM rollup_watermarks").scalar()) >= f"{now:%Y-%m-%d %H}"
+    before = [_grouped(store, r, "rollup") for r in rollups.ROLLUPS]
+    regrain(store, store.command)  # again, as after a crash: already in shape, left alone
+    assert [_grouped(store, r, "rollup") for r in rollups.ROLLUPS] == before
+    store.close()
+    print("regrained")

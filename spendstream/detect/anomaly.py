@@ -14,10 +14,10 @@ once); ``bench/alert_eval.py`` measures recall, precision and delay on replayed
 traffic with injected incidents, beside the LiteLLM-style rule.
 
 Reads (:func:`spend_windows`, through :mod:`spendstream.detect.windows`): team and
-feature windows from the minute rollup; customer windows from raw (only the hour
-rollup keeps customers, and a window shorter than an hour holds no whole hour);
-whether a key had spent before each lookback window from the hour rollup — four
-weeks of it, the part of a pass that grows with traffic.
+feature windows from the minute rollup; customer windows from raw (only
+``customer_hours`` keeps customers, and a window shorter than an hour holds no whole
+hour); whether a key had spent before each lookback window from ``customer_hours`` —
+four weeks of it, the part of a pass that grows with traffic.
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def spend_windows(querier: TextQuerier, now: datetime, *, window: timedelta) -> 
     bounds = sorted(set(ends))
     spans = [Window(a, b) for a, b in zip([min(starts), *bounds], [*bounds, None], strict=True)]
     by_minute, p1 = windowed(rollups.MINUTES, windows, ["cost_usd"], name="m")
-    by_hour, p2 = windowed(rollups.HOURS, windows, ["cost_usd"], name="h")
-    seen, p3 = windowed(rollups.HOURS, spans, ["attempts", "unpriced_attempts"], name="s")
+    by_hour, p2 = windowed(rollups.CUSTOMER_HOURS, windows, ["cost_usd"], name="h")
+    seen, p3 = windowed(rollups.CUSTOMER_HOURS, spans, ["attempts", "unpriced_attempts"], name="s")
     spend = ", ".join(f"sumIf(cost, w = {i}) AS w{i}" for i in range(len(windows)))
     rows = query_result(querier, f"""
         SELECT key, {spend}, min(first) AS first_span FROM (

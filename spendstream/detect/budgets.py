@@ -120,7 +120,7 @@ def spend_so_far(querier: TextQuerier, budgets: Sequence[Budget], now: datetime)
             if budget.scope:
                 where = f"{budget.scope[0]} = {{b{i}_value:String}}"
                 params[f"b{i}_value"] = budget.scope[1]
-            rollup = rollups.HOURS if budget.customer is not None else rollups.MINUTES
+            rollup = rollups.CUSTOMER_HOURS if budget.customer is not None else rollups.HOURS
             period, window = windowed(rollup, [Window(budget.period_of(now)[0], now)], ["cost_usd"], name=f"b{i}",
                                       where=where)
             parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM {period}")

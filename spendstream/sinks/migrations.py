@@ -16,6 +16,7 @@ from functools import partial
 
 from spendstream.pricing.rates import KINDS
 from spendstream.sinks import reader_views, rollups
+from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
 
@@ -492,21 +493,33 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     Migration(10, "windows as data: minute and hour rollups, kept exact by recomputation", (
         rollups.MARKS_DDL, rollups.MARKS_MV_DDL, rollups.STATE_DDL, rollups.DONE_DDL,
-        rollups.table_ddl(rollups.MINUTES), rollups.table_ddl(rollups.HOURS),
-        rollups.WATERMARKS_VIEW,
+        rollups.table_ddl(rollups.V10_MINUTES), rollups.table_ddl(rollups.V10_HOURS),
+        rollups.watermarks_view((rollups.V10_MINUTES, rollups.V10_HOURS)),
         # a GpuSample field this version does not know is kept, as usage events' are
         "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS extra String DEFAULT '' "
         "COMMENT 'fields unknown to the schema version, as JSON'",
         # the same views, the same answers, from the rollups
-        rollups.cost_view("cost_hourly", "{t}"), rollups.cost_view("cost_daily", "toDate({t})"),
-        rollups.cost_view("cost_monthly", "toStartOfMonth({t})"), _UNIT_COSTS, rollups.RETRY_WASTE_VIEW,
+        rollups.cost_view("cost_hourly", "{t}", rollups.V10_HOURS),
+        rollups.cost_view("cost_daily", "toDate({t})", rollups.V10_HOURS),
+        rollups.cost_view("cost_monthly", "toStartOfMonth({t})", rollups.V10_HOURS), _UNIT_COSTS,
+        rollups.retry_waste_view(rollups.V10_MINUTES),
         # what is already stored gets rolled up too, oldest first (an INSERT: once, not on every replica)
         lambda store, run: store.command(rollups.backfill_marks()),
     )),
     Migration(11, "readers on the rollups: exact range views, weekly movers from usage_hours", (
+        reader_views.range_view("usage_minutely", rollups.V10_MINUTES),
+        reader_views.range_view("usage_hourly", rollups.V10_HOURS),
+        reader_views.movers(rollups.V10_HOURS),
+    )),
+    Migration(12, "rollup grains per question: compact hours without customers, customer_hours beside them", (
+        regrain,  # the new grains, from the rows the old ones hold (sinks/regrain.py)
+        rollups.WATERMARKS_VIEW,
+        rollups.cost_view("cost_hourly", "{t}"), rollups.cost_view("cost_daily", "toDate({t})"),
+        rollups.cost_view("cost_monthly", "toStartOfMonth({t})"), rollups.retry_waste_view(rollups.HOURS),
         reader_views.range_view("usage_minutely", rollups.MINUTES),
         reader_views.range_view("usage_hourly", rollups.HOURS),
-        reader_views.MOVERS,
+        reader_views.range_view("customer_hourly", rollups.CUSTOMER_HOURS),
+        reader_views.movers(rollups.CUSTOMER_HOURS),
     )),
 )
 

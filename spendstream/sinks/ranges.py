@@ -24,9 +24,6 @@ from collections.abc import Sequence
 from spendstream.sinks import rollups
 from spendstream.sinks.rollups import MEASURES, Rollup
 
-# The start of the period holding an instant, per rollup: the rollup's own bucket function.
-_FLOOR = {rollups.MINUTES.name: "toStartOfMinute", rollups.HOURS.name: "toStartOfHour"}
-
 
 def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, *, since: str,
             until: str | None = None, where: str = "1") -> str:
@@ -40,11 +37,9 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     Every event of the range is in exactly one row: the result equals grouping the raw
     events of the range by ``bucket`` over their period start.
     """
-    if rollup.name not in _FLOOR:
-        raise ValueError(f"no period function for rollup {rollup.name!r}")
     if "{t}" in where:
         raise ValueError("`where` filters keys only: the time range is since/until")
-    floor = _FLOOR[rollup.name]
+    floor = rollup.floor
     step_s = int(rollup.step.total_seconds())
     since = f"toDateTime64({since}, 3, 'UTC')"
     start = f"{floor}({since})"

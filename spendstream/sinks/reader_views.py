@@ -1,16 +1,17 @@
 """Views for people and dashboards that read the rollups, exact for any time range (created by migration 11).
 
-- ``usage_minutely(since, until)`` and ``usage_hourly(since, until)``: every measure per
+- ``usage_minutely(since, until)``, ``usage_hourly(since, until)`` and
+  ``customer_hourly(since, until)``: every measure per
   period × key for ``since <= ts < until``, from ``ranges.between`` (whole periods from
   the rollup or raw, the partial ends from raw). Parameterized views, because a view
   without parameters cannot know which partial periods to take from raw.
-- ``spend_movers_weekly``: the same columns and answers as migration 5's, from ``usage_hours``.
+- ``spend_movers_weekly``: the same columns and answers as migration 5's, from ``customer_hours``.
 """
 
 from __future__ import annotations
 
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import HOURS, MEASURES, Rollup
+from spendstream.sinks.rollups import CUSTOMER_HOURS, MEASURES, Rollup
 
 SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
 
@@ -34,7 +35,7 @@ def range_view(name: str, rollup: Rollup) -> str:
         """
 
 
-def _movers() -> str:
+def movers(rollup: Rollup = CUSTOMER_HOURS) -> str:
     """Spend in the last 7 days against the 7 before, per team/feature/customer (migration 5's ``_MOVERS``).
 
     Both weeks start at ``now()`` minus whole days, not on an hour: ``between`` takes the
@@ -43,8 +44,8 @@ def _movers() -> str:
     not a row (its costs would be NULL).
     """
     measures = ["cost_usd", "attempts", "unpriced_attempts"]
-    this_week = between(HOURS, "'this'", measures, since="now() - INTERVAL 7 DAY")  # and later: no upper bound
-    last_week = between(HOURS, "'last'", measures, since="now() - INTERVAL 14 DAY", until="now() - INTERVAL 7 DAY")
+    this_week = between(rollup, "'this'", measures, since="now() - INTERVAL 7 DAY")  # and later: no upper bound
+    last_week = between(rollup, "'last'", measures, since="now() - INTERVAL 14 DAY", until="now() - INTERVAL 7 DAY")
     return f"""
         CREATE OR REPLACE VIEW spend_movers_weekly AS
         SELECT team, feature, customer,
@@ -57,6 +58,4 @@ def _movers() -> str:
         HAVING sum(attempts) > sum(unpriced_attempts)
         """
 
-
-MOVERS = _movers()
 

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 # table -> the time column its TTL counts from
 RAW = {"usage_events": "ts", "event_conflicts": "detected_at", "cost_corrections": "repriced_at"}
-ROLLUPS = {"usage_minutes": "minute", "usage_hours": "hour", "rollup_marks": "minute", "rollup_done": "period"}
+ROLLUPS = {"usage_minutes": "minute", "usage_hours": "hour", "customer_hours": "hour", "rollup_marks": "minute",
+           "rollup_done": "period"}
 DEAD_LETTERS = {"dead_letters": "received_at", "dead_letter_replays": "replayed_at"}
 
 

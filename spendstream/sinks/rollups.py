@@ -1,12 +1,22 @@
 """Windows as data: exact rollups of the deduplicated raw events, kept current as events arrive.
 
-Two grains, chosen per question (a minute × every-dimension rollup would be nearly as
-large as the raw events when customers are many and sparse):
+Three grains, chosen per question. A rollup is only worth its upkeep where its rows
+hold many events, and customers (tens of thousands, most of them sparse) keep any
+grain that includes them close to the size of raw (measured in BENCHMARKS.md, "Which
+grains"): at 10M events over four weeks, minute × team × feature × model holds 2.3
+events a row, hour × customer × team × feature 1.6, while hour × every key but
+customer holds 17 and a day of that 173. So customers get their own rollup, and every
+question without customers reads the compact hours:
 
-- ``usage_minutes``: per minute × team, feature, environment, provider, model, mode,
-  service tier, deployment, service — what detectors and dashboards read;
-- ``usage_hours``: per hour × the same and customer — what showback, chargeback,
-  reports and exports read.
+- ``usage_minutes``: per minute × team, feature, environment, provider, model, service —
+  what sub-hour windows read (detectors' recent windows, 1-minute dashboard panels,
+  reconcile against the emitters' per-minute ledger, burstiness);
+- ``usage_hours``: per hour × team, feature, environment, provider, model, mode,
+  service tier, deployment, service — what everything over hours, days and weeks
+  reads (reports, budgets, retry waste, the advisor's spend, baselines);
+- ``customer_hours``: per hour × customer, team, feature, environment, provider, model —
+  the keys of the showback/chargeback views (``cost_hourly``, ``cost_daily``,
+  ``cost_monthly``): what customer questions read.
 
 **How they stay exact.** Rollups are never incremented; a period is *recomputed* from
 ``usage_events FINAL`` and replaces what was there, so re-deliveries, conflicting
@@ -46,8 +56,9 @@ log = logging.getLogger(__name__)
 MONEY = "Nullable(Decimal(38, 18))"
 REQUESTS = "AggregateFunction(uniqExact, String)"
 
-MINUTE_KEYS = ("team", "feature", "environment", "provider", "model", "mode", "service_tier", "deployment", "service")
-HOUR_KEYS = ("team", "feature", "customer", *MINUTE_KEYS[2:])
+MINUTE_KEYS = ("team", "feature", "environment", "provider", "model", "service")
+HOUR_KEYS = ("team", "feature", "environment", "provider", "model", "mode", "service_tier", "deployment", "service")
+CUSTOMER_KEYS = ("team", "feature", "customer", "environment", "provider", "model")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +103,41 @@ class Rollup:
     bucket: str        # the period of a raw row, as SQL over `ts`
     step: timedelta
     keys: tuple[str, ...]
+    watermark: str = ""  # its column in the rollup_watermarks view (default: the table's name)
+
+    @property
+    def watermark_column(self) -> str:
+        return self.watermark or self.name
+
+    @property
+    def floor(self) -> str:
+        """The ClickHouse function giving the start of the period an instant is in."""
+        return {timedelta(minutes=1): "toStartOfMinute", timedelta(hours=1): "toStartOfHour"}[self.step]
 
 
 MINUTES = Rollup("usage_minutes", "minute", "toStartOfMinute(ts)", timedelta(minutes=1), MINUTE_KEYS)
 HOURS = Rollup("usage_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), HOUR_KEYS)
-ROLLUPS = (MINUTES, HOURS)
+CUSTOMER_HOURS = Rollup("customer_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), CUSTOMER_KEYS)
+ROLLUPS = (MINUTES, HOURS, CUSTOMER_HOURS)
+
+# The grains migrations 10 and 11 created (migration 12 replaced them): those migrations still
+# build what they built, so that a store upgrades through the same steps whatever its age.
+V10_MINUTES = Rollup("usage_minutes", "minute", "toStartOfMinute(ts)", timedelta(minutes=1),
+                     ("team", "feature", "environment", "provider", "model", "mode", "service_tier", "deployment",
+                      "service"), watermark="minutes")
+V10_HOURS = Rollup("usage_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
+                   ("team", "feature", "customer", "environment", "provider", "model", "mode", "service_tier",
+                    "deployment", "service"), watermark="hours")
 
 
 # -- schema (used by migration 10) --------------------------------------------------------
 
-def table_ddl(rollup: Rollup) -> str:
+def table_ddl(rollup: Rollup, *, name: str | None = None) -> str:
     keys = ",\n".join(f"            {k} LowCardinality(Nullable(String))" if k != "customer"
                       else f"            {k} Nullable(String)" for k in rollup.keys)
     measures = ",\n".join(f"            {m.name} {m.type}" for m in MEASURES)
     return f"""
-        CREATE TABLE IF NOT EXISTS {rollup.name} (
+        CREATE TABLE IF NOT EXISTS {name or rollup.name} (
             {rollup.period} DateTime('UTC'),
 {keys},
 {measures},
@@ -117,6 +148,20 @@ def table_ddl(rollup: Rollup) -> str:
         ORDER BY ({rollup.period}, {", ".join(rollup.keys)})
         SETTINGS allow_nullable_key = 1
         """
+
+
+def regroup(source: Rollup, target: Rollup, *, into: str) -> str:
+    """``INSERT`` ``source``'s rows into ``into`` (a table of ``target``'s shape), grouped by ``target``'s
+    coarser keys: counts, tokens and money summed, ``max_attempt`` maxed, request sets merged. The
+    same rows a recomputation from raw would give, without raw (which may have expired)."""
+    if source.step != target.step or not set(target.keys) <= set(source.keys):
+        raise ValueError(f"{target.name} is not a coarser grouping of {source.name}")
+    keys = ", ".join(target.keys)
+    measures = ", ".join(m.of_rollup.replace("uniqExactMerge(", "uniqExactMergeState(") + f" AS {m.name}"
+                         for m in MEASURES)
+    return (f"INSERT INTO {into} ({target.period}, {keys}, {', '.join(m.name for m in MEASURES)}, version) "
+            f"SELECT {source.period}, {keys}, {measures}, max(version) FROM {source.name} FINAL "
+            f"GROUP BY {source.period}, {keys}")
 
 
 # One row per minute once merged; the index finds the recent marks without reading the rest.
@@ -165,7 +210,7 @@ def _pending_sql(rollup: Rollup) -> str:
     Only marks after the rollup's ``through`` are looked at (all before it are done), so
     the search costs what was marked lately, not what history holds.
     """
-    period = "minute" if rollup is MINUTES else "toStartOfHour(minute)"
+    period = "minute" if rollup.step == MINUTES.step else f"{rollup.floor}(minute)"
     recent = (f"rollup_marks WHERE marked_at > (SELECT max(through) FROM rollup_state "
               f"WHERE rollup = '{rollup.name}')")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
@@ -177,13 +222,21 @@ def _pending_sql(rollup: Rollup) -> str:
 
 
 _NEVER = "toDateTime('2106-01-01 00:00:00', 'UTC')"
-WATERMARKS_VIEW = f"""
+
+
+def watermarks_view(grains: Sequence[Rollup]) -> str:
+    """Per rollup, the start of the first period readers must take from raw: its earliest pending
+    period, and at most the current (open) one."""
+    columns = ",\n           ".join(
+        f"least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(r)})), {_NEVER}), "
+        f"{r.floor}(now('UTC'))) AS {r.watermark_column}" for r in grains)
+    return f"""
     CREATE OR REPLACE VIEW rollup_watermarks AS
-    SELECT least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})), {_NEVER}),
-                 toStartOfMinute(now('UTC'))) AS minutes,
-           least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(HOURS)})), {_NEVER}),
-                 toStartOfHour(now('UTC'))) AS hours
+    SELECT {columns}
     """
+
+
+WATERMARKS_VIEW = watermarks_view(ROLLUPS)
 
 
 def backfill_marks() -> str:
@@ -202,7 +255,7 @@ def columns(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     """
     wanted = [m for m in MEASURES if measures is None or m.name in measures]
     keys = ", ".join(rollup.keys)
-    watermark = f"(SELECT {'minutes' if rollup is MINUTES else 'hours'} FROM rollup_watermarks)"
+    watermark = f"(SELECT {rollup.watermark_column} FROM rollup_watermarks)"
     from_rollup = ", ".join(m.name for m in wanted)
     from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
     return (
@@ -220,8 +273,8 @@ def _bucket(bucket: str, of: str) -> str:
     return bucket.replace("{t}", of)
 
 
-def cost_view(name: str, bucket: str) -> str:
-    """Showback/chargeback per time bucket and attribution key: ``usage_hours`` before its watermark, raw after.
+def cost_view(name: str, bucket: str, rollup: Rollup = CUSTOMER_HOURS) -> str:
+    """Showback/chargeback per time bucket and attribution key: ``customer_hours`` before its watermark, raw after.
 
     The same columns, and to the last digit the same answers, as the raw view it replaces
     (migration 3's ``_cost_view``); ``bucket`` is SQL over ``{t}``, an hour's start.
@@ -235,20 +288,22 @@ def cost_view(name: str, bucket: str) -> str:
         SELECT period, {keys}, {answer},
                sum(cost_usd) AS cost_usd, sum(list_cost_usd) AS list_cost_usd,
                sum(unpriced_attempts) AS unpriced_attempts
-        FROM {columns(HOURS, bucket, ["requests", "attempts", "successful_requests", "input_tokens",
+        FROM {columns(rollup, bucket, ["requests", "attempts", "successful_requests", "input_tokens",
                                       "output_tokens", "cost_usd", "list_cost_usd", "unpriced_attempts"])}
         GROUP BY period, {keys}
         """
 
 
-RETRY_WASTE_VIEW = f"""
+def retry_waste_view(rollup: Rollup = HOURS) -> str:
+    """Per day, team and feature: what failed attempts cost (migration 5's columns and answers)."""
+    return f"""
     CREATE OR REPLACE VIEW retry_waste_daily AS
     SELECT period AS day, team, feature,
            sum(attempts) AS attempts, sum(failed_attempts) AS failed_attempts, sum(retries) AS retries,
            sum(failed_cost_usd) AS wasted_cost_usd, sum(cost_usd) AS cost_usd,
            sum(rate_limited) AS rate_limited, sum(errors) AS errors, sum(timeouts) AS timeouts,
            sum(invalid_outputs) AS invalid_outputs
-    FROM {columns(MINUTES, "toDate({t})", ["attempts", "failed_attempts", "retries", "failed_cost_usd", "cost_usd",
+    FROM {columns(rollup, "toDate({t})", ["attempts", "failed_attempts", "retries", "failed_cost_usd", "cost_usd",
                                               "rate_limited", "errors", "timeouts", "invalid_outputs"])}
     GROUP BY day, team, feature
     """
@@ -295,7 +350,7 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         rows = store.query(f"SELECT period, mark, done FROM ({_pending_sql(rollup)}) ORDER BY period").rows
         pending = [(_as_datetime(p), m) for p, m, _ in rows]
         due = [(_as_datetime(p), m) for p, m, computed in rows
-               if (rollup is MINUTES or _as_datetime(p) + rollup.step <= server_now)  # hours once closed
+               if (rollup.step == MINUTES.step or _as_datetime(p) + rollup.step <= server_now)  # hours once closed
                and _settled(_as_datetime(m), _as_datetime(computed), server_now, quiet_s, busy_every_s)
                ][:max_periods]
         expired = [(p, m) for p, m in due if oldest is not None and p < oldest]
