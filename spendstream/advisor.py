@@ -23,24 +23,31 @@ to 30 days), the assumptions behind it and a confidence:
 Thresholds are module constants, named below; change them in one place.
 
 Where the numbers come from: the burst test's calls per feature and minute are what
-``usage_minutes`` holds, and are read from it. The other levers need single events
+``usage_minutes`` holds, and retry waste's failures and their cost per feature what
+``usage_hours`` holds: both are read from them. The other levers need single events
 (repeated prefixes and the gaps between them, token quantiles, the price's provider and
-model, tags, priced failures) that no rollup keeps: they read the period's raw events,
-which the time-ordered ``usage_events`` reads by range.
+model, tags) that no rollup keeps: they read the period's raw events, which the
+time-ordered ``usage_events`` reads by range.
+
+Savings are scaled to a month by the span of the period the store has observed (from
+its first event, if that is later than the period's start), so the numbers follow the
+traffic, not the ``--since`` flag; bursts are judged over the observed minutes too; and
+a feature that declares itself user-facing (tag ``user_facing=true``) is never told to
+use a batch API.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from spendstream.pricing.catalog import BATCH_DISCOUNT_PERCENT
 from spendstream.pricing.engine import Pricer
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import MINUTES
+from spendstream.sinks.rollups import HOURS, MINUTES
 from spendstream.sinks.store import TextQuerier, query_result, sql_time
 
 # Provider prompt caches: (minimum cacheable prefix tokens, lifetime seconds without a hit).
@@ -79,8 +86,14 @@ class Opportunity:
 
 
 def advise(querier: TextQuerier, since: datetime, until: datetime, pricer: Pricer | None = None) -> list[Opportunity]:
-    """Every opportunity worth at least MIN_MONTHLY_SAVING a month, largest first."""
-    scale = Decimal(30 * 86_400) / Decimal(max((until - since).total_seconds(), 1))
+    """Every opportunity worth at least MIN_MONTHLY_SAVING a month, largest first.
+
+    A period's saving is scaled to 30 days by the span the store has observed of it
+    (:func:`observed_span`), not by the period asked for: on a store holding two hours
+    of traffic, ``--since 7d`` and ``--since 2h`` give the same monthly numbers.
+    """
+    span = observed_span(querier, since, until)
+    scale = Decimal(30 * 86_400) / Decimal(span.total_seconds())
     params = {"since": sql_time(since), "until": sql_time(until)}
     window = "ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}"
     found: list[Opportunity] = []
@@ -90,6 +103,24 @@ def advise(querier: TextQuerier, since: datetime, until: datetime, pricer: Price
             if monthly >= MIN_MONTHLY_SAVING:
                 found.append(Opportunity(kind, subject, monthly, saving, confidence, evidence, assumptions))
     return sorted(found, key=lambda o: -o.monthly_saving_usd)
+
+
+# A store younger than this is scaled as if it were this old: its first minutes (or one
+# burst) are not multiplied into a month as though they never stopped.
+MIN_OBSERVED_SPAN = timedelta(hours=1)
+
+
+def observed_span(querier: TextQuerier, since: datetime, until: datetime) -> timedelta:
+    """How much of ``[since, until)`` the store has observed: from ``since``, or from its first
+    event when that is later (then at least MIN_OBSERVED_SPAN), to ``until``. (The first
+    event is found by the time-ordered sort key, without reading the rest.)"""
+    first = query_result(querier, "SELECT toString(min(ts)) FROM usage_events").scalar()
+    if not first or str(first).startswith("1970"):  # an empty store
+        return until - since
+    first_seen = datetime.fromisoformat(str(first)).replace(tzinfo=timezone.utc)
+    if first_seen <= since:
+        return until - since
+    return max(until - first_seen, MIN_OBSERVED_SPAN)
 
 
 def caching_potential(querier: TextQuerier, params: dict[str, str], window: str) -> list[dict[str, Any]]:
@@ -146,12 +177,16 @@ def _batch(querier, params, window, pricer, until):
         FROM usage_events FINAL
         WHERE {window} AND priced AND mode = 'realtime' AND feature IS NOT NULL
         GROUP BY feature, provider""", params).dicts()
-    busiest = max(1, math.ceil((until - _since(params)).total_seconds() / 60 * 0.01))
+    # the busiest 1 % of the minutes the store observed of the period (not of the period asked
+    # for: on two hours of traffic, 1 % of a week's minutes would hold every call)
+    since = datetime.fromisoformat(params["since"]).replace(tzinfo=timezone.utc)
+    busiest = max(1, math.ceil(observed_span(querier, since, until).total_seconds() / 60 * 0.01))
     bursts = busiest_shares(querier, params, busiest)
     for row in rows:
         discount = BATCH_DISCOUNT_PERCENT.get(row["provider"])
         bursty = bursts.get(row["feature"], 0.0) >= BURSTY_SHARE
-        if discount is None or not (row["declared"] or (row["not_user_facing"] and bursty)):
+        # a feature declared user-facing waits for no batch API, whatever else it declares
+        if discount is None or not row["not_user_facing"] or not (row["declared"] or bursty):
             continue
         why = ("declared latency_sensitive=false" if row["declared"] else
                f"no user_facing tag and {bursts[row['feature']]:.0%} of calls in the busiest 1 % of the period's "
@@ -178,10 +213,6 @@ def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -
             FROM (SELECT feature, period AS minute, sum(attempts) AS c FROM {per_minute} GROUP BY feature, minute))
         WHERE rank <= {busiest}
         GROUP BY feature""", params).dicts()}
-
-
-def _since(params: dict[str, str]) -> datetime:
-    return datetime.fromisoformat(params["since"]).replace(tzinfo=timezone.utc)
 
 
 def _right_size(querier, params, window, pricer, until):
@@ -246,13 +277,17 @@ def _output_cap(querier, params, window, pricer, until):
 
 
 def _retry_waste(querier, params, window, pricer, until):
+    # from usage_hours (the partial hours at the period's ends from raw): failed attempts are
+    # counted priced or not; what they cost is the priced ones'
+    measures = ["failed_cost_usd", "cost_usd", "failed_attempts", "rate_limited", "timeouts", "errors",
+                "invalid_outputs"]
+    hours = between(HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}",
+                    where="feature IS NOT NULL")
     rows = query_result(querier, f"""
-        SELECT feature, sumIf(total_cost, status != 'ok') AS wasted_usd, sum(total_cost) AS cost_usd,
-               countIf(status != 'ok') AS failed, countIf(status = 'rate_limited') AS rate_limited,
-               countIf(status = 'timeout') AS timeouts, countIf(status = 'error') AS errors,
-               countIf(status = 'invalid_output') AS invalid
-        FROM usage_events FINAL
-        WHERE {window} AND priced AND feature IS NOT NULL
+        SELECT feature, sum(failed_cost_usd) AS wasted_usd, sum(cost_usd) AS cost_usd,
+               sum(failed_attempts) AS failed, sum(rate_limited) AS rate_limited, sum(timeouts) AS timeouts,
+               sum(errors) AS errors, sum(invalid_outputs) AS invalid
+        FROM {hours}
         GROUP BY feature""", params).dicts()
     for row in rows:
         wasted, cost = row["wasted_usd"] or Decimal(0), row["cost_usd"] or Decimal(0)

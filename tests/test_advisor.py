@@ -184,3 +184,44 @@ def test_idle_gpus_are_found_when_the_peak_fits_on_fewer(embedded_store) -> None
     # p95 20 % of 8 GPUs fits on 2 at 80 %: 6 spare GPUs × 10 h × $2
     assert found.period_saving_usd == Decimal(120) and "60.0 GPU-hours spare" in found.evidence
     assert "idle_gpu" not in _kinds(embedded_store, day, until, f"busy-{run}")
+
+
+def test_monthly_numbers_follow_the_traffic_not_the_since_flag(tmp_path) -> None:
+    """Two hours of traffic in a fresh store: --since 7d, 2h and 1h give the same monthly saving (scaled by
+    the observed span, not by the period asked for), and a user-facing feature whose two hours look
+    like a burst inside a week is not told to use the batch API. (Its own process: chdb opens one data
+    directory per process, and the shared store's history starts years ago.)"""
+    import subprocess
+    import sys
+
+    check = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_advisor; "
+             f"test_advisor.span_check({str(tmp_path / 'fresh')!r})")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok", result.stdout
+
+
+def span_check(path: str) -> None:
+    from spendstream.sinks.embedded import EmbeddedStore
+    from spendstream.sinks.migrations import migrate
+
+    store = EmbeddedStore(path)
+    migrate(store)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = now - timedelta(hours=2)
+    calls = [{"event_id": f"s-{i}", "provider": "openai", "model": "gpt-4o",
+              "ts": (start + timedelta(seconds=30 * i)).isoformat(), "input_tokens": 800, "output_tokens": 60,
+              "feature": "support-chat",
+              "tags": {"user_facing": "true", "latency_sensitive": "false"},
+              "status": "timeout" if i % 5 == 0 else "ok"} for i in range(240)]
+    _store(store, calls)
+    monthly = {}
+    for label, since in (("7d", now - timedelta(days=7)), ("2h", start), ("1h", now - timedelta(hours=1))):
+        found = {o.kind: o for o in advise(store, since, now)}
+        assert "batch" not in found, (label, found["batch"])  # user-facing: never batch
+        monthly[label] = found["retry_waste"].monthly_saving_usd
+    # 48 timeouts × (800 × $2.50 + 60 × $10) / 1M = $0.1248 in 2 h; × 360 to a month
+    assert monthly["7d"] == monthly["2h"] == Decimal("44.93"), monthly
+    assert abs(monthly["1h"] - monthly["2h"]) <= Decimal("0.5"), monthly  # half the calls, twice the scale
+    store.close()
+    print("ok")
