@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,15 @@ class Settings(BaseSettings):
     usage_topic: str = "spendstream.usage"
     ledger_topic: str = Field(default="spendstream.ledger", description="Where emitters report what they delivered.")
     gpu_topic: str = Field(default="spendstream.gpu", description="Where GPU exporters send GpuSamples.")
+    otlp_topic: str | None = Field(default=None, description=(
+        "A topic of OTLP traces written by the OpenTelemetry Collector's Kafka exporter: workers turn its GenAI "
+        "model-call spans into usage events (docs/ingest.md). Unset: not consumed."))
+    otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = Field(default="auto", description=(
+        "The Kafka exporter's `encoding` on that topic; auto tells OTLP/JSON (starts with `{`) from protobuf."))
+    otlp_attribution: dict[Literal["team", "feature", "customer", "environment", "service", "deployment"],
+                           list[str]] = Field(default_factory=dict, description=(
+        'JSON: span/resource attribute keys per attribution field, first found wins, e.g. '
+        '{"team": ["k8s.namespace.name"]}; fields not given keep their defaults (docs/ingest.md).'))
     deployments_file: Path | None = Field(default=None, description=(
         "YAML: self-hosted deployments with GPU type, count and hourly price; see docs/gpu.md."))
     topic_partitions: int = Field(default=8, ge=1, description="Fixed at topic creation; caps the worker count.")
