@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -149,3 +150,65 @@ def test_totals_that_leave_out_their_parts_are_made_to_include_them() -> None:
     event = batch.event(0)
     assert (event.input_tokens, event.cached_input_tokens, event.cache_write_tokens) == (610, 500, 100)
     assert (event.output_tokens, event.reasoning_tokens) == (25, 20)
+
+
+def test_replay_of_a_span_dead_letter_goes_through_the_otlp_stage_again() -> None:
+    from spendstream.replay import Replay, predict
+    from spendstream.settings import Settings
+
+    refused = SpanSpec("chat", {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}, START)
+    dead = process_spans([SourceRecord("otel.traces", 0, 0, otlp_proto(finished_spans([refused, SEMCONV_CHAT],
+                                                                                       resource=RESOURCE)))],
+                         Pricer()).dead_letters
+    good = otlp_proto(finished_spans([SEMCONV_CHAT], resource=RESOURCE))
+    replays = [Replay("otel.traces", 0, 0, 0, 1, dead[0].reason, dead[0].raw),
+               Replay("otel.traces", 0, 1, -1, 2, "was refused", good)]
+    predict(replays, Settings(otlp_topic="otel.traces"), Pricer())
+    assert replays[0].expected.startswith("refused again:") and "names no model" in replays[0].expected
+    assert replays[1].expected == "stores 1 event"
+
+
+@pytest.mark.integration
+def test_a_worker_consumes_the_otlp_topic_and_stores_each_span_once(broker, topic, tmp_path) -> None:
+    import json
+    import urllib.request
+
+    from spendstream.agents.app import HEALTH_PATH
+    from spendstream.demo.worker_process import WorkerProcess
+    from spendstream.kafka_admin import ensure_topics
+    from spendstream.sinks.store import query_result
+    from tests.conftest import produce_raw, wait_for_count, worker_settings
+
+    otlp_topic = f"{topic}.otlp"
+    settings = worker_settings(tmp_path / "data", topic)
+    ensure_topics(broker, {topic: 2, otlp_topic: 2})
+    worker = WorkerProcess(settings, bootstrap_servers=broker, log_path=tmp_path / "worker.log",
+                           extra_env={"SPENDSTREAM_OTLP_TOPIC": otlp_topic})
+    worker.start()
+    try:
+        recorded = finished_spans([AGENT, OPENLLMETRY_CHAT, OPENLIT_CHAT, RATE_LIMITED, HTTP], resource=RESOURCE)
+        # The same spans exported twice, once in each encoding, and a record that is not OTLP at all.
+        produce_raw(broker, otlp_topic, [otlp_proto(recorded), b"\x0a\x03bad", otlp_json(recorded)])
+        querier = worker.query_client()
+        health_url = worker.query_client().url + HEALTH_PATH
+
+        def skipped() -> dict[str, int]:
+            with urllib.request.urlopen(health_url, timeout=10) as response:
+                return json.load(response)["otlp_spans_skipped"]
+
+        deadline = time.monotonic() + 60
+        while skipped() != {"not_a_model_call": 2, "not_genai": 2} and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert skipped() == {"not_a_model_call": 2, "not_genai": 2}  # both payloads written
+        assert wait_for_count(querier, "SELECT count() FROM dead_letters FINAL", 1) == 1
+        rows = query_result(querier, "SELECT event_id, service, environment, status, toString(total_cost) "
+                                     "FROM usage_events FINAL ORDER BY event_id").rows
+        conflicts = query_result(querier, "SELECT count() FROM event_conflicts").scalar()
+    finally:
+        assert worker.stop() == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+    expected = process_spans([SourceRecord(otlp_topic, 0, 0, otlp_proto(recorded))], Pricer())
+    events = sorted((expected.cost_record(i) for i in range(expected.num_events)), key=lambda r: r.event.event_id)
+    assert [(*row[:4], Decimal(row[4])) for row in rows] == [
+        (r.event.event_id, r.event.service, r.event.environment, r.event.status, r.total_cost) for r in events]
+    assert len(rows) == 4 and conflicts == 0  # the second export is the same events, not a conflicting copy
