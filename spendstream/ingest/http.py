@@ -266,7 +266,8 @@ def _json(body: dict[str, Any], *, status: int = 200, headers: dict[str, str] | 
 def serve(config: IngestConfig, *, on_listening: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM. ``on_listening`` gets the base URL once the port is bound."""
     async def run() -> None:
-        runner = web.AppRunner(create_app(config), handle_signals=True)
+        # No access log: a line per request is noise at event rates; /healthz has the counts by answer.
+        runner = web.AppRunner(create_app(config), handle_signals=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)
         try:
