@@ -137,6 +137,18 @@ def test_attribution_keys_are_configurable_and_unknown_fields_refused() -> None:
         Attribution({"teams": ["x"]})
 
 
+def test_the_attribution_setting_is_json_in_the_environment(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from spendstream.settings import Settings
+
+    monkeypatch.setenv("SPENDSTREAM_OTLP_ATTRIBUTION", '{"team": ["k8s.namespace.name", "team"]}')
+    assert Settings().otlp_attribution == {"team": ["k8s.namespace.name", "team"]}
+    monkeypatch.setenv("SPENDSTREAM_OTLP_ATTRIBUTION", '{"squad": ["x"]}')
+    with pytest.raises(ValidationError, match="otlp_attribution"):
+        Settings()
+
+
 def test_totals_that_leave_out_their_parts_are_made_to_include_them() -> None:
     # Anthropic's own usage counts cache reads and writes beside input_tokens; an instrumentation that
     # copies it gives parts above the total, which the total therefore did not include.

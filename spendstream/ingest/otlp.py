@@ -15,7 +15,7 @@ import base64
 import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import orjson
@@ -27,6 +27,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 Encoding = Literal["auto", "otlp_proto", "otlp_json"]
 # OTLP/JSON carries these ids as hex; protobuf's JSON mapping reads bytes as base64.
 _HEX_ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class MalformedPayload(ValueError):
@@ -113,8 +114,8 @@ def spans(traces: TracesData) -> Iterator[SpanView]:
                 end = span.end_time_unix_nano
                 yield SpanView(
                     index=index, trace_id=span.trace_id, span_id=span.span_id, name=span.name,
-                    # nanoseconds to microseconds in integers: a float would round the last digits
-                    start=datetime.fromtimestamp(start // 1000 / 1e6, timezone.utc) if start else None,
+                    # nanoseconds to microseconds in integers: a float of seconds would round the last digits
+                    start=_EPOCH + timedelta(microseconds=start // 1000) if start else None,
                     duration_ms=(end - start) / 1e6 if start and end >= start else None,
                     status_error=span.status.code == Status.STATUS_CODE_ERROR,
                     attributes=attributes(span.attributes), resource=resource,
