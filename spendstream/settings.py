@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     ingest_token: SecretStr | None = Field(default=None, description=(
         "Bearer token `spendstream ingest` requires (32+ characters); or SPENDSTREAM_INGEST_TOKEN_FILE."))
     ingest_token_file: Path | None = Field(default=None, description=(
-        "File holding that token: yours, mode 0600 (a mounted Kubernetes secret with defaultMode 0600)."))
+        "File holding that token, owned by the user the server runs as, mode 0600."))
     ingest_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576, description=(
         "Largest request body `spendstream ingest` reads; larger ones get 413."))
     ingest_produce_timeout_s: float = Field(default=10.0, gt=0, description=(
