@@ -109,6 +109,8 @@ class BatchResult:
     events: pa.Table | None = None
     dead_letters: list[DeadLetter] = field(default_factory=list)
     priced: PricedBatch | None = None
+    # Items that are not usage and were left out on purpose (spans that are not model calls), by why.
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_events(self) -> int:

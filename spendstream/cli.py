@@ -1,5 +1,5 @@
 """The ``spendstream`` command: demo, up, worker, store, sql, reprice, export focus, prices show, report, advise,
-reconcile, notify, dead-letters replay, gpu-exporter."""
+reconcile, notify, dead-letters replay, gpu-exporter, ingest."""
 
 from __future__ import annotations
 
@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--limit", type=int, default=10_000, help="at most this many, oldest first")
     replay.add_argument("--wait", type=float, default=30.0, help="seconds to watch for what the workers did")
 
+    ingest = commands.add_parser("ingest", help="serve POST /v1/usage: usage events over HTTP into Kafka")
+    ingest.add_argument("--host", default=None, help="bind address (default SPENDSTREAM_INGEST_HOST, 127.0.0.1)")
+    ingest.add_argument("--port", type=int, default=None, help="port (default SPENDSTREAM_INGEST_PORT, 8470)")
+    ingest.add_argument("--insecure-no-auth", action="store_true",
+                        help="serve without a token (only on a loopback address)")
+
     gpu = commands.add_parser("gpu-exporter", help="scrape a serving engine's /metrics and emit GpuSamples")
     gpu.add_argument("--deployment", required=True, help="the name usage events give as `deployment`")
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
-                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters}
+                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters, "ingest": _ingest}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -426,6 +432,18 @@ def _gpu_exporter(settings: Settings, args: argparse.Namespace) -> int:
             print(sample.model_dump_json() if sample else "no sample (scrape failed)")
             return 0 if sample else 1
         exporter.run(stop=lambda: bool(stopping))
+    return 0
+
+
+def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.ingest.http import IngestSetupError, config_from, serve
+
+    try:
+        config = config_from(settings, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth)
+        serve(config, on_listening=lambda url: print(f"spendstream ingest: POST {url}/v1/usage → topic {config.topic} "
+                                                     f"at {config.bootstrap_servers}. Ctrl-C stops.", flush=True))
+    except IngestSetupError as exc:
+        raise UsageError(str(exc)) from exc
     return 0
 
 

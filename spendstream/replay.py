@@ -28,8 +28,10 @@ from datetime import datetime
 import orjson
 
 from spendstream.agents.attribution import TagGuard
+from spendstream.agents.spans import process_spans
 from spendstream.agents.stages import process, process_gpu, process_ledger
 from spendstream.batches import SourceRecord
+from spendstream.ingest.genai import Attribution
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
 from spendstream.sinks.store import Store, sql_time
@@ -89,7 +91,10 @@ def predict(replays: Sequence[Replay], settings: Settings, pricer: Pricer) -> No
             dead, replay.ids, replay.table = ledger.dead_letters, [], "emitter_ledger"
             stored_reports = len(ledger.entries)
         else:
-            batch = process([record], pricer, TagGuard(settings.tag_value_limit))
+            batch = (process_spans([record], pricer, TagGuard(settings.tag_value_limit),
+                                   attribution=Attribution(settings.otlp_attribution), encoding=settings.otlp_encoding)
+                     if replay.source_topic == settings.otlp_topic else
+                     process([record], pricer, TagGuard(settings.tag_value_limit)))
             dead = batch.dead_letters
             replay.ids = batch.events["event_id"].to_pylist() if batch.events is not None else []
         count = stored_reports if replay.table == "emitter_ledger" else len(replay.ids)

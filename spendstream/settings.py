@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,26 @@ class Settings(BaseSettings):
     usage_topic: str = "spendstream.usage"
     ledger_topic: str = Field(default="spendstream.ledger", description="Where emitters report what they delivered.")
     gpu_topic: str = Field(default="spendstream.gpu", description="Where GPU exporters send GpuSamples.")
+    otlp_topic: str | None = Field(default=None, description=(
+        "A topic of OTLP traces written by the OpenTelemetry Collector's Kafka exporter: workers turn its GenAI "
+        "model-call spans into usage events (docs/ingest.md). Unset: not consumed."))
+    otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = Field(default="auto", description=(
+        "The Kafka exporter's `encoding` on that topic; auto tells OTLP/JSON (starts with `{`) from protobuf."))
+    otlp_attribution: dict[Literal["team", "feature", "customer", "environment", "service", "deployment"],
+                           list[str]] = Field(default_factory=dict, description=(
+        'JSON: span/resource attribute keys per attribution field, first found wins, e.g. '
+        '{"team": ["k8s.namespace.name"]}; fields not given keep their defaults (docs/ingest.md).'))
+    ingest_host: str = Field(default="127.0.0.1", description=(
+        "Address `spendstream ingest` binds (0.0.0.0 for every interface, as in a container)."))
+    ingest_port: int = Field(default=8470, ge=0, le=65535, description="Port of `spendstream ingest`; 0 picks one.")
+    ingest_token: SecretStr | None = Field(default=None, description=(
+        "Bearer token `spendstream ingest` requires (32+ characters); or SPENDSTREAM_INGEST_TOKEN_FILE."))
+    ingest_token_file: Path | None = Field(default=None, description=(
+        "File holding that token, owned by the user the server runs as, mode 0600."))
+    ingest_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576, description=(
+        "Largest request body `spendstream ingest` reads; larger ones get 413."))
+    ingest_produce_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "How long `spendstream ingest` waits for Kafka to acknowledge a request's events before it answers 503."))
     deployments_file: Path | None = Field(default=None, description=(
         "YAML: self-hosted deployments with GPU type, count and hourly price; see docs/gpu.md."))
     topic_partitions: int = Field(default=8, ge=1, description="Fixed at topic creation; caps the worker count.")
@@ -78,7 +99,8 @@ class Settings(BaseSettings):
         "Days dead letters (and their replays) are kept; unset keeps them forever."))
     log_level: str = "info"
 
-    @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")
+    @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", "ingest_token_file",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # `SPENDSTREAM_OVERRIDES_FILE=` in a compose file means "none"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from datetime import datetime, timezone
 
 import faust
@@ -21,12 +22,14 @@ from pydantic import SecretStr
 from spendstream.agents.attribution import TagGuard
 from spendstream.agents.consumer import ConsumerLoop
 from spendstream.agents.leadership import Tenure, follow_leadership
+from spendstream.agents.spans import process_spans
 from spendstream.agents.stages import isolated, process, process_gpu, process_ledger
 from spendstream.alerting.cycle import AlertCycle, AlertingConfig, CycleReport
 from spendstream.batches import BatchResult, GpuBatch, LedgerBatch, SourceRecord
 from spendstream.detect.conflicts import conflict_alerts
 from spendstream.detect.gpu import IdleGpuDetector, KvSaturationDetector
 from spendstream.detect.unpriced import unpriced_alerts
+from spendstream.ingest.genai import Attribution
 from spendstream.pricing.deployments import Deployment
 from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings
@@ -97,6 +100,18 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
         for batch in batches:
             await writer.write_ledger(batch)
 
+    attribution = Attribution(settings.otlp_attribution)
+    skipped_spans: Counter[str] = Counter()  # spans that are not model calls, by why (served on the health page)
+
+    async def handle_otlp(records: list[SourceRecord]) -> None:
+        batches, errors = isolated(lambda part: process_spans(part, pricer, tag_guard, attribution=attribution,
+                                                              encoding=settings.otlp_encoding),
+                                   records, lambda dead: BatchResult(dead_letters=dead))
+        _report(errors, "OTLP", len(records))
+        for batch in batches:
+            await store_usage(writer, batch)
+            skipped_spans.update(batch.skipped)  # counted once written: a batch that is retried counts once
+
     loops = [
         ConsumerLoop(bootstrap_servers, settings.usage_topic, settings.consumer_group, handle_usage,
                      max_records=settings.batch_max_records, max_wait_s=settings.batch_max_wait_s),
@@ -106,6 +121,10 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
         ConsumerLoop(bootstrap_servers, settings.ledger_topic, f"{settings.consumer_group}.ledger", handle_ledger,
                      max_records=settings.batch_max_records, max_wait_s=settings.batch_max_wait_s),
     ]
+    if settings.otlp_topic:
+        loops.append(ConsumerLoop(bootstrap_servers, settings.otlp_topic, f"{settings.consumer_group}.otlp",
+                                  handle_otlp, max_records=settings.batch_max_records,
+                                  max_wait_s=settings.batch_max_wait_s))
 
     @app.task
     async def consume() -> None:
@@ -146,7 +165,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     @app.page(HEALTH_PATH)
     class Health(faust.web.View):
         async def get(self, request: faust.web.Request) -> faust.web.Response:
-            return self.text(json.dumps({"loops": [loop.health() for loop in loops], "leader": tenure.active()}),
+            return self.text(json.dumps({"loops": [loop.health() for loop in loops], "leader": tenure.active(),
+                                         "otlp_spans_skipped": dict(skipped_spans)}),
                              content_type="application/json")
 
     return app

@@ -158,6 +158,14 @@ def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard
         result.dead_letters.extend(dead)
         exact.extend(events)
         exact_sources.extend([record] * len(events))
+    return price_events(result, tables, tags, sources, exact, exact_sources, pricer, tag_guard)
+
+
+def price_events(result: BatchResult, tables: list[pa.Table], tags: list[tuple[list[dict[str, str]] | None, int]],
+                 sources: list[tuple[SourceRecord, int]], exact: list[UsageEvent], exact_sources: list[SourceRecord],
+                 pricer: Pricer, tag_guard: TagGuard | None) -> BatchResult:
+    """``result`` with the batch's events as one table (fast-path ``tables``, then the ``exact`` events),
+    their tags bounded by ``tag_guard``, the record each came from, and their prices (all at once)."""
     if exact:
         tables.append(events_table(exact))
         tags.append(([e.tags for e in exact], len(exact)))

@@ -38,8 +38,10 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
         log.warning("alert destination %r cannot work: %s", name, problem)
     store_dependency(settings)  # a store URL that cannot be right fails now, not after Kafka answers
     startup = Startup(timeout_s=settings.startup_timeout_s)
-    wait_for_kafka(startup, bootstrap_servers, {settings.usage_topic: settings.topic_partitions,
-                                                settings.gpu_topic: 1, settings.ledger_topic: 1})
+    topics = {settings.usage_topic: settings.topic_partitions, settings.gpu_topic: 1, settings.ledger_topic: 1}
+    if settings.otlp_topic:  # the Collector's exporter may create it first; then its partitions stay as they are
+        topics[settings.otlp_topic] = settings.topic_partitions
+    wait_for_kafka(startup, bootstrap_servers, topics)
     store = open_migrated_store(startup, settings)
     cluster = settings.clickhouse_cluster
     apply_retention(lambda sql: store.command(on_cluster(sql, cluster) if cluster else sql),

@@ -68,30 +68,53 @@ def read_secret(data_dir: Path) -> SecretStr:
     """The secret a client sends; SecretUnreadable (saying why) when it cannot be used."""
     path = secret_path(data_dir)
     try:
+        return read_secret_file(path, remedy="delete it and restart the worker or `spendstream store` to make a "
+                                             "new one")
+    except SecretMissing:
+        raise SecretMissing(f"{path} does not exist: start the worker or `spendstream store` for "
+                            f"{data_dir} first (SPENDSTREAM_DATA_DIR must name its data directory)") from None
+    except SecretUnreadable as exc:
+        if exc.__cause__ is None:
+            raise
+        raise SecretUnreadable(f"cannot read {path} ({exc.__cause__.strerror}): only the owner of {data_dir} "
+                               "may query or write through its endpoint") from None
+
+
+def read_secret_file(path: Path, *, remedy: str) -> SecretStr:
+    """The secret in ``path``, which must be a regular file of this user's that only they can read (mode 0600)
+    holding at least 32 characters. SecretMissing when there is no file; SecretUnreadable, saying why and
+    ``remedy``, when it cannot be used."""
+    try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise SecretMissing(f"{path} does not exist: start the worker or `spendstream store` for "
-                               f"{data_dir} first (SPENDSTREAM_DATA_DIR must name its data directory)") from None
+        raise SecretMissing(f"{path} does not exist") from None
     except OSError as exc:
-        raise SecretUnreadable(f"cannot read {path} ({exc.strerror}): only the owner of {data_dir} "
-                               "may query or write through its endpoint") from None
+        raise SecretUnreadable(f"cannot read {path} ({exc.strerror})") from exc
     with os.fdopen(fd, "r", encoding="ascii") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
             raise SecretUnreadable(
                 f"{path} must be a file of yours with mode 0600 (it is {stat.filemode(info.st_mode)}, "
-                f"uid {info.st_uid}): others may have read it; delete it and restart the worker or "
-                "`spendstream store` to make a new one")
+                f"uid {info.st_uid}): others may have read it; {remedy}")
         token = file.read().strip()
     if len(token) < 32:
-        raise SecretUnreadable(f"{path} holds no usable secret; delete it and restart the worker or "
-                               "`spendstream store` to make a new one")
+        raise SecretUnreadable(f"{path} holds no usable secret (32 characters at least); {remedy}")
     return SecretStr(token)
 
 
 def auth_headers(secret: SecretStr) -> dict[str, str]:
     """The header a client sends with every request."""
     return {"Authorization": f"Bearer {secret.get_secret_value()}"}
+
+
+def browser_refusal(headers: Mapping[str, str], *, port: int) -> tuple[int, str] | None:
+    """Why a request to a loopback port looks like a web page's (an Origin, or a Host that is not loopback:
+    a rebound DNS name), as (403, reason); None when it does not."""
+    if "Origin" in headers:
+        return 403, "refused: requests from web pages (with an Origin header) are not served"
+    if headers.get("Host", "").lower() not in {f"{host}:{port}" for host in _LOOPBACK_HOSTS}:
+        return 403, f"refused: the Host header must be 127.0.0.1:{port} or localhost:{port}"
+    return None
 
 
 def refusal(headers: Mapping[str, str], *, secret: SecretStr, port: int,
@@ -101,10 +124,8 @@ def refusal(headers: Mapping[str, str], *, secret: SecretStr, port: int,
     ``content_type`` is the media type the route reads; None for routes without a body.
     The reasons never include what the request sent.
     """
-    if "Origin" in headers:
-        return 403, "refused: requests from web pages (with an Origin header) are not served"
-    if headers.get("Host", "").lower() not in {f"{host}:{port}" for host in _LOOPBACK_HOSTS}:
-        return 403, f"refused: the Host header must be 127.0.0.1:{port} or localhost:{port}"
+    if (refused := browser_refusal(headers, port=port)) is not None:
+        return refused
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     expected = secret.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
