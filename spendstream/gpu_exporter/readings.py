@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 ENGINES = ("vllm", "sglang", "tgi", "triton", "dcgm")
+# Labels that split a series the engine also publishes whole: SGLang with priority
+# scheduling exports ``num_running_reqs{priority="…"}`` beside the unlabelled total.
+BREAKDOWN_LABELS = ("priority",)
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]  # (source, labels)
 
 
@@ -64,6 +67,8 @@ class _Samples:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 self.by_name[sample.name].append((dict(sample.labels), float(sample.value)))
+        for name, series in self.by_name.items():
+            self.by_name[name] = _without_breakdowns(series)
 
     def names(self) -> Iterable[str]:
         return self.by_name.keys()
@@ -92,6 +97,24 @@ class _Samples:
             if label in labels:
                 return labels[label]
         return None
+
+
+def _without_breakdowns(series: list[tuple[dict[str, str], float]]) -> list[tuple[dict[str, str], float]]:
+    """The series minus those that only break down another series of the same family.
+
+    A series with a breakdown label (``priority``) is dropped when the family also has
+    the series without it (same other labels): that one is the total, and adding both
+    counts every request twice. A breakdown with no total beside it is kept.
+    """
+    if not any(label in labels for labels, _ in series for label in BREAKDOWN_LABELS):
+        return series
+    totals = {frozenset(labels.items()) for labels, _ in series if not any(k in labels for k in BREAKDOWN_LABELS)}
+
+    def whole(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
+        return frozenset((k, v) for k, v in labels.items() if k not in BREAKDOWN_LABELS)
+
+    return [(labels, value) for labels, value in series
+            if not any(k in labels for k in BREAKDOWN_LABELS) or whole(labels) not in totals]
 
 
 def detect_engine(text: str) -> str:
