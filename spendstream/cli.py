@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
     gpu.add_argument("--engine", default="auto", choices=("auto", "vllm", "sglang", "tgi", "triton"))
     gpu.add_argument("--dcgm-url", default=None, help="NVIDIA dcgm-exporter /metrics, for GPU utilisation")
+    gpu.add_argument("--dcgm-pod", action="append", default=[],
+                     help="keep dcgm series of these pods (shell patterns; repeat); default: the whole node")
+    gpu.add_argument("--dcgm-namespace", default=None, help="keep dcgm series of this Kubernetes namespace")
+    gpu.add_argument("--dcgm-container", action="append", default=[], help="keep dcgm series of these containers")
+    gpu.add_argument("--gpu-uuid", action="append", default=[], help="keep dcgm series of these GPUs (repeat)")
     gpu.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes")
     gpu.add_argument("--gpu-type", default=None)
     gpu.add_argument("--gpu-count", type=int, default=None)
@@ -407,12 +412,16 @@ def _gpu_exporter(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
     from spendstream.emitter import Emitter
+    from spendstream.gpu_exporter.dcgm import DcgmFilter
     from spendstream.gpu_exporter.exporter import ExporterConfig, GpuExporter
 
     if not settings.kafka_bootstrap:
         raise UsageError("set SPENDSTREAM_KAFKA_BOOTSTRAP to the Kafka the pipeline reads")
     config = ExporterConfig(deployment=args.deployment, urls=args.url,
                             engine=None if args.engine == "auto" else args.engine, dcgm_url=args.dcgm_url,
+                            dcgm_filter=DcgmFilter(pods=tuple(args.dcgm_pod), namespace=args.dcgm_namespace,
+                                                   containers=tuple(args.dcgm_container),
+                                                   gpu_uuids=tuple(args.gpu_uuid)),
                             interval_s=args.interval, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
                             use_nvml=not args.no_nvml)
     stopping = []

@@ -49,3 +49,68 @@ def test_sglang_priority_breakdown_without_a_total_is_summed(server) -> None:  #
                   f'sglang:num_running_reqs{{{SGLANG_MODEL},priority="1"}} 62.0', fixture(SGLANG), flags=re.M)
     sample = scrape_twice(server, {"/m": [text]})
     assert sample.running_requests == 162.0
+
+
+# dcgm-exporter on one H100 cut into three MIG instances (labels as rendered by
+# internal/pkg/rendermetrics: GPU_I_PROFILE/GPU_I_ID under MIG, lowercase hostname,
+# pod/namespace/container on Kubernetes). Power is the device's, repeated per instance.
+H100 = 'gpu="0",UUID="GPU-5b1c2f6e-0d2a-4c39-9b1e-7f3c0a9d2e11",pci_bus_id="00000000:18:00.0",device="nvidia0",' \
+       'modelName="NVIDIA H100 80GB HBM3"'
+H100_B = 'gpu="1",UUID="GPU-9e7d4a30-61b8-4f0c-a2d5-3c8e1b7f6a42",pci_bus_id="00000000:2A:00.0",device="nvidia1",' \
+         'modelName="NVIDIA H100 80GB HBM3"'
+
+
+def _mig_series(gpu: str, instance: str, profile: str, pod: str) -> str:
+    return (f'{gpu},GPU_I_PROFILE="{profile}",GPU_I_ID="{instance}",hostname="gpu-node-7",container="engine",'
+            f'namespace="llm",pod="{pod}"')
+
+
+MIG_PODS = [(H100, "1", "3g.40gb", "llama-70b-6d9f-x2k4q"), (H100, "5", "2g.20gb", "qwen-7b-55c8-p9m3z"),
+            (H100, "13", "1g.10gb", "embedder-7b9c-l1v8c"), (H100_B, "1", "7g.80gb", "qwen-7b-55c8-t4n6w")]
+
+
+def dcgm_mig_payload(*, gr_active: tuple[float, ...] = (0.62, 0.18, 0.05, 0.4)) -> str:
+    power = (108.9, 108.9, 108.9, 301.2)
+    memory = (3_744, 9_120, 1_024, 40_200)
+    lines = ["# HELP DCGM_FI_DEV_POWER_USAGE Power draw (in W).", "# TYPE DCGM_FI_DEV_POWER_USAGE gauge"]
+    lines += [f"DCGM_FI_DEV_POWER_USAGE{{{_mig_series(*s)}}} {p}" for s, p in zip(MIG_PODS, power, strict=True)]
+    lines += ["# HELP DCGM_FI_DEV_FB_USED Framebuffer memory used (in MiB).", "# TYPE DCGM_FI_DEV_FB_USED gauge"]
+    lines += [f"DCGM_FI_DEV_FB_USED{{{_mig_series(*s)}}} {m}" for s, m in zip(MIG_PODS, memory, strict=True)]
+    lines += ["# HELP DCGM_FI_PROF_GR_ENGINE_ACTIVE Ratio of time the graphics engine is active.",
+              "# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge"]
+    lines += [f"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{_mig_series(*s)}}} {a}"
+              for s, a in zip(MIG_PODS, gr_active, strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def _vllm_pair() -> list[str]:
+    from tests.test_gpu_exporter import _vllm
+
+    return [_vllm(0, 0), _vllm(100, 50)]
+
+
+def test_mig_power_counts_once_per_gpu_and_only_this_deployments_series(server) -> None:  # noqa: F811
+    from spendstream.gpu_exporter.dcgm import DcgmFilter
+
+    mine = scrape_twice(server, {"/m": _vllm_pair(), "/dcgm": [dcgm_mig_payload()]}, dcgm_url=server.url("/dcgm"),
+                        dcgm_filter=DcgmFilter(pods=("qwen-7b-*",), namespace="llm"))
+    assert mine.gpu_memory_used_bytes == (9_120 + 40_200) * 2**20  # not the 3,744 MiB of the llama pod
+    assert mine.gpu_power_w == 108.9 + 301.2  # the two GPUs it runs on, each once
+
+
+def test_mig_without_a_filter_is_the_whole_node_with_power_once_per_gpu(server, caplog) -> None:  # noqa: F811
+    node = scrape_twice(server, {"/m": _vllm_pair(), "/dcgm": [dcgm_mig_payload()]}, dcgm_url=server.url("/dcgm"),
+                        gpu_count=None)
+    assert node.gpu_power_w == 108.9 + 301.2  # was 3 × 108.9 + 301.2: power summed per MIG instance
+    assert node.gpu_memory_used_bytes == (3_744 + 9_120 + 1_024 + 40_200) * 2**20
+    assert node.gpu_count == 2
+    assert any("node-wide" in r.getMessage() for r in caplog.records)
+
+
+def test_dcgm_filter_by_gpu_uuid(server) -> None:  # noqa: F811
+    from spendstream.gpu_exporter.dcgm import DcgmFilter
+
+    only_b = scrape_twice(server, {"/m": _vllm_pair(), "/dcgm": [dcgm_mig_payload()]}, dcgm_url=server.url("/dcgm"),
+                          dcgm_filter=DcgmFilter(gpu_uuids=("GPU-9e7d4a30-61b8-4f0c-a2d5-3c8e1b7f6a42",)),
+                          gpu_count=None)
+    assert (only_b.gpu_power_w, only_b.gpu_memory_used_bytes, only_b.gpu_count) == (301.2, 40_200 * 2**20, 1)

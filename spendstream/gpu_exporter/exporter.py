@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from spendstream.gpu_exporter.dcgm import DcgmFilter
 from spendstream.gpu_exporter.rates import CounterTracker
 from spendstream.gpu_exporter.readings import Reading, read
 from spendstream.schemas.gpu import GpuSample
@@ -33,6 +34,7 @@ class ExporterConfig:
     urls: Sequence[str]
     engine: str | None = None  # None: detect from the metric names
     dcgm_url: str | None = None
+    dcgm_filter: DcgmFilter = field(default_factory=DcgmFilter)  # node-wide unless told the pods or GPUs
     interval_s: float = 15.0
     timeout_s: float = 5.0
     gpu_type: str | None = None
@@ -51,6 +53,9 @@ class GpuExporter:
     def __post_init__(self) -> None:
         if self.config.use_nvml:
             self._nvml = Nvml.open()
+        if self.config.dcgm_url and self.config.dcgm_filter.node_wide:
+            log.warning("dcgm-exporter numbers for %s are node-wide: every pod's GPU memory and power count; "
+                        "give the deployment's pods (--dcgm-pod) or GPU UUIDs (--gpu-uuid)", self.config.deployment)
 
     def scrape_once(self) -> GpuSample | None:
         """Scrape every source once; emit and return a sample (None on the first scrape or a failure)."""
@@ -96,7 +101,8 @@ class GpuExporter:
     def _gpu_reading(self) -> Reading | None:
         if self.config.dcgm_url:
             try:
-                return read(_fetch(self.config.dcgm_url, self.config.timeout_s), "dcgm")
+                return read(_fetch(self.config.dcgm_url, self.config.timeout_s), "dcgm",
+                            dcgm_filter=self.config.dcgm_filter)
             except (OSError, ValueError) as exc:
                 log.warning("dcgm-exporter scrape failed: %s", exc)
         return self._nvml.read() if self._nvml else None

@@ -22,10 +22,12 @@ summed). A value the payload does not have stays ``None``: never 0.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from spendstream.gpu_exporter.dcgm import DcgmFilter, gpu_of, once_per_gpu
 
 ENGINES = ("vllm", "sglang", "tgi", "triton", "dcgm")
 # Labels that split a series the engine also publishes whole: SGLang with priority
@@ -69,6 +71,11 @@ class _Samples:
                 self.by_name[sample.name].append((dict(sample.labels), float(sample.value)))
         for name, series in self.by_name.items():
             self.by_name[name] = _without_breakdowns(series)
+
+    def keep(self, wanted: Callable[[dict[str, str]], bool]) -> None:
+        """Only the series whose labels ``wanted`` accepts."""
+        for name, series in self.by_name.items():
+            self.by_name[name] = [(labels, v) for labels, v in series if wanted(labels)]
 
     def names(self) -> Iterable[str]:
         return self.by_name.keys()
@@ -131,9 +138,12 @@ def _detect(samples: _Samples) -> str:
     raise UnknownEngine("no vllm:, sglang:, tgi_, nv_trt_llm_ or DCGM_FI_ metrics in the payload")
 
 
-def read(text: str, engine: str | None = None, source: str = "") -> Reading:
-    """Read one payload. ``engine`` None means detect it; ``source`` tells scraped URLs apart."""
+def read(text: str, engine: str | None = None, source: str = "", dcgm_filter: DcgmFilter | None = None) -> Reading:
+    """Read one payload. ``engine`` None means detect it; ``source`` tells scraped URLs apart;
+    ``dcgm_filter`` keeps the dcgm-exporter series of one deployment (default: the whole node)."""
     samples = _Samples(text)
+    if dcgm_filter is not None and not dcgm_filter.node_wide:
+        samples.keep(dcgm_filter.keeps)
     engine = engine or _detect(samples)
     reader = {"vllm": _vllm, "sglang": _sglang, "tgi": _tgi, "triton": _triton, "dcgm": _dcgm}.get(engine)
     if reader is None:
@@ -188,10 +198,11 @@ def _triton(s: _Samples, r: Reading, source: str) -> None:
 def _dcgm(s: _Samples, r: Reading, source: str) -> None:
     util = s.values("DCGM_FI_DEV_GPU_UTIL")
     r.gpu_utilization = sum(util) / len(util) / 100 if util else None
-    used_mib = s.total("DCGM_FI_DEV_FB_USED")
+    used_mib = s.total("DCGM_FI_DEV_FB_USED")  # per MIG instance under MIG: each its own
     r.gpu_memory_used_bytes = used_mib * 2**20 if used_mib is not None else None
-    r.gpu_power_w = s.total("DCGM_FI_DEV_POWER_USAGE")
-    gpus = {labels.get("gpu") or labels.get("UUID") for name in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED")
+    power = once_per_gpu(s.by_name.get("DCGM_FI_DEV_POWER_USAGE", ()))  # device-wide, repeated per instance
+    r.gpu_power_w = sum(power) if power else None
+    gpus = {gpu_of(labels) for name in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE")
             for labels, _ in s.by_name.get(name, ())}
     gpus.discard(None)
     r.gpu_count = len(gpus) or None
