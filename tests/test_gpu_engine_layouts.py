@@ -114,3 +114,12 @@ def test_dcgm_filter_by_gpu_uuid(server) -> None:  # noqa: F811
                           dcgm_filter=DcgmFilter(gpu_uuids=("GPU-9e7d4a30-61b8-4f0c-a2d5-3c8e1b7f6a42",)),
                           gpu_count=None)
     assert (only_b.gpu_power_w, only_b.gpu_memory_used_bytes, only_b.gpu_count) == (301.2, 40_200 * 2**20, 1)
+
+
+def test_mig_utilisation_comes_from_the_profiling_metric(server) -> None:  # noqa: F811
+    from spendstream.gpu_exporter.dcgm import DcgmFilter
+
+    mine = scrape_twice(server, {"/m": _vllm_pair(), "/dcgm": [dcgm_mig_payload(gr_active=(0.62, 0.18, 0.05, 0.4))]},
+                        dcgm_url=server.url("/dcgm"), dcgm_filter=DcgmFilter(pods=("qwen-7b-*",)))
+    assert mine.gpu_utilization is not None  # MIG publishes no DCGM_FI_DEV_GPU_UTIL
+    assert abs(mine.gpu_utilization - (0.18 + 0.4) / 2) < 1e-12

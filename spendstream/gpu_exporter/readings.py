@@ -10,7 +10,7 @@ only knows which metric means what in each engine:
 | SGLang | ``sglang:prompt_tokens_total``, ``sglang:generation_tokens_total`` | ``sglang:token_usage`` | ``sglang:num_running_reqs`` / ``num_queue_reqs`` |
 | TGI | ``tgi_request_input_length_sum``, ``tgi_request_generated_tokens_sum`` (histogram sums; TGI's counters have no ``_total``) | — | ``tgi_batch_current_size`` / ``tgi_queue_size`` |
 | Triton TRT-LLM | — (no token counters) | ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}`` | ``nv_trt_llm_request_metrics{request_type="active"/"waiting"}`` |
-| dcgm-exporter | — | — | — ; GPU utilisation, framebuffer used, power |
+| dcgm-exporter | — | — | — ; GPU utilisation (``DCGM_FI_PROF_GR_ENGINE_ACTIVE``, else ``DCGM_FI_DEV_GPU_UTIL``), framebuffer used, power (see :mod:`~spendstream.gpu_exporter.dcgm`) |
 
 Counters are kept per series (their full label set: ``engine``, ``pid``,
 ``dp_rank``…) with their ``*_created`` time, so restarts can be told apart from
@@ -196,8 +196,12 @@ def _triton(s: _Samples, r: Reading, source: str) -> None:
 
 
 def _dcgm(s: _Samples, r: Reading, source: str) -> None:
-    util = s.values("DCGM_FI_DEV_GPU_UTIL")
-    r.gpu_utilization = sum(util) / len(util) / 100 if util else None
+    # MIG instances publish no DCGM_FI_DEV_GPU_UTIL; the profiling metric (a ratio, per
+    # instance) is there on MIG and whole GPUs alike, so it is preferred when present.
+    active = s.values("DCGM_FI_PROF_GR_ENGINE_ACTIVE")
+    util = [v / 100 for v in s.values("DCGM_FI_DEV_GPU_UTIL")]
+    chosen = active or util
+    r.gpu_utilization = sum(chosen) / len(chosen) if chosen else None
     used_mib = s.total("DCGM_FI_DEV_FB_USED")  # per MIG instance under MIG: each its own
     r.gpu_memory_used_bytes = used_mib * 2**20 if used_mib is not None else None
     power = once_per_gpu(s.by_name.get("DCGM_FI_DEV_POWER_USAGE", ()))  # device-wide, repeated per instance
