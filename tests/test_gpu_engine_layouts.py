@@ -123,3 +123,34 @@ def test_mig_utilisation_comes_from_the_profiling_metric(server) -> None:  # noq
                         dcgm_url=server.url("/dcgm"), dcgm_filter=DcgmFilter(pods=("qwen-7b-*",)))
     assert mine.gpu_utilization is not None  # MIG publishes no DCGM_FI_DEV_GPU_UTIL
     assert abs(mine.gpu_utilization - (0.18 + 0.4) / 2) < 1e-12
+
+
+def _sglang_dp(prompt_by_rank: dict[str, float]) -> str:
+    """SGLang with data-parallel attention: one series per rank (``dp_rank``), no ``*_created``."""
+    base = fixture(SGLANG)
+    out = []
+    for line in base.splitlines():
+        if line.startswith("sglang:prompt_tokens_total{"):
+            out += [f'sglang:prompt_tokens_total{{{SGLANG_MODEL},dp_rank="{rank}"}} {value}'
+                    for rank, value in prompt_by_rank.items()]
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_a_series_first_seen_on_a_known_target_counts_from_zero(server) -> None:  # noqa: F811
+    # rank 1 served its first request during the interval: its series appears at 700
+    sample = scrape_twice(server, {"/m": [_sglang_dp({"0": 10_000}), _sglang_dp({"0": 10_600, "1": 700})]})
+    assert sample.prompt_tokens_delta == 1_300  # was 600: rank 1's first interval was lost
+
+
+def test_a_newly_watched_target_still_does_not_spike(server) -> None:  # noqa: F811
+    from tests.test_gpu_exporter import _exporter
+
+    server.payloads["/a"] = [_sglang_dp({"0": 10_000}), _sglang_dp({"0": 10_600})]
+    server.payloads["/b"] = [_sglang_dp({"0": 9_999_999})]
+    exporter, _, clock = _exporter([server.url("/a")])
+    exporter.scrape_once()
+    clock.now += 10.0
+    exporter.config.urls = [server.url("/a"), server.url("/b")]  # a second engine added to the watch list
+    assert exporter.scrape_once().prompt_tokens_delta == 600

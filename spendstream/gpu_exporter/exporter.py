@@ -117,7 +117,8 @@ def _merge(readings: list[Reading]) -> Reading:
     """Several endpoints of one deployment: counters side by side, utilisations averaged, queues summed."""
     if len(readings) == 1:
         return readings[0]
-    merged = Reading(readings[0].engine, model=readings[0].model)
+    merged = Reading(readings[0].engine, model=readings[0].model,
+                     sources=tuple(source for r in readings for source in r.sources))
     for reading in readings:
         for kind, series in reading.counters.items():
             merged.counters[kind].update(series)

@@ -59,6 +59,7 @@ class Reading:
     gpu_power_w: float | None = None
     gpu_count: int | None = None
     model: str | None = None
+    sources: tuple[str, ...] = ()  # the scrape targets read into this reading
 
 
 class _Samples:
@@ -148,7 +149,7 @@ def read(text: str, engine: str | None = None, source: str = "", dcgm_filter: Dc
     reader = {"vllm": _vllm, "sglang": _sglang, "tgi": _tgi, "triton": _triton, "dcgm": _dcgm}.get(engine)
     if reader is None:
         raise UnknownEngine(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    reading = Reading(engine)
+    reading = Reading(engine, sources=(source,))
     reader(samples, reading, source)
     return reading
 
