@@ -154,3 +154,34 @@ def test_a_newly_watched_target_still_does_not_spike(server) -> None:  # noqa: F
     clock.now += 10.0
     exporter.config.urls = [server.url("/a"), server.url("/b")]  # a second engine added to the watch list
     assert exporter.scrape_once().prompt_tokens_delta == 600
+
+
+def _vllm_dp(kv: tuple[float, float], prompt: tuple[float, float] = (0, 0)) -> str:
+    """vLLM data-parallel: one /metrics with ``engine="0"`` and ``engine="1"`` series (V1 names)."""
+    from tests.test_gpu_exporter import _two_engines
+
+    return _two_engines(prompt, kv)
+
+
+def test_kv_cache_keeps_the_fullest_engine_and_the_saturation_alert_watches_it(server) -> None:  # noqa: F811
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from spendstream.detect.gpu import KvSaturationDetector
+    from spendstream.pricing.deployments import Deployment
+
+    server.payloads["/m"] = [_vllm_dp((0.97, 0.1))]  # the fixture's 3 waiting per engine
+    exporter, _, clock = _exporter([server.url("/m")])
+    exporter.scrape_once()
+    samples = []
+    for _ in range(3):
+        clock.now += 60.0
+        samples.append(exporter.scrape_once())
+    assert samples[0].kv_cache_utilization == (0.97 + 0.1) / 2
+    assert samples[0].kv_cache_utilization_max == 0.97
+    deployment = Deployment(name="llama-70b", gpu_type="H100", gpu_count=2, usd_per_gpu_hour=Decimal(2),
+                            saturated_after_minutes=2)
+    detector = KvSaturationDetector({"llama-70b": deployment})
+    alerts = [a for s in samples for a in detector.observe(s, s.ts + timedelta(seconds=1))]
+    assert [a.state for a in alerts] == ["firing"]  # the mean (0.535) would have stayed silent
+    assert alerts[0].observed == Decimal("0.97")

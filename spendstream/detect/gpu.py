@@ -22,6 +22,12 @@ def _tokens_per_s(sample: GpuSample) -> float | None:
     return sum(rates) if rates else None
 
 
+def _fullest(sample: GpuSample) -> float | None:
+    if sample.kv_cache_utilization_max is not None:
+        return sample.kv_cache_utilization_max
+    return sample.kv_cache_utilization
+
+
 @dataclass
 class _Episode:
     since: datetime
@@ -78,7 +84,12 @@ class IdleGpuDetector:
 
 
 class KvSaturationDetector:
-    """KV cache near full (≥ 95 %) with requests waiting, for N minutes; resolves below 90 % or an empty queue."""
+    """KV cache near full (≥ 95 %) with requests waiting, for N minutes; resolves below 90 % or an empty queue.
+
+    It watches the fullest engine (``kv_cache_utilization_max``), falling back to the
+    mean for samples that do not carry it: engines at 0.9 and 0.1 average 0.5 exactly
+    when a data-parallel queue piles up on one of them.
+    """
 
     FIRE_AT, CLEAR_BELOW = 0.95, 0.90
 
@@ -88,7 +99,7 @@ class KvSaturationDetector:
 
     def observe(self, sample: GpuSample, now: datetime) -> list[Alert]:
         deployment = self._deployments.get(sample.deployment)
-        kv, waiting = sample.kv_cache_utilization, sample.waiting_requests
+        kv, waiting = _fullest(sample), sample.waiting_requests
         if deployment is None or kv is None or waiting is None:
             return []
         episode = self._episodes.get(sample.deployment)
@@ -110,9 +121,9 @@ class KvSaturationDetector:
         return Alert(
             kind="kv_cache_saturation", severity="warning", state=state, subject=f"deployment={d.name}",
             window_start=episode.since, window_end=sample.ts,
-            observed=Decimal(str(round(sample.kv_cache_utilization or 0, 4))), expected=Decimal("0.95"),
+            observed=Decimal(str(round(_fullest(sample) or 0, 4))), expected=Decimal("0.95"),
             dedup_key=f"kv_cache_saturation:{d.name}:{episode.since.isoformat()}",
-            message=(f"{d.name}: KV cache {100 * (sample.kv_cache_utilization or 0):.0f}% full with "
+            message=(f"{d.name}: KV cache {100 * (_fullest(sample) or 0):.0f}% full (fullest engine) with "
                      f"{sample.waiting_requests:.0f} requests waiting since {episode.since:%H:%M} UTC; "
                      "add capacity or cap context length"),
             created_at=now)

@@ -81,7 +81,8 @@ class GpuExporter:
             prompt_tokens_delta=round(prompt) if prompt is not None else None,
             generation_tokens_delta=round(generation) if generation is not None else None,
             prompt_tokens_per_s=deltas.rate("prompt_tokens"), generation_tokens_per_s=deltas.rate("generation_tokens"),
-            kv_cache_utilization=engine.kv_cache_utilization, running_requests=engine.running_requests,
+            kv_cache_utilization=engine.kv_cache_utilization,
+            kv_cache_utilization_max=engine.kv_cache_utilization_max, running_requests=engine.running_requests,
             waiting_requests=engine.waiting_requests, prefix_cache_hit_rate=hit_rate,
             gpu_utilization=gpu.gpu_utilization if gpu else None,
             gpu_memory_used_bytes=gpu.gpu_memory_used_bytes if gpu else None,
@@ -114,7 +115,8 @@ def _fetch(url: str, timeout_s: float) -> str:
 
 
 def _merge(readings: list[Reading]) -> Reading:
-    """Several endpoints of one deployment: counters side by side, utilisations averaged, queues summed."""
+    """Several endpoints of one deployment: counters side by side, utilisations averaged (KV's max kept),
+    queues summed."""
     if len(readings) == 1:
         return readings[0]
     merged = Reading(readings[0].engine, model=readings[0].model,
@@ -122,7 +124,8 @@ def _merge(readings: list[Reading]) -> Reading:
     for reading in readings:
         for kind, series in reading.counters.items():
             merged.counters[kind].update(series)
-    for name, combine in (("kv_cache_utilization", _mean), ("prefix_cache_hit_rate", _mean),
+    for name, combine in (("kv_cache_utilization", _mean), ("kv_cache_utilization_max", _max),
+                          ("prefix_cache_hit_rate", _mean),
                           ("running_requests", _sum), ("waiting_requests", _sum)):
         setattr(merged, name, combine([getattr(r, name) for r in readings]))
     return merged
@@ -135,6 +138,11 @@ def _present(values: list[float | None]) -> list[float]:
 def _mean(values: list[float | None]) -> float | None:
     present = _present(values)
     return sum(present) / len(present) if present else None
+
+
+def _max(values: list[float | None]) -> float | None:
+    present = _present(values)
+    return max(present) if present else None
 
 
 def _sum(values: list[float | None]) -> float | None:

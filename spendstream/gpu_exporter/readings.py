@@ -15,8 +15,8 @@ only knows which metric means what in each engine:
 Counters are kept per series (their full label set: ``engine``, ``pid``,
 ``dp_rank``…) with their ``*_created`` time, so restarts can be told apart from
 traffic (:mod:`spendstream.gpu_exporter.rates`). Gauges of several engines or
-processes are combined per deployment (utilisations averaged, request counts
-summed). A value the payload does not have stays ``None``: never 0.
+processes are combined per deployment (utilisations averaged, with the KV cache's
+maximum kept beside its mean; request counts summed). A value the payload does not have stays ``None``: never 0.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class CounterValue:
 class Reading:
     engine: str
     counters: dict[str, dict[SeriesKey, CounterValue]] = field(default_factory=lambda: defaultdict(dict))
-    kv_cache_utilization: float | None = None
+    kv_cache_utilization: float | None = None  # mean over the engines
+    kv_cache_utilization_max: float | None = None  # the fullest engine
     running_requests: float | None = None
     waiting_requests: float | None = None
     prefix_cache_hit_rate: float | None = None  # a gauge some engines publish directly
@@ -94,6 +95,10 @@ class _Samples:
     def mean(self, name: str, **where: str) -> float | None:
         values = self.values(name, **where)
         return sum(values) / len(values) if values else None
+
+    def max(self, name: str, **where: str) -> float | None:
+        values = self.values(name, **where)
+        return max(values) if values else None
 
     def counters(self, name: str, created_name: str | None, source: str) -> dict[SeriesKey, CounterValue]:
         created = {frozenset(labels.items()): v for labels, v in self.by_name.get(created_name or "", ())}
@@ -163,7 +168,7 @@ def _vllm(s: _Samples, r: Reading, source: str) -> None:
     r.counters["prefix_hits"] = s.counters("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits_created", source)
     # 0.9.2–0.10.x publish both names for the same quantity: read one, never add them.
     kv_name = "vllm:kv_cache_usage_perc" if s.has("vllm:kv_cache_usage_perc") else "vllm:gpu_cache_usage_perc"
-    r.kv_cache_utilization = s.mean(kv_name)
+    r.kv_cache_utilization, r.kv_cache_utilization_max = s.mean(kv_name), s.max(kv_name)
     r.running_requests = s.total("vllm:num_requests_running")
     r.waiting_requests = s.total("vllm:num_requests_waiting")
     if not r.counters["prefix_queries"]:
@@ -175,7 +180,7 @@ def _sglang(s: _Samples, r: Reading, source: str) -> None:
     r.counters["prompt_tokens"] = s.counters("sglang:prompt_tokens_total", "sglang:prompt_tokens_created", source)
     r.counters["generation_tokens"] = s.counters("sglang:generation_tokens_total",
                                                  "sglang:generation_tokens_created", source)
-    r.kv_cache_utilization = s.mean("sglang:token_usage")
+    r.kv_cache_utilization, r.kv_cache_utilization_max = s.mean("sglang:token_usage"), s.max("sglang:token_usage")
     r.running_requests = s.total("sglang:num_running_reqs")
     r.waiting_requests = s.total("sglang:num_queue_reqs")
     r.prefix_cache_hit_rate = s.mean("sglang:cache_hit_rate")
@@ -191,6 +196,7 @@ def _tgi(s: _Samples, r: Reading, source: str) -> None:
 
 def _triton(s: _Samples, r: Reading, source: str) -> None:
     r.kv_cache_utilization = s.mean("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction")
+    r.kv_cache_utilization_max = s.max("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction")
     r.running_requests = s.total("nv_trt_llm_request_metrics", request_type="active")
     r.waiting_requests = s.total("nv_trt_llm_request_metrics", request_type="waiting")
     r.model = s.label("nv_trt_llm_request_metrics", "model")

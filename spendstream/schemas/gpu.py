@@ -37,7 +37,11 @@ class GpuSample(BaseModel):
     generation_tokens_delta: OptionalCount = None
     prompt_tokens_per_s: float | None = Field(default=None, ge=0)
     generation_tokens_per_s: float | None = Field(default=None, ge=0)
-    kv_cache_utilization: float | None = Field(default=None, ge=0, le=1)
+    kv_cache_utilization: float | None = Field(default=None, ge=0, le=1,
+                                               description="Mean over the deployment's engines.")
+    kv_cache_utilization_max: float | None = Field(
+        default=None, ge=0, le=1,
+        description="The fullest engine's: data-parallel queues pile up on one engine while the mean looks calm.")
     running_requests: float | None = Field(default=None, ge=0)
     waiting_requests: float | None = Field(default=None, ge=0)
     prefix_cache_hit_rate: float | None = Field(default=None, ge=0, le=1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import reader_views, rollups
+from spendstream.sinks import gpu_views, reader_views, rollups
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
 
@@ -508,6 +508,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("usage_hourly", rollups.HOURS),
         reader_views.MOVERS,
     )),
+    Migration(12, "GPU exporter II: the fullest engine's KV cache", gpu_views.STATEMENTS),
 )
 
 

@@ -1,0 +1,16 @@
+"""GPU cost tables and views of the GPU exporter II migration (one migration, appended last).
+
+Migration 4 made ``gpu_samples``, ``gpu_deployments`` and the first views; this
+module holds what came with the exporter's second round, so migrations.py lists
+it in one line.
+"""
+
+from __future__ import annotations
+
+# New GpuSample fields: the columns derive from the contract (tests/test_one_shape.py checks).
+SAMPLE_COLUMNS = (
+    "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS kv_cache_utilization_max Nullable(Float64) "
+    "COMMENT 'the fullest engine''s KV cache use (kv_cache_utilization is the mean)' AFTER kv_cache_utilization",
+)
+
+STATEMENTS: tuple[str, ...] = (*SAMPLE_COLUMNS,)
