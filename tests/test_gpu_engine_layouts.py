@@ -185,3 +185,34 @@ def test_kv_cache_keeps_the_fullest_engine_and_the_saturation_alert_watches_it(s
     alerts = [a for s in samples for a in detector.observe(s, s.ts + timedelta(seconds=1))]
     assert [a.state for a in alerts] == ["firing"]  # the mean (0.535) would have stayed silent
     assert alerts[0].observed == Decimal("0.97")
+
+
+VLLM_MODEL = 'model_name="llama-vllm-single"'
+
+
+def _vllm_by_source(prompt: float, computed: float, cached: float, *, created: float = 1776930173.0) -> str:
+    """The V1 payload with vLLM >= 0.11's prompt split (vllm/v1/metrics/loggers.py: prompt_tokens_by_source)."""
+    from tests.test_gpu_exporter import _vllm
+
+    text = _vllm(prompt, 0, created=created)
+    split = ["# HELP vllm:prompt_tokens_by_source_total Number of prompt tokens by source.",
+             "# TYPE vllm:prompt_tokens_by_source_total counter"]
+    split += [f'vllm:prompt_tokens_by_source_total{{engine="0",{VLLM_MODEL},source="{src}"}} {value}'
+              for src, value in (("local_compute", computed), ("local_cache_hit", cached),
+                                 ("external_kv_transfer", 0.0))]
+    split += [f'vllm:prompt_tokens_by_source_created{{engine="0",{VLLM_MODEL},source="{src}"}} {created}'
+              for src in ("local_compute", "local_cache_hit", "external_kv_transfer")]
+    return text + "\n".join(split) + "\n"
+
+
+def test_vllm_prompt_tokens_split_into_computed_and_cached(server) -> None:  # noqa: F811
+    sample = scrape_twice(server, {"/m": [_vllm_by_source(0, 0, 0), _vllm_by_source(10_000, 2_000, 8_000)]})
+    assert sample.prompt_tokens_delta == 10_000
+    assert sample.prompt_tokens_cached_delta == 8_000  # only 2,000 were computed
+
+
+def test_vllm_without_the_split_leaves_cached_unknown(server) -> None:  # noqa: F811
+    from tests.test_gpu_exporter import _vllm
+
+    sample = scrape_twice(server, {"/m": [_vllm(0, 0), _vllm(10_000, 0)]})
+    assert (sample.prompt_tokens_delta, sample.prompt_tokens_cached_delta) == (10_000, None)

@@ -72,6 +72,7 @@ class GpuExporter:
         if deltas is None:
             return None
         prompt, generation = deltas.counts.get("prompt_tokens"), deltas.counts.get("generation_tokens")
+        cached = deltas.counts.get("prompt_tokens_cached")
         queries, hits = deltas.counts.get("prefix_queries"), deltas.counts.get("prefix_hits")
         hit_rate = hits / queries if queries and hits is not None else engine.prefix_cache_hit_rate
         sample = GpuSample(
@@ -79,6 +80,7 @@ class GpuExporter:
             deployment=self.config.deployment, engine=engine.engine, model=engine.model,
             gpu_type=self.config.gpu_type, gpu_count=self.config.gpu_count or (gpu.gpu_count if gpu else None),
             prompt_tokens_delta=round(prompt) if prompt is not None else None,
+            prompt_tokens_cached_delta=round(cached) if cached is not None else None,
             generation_tokens_delta=round(generation) if generation is not None else None,
             prompt_tokens_per_s=deltas.rate("prompt_tokens"), generation_tokens_per_s=deltas.rate("generation_tokens"),
             kv_cache_utilization=engine.kv_cache_utilization,

@@ -5,9 +5,9 @@ only knows which metric means what in each engine:
 
 | engine | tokens (counters) | KV cache | running / waiting |
 |---|---|---|---|
-| vLLM V1 (>= 0.9.2) | ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total`` | ``vllm:kv_cache_usage_perc`` | ``vllm:num_requests_running`` / ``_waiting`` |
+| vLLM V1 (>= 0.9.2) | ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``; cached part: ``vllm:prompt_tokens_by_source_total`` (not ``source="local_compute"``) or ``vllm:prompt_tokens_cached_total`` | ``vllm:kv_cache_usage_perc`` | ``vllm:num_requests_running`` / ``_waiting`` |
 | vLLM V0 | same counters | ``vllm:gpu_cache_usage_perc`` (ignored when the V1 name is present: 0.9.2–0.10.x publish both) | same |
-| SGLang | ``sglang:prompt_tokens_total``, ``sglang:generation_tokens_total`` | ``sglang:token_usage`` | ``sglang:num_running_reqs`` / ``num_queue_reqs`` |
+| SGLang | ``sglang:prompt_tokens_total``, ``sglang:generation_tokens_total``; cached part: ``sglang:cached_tokens_total`` | ``sglang:token_usage`` | ``sglang:num_running_reqs`` / ``num_queue_reqs`` |
 | TGI | ``tgi_request_input_length_sum``, ``tgi_request_generated_tokens_sum`` (histogram sums; TGI's counters have no ``_total``) | — | ``tgi_batch_current_size`` / ``tgi_queue_size`` |
 | Triton TRT-LLM | — (no token counters) | ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}`` | ``nv_trt_llm_request_metrics{request_type="active"/"waiting"}`` |
 | dcgm-exporter | — | — | — ; GPU utilisation (``DCGM_FI_PROF_GR_ENGINE_ACTIVE``, else ``DCGM_FI_DEV_GPU_UTIL``), framebuffer used, power (see :mod:`~spendstream.gpu_exporter.dcgm`) |
@@ -100,10 +100,11 @@ class _Samples:
         values = self.values(name, **where)
         return max(values) if values else None
 
-    def counters(self, name: str, created_name: str | None, source: str) -> dict[SeriesKey, CounterValue]:
+    def counters(self, name: str, created_name: str | None, source: str,
+                 where: Callable[[dict[str, str]], bool] = lambda labels: True) -> dict[SeriesKey, CounterValue]:
         created = {frozenset(labels.items()): v for labels, v in self.by_name.get(created_name or "", ())}
         return {(source, frozenset(labels.items())): CounterValue(v, created.get(frozenset(labels.items())))
-                for labels, v in self.by_name.get(name, ())}
+                for labels, v in self.by_name.get(name, ()) if where(labels)}
 
     def label(self, name: str, label: str) -> str | None:
         for labels, _ in self.by_name.get(name, ()):
@@ -166,6 +167,15 @@ def _vllm(s: _Samples, r: Reading, source: str) -> None:
     r.counters["prefix_queries"] = s.counters("vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries_created",
                                               source)
     r.counters["prefix_hits"] = s.counters("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits_created", source)
+    # Prompt tokens include prefix-cache hits. vLLM >= 0.11 splits them by source
+    # (local_compute / local_cache_hit / external_kv_transfer); only local_compute was
+    # computed here. Without the split, the cached part is unknown (None), not 0.
+    r.counters["prompt_tokens_cached"] = s.counters(
+        "vllm:prompt_tokens_by_source_total", "vllm:prompt_tokens_by_source_created", source,
+        where=lambda labels: labels.get("source") != "local_compute")
+    if not r.counters["prompt_tokens_cached"]:
+        r.counters["prompt_tokens_cached"] = s.counters("vllm:prompt_tokens_cached_total",
+                                                        "vllm:prompt_tokens_cached_created", source)
     # 0.9.2–0.10.x publish both names for the same quantity: read one, never add them.
     kv_name = "vllm:kv_cache_usage_perc" if s.has("vllm:kv_cache_usage_perc") else "vllm:gpu_cache_usage_perc"
     r.kv_cache_utilization, r.kv_cache_utilization_max = s.mean(kv_name), s.max(kv_name)
@@ -180,6 +190,7 @@ def _sglang(s: _Samples, r: Reading, source: str) -> None:
     r.counters["prompt_tokens"] = s.counters("sglang:prompt_tokens_total", "sglang:prompt_tokens_created", source)
     r.counters["generation_tokens"] = s.counters("sglang:generation_tokens_total",
                                                  "sglang:generation_tokens_created", source)
+    r.counters["prompt_tokens_cached"] = s.counters("sglang:cached_tokens_total", None, source)
     r.kv_cache_utilization, r.kv_cache_utilization_max = s.mean("sglang:token_usage"), s.max("sglang:token_usage")
     r.running_requests = s.total("sglang:num_running_reqs")
     r.waiting_requests = s.total("sglang:num_queue_reqs")

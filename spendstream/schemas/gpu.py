@@ -34,6 +34,9 @@ class GpuSample(BaseModel):
     gpu_count: int | None = Field(default=None, ge=0, strict=True)
 
     prompt_tokens_delta: OptionalCount = None
+    prompt_tokens_cached_delta: OptionalCount = Field(
+        default=None, description="Of prompt_tokens_delta, the tokens served from a prefix cache (local or "
+                                  "transferred), not computed; None when the engine does not say.")
     generation_tokens_delta: OptionalCount = None
     prompt_tokens_per_s: float | None = Field(default=None, ge=0)
     generation_tokens_per_s: float | None = Field(default=None, ge=0)

@@ -11,6 +11,8 @@ from __future__ import annotations
 SAMPLE_COLUMNS = (
     "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS kv_cache_utilization_max Nullable(Float64) "
     "COMMENT 'the fullest engine''s KV cache use (kv_cache_utilization is the mean)' AFTER kv_cache_utilization",
+    "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS prompt_tokens_cached_delta Nullable(UInt64) "
+    "COMMENT 'of prompt_tokens_delta, served from a prefix cache: not computed' AFTER prompt_tokens_delta",
 )
 
 STATEMENTS: tuple[str, ...] = (*SAMPLE_COLUMNS,)

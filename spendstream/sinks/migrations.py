@@ -508,7 +508,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("usage_hourly", rollups.HOURS),
         reader_views.MOVERS,
     )),
-    Migration(12, "GPU exporter II: the fullest engine's KV cache", gpu_views.STATEMENTS),
+    Migration(12, "GPU exporter II: the fullest engine's KV cache, cached prompt tokens", gpu_views.STATEMENTS),
 )
 
 
