@@ -216,3 +216,35 @@ def test_vllm_without_the_split_leaves_cached_unknown(server) -> None:  # noqa: 
 
     sample = scrape_twice(server, {"/m": [_vllm(0, 0), _vllm(10_000, 0)]})
     assert (sample.prompt_tokens_delta, sample.prompt_tokens_cached_delta) == (10_000, None)
+
+
+def test_out_of_range_gauges_cost_only_their_field_are_counted_and_the_loop_goes_on(server) -> None:  # noqa: F811
+    import threading
+
+    from spendstream.gpu_exporter.dcgm import DcgmFilter
+    from tests.test_gpu_exporter import _vllm, set_value
+
+    percent = set_value(_vllm(100, 50), "vllm:kv_cache_usage_perc", 87.58)  # a percentage, not a fraction
+    nan = set_value(_vllm(200, 100), "vllm:kv_cache_usage_perc", float("nan"))
+    server.payloads["/m"] = [_vllm(0, 0), percent, nan, _vllm(300, 150, kv=0.4)]
+    server.payloads["/dcgm"] = [dcgm_mig_payload(gr_active=(0.2, 0.2, 1.0000001, 0.2))]
+    exporter, emitted, clock = _exporter([server.url("/m")], dcgm_url=server.url("/dcgm"),
+                                         dcgm_filter=DcgmFilter(pods=("embedder-*",)))
+    ticks = iter(range(4))
+
+    def stop() -> bool:
+        clock.now += 10.0
+        return next(ticks, None) is None
+
+    runner = threading.Thread(target=exporter.run, kwargs={"stop": stop})
+    exporter.config.interval_s = 0.0
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert len(emitted) == 3  # every interval after the baseline, none lost
+    assert [s.prompt_tokens_delta for s in emitted] == [100, 100, 100]
+    assert [s.kv_cache_utilization for s in emitted] == [None, None, 0.4]
+    assert all(s.gpu_utilization is None for s in emitted)  # 1.0000001: dropped, not clamped
+    assert all(s.gpu_power_w == 108.9 for s in emitted)  # its neighbours survive
+    assert emitted[0].dropped_readings == 3  # kv mean, kv max, GPU utilisation
+    assert exporter.dropped["kv_cache_utilization"] == 2 and exporter.dropped["gpu_utilization"] == 3

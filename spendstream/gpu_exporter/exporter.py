@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from spendstream.gpu_exporter.dcgm import DcgmFilter
 from spendstream.gpu_exporter.rates import CounterTracker
 from spendstream.gpu_exporter.readings import Reading, read
+from spendstream.gpu_exporter.sample import InvalidSample, build_sample
 from spendstream.schemas.gpu import GpuSample
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ class GpuExporter:
     emit: Callable[[GpuSample], object]
     clock: Callable[[], float] = time.time
     _tracker: CounterTracker = field(default_factory=CounterTracker)
+    # Losses by reason: a reading's field name when it was out of range, "scrape_failed",
+    # "invalid_sample", "error" (anything else one interval raised; the loop goes on).
+    dropped: Counter[str] = field(default_factory=Counter)
     _nvml: Nvml | None = None
 
     def __post_init__(self) -> None:
@@ -64,6 +69,7 @@ class GpuExporter:
             readings = [read(_fetch(url, self.config.timeout_s), self.config.engine, source=url)
                         for url in self.config.urls]
         except (OSError, ValueError) as exc:
+            self.dropped["scrape_failed"] += 1
             log.warning("scrape of %s failed, skipping this interval: %s", self.config.deployment, exc)
             return None
         engine = _merge(readings)
@@ -75,7 +81,7 @@ class GpuExporter:
         cached = deltas.counts.get("prompt_tokens_cached")
         queries, hits = deltas.counts.get("prefix_queries"), deltas.counts.get("prefix_hits")
         hit_rate = hits / queries if queries and hits is not None else engine.prefix_cache_hit_rate
-        sample = GpuSample(
+        fields = dict(
             ts=datetime.fromtimestamp(at, timezone.utc), interval_s=deltas.interval_s,
             deployment=self.config.deployment, engine=engine.engine, model=engine.model,
             gpu_type=self.config.gpu_type, gpu_count=self.config.gpu_count or (gpu.gpu_count if gpu else None),
@@ -90,14 +96,24 @@ class GpuExporter:
             gpu_memory_used_bytes=gpu.gpu_memory_used_bytes if gpu else None,
             gpu_power_w=gpu.gpu_power_w if gpu else None,
         )
+        try:
+            sample = build_sample(fields, self.dropped)
+        except InvalidSample as exc:
+            self.dropped["invalid_sample"] += 1
+            log.error("%s; interval skipped", exc)
+            return None
         self.emit(sample)
         return sample
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Scrape every ``interval_s`` until ``stop()`` is true."""
+        """Scrape every ``interval_s`` until ``stop()`` is true. No interval's failure ends the loop."""
         next_at = time.monotonic()
         while not stop():
-            self.scrape_once()
+            try:
+                self.scrape_once()
+            except Exception:  # a bug or a payload nobody foresaw costs this interval, not the exporter
+                self.dropped["error"] += 1
+                log.exception("GPU exporter interval for %s failed; exporting goes on", self.config.deployment)
             next_at += self.config.interval_s
             time.sleep(max(next_at - time.monotonic(), 0))
 

@@ -51,3 +51,6 @@ class GpuSample(BaseModel):
     gpu_utilization: float | None = Field(default=None, ge=0, le=1)
     gpu_memory_used_bytes: float | None = Field(default=None, ge=0)
     gpu_power_w: float | None = Field(default=None, ge=0)
+    dropped_readings: int | None = Field(
+        default=None, ge=0, strict=True,
+        description="Readings the exporter dropped from this sample as out of range (absent above, not 0).")

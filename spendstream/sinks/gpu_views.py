@@ -13,6 +13,8 @@ SAMPLE_COLUMNS = (
     "COMMENT 'the fullest engine''s KV cache use (kv_cache_utilization is the mean)' AFTER kv_cache_utilization",
     "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS prompt_tokens_cached_delta Nullable(UInt64) "
     "COMMENT 'of prompt_tokens_delta, served from a prefix cache: not computed' AFTER prompt_tokens_delta",
+    "ALTER TABLE gpu_samples ADD COLUMN IF NOT EXISTS dropped_readings Nullable(UInt32) "
+    "COMMENT 'readings the exporter dropped from this sample as out of range' AFTER gpu_power_w",
 )
 
 STATEMENTS: tuple[str, ...] = (*SAMPLE_COLUMNS,)

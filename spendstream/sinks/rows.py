@@ -86,7 +86,7 @@ def alert_table(alerts: Sequence[Alert]) -> pa.Table:
 
 
 # The gpu_samples and emitter_ledger columns a record decides, from its contract (migrations 4 and 6).
-GPU_COLUMNS = contract_columns(GpuSample, widths={"gpu_count": pa.uint32()})
+GPU_COLUMNS = contract_columns(GpuSample, widths={"gpu_count": pa.uint32(), "dropped_readings": pa.uint32()})
 LEDGER_COLUMNS = contract_columns(LedgerEntry)
 
 _CLICKHOUSE_TYPES = {
