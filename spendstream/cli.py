@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     gpu.add_argument("--dcgm-container", action="append", default=[], help="keep dcgm series of these containers")
     gpu.add_argument("--gpu-uuid", action="append", default=[], help="keep dcgm series of these GPUs (repeat)")
     gpu.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes")
+    gpu.add_argument("--model", default=None, help="the served model, where the engine's metrics do not name it")
+    gpu.add_argument("--delivery-timeout", type=float, default=30.0,
+                     help="with --once: seconds to wait for Kafka to acknowledge the sample")
     gpu.add_argument("--gpu-type", default=None)
     gpu.add_argument("--gpu-count", type=int, default=None)
     gpu.add_argument("--no-nvml", action="store_true", help="do not try the NVIDIA driver")
@@ -423,17 +426,27 @@ def _gpu_exporter(settings: Settings, args: argparse.Namespace) -> int:
                                                    containers=tuple(args.dcgm_container),
                                                    gpu_uuids=tuple(args.gpu_uuid)),
                             interval_s=args.interval, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
+                            model=args.model,
                             use_nvml=not args.no_nvml)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    with Emitter(bootstrap_servers=settings.kafka_bootstrap, topic=settings.gpu_topic, max_batch_events=1) as emitter:
+    with Emitter(bootstrap_servers=settings.kafka_bootstrap, topic=settings.gpu_topic, max_batch_events=1,
+                 delivery_timeout_s=args.delivery_timeout if args.once else 300.0) as emitter:
         exporter = GpuExporter(config, emitter.emit)
         if args.once:
             exporter.scrape_once()
             time.sleep(args.interval)
             sample = exporter.scrape_once()
-            print(sample.model_dump_json() if sample else "no sample (scrape failed)")
-            return 0 if sample else 1
+            if sample is None:
+                print(f"no sample: the scrape failed ({dict(exporter.dropped)})", file=sys.stderr)
+                return 1
+            print(sample.model_dump_json())
+            # exit 0 only for a sample Kafka acknowledged: a queued one may still be lost
+            if not (emitter.flush(args.delivery_timeout) and emitter.stats()["sent_events"] >= 1):
+                print(f"the sample was NOT delivered to Kafka at {settings.kafka_bootstrap} within "
+                      f"{args.delivery_timeout:g} s ({emitter.stats()})", file=sys.stderr)
+                return 1
+            return 0
         exporter.run(stop=lambda: bool(stopping))
     return 0
 

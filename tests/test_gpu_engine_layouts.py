@@ -248,3 +248,45 @@ def test_out_of_range_gauges_cost_only_their_field_are_counted_and_the_loop_goes
     assert all(s.gpu_power_w == 108.9 for s in emitted)  # its neighbours survive
     assert emitted[0].dropped_readings == 3  # kv mean, kv max, GPU utilisation
     assert exporter.dropped["kv_cache_utilization"] == 2 and exporter.dropped["gpu_utilization"] == 3
+
+
+def test_triton_without_a_fraction_derives_it_from_used_and_max_blocks(server) -> None:  # noqa: F811
+    text = "\n".join(line for line in fixture("triton_trtllm_backend_readme_inflight_batcher.txt").splitlines()
+                     if 'kv_cache_block_type="fraction"' not in line) + "\n"
+    sample = scrape_twice(server, {"/m": [text]})
+    assert sample.kv_cache_utilization == 1 / 6239  # used 1 of max 6239 blocks
+    assert sample.model == "tensorrt_llm"
+
+
+def test_the_model_is_read_from_any_series_of_the_engine_or_given(server) -> None:  # noqa: F811
+    from tests.test_gpu_exporter import TGI, _vllm
+
+    # before the first request vLLM may publish neither gauge nor counter the old reader looked at
+    sparse = [re.sub(r"^vllm:(num_requests_running|prompt_tokens_total)\{.*\n", "", _vllm(n, 0), flags=re.M)
+              for n in (0, 10)]
+    assert scrape_twice(server, {"/m": sparse}).model == "llama-vllm-single"
+    tgi = [TGI.format(count=1, prompt=10, generated=5), TGI.format(count=2, prompt=20, generated=9)]
+    server.payloads["/m"] = tgi
+    assert scrape_twice(server, {"/m": list(tgi)}).model is None  # TGI's metrics name no model
+    assert scrape_twice(server, {"/m": list(tgi)}, model="mistral-7b").model == "mistral-7b"
+
+
+def test_once_exits_non_zero_when_the_sample_was_not_delivered(server, tmp_path) -> None:  # noqa: F811
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.test_gpu_exporter import _vllm
+
+    with socket.socket() as s:  # a port nothing listens on: Kafka is down
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    server.payloads["/metrics"] = [_vllm(0, 0), _vllm(500, 100)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDSTREAM_")}
+    env |= {"SPENDSTREAM_KAFKA_BOOTSTRAP": dead, "SPENDSTREAM_GPU_TOPIC": "gpu-undelivered"}
+    result = subprocess.run([sys.executable, "-m", "spendstream", "gpu-exporter", "--deployment", "d1", "--no-nvml",
+                             "--url", server.url("/metrics"), "--interval", "0.2", "--once", "--delivery-timeout", "3"],
+                            env=env, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "NOT delivered" in result.stderr

@@ -40,6 +40,7 @@ class ExporterConfig:
     interval_s: float = 15.0
     timeout_s: float = 5.0
     gpu_type: str | None = None
+    model: str | None = None  # the served model, when the engine's metrics do not name it (TGI)
     gpu_count: int | None = None
     use_nvml: bool = True
 
@@ -83,7 +84,7 @@ class GpuExporter:
         hit_rate = hits / queries if queries and hits is not None else engine.prefix_cache_hit_rate
         fields = dict(
             ts=datetime.fromtimestamp(at, timezone.utc), interval_s=deltas.interval_s,
-            deployment=self.config.deployment, engine=engine.engine, model=engine.model,
+            deployment=self.config.deployment, engine=engine.engine, model=engine.model or self.config.model,
             gpu_type=self.config.gpu_type, gpu_count=self.config.gpu_count or (gpu.gpu_count if gpu else None),
             prompt_tokens_delta=round(prompt) if prompt is not None else None,
             prompt_tokens_cached_delta=round(cached) if cached is not None else None,

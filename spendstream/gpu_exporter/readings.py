@@ -9,7 +9,7 @@ only knows which metric means what in each engine:
 | vLLM V0 | same counters | ``vllm:gpu_cache_usage_perc`` (ignored when the V1 name is present: 0.9.2–0.10.x publish both) | same |
 | SGLang | ``sglang:prompt_tokens_total``, ``sglang:generation_tokens_total``; cached part: ``sglang:cached_tokens_total`` | ``sglang:token_usage`` | ``sglang:num_running_reqs`` / ``num_queue_reqs`` |
 | TGI | ``tgi_request_input_length_sum``, ``tgi_request_generated_tokens_sum`` (histogram sums; TGI's counters have no ``_total``) | — | ``tgi_batch_current_size`` / ``tgi_queue_size`` |
-| Triton TRT-LLM | — (no token counters) | ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}`` | ``nv_trt_llm_request_metrics{request_type="active"/"waiting"}`` |
+| Triton TRT-LLM | — (no token counters) | ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}``, else ``used`` / ``max`` blocks | ``nv_trt_llm_request_metrics{request_type="active"/"waiting"}`` |
 | dcgm-exporter | — | — | — ; GPU utilisation (``DCGM_FI_PROF_GR_ENGINE_ACTIVE``, else ``DCGM_FI_DEV_GPU_UTIL``), framebuffer used, power (see :mod:`~spendstream.gpu_exporter.dcgm`) |
 
 Counters are kept per series (their full label set: ``engine``, ``pid``,
@@ -106,10 +106,18 @@ class _Samples:
         return {(source, frozenset(labels.items())): CounterValue(v, created.get(frozenset(labels.items())))
                 for labels, v in self.by_name.get(name, ()) if where(labels)}
 
-    def label(self, name: str, label: str) -> str | None:
-        for labels, _ in self.by_name.get(name, ()):
-            if label in labels:
-                return labels[label]
+    def label(self, prefix: str, *labels: str) -> str | None:
+        """The first value of one of ``labels`` on any series whose name starts with ``prefix``.
+
+        Engines put the served model's name on most of their series, but which ones
+        vary by version and layout (a gauge may be absent until the first request).
+        """
+        for name, series in self.by_name.items():
+            if name.startswith(prefix):
+                for found, _ in series:
+                    for label in labels:
+                        if found.get(label):
+                            return found[label]
         return None
 
 
@@ -183,7 +191,7 @@ def _vllm(s: _Samples, r: Reading, source: str) -> None:
     r.waiting_requests = s.total("vllm:num_requests_waiting")
     if not r.counters["prefix_queries"]:
         r.prefix_cache_hit_rate = s.mean("vllm:gpu_prefix_cache_hit_rate")
-    r.model = s.label("vllm:num_requests_running", "model_name") or s.label("vllm:prompt_tokens_total", "model_name")
+    r.model = s.label("vllm:", "model_name")
 
 
 def _sglang(s: _Samples, r: Reading, source: str) -> None:
@@ -195,7 +203,7 @@ def _sglang(s: _Samples, r: Reading, source: str) -> None:
     r.running_requests = s.total("sglang:num_running_reqs")
     r.waiting_requests = s.total("sglang:num_queue_reqs")
     r.prefix_cache_hit_rate = s.mean("sglang:cache_hit_rate")
-    r.model = s.label("sglang:num_running_reqs", "model_name")
+    r.model = s.label("sglang:", "model_name")
 
 
 def _tgi(s: _Samples, r: Reading, source: str) -> None:
@@ -206,11 +214,26 @@ def _tgi(s: _Samples, r: Reading, source: str) -> None:
 
 
 def _triton(s: _Samples, r: Reading, source: str) -> None:
-    r.kv_cache_utilization = s.mean("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction")
-    r.kv_cache_utilization_max = s.max("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction")
+    fractions = s.values("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction") or _block_fractions(s)
+    r.kv_cache_utilization = sum(fractions) / len(fractions) if fractions else None
+    r.kv_cache_utilization_max = max(fractions) if fractions else None
     r.running_requests = s.total("nv_trt_llm_request_metrics", request_type="active")
     r.waiting_requests = s.total("nv_trt_llm_request_metrics", request_type="waiting")
-    r.model = s.label("nv_trt_llm_request_metrics", "model")
+    r.model = s.label("nv_trt_llm_", "model")
+
+
+def _block_fractions(s: _Samples) -> list[float]:
+    """Used / max KV blocks per model instance, for Triton builds that publish no ``fraction``."""
+    used: dict[frozenset[tuple[str, str]], float] = {}
+    most: dict[frozenset[tuple[str, str]], float] = {}
+    for labels, value in s.by_name.get("nv_trt_llm_kv_cache_block_metrics", ()):
+        key = frozenset((k, v) for k, v in labels.items() if k != "kv_cache_block_type")
+        kind = labels.get("kv_cache_block_type")
+        if kind == "used":
+            used[key] = value
+        elif kind == "max":
+            most[key] = value
+    return [used[key] / most[key] for key in used if most.get(key)]
 
 
 def _dcgm(s: _Samples, r: Reading, source: str) -> None:
