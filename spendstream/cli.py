@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     _period(reprice, required=True)
     reprice.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
 
+    gpu_reprice = commands.add_parser("gpu-reprice", help="apply the deployments file's GPU prices to the past, "
+                                                          "recording each day's correction")
+    gpu_reprice.add_argument("--deployment", action="append", default=None,
+                             help="only this deployment (repeat); default: every one in the file")
+
     export = commands.add_parser("export", help="export stored usage in a standard format")
     export_formats = export.add_subparsers(dest="format", required=True)
     focus = export_formats.add_parser("focus", help="FOCUS 1.3 cost and usage rows (hourly, per token-type meter)")
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
-                "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
+                "export": _export, "prices": _prices, "gpu-reprice": _gpu_reprice, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
                 "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters}
     try:
@@ -206,6 +211,26 @@ def _reprice(settings: Settings, args: argparse.Namespace) -> int:
           f"  difference   ${summary.delta:+,.6f}")
     if summary.changed and not summary.dry_run:
         print(f"  corrections are in cost_corrections WHERE reprice_id = '{summary.reprice_id}'")
+    return 0
+
+
+def _gpu_reprice(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.pricing.deployments import load_deployments
+    from spendstream.sinks.gpu_prices import reprice_gpu
+
+    if settings.deployments_file is None:
+        raise UsageError("set SPENDSTREAM_DEPLOYMENTS_FILE to the deployments file whose prices should apply")
+    deployments = load_deployments(settings.deployments_file)
+    try:
+        summary = _with_store(settings, "spendstream gpu-reprice",
+                              lambda store: reprice_gpu(store, deployments, args.deployment))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"re-priced GPU cost of {', '.join(summary.deployments)}: {summary.days_changed} day(s) changed\n"
+          f"  total before ${summary.old_total:,.6f}\n  total after  ${summary.new_total:,.6f}\n"
+          f"  difference   ${summary.delta:+,.6f}")
+    if summary.days_changed:
+        print(f"  corrections are in gpu_cost_corrections WHERE reprice_id = '{summary.reprice_id}'")
     return 0
 
 

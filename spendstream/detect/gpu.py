@@ -70,16 +70,20 @@ class IdleGpuDetector:
     @staticmethod
     def _alert(d: Deployment, episode: _Episode, end: datetime, rate: float, state: str, now: datetime) -> Alert:
         seconds = Decimal(str(round((end - episode.since).total_seconds(), 3)))
-        cost = d.usd_per_hour * seconds / 3600
+        price = d.price_at(episode.since) or d.price_at(end)  # the price in force then, not today's
+        usd_per_hour = price.usd_per_hour if price else None
         what = (f"idle for {seconds / 60:.1f} min at {rate:.2f} tokens/s" if state == "firing"
                 else f"was idle for {seconds / 60:.1f} min; traffic is back at {rate:.2f} tokens/s")
+        cost = (f"${usd_per_hour * seconds / 3600:.2f} of GPU time idle" if usd_per_hour is not None
+                else "GPU time idle (no price in force then)")
         return Alert(
             kind="idle_gpu", severity="warning", state=state, subject=f"deployment={d.name}",
             window_start=episode.since, window_end=end, observed=Decimal(str(round(rate, 6))),
             expected=Decimal(str(d.idle_below_tokens_per_s)),
             dedup_key=f"idle_gpu:{d.name}:{episode.since.isoformat()}",
-            message=(f"{d.name} ({d.gpu_count}× {d.gpu_type}, ${d.usd_per_hour}/h) {what} "
-                     f"(threshold {d.idle_below_tokens_per_s}); ${cost:.2f} of GPU time idle"),
+            message=(f"{d.name} ({price.gpu_count if price else d.gpu_count}× {d.gpu_type}, "
+                     f"${usd_per_hour if usd_per_hour is not None else '?'}/h) {what} "
+                     f"(threshold {d.idle_below_tokens_per_s}); {cost}"),
             created_at=now)
 
 

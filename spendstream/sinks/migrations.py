@@ -508,7 +508,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("usage_hourly", rollups.HOURS),
         reader_views.MOVERS,
     )),
-    Migration(12, "GPU exporter II: the fullest engine's KV cache, cached prompt tokens", gpu_views.STATEMENTS),
+    Migration(12, "GPU exporter II: KV max, cached prompt tokens, effective-dated GPU prices, cost bases",
+              gpu_views.STATEMENTS),
 )
 
 
