@@ -6,8 +6,10 @@ only knows which metric means what in each engine:
 | engine | tokens (counters) | KV cache | running / waiting |
 |---|---|---|---|
 | vLLM V1 (>= 0.9.2) | ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``; cached part: ``vllm:prompt_tokens_by_source_total`` (not ``source="local_compute"``) or ``vllm:prompt_tokens_cached_total`` | ``vllm:kv_cache_usage_perc`` | ``vllm:num_requests_running`` / ``_waiting`` |
+| vLLM (prefill / decode time) | ``vllm:request_prefill_time_seconds_sum``, ``vllm:request_decode_time_seconds_sum`` | | |
 | vLLM V0 | same counters | ``vllm:gpu_cache_usage_perc`` (ignored when the V1 name is present: 0.9.2–0.10.x publish both) | same |
 | SGLang | ``sglang:prompt_tokens_total``, ``sglang:generation_tokens_total``; cached part: ``sglang:cached_tokens_total`` | ``sglang:token_usage`` | ``sglang:num_running_reqs`` / ``num_queue_reqs`` |
+| SGLang (GPU busy time) | ``sglang:gpu_execution_seconds_total`` | | |
 | TGI | ``tgi_request_input_length_sum``, ``tgi_request_generated_tokens_sum`` (histogram sums; TGI's counters have no ``_total``) | — | ``tgi_batch_current_size`` / ``tgi_queue_size`` |
 | Triton TRT-LLM | — (no token counters) | ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}``, else ``used`` / ``max`` blocks | ``nv_trt_llm_request_metrics{request_type="active"/"waiting"}`` |
 | dcgm-exporter | — | — | — ; GPU utilisation (``DCGM_FI_PROF_GR_ENGINE_ACTIVE``, else ``DCGM_FI_DEV_GPU_UTIL``), framebuffer used, power (see :mod:`~spendstream.gpu_exporter.dcgm`) |
@@ -175,6 +177,12 @@ def _vllm(s: _Samples, r: Reading, source: str) -> None:
     r.counters["prefix_queries"] = s.counters("vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries_created",
                                               source)
     r.counters["prefix_hits"] = s.counters("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits_created", source)
+    # Time requests spent in prefill and in decode (histogram sums, observed when a request
+    # finishes): their ratio splits GPU cost between input and output tokens.
+    r.counters["prefill_seconds"] = s.counters("vllm:request_prefill_time_seconds_sum",
+                                               "vllm:request_prefill_time_seconds_created", source)
+    r.counters["decode_seconds"] = s.counters("vllm:request_decode_time_seconds_sum",
+                                              "vllm:request_decode_time_seconds_created", source)
     # Prompt tokens include prefix-cache hits. vLLM >= 0.11 splits them by source
     # (local_compute / local_cache_hit / external_kv_transfer); only local_compute was
     # computed here. Without the split, the cached part is unknown (None), not 0.
@@ -199,6 +207,8 @@ def _sglang(s: _Samples, r: Reading, source: str) -> None:
     r.counters["generation_tokens"] = s.counters("sglang:generation_tokens_total",
                                                  "sglang:generation_tokens_created", source)
     r.counters["prompt_tokens_cached"] = s.counters("sglang:cached_tokens_total", None, source)
+    # the time the GPU was busy executing forward passes, every category: the usage basis
+    r.counters["gpu_busy_seconds"] = s.counters("sglang:gpu_execution_seconds_total", None, source)
     r.kv_cache_utilization, r.kv_cache_utilization_max = s.mean("sglang:token_usage"), s.max("sglang:token_usage")
     r.running_requests = s.total("sglang:num_running_reqs")
     r.waiting_requests = s.total("sglang:num_queue_reqs")

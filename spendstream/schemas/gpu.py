@@ -40,6 +40,14 @@ class GpuSample(BaseModel):
     generation_tokens_delta: OptionalCount = None
     prompt_tokens_per_s: float | None = Field(default=None, ge=0)
     generation_tokens_per_s: float | None = Field(default=None, ge=0)
+    prefill_seconds_delta: float | None = Field(
+        default=None, ge=0, description="Time requests spent in prefill, as the engine reports it (vLLM "
+                                        "request_prefill_time_seconds; counted when a request finishes).")
+    decode_seconds_delta: float | None = Field(
+        default=None, ge=0, description="Time requests spent in decode, as the engine reports it.")
+    gpu_busy_seconds_delta: float | None = Field(
+        default=None, ge=0, description="Time the GPU executed forward passes, as the engine reports it "
+                                        "(SGLang gpu_execution_seconds); the usage basis of GPU cost.")
     kv_cache_utilization: float | None = Field(default=None, ge=0, le=1,
                                                description="Mean over the deployment's engines.")
     kv_cache_utilization_max: float | None = Field(

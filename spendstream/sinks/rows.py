@@ -121,6 +121,7 @@ def deployment_table(deployments: Sequence[Deployment], *, now: datetime | None 
         "usd_per_gpu_hour": pa.array([d.periods[-1].usd_per_gpu_hour for d in deployments], MONEY),
         "pricing": pa.array([d.periods[-1].pricing for d in deployments], pa.string()),
         "idle_below_tokens_per_s": pa.array([d.idle_below_tokens_per_s for d in deployments], pa.float64()),
+        "prefill_cost_multiplier": pa.array([d.prefill_cost_multiplier for d in deployments], MONEY),
         "loaded_at": pa.array([loaded_at] * len(deployments), TS),
     })
 
