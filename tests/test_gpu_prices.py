@@ -115,3 +115,49 @@ def test_a_deployment_has_one_price_or_dated_prices_not_both(tmp_path) -> None:
         _file(tmp_path, "x", DATED.replace("2026-07-01", "2026-01-01"))
     assert _file(tmp_path, "x", DATED)["x"].price_at(JUNE).usd_per_gpu_hour == Decimal("0.80")
     assert _file(tmp_path, "x", DATED)["x"].price_at(datetime(2025, 1, 1, tzinfo=timezone.utc)) is None
+
+
+SEED = """
+import sys
+from datetime import datetime, timedelta, timezone
+from spendstream.pricing.deployments import load_deployments
+from spendstream.schemas.gpu import GpuSample
+from spendstream.sinks.embedded import EmbeddedStore
+from spendstream.sinks.gpu_prices import sync_prices
+from spendstream.sinks.migrations import migrate
+from spendstream.sinks.rows import deployment_table, gpu_sample_table
+
+store = EmbeddedStore(sys.argv[1])
+migrate(store)
+deployments = load_deployments(sys.argv[2])
+store.insert_arrow("gpu_deployments", deployment_table(list(deployments.values())))
+sync_prices(store, deployments)
+at = datetime(2026, 6, 30, 12, tzinfo=timezone.utc)
+store.insert_arrow("gpu_samples", gpu_sample_table([GpuSample(ts=at, interval_s=60, deployment="qwen")]))
+store.close()
+"""
+
+
+def test_gpu_reprice_command_applies_the_file_and_says_what_changed(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    data, before, after = tmp_path / "data", tmp_path / "before.yaml", tmp_path / "after.yaml"
+    before.write_text("deployments:\n  - name: qwen\n    gpu_type: L4\n    gpu_count: 2\n" + DATED)
+    after.write_text(before.read_text().replace("0.80", "0.74"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDSTREAM_")}
+    env["SPENDSTREAM_DATA_DIR"] = str(data)
+    subprocess.run([sys.executable, "-c", SEED, str(data), str(before)], env=env, check=True, timeout=120)
+
+    def cli(*args: str, deployments=after) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "spendstream", *args], capture_output=True, text=True,
+                              env=env | {"SPENDSTREAM_DEPLOYMENTS_FILE": str(deployments)}, timeout=120)
+
+    result = cli("gpu-reprice")
+    assert result.returncode == 0, result.stderr
+    assert "1 day(s) changed" in result.stdout
+    assert f"difference   ${usd(2, '0.74') - usd(2, '0.80'):+,.6f}" in result.stdout
+    assert "gpu_cost_corrections WHERE reprice_id" in result.stdout
+    unknown = cli("gpu-reprice", "--deployment", "nope")
+    assert unknown.returncode == 2 and "not in the deployments file: nope" in unknown.stderr

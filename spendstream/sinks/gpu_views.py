@@ -63,7 +63,7 @@ CORRECTIONS = f"""
         new_cost_usd {MONEY},
         corrected_at DateTime64(3, 'UTC')
     )
-    ENGINE = MergeTree
+    ENGINE = ReplacingMergeTree(corrected_at)
     ORDER BY (deployment, day, reprice_id)
     """
 
