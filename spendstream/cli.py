@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     _period(reprice, required=True)
     reprice.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
 
+    gpu_reprice = commands.add_parser("gpu-reprice", help="apply the deployments file's GPU prices to the past, "
+                                                          "recording each day's correction")
+    gpu_reprice.add_argument("--deployment", action="append", default=None,
+                             help="only this deployment (repeat); default: every one in the file")
+
     export = commands.add_parser("export", help="export stored usage in a standard format")
     export_formats = export.add_subparsers(dest="format", required=True)
     focus = export_formats.add_parser("focus", help="FOCUS 1.3 cost and usage rows (hourly, per token-type meter)")
@@ -100,7 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     gpu.add_argument("--url", action="append", required=True, help="engine /metrics URL (repeat for several)")
     gpu.add_argument("--engine", default="auto", choices=("auto", "vllm", "sglang", "tgi", "triton"))
     gpu.add_argument("--dcgm-url", default=None, help="NVIDIA dcgm-exporter /metrics, for GPU utilisation")
+    gpu.add_argument("--dcgm-pod", action="append", default=[],
+                     help="keep dcgm series of these pods (shell patterns; repeat); default: the whole node")
+    gpu.add_argument("--dcgm-namespace", default=None, help="keep dcgm series of this Kubernetes namespace")
+    gpu.add_argument("--dcgm-container", action="append", default=[], help="keep dcgm series of these containers")
+    gpu.add_argument("--gpu-uuid", action="append", default=[], help="keep dcgm series of these GPUs (repeat)")
     gpu.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes")
+    gpu.add_argument("--model", default=None, help="the served model, where the engine's metrics do not name it")
+    gpu.add_argument("--delivery-timeout", type=float, default=30.0,
+                     help="with --once: seconds to wait for Kafka to acknowledge the sample")
     gpu.add_argument("--gpu-type", default=None)
     gpu.add_argument("--gpu-count", type=int, default=None)
     gpu.add_argument("--no-nvml", action="store_true", help="do not try the NVIDIA driver")
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
-                "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
+                "export": _export, "prices": _prices, "gpu-reprice": _gpu_reprice, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
                 "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters, "ingest": _ingest}
     try:
@@ -204,6 +217,26 @@ def _reprice(settings: Settings, args: argparse.Namespace) -> int:
           f"  difference   ${summary.delta:+,.6f}")
     if summary.changed and not summary.dry_run:
         print(f"  corrections are in cost_corrections WHERE reprice_id = '{summary.reprice_id}'")
+    return 0
+
+
+def _gpu_reprice(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.pricing.deployments import load_deployments
+    from spendstream.sinks.gpu_prices import reprice_gpu
+
+    if settings.deployments_file is None:
+        raise UsageError("set SPENDSTREAM_DEPLOYMENTS_FILE to the deployments file whose prices should apply")
+    deployments = load_deployments(settings.deployments_file)
+    try:
+        summary = _with_store(settings, "spendstream gpu-reprice",
+                              lambda store: reprice_gpu(store, deployments, args.deployment))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"re-priced GPU cost of {', '.join(summary.deployments)}: {summary.days_changed} day(s) changed\n"
+          f"  total before ${summary.old_total:,.6f}\n  total after  ${summary.new_total:,.6f}\n"
+          f"  difference   ${summary.delta:+,.6f}")
+    if summary.days_changed:
+        print(f"  corrections are in gpu_cost_corrections WHERE reprice_id = '{summary.reprice_id}'")
     return 0
 
 
@@ -413,24 +446,38 @@ def _gpu_exporter(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
     from spendstream.emitter import Emitter
+    from spendstream.gpu_exporter.dcgm import DcgmFilter
     from spendstream.gpu_exporter.exporter import ExporterConfig, GpuExporter
 
     if not settings.kafka_bootstrap:
         raise UsageError("set SPENDSTREAM_KAFKA_BOOTSTRAP to the Kafka the pipeline reads")
     config = ExporterConfig(deployment=args.deployment, urls=args.url,
                             engine=None if args.engine == "auto" else args.engine, dcgm_url=args.dcgm_url,
+                            dcgm_filter=DcgmFilter(pods=tuple(args.dcgm_pod), namespace=args.dcgm_namespace,
+                                                   containers=tuple(args.dcgm_container),
+                                                   gpu_uuids=tuple(args.gpu_uuid)),
                             interval_s=args.interval, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
+                            model=args.model,
                             use_nvml=not args.no_nvml)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    with Emitter(bootstrap_servers=settings.kafka_bootstrap, topic=settings.gpu_topic, max_batch_events=1) as emitter:
+    with Emitter(bootstrap_servers=settings.kafka_bootstrap, topic=settings.gpu_topic, max_batch_events=1,
+                 delivery_timeout_s=args.delivery_timeout if args.once else 300.0) as emitter:
         exporter = GpuExporter(config, emitter.emit)
         if args.once:
             exporter.scrape_once()
             time.sleep(args.interval)
             sample = exporter.scrape_once()
-            print(sample.model_dump_json() if sample else "no sample (scrape failed)")
-            return 0 if sample else 1
+            if sample is None:
+                print(f"no sample: the scrape failed ({dict(exporter.dropped)})", file=sys.stderr)
+                return 1
+            print(sample.model_dump_json())
+            # exit 0 only for a sample Kafka acknowledged: a queued one may still be lost
+            if not (emitter.flush(args.delivery_timeout) and emitter.stats()["sent_events"] >= 1):
+                print(f"the sample was NOT delivered to Kafka at {settings.kafka_bootstrap} within "
+                      f"{args.delivery_timeout:g} s ({emitter.stats()})", file=sys.stderr)
+                return 1
+            return 0
         exporter.run(stop=lambda: bool(stopping))
     return 0
 

@@ -68,3 +68,12 @@ def test_deployments_file_errors_name_the_line(tmp_path) -> None:
     path.write_text("deployments:\n"
                     "  - {name: a, gpu_type: H100, gpu_count: 1, usd_per_gpu_hour: 2.49, pricing: spot}\n")
     assert load_deployments(path)["a"].usd_per_hour == Decimal("2.49")
+
+
+def test_idle_cost_in_the_alert_is_at_the_price_in_force_then() -> None:
+    dated = Deployment(name="llama", gpu_type="H100", gpu_count=4, idle_below_tokens_per_s=5, idle_after_minutes=10,
+                       prices=({"effective_from": T0 - timedelta(days=30), "usd_per_gpu_hour": Decimal("3")},
+                               {"effective_from": T0 + timedelta(days=1), "usd_per_gpu_hour": Decimal("1")}))
+    alerts = _run(IdleGpuDetector({"llama": dated}), [_sample(m, tps=1.0) for m in range(1, 11)])
+    assert [a.state for _, a in alerts] == ["firing"]
+    assert "$2.00 of GPU time idle" in alerts[0][1].message  # 4 × $3/h × 10 min: not tomorrow's $1/h

@@ -85,11 +85,11 @@ class Clock:
 
 
 def _exporter(urls: list[str], *, dcgm_url: str | None = None, clock: Clock | None = None,
-              use_nvml: bool = False) -> tuple[GpuExporter, list, Clock]:
+              use_nvml: bool = False, **config: object) -> tuple[GpuExporter, list, Clock]:
     emitted: list = []
     clock = clock or Clock()
-    config = ExporterConfig(deployment="llama-70b", urls=urls, dcgm_url=dcgm_url, interval_s=15, use_nvml=use_nvml,
-                            gpu_type="H100", gpu_count=2)
+    config = ExporterConfig(**{"deployment": "llama-70b", "urls": urls, "dcgm_url": dcgm_url, "interval_s": 15,
+                               "use_nvml": use_nvml, "gpu_type": "H100", "gpu_count": 2} | config)
     return GpuExporter(config, emitted.append, clock=clock), emitted, clock
 
 

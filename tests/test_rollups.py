@@ -206,7 +206,7 @@ def regrain_check(path: str) -> None:
                       f"{old.bucket}, now64(3) FROM usage_events")
     store.command("INSERT INTO rollup_state (rollup, through) VALUES ('usage_hours', now64(3))")
     migrations.MIGRATIONS = every
-    assert migrations.migrate(store) == [12]
+    assert 12 in migrations.migrate(store)
     for rollup in rollups.ROLLUPS:
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
     done = [tuple(r) for r in store.query("SELECT rollup, count() FROM rollup_done FINAL GROUP BY 1 ORDER BY 1").rows]

@@ -14,6 +14,7 @@ from spendstream.pricing.engine import Pricer
 from spendstream.pricing.overrides import load_overrides
 from spendstream.settings import Settings
 from spendstream.sinks import endpoint as query_endpoint
+from spendstream.sinks.gpu_prices import sync_prices
 from spendstream.sinks.loopback import ensure_secret
 from spendstream.sinks.migrations import on_cluster
 from spendstream.sinks.retention import apply_retention
@@ -49,6 +50,7 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
                     dead_letter_days=settings.dead_letter_retention_days)
     if deployments:
         store.insert_arrow("gpu_deployments", deployment_table(list(deployments.values())))
+        sync_prices(store, deployments)  # new price periods only: a stored one changes through gpu-reprice
     web_port = settings.web_port or free_port()
     # Only a worker that owns the embedded directory serves queries (others' stores answer for themselves);
     # the secret exists before the endpoint file that tells clients where to send it.

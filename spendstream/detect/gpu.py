@@ -22,6 +22,12 @@ def _tokens_per_s(sample: GpuSample) -> float | None:
     return sum(rates) if rates else None
 
 
+def _fullest(sample: GpuSample) -> float | None:
+    if sample.kv_cache_utilization_max is not None:
+        return sample.kv_cache_utilization_max
+    return sample.kv_cache_utilization
+
+
 @dataclass
 class _Episode:
     since: datetime
@@ -64,21 +70,30 @@ class IdleGpuDetector:
     @staticmethod
     def _alert(d: Deployment, episode: _Episode, end: datetime, rate: float, state: str, now: datetime) -> Alert:
         seconds = Decimal(str(round((end - episode.since).total_seconds(), 3)))
-        cost = d.usd_per_hour * seconds / 3600
+        price = d.price_at(episode.since) or d.price_at(end)  # the price in force then, not today's
+        usd_per_hour = price.usd_per_hour if price else None
         what = (f"idle for {seconds / 60:.1f} min at {rate:.2f} tokens/s" if state == "firing"
                 else f"was idle for {seconds / 60:.1f} min; traffic is back at {rate:.2f} tokens/s")
+        cost = (f"${usd_per_hour * seconds / 3600:.2f} of GPU time idle" if usd_per_hour is not None
+                else "GPU time idle (no price in force then)")
         return Alert(
             kind="idle_gpu", severity="warning", state=state, subject=f"deployment={d.name}",
             window_start=episode.since, window_end=end, observed=Decimal(str(round(rate, 6))),
             expected=Decimal(str(d.idle_below_tokens_per_s)),
             dedup_key=f"idle_gpu:{d.name}:{episode.since.isoformat()}",
-            message=(f"{d.name} ({d.gpu_count}× {d.gpu_type}, ${d.usd_per_hour}/h) {what} "
-                     f"(threshold {d.idle_below_tokens_per_s}); ${cost:.2f} of GPU time idle"),
+            message=(f"{d.name} ({price.gpu_count if price else d.gpu_count}× {d.gpu_type}, "
+                     f"${usd_per_hour if usd_per_hour is not None else '?'}/h) {what} "
+                     f"(threshold {d.idle_below_tokens_per_s}); {cost}"),
             created_at=now)
 
 
 class KvSaturationDetector:
-    """KV cache near full (≥ 95 %) with requests waiting, for N minutes; resolves below 90 % or an empty queue."""
+    """KV cache near full (≥ 95 %) with requests waiting, for N minutes; resolves below 90 % or an empty queue.
+
+    It watches the fullest engine (``kv_cache_utilization_max``), falling back to the
+    mean for samples that do not carry it: engines at 0.9 and 0.1 average 0.5 exactly
+    when a data-parallel queue piles up on one of them.
+    """
 
     FIRE_AT, CLEAR_BELOW = 0.95, 0.90
 
@@ -88,7 +103,7 @@ class KvSaturationDetector:
 
     def observe(self, sample: GpuSample, now: datetime) -> list[Alert]:
         deployment = self._deployments.get(sample.deployment)
-        kv, waiting = sample.kv_cache_utilization, sample.waiting_requests
+        kv, waiting = _fullest(sample), sample.waiting_requests
         if deployment is None or kv is None or waiting is None:
             return []
         episode = self._episodes.get(sample.deployment)
@@ -110,9 +125,9 @@ class KvSaturationDetector:
         return Alert(
             kind="kv_cache_saturation", severity="warning", state=state, subject=f"deployment={d.name}",
             window_start=episode.since, window_end=sample.ts,
-            observed=Decimal(str(round(sample.kv_cache_utilization or 0, 4))), expected=Decimal("0.95"),
+            observed=Decimal(str(round(_fullest(sample) or 0, 4))), expected=Decimal("0.95"),
             dedup_key=f"kv_cache_saturation:{d.name}:{episode.since.isoformat()}",
-            message=(f"{d.name}: KV cache {100 * (sample.kv_cache_utilization or 0):.0f}% full with "
+            message=(f"{d.name}: KV cache {100 * (_fullest(sample) or 0):.0f}% full (fullest engine) with "
                      f"{sample.waiting_requests:.0f} requests waiting since {episode.since:%H:%M} UTC; "
                      "add capacity or cap context length"),
             created_at=now)

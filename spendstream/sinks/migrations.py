@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import reader_views, rollups
+from spendstream.sinks import gpu_views, reader_views, rollups
 from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
@@ -521,6 +521,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("customer_hourly", rollups.CUSTOMER_HOURS),
         reader_views.movers(rollups.CUSTOMER_HOURS),
     )),
+    Migration(13, "GPU exporter II: KV max, cached prompt tokens, effective-dated GPU prices, cost bases",
+              gpu_views.STATEMENTS),
 )
 
 

@@ -86,7 +86,7 @@ def alert_table(alerts: Sequence[Alert]) -> pa.Table:
 
 
 # The gpu_samples and emitter_ledger columns a record decides, from its contract (migrations 4 and 6).
-GPU_COLUMNS = contract_columns(GpuSample, widths={"gpu_count": pa.uint32()})
+GPU_COLUMNS = contract_columns(GpuSample, widths={"gpu_count": pa.uint32(), "dropped_readings": pa.uint32()})
 LEDGER_COLUMNS = contract_columns(LedgerEntry)
 
 _CLICKHOUSE_TYPES = {
@@ -116,10 +116,12 @@ def deployment_table(deployments: Sequence[Deployment], *, now: datetime | None 
     return pa.table({
         "name": pa.array([d.name for d in deployments], pa.string()),
         "gpu_type": pa.array([d.gpu_type for d in deployments], pa.string()),
-        "gpu_count": pa.array([d.gpu_count for d in deployments], pa.uint32()),
-        "usd_per_gpu_hour": pa.array([d.usd_per_gpu_hour for d in deployments], MONEY),
-        "pricing": pa.array([d.pricing for d in deployments], pa.string()),
+        # the latest price period: what this table has always held (dated ones: gpu_prices)
+        "gpu_count": pa.array([d.periods[-1].gpu_count for d in deployments], pa.uint32()),
+        "usd_per_gpu_hour": pa.array([d.periods[-1].usd_per_gpu_hour for d in deployments], MONEY),
+        "pricing": pa.array([d.periods[-1].pricing for d in deployments], pa.string()),
         "idle_below_tokens_per_s": pa.array([d.idle_below_tokens_per_s for d in deployments], pa.float64()),
+        "prefill_cost_multiplier": pa.array([d.prefill_cost_multiplier for d in deployments], MONEY),
         "loaded_at": pa.array([loaded_at] * len(deployments), TS),
     })
 
