@@ -177,7 +177,16 @@ def test_a_worker_started_before_its_broker_comes_up_when_the_broker_does_and_co
     broker = LocalBroker(port=port)
     settings = worker_settings(tmp_path / "data", f"late.{port}")
     worker = WorkerProcess(settings, bootstrap_servers=f"127.0.0.1:{port}", log_path=tmp_path / "worker.log")
-    later = threading.Timer(4.0, broker.start)
+    log_path = tmp_path / "worker.log"
+
+    def start_once_waited_for() -> None:  # not on a timer: a loaded machine may take longer to get there
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "waiting for Kafka" not in (
+                log_path.read_text() if log_path.exists() else ""):
+            time.sleep(0.1)
+        broker.start()
+
+    later = threading.Thread(target=start_once_waited_for, daemon=True)
     later.start()
     try:
         worker.start(timeout_s=90)  # returns once the worker serves queries: after the broker came
@@ -190,10 +199,10 @@ def test_a_worker_started_before_its_broker_comes_up_when_the_broker_does_and_co
         stored = wait_for_count(worker.query_client(), "SELECT count() FROM usage_events FINAL", 50)
         assert stored == 50
     finally:
-        later.cancel()
+        later.join(timeout=100)
         worker.stop()
         broker.stop()
-    log = (tmp_path / "worker.log").read_text()
+    log = log_path.read_text()
     assert log.count(f"waiting for Kafka at 127.0.0.1:{port}: connection refused; retrying, giving up in") == 1
     assert "Traceback" not in log
 
