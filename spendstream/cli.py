@@ -281,7 +281,7 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.configfile import ConfigFileError
 
     try:
-        config = AlertingConfig.load(routes_file=settings.alert_routes, budgets_file=settings.budgets_file)
+        config = AlertingConfig.from_settings(settings)
     except ConfigFileError as exc:
         raise UsageError(f"invalid configuration:\n{exc}") from exc
     if not config.routing.destinations:

@@ -33,6 +33,32 @@ class Migration:
     statements: tuple[str | Callable[[Store, Callable[[str], None]], None], ...]
 
 
+# The provider's own cost is kept as the text it sent (the contract's provider_cost_usd) and
+# as the exact number that text says (provider_cost). Which cost is billed is decided per
+# event by the policy the worker stored it under (billing_policy), by the engine, so a
+# re-priced row (reprice.py re-inserts it) is billed again by the same rule.
+_PROVIDER_COST = "toDecimal128OrNull(provider_cost_usd, 18)"
+MONEY_II = (
+    "ALTER TABLE usage_events "
+    "ADD COLUMN IF NOT EXISTS provider_cost_usd Nullable(String) COMMENT "
+    "'what the provider or a gateway reported this call cost, USD, as the decimal text it sent', "
+    "ADD COLUMN IF NOT EXISTS provider_cost_source LowCardinality(Nullable(String)) COMMENT "
+    "'who reported provider_cost_usd, e.g. openrouter:usage.cost', "
+    f"ADD COLUMN IF NOT EXISTS provider_cost Nullable({MONEY}) MATERIALIZED {_PROVIDER_COST} COMMENT "
+    "'provider_cost_usd as an exact number', "
+    "ADD COLUMN IF NOT EXISTS billing_policy LowCardinality(String) DEFAULT 'computed' COMMENT "
+    "'SPENDSTREAM_BILLING_POLICY of the worker that stored the event: computed, provider, provider_when_present', "
+    f"ADD COLUMN IF NOT EXISTS billed_cost Nullable({MONEY}) MATERIALIZED multiIf("
+    f"billing_policy = 'provider', {_PROVIDER_COST}, "
+    f"billing_policy = 'provider_when_present', ifNull({_PROVIDER_COST}, total_cost), total_cost) COMMENT "
+    "'the cost billed under billing_policy; NULL when that cost is unknown (never 0)', "
+    "ADD COLUMN IF NOT EXISTS billed_from LowCardinality(Nullable(String)) MATERIALIZED multiIf("
+    "billing_policy = 'provider' OR (billing_policy = 'provider_when_present' AND provider_cost_usd IS NOT NULL), "
+    "if(provider_cost_usd IS NULL, NULL, 'provider'), if(total_cost IS NULL, NULL, 'computed')) COMMENT "
+    "'which cost billed_cost is: provider or computed; NULL when none'",
+)
+
+
 def _cost_view(name: str, bucket: str) -> str:
     """Showback/chargeback rollup per time bucket and attribution key (exact: reads FINAL)."""
     return f"""
@@ -507,6 +533,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("usage_minutely", rollups.MINUTES),
         reader_views.range_view("usage_hourly", rollups.HOURS),
         reader_views.MOVERS,
+    )),
+    Migration(12, "money II: provider-reported cost beside the computed one, billed by a recorded policy", (
+        *MONEY_II,
     )),
 )
 
