@@ -1,5 +1,5 @@
 """The ``spendstream`` command: demo, up, worker, store, sql, reprice, export focus, prices show, report, advise,
-reconcile, notify, dead-letters replay, gpu-exporter."""
+reconcile, invoices import, notify, dead-letters replay, gpu-exporter."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 from spendstream.settings import Settings
@@ -68,6 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     recon = commands.add_parser("reconcile", help="emitted vs stored events per source and minute; names any gap")
     _period(recon, required=True)
     recon.add_argument("--all", action="store_true", help="print every interval, not only those with a gap")
+    recon.add_argument("--invoices", action="store_true", help="imported invoice lines vs metered cost per day × "
+                                                               "provider × model, instead of emitted vs stored")
+    recon.add_argument("--tolerance-usd", type=Decimal, default=Decimal("0.01"),
+                       help="with --invoices: a difference up to this many USD matches")
+    recon.add_argument("--tolerance-relative", type=Decimal, default=Decimal("0.01"),
+                       help="with --invoices: a difference up to this fraction of the larger side matches")
+
+    invoices = commands.add_parser("invoices", help="the provider's bill: import cost exports to reconcile with")
+    invoices_commands = invoices.add_subparsers(dest="invoices_command", required=True)
+    invoices_import = invoices_commands.add_parser("import", help="OpenAI organization costs JSON, Anthropic cost "
+                                                                  "report JSON or a FOCUS CSV into invoice_lines")
+    invoices_import.add_argument("files", type=Path, nargs="+", metavar="FILE")
 
     notify = commands.add_parser("notify", help="detect, then deliver stored alerts to Slack, PagerDuty and webhooks "
                                                 "(workers do this on their own when SPENDSTREAM_ALERT_ROUTES is set "
@@ -106,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
-                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters}
+                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters, "invoices": _invoices}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -318,6 +331,8 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.reconcile import reconcile
 
     since, until = _window(args)
+    if args.invoices:
+        return _reconcile_invoices(settings, args, since, until)
     intervals = _on_store(settings, "spendstream reconcile", lambda q: reconcile(q, since, until))
     gaps = [i for i in intervals if i.gap]
     emitted, stored = sum(i.emitted for i in intervals), sum(i.stored for i in intervals)
@@ -329,6 +344,31 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {i.minute}  {i.service or '(no service)':<24} emitted {i.emitted:>8,}  stored {i.stored:>8,}  "
               f"dead {i.dead_lettered:>6,}  gap {i.gap:+,}{note}")
     return 1 if gaps else 0
+
+
+def _reconcile_invoices(settings: Settings, args: argparse.Namespace, since: datetime, until: datetime) -> int:
+    from spendstream.invoices.compare import compare_invoices, render
+
+    comparison = _on_store(settings, "spendstream reconcile", lambda q: compare_invoices(
+        q, since, until, tolerance_usd=args.tolerance_usd, tolerance_relative=args.tolerance_relative))
+    print(f"invoices vs metered, UTC days {since:%Y-%m-%d} to {until:%Y-%m-%d} (exclusive):")
+    print(render(comparison))
+    return 1 if comparison.gaps else 0
+
+
+def _invoices(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.invoices.formats import InvoiceFormatError, read_invoice
+    from spendstream.invoices.table import import_invoice
+
+    try:  # every file is read before any is stored: a bad one stores nothing
+        parsed = [read_invoice(path) for path in args.files]
+    except (OSError, InvoiceFormatError) as exc:
+        raise UsageError(str(exc)) from exc
+    for invoice in parsed:
+        lines = _on_store(settings, "spendstream invoices import", lambda q, i=invoice: import_invoice(q, i))
+        print(f"{invoice.file_name}: {lines} line(s) of {invoice.source}, ${invoice.total_usd:,.6f} "
+              f"({invoice.file_digest[:19]}…; importing it again changes nothing)")
+    return 0
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"emitter", "kafka_admin", "localbroker", "gpu_exporter"},
     {"pricing"},
     {"sinks"},
-    {"startup", "detect", "reprice", "reconcile", "focus", "advisor"},
+    {"startup", "detect", "reprice", "reconcile", "focus", "advisor", "invoices"},
     {"agents", "alerting", "report"},
     {"demo", "replay"},
     {"cli", "__main__"},

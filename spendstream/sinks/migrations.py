@@ -37,6 +37,42 @@ class Migration:
 # as the exact number that text says (provider_cost). Which cost is billed is decided per
 # event by the policy the worker stored it under (billing_policy), by the engine, so a
 # re-priced row (reprice.py re-inserts it) is billed again by the same rule.
+_INVOICE_LINES = f"""
+    CREATE TABLE IF NOT EXISTS invoice_lines (
+        source LowCardinality(String) COMMENT 'openai_costs, anthropic_cost_report or focus_csv',
+        day Date COMMENT 'UTC day the charge period starts in',
+        provider LowCardinality(String) COMMENT 'catalog provider id (openai, anthropic, aws…)',
+        model String COMMENT 'empty when the line names no model (tool fees, ungrouped totals)',
+        line_key String COMMENT 'the line''s identity within the export',
+        occurrence UInt32 COMMENT 'among lines of the file with the same key',
+        period_start DateTime64(3, 'UTC'),
+        period_end Nullable(DateTime64(3, 'UTC')),
+        charge_category LowCardinality(String) COMMENT 'FOCUS ChargeCategory; Usage is compared with metered cost',
+        amount_usd {MONEY},
+        file_name String,
+        file_digest String COMMENT 'sha256 of the imported file',
+        imported_at DateTime64(3, 'UTC')
+    )
+    ENGINE = ReplacingMergeTree(imported_at)
+    ORDER BY (source, day, provider, model, line_key, occurrence)
+    """
+
+_INVOICE_IMPORTS = f"""
+    CREATE TABLE IF NOT EXISTS invoice_imports (
+        file_digest String,
+        file_name String,
+        source LowCardinality(String),
+        lines UInt64,
+        total_usd {MONEY},
+        first_day Nullable(Date),
+        last_day Nullable(Date),
+        imported_at DateTime64(3, 'UTC')
+    )
+    ENGINE = ReplacingMergeTree(imported_at)
+    ORDER BY file_digest
+    """
+
+
 _PROVIDER_COST = "toDecimal128OrNull(provider_cost_usd, 18)"
 MONEY_II = (
     "ALTER TABLE usage_events "
@@ -56,6 +92,8 @@ MONEY_II = (
     "billing_policy = 'provider' OR (billing_policy = 'provider_when_present' AND provider_cost_usd IS NOT NULL), "
     "if(provider_cost_usd IS NULL, NULL, 'provider'), if(total_cost IS NULL, NULL, 'computed')) COMMENT "
     "'which cost billed_cost is: provider or computed; NULL when none'",
+    # the provider's bill, imported from its cost exports (spendstream/invoices)
+    _INVOICE_LINES, _INVOICE_IMPORTS,
 )
 
 
