@@ -1,5 +1,5 @@
 """The ``spendstream`` command: demo, up, worker, store, sql, reprice, export focus, prices show, report, advise,
-reconcile, invoices import, notify, dead-letters replay, gpu-exporter."""
+reconcile, invoices import, pricebook load, export stripe, notify, dead-letters replay, gpu-exporter."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     focus = export_formats.add_parser("focus", help="FOCUS 1.3 cost and usage rows (hourly, per token-type meter)")
     _period(focus, required=True)
     focus.add_argument("--out", type=Path, required=True, help="file.csv or file.parquet")
+    stripe = export_formats.add_parser("stripe", help="Stripe meter events (JSON lines) from the loaded price book")
+    stripe.add_argument("--since", required=True, help="start of the first whole period: ISO date/datetime (UTC)")
+    stripe.add_argument("--until", default=None, help="end of the last whole period; default the current one's start")
+    stripe.add_argument("--grain", choices=("day", "hour"), default="day",
+                        help="one event per customer, meter and period of this length")
+    stripe.add_argument("--out", type=Path, default=None, help="file.jsonl (default stdout)")
+
+    pricebook = commands.add_parser("pricebook", help="the resale price book: what customers pay, beside cost")
+    pricebook_commands = pricebook.add_subparsers(dest="pricebook_command", required=True)
+    pricebook_load = pricebook_commands.add_parser("load", help="validate a price book file and make it current")
+    pricebook_load.add_argument("file", type=Path, nargs="?", default=None,
+                                help="YAML/JSON price book (default SPENDSTREAM_PRICEBOOK_FILE); see docs/resale.md")
 
     prices = commands.add_parser("prices", help="what a model costs and where the price comes from")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
@@ -119,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
-                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters, "invoices": _invoices}
+                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters, "invoices": _invoices,
+                "pricebook": _pricebook}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -217,12 +230,69 @@ def _reprice(settings: Settings, args: argparse.Namespace) -> int:
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.focus import export_focus
 
+    if args.format == "stripe":
+        return _export_stripe(settings, args)
     since, until = _window(args)
     result = _with_store(settings, "spendstream export", lambda store: export_focus(store, since, until, args.out))
     print(f"wrote {result.rows:,} FOCUS rows to {result.path} (EffectiveCost ${result.effective_cost:,.6f})")
     if result.unpriced_left_out:
         print(f"  left out {result.unpriced_left_out:,} unpriced events (no price to report; see "
               "`spendstream sql \"SELECT model, count() FROM usage_events FINAL WHERE NOT priced GROUP BY model\"`)")
+    return 0
+
+
+def _export_stripe(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.resale.stripe import GRAINS, stripe_meter_events
+    from spendstream.resale.tables import current_book
+
+    now = datetime.now(timezone.utc)
+    step = GRAINS[args.grain]
+    since = parse_when(args.since, now)
+    current_start = now - (now - datetime(1970, 1, 1, tzinfo=timezone.utc)) % step  # the open period is not sent
+    until = parse_when(args.until, now) if args.until else current_start
+
+    def export(querier):
+        book = current_book(querier)
+        if book is None or not book[1]:
+            raise UsageError("no price book with stripe.meters is loaded: `spendstream pricebook load FILE` first")
+        try:
+            return book[0], stripe_meter_events(querier, book[1], since=since, until=until, grain=args.grain)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+
+    version, result = _on_store(settings, "spendstream export stripe", export)
+    out = args.out.open("wb") if args.out else sys.stdout.buffer
+    try:
+        out.writelines(result.lines())
+    finally:
+        if args.out:
+            out.close()
+    moved = result.rounding_usd.normalize()
+    notes = [f"{len(result.records)} meter event(s) (price book {version}); rounding revenue to cents moved "
+             f"${moved:+f} in total"]
+    if result.no_revenue_attempts:
+        notes.append(f"{result.no_revenue_attempts:,} attempt(s) had no revenue (no price book rule, or unknown cost)")
+    if result.no_customer_attempts:
+        notes.append(f"{result.no_customer_attempts:,} attempt(s) without a customer were not exported")
+    for customer, attempts in sorted(result.no_stripe_id.items()):
+        notes.append(f"customer {customer!r} has no stripe_customer_id: {attempts:,} attempt(s) not exported")
+    print("\n".join(notes), file=sys.stderr)
+    return 0
+
+
+def _pricebook(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.resale.pricebook import PriceBookError, load_pricebook
+    from spendstream.resale.tables import store_pricebook
+
+    path = args.file or settings.pricebook_file
+    if path is None:
+        raise UsageError("no price book: give FILE or set SPENDSTREAM_PRICEBOOK_FILE")
+    try:
+        book = load_pricebook(path)
+    except PriceBookError as exc:
+        raise UsageError(f"price book is invalid:\n{exc}") from exc
+    _on_store(settings, "spendstream pricebook load", lambda q: store_pricebook(q, book))
+    print(f"{path}: {len(book.rules)} rule(s), {len(book.customers)} customer(s), now current as {book.version}")
     return 0
 
 

@@ -89,9 +89,13 @@ class Settings(BaseSettings):
         "fraction of the larger (and by more than cost_drift_absolute_usd)."))
     cost_drift_absolute_usd: Decimal = Field(default=Decimal("0.01"), ge=0, description=(
         "cost_drift ignores differences up to this many USD in a window, however large relatively."))
+    pricebook_file: Path | None = Field(default=None, description=(
+        "YAML: resale prices per customer or plan (markup or sell prices) and Stripe meters; loaded with "
+        "`spendstream pricebook load`; see docs/resale.md."))
     log_level: str = "info"
 
-    @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")
+    @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", "pricebook_file",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # `SPENDSTREAM_OVERRIDES_FILE=` in a compose file means "none"
