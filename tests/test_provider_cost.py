@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 
 from spendstream.agents.stages import process
@@ -143,3 +144,24 @@ def test_the_billing_policy_is_a_validated_setting(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SPENDSTREAM_BILLING_POLICY", "cheapest")
     with pytest.raises(ValidationError, match="billing_policy"):
         Settings()
+
+
+def test_a_block_with_a_cost_that_is_not_exact_decimal_text_leaves_the_fast_path_and_is_dead_lettered_alone(
+        pricer: Pricer) -> None:
+    """The pattern travels into the block decoder (schemas/shape.py): msgspec refuses what pydantic refuses."""
+    from spendstream.agents.events import NotFast, block_columns
+    from spendstream.agents.stages import EARLIEST_TS
+    from spendstream.batches import SourceRecord
+    from spendstream.emitter.encoding import encode_block
+
+    now = datetime.now(timezone.utc)
+    good, bad = _event("drift-x", "0.25", now), _event("drift-x", "0.5", now)
+    block = orjson.loads(encode_block([good, bad]))
+    block["provider_cost_usd"][1] = "5e-1"  # as a float would have been written
+    value = orjson.dumps(block)
+    with pytest.raises(NotFast):
+        block_columns(value, earliest=EARLIEST_TS, latest=now + timedelta(days=1))
+    batch = process([SourceRecord("usage", 0, 0, value)], pricer)
+    assert [e.provider_cost_usd for e in map(batch.event, range(batch.num_events))] == ["0.25"]
+    [dead] = batch.dead_letters
+    assert dead.event_id == bad.event_id and "provider_cost_usd: String should match pattern" in dead.reason
