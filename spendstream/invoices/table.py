@@ -4,7 +4,7 @@ A line's key is what its export says it is (day, provider, model, the export's o
 identity, and its occurrence among repeats), so importing the same file twice stores the
 same rows, and a later export of the same days replaces the lines it repeats (the newest
 import wins). Each row keeps the digest of the file it came from. The tables are
-made by the migration "money II" (sinks/migrations.py).
+made by the migration "money II" (sinks/billing.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Loading stores the book under its version (the file's digest) and makes it current; the
 tables keep every version loaded, so loading the same file twice changes nothing but which
 book is current, and an older book can be made current again by loading it. The tables
-and the ``customer_margin`` view are made by the migration "money II" (sinks/migrations.py).
+and the ``customer_margin`` view are made by the migration "money II" (sinks/billing.py).
 """
 
 from __future__ import annotations
