@@ -363,11 +363,14 @@ def _page(since: datetime, until: datetime, totals: dict[str, Any], dead: int, s
 
 def _invoice_gaps(querier: TextQuerier, since: datetime, until: datetime) -> str:
     """The provider's bill against the meter for the period's days (``spendstream reconcile --invoices``)."""
-    comparison = compare_invoices(querier, since, until)
     head = "<h2>Invoices vs metered cost</h2>"
-    if not any(row.invoiced is not None for row in comparison.rows):
+    # the comparison reads raw events of the period: only when there is a bill to compare with
+    if not query_result(querier, "SELECT count() FROM invoice_lines WHERE day >= toDate({s:DateTime64(3, 'UTC')}) "
+                                 "AND day < toDate({u:DateTime64(3, 'UTC')})",
+                        {"s": sql_time(since), "u": sql_time(until)}).scalar():
         return head + ("<p class=\"note\">No invoice lines for these days: import the providers' cost exports with "
                        "<code>spendstream invoices import FILE</code>.</p>")
+    comparison = compare_invoices(querier, since, until)
     table = QueryResult(["day", "provider", "model", "invoiced", "metered", "difference", "status"], [], [
         [str(r.day), r.provider, r.model or "(no model)", r.invoiced, r.metered, r.difference, r.status]
         for r in comparison.rows])
