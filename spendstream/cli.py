@@ -1,5 +1,5 @@
 """The ``spendstream`` command: demo, up, worker, store, sql, reprice, export focus, prices show, report, advise,
-reconcile, notify, dead-letters replay, gpu-exporter, ingest."""
+reconcile, invoices import, pricebook load, export stripe, notify, dead-letters replay, gpu-exporter, ingest."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 from spendstream.settings import Settings
@@ -49,6 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     focus = export_formats.add_parser("focus", help="FOCUS 1.3 cost and usage rows (hourly, per token-type meter)")
     _period(focus, required=True)
     focus.add_argument("--out", type=Path, required=True, help="file.csv or file.parquet")
+    stripe = export_formats.add_parser("stripe", help="Stripe meter events (JSON lines) from the loaded price book")
+    stripe.add_argument("--since", required=True, help="start of the first whole period: ISO date/datetime (UTC)")
+    stripe.add_argument("--until", default=None, help="end of the last whole period; default the current one's start")
+    stripe.add_argument("--grain", choices=("day", "hour"), default="day",
+                        help="one event per customer, meter and period of this length")
+    stripe.add_argument("--out", type=Path, default=None, help="file.jsonl (default stdout)")
+
+    pricebook = commands.add_parser("pricebook", help="the resale price book: what customers pay, beside cost")
+    pricebook_commands = pricebook.add_subparsers(dest="pricebook_command", required=True)
+    pricebook_load = pricebook_commands.add_parser("load", help="validate a price book file and make it current")
+    pricebook_load.add_argument("file", type=Path, nargs="?", default=None,
+                                help="YAML/JSON price book (default SPENDSTREAM_PRICEBOOK_FILE); see docs/resale.md")
 
     prices = commands.add_parser("prices", help="what a model costs and where the price comes from")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
@@ -73,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     recon = commands.add_parser("reconcile", help="emitted vs stored events per source and minute; names any gap")
     _period(recon, required=True)
     recon.add_argument("--all", action="store_true", help="print every interval, not only those with a gap")
+    recon.add_argument("--invoices", action="store_true", help="imported invoice lines vs metered cost per day × "
+                                                               "provider × model, instead of emitted vs stored")
+    recon.add_argument("--tolerance-usd", type=Decimal, default=Decimal("0.01"),
+                       help="with --invoices: a difference up to this many USD matches")
+    recon.add_argument("--tolerance-relative", type=Decimal, default=Decimal("0.01"),
+                       help="with --invoices: a difference up to this fraction of the larger side matches")
+
+    invoices = commands.add_parser("invoices", help="the provider's bill: import cost exports to reconcile with")
+    invoices_commands = invoices.add_subparsers(dest="invoices_command", required=True)
+    invoices_import = invoices_commands.add_parser("import", help="OpenAI organization costs JSON, Anthropic cost "
+                                                                  "report JSON or a FOCUS CSV into invoice_lines")
+    invoices_import.add_argument("files", type=Path, nargs="+", metavar="FILE")
 
     notify = commands.add_parser("notify", help="detect, then deliver stored alerts to Slack, PagerDuty and webhooks "
                                                 "(workers do this on their own when SPENDSTREAM_ALERT_ROUTES is set "
@@ -125,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
                 "export": _export, "prices": _prices, "gpu-reprice": _gpu_reprice, "gpu-exporter": _gpu_exporter,
                 "report": _report, "advise": _advise, "store": _store_host,
-                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters, "ingest": _ingest}
+                "reconcile": _reconcile, "notify": _notify, "dead-letters": _dead_letters, "ingest": _ingest,
+                "invoices": _invoices, "pricebook": _pricebook}
     try:
         return handlers[args.command](settings, args)
     except KeyboardInterrupt:
@@ -243,12 +269,69 @@ def _gpu_reprice(settings: Settings, args: argparse.Namespace) -> int:
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.focus import export_focus
 
+    if args.format == "stripe":
+        return _export_stripe(settings, args)
     since, until = _window(args)
     result = _with_store(settings, "spendstream export", lambda store: export_focus(store, since, until, args.out))
     print(f"wrote {result.rows:,} FOCUS rows to {result.path} (EffectiveCost ${result.effective_cost:,.6f})")
     if result.unpriced_left_out:
         print(f"  left out {result.unpriced_left_out:,} unpriced events (no price to report; see "
               "`spendstream sql \"SELECT model, count() FROM usage_events FINAL WHERE NOT priced GROUP BY model\"`)")
+    return 0
+
+
+def _export_stripe(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.resale.stripe import GRAINS, stripe_meter_events
+    from spendstream.resale.tables import current_book
+
+    now = datetime.now(timezone.utc)
+    step = GRAINS[args.grain]
+    since = parse_when(args.since, now)
+    current_start = now - (now - datetime(1970, 1, 1, tzinfo=timezone.utc)) % step  # the open period is not sent
+    until = parse_when(args.until, now) if args.until else current_start
+
+    def export(querier):
+        book = current_book(querier)
+        if book is None or not book[1]:
+            raise UsageError("no price book with stripe.meters is loaded: `spendstream pricebook load FILE` first")
+        try:
+            return book[0], stripe_meter_events(querier, book[1], since=since, until=until, grain=args.grain)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+
+    version, result = _on_store(settings, "spendstream export stripe", export)
+    out = args.out.open("wb") if args.out else sys.stdout.buffer
+    try:
+        out.writelines(result.lines())
+    finally:
+        if args.out:
+            out.close()
+    moved = result.rounding_usd.normalize()
+    notes = [f"{len(result.records)} meter event(s) (price book {version}); rounding revenue to cents moved "
+             f"${moved:+f} in total"]
+    if result.no_revenue_attempts:
+        notes.append(f"{result.no_revenue_attempts:,} attempt(s) had no revenue (no price book rule, or unknown cost)")
+    if result.no_customer_attempts:
+        notes.append(f"{result.no_customer_attempts:,} attempt(s) without a customer were not exported")
+    for customer, attempts in sorted(result.no_stripe_id.items()):
+        notes.append(f"customer {customer!r} has no stripe_customer_id: {attempts:,} attempt(s) not exported")
+    print("\n".join(notes), file=sys.stderr)
+    return 0
+
+
+def _pricebook(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.resale.pricebook import PriceBookError, load_pricebook
+    from spendstream.resale.tables import store_pricebook
+
+    path = args.file or settings.pricebook_file
+    if path is None:
+        raise UsageError("no price book: give FILE or set SPENDSTREAM_PRICEBOOK_FILE")
+    try:
+        book = load_pricebook(path)
+    except PriceBookError as exc:
+        raise UsageError(f"price book is invalid:\n{exc}") from exc
+    _on_store(settings, "spendstream pricebook load", lambda q: store_pricebook(q, book))
+    print(f"{path}: {len(book.rules)} rule(s), {len(book.customers)} customer(s), now current as {book.version}")
     return 0
 
 
@@ -320,7 +403,7 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.configfile import ConfigFileError
 
     try:
-        config = AlertingConfig.load(routes_file=settings.alert_routes, budgets_file=settings.budgets_file)
+        config = AlertingConfig.from_settings(settings)
     except ConfigFileError as exc:
         raise UsageError(f"invalid configuration:\n{exc}") from exc
     if not config.routing.destinations:
@@ -357,6 +440,8 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.reconcile import reconcile
 
     since, until = _window(args)
+    if args.invoices:
+        return _reconcile_invoices(settings, args, since, until)
     intervals = _on_store(settings, "spendstream reconcile", lambda q: reconcile(q, since, until))
     gaps = [i for i in intervals if i.gap]
     emitted, stored = sum(i.emitted for i in intervals), sum(i.stored for i in intervals)
@@ -368,6 +453,31 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {i.minute}  {i.service or '(no service)':<24} emitted {i.emitted:>8,}  stored {i.stored:>8,}  "
               f"dead {i.dead_lettered:>6,}  gap {i.gap:+,}{note}")
     return 1 if gaps else 0
+
+
+def _reconcile_invoices(settings: Settings, args: argparse.Namespace, since: datetime, until: datetime) -> int:
+    from spendstream.invoices.compare import compare_invoices, render
+
+    comparison = _on_store(settings, "spendstream reconcile", lambda q: compare_invoices(
+        q, since, until, tolerance_usd=args.tolerance_usd, tolerance_relative=args.tolerance_relative))
+    print(f"invoices vs metered, UTC days {since:%Y-%m-%d} to {until:%Y-%m-%d} (exclusive):")
+    print(render(comparison))
+    return 1 if comparison.gaps else 0
+
+
+def _invoices(settings: Settings, args: argparse.Namespace) -> int:
+    from spendstream.invoices.formats import InvoiceFormatError, read_invoice
+    from spendstream.invoices.table import import_invoice
+
+    try:  # every file is read before any is stored: a bad one stores nothing
+        parsed = [read_invoice(path) for path in args.files]
+    except (OSError, InvoiceFormatError) as exc:
+        raise UsageError(str(exc)) from exc
+    for invoice in parsed:
+        lines = _on_store(settings, "spendstream invoices import", lambda q, i=invoice: import_invoice(q, i))
+        print(f"{invoice.file_name}: {lines} line(s) of {invoice.source}, ${invoice.total_usd:,.6f} "
+              f"({invoice.file_digest[:19]}…; importing it again changes nothing)")
+    return 0
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:

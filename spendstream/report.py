@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.advisor import Opportunity, advise
+from spendstream.invoices.compare import compare_invoices
 from spendstream.sinks.ranges import between
 from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MINUTES, Rollup
 from spendstream.sinks.store import QueryResult, TextQuerier, query_result, sql_time
@@ -142,7 +143,8 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
                 gpu,
                 "" if gpu.rows else "No GPU samples in this period."),
     ]
-    return _page(since, until, totals, int(dead), sections, advise(querier, since, until))
+    return _page(since, until, totals, int(dead), sections, advise(querier, since, until),
+                 after=_invoice_gaps(querier, since, until))
 
 
 def write_report(querier: TextQuerier, since: datetime, until: datetime, out: Path) -> Path:
@@ -340,7 +342,7 @@ h2{font-size:1.1rem;margin-top:2rem}.advice td{vertical-align:top}
 
 
 def _page(since: datetime, until: datetime, totals: dict[str, Any], dead: int, sections: list[Section],
-          opportunities: list[Opportunity]) -> str:
+          opportunities: list[Opportunity], after: str = "") -> str:
     kpis = [("Cost", _fmt(float(totals["cost_usd"] or 0))), ("Requests", f"{int(totals['requests']):,}"),
             ("Attempts", f"{int(totals['attempts']):,}"), ("Unpriced attempts", f"{int(totals['unpriced']):,}"),
             ("Dead letters", f"{dead:,}")]
@@ -357,8 +359,27 @@ def _page(since: datetime, until: datetime, totals: dict[str, Any], dead: int, s
         note = f'<p class="note">{html.escape(section.note)}</p>' if section.note else ""
         parts.append(f"<figure><figcaption>{html.escape(section.title)}</figcaption>{section.svg}{note}"
                      f"<details><summary>Table</summary>{_table(section.table)}</details></figure>")
+    parts.append(after)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _invoice_gaps(querier: TextQuerier, since: datetime, until: datetime) -> str:
+    """The provider's bill against the meter for the period's days (``spendstream reconcile --invoices``)."""
+    head = "<h2>Invoices vs metered cost</h2>"
+    # the comparison reads raw events of the period: only when there is a bill to compare with
+    if not query_result(querier, "SELECT count() FROM invoice_lines WHERE day >= toDate({s:DateTime64(3, 'UTC')}) "
+                                 "AND day < toDate({u:DateTime64(3, 'UTC')})",
+                        {"s": sql_time(since), "u": sql_time(until)}).scalar():
+        return head + ("<p class=\"note\">No invoice lines for these days: import the providers' cost exports with "
+                       "<code>spendstream invoices import FILE</code>.</p>")
+    comparison = compare_invoices(querier, since, until)
+    table = QueryResult(["day", "provider", "model", "invoiced", "metered", "difference", "status"], [], [
+        [str(r.day), r.provider, r.model or "(no model)", r.invoiced, r.metered, r.difference, r.status]
+        for r in comparison.rows])
+    matched = len(comparison.rows) - len(comparison.gaps)
+    return (f"{head}<p class=\"note\">{len(comparison.gaps)} gap(s), {matched} match(es) per UTC day × provider × "
+            "model; difference is invoiced minus metered.</p>" + _table(table))
 
 
 def _opportunities(opportunities: list[Opportunity]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -97,9 +98,24 @@ class Settings(BaseSettings):
         "Days the minute and hour rollups are kept; unset keeps them forever. At least the raw retention."))
     dead_letter_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
         "Days dead letters (and their replays) are kept; unset keeps them forever."))
+    billing_policy: Literal["computed", "provider", "provider_when_present"] = Field(
+        default="computed", description=(
+            "Which cost of an event is billed (usage_events.billed_cost, what margins and the Stripe export use): "
+            "computed (the price book's, default), provider (the provider-reported provider_cost_usd; an event "
+            "without one has no billed cost), provider_when_present (the provider's where reported, else "
+            "computed). Recorded per event (billing_policy column); see docs/provider_cost.md."))
+    cost_drift_relative: float = Field(default=0.02, ge=0, description=(
+        "cost_drift fires when provider-reported and computed cost of a provider/model differ by more than this "
+        "fraction of the larger (and by more than cost_drift_absolute_usd)."))
+    cost_drift_absolute_usd: Decimal = Field(default=Decimal("0.01"), ge=0, description=(
+        "cost_drift ignores differences up to this many USD in a window, however large relatively."))
+    pricebook_file: Path | None = Field(default=None, description=(
+        "YAML: resale prices per customer or plan (markup or sell prices) and Stripe meters; loaded with "
+        "`spendstream pricebook load`; see docs/resale.md."))
     log_level: str = "info"
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", "ingest_token_file",
+                     "pricebook_file",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"emitter", "kafka_admin", "localbroker", "gpu_exporter"},
     {"pricing"},
     {"sinks"},
-    {"startup", "detect", "reprice", "reconcile", "focus", "advisor"},
+    {"startup", "detect", "reprice", "reconcile", "focus", "advisor", "invoices", "resale"},
     {"agents", "alerting", "report", "ingest"},
     {"demo", "replay"},
     {"cli", "__main__"},

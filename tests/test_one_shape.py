@@ -50,6 +50,8 @@ ROOT = Path(__file__).parent.parent
 # Token counts are bounded by each other (the contract's model validator), so they are chosen together.
 TOKENS = {"input_tokens": 900, "cached_input_tokens": 300, "cache_write_tokens": 200, "cache_write_1h_tokens": 50,
           "output_tokens": 400, "reasoning_tokens": 100}
+# A field with a pattern needs a value of its form (money as decimal text: schemas/_types.py).
+PATTERNED = {"provider_cost_usd": "0.001234500000000001"}
 # What the pipeline stores for a field left empty: the contract's value of another field.
 FILLED = {"usage_events": {"request_id": "event_id"}}  # one attempt is its own request (agents/events.py)
 
@@ -174,7 +176,7 @@ def check_usage(store: Store, bootstrap: str, topic: str) -> None:
     """A UsageEvent with every field set, one with only the required ones (both in a block: the fast path),
     and one with fields the contract does not know (a JSON row: pydantic), from emit() to usage_events."""
     run = uuid.uuid4().hex[:12]
-    values = full_values(UsageEvent, run, TOKENS)
+    values = full_values(UsageEvent, run, TOKENS | PATTERNED)
     full = UsageEvent(**values)
     sparse = bare(UsageEvent, values, WIRE_REQUIRED, event_id=f"bare-{run}")
     unknown = UsageEvent(**values | {"event_id": f"unknown-{run}", "zone_hint": "eu-west-1", "nested": {"a": [1, 2]}})

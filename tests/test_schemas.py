@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Annotated, Literal
 
 import pytest
@@ -77,7 +78,7 @@ def test_naive_timestamps_are_rejected() -> None:
 @pytest.mark.parametrize(("annotation", "refusal"), [
     (list[str], r"Odd\.odd: type list\[str\] is not described"),
     (int | str, r"Odd\.odd: a union other than `X \| None`"),
-    (Annotated[str, Field(pattern="^a")], r"Odd\.odd: constraint .*pattern.* is not described"),
+    (Annotated[float, Field(allow_inf_nan=False)], r"Odd\.odd: constraint .*allow_inf_nan.* is not described"),
     (Literal["a", 1], r"Odd\.odd: a Literal must list values of one scalar type"),
 ])
 def test_a_field_no_decoder_or_column_can_follow_is_refused_naming_it(annotation: object, refusal: str) -> None:
@@ -86,6 +87,41 @@ def test_a_field_no_decoder_or_column_can_follow_is_refused_naming_it(annotation
         field_shapes(create_model("Odd", odd=(annotation, ...)))
 
 
+def test_a_pattern_is_described_so_the_block_decoder_enforces_it_as_pydantic_does() -> None:
+    [shape] = field_shapes(create_model("Odd", odd=(Annotated[str, Field(pattern="^[0-9]+$")], ...)))
+    assert shape.constraints == {"pattern": "^[0-9]+$"}
+
+
+@pytest.mark.parametrize("amount", ["0.000123", "12", "0.000000000000000001", "99999999999999999999.5"])
+def test_provider_cost_is_exact_decimal_text(amount: str) -> None:
+    event = UsageEvent(provider="openrouter", model="m", provider_cost_usd=amount)
+    assert Decimal(event.provider_cost_usd) == Decimal(amount)
+
+
+@pytest.mark.parametrize("amount", [0.000123, "1e-5", "-0.5", ".5", "0.0000000000000000001", "1,5", " 1", "٣"])
+def test_provider_cost_that_a_money_column_cannot_hold_exactly_is_refused(amount: object) -> None:
+    """A float, an exponent, a sign, more than 18 decimals, or digits of other scripts: refused, not rounded."""
+    with pytest.raises(ValidationError, match="provider_cost_usd"):
+        UsageEvent(provider="openrouter", model="m", provider_cost_usd=amount)
+
+
 def test_a_column_mapping_naming_no_field_is_refused() -> None:
     with pytest.raises(ValueError, match="UsageEvent has no field 'region'"):
         contract_columns(UsageEvent, stored_elsewhere={"region": "gone"})
+
+
+@pytest.mark.parametrize(("amount", "text"), [(1e-05, "0.00001"), (0.000123, "0.000123"), (Decimal("2.50"), "2.5"),
+                                               (3, "3"), ("0.10", "0.1"), (0.1 + 0.2, "0.30000000000000004")])
+def test_decimal_text_keeps_the_digits_a_provider_wrote(amount: object, text: str) -> None:
+    from spendstream.schemas._types import decimal_text
+
+    assert decimal_text(amount) == text
+    assert UsageEvent(provider="p", model="m", provider_cost_usd=decimal_text(amount)).provider_cost_usd == text
+
+
+@pytest.mark.parametrize("amount", [-0.01, float("nan"), float("inf"), "1e-19", "abc"])
+def test_decimal_text_refuses_what_cannot_be_held_exactly(amount: object) -> None:
+    from spendstream.schemas._types import decimal_text
+
+    with pytest.raises(ValueError, match="not a"):
+        decimal_text(amount)

@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     )
     pricer = pricer or Pricer()
     tag_guard = TagGuard(settings.tag_value_limit)
-    writer = SinkWriter(store, dedup_horizon_s=settings.dedup_horizon_s)
+    writer = SinkWriter(store, dedup_horizon_s=settings.dedup_horizon_s, billing_policy=settings.billing_policy)
     detectors = (IdleGpuDetector(deployments or {}), KvSaturationDetector(deployments or {}))
     if query_secret is not None:
         _serve_queries(app, store, secret=query_secret, port=web_port)

@@ -34,7 +34,7 @@ def run_worker(settings: Settings, *, bootstrap_servers: str, pricer: Pricer | N
     """
     pricer = pricer or Pricer(load_overrides(settings.overrides_file))
     deployments = load_deployments(settings.deployments_file)
-    alerting = AlertingConfig.load(routes_file=settings.alert_routes, budgets_file=settings.budgets_file)
+    alerting = AlertingConfig.from_settings(settings)
     for name, problem in alerting.problems().items():  # the others are served; this one's deliveries fail
         log.warning("alert destination %r cannot work: %s", name, problem)
     store_dependency(settings)  # a store URL that cannot be right fails now, not after Kafka answers

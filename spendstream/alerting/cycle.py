@@ -1,7 +1,7 @@
 """One round of the alerting work — detect, store, deliver — as `spendstream notify` and the worker group's
 leader both run it.
 
-Detection (budgets, retry storms, spend anomalies) stores each new alert in ``alerts``, the
+Detection (budgets, retry storms, spend anomalies, cost drift) stores each new alert in ``alerts``, the
 outbox; delivery (:class:`~spendstream.alerting.delivery.Notifier`) then sends what each
 destination has not settled. Detection runs without destinations too: the alerts are stored,
 readable with SQL and delivered once routes exist. A detector that fails costs its own alerts
@@ -25,8 +25,10 @@ from pathlib import Path
 from spendstream.alerting.delivery import AlertRouting, Notifier, PassReport, load_routing, store_new_alerts
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.budgets import Budget, evaluate, load_budgets
+from spendstream.detect.cost_drift import CostDriftDetector, detect_cost_drift
 from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.schemas.alert import Alert
+from spendstream.settings import Settings
 from spendstream.sinks.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,21 @@ class AlertingConfig:
 
     routing: AlertRouting = field(default_factory=AlertRouting)
     budgets: tuple[Budget, ...] = ()
+    cost_drift: CostDriftDetector = field(default_factory=CostDriftDetector)
 
     @classmethod
-    def load(cls, *, routes_file: Path | None, budgets_file: Path | None) -> AlertingConfig:
+    def load(cls, *, routes_file: Path | None, budgets_file: Path | None,
+             cost_drift: CostDriftDetector | None = None) -> AlertingConfig:
         """Read both files; :class:`~spendstream.configfile.ConfigFileError` names the file, line and field
         of a mistake."""
-        return cls(load_routing(routes_file), tuple(load_budgets(budgets_file)))
+        return cls(load_routing(routes_file), tuple(load_budgets(budgets_file)), cost_drift or CostDriftDetector())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertingConfig:
+        """The files and tolerances ``settings`` name (SPENDSTREAM_ALERT_ROUTES, _BUDGETS_FILE, _COST_DRIFT_*)."""
+        return cls.load(routes_file=settings.alert_routes, budgets_file=settings.budgets_file,
+                        cost_drift=CostDriftDetector(relative=settings.cost_drift_relative,
+                                                     absolute_usd=settings.cost_drift_absolute_usd))
 
     def problems(self) -> dict[str, str]:
         """Destinations that cannot work as configured, with why (no secret quoted): their deliveries are marked
@@ -83,6 +94,7 @@ class AlertCycle:
             "budgets": lambda: evaluate(self.store, list(self.config.budgets), now),
             "retry storms": lambda: detect_retry_storms(self.store, now),
             "spend anomalies": lambda: detect_spend_anomalies(self.store, now),
+            "cost drift": lambda: detect_cost_drift(self.store, now, self.config.cost_drift),
         }
         alerts: list[Alert] = []
         errors: dict[str, str] = {}

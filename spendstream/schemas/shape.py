@@ -43,7 +43,7 @@ class FieldShape:
     timezone-aware) or ``dict`` (a mapping of str to str). ``literals`` lists the
     only values allowed, when the type is a ``Literal``. ``constraints`` are
     keyword arguments as pydantic's ``Field`` and ``msgspec.Meta`` both spell
-    them (``ge``, ``le``, ``min_length``...). ``required`` is as pydantic sees it
+    them (``ge``, ``le``, ``min_length``, ``pattern``...). ``required`` is as pydantic sees it
     (a default factory makes a field optional in Python; the wire may still
     require it).
     """
@@ -73,6 +73,9 @@ def _shape(model: type[BaseModel], name: str, info: FieldInfo) -> FieldShape:
     for item in metadata:
         if isinstance(item, Strict):
             continue  # msgspec is always strict: a stricter decoder only sends more to pydantic
+        if _is_pattern(item):
+            constraints["pattern"] = item.pattern  # both anchor nothing themselves: the pattern carries ^...$
+            continue
         if not isinstance(item, _BOUNDS):
             raise UnsupportedField(f"{where}: constraint {item!r} is not described by spendstream/schemas/shape.py")
         constraints.update((bound.name, getattr(item, bound.name)) for bound in dataclasses.fields(item))
@@ -95,6 +98,11 @@ def _shape(model: type[BaseModel], name: str, info: FieldInfo) -> FieldShape:
                                "those | None)")
     return FieldShape(name=name, kind=kind, nullable=nullable, required=info.is_required(), literals=literals,
                       constraints=types.MappingProxyType(constraints))
+
+
+def _is_pattern(item: Any) -> bool:
+    """Whether ``item`` is pydantic's metadata for ``Field(pattern=...)`` and nothing else."""
+    return type(item).__name__ == "_PydanticGeneralMetadata" and set(vars(item)) == {"pattern"}
 
 
 def _unwrap(annotation: Any, metadata: list[Any], where: str) -> tuple[Any, bool, list[Any]]:

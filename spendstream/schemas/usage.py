@@ -12,6 +12,15 @@ adapters normalise into it):
   one-hour lifetime (Anthropic), priced at the 1-hour write rate where there is one.
 - ``output_tokens``: every generated token, *including* reasoning tokens.
 - ``reasoning_tokens``: the part of ``output_tokens`` spent on reasoning.
+
+Money a provider reports itself (``provider_cost_usd``, e.g. OpenRouter's
+``usage.cost`` or a gateway's cost header) travels as decimal text, not a JSON
+number: a number is read as a binary float by most decoders, and the amount must
+arrive with exactly the digits the provider sent (see ``DecimalText``).
+
+Schema history (every addition is optional, so every earlier v1 event stays valid,
+and a consumer of an older v1 keeps the new fields in ``extra``):
+- v1 + provider cost (issue 20): ``provider_cost_usd``, ``provider_cost_source``.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spendstream.schemas._types import Identifier, Label, OptionalCount, TokenCount
+from spendstream.schemas._types import DecimalText, Identifier, Label, OptionalCount, TokenCount
 
 MAX_TAGS = 32
 MAX_TAG_KEY_CHARS = 64
@@ -105,6 +114,13 @@ class UsageEvent(BaseModel):
     prefix_tokens: OptionalCount = None
     max_tokens: OptionalCount = None
     service: Label = None
+
+    provider_cost_usd: DecimalText = Field(default=None, description=(
+        "What the provider (or a gateway) says this call cost, in USD, as decimal text exactly as reported "
+        "(e.g. OpenRouter usage.cost \"0.000123\"); stored beside the computed cost, never in its place unless "
+        "SPENDSTREAM_BILLING_POLICY says so."))
+    provider_cost_source: Label = Field(default=None, description=(
+        "Who reported provider_cost_usd, e.g. 'openrouter:usage.cost' or 'gateway:x-litellm-response-cost'."))
 
     @field_validator("tags")
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import gpu_views, reader_views, rollups
+from spendstream.sinks import billing, gpu_views, reader_views, rollups
 from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
@@ -34,6 +34,10 @@ class Migration:
     statements: tuple[str | Callable[[Store, Callable[[str], None]], None], ...]
 
 
+# The provider's own cost is kept as the text it sent (the contract's provider_cost_usd) and
+# as the exact number that text says (provider_cost). Which cost is billed is decided per
+# event by the policy the worker stored it under (billing_policy), by the engine, so a
+# re-priced row (reprice.py re-inserts it) is billed again by the same rule.
 def _cost_view(name: str, bucket: str) -> str:
     """Showback/chargeback rollup per time bucket and attribution key (exact: reads FINAL)."""
     return f"""
@@ -523,6 +527,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     Migration(13, "GPU exporter II: KV max, cached prompt tokens, effective-dated GPU prices, cost bases",
               gpu_views.STATEMENTS),
+    Migration(14, "money II: provider cost and billing policy, invoice lines, resale price book and margins", (
+        *billing.MONEY_II,
+    )),
 )
 
 

@@ -31,12 +31,16 @@ PRICE_COLUMNS = ("priced", "unpriced_reason", "price_model_id", "price_provider_
                  "input_cost", "output_cost", "total_cost", "list_cost")
 
 
-def usage_table(batch: BatchResult, *, now: datetime | None = None) -> pa.Table:
-    """One row per priced event of ``batch``, named like the ``usage_events`` columns."""
+def usage_table(batch: BatchResult, *, now: datetime | None = None, billing_policy: str = "computed") -> pa.Table:
+    """One row per priced event of ``batch``, named like the ``usage_events`` columns.
+
+    ``billing_policy`` (``SPENDSTREAM_BILLING_POLICY``) is stored with each row: the table
+    derives the billed cost from it (migration "money II")."""
     assert batch.events is not None and batch.priced is not None, "usage_table needs a priced batch"
     ingested_at = pa.scalar(now or datetime.now(timezone.utc), TS)
     columns = dict(zip(batch.events.column_names, batch.events.columns, strict=True)) | price_columns(batch.priced)
     columns["ingested_at"] = pa.repeat(ingested_at, batch.events.num_rows)
+    columns["billing_policy"] = pa.repeat(pa.scalar(billing_policy, pa.string()), batch.events.num_rows)
     return pa.table(columns)
 
 

@@ -34,8 +34,9 @@ class SinkWriter:
     """
 
     def __init__(self, store: Store, *, retry_base_s: float = 0.2, retry_cap_s: float = 10.0,
-                 dedup_horizon_s: float = 0.0) -> None:
+                 dedup_horizon_s: float = 0.0, billing_policy: str = "computed") -> None:
         self._store = store
+        self._billing_policy = billing_policy
         self._dedup_horizon_s = dedup_horizon_s
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
@@ -94,7 +95,8 @@ class SinkWriter:
             now = datetime.now(timezone.utc)
             conflicts = CONFLICT_SCHEMA.empty_table()
             if batch.num_events:
-                resolution = resolve(self._store, usage_table(batch, now=now), horizon_s=self._dedup_horizon_s,
+                resolution = resolve(self._store, usage_table(batch, now=now, billing_policy=self._billing_policy),
+                                     horizon_s=self._dedup_horizon_s,
                                      now=now)
                 if resolution.rows.num_rows:
                     self._store.insert_arrow("usage_events", resolution.rows)
