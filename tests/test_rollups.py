@@ -195,7 +195,14 @@ def regrain_check(path: str) -> None:
     migrations.migrate(store)
     run = f"grain-{uuid.uuid4().hex[:6]}"
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    _write(store, _events(run, now - timedelta(hours=30), 200))
+    # rows as a worker of that time wrote them: the columns of its time only
+    from spendstream.sinks.rows import usage_table
+
+    columns = {r[0] for r in store.query("SELECT name FROM system.columns WHERE table = 'usage_events' "
+                                         "AND database = currentDatabase()").rows}
+    events = _events(run, now - timedelta(hours=30), 200)
+    rows = usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))], PRICER))
+    store.insert_arrow("usage_events", rows.select([name for name in rows.column_names if name in columns]))
     names = ", ".join(m.name for m in rollups.MEASURES)
     measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in rollups.MEASURES)
     for old in (rollups.V10_MINUTES, rollups.V10_HOURS):  # as migration 10's maintainer kept them
