@@ -138,3 +138,24 @@ def anthropic_stream(*, model: str = "claude-sonnet-4-6", service_tier: str = "p
                            "usage": {"output_tokens": 75}}),
         ("message_stop", {"type": "message_stop"}),
     ]
+
+
+def openai_response(*, model: str = "gpt-5-mini-2025-08-07", service_tier: str = "flex") -> dict:
+    """A Responses API response (``/v1/responses``)."""
+    return {"id": "resp_1", "object": "response", "created_at": 1764460800, "status": "completed", "model": model,
+            "service_tier": service_tier, "output": [{"type": "message", "id": "msg_1", "role": "assistant",
+                                                      "status": "completed", "content": [
+                                                          {"type": "output_text", "text": "Hi.", "annotations": []}]}],
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": 500, "input_tokens_details": {"cached_tokens": 128}, "output_tokens": 40,
+                      "output_tokens_details": {"reasoning_tokens": 24}, "total_tokens": 540}}
+
+
+def openai_response_stream(**kwargs: Any) -> list:
+    done = openai_response(**kwargs)
+    created = {**done, "status": "in_progress", "output": [], "usage": None}
+    return [("response.created", {"type": "response.created", "sequence_number": 0, "response": created}),
+            ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1,
+                                            "item_id": "msg_1", "output_index": 0, "content_index": 0,
+                                            "delta": "Hi.", "logprobs": []}),
+            ("response.completed", {"type": "response.completed", "sequence_number": 2, "response": done})]

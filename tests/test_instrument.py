@@ -19,6 +19,8 @@ from tests.provider import (
     anthropic_stream,
     openai_chat,
     openai_chat_stream,
+    openai_response,
+    openai_response_stream,
 )
 
 openai = pytest.importorskip("openai")
@@ -103,6 +105,24 @@ def test_a_call_that_fails_after_its_retries_raises_the_sdks_error_and_every_att
         client.with_options(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=HI)
     # with_options() makes a new client: it is not instrumented (documented), so nothing more was emitted
     assert len(recorder.events) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_responses_api_reports_usage_and_the_tier_on_the_response(provider, stream: bool) -> None:
+    recorder = Recorder()
+    client = _openai(provider, recorder)
+    if stream:
+        provider.script(Answer(body=openai_response_stream(service_tier="priority"), sse=True))
+        for _ in client.responses.create(model="gpt-5-mini", input="hi", instructions="Be brief.", stream=True):
+            pass
+        assert "stream_options" not in provider.requests[-1][1]  # Responses streams end with usage anyway
+    else:
+        provider.script(Answer(body=openai_response(service_tier="priority")))
+        assert client.responses.create(model="gpt-5-mini", input="hi", max_output_tokens=64).output_text == "Hi."
+    [event] = recorder.events
+    assert (event.model, event.service_tier, event.input_tokens, event.cached_input_tokens, event.output_tokens,
+            event.reasoning_tokens) == ("gpt-5-mini-2025-08-07", "priority", 500, 128, 40, 24)
+    assert (event.ttft_ms is not None) == stream and not event.tokens_estimated
 
 
 def test_a_timed_out_attempt_is_a_timeout_without_an_http_status(provider) -> None:
