@@ -144,3 +144,13 @@ def test_anthropic_cache_counts_kept_beside_the_prompt_count_are_folded_in() -> 
                                              "cache_read_input_tokens": 80, "cache_creation_input_tokens": 300}}}
     event = event_from_payload(payload)
     assert (event.input_tokens, event.cached_input_tokens, event.cache_write_tokens) == (400, 80, 300)
+
+
+def test_with_no_emitter_address_each_call_is_counted_and_the_log_says_what_to_set(monkeypatch, caplog) -> None:
+    monkeypatch.delenv("SPENDSTREAM_KAFKA_BOOTSTRAP", raising=False)
+    logger = SpendstreamLogger()
+    payload = {"id": "c1", "status": "success", "custom_llm_provider": "openai", "model": "gpt-4o-mini"}
+    with caplog.at_level("WARNING", logger="spendstream.emitter.litellm"):
+        logger.log_success_event({"standard_logging_object": payload}, None, None, None)
+    assert logger.stats()["failed"] == 1
+    assert "SPENDSTREAM_KAFKA_BOOTSTRAP" in caplog.text

@@ -27,15 +27,14 @@ streams, time to first token. A stream that ends without usage is counted locall
 fingerprint (of the system/developer prompt, ``instructions`` or ``system``) is added
 only with ``fingerprint_prefix=True``.
 
-The caller's call is never changed otherwise, never delayed by I/O (``emit()`` only
-queues) and never sees an exception of ours: a failure of the instrumentation is
-counted in :meth:`Instrumentation.stats` and logged at most once a minute.
+The caller's call is never changed otherwise, never delayed by network I/O (``emit()``
+only queues) and never sees an exception of ours: a failure of the instrumentation is
+counted in :meth:`Instrumentation.stats` and logged at most once a minute. (The first
+local estimate in a process reads the bundled vocabulary from disk, a few hundred ms once.)
 """
 
 from __future__ import annotations
 
-import contextvars
-import inspect
 import logging
 import os
 import threading
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 
 from spendstream.emitter.call import Call, status_of_exception
 from spendstream.emitter.estimate import estimate_usage
+from spendstream.emitter.hooks import observe_async, observe_sync, wrap_request, wrap_send
 from spendstream.emitter.prefix import prefix_fields
 from spendstream.emitter.responses import (
     TOKEN_FIELDS,
@@ -60,7 +60,6 @@ from spendstream.schemas.usage import UsageEvent
 __all__ = ["Instrumentation", "Sink", "instrument", "instrumentation_of"]
 
 log = logging.getLogger(__name__)
-_CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("spendstream_call", default=None)
 _METERED_PATHS = ("/chat/completions", "/completions", "/responses", "/embeddings", "/messages")
 _LOG_EVERY_S = 60.0
 
@@ -95,10 +94,10 @@ def instrument(client: Any, *, team: str | None = None, feature: str | None = No
     UsageEvent(model="check", **base)  # invalid attribution fails here, at setup, with the field named
     client._spendstream = Instrumentation(api=api, base_fields=base, emitter=emitter or default_emitter(),
                                           fingerprint_prefix=fingerprint_prefix)
-    _wrap_request(client)
+    wrap_request(client)
     http_client = getattr(client, "_client", None)  # the SDK's httpx client (Stainless SDKs keep it here)
     if callable(getattr(http_client, "send", None)):
-        _wrap_send(http_client)
+        wrap_send(http_client)
     return client
 
 
@@ -144,7 +143,7 @@ class Instrumentation:
             self._count("calls")
             return Call(body=body, stream=stream), options
         except Exception as exc:
-            self._failed_ourselves(exc)
+            self.failed_ourselves(exc)
             return None, options
 
     def succeeded(self, call: Call, result: Any) -> Any:
@@ -152,12 +151,12 @@ class Instrumentation:
         try:
             if call.stream:
                 inner = result._iterator  # both SDKs' streams iterate this; replacing it keeps the object as it is
-                observe = _observe_async if hasattr(inner, "__anext__") else _observe
-                result._iterator = observe(self, call, inner)
+                observe = observe_async if hasattr(inner, "__anext__") else observe_sync
+                result._iterator = observe(self, call, StreamTally(self.api), inner)
             else:
                 self.finish(call, final=usage_fields(self.api, result), text=text_of(result), ttft_ms=None)
         except Exception as exc:
-            self._failed_ourselves(exc)
+            self.failed_ourselves(exc)
         return result
 
     def failed(self, call: Call, exc: BaseException) -> None:
@@ -165,7 +164,7 @@ class Instrumentation:
         try:
             self.finish(call, final=None, text="", ttft_ms=None, error=exc)
         except Exception as own:
-            self._failed_ourselves(own)
+            self.failed_ourselves(own)
 
     def finish(self, call: Call, *, final: dict[str, Any] | None, text: str, ttft_ms: float | None,
                error: BaseException | None = None) -> None:
@@ -195,6 +194,22 @@ class Instrumentation:
         for event in events:
             self._send(event)
 
+    def finish_stream(self, call: Call, tally: StreamTally, error: BaseException | None) -> None:
+        """A stream ended (exhausted, failed with ``error``, or closed early): emit what it reported."""
+        try:
+            started = call.attempts_or_one()[-1].started
+            ttft_ms = (tally.first_token_at - started) * 1000 if tally.first_token_at is not None else None
+            final = usage_fields(self.api, tally.final) if tally.final.get("usage") else None
+            if final is None and tally.final.get("model"):
+                call.body = {**call.body, "model": tally.final["model"]}
+            self.finish(call, final=final, text=tally.text, ttft_ms=ttft_ms, error=error)
+        except Exception as exc:
+            self.failed_ourselves(exc)
+
+    def failed_ourselves(self, exc: Exception) -> None:
+        """A failure of the instrumentation itself: the call it happened in lost its events (counted)."""
+        self._count("unmetered_calls", cause=exc)
+
     # -- internals --------------------------------------------------------------------------------
 
     def _send(self, event: UsageEvent) -> None:
@@ -204,9 +219,6 @@ class Instrumentation:
             self._count("emit_errors", cause=exc)
             return
         self._count("events_emitted" if accepted else "events_refused")
-
-    def _failed_ourselves(self, exc: Exception) -> None:
-        self._count("unmetered_calls", cause=exc)
 
     def _count(self, name: str, *, cause: BaseException | None = None) -> None:
         now = time.monotonic()
@@ -218,128 +230,6 @@ class Instrumentation:
         if should_log:
             log.warning("spendstream instrumentation: %s (%s); further ones are counted in stats()",
                         name, type(cause).__name__)
-
-
-def _observe(inst: Instrumentation, call: Call, inner: Any) -> Any:
-    tally, error = StreamTally(inst.api), None
-    try:
-        for item in inner:
-            _add(inst, tally, item)
-            yield item
-    except Exception as exc:
-        error = exc
-        raise
-    finally:  # exhausted, failed, or closed early (then the usage seen so far is what there is)
-        _finish_stream(inst, call, tally, error)
-
-
-async def _observe_async(inst: Instrumentation, call: Call, inner: Any) -> Any:
-    tally, error = StreamTally(inst.api), None
-    try:
-        async for item in inner:
-            _add(inst, tally, item)
-            yield item
-    except Exception as exc:
-        error = exc
-        raise
-    finally:
-        _finish_stream(inst, call, tally, error)
-
-
-def _add(inst: Instrumentation, tally: StreamTally, item: Any) -> None:
-    try:
-        tally.add(item)
-    except Exception as exc:
-        inst._failed_ourselves(exc)
-
-
-def _finish_stream(inst: Instrumentation, call: Call, tally: StreamTally, error: BaseException | None) -> None:
-    try:
-        started = call.attempts_or_one()[-1].started
-        ttft_ms = (tally.first_token_at - started) * 1000 if tally.first_token_at is not None else None
-        final = usage_fields(inst.api, tally.final) if tally.final.get("usage") else None
-        if final is None and tally.final.get("model"):
-            call.body = {**call.body, "model": tally.final["model"]}
-        inst.finish(call, final=final, text=tally.text, ttft_ms=ttft_ms, error=error)
-    except Exception as exc:
-        inst._failed_ourselves(exc)
-
-
-def _wrap_request(client: Any) -> None:
-    original = client.request
-    if getattr(original, "_spendstream_wrapped", False):
-        return  # instrumented before: the wrapper reads the client's current settings
-
-    if inspect.iscoroutinefunction(original):
-        async def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-            inst: Instrumentation = client._spendstream
-            call, options = inst.begin(options, kwargs.get("stream", False))
-            if call is None:
-                return await original(cast_to, options, *args, **kwargs)
-            token = _CALL.set(call)
-            try:
-                result = await original(cast_to, options, *args, **kwargs)
-            except BaseException as exc:
-                inst.failed(call, exc)
-                raise
-            finally:
-                _CALL.reset(token)
-            return inst.succeeded(call, result)
-    else:
-        def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-            inst: Instrumentation = client._spendstream
-            call, options = inst.begin(options, kwargs.get("stream", False))
-            if call is None:
-                return original(cast_to, options, *args, **kwargs)
-            token = _CALL.set(call)
-            try:
-                result = original(cast_to, options, *args, **kwargs)
-            except BaseException as exc:
-                inst.failed(call, exc)
-                raise
-            finally:
-                _CALL.reset(token)
-            return inst.succeeded(call, result)
-
-    request._spendstream_wrapped = True  # type: ignore[attr-defined]
-    client.request = request
-
-
-def _wrap_send(http_client: Any) -> None:
-    """Record each HTTP attempt of the call in progress (a contextvar: the thread's, or the task's)."""
-    original = http_client.send
-    if getattr(original, "_spendstream_wrapped", False):
-        return
-
-    if inspect.iscoroutinefunction(original):
-        async def send(request: Any, *args: Any, **kwargs: Any) -> Any:
-            call = _CALL.get()
-            if call is None:  # a request we do not meter, or another user of a shared HTTP client
-                return await original(request, *args, **kwargs)
-            attempt = call.attempt_started()
-            try:
-                response = await original(request, *args, **kwargs)
-            except BaseException as exc:
-                attempt.failed(exc)
-                raise
-            attempt.answered(getattr(response, "status_code", None))
-            return response
-    else:
-        def send(request: Any, *args: Any, **kwargs: Any) -> Any:
-            call = _CALL.get()
-            if call is None:
-                return original(request, *args, **kwargs)
-            attempt = call.attempt_started()
-            try:
-                response = original(request, *args, **kwargs)
-            except BaseException as exc:
-                attempt.failed(exc)
-                raise
-            attempt.answered(getattr(response, "status_code", None))
-            return response
-
-    send._spendstream_wrapped = True  # type: ignore[attr-defined]
-    http_client.send = send
 
 
 def _api_of(client: Any) -> str:

@@ -208,15 +208,26 @@ class SpendstreamLogger(CustomLogger):
                 if len(self._sent_ids) > _REMEMBERED_IDS:
                     self._sent_ids.popitem(last=False)
             if self._emitter is None:
-                self._emitter = default_emitter()
+                try:
+                    self._emitter = default_emitter()
+                except ValueError as exc:  # not configured: our own message says what to set
+                    self._failed(str(exc))
+                    return
             self._count("events_emitted" if self._emitter.emit(event) else "events_refused")
         except Exception as exc:  # LiteLLM must never see an exception of ours
-            self._count("failed")
-            now = time.monotonic()
-            if now - self._last_log >= _LOG_EVERY_S:
+            # the type only: a validation message could quote a user id from the payload
+            self._failed(type(exc).__name__)
+
+    def _failed(self, reason: str) -> None:
+        self._count("failed")
+        now = time.monotonic()
+        with self._lock:
+            should_log = now - self._last_log >= _LOG_EVERY_S
+            if should_log:
                 self._last_log = now
-                log.warning("spendstream LiteLLM callback could not record a call (%s); further failures are "
-                            "counted in stats()", type(exc).__name__)
+        if should_log:
+            log.warning("spendstream LiteLLM callback could not record a call (%s); further failures are "
+                        "counted in stats()", reason)
 
     def _count(self, name: str) -> None:
         with self._lock:
