@@ -78,6 +78,16 @@ def test_a_chat_completion_becomes_one_event_with_the_usage_model_and_tier_serve
     assert instrumentation_of(client).stats()["events_emitted"] == 1
 
 
+def test_a_raw_response_is_metered_and_still_parses_for_the_caller(provider) -> None:
+    recorder = Recorder()
+    client = _openai(provider, recorder)
+    provider.script(Answer(body=openai_chat(service_tier="flex")))
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
+    assert raw.http_response.status_code == 200 and raw.parse().usage.prompt_tokens == 1200
+    [event] = recorder.events
+    assert (event.input_tokens, event.service_tier, event.tokens_estimated) == (1200, "flex", False)
+
+
 def test_the_sdks_own_retries_are_attempts_of_one_request(provider) -> None:
     recorder = Recorder()
     client = _openai(provider, recorder)
@@ -162,6 +172,20 @@ def test_a_stream_without_usage_is_counted_locally_and_the_callers_stream_option
     assert event.output_tokens == count_tokens("".join(words), "tiktoken:o200k_base")
     # the chat format: 3 tokens to prime the reply, 3 around each message, then role and content
     assert event.input_tokens == 3 + 3 + sum(count_tokens(t, "tiktoken:o200k_base") for t in ("user", "hi"))
+
+
+def test_a_stream_that_fails_midway_is_an_error_counting_what_was_generated(provider) -> None:
+    recorder = Recorder()
+    client = _openai(provider, recorder)
+    chunks = openai_chat_stream(words=["Par", "tial"], include_usage=True)[:3]  # role chunk and two words
+    provider.script(Answer(body=[*chunks, (None, {"error": {"message": "overloaded", "type": "server_error"}})],
+                           sse=True))
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    [event] = recorder.events
+    assert (event.status, event.http_status, event.tokens_estimated) == ("error", 200, True)
+    assert event.output_tokens == count_tokens("Partial", "tiktoken:o200k_base")
 
 
 def test_async_clients_are_metered_streamed_and_not(provider) -> None:

@@ -149,12 +149,15 @@ class Instrumentation:
     def succeeded(self, call: Call, result: Any) -> Any:
         """The SDK returned ``result``: emit now, or when the stream it is ends. Returns ``result``."""
         try:
+            parsed = result
+            if type(result).__name__ == "LegacyAPIResponse":  # with_raw_response: parse() caches what it returns,
+                parsed = result.parse()                       # so the caller's own parse() gets this same object
             if call.stream:
-                inner = result._iterator  # both SDKs' streams iterate this; replacing it keeps the object as it is
+                inner = parsed._iterator  # both SDKs' streams iterate this; replacing it keeps the object as it is
                 observe = observe_async if hasattr(inner, "__anext__") else observe_sync
-                result._iterator = observe(self, call, StreamTally(self.api), inner)
+                parsed._iterator = observe(self, call, StreamTally(self.api), inner)
             else:
-                self.finish(call, final=usage_fields(self.api, result), text=text_of(result), ttft_ms=None)
+                self.finish(call, final=usage_fields(self.api, parsed), text=text_of(parsed), ttft_ms=None)
         except Exception as exc:
             self.failed_ourselves(exc)
         return result
