@@ -188,6 +188,36 @@ def test_a_stream_that_fails_midway_is_an_error_counting_what_was_generated(prov
     assert event.output_tokens == count_tokens("Partial", "tiktoken:o200k_base")
 
 
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_stream_closed_early_reports_at_once_and_only_once(provider, asynchronous: bool) -> None:
+    recorder = Recorder()
+    client = _openai(provider, recorder, cls=openai.AsyncOpenAI if asynchronous else None)
+    words = ["one", " two", " three"]
+    provider.script(Answer(body=openai_chat_stream(words=words, include_usage=True), sse=True))
+    if asynchronous:
+        async def run() -> object:
+            stream = await client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content == "one":
+                    break
+            await stream.close()
+            return stream
+        stream = asyncio.run(run())
+    else:
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content == "one":
+                break
+        stream.close()
+    [event] = recorder.events  # before the stream object is dropped
+    assert event.tokens_estimated and event.output_tokens == count_tokens("one", "tiktoken:o200k_base")
+    del stream
+    import gc
+
+    gc.collect()
+    assert len(recorder.events) == 1
+
+
 def test_async_clients_are_metered_streamed_and_not(provider) -> None:
     recorder = Recorder()
     client = _openai(provider, recorder, cls=openai.AsyncOpenAI)

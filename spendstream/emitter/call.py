@@ -58,6 +58,7 @@ class Call:
         self.stream = stream
         self.request_id = uuid.uuid4().hex
         self.attempts: list[Attempt] = []
+        self.done = False  # its events were emitted
         self._started = Attempt()  # stands in when the HTTP client could not be hooked
 
     def attempt_started(self) -> Attempt:

@@ -21,6 +21,42 @@ if TYPE_CHECKING:
 _CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("spendstream_call", default=None)
 
 
+def observe_stream(inst: Instrumentation, call: Call, tally: StreamTally, stream: Any) -> None:
+    """Make ``stream`` (an SDK Stream or AsyncStream) report its usage when it ends, or when it is closed.
+
+    Both SDKs' streams iterate ``stream._iterator``: replacing it keeps the object as
+    it is (its type, its helpers). ``close()`` is wrapped too, so a stream the caller
+    stops early is reported at once, not when the garbage collector finds it.
+    """
+    inner, original_close = stream._iterator, stream.close
+    if hasattr(inner, "__anext__"):
+        observer = observe_async(inst, call, tally, inner)
+
+        async def close() -> None:
+            try:
+                await original_close()
+            finally:
+                try:
+                    await observer.aclose()  # runs the observer's finally, if it started
+                except (RuntimeError, ValueError):
+                    pass  # being iterated right now: it reports when that ends
+                inst.finish_stream(call, tally, None)  # a no-op if the observer reported already
+    else:
+        observer = observe_sync(inst, call, tally, inner)
+
+        def close() -> None:
+            try:
+                original_close()
+            finally:
+                try:
+                    observer.close()
+                except (RuntimeError, ValueError):
+                    pass
+                inst.finish_stream(call, tally, None)
+
+    stream._iterator, stream.close = observer, close
+
+
 def observe_sync(inst: Instrumentation, call: Call, tally: StreamTally, inner: Any) -> Any:
     """Yield what ``inner`` yields, folding it into ``tally``; report to ``inst`` when the stream ends."""
     error = None

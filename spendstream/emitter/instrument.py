@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from spendstream.emitter.call import Call, status_of_exception
 from spendstream.emitter.estimate import estimate_usage
-from spendstream.emitter.hooks import observe_async, observe_sync, wrap_request, wrap_send
+from spendstream.emitter.hooks import observe_stream, wrap_request, wrap_send
 from spendstream.emitter.prefix import prefix_fields
 from spendstream.emitter.responses import (
     TOKEN_FIELDS,
@@ -153,9 +153,7 @@ class Instrumentation:
             if type(result).__name__ == "LegacyAPIResponse":  # with_raw_response: parse() caches what it returns,
                 parsed = result.parse()                       # so the caller's own parse() gets this same object
             if call.stream:
-                inner = parsed._iterator  # both SDKs' streams iterate this; replacing it keeps the object as it is
-                observe = observe_async if hasattr(inner, "__anext__") else observe_sync
-                parsed._iterator = observe(self, call, StreamTally(self.api), inner)
+                observe_stream(self, call, StreamTally(self.api), parsed)
             else:
                 self.finish(call, final=usage_fields(self.api, parsed), text=text_of(parsed), ttft_ms=None)
         except Exception as exc:
@@ -171,7 +169,13 @@ class Instrumentation:
 
     def finish(self, call: Call, *, final: dict[str, Any] | None, text: str, ttft_ms: float | None,
                error: BaseException | None = None) -> None:
-        """Emit one event per attempt of ``call``; the last carries ``final`` usage (else a local estimate)."""
+        """Emit one event per attempt of ``call``; the last carries ``final`` usage (else a local estimate).
+
+        Once per call: a stream that is closed and then collected reports once.
+        """
+        if call.done:
+            return
+        call.done = True
         ended = time.perf_counter()
         model = str(call.body.get("model") or "unknown")
         common = {**self.base_fields, "request_id": call.request_id, "model": model,
