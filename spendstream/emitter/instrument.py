@@ -92,7 +92,8 @@ def instrument(client: Any, *, team: str | None = None, feature: str | None = No
             "user_hash": user_hash, "tags": dict(tags or {}), "service": service, "deployment": deployment,
             "provider": provider or _provider_of(client, api)}
     UsageEvent(model="check", **base)  # invalid attribution fails here, at setup, with the field named
-    client._spendstream = Instrumentation(api=api, base_fields=base, emitter=emitter or default_emitter(),
+    sink = emitter if emitter is not None else default_emitter()
+    client._spendstream = Instrumentation(api=api, base_fields=base, emitter=sink,
                                           fingerprint_prefix=fingerprint_prefix)
     wrap_request(client)
     http_client = getattr(client, "_client", None)  # the SDK's httpx client (Stainless SDKs keep it here)
