@@ -14,8 +14,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).parent.parent / "spendstream"
 
 LAYERS: list[set[str]] = [
-    {"schemas", "configfile", "settings", "batches", "data", "__init__"},
-    {"emitter", "kafka_admin", "localbroker", "gpu_exporter"},
+    {"schemas", "configfile", "settings", "batches", "data"},
+    # the package root re-exports the emitter's instrument() (looked up lazily), so it sits with the emitter
+    {"emitter", "kafka_admin", "localbroker", "gpu_exporter", "__init__"},
     {"pricing"},
     {"sinks"},
     {"startup", "detect", "reprice", "reconcile", "focus", "advisor", "invoices", "resale"},

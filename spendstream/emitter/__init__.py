@@ -15,7 +15,9 @@ from spendstream.emitter.adapters import (
 )
 from spendstream.emitter.client import DROP_REASONS, Emitter
 from spendstream.emitter.estimate import estimate_usage
+from spendstream.emitter.instrument import instrument, instrumentation_of
 from spendstream.emitter.prefix import prefix_fields
 
 __all__ = ["DROP_REASONS", "Emitter", "estimate_usage", "from_anthropic_usage", "from_bedrock_converse_usage",
-           "from_gemini_usage", "from_openai_usage", "from_otel_genai_attributes", "prefix_fields"]
+           "from_gemini_usage", "from_openai_usage", "from_otel_genai_attributes", "instrument", "instrumentation_of",
+           "prefix_fields"]

