@@ -22,7 +22,7 @@ from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider
 
 from spendstream.pricing.normalize import normalize
-from spendstream.pricing.rates import RateCard
+from spendstream.pricing.rates import REPORTED_PRICE_KEYS, RateCard
 
 CATALOG_NAME = "genai-prices"
 CATALOG_VERSION = genai_prices.__version__
@@ -87,10 +87,17 @@ class Catalog:
     def resolve(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None) -> CatalogPrice:
         provider_id, ref, found_provider, found_model = self.find(provider, model)
         if provider_id is None:
-            return CatalogPrice(None, None, reason=f"provider {provider!r} is not in the catalog")
+            return CatalogPrice(None, None, reason=f"provider {provider!r} is not in the catalog "
+                                                   f"(neither a provider id of {CATALOG_NAME} nor an alias of one)")
         if found_model is None or found_provider is None:
-            return CatalogPrice(provider_id, None, reason=f"model {model!r} has no price for provider {provider_id!r}")
+            tried = ", ".join(sorted({f"{r.provider_id}/{r.model}" for r in normalize(provider, model)}))
+            return CatalogPrice(provider_id, None, reason=f"model {model!r} is not in the catalog for provider "
+                                                          f"{provider_id!r} (looked up as {tried})")
         ids = (found_provider.id, found_model.id)
+        if unreported := _unreported_units(found_model.get_prices(at)):
+            return CatalogPrice(*ids, reason=f"{found_model.id!r} of {found_provider.id!r} is priced per "
+                                             f"{', '.join(unreported)} in the catalog, which a usage event does "
+                                             "not report; add an override")
         context: dict[str, str] = {}
         if mode == "batch":
             context["processing"] = "batch"
@@ -128,6 +135,12 @@ def _variant_in_force(model: ModelInfo, context: dict[str, str], at: datetime) -
         and any(value is not None for value in vars(variant.prices).values())
         for variant in model.price_variants or ()
     )
+
+
+def _unreported_units(price: ModelPrice) -> list[str]:
+    """The units a price is made of when it charges nothing a usage event reports (else [])."""
+    charged = [key for key, value in vars(price).items() if not key.startswith("_") and value is not None]
+    return [] if not charged or set(charged) & REPORTED_PRICE_KEYS else sorted(charged)
 
 
 def genai_usage(*, input_tokens: int, cached_input_tokens: int, cache_write_tokens: int, cache_write_1h_tokens: int,

@@ -23,6 +23,9 @@ Rate = Decimal | TieredPrices
 KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning")
 _PRICE_KEYS = {"input": "input_mtok", "cached_input": "cache_read_mtok", "cache_write": "cache_write_mtok",
                "cache_write_1h": "cache_write_1h_mtok", "output": "output_mtok", "reasoning": "output_reasoning_mtok"}
+# Every catalog price key a usage event reports a quantity for (tokens; tool calls and requests
+# are added by spendstream.pricing.fees).
+REPORTED_PRICE_KEYS = frozenset(_PRICE_KEYS.values())
 # Priced units that apply to a text call but that a rate card cannot express.
 GENERAL_ONLY = {"requests_kcount", "input_text_messages_kcount", "input_mchars"}
 
