@@ -102,7 +102,9 @@ class Catalog:
         if mode == "batch":
             context["processing"] = "batch"
         if service_tier not in STANDARD_TIERS:
-            context["service_tier"] = str(service_tier)
+            # Anthropic's fast mode is a speed, not a tier, in the catalog
+            fast = service_tier == "fast" and any(v.when == {"speed": "fast"} for v in found_model.price_variants or ())
+            context["speed" if fast else "service_tier"] = str(service_tier)
         if not context:
             return _priced(*ids, "catalog", found_model.get_prices(at))
         if _variant_in_force(found_model, context, at):

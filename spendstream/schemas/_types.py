@@ -15,3 +15,7 @@ TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
 OptionalCount = Annotated[int | None, Field(default=None, ge=0, le=MAX_TOKENS, strict=True)]
 Label = Annotated[str | None, Field(default=None, min_length=1, max_length=256)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+# Server-side tool calls of one model call (web searches, code executions...). Providers cap
+# them per request far below this; the bound keeps a corrupt count from becoming a huge bill.
+MAX_CALLS = 100_000
+CallCount = Annotated[int, Field(ge=0, le=MAX_CALLS, strict=True)]

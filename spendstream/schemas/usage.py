@@ -1,4 +1,14 @@
-"""UsageEvent v1: one attempt of one model call.
+"""UsageEvent: one attempt of one model call.
+
+Versions (``schema_version``; every older event stays valid, its newer fields at
+their defaults):
+
+- **1**: tokens, attribution, status, latency, prefix fingerprint.
+- **2** (the default): server-side tool calls the provider bills per call
+  (``web_search_calls``, ``web_fetch_calls``, ``file_search_calls``,
+  ``code_execution_calls``) and where the call was served (``region``,
+  ``inference_profile``). A version 1 event did not report these: its 0 calls
+  mean "not reported", which the stored ``schema_version`` tells apart.
 
 Token fields have one meaning whatever the provider reports (the emitter's
 adapters normalise into it):
@@ -22,7 +32,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spendstream.schemas._types import Identifier, Label, OptionalCount, TokenCount
+from spendstream.schemas._types import CallCount, Identifier, Label, OptionalCount, TokenCount
 
 MAX_TAGS = 32
 MAX_TAG_KEY_CHARS = 64
@@ -65,7 +75,8 @@ class UsageEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, title="UsageEvent", json_schema_extra=_wire_required)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = Field(default=2, description=(
+        "The contract version the sender wrote: 1, or 2 (tool calls, region and inference profile)."))
     event_id: Identifier = Field(default_factory=_new_id)
     ts: AwareDatetime = Field(default_factory=_now, description="When the call started (UTC or any zone).")
     request_id: Identifier | None = Field(default=None, description="Shared by every attempt of one logical call.")
@@ -105,6 +116,23 @@ class UsageEvent(BaseModel):
     prefix_tokens: OptionalCount = None
     max_tokens: OptionalCount = None
     service: Label = None
+
+    # -- since schema_version 2 --
+    web_search_calls: CallCount = Field(default=0, description=(
+        "Server-side web searches (Anthropic server_tool_use.web_search_requests, OpenAI web_search_call "
+        "items, Gemini grounding search queries)."))
+    web_fetch_calls: CallCount = Field(default=0, description="Server-side web fetches (Anthropic web_fetch).")
+    file_search_calls: CallCount = Field(default=0, description="Server-side file/vector-store searches "
+                                                                 "(OpenAI file_search_call items).")
+    code_execution_calls: CallCount = Field(default=0, description=(
+        "Server-side code executions (OpenAI code_interpreter_call items, Anthropic code execution tool uses)."))
+    region: Label = Field(default=None, description=(
+        "Where the provider served the call, as it names it: us-east-1, europe-west4, eastus2, us (Anthropic "
+        "inference_geo)."))
+    inference_profile: Label = Field(default=None, description=(
+        "How the call was routed across regions, as the provider names it: a Bedrock inference profile "
+        "(us.anthropic.…, global.anthropic.…) or its ARN, Vertex AI's global endpoint, an Azure deployment "
+        "type (global, datazone, regional)."))
 
     @field_validator("tags")
     @classmethod

@@ -22,6 +22,7 @@ from spendstream.sinks.store import Store
 log = logging.getLogger(__name__)
 
 MONEY = "Decimal(38, 18)"
+CALL_COLUMNS = ("web_search_calls", "web_fetch_calls", "file_search_calls", "code_execution_calls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +508,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("usage_minutely", rollups.MINUTES),
         reader_views.range_view("usage_hourly", rollups.HOURS),
         reader_views.MOVERS,
+    )),
+    Migration(12, "UsageEvent v2: tool calls, region and inference profile; non-token fees priced", (
+        # rows stored before this migration came from version 1 events
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS schema_version UInt16 DEFAULT 1 AFTER event_id",
+        *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS {name} UInt32 DEFAULT 0 AFTER reasoning_tokens"
+          for name in reversed(CALL_COLUMNS)),
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS region LowCardinality(Nullable(String)) "
+        "AFTER service_tier",
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS inference_profile LowCardinality(Nullable(String)) "
+        "AFTER region",
     )),
 )
 
