@@ -21,10 +21,12 @@ import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider
 
+from spendstream.pricing.fees import CATALOG_KEYS, NO_FEES, Fees, catalog_fees
 from spendstream.pricing.normalize import normalize
 from spendstream.pricing.rates import REPORTED_PRICE_KEYS, RateCard
 
 CATALOG_NAME = "genai-prices"
+FEE_PRICE_KEYS = frozenset(CATALOG_KEYS.values())
 CATALOG_VERSION = genai_prices.__version__
 
 # The catalog's batch prices start 2026-10-14 and retired models have none, but
@@ -48,6 +50,7 @@ class CatalogPrice:
     general: ModelPrice | None = None  # otherwise genai-prices' own calculation, per event
     factor: Decimal = Decimal(1)       # a discount rule applied to ``general``
     reason: str | None = None          # why there is no price
+    fees: Fees = NO_FEES               # USD per call of each fee kind (spendstream.pricing.fees)
 
     @property
     def priced(self) -> bool:
@@ -121,13 +124,18 @@ class Catalog:
 
 def _priced(provider_id: str, model_id: str, source: str, price: ModelPrice,
             discount: Decimal | None = None) -> CatalogPrice:
+    # The batch discount is on tokens: tool and request fees are charged as listed.
+    fees = catalog_fees(price)
     card = RateCard.of(price)
     if card is None:
         factor = (Decimal(100) - discount) / Decimal(100) if discount is not None else Decimal(1)
-        return CatalogPrice(provider_id, model_id, source, general=price, factor=factor)
+        # genai-prices would charge one request per call inside its total: the fee line has it
+        general = ModelPrice(**{k: v for k, v in vars(price).items()
+                                if not k.startswith("_") and k not in FEE_PRICE_KEYS})
+        return CatalogPrice(provider_id, model_id, source, general=general, factor=factor, fees=fees)
     if discount is not None:
         card = card.discounted(discount)
-    return CatalogPrice(provider_id, model_id, source, card=card)
+    return CatalogPrice(provider_id, model_id, source, card=card, fees=fees)
 
 
 def _variant_in_force(model: ModelInfo, context: dict[str, str], at: datetime) -> bool:
@@ -147,7 +155,12 @@ def _unreported_units(price: ModelPrice) -> list[str]:
 
 def genai_usage(*, input_tokens: int, cached_input_tokens: int, cache_write_tokens: int, cache_write_1h_tokens: int,
                 output_tokens: int, reasoning_tokens: int) -> Usage:
-    """Token counts as genai-prices reads them (the same inclusive meanings as ours)."""
+    """Token counts as genai-prices reads them (the same inclusive meanings as ours).
+
+    Tool calls and requests are given as 0: their fees are priced as their own line
+    (spendstream.pricing.fees), never inside genai-prices' total.
+    """
     return Usage(input_tokens=input_tokens, cache_read_tokens=cached_input_tokens,
                  cache_write_tokens=cache_write_tokens, cache_write_1h_tokens=cache_write_1h_tokens,
-                 output_tokens=output_tokens, output_reasoning_tokens=reasoning_tokens)
+                 output_tokens=output_tokens, output_reasoning_tokens=reasoning_tokens, web_searches=0,
+                 storage_searches=0, code_executions=0)

@@ -16,8 +16,11 @@ six decimals per million tokens, or whose price is not made of token rates, is
 priced event by event in ``Decimal`` (genai-prices' own calculation for the
 latter), rounded to 1e-18 USD; both paths are exact to the storage's precision.
 
-``list_cost`` is what the catalog's list price would have charged; ``total_cost``
-is what applies after overrides (FOCUS' ListCost and EffectiveCost).
+Non-token charges (per-call tool fees, per-request fees: :mod:`spendstream.pricing.fees`)
+are their own line, ``fee_cost``, with rates held as integer 1e-12 USD per call.
+``total_cost`` is input + output + fee. ``list_cost`` is what the catalog's list
+price would have charged; ``total_cost`` is what applies after overrides (FOCUS'
+ListCost and EffectiveCost).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.pricing.catalog import Catalog, CatalogPrice, genai_usage
+from spendstream.pricing.fees import CALL_FIELDS, FEE_KINDS, NO_FEES, quantities, scaled
 from spendstream.pricing.overrides import OverrideSet
 from spendstream.pricing.rates import KINDS, RateCard
 from spendstream.schemas.cost import CostRecord
@@ -42,6 +46,9 @@ MONEY = pa.decimal128(38, 18)
 RATE_DIGITS = 6                # rates in micro-USD per million tokens
 COST_DIGITS = RATE_DIGITS + 6  # so a token times a rate is in 1e-12 USD
 MAX_RATE_UNITS = 9_000 * 10**RATE_DIGITS
+# A fee per call is held in 1e-12 USD; calls are at most MAX_CALLS (1e5) per event, so up to
+# $10 a call keeps every fee line, and the total, inside int64.
+MAX_FEE_UNITS = 10 * 10**COST_DIGITS
 TOKEN_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
                  "output_tokens", "reasoning_tokens")
 _QUANTUM = Decimal("1e-18")
@@ -67,6 +74,14 @@ class UsageColumns:
     cache_write_1h_tokens: np.ndarray
     output_tokens: np.ndarray
     reasoning_tokens: np.ndarray
+    # since UsageEvent v2; None reads as 0 calls, every event answered, no region
+    web_search_calls: np.ndarray | None = None
+    web_fetch_calls: np.ndarray | None = None
+    file_search_calls: np.ndarray | None = None
+    code_execution_calls: np.ndarray | None = None
+    status: Sequence[str] | pa.Array | None = None
+    region: Sequence[str | None] | pa.Array | None = None
+    inference_profile: Sequence[str | None] | pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -81,21 +96,26 @@ class UsageColumns:
 
         ts_ms = np.fromiter((int(e.ts.timestamp() * 1000) for e in events), dtype=np.int64, count=len(events))
         return cls(strings("provider"), strings("model"), ts_ms, strings("mode"), strings("service_tier"),
-                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS))
+                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS),
+                   *(counts(name) for name in CALL_FIELDS.values()), status=strings("status"),
+                   region=strings("region"), inference_profile=strings("inference_profile"))
 
 
     @classmethod
     def from_table(cls, events: pa.Table) -> UsageColumns:
-        """The pricing fields of an Arrow table with the ``usage_events`` event columns."""
+        """The pricing fields of an Arrow table with the ``usage_events`` event columns (as the worker
+        makes them, or as read back from the table)."""
         def strings(name: str) -> pa.Array:
-            return events[name].combine_chunks()
+            return events[name].combine_chunks().cast(pa.string())
 
         def counts(name: str) -> np.ndarray:
             return events[name].to_numpy().astype(np.int64, copy=False)
 
         ts_ms = events["ts"].cast(pa.timestamp("ms", tz="UTC")).to_numpy().astype(np.int64)
         return cls(strings("provider"), strings("model"), ts_ms, strings("mode"), strings("service_tier"),
-                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS))
+                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS),
+                   *(counts(name) for name in CALL_FIELDS.values()), status=strings("status"),
+                   region=strings("region"), inference_profile=strings("inference_profile"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +146,9 @@ class PricedBatch:
     output_cost: pa.Array
     total_cost: pa.Array
     list_cost: pa.Array
+    fee_cost: pa.Array  # tool and request fees; part of total_cost
+    fee_prices: dict[str, pa.Array]  # FEE_KINDS → USD per call applied
+    list_fee_prices: dict[str, pa.Array]  # FEE_KINDS → the catalog's list fee of each
 
     def record(self, event: UsageEvent, i: int) -> CostRecord:
         """The CostRecord of call ``i`` (which is ``event``)."""
@@ -139,8 +162,9 @@ class PricedBatch:
             price_model_id=at(self.price_model_id), price_provider_id=at(self.price_provider_id),
             priced_at_ts=event.ts,
             **{f"{kind}_price_per_mtok": at(column) for kind, column in self.unit_prices.items()},
-            input_cost=at(self.input_cost), output_cost=at(self.output_cost), total_cost=at(self.total_cost),
-            list_cost=at(self.list_cost),
+            **{f"{kind}_price_per_call": at(column) for kind, column in self.fee_prices.items()},
+            input_cost=at(self.input_cost), output_cost=at(self.output_cost), fee_cost=at(self.fee_cost),
+            total_cost=at(self.total_cost), list_cost=at(self.list_cost),
         )
 
 
@@ -189,7 +213,8 @@ class Pricer:
         source = f"override:{rule.id}"
         if rule.prices is not None:
             card = RateCard.filled(**rule.prices.model_dump())
-            applied = CatalogPrice(provider_id or provider.lower(), listed.model_id or ref, source, card=card)
+            applied = CatalogPrice(provider_id or provider.lower(), listed.model_id or ref, source, card=card,
+                                   fees=listed.fees if listed.priced else NO_FEES)
             return GroupPrice(applied, listed if listed.priced else applied, rule.id)
         assert rule.discount_percent is not None  # the file's validation guarantees one of the two
         if not listed.priced:
@@ -198,7 +223,8 @@ class Pricer:
         factor = (Decimal(100) - rule.discount_percent) / Decimal(100)
         applied = CatalogPrice(listed.provider_id, listed.model_id, source,
                                card=listed.card.discounted(rule.discount_percent) if listed.card else None,
-                               general=listed.general, factor=listed.factor * factor)
+                               general=listed.general, factor=listed.factor * factor,
+                               fees=scaled(listed.fees, factor))
         return GroupPrice(applied, listed, rule.id)
 
     def price_columns(self, cols: UsageColumns) -> PricedBatch:
@@ -232,22 +258,28 @@ class Pricer:
         listed_of = np.array([index[id(g.listed)] for g in groups], dtype=np.int64)[group_of]
 
         tokens = [np.asarray(getattr(cols, name), dtype=np.int64) for name in TOKEN_COLUMNS]
+        calls = quantities({name: getattr(cols, name) for name in CALL_FIELDS.values()}, cols.status, len(cols),
+                           wanted=table.fee_rates.any(axis=0).tolist())
         path, list_path = table.path[applied_of], table.path[listed_of]
         priced, list_priced = path != UNPRICED, list_path != UNPRICED
         rates, segment, (input_units, output_units) = table.cost_units(applied_of, tokens)
         list_rates, list_segment, (list_in, list_out) = table.cost_units(listed_of, tokens)
+        fee_units, list_fee_units = table.fee_units(applied_of, calls), table.fee_units(listed_of, calls)
 
         unit_prices = _unit_prices(rates, applied_of, segment, priced)
         list_prices = _unit_prices(list_rates, listed_of, list_segment, list_priced)
+        fee_prices = _fee_prices(prices, applied_of, priced)
+        list_fee_prices = _fee_prices(prices, listed_of, list_priced)
         costs = {
             "input_cost": _money(input_units, COST_DIGITS, priced),
             "output_cost": _money(output_units, COST_DIGITS, priced),
-            "total_cost": _money(input_units + output_units, COST_DIGITS, priced),
-            "list_cost": _money(list_in + list_out, COST_DIGITS, list_priced),
+            "fee_cost": _money(fee_units, COST_DIGITS, priced),
+            "total_cost": _money(input_units + output_units + fee_units, COST_DIGITS, priced),
+            "list_cost": _money(list_in + list_out + list_fee_units, COST_DIGITS, list_priced),
         }
         exact = np.flatnonzero((path == EXACT) | (list_path == EXACT))
         if len(exact):
-            unit_prices, list_prices, costs = self._exact(exact, groups, group_of, tokens, unit_prices,
+            unit_prices, list_prices, costs = self._exact(exact, groups, group_of, tokens, calls, unit_prices,
                                                           list_prices, costs)
         take = pa.array(group_of, pa.int32())
 
@@ -265,11 +297,14 @@ class Pricer:
             override_id=per_call([g.override_id for g in groups]),
             unit_prices=unit_prices,
             list_unit_prices=list_prices,
+            fee_prices=fee_prices,
+            list_fee_prices=list_fee_prices,
             **costs,
         )
 
     def _exact(self, rows: np.ndarray, groups: list[GroupPrice], group_of: np.ndarray, tokens: list[np.ndarray],
-               unit_prices: dict[str, pa.Array], list_prices: dict[str, pa.Array], costs: dict[str, pa.Array]):
+               calls: list[np.ndarray], unit_prices: dict[str, pa.Array], list_prices: dict[str, pa.Array],
+               costs: dict[str, pa.Array]):
         """Rewrite the rows of groups that need Decimal arithmetic, event by event."""
         unit_lists = {kind: column.to_pylist() for kind, column in unit_prices.items()}
         list_lists = {kind: column.to_pylist() for kind, column in list_prices.items()}
@@ -277,15 +312,18 @@ class Pricer:
         for i in rows.tolist():
             group = groups[group_of[i]]
             counts = dict(zip(TOKEN_COLUMNS, (int(t[i]) for t in tokens), strict=True))
+            used = [int(c[i]) for c in calls]
             if group.applied.priced:
                 input_cost, output_cost, applied_rates = _exact_cost(group.applied, counts)
+                fee_cost = _exact_fee(group.applied, used)
                 cost_lists["input_cost"][i], cost_lists["output_cost"][i] = input_cost, output_cost
-                cost_lists["total_cost"][i] = input_cost + output_cost
+                cost_lists["fee_cost"][i] = fee_cost
+                cost_lists["total_cost"][i] = input_cost + output_cost + fee_cost
                 for kind, rate in zip(KINDS, applied_rates, strict=True):
                     unit_lists[kind][i] = rate
             if group.listed.priced:
                 list_in, list_out, list_rates = _exact_cost(group.listed, counts)
-                cost_lists["list_cost"][i] = list_in + list_out
+                cost_lists["list_cost"][i] = list_in + list_out + _exact_fee(group.listed, used)
                 for kind, rate in zip(KINDS, list_rates, strict=True):
                     list_lists[kind][i] = rate
         return ({kind: pa.array(values, MONEY) for kind, values in unit_lists.items()},
@@ -303,6 +341,13 @@ class _Tables:
                               for p, s in zip(prices, segments, strict=True)], dtype=np.int8)
         self.rates = np.zeros((len(prices), width, len(KINDS)), dtype=np.int64)
         self.thresholds = np.full((len(prices), max(width - 1, 1)), np.iinfo(np.int64).max, dtype=np.int64)
+        self.fee_rates = np.zeros((len(prices), len(FEE_KINDS)), dtype=np.int64)
+        for g, price in enumerate(prices):
+            units = [fee.scaleb(COST_DIGITS) for fee in price.fees] if price.priced else []
+            if any(u != u.to_integral_value() or u > MAX_FEE_UNITS for u in units):
+                self.path[g] = EXACT  # a fee finer than 1e-12 USD, or above the int64 bound
+            elif units:
+                self.fee_rates[g] = [int(u) for u in units]
         for g, found in enumerate(segments):
             if found is None:
                 continue
@@ -335,6 +380,14 @@ class _Tables:
         output_units = (out - reasoning) * rates[:, 4] + reasoning * rates[:, 5]
         return rates, segment, (input_units, output_units)
 
+    def fee_units(self, price_of: np.ndarray, calls: list[np.ndarray]) -> np.ndarray:
+        """Each call's fees in 1e-12 USD (kinds no price charges skipped)."""
+        fee_rates = self.fee_rates[price_of]
+        units = np.zeros(len(price_of), dtype=np.int64)
+        for k in np.flatnonzero(self.fee_rates.any(axis=0)).tolist():
+            units += calls[k] * fee_rates[:, k]
+        return units
+
 
 def _exact_cost(price: CatalogPrice, counts: dict[str, int]) -> tuple[Decimal, Decimal, tuple[Decimal | None, ...]]:
     if price.card is not None:
@@ -354,6 +407,21 @@ def _exact_cost(price: CatalogPrice, counts: dict[str, int]) -> tuple[Decimal, D
         output_cost = calc["output_price"] * price.factor
         rates = (None,) * len(KINDS)
     return _q(input_cost), _q(output_cost), rates
+
+
+def _exact_fee(price: CatalogPrice, used: list[int]) -> Decimal:
+    return _q(sum((n * fee for n, fee in zip(used, price.fees, strict=True)), Decimal(0)))
+
+
+def _fee_prices(prices: list[CatalogPrice], price_of: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
+    """The per-call fee columns (USD per call of each kind): each price's fees converted once, then gathered."""
+    present, inverse = np.unique(price_of, return_inverse=True)
+    take = pa.array(inverse.reshape(-1).astype(np.int32))
+    columns = {}
+    for k, kind in enumerate(FEE_KINDS):
+        values = [_q(prices[p].fees[k]) if prices[p].priced else None for p in present.tolist()]
+        columns[kind] = pa.array(values, MONEY).take(take)
+    return columns
 
 
 def _q(value: Decimal) -> Decimal:

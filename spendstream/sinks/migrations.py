@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
 from spendstream.sinks import reader_views, rollups
 from spendstream.sinks.relayout import relayout
@@ -518,6 +519,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "AFTER service_tier",
         "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS inference_profile LowCardinality(Nullable(String)) "
         "AFTER region",
+        # Tool and request fees: their own cost line, part of total_cost (and list_cost), with the
+        # fee per call of each kind that applied and the catalog's list fee. Rows priced before
+        # this migration had no fee line: 0 where priced, NULL where not.
+        f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS fee_cost Nullable({MONEY}) "
+        "DEFAULT if(priced, 0, NULL) AFTER output_cost",
+        *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS {kind}_price_per_call Nullable({MONEY}) "
+          "AFTER reasoning_price_per_mtok" for kind in reversed(FEE_KINDS)),
+        *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS list_{kind}_price_per_call Nullable({MONEY}) "
+          "AFTER list_cost" for kind in reversed(FEE_KINDS)),
     )),
 )
 
