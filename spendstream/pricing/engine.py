@@ -36,9 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.pricing.catalog import Catalog, CatalogPrice, genai_usage
-from spendstream.pricing.fees import CALL_FIELDS, FEE_KINDS, NO_FEES, quantities, scaled
+from spendstream.pricing.fees import CALL_FIELDS, FEE_KINDS, quantities
+from spendstream.pricing.layers import layered
 from spendstream.pricing.overrides import OverrideSet
-from spendstream.pricing.rates import KINDS, RateCard
+from spendstream.pricing.rates import KINDS
 from spendstream.schemas.cost import CostRecord
 from spendstream.schemas.usage import UsageEvent
 
@@ -182,9 +183,10 @@ class Pricer:
         return self.price_columns(UsageColumns.from_events([event])).record(event, 0)
 
     def group_price(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None,
-                    team: str | None = None, customer: str | None = None) -> GroupPrice:
+                    team: str | None = None, customer: str | None = None, region: str | None = None,
+                    inference_profile: str | None = None) -> GroupPrice:
         """The price in force at ``at`` (to the minute) for calls described by the arguments."""
-        key = (provider, model, at, mode, service_tier, team, customer)
+        key = (provider, model, at, mode, service_tier, team, customer, region, inference_profile)
         found = self._groups.get(key)
         if found is None:
             if len(self._groups) >= _GROUP_CACHE_LIMIT:
@@ -200,43 +202,36 @@ class Pricer:
         return self._prices.setdefault(repr(price), price)
 
     def _resolve(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None,
-                 team: str | None, customer: str | None) -> GroupPrice:
+                 team: str | None, customer: str | None, region: str | None,
+                 inference_profile: str | None) -> GroupPrice:
         listed = self.catalog.resolve(provider, model, at, mode, service_tier)
         if not self.overrides.rules:
             return GroupPrice(listed, listed)
         provider_id, ref, _, _ = self.catalog.find(provider, model)
         models = tuple({model.lower(), ref, listed.model_id or ref})
-        rule = self.overrides.find(at, provider=provider, provider_id=provider_id, models=models, team=team,
-                                   customer=customer, mode=mode, service_tier=service_tier)
-        if rule is None:
-            return GroupPrice(listed, listed)
-        source = f"override:{rule.id}"
-        if rule.prices is not None:
-            card = RateCard.filled(**rule.prices.model_dump())
-            applied = CatalogPrice(provider_id or provider.lower(), listed.model_id or ref, source, card=card,
-                                   fees=listed.fees if listed.priced else NO_FEES)
-            return GroupPrice(applied, listed if listed.priced else applied, rule.id)
-        assert rule.discount_percent is not None  # the file's validation guarantees one of the two
-        if not listed.priced:
-            return GroupPrice(CatalogPrice(listed.provider_id, listed.model_id, reason=(
-                f"override {rule.id!r} is a discount, but {listed.reason}")), listed, rule.id)
-        factor = (Decimal(100) - rule.discount_percent) / Decimal(100)
-        applied = CatalogPrice(listed.provider_id, listed.model_id, source,
-                               card=listed.card.discounted(rule.discount_percent) if listed.card else None,
-                               general=listed.general, factor=listed.factor * factor,
-                               fees=scaled(listed.fees, factor))
-        return GroupPrice(applied, listed, rule.id)
+        rules = self.overrides.matching(at, provider=provider, provider_id=provider_id, models=models, team=team,
+                                        customer=customer, mode=mode, service_tier=service_tier, region=region,
+                                        inference_profile=inference_profile)
+        applied, override_id = layered(listed, rules, provider_id=provider_id or provider.lower(),
+                                       model_id=listed.model_id or ref)
+        # with no catalog price to compare with, the list price is the one that applies
+        return GroupPrice(applied, listed if listed.priced or not applied.priced else applied, override_id)
 
     def price_columns(self, cols: UsageColumns) -> PricedBatch:
         # Team and customer only split groups where an override names them: everyone
         # else shares one group per model and minute, however many customers there are.
         named_teams = {r.team for r in self.overrides.rules if r.team is not None}
         named_customers = {r.customer for r in self.overrides.rules if r.customer is not None}
-        group_of, rep = _group(cols, teams=named_teams, customers=named_customers)
+        # Region and inference profile split groups only where a rule depends on them.
+        place = self.overrides.names_place
+        group_of, rep = _group(cols, teams=named_teams, customers=named_customers, place=place)
         minute_ms = (cols.ts_ms // 60_000) * 60_000
         # each group's representative call: its fields decide the group's price
         strings = {name: _taken(getattr(cols, name), rep) for name in
                    ("provider", "model", "mode", "service_tier", "team", "customer")}
+        nowhere = [None] * len(rep)
+        where = {name: _taken(getattr(cols, name), rep) if place and getattr(cols, name) is not None else nowhere
+                 for name in ("region", "inference_profile")}
 
         def named(value: str | None, names: set[str]) -> str | None:
             return value if value in names else None
@@ -244,7 +239,8 @@ class Pricer:
         groups = [self.group_price(
             strings["provider"][g], strings["model"][g], datetime.fromtimestamp(minute_ms[r] / 1000, timezone.utc),
             strings["mode"][g], strings["service_tier"][g], named(strings["team"][g], named_teams),
-            named(strings["customer"][g], named_customers)) for g, r in enumerate(rep.tolist())]
+            named(strings["customer"][g], named_customers), where["region"][g], where["inference_profile"][g])
+            for g, r in enumerate(rep.tolist())]
 
         # Many groups share a price (the same model in another minute): tabulate each price once.
         index: dict[int, int] = {}
@@ -465,7 +461,8 @@ def _codes(values: Sequence[Any] | pa.Array, keep: set[str] | None = None) -> tu
     return codes, len(encoded.dictionary) + 1
 
 
-def _group(cols: UsageColumns, *, teams: set[str], customers: set[str]) -> tuple[np.ndarray, np.ndarray]:
+def _group(cols: UsageColumns, *, teams: set[str], customers: set[str], place: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(group index of each call, one representative call per group)."""
     n = len(cols)
     if n == 0:
@@ -477,6 +474,8 @@ def _group(cols: UsageColumns, *, teams: set[str], customers: set[str]) -> tuple
         parts.append(_codes(cols.team, teams))
     if customers:
         parts.append(_codes(cols.customer, customers))
+    if place:
+        parts += [_codes(column) for column in (cols.region, cols.inference_profile) if column is not None]
     key = np.zeros(n, dtype=np.int64)
     size = 1
     for codes, cardinality in parts:
