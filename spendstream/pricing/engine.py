@@ -264,8 +264,8 @@ class Pricer:
 
         unit_prices = _unit_prices(rates, applied_of, segment, priced)
         list_prices = _unit_prices(list_rates, listed_of, list_segment, list_priced)
-        fee_prices = _fee_prices(prices, applied_of, priced)
-        list_fee_prices = _fee_prices(prices, listed_of, list_priced)
+        fee_prices = _fee_prices(prices, applied_of)
+        list_fee_prices = _fee_prices(prices, listed_of)
         costs = {
             "input_cost": _money(input_units, COST_DIGITS, priced),
             "output_cost": _money(output_units, COST_DIGITS, priced),
@@ -378,10 +378,10 @@ class _Tables:
 
     def fee_units(self, price_of: np.ndarray, calls: list[np.ndarray]) -> np.ndarray:
         """Each call's fees in 1e-12 USD (kinds no price charges skipped)."""
-        fee_rates = self.fee_rates[price_of]
         units = np.zeros(len(price_of), dtype=np.int64)
         for k in np.flatnonzero(self.fee_rates.any(axis=0)).tolist():
-            units += calls[k] * fee_rates[:, k]
+            if calls[k].any():  # most batches make no tool calls at all
+                units += calls[k] * self.fee_rates[price_of, k]
         return units
 
 
@@ -409,15 +409,11 @@ def _exact_fee(price: CatalogPrice, used: list[int]) -> Decimal:
     return _q(sum((n * fee for n, fee in zip(used, price.fees, strict=True)), Decimal(0)))
 
 
-def _fee_prices(prices: list[CatalogPrice], price_of: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
+def _fee_prices(prices: list[CatalogPrice], price_of: np.ndarray) -> dict[str, pa.Array]:
     """The per-call fee columns (USD per call of each kind): each price's fees converted once, then gathered."""
-    present, inverse = np.unique(price_of, return_inverse=True)
-    take = pa.array(inverse.reshape(-1).astype(np.int32))
-    columns = {}
-    for k, kind in enumerate(FEE_KINDS):
-        values = [_q(prices[p].fees[k]) if prices[p].priced else None for p in present.tolist()]
-        columns[kind] = pa.array(values, MONEY).take(take)
-    return columns
+    take = pa.array(price_of)
+    return {kind: pa.array([_q(p.fees[k]) if p.priced else None for p in prices], MONEY).take(take)
+            for k, kind in enumerate(FEE_KINDS)}
 
 
 def _q(value: Decimal) -> Decimal:
