@@ -304,8 +304,12 @@ m.migrate(s)
 events = [{"event_id": f"u{i}", "ts": f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", "provider": "openai",
            "model": "gpt-4o", "input_tokens": 1000 + i, "output_tokens": i, "team": f"t{i % 3}"} for i in range(300)]
 again = [dict(e, ts="2026-11-29T00:00:00Z", output_tokens=5) for e in events[:20]]  # old engine: last one won
+# the old layout has only the columns the old engine wrote: today's rows, cut to those
+old = {r[0] for r in s.query("SELECT name FROM system.columns WHERE database = currentDatabase() "
+                             "AND table = 'usage_events'").rows}
 for part in (events, events[:50], again):
-    s.insert_arrow("usage_events", usage_table(process([SourceRecord("u", 0, 0, orjson.dumps(part))], Pricer())))
+    rows = usage_table(process([SourceRecord("u", 0, 0, orjson.dumps(part))], Pricer()))
+    s.insert_arrow("usage_events", rows.select([c for c in rows.column_names if c in old]))
 totals = "SELECT count(), sum(total_cost), sum(output_tokens), groupArraySorted(5)(team) FROM usage_events FINAL"
 print(s.query_text(totals, fmt="TSV"), end="")
 m.MIGRATIONS = every
