@@ -264,12 +264,12 @@ class Pricer:
 
         unit_prices = _unit_prices(rates, applied_of, segment, priced)
         list_prices = _unit_prices(list_rates, listed_of, list_segment, list_priced)
-        fee_prices = _fee_prices(prices, applied_of)
-        list_fee_prices = _fee_prices(prices, listed_of)
+        fee_prices = _fee_prices(prices, applied_of, priced)
+        list_fee_prices = _fee_prices(prices, listed_of, list_priced)
         costs = {
             "input_cost": _money(input_units, COST_DIGITS, priced),
             "output_cost": _money(output_units, COST_DIGITS, priced),
-            "fee_cost": _money(fee_units, COST_DIGITS, priced),
+            "fee_cost": _money(fee_units, COST_DIGITS, priced) if fee_units.any() else _zeros(priced),
             "total_cost": _money(input_units + output_units + fee_units, COST_DIGITS, priced),
             "list_cost": _money(list_in + list_out + list_fee_units, COST_DIGITS, list_priced),
         }
@@ -409,11 +409,26 @@ def _exact_fee(price: CatalogPrice, used: list[int]) -> Decimal:
     return _q(sum((n * fee for n, fee in zip(used, price.fees, strict=True)), Decimal(0)))
 
 
-def _fee_prices(prices: list[CatalogPrice], price_of: np.ndarray) -> dict[str, pa.Array]:
-    """The per-call fee columns (USD per call of each kind): each price's fees converted once, then gathered."""
+def _fee_prices(prices: list[CatalogPrice], price_of: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
+    """The per-call fee columns (USD per call of each kind): each price's fees converted once, then gathered.
+
+    Most kinds are charged by no price of a batch: their column is 0 (NULL where unpriced), made once.
+    """
     take = pa.array(price_of)
-    return {kind: pa.array([_q(p.fees[k]) if p.priced else None for p in prices], MONEY).take(take)
-            for k, kind in enumerate(FEE_KINDS)}
+    zeros = None
+    columns = {}
+    for k, kind in enumerate(FEE_KINDS):
+        if any(p.fees[k] for p in prices if p.priced):
+            columns[kind] = pa.array([_q(p.fees[k]) if p.priced else None for p in prices], MONEY).take(take)
+        else:
+            columns[kind] = zeros = zeros if zeros is not None else _zeros(valid)
+    return columns
+
+
+def _zeros(valid: np.ndarray) -> pa.Array:
+    """0 USD where ``valid``, NULL elsewhere."""
+    zero = pa.repeat(pa.scalar(Decimal(0), MONEY), len(valid))
+    return zero if valid.all() else pc.if_else(pa.array(valid, pa.bool_()), zero, pa.scalar(None, MONEY))
 
 
 def _q(value: Decimal) -> Decimal:
