@@ -99,3 +99,19 @@ def test_fees_are_stored_and_exported_as_focus_meters(embedded_store, tmp_path) 
     assert (fees["web search"]["ConsumedQuantity"], Decimal(fees["web search"]["EffectiveCost"]),
             Decimal(fees["web search"]["ListUnitPrice"])) == ("3", Decimal("0.03"), Decimal("0.01"))
     assert fees["request"]["ChargeDescription"] == "sonar request calls"
+
+
+def test_prices_show_lists_the_fees_per_call() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env.pop("SPENDSTREAM_OVERRIDES_FILE", None)
+    shown = subprocess.run([sys.executable, "-m", "spendstream", "prices", "show", "claude-sonnet-4-5",
+                            "--provider", "anthropic", "--at", "2026-11-01"], capture_output=True, text=True,
+                           env=env, timeout=120, cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    assert "USD per call\n    web_search      0.01\n" in shown.stdout
