@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from spendstream.pricing.catalog import Catalog, CatalogPrice, genai_usage
 from spendstream.pricing.fees import CALL_FIELDS, FEE_KINDS, quantities
+from spendstream.pricing.groups import group, taken
 from spendstream.pricing.layers import layered
 from spendstream.pricing.overrides import OverrideSet
 from spendstream.pricing.rates import KINDS
@@ -224,13 +225,13 @@ class Pricer:
         named_customers = {r.customer for r in self.overrides.rules if r.customer is not None}
         # Region and inference profile split groups only where a rule depends on them.
         place = self.overrides.names_place
-        group_of, rep = _group(cols, teams=named_teams, customers=named_customers, place=place)
+        group_of, rep = group(cols, teams=named_teams, customers=named_customers, place=place)
         minute_ms = (cols.ts_ms // 60_000) * 60_000
         # each group's representative call: its fields decide the group's price
-        strings = {name: _taken(getattr(cols, name), rep) for name in
+        strings = {name: taken(getattr(cols, name), rep) for name in
                    ("provider", "model", "mode", "service_tier", "team", "customer")}
         nowhere = [None] * len(rep)
-        where = {name: _taken(getattr(cols, name), rep) if place and getattr(cols, name) is not None else nowhere
+        where = {name: taken(getattr(cols, name), rep) if place and getattr(cols, name) is not None else nowhere
                  for name in ("region", "inference_profile")}
 
         def named(value: str | None, names: set[str]) -> str | None:
@@ -449,59 +450,3 @@ def _unit_prices(rates: np.ndarray, price_of: np.ndarray, segment: np.ndarray, v
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     take = pa.array(inverse.astype(np.int32))
     return {kind: _money(rates[first, k], RATE_DIGITS, valid[first]).take(take) for k, kind in enumerate(KINDS)}
-
-
-def _taken(values: Sequence[Any] | pa.Array, rows: np.ndarray) -> list[Any]:
-    """``values`` at ``rows``, as Python objects."""
-    if isinstance(values, pa.Array):
-        return values.take(pa.array(rows)).to_pylist()
-    return [values[r] for r in rows.tolist()]
-
-
-def _codes(values: Sequence[Any] | pa.Array, keep: set[str] | None = None) -> tuple[np.ndarray, int]:
-    """Dense integer codes for a string column (null is a value of its own) and how many there are.
-
-    With ``keep``, every value not in it counts as null.
-    """
-    array = values if isinstance(values, pa.Array) else pa.array(values, pa.string())
-    if keep is not None:
-        array = pc.if_else(pc.is_in(array, pa.array(sorted(keep), pa.string())), array,
-                           pa.scalar(None, pa.string()))
-    encoded = array.dictionary_encode()
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-    return codes, len(encoded.dictionary) + 1
-
-
-def _group(cols: UsageColumns, *, teams: set[str], customers: set[str], place: bool = False
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(group index of each call, one representative call per group)."""
-    n = len(cols)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    minutes = cols.ts_ms // 60_000
-    parts = [_codes(cols.provider), _codes(cols.model), _codes(cols.mode), _codes(cols.service_tier),
-             (minutes - minutes.min(), int(minutes.max() - minutes.min()) + 1)]
-    if teams:
-        parts.append(_codes(cols.team, teams))
-    if customers:
-        parts.append(_codes(cols.customer, customers))
-    if place:
-        parts += [_codes(column) for column in (cols.region, cols.inference_profile) if column is not None]
-    key = np.zeros(n, dtype=np.int64)
-    size = 1
-    for codes, cardinality in parts:
-        if size * cardinality >= 2**62:  # re-number the groups so far densely before going on
-            key = np.unique(key, return_inverse=True)[1].astype(np.int64)
-            size = int(key.max()) + 1
-        key = key * cardinality + codes
-        size *= cardinality
-    if size <= 4 * n + 1_000_000:  # dense keys: factorise in O(n)
-        present = np.zeros(size, dtype=bool)
-        present[key] = True
-        ids = np.cumsum(present) - 1
-        group_of = ids[key]
-    else:
-        group_of = np.unique(key, return_inverse=True)[1].reshape(-1)
-    rep = np.empty(int(group_of.max()) + 1, dtype=np.int64)
-    rep[group_of[::-1]] = np.arange(n - 1, -1, -1)  # the first call of each group
-    return group_of, rep
