@@ -142,7 +142,9 @@ def _take(cols: UsageColumns, index) -> UsageColumns:
     values = {}
     for name in UsageColumns.__dataclass_fields__:
         column = getattr(cols, name)
-        if isinstance(column, pa.Array):
+        if column is None:
+            values[name] = None
+        elif isinstance(column, pa.Array):
             values[name] = column[index] if isinstance(index, slice) else column.take(pa.array(index))
         else:
             values[name] = column[index]

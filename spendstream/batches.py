@@ -72,7 +72,9 @@ def contract_columns(model: type[BaseModel], *, widths: Mapping[str, pa.DataType
 # has (the fields this contract version does not know, as JSON).
 EVENT_COLUMNS: list[tuple[str, pa.DataType]] = contract_columns(
     UsageEvent,
-    widths={"attempt": pa.uint32(), "http_status": pa.uint16()},
+    widths={"attempt": pa.uint32(), "http_status": pa.uint16(), "schema_version": pa.uint16(),
+            **{name: pa.uint32() for name in ("web_search_calls", "web_fetch_calls", "file_search_calls",
+                                              "code_execution_calls")}},
     stored_elsewhere={"tags": "the tags and folded_tags columns, after the cardinality guard (agents/stages.py)"},
 ) + [("extra", pa.string())]
 EVENT_SCHEMA = pa.schema(EVENT_COLUMNS)

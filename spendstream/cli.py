@@ -363,7 +363,19 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
         shown = _rate_text(rate) + (f"   ({_rate_text(list_rate)})" if group.override_id and list_rate is not None
                                      else "")
         print(f"    {kind:<15} {shown}")
+    _print_fees(applied)
     return 0
+
+
+def _print_fees(applied) -> None:
+    """The per-call fees a price charges (tool calls, requests), if any."""
+    from spendstream.pricing.fees import FEE_KINDS
+
+    charged = [(kind, fee) for kind, fee in zip(FEE_KINDS, applied.fees, strict=True) if fee]
+    if charged:
+        print("  USD per call")
+        for kind, fee in charged:
+            print(f"    {kind:<15} {fee.normalize():f}")
 
 
 def _store_host(settings: Settings, args: argparse.Namespace) -> int:

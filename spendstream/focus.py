@@ -1,8 +1,9 @@
 """FOCUS 1.3 export: stored usage as FinOps Open Cost and Usage Specification rows.
 
 One row per hour × provider × model × mode/tier × team/feature/customer/environment
-× token-type SKU meter (input, cached input, cache write, 1-hour cache write,
-output, reasoning). ``ListCost`` is what the catalog's list price charges,
+× SKU meter: the token types (input, cached input, cache write, 1-hour cache write,
+output, reasoning, in 1M tokens) and the fees (web search, web fetch, file search,
+code execution, request, in calls). ``ListCost`` is what the catalog's list price charges,
 ``EffectiveCost`` what applies after negotiated overrides. Costs per meter are
 tokens × unit price, exact in ClickHouse ``Decimal``; they add up to the stored
 ``total_cost``. Events priced by the catalog's general calculation (a per-request
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from spendstream.pricing.fees import BILLED_STATUSES, CALL_FIELDS, FEE_KINDS
 from spendstream.sinks.ranges import between
 from spendstream.sinks.rollups import MINUTES
 from spendstream.sinks.store import Store, sql_time
@@ -71,8 +73,26 @@ def _meter(name: str, tokens: str, kind: str) -> str:
             f"toNullable(toDecimal128({quantity} * {listed} / 1000000, 18)))")
 
 
+def _fee_meter(name: str, quantity: str, kind: str) -> str:
+    """One fee meter of a row (tool calls, requests): the fee is per call, so cost = calls × fee.
+
+    A kind no price charges (a fee of 0, as most models' request fee) is no meter.
+    """
+    price, listed = f"{kind}_price_per_call", f"list_{kind}_price_per_call"
+    quantity = f"toUInt64(if(ifNull({price}, 0) = 0 AND ifNull({listed}, 0) = 0, 0, {quantity}))"
+    return (f"('{name}', {quantity}, {price}, {listed}, toNullable(toDecimal128({quantity} * {price}, 18)), "
+            f"toNullable(toDecimal128({quantity} * {listed}, 18)))")
+
+
+# The quantity of each fee kind in a row; a request is charged only when answered (pricing/fees.py).
+_FEE_QUANTITIES = {kind: CALL_FIELDS[kind] if kind in CALL_FIELDS else
+                   "if(status IN (" + ", ".join(f"'{s}'" for s in BILLED_STATUSES) + "), 1, 0)"
+                   for kind in FEE_KINDS}
+FEE_METERS = {kind: kind.replace("_", " ") for kind in FEE_KINDS}
+_LIST_FEES = " + ".join(f"{q} * ifNull(list_{kind}_price_per_call, 0)" for kind, q in _FEE_QUANTITIES.items())
+
 # Rows the catalog prices by its general calculation have no per-token unit
-# prices: their whole cost is one "usage" meter.
+# prices: their token cost is one "usage" meter (their fees are meters of their own).
 _METERS = "[" + ", ".join([
     _meter("input", "input_tokens - cached_input_tokens - cache_write_tokens", "input"),
     _meter("cached input", "cached_input_tokens", "cached_input"),
@@ -81,7 +101,9 @@ _METERS = "[" + ", ".join([
     _meter("output", "output_tokens - reasoning_tokens", "output"),
     _meter("reasoning", "reasoning_tokens", "reasoning"),
     f"('usage', toUInt64(if(input_price_per_mtok IS NULL, input_tokens + output_tokens, 0)), "
-    f"{_NO_PRICE}, {_NO_PRICE}, total_cost, list_cost)",
+    f"{_NO_PRICE}, {_NO_PRICE}, toNullable(toDecimal128(total_cost - ifNull(fee_cost, 0), 18)), "
+    f"toNullable(toDecimal128(list_cost - ({_LIST_FEES}), 18)))",
+    *(_fee_meter(FEE_METERS[kind], quantity, kind) for kind, quantity in _FEE_QUANTITIES.items()),
 ]) + "]"
 
 QUERY = f"""
@@ -157,20 +179,23 @@ def _focus_columns(usage: pa.Table) -> pa.Table:
         month_end = (month_start.replace(year=month_start.year + 1, month=1) if month_start.month == 12
                      else month_start.replace(month=month_start.month + 1))
         meter = r["meter"]
+        per_call = meter in FEE_METERS.values()
         sku = f"{r['provider_id']}/{r['model_id']}"
         values = {
             "BilledCost": r["meter_effective_cost"], "BillingAccountId": r["provider_id"],
             "BillingAccountName": service_provider, "BillingCurrency": "USD",
             "BillingPeriodStart": month_start, "BillingPeriodEnd": month_end,
             "ChargeCategory": "Usage", "ChargeClass": None,
-            "ChargeDescription": f"{r['model_id']} {meter} tokens",
+            "ChargeDescription": f"{r['model_id']} {meter} {'calls' if per_call else 'tokens'}",
             "ChargePeriodStart": start, "ChargePeriodEnd": start + HOUR,
             "ContractedCost": r["meter_effective_cost"], "EffectiveCost": r["meter_effective_cost"],
             "HostProviderName": host, "InvoiceIssuerName": service_provider, "ListCost": r["meter_list_cost"],
-            "PricingQuantity": Decimal(r["tokens"]) / MILLION,
-            "PricingUnit": "1M Tokens", "ServiceCategory": "AI and Machine Learning", "ServiceName": service,
+            "PricingQuantity": Decimal(r["tokens"]) if per_call else Decimal(r["tokens"]) / MILLION,
+            "PricingUnit": "Calls" if per_call else "1M Tokens", "ServiceCategory": "AI and Machine Learning",
+            "ServiceName": service,
             "ServiceProviderName": service_provider,
-            "ChargeFrequency": "Usage-Based", "ConsumedQuantity": r["tokens"], "ConsumedUnit": "Tokens",
+            "ChargeFrequency": "Usage-Based", "ConsumedQuantity": r["tokens"],
+            "ConsumedUnit": "Calls" if per_call else "Tokens",
             "ContractedUnitPrice": r["unit_price"], "ListUnitPrice": r["list_unit_price"],
             "PricingCategory": "Standard", "PricingCurrency": "USD", "ServiceSubcategory": "Generative AI",
             "SkuId": sku, "SkuMeter": meter, "SkuPriceId": f"{sku}/{meter}/{r['price_source']}",

@@ -87,17 +87,7 @@ def reprice(store: Store, pricer: Pricer, since: datetime, until: datetime, *, d
 
 
 def _columns(rows: pa.Table) -> UsageColumns:
-    def strings(name: str) -> pa.Array:
-        return rows[name].combine_chunks().cast(pa.string())
-
-    def counts(name: str) -> np.ndarray:
-        return rows[name].to_numpy().astype(np.int64)
-
-    ts_ms = rows["ts"].cast(_TS).cast(pa.int64()).to_numpy()
-    return UsageColumns(strings("provider"), strings("model"), ts_ms, strings("mode"), strings("service_tier"),
-                        strings("team"), strings("customer"), counts("input_tokens"), counts("cached_input_tokens"),
-                        counts("cache_write_tokens"), counts("cache_write_1h_tokens"), counts("output_tokens"),
-                        counts("reasoning_tokens"))
+    return UsageColumns.from_table(rows)
 
 
 def _changed(rows: pa.Table, priced: PricedBatch) -> np.ndarray:

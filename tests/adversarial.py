@@ -121,7 +121,7 @@ def corpus() -> list[tuple[str, bytes, int, str | None]]:
         ("tag value of 257 characters", js(event(tags={"k": "v" * 257})), 0, "tags"),
         ("tags not an object", js(event(tags=["a", "b"])), 0, "tags"),
         ("team of 257 characters", js(event(team="t" * 257)), 0, "team"),
-        ("schema_version 2", js(event(schema_version=2)), 0, "schema_version"),
+        ("schema_version 3", js(event(schema_version=3)), 0, "schema_version"),
         ("a GpuSample on the usage topic", js({"sample_id": "s1", "ts": TS, "deployment": "d", "interval_s": 15}), 0,
          "missing required field"),
         ("a ledger report on the usage topic", js({"emitter_id": "e", "service": "s", "minute": TS, "events": 3}), 0,

@@ -253,7 +253,7 @@ def test_a_field_added_to_a_contract_without_a_column_fails_naming_it(broker: st
     outcome = dict(line.split(" ", 1) for line in run.stdout.splitlines()
                    if line.startswith(("usage", "gpu", "ledger")))
     assert outcome.keys() == {"usage", "gpu", "ledger", "usage+columns", "gpu+columns", "ledger+columns"}, run.stdout
-    usage_fields = "region, answered_at, labels, retries, price_hint, cached, tier"
+    usage_fields = "zone, answered_at, labels, retries, price_hint, cached, tier"
     for check, table, model, field in (("usage", "usage_events", "UsageEvent", usage_fields),
                                        ("gpu", "gpu_samples", "GpuSample", "fan_rpm"),
                                        ("ledger", "emitter_ledger", "LedgerEntry", "dropped")):
@@ -276,7 +276,7 @@ import spendstream.schemas as schemas
 from spendstream.schemas import _types, gpu, ledger, usage
 
 usage.UsageEvent = schemas.UsageEvent = create_model(
-    "UsageEvent", __base__=usage.UsageEvent, region=(_types.Label, None),
+    "UsageEvent", __base__=usage.UsageEvent, zone=(_types.Label, None),
     answered_at=(AwareDatetime | None, None), labels=(dict[str, str], Field(default_factory=dict, max_length=4)),
     retries=(int, Field(default=0, ge=0, le=9, strict=True)), price_hint=(float | None, Field(default=None, gt=0)),
     cached=(bool, False), tier=(Literal["a", "b"], "a"))

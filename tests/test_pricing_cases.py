@@ -8,7 +8,9 @@ million tokens (in the comment), not by spendstream or genai-prices:
     + output × output rate   (reasoning/thinking tokens are output, at the output rate)
 
 Token keys: i input (all), c cached read, w cache write (all), w1 of which 1-hour,
-o output (all), rs of which reasoning.
+o output (all), rs of which reasoning. Call keys (fees, priced per call): ws web
+searches, wf web fetches, fs file searches, ce code executions; every answered
+event is also one request.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Case(NamedTuple):
     tokens: dict[str, int]
     expected_usd: str
     customer: str | None = None
+    region: str | None = None
+    inference_profile: str | None = None
+    status: str = "ok"
 
 
 CASES = [
@@ -89,13 +94,54 @@ CASES = [
     Case('mistral-large', 'mistral', 'mistral-large-latest', '2025-03-01T00:00:00Z', 'realtime', None, {'i': 10000, 'o': 2000}, '0.032'),  # $2 / $6
 ]
 
-# Negotiated and self-hosted prices, as an overrides file would hold them.
+# The tier actually served, tool and request fees, and where the call was served.
+CASES += [
+    Case('openai-priority-served', 'openai', 'gpt-5', '2026-11-01T00:00:00Z', 'realtime', 'priority', {'i': 100000, 'c': 40000, 'o': 10000, 'rs': 8000}, '0.36'),  # https://platform.openai.com/docs/pricing (Priority): gpt-5 $2.50 / $0.25 / $20
+    Case('openai-flex-served', 'openai', 'gpt-5', '2026-11-01T00:00:00Z', 'realtime', 'flex', {'i': 100000, 'c': 40000, 'o': 10000}, '0.0900'),  # https://platform.openai.com/docs/pricing (Flex): gpt-5 $0.625 / $0.0625 / $5
+    Case('anthropic-batch-served-with-search', 'anthropic', 'claude-sonnet-4-5', '2025-11-01T00:00:00Z', 'batch', None, {'i': 100000, 'o': 10000, 'ws': 2}, '0.245'),  # https://docs.anthropic.com/en/docs/build-with-claude/batch-processing#pricing: $1.50 / $7.50; web search $10 / 1k, not discounted
+    Case('anthropic-web-search', 'anthropic', 'claude-sonnet-4-5', '2025-11-01T00:00:00Z', 'realtime', None, {'i': 10000, 'o': 1000, 'ws': 3, 'wf': 2}, '0.075'),  # https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/web-search-tool: $10 / 1k searches; web fetch: tokens only
+    Case('openai-file-search', 'openai', 'gpt-4.1', '2025-06-01T00:00:00Z', 'realtime', None, {'i': 100000, 'o': 10000, 'fs': 4}, '0.29'),  # https://platform.openai.com/docs/pricing#built-in-tools: file search $2.50 / 1k calls; gpt-4.1 $2 / $8
+    Case('openai-web-search', 'openai', 'gpt-4.1', '2025-06-01T00:00:00Z', 'realtime', None, {'i': 100000, 'o': 10000, 'ws': 2}, '0.30'),  # same page: web search $10 / 1k calls
+    Case('perplexity-request-fee', 'perplexity', 'sonar', '2025-06-01T00:00:00Z', 'realtime', None, {'i': 1000, 'o': 500}, '0.0135'),  # https://docs.perplexity.ai/guides/pricing: Sonar $1 / $1, $12 / 1k requests (high context)
+    Case('perplexity-failed-request', 'perplexity', 'sonar', '2025-06-01T00:00:00Z', 'realtime', None, {'i': 1000, 'o': 0}, '0.001', status='error'),  # a failed request pays no request fee
+    Case('bedrock-global-profile', 'bedrock', 'global.anthropic.claude-sonnet-4-5-20250929-v1:0', '2025-11-01T00:00:00Z', 'realtime', None, {'i': 100000, 'o': 10000}, '0.45', inference_profile='global.anthropic.claude-sonnet-4-5-20250929-v1:0'),  # https://aws.amazon.com/bedrock/pricing/: global cross-region $3 / $15
+    Case('bedrock-geo-profile', 'bedrock', 'us.anthropic.claude-sonnet-4-5-20250929-v1:0', '2025-11-01T00:00:00Z', 'realtime', None, {'i': 100000, 'o': 10000}, '0.495', inference_profile='us.anthropic.claude-sonnet-4-5-20250929-v1:0'),  # geographic (and in-region) endpoints: 10 % premium, $3.30 / $16.50
+]
+
+# Negotiated and self-hosted prices, and what the catalog cannot express, as an overrides file holds them.
 OVERRIDES = """\
 overrides:
   - {id: acme-gpt4o, provider: openai, model: gpt-4o, customer: acme, effective_from: 2025-01-01,
      effective_to: 2026-01-01, discount_percent: 20}
   - {id: llama-70b, provider: self-hosted, model: acme-llama-70b, effective_from: 2025-01-01,
      prices: {input: 0.2, cached_input: 0.05, output: 0.6}}
+  # the catalog lacks Claude Sonnet 4's 1M-context tier: above 200k input tokens $6 / $22.50
+  # (https://docs.anthropic.com/en/docs/about-claude/pricing#long-context-pricing)
+  - id: sonnet-4-long-context
+    provider: anthropic
+    model: claude-sonnet-4-0
+    effective_from: 2025-08-12
+    prices:
+      input: 3
+      output: 15
+      cached_input: 0.3
+      cache_write: 3.75
+      cache_write_1h: 6
+      tiers:
+        - {above_input_tokens: 200000, input: 6, output: 22.5, cached_input: 0.6, cache_write: 7.5,
+           cache_write_1h: 12}
+  # OpenAI's code interpreter: $0.03 per container (https://platform.openai.com/docs/pricing#built-in-tools)
+  - {id: openai-code-interpreter, provider: openai, model: "*", effective_from: 2025-03-11,
+     fees_per_call: {code_execution: 0.03}}
+  # Vertex AI: Claude on regional endpoints costs 10 % more than on the global one
+  # (https://cloud.google.com/vertex-ai/generative-ai/pricing#claude-models)
+  - {id: vertex-regional, provider: vertex_ai, model: "claude-sonnet-4-5*", region: "*-*",
+     effective_from: 2025-09-29, premium_percent: 10}
+  # DeepSeek's off-peak window, 16:30-00:30 UTC until 2025-09-05: deepseek-reasoner $0.135 / $0.035 / $0.55
+  # (https://api-docs.deepseek.com/quick_start/pricing, the February 2025 table)
+  - {id: deepseek-night, provider: deepseek, model: deepseek-reasoner, effective_from: 2025-02-26,
+     effective_to: 2025-09-05, hours: {start: "16:30", end: "00:30"},
+     prices: {input: 0.135, cached_input: 0.035, output: 0.55}}
 """
 CASES += [
     Case("override-negotiated-discount", "openai", "gpt-4o", "2025-06-01T00:00:00Z", "realtime", None,
@@ -104,10 +150,27 @@ CASES += [
          {"i": 10_000, "c": 4_000, "o": 1_000}, "0.03", "acme"),  # effective_to passed: list $2.50 / $1.25 / $10
     Case("override-self-hosted", "self-hosted", "acme-llama-70b", "2025-06-01T00:00:00Z", "realtime", None,
          {"i": 100_000, "c": 50_000, "o": 10_000}, "0.0185"),  # $0.20 / $0.05 / $0.60
+    Case("override-context-tier-below", "anthropic", "claude-sonnet-4-20250514", "2025-09-01T00:00:00Z", "realtime",
+         None, {"i": 200_000, "c": 100_000, "o": 5_000}, "0.405"),  # at 200k: $3 / $0.30 / $15
+    Case("override-context-tier-above", "anthropic", "claude-sonnet-4-20250514", "2025-09-01T00:00:00Z", "realtime",
+         None, {"i": 300_000, "c": 100_000, "o": 5_000}, "1.3725"),  # above 200k: $6 / $0.60 / $22.50 on all
+    Case("override-code-interpreter", "openai", "gpt-4.1", "2025-06-01T00:00:00Z", "realtime", None,
+         {"i": 100_000, "o": 10_000, "ce": 2, "fs": 4}, "0.35"),  # 2 containers $0.06 + file search $0.01
+    Case("override-vertex-regional", "vertex_ai", "claude-sonnet-4-5@20250929", "2025-11-01T00:00:00Z", "realtime",
+         None, {"i": 100_000, "o": 10_000}, "0.495", region="us-east5"),  # $3.30 / $16.50
+    Case("override-vertex-global", "vertex_ai", "claude-sonnet-4-5@20250929", "2025-11-01T00:00:00Z", "realtime",
+         None, {"i": 100_000, "o": 10_000}, "0.45", region="global"),  # the global endpoint: $3 / $15
+    Case("override-off-peak-window", "deepseek", "deepseek-reasoner", "2025-03-01T17:00:00Z", "realtime", None,
+         {"i": 100_000, "o": 10_000}, "0.019"),  # off-peak: $0.135 / $0.55
+    Case("override-off-peak-wraps-midnight", "deepseek", "deepseek-reasoner", "2025-03-02T00:15:00Z", "realtime",
+         None, {"i": 100_000, "o": 10_000}, "0.019"),
+    Case("override-outside-window", "deepseek", "deepseek-reasoner", "2025-03-02T00:30:00Z", "realtime", None,
+         {"i": 100_000, "o": 10_000}, "0.0769"),  # standard hours: $0.55 / $2.19
 ]
 
 _FIELDS = {"i": "input_tokens", "c": "cached_input_tokens", "w": "cache_write_tokens", "w1": "cache_write_1h_tokens",
-           "o": "output_tokens", "rs": "reasoning_tokens"}
+           "o": "output_tokens", "rs": "reasoning_tokens", "ws": "web_search_calls", "wf": "web_fetch_calls",
+           "fs": "file_search_calls", "ce": "code_execution_calls"}
 
 def _pricer() -> Pricer:
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,12 +184,13 @@ PRICER = _pricer()
 
 def event_of(case: Case) -> UsageEvent:
     return UsageEvent(ts=datetime.fromisoformat(case.ts), provider=case.provider, model=case.model, mode=case.mode,
-                      service_tier=case.service_tier, customer=case.customer,
+                      service_tier=case.service_tier, customer=case.customer, region=case.region,
+                      inference_profile=case.inference_profile, status=case.status,
                       **{_FIELDS[k]: v for k, v in case.tokens.items()})
 
 
 def test_there_are_at_least_forty_published_cases() -> None:
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 70 and len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -134,7 +198,7 @@ def test_published_case(case: Case) -> None:
     record = PRICER.price(event_of(case))
     assert record.priced, record.unpriced_reason
     assert record.total_cost == Decimal(case.expected_usd)
-    assert record.input_cost + record.output_cost == record.total_cost
+    assert record.input_cost + record.output_cost + record.fee_cost == record.total_cost
 
 
 def test_all_cases_in_one_batch_match_one_by_one() -> None:

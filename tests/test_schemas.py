@@ -24,14 +24,38 @@ def test_published_json_schema_matches_model(name: str) -> None:
 
 
 def test_wire_schema_requires_the_idempotency_key_and_time() -> None:
-    schema = json.loads((SCHEMA_DIR / "usage_event.v1.json").read_text())
-    assert {"event_id", "ts", "provider", "model"} <= set(schema["required"])
+    for name in ("usage_event.v1.json", "usage_event.v2.json"):
+        schema = json.loads((SCHEMA_DIR / name).read_text())
+        assert {"event_id", "ts", "provider", "model"} <= set(schema["required"])
 
 
 def test_unknown_fields_are_kept() -> None:
     event = UsageEvent.model_validate({"event_id": "e1", "ts": "2026-01-01T00:00:00Z", "provider": "openai",
-                                       "model": "gpt-4o", "region": "eu-west-1"})
-    assert event.extra_fields == {"region": "eu-west-1"}
+                                       "model": "gpt-4o", "zone_hint": "eu-west-1"})
+    assert event.extra_fields == {"zone_hint": "eu-west-1"}
+
+
+def test_a_version_1_event_stays_valid_and_its_published_schema_stays_as_it_was() -> None:
+    """v1 senders keep validating against usage_event.v1.json; the model reads their events as version 1."""
+    import jsonschema
+
+    sent = {"schema_version": 1, "event_id": "e1", "ts": "2026-01-01T00:00:00Z", "provider": "anthropic",
+            "model": "claude-sonnet-4-5", "input_tokens": 10, "output_tokens": 2}
+    jsonschema.Draft202012Validator(json.loads((SCHEMA_DIR / "usage_event.v1.json").read_text())).validate(sent)
+    event = UsageEvent.model_validate(sent)
+    assert (event.schema_version, event.web_search_calls, event.region) == (1, 0, None)
+    v2 = json.loads((SCHEMA_DIR / "usage_event.v2.json").read_text())
+    assert v2["properties"]["schema_version"]["enum"] == [1, 2] and "web_search_calls" in v2["properties"]
+    with pytest.raises(ValidationError, match="schema_version"):
+        UsageEvent.model_validate(sent | {"schema_version": 3})
+
+
+@pytest.mark.parametrize("field", ["web_search_calls", "web_fetch_calls", "file_search_calls",
+                                   "code_execution_calls"])
+def test_tool_call_counts_are_strict_bounded_integers(field: str) -> None:
+    for bad in (-1, 100_001, "3", 1.5):
+        with pytest.raises(ValidationError, match=field):
+            UsageEvent.model_validate({"provider": "anthropic", "model": "claude", field: bad})
 
 
 @pytest.mark.parametrize("field, value", [("input_tokens", "12"), ("output_tokens", 1.5), ("input_tokens", True),

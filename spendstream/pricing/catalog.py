@@ -21,10 +21,12 @@ import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider
 
+from spendstream.pricing.fees import CATALOG_KEYS, NO_FEES, Fees, catalog_fees
 from spendstream.pricing.normalize import normalize
-from spendstream.pricing.rates import RateCard
+from spendstream.pricing.rates import REPORTED_PRICE_KEYS, RateCard
 
 CATALOG_NAME = "genai-prices"
+FEE_PRICE_KEYS = frozenset(CATALOG_KEYS.values())
 CATALOG_VERSION = genai_prices.__version__
 
 # The catalog's batch prices start 2026-10-14 and retired models have none, but
@@ -48,6 +50,7 @@ class CatalogPrice:
     general: ModelPrice | None = None  # otherwise genai-prices' own calculation, per event
     factor: Decimal = Decimal(1)       # a discount rule applied to ``general``
     reason: str | None = None          # why there is no price
+    fees: Fees = NO_FEES               # USD per call of each fee kind (spendstream.pricing.fees)
 
     @property
     def priced(self) -> bool:
@@ -87,15 +90,24 @@ class Catalog:
     def resolve(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None) -> CatalogPrice:
         provider_id, ref, found_provider, found_model = self.find(provider, model)
         if provider_id is None:
-            return CatalogPrice(None, None, reason=f"provider {provider!r} is not in the catalog")
+            return CatalogPrice(None, None, reason=f"provider {provider!r} is not in the catalog "
+                                                   f"(neither a provider id of {CATALOG_NAME} nor an alias of one)")
         if found_model is None or found_provider is None:
-            return CatalogPrice(provider_id, None, reason=f"model {model!r} has no price for provider {provider_id!r}")
+            tried = ", ".join(sorted({f"{r.provider_id}/{r.model}" for r in normalize(provider, model)}))
+            return CatalogPrice(provider_id, None, reason=f"model {model!r} is not in the catalog for provider "
+                                                          f"{provider_id!r} (looked up as {tried})")
         ids = (found_provider.id, found_model.id)
+        if unreported := _unreported_units(found_model.get_prices(at)):
+            return CatalogPrice(*ids, reason=f"{found_model.id!r} of {found_provider.id!r} is priced per "
+                                             f"{', '.join(unreported)} in the catalog, which a usage event does "
+                                             "not report; add an override")
         context: dict[str, str] = {}
         if mode == "batch":
             context["processing"] = "batch"
         if service_tier not in STANDARD_TIERS:
-            context["service_tier"] = str(service_tier)
+            # Anthropic's fast mode is a speed, not a tier, in the catalog
+            fast = service_tier == "fast" and any(v.when == {"speed": "fast"} for v in found_model.price_variants or ())
+            context["speed" if fast else "service_tier"] = str(service_tier)
         if not context:
             return _priced(*ids, "catalog", found_model.get_prices(at))
         if _variant_in_force(found_model, context, at):
@@ -112,13 +124,18 @@ class Catalog:
 
 def _priced(provider_id: str, model_id: str, source: str, price: ModelPrice,
             discount: Decimal | None = None) -> CatalogPrice:
+    # The batch discount is on tokens: tool and request fees are charged as listed.
+    fees = catalog_fees(price)
     card = RateCard.of(price)
     if card is None:
         factor = (Decimal(100) - discount) / Decimal(100) if discount is not None else Decimal(1)
-        return CatalogPrice(provider_id, model_id, source, general=price, factor=factor)
+        # genai-prices would charge one request per call inside its total: the fee line has it
+        general = ModelPrice(**{k: v for k, v in vars(price).items()
+                                if not k.startswith("_") and k not in FEE_PRICE_KEYS})
+        return CatalogPrice(provider_id, model_id, source, general=general, factor=factor, fees=fees)
     if discount is not None:
         card = card.discounted(discount)
-    return CatalogPrice(provider_id, model_id, source, card=card)
+    return CatalogPrice(provider_id, model_id, source, card=card, fees=fees)
 
 
 def _variant_in_force(model: ModelInfo, context: dict[str, str], at: datetime) -> bool:
@@ -130,9 +147,20 @@ def _variant_in_force(model: ModelInfo, context: dict[str, str], at: datetime) -
     )
 
 
+def _unreported_units(price: ModelPrice) -> list[str]:
+    """The units a price is made of when it charges nothing a usage event reports (else [])."""
+    charged = [key for key, value in vars(price).items() if not key.startswith("_") and value is not None]
+    return [] if not charged or set(charged) & REPORTED_PRICE_KEYS else sorted(charged)
+
+
 def genai_usage(*, input_tokens: int, cached_input_tokens: int, cache_write_tokens: int, cache_write_1h_tokens: int,
                 output_tokens: int, reasoning_tokens: int) -> Usage:
-    """Token counts as genai-prices reads them (the same inclusive meanings as ours)."""
+    """Token counts as genai-prices reads them (the same inclusive meanings as ours).
+
+    Tool calls and requests are given as 0: their fees are priced as their own line
+    (spendstream.pricing.fees), never inside genai-prices' total.
+    """
     return Usage(input_tokens=input_tokens, cache_read_tokens=cached_input_tokens,
                  cache_write_tokens=cache_write_tokens, cache_write_1h_tokens=cache_write_1h_tokens,
-                 output_tokens=output_tokens, output_reasoning_tokens=reasoning_tokens)
+                 output_tokens=output_tokens, output_reasoning_tokens=reasoning_tokens, web_searches=0,
+                 storage_searches=0, code_executions=0)

@@ -16,8 +16,11 @@ six decimals per million tokens, or whose price is not made of token rates, is
 priced event by event in ``Decimal`` (genai-prices' own calculation for the
 latter), rounded to 1e-18 USD; both paths are exact to the storage's precision.
 
-``list_cost`` is what the catalog's list price would have charged; ``total_cost``
-is what applies after overrides (FOCUS' ListCost and EffectiveCost).
+Non-token charges (per-call tool fees, per-request fees: :mod:`spendstream.pricing.fees`)
+are their own line, ``fee_cost``, with rates held as integer 1e-12 USD per call.
+``total_cost`` is input + output + fee. ``list_cost`` is what the catalog's list
+price would have charged; ``total_cost`` is what applies after overrides (FOCUS'
+ListCost and EffectiveCost).
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.pricing.catalog import Catalog, CatalogPrice, genai_usage
+from spendstream.pricing.fees import CALL_FIELDS, FEE_KINDS, quantities
+from spendstream.pricing.groups import group, taken
+from spendstream.pricing.layers import layered
 from spendstream.pricing.overrides import OverrideSet
-from spendstream.pricing.rates import KINDS, RateCard
+from spendstream.pricing.rates import KINDS
 from spendstream.schemas.cost import CostRecord
 from spendstream.schemas.usage import UsageEvent
 
@@ -42,6 +48,9 @@ MONEY = pa.decimal128(38, 18)
 RATE_DIGITS = 6                # rates in micro-USD per million tokens
 COST_DIGITS = RATE_DIGITS + 6  # so a token times a rate is in 1e-12 USD
 MAX_RATE_UNITS = 9_000 * 10**RATE_DIGITS
+# A fee per call is held in 1e-12 USD; calls are at most MAX_CALLS (1e5) per event, so up to
+# $10 a call keeps every fee line, and the total, inside int64.
+MAX_FEE_UNITS = 10 * 10**COST_DIGITS
 TOKEN_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
                  "output_tokens", "reasoning_tokens")
 _QUANTUM = Decimal("1e-18")
@@ -67,6 +76,14 @@ class UsageColumns:
     cache_write_1h_tokens: np.ndarray
     output_tokens: np.ndarray
     reasoning_tokens: np.ndarray
+    # since UsageEvent v2; None reads as 0 calls, every event answered, no region
+    web_search_calls: np.ndarray | None = None
+    web_fetch_calls: np.ndarray | None = None
+    file_search_calls: np.ndarray | None = None
+    code_execution_calls: np.ndarray | None = None
+    status: Sequence[str] | pa.Array | None = None
+    region: Sequence[str | None] | pa.Array | None = None
+    inference_profile: Sequence[str | None] | pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -81,21 +98,26 @@ class UsageColumns:
 
         ts_ms = np.fromiter((int(e.ts.timestamp() * 1000) for e in events), dtype=np.int64, count=len(events))
         return cls(strings("provider"), strings("model"), ts_ms, strings("mode"), strings("service_tier"),
-                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS))
+                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS),
+                   *(counts(name) for name in CALL_FIELDS.values()), status=strings("status"),
+                   region=strings("region"), inference_profile=strings("inference_profile"))
 
 
     @classmethod
     def from_table(cls, events: pa.Table) -> UsageColumns:
-        """The pricing fields of an Arrow table with the ``usage_events`` event columns."""
+        """The pricing fields of an Arrow table with the ``usage_events`` event columns (as the worker
+        makes them, or as read back from the table)."""
         def strings(name: str) -> pa.Array:
-            return events[name].combine_chunks()
+            return events[name].combine_chunks().cast(pa.string())
 
         def counts(name: str) -> np.ndarray:
             return events[name].to_numpy().astype(np.int64, copy=False)
 
         ts_ms = events["ts"].cast(pa.timestamp("ms", tz="UTC")).to_numpy().astype(np.int64)
         return cls(strings("provider"), strings("model"), ts_ms, strings("mode"), strings("service_tier"),
-                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS))
+                   strings("team"), strings("customer"), *(counts(name) for name in TOKEN_COLUMNS),
+                   *(counts(name) for name in CALL_FIELDS.values()), status=strings("status"),
+                   region=strings("region"), inference_profile=strings("inference_profile"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +148,9 @@ class PricedBatch:
     output_cost: pa.Array
     total_cost: pa.Array
     list_cost: pa.Array
+    fee_cost: pa.Array  # tool and request fees; part of total_cost
+    fee_prices: dict[str, pa.Array]  # FEE_KINDS → USD per call applied
+    list_fee_prices: dict[str, pa.Array]  # FEE_KINDS → the catalog's list fee of each
 
     def record(self, event: UsageEvent, i: int) -> CostRecord:
         """The CostRecord of call ``i`` (which is ``event``)."""
@@ -139,8 +164,9 @@ class PricedBatch:
             price_model_id=at(self.price_model_id), price_provider_id=at(self.price_provider_id),
             priced_at_ts=event.ts,
             **{f"{kind}_price_per_mtok": at(column) for kind, column in self.unit_prices.items()},
-            input_cost=at(self.input_cost), output_cost=at(self.output_cost), total_cost=at(self.total_cost),
-            list_cost=at(self.list_cost),
+            **{f"{kind}_price_per_call": at(column) for kind, column in self.fee_prices.items()},
+            input_cost=at(self.input_cost), output_cost=at(self.output_cost), fee_cost=at(self.fee_cost),
+            total_cost=at(self.total_cost), list_cost=at(self.list_cost),
         )
 
 
@@ -158,9 +184,10 @@ class Pricer:
         return self.price_columns(UsageColumns.from_events([event])).record(event, 0)
 
     def group_price(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None,
-                    team: str | None = None, customer: str | None = None) -> GroupPrice:
+                    team: str | None = None, customer: str | None = None, region: str | None = None,
+                    inference_profile: str | None = None) -> GroupPrice:
         """The price in force at ``at`` (to the minute) for calls described by the arguments."""
-        key = (provider, model, at, mode, service_tier, team, customer)
+        key = (provider, model, at, mode, service_tier, team, customer, region, inference_profile)
         found = self._groups.get(key)
         if found is None:
             if len(self._groups) >= _GROUP_CACHE_LIMIT:
@@ -176,41 +203,36 @@ class Pricer:
         return self._prices.setdefault(repr(price), price)
 
     def _resolve(self, provider: str, model: str, at: datetime, mode: str, service_tier: str | None,
-                 team: str | None, customer: str | None) -> GroupPrice:
+                 team: str | None, customer: str | None, region: str | None,
+                 inference_profile: str | None) -> GroupPrice:
         listed = self.catalog.resolve(provider, model, at, mode, service_tier)
         if not self.overrides.rules:
             return GroupPrice(listed, listed)
         provider_id, ref, _, _ = self.catalog.find(provider, model)
         models = tuple({model.lower(), ref, listed.model_id or ref})
-        rule = self.overrides.find(at, provider=provider, provider_id=provider_id, models=models, team=team,
-                                   customer=customer, mode=mode, service_tier=service_tier)
-        if rule is None:
-            return GroupPrice(listed, listed)
-        source = f"override:{rule.id}"
-        if rule.prices is not None:
-            card = RateCard.filled(**rule.prices.model_dump())
-            applied = CatalogPrice(provider_id or provider.lower(), listed.model_id or ref, source, card=card)
-            return GroupPrice(applied, listed if listed.priced else applied, rule.id)
-        assert rule.discount_percent is not None  # the file's validation guarantees one of the two
-        if not listed.priced:
-            return GroupPrice(CatalogPrice(listed.provider_id, listed.model_id, reason=(
-                f"override {rule.id!r} is a discount, but {listed.reason}")), listed, rule.id)
-        factor = (Decimal(100) - rule.discount_percent) / Decimal(100)
-        applied = CatalogPrice(listed.provider_id, listed.model_id, source,
-                               card=listed.card.discounted(rule.discount_percent) if listed.card else None,
-                               general=listed.general, factor=listed.factor * factor)
-        return GroupPrice(applied, listed, rule.id)
+        rules = self.overrides.matching(at, provider=provider, provider_id=provider_id, models=models, team=team,
+                                        customer=customer, mode=mode, service_tier=service_tier, region=region,
+                                        inference_profile=inference_profile)
+        applied, override_id = layered(listed, rules, provider_id=provider_id or provider.lower(),
+                                       model_id=listed.model_id or ref)
+        # with no catalog price to compare with, the list price is the one that applies
+        return GroupPrice(applied, listed if listed.priced or not applied.priced else applied, override_id)
 
     def price_columns(self, cols: UsageColumns) -> PricedBatch:
         # Team and customer only split groups where an override names them: everyone
         # else shares one group per model and minute, however many customers there are.
         named_teams = {r.team for r in self.overrides.rules if r.team is not None}
         named_customers = {r.customer for r in self.overrides.rules if r.customer is not None}
-        group_of, rep = _group(cols, teams=named_teams, customers=named_customers)
+        # Region and inference profile split groups only where a rule depends on them.
+        place = self.overrides.names_place
+        group_of, rep = group(cols, teams=named_teams, customers=named_customers, place=place)
         minute_ms = (cols.ts_ms // 60_000) * 60_000
         # each group's representative call: its fields decide the group's price
-        strings = {name: _taken(getattr(cols, name), rep) for name in
+        strings = {name: taken(getattr(cols, name), rep) for name in
                    ("provider", "model", "mode", "service_tier", "team", "customer")}
+        nowhere = [None] * len(rep)
+        where = {name: taken(getattr(cols, name), rep) if place and getattr(cols, name) is not None else nowhere
+                 for name in ("region", "inference_profile")}
 
         def named(value: str | None, names: set[str]) -> str | None:
             return value if value in names else None
@@ -218,7 +240,8 @@ class Pricer:
         groups = [self.group_price(
             strings["provider"][g], strings["model"][g], datetime.fromtimestamp(minute_ms[r] / 1000, timezone.utc),
             strings["mode"][g], strings["service_tier"][g], named(strings["team"][g], named_teams),
-            named(strings["customer"][g], named_customers)) for g, r in enumerate(rep.tolist())]
+            named(strings["customer"][g], named_customers), where["region"][g], where["inference_profile"][g])
+            for g, r in enumerate(rep.tolist())]
 
         # Many groups share a price (the same model in another minute): tabulate each price once.
         index: dict[int, int] = {}
@@ -232,22 +255,28 @@ class Pricer:
         listed_of = np.array([index[id(g.listed)] for g in groups], dtype=np.int64)[group_of]
 
         tokens = [np.asarray(getattr(cols, name), dtype=np.int64) for name in TOKEN_COLUMNS]
+        calls = quantities({name: getattr(cols, name) for name in CALL_FIELDS.values()}, cols.status, len(cols),
+                           wanted=table.fee_rates.any(axis=0).tolist())
         path, list_path = table.path[applied_of], table.path[listed_of]
         priced, list_priced = path != UNPRICED, list_path != UNPRICED
         rates, segment, (input_units, output_units) = table.cost_units(applied_of, tokens)
         list_rates, list_segment, (list_in, list_out) = table.cost_units(listed_of, tokens)
+        fee_units, list_fee_units = table.fee_units(applied_of, calls), table.fee_units(listed_of, calls)
 
         unit_prices = _unit_prices(rates, applied_of, segment, priced)
         list_prices = _unit_prices(list_rates, listed_of, list_segment, list_priced)
+        fee_prices = _fee_prices(prices, applied_of, priced)
+        list_fee_prices = _fee_prices(prices, listed_of, list_priced)
         costs = {
             "input_cost": _money(input_units, COST_DIGITS, priced),
             "output_cost": _money(output_units, COST_DIGITS, priced),
-            "total_cost": _money(input_units + output_units, COST_DIGITS, priced),
-            "list_cost": _money(list_in + list_out, COST_DIGITS, list_priced),
+            "fee_cost": _money(fee_units, COST_DIGITS, priced) if fee_units.any() else _zeros(priced),
+            "total_cost": _money(input_units + output_units + fee_units, COST_DIGITS, priced),
+            "list_cost": _money(list_in + list_out + list_fee_units, COST_DIGITS, list_priced),
         }
         exact = np.flatnonzero((path == EXACT) | (list_path == EXACT))
         if len(exact):
-            unit_prices, list_prices, costs = self._exact(exact, groups, group_of, tokens, unit_prices,
+            unit_prices, list_prices, costs = self._exact(exact, groups, group_of, tokens, calls, unit_prices,
                                                           list_prices, costs)
         take = pa.array(group_of, pa.int32())
 
@@ -265,11 +294,14 @@ class Pricer:
             override_id=per_call([g.override_id for g in groups]),
             unit_prices=unit_prices,
             list_unit_prices=list_prices,
+            fee_prices=fee_prices,
+            list_fee_prices=list_fee_prices,
             **costs,
         )
 
     def _exact(self, rows: np.ndarray, groups: list[GroupPrice], group_of: np.ndarray, tokens: list[np.ndarray],
-               unit_prices: dict[str, pa.Array], list_prices: dict[str, pa.Array], costs: dict[str, pa.Array]):
+               calls: list[np.ndarray], unit_prices: dict[str, pa.Array], list_prices: dict[str, pa.Array],
+               costs: dict[str, pa.Array]):
         """Rewrite the rows of groups that need Decimal arithmetic, event by event."""
         unit_lists = {kind: column.to_pylist() for kind, column in unit_prices.items()}
         list_lists = {kind: column.to_pylist() for kind, column in list_prices.items()}
@@ -277,15 +309,18 @@ class Pricer:
         for i in rows.tolist():
             group = groups[group_of[i]]
             counts = dict(zip(TOKEN_COLUMNS, (int(t[i]) for t in tokens), strict=True))
+            used = [int(c[i]) for c in calls]
             if group.applied.priced:
                 input_cost, output_cost, applied_rates = _exact_cost(group.applied, counts)
+                fee_cost = _exact_fee(group.applied, used)
                 cost_lists["input_cost"][i], cost_lists["output_cost"][i] = input_cost, output_cost
-                cost_lists["total_cost"][i] = input_cost + output_cost
+                cost_lists["fee_cost"][i] = fee_cost
+                cost_lists["total_cost"][i] = input_cost + output_cost + fee_cost
                 for kind, rate in zip(KINDS, applied_rates, strict=True):
                     unit_lists[kind][i] = rate
             if group.listed.priced:
                 list_in, list_out, list_rates = _exact_cost(group.listed, counts)
-                cost_lists["list_cost"][i] = list_in + list_out
+                cost_lists["list_cost"][i] = list_in + list_out + _exact_fee(group.listed, used)
                 for kind, rate in zip(KINDS, list_rates, strict=True):
                     list_lists[kind][i] = rate
         return ({kind: pa.array(values, MONEY) for kind, values in unit_lists.items()},
@@ -303,6 +338,13 @@ class _Tables:
                               for p, s in zip(prices, segments, strict=True)], dtype=np.int8)
         self.rates = np.zeros((len(prices), width, len(KINDS)), dtype=np.int64)
         self.thresholds = np.full((len(prices), max(width - 1, 1)), np.iinfo(np.int64).max, dtype=np.int64)
+        self.fee_rates = np.zeros((len(prices), len(FEE_KINDS)), dtype=np.int64)
+        for g, price in enumerate(prices):
+            units = [fee.scaleb(COST_DIGITS) for fee in price.fees] if price.priced else []
+            if any(u != u.to_integral_value() or u > MAX_FEE_UNITS for u in units):
+                self.path[g] = EXACT  # a fee finer than 1e-12 USD, or above the int64 bound
+            elif units:
+                self.fee_rates[g] = [int(u) for u in units]
         for g, found in enumerate(segments):
             if found is None:
                 continue
@@ -335,6 +377,14 @@ class _Tables:
         output_units = (out - reasoning) * rates[:, 4] + reasoning * rates[:, 5]
         return rates, segment, (input_units, output_units)
 
+    def fee_units(self, price_of: np.ndarray, calls: list[np.ndarray]) -> np.ndarray:
+        """Each call's fees in 1e-12 USD (kinds no price charges skipped)."""
+        units = np.zeros(len(price_of), dtype=np.int64)
+        for k in np.flatnonzero(self.fee_rates.any(axis=0)).tolist():
+            if calls[k].any():  # most batches make no tool calls at all
+                units += calls[k] * self.fee_rates[price_of, k]
+        return units
+
 
 def _exact_cost(price: CatalogPrice, counts: dict[str, int]) -> tuple[Decimal, Decimal, tuple[Decimal | None, ...]]:
     if price.card is not None:
@@ -356,6 +406,32 @@ def _exact_cost(price: CatalogPrice, counts: dict[str, int]) -> tuple[Decimal, D
     return _q(input_cost), _q(output_cost), rates
 
 
+def _exact_fee(price: CatalogPrice, used: list[int]) -> Decimal:
+    return _q(sum((n * fee for n, fee in zip(used, price.fees, strict=True)), Decimal(0)))
+
+
+def _fee_prices(prices: list[CatalogPrice], price_of: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
+    """The per-call fee columns (USD per call of each kind): each price's fees converted once, then gathered.
+
+    Most kinds are charged by no price of a batch: their column is 0 (NULL where unpriced), made once.
+    """
+    take = pa.array(price_of)
+    zeros = None
+    columns = {}
+    for k, kind in enumerate(FEE_KINDS):
+        if any(p.fees[k] for p in prices if p.priced):
+            columns[kind] = pa.array([_q(p.fees[k]) if p.priced else None for p in prices], MONEY).take(take)
+        else:
+            columns[kind] = zeros = zeros if zeros is not None else _zeros(valid)
+    return columns
+
+
+def _zeros(valid: np.ndarray) -> pa.Array:
+    """0 USD where ``valid``, NULL elsewhere."""
+    zero = pa.repeat(pa.scalar(Decimal(0), MONEY), len(valid))
+    return zero if valid.all() else pc.if_else(pa.array(valid, pa.bool_()), zero, pa.scalar(None, MONEY))
+
+
 def _q(value: Decimal) -> Decimal:
     return value.quantize(_QUANTUM)
 
@@ -374,56 +450,3 @@ def _unit_prices(rates: np.ndarray, price_of: np.ndarray, segment: np.ndarray, v
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     take = pa.array(inverse.astype(np.int32))
     return {kind: _money(rates[first, k], RATE_DIGITS, valid[first]).take(take) for k, kind in enumerate(KINDS)}
-
-
-def _taken(values: Sequence[Any] | pa.Array, rows: np.ndarray) -> list[Any]:
-    """``values`` at ``rows``, as Python objects."""
-    if isinstance(values, pa.Array):
-        return values.take(pa.array(rows)).to_pylist()
-    return [values[r] for r in rows.tolist()]
-
-
-def _codes(values: Sequence[Any] | pa.Array, keep: set[str] | None = None) -> tuple[np.ndarray, int]:
-    """Dense integer codes for a string column (null is a value of its own) and how many there are.
-
-    With ``keep``, every value not in it counts as null.
-    """
-    array = values if isinstance(values, pa.Array) else pa.array(values, pa.string())
-    if keep is not None:
-        array = pc.if_else(pc.is_in(array, pa.array(sorted(keep), pa.string())), array,
-                           pa.scalar(None, pa.string()))
-    encoded = array.dictionary_encode()
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-    return codes, len(encoded.dictionary) + 1
-
-
-def _group(cols: UsageColumns, *, teams: set[str], customers: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(group index of each call, one representative call per group)."""
-    n = len(cols)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    minutes = cols.ts_ms // 60_000
-    parts = [_codes(cols.provider), _codes(cols.model), _codes(cols.mode), _codes(cols.service_tier),
-             (minutes - minutes.min(), int(minutes.max() - minutes.min()) + 1)]
-    if teams:
-        parts.append(_codes(cols.team, teams))
-    if customers:
-        parts.append(_codes(cols.customer, customers))
-    key = np.zeros(n, dtype=np.int64)
-    size = 1
-    for codes, cardinality in parts:
-        if size * cardinality >= 2**62:  # re-number the groups so far densely before going on
-            key = np.unique(key, return_inverse=True)[1].astype(np.int64)
-            size = int(key.max()) + 1
-        key = key * cardinality + codes
-        size *= cardinality
-    if size <= 4 * n + 1_000_000:  # dense keys: factorise in O(n)
-        present = np.zeros(size, dtype=bool)
-        present[key] = True
-        ids = np.cumsum(present) - 1
-        group_of = ids[key]
-    else:
-        group_of = np.unique(key, return_inverse=True)[1].reshape(-1)
-    rep = np.empty(int(group_of.max()) + 1, dtype=np.int64)
-    rep[group_of[::-1]] = np.arange(n - 1, -1, -1)  # the first call of each group
-    return group_of, rep

@@ -7,8 +7,8 @@ the providers publish). Unset rates fall back the way genai-prices bills them: a
 cache read or write without its own price is ordinary input, a 1-hour cache write
 without one is a cache write, reasoning without one is output.
 
-Prices with parts a rate card does not model and that apply to a text call (a
-per-request fee, per-character or per-message input) give no card: those models
+Prices with parts a rate card does not model and that apply to a text call
+(per-character or per-message input) give no card: those models
 are priced by genai-prices' own calculation, event by event.
 """
 
@@ -19,12 +19,17 @@ from decimal import Decimal
 
 from genai_prices.types import ModelPrice, Tier, TieredPrices
 
+from spendstream.pricing.fees import CATALOG_KEYS
+
 Rate = Decimal | TieredPrices
 KINDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning")
 _PRICE_KEYS = {"input": "input_mtok", "cached_input": "cache_read_mtok", "cache_write": "cache_write_mtok",
                "cache_write_1h": "cache_write_1h_mtok", "output": "output_mtok", "reasoning": "output_reasoning_mtok"}
-# Priced units that apply to a text call but that a rate card cannot express.
-GENERAL_ONLY = {"requests_kcount", "input_text_messages_kcount", "input_mchars"}
+# Every catalog price key a usage event reports a quantity for: tokens, tool calls, requests.
+REPORTED_PRICE_KEYS = frozenset(_PRICE_KEYS.values()) | frozenset(CATALOG_KEYS.values())
+# Priced units that apply to a text call but that a rate card cannot express (tool and request
+# fees are priced beside the card: spendstream.pricing.fees).
+GENERAL_ONLY = {"input_text_messages_kcount", "input_mchars"}
 
 
 @dataclass(frozen=True, slots=True)

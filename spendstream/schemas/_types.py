@@ -46,3 +46,8 @@ def decimal_text(amount: Decimal | float | int | str) -> str:
         raise ValueError(f"{text[:45]!r} is not a cost the contract holds exactly "
                          "(non-negative, at most 20 integer and 18 decimal digits)")
     return text
+
+# Server-side tool calls of one model call (web searches, code executions...). Providers cap
+# them per request far below this; the bound keeps a corrupt count from becoming a huge bill.
+MAX_CALLS = 100_000
+CallCount = Annotated[int, Field(ge=0, le=MAX_CALLS, strict=True)]

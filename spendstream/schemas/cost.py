@@ -40,9 +40,18 @@ class CostRecord(BaseModel):
     output_price_per_mtok: Decimal | None = None
     reasoning_price_per_mtok: Decimal | None = None
 
+    web_search_price_per_call: Decimal | None = None
+    web_fetch_price_per_call: Decimal | None = None
+    file_search_price_per_call: Decimal | None = None
+    code_execution_price_per_call: Decimal | None = None
+    request_price_per_call: Decimal | None = None
+
     input_cost: Decimal | None = Field(default=None,
                                        description="Every input-side token: uncached, cached, cache write.")
     output_cost: Decimal | None = Field(default=None, description="Every output-side token, reasoning included.")
-    total_cost: Decimal | None = None
+    fee_cost: Decimal | None = Field(default=None, description=(
+        "Non-token charges: server-side tool calls (web search, file search, code execution, web fetch) "
+        "and per-request fees."))
+    total_cost: Decimal | None = Field(default=None, description="input_cost + output_cost + fee_cost.")
     list_cost: Decimal | None = Field(default=None, description=(
         "What the catalog's list price would have charged (FOCUS ListCost); total_cost is the effective cost."))

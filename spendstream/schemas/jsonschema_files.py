@@ -14,8 +14,9 @@ from spendstream.schemas.ledger import LedgerEntry
 from spendstream.schemas.usage import UsageEvent
 
 SCHEMA_DIR = Path(__file__).with_name("jsonschema")
+# usage_event.v1.json stays beside them as it was published: what version 1 senders validate against.
 PUBLISHED: dict[str, type[BaseModel]] = {
-    "usage_event.v1.json": UsageEvent,
+    "usage_event.v2.json": UsageEvent,
     "gpu_sample.v1.json": GpuSample,
     "cost_record.v1.json": CostRecord,
     "alert.v1.json": Alert,

@@ -1,4 +1,16 @@
-"""UsageEvent v1: one attempt of one model call.
+"""UsageEvent: one attempt of one model call.
+
+Versions (``schema_version``; every older event stays valid, its newer fields at
+their defaults):
+
+- **1**: tokens, attribution, status, latency, prefix fingerprint.
+- **2** (the default): server-side tool calls the provider bills per call
+  (``web_search_calls``, ``web_fetch_calls``, ``file_search_calls``,
+  ``code_execution_calls``) and where the call was served (``region``,
+  ``inference_profile``), and what the provider says the call cost
+  (``provider_cost_usd``, ``provider_cost_source``). A version 1 event did not
+  report these: its 0 calls mean "not reported", which the stored
+  ``schema_version`` tells apart.
 
 Token fields have one meaning whatever the provider reports (the emitter's
 adapters normalise into it):
@@ -17,10 +29,6 @@ Money a provider reports itself (``provider_cost_usd``, e.g. OpenRouter's
 ``usage.cost`` or a gateway's cost header) travels as decimal text, not a JSON
 number: a number is read as a binary float by most decoders, and the amount must
 arrive with exactly the digits the provider sent (see ``DecimalText``).
-
-Schema history (every addition is optional, so every earlier v1 event stays valid,
-and a consumer of an older v1 keeps the new fields in ``extra``):
-- v1 + provider cost (issue 20): ``provider_cost_usd``, ``provider_cost_source``.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spendstream.schemas._types import DecimalText, Identifier, Label, OptionalCount, TokenCount
+from spendstream.schemas._types import CallCount, DecimalText, Identifier, Label, OptionalCount, TokenCount
 
 MAX_TAGS = 32
 MAX_TAG_KEY_CHARS = 64
@@ -74,7 +82,8 @@ class UsageEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, title="UsageEvent", json_schema_extra=_wire_required)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = Field(default=2, description=(
+        "The contract version the sender wrote: 1, or 2 (tool calls, region and inference profile)."))
     event_id: Identifier = Field(default_factory=_new_id)
     ts: AwareDatetime = Field(default_factory=_now, description="When the call started (UTC or any zone).")
     request_id: Identifier | None = Field(default=None, description="Shared by every attempt of one logical call.")
@@ -115,6 +124,22 @@ class UsageEvent(BaseModel):
     max_tokens: OptionalCount = None
     service: Label = None
 
+    # -- since schema_version 2 --
+    web_search_calls: CallCount = Field(default=0, description=(
+        "Server-side web searches (Anthropic server_tool_use.web_search_requests, OpenAI web_search_call "
+        "items, Gemini grounding search queries)."))
+    web_fetch_calls: CallCount = Field(default=0, description="Server-side web fetches (Anthropic web_fetch).")
+    file_search_calls: CallCount = Field(default=0, description="Server-side file/vector-store searches "
+                                                                 "(OpenAI file_search_call items).")
+    code_execution_calls: CallCount = Field(default=0, description=(
+        "Server-side code executions (OpenAI code_interpreter_call items, Anthropic code execution tool uses)."))
+    region: Label = Field(default=None, description=(
+        "Where the provider served the call, as it names it: us-east-1, europe-west4, eastus2, us (Anthropic "
+        "inference_geo)."))
+    inference_profile: Label = Field(default=None, description=(
+        "How the call was routed across regions, as the provider names it: a Bedrock inference profile "
+        "(us.anthropic.…, global.anthropic.…) or its ARN, Vertex AI's global endpoint, an Azure deployment "
+        "type (global, datazone, regional)."))
     provider_cost_usd: DecimalText = Field(default=None, description=(
         "What the provider (or a gateway) says this call cost, in USD, as decimal text exactly as reported "
         "(e.g. OpenRouter usage.cost \"0.000123\"); stored beside the computed cost, never in its place unless "

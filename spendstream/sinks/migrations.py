@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
 from spendstream.sinks import billing, gpu_views, reader_views, rollups
 from spendstream.sinks.regrain import regrain
@@ -23,6 +24,7 @@ from spendstream.sinks.store import Store
 log = logging.getLogger(__name__)
 
 MONEY = "Decimal(38, 18)"
+CALL_COLUMNS = ("web_search_calls", "web_fetch_calls", "file_search_calls", "code_execution_calls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +531,25 @@ MIGRATIONS: tuple[Migration, ...] = (
               gpu_views.STATEMENTS),
     Migration(14, "money II: provider cost and billing policy, invoice lines, resale price book and margins", (
         *billing.MONEY_II,
+    )),
+    Migration(15, "UsageEvent v2: tool calls, region and inference profile; non-token fees priced", (
+        # rows stored before this migration came from version 1 events
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS schema_version UInt16 DEFAULT 1 AFTER event_id",
+        *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS {name} UInt32 DEFAULT 0 AFTER reasoning_tokens"
+          for name in reversed(CALL_COLUMNS)),
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS region LowCardinality(Nullable(String)) "
+        "AFTER service_tier",
+        "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS inference_profile LowCardinality(Nullable(String)) "
+        "AFTER region",
+        # Tool and request fees: their own cost line, part of total_cost (and list_cost), with the
+        # fee per call of each kind that applied and the catalog's list fee. Rows priced before
+        # this migration had no fee line: 0 where priced, NULL where not.
+        f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS fee_cost Nullable({MONEY}) "
+        "DEFAULT if(priced, 0, NULL) AFTER output_cost",
+        *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS {kind}_price_per_call Nullable({MONEY}) "
+          "AFTER reasoning_price_per_mtok" for kind in reversed(FEE_KINDS)),
+        *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS list_{kind}_price_per_call Nullable({MONEY}) "
+          "AFTER list_cost" for kind in reversed(FEE_KINDS)),
     )),
 )
 

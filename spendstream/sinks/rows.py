@@ -12,6 +12,7 @@ import pyarrow as pa
 from spendstream.batches import BatchResult, DeadLetter, contract_columns
 from spendstream.pricing.deployments import Deployment
 from spendstream.pricing.engine import PricedBatch
+from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
 from spendstream.schemas.alert import Alert
 from spendstream.schemas.gpu import GpuSample
@@ -28,7 +29,7 @@ DEAD_LETTER_SCHEMA = pa.schema([
 
 # Per-call columns taken from the PricedBatch as they are.
 PRICE_COLUMNS = ("priced", "unpriced_reason", "price_model_id", "price_provider_id", "price_source", "override_id",
-                 "input_cost", "output_cost", "total_cost", "list_cost")
+                 "input_cost", "output_cost", "fee_cost", "total_cost", "list_cost")
 
 
 def usage_table(batch: BatchResult, *, now: datetime | None = None, billing_policy: str = "computed") -> pa.Table:
@@ -50,6 +51,8 @@ def price_columns(priced: PricedBatch) -> dict[str, pa.Array]:
     columns = {name: getattr(priced, name) for name in PRICE_COLUMNS}
     columns |= {f"{kind}_price_per_mtok": priced.unit_prices[kind] for kind in KINDS}
     columns |= {f"list_{kind}_price_per_mtok": priced.list_unit_prices[kind] for kind in KINDS}
+    columns |= {f"{kind}_price_per_call": priced.fee_prices[kind] for kind in FEE_KINDS}
+    columns |= {f"list_{kind}_price_per_call": priced.list_fee_prices[kind] for kind in FEE_KINDS}
     columns |= {name: pa.repeat(pa.scalar(getattr(priced, name), pa.string()), n)
                 for name in ("catalog", "catalog_version", "overrides_version")}
     return columns
