@@ -130,8 +130,8 @@ def test_provider_cost_that_a_money_column_cannot_hold_exactly_is_refused(amount
 
 
 def test_a_column_mapping_naming_no_field_is_refused() -> None:
-    with pytest.raises(ValueError, match="UsageEvent has no field 'region'"):
-        contract_columns(UsageEvent, stored_elsewhere={"region": "gone"})
+    with pytest.raises(ValueError, match="UsageEvent has no field 'zone'"):
+        contract_columns(UsageEvent, stored_elsewhere={"zone": "gone"})
 
 
 @pytest.mark.parametrize(("amount", "text"), [(1e-05, "0.00001"), (0.000123, "0.000123"), (Decimal("2.50"), "2.5"),
