@@ -205,8 +205,16 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     from spendstream.focus import export_focus
 
     since, until = _window(args)
-    result = _with_store(settings, "spendstream export", lambda store: export_focus(store, since, until, args.out))
-    print(f"wrote {result.rows:,} FOCUS rows to {result.path} (EffectiveCost ${result.effective_cost:,.6f})")
+    result = _on_store(settings, "spendstream export", lambda store: export_focus(
+        store, since, until, args.out, billing_accounts=settings.focus_billing_accounts))
+    if not result.rows:
+        print(f"no priced usage from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: "
+              f"wrote {result.path} with the FOCUS columns and no rows")
+    else:
+        print(f"wrote {result.rows:,} FOCUS rows to {result.path} (EffectiveCost ${result.effective_cost:,.6f})")
+    if result.unassigned_providers:
+        print(f"  BillingAccountId is unassigned:<provider> for {', '.join(result.unassigned_providers)}: set "
+              "SPENDSTREAM_FOCUS_BILLING_ACCOUNTS to the account ids they bill you under")
     if result.unpriced_left_out:
         print(f"  left out {result.unpriced_left_out:,} unpriced events (no price to report; see "
               "`spendstream sql \"SELECT model, count() FROM usage_events FINAL WHERE NOT priced GROUP BY model\"`)")

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         "Days the minute and hour rollups are kept; unset keeps them forever. At least the raw retention."))
     dead_letter_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
         "Days dead letters (and their replays) are kept; unset keeps them forever."))
+    focus_billing_accounts: dict[str, str] = Field(default_factory=dict, description=(
+        "JSON: the account each provider bills you under, by catalog provider id, for FOCUS's BillingAccountId, "
+        "e.g. {\"openai\": \"org-…\", \"anthropic\": \"…\", \"*\": \"…\"} (\"*\": any other provider); "
+        "a provider with none exports as unassigned:<provider>."))
     log_level: str = "info"
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")
