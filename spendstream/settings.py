@@ -10,15 +10,29 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # A TTL past 2106 overflows ClickHouse's DateTime and would expire every row at once.
 MAX_RETENTION_DAYS = 18_250
 
+_CONFIG = SettingsConfigDict(env_prefix="SPENDSTREAM_", frozen=True, extra="ignore")
 
-class Settings(BaseSettings):
-    """Configuration at the edge. Every field is an environment variable ``SPENDSTREAM_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="SPENDSTREAM_", frozen=True, extra="ignore")
+class KafkaSettings(BaseSettings):
+    """Where the pipeline's records travel: Kafka and its topics."""
+
+    model_config = _CONFIG
 
     kafka_bootstrap: str | None = Field(
         default=None, description="host:port[,host:port]; unset means start a local broker (tansu)."
     )
+    usage_topic: str = "spendstream.usage"
+    ledger_topic: str = Field(default="spendstream.ledger", description="Where emitters report what they delivered.")
+    gpu_topic: str = Field(default="spendstream.gpu", description="Where GPU exporters send GpuSamples.")
+    topic_partitions: int = Field(default=8, ge=1, description="Fixed at topic creation; caps the worker count.")
+    consumer_group: str = "spendstream"
+
+
+class StoreSettings(BaseSettings):
+    """Where usage is stored: embedded chdb, a `spendstream store` process or a ClickHouse server, and for how long."""
+
+    model_config = _CONFIG
+
     clickhouse_url: SecretStr | None = Field(
         default=None, description="http://user:pass@host:8123/db for a ClickHouse server; unset means embedded chdb."
     )
@@ -27,22 +41,57 @@ class Settings(BaseSettings):
     clickhouse_cluster: str | None = Field(default=None, description=(
         "Run migrations ON CLUSTER with Replicated engines (one shard, many replicas)."))
     data_dir: Path = Field(default=Path("spendstream-data"), description="Where embedded chdb keeps its data.")
-    usage_topic: str = "spendstream.usage"
-    ledger_topic: str = Field(default="spendstream.ledger", description="Where emitters report what they delivered.")
-    gpu_topic: str = Field(default="spendstream.gpu", description="Where GPU exporters send GpuSamples.")
-    deployments_file: Path | None = Field(default=None, description=(
-        "YAML: self-hosted deployments with GPU type, count and hourly price; see docs/gpu.md."))
-    topic_partitions: int = Field(default=8, ge=1, description="Fixed at topic creation; caps the worker count.")
-    consumer_group: str = "spendstream"
+    startup_timeout_s: float = Field(default=300.0, ge=0, description=(
+        "How long a worker or `spendstream store` waits at start-up for Kafka, ClickHouse and the embedded "
+        "data directory to answer before it exits with one clear error; 0 waits forever."))
+    raw_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
+        "Days raw usage events (and conflicts, corrections) are kept; unset keeps them forever. Re-pricing "
+        "needs the raw events of the period it re-prices."))
+    rollup_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
+        "Days the minute and hour rollups are kept; unset keeps them forever. At least the raw retention."))
+    dead_letter_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
+        "Days dead letters (and their replays) are kept; unset keeps them forever."))
+
+
+class LoopbackSettings(BaseSettings):
+    """The loopback HTTP port a worker or `spendstream store` serves queries and health on."""
+
+    model_config = _CONFIG
+
+    web_port: int = Field(default=0, ge=0,
+                          description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
+
+
+class PipelineSettings(BaseSettings):
+    """How a worker batches, prices, attributes, deduplicates and rolls up."""
+
+    model_config = _CONFIG
+
     batch_max_records: int = Field(default=100, ge=1, description=(
         "Kafka records per sink write at most (a block holds up to 1,000 events; a backlog fills the batch)."))
     batch_max_wait_s: float = Field(default=0.5, gt=0)
-    web_port: int = Field(default=0, ge=0,
-                          description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
     overrides_file: Path | None = Field(
         default=None,
         description="YAML/JSON price overrides (negotiated, fine-tuned, self-hosted); see docs/pricing.md.",
     )
+    deployments_file: Path | None = Field(default=None, description=(
+        "YAML: self-hosted deployments with GPU type, count and hourly price; see docs/gpu.md."))
+    tag_value_limit: int = Field(default=1000, ge=1, description=(
+        "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
+    dedup_horizon_s: float = Field(default=0.0, ge=0, description=(
+        "A copy of a stored event_id whose ts lies within this many seconds of the stored copy's is the same "
+        "event (identical: a re-delivery; different: a conflict, recorded and not applied); 0: only copies with "
+        "the same ts, which every re-delivery and re-send of an event has. Each batch's check reads the raw "
+        "events of its time range widened by this on both sides: at 50k events/s, 60 s is 6M rows a batch."))
+    rollup_interval_s: float = Field(default=1.0, gt=0, description=(
+        "How often the group's leader recomputes the rollup periods new events touched (sinks/rollups.py)."))
+
+
+class AlertSettings(BaseSettings):
+    """Detection and alert delivery."""
+
+    model_config = _CONFIG
+
     alert_routes: Path | None = Field(default=None, description=(
         "YAML: alert destinations (Slack, PagerDuty, webhook) and which alerts go where; see docs/alerts.md."))
     budgets_file: Path | None = Field(default=None, description=(
@@ -57,30 +106,29 @@ class Settings(BaseSettings):
     alert_request_timeout_s: float = Field(default=10.0, gt=0, description=(
         "Seconds a worker waits for one destination to answer (at most what is left of the pass). A receiver "
         "that accepts a request after the sender gave up on it gets that alert again on a later pass."))
-    tag_value_limit: int = Field(default=1000, ge=1, description=(
-        "Distinct values a free tag key may have per worker before new ones are stored as __other__."))
-    dedup_horizon_s: float = Field(default=0.0, ge=0, description=(
-        "A copy of a stored event_id whose ts lies within this many seconds of the stored copy's is the same "
-        "event (identical: a re-delivery; different: a conflict, recorded and not applied); 0: only copies with "
-        "the same ts, which every re-delivery and re-send of an event has. Each batch's check reads the raw "
-        "events of its time range widened by this on both sides: at 50k events/s, 60 s is 6M rows a batch."))
-    startup_timeout_s: float = Field(default=300.0, ge=0, description=(
-        "How long a worker or `spendstream store` waits at start-up for Kafka, ClickHouse and the embedded "
-        "data directory to answer before it exits with one clear error; 0 waits forever."))
-    rollup_interval_s: float = Field(default=1.0, gt=0, description=(
-        "How often the group's leader recomputes the rollup periods new events touched (sinks/rollups.py)."))
-    raw_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
-        "Days raw usage events (and conflicts, corrections) are kept; unset keeps them forever. Re-pricing "
-        "needs the raw events of the period it re-prices."))
-    rollup_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
-        "Days the minute and hour rollups are kept; unset keeps them forever. At least the raw retention."))
-    dead_letter_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS, description=(
-        "Days dead letters (and their replays) are kept; unset keeps them forever."))
+
+
+class ExportSettings(BaseSettings):
+    """What exports say about you that the events do not."""
+
+    model_config = _CONFIG
+
     focus_billing_accounts: dict[str, str] = Field(default_factory=dict, description=(
         "JSON: the account each provider bills you under, by catalog provider id, for FOCUS's BillingAccountId, "
         "e.g. {\"openai\": \"org-…\", \"anthropic\": \"…\", \"*\": \"…\"} (\"*\": any other provider); "
         "a provider with none exports as unassigned:<provider>."))
-    log_level: str = "info"
+
+
+class Settings(KafkaSettings, StoreSettings, LoopbackSettings, PipelineSettings, AlertSettings, ExportSettings):
+    """Configuration at the edge. Every field is an environment variable ``SPENDSTREAM_<NAME>``.
+
+    The groups it is made of say which commands read what (``spendstream worker --help``
+    lists them from :data:`COMMAND_SETTINGS`).
+    """
+
+    model_config = _CONFIG
+
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
 
     @field_validator("overrides_file", "deployments_file", "alert_routes", "budgets_file", mode="before")
     @classmethod
@@ -91,3 +139,12 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when this process opens the embedded data directory itself."""
         return self.clickhouse_url is None and self.store_url is None
+
+
+# The settings groups each long-running command reads, beside ``log_level``: their --help lists these variables.
+COMMAND_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
+    "up": (KafkaSettings, StoreSettings, LoopbackSettings, PipelineSettings, AlertSettings),
+    "worker": (KafkaSettings, StoreSettings, LoopbackSettings, PipelineSettings, AlertSettings),
+    "store": (StoreSettings, LoopbackSettings),
+    "notify": (StoreSettings, AlertSettings),
+}
