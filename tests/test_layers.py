@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"pricing"},
     {"sinks"},
     {"startup", "detect", "reprice", "reconcile", "focus", "advisor"},
-    {"agents", "alerting", "report"},
+    {"agents", "alerting", "report", "report_charts"},
     {"demo", "replay"},
     {"cli", "__main__"},
 ]
