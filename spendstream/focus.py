@@ -108,9 +108,13 @@ _METERS = "[" + ", ".join([
 ]) + "]"
 
 # The event's free tags, then its attribution under the prefixed scheme; empty attribution is left out.
-_TAGS = (f"toJSONString(mapUpdate(tags, mapFilter((k, v) -> v != '', map("
+# toJSONString writes every "/" as the escape \/, which JSON allows but does not need: each \/ is turned back
+# into "/" (a backslash of the value is itself escaped, \\, so no \/ belongs to one). Done here rather than by
+# a SETTINGS clause, which a read-only session refuses.
+_TAGS = (f"replaceAll(toJSONString(mapUpdate(tags, mapFilter((k, v) -> v != '', map("
          f"'{TAG_PREFIX}team', ifNull(team, ''), '{TAG_PREFIX}feature', ifNull(feature, ''), "
-         f"'{TAG_PREFIX}customer', ifNull(customer, ''), '{TAG_PREFIX}environment', ifNull(environment, '')))))")
+         f"'{TAG_PREFIX}customer', ifNull(customer, ''), '{TAG_PREFIX}environment', ifNull(environment, ''))))), "
+         "'\\\\/', '/')")
 
 QUERY = f"""
 SELECT
@@ -136,7 +140,6 @@ WHERE priced AND ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime6
 GROUP BY period_start, month_start, provider_id, model_id, mode, tier, price_source, team, feature, customer,
          environment, tags_json, meter, unit_price, list_unit_price
 ORDER BY period_start, provider_id, model_id, team, feature, customer, tags_json, meter
-SETTINGS output_format_json_escape_forward_slashes = 0
 """
 
 

@@ -151,7 +151,8 @@ UNIT = re.compile(r"^([1-9]\d* )?[A-Z][A-Za-z]*$")
 
 def _focus_events(day: datetime) -> list[dict]:
     events = _events(day)
-    events[0] |= {"tags": {"cost-center": "cc-42", "project": "search/v2"}, "environment": "prod"}
+    events[0] |= {"tags": {"cost-center": "cc-42", "project": "search/v2", "path": "C:\\runs\\/7"},
+                  "environment": "prod"}
     events[1] |= {"cached_input_tokens": 400_000, "output_tokens": 50_000, "reasoning_tokens": 20_000}
     events[2] |= {"provider": "anthropic", "model": "claude-3-5-sonnet-20241022", "cached_input_tokens": 300_000,
                   "cache_write_tokens": 200_000, "cache_write_1h_tokens": 50_000}
@@ -261,7 +262,8 @@ def test_focus_export_conforms_to_the_focus_1_3_column_rules(embedded_store, tmp
     assert by_provider == {"OpenAI": "org-Abc123", "Anthropic": "acct-0001"}
     assert result.unassigned_providers == ()
     tagged = [_tags(r["Tags"]) for r in rows if r["x_Environment"] == "prod"]
-    assert tagged and all(t == {"cost-center": "cc-42", "project": "search/v2", "spendstream/team": "search",
+    assert tagged and all(t == {"cost-center": "cc-42", "project": "search/v2", "path": "C:\\runs\\/7",
+                                "spendstream/team": "search",
                                 "spendstream/customer": "acme", "spendstream/environment": "prod"} for t in tagged)
     assert '"search/v2"' in (tmp_path / "focus.csv").read_text().replace('""', '"')  # no JSON-escaped slashes
     # consumedquantity.md: the input meter does not count the tokens its cache-read/write meters count
