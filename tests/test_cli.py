@@ -68,6 +68,11 @@ def test_sql_answers_while_up_is_running(tmp_path) -> None:
         assert exposed.returncode == 1 and "mode 0600" in exposed.stderr
         secret.chmod(0o600)
         assert _cli("sql", "EXISTS TABLE sneaky", "--format", "CSV", env=env).stdout == "0\n"
+        # the commands that only read ask the worker too, and say when there is nothing
+        exported = _cli("export", "focus", "--since", "1d", "--out", str(tmp_path / "focus.csv"), env=env)
+        assert exported.returncode == 0 and "no priced usage" in exported.stdout, exported.stderr
+        dry = _cli("reprice", "--since", "1d", "--dry-run", env=env)
+        assert dry.returncode == 0 and "nothing to re-price" in dry.stdout, dry.stderr
         broker_pid = _child_tansu_pid(up.pid)
         assert broker_pid is not None
     finally:
