@@ -102,7 +102,9 @@ def stacked_bars(periods: Sequence[str], series: dict[str, list[float]], markers
             "encoding": {"x": _period_axis(periods),
                          "y": {"field": "value", "type": "quantitative", "aggregate": "sum", "title": title,
                                "axis": {"format": unit}},
-                         "color": {"field": "series", "type": "nominal", "title": None},
+                         # one series needs no legend: the caption and the axis title name it
+                         "color": {"field": "series", "type": "nominal", "title": None,
+                                   **({"legend": None} if len(series) == 1 else {})},
                          "tooltip": [{"field": "period"}, {"field": "series"},
                                      {"field": "value", "aggregate": "sum", "format": unit}]}}
     marks = [{"period": p, "alert": text} for at, text in markers if (p := nearest(periods, at)) is not None]
