@@ -24,8 +24,8 @@ import vl_convert
 NARROW_PX, WIDE_PX = 358, 780
 HEIGHT_PX = 240
 AXIS_ROOM_PX = 80  # a y axis's labels and title, beside a plot in a stack of views
-# room around a drawing: a last time label centred on its band may reach past the plot
-PADDING_PX = 12
+PADDING_PX = 8
+LABEL_ROOM_PX = 32  # half a time label ("11-30 14:00")
 # Liberation Sans is metric-compatible with Arial and Helvetica: text measured here keeps its width
 # wherever the report is opened.
 FONT = "Liberation Sans, Arial, Helvetica, sans-serif"
@@ -54,10 +54,14 @@ def render(spec: dict[str, Any], label: str) -> Chart:
 
 def _svg(spec: dict[str, Any], width_px: int, label: str) -> str:
     # Vega-Lite fits only single views to a width; a stack of views gets its plots' width less the axis room.
+    # There the last time label, centred on its band, may reach past the plot: the right padding makes room.
     composed = "vconcat" in spec
     autosize = {"type": "pad"} if composed else {"type": "fit", "contains": "padding"}
+    padding = {"left": PADDING_PX, "top": PADDING_PX, "bottom": PADDING_PX,
+               "right": PADDING_PX + (LABEL_ROOM_PX if composed else 0)}
     full = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "config": _CONFIG, "autosize": autosize,
-            "padding": PADDING_PX, **_sized(spec, width_px - AXIS_ROOM_PX if composed else width_px)}
+            "padding": padding,
+            **_sized(spec, width_px - AXIS_ROOM_PX - LABEL_ROOM_PX if composed else width_px)}
     svg = vl_convert.vegalite_to_svg(full)
     # The page scales the drawing to its column (CSS); the viewBox keeps its proportions.
     svg = re.sub(r'^<svg([^>]*?) width="[\d.]+" height="[\d.]+"', r"<svg\1", svg, count=1)
@@ -82,13 +86,11 @@ def empty(message: str) -> dict[str, Any]:
 
 def _period_axis(periods: Sequence[str]) -> dict[str, Any]:
     """The time axis: every bucket of the period, those without data too; "2026-11-30 14:00:00" is labelled
-    "11-30 14:00", and Vega drops labels that would overlap (``datum.index`` runs from 0 to 1 along it)."""
+    "11-30 14:00", and Vega drops labels that would overlap."""
     return {"field": "period", "type": "ordinal", "title": None, "sort": list(periods),
             "scale": {"domain": list(periods)},
             "axis": {"labelExpr": "slice(datum.label, 5, 16)", "labelAngle": 0, "labelOverlap": "greedy",
-                     "labelPadding": 4,
-                     # the first and last labels lean inwards, so neither reaches past the drawing
-                     "labelAlign": {"expr": "datum.index == 0 ? 'left' : datum.index == 1 ? 'right' : 'center'"}}}
+                     "labelPadding": 4}}
 
 
 def stacked_bars(periods: Sequence[str], series: dict[str, list[float]], markers: Sequence[tuple[str, str]] = (),
