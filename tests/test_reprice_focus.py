@@ -132,7 +132,12 @@ def test_focus_export_has_the_spec_columns_and_adds_up(embedded_store, tmp_path)
 
 
 # FOCUS 1.3 column rules (FinOps-Open-Cost-and-Usage-Spec/FOCUS_Spec, specification/datasets/cost_and_usage/columns/
-# <column>.md and specification/attributes/<attribute>.md), as the tests below check them.
+# <column>.md and specification/attributes/<attribute>.md), as the tests below check them. Read at these commits:
+# columns billingaccountid 009d5342, billingperiodstart 02645d23, chargeclass 0eccf797, chargeperiodend
+# 364ab2ca, consumedquantity 02d35f86, contractedcost 07fd7f98, contractedunitprice 027dc699, effectivecost
+# 01d1432a, listcost 04a40c5a, pricingquantity 01705c17, servicecategory 02645d23, tags 005e8b61; attributes
+# datetime_format 0942b25c, key_value_format 0942b25c, numeric_format 04a7fe8d, unit_format 02ec33df,
+# custom_column_handling 06c0e9f8.
 SPEC_DECIMAL = {"BilledCost", "ContractedCost", "EffectiveCost", "ListCost", "ContractedUnitPrice", "ListUnitPrice",
                 "PricingQuantity", "ConsumedQuantity"}  # "<Column> MUST be of type Decimal"
 SPEC_DATETIME = {"BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd"}
