@@ -1,5 +1,4 @@
-"""The ``spendstream`` command: demo, up, worker, store, sql, reprice, export focus, prices show, report, advise,
-reconcile, invoices import, pricebook load, export stripe, notify, dead-letters replay, gpu-exporter, ingest."""
+"""The ``spendstream`` command line: every command, its help, and the handler behind it."""
 
 from __future__ import annotations
 
@@ -17,9 +16,11 @@ from spendstream.settings import Settings
 log = logging.getLogger("spendstream")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spendstream", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its arguments; the help derives what it can from what is registered."""
+    parser = argparse.ArgumentParser(prog="spendstream", description="Meter what AI inference costs, as it happens.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
 
     demo = commands.add_parser("demo", help="broker + worker, replay the bundled trace, print the cost tables")
     demo.add_argument("--limit", type=int, default=None, help="replay only the first N trace requests")
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
     show = prices_commands.add_parser("show", help="unit prices of one model at an instant")
     show.add_argument("model", help="as services send it, e.g. gpt-4o, azure/gpt-4o, us.anthropic.claude-…")
-    show.add_argument("--provider", default=None, help="e.g. openai, anthropic, google, bedrock (default: guessed "
-                                                       "from a gateway prefix, else openai)")
+    show.add_argument("--provider", default=None, help="e.g. openai, anthropic, google, bedrock (default: a gateway "
+                                                       "prefix's, else the provider the catalog gives the model)")
     show.add_argument("--at", default=None, help="ISO date or datetime (UTC unless a zone is given); default now")
     show.add_argument("--mode", default="realtime", choices=("realtime", "batch"))
     show.add_argument("--service-tier", default=None)
@@ -144,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     gpu.add_argument("--no-nvml", action="store_true", help="do not try the NVIDIA driver")
     gpu.add_argument("--once", action="store_true", help="scrape twice, one interval apart, emit one sample, exit")
 
-    args = parser.parse_args(argv)
+    _describe_commands(parser, commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"demo": _demo, "up": _up, "worker": _worker, "sql": _sql, "reprice": _reprice,
@@ -159,6 +165,40 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"spendstream {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _describe_commands(parser: argparse.ArgumentParser, commands: argparse._SubParsersAction) -> None:
+    """Help derived from what is registered: the commands that have subcommands list them at the top, and the
+    long-running ones list the SPENDSTREAM_* variables of the settings groups they read (settings.COMMAND_SETTINGS)."""
+    from spendstream.settings import COMMAND_SETTINGS
+
+    nested = [f"{name} {sub}" for name, command in commands.choices.items() for action in command._actions
+              if isinstance(action, argparse._SubParsersAction) for sub in action.choices]
+    parser.epilog = ("subcommands: " + ", ".join(nested) + "\n" if nested else "") + (
+        "`spendstream <command> --help` says more; settings are SPENDSTREAM_* environment variables.")
+    for name, groups in COMMAND_SETTINGS.items():
+        command = commands.choices[name]
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+        command.epilog = "environment variables:\n" + "\n".join(_variable_help(groups + (Settings,)))
+
+
+def _variable_help(groups: tuple[type, ...]) -> list[str]:
+    """One entry per field the settings groups declare (a field of several groups once), with its default."""
+    import textwrap
+
+    seen: dict[str, str] = {}
+    for group in groups:
+        own = group.model_fields if group is not Settings else {
+            name: f for name, f in Settings.model_fields.items() if name in Settings.__annotations__}
+        for name, info in own.items():
+            if name in seen:
+                continue
+            default = info.get_default(call_default_factory=True)
+            shown = "unset" if default is None else repr(default) if isinstance(default, str) else str(default)
+            text = f"{info.description or ''} [default: {shown}]".strip()
+            seen[name] = (f"  SPENDSTREAM_{name.upper()}\n"
+                          + textwrap.fill(text, width=96, initial_indent=" " * 6, subsequent_indent=" " * 6))
+    return list(seen.values())
 
 
 class UsageError(Exception):
@@ -212,14 +252,15 @@ def _load_pricer(settings: Settings):
         raise UsageError(f"overrides file is invalid:\n{exc}") from exc
 
 
-def _with_store(settings: Settings, command: str, use):
-    """Run ``use(store)`` on the configured store; a clear message if a worker holds the embedded one."""
+def _with_store(settings: Settings, command: str, use, *, why: str = ""):
+    """Run ``use(store)`` on the configured store; a clear message, ending in ``why``, if it cannot be opened
+    (another process holds the embedded one)."""
     from spendstream.sinks import StoreError, open_store
 
     try:
         store = open_store(settings)
     except StoreError as exc:
-        raise UsageError(f"{exc}. `{command}` writes to the store, so it opens it itself.") from exc
+        raise UsageError(f"{exc}. {why}".rstrip()) from exc
     try:
         from spendstream.sinks.migrations import migrate
 
@@ -234,8 +275,17 @@ def _reprice(settings: Settings, args: argparse.Namespace) -> int:
 
     since, until = _window(args)
     pricer = _load_pricer(settings)
-    summary = _with_store(settings, "spendstream reprice",
-                          lambda store: reprice(store, pricer, since, until, dry_run=args.dry_run))
+
+    def run(store):
+        return reprice(store, pricer, since, until, dry_run=args.dry_run)
+
+    # a dry run writes nothing, so it may ask the process that owns the embedded store
+    summary = _on_store(settings, "spendstream reprice --dry-run", run) if args.dry_run else _with_store(
+        settings, "spendstream reprice", run, why="`spendstream reprice` writes to the store, so it opens it "
+                                                   "itself: stop the worker first, or look with --dry-run")
+    if not summary.examined:
+        print(f"no stored events from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: nothing to re-price")
+        return 0
     verb = "would change" if summary.dry_run else "changed"
     print(f"re-priced {summary.examined:,} events from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: "
           f"{verb} {summary.changed:,}\n"
@@ -272,8 +322,16 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "stripe":
         return _export_stripe(settings, args)
     since, until = _window(args)
-    result = _with_store(settings, "spendstream export", lambda store: export_focus(store, since, until, args.out))
-    print(f"wrote {result.rows:,} FOCUS rows to {result.path} (EffectiveCost ${result.effective_cost:,.6f})")
+    result = _on_store(settings, "spendstream export", lambda store: export_focus(
+        store, since, until, args.out, billing_accounts=settings.focus_billing_accounts))
+    if not result.rows:
+        print(f"no priced usage from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: "
+              f"wrote {result.path} with the FOCUS columns and no rows")
+    else:
+        print(f"wrote {result.rows:,} FOCUS rows to {result.path} (EffectiveCost ${result.effective_cost:,.6f})")
+    if result.unassigned_providers:
+        print(f"  BillingAccountId is unassigned:<provider> for {', '.join(result.unassigned_providers)}: set "
+              "SPENDSTREAM_FOCUS_BILLING_ACCOUNTS to the account ids they bill you under")
     if result.unpriced_left_out:
         print(f"  left out {result.unpriced_left_out:,} unpriced events (no price to report; see "
               "`spendstream sql \"SELECT model, count() FROM usage_events FINAL WHERE NOT priced GROUP BY model\"`)")
@@ -341,7 +399,7 @@ def _prices(settings: Settings, args: argparse.Namespace) -> int:
     at = parse_when(args.at, datetime.now(timezone.utc)) if args.at else datetime.now(timezone.utc)
     at = at.replace(second=0, microsecond=0)
     pricer = _load_pricer(settings)
-    provider = args.provider or ("openai" if "/" not in args.model else "")
+    provider = args.provider if args.provider is not None else _provider_of(pricer, args.model)
     group = pricer.group_price(provider, args.model, at, args.mode, args.service_tier, args.team, args.customer)
     applied, listed = group.applied, group.listed
     print(f"{args.model} ({provider or 'provider from prefix'}) at {at:%Y-%m-%d %H:%M} UTC, mode {args.mode}"
@@ -376,6 +434,23 @@ def _print_fees(applied) -> None:
         print("  USD per call")
         for kind, fee in charged:
             print(f"    {kind:<15} {fee.normalize():f}")
+
+
+def _provider_of(pricer, model: str) -> str:
+    """The provider of ``model`` as `prices show` was given it: "" when a gateway prefix names it (the pricer
+    reads the prefix), else the one the catalog gives the name; a usage error when none or several do."""
+    from spendstream.pricing.normalize import PROVIDER_ALIASES
+
+    head, sep, _ = model.partition("/")
+    if sep and head.lower() in PROVIDER_ALIASES:
+        return ""
+    candidates = pricer.catalog.providers_of(model)
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise UsageError(f"{model!r} is a model of several providers ({', '.join(candidates)}): pass --provider")
+    raise UsageError(f"no provider in the catalog has a model {model!r}: pass --provider (it may still be priced "
+                     "by an override)")
 
 
 def _store_host(settings: Settings, args: argparse.Namespace) -> int:
@@ -455,6 +530,9 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     if args.invoices:
         return _reconcile_invoices(settings, args, since, until)
     intervals = _on_store(settings, "spendstream reconcile", lambda q: reconcile(q, since, until))
+    if not intervals:
+        print(f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: no events emitted, stored or dead-lettered")
+        return 0
     gaps = [i for i in intervals if i.gap]
     emitted, stored = sum(i.emitted for i in intervals), sum(i.stored for i in intervals)
     dead = sum(i.dead_lettered for i in intervals)
@@ -503,6 +581,11 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
     def run(store) -> int:
         replays = dl.select(store, since=since, reason=args.reason, again=args.again, limit=args.limit)
+        if not replays:
+            print(f"no dead letters received since {since:%Y-%m-%d %H:%M} UTC"
+                  + (f" with a reason containing {args.reason!r}" if args.reason else "")
+                  + ("" if args.again else " that were not replayed before"))
+            return 0
         dl.predict(replays, settings, pricer)
         if replays and not args.dry_run:
             started = datetime.now(timezone.utc)
@@ -710,6 +793,8 @@ def _sql(settings: Settings, args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stdout.buffer.write(output)  # as ClickHouse wrote it: binary formats (Parquet, Arrow) too
     sys.stdout.buffer.flush()
+    if not output and args.format.startswith("Pretty"):  # ClickHouse draws no table for no rows
+        print("(no rows)", file=sys.stderr)
     return 0
 
 

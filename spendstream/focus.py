@@ -1,13 +1,28 @@
 """FOCUS 1.3 export: stored usage as FinOps Open Cost and Usage Specification rows.
 
-One row per hour × provider × model × mode/tier × team/feature/customer/environment
+One row per hour × provider × model × mode/tier × attribution and free tags
 × SKU meter: the token types (input, cached input, cache write, 1-hour cache write,
-output, reasoning, in 1M tokens) and the fees (web search, web fetch, file search,
-code execution, request, in calls). ``ListCost`` is what the catalog's list price charges,
-``EffectiveCost`` what applies after negotiated overrides. Costs per meter are
-tokens × unit price, exact in ClickHouse ``Decimal``; they add up to the stored
-``total_cost``. Events priced by the catalog's general calculation (a per-request
-fee) have no per-token unit prices and appear as one ``usage`` meter.
+output, reasoning, in ``1000000 Tokens``) and the fees (web search, web fetch, file
+search, code execution, request, in ``Calls``). ``ListCost`` is what the catalog's
+list price charges, ``ContractedCost`` and ``EffectiveCost`` what applies after
+negotiated overrides (spendstream knows no commitment discounts, so the two are
+equal, and equal to ``BilledCost``). Costs per meter are quantity × unit price,
+exact in ClickHouse ``Decimal``; they add up to the stored ``total_cost``, and each
+cost is its unit price times ``PricingQuantity``. Events priced by the catalog's
+general calculation (a per-request fee) have no per-token unit prices and appear as
+one ``usage`` meter with null unit prices.
+
+``Tags`` is a JSON object: the event's free tags under their own keys, and the
+attribution (team, feature, customer, environment) under ``spendstream/<name>``
+(FOCUS: a second user-defined tag scheme carries a prefix). ``BillingAccountId``
+is the account the provider bills, from ``billing_accounts`` (provider id →
+account id, ``SPENDSTREAM_FOCUS_BILLING_ACCOUNTS``); a provider with none
+configured gets ``unassigned:<provider>`` and is named in
+:attr:`FocusExport.unassigned_providers`.
+
+The rows are built column by column (pyarrow), never row by row. Parquet keeps
+typed columns (``timestamp[ms, UTC]``, ``decimal128``); CSV writes date/times as
+FOCUS's ``YYYY-MM-DDTHH:mm:ssZ``.
 
 Unpriced events have no cost to report: they are left out and counted, so the
 caller can say so (FOCUS cost columns must not be null).
@@ -15,12 +30,14 @@ caller can say so (FOCUS cost columns must not be null).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -40,13 +57,18 @@ FOCUS_MANDATORY = (
 # Conditional and recommended columns that apply to metered token usage.
 FOCUS_CONDITIONAL = (
     "ChargeFrequency", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice", "ListUnitPrice",
-    "PricingCategory", "PricingCurrency", "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceId",
+    "PricingCategory", "PricingCurrency", "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceId", "Tags",
 )
 EXTENSION_COLUMNS = ("x_Team", "x_Feature", "x_Customer", "x_Environment", "x_Model", "x_Mode", "x_ServiceTier",
                      "x_PriceSource")
+DATETIME_COLUMNS = ("BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd")
+# FOCUS DateTimeFormat: extended ISO 8601 in UTC, 'YYYY-MM-DDTHH:mm:ssZ'.
+FOCUS_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
+TAG_PREFIX = "spendstream/"
+UNASSIGNED = "unassigned:"
 
-HOUR = timedelta(hours=1)
-MILLION = Decimal(1_000_000)
+MONEY = pa.decimal128(38, 18)
+TOKENS = pa.decimal128(38, 0)
 
 # Catalog provider id → (service provider, host provider, service name).
 PROVIDERS = {
@@ -59,6 +81,7 @@ PROVIDERS = {
     "groq": ("Groq", "Groq", "GroqCloud"),
     "deepseek": ("DeepSeek", "DeepSeek", "DeepSeek API"),
     "openrouter": ("OpenRouter", "OpenRouter", "OpenRouter"),
+    "x-ai": ("xAI", "xAI", "xAI API"),
 }
 
 _NO_PRICE = "CAST(NULL AS Nullable(Decimal(38, 18)))"
@@ -106,15 +129,28 @@ _METERS = "[" + ", ".join([
     *(_fee_meter(FEE_METERS[kind], quantity, kind) for kind, quantity in _FEE_QUANTITIES.items()),
 ]) + "]"
 
+# The event's free tags, then its attribution under the prefixed scheme; empty attribution is left out.
+# toJSONString writes every "/" as the escape \/, which JSON allows but does not need: each \/ is turned back
+# into "/" (a backslash of the value is itself escaped, \\, so no \/ belongs to one). Done here rather than by
+# a SETTINGS clause, which a read-only session refuses.
+_TAGS = (f"replaceAll(toJSONString(mapUpdate(tags, mapFilter((k, v) -> v != '', map("
+         f"'{TAG_PREFIX}team', ifNull(team, ''), '{TAG_PREFIX}feature', ifNull(feature, ''), "
+         f"'{TAG_PREFIX}customer', ifNull(customer, ''), '{TAG_PREFIX}environment', ifNull(environment, ''))))), "
+         "'\\\\/', '/')")
+
 QUERY = f"""
 SELECT
     toDateTime64(toStartOfHour(ts), 3, 'UTC') AS period_start,
+    period_start + INTERVAL 1 HOUR AS period_end,
+    toDateTime64(toStartOfMonth(ts), 3, 'UTC') AS month_start,
+    month_start + INTERVAL 1 MONTH AS month_end,
     ifNull(price_provider_id, provider) AS provider_id,
     ifNull(price_model_id, model) AS model_id,
-    mode, ifNull(service_tier, '') AS tier, price_source,
-    team, feature, customer, environment,
+    mode, nullIf(ifNull(service_tier, ''), '') AS tier, price_source,
+    team, feature, customer, environment, {_TAGS} AS tags_json,
     tupleElement(m, 1) AS meter,
-    sum(tupleElement(m, 2)) AS tokens,
+    toDecimal128(sum(tupleElement(m, 2)), 0) AS tokens,
+    toDecimal128(sum(tupleElement(m, 2)), 18) / 1000000 AS pricing_quantity,
     tupleElement(m, 3) AS unit_price,
     tupleElement(m, 4) AS list_unit_price,
     toDecimal128(sum(tupleElement(m, 5)), 18) AS meter_effective_cost,
@@ -123,9 +159,9 @@ FROM usage_events FINAL
 ARRAY JOIN {_METERS} AS m
 WHERE priced AND ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime64(3, 'UTC')}}
   AND tupleElement(m, 2) > 0
-GROUP BY period_start, provider_id, model_id, mode, tier, price_source, team, feature, customer, environment,
-         meter, unit_price, list_unit_price
-ORDER BY period_start, provider_id, model_id, team, feature, customer, meter
+GROUP BY period_start, month_start, provider_id, model_id, mode, tier, price_source, team, feature, customer,
+         environment, tags_json, meter, unit_price, list_unit_price
+ORDER BY period_start, provider_id, model_id, team, feature, customer, tags_json, meter
 """
 
 
@@ -135,13 +171,15 @@ class FocusExport:
     unpriced_left_out: int
     effective_cost: Decimal
     path: Path
+    unassigned_providers: tuple[str, ...] = ()
 
 
-def focus_table(store: Store, since: datetime, until: datetime) -> tuple[pa.Table, int]:
+def focus_table(store: Store, since: datetime, until: datetime, *,
+                billing_accounts: Mapping[str, str] | None = None) -> tuple[pa.Table, int]:
     """FOCUS rows for ``since <= ts < until``, and how many unpriced events were left out."""
     params = {"since": sql_time(since), "until": sql_time(until)}
     usage = store.query_arrow(QUERY, params)
-    return _focus_columns(usage), unpriced_events(store, params)
+    return focus_columns(usage, billing_accounts or {}), unpriced_events(store, params)
 
 
 def unpriced_events(store: Store, params: dict[str, str]) -> int:
@@ -155,58 +193,97 @@ def unpriced_events(store: Store, params: dict[str, str]) -> int:
     return int(store.query(f"SELECT sum(unpriced_attempts) FROM {rows}", params).scalar())
 
 
-def export_focus(store: Store, since: datetime, until: datetime, out: Path) -> FocusExport:
-    """Write the FOCUS rows to ``out``: Parquet if it ends in .parquet, else CSV."""
-    table, unpriced = focus_table(store, since, until)
+def export_focus(store: Store, since: datetime, until: datetime, out: Path, *,
+                 billing_accounts: Mapping[str, str] | None = None) -> FocusExport:
+    """Write the FOCUS rows to ``out``: Parquet if it ends in .parquet, else CSV (FOCUS date/time strings)."""
+    accounts = billing_accounts or {}
+    table, unpriced = focus_table(store, since, until, billing_accounts=accounts)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
         pq.write_table(table, out)
     else:
-        pa_csv.write_csv(table, out)
-    total = sum(table["EffectiveCost"].to_pylist(), Decimal(0))
-    return FocusExport(table.num_rows, unpriced, total, out)
+        pa_csv.write_csv(focus_text_dates(table), out)
+    total = pc.sum(table["EffectiveCost"]).as_py() if table.num_rows else Decimal(0)
+    providers = pc.unique(table["BillingAccountId"]).to_pylist() if table.num_rows else []
+    unassigned = tuple(sorted(p.removeprefix(UNASSIGNED) for p in providers if p.startswith(UNASSIGNED)))
+    return FocusExport(table.num_rows, unpriced, Decimal(total), out, unassigned)
 
 
-def _focus_columns(usage: pa.Table) -> pa.Table:
-    rows = usage.to_pylist()
-    money = pa.decimal128(38, 18)
-    ts = pa.timestamp("ms", tz="UTC")
-    out: dict[str, list[object]] = {name: [] for name in FOCUS_MANDATORY + FOCUS_CONDITIONAL + EXTENSION_COLUMNS}
-    for r in rows:
-        service_provider, host, service = PROVIDERS.get(r["provider_id"], (r["provider_id"],) * 3)
-        start = r["period_start"]
-        month_start = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        month_end = (month_start.replace(year=month_start.year + 1, month=1) if month_start.month == 12
-                     else month_start.replace(month=month_start.month + 1))
-        meter = r["meter"]
-        per_call = meter in FEE_METERS.values()
-        sku = f"{r['provider_id']}/{r['model_id']}"
-        values = {
-            "BilledCost": r["meter_effective_cost"], "BillingAccountId": r["provider_id"],
-            "BillingAccountName": service_provider, "BillingCurrency": "USD",
-            "BillingPeriodStart": month_start, "BillingPeriodEnd": month_end,
-            "ChargeCategory": "Usage", "ChargeClass": None,
-            "ChargeDescription": f"{r['model_id']} {meter} {'calls' if per_call else 'tokens'}",
-            "ChargePeriodStart": start, "ChargePeriodEnd": start + HOUR,
-            "ContractedCost": r["meter_effective_cost"], "EffectiveCost": r["meter_effective_cost"],
-            "HostProviderName": host, "InvoiceIssuerName": service_provider, "ListCost": r["meter_list_cost"],
-            "PricingQuantity": Decimal(r["tokens"]) if per_call else Decimal(r["tokens"]) / MILLION,
-            "PricingUnit": "Calls" if per_call else "1M Tokens", "ServiceCategory": "AI and Machine Learning",
-            "ServiceName": service,
-            "ServiceProviderName": service_provider,
-            "ChargeFrequency": "Usage-Based", "ConsumedQuantity": r["tokens"],
-            "ConsumedUnit": "Calls" if per_call else "Tokens",
-            "ContractedUnitPrice": r["unit_price"], "ListUnitPrice": r["list_unit_price"],
-            "PricingCategory": "Standard", "PricingCurrency": "USD", "ServiceSubcategory": "Generative AI",
-            "SkuId": sku, "SkuMeter": meter, "SkuPriceId": f"{sku}/{meter}/{r['price_source']}",
-            "x_Team": r["team"], "x_Feature": r["feature"], "x_Customer": r["customer"],
-            "x_Environment": r["environment"], "x_Model": r["model_id"], "x_Mode": r["mode"],
-            "x_ServiceTier": r["tier"] or None, "x_PriceSource": r["price_source"],
-        }
-        for name, value in values.items():
-            out[name].append(value)
-    types = {"BilledCost": money, "ContractedCost": money, "EffectiveCost": money, "ListCost": money,
-             "ContractedUnitPrice": money, "ListUnitPrice": money, "PricingQuantity": money,
-             "ConsumedQuantity": pa.uint64(), "BillingPeriodStart": ts, "BillingPeriodEnd": ts,
-             "ChargePeriodStart": ts, "ChargePeriodEnd": ts}
-    return pa.table({name: pa.array(values, types.get(name, pa.string())) for name, values in out.items()})
+def focus_text_dates(table: pa.Table) -> pa.Table:
+    """``table`` with its date/time columns as FOCUS DateTimeFormat strings (for text formats such as CSV)."""
+    for name in DATETIME_COLUMNS:
+        index = table.schema.get_field_index(name)
+        # A column holds a few hundred distinct hours at most, and formatting a zoned timestamp costs
+        # microseconds: each distinct one is formatted once. Whole seconds first: pyarrow's %S of a
+        # millisecond timestamp carries the fraction.
+        encoded = table[name].combine_chunks().dictionary_encode()
+        seconds = pc.cast(encoded.dictionary, pa.timestamp("s", tz="UTC"))
+        text = pc.strftime(seconds, format=FOCUS_DATETIME).take(encoded.indices)
+        table = table.set_column(index, name, text)
+    return table
+
+
+def focus_columns(usage: pa.Table, billing_accounts: Mapping[str, str]) -> pa.Table:
+    """The FOCUS table for the meter rows of :data:`QUERY`, built column by column."""
+    n = usage.num_rows
+    provider = usage["provider_id"].combine_chunks().cast(pa.string())
+    names = sorted(PROVIDERS.keys() | set(pc.unique(provider).to_pylist()))
+
+    def by_provider(pick) -> pa.Array:
+        """One value per catalog provider id, gathered for every row (unknown ids stand for themselves)."""
+        values = pa.array([pick(name) for name in names], pa.string())
+        return values.take(pc.index_in(provider, value_set=pa.array(names, pa.string())))
+
+    def const(value: str) -> pa.Array:
+        return pa.array([value] * n, pa.string())
+
+    service_provider = by_provider(lambda p: PROVIDERS.get(p, (p,) * 3)[0])
+    # the general calculation's rows: one unit at the row's cost (see the module docstring)
+    general = pc.equal(usage["meter"], "usage")
+    per_call = pc.is_in(usage["meter"], value_set=pa.array(list(FEE_METERS.values()), pa.string()))
+    one = pa.scalar(Decimal(1), MONEY)
+    sku = pc.binary_join_element_wise(provider, usage["model_id"], "/")
+    meter = usage["meter"]
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "BilledCost": usage["meter_effective_cost"],
+        "BillingAccountId": by_provider(lambda p: billing_accounts.get(p) or billing_accounts.get("*")
+                                        or UNASSIGNED + p),
+        "BillingAccountName": service_provider,
+        "BillingCurrency": const("USD"),
+        "BillingPeriodEnd": usage["month_end"], "BillingPeriodStart": usage["month_start"],
+        "ChargeCategory": const("Usage"),
+        "ChargeClass": pa.nulls(n, pa.string()),
+        "ChargeDescription": pc.binary_join_element_wise(usage["model_id"], meter,
+                                                         pc.if_else(per_call, "calls", "tokens"), " "),
+        "ChargePeriodEnd": usage["period_end"], "ChargePeriodStart": usage["period_start"],
+        "ContractedCost": usage["meter_effective_cost"],
+        "EffectiveCost": usage["meter_effective_cost"],
+        "HostProviderName": by_provider(lambda p: PROVIDERS.get(p, (p,) * 3)[1]),
+        "InvoiceIssuerName": service_provider,
+        "ListCost": usage["meter_list_cost"],
+        "PricingQuantity": pc.if_else(general, one, pc.if_else(per_call, pc.cast(usage["tokens"], MONEY),
+                                                               pc.cast(usage["pricing_quantity"], MONEY))),
+        "PricingUnit": pc.if_else(general, "Units", pc.if_else(per_call, "Calls", "1000000 Tokens")),
+        "ServiceCategory": const("AI and Machine Learning"),
+        "ServiceName": by_provider(lambda p: PROVIDERS.get(p, (p,) * 3)[2]),
+        "ServiceProviderName": service_provider,
+        "ChargeFrequency": const("Usage-Based"),
+        "ConsumedQuantity": usage["tokens"],
+        "ConsumedUnit": pc.if_else(per_call, "Calls", "Tokens"),
+        "ContractedUnitPrice": pc.if_else(general, usage["meter_effective_cost"], usage["unit_price"]),
+        "ListUnitPrice": pc.if_else(general, usage["meter_list_cost"], usage["list_unit_price"]),
+        "PricingCategory": const("Standard"),
+        "PricingCurrency": const("USD"),
+        "ServiceSubcategory": const("Generative AI"),
+        "SkuId": sku, "SkuMeter": meter,
+        "SkuPriceId": pc.binary_join_element_wise(sku, meter, usage["price_source"], "/"),
+        "Tags": usage["tags_json"],
+        "x_Team": usage["team"], "x_Feature": usage["feature"], "x_Customer": usage["customer"],
+        "x_Environment": usage["environment"], "x_Model": usage["model_id"], "x_Mode": usage["mode"],
+        "x_ServiceTier": usage["tier"], "x_PriceSource": usage["price_source"],
+    }
+    types = {"BilledCost": MONEY, "ContractedCost": MONEY, "EffectiveCost": MONEY, "ListCost": MONEY,
+             "ContractedUnitPrice": MONEY, "ListUnitPrice": MONEY, "PricingQuantity": MONEY,
+             "ConsumedQuantity": TOKENS, **{name: pa.timestamp("ms", tz="UTC") for name in DATETIME_COLUMNS}}
+    order = FOCUS_MANDATORY + FOCUS_CONDITIONAL + EXTENSION_COLUMNS
+    return pa.table({name: pc.cast(columns[name], types.get(name, pa.string())) for name in order})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -66,6 +68,11 @@ def test_sql_answers_while_up_is_running(tmp_path) -> None:
         assert exposed.returncode == 1 and "mode 0600" in exposed.stderr
         secret.chmod(0o600)
         assert _cli("sql", "EXISTS TABLE sneaky", "--format", "CSV", env=env).stdout == "0\n"
+        # the commands that only read ask the worker too, and say when there is nothing
+        exported = _cli("export", "focus", "--since", "1d", "--out", str(tmp_path / "focus.csv"), env=env)
+        assert exported.returncode == 0 and "no priced usage" in exported.stdout, exported.stderr
+        dry = _cli("reprice", "--since", "1d", "--dry-run", env=env)
+        assert dry.returncode == 0 and "nothing to re-price" in dry.stdout, dry.stderr
         broker_pid = _child_tansu_pid(up.pid)
         assert broker_pid is not None
     finally:
@@ -177,3 +184,93 @@ def test_sql_on_the_directory_itself_runs_one_statement_read_only(tmp_path, http
         assert refused.returncode == 1 and "read-only" in refused.stderr and "--write" in refused.stderr
     assert hits == []
     assert _cli("sql", total, "--format", "CSV", env=env).stdout == "10\n"
+
+
+def test_help_lists_every_command_and_the_variables_each_long_running_one_reads() -> None:
+    from spendstream.cli import build_parser
+    from spendstream.settings import COMMAND_SETTINGS, KafkaSettings, Settings
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    described = {action.dest: action.help for action in commands._choices_actions}
+    assert set(described) == set(commands.choices), "a command without help= is missing from the top-level help"
+    top = parser.format_help()
+    for name, text in described.items():
+        assert re.search(rf"^\s+{re.escape(name)}\s", top, re.M) and text.split()[0] in top, name
+    assert "export focus" in top and "prices show" in top and "dead-letters replay" in top
+
+    for name, groups in COMMAND_SETTINGS.items():
+        text = commands.choices[name].format_help()
+        for group in (*groups, Settings):
+            for field in group.model_fields if group is not Settings else ("log_level",):
+                assert f"SPENDSTREAM_{field.upper()}\n" in text, (name, field)
+    store_help = commands.choices["store"].format_help()
+    assert "SPENDSTREAM_DATA_DIR" in store_help and "Where embedded chdb keeps its data" in store_help
+    assert not any(f"SPENDSTREAM_{f.upper()}" in store_help for f in KafkaSettings.model_fields)
+    # every setting belongs to a group (so some command's help lists it), log_level to all
+    grouped = {f for base in Settings.__bases__ for f in base.model_fields}
+    assert set(Settings.model_fields) - grouped == {"log_level"}, "put new settings in a group of settings.py"
+
+
+def test_prices_show_takes_the_provider_from_the_model_name(capsys, monkeypatch) -> None:
+    from spendstream.cli import main
+
+    for name in [k for k in os.environ if k.startswith("SPENDSTREAM_")]:
+        monkeypatch.delenv(name)
+    assert main(["prices", "show", "claude-3-5-sonnet-20241022", "--at", "2025-06-01"]) == 0
+    shown = capsys.readouterr().out
+    assert "(anthropic)" in shown and "anthropic/claude-3-5-sonnet" in shown and "input           3" in shown
+    assert main(["prices", "show", "gemini-1.5-pro", "--at", "2025-06-01"]) == 0
+    assert "google/gemini-1.5-pro" in capsys.readouterr().out
+    assert main(["prices", "show", "azure/gpt-4o", "--at", "2025-06-01"]) == 0  # a gateway prefix still decides
+    assert "azure/gpt-4o" in capsys.readouterr().out
+    # hosted by Vertex AI and Bedrock alike: said, not guessed
+    assert main(["prices", "show", "anthropic.claude-3-5-sonnet-20241022-v2:0"]) == 2
+    assert "several providers (google, aws): pass --provider" in capsys.readouterr().err
+    assert main(["prices", "show", "acme-llama-9"]) == 2
+    assert "no provider in the catalog has a model 'acme-llama-9': pass --provider" in capsys.readouterr().err
+
+
+def test_export_and_reprice_dry_run_ask_the_store_owner_and_empty_results_say_so(tmp_path) -> None:
+    data = tmp_path / "data"
+    env = _env(data)
+    subprocess.run([sys.executable, "-c", _SEED_EVENTS, str(data)], env=env, check=True, timeout=60)
+    host = subprocess.Popen([sys.executable, "-m", "spendstream", "store"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while QueryClient.for_data_dir(data) is None:
+            assert host.poll() is None, host.stdout.read() if host.stdout else ""
+            assert time.monotonic() < deadline, "spendstream store never served queries"
+            time.sleep(0.2)
+        day = ("--since", "2025-06-01", "--until", "2025-06-02")
+        out = tmp_path / "focus.csv"
+        exported = _cli("export", "focus", *day, "--out", str(out), env=env)
+        assert exported.returncode == 0, exported.stderr
+        assert "wrote 2 FOCUS rows" in exported.stdout and "EffectiveCost $10.000000" in exported.stdout
+        assert "unassigned:<provider> for openai" in exported.stdout and "SPENDSTREAM_FOCUS_BILLING_ACCOUNTS" in \
+            exported.stdout
+        overrides = tmp_path / "overrides.yaml"
+        overrides.write_text("overrides:\n  - {id: acme, provider: openai, model: gpt-4o, customer: acme, "
+                             "effective_from: 2025-01-01, discount_percent: 10}\n")
+        env["SPENDSTREAM_OVERRIDES_FILE"] = str(overrides)
+        dry = _cli("reprice", *day, "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "would change 2" in dry.stdout and "$9.500000" in dry.stdout
+        writing = _cli("reprice", *day, env=env)  # writes: not through another process
+        assert writing.returncode == 2 and "stop the worker first, or look with --dry-run" in writing.stderr
+
+        empty = ("--since", "2024-01-01", "--until", "2024-01-02")
+        nothing = _cli("export", "focus", *empty, "--out", str(tmp_path / "empty.csv"), env=env)
+        assert nothing.returncode == 0 and "no priced usage from 2024-01-01 00:00" in nothing.stdout
+        assert _cli("reprice", *empty, "--dry-run", env=env).stdout.endswith("nothing to re-price\n")
+        assert "no events emitted, stored or dead-lettered" in _cli("reconcile", *empty, env=env).stdout
+        no_rows = _cli("sql", "SELECT * FROM usage_events WHERE ts < '2024-01-01'", env=env)
+        assert (no_rows.returncode, no_rows.stdout, no_rows.stderr) == (0, "", "(no rows)\n")
+        no_letters = _cli("dead-letters", "replay", "--dry-run", env=env)
+        assert no_letters.stdout.startswith("no dead letters received since"), no_letters
+    finally:
+        host.send_signal(signal.SIGINT)
+        host.wait(60)
+    stored = _cli("sql", "SELECT sum(total_cost) FROM usage_events FINAL", "--format", "CSV", env=env)
+    assert stored.stdout == "10\n"  # the dry run wrote nothing

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"pricing"},
     {"sinks"},
     {"startup", "detect", "reprice", "reconcile", "focus", "advisor", "invoices", "resale"},
-    {"agents", "alerting", "report", "ingest"},
+    {"agents", "alerting", "report", "report_charts", "ingest"},
     {"demo", "replay"},
     {"cli", "__main__"},
 ]

@@ -1,7 +1,9 @@
-"""The HTML report: self-contained, and its charts draw in a real browser (headless Chromium)."""
+"""The HTML report: self-contained, its charts drawn by Vega-Lite, readable in a real browser (headless Chromium)
+on a phone (390 px) and on a desk (1280 px)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -9,12 +11,17 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from spendstream import report_charts as charts
 from spendstream.report import build_report
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHARTS = 8
+CAPTIONS = ("Spend over time, by team", "Top features", "Top customers", "Model mix", "Cost per request",
+            "Retry waste", "Alerts on the timeline", "Self-hosted GPUs")
+# Vega's SVG: each mark is a group of class "mark-<type> role-mark"; its shapes are paths (bars, lines,
+# points) or lines (rules).
+SHAPES = re.compile(r'<g class="mark-(rect|line|symbol|rule) role-mark[^"]*"[^>]*>\s*<(path|line)\b')
 
 
 def _report(store) -> str:
@@ -22,33 +29,100 @@ def _report(store) -> str:
     return build_report(store, now - timedelta(days=10), now + timedelta(minutes=1))
 
 
-def test_report_is_one_offline_file_with_every_chart(seeded_store) -> None:
+def _figures(page: str) -> dict[str, str]:
+    return {re.search(r"<figcaption>(.*?)</figcaption>", f).group(1): f
+            for f in re.findall(r"<figure>.*?</figure>", page, re.S)}
+
+
+def test_report_is_one_offline_file_with_every_chart_drawn_by_vega_lite(seeded_store) -> None:
     page = _report(seeded_store)
-    assert page.count("<svg") == CHARTS
+    figures = _figures(page)
+    assert [c for c in CAPTIONS if not any(t.startswith(c) for t in figures)] == []
+    for caption, figure in figures.items():
+        # a narrow and a wide drawing of the same chart, each scaling with the page (no fixed size)
+        svgs = re.findall(r"<svg[^>]*>", figure)
+        assert [('class="chart narrow"' in s, 'class="chart wide"' in s) for s in svgs] == [
+            (True, False), (False, True)], caption
+        assert all("viewBox=" in s and " width=" not in s for s in svgs), caption
+        assert SHAPES.search(figure), f"{caption}: nothing drawn"
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the report must not fetch anything"
     assert "<script" not in page
-    for caption in ("Spend over time, by team", "Top features", "Top customers", "Model mix", "Cost per request",
-                    "Retry waste", "Alerts on the timeline", "Self-hosted GPUs"):
-        assert caption in page
     assert "no data in this period" not in page  # every chart had data to draw
     assert "Savings opportunities" in page
 
 
+def test_one_unit_per_axis_gpu_dollars_and_utilisation_are_two_views() -> None:
+    periods = ["2026-11-30 10:00:00", "2026-11-30 11:00:00"]
+    chart = charts.render(charts.cost_and_utilisation(periods, [1.5, 2.0], [0.4, None], "GPU utilisation"), "gpu")
+    for svg in (chart.narrow_svg, chart.wide_svg):
+        titles = re.findall(r'<g class="mark-text role-axis-title[^"]*"[^>]*>.*?>([^<>]+)</text>', svg, re.S)
+        assert titles == ["USD", "GPU utilisation"], titles  # each y axis one unit; no shared axis
+        assert ">100%</text>" in svg and ">$2</text>" in svg  # the share on its own 0-100 % scale
+        assert len(SHAPES.findall(svg)) >= 2  # bars above, a point below
+
+
+def test_a_period_of_one_bucket_still_draws(seeded_store) -> None:
+    latest = seeded_store.query("SELECT toString(max(ts)) FROM usage_events FINAL "
+                                "WHERE ts > now() - INTERVAL 1 DAY").scalar()
+    latest = datetime.fromisoformat(latest).replace(tzinfo=timezone.utc)
+    start = latest.replace(minute=latest.minute - latest.minute % 5, second=0, microsecond=0)
+    page = build_report(seeded_store, start, start + timedelta(minutes=5))  # one 5-minute bucket
+    figures = _figures(page)
+    for caption in ("Spend over time, by team", "Cost per request, by feature"):
+        figure = figures[caption]
+        periods = set(re.findall(r"<tr><td>(\d{4}-\d\d-\d\d [^<]*)</td>", figure.split("<details>")[1]))
+        assert len(periods) == 1, (caption, periods)
+        assert SHAPES.search(figure), f"{caption}: one bucket drew nothing"
+
+
+# Measures, inside Chromium, what a reader sees: the page's own width, and for each chart shown, its box and the
+# boxes of its texts. Appended to a copy of the report only (the report itself runs no script).
+MEASURE = """<script>
+const out = {width: innerWidth, scrollWidth: document.documentElement.scrollWidth, charts: []};
+for (const svg of document.querySelectorAll('svg.chart')) {
+  if (getComputedStyle(svg).display === 'none') continue;
+  const box = svg.getBoundingClientRect();
+  const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim());
+  const clipped = texts.filter(t => { const r = t.getBoundingClientRect();
+    return r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1; });
+  out.charts.push({cls: svg.getAttribute('class'), label: svg.getAttribute('aria-label'), left: box.left,
+                   right: box.right, clipped: clipped.map(t => t.textContent),
+                   smallest_text_px: Math.min(...texts.map(t => t.getBoundingClientRect().height))});
+}
+parent.document.body.setAttribute('data-measured', JSON.stringify(out));
+</script>"""
+# Headless Chromium's window is at least 500 px wide: the report is measured in a frame of the phone's width.
+FRAME = '<!doctype html><body style="margin:0"><iframe src="report.html" width="{w}" height="2400"></iframe></body>'
+
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
-def test_report_renders_in_headless_chromium(seeded_store, tmp_path) -> None:
+@pytest.mark.parametrize(("width_px", "shown"), [(390, "narrow"), (1280, "wide")])
+def test_report_reads_in_headless_chromium_on_a_phone_and_a_desk(seeded_store, tmp_path, width_px, shown) -> None:
+    page = _report(seeded_store)
     path = tmp_path / "report.html"
-    path.write_text(_report(seeded_store))
-    result = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                             "--enable-logging=stderr", "--v=0", path.as_uri()],
+    path.write_text(page.replace("</body>", MEASURE + "</body>"))
+    frame = tmp_path / "frame.html"
+    frame.write_text(FRAME.format(w=width_px))
+    result = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                             "--allow-file-access-from-files", f"--window-size={width_px + 100},2500", "--dump-dom",
+                             "--enable-logging=stderr", "--v=0", frame.as_uri()],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Uncaught" not in result.stderr and "CONSOLE" not in result.stderr
-    svgs = re.findall(r"<svg.*?</svg>", result.stdout, re.S)
-    assert len(svgs) == CHARTS
-    for svg in svgs:  # every chart drew shapes, not only its axes
-        assert re.search(r"<(rect|polyline|circle)\b", svg), svg[:300]
+    assert "Uncaught" not in result.stderr
+    measured = json.loads(re.search(r'data-measured="(.*?)"', result.stdout).group(1).replace("&quot;", '"')
+                          .replace("&amp;", "&"))
+    assert measured["width"] == width_px
+    assert measured["scrollWidth"] <= width_px, "the page is wider than the screen"
+    charts = measured["charts"]
+    assert len(charts) == len(CAPTIONS) and {c["cls"] for c in charts} == {f"chart {shown}"}
+    for chart in charts:
+        assert 0 <= chart["left"] and chart["right"] <= width_px, chart
+        assert chart["clipped"] == [], chart  # every label inside its drawing
+        assert chart["smallest_text_px"] >= 10, chart  # 11 px text, not shrunk to fit
     screenshot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=900,3400", f"--screenshot={screenshot}", path.as_uri()],
-                   capture_output=True, timeout=120, check=True)
+                    "--allow-file-access-from-files", f"--window-size={width_px + 100},2500",
+                    f"--screenshot={screenshot}", frame.as_uri()], capture_output=True, timeout=120, check=True)
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one

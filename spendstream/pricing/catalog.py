@@ -22,7 +22,7 @@ from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider
 
 from spendstream.pricing.fees import CATALOG_KEYS, NO_FEES, Fees, catalog_fees
-from spendstream.pricing.normalize import normalize
+from spendstream.pricing.normalize import PROVIDER_ALIASES, normalize
 from spendstream.pricing.rates import REPORTED_PRICE_KEYS, RateCard
 
 CATALOG_NAME = "genai-prices"
@@ -68,6 +68,23 @@ class Catalog:
     def find(self, provider: str, model: str) -> tuple[str | None, str, Provider | None, ModelInfo | None]:
         """(provider id, normalised model, catalog provider, catalog model); the last two None if unknown."""
         return self._find(provider, model)
+
+    def providers_of(self, model: str) -> list[str]:
+        """The ids of the priced providers a bare model name belongs to, by the catalog's own match rules.
+
+        One id when genai-prices' provider inference claims the name and has the model
+        (``claude-…`` is Anthropic's); otherwise every priced provider that has a model
+        of that name (Bedrock's ``us.anthropic.claude-…-v2:0``), which may be several or
+        none: a caller guesses nothing from those.
+        """
+        priced = list(dict.fromkeys(PROVIDER_ALIASES.values()))
+        try:
+            provider, _ = self._snapshot.find_provider_model(model.lower(), None, None, None)
+            if provider.id in priced:
+                return [provider.id]
+        except LookupError:
+            pass
+        return [p for p in priced if self.find(p, model)[3] is not None]
 
     def _find_uncached(self, provider: str, model: str):
         refs = normalize(provider, model)
