@@ -226,7 +226,7 @@ def test_prices_show_takes_the_provider_from_the_model_name(capsys, monkeypatch)
     assert "azure/gpt-4o" in capsys.readouterr().out
     # hosted by Vertex AI and Bedrock alike: said, not guessed
     assert main(["prices", "show", "anthropic.claude-3-5-sonnet-20241022-v2:0"]) == 2
-    assert "several providers (google, aws): pass --provider" in capsys.readouterr().err
+    assert "several providers (aws, google): pass --provider" in capsys.readouterr().err
     assert main(["prices", "show", "acme-llama-9"]) == 2
     assert "no provider in the catalog has a model 'acme-llama-9': pass --provider" in capsys.readouterr().err
 

@@ -84,7 +84,7 @@ class Catalog:
                 return [provider.id]
         except LookupError:
             pass
-        return [p for p in priced if self.find(p, model)[3] is not None]
+        return sorted(p for p in priced if self.find(p, model)[3] is not None)
 
     def _find_uncached(self, provider: str, model: str):
         refs = normalize(provider, model)
