@@ -180,3 +180,20 @@ def test_an_unknown_reason_is_other() -> None:
     from spendstream.batches import DeadLetter
 
     assert DeadLetter(SourceRecord("t", 0, 0, b""), -1, "something new", b"").kind == "other"
+
+
+@pytest.mark.parametrize("address", ["9464", ":9464", "0.0.0.0", "0.0.0.0:0", "0.0.0.0:70000", "host:port"])
+def test_an_ops_address_that_cannot_work_is_refused_saying_what_is_expected(address: str) -> None:
+    from pydantic import ValidationError
+
+    from spendstream.settings import Settings
+
+    with pytest.raises(ValidationError, match="expected host:port"):
+        Settings(ops_address=address)
+
+
+def test_an_ops_address_is_a_host_and_a_port() -> None:
+    from spendstream.settings import ops_address
+
+    assert ops_address("0.0.0.0:9464") == ("0.0.0.0", 9464)
+    assert ops_address("[::]:9464") == ("::", 9464)
