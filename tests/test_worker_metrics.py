@@ -53,6 +53,11 @@ def until(check: Callable[[], object], *, timeout_s: float = 60.0, what: str) ->
     return result
 
 
+def _lag(samples: dict, topic: str) -> float:
+    return sum(v for (name, labels), v in samples.items()
+               if name == "spendstream_consumer_lag_records" and ("topic", topic) in labels)
+
+
 def scrape_until(port: int, check: Callable[[dict], bool], *, what: str) -> dict:
     """The first scrape for which ``check`` holds."""
     def scraped() -> dict | None:
@@ -154,9 +159,11 @@ def test_readiness_follows_the_store_and_its_retries_are_counted(broker, topic, 
         assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         produce_raw(broker, topic, [orjson.dumps(_event(f"{topic}-0", datetime.now(timezone.utc)))])
         until(lambda: (value(scrape(port), "spendstream_store_retries_total") or 0) >= 1, what="a retried write")
+        assert _lag(scrape(port), topic) == 1  # fetched, not stored: not committed
         host.start()
         until(lambda: _get(ready)[0] == 200, what="ready again")
         until(lambda: value(scrape(port), "spendstream_events_stored_total", kind="usage") == 1, what="the event")
+        until(lambda: _lag(scrape(port), topic) == 0, what="the commit after the write")
     finally:
         worker.stop()
         host.stop()
