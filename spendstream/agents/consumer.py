@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from spendstream.batches import SourceRecord
 
@@ -170,13 +170,16 @@ class ConsumerLoop:
 
     async def _note_high_water(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
-            high_water = consumer.highwater(tp)  # known once a fetch response for it arrived
-            if high_water is None:
-                continue
-            state = self.partitions.setdefault(tp.partition, PartitionState())
-            state.high_water = high_water
-            if state.start is None:  # fetched, nothing there: its position is where the group left off
-                state.start = await consumer.position(tp)
+            try:
+                high_water = consumer.highwater(tp)  # known once a fetch response for it arrived
+                if high_water is None:
+                    continue
+                state = self.partitions.setdefault(tp.partition, PartitionState())
+                state.high_water = high_water
+                if state.start is None:  # fetched, nothing there: its position is where the group left off
+                    state.start = await consumer.position(tp)
+            except (AssertionError, IllegalStateError):
+                continue  # revoked meanwhile (a rebalance): the next assignment starts it afresh
 
     def lag(self) -> dict[int, int]:
         """Per partition held now: records in it that are not stored yet (the last high water the broker
