@@ -146,6 +146,16 @@ def test_every_dashboard_panel_query_runs(seeded_store, panel) -> None:
     assert result.columns and result.rows, panel["title"]
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("name", VARIABLES)
+def test_every_variable_query_runs_and_offers_the_seeded_values(seeded_store, name) -> None:
+    (variable,) = [v for v in DASHBOARD["templating"]["list"] if v["name"] == name]
+    values = {row[0] for row in seeded_store.query(_grafana_macros(variable["query"])).rows}
+    assert values and len(values) == len(seeded_store.query(_grafana_macros(variable["query"])).rows)
+    if name == "team":
+        assert "search" in values
+
+
 def _source_columns(store, sql: str) -> set[str]:
     source = re.search(r"\bFROM\s+(\w+)", sql)[1]
     if source in ("usage_minutely", "usage_hourly", "customer_hourly"):  # parameterized views
