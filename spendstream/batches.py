@@ -8,6 +8,7 @@ A contract's columns are derived from the contract (:func:`contract_columns`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,6 +91,23 @@ class SourceRecord:
     value: bytes | None
 
 
+# What kind of problem a dead letter's reason describes, by how the stages word it: a bounded
+# set, for counters and dashboards (the reason itself is free text, with field names and values'
+# types). First match wins; a reason none of these knows is "other" (a test keeps that empty).
+DEAD_LETTER_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(pattern)) for kind, pattern in (
+    ("empty", r"empty record value"),
+    ("not_json", r"record is not valid JSON"),
+    ("no_events", re.escape(NO_EVENTS)),
+    ("not_an_object", r"(record|item \d+) is JSON \w+, expected an"),
+    ("bad_block", r"(unknown block format|block column)"),
+    ("missing_field", r"invalid \w+: missing required field"),
+    ("implausible_time", r"invalid \w+: ts \S+ is (before|\d+ day)"),
+    ("invalid_field", r"invalid \w+: "),
+    ("internal_error", r"internal error while processing"),
+))
+OTHER_KIND = "other"
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     source: SourceRecord
@@ -97,6 +115,11 @@ class DeadLetter:
     reason: str
     raw: bytes
     event_id: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The reason's kind: a name from :data:`DEAD_LETTER_KINDS`, or ``other``."""
+        return next((kind for kind, pattern in DEAD_LETTER_KINDS if pattern.match(self.reason)), OTHER_KIND)
 
 
 @dataclass(slots=True)

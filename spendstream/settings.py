@@ -65,12 +65,16 @@ class StoreSettings(BaseSettings):
 
 
 class LoopbackSettings(BaseSettings):
-    """The loopback HTTP port a worker or `spendstream store` serves queries and health on."""
+    """The loopback HTTP port a worker or `spendstream store` serves queries and health on, and where a
+    worker serves its metrics and probes."""
 
     model_config = _CONFIG
 
     web_port: int = Field(default=0, ge=0,
                           description="Worker's loopback HTTP port (queries, health); 0 picks a free one.")
+    ops_address: str | None = Field(default=None, description=(
+        "host:port where a worker serves /metrics (Prometheus), /healthz and /readyz (Kubernetes probes), e.g. "
+        "0.0.0.0:9464 in a container; unset serves none. Only the query endpoint stays on loopback."))
 
 
 class PipelineSettings(BaseSettings):
@@ -180,6 +184,13 @@ class Settings(KafkaSettings, StoreSettings, LoopbackSettings, PipelineSettings,
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # `SPENDSTREAM_OVERRIDES_FILE=` in a compose file means "none"
 
+    @field_validator("ops_address")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            ops_address(value)  # raises ValueError naming what is wrong
+        return value
+
     @property
     def embedded(self) -> bool:
         """True when this process opens the embedded data directory itself."""
@@ -193,3 +204,11 @@ COMMAND_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
     "store": (StoreSettings, LoopbackSettings),
     "notify": (StoreSettings, AlertSettings),
 }
+
+
+def ops_address(value: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 as ``[::]:9464``) as (host, port); ValueError saying what is wrong otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+        raise ValueError(f"expected host:port with a port from 1 to 65535 (e.g. 0.0.0.0:9464), got {value!r}")
+    return host.strip("[]"), int(port)

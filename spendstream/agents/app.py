@@ -22,6 +22,8 @@ from pydantic import SecretStr
 from spendstream.agents.attribution import TagGuard
 from spendstream.agents.consumer import ConsumerLoop
 from spendstream.agents.leadership import Tenure, follow_leadership
+from spendstream.agents.metrics import WorkerMetrics
+from spendstream.agents.ops import Probes, ops_app, serve_ops
 from spendstream.agents.spans import process_spans
 from spendstream.agents.stages import isolated, process, process_gpu, process_ledger
 from spendstream.alerting.cycle import AlertCycle, AlertingConfig, CycleReport
@@ -32,7 +34,7 @@ from spendstream.detect.unpriced import unpriced_alerts
 from spendstream.ingest.genai import Attribution
 from spendstream.pricing.deployments import Deployment
 from spendstream.pricing.engine import Pricer
-from spendstream.settings import Settings
+from spendstream.settings import Settings, ops_address
 from spendstream.sinks import rollups
 from spendstream.sinks.endpoint import QUERY_PATH, serve_query
 from spendstream.sinks.store import Store, StoreError
@@ -53,7 +55,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     On the group's leader it maintains the rollups and, every ``settings.detect_interval_s``,
     runs the detectors and stores their alerts, then delivers them when ``alerting`` has
     destinations. With ``query_secret`` (the worker owns the embedded store), it also serves
-    the query endpoint to requests that carry that secret.
+    the query endpoint to requests that carry that secret. With ``settings.ops_address``, it
+    serves its Prometheus metrics and health probes there (agents/ops.py).
     """
     app = faust.App(
         f"{settings.consumer_group}-worker",
@@ -83,22 +86,28 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
                                    lambda dead: BatchResult(dead_letters=dead))
         _report(errors, "usage", len(records))
         for batch in batches:
-            await store_usage(writer, batch)
+            metrics.consumed("usage", events=batch.num_events + len(batch.dead_letters))
+            with metrics.write_seconds.labels("usage").time():
+                await store_usage(writer, batch)
 
     async def handle_gpu(records: list[SourceRecord]) -> None:
         batches, errors = isolated(process_gpu, records, lambda dead: GpuBatch(dead_letters=dead))
         _report(errors, "GPU", len(records))
         for batch in batches:
+            metrics.consumed("gpu", events=len(batch.samples) + len(batch.dead_letters))
             now = datetime.now(timezone.utc)
             alerts = [alert for sample in sorted(batch.samples, key=lambda s: s.ts)
                       for detector in detectors for alert in detector.observe(sample, now)]
-            await writer.write_gpu(batch, alerts)
+            with metrics.write_seconds.labels("gpu").time():
+                await writer.write_gpu(batch, alerts)
 
     async def handle_ledger(records: list[SourceRecord]) -> None:
         batches, errors = isolated(process_ledger, records, lambda dead: LedgerBatch(dead_letters=dead))
         _report(errors, "ledger", len(records))
         for batch in batches:
-            await writer.write_ledger(batch)
+            metrics.consumed("ledger", events=len(batch.entries) + len(batch.dead_letters))
+            with metrics.write_seconds.labels("ledger").time():
+                await writer.write_ledger(batch)
 
     attribution = Attribution(settings.otlp_attribution)
     skipped_spans: Counter[str] = Counter()  # spans that are not model calls, by why (served on the health page)
@@ -126,9 +135,19 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
                                   handle_otlp, max_records=settings.batch_max_records,
                                   max_wait_s=settings.batch_max_wait_s))
 
+    metrics = WorkerMetrics(loops=loops, writer=writer)
+
     @app.task
     async def consume() -> None:
         await asyncio.gather(*(loop.run() for loop in loops))
+
+    if settings.ops_address is not None:
+        host, port = ops_address(settings.ops_address)
+        probes = Probes(loops, store)
+
+        @app.task
+        async def serve_metrics_and_probes() -> None:
+            await serve_ops(ops_app(metrics.registry, probes), host=host, port=port)
 
     # Once per worker group: faust elects a leader among the workers, and another takes over
     # when it leaves. Recomputing a period twice (a handover) gives the same rows.
@@ -138,8 +157,10 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
             done = await asyncio.to_thread(rollups.maintain, store, now=datetime.now(timezone.utc),
                                            raw_retention_days=settings.raw_retention_days)
         except StoreError as exc:
+            metrics.rollup_failures.inc()
             log.warning("rollup maintenance failed (retried next tick): %s", exc)
             return
+        metrics.maintained(done)
         if done.seconds_behind > 60:
             log.info("rollups: %d periods recomputed, %.0f s behind the newest events", done.periods,
                      done.seconds_behind)
@@ -160,6 +181,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
         except Exception:  # the store or a bug: the alerts stay in the outbox, the next tick tries again
             log.exception("detection and alert delivery failed (retried next tick)")
             return
+        metrics.alerting(done)
         _log_alerting(done)
 
     @app.page(HEALTH_PATH)

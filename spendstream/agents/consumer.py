@@ -23,7 +23,8 @@ the insert of batch k. Batch k is still committed only once its insert returned,
 and before batch k+1 is (commits stay in order).
 
 A partition whose commits stop advancing while records keep arriving is
-reported (a warning, and in :meth:`ConsumerLoop.health`).
+reported (a warning, and in :meth:`ConsumerLoop.health`). :meth:`ConsumerLoop.lag`
+says, per partition this worker holds, how many records are not yet stored.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from spendstream.batches import SourceRecord
 
@@ -49,6 +50,8 @@ class PartitionState:
     fetched: int | None = None          # the next offset after what we last fetched
     fetched_at: float | None = None
     stalled: bool = False
+    start: int | None = None            # where this worker started reading it (the group's position then)
+    high_water: int | None = None       # the offset after the partition's last record, as the broker last said
 
 
 @dataclass
@@ -66,11 +69,19 @@ class ConsumerLoop:
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     batches: int = 0
     commit_failures: int = 0
+    records: int = 0                    # Kafka records fetched (a re-delivered record counts again)
+    assigned: frozenset[int] | None = None  # partitions held now; None until the group assigned some (or none)
+    stopped: bool = False
 
     async def run(self) -> None:
-        """Consume until cancelled."""
+        """Consume until cancelled; ``stopped`` is set once it returns or raises."""
+        try:
+            await self._consume()
+        finally:
+            self.stopped = True
+
+    async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.topic,
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
             client_id=self.client_id,
@@ -85,6 +96,7 @@ class ConsumerLoop:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=self.fetch_partition_bytes,
         )
+        consumer.subscribe([self.topic], listener=_Assignment(self))
         await consumer.start()
         log.info("consuming %s as group %s (write, then commit)", self.topic, self.group_id)
         in_flight: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None = None
@@ -94,9 +106,13 @@ class ConsumerLoop:
                 records = [SourceRecord(tp.topic, tp.partition, m.offset, m.value)
                            for tp, messages in batches.items() for m in messages]
                 now = time.monotonic()
+                self.records += len(records)
                 for tp, messages in batches.items():
                     state = self.partitions.setdefault(tp.partition, PartitionState())
+                    if state.start is None:
+                        state.start = messages[0].offset
                     state.fetched, state.fetched_at = messages[-1].offset + 1, now
+                await self._note_high_water(consumer)
                 if records:
                     # Start this batch; it is processed while the previous one's insert finishes.
                     previous = in_flight
@@ -152,6 +168,31 @@ class ConsumerLoop:
                 log.info("partition %d of %s commits again (offset %d)", tp.partition, self.topic, offset)
                 state.stalled = False
 
+    async def _note_high_water(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            try:
+                high_water = consumer.highwater(tp)  # known once a fetch response for it arrived
+                if high_water is None:
+                    continue
+                state = self.partitions.setdefault(tp.partition, PartitionState())
+                state.high_water = high_water
+                if state.start is None:  # fetched, nothing there: its position is where the group left off
+                    state.start = await consumer.position(tp)
+            except (AssertionError, IllegalStateError):
+                continue  # revoked meanwhile (a rebalance): the next assignment starts it afresh
+
+    def lag(self) -> dict[int, int]:
+        """Per partition held now: records in it that are not stored yet (the last high water the broker
+        reported minus the offset committed, or, before this worker's first commit, minus where it started).
+        A partition the broker has not reported on yet is absent."""
+        lag = {}
+        for partition in sorted(self.assigned or ()):
+            state = self.partitions.get(partition)
+            base = None if state is None else state.committed if state.committed is not None else state.start
+            if state is not None and state.high_water is not None and base is not None:
+                lag[partition] = max(state.high_water - base, 0)
+        return lag
+
     def _check_stalls(self) -> None:
         now = time.monotonic()
         for partition, state in self.partitions.items():
@@ -171,6 +212,25 @@ class ConsumerLoop:
                                "seconds_since_commit": round(now - s.committed_at, 1) if s.committed_at else None}
                            for p, s in sorted(self.partitions.items())},
         }
+
+
+class _Assignment(ConsumerRebalanceListener):
+    """Keeps ``loop.assigned`` current; a partition assigned anew starts a fresh state (another worker may
+    have moved its offsets meanwhile)."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.loop.assigned = None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        partitions = frozenset(tp.partition for tp in assigned)
+        for partition in partitions:
+            self.loop.partitions[partition] = PartitionState()
+        self.loop.assigned = partitions
+        log.info("%s: holding partitions %s", self.loop.topic, sorted(partitions) or "none (more workers than "
+                 "partitions: this one stands by)")
 
 
 async def fetch_batch(consumer: AIOKafkaConsumer, max_records: int, max_wait_s: float,

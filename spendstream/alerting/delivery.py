@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -128,6 +128,8 @@ class PassReport:
     pending: int = 0     # still to deliver after this pass: retrying, not yet due, or not reached
     unfinished: int = 0  # requests still running at the deadline: result unknown, sent again later
     problems: dict[str, str] = field(default_factory=dict)  # destination -> its last (redacted) error
+    # per destination: alerts delivered, failed for good, and failed but to be retried ("retrying")
+    outcomes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
     @property
     def exit_code(self) -> int:
@@ -309,10 +311,13 @@ def _account(report: PassReport, name: str, attempt: Attempt, outcomes: list[Del
              now: datetime) -> None:
     if attempt.result == "delivered":
         report.delivered += len(outcomes)
+        report.outcomes[name]["delivered"] += len(outcomes)
         return
     failed = sum(1 for s in outcomes if s.outcome == "failed")
     report.failed += failed
     report.pending += len(outcomes) - failed
+    report.outcomes[name]["failed"] += failed
+    report.outcomes[name]["retrying"] += len(outcomes) - failed
     first = outcomes[0]
     report.problems[name] = first.detail
     if failed:

@@ -56,7 +56,7 @@ class WorkerProcess:
                    SPENDSTREAM_BATCH_MAX_WAIT_S=str(self.settings.batch_max_wait_s))
         if self.settings.clickhouse_url is not None:
             env["SPENDSTREAM_CLICKHOUSE_URL"] = self.settings.clickhouse_url.get_secret_value()
-        for name in ("overrides_file", "deployments_file", "store_url"):
+        for name in ("overrides_file", "deployments_file", "store_url", "ops_address"):
             if getattr(self.settings, name) is not None:
                 env[f"SPENDSTREAM_{name.upper()}"] = str(getattr(self.settings, name))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,11 @@ class EmbeddedStore:
         self._session = self._connect(self._path)
 
     def _connect(self, target: str) -> Any:
-        from chdb.session import Session
+        try:
+            from chdb.session import Session
+        except ImportError as exc:  # the worker image leaves the embedded engine out
+            raise StoreError("embedded ClickHouse (chdb) is not installed here: set SPENDSTREAM_CLICKHOUSE_URL to a "
+                             "ClickHouse server, or pip install 'spendstream[embedded]'") from exc
 
         try:
             return Session(target)

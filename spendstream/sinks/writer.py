@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TypeVar
 
 import pyarrow as pa
 
-from spendstream.batches import BatchResult, GpuBatch, LedgerBatch
+from spendstream.batches import BatchResult, DeadLetter, GpuBatch, LedgerBatch
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.conflicts import CONFLICT_SCHEMA, resolve
@@ -21,6 +22,33 @@ from spendstream.sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class WriteTally:
+    """What a writer made durable since it started, safe to read from any thread (the worker's metrics).
+
+    ``stored``: rows inserted, by what they are (``usage``, ``gpu``, ``ledger``); ``redelivered``:
+    usage events dropped as identical copies of stored ones; ``conflicts``: conflicting copies
+    recorded, not applied; ``dead_letters``: by (what the record was, the reason's kind);
+    ``store_retries``: failed inserts retried.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, ...]] = Counter()
+
+    def add(self, *key: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._counts[key] += n
+
+    def dead(self, of: str, letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            self.add("dead_letters", of, letter.kind)
+
+    def snapshot(self) -> dict[tuple[str, ...], int]:
+        with self._lock:
+            return dict(self._counts)
 
 
 class SinkWriter:
@@ -40,6 +68,7 @@ class SinkWriter:
         self._dedup_horizon_s = dedup_horizon_s
         self._retry_base_s = retry_base_s
         self._retry_cap_s = retry_cap_s
+        self.tally = WriteTally()
         # alert keys already stored by this process (the table dedups across processes)
         self._alerted: set[str] = set()
         # One usage batch at a time, check and insert together: the next batch's conflict
@@ -65,6 +94,8 @@ class SinkWriter:
                 self._store.insert_arrow("alerts", alert_table(alerts))
                 for alert in alerts:
                     log.warning("alert %s %s: %s", alert.kind, alert.state, alert.message)
+            self.tally.add("stored", "gpu", n=len(batch.samples))
+            self.tally.dead("gpu", batch.dead_letters)
 
         await self._durably(insert)
 
@@ -74,6 +105,8 @@ class SinkWriter:
                 self._store.insert_arrow("emitter_ledger", ledger_table(batch.entries))
             if batch.dead_letters:
                 self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
+            self.tally.add("stored", "ledger", n=len(batch.entries))
+            self.tally.dead("ledger", batch.dead_letters)
 
         await self._durably(insert)
 
@@ -85,6 +118,7 @@ class SinkWriter:
             except StoreError as exc:
                 delay = backoff_s(attempt, base_s=self._retry_base_s, cap_s=self._retry_cap_s)
                 attempt += 1
+                self.tally.add("store_retries")
                 log.warning("ClickHouse write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 await asyncio.sleep(delay)
 
@@ -105,8 +139,12 @@ class SinkWriter:
                 conflicts = resolution.conflicts
                 if conflicts.num_rows:
                     self._store.insert_arrow("event_conflicts", conflicts)
+                self.tally.add("stored", "usage", n=resolution.rows.num_rows)
+                self.tally.add("redelivered", n=resolution.redelivered)
+                self.tally.add("conflicts", n=conflicts.num_rows)
             if batch.dead_letters:
                 self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
+            self.tally.dead("usage", batch.dead_letters)
             self._insert_alerts(alerts)
             return conflicts
 
