@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import orjson
 import pytest
@@ -29,16 +27,6 @@ def test_detector_fires_against_the_same_time_in_past_days_and_weeks_and_resolve
     resolved = detector.evaluate("team=search", 1.1, [1.0, 1.2, None, None, 0.9, 1.1], NOW - timedelta(minutes=20),
                                  NOW)
     assert resolved is not None and resolved.state == "resolved"
-
-
-def test_recall_precision_and_delay_on_injected_incidents_beat_the_daily_rule() -> None:
-    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))  # the harness lives with the benchmarks
-    from alert_evaluation import evaluate
-
-    ours, litellm = evaluate(days=14, keys=100, incidents=40, seed=3)
-    assert ours.recall >= 0.95 and ours.precision >= 0.9 and ours.median_delay <= 2
-    assert ours.false_alarms_per_day_per_100_keys < 1
-    assert litellm.recall < ours.recall  # a daily 3x rule cannot see incidents of minutes or hours
 
 
 @pytest.mark.integration
