@@ -69,7 +69,7 @@ class Score:
 
 
 def _subjects_of(world: World, incident: Incident) -> set[str]:
-    return world.leaf_subjects(incident.leaf)
+    return world.incident_subjects(incident)
 
 
 def _true(world: World, fired: Fired) -> Incident | None:

@@ -25,7 +25,7 @@ Everything is arrays of shape (leaves, minutes); subjects (``team=…``, ``featu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class Incident:
     end: int                  # exclusive; for creep, the end of the run
     excess_usd: float = 0.0   # spend the incident added (or wasted), in total
     excess: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per minute from start
+    leaves: tuple[int, ...] = ()  # every leaf it touches (a creep: the customer's, a slow burn: the feature's)
 
 
 @dataclass
@@ -93,6 +94,9 @@ class World:
 
     def leaf_subjects(self, leaf: int) -> set[str]:
         return {self.subjects[s] for s in np.flatnonzero(self.membership[:, leaf])}
+
+    def incident_subjects(self, incident: Incident) -> set[str]:
+        return set().union(*(self.leaf_subjects(leaf) for leaf in incident.leaves or (incident.leaf,)))
 
 
 def generate(trace: Trace, seed: int, *, days: int = DAYS, leaves: int = 250) -> World:
@@ -176,6 +180,9 @@ def _incidents(rng, leaves, rate, lam, fail_p, cost_scale, extra_lam, quiet_atte
     used: set[int] = set()
     out: list[Incident] = []
     busy, quiet = np.arange(0, 30), np.arange(leaves - 60, leaves)
+    # creeps and slow burns touch a whole customer or feature: ones neither tiny nor the very largest
+    mid_customers = _sized(world, rate, leaves, "customer", 2.0, 30.0)
+    mid_features = _sized(world, rate, leaves, "feature", 5.0, 60.0)
     new_leaves = iter(range(leaves + len(CONTROLS), lam.shape[0]))
     end_of_run = lam.shape[1]
 
@@ -208,9 +215,10 @@ def _incidents(rng, leaves, rate, lam, fail_p, cost_scale, extra_lam, quiet_atte
                 leaf, length = pick(np.arange(leaves // 2)), int(rng.integers(60, 181))
                 start = when(length, hours=(8, 20), weekend=True)
                 lam[leaf, start:start + length] *= 5
-            elif kind == "creep":
-                leaf, start, length = pick(busy), EVAL_START, end_of_run - EVAL_START
-                lam[leaf, start:] *= 1.15 ** (np.arange(length) / DAY)
+            elif kind == "creep":  # a customer's use grows, on every feature it uses
+                leaf, start, length = pick(mid_customers), EVAL_START, end_of_run - EVAL_START
+                for other in _same(world, leaf, "customer"):
+                    lam[other, start:] *= 1.15 ** (np.arange(length) / DAY)
             elif kind == "new_key":
                 leaf, length = next(new_leaves), int(rng.integers(DAY, 2 * DAY))
                 start = when(length)
@@ -226,10 +234,11 @@ def _incidents(rng, leaves, rate, lam, fail_p, cost_scale, extra_lam, quiet_atte
                 extra_lam[leaf, start:start + length] = np.maximum(extra_lam[leaf, start:start + length], 0.6)
                 quiet_attempts[leaf, start:start + length] = rng.poisson(0.6 * 4, size=length)
                 world.max_attempt[leaf, start:start + length] = 5
-            elif kind == "slow_burn":
-                leaf, length = pick(busy), 180
+            elif kind == "slow_burn":  # a feature's failure ratio doubles (a degraded deployment), for 3 h
+                leaf, length = pick(mid_features), 180
                 start = when(length)
-                fail_p[leaf, start:start + length] *= 2
+                for other in _same(world, leaf, "feature"):
+                    fail_p[other, start:start + length] *= 2
             elif kind == "loop_fingerprint":
                 leaf, length = pick(np.arange(leaves)), int(rng.integers(20, 61))
                 start = when(length)
@@ -241,14 +250,34 @@ def _incidents(rng, leaves, rate, lam, fail_p, cost_scale, extra_lam, quiet_atte
                 per = np.bincount(rng.integers(0, length, size=n), minlength=length)
                 quiet_attempts[leaf, start:start + length] += per
                 world.max_attempt[leaf, start:start + length] = np.minimum(np.cumsum(per) + 1, 255)
-            out.append(Incident(kind, leaf, start, min(start + length, end_of_run)))
+            touched = tuple(_same(world, leaf, {"creep": "customer", "slow_burn": "feature"}[kind])) if kind in (
+                "creep", "slow_burn") else (leaf,)
+            out.append(Incident(kind, leaf, start, min(start + length, end_of_run), leaves=touched))
     return out
+
+
+def _sized(world: World, rate: np.ndarray, leaves: int, key: str, low: float, high: float) -> np.ndarray:
+    """Leaves whose customer (or feature) peaks at between ``low`` and ``high`` requests a minute in all."""
+    totals: dict[str, float] = {}
+    for i in range(leaves):
+        totals[getattr(world.leaves[i], key)] = totals.get(getattr(world.leaves[i], key), 0.0) + rate[i]
+    return np.array([i for i in range(leaves) if low <= totals[getattr(world.leaves[i], key)] <= high])
+
+
+def _same(world: World, leaf: int, key: str) -> list[int]:
+    """The leaves that share ``leaf``'s customer (or feature), itself included."""
+    value = getattr(world.leaves[leaf], key)
+    return [i for i, other in enumerate(world.leaves) if getattr(other, key) == value]
 
 
 def _excess(world: World, incident: Incident, added: np.ndarray, mean_cost: np.ndarray, p_fail: np.ndarray
             ) -> np.ndarray:
     """What the incident cost beyond normal life, per minute (volume: expected, not sampled)."""
-    leaf, span = incident.leaf, slice(incident.start, incident.end)
+    span = slice(incident.start, incident.end)
+    if len(incident.leaves) > 1:
+        return sum(_excess(world, replace(incident, leaf=leaf, leaves=(leaf,)), added, mean_cost, p_fail)
+                   for leaf in incident.leaves)
+    leaf = incident.leaf
     if incident.kind in ("storm_busy", "storm_quiet", "slow_burn", "loop_attempts"):
         usual = world.requests[leaf, span] * p_fail[leaf] * mean_cost[leaf] * FAILED_ATTEMPT_SHARE
         return np.maximum(world.failed_cost[leaf, span] - usual, 0.0)
