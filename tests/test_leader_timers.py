@@ -199,7 +199,7 @@ def test_a_failing_detector_costs_its_own_alerts_not_the_delivery_of_stored_ones
         done = AlertCycle(_RawReadsFail(embedded_store), config, pass_deadline_s=10).run()
     finally:
         receiver.close()
-    assert set(done.detector_errors) == {"retry storms", "spend anomalies"}  # no budgets: nothing to read
+    assert set(done.detector_errors) == {"baselines", "retry storms", "spend anomalies"}  # no budgets: none read
     assert "connection reset" in done.detector_errors["retry storms"]
     assert done.delivery is not None and done.delivery.delivered == 1
     assert list(receiver.counts().values()) == [1]

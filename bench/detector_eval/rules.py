@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.detector_eval.shipped import LOOKBACKS, RetryStormDetector, SpendAnomalyDetector
 from bench.detector_eval.traffic import DAY, EVAL_START, World
-from spendstream.detect.anomaly import LOOKBACKS, SpendAnomalyDetector
-from spendstream.detect.retry_storm import RetryStormDetector
 
 STEP = 5  # minutes between passes, as `spendstream notify` and the leader's timer run them
 

@@ -113,8 +113,10 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     out: list[Fired] = []
     own = None
     for t in passes(world):
-        if own is None or t % 60 == 0:
-            own = hours.profiles(t // 60 - LEARN_LAG_H).fail_ratio
+        if own is None or t % 60 == 0:  # as the refresh does: the last week's failures per attempt, through now
+            week = slice(t // 60 - 168, t // 60)
+            tried = hours.attempts[:, week].sum(axis=1)
+            own = np.where(tried > 0, hours.failed[:, week].sum(axis=1) / np.maximum(tried, 1), 0.0)
 
         def split(c: np.ndarray, minutes: int, t: int = t) -> np.ndarray:
             return (by_provider @ (c[:, t] - c[:, t - minutes])).reshape(len(rows), len(providers))
