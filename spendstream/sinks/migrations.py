@@ -560,6 +560,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY (kind, subject)
         """,
+        # Messages delivered per destination: its hourly budget (alerting/digest.py).
+        """
+        CREATE TABLE IF NOT EXISTS alert_messages (
+            destination LowCardinality(String),
+            alerts UInt32 COMMENT 'alerts in the message (more than one kind: a digest)',
+            sent_at DateTime64(3, 'UTC')
+        )
+        ENGINE = MergeTree
+        ORDER BY (destination, sent_at)
+        TTL toDateTime(sent_at) + INTERVAL 7 DAY
+        """,
     )),
 )
 
