@@ -16,10 +16,13 @@ import numpy as np
 
 from bench.detector_eval.rules import Fired, cumulative, passes
 from bench.detector_eval.traffic import DAY, EVAL_START, World
+from spendstream.alerting import digest
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import expect, learn
+from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.detect.storm import RetryStormRule
+from spendstream.schemas.alert import Alert
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
 LEARN_DAYS = 28
@@ -123,15 +126,20 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
 
         leaf_max = world.max_attempt[:, t - w:t].max(axis=1)
         leaf_repeats = world.repeats[:, t - w:t].sum(axis=1)
+        longest = np.where(member, leaf_max[None, :], 0).max(axis=1)
+        repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
-                             max_attempt=np.where(member, leaf_max[None, :], 0).max(axis=1),
-                             repeats=np.where(member, leaf_repeats[None, :], 0).max(axis=1))
+                             max_attempt=longest, repeats=repeats)
+        # as detect_retry_storms: storms need a day of history, loops do not
+        loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
+        warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
+        hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
-        for i in set(np.flatnonzero(verdict.hot)) | set(open_):
+        for i in set(np.flatnonzero(hot)) | set(open_):
             incident, transition = hysteresis.step(
-                open_.get(i), kind="retry_storm", subject=world.subjects[rows[i]], hot=bool(verdict.hot[i]),
-                very_hot=bool(verdict.very_hot[i]), calm=bool(verdict.calm[i]), onset=at(t - w), severity="error",
+                open_.get(i), kind="retry_storm", subject=world.subjects[rows[i]], hot=bool(hot[i]),
+                very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]), onset=at(t - w), severity="error",
                 observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
             _record(out, open_, i, incident, transition, t, world, open_.get(i))
     return out
@@ -146,7 +154,8 @@ def _record(out: list[Fired], open_: dict[int, Incident], key: int, incident: In
         out.append(Fired("noise", incident.kind, incident.subject, t, "firing", incident.severity,
                          int((incident.opened_at - EPOCH).total_seconds() // 60)))
     elif transition == "resolved":
-        out.append(Fired("noise", before.kind, before.subject, t, "resolved", before.severity))
+        out.append(Fired("noise", before.kind, before.subject, t, "resolved", before.severity,
+                         int((before.opened_at - EPOCH).total_seconds() // 60)))
     if incident is None:
         open_.pop(key, None)
     else:
@@ -154,9 +163,17 @@ def _record(out: list[Fired], open_: dict[int, Incident], key: int, incident: In
 
 
 def messages(world: World, fired: list[Fired]) -> dict[str, float]:
-    """Messages per destination per day: Slack takes everything (one message per kind and state a pass), on-call
-    what fired at ``error`` or worse and its resolve."""
+    """Messages per destination per day under the documented routes, through the package's routing and digest:
+    Slack takes every alert (digested to its hourly budget), on-call (PagerDuty) what fired at ``error`` or worse,
+    and the resolves of those (a resolve goes where its trigger went)."""
     days = (world.minutes - EVAL_START) / DAY
-    paged = {(f.kind, f.subject) for f in fired if f.severity in ("error", "critical")}
-    return {"slack (every alert)": len({(f.minute, f.kind, f.state) for f in fired}) / days,
-            "on-call (error and up)": sum((f.kind, f.subject) in paged for f in fired) / days}
+    alerts = [Alert(kind=f.kind, severity=f.severity, state=f.state, subject=f.subject, window_start=at(f.minute),
+                    window_end=at(f.minute), dedup_key=f"{f.kind}:{f.subject}:{f.onset if f.onset >= 0 else f.minute}",
+                    message="", created_at=at(f.minute)) for f in fired]
+    by_pass: dict[datetime, list[Alert]] = {}
+    for alert in alerts:
+        by_pass.setdefault(alert.created_at, []).append(alert)
+    slack = digest.simulate(sorted(by_pass.items()))
+    triggers = {a.dedup_key: a for a in alerts if a.state == "firing"}
+    paged = sum(digest.route_as(a, triggers).severity in ("error", "critical") for a in alerts)
+    return {"slack (every alert, digest)": slack / days, "on-call (error and up, with resolves)": paged / days}

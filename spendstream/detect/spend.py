@@ -8,7 +8,8 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   multiple and a busy one a small one), ``min_ratio`` × expected, ``peak_margin`` × the
   typical 10-minute peak of this hour (learned schedules and bursts), and an excess of
   ``min_excess_usd``; with at least ``min_requests`` requests (a window of three requests
-  is noise). Very hot (fires at once) at twice that threshold and excess. Calm under the
+  is noise). Very hot (fires at once) at ``very_hot_factor`` × that threshold and twice the
+  minimum excess. Calm under the
   expected dollars plus ``z_calm`` deviations (or the typical peak).
 - **slow** (the last 24 closed hours, refreshed hourly): hot when the median, over the
   hours where at least ``slow_min_requests`` were expected, of observed ÷ expected dollars
@@ -48,10 +49,10 @@ class SpendAnomalyRule:
     min_ratio: float = 1.5
     peak_margin: float = 1.25
     min_excess_usd: float = 1.0
-    very_hot_factor: float = 1.5
+    very_hot_factor: float = 1.25
     min_requests: int = 5
     warmup_hours: int = 7 * 24
-    slow_ratio: float = 1.2
+    slow_ratio: float = 1.15
     slow_calm_ratio: float = 1.1
     slow_min_requests: float = 20.0
     slow_min_hours: int = 12

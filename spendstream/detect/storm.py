@@ -9,7 +9,8 @@ Per feature and per customer, every pass, from counts:
   ``z_fire`` standard deviations with ``min_failed`` failures and ``factor`` × the expected
   ratio, so a quiet feature whose few requests each take five attempts is a storm;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
-  failure ratio that doubles and stays (the last ``window_minutes`` above the usual too);
+  failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
+  a storm that ended stays in the slow window, and one failure of a quiet key is no evidence);
 - **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
   shape (prompt-prefix fingerprint, model, input size: whatever the request ids)
   repeated ``loop_repeats`` times in the window. Either fires at once.
@@ -80,7 +81,8 @@ class RetryStormRule:
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
         burn = ((_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed)
-                & (slow_ratio >= self.slow_factor * p_slow) & (ratio >= self.slow_factor * p))
+                & (slow_ratio >= self.slow_factor * p_slow)
+                & (z >= self.z_calm) & (f >= self.min_failed / 2) & (ratio >= self.slow_factor * p))
         loop = (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats)
         hot = storm | burn | loop
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
