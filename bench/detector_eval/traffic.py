@@ -99,7 +99,7 @@ class World:
         return set().union(*(self.leaf_subjects(leaf) for leaf in incident.leaves or (incident.leaf,)))
 
 
-def generate(trace: Trace, seed: int, *, days: int = DAYS, leaves: int = 250) -> World:
+def generate(trace: Trace, seed: int, *, days: int = DAYS, leaves: int = 250, peak_rate: float = 300.0) -> World:
     rng = np.random.default_rng(seed)
     n_new = dict(KINDS)["new_key"]
     total = leaves + len(CONTROLS) + n_new
@@ -111,7 +111,7 @@ def generate(trace: Trace, seed: int, *, days: int = DAYS, leaves: int = 250) ->
     made = [Leaf(f"team-{f % 10}", features[f], f"cust-{c:03d}", PROVIDERS[f % 3]) for f, c in zip(fi, ci, strict=True)]
     made += [Leaf(t, f, c, "openai") for t, f, c in CONTROLS]
     made += [Leaf(f"team-{k}", features[k], f"cust-new-{k}", "openai") for k in range(n_new)]
-    rate = np.concatenate([300 / np.arange(1, leaves + 1) ** 1.1, np.zeros(len(CONTROLS) + n_new)])
+    rate = np.concatenate([peak_rate / np.arange(1, leaves + 1) ** 1.1, np.zeros(len(CONTROLS) + n_new)])
     peak = rng.integers(9, 17, size=total)
     weekend = rng.uniform(0.3, 0.8, size=total)
     price = np.array([PRICES[i] for i in rng.integers(0, len(PRICES), size=total)])
