@@ -41,3 +41,17 @@ def test_the_daily_rule_fires_at_most_once_a_day_per_key(world) -> None:
     fired = rules.litellm_daily(world)
     days = [(f.subject, (f.minute - 1) // DAY) for f in fired]
     assert len(days) == len(set(days))
+
+
+def test_the_detectors_that_know_their_noise_beat_the_shipped_ones_on_a_world_they_were_not_tuned_to() -> None:
+    from bench.detector_eval import rules_noise, score
+
+    world = generate(load("conv"), seed=11)  # tuning looked at seeds 1 and 2 only
+    new = [score.score(world, rules_noise.spend(world), "noise", "spend"),
+           score.score(world, rules_noise.retries(world), "noise", "retries")]
+    old = [score.score(world, rules.current_spend_anomaly(world), "current", "spend"),
+           score.score(world, rules.current_retry_storm(world), "current", "retries")]
+    for n, o in zip(new, old, strict=True):
+        assert n.control_alerts == 0 and n.precision >= 0.9
+        assert n.alerts - n.true_alerts < o.alerts - o.true_alerts  # fewer false alarms
+        assert n.recall >= o.recall
