@@ -16,7 +16,7 @@ from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table
 
-NOW = datetime(2025, 10, 15, 14, 0, tzinfo=timezone.utc)
+NOW = datetime(2023, 9, 20, 14, 0, tzinfo=timezone.utc)  # a year no other test writes to
 
 
 @pytest.mark.integration
