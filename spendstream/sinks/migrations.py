@@ -565,10 +565,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE TABLE IF NOT EXISTS alert_messages (
             destination LowCardinality(String),
             alerts UInt32 COMMENT 'alerts in the message (more than one kind: a digest)',
-            sent_at DateTime64(3, 'UTC')
+            sent_at DateTime64(3, 'UTC'),
+            id UUID DEFAULT generateUUIDv4() COMMENT 'two messages of one instant are two rows'
         )
-        ENGINE = MergeTree
-        ORDER BY (destination, sent_at)
+        ENGINE = ReplacingMergeTree
+        ORDER BY (destination, sent_at, id)
         TTL toDateTime(sent_at) + INTERVAL 7 DAY
         """,
     )),
