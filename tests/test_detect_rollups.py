@@ -18,14 +18,11 @@ import pytest
 
 from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
-from spendstream.alerting.delivery import store_new_alerts
 from spendstream.batches import SourceRecord
-from spendstream.detect.anomaly import LOOKBACKS, KeySpend, SpendAnomalyDetector, detect_spend_anomalies, spend_windows
+from spendstream.detect.baseline import floor_hour, subject_hours
 from spendstream.detect.budgets import Budget, evaluate, spend_so_far
-from spendstream.detect.retry_storm import FeatureWindow, RetryStormDetector, detect_retry_storms, retry_baselines
 from spendstream.detect.windows import Window, split
 from spendstream.pricing import Pricer
-from spendstream.schemas.alert import Alert
 from spendstream.sinks import rollups
 from spendstream.sinks.store import query_result, sql_time
 from spendstream.sinks.writer import SinkWriter
@@ -38,75 +35,17 @@ PRICER = Pricer()
 
 # -- the references: the readers as they were, on raw FINAL ------------------------------------
 
-def raw_spend_windows(store, now: datetime, window: timedelta) -> list[KeySpend]:
-    starts = [now - window] + [now - window - back for back in LOOKBACKS]
-    params = {f"s{i}": sql_time(s) for i, s in enumerate(starts)} | {
-        f"e{i}": sql_time(s + window) for i, s in enumerate(starts)}
-    sums = ", ".join(
-        f"sumIf(total_cost, ts >= {{s{i}:DateTime64(3, 'UTC')}} AND ts < {{e{i}:DateTime64(3, 'UTC')}}) AS w{i}, "
-        f"countIf(ts >= {{s{i}:DateTime64(3, 'UTC')}} AND ts < {{e{i}:DateTime64(3, 'UTC')}}) AS n{i}"
-        for i in range(len(starts)))
-    params["oldest"] = sql_time(min(starts))
-    rows = query_result(store, f"""
-        SELECT key, toString(min(ts)) AS first_seen, {sums} FROM (
-            SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')),
-                              concat('customer=', ifNull(customer, ''))]) AS key, ts, total_cost
-            FROM usage_events FINAL
-            WHERE priced AND ts >= {{oldest:DateTime64(3, 'UTC')}})
-        WHERE NOT endsWith(key, '=')
-        GROUP BY key""", params).dicts()
-    out = []
-    for row in rows:
-        first_seen = datetime.fromisoformat(row["first_seen"]).replace(tzinfo=now.tzinfo)
-        history = tuple((row[f"w{i}"] or Decimal(0)) if starts[i] + window > first_seen else None
-                        for i in range(1, len(starts)))
-        out.append(KeySpend(row["key"], row["w0"] or Decimal(0), history))
-    return sorted(out, key=lambda k: k.key)
-
-
-def raw_spend_anomalies(store, now: datetime, detector: SpendAnomalyDetector) -> list[Alert]:
-    firing = {r[0]: datetime.fromisoformat(r[1]).replace(tzinfo=now.tzinfo) for r in query_result(store, """
-        SELECT subject, toString(argMax(window_start, created_at)) FROM alerts FINAL WHERE kind = 'spend_anomaly'
-        GROUP BY subject HAVING argMax(state, created_at) = 'firing'""").rows}
-    alerts = []
-    for spend in raw_spend_windows(store, now, detector.window):
-        history = [float(h) if h is not None else None for h in spend.history]
-        alert = detector.evaluate(spend.key, float(spend.observed), history, firing.get(spend.key), now)
-        alerts += [alert] if alert else []
-    return alerts
-
-
-def raw_retry_baselines(store, start: datetime, end: datetime) -> dict[str, float]:
-    return {r[0]: float(r[1]) for r in query_result(store, """
-        SELECT feature, countIf(attempt > 1) / count() FROM usage_events FINAL
-        WHERE ts >= {day:DateTime64(3, 'UTC')} AND ts < {start:DateTime64(3, 'UTC')} AND feature IS NOT NULL
-        GROUP BY feature""", {"day": sql_time(start), "start": sql_time(end)}).rows}
-
-
-def raw_retry_storms(store, now: datetime, detector: RetryStormDetector) -> list[Alert]:
-    params = {"start": sql_time(now - detector.window), "now": sql_time(now)}
-    windows = {r["feature"]: FeatureWindow(**r) for r in query_result(store, """
-        SELECT feature, toInt64(count()) AS attempts, toInt64(countIf(attempt > 1)) AS retries,
-               toInt64(countIf(status = 'rate_limited' OR http_status = 429)) AS rate_limited,
-               toInt64(countIf(http_status >= 500)) AS server_errors,
-               toInt64(countIf(status = 'timeout')) AS timeouts,
-               toInt64(countIf(status = 'invalid_output')) AS invalid_outputs,
-               sumIf(ifNull(total_cost, 0), status != 'ok') AS failed_cost,
-               toInt64(max(attempt)) AS max_attempt
-        FROM usage_events FINAL
-        WHERE ts >= {start:DateTime64(3, 'UTC')} AND ts < {now:DateTime64(3, 'UTC')} AND feature IS NOT NULL
-        GROUP BY feature""", params).dicts()}
-    baselines = raw_retry_baselines(store, now - detector.window - timedelta(days=1), now - detector.window)
-    firing = {r[0].removeprefix("feature="): datetime.fromisoformat(r[1]).replace(tzinfo=now.tzinfo)
-              for r in query_result(store, """
-        SELECT subject, toString(argMax(window_start, created_at)) FROM alerts FINAL WHERE kind = 'retry_storm'
-        GROUP BY subject HAVING argMax(state, created_at) = 'firing'""").rows}
-    alerts = []
-    for feature in sorted(windows.keys() | firing.keys()):
-        window = windows.get(feature) or FeatureWindow(feature, 0, 0, 0, 0, 0, 0, Decimal(0), 0)
-        alert = detector.evaluate(window, baselines.get(feature, 0.0), firing.get(feature), now)
-        alerts += [alert] if alert else []
-    return alerts
+def raw_subject_hours(store, start: datetime, end: datetime) -> list[tuple]:
+    """The detectors' hourly history as raw FINAL answers it (the reference for subject_hours)."""
+    return query_result(store, """
+        SELECT subject, toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, toStartOfHour(ts))) AS h,
+               toFloat64(uniqExact(request_id)), toFloat64(count()), toFloat64(countIf(status != 'ok')),
+               toFloat64(ifNull(sumIf(total_cost, priced), 0))
+        FROM (SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')),
+                                concat('customer=', ifNull(customer, ''))]) AS subject, *
+              FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')})
+        WHERE NOT endsWith(subject, '=')
+        GROUP BY subject, h ORDER BY subject, h""", {"a": sql_time(start), "b": sql_time(end)}).rows
 
 
 def raw_spent(store, budget: Budget, start: datetime, end: datetime) -> Decimal:
@@ -133,9 +72,10 @@ def _traffic(run: str) -> list[dict]:
     def add(ts: datetime, **fields) -> None:
         events.append(_call(run, len(events), ts, **fields))
 
-    window = SpendAnomalyDetector().window
+    window = timedelta(minutes=10)
     spiky = {"team": f"{run}-spiky", "feature": f"{run}-chat", "customer": f"{run}-c0"}
-    for back in (timedelta(0), *LOOKBACKS):
+    lookbacks = [timedelta(days=d) for d in (7, 14, 21, 28, 1, 2)]
+    for back in (timedelta(0), *lookbacks):
         start = NOW - window - back
         exact_start = datetime.fromisoformat(sql_time(start)).replace(tzinfo=timezone.utc)
         exact_end = datetime.fromisoformat(sql_time(start + window)).replace(tzinfo=timezone.utc)
@@ -187,19 +127,12 @@ def _budgets(run: str) -> list[Budget]:
 
 
 def _assert_same_as_raw(store, run: str, nows: list[datetime]) -> None:
-    anomaly, storms = SpendAnomalyDetector(), RetryStormDetector()
     for now in nows:
-        assert spend_windows(store, now, window=anomaly.window) == raw_spend_windows(store, now, anomaly.window)
-        start, end = now - storms.window - timedelta(days=1), now - storms.window
-        assert retry_baselines(store, start=start, end=end) == raw_retry_baselines(store, start, end)
+        # what the hourly baseline refresh reads: 30 days of hours, through the open one
+        start, end = floor_hour(now) - timedelta(days=30), floor_hour(now) + HOUR
+        assert subject_hours(store, start=start, end=end) == raw_subject_hours(store, start, end)
         budgets = _budgets(run)
         assert spend_so_far(store, budgets, now) == [raw_spent(store, b, b.period_of(now)[0], now) for b in budgets]
-        assert _sorted(detect_spend_anomalies(store, now)) == _sorted(raw_spend_anomalies(store, now, anomaly))
-        assert _sorted(detect_retry_storms(store, now)) == _sorted(raw_retry_storms(store, now, storms))
-
-
-def _sorted(alerts: list[Alert]) -> list[Alert]:
-    return sorted(alerts, key=lambda a: (a.subject, a.dedup_key, a.state))
 
 
 def _maintain(store) -> None:
@@ -207,33 +140,22 @@ def _maintain(store) -> None:
 
 
 @pytest.mark.integration
-def test_detector_windows_and_alerts_from_rollups_equal_raw_through_duplicates_conflicts_and_late_events(
-        seeded_store) -> None:
+def test_detector_windows_from_rollups_equal_raw_through_duplicates_conflicts_and_late_events(seeded_store) -> None:
     store, run = seeded_store, f"det-{uuid.uuid4().hex[:6]}"
     real_now = datetime.now(timezone.utc)
     nows = [NOW, NOW.replace(second=0, microsecond=0), NOW + timedelta(seconds=30), real_now]
     events = _traffic(run)
     _write(store, events)
-    # a firing spend anomaly for a key that spends nothing now: it resolves, from both readers
-    store_new_alerts(store, [Alert(kind="spend_anomaly", severity="warning", state="firing",
-                                   subject=f"customer={run}-future", window_start=NOW - HOUR, window_end=NOW,
-                                   dedup_key=f"{run}-future", message="test", created_at=NOW - HOUR)])
     _assert_same_as_raw(store, run, nows)   # nothing maintained yet: the watermark keeps the readers on raw
     _maintain(store)
     assert str(store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()) > str(NOW)  # the rollups answer now
     _assert_same_as_raw(store, run, nows)
 
-    alerts = detect_spend_anomalies(store, NOW) + detect_retry_storms(store, NOW)
-    fired = {(a.subject, a.state) for a in alerts if run in a.subject}
-    assert {(f"team={run}-spiky", "firing"), (f"feature={run}-chat", "firing"), (f"customer={run}-c0", "firing"),
-            (f"customer={run}-future", "resolved"), (f"feature={run}-storm", "firing")} <= fired
     assert any(run in a.subject for a in evaluate(store, _budgets(run), NOW))
-    spiky = {s.key: s for s in spend_windows(store, NOW, window=timedelta(minutes=10)) if run in s.key}
-    assert spiky[f"team={run}-spiky"].observed == Decimal("10.50")   # 40 calls and the two edge calls inside
-    # LOOKBACKS are 7, 14, 21, 28 days, then 1 and 2 days
-    assert spiky[f"team={run}-new"].history == (None, None, None, None, Decimal(0), Decimal("0.25"))
-    assert spiky[f"feature={run}-edge"].history[0] == Decimal(0) and spiky[f"feature={run}-edge"].history[1] is None
-    assert f"team={run}-unpriced" not in spiky and f"customer={run}-future" in spiky
+    hours = {(r[0], r[1]): r[2:] for r in subject_hours(store, start=floor_hour(NOW), end=floor_hour(NOW) + HOUR)}
+    # the spike: 40 calls, 4 more from the 1- and 2-day lookbacks' minutes are other hours; $0.25 a call
+    assert hours[(f"team={run}-spiky", 0)][3] >= 10.0
+    assert (f"team={run}-unpriced", 0) in hours and hours[(f"team={run}-unpriced", 0)][3] == 0.0
 
     # Re-deliveries change nothing; a conflicting copy is not applied; a late event reopens a week-old minute.
     _write(store, events[:200], partition=1)
@@ -261,10 +183,8 @@ def test_the_readers_answer_from_the_rollup_where_it_is_maintained(seeded_store)
         budget = Budget(name=team, team=team, amount_usd=Decimal(1))
         assert spend_so_far(store, [budget], NOW) == [Decimal("7.5")]
         assert raw_spent(store, budget, budget.period_of(NOW)[0], NOW) == 0
-        keys = {s.key: s.observed for s in spend_windows(store, NOW, window=timedelta(minutes=10))}
-        assert keys.get(f"team={team}") == Decimal("7.5")
-        day = retry_baselines(store, start=minute - timedelta(days=1), end=minute + MINUTE)
-        assert day[f"{team}-f"] == 0.5
+        hours = {r[0]: r[2:] for r in subject_hours(store, start=floor_hour(minute), end=floor_hour(minute) + HOUR)}
+        assert list(hours[f"team={team}"][1:]) == [10.0, 0.0, 7.5]  # attempts, failed, USD: only the rollup has them
     finally:
         for rollup in rollups.ROLLUPS:
             store.command(f"ALTER TABLE {rollup.name} DELETE WHERE team = '{team}' SETTINGS mutations_sync = 2")

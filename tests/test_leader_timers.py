@@ -200,7 +200,7 @@ def test_a_failing_detector_costs_its_own_alerts_not_the_delivery_of_stored_ones
     finally:
         receiver.close()
     # no budgets: nothing to read; cost drift reads raw events too
-    assert set(done.detector_errors) == {"retry storms", "spend anomalies", "cost drift"}
+    assert set(done.detector_errors) == {"baselines", "retry storms", "spend anomalies", "cost drift"}
     assert "connection reset" in done.detector_errors["retry storms"]
     assert done.delivery is not None and done.delivery.delivered == 1
     assert list(receiver.counts().values()) == [1]

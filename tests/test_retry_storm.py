@@ -1,10 +1,9 @@
-"""Retry storms: the pure detector, and end to end from stored events to a delivered message and its resolve."""
+"""Retry storms end to end: stored events -> baselines -> passes -> one incident -> one message and its resolve."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 
 import orjson
 import pytest
@@ -13,41 +12,22 @@ from spendstream.agents.stages import process
 from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
 from spendstream.alerting.destinations import Destination
 from spendstream.batches import SourceRecord
-from spendstream.detect.retry_storm import FeatureWindow, RetryStormDetector, detect_retry_storms
+from spendstream.detect import baseline
+from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.pricing import Pricer
-from spendstream.sinks import rollups
 from spendstream.sinks.rows import usage_table
 from tests.test_alert_delivery import Receiver
 
-NOW = datetime(2025, 8, 20, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2023, 8, 16, 12, 0, tzinfo=timezone.utc)  # a year no other test writes to
 
 
-def _window(attempts: int, retries: int, max_attempt: int = 2) -> FeatureWindow:
-    return FeatureWindow("checkout", attempts, retries, retries // 2, retries // 4, retries // 4, 0, Decimal("1.25"),
-                         max_attempt)
-
-
-def test_detector_fires_on_a_jump_over_the_features_own_baseline_and_resolves() -> None:
-    detector = RetryStormDetector()
-    fired = detector.evaluate(_window(200, 80), baseline_ratio=0.02, firing_since=None, now=NOW)
-    assert fired is not None and fired.state == "firing" and fired.subject == "feature=checkout"
-    assert "80 retries in 200 attempts (40%, usually 2%)" in fired.message and "$1.25 spent" in fired.message
-    assert "40 rate-limited (429), 20 server errors (5xx), 20 timeouts" in fired.message
-    assert detector.evaluate(_window(200, 80), 0.02, firing_since=NOW, now=NOW) is None  # already firing
-    resolved = detector.evaluate(_window(200, 4), 0.02, firing_since=NOW - timedelta(minutes=5), now=NOW)
-    assert resolved is not None and resolved.state == "resolved" and resolved.dedup_key == (
-        "retry_storm:checkout:" + (NOW - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M"))
-
-
-def test_detector_stays_quiet_on_small_numbers_and_on_a_feature_that_always_retries() -> None:
-    detector = RetryStormDetector()
-    assert detector.evaluate(_window(20, 10), 0.02, None, NOW) is None          # 10 retries: too few to page
-    assert detector.evaluate(_window(1000, 300), 0.25, None, NOW) is None       # 30 % is this feature's normal
-    assert detector.evaluate(_window(10, 1, max_attempt=7), 0.0, None, NOW) is not None  # one request hammered
+def _store(store, events: list[dict]) -> None:
+    store.insert_arrow("usage_events", usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))],
+                                                           Pricer())))
 
 
 @pytest.mark.integration
-def test_an_injected_storm_gives_one_alert_one_message_and_a_resolve(embedded_store) -> None:
+def test_an_injected_storm_gives_one_incident_one_message_and_a_resolve(embedded_store) -> None:
     feature = f"checkout-{uuid.uuid4().hex[:8]}"
     events, n = [], 0
 
@@ -56,32 +36,33 @@ def test_an_injected_storm_gives_one_alert_one_message_and_a_resolve(embedded_st
         for m in range(minutes):
             for k in range(per_minute):
                 n += 1
-                retried = retry_every and k % retry_every == 0
+                retried = retry_every and n % retry_every == 0
                 events.append({"event_id": f"{feature}-{n}", "request_id": f"{feature}-r{n}",
                                "ts": (start + timedelta(minutes=m, seconds=k % 60)).isoformat(),
                                "attempt": 2 if retried else 1, "status": "ok", "provider": "openai",
-                               "model": "gpt-4o-mini", "feature": feature, "input_tokens": 1_000,
+                               "model": "gpt-4o-mini", "feature": feature, "input_tokens": 1_000 + n % 500,
                                "output_tokens": 20})
                 if retried:  # the failed first attempt, a 429
                     events.append({**events[-1], "event_id": f"{feature}-{n}-a1", "attempt": 1,
                                    "status": "rate_limited", "http_status": 429})
 
-    calls(NOW - timedelta(hours=6), 300, 10, 50)         # the usual day: 2 % retried
-    calls(NOW - timedelta(minutes=5), 5, 40, 2)          # the storm: half the requests retried
-    calls(NOW + timedelta(minutes=10), 5, 40, 0)         # after the fix
-    embedded_store.insert_arrow("usage_events", usage_table(process(
-        [SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
+    calls(NOW - timedelta(hours=30), 30 * 60 - 5, 2, 50)  # the usual: 2 % retried, for more than a day
+    calls(NOW - timedelta(minutes=5), 5, 40, 2)           # the storm: half the requests retried
+    calls(NOW + timedelta(minutes=10), 30, 10, 0)         # after the fix
+    _store(embedded_store, events)
 
     def storms(at: datetime) -> list:
+        baseline.refresh(embedded_store, at)
         return [a for a in detect_retry_storms(embedded_store, at) if a.subject == f"feature={feature}"]
 
     (firing,) = storms(NOW)
-    assert firing.state == "firing" and "rate-limited (429)" in firing.message
-    rollups.maintain(embedded_store, now=datetime.now(timezone.utc), max_periods=100_000)  # the baseline from rollups
-    assert storms(NOW) == [firing]
+    assert firing.state == "firing" and firing.severity == "error"
+    assert "rate-limited (429)" in firing.message and "(32%, expected " in firing.message
+    assert "wasted on failed attempts and repeated calls" in firing.message
     assert store_new_alerts(embedded_store, [firing]) == 1
-    assert storms(NOW + timedelta(minutes=1)) == []      # still storming: no second alert
-    (resolved,) = storms(NOW + timedelta(minutes=15))
+    assert storms(NOW + timedelta(minutes=5)) == []       # still storming: the same incident, no message
+    quiet = [storms(NOW + timedelta(minutes=m)) for m in (25, 30, 35)]
+    (resolved,) = [a for batch in quiet for a in batch]
     assert resolved.state == "resolved" and resolved.dedup_key == firing.dedup_key
     assert store_new_alerts(embedded_store, [resolved]) == 1
 
@@ -96,3 +77,18 @@ def test_an_injected_storm_gives_one_alert_one_message_and_a_resolve(embedded_st
         receiver.close()
     texts = [b["text"] for b in receiver.bodies()]
     assert len(texts) == 2 and "retry storm firing" in texts[0] and "retry storm resolved" in texts[1]
+
+
+@pytest.mark.integration
+def test_an_agent_loop_with_new_request_ids_is_caught_and_its_cost_stated(embedded_store) -> None:
+    agent = f"agent-{uuid.uuid4().hex[:8]}"
+    loop = [{"event_id": f"{agent}-{k}", "request_id": f"{agent}-r{k}",  # a new id every time, no failure at all
+             "ts": (NOW - timedelta(minutes=9) + timedelta(seconds=30 * k)).isoformat(), "provider": "openai",
+             "model": "gpt-4o", "feature": agent, "customer": f"{agent}-c", "prefix_fingerprint": "f00d",
+             "input_tokens": 40_000, "output_tokens": 500} for k in range(16)]
+    _store(embedded_store, loop)
+    alerts = [a for a in detect_retry_storms(embedded_store, NOW) if agent in a.subject]
+    assert sorted(a.subject for a in alerts) == [f"customer={agent}-c", f"feature={agent}"]
+    # 16 calls of $0.105 ($0.10 input, $0.005 output): 15 are repeats
+    assert all("most repeated request shape 16 requests" in a.message and "$1.57 wasted" in a.message
+               for a in alerts)

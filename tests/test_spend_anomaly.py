@@ -1,60 +1,42 @@
-"""Spend anomalies: the detector on stored events, and its measured quality on injected incidents."""
+"""Spend anomalies end to end: a creep over days is a sustained shift, seen by the slow window, not paged."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
-from spendstream.detect.anomaly import SpendAnomalyDetector, detect_spend_anomalies
+from spendstream.detect import baseline
+from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.pricing import Pricer
-from spendstream.sinks import rollups
 from spendstream.sinks.rows import usage_table
 
-NOW = datetime(2025, 10, 15, 14, 0, tzinfo=timezone.utc)
-
-
-def test_detector_fires_against_the_same_time_in_past_days_and_weeks_and_resolves() -> None:
-    detector = SpendAnomalyDetector()
-    fired = detector.evaluate("team=search", 6.0, [1.0, 1.2, None, None, 0.9, 1.1], None, NOW)
-    assert fired is not None and fired.state == "firing" and "usually $1.05" in fired.message
-    assert detector.evaluate("team=search", 2.5, [1.0, 1.2, None, None, 0.9, 1.1], None, NOW) is None
-    assert detector.evaluate("team=tiny", 0.6, [0.01] * 6, None, NOW) is None  # below the minimum spend
-    resolved = detector.evaluate("team=search", 1.1, [1.0, 1.2, None, None, 0.9, 1.1], NOW - timedelta(minutes=20),
-                                 NOW)
-    assert resolved is not None and resolved.state == "resolved"
-
-
-def test_recall_precision_and_delay_on_injected_incidents_beat_the_daily_rule() -> None:
-    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))  # the harness lives with the benchmarks
-    from alert_evaluation import evaluate
-
-    ours, litellm = evaluate(days=14, keys=100, incidents=40, seed=3)
-    assert ours.recall >= 0.95 and ours.precision >= 0.9 and ours.median_delay <= 2
-    assert ours.false_alarms_per_day_per_100_keys < 1
-    assert litellm.recall < ours.recall  # a daily 3x rule cannot see incidents of minutes or hours
+NOW = datetime(2023, 9, 20, 14, 0, tzinfo=timezone.utc)  # a year no other test writes to
 
 
 @pytest.mark.integration
-def test_stored_events_make_one_anomaly_for_the_key_that_spiked(embedded_store) -> None:
-    team = f"team-{uuid.uuid4().hex[:8]}"
+def test_a_creep_over_days_fires_one_warning_from_the_slow_window(embedded_store) -> None:
+    tag = f"creep-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(5)
     events = []
-    for day, calls in ((2, 4), (1, 4), (0, 40)):  # the same 10 minutes on three days: 4, 4, then 40 calls
-        for i in range(calls):
-            events.append({"event_id": f"{team}-{day}-{i}", "provider": "openai", "model": "gpt-4o",
-                           "ts": (NOW - timedelta(days=day, minutes=9, seconds=-10 * i)).isoformat(), "team": team,
-                           "feature": f"{team}-f", "input_tokens": 100_000, "output_tokens": 0})
+    start = NOW - timedelta(days=12)
+    for minute in range(0, 12 * 1440, 2):  # one call every 2 minutes for 10 days, then 1.6x for the last two
+        at = start + timedelta(minutes=minute)
+        for _ in range(rng.poisson(1.6 if at >= NOW - timedelta(days=2) else 1.0)):
+            events.append({"event_id": f"{tag}-{len(events)}", "request_id": f"{tag}-r{len(events)}",
+                           "ts": (at + timedelta(seconds=int(rng.integers(0, 120)))).isoformat(),
+                           "provider": "openai", "model": "gpt-4o", "input_tokens": 40_000 + len(events) % 89,
+                           "output_tokens": 0, "customer": tag})
     embedded_store.insert_arrow("usage_events", usage_table(process(
         [SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
-    alerts = [a for a in detect_spend_anomalies(embedded_store, NOW) if team in a.subject]
-    # $0.25 a call: usually $1.00 in these 10 minutes, today $10.00
-    assert sorted(a.subject for a in alerts) == [f"feature={team}-f", f"team={team}"]
-    assert all(a.state == "firing" and "$10.00 in the last 10 min, usually $1.00" in a.message for a in alerts)
-    rollups.maintain(embedded_store, now=datetime.now(timezone.utc), max_periods=100_000)  # now from the rollups
-    assert [a for a in detect_spend_anomalies(embedded_store, NOW) if team in a.subject] == alerts
+    assert baseline.refresh(embedded_store, NOW)
+    mine = lambda at: [a for a in detect_spend_anomalies(embedded_store, at) if a.subject == f"customer={tag}"]  # noqa: E731
+    assert mine(NOW) == []  # one pass over the threshold is not yet an incident (a minimum duration)
+    (alert,) = mine(NOW + timedelta(minutes=5))
+    assert alert.state == "firing" and alert.severity == "warning"  # a slow shift: business hours, not a page
+    assert "the last 24 h ran $" in alert.message and "sustained shift" in alert.message

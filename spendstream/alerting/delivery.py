@@ -15,7 +15,9 @@ wait for a later pass instead of each costing a timeout now. A refusal (another
 4xx, a URL that cannot work) marks the delivery failed with its redacted reason.
 Per destination: at most ``max_per_minute`` messages a minute (the rest wait for a
 later pass); alerts of one kind and state due together go out as one message with
-a count (PagerDuty gets one event per dedup key, as it expects).
+a count, and beyond the destination's ``max_per_hour`` everything due goes as one
+digest (:mod:`spendstream.alerting.digest`; PagerDuty gets one event per dedup key,
+as it expects). A resolve goes wherever its trigger went.
 
 Each outcome is recorded as soon as its request returns, not at the end of the pass:
 a process that dies between a receiver's answer and that record sends the alert
@@ -32,11 +34,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spendstream.alerting import digest
 from spendstream.alerting.attempt import Attempt, post
 from spendstream.alerting.destinations import Destination, Request
 from spendstream.alerting.outbox import (
@@ -46,6 +49,8 @@ from spendstream.alerting.outbox import (
     after_attempt,
     load_alerts,
     load_states,
+    messages_sent,
+    record_messages,
     record_states,
     settled_keys,
 )
@@ -174,6 +179,9 @@ class Notifier:
                     outcomes.append(after_attempt(states.get(key), attempt, now=settled_at, policy=self.policy))
                     rows.append((key, outcomes[-1]))
                 _account(report, destination.name, attempt, outcomes, now=settled_at)
+            record_messages(self.store, [(destination.name, len(batch.alerts)) for destination, batch, attempt
+                                         in finished if attempt.result == "delivered"
+                                         and destination.kind != "pagerduty"], now=settled_at)
             retrying = [key for key, state in rows if state.outcome == "pending"]
             done_elsewhere = settled_keys(self.store, retrying) if retrying else set()
             record_states(self.store, [(k, s) for k, s in rows if k not in done_elsewhere], now=settled_at)
@@ -188,10 +196,13 @@ class Notifier:
               report: PassReport) -> dict[str, tuple[Destination, list[Batch]]]:
         """The batches due now, per destination; counts what is pending but not due (or not sendable) in ``report``."""
         plans: dict[str, tuple[Destination, list[Batch]]] = {}
+        triggers = {a.dedup_key: a for a in alerts if a.state == "firing"}
+        sent = messages_sent(self.store, since=now - timedelta(hours=1))
         for destination in self.routing.destinations:
             routes = [r for r in self.routing.routes if r.destination == destination.name]
             due = []
-            for alert in (a for a in alerts if any(r.matches(a) for r in routes)):
+            # a resolve goes wherever its trigger went, whatever its own severity
+            for alert in (a for a in alerts if any(r.matches(digest.route_as(a, triggers)) for r in routes)):
                 state = states.get((destination.name, alert.dedup_key, alert.state))
                 if state is None or state.due(now):
                     due.append(alert)
@@ -201,7 +212,11 @@ class Notifier:
             if due and busy is not None and busy.is_alive():
                 report.pending += len(due)  # its last request is still out: do not pile another on
             elif due:
-                plans[destination.name] = (destination, _batches(destination, due))
+                batches = _batches(destination, due, sent_last_hour=sent.get(destination.name, 0))
+                held = len(due) - sum(len(b.alerts) for b in batches)
+                report.pending += held  # over the destination's hourly budget: they go with a later digest
+                if batches:
+                    plans[destination.name] = (destination, batches)
         return plans
 
     def _send(self, plans: dict[str, tuple[Destination, list[Batch]]],
@@ -329,16 +344,14 @@ def _account(report: PassReport, name: str, attempt: Attempt, outcomes: list[Del
                     first.detail, len(outcomes), first.attempts, wait_s)
 
 
-def _batches(destination: Destination, alerts: list[Alert]) -> list[Batch]:
-    groups: dict[tuple[str, str], list[Alert]] = defaultdict(list)
-    for alert in alerts:
-        groups[(alert.kind, alert.state)].append(alert)
+def _batches(destination: Destination, alerts: list[Alert], *, sent_last_hour: int) -> list[Batch]:
+    groups = digest.group(alerts)
     if destination.problem() is not None:
-        return [Batch(None, tuple(group)) for group in groups.values()]
+        return [Batch(None, tuple(g)) for g in groups]
     if destination.kind == "pagerduty":
-        return [Batch(r, (a,)) for group in groups.values()
-                for r, a in zip(destination.requests(group), group, strict=True)]
-    return [Batch(destination.requests(group)[0], tuple(group)) for group in groups.values()]
+        return [Batch(r, (a,)) for g in groups for r, a in zip(destination.requests(g), g, strict=True)]
+    messages = digest.plan(groups, sent_last_hour=sent_last_hour, max_per_hour=destination.max_per_hour)
+    return [Batch(destination.requests(m)[0], tuple(m)) for m in messages]
 
 
 def store_new_alerts(store: Store, alerts: Sequence[Alert]) -> int:

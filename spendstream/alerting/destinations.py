@@ -14,11 +14,13 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timezone
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from spendstream.alerting.digest import DEFAULT_MAX_PER_HOUR
 from spendstream.alerting.redact import Redactor
 from spendstream.schemas.alert import Alert
 
@@ -47,6 +49,7 @@ class Destination(BaseModel):
     routing_key: SecretStr | None = None      # PagerDuty integration key
     secret: SecretStr | None = None           # HMAC key for the generic webhook
     max_per_minute: int = Field(default=30, ge=1)
+    max_per_hour: int = Field(default=DEFAULT_MAX_PER_HOUR, ge=1)  # Slack and webhooks: beyond it, one digest
 
     def requests(self, alerts: Sequence[Alert]) -> list[Request]:
         """The HTTP requests that deliver ``alerts`` (all of one kind and state)."""
@@ -121,9 +124,15 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def slack_message(alerts: Sequence[Alert]) -> dict:
     """A Block Kit message a person can read at a glance: what, where, how much, since when."""
     first = alerts[0]
-    title = (f"{_EMOJI.get(first.state, '')} {first.kind.replace('_', ' ')} {first.state}: {first.subject}"
-             if len(alerts) == 1 else
-             f"{_EMOJI.get(first.state, '')} {len(alerts)} {first.kind.replace('_', ' ')} alerts {first.state}")
+    kinds = sorted({(a.kind, a.state) for a in alerts})
+    if len(alerts) == 1:
+        title = f"{_EMOJI.get(first.state, '')} {first.kind.replace('_', ' ')} {first.state}: {first.subject}"
+    elif len(kinds) == 1:
+        title = f"{_EMOJI.get(first.state, '')} {len(alerts)} {first.kind.replace('_', ' ')} alerts {first.state}"
+    else:  # a digest: the hour's budget of messages is spent or about to be
+        counts = ", ".join(f"{sum(1 for a in alerts if (a.kind, a.state) == k)} {k[0].replace('_', ' ')} {k[1]}"
+                           for k in kinds)
+        title = f":bell: digest of {len(alerts)} alerts: {counts}"
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
     for alert in alerts[:10]:
         fields = [f"*Severity*\n{alert.severity}", f"*Window*\n{alert.window_start:%H:%M}–{alert.window_end:%H:%M} UTC"]
@@ -148,9 +157,12 @@ def pagerduty_event(alert: Alert, routing_key: str) -> dict:
         event["payload"] = {
             "summary": f"{alert.kind.replace('_', ' ')}: {alert.subject} — {alert.message}"[:1024],
             "source": "spendstream", "severity": _PD_SEVERITY[alert.severity], "component": alert.subject,
-            "group": alert.kind, "class": alert.kind, "timestamp": alert.window_end.isoformat(),
+            # when it happened: when it was seen (a window's end may be in the future: a budget's midnight)
+            "group": alert.kind, "class": alert.kind,
+            "timestamp": min(alert.created_at.replace(tzinfo=alert.created_at.tzinfo or timezone.utc),
+                             alert.window_end).isoformat(),
             "custom_details": {"observed": str(alert.observed) if alert.observed is not None else None,
                                "expected": str(alert.expected) if alert.expected is not None else None,
-                               "window_start": alert.window_start.isoformat()},
+                               "since": alert.window_start.isoformat(), "severity": alert.severity},
         }
     return event

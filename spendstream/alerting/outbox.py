@@ -149,3 +149,22 @@ def _param_time(at: datetime | None) -> str:
 def _utc(value: str | None) -> datetime | None:
     # ClickHouse gives DateTime64(3, 'UTC') without its zone.
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+
+
+def messages_sent(store: Store, *, since: datetime) -> dict[str, int]:
+    """Messages each (digested) destination was sent since ``since``: what its hourly budget has left."""
+    rows = query_result(store, "SELECT destination, toUInt32(count()) FROM alert_messages "
+                               "WHERE sent_at >= {s:DateTime64(3, 'UTC')} GROUP BY destination",
+                        {"s": sql_time(since)}).rows
+    return {d: int(n) for d, n in rows}
+
+
+def record_messages(store: Store, messages: Sequence[tuple[str, int]], *, now: datetime) -> None:
+    """One row per message delivered: (destination, alerts in it)."""
+    if not messages:
+        return
+    values = ", ".join(f"({{d{i}:String}}, {{n{i}:UInt32}}, {{now:DateTime64(3, 'UTC')}})"
+                       for i in range(len(messages)))
+    params = {"now": sql_time(now)} | {f"d{i}": d for i, (d, _) in enumerate(messages)} | {
+        f"n{i}": n for i, (_, n) in enumerate(messages)}
+    store.query_text(f"INSERT INTO alert_messages (destination, alerts, sent_at) VALUES {values}", params, fmt="CSV")

@@ -1,12 +1,15 @@
 """Detection: what deserves an alert, as pure functions over windows and batches.
 
-- ``anomaly``: spend anomalies per key against time-of-day-and-week baselines;
-- ``retry_storm``: features whose failed attempts spike;
+- ``anomaly``: spend anomalies and new spenders per team, feature and customer (rules: ``spend``);
+- ``retry_storm``: storms, slow burns and agent loops per feature and customer (rules: ``storm``);
+- ``noise``: what a subject usually spends and how much it wanders, learned from hours (pure);
+- ``baseline``: that model, refreshed once an hour from ``usage_hours`` into ``detector_baselines``;
+- ``incidents`` and ``state``: one incident per subject until it resolves, kept in ``detector_incidents``;
 - ``budgets``: daily/monthly budgets crossed or about to be;
 - ``gpu``: idle GPUs that cost money, saturated KV caches (fed by the worker's GPU loop);
 - ``unpriced``: models with no price, once a day per model (fed by the worker);
 - ``conflicts``: copies of stored events arriving with other content (fed by the writer's resolution).
-- ``windows``: the windows the first three read, exact, from the rollups (whole periods) and raw (edges).
+- ``windows``: exact windows from the rollups (whole periods) and raw (edges), as budgets read them.
 
 Alerts are stored in ``alerts``; delivering them is ``spendstream.alerting``'s job.
 """

@@ -1,150 +1,116 @@
-"""Spend anomalies: a key spending far more than it does at this time of day and week.
+"""Spend anomalies per team, feature and customer, and new spenders: one pass of the detector, with its I/O.
 
-The baseline knows time of day and week without needing a model: it is the median
-of the key's spend in the same ``window`` at the same time 1, 2, 3 and 4 weeks ago
-and 1 and 2 days ago (whichever exist). A key fires when its spend in the last
-``window`` is at least ``factor`` × that baseline (the baseline is floored at
-``min_baseline``, so a key that is usually silent does not page on its first
-dollar) and at least ``min_spend``; it resolves when spend is back under
-``resolve_factor`` × the baseline. Keys are ``team=…``, ``feature=…`` and
-``customer=…``.
+The decisions are :class:`~spendstream.detect.spend.SpendAnomalyRule`'s (expected value and
+uncertainty per window from counts, hour-of-week seasonality, learned schedules, a slow
+window for creep, warm-up) and the incident's life is
+:class:`~spendstream.detect.incidents.Hysteresis`'s (a minimum duration, one incident per
+subject until it resolves, re-fires update it). What this module adds is what a pass reads:
 
-Evaluated by ``spendstream notify`` on windows read from ClickHouse (each event
-once); ``bench/alert_eval.py`` measures recall, precision and delay on replayed
-traffic with injected incidents, beside the LiteLLM-style rule.
+- this hour's baselines (:func:`spendstream.detect.baseline.load`; learned once an hour);
+- the last ``window_minutes`` per subject from raw ``usage_events FINAL`` (minutes of a
+  table sorted by time: it costs what the window holds);
+- the open incidents (``detector_incidents``).
 
-Reads (:func:`spend_windows`, through :mod:`spendstream.detect.windows`): team and
-feature windows from the minute rollup; customer windows from raw (only
-``customer_hours`` keeps customers, and a window shorter than an hour holds no whole
-hour); whether a key had spent before each lookback window from ``customer_hours`` —
-four weeks of it, the part of a pass that grows with traffic.
+``bench/detector_eval`` measures it (recall, precision, false alarms, delays, dollars before
+the first alert) on traffic from three real traces; the numbers are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from spendstream.detect.windows import Window, windowed
+import numpy as np
+
+from spendstream.detect import baseline, state
+from spendstream.detect.incidents import Hysteresis, Incident
+from spendstream.detect.noise import Profiles, expect
+from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.schemas.alert import Alert
-from spendstream.sinks import rollups
-from spendstream.sinks.store import TextQuerier, query_result
+from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
 
-LOOKBACKS = (timedelta(days=7), timedelta(days=14), timedelta(days=21), timedelta(days=28), timedelta(days=1),
-             timedelta(days=2))
+KINDS = ("spend_anomaly", "new_spender")
 
 
-@dataclass(frozen=True)
-class SpendAnomalyDetector:
-    window: timedelta = timedelta(minutes=10)
-    factor: float = 3.0
-    resolve_factor: float = 1.5
-    min_spend: float = 1.0       # USD in the window: tiny keys do not page
-    min_baseline: float = 0.25   # USD in the window
-
-    def baseline(self, history: list[float | None]) -> float | None:
-        seen = [h for h in history if h is not None]
-        return statistics.median(seen) if seen else None
-
-    def firing(self, observed: float, baseline: float | None) -> bool:
-        expected = max(baseline if baseline is not None else 0.0, self.min_baseline)
-        return observed >= self.min_spend and observed >= self.factor * expected
-
-    def calm(self, observed: float, baseline: float | None) -> bool:
-        return observed < self.resolve_factor * max(baseline or 0.0, self.min_baseline)
-
-    def evaluate(self, key: str, observed: float, history: list[float | None], firing_since: datetime | None,
-                 now: datetime) -> Alert | None:
-        baseline = self.baseline(history)
-        if firing_since is None and self.firing(observed, baseline):
-            return self._alert(key, observed, baseline, "firing", now - self.window, now)
-        if firing_since is not None and self.calm(observed, baseline):
-            return self._alert(key, observed, baseline, "resolved", firing_since, now)
-        return None
-
-    def _alert(self, key: str, observed: float, baseline: float | None, state: str, since: datetime,
-               now: datetime) -> Alert:
-        minutes = int(self.window.total_seconds() // 60)
-        usual = f"${baseline:.2f}" if baseline is not None else "nothing (no history)"
-        message = (f"${observed:.2f} in the last {minutes} min, usually {usual} at this time of day and week"
-                   if state == "firing" else f"back to ${observed:.2f} in {minutes} min (usually {usual})")
-        return Alert(kind="spend_anomaly", severity="warning" if state == "firing" else "info", state=state,
-                     subject=key, window_start=since, window_end=now, observed=Decimal(f"{observed:.6f}"),
-                     expected=Decimal(f"{baseline:.6f}") if baseline is not None else None,
-                     dedup_key=f"spend_anomaly:{key}:{since:%Y-%m-%dT%H:%M}", message=message, created_at=now)
+def recent_spend(querier: TextQuerier, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
+    """Per subject, (USD, requests) in ``[start, end)`` from raw ``FINAL`` (a request: its id, or the event's)."""
+    rows = query_result(querier, f"""
+        SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)),
+               toFloat64(uniqExact(ifNull(request_id, event_id)))
+        FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, total_cost, priced, request_id, event_id
+              FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
+        WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(end)}).rows
+    return {s: (float(c), float(n)) for s, c, n in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class KeySpend:
-    """What the detector sees of one key (``team=…``, ``feature=…``, ``customer=…``)."""
-
-    key: str
-    observed: Decimal                     # priced spend in the last window
-    history: tuple[Decimal | None, ...]   # the same window at each of LOOKBACKS; None: it ended before the key's
-                                          # first priced event since the oldest window's start (unknown, not 0)
-
-
-def detect_spend_anomalies(querier: TextQuerier, now: datetime,
-                           detector: SpendAnomalyDetector | None = None) -> list[Alert]:
-    """New anomalies and ended ones, for every team, feature and customer."""
-    detector = detector or SpendAnomalyDetector()
-    firing = {r[0]: datetime.fromisoformat(r[1]).replace(tzinfo=now.tzinfo) for r in query_result(querier, """
-        SELECT subject, toString(argMax(window_start, created_at)) FROM alerts FINAL WHERE kind = 'spend_anomaly'
-        GROUP BY subject HAVING argMax(state, created_at) = 'firing'""").rows}
-    alerts = []
-    for spend in spend_windows(querier, now, window=detector.window):
-        history = [float(h) if h is not None else None for h in spend.history]
-        alert = detector.evaluate(spend.key, float(spend.observed), history, firing.get(spend.key), now)
-        if alert is not None:
-            alerts.append(alert)
+def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
+                           hysteresis: Hysteresis | None = None) -> list[Alert]:
+    """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved."""
+    rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
+    known = baseline.load(store, now)
+    window = timedelta(minutes=rule.window_minutes)
+    recent = recent_spend(store, start=now - window, end=now)
+    incidents = state.load_open(store, KINDS)
+    subjects = known.subjects
+    index = {s: i for i, s in enumerate(subjects)}
+    observed = np.array([recent.get(s, (0.0, 0.0))[0] for s in subjects])
+    requests = np.array([recent.get(s, (0.0, 0.0))[1] for s in subjects])
+    one_slot = Profiles(known.requests[:, None], known.cost[:, None], known.peak_cost[:, None], known.dispersion,
+                        known.fail_ratio, known.history_hours)
+    expected = expect(one_slot, np.arange(len(subjects)), 0, window_minutes=rule.window_minutes)
+    fast = rule.fast(expected, observed_usd=observed, observed_requests=requests, history_hours=known.history_hours)
+    hot, calm = fast.hot | known.slow_hot, fast.calm & known.slow_calm
+    alerts: list[Alert] = []
+    changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
+    todo = {s for s in subjects if hot[index[s]]} | {s for k, s in incidents if k == "spend_anomaly"}
+    for subject in sorted(todo):
+        i = index.get(subject)
+        before = incidents.get(("spend_anomaly", subject))
+        if i is None:  # no baseline any more (a subject gone quiet for weeks): let it resolve
+            after, transition = hysteresis.step(before, kind="spend_anomaly", subject=subject, hot=False,
+                                                very_hot=False, calm=True, onset=now - window, severity="warning")
+            excess, usual, seen = 0.0, 0.0, 0.0
+        else:
+            excess, usual, seen = float(fast.excess_usd[i]), float(fast.expected_usd[i]), float(observed[i])
+            after, transition = hysteresis.step(
+                before, kind="spend_anomaly", subject=subject, hot=bool(hot[i]), very_hot=bool(fast.very_hot[i]),
+                calm=bool(calm[i]), onset=now - window, severity=rule.severity(excess, fast=bool(fast.hot[i])),
+                observed=seen)
+        changes.append((("spend_anomaly", subject), before, after))
+        if transition is not None:
+            slow = i is not None and bool(known.slow_hot[i])
+            alerts.append(_spend_alert(after or before, transition, now=now, observed=seen, usual=usual,
+                                       excess=excess, slow_excess=float(known.slow_excess_usd[i]) if slow else None,
+                                       minutes=rule.window_minutes))
+    for i in np.flatnonzero((known.history_hours < rule.warmup_hours) & (known.day_cost >= rule.new_spender_usd)):
+        key = ("new_spender", subjects[i])
+        if key not in incidents:
+            opened = Incident("new_spender", subjects[i], "firing", baseline.floor_hour(now) - timedelta(days=1),
+                              "warning")
+            changes.append((key, None, opened))
+            alerts.append(Alert(kind="new_spender", severity="warning", state="firing", subject=subjects[i],
+                                window_start=opened.opened_at, window_end=now,
+                                observed=Decimal(f"{known.day_cost[i]:.6f}"), expected=None, dedup_key=opened.dedup_key,
+                                message=f"${known.day_cost[i]:.2f} in the last 24 h from a key with "
+                                        f"{int(known.history_hours[i])} h of history: not yet watched for anomalies "
+                                        f"(that needs {rule.warmup_hours // 24} days)", created_at=now))
+    for (kind, subject), incident in incidents.items():  # warmed up: the anomaly detector watches it now
+        i = index.get(subject)
+        if kind == "new_spender" and (i is None or known.history_hours[i] >= rule.warmup_hours):
+            changes.append(((kind, subject), incident, None))
+    state.save(store, changes, now=now)
     return alerts
 
 
-_KEYS = {"team": "concat('team=', ifNull(team, ''))", "feature": "concat('feature=', ifNull(feature, ''))",
-         "customer": "concat('customer=', ifNull(customer, ''))"}
-_NEVER = "toUInt8(255)"  # the span of a key with no priced event in any
-
-
-def spend_windows(querier: TextQuerier, now: datetime, *, window: timedelta) -> list[KeySpend]:
-    """Every key with a priced event since the oldest lookback window's start, with its windows, by key.
-
-    The same numbers, to the last digit, as summing raw ``FINAL`` rows over each window
-    (``[start, end)`` at the millisecond).
-    """
-    starts = [now - window] + [now - window - back for back in LOOKBACKS]
-    windows = [Window(start, start + window) for start in starts]
-    # Whether a key had spent before a lookback window ended: the first of the spans between the
-    # windows' ends (from the oldest start on, the last one open) with a priced attempt of the key;
-    # a key is one with any. An end is rounded up to the millisecond: a DateTime64(3) `ts` is
-    # before the instant `end` iff it is before that. (Grouping sets: one kind of key per set,
-    # the other two come out empty, or NULL with group_by_use_nulls.)
-    ends = [_ceil_millisecond(start + window) for start in starts[1:]]
-    bounds = sorted(set(ends))
-    spans = [Window(a, b) for a, b in zip([min(starts), *bounds], [*bounds, None], strict=True)]
-    by_minute, p1 = windowed(rollups.MINUTES, windows, ["cost_usd"], name="m")
-    by_hour, p2 = windowed(rollups.CUSTOMER_HOURS, windows, ["cost_usd"], name="h")
-    seen, p3 = windowed(rollups.CUSTOMER_HOURS, spans, ["attempts", "unpriced_attempts"], name="s")
-    spend = ", ".join(f"sumIf(cost, w = {i}) AS w{i}" for i in range(len(windows)))
-    rows = query_result(querier, f"""
-        SELECT key, {spend}, min(first) AS first_span FROM (
-            SELECT arrayJoin([{_KEYS["team"]}, {_KEYS["feature"]}]) AS key, w, cost_usd AS cost, {_NEVER} AS first
-            FROM {by_minute}
-            UNION ALL SELECT {_KEYS["customer"]}, w, cost_usd, {_NEVER} FROM {by_hour}
-            UNION ALL SELECT concat(ifNull(tk, ''), ifNull(fk, ''), ifNull(ck, '')), {_NEVER},
-                             CAST(NULL, '{rollups.MONEY}'), first
-            FROM (SELECT {_KEYS["team"]} AS tk, {_KEYS["feature"]} AS fk, {_KEYS["customer"]} AS ck, min(w) AS first
-                  FROM {seen} WHERE attempts > unpriced_attempts GROUP BY GROUPING SETS ((tk), (fk), (ck))))
-        WHERE NOT endsWith(key, '=')
-        GROUP BY key HAVING first_span != {_NEVER}
-        ORDER BY key""", p1 | p2 | p3).dicts()
-    return [KeySpend(key=r["key"], observed=r["w0"] or Decimal(0),
-                     history=tuple((r[f"w{i}"] or Decimal(0)) if r["first_span"] <= bounds.index(end) else None
-                                   for i, end in enumerate(ends, start=1)))
-            for r in rows]
-
-
-def _ceil_millisecond(at: datetime) -> datetime:
-    floor = at.replace(microsecond=at.microsecond // 1000 * 1000)
-    return floor if floor == at else floor + timedelta(milliseconds=1)
+def _spend_alert(incident: Incident, transition: str, *, now: datetime, observed: float, usual: float, excess: float,
+                 slow_excess: float | None, minutes: int) -> Alert:
+    if transition == "firing":
+        message = (f"${observed:.2f} in the last {minutes} min, usually ${usual:.2f} (±noise) at this hour of the "
+                   f"week: ${max(excess, 0):.2f} above what is expected")
+        if slow_excess is not None:
+            message += f"; the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift)"
+    else:
+        message = f"back to usual: ${observed:.2f} in the last {minutes} min (usually ${usual:.2f})"
+    return Alert(kind="spend_anomaly", severity=incident.severity, state=transition, subject=incident.subject,
+                 window_start=incident.opened_at, window_end=now, observed=Decimal(f"{observed:.6f}"),
+                 expected=Decimal(f"{usual:.6f}"), dedup_key=incident.dedup_key, message=message, created_at=now)

@@ -551,6 +551,71 @@ MIGRATIONS: tuple[Migration, ...] = (
         *(f"ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS list_{kind}_price_per_call Nullable({MONEY}) "
           "AFTER list_cost" for kind in reversed(FEE_KINDS)),
     )),
+    Migration(16, "detectors that know their noise: hourly baselines, 10-minute peaks, one incident per subject", (
+        # Refreshed once an hour from usage_hours (detect/baseline.py); a pass reads one hour's rows. Rows
+        # expire by when they were written (a replay or a test of another time must not lose them at once).
+        """
+        CREATE TABLE IF NOT EXISTS detector_baselines (
+            for_hour DateTime('UTC') COMMENT 'the hour these expectations are for',
+            subject String COMMENT 'team=…, feature=… or customer=… ('': refreshed, no subject yet)',
+            requests Float64 COMMENT 'expected requests in this hour of the week',
+            cost Float64 COMMENT 'expected USD in this hour of the week',
+            peak_cost Float64 COMMENT 'typical largest 10-minute USD at this hour (schedules, bursts)',
+            dispersion Float64 COMMENT 'phi in var = mu + phi mu^2 of hourly requests',
+            fail_ratio Float64 COMMENT 'failed attempts per attempt over the history',
+            history_hours UInt32,
+            slow_hot UInt8 COMMENT 'the last 24 closed hours are a sustained shift',
+            slow_calm UInt8,
+            slow_excess_usd Float64,
+            day_cost Float64 COMMENT 'USD over the last 24 closed hours',
+            written_at DateTime('UTC') DEFAULT now()
+        )
+        ENGINE = ReplacingMergeTree
+        ORDER BY (for_hour, subject)
+        TTL written_at + INTERVAL 2 DAY
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS detector_peaks (
+            subject String,
+            hour DateTime('UTC'),
+            peak_cost Float64 COMMENT 'largest USD in 10 minutes ending in this hour',
+            written_at DateTime('UTC') DEFAULT now()
+        )
+        ENGINE = ReplacingMergeTree
+        ORDER BY (hour, subject)
+        TTL written_at + INTERVAL 35 DAY
+        """,
+        # One row per change; the newest row of a (kind, subject) is its state; closed = no incident open.
+        """
+        CREATE TABLE IF NOT EXISTS detector_incidents (
+            kind LowCardinality(String),
+            subject String,
+            state LowCardinality(String) COMMENT 'pending, firing',
+            closed UInt8,
+            opened_at DateTime64(3, 'UTC'),
+            severity LowCardinality(String),
+            hot_passes UInt32,
+            calm_passes UInt32,
+            peak Float64,
+            wasted_usd Float64,
+            updated_at DateTime64(3, 'UTC')
+        )
+        ENGINE = ReplacingMergeTree(updated_at)
+        ORDER BY (kind, subject)
+        """,
+        # Messages delivered per destination: its hourly budget (alerting/digest.py).
+        """
+        CREATE TABLE IF NOT EXISTS alert_messages (
+            destination LowCardinality(String),
+            alerts UInt32 COMMENT 'alerts in the message (more than one kind: a digest)',
+            sent_at DateTime64(3, 'UTC'),
+            id UUID DEFAULT generateUUIDv4() COMMENT 'two messages of one instant are two rows'
+        )
+        ENGINE = ReplacingMergeTree
+        ORDER BY (destination, sent_at, id)
+        TTL toDateTime(sent_at) + INTERVAL 7 DAY
+        """,
+    )),
 )
 
 

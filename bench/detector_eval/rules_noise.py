@@ -1,0 +1,179 @@
+"""The detectors that know their noise (issue 18), over a simulated world, through the package's own code.
+
+What each pass sees is what the package's readers compute in production: hour-grain arrays
+learned once an hour (:func:`spendstream.detect.noise.learn`, fed here from the simulated
+hours and their 10-minute peaks, there from ``usage_hours`` and ``detector_peaks``), the
+last 10 minutes and 2 hours per subject, and the incidents still open. The decisions and
+the state machine are the package's (``SpendAnomalyRule``, ``RetryStormRule``,
+``Hysteresis``); only the summing of windows is done here, with numpy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from bench.detector_eval.rules import Fired, cumulative, passes
+from bench.detector_eval.traffic import DAY, EVAL_START, World
+from spendstream.alerting import digest
+from spendstream.detect.incidents import Hysteresis, Incident
+from spendstream.detect.noise import expect, learn
+from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
+from spendstream.detect.spend import SpendAnomalyRule
+from spendstream.detect.storm import RetryStormRule
+from spendstream.schemas.alert import Alert
+
+EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
+LEARN_DAYS = 28
+LEARN_LAG_H = 48  # the profile ends two days back: what creeps in now is not yet "usual"
+
+
+def at(minute: int) -> datetime:
+    return EPOCH + timedelta(minutes=minute)
+
+
+class _Hours:
+    """A world's per-subject hourly sums and 10-minute peaks."""
+
+    def __init__(self, world: World, rows: np.ndarray) -> None:
+        m = world.membership[rows]
+        hours = world.minutes // 60
+
+        def hourly(a: np.ndarray) -> np.ndarray:
+            return (m @ a).reshape(len(rows), hours, 60).sum(axis=2, dtype=np.float64)
+
+        self.cost, self.requests = hourly(world.cost), hourly(world.requests)
+        self.attempts, self.failed = hourly(world.attempts), hourly(world.failed)
+        c = np.concatenate([np.zeros((len(rows), 10)), np.cumsum(m @ world.cost, axis=1, dtype=np.float64)], axis=1)
+        rolling = c[:, 10:] - c[:, :-10]  # the 10 minutes ending with each minute
+        self.peak = rolling.reshape(len(rows), hours, 60).max(axis=2)
+        seen = self.requests > 0
+        self.first = np.where(seen.any(axis=1), seen.argmax(axis=1), hours)
+
+    def profiles(self, end_hour: int):
+        start = max(0, end_hour - LEARN_DAYS * 24)
+        span = slice(start, end_hour)
+        return learn(requests=self.requests[:, span], cost=self.cost[:, span], attempts=self.attempts[:, span],
+                     failed=self.failed[:, span], peak_cost=self.peak[:, span],
+                     first_hour_of_week=start % 168,
+                     first_hour=np.clip(self.first - start, 0, end_hour - start))
+
+
+def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
+    rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
+    rows = np.arange(len(world.subjects))
+    hours = _Hours(world, rows)
+    cost, requests = cumulative(world, world.cost), cumulative(world, world.requests)
+    w = rule.window_minutes
+    open_: dict[int, Incident] = {}
+    newcomers: set[int] = set()
+    out: list[Fired] = []
+    slow = profiles = None
+    for t in passes(world):
+        if profiles is None or t % 60 == 0:
+            now_h = t // 60
+            profiles = hours.profiles(now_h - LEARN_LAG_H)
+            last = np.arange(now_h - 24, now_h)
+            slow = rule.slow(observed_usd=hours.cost[:, last], expected_usd=profiles.cost[:, last % 168],
+                             expected_requests=profiles.requests[:, last % 168], history_hours=profiles.history_hours)
+            day = hours.cost[:, last].sum(axis=1)
+            for s in np.flatnonzero((profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd)):
+                if s not in newcomers:
+                    newcomers.add(s)
+                    out.append(Fired("noise", "new_spender", world.subjects[s], t, "firing", "warning"))
+        exp = expect(profiles, rows, ((t - 1) // 60) % 168, window_minutes=w)
+        fast = rule.fast(exp, observed_usd=cost[:, t] - cost[:, t - w],
+                         observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours)
+        hot, calm = fast.hot | slow.hot, fast.calm & slow.calm
+        for s in set(np.flatnonzero(hot | fast.very_hot)) | set(open_):
+            severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))
+            incident, transition = hysteresis.step(
+                open_.get(s), kind="spend_anomaly", subject=world.subjects[s], hot=bool(hot[s]),
+                very_hot=bool(fast.very_hot[s]), calm=bool(calm[s]), onset=at(t - w), severity=severity,
+                observed=float(fast.excess_usd[s]))
+            _record(out, open_, s, incident, transition, t, world, open_.get(s))
+    return out
+
+
+def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
+    rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
+    rows = np.array([i for i, s in enumerate(world.subjects) if not s.startswith("team=")])
+    hours = _Hours(world, rows)
+    member = world.membership[rows] > 0
+    providers = sorted({leaf.provider for leaf in world.leaves})
+    onehot = np.array([[leaf.provider == p for p in providers] for leaf in world.leaves], dtype=float)
+    # (subjects × providers, leaves): a leaf's window sums -> each subject's, per provider
+    by_provider = (world.membership[rows][:, None, :] * onehot.T[None, :, :]).reshape(-1, len(world.leaves))
+
+    def leaf_cumulative(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros((a.shape[0], 1)), np.cumsum(a, axis=1, dtype=np.float64)], axis=1)
+
+    failed, attempts = leaf_cumulative(world.failed), leaf_cumulative(world.attempts)
+    failed_cost = leaf_cumulative(world.failed_cost)
+    w, slow_w = rule.window_minutes, rule.slow_minutes
+    open_: dict[int, Incident] = {}
+    out: list[Fired] = []
+    own = None
+    for t in passes(world):
+        if own is None or t % 60 == 0:  # as the refresh does: the last week's failures per attempt, through now
+            week = slice(t // 60 - 168, t // 60)
+            tried = hours.attempts[:, week].sum(axis=1)
+            own = np.where(tried > 0, hours.failed[:, week].sum(axis=1) / np.maximum(tried, 1), 0.0)
+
+        def split(c: np.ndarray, minutes: int, t: int = t) -> np.ndarray:
+            return (by_provider @ (c[:, t] - c[:, t - minutes])).reshape(len(rows), len(providers))
+
+        leaf_max = world.max_attempt[:, t - w:t].max(axis=1)
+        leaf_repeats = world.repeats[:, t - w:t].sum(axis=1)
+        longest = np.where(member, leaf_max[None, :], 0).max(axis=1)
+        repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
+        verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
+                             slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
+                             max_attempt=longest, repeats=repeats)
+        # as detect_retry_storms: storms need a day of history, loops do not
+        loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
+        warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
+        hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
+        wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
+        for i in set(np.flatnonzero(hot)) | set(open_):
+            incident, transition = hysteresis.step(
+                open_.get(i), kind="retry_storm", subject=world.subjects[rows[i]], hot=bool(hot[i]),
+                very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]), onset=at(t - w), severity="error",
+                observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
+            _record(out, open_, i, incident, transition, t, world, open_.get(i))
+    return out
+
+
+STEP_MINUTES = 5
+
+
+def _record(out: list[Fired], open_: dict[int, Incident], key: int, incident: Incident | None,
+            transition: str | None, t: int, world: World, before: Incident | None) -> None:
+    if transition == "firing":
+        out.append(Fired("noise", incident.kind, incident.subject, t, "firing", incident.severity,
+                         int((incident.opened_at - EPOCH).total_seconds() // 60)))
+    elif transition == "resolved":
+        out.append(Fired("noise", before.kind, before.subject, t, "resolved", before.severity,
+                         int((before.opened_at - EPOCH).total_seconds() // 60)))
+    if incident is None:
+        open_.pop(key, None)
+    else:
+        open_[key] = incident
+
+
+def messages(world: World, fired: list[Fired]) -> dict[str, float]:
+    """Messages per destination per day under the documented routes, through the package's routing and digest:
+    Slack takes every alert (digested to its hourly budget), on-call (PagerDuty) what fired at ``error`` or worse,
+    and the resolves of those (a resolve goes where its trigger went)."""
+    days = (world.minutes - EVAL_START) / DAY
+    alerts = [Alert(kind=f.kind, severity=f.severity, state=f.state, subject=f.subject, window_start=at(f.minute),
+                    window_end=at(f.minute), dedup_key=f"{f.kind}:{f.subject}:{f.onset if f.onset >= 0 else f.minute}",
+                    message="", created_at=at(f.minute)) for f in fired]
+    by_pass: dict[datetime, list[Alert]] = {}
+    for alert in alerts:
+        by_pass.setdefault(alert.created_at, []).append(alert)
+    slack = digest.simulate(sorted(by_pass.items()))
+    triggers = {a.dedup_key: a for a in alerts if a.state == "firing"}
+    paged = sum(digest.route_as(a, triggers).severity in ("error", "critical") for a in alerts)
+    return {"slack (every alert, digest)": slack / days, "on-call (error and up, with resolves)": paged / days}

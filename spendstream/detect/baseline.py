@@ -1,0 +1,233 @@
+"""The detectors' memory: learned once an hour from the hour rollup, read by every pass for one hour.
+
+A detection pass must cost what its windows read, not what history holds (issue 17), so
+everything that looks over days or weeks happens here, at most once an hour (the first
+pass after an hour closes does it; a later pass of that hour finds it done):
+
+1. **peaks**: each closed hour's largest 10-minute spend per subject, from raw
+   ``usage_events FINAL`` for that hour (and the 10 minutes before it), kept in
+   ``detector_peaks`` (a first run computes the last ``PEAK_DAYS`` days, a day of raw per read);
+2. **profiles**: four weeks of ``usage_hours`` and ``customer_hours`` (through
+   :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago, per team, feature and
+   customer, learned by :func:`spendstream.detect.noise.learn`;
+3. **the slow window**: the last 24 closed hours against that profile
+   (:meth:`SpendAnomalyRule.slow`).
+
+For the hour being evaluated, one row per subject goes to ``detector_baselines``: the
+expected requests, dollars and 10-minute peak of this hour of the week, the dispersion,
+the failure ratio, the history, the slow window's verdict and the last day's spend.
+A pass reads only those rows (:func:`load`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
+from spendstream.detect.spend import SpendAnomalyRule
+from spendstream.sinks import rollups
+from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
+
+log = logging.getLogger(__name__)
+
+LEARN_DAYS = 28
+LAG_HOURS = 48        # the profile ends two days back: what creeps in now is not yet "usual"
+CHUNK_SUBJECTS = 2000  # subjects learned at once: bounds the dense arrays (subjects × ~30 days of hours)
+FAIL_HOURS = 7 * 24    # the failure ratio a storm is measured against: the last week, through now
+STALE_HOURS = 3        # a pass uses the newest baselines at most this old (a refresh that failed, a late leader)
+_MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')), "
+                "concat('customer=', ifNull(customer, ''))])")
+
+
+def hour_of_week(at: datetime) -> int:
+    return int((at - _MONDAY).total_seconds() // 3600) % HOURS_PER_WEEK
+
+
+def floor_hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """What a pass knows about every subject in this hour, as arrays aligned with ``subjects``."""
+
+    subjects: list[str]
+    requests: np.ndarray       # expected per hour
+    cost: np.ndarray           # expected USD per hour
+    peak_cost: np.ndarray      # typical largest 10-minute spend
+    dispersion: np.ndarray
+    fail_ratio: np.ndarray
+    history_hours: np.ndarray
+    slow_hot: np.ndarray
+    slow_calm: np.ndarray
+    slow_excess_usd: np.ndarray
+    day_cost: np.ndarray       # USD over the last 24 closed hours
+
+
+def subject_hours(querier: TextQuerier, *, start: datetime, end: datetime) -> list[tuple]:
+    """(subject, hour index from ``start``, requests, attempts, failed attempts, USD) for every subject-hour with
+    usage in ``[start, end)`` (whole hours), from ``usage_hours`` (``customer_hours`` for customers) before
+    their watermarks and raw after: the same
+    numbers as raw ``FINAL``."""
+    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')}"
+    measures = ["requests", "attempts", "failed_attempts", "cost_usd"]
+
+    def source(rollup: rollups.Rollup) -> str:
+        return rollups.columns(rollup, "{t}", measures, where_rollup=bounds, where_raw=bounds.replace("{t}", "ts"))
+
+    # teams and features from the compact usage_hours, customers from customer_hours (the only rollup with them)
+    by_key = (f"SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, ''))]) "
+              f"AS subject, period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.HOURS)} "
+              f"UNION ALL SELECT concat('customer=', ifNull(customer, '')), period, requests, attempts, "
+              f"failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
+    return query_result(querier, f"""
+        SELECT subject, toUInt32(dateDiff('hour', {{a:DateTime64(3, 'UTC')}}, period)) AS h,
+               toFloat64(uniqExactMerge(requests)), toFloat64(sum(attempts)), toFloat64(sum(failed_attempts)),
+               toFloat64(ifNull(sum(cost_usd), 0))
+        FROM ({by_key})
+        WHERE NOT endsWith(subject, '=')
+        GROUP BY subject, h ORDER BY subject, h""", {"a": sql_time(start), "b": sql_time(end)}).rows
+
+
+def hourly_peaks(querier: TextQuerier, *, start: datetime, end: datetime) -> list[tuple]:
+    """(subject, hour, largest spend in 10 minutes ending in that hour) for the whole hours in ``[start, end)``."""
+    return query_result(querier, f"""
+        SELECT subject, toString(toStartOfHour(m)) AS hour, max(rolling) FROM (
+            SELECT subject, m, sum(c) OVER (PARTITION BY subject ORDER BY toUInt32(m)
+                                            RANGE BETWEEN 540 PRECEDING AND CURRENT ROW) AS rolling
+            FROM (SELECT {SUBJECTS_SQL} AS subject, toStartOfMinute(ts) AS m,
+                         toFloat64(sumIf(ifNull(total_cost, 0), priced)) AS c
+                  FROM usage_events FINAL
+                  WHERE ts >= {{a:DateTime64(3, 'UTC')}} - INTERVAL 10 MINUTE AND ts < {{b:DateTime64(3, 'UTC')}}
+                  GROUP BY subject, m)
+            WHERE NOT endsWith(subject, '='))
+        WHERE m >= {{a:DateTime64(3, 'UTC')}}
+        GROUP BY subject, hour""", {"a": sql_time(start), "b": sql_time(end)}).rows
+
+
+def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None) -> int | None:
+    """Learn this hour's baselines unless they exist; how many subjects were written (None: already done)."""
+    rule = rule or SpendAnomalyRule()
+    hour = floor_hour(now)
+    params = {"h": sql_time(hour)}
+    if query_result(store, "SELECT count() FROM detector_baselines WHERE for_hour = {h:DateTime64(3, 'UTC')}",
+                    params).scalar():
+        return None
+    _store_peaks(store, hour)
+    learn_end = hour - timedelta(hours=LAG_HOURS)
+    learn_start = learn_end - timedelta(days=LEARN_DAYS)
+    rows = subject_hours(store, start=learn_start, end=hour)
+    peaks = query_result(store, """
+        SELECT subject, toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, hour)), max(peak_cost)
+        FROM detector_peaks
+        WHERE hour >= {a:DateTime64(3, 'UTC')} AND hour < {b:DateTime64(3, 'UTC')} AND subject != ''
+        GROUP BY subject, hour""", {"a": sql_time(learn_start), "b": sql_time(learn_end)}).rows
+    peak_of = {(s, int(h)): float(p) for s, h, p in peaks}
+    subjects = sorted({r[0] for r in rows})
+    if not subjects:
+        _insert(store, hour, [])  # a fresh store: an empty refresh, so the next pass does not redo it
+        return 0
+    learned = int((learn_end - learn_start).total_seconds() // 3600)
+    total_hours = learned + LAG_HOURS
+    out = []
+    by_subject: dict[str, list[tuple]] = {}
+    for r in rows:
+        by_subject.setdefault(r[0], []).append(r)
+    for chunk in range(0, len(subjects), CHUNK_SUBJECTS):
+        names = subjects[chunk:chunk + CHUNK_SUBJECTS]
+        req, att, fail, cost, peak = (np.zeros((len(names), total_hours)) for _ in range(5))
+        for i, name in enumerate(names):
+            for _, h, r, a, f, c in by_subject[name]:
+                req[i, h], att[i, h], fail[i, h], cost[i, h] = r, a, f, c
+                peak[i, h] = peak_of.get((name, int(h)), 0.0)
+        seen = req[:, :learned] > 0
+        first = np.where(seen.any(axis=1), seen.argmax(axis=1), learned)
+        profiles = learn(requests=req[:, :learned], cost=cost[:, :learned], attempts=att[:, :learned],
+                         failed=fail[:, :learned], peak_cost=peak[:, :learned],
+                         first_hour_of_week=hour_of_week(learn_start), first_hour=first)
+        # history runs to now for warm-up: a subject first seen after the profile's end is new
+        seen_all = req > 0
+        history = total_hours - np.where(seen_all.any(axis=1), seen_all.argmax(axis=1), total_hours)
+        last = [hour_of_week(hour - timedelta(hours=k)) for k in range(24, 0, -1)]
+        slow = rule.slow(observed_usd=cost[:, -24:], expected_usd=profiles.cost[:, last],
+                         expected_requests=profiles.requests[:, last], history_hours=history)
+        w = hour_of_week(hour)
+        # failures: the last week through now (a storm is measured against how the subject fails lately)
+        week_attempts = att[:, -FAIL_HOURS:].sum(axis=1)
+        fail_ratio = np.where(week_attempts > 0, fail[:, -FAIL_HOURS:].sum(axis=1) / np.maximum(week_attempts, 1), 0.0)
+        for i, name in enumerate(names):
+            out.append((name, profiles.requests[i, w], profiles.cost[i, w], profiles.peak_cost[i, w],
+                        profiles.dispersion[i], fail_ratio[i], int(history[i]), int(slow.hot[i]),
+                        int(slow.calm[i]), float(slow.excess_usd[i]), float(cost[i, -24:].sum())))
+    _insert(store, hour, out)
+    return len(out)
+
+
+def _store_peaks(store: Store, hour: datetime) -> None:
+    """Compute the peaks of the closed hours of the last ``PEAK_DAYS`` not yet done (each done hour holds a row
+    for subject ``''``, so an hour without traffic is not read again, and a clock going back is no trouble)."""
+    start = hour - timedelta(days=PEAK_DAYS)
+    done = {str(h) for (h,) in query_result(store, """
+        SELECT DISTINCT toString(hour) FROM detector_peaks
+        WHERE subject = '' AND hour >= {a:DateTime64(3, 'UTC')} AND hour < {b:DateTime64(3, 'UTC')}""",
+                                            {"a": sql_time(start), "b": sql_time(hour)}).rows}
+    missing = [start + timedelta(hours=k) for k in range(PEAK_DAYS * 24)]
+    missing = [h for h in missing if f"{h:%Y-%m-%d %H:%M:%S}" not in done]
+    runs: list[list[datetime]] = []
+    for h in missing:  # consecutive hours, a day at most, one read of raw each
+        if runs and h - runs[-1][-1] == timedelta(hours=1) and len(runs[-1]) < 24:
+            runs[-1].append(h)
+        else:
+            runs.append([h])
+    for run in runs:
+        rows = hourly_peaks(store, start=run[0], end=run[-1] + timedelta(hours=1))
+        rows += [("", f"{h:%Y-%m-%d %H:%M:%S}", 0.0) for h in run]
+        for chunk in range(0, len(rows), 500):
+            part = rows[chunk:chunk + 500]
+            values = ", ".join(f"({{s{i}:String}}, {{h{i}:DateTime('UTC')}}, {{p{i}:Float64}})"
+                               for i in range(len(part)))
+            params = {k: v for i, (s, h, p) in enumerate(part)
+                      for k, v in ((f"s{i}", s), (f"h{i}", h), (f"p{i}", repr(float(p))))}
+            store.query_text(f"INSERT INTO detector_peaks (subject, hour, peak_cost) VALUES {values}", params,
+                             fmt="CSV")
+
+
+def _insert(store: Store, hour: datetime, rows: list[tuple]) -> None:
+    names = ("subject", "requests", "cost", "peak_cost", "dispersion", "fail_ratio", "history_hours", "slow_hot",
+             "slow_calm", "slow_excess_usd", "day_cost")
+    types = ("String", "Float64", "Float64", "Float64", "Float64", "Float64", "UInt32", "UInt8", "UInt8", "Float64",
+             "Float64")
+    rows = rows or [("", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 1, 0.0, 0.0)]  # the empty subject: "refreshed, nothing yet"
+    for chunk in range(0, len(rows), 500):
+        part = rows[chunk:chunk + 500]
+        values = ", ".join("({h:DateTime('UTC')}, " + ", ".join(
+            f"{{{n}{i}:{t}}}" for n, t in zip(names, types, strict=True)) + ")" for i in range(len(part)))
+        params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}"}
+        for i, row in enumerate(part):
+            params |= {f"{n}{i}": (v if not isinstance(v, float) else repr(float(v))) for n, v in zip(names, row,
+                                                                                                    strict=True)}
+        store.query_text(f"INSERT INTO detector_baselines (for_hour, {', '.join(names)}) VALUES {values}", params,
+                         fmt="CSV")
+
+
+def load(querier: TextQuerier, now: datetime) -> Baselines:
+    """The newest baselines of this hour (or of the last ``STALE_HOURS``); empty when there are none."""
+    hour = floor_hour(now)
+    rows = query_result(querier, """
+        SELECT subject, requests, cost, peak_cost, dispersion, fail_ratio, history_hours, slow_hot, slow_calm,
+               slow_excess_usd, day_cost
+        FROM detector_baselines FINAL
+        WHERE for_hour = (SELECT max(for_hour) FROM detector_baselines
+                          WHERE for_hour <= {h:DateTime('UTC')} AND for_hour > {oldest:DateTime('UTC')})
+              AND subject != ''
+        ORDER BY subject""", {"h": f"{hour:%Y-%m-%d %H:%M:%S}",
+                             "oldest": f"{hour - timedelta(hours=STALE_HOURS):%Y-%m-%d %H:%M:%S}"}).rows
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
+    arrays = [np.array(c, dtype=float) for c in columns[1:]]
+    return Baselines([str(s) for s in columns[0]], *arrays[:6], arrays[6] > 0, arrays[7] > 0, arrays[8], arrays[9])

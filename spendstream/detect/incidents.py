@@ -1,0 +1,84 @@
+"""One incident per subject until it resolves: hysteresis and a minimum duration, as a pure state machine.
+
+A detector decides, every pass, whether a subject is *hot* (over its threshold), *very
+hot* (far over it) or *calm* (back under a lower threshold). :class:`Hysteresis` turns those
+into at most two messages per incident:
+
+- a subject hot on ``fire_after`` consecutive passes (or very hot once) opens an incident and
+  fires it; one hot pass alone (a blip) only leaves it ``pending``, forgotten at the next pass
+  that is not hot;
+- while it fires, hot passes update it (peak, dollars) and send nothing: re-fires are the
+  same incident, with the same ``dedup_key``;
+- it resolves after ``resolve_after`` consecutive calm passes, under that same key. A pass
+  that is neither hot nor calm (between the thresholds) keeps it firing.
+
+The state survives restarts in ``detector_incidents`` (:mod:`spendstream.detect.state`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+
+Transition = Literal["firing", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    kind: str
+    subject: str
+    state: Literal["pending", "firing"]
+    opened_at: datetime        # start of the first hot window: when it began, as far as the windows tell
+    severity: str
+    hot_passes: int = 1
+    calm_passes: int = 0
+    peak: float = 0.0          # the largest observed value while open (detector's unit)
+    wasted_usd: float = 0.0    # dollars the detector attributes to the incident so far
+
+    @property
+    def dedup_key(self) -> str:
+        return f"{self.kind}:{self.subject}:{self.opened_at:%Y-%m-%dT%H:%M}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hysteresis:
+    fire_after: int = 2
+    resolve_after: int = 3
+
+    def step(self, current: Incident | None, *, kind: str, subject: str, hot: bool, very_hot: bool, calm: bool,
+             onset: datetime, severity: str, observed: float = 0.0, wasted_usd: float = 0.0
+             ) -> tuple[Incident | None, Transition | None]:
+        """The subject's incident after this pass, and the message it sends (``firing``, ``resolved``) if any.
+
+        ``onset`` is where this pass's window starts (kept as the incident's start when it opens);
+        ``wasted_usd`` is added to the incident's dollars while it is open.
+        """
+        if current is None:
+            if very_hot or (hot and self.fire_after <= 1):
+                return Incident(kind, subject, "firing", onset, severity, 1, 0, observed, wasted_usd), "firing"
+            if hot:
+                return Incident(kind, subject, "pending", onset, severity, 1, 0, observed, wasted_usd), None
+            return None, None
+        grown = replace(current, peak=max(current.peak, observed), wasted_usd=current.wasted_usd + wasted_usd)
+        if current.state == "pending":
+            if not (hot or very_hot):
+                return None, None  # a single hot pass: a blip, not an incident
+            passes = current.hot_passes + 1
+            if very_hot or passes >= self.fire_after:
+                return replace(grown, state="firing", hot_passes=passes, severity=_worse(current.severity, severity)
+                               ), "firing"
+            return replace(grown, hot_passes=passes), None
+        if calm and not hot:
+            calm_passes = current.calm_passes + 1
+            if calm_passes >= self.resolve_after:
+                return None, "resolved"
+            return replace(grown, calm_passes=calm_passes), None
+        return replace(grown, calm_passes=0), None
+
+
+_ORDER = ("info", "warning", "error", "critical")
+
+
+def _worse(a: str, b: str) -> str:
+    return a if _ORDER.index(a) >= _ORDER.index(b) else b

@@ -1,0 +1,150 @@
+"""What a subject's spend usually is, and how much it wanders: learned from hours, applied to minutes.
+
+Pure numpy, no I/O: the hourly refresh (:mod:`spendstream.detect.baseline`) hands it
+hour-grain arrays read from ``usage_hours`` once an hour, and every detection pass asks
+it about the last minutes; ``bench/detector_eval`` calls the same functions on
+simulated arrays.
+
+The model of one subject (a team, feature or customer), per hour of the week:
+
+- **expected requests and dollars**: the median over the weeks of history of that hour
+  of the week (the mean while there are fewer than three), shrunk toward the mean of the
+  same hour on the same kind of day (weekday or weekend) of the last two weeks, so one
+  odd week does not set the baseline and a key with one week of history is not blind;
+- **a typical 10-minute peak**: the median, over the same hour and kind of day of the last
+  two weeks, of the hour's largest 10-minute spend, taken over the hour and its two
+  neighbours. This is how *schedules* are learned: a job at 02:00 ± 5 min puts its whole
+  cost in one 10-minute window of hour 1 or 2 every night, so that window is expected;
+  bursty traffic learns its own bursts the same way;
+- **dispersion**: how much more than Poisson the hourly request counts wander around the
+  expected ones (``phi`` in var = mu + phi·mu²), so a window's uncertainty comes from
+  counts: three requests are noise, three thousand are not;
+- **failure ratio**: failed attempts per attempt over the history, for retry storms;
+- **warm-up**: how many hours of history the subject has (an anomaly needs a week).
+
+Hours are columns, oldest first; the week starts Monday 00:00 UTC. A subject's hours before
+its first request are not history (``first_hour`` masks them).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+HOURS_PER_WEEK = 168
+SHRINK = 2.0          # weight, in weeks, of the same-hour-of-day mean against the hour-of-week median
+PEAK_DAYS = 14        # days of peaks (and of same-hour means) that the typical peak is the median of
+SIZE_CV2 = 1.0        # squared coefficient of variation of one request's cost (trace sizes: about 1)
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """Per subject (rows), per hour of the week (columns) where it has one: the model above."""
+
+    requests: np.ndarray      # (S, 168) expected requests per hour
+    cost: np.ndarray          # (S, 168) expected USD per hour
+    peak_cost: np.ndarray     # (S, 168) typical largest 10-minute spend in this hour or a neighbour
+    dispersion: np.ndarray    # (S,) phi
+    fail_ratio: np.ndarray    # (S,) failed attempts per attempt
+    history_hours: np.ndarray  # (S,) hours from the first request to the end of the history
+
+
+def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, failed: np.ndarray,
+          peak_cost: np.ndarray, first_hour_of_week: int, first_hour: np.ndarray) -> Profiles:
+    """Learn every subject's profile from hourly arrays of shape (subjects, hours), oldest hour first.
+
+    ``first_hour_of_week`` is where column 0 falls in the week (0: Monday 00:00 UTC);
+    ``peak_cost`` each hour's largest 10-minute spend; ``first_hour`` the column of each
+    subject's first request (``hours`` when none: no history).
+    """
+    subjects, hours = requests.shape
+    live = np.arange(hours)[None, :] >= first_hour[:, None]
+    pad = first_hour_of_week  # NaN in front, so that column 0 of the padded array is Monday 00:00
+    weeks = -(-(pad + hours) // HOURS_PER_WEEK)
+    tail = weeks * HOURS_PER_WEEK - pad - hours
+
+    def by_week(a: np.ndarray) -> np.ndarray:
+        masked = np.where(live, a, np.nan)
+        return np.pad(masked, ((0, 0), (pad, tail)), constant_values=np.nan).reshape(subjects, weeks,
+                                                                                      HOURS_PER_WEEK)
+
+    req_w, cost_w, peak_w = by_week(requests), by_week(cost), by_week(peak_cost)
+    n = (~np.isnan(req_w)).sum(axis=1)                              # (S, 168) weeks of history per slot
+    how_req, how_cost = _robust(req_w, n), _robust(cost_w, n)
+    # the same hour on the same kind of day, over the last PEAK_DAYS days: (S, days, 24)
+    days = min(PEAK_DAYS, weeks * 7)
+    day_of = lambda a: a.reshape(subjects, weeks * 7, 24)[:, -days:, :]  # noqa: E731
+    weekday = (np.arange(weeks * 7)[-days:] % 7) < 5
+    flat_req, flat_cost, flat_peak = day_of(req_w), day_of(cost_w), day_of(peak_w)
+    slot_weekend = (np.arange(HOURS_PER_WEEK) // 24) >= 5
+    same_req, same_cost, same_peak = (np.zeros((subjects, HOURS_PER_WEEK)) for _ in range(3))
+    for is_weekday in (True, False):
+        cols = slot_weekend != is_weekday
+        pick = weekday == is_weekday
+        with warnings.catch_warnings():  # a slot no day of this kind has seen: NaN, then 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_req = np.nan_to_num(np.nanmean(flat_req[:, pick, :], axis=1))
+            mean_cost = np.nan_to_num(np.nanmean(flat_cost[:, pick, :], axis=1))
+            peak = _nanmedian(flat_peak[:, pick, :])
+        peak = np.maximum.reduce([np.roll(peak, -1, axis=1), peak, np.roll(peak, 1, axis=1)])  # ±1 hour
+        same_req[:, cols] = np.tile(mean_req, 7)[:, cols]
+        same_cost[:, cols] = np.tile(mean_cost, 7)[:, cols]
+        same_peak[:, cols] = np.tile(peak, 7)[:, cols]
+    out_req = (n * how_req + SHRINK * same_req) / (n + SHRINK)
+    out_cost = (n * how_cost + SHRINK * same_cost) / (n + SHRINK)
+    hour_of_week = (np.arange(hours) + first_hour_of_week) % HOURS_PER_WEEK
+    mu = out_req[:, hour_of_week]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        excess = np.where(live & (mu >= 5), ((requests - mu) ** 2 - mu) / np.maximum(mu, 1e-9) ** 2, np.nan)
+    dispersion = np.clip(_nanmean(excess), 0.0, 4.0)
+    total_attempts = (attempts * live).sum(axis=1)
+    fail_ratio = np.where(total_attempts > 0, (failed * live).sum(axis=1) / np.maximum(total_attempts, 1), 0.0)
+    return Profiles(out_req, out_cost, same_peak, dispersion, fail_ratio, np.maximum(hours - first_hour, 0))
+
+
+def _robust(samples: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Over axis 1: the median of the non-NaN samples when there are three or more, else their mean (0 if none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nan_to_num(np.nanmean(samples, axis=1))
+    return np.where(n >= 3, _nanmedian(samples), mean)
+
+
+def _nanmedian(a: np.ndarray) -> np.ndarray:
+    """The median over axis 1 ignoring NaN (0 where all are NaN); numpy's nanmedian is slow on many rows."""
+    n = (~np.isnan(a)).sum(axis=1, keepdims=True)
+    ordered = np.sort(np.where(np.isnan(a), np.inf, a), axis=1)  # NaN (as inf) sorts last
+    lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0), axis=1)
+    hi = np.take_along_axis(ordered, np.maximum(n // 2, 0).clip(max=a.shape[1] - 1), axis=1)
+    return np.where(n > 0, (lo + hi) / 2, 0.0)[:, 0]
+
+
+def _nanmean(a: np.ndarray) -> np.ndarray:
+    n = (~np.isnan(a)).sum(axis=1)
+    return np.where(n > 0, np.nansum(a, axis=1) / np.maximum(n, 1), 0.0)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One window of a subject, as the model expects it: dollars, their standard deviation, the typical peak."""
+
+    cost: np.ndarray
+    sigma: np.ndarray
+    peak: np.ndarray
+    requests: np.ndarray
+
+
+def expect(profiles: Profiles, rows: np.ndarray, hour_of_week: int, *, window_minutes: float) -> Expectation:
+    """What ``rows`` of ``profiles`` should spend in a window of ``window_minutes`` in ``hour_of_week``.
+
+    The window's requests are negative-binomial around the hourly rate (``dispersion``), each
+    request's cost varies around the hour's mean cost per request (``SIZE_CV2``).
+    """
+    share = window_minutes / 60
+    req = profiles.requests[rows, hour_of_week] * share
+    cost = profiles.cost[rows, hour_of_week] * share
+    per_request = np.where(req > 0, cost / np.maximum(req, 1e-9), 0.0)
+    variance = per_request ** 2 * (req * (1 + SIZE_CV2) + profiles.dispersion[rows] * req ** 2)
+    return Expectation(cost, np.sqrt(variance), profiles.peak_cost[rows, hour_of_week], req)

@@ -1,0 +1,92 @@
+"""When spend is anomalous: the decisions of ``spend_anomaly`` and ``new_spender``, pure and vectorised.
+
+Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
+
+- **fast** (the last ``window_minutes``): hot when the dollars clear all of: the expected
+  dollars plus ``z_fire`` standard deviations (:func:`~spendstream.detect.noise.expect`:
+  the uncertainty comes from the expected *count* of requests, so a quiet key needs a large
+  multiple and a busy one a small one), ``min_ratio`` × expected, ``peak_margin`` × the
+  typical 10-minute peak of this hour (learned schedules and bursts), and an excess of
+  ``min_excess_usd``; with at least ``min_requests`` requests (a window of three requests
+  is noise). Very hot (fires at once) at ``very_hot_factor`` × that threshold and twice the
+  minimum excess. Calm under the
+  expected dollars plus ``z_calm`` deviations (or the typical peak).
+- **slow** (the last 24 closed hours, refreshed hourly): hot when the median, over the
+  hours where at least ``slow_min_requests`` were expected, of observed ÷ expected dollars
+  is at least ``slow_ratio`` and the day's excess at least ``slow_min_excess_usd``: a
+  sustained shift or a creep over days, which no 10-minute window sees; a one-hour spike
+  does not move a median of 24 hours. Calm under ``slow_calm_ratio``.
+
+No anomaly without ``warmup_hours`` of history: until then a subject that spends
+``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
+Severity: ``error`` (the on-call route) when the fast window's excess runs at
+``page_usd_per_hour`` or more, else ``warning``; slow-only shifts are ``warning``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spendstream.detect.noise import Expectation
+
+
+@dataclass(frozen=True)
+class SpendVerdict:
+    hot: np.ndarray
+    very_hot: np.ndarray
+    calm: np.ndarray
+    excess_usd: np.ndarray     # observed - expected (the larger of the mean and the typical peak)
+    expected_usd: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpendAnomalyRule:
+    window_minutes: int = 10
+    z_fire: float = 4.0
+    z_calm: float = 2.0
+    min_ratio: float = 1.5
+    peak_margin: float = 1.25
+    min_excess_usd: float = 1.0
+    very_hot_factor: float = 1.25
+    min_requests: int = 5
+    warmup_hours: int = 7 * 24
+    slow_ratio: float = 1.15
+    slow_calm_ratio: float = 1.1
+    slow_min_requests: float = 20.0
+    slow_min_hours: int = 12
+    slow_min_excess_usd: float = 20.0
+    page_usd_per_hour: float = 25.0
+    new_spender_usd: float = 20.0
+
+    def fast(self, expected: Expectation, *, observed_usd: np.ndarray, observed_requests: np.ndarray,
+             history_hours: np.ndarray) -> SpendVerdict:
+        usual = np.maximum(expected.cost, expected.peak)
+        threshold = np.maximum.reduce([expected.cost + self.z_fire * expected.sigma, self.min_ratio * expected.cost,
+                                       self.peak_margin * expected.peak])
+        excess = observed_usd - usual
+        warm = history_hours >= self.warmup_hours
+        hot = (warm & (observed_usd >= threshold) & (excess >= self.min_excess_usd)
+               & (observed_requests >= self.min_requests))
+        very_hot = hot & (observed_usd >= self.very_hot_factor * threshold) & (excess >= 2 * self.min_excess_usd)
+        calm = observed_usd < np.maximum(expected.cost + self.z_calm * expected.sigma, expected.peak)
+        return SpendVerdict(hot, very_hot, calm, excess, expected.cost)
+
+    def slow(self, *, observed_usd: np.ndarray, expected_usd: np.ndarray, expected_requests: np.ndarray,
+             history_hours: np.ndarray) -> SpendVerdict:
+        """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them."""
+        counted = expected_requests >= self.slow_min_requests
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(counted, observed_usd / np.where(expected_usd > 0, expected_usd, np.nan), np.nan)
+        enough = counted.sum(axis=1) >= self.slow_min_hours
+        median = np.where(enough, np.nanmedian(np.where(enough[:, None], ratio, 0.0), axis=1), 1.0)
+        day_observed, day_expected = observed_usd.sum(axis=1), expected_usd.sum(axis=1)
+        excess = day_observed - day_expected
+        warm = history_hours >= self.warmup_hours
+        hot = warm & enough & (median >= self.slow_ratio) & (excess >= self.slow_min_excess_usd)
+        return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
+
+    def severity(self, excess_usd: float, *, fast: bool) -> str:
+        per_hour = excess_usd * 60 / self.window_minutes
+        return "error" if fast and per_hour >= self.page_usd_per_hour else "warning"

@@ -1,0 +1,95 @@
+"""When retries cost money: the decisions of ``retry_storm`` (and its agent loops), pure and vectorised.
+
+Per feature and per customer, every pass, from counts:
+
+- **storm** (the last ``window_minutes``): failed attempts against a binomial around the
+  expected failure ratio — the subject's own (learned over its history), or what every
+  *other* subject fails at on the same provider right now if that is higher (a provider
+  blip fails everyone on it: normal life, not this feature's storm), floored at ``min_ratio``. Hot at
+  ``z_fire`` standard deviations with ``min_failed`` failures and ``factor`` × the expected
+  ratio, so a quiet feature whose few requests each take five attempts is a storm;
+- **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
+  failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
+  a storm that ended stays in the slow window, and one failure of a quiet key is no evidence);
+- **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
+  shape (prompt-prefix fingerprint, model, input size: whatever the request ids)
+  repeated ``loop_repeats`` times in the window. Either fires at once.
+
+Calm when the window's failures are back within ``z_calm`` deviations and no loop is seen.
+Storms are ``error`` (on-call): failures that persist are paid for and usually break users.
+The message states the dollars wasted: billed failed attempts plus repeated calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StormVerdict:
+    hot: np.ndarray
+    very_hot: np.ndarray
+    calm: np.ndarray
+    expected_ratio: np.ndarray
+    z: np.ndarray
+
+
+@dataclass(frozen=True)
+class RetryStormRule:
+    window_minutes: int = 10
+    slow_minutes: int = 120
+    min_ratio: float = 0.005
+    z_fire: float = 6.0
+    z_very: float = 12.0
+    z_slow: float = 4.0
+    z_calm: float = 2.0
+    min_failed: int = 6
+    slow_min_failed: int = 20
+    factor: float = 2.5
+    slow_factor: float = 1.6
+    loop_attempts: int = 8
+    loop_repeats: int = 12
+
+    def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray) -> np.ndarray:
+        """The ratio each subject is held to, from arrays of shape (subjects, providers) for this window.
+
+        Per provider, the subject's own ratio or what all *other* subjects fail at on that provider
+        right now, whichever is higher; mixed by the subject's attempts per provider. (A request counts
+        in its feature and in its customer alike, so every subject's share of the totals is the same
+        double count as its own.)"""
+        others_attempts = attempts.sum(axis=0)[None, :] - attempts
+        others = np.where(others_attempts > 0,
+                          (failed.sum(axis=0)[None, :] - failed) / np.maximum(others_attempts, 1), 0.0)
+        per_provider = np.maximum(np.maximum(own[:, None], others), self.min_ratio)
+        total = attempts.sum(axis=1)
+        mixed = (per_provider * attempts).sum(axis=1) / np.maximum(total, 1)
+        return np.where(total > 0, mixed, np.maximum(own, self.min_ratio))
+
+    def judge(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
+              slow_failed: np.ndarray, slow_attempts: np.ndarray, max_attempt: np.ndarray,
+              repeats: np.ndarray) -> StormVerdict:
+        """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers)."""
+        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts)
+        f, a = failed.sum(axis=1), attempts.sum(axis=1)
+        z = _z(f, a, p)
+        ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
+        storm = (z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
+        p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts)
+        sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
+        slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
+        # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
+        burn = ((_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed)
+                & (slow_ratio >= self.slow_factor * p_slow)
+                & (z >= self.z_calm) & (f >= self.min_failed / 2) & (ratio >= self.slow_factor * p))
+        loop = (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats)
+        hot = storm | burn | loop
+        very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
+        calm = (z < self.z_calm) & ~loop & ~burn
+        return StormVerdict(hot, very_hot, calm, p, z)
+
+
+def _z(failed: np.ndarray, attempts: np.ndarray, p: np.ndarray) -> np.ndarray:
+    sd = np.sqrt(np.maximum(attempts * p * (1 - p), 1e-12))
+    return np.where(attempts > 0, (failed - attempts * p) / sd, 0.0)

@@ -1,0 +1,212 @@
+"""Detectors that know their noise (issue 18): the pure rules, then the whole path on a real store.
+
+The quality numbers (recall, precision, false alarms, delays) come from bench/detector_eval
+and are in BENCHMARKS.md; these tests pin the behaviours those numbers rest on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import orjson
+import pytest
+
+from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
+from spendstream.detect import baseline
+from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.incidents import Hysteresis
+from spendstream.detect.noise import expect, learn
+from spendstream.detect.retry_storm import detect_retry_storms
+from spendstream.detect.spend import SpendAnomalyRule
+from spendstream.detect.storm import RetryStormRule
+from spendstream.pricing import Pricer
+from spendstream.sinks.rows import usage_table
+from tests.test_alert_delivery import Receiver
+
+T0 = datetime(2023, 6, 5, tzinfo=timezone.utc)  # a Monday, in a year no other test writes to
+
+
+def test_one_incident_per_subject_a_blip_is_not_one_and_the_resolve_keeps_the_key() -> None:
+    h = Hysteresis(fire_after=2, resolve_after=3)
+    step = lambda cur, **kw: h.step(cur, kind="spend_anomaly", subject="team=a", onset=T0,  # noqa: E731
+                                    severity="error", **kw)
+    blip, sent = step(None, hot=True, very_hot=False, calm=False)
+    assert blip.state == "pending" and sent is None
+    assert step(blip, hot=False, very_hot=False, calm=True) == (None, None)  # one hot pass: forgotten
+    fired, sent = step(step(None, hot=True, very_hot=False, calm=False)[0], hot=True, very_hot=False, calm=False)
+    assert sent == "firing" and fired.dedup_key == "spend_anomaly:team=a:2023-06-05T00:00"
+    again, sent = step(fired, hot=True, very_hot=True, calm=False)
+    assert sent is None and again.dedup_key == fired.dedup_key  # a re-fire updates, it does not open another
+    calm1, _ = step(again, hot=False, very_hot=False, calm=True)
+    middle, _ = step(calm1, hot=False, very_hot=False, calm=False)  # between the thresholds: still firing
+    assert middle.calm_passes == 0
+    cur, sent = middle, None
+    for _ in range(3):
+        cur, sent = step(cur, hot=False, very_hot=False, calm=True) if cur else (None, sent)
+    assert cur is None and sent == "resolved"
+
+
+def _profiles_with_a_nightly_job(weeks: int = 3):
+    """One subject: $6/h steady (one $0.25 request every 2.5 minutes), plus a $30 job at 02:00 ± 5 min nightly."""
+    rng = np.random.default_rng(1)
+    hours = weeks * 168
+    requests = rng.poisson(24, size=(1, hours)).astype(float)
+    cost = requests * 0.25
+    peak = np.full((1, hours), 1.0)
+    for day in range(weeks * 7):
+        job_hour = day * 24 + (1 if rng.random() < 0.5 else 2)
+        cost[0, job_hour] += 30
+        requests[0, job_hour] += 120
+        peak[0, job_hour] = 31.0
+    return learn(requests=requests, cost=cost, attempts=requests, failed=requests * 0.02, peak_cost=peak,
+                 first_hour_of_week=0, first_hour=np.array([0]))
+
+
+def test_a_nightly_job_is_learned_as_expected_and_a_spike_of_the_same_size_at_noon_is_not() -> None:
+    profiles, rule = _profiles_with_a_nightly_job(), SpendAnomalyRule()
+    history = profiles.history_hours
+
+    def verdict(hour_of_week: int, usd: float, requests: float):
+        e = expect(profiles, np.array([0]), hour_of_week, window_minutes=10)
+        return rule.fast(e, observed_usd=np.array([usd]), observed_requests=np.array([requests]),
+                         history_hours=history)
+
+    for slot in (1, 2, 3 * 24 + 1, 3 * 24 + 2):  # Monday and Thursday, 01:xx and 02:xx: the job, as usual
+        assert not verdict(slot, 31.0, 121).hot[0]
+    assert verdict(12, 31.0, 121).very_hot[0]   # the same dollars at noon: far over what noon holds
+    assert not verdict(12, 2.0, 8).hot[0]       # a busy 10 minutes at noon: within the noise
+
+
+def test_three_requests_are_noise_three_hundred_are_not() -> None:
+    rule = SpendAnomalyRule()
+    quiet = learn(requests=np.full((1, 336), 2.0), cost=np.full((1, 336), 0.5), attempts=np.full((1, 336), 2.0),
+                  failed=np.zeros((1, 336)), peak_cost=np.full((1, 336), 0.5), first_hour_of_week=0,
+                  first_hour=np.array([0]))
+    e = expect(quiet, np.array([0]), 10, window_minutes=10)
+    # 3 requests in 10 minutes where one third of one is usual: 9x the dollars, but three requests
+    assert not rule.fast(e, observed_usd=np.array([0.75]), observed_requests=np.array([3.0]),
+                         history_hours=quiet.history_hours).hot[0]
+    busy = learn(requests=np.full((1, 336), 1800.0), cost=np.full((1, 336), 450.0),
+                 attempts=np.full((1, 336), 1800.0), failed=np.zeros((1, 336)), peak_cost=np.full((1, 336), 80.0),
+                 first_hour_of_week=0, first_hour=np.array([0]))
+    e = expect(busy, np.array([0]), 10, window_minutes=10)
+    assert rule.fast(e, observed_usd=np.array([150.0]), observed_requests=np.array([600.0]),
+                     history_hours=busy.history_hours).hot[0]  # 2x of a busy key: many requests, a real shift
+
+
+def test_storms_are_judged_from_counts_against_the_subject_and_its_provider_now() -> None:
+    rule = RetryStormRule()
+    own = np.array([0.02, 0.02, 0.02])
+    # quiet feature: 4 requests, 20 attempts, 16 failed; busy feature on the same provider: normal
+    a = np.array([[20.0], [2000.0], [2000.0]])
+    f = np.array([[16.0], [40.0], [40.0]])
+    v = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=f, slow_attempts=a * 6,
+                   max_attempt=np.array([5.0, 2.0, 2.0]), repeats=np.zeros(3))
+    assert list(v.hot) == [True, False, False]
+    # a provider blip: everyone on provider 1 fails at 12 % right now; nobody is storming
+    a2, f2 = np.array([[1000.0, 0], [1000.0, 0], [0, 1000.0]]), np.array([[120.0, 0], [125.0, 0], [0, 20.0]])
+    assert not rule.judge(failed=f2, attempts=a2, own_ratio=own, slow_failed=f2, slow_attempts=a2 * 12,
+                          max_attempt=np.full(3, 2.0), repeats=np.zeros(3)).hot.any()
+    # an agent loop: one prompt shape 14 times in ten minutes, no failures at all
+    assert rule.judge(failed=np.zeros((3, 1)), attempts=a, own_ratio=own, slow_failed=np.zeros((3, 1)),
+                      slow_attempts=a, max_attempt=np.ones(3), repeats=np.array([14.0, 0, 0])).very_hot[0]
+
+
+# -- the whole path: stored events -> hourly baselines -> passes -> incidents ---------------------------------
+
+def _call(tag: str, n: int, ts: datetime, **fields) -> dict:
+    """gpt-4o, about 100k input tokens: $0.25 a call (sizes differ: one size again and again is an agent loop)."""
+    return {"event_id": f"{tag}-{n}", "request_id": f"{tag}-r{n}", "ts": ts.isoformat(timespec="milliseconds"),
+            "provider": "openai", "model": "gpt-4o", "input_tokens": 100_000 + n % 97, "output_tokens": 0, **fields}
+
+
+@pytest.mark.integration
+def test_stored_traffic_gives_one_spike_incident_no_alert_for_the_nightly_job_and_a_new_spender(
+        embedded_store) -> None:
+    tag = f"n{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(3)
+    now = T0 + timedelta(days=10, hours=14)          # a Thursday, 14:00
+    events: list[dict] = []
+    who = {"team": f"{tag}-team", "feature": f"{tag}-chat", "customer": f"{tag}-acme"}
+    job = {"team": f"{tag}-data", "feature": f"{tag}-nightly", "customer": f"{tag}-etl"}
+    for minute in range(0, 10 * 1440 + 14 * 60, 10):  # one call every ten minutes, for ten days
+        events.append(_call(tag, len(events), T0 + timedelta(minutes=minute, seconds=int(rng.integers(0, 600))),
+                            **who))
+    for day in range(11):                              # the nightly job: 40 calls at 02:00 ± 5 min
+        start = T0 + timedelta(days=day, hours=2, minutes=int(rng.integers(-5, 6)))
+        events += [_call(tag, len(events) + k, start + timedelta(seconds=6 * k), **job) for k in range(40)]
+    newcomer = {"team": f"{tag}-new", "feature": f"{tag}-new", "customer": f"{tag}-new"}
+    events += [_call(tag, len(events) + k, now - timedelta(hours=6, minutes=k), **newcomer) for k in range(120)]
+    events += [_call(tag, len(events) + k, now - timedelta(minutes=8) + timedelta(seconds=10 * k), **who)
+               for k in range(40)]                     # the spike: 40 calls in the last 8 minutes
+    embedded_store.insert_arrow("usage_events", usage_table(process(
+        [SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
+
+    def run(at: datetime) -> list:
+        baseline.refresh(embedded_store, at)
+        return [a for a in detect_spend_anomalies(embedded_store, at) + detect_retry_storms(embedded_store, at)
+                if tag in a.subject]
+
+    night = T0 + timedelta(days=10, hours=2, minutes=8)
+    assert [a for a in run(night) if "nightly" in a.subject or "etl" in a.subject] == []  # a schedule: expected
+    fired = run(now)
+    spikes = [a for a in fired if a.kind == "spend_anomaly"]
+    assert sorted(a.subject for a in spikes) == sorted(f"{k}={v}" for k, v in who.items())
+    assert all(a.state == "firing" and a.severity in ("warning", "error") for a in spikes)
+    (new,) = [a for a in fired if a.kind == "new_spender" and a.subject == f"customer={tag}-new"]
+    assert 30 <= new.observed < 30.1 and "in the last 24 h" in new.message
+    assert not [a for a in fired if a.kind == "spend_anomaly" and "-new" in a.subject]  # warm-up: no anomaly
+    assert [a for a in run(now + timedelta(minutes=5)) if a.kind == "spend_anomaly"] == []  # still firing: silent
+    later = [run(now + timedelta(minutes=m)) for m in (20, 25, 30)]
+    resolved = [a for batch in later for a in batch if a.kind == "spend_anomaly"]
+    assert sorted(a.dedup_key for a in resolved) == sorted(a.dedup_key for a in spikes)
+    assert all(a.state == "resolved" for a in resolved)
+
+
+_FRESH = """import sys
+from datetime import datetime, timedelta, timezone
+import orjson
+from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
+from spendstream.pricing import Pricer
+from spendstream.sinks.embedded import EmbeddedStore
+from spendstream.sinks.migrations import migrate
+from spendstream.sinks.rows import usage_table
+from tests.test_alert_delivery import Receiver
+s = EmbeddedStore(sys.argv[1]); migrate(s)
+now = datetime.now(timezone.utc)
+events = [{"event_id": f"fresh-{k}", "request_id": f"fresh-r{k}", "provider": "openai", "model": "gpt-4o",
+           "ts": (now - timedelta(minutes=9, seconds=-k)).isoformat(), "input_tokens": 100_000 + k,
+           "output_tokens": 0, "team": "t", "feature": "f", "customer": "c",
+           "attempt": 1 + k % 3, "status": "ok" if k % 3 == 2 else "error", "http_status": 200 if k % 3 == 2 else 500}
+          for k in range(90)]
+s.insert_arrow("usage_events", usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
+s.close()
+"""
+
+
+def test_the_first_notify_on_a_fresh_store_pages_nobody(tmp_path) -> None:
+    data, routes = tmp_path / "data", tmp_path / "routes.yaml"
+    pagerduty = Receiver()
+    try:
+        routes.write_text(json.dumps({
+            "destinations": [{"name": "oncall", "kind": "pagerduty", "url": pagerduty.url("/v2/enqueue"),
+                              "routing_key": "R0UTE"}],
+            "routes": [{"destination": "oncall", "min_severity": "error"}]}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDSTREAM_")}
+        env |= {"SPENDSTREAM_DATA_DIR": str(data), "SPENDSTREAM_ALERT_ROUTES": str(routes)}
+        subprocess.run([sys.executable, "-c", _FRESH, str(data)], env=env, check=True, timeout=120)
+        result = subprocess.run([sys.executable, "-m", "spendstream", "notify", "--once"], env=env,
+                                capture_output=True, text=True, timeout=180)
+    finally:
+        pagerduty.close()
+    assert result.returncode == 0, result.stderr
+    # $22.50 in 9 minutes, two failed attempts in three: no history, so no anomaly and no storm page
+    assert pagerduty.requests == []
