@@ -8,8 +8,8 @@ pass after an hour closes does it; a later pass of that hour finds it done):
    ``usage_events FINAL`` for that hour (and the 10 minutes before it), kept in
    ``detector_peaks`` (a first run computes the last ``PEAK_DAYS`` days, a day of raw per read);
 2. **profiles**: four weeks of ``usage_hours`` and ``customer_hours`` (through
-   :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago, per team, feature and
-   customer, learned by :func:`spendstream.detect.noise.learn`;
+   :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago,
+   per team, feature and customer, learned by :func:`spendstream.detect.noise.learn`;
 3. **the slow window**: the last 24 closed hours against that profile
    (:meth:`SpendAnomalyRule.slow`).
 
