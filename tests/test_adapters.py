@@ -267,3 +267,19 @@ def test_bedrock_global_and_in_region_profiles_are_priced_as_published() -> None
         event = from_bedrock_converse_response(response, model=model, region="us-east-1", ts=TS.replace(year=2026))
         prices[model.split(".")[0]] = Pricer().price(event).total_cost
     assert prices == {"global": Decimal("4.5"), "us": Decimal("4.95"), "anthropic": Decimal("4.95")}
+
+
+def test_a_gateway_reported_cost_travels_as_exact_decimal_text() -> None:
+    """OpenRouter answers in the OpenAI shape with ``usage.cost`` in USD (its usage accounting); the event
+    carries it exactly beside the tokens, and a cost the contract cannot hold is left out, not the event."""
+    from spendstream.emitter.adapters import from_openai_response
+
+    response = {"model": "openai/gpt-4o-mini", "usage": {"prompt_tokens": 1200, "completion_tokens": 80,
+                                                         "total_tokens": 1280, "cost": 0.000228}}
+    event = from_openai_response(response, provider="openrouter")
+    assert (event.provider_cost_usd, event.provider_cost_source) == ("0.000228", "usage.cost")
+    assert (event.input_tokens, event.output_tokens) == (1200, 80)
+    negative = from_openai_response({**response, "usage": {**response["usage"], "cost": -1.0}}, provider="openrouter")
+    assert negative.provider_cost_usd is None and negative.input_tokens == 1200
+    assert from_openai_response({**response, "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+                                provider="openrouter").provider_cost_usd is None

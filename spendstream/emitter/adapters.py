@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from spendstream.schemas._types import decimal_text
 from spendstream.schemas.usage import UsageEvent
 
 
@@ -96,7 +97,8 @@ def from_openai_response(response: Any, **fields: Any) -> UsageEvent:
     Adds to :func:`from_openai_usage` the ``service_tier`` OpenAI actually served
     (reported on the response, not in ``usage``: a ``flex`` or ``priority`` request
     may be served at another tier) and, for the Responses API, the server-side
-    tool calls among the output items (web search, file search, code interpreter).
+    tool calls among the output items (web search, file search, code interpreter),
+    and the cost a gateway reports in ``usage.cost`` (OpenRouter) as ``provider_cost_usd``.
     Raises ValueError when the response carries no usage (a stream without
     ``stream_options={"include_usage": True}``): count such calls with
     :func:`spendstream.emitter.estimate_usage` instead.
@@ -105,6 +107,7 @@ def from_openai_response(response: Any, **fields: Any) -> UsageEvent:
     if usage is None:
         raise ValueError("the response has no usage (a stream without include_usage?); estimate it instead")
     derived: dict[str, Any] = {"model": _at(response, "model"), "service_tier": _at(response, "service_tier")}
+    derived |= _reported_cost(usage)
     for item in _at(response, "output") or ():
         name = _OPENAI_TOOL_ITEMS.get(_at(item, "type"))
         if name is not None:
@@ -113,6 +116,19 @@ def from_openai_response(response: Any, **fields: Any) -> UsageEvent:
     if "model" not in merged:
         raise ValueError("the response names no model; pass model=")
     return from_openai_usage(usage, **merged)
+
+
+def _reported_cost(usage: Any) -> dict[str, Any]:
+    """The cost a gateway reports in an OpenAI-shaped ``usage`` (OpenRouter's ``usage.cost``, USD), as the
+    contract's exact decimal text; nothing when there is none or it is not a cost the contract holds (the
+    event is still metered: the computed cost stands)."""
+    cost = _at(usage, "cost")
+    if cost is None or isinstance(cost, bool):
+        return {}
+    try:
+        return {"provider_cost_usd": decimal_text(cost), "provider_cost_source": "usage.cost"}
+    except ValueError:
+        return {}
 
 
 def from_anthropic_usage(usage: Any, *, model: str, provider: str = "anthropic", **fields: Any) -> UsageEvent:
