@@ -7,7 +7,7 @@ directly: tiktoken's own loader is never called, so it never downloads and no ca
 directory is read or written. Before use, a vocabulary's SHA-256 is checked against
 the hash tiktoken itself expects for that file, so a damaged or altered bundle fails
 loudly instead of counting wrong. Both encoders give identical ids (a test proves it
-on a corpus); tiktoken is several times faster (``bench/tokenize.py``).
+on a corpus); tiktoken is several times faster (``bench/token_counting.py``).
 """
 
 from __future__ import annotations

