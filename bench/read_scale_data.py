@@ -33,12 +33,19 @@ from read_scale_keys import MODELS, Keys, Shape, hex_ids, zipf
 
 from spendstream.batches import EVENT_COLUMNS, TS, BatchResult
 from spendstream.pricing.engine import Pricer, UsageColumns
+from spendstream.schemas.usage import UsageEvent
 from spendstream.sinks.rows import usage_table
 
 PARTITIONS = 12
 EXTRA_COLUMNS = [("tags", pa.map_(pa.string(), pa.string())), ("folded_tags", pa.list_(pa.string())),
                  ("source_topic", pa.string()), ("source_partition", pa.uint32()), ("source_offset", pa.uint64())]
 BATCH_SCHEMA = pa.schema(EVENT_COLUMNS + EXTRA_COLUMNS)  # a BatchResult's events, as the stages build them
+
+
+def _defaults(name: str, rows: int) -> pa.Array:
+    """``rows`` of a UsageEvent field's default (schema_version 2, 0 tool calls, no region or provider cost)."""
+    default = UsageEvent.model_fields[name].get_default(call_default_factory=True)
+    return pa.array([default] * rows, BATCH_SCHEMA.field(name).type)
 
 
 def timestamps(values_ms: np.ndarray) -> pa.Array:
@@ -211,6 +218,9 @@ class Generator:
             "source_partition": pa.array(partition, pa.uint32()),
             "source_offset": pa.array(self._source_offsets(partition, ingested_ms), pa.uint64()),
         }
+        for name in BATCH_SCHEMA.names:  # contract fields this traffic does not use: their defaults
+            if name not in columns:
+                columns[name] = _defaults(name, m)
         return pa.Table.from_arrays([columns[name] for name in BATCH_SCHEMA.names], schema=BATCH_SCHEMA), ingested_ms
 
     def _tags(self, row: np.ndarray, requests: int) -> pa.Array:

@@ -25,6 +25,7 @@ from typing import Any
 
 from spendstream.advisor import advise
 from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.baseline import refresh as refresh_baselines
 from spendstream.detect.budgets import Budget, evaluate
 from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.focus import export_focus
@@ -115,6 +116,7 @@ def grafana_sql(sql: str, *, now: datetime, span: timedelta, interval: str) -> s
     start, end = int((now - span).timestamp()), int(now.timestamp())
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({start}) AND \1 <= toDateTime({end})", sql)
     sql = sql.replace("$__fromTime", f"toDateTime({start})").replace("$__toTime", f"toDateTime({end})")
+    sql = re.sub(r"\$\{\w+:singlequote\}", "'__all__'", sql)  # every template variable at All (its all value)
     return re.sub(r"\$__timeInterval\((\w+)\)", rf"toStartOfInterval(toDateTime(\1), INTERVAL {interval})", sql)
 
 
@@ -135,12 +137,22 @@ def readers(store: Store, *, now: datetime, events: int, out_dir: Path) -> Itera
     budgets = [Budget(name="all-monthly", amount_usd=8_000 * per_event),
                Budget(name="team-daily", team="team-00", period="daily", amount_usd=200 * per_event),
                Budget(name="customer-monthly", customer="cust-00000", amount_usd=400 * per_event)]
-    yield Reader("retry-storm pass (detect_retry_storms)", "detection", "5m+1d",
+
+    def relearn() -> int | None:
+        """The hourly refresh as its first run of an hour does it (the 14 days of 10-minute peaks are
+        computed once, in the warm-up round, as a worker does on its first refresh)."""
+        store.command("DELETE FROM detector_baselines WHERE for_hour = toStartOfHour({now:DateTime64(3, 'UTC')})"
+                      .replace("{now:DateTime64(3, 'UTC')}", f"toDateTime64('{sql_time(now)}', 3, 'UTC')"))
+        return refresh_baselines(store, now)
+
+    # first in the round, so that every detection pass below has this hour's baselines
+    yield Reader("baseline refresh (once an hour: 4 weeks of hour rollups)", "detection", "6w", relearn)
+    yield Reader("retry-storm pass (detect_retry_storms)", "detection", "10m+2h",
                  lambda: detect_retry_storms(store, now))
-    yield Reader("spend-anomaly pass (detect_spend_anomalies)", "detection", "4w",
+    yield Reader("spend-anomaly pass (detect_spend_anomalies)", "detection", "10m",
                  lambda: detect_spend_anomalies(store, now))
     yield Reader(f"budgets ({len(budgets)}, evaluate)", "detection", "period", lambda: evaluate(store, budgets, now))
-    yield Reader("whole detection pass (all three, as notify)", "detection", "4w", lambda: (
+    yield Reader("whole detection pass (all three, as notify)", "detection", "period", lambda: (
         evaluate(store, budgets, now) + detect_retry_storms(store, now) + detect_spend_anomalies(store, now)))
 
     pricer = Pricer()
