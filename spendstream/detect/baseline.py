@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pyarrow as pa
 
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
@@ -188,32 +189,25 @@ def _store_peaks(store: Store, hour: datetime) -> None:
     for run in runs:
         rows = hourly_peaks(store, start=run[0], end=run[-1] + timedelta(hours=1))
         rows += [("", f"{h:%Y-%m-%d %H:%M:%S}", 0.0) for h in run]
-        for chunk in range(0, len(rows), 500):
-            part = rows[chunk:chunk + 500]
-            values = ", ".join(f"({{s{i}:String}}, {{h{i}:DateTime('UTC')}}, {{p{i}:Float64}})"
-                               for i in range(len(part)))
-            params = {k: v for i, (s, h, p) in enumerate(part)
-                      for k, v in ((f"s{i}", s), (f"h{i}", h), (f"p{i}", repr(float(p))))}
-            store.query_text(f"INSERT INTO detector_peaks (subject, hour, peak_cost) VALUES {values}", params,
-                             fmt="CSV")
+        store.insert_arrow("detector_peaks", pa.table({
+            "subject": pa.array([r[0] for r in rows], pa.string()),
+            "hour": pa.array([datetime.fromisoformat(str(r[1])) for r in rows], pa.timestamp("s")),
+            "peak_cost": pa.array([float(r[2]) for r in rows], pa.float64())}))
+
+
+_BASELINE_COLUMNS = (("subject", pa.string()), ("requests", pa.float64()), ("cost", pa.float64()),
+                     ("peak_cost", pa.float64()), ("dispersion", pa.float64()), ("fail_ratio", pa.float64()),
+                     ("history_hours", pa.uint32()), ("slow_hot", pa.uint8()), ("slow_calm", pa.uint8()),
+                     ("slow_excess_usd", pa.float64()), ("day_cost", pa.float64()))
 
 
 def _insert(store: Store, hour: datetime, rows: list[tuple]) -> None:
-    names = ("subject", "requests", "cost", "peak_cost", "dispersion", "fail_ratio", "history_hours", "slow_hot",
-             "slow_calm", "slow_excess_usd", "day_cost")
-    types = ("String", "Float64", "Float64", "Float64", "Float64", "Float64", "UInt32", "UInt8", "UInt8", "Float64",
-             "Float64")
+    """One Arrow insert of the hour's baselines (tens of thousands of customers: not SQL text)."""
     rows = rows or [("", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 1, 0.0, 0.0)]  # the empty subject: "refreshed, nothing yet"
-    for chunk in range(0, len(rows), 500):
-        part = rows[chunk:chunk + 500]
-        values = ", ".join("({h:DateTime('UTC')}, " + ", ".join(
-            f"{{{n}{i}:{t}}}" for n, t in zip(names, types, strict=True)) + ")" for i in range(len(part)))
-        params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}"}
-        for i, row in enumerate(part):
-            params |= {f"{n}{i}": (v if not isinstance(v, float) else repr(float(v))) for n, v in zip(names, row,
-                                                                                                    strict=True)}
-        store.query_text(f"INSERT INTO detector_baselines (for_hour, {', '.join(names)}) VALUES {values}", params,
-                         fmt="CSV")
+    columns = {"for_hour": pa.array([hour.replace(tzinfo=None)] * len(rows), pa.timestamp("s"))}
+    for i, (name, type_) in enumerate(_BASELINE_COLUMNS):
+        columns[name] = pa.array([row[i] for row in rows], type_)
+    store.insert_arrow("detector_baselines", pa.table(columns))
 
 
 def load(querier: TextQuerier, now: datetime) -> Baselines:
