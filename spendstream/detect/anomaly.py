@@ -47,10 +47,14 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                            hysteresis: Hysteresis | None = None) -> list[Alert]:
     """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
-    known = baseline.load(store, now)
     window = timedelta(minutes=rule.window_minutes)
     recent = recent_spend(store, start=now - window, end=now)
     incidents = state.load_open(store, KINDS)
+    # a subject with no spend in the window, no open incident, no sustained shift and no claim to be a new
+    # spender cannot change state: its baseline is not read
+    known = baseline.load(store, now, subjects=set(recent) | {s for _, s in incidents},
+                          or_where=f"slow_hot = 1 OR (history_hours < {int(rule.warmup_hours)} "
+                                   f"AND day_cost >= {float(rule.new_spender_usd)!r})")
     subjects = known.subjects
     index = {s: i for i, s in enumerate(subjects)}
     observed = np.array([recent.get(s, (0.0, 0.0))[0] for s in subjects])

@@ -22,6 +22,7 @@ A pass reads only those rows (:func:`load`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -210,18 +211,30 @@ def _insert(store: Store, hour: datetime, rows: list[tuple]) -> None:
     store.insert_arrow("detector_baselines", pa.table(columns))
 
 
-def load(querier: TextQuerier, now: datetime) -> Baselines:
-    """The newest baselines of this hour (or of the last ``STALE_HOURS``); empty when there are none."""
+def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | None = None,
+         or_where: str = "0") -> Baselines:
+    """The newest baselines of this hour (or of the last ``STALE_HOURS``); empty when there are none.
+
+    With ``subjects``, only theirs and those whose baseline matches ``or_where`` (SQL over the
+    table's columns): a pass reads the subjects it can act on, not every customer ever seen
+    (50,000 rows took 0.4–0.5 s of a pass at 3M events).
+    """
     hour = floor_hour(now)
-    rows = query_result(querier, """
+    params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}",
+                                 "oldest": f"{hour - timedelta(hours=STALE_HOURS):%Y-%m-%d %H:%M:%S}"}
+    which = "1"
+    if subjects is not None:
+        which = f"(subject IN (SELECT arrayJoin({{subjects:Array(String)}})) OR ({or_where}))"
+        params["subjects"] = "[" + ",".join("'" + x.replace("\\", "\\\\").replace("'", "\\'") + "'"
+                                            for x in sorted(subjects)) + "]"  # an Array(String) literal
+    rows = query_result(querier, f"""
         SELECT subject, requests, cost, peak_cost, dispersion, fail_ratio, history_hours, slow_hot, slow_calm,
                slow_excess_usd, day_cost
         FROM detector_baselines FINAL
         WHERE for_hour = (SELECT max(for_hour) FROM detector_baselines
-                          WHERE for_hour <= {h:DateTime('UTC')} AND for_hour > {oldest:DateTime('UTC')})
-              AND subject != ''
-        ORDER BY subject""", {"h": f"{hour:%Y-%m-%d %H:%M:%S}",
-                             "oldest": f"{hour - timedelta(hours=STALE_HOURS):%Y-%m-%d %H:%M:%S}"}).rows
+                          WHERE for_hour <= {{h:DateTime('UTC')}} AND for_hour > {{oldest:DateTime('UTC')}})
+              AND subject != '' AND {which}
+        ORDER BY subject""", params).rows
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
     arrays = [np.array(c, dtype=float) for c in columns[1:]]
     return Baselines([str(s) for s in columns[0]], *arrays[:6], arrays[6] > 0, arrays[7] > 0, arrays[8], arrays[9])

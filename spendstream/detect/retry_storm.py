@@ -78,7 +78,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     rows = recent_failures(store, now=now, window=window, slow=slow)
     loops = repeated_shapes(store, start=now - window, end=now)
     incidents = state.load_open(store, [KIND])
-    known = baseline.load(store, now)
+    known = baseline.load(store, now, subjects={r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
     history_of = dict(zip(known.subjects, known.history_hours, strict=True))
     subjects = sorted({r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
