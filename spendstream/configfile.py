@@ -6,9 +6,11 @@ once, and numbers are read as exact ``Decimal`` (``2.5`` never becomes a float).
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -73,3 +75,32 @@ def _decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
 
 
 _Loader.add_constructor("tag:yaml.org,2002:float", _decimal)
+
+
+def utc_instant(value: Any) -> Any:
+    """A file's date or datetime as an aware UTC datetime (a pydantic ``mode="before"`` validator's body).
+
+    JSON and YAML text is ISO: a date (midnight UTC) or a datetime with its zone; a naive
+    datetime is refused, anything else is left for pydantic to judge.
+    """
+    if isinstance(value, str):  # JSON has no dates: ISO text, a date or a datetime with zone
+        try:
+            value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"not an ISO date or datetime: {value!r}") from exc
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a datetime needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        return value.astimezone(timezone.utc)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), timezone.utc)
+    return value
+
+
+def known_zone(value: str, *, example: str = "") -> str:
+    """``value`` if it names an IANA time zone; ValueError saying so otherwise."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}{example}") from exc
+    return value

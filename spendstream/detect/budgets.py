@@ -27,11 +27,11 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spendstream.configfile import load_model
+from spendstream.configfile import known_zone, load_model
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert, Severity
 from spendstream.sinks import rollups
@@ -55,11 +55,7 @@ class Budget(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
+        return known_zone(value)
 
     @field_validator("thresholds")
     @classmethod

@@ -31,14 +31,14 @@ gpu-reprice``, which records the correction (:mod:`spendstream.sinks.gpu_prices`
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spendstream.configfile import load_model
+from spendstream.configfile import load_model, utc_instant
 
 Pricing = Literal["on-demand", "reserved", "spot"]
 # An undated price is in force from the beginning of time, stored as the epoch.
@@ -62,18 +62,7 @@ class GpuPrice(BaseModel):
     @field_validator("effective_from", mode="before")
     @classmethod
     def _instant(cls, value: Any) -> Any:
-        if isinstance(value, str):  # JSON has no dates: ISO text, a date or a datetime with zone
-            try:
-                value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
-            except ValueError as exc:
-                raise ValueError(f"not an ISO date or datetime: {value!r}") from exc
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("a datetime needs a time zone, e.g. 2026-01-01T00:00:00Z")
-            return value.astimezone(timezone.utc)
-        if isinstance(value, date):
-            return datetime.combine(value, time(0), timezone.utc)
-        return value
+        return utc_instant(value)
 
 
 class PricePeriod(BaseModel):

@@ -54,15 +54,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spendstream.configfile import ConfigFileError, load_model
+from spendstream.configfile import ConfigFileError, known_zone, load_model, utc_instant
 from spendstream.pricing.normalize import PROVIDER_ALIASES
 
 # Unit prices are kept to a millionth of a dollar per million tokens (1e-12 USD a
@@ -179,11 +179,7 @@ class Hours(BaseModel):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as UTC or Asia/Shanghai)") from exc
-        return value
+        return known_zone(value, example=" (an IANA name such as UTC or Asia/Shanghai)")
 
     def contains(self, at: datetime) -> bool:
         local = at.astimezone(ZoneInfo(self.time_zone)).time().replace(tzinfo=None)
@@ -218,19 +214,9 @@ class Override(BaseModel):
     @field_validator("effective_from", "effective_to", mode="before")
     @classmethod
     def _instant(cls, value: Any) -> Any:
-        if isinstance(value, str):  # JSON has no dates: ISO text, a date or a datetime with zone
-            try:
-                value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
-            except ValueError as exc:
-                raise ValueError(f"not an ISO date or datetime: {value!r}") from exc
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("a datetime needs a time zone, e.g. 2026-01-01T00:00:00Z")
-            if value.second or value.microsecond:
-                raise ValueError("must fall on a whole minute (prices are resolved per minute)")
-            return value.astimezone(timezone.utc)
-        if isinstance(value, date):
-            return datetime.combine(value, time(0), timezone.utc)
+        value = utc_instant(value)
+        if isinstance(value, datetime) and (value.second or value.microsecond):
+            raise ValueError("must fall on a whole minute (prices are resolved per minute)")
         return value
 
     @model_validator(mode="after")
