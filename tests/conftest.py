@@ -216,3 +216,16 @@ def seeded_store(embedded_store):
         "INSERT INTO cost_corrections (reprice_id, repriced_at, event_id, ts, old_priced, new_priced, "
         f"old_total_cost, new_total_cost) VALUES ('cook-{run}', now64(3), 'cook-{run}-0', now64(3), 1, 1, 1.5, 1.2)")
     return embedded_store
+
+
+def run_in_own_process(module: str, function: str, data_dir: Path) -> str:
+    """``tests/<module>.py``'s ``function(str(data_dir))`` in a fresh interpreter (chdb opens one data directory
+    per process, and the session's shared store is open here); its stdout. Fails the test with its stderr."""
+    import subprocess
+    import sys
+
+    here = str(Path(__file__).parent)
+    check = f"import sys; sys.path.insert(0, {here!r}); import {module}; {module}.{function}({str(data_dir)!r})"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()

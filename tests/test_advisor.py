@@ -191,14 +191,9 @@ def test_monthly_numbers_follow_the_traffic_not_the_since_flag(tmp_path) -> None
     the observed span, not by the period asked for), and a user-facing feature whose two hours look
     like a burst inside a week is not told to use the batch API. (Its own process: chdb opens one data
     directory per process, and the shared store's history starts years ago.)"""
-    import subprocess
-    import sys
+    from tests.conftest import run_in_own_process
 
-    check = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_advisor; "
-             f"test_advisor.span_check({str(tmp_path / 'fresh')!r})")
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "ok", result.stdout
+    assert run_in_own_process("test_advisor", "span_check", tmp_path / "fresh") == "ok"
 
 
 def span_check(path: str) -> None:

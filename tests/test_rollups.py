@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import orjson
 import pytest
@@ -178,11 +175,9 @@ def test_old_grains_with_data_become_the_new_grains_in_place(tmp_path) -> None:
     """Migration 12 on a store whose rollups have migration 10's grains: the new rollups hold what a
     recomputation from raw gives, the periods done stay done (customer_hours too), and running the
     regrouping again changes nothing. (In a process of its own: chdb opens one data directory per process.)"""
-    check = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_rollups; "
-             f"test_rollups.regrain_check({str(tmp_path / 'old')!r})")
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "regrained", result.stdout
+    from tests.conftest import run_in_own_process
+
+    assert run_in_own_process("test_rollups", "regrain_check", tmp_path / "old") == "regrained"
 
 
 def regrain_check(path: str) -> None:
