@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -23,7 +24,8 @@ from spendstream.demo.worker_process import WorkerProcess
 from spendstream.emitter import Emitter
 from spendstream.pricing import Pricer
 from spendstream.schemas import UsageEvent
-from spendstream.sinks.rows import dead_letter_table
+from spendstream.sinks.conflicts import recheck, resolve
+from spendstream.sinks.rows import dead_letter_table, usage_table
 from spendstream.sinks.store import query_result
 from spendstream.sinks.writer import SinkWriter
 from tests.adversarial import corpus, event
@@ -130,6 +132,63 @@ def test_a_copy_with_another_ts_within_the_horizon_is_a_conflict_not_a_second_ev
     differs = embedded_store.query("SELECT differs FROM event_conflicts FINAL WHERE event_id = {e:String}",
                                    {"e": first["event_id"]}).scalar()
     assert differs == ["ts"]
+
+
+@contextmanager
+def _no_merges(store):
+    # A background merge may collapse the copy that does not stand before a writer looks again
+    # (conflicts.py: the gap that remains); these tests are about what a writer sees before it.
+    store.command("SYSTEM STOP MERGES usage_events")
+    try:
+        yield
+    finally:
+        store.command("SYSTEM START MERGES usage_events")
+
+
+def _race(store, *copies: tuple[int, dict], recheck_after: bool = True) -> None:
+    """Writers that each check their copy before any of them inserts (two workers, one instant),
+    then insert, then (unless killed first) look again, as SinkWriter does."""
+    resolutions = []
+    for n, (partition, copy) in enumerate(copies):
+        rows = usage_table(process([SourceRecord("usage", partition, 1, orjson.dumps(copy))], PRICER),
+                           now=datetime(2026, 11, 30, 12, 0, n, tzinfo=timezone.utc))
+        resolutions.append(resolve(store, rows, horizon_s=0))
+    assert all(r.rows.num_rows == 1 and r.conflicts.num_rows == 0 for r in resolutions)  # neither saw the other
+    for resolution in resolutions:
+        store.insert_arrow("usage_events", resolution.rows)
+    if recheck_after:
+        for resolution in resolutions:
+            found = recheck(store, resolution)
+            if found.num_rows:
+                store.insert_arrow("event_conflicts", found)
+
+
+def _conflicts(store, event_id: str) -> list[tuple]:
+    return [tuple(row) for row in store.query(
+        "SELECT differs, source_partition, stored_source_partition, JSONExtractUInt(copy, 'output_tokens') "
+        "FROM event_conflicts FINAL WHERE event_id = {e:String}", {"e": event_id}).rows]
+
+
+def test_conflicting_copies_stored_by_two_workers_at_once_are_recorded_once(embedded_store) -> None:
+    first = event(output_tokens=10)
+    with _no_merges(embedded_store):
+        _race(embedded_store, (0, first), (1, {**first, "output_tokens": 5_000}))
+    # the copy ingested first stands (precedence); the other is recorded once, though both writers found it
+    assert [row[0] for row in _rows(embedded_store, first["event_id"])] == [10]
+    assert _conflicts(embedded_store, first["event_id"]) == [(["output_tokens"], 1, 0, 5_000)]
+
+
+def test_a_worker_killed_before_its_recheck_leaves_the_conflict_to_the_re_delivery(embedded_store) -> None:
+    first = event(output_tokens=10)
+    forged = {**first, "output_tokens": 5_000}
+    with _no_merges(embedded_store):
+        _race(embedded_store, (0, first), (1, forged), recheck_after=False)
+        assert _conflicts(embedded_store, first["event_id"]) == []
+        _write(embedded_store, [SourceRecord("usage", 0, 1, orjson.dumps(first))])  # its batch comes again
+    assert _conflicts(embedded_store, first["event_id"]) == [(["output_tokens"], 1, 0, 5_000)]
+    _write(embedded_store, [SourceRecord("usage", 1, 1, orjson.dumps(forged))])  # and the other's: the same record
+    assert _conflicts(embedded_store, first["event_id"]) == [(["output_tokens"], 1, 0, 5_000)]
+    assert [row[0] for row in _rows(embedded_store, first["event_id"])] == [10]
 
 
 def test_by_default_an_id_re_used_with_another_ts_is_another_event(embedded_store) -> None:

@@ -17,9 +17,20 @@ lies further apart than the horizon are different events; the lookup reads the
 raw events of the batch's time range plus the horizon on each side (the table is
 sorted by time), so the horizon is what a batch's check costs.
 
-The one case this cannot see: two workers storing conflicting copies of a new id
-at the same moment, each before the other's insert lands. The table engine then
-still keeps the first copy stored (``precedence``); the other is not recorded.
+Two workers can store conflicting copies of a new id at the same moment, each check
+running before the other's insert lands (the sender's copies went to two partitions).
+The engine still keeps one copy (``precedence``: the earliest ``ingested_at``); so
+that the other is recorded too, every writer looks again **after** its insert
+(``recheck``): of the ids it just stored, any that now has stored copies with other
+content gets its non-standing copies recorded. Whichever insert lands second, its
+recheck sees both, so at least one writer records the conflict; both recording it
+is harmless (``event_conflicts`` keeps one row per id and copy digest). A writer
+killed between its insert and its recheck is covered by the check before insert:
+it compares a re-delivered batch with *every* stored copy, not only the standing one.
+A conflicting copy found this way sits in ``usage_events`` beside the one that stands
+until a background merge collapses them; ``FINAL`` (every reader) sees only the standing
+one. The gap that remains: a merge collapsing them before the recheck (milliseconds
+after the insert) or before a killed writer's re-delivery leaves that copy unrecorded.
 """
 
 from __future__ import annotations
@@ -59,32 +70,60 @@ class Resolution:
     rows: pa.Table           # copies not stored before: the rows to insert
     conflicts: pa.Table      # CONFLICT_SCHEMA: one row per conflicting copy (not applied)
     redelivered: int         # identical copies of stored or earlier events, dropped
+    lookup: _Lookup | None   # where this batch's ids were looked up, for ``recheck``
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    probe: int               # this batch's ids in event_id_probes
+    since: str               # the batch's ts range widened by the horizon, as query parameters
+    until: str
+    by_ts: bool
 
 
 def resolve(store: Store, rows: pa.Table, *, horizon_s: float, now: datetime | None = None) -> Resolution:
     """Split ``rows`` (``usage_events`` columns, in source order) by the first-copy rule."""
     now = now or datetime.now(timezone.utc)
-    conflicts: list[pa.Table] = []
     by_ts = horizon_s == 0  # then a copy is the same event only with the same ts, in the batch and in the store
-    rows, repeated = _first_copies(rows, by_ts)
-    redelivered = 0
-    if repeated is not None:
-        firsts, later = repeated
-        same = _same_content(firsts, later)
-        redelivered += int(pc.sum(same).as_py() or 0)
-        conflicts.append(_conflict_rows(later.filter(pc.invert(same)), firsts.filter(pc.invert(same)), now))
-    stored = _stored_copies(store, rows, horizon_s, by_ts) if rows.num_rows else None
-    if stored is not None and stored.num_rows:
-        index = pc.index_in(_identity(rows, by_ts), value_set=_identity(stored, by_ts))
+    rows, conflicts, redelivered = _first_copies_and_conflicts(rows, by_ts, now)
+    if rows.num_rows == 0:
+        return Resolution(rows=rows, conflicts=conflicts, redelivered=redelivered, lookup=None)
+    lookup = _look_up(store, rows, horizon_s, by_ts)
+    # Every stored copy, oldest first: the first stands; any other with other content is a
+    # conflict a writer killed before its recheck left unrecorded.
+    standing, among_stored, _ = _first_copies_and_conflicts(_stored_copies(store, lookup), by_ts, now)
+    found = [conflicts, among_stored]
+    if standing.num_rows:
+        index = pc.index_in(_identity(rows, by_ts), value_set=_identity(standing, by_ts))
         known = pc.is_valid(index)
         copies = rows.filter(known)
-        originals = stored.take(pc.drop_null(index))
+        originals = standing.take(pc.drop_null(index))
         same = _same_content(originals, copies)
         redelivered += int(pc.sum(same).as_py() or 0)
-        conflicts.append(_conflict_rows(copies.filter(pc.invert(same)), originals.filter(pc.invert(same)), now))
+        found.append(_conflict_rows(copies.filter(pc.invert(same)), originals.filter(pc.invert(same)), now))
         rows = rows.filter(pc.invert(known))
-    conflict_table = pa.concat_tables(conflicts) if conflicts else CONFLICT_SCHEMA.empty_table()
-    return Resolution(rows=rows, conflicts=conflict_table, redelivered=redelivered)
+    return Resolution(rows=rows, conflicts=pa.concat_tables(found), redelivered=redelivered, lookup=lookup)
+
+
+def recheck(store: Store, resolution: Resolution, *, now: datetime | None = None) -> pa.Table:
+    """After ``resolution.rows`` are stored: conflicting copies of those ids that another writer
+    stored at the same moment (module docstring). ``CONFLICT_SCHEMA`` rows, usually none."""
+    if resolution.lookup is None or resolution.rows.num_rows == 0:
+        return CONFLICT_SCHEMA.empty_table()
+    repeated = _stored_copies(store, resolution.lookup, only_repeated=True)
+    return _first_copies_and_conflicts(repeated, resolution.lookup.by_ts, now or datetime.now(timezone.utc))[1]
+
+
+def _first_copies_and_conflicts(rows: pa.Table, by_ts: bool, now: datetime) -> tuple[pa.Table, pa.Table, int]:
+    """The first copy of each event in ``rows``, the later copies that differ from it as
+    conflict rows, and how many later copies were identical."""
+    firsts, repeated = _first_copies(rows, by_ts)
+    if repeated is None:
+        return firsts, CONFLICT_SCHEMA.empty_table(), 0
+    first, later = repeated
+    same = _same_content(first, later)
+    conflicts = _conflict_rows(later.filter(pc.invert(same)), first.filter(pc.invert(same)), now)
+    return firsts, conflicts, int(pc.sum(same).as_py() or 0)
 
 
 def _identity(rows: pa.Table, by_ts: bool) -> pa.Array:
@@ -114,20 +153,29 @@ def _first_copies(rows: pa.Table, by_ts: bool) -> tuple[pa.Table, tuple[pa.Table
     return rows.filter(is_first), (rows.take(first_of.filter(later)), rows.filter(later))
 
 
-def _stored_copies(store: Store, rows: pa.Table, horizon_s: float, by_ts: bool) -> pa.Table:
-    """The first stored copy of every id of ``rows`` whose ts lies within the horizon of the batch."""
+def _look_up(store: Store, rows: pa.Table, horizon_s: float, by_ts: bool) -> _Lookup:
+    """Put the ids of ``rows`` in event_id_probes: the store's copies are found by joining them."""
     probe = secrets.randbits(63)
     store.insert_arrow("event_id_probes", pa.table({
         "probe_id": pa.repeat(pa.scalar(probe, pa.uint64()), rows.num_rows), "event_id": rows["event_id"]}))
     horizon = timedelta(seconds=horizon_s)
     lowest, highest = pc.min_max(rows["ts"]).values()
+    return _Lookup(probe=probe, since=sql_time(lowest.as_py() - horizon), until=sql_time(highest.as_py() + horizon),
+                   by_ts=by_ts)
+
+
+def _stored_copies(store: Store, lookup: _Lookup, *, only_repeated: bool = False) -> pa.Table:
+    """Every stored copy of the looked-up ids whose ts lies within the horizon of the batch, oldest
+    first (``precedence``: the first stored stands); with ``only_repeated``, only ids stored more than once."""
     columns = ", ".join(f"`{name}`" for name in (*COMPARED, *SOURCE, "total_cost"))
+    identity = "event_id, ts" if lookup.by_ts else "event_id"
     return store.query_arrow(
-        f"SELECT {columns} FROM usage_events "
+        f"SELECT {columns} FROM (SELECT {columns}, ingested_at, "
+        f"count() OVER (PARTITION BY {identity}) AS copies FROM usage_events "
         "WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
-        "AND event_id IN (SELECT event_id FROM event_id_probes WHERE probe_id = {probe:UInt64}) "
-        f"ORDER BY ingested_at LIMIT 1 BY {'event_id, ts' if by_ts else 'event_id'}",
-        {"lo": sql_time(lowest.as_py() - horizon), "hi": sql_time(highest.as_py() + horizon), "probe": probe})
+        "AND event_id IN (SELECT event_id FROM event_id_probes WHERE probe_id = {probe:UInt64})) "
+        "WHERE copies > {least:UInt8} ORDER BY ingested_at, source_topic, source_partition, source_offset",
+        {"lo": lookup.since, "hi": lookup.until, "probe": lookup.probe, "least": int(only_repeated)})
 
 
 def _same_content(a: pa.Table, b: pa.Table) -> pa.Array:

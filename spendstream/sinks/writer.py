@@ -15,7 +15,7 @@ import pyarrow as pa
 from spendstream.batches import BatchResult, DeadLetter, GpuBatch, LedgerBatch
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
-from spendstream.sinks.conflicts import CONFLICT_SCHEMA, resolve
+from spendstream.sinks.conflicts import CONFLICT_SCHEMA, recheck, resolve
 from spendstream.sinks.rollups import minutes_of
 from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, ledger_table, usage_table
 from spendstream.sinks.store import Store, StoreError
@@ -132,11 +132,13 @@ class SinkWriter:
                 resolution = resolve(self._store, usage_table(batch, now=now, billing_policy=self._billing_policy),
                                      horizon_s=self._dedup_horizon_s,
                                      now=now)
+                conflicts = resolution.conflicts
                 if resolution.rows.num_rows:
                     self._store.insert_arrow("usage_events", resolution.rows)
                     # after the rows are durable: the minutes to recompute (sinks/rollups.py)
                     self._store.insert_arrow("rollup_marks", minutes_of(resolution.rows["ts"]))
-                conflicts = resolution.conflicts
+                    # another worker may have stored a conflicting copy of a new id meanwhile
+                    conflicts = pa.concat_tables([conflicts, recheck(self._store, resolution, now=now)])
                 if conflicts.num_rows:
                     self._store.insert_arrow("event_conflicts", conflicts)
                 self.tally.add("stored", "usage", n=resolution.rows.num_rows)
