@@ -189,7 +189,7 @@ def _batch(querier, params, window, pricer, until):
         SELECT feature, price_provider_id AS provider, sum(realtime_cost_usd) AS cost_usd,
                sum(realtime_calls) AS realtime, sum(realtime_declared) = realtime AS declared,
                sum(realtime_user_facing) = 0 AS not_user_facing
-        FROM {_advice(params)}
+        FROM {_advice(params, ("realtime_cost_usd", "realtime_calls", "realtime_declared", "realtime_user_facing"))}
         GROUP BY feature, provider
         HAVING realtime > 0""", params).dicts()
     # the busiest 1 % of the minutes the store observed of the period (not of the period asked
@@ -237,7 +237,8 @@ def _right_size(querier, params, window, pricer, until):
                sum(ok_cost_usd) AS cost_usd, sumMap(ok_input_hist) AS input_hist, sumMap(ok_output_hist) AS output_hist,
                sum(ok_uncached_tokens) AS uncached, sum(ok_cached_tokens) AS cached,
                sum(ok_cache_write_tokens) AS writes, sum(ok_output_tokens) AS output
-        FROM {_advice(params)}
+        FROM {_advice(params, ("ok_calls", "ok_cost_usd", "ok_input_hist", "ok_output_hist", "ok_uncached_tokens",
+                               "ok_cached_tokens", "ok_cache_write_tokens", "ok_output_tokens"))}
         GROUP BY feature, provider, model
         HAVING ok > 0""", params).dicts()
     for row in rows:
@@ -272,7 +273,7 @@ def _output_cap(querier, params, window, pricer, until):
     rows = query_result(querier, f"""
         SELECT feature, sum(calls) AS all_calls, sumMap(output_hist) AS output_hist,
                sum(uncapped_calls) / all_calls AS uncapped_share
-        FROM {_advice(params)}
+        FROM {_advice(params, ("calls", "output_hist", "uncapped_calls"))}
         GROUP BY feature""", params).dicts()
     for row in rows:
         # quantiles from the token-size buckets (each the upper edge of the bucket holding it)
@@ -297,7 +298,7 @@ def _output_cap(querier, params, window, pricer, until):
 
 def _advice(params: dict[str, str], measures: tuple[str, ...] | None = None) -> str:
     """``advice_hours``' rows for the period (its partial hours from raw): per hour × feature × price's model."""
-    return between(ADVICE_HOURS, "{t}", measures, since="{since:DateTime64(3, 'UTC')}",
+    return between(ADVICE_HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}",
                    until="{until:DateTime64(3, 'UTC')}")
 
 

@@ -232,12 +232,16 @@ def _pending_sql(rollup: Rollup) -> str:
 _NEVER = "toDateTime('2106-01-01 00:00:00', 'UTC')"
 
 
-def watermarks_view(grains: Sequence[Rollup]) -> str:
-    """Per rollup, the start of the first period readers must take from raw: its earliest pending
+def watermark_sql(rollup: Rollup) -> str:
+    """SQL: the start of the first period readers must take from raw: the rollup's earliest pending
     period, and at most the current (open) one."""
-    columns = ",\n           ".join(
-        f"least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(r)})), {_NEVER}), "
-        f"{r.floor}(now('UTC'))) AS {r.watermark_column}" for r in grains)
+    return (f"least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(rollup)})), {_NEVER}), "
+            f"{rollup.floor}(now('UTC')))")
+
+
+def watermarks_view(grains: Sequence[Rollup]) -> str:
+    """Per rollup, its ``watermark_sql``: a column per rollup, for people and dashboards."""
+    columns = ",\n           ".join(f"{watermark_sql(r)} AS {r.watermark_column}" for r in grains)
     return f"""
     CREATE OR REPLACE VIEW rollup_watermarks AS
     SELECT {columns}
@@ -263,7 +267,8 @@ def columns(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     """
     wanted = [m for m in rollup.measures if measures is None or m.name in measures]
     keys = ", ".join(rollup.keys)
-    watermark = f"(SELECT {rollup.watermark_column} FROM rollup_watermarks)"
+    # this rollup's watermark alone: the view computes every rollup's, which costs more than most reads
+    watermark = f"({watermark_sql(rollup)})"
     from_rollup = ", ".join(m.name for m in wanted)
     from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
     return (
