@@ -82,6 +82,27 @@ BURSTS_RAW = f"""
 UNPRICED_RAW = f"SELECT count() FROM usage_events FINAL WHERE NOT priced AND {WINDOW}"
 
 COOKBOOK_RAW = {
+    "Cost by team per day": """
+        SELECT toDate(ts) AS day, team, sumIf(total_cost, priced) AS cost_usd, uniqExact(request_id) AS requests
+        FROM usage_events FINAL WHERE ts >= {since:Date} AND ts < {until:Date}
+        GROUP BY day, team ORDER BY day, cost_usd DESC, team""",
+    "Model mix per day": """
+        SELECT day, provider, model, cost_usd,
+               toFloat64(cost_usd / sum(cost_usd) OVER (PARTITION BY day)) AS share_of_day
+        FROM (SELECT toDate(ts) AS day, provider, model, sumIf(total_cost, priced) AS cost_usd
+              FROM usage_events FINAL WHERE ts >= {since:Date} AND ts < {until:Date}
+              GROUP BY day, provider, model HAVING cost_usd > 0)
+        ORDER BY day, cost_usd DESC, provider, model""",
+    "Cost per request, per successful request and per 1k tokens": """
+        SELECT toDate(ts) AS day, team, feature,
+               if(uniqExact(request_id) = 0, NULL, sumIf(total_cost, priced) / uniqExact(request_id))
+                   AS cost_per_request,
+               if(uniqExactIf(request_id, status = 'ok') = 0, NULL,
+                  sumIf(total_cost, priced) / uniqExactIf(request_id, status = 'ok')) AS cost_per_successful_request,
+               if(sum(input_tokens) + sum(output_tokens) = 0, NULL,
+                  sumIf(total_cost, priced) * 1000 / (sum(input_tokens) + sum(output_tokens))) AS cost_per_1k_tokens
+        FROM usage_events FINAL WHERE ts >= {since:Date} AND ts < {until:Date}
+        GROUP BY day, team, feature ORDER BY day, team, feature""",
     "Top spenders over a period": """
         SELECT team, feature, customer, sum(total_cost) AS cost_usd
         FROM usage_events FINAL
@@ -261,8 +282,10 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
             continue
         # Grafana, in whole seconds as the plugin passes them
         for interval_s in (60, 3600):
-            expand = {"from_s": int(since.timestamp()), "to_s": int(until.timestamp()), "interval_s": interval_s}
             for panel in DASHBOARD["panels"]:
+                # Grafana never passes an interval below the panel's minimum (the hour panels' is 1h)
+                expand = {"from_s": int(since.timestamp()), "to_s": int(until.timestamp()),
+                          "interval_s": max(interval_s, _seconds(panel.get("interval", "1s")))}
                 if panel["title"] in PANELS_RAW:
                     rolled = store.query(grafana_macros(panel["targets"][0]["rawSql"], **expand))
                     raw = store.query(grafana_macros(PANELS_RAW[panel["title"]], **expand))
@@ -280,6 +303,11 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
     raw, rolled = _same_now(store, movers_raw, "SELECT * FROM spend_movers_weekly")
     check("spend_movers_weekly", rolled, raw)
     return found
+
+
+def _seconds(interval: str) -> int:
+    """A Grafana interval ("1m", "1h") in seconds."""
+    return int(interval[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[interval[-1]]
 
 
 def _maintain(store) -> None:
