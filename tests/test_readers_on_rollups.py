@@ -103,6 +103,12 @@ COOKBOOK_RAW = {
                   sumIf(total_cost, priced) * 1000 / (sum(input_tokens) + sum(output_tokens))) AS cost_per_1k_tokens
         FROM usage_events FINAL WHERE ts >= {since:Date} AND ts < {until:Date}
         GROUP BY day, team, feature ORDER BY day, team, feature""",
+    "Cost by customer per month (chargeback)": """
+        SELECT toStartOfMonth(ts) AS month, customer, sumIf(total_cost, priced) AS cost_usd,
+               sumIf(list_cost, priced) AS list_cost_usd, sum(input_tokens) AS input_tokens,
+               sum(output_tokens) AS output_tokens
+        FROM usage_events FINAL WHERE ts >= toStartOfMonth({since:Date}) AND ts < {until:Date}
+        GROUP BY month, customer ORDER BY month, cost_usd DESC, customer""",
     "Top spenders over a period": """
         SELECT team, feature, customer, sum(total_cost) AS cost_usd
         FROM usage_events FINAL

@@ -616,10 +616,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         TTL toDateTime(sent_at) + INTERVAL 7 DAY
         """,
     )),
-    Migration(17, "readers off raw: the advisor's traffic shapes as rollups, the cookbook's weeks from hours", (
-        rollups.table_ddl(shapes.ADVICE_HOURS), rollups.table_ddl(shapes.PREFIX_WINDOWS),
+    Migration(17, "readers off raw: the advisor's traffic shapes and customer days as rollups", (
+        *(rollups.table_ddl(rollup) for rollup in shapes.SHAPES),
         shapes.WATERMARKS_VIEW,
         shapes.backfill,  # from the raw events already stored (sinks/shapes.py)
+        reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),
     )),
 )
 

@@ -1,4 +1,4 @@
-"""The readers' own rollups: what the advisor and the report used to read raw events for.
+"""The readers' own rollups: what the advisor read raw events for, and customers by the day.
 
 ``rollups`` keeps counts, tokens and money per period and attribution key. The advisor
 also asks about the *shape* of the traffic — how long calls are, whether a feature
@@ -24,6 +24,9 @@ asked of raw:
   told by the gap to the previous window's last call: the estimate is the same as
   walking the raw calls one by one.
 
+- ``customer_days``: per day × customer, attempts, tokens and money: chargeback for a
+  month reads ~30 rows a customer, not ~720 hours × team × feature × model.
+
 Grains were chosen by counting rows (bench/rollup_grains.py): see BENCHMARKS.md.
 """
 
@@ -34,7 +37,7 @@ import math
 from collections.abc import Callable
 from datetime import timedelta
 
-from spendstream.sinks.rollups import MONEY, ROLLUPS, Measure, Rollup, recompute_sql, watermarks_view
+from spendstream.sinks.rollups import MEASURES, MONEY, ROLLUPS, Measure, Rollup, recompute_sql, watermarks_view
 from spendstream.sinks.store import Store
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,16 @@ PREFIX_WINDOWS = Rollup(
     where="priced AND prefix_fingerprint IS NOT NULL AND prefix_tokens IS NOT NULL "
           "AND input_price_per_mtok IS NOT NULL",
     key_types=(("prefix_fingerprint", "Nullable(String)"), ("prefix_tokens", "Nullable(UInt64)")))
-SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS)
+# Chargeback per customer for days and months: day × customer holds ~11 events a row where hour × customer
+# × team × feature … (customer_hours) holds ~1.5 (BENCHMARKS.md, "Which grains"). No request sets (their
+# states are as large as the requests): attempts, tokens and money. A day still being marked (late events)
+# is recomputed at most every ten minutes; readers take it from customer_hours meanwhile (reader_views).
+CUSTOMER_DAYS = Rollup("customer_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("customer",),
+                       measures=tuple(m for m in MEASURES if m.name in (
+                           "attempts", "input_tokens", "output_tokens", "cost_usd", "list_cost_usd",
+                           "unpriced_attempts")),
+                       busy_every_s=600.0)
+SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)
 
 WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
 
