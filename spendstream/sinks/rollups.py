@@ -107,7 +107,7 @@ class Rollup:
     measures: tuple[Measure, ...] = MEASURES
     where: str = "1"     # which raw rows it rolls up (SQL over usage_events' columns)
     key_types: tuple[tuple[str, str], ...] = ()  # a key's column type where it is not a low-cardinality string
-    busy_every_s: float = 0.0  # at least this long between recomputations of a period still being marked
+    min_recompute_s: float = 0.0  # at least this long between two recomputations of one period
 
     @property
     def watermark_column(self) -> str:
@@ -368,8 +368,10 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         pending = [(_as_datetime(p), m) for p, m, _ in rows]
         due = [(_as_datetime(p), m) for p, m, computed in rows
                if (rollup.step == MINUTES.step or _as_datetime(p) + rollup.step <= server_now)  # hours once closed
-               and _settled(_as_datetime(m), _as_datetime(computed), server_now, quiet_s,
-                            max(busy_every_s, rollup.busy_every_s))
+               and _settled(_as_datetime(m), _as_datetime(computed), server_now, quiet_s, busy_every_s)
+               # a coarse period (a day) is not recomputed for every late event: readers read it from
+               # finer rollups meanwhile
+               and _as_datetime(computed) <= server_now - timedelta(seconds=rollup.min_recompute_s)
                ][:max_periods]
         expired = [(p, m) for p, m in due if oldest is not None and p < oldest]
         if expired:

@@ -138,13 +138,14 @@ PREFIX_WINDOWS = Rollup(
     key_types=(("prefix_fingerprint", "Nullable(String)"), ("prefix_tokens", "Nullable(UInt64)")))
 # Chargeback per customer for days and months: day × customer holds ~11 events a row where hour × customer
 # × team × feature … (customer_hours) holds ~1.5 (BENCHMARKS.md, "Which grains"). No request sets (their
-# states are as large as the requests): attempts, tokens and money. A day still being marked (late events)
-# is recomputed at most every ten minutes; readers take it from customer_hours meanwhile (reader_views).
+# states are as large as the requests): attempts, tokens and money. A day is recomputed at most every ten
+# minutes (a day of raw events per late event would be a lot); readers take a pending day from
+# customer_hours meanwhile (reader_views.layered_view), so answers stay exact.
 CUSTOMER_DAYS = Rollup("customer_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("customer",),
                        measures=tuple(m for m in MEASURES if m.name in (
                            "attempts", "input_tokens", "output_tokens", "cost_usd", "list_cost_usd",
                            "unpriced_attempts")),
-                       busy_every_s=600.0)
+                       min_recompute_s=600.0)
 SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)
 
 WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
