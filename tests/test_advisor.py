@@ -236,3 +236,12 @@ def test_token_buckets_agree_between_sql_and_python_and_quantiles_are_bucket_edg
     histogram = {40: 50, 44: 45, 52: 5}  # 50 calls ≤ 1,024 tokens, 45 ≤ 2,048, 5 ≤ 8,192
     assert [quantile_edge(histogram, q) for q in (0.5, 0.95, 0.96, 0.99)] == [1024, 2048, 8192, 8192]
     assert quantile_edge({}, 0.5) == 0
+
+
+def test_prefix_windows_are_no_longer_than_any_cache_lifetime() -> None:
+    """The caching estimate from prefix_windows counts every call of a window but its first as a hit in
+    time: that is exact only while a window is no longer than every provider's cache lifetime."""
+    from spendstream.advisor import CACHE_RULES
+    from spendstream.sinks.shapes import PREFIX_WINDOWS
+
+    assert all(ttl_s >= PREFIX_WINDOWS.step.total_seconds() for _, ttl_s in CACHE_RULES.values()), CACHE_RULES

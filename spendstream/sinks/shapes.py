@@ -23,7 +23,6 @@ asked of raw:
   of a window repeats its prefix within the lifetime, and whether the first does is
   told by the gap to the previous window's last call: the estimate is the same as
   walking the raw calls one by one.
-
 - ``customer_days``: per day × customer, attempts, tokens and money: chargeback for a
   month reads ~30 rows a customer, not ~720 hours × team × feature × model.
 
