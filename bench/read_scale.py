@@ -42,7 +42,8 @@ STORAGE_SQL = """
     SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes, count() AS parts
     FROM system.parts
     WHERE active AND database = currentDatabase()
-      AND (table LIKE 'usage\\_%' OR table LIKE '%\\_rollup' OR table LIKE '%minute%' OR table = 'customer_hours')
+      AND (table LIKE 'usage\\_%' OR table LIKE '%\\_rollup' OR table LIKE '%minute%'
+           OR table IN ('customer_hours', 'advice_hours', 'prefix_windows'))
     GROUP BY table ORDER BY table"""
 
 

@@ -105,7 +105,7 @@ def cookbook_examples() -> list[tuple[str, dict[str, str], str]]:
     text = COOKBOOK.read_text()
     found = []
     for match in _EXAMPLE.finditer(text):
-        title = text[:match.start()].rstrip().rsplit("### ", 1)[-1].strip()
+        title = text[:match.start()].rstrip().rsplit("### ", 1)[-1].strip().split("\n", 1)[0]
         params = dict(p.strip().split("=", 1) for p in (match["params"] or "").split(",") if p.strip())
         found.append((title, params, match["sql"].strip()))
     return found
@@ -175,10 +175,13 @@ def readers(store: Store, *, now: datetime, events: int, out_dir: Path) -> Itera
 
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         raw = panel["targets"][0]["rawSql"]
+        ranged = "$__time" in raw or "$__fromTime" in raw
         for name, (span, interval) in WINDOWS.items():
-            if "$__time" not in raw and name != "day":
+            if not ranged and name != "day":
                 continue  # the panel ignores the dashboard's range: once is enough
-            yield Reader(panel["title"], "grafana", name if "$__time" in raw else "as written",
+            if panel.get("interval") == "1h":  # Grafana passes no interval below the panel's minimum
+                interval = "1 HOUR"
+            yield Reader(panel["title"], "grafana", name if ranged else "as written",
                          _query(store, grafana_sql(raw, now=now, span=span, interval=interval), {}))
 
 

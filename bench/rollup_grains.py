@@ -4,8 +4,9 @@
 
 Loads the read-scale traffic (bench/read_scale_data.py: 28 days, 24 teams, 200 features,
 50,000 Zipf customers, 30 models) into a fresh embedded store and counts the distinct
-(period, keys) of each candidate grain in ``usage_events FINAL``. A rollup is worth its
-upkeep where a row holds many events; a grain near one event a row is raw again.
+(period, keys) of each candidate grain in ``usage_events FINAL`` (over the rows the grain keeps,
+where it keeps some only). A rollup is worth its upkeep where a row holds many events; a grain
+near one event a row is raw again. ``--store DIR`` counts a store ``read_scale.py --keep`` left.
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ GRAINS = {
     "day × every key and customer": ("toDate(ts)", f"customer, {EVERY}"),
     "day × every key but customer": ("toDate(ts)", EVERY),
     "day × customer": ("toDate(ts)", "customer"),
+    # the readers' own rollups (sinks/shapes.py), over the rows each keeps
+    "hour × feature, price provider and model, priced (advice_hours)":
+        ("toStartOfHour(ts)", "feature, price_provider_id, price_model_id", "priced AND feature IS NOT NULL"),
+    "5 minutes × feature, price provider and model, prefix fingerprint and length (prefix_windows)":
+        ("toStartOfFiveMinutes(ts)", "feature, price_provider_id, price_model_id, prefix_fingerprint, prefix_tokens",
+         "priced AND prefix_fingerprint IS NOT NULL AND prefix_tokens IS NOT NULL "
+         "AND input_price_per_mtok IS NOT NULL"),
+    "hour × the same prefix keys": ("toStartOfHour(ts)", "feature, price_provider_id, price_model_id, "
+                                    "prefix_fingerprint, prefix_tokens", "priced AND prefix_fingerprint IS NOT NULL"),
 }
 
 
@@ -48,24 +58,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--store", type=Path, help="count a store read_scale.py --keep left (nothing is loaded)")
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="spendstream-grains-"))
+    data_dir = args.store or Path(tempfile.mkdtemp(prefix="spendstream-grains-"))
     try:
         store = EmbeddedStore(data_dir)
-        migrate(store)
-        load(store, Generator(args.events, end=datetime.now(timezone.utc).replace(microsecond=0), seed=args.seed),
-             chunk_rows=1_000_000)
+        if not args.store:
+            migrate(store)
+            load(store, Generator(args.events, end=datetime.now(timezone.utc).replace(microsecond=0),
+                                  seed=args.seed), chunk_rows=1_000_000)
         events = store.query("SELECT count() FROM usage_events FINAL").scalar()
         print(f"\n{events:,} events over 28 days\n\n| grain | rows | events per row |\n|---|---|---|")
-        for name, (period, keys) in GRAINS.items():
+        for name, (period, keys, *where) in GRAINS.items():
             started = time.perf_counter()
             rows = store.query(f"SELECT count() FROM (SELECT {period} AS p, {keys} FROM usage_events FINAL "
-                               f"GROUP BY p, {keys})").scalar()
-            print(f"| {name} | {rows:,} | {events / rows:.1f} |  <!-- {time.perf_counter() - started:.0f} s -->",
+                               f"WHERE {where[0] if where else 1} GROUP BY p, {keys})").scalar()
+            kept = store.query(f"SELECT count() FROM usage_events FINAL WHERE {where[0]}").scalar() if where else events
+            print(f"| {name} | {rows:,} | {kept / rows:.1f} |  <!-- {time.perf_counter() - started:.0f} s -->",
                   flush=True)
         store.close()
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not args.store:
+            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

@@ -22,12 +22,15 @@ to 30 days), the assumptions behind it and a confidence:
 
 Thresholds are module constants, named below; change them in one place.
 
-Where the numbers come from: the burst test's calls per feature and minute are what
-``usage_minutes`` holds, and retry waste's failures and their cost per feature what
-``usage_hours`` holds: both are read from them. The other levers need single events
-(repeated prefixes and the gaps between them, token quantiles, the price's provider and
-model, tags) that no rollup keeps: they read the period's raw events, which the
-time-ordered ``usage_events`` reads by range.
+Where the numbers come from: rollups, never four weeks of raw events (the partial hours at
+the period's ends, and what the maintainer has not caught up with, are read from raw:
+``ranges.between``). The burst test's calls per feature and minute are ``usage_minutes``';
+retry waste's failures and their cost ``usage_hours'``; repeated prefixes and the gaps
+between them ``prefix_windows``'; batch's tags, right-sizing's tokens and the output
+tail ``advice_hours``' (:mod:`spendstream.sinks.shapes`). Token quantiles come from
+fixed log-spaced buckets (about 19 % wide) and are reported as the upper edge of the
+bucket that holds them ("p95 ≤ 1,448"); the output cap proposed is such an edge, so the
+saving computed for it is exact.
 
 Savings are scaled to a month by the span of the period the store has observed (from
 its first event, if that is later than the period's start), so the numbers follow the
@@ -48,6 +51,7 @@ from spendstream.pricing.catalog import BATCH_DISCOUNT_PERCENT
 from spendstream.pricing.engine import Pricer
 from spendstream.sinks.ranges import between
 from spendstream.sinks.rollups import HOURS, MINUTES
+from spendstream.sinks.shapes import ADVICE_HOURS, PREFIX_WINDOWS, bucket_edge, quantile_edge
 from spendstream.sinks.store import TextQuerier, query_result, sql_time
 
 # Provider prompt caches: (minimum cacheable prefix tokens, lifetime seconds without a hit).
@@ -123,35 +127,46 @@ def observed_span(querier: TextQuerier, since: datetime, until: datetime) -> tim
     return max(until - first_seen, MIN_OBSERVED_SPAN)
 
 
-def caching_potential(querier: TextQuerier, params: dict[str, str], window: str) -> list[dict[str, Any]]:
-    """Per feature/provider/model: calls, repeated-prefix hits within lifetime, and what caching them saves."""
+def caching_potential(querier: TextQuerier, params: dict[str, str], window: str = "") -> list[dict[str, Any]]:
+    """Per feature/provider/model: calls, repeated-prefix hits within lifetime, and what caching them saves.
+
+    A call is a hit when an earlier call of the period sent the same prefix (fingerprint and
+    length) to the same feature and model at most the provider's cache lifetime before it, and
+    the prefix is at least the provider's minimum cacheable length. Read from ``prefix_windows``
+    (five minutes × prefix, :mod:`spendstream.sinks.shapes`): every call of a window but its
+    first is a hit, and its first is one when the previous window's last call is close enough.
+    ``window`` is not used (the period is ``params``' since/until); kept for callers.
+    """
     providers = list(CACHE_RULES)
     min_tokens = ("if(positionCaseInsensitive(price_model_id, 'haiku') > 0, "
                   f"{HAIKU_MIN_CACHEABLE}, transform(price_provider_id, {providers}, "
                   f"{[r[0] for r in CACHE_RULES.values()]}, 0))")
     ttl_ms = f"transform(price_provider_id, {providers}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, 0)"
+    windows = between(PREFIX_WINDOWS, "{t}", since="{since:DateTime64(3, 'UTC')}",
+                      until="{until:DateTime64(3, 'UTC')}")
+    keys = "feature, price_provider_id, price_model_id, prefix_fingerprint, prefix_tokens"
     return query_result(querier, f"""
-        SELECT feature, price_provider_id AS provider, price_model_id AS model, count() AS calls,
-               countIf(hit) AS hits, sumIf(prefix_tokens, hit) AS repeated_prefix_tokens,
-               sumIf(least(cached_input_tokens, prefix_tokens), hit) AS already_cached_tokens,
-               sumIf(toDecimal128(greatest(toInt64(prefix_tokens) - toInt64(cached_input_tokens), 0), 0)
-                     * (input_price_per_mtok - cached_input_price_per_mtok) / 1000000, hit) AS saving_usd
+        SELECT feature, price_provider_id AS provider, price_model_id AS model, sum(n) AS calls,
+               sum(hit_calls) AS hits, sum(hit_calls * prefix_tokens) AS repeated_prefix_tokens,
+               sum(if(eligible, cached - if(first_hit, 0, cached_first), 0)) AS already_cached_tokens,
+               sum(if(eligible, saving - if(first_hit, 0, saving_first), 0)) AS saving_usd
         FROM (
-            SELECT *, n > 1 AND gap_ms <= {ttl_ms} AND prefix_tokens >= {min_tokens} AND {ttl_ms} > 0 AS hit
+            SELECT *, prefix_tokens >= {min_tokens} AND {ttl_ms} > 0 AS eligible,
+                   if(eligible, n - 1 + first_hit, 0) AS hit_calls
             FROM (
-                SELECT feature, price_provider_id, price_model_id, prefix_tokens, cached_input_tokens,
-                       input_price_per_mtok, cached_input_price_per_mtok,
-                       row_number() OVER w AS n,
-                       dateDiff('millisecond', lagInFrame(ts, 1, ts) OVER w, ts) AS gap_ms
-                FROM usage_events FINAL
-                WHERE {window} AND priced AND prefix_fingerprint IS NOT NULL AND prefix_tokens IS NOT NULL
-                  AND input_price_per_mtok IS NOT NULL
-                WINDOW w AS (PARTITION BY feature, price_provider_id, price_model_id, prefix_fingerprint
-                             ORDER BY ts, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                SELECT *, row_number() OVER w > 1
+                          AND dateDiff('millisecond', lagInFrame(last_at, 1, last_at) OVER w, first_at) <= {ttl_ms}
+                          AS first_hit
+                FROM (SELECT period, {keys}, sum(calls) AS n, min(first_ts) AS first_at, max(last_ts) AS last_at,
+                             sum(cached_tokens) AS cached, sum(saving_usd) AS saving,
+                             argMin(first_cached_tokens, first_ts) AS cached_first,
+                             argMin(first_saving_usd, first_ts) AS saving_first
+                      FROM {windows} GROUP BY period, {keys})
+                WINDOW w AS (PARTITION BY {keys} ORDER BY period ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
             )
         )
         GROUP BY feature, provider, model
-        ORDER BY saving_usd DESC""", params).dicts()
+        ORDER BY saving_usd DESC, feature, provider, model""", params).dicts()
 
 
 def _caching(querier, params, window, pricer, until):
@@ -171,12 +186,12 @@ def _caching(querier, params, window, pricer, until):
 
 def _batch(querier, params, window, pricer, until):
     rows = query_result(querier, f"""
-        SELECT feature, price_provider_id AS provider, sum(total_cost) AS cost_usd, count() AS calls,
-               countIf(tags['latency_sensitive'] = 'false') = count() AS declared,
-               countIf(tags['user_facing'] = 'true') = 0 AS not_user_facing
-        FROM usage_events FINAL
-        WHERE {window} AND priced AND mode = 'realtime' AND feature IS NOT NULL
-        GROUP BY feature, provider""", params).dicts()
+        SELECT feature, price_provider_id AS provider, sum(realtime_cost_usd) AS cost_usd,
+               sum(realtime_calls) AS realtime, sum(realtime_declared) = realtime AS declared,
+               sum(realtime_user_facing) = 0 AS not_user_facing
+        FROM {_advice(params, ("realtime_cost_usd", "realtime_calls", "realtime_declared", "realtime_user_facing"))}
+        GROUP BY feature, provider
+        HAVING realtime > 0""", params).dicts()
     # the busiest 1 % of the minutes the store observed of the period (not of the period asked
     # for: on two hours of traffic, 1 % of a week's minutes would hold every call)
     since = datetime.fromisoformat(params["since"]).replace(tzinfo=timezone.utc)
@@ -193,7 +208,7 @@ def _batch(querier, params, window, pricer, until):
                "minutes (scheduled-looking bursts)")
         yield ("batch", f"feature={row['feature']} provider={row['provider']}", row["cost_usd"] * discount / 100,
                "high" if row["declared"] else "medium",
-               f"{row['calls']:,} realtime calls costing ${row['cost_usd']:.2f}; {why}",
+               f"{row['realtime']:,} realtime calls costing ${row['cost_usd']:.2f}; {why}",
                f"{row['provider']}'s batch API bills {discount}% less and answers within 24 h; the work must tolerate "
                "that delay")
 
@@ -218,15 +233,18 @@ def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -
 def _right_size(querier, params, window, pricer, until):
     pricer = pricer or Pricer()
     rows = query_result(querier, f"""
-        SELECT feature, price_provider_id AS provider, price_model_id AS model, count() AS calls,
-               sum(total_cost) AS cost_usd, quantile(0.9)(input_tokens) AS p90_in,
-               quantile(0.9)(output_tokens) AS p90_out, sum(input_tokens - cached_input_tokens - cache_write_tokens)
-               AS uncached, sum(cached_input_tokens) AS cached, sum(cache_write_tokens) AS writes,
-               sum(output_tokens) AS output
-        FROM usage_events FINAL
-        WHERE {window} AND priced AND feature IS NOT NULL AND status = 'ok'
-        GROUP BY feature, provider, model""", params).dicts()
+        SELECT feature, price_provider_id AS provider, price_model_id AS model, sum(ok_calls) AS ok,
+               sum(ok_cost_usd) AS cost_usd, sumMap(ok_input_hist) AS input_hist, sumMap(ok_output_hist) AS output_hist,
+               sum(ok_uncached_tokens) AS uncached, sum(ok_cached_tokens) AS cached,
+               sum(ok_cache_write_tokens) AS writes, sum(ok_output_tokens) AS output
+        FROM {_advice(params, ("ok_calls", "ok_cost_usd", "ok_input_hist", "ok_output_hist", "ok_uncached_tokens",
+                               "ok_cached_tokens", "ok_cache_write_tokens", "ok_output_tokens"))}
+        GROUP BY feature, provider, model
+        HAVING ok > 0""", params).dicts()
     for row in rows:
+        # quantiles from the token-size buckets: "90 % of calls are at most this long"
+        row["p90_in"] = quantile_edge(_histogram(row["input_hist"]), 0.9)
+        row["p90_out"] = quantile_edge(_histogram(row["output_hist"]), 0.9)
         smaller = next((small for (provider, prefix), small in SMALLER_TIER.items()
                         if row["provider"] == provider and row["model"].startswith(prefix)
                         and not row["model"].startswith(small)), None)
@@ -243,8 +261,9 @@ def _right_size(querier, params, window, pricer, until):
         if saving <= 0:
             continue
         yield ("right_size", f"feature={row['feature']} model={row['model']}", saving, "low",
-               f"{row['calls']:,} successful calls; 90 % have ≤ {row['p90_in']:,.0f} input and ≤ "
-               f"{row['p90_out']:,.0f} output tokens (classification/extraction shape); ${row['cost_usd']:.2f} on "
+               f"{row['ok']:,} successful calls; 90 % have ≤ {row['p90_in']:,.0f} input and ≤ "
+               f"{row['p90_out']:,.0f} output tokens (token-size buckets' upper edges; classification/extraction "
+               f"shape); ${row['cost_usd']:.2f} on "
                f"{row['model']}, ${small_cost:.2f} on {smaller} at today's list price",
                f"NEEDS A QUALITY CHECK: route a sample to {smaller} and compare answers before switching; "
                "saving = the same tokens at the smaller tier's price")
@@ -252,28 +271,40 @@ def _right_size(querier, params, window, pricer, until):
 
 def _output_cap(querier, params, window, pricer, until):
     rows = query_result(querier, f"""
-        SELECT feature, count() AS calls, quantile(0.5)(output_tokens) AS median_out,
-               quantile(0.95)(output_tokens) AS p95_out, quantile(0.99)(output_tokens) AS p99_out,
-               countIf(max_tokens IS NULL) / count() AS uncapped_share
-        FROM usage_events FINAL
-        WHERE {window} AND priced AND feature IS NOT NULL
+        SELECT feature, sum(calls) AS all_calls, sumMap(output_hist) AS output_hist,
+               sum(uncapped_calls) / all_calls AS uncapped_share
+        FROM {_advice(params, ("calls", "output_hist", "uncapped_calls"))}
         GROUP BY feature""", params).dicts()
     for row in rows:
-        median, p95, p99 = float(row["median_out"]), float(row["p95_out"]), float(row["p99_out"])
+        # quantiles from the token-size buckets (each the upper edge of the bucket holding it)
+        histogram = _histogram(row["output_hist"])
+        median, p95, p99 = (quantile_edge(histogram, level) for level in (0.5, 0.95, 0.99))
         if p99 < MIN_TAIL_TOKENS or p99 < TAIL_RATIO * max(median, 1) or row["uncapped_share"] < UNCAPPED_SHARE:
             continue
-        cap = math.ceil(p95)
+        cap = p95  # a bucket's edge: the calls above it are whole buckets, so what the cap saves is exact
+        bucket = next(b for b in sorted(histogram) if bucket_edge(b) == cap)
         saving = query_result(querier, f"""
-            SELECT sum(toDecimal128(output_tokens - {cap}, 0) * output_price_per_mtok / 1000000)
-            FROM usage_events FINAL
-            WHERE {window} AND priced AND feature = {{feature:String}} AND output_tokens > {cap}
-              AND max_tokens IS NULL AND output_price_per_mtok IS NOT NULL""",
-                              params | {"feature": row["feature"]}).scalar() or Decimal(0)
+            SELECT (arraySum(mapValues(mapFilter((b, v) -> b > {bucket}, sumMap(uncapped_output_value))))
+                    - {cap} * arraySum(mapValues(mapFilter((b, v) -> b > {bucket}, sumMap(uncapped_output_price)))))
+                   / 1000000
+            FROM {_advice(params, measures=("uncapped_output_value", "uncapped_output_price"))}
+            WHERE feature = {{feature:String}}""", params | {"feature": row["feature"]}).scalar() or Decimal(0)
         yield ("output_cap", f"feature={row['feature']}", saving, "medium",
-               f"output median {median:,.0f}, p95 {p95:,.0f}, p99 {p99:,.0f} tokens; "
-               f"{row['uncapped_share']:.0%} of {row['calls']:,} calls set no max_tokens",
-               f"a max_tokens of {cap:,} (the p95) truncates the longest 5 % of answers: check they are not needed; "
-               "saving = the output tokens above it at each call's output price")
+               f"output median ≤ {median:,}, p95 ≤ {p95:,}, p99 ≤ {p99:,} tokens (token-size buckets' upper edges); "
+               f"{row['uncapped_share']:.0%} of {row['all_calls']:,} calls set no max_tokens",
+               f"a max_tokens of {cap:,} (about the p95) truncates the longest 5 % of answers: check they are not "
+               "needed; saving = the output tokens above it at each call's output price")
+
+
+def _advice(params: dict[str, str], measures: tuple[str, ...] | None = None) -> str:
+    """``advice_hours``' rows for the period (its partial hours from raw): per hour × feature × price's model."""
+    return between(ADVICE_HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}",
+                   until="{until:DateTime64(3, 'UTC')}")
+
+
+def _histogram(value: Any) -> dict[int, int]:
+    """A bucket → calls map as the JSON result carries it (keys and counts as text)."""
+    return {int(k): int(v) for k, v in (value or {}).items()}
 
 
 def _retry_waste(querier, params, window, pricer, until):

@@ -130,9 +130,12 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
     for period, team, cost in spend.rows:
         by_team[team][periods.index(period)] = float(cost or 0)
     markers = [(a["since"], f"{a['kind']} ({a['state']})") for a in alerts.dicts()]
+    # the ten features that spend most (the "Top features" section's): a line per feature of hundreds is
+    # neither readable nor cheap to draw; the table underneath keeps every feature
+    top = {r[0] for r in features.rows}
     unit_series: dict[str, list[float | None]] = defaultdict(lambda: [None] * len(periods))
     for period, feature, usd in unit.rows:
-        if period in periods and usd is not None:  # None: the feature's model has no price
+        if period in periods and usd is not None and feature in top:  # None: the feature's model has no price
             unit_series[feature][periods.index(period)] = float(usd)
     gpu_periods = sorted(set(periods) | {r[0] for r in gpu.rows}) if gpu.rows else []
     gpu_cost = [sum(float(r[2] or 0) for r in gpu.rows if r[0] == p_) for p_ in gpu_periods]
@@ -157,7 +160,8 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
                 "Unpriced models are listed with their unpriced attempts; their tokens still count here."),
         Section("Cost per request, by feature",
                 charts.render(charts.lines(periods, dict(unit_series), title="USD per request"),
-                              "cost per request by feature over time"), unit),
+                              "cost per request by feature over time"), unit,
+                "The chart draws the ten features that spend most; the table lists every feature."),
         Section("Retry waste: what failed attempts cost",
                 charts.render(charts.ranking([(r[0], float(r[2] or 0)) for r in waste.rows]),
                               "cost of failed attempts by feature"), waste),

@@ -220,3 +220,28 @@ def span_check(path: str) -> None:
     assert abs(monthly["1h"] - monthly["2h"]) <= Decimal("0.5"), monthly  # half the calls, twice the scale
     store.close()
     print("ok")
+
+
+def test_token_buckets_agree_between_sql_and_python_and_quantiles_are_bucket_edges(embedded_store) -> None:
+    """A count is in bucket k exactly when it is at most bucket_edge(k) and above bucket_edge(k - 1): the
+    output cap's saving (whole buckets above the cap) relies on it."""
+    from spendstream.sinks.shapes import bucket_edge, quantile_edge, token_bucket
+
+    counts = sorted({*range(0, 3_000), *(2 ** p + d for p in range(12, 25) for d in (-1, 0, 1)),
+                     *(bucket_edge(k) + d for k in range(100) for d in (0, 1))})
+    buckets = embedded_store.query(f"SELECT groupArray({token_bucket('n')}) FROM "
+                                   f"(SELECT arrayJoin({counts}) AS n)").scalar()
+    for n, k in zip(counts, buckets, strict=True):
+        assert n <= bucket_edge(k) and (k == 0 or n > bucket_edge(k - 1)), (n, k)
+    histogram = {40: 50, 44: 45, 52: 5}  # 50 calls ≤ 1,024 tokens, 45 ≤ 2,048, 5 ≤ 8,192
+    assert [quantile_edge(histogram, q) for q in (0.5, 0.95, 0.96, 0.99)] == [1024, 2048, 8192, 8192]
+    assert quantile_edge({}, 0.5) == 0
+
+
+def test_prefix_windows_are_no_longer_than_any_cache_lifetime() -> None:
+    """The caching estimate from prefix_windows counts every call of a window but its first as a hit in
+    time: that is exact only while a window is no longer than every provider's cache lifetime."""
+    from spendstream.advisor import CACHE_RULES
+    from spendstream.sinks.shapes import PREFIX_WINDOWS
+
+    assert all(ttl_s >= PREFIX_WINDOWS.step.total_seconds() for _, ttl_s in CACHE_RULES.values()), CACHE_RULES

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from spendstream.advisor import busiest_shares
+from spendstream.advisor import CACHE_RULES, HAIKU_MIN_CACHEABLE, busiest_shares, caching_potential
 from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
@@ -28,8 +28,8 @@ from spendstream.focus import unpriced_events
 from spendstream.pricing import Pricer
 from spendstream.reconcile import stored_per_minute
 from spendstream.report import report_step, report_tables
-from spendstream.sinks import migrations, ranges, rollups
-from spendstream.sinks.store import sql_time
+from spendstream.sinks import migrations, ranges, rollups, shapes
+from spendstream.sinks.store import query_result, sql_time
 from spendstream.sinks.writer import SinkWriter
 from tests.test_deploy import grafana_macros
 from tests.test_sql_cookbook import EXAMPLES
@@ -82,6 +82,33 @@ BURSTS_RAW = f"""
 UNPRICED_RAW = f"SELECT count() FROM usage_events FINAL WHERE NOT priced AND {WINDOW}"
 
 COOKBOOK_RAW = {
+    "Cost by team per day": """
+        SELECT toDate(ts) AS day, team, sumIf(total_cost, priced) AS cost_usd, uniqExact(request_id) AS requests
+        FROM usage_events FINAL WHERE ts >= {since:Date} AND ts < {until:Date}
+        GROUP BY day, team ORDER BY day, cost_usd DESC, team""",
+    "Model mix per day": """
+        SELECT day, provider, model, cost_usd,
+               toFloat64(cost_usd / sum(cost_usd) OVER (PARTITION BY day)) AS share_of_day
+        FROM (SELECT toDate(ts) AS day, provider, model, sumIf(total_cost, priced) AS cost_usd
+              FROM usage_events FINAL WHERE ts >= {since:Date} AND ts < {until:Date}
+              GROUP BY day, provider, model HAVING cost_usd > 0)
+        ORDER BY day, cost_usd DESC, provider, model""",
+    "Cost per request, per successful request and per 1k tokens": """
+        SELECT toDate(ts) AS day, team, feature,
+               if(uniqExact(request_id) = 0, NULL, sumIf(total_cost, priced) / uniqExact(request_id))
+                   AS cost_per_request,
+               if(uniqExactIf(request_id, status = 'ok') = 0, NULL,
+                  sumIf(total_cost, priced) / uniqExactIf(request_id, status = 'ok')) AS cost_per_successful_request,
+               if(sum(input_tokens) + sum(output_tokens) = 0, NULL,
+                  sumIf(total_cost, priced) * 1000 / (sum(input_tokens) + sum(output_tokens))) AS cost_per_1k_tokens
+        FROM usage_events FINAL WHERE ts >= {since:Date} AND ts < {until:Date}
+        GROUP BY day, team, feature ORDER BY day, team, feature""",
+    "Cost by customer per month (chargeback)": """
+        SELECT toStartOfMonth(ts) AS month, customer, sumIf(total_cost, priced) AS cost_usd,
+               sumIf(list_cost, priced) AS list_cost_usd, sum(input_tokens) AS input_tokens,
+               sum(output_tokens) AS output_tokens
+        FROM usage_events FINAL WHERE ts >= toStartOfMonth({since:Date}) AND ts < {until:Date}
+        GROUP BY month, customer ORDER BY month, cost_usd DESC, customer""",
     "Top spenders over a period": """
         SELECT team, feature, customer, sum(total_cost) AS cost_usd
         FROM usage_events FINAL
@@ -146,7 +173,12 @@ def _bursts(run: str, now: datetime) -> tuple[list[datetime], list[dict]]:
                 "feature": None if i % 13 == 0 else f"{run}-f{i % 4}",
                 "customer": None if i % 17 == 0 else f"{run}-c{i % 9}",
                 "environment": "prod", "input_tokens": 900 + 37 * i, "cached_input_tokens": i % 40,
-                "output_tokens": 80 + 11 * i, "reasoning_tokens": i % 15})
+                "output_tokens": 80 + 11 * i + (4_000 if i % 23 == 0 else 0), "reasoning_tokens": i % 15,
+                # what the advisor's rollups keep: prompt prefixes (one repeated across windows), tags, caps, mode
+                **({"prefix_fingerprint": f"{run}-p{i % 2}", "prefix_tokens": 1_200 + 900 * (i % 2)}
+                   if i % 4 else {}),
+                "tags": {"latency_sensitive": "false"} if i % 6 == 0 else {"user_facing": "true"} if i % 6 == 1 else {},
+                **({"max_tokens": 4_096} if i % 8 == 0 else {}), "mode": "batch" if i % 19 == 0 else "realtime"})
     return [s for s in starts if s < now], [e for e in events if datetime.fromisoformat(e["ts"]) < now]
 
 
@@ -188,6 +220,39 @@ def _same_now(store, raw: str, rolled: str, params: dict | None = None) -> tuple
     return tuple(store.query(f"SELECT {side(raw)}, {side(rolled)}", params).rows[0])
 
 
+CACHING_RAW = """
+    SELECT feature, price_provider_id AS provider, price_model_id AS model, count() AS calls,
+           countIf(hit) AS hits, ifNull(sumIf(prefix_tokens, hit), 0) AS repeated_prefix_tokens,
+           ifNull(sumIf(least(cached_input_tokens, prefix_tokens), hit), 0) AS already_cached_tokens,
+           sumIf(ifNull(toDecimal128(greatest(toInt64(prefix_tokens) - toInt64(cached_input_tokens), 0), 0)
+                 * (input_price_per_mtok - cached_input_price_per_mtok) / 1000000, 0), hit) AS saving_usd
+    FROM (
+        SELECT *, n > 1 AND gap_ms <= TTL AND prefix_tokens >= MIN_TOKENS AND TTL > 0 AS hit
+        FROM (
+            SELECT feature, price_provider_id, price_model_id, prefix_tokens, cached_input_tokens,
+                   input_price_per_mtok, cached_input_price_per_mtok,
+                   row_number() OVER w AS n,
+                   dateDiff('millisecond', lagInFrame(ts, 1, ts) OVER w, ts) AS gap_ms
+            FROM usage_events FINAL
+            WHERE WINDOW AND priced AND prefix_fingerprint IS NOT NULL AND prefix_tokens IS NOT NULL
+              AND input_price_per_mtok IS NOT NULL
+            WINDOW w AS (PARTITION BY feature, price_provider_id, price_model_id, prefix_fingerprint, prefix_tokens
+                         ORDER BY ts, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))
+    GROUP BY feature, provider, model""".replace("WINDOW AND", f"{WINDOW} AND")
+
+
+def _shape_answers(store, rollup: rollups.Rollup, p: dict) -> tuple[list[str], list[str]]:
+    """Every measure of one of the advisor's rollups per period and key over the range: from the rollup
+    (``ranges.between``) and from raw, as sorted row strings."""
+    keys = ", ".join(rollup.keys)
+    rolled = ", ".join(f"{m.of_rollup} AS {m.name}_" for m in rollup.measures)
+    raw = ", ".join(f"{m.of_raw} AS {m.name}_" for m in rollup.measures)
+    span = ranges.between(rollup, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
+    return _same_now(store, f"SELECT {rollup.bucket} AS p, {keys}, {raw} FROM usage_events FINAL "
+                            f"WHERE {WINDOW} AND {rollup.where} GROUP BY p, {keys}",
+                     f"SELECT period, {keys}, {rolled} FROM {span} GROUP BY period, {keys}", p)
+
+
 def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str]:
     found = []
 
@@ -209,12 +274,24 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
         check(f"advisor bursts ({span})", sorted(busiest_shares(store, p, BUSIEST).items()),
               sorted((r["feature"], float(r["busiest_share"])) for r in store.query(BURSTS_RAW, p).dicts()))
         check(f"focus unpriced ({span})", [unpriced_events(store, p)], [store.query(UNPRICED_RAW, p).scalar()])
+        for rollup in shapes.SHAPES:
+            raw, rolled = _shape_answers(store, rollup, p)
+            check(f"{rollup.name} ({span})", rolled, raw)
+        providers = list(CACHE_RULES)
+        ttl = f"transform(price_provider_id, {providers}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, 0)"
+        min_tokens = (f"if(positionCaseInsensitive(price_model_id, 'haiku') > 0, {HAIKU_MIN_CACHEABLE}, "
+                      f"transform(price_provider_id, {providers}, {[r[0] for r in CACHE_RULES.values()]}, 0))")
+        caching_raw = CACHING_RAW.replace("TTL", ttl).replace("MIN_TOKENS", min_tokens)
+        check(f"advisor caching ({span})", sorted(str(sorted(r.items())) for r in caching_potential(store, p)),
+              sorted(str(sorted(r.items())) for r in query_result(store, caching_raw, p).dicts()))
         if span not in PANEL_SPANS:
             continue
         # Grafana, in whole seconds as the plugin passes them
         for interval_s in (60, 3600):
-            expand = {"from_s": int(since.timestamp()), "to_s": int(until.timestamp()), "interval_s": interval_s}
             for panel in DASHBOARD["panels"]:
+                # Grafana never passes an interval below the panel's minimum (the hour panels' is 1h)
+                expand = {"from_s": int(since.timestamp()), "to_s": int(until.timestamp()),
+                          "interval_s": max(interval_s, _seconds(panel.get("interval", "1s")))}
                 if panel["title"] in PANELS_RAW:
                     rolled = store.query(grafana_macros(panel["targets"][0]["rawSql"], **expand))
                     raw = store.query(grafana_macros(PANELS_RAW[panel["title"]], **expand))
@@ -234,6 +311,11 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
     return found
 
 
+def _seconds(interval: str) -> int:
+    """A Grafana interval ("1m", "1h") in seconds."""
+    return int(interval[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[interval[-1]]
+
+
 def _maintain(store) -> None:
     rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)
 
@@ -251,7 +333,8 @@ def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_
 
     assert _differences(store, spans) == [], "before maintaining"
     _maintain(store)
-    watermark = store.query("SELECT usage_minutes, usage_hours FROM rollup_watermarks").rows[0]
+    watermark = store.query("SELECT usage_minutes, usage_hours, advice_hours, prefix_windows "
+                            "FROM rollup_watermarks").rows[0]
     assert min(str(w) for w in watermark) > sql_time(starts[-2])  # what follows reads the rollups, not raw
     assert _differences(store, spans) == [], "maintained"
 

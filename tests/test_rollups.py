@@ -18,7 +18,7 @@ from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
 from spendstream.pricing import Pricer
-from spendstream.sinks import migrations, rollups
+from spendstream.sinks import migrations, rollups, shapes
 from spendstream.sinks.writer import SinkWriter
 
 PRICER = Pricer()
@@ -165,8 +165,8 @@ def _grouped(store, rollup: rollups.Rollup, source: str) -> list[tuple]:
     """Every period × key of ``rollup`` with each measure's answer, from its table or from raw."""
     keys = ", ".join(rollup.keys)
     answers = ", ".join(f"{m.of_rollup if source == 'rollup' else m.of_raw.replace('uniqExactState', 'uniqExact')} "
-                        f"AS {m.name}" for m in rollups.MEASURES)
-    table = f"{rollup.name} FINAL" if source == "rollup" else "usage_events FINAL"
+                        f"AS {m.name}_" for m in rollup.measures)
+    table = f"{rollup.name} FINAL" if source == "rollup" else f"usage_events FINAL WHERE {rollup.where}"
     period = rollup.period if source == "rollup" else f"{rollup.bucket} AS {rollup.period}"
     return _answers(store, f"SELECT {period}, {keys}, {answers} FROM {table} GROUP BY {rollup.period}, {keys}")
 
@@ -195,7 +195,7 @@ def regrain_check(path: str) -> None:
 
     columns = {r[0] for r in store.query("SELECT name FROM system.columns WHERE table = 'usage_events' "
                                          "AND database = currentDatabase()").rows}
-    events = _events(run, now - timedelta(hours=30), 200)
+    events = _events(run, now - timedelta(hours=30), 200, prefix_fingerprint=f"{run}-prefix", prefix_tokens=1_500)
     rows = usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))], PRICER))
     store.insert_arrow("usage_events", rows.select([name for name in rows.column_names if name in columns]))
     names = ", ".join(m.name for m in rollups.MEASURES)
@@ -213,7 +213,14 @@ def regrain_check(path: str) -> None:
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
     done = [tuple(r) for r in store.query("SELECT rollup, count() FROM rollup_done FINAL GROUP BY 1 ORDER BY 1").rows]
     hours = store.query("SELECT uniqExact(toStartOfHour(ts)) FROM usage_events").scalar()
-    assert done == [("customer_hours", hours), ("usage_hours", hours), ("usage_minutes", 200)]
+    windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
+    days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
+    # migration 17 computes the readers' rollups from the raw rows, and records their periods done
+    assert done == [("advice_hours", hours), ("customer_days", days), ("customer_hours", hours),
+                    ("prefix_windows", windows), ("usage_hours", hours), ("usage_minutes", 200)]
+    for rollup in shapes.SHAPES:
+        assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
+    assert store.query("SELECT count() FROM prefix_windows").scalar() > 0
     assert str(store.query("SELECT customer_hours FROM rollup_watermarks").scalar()) >= f"{now:%Y-%m-%d %H}"
     before = [_grouped(store, r, "rollup") for r in rollups.ROLLUPS]
     regrain(store, store.command)  # again, as after a crash: already in shape, left alone

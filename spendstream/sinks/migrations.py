@@ -16,7 +16,7 @@ from functools import partial
 
 from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import billing, gpu_views, reader_views, rollups
+from spendstream.sinks import billing, gpu_views, reader_views, rollups, shapes
 from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
@@ -615,6 +615,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         ORDER BY (destination, sent_at, id)
         TTL toDateTime(sent_at) + INTERVAL 7 DAY
         """,
+    )),
+    Migration(17, "readers off raw: the advisor's traffic shapes and customer days as rollups", (
+        *(rollups.table_ddl(rollup) for rollup in shapes.SHAPES),
+        shapes.WATERMARKS_VIEW,
+        shapes.backfill,  # from the raw events already stored (sinks/shapes.py)
+        reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),
     )),
 )
 

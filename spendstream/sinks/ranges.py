@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spendstream.sinks import rollups
-from spendstream.sinks.rollups import MEASURES, Rollup
+from spendstream.sinks.rollups import Rollup
 
 
 def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, *, since: str,
@@ -31,7 +31,7 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
 
     Its columns are those of ``rollups.columns``: ``period`` (``bucket``, SQL over ``{t}``,
     the start of a period of ``rollup``'s grain), the rollup's keys, and the measures in
-    ``MEASURES`` order, to be grouped by the caller with each ``Measure.of_rollup``.
+    ``rollup.measures`` order, to be grouped by the caller with each ``Measure.of_rollup``.
     ``since``/``until`` are SQL expressions of a point in time (a query parameter,
     ``now() - INTERVAL 7 DAY``); ``where`` filters on the rollup's keys only, by name.
     Every event of the range is in exactly one row: the result equals grouping the raw
@@ -44,7 +44,7 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     since = f"toDateTime64({since}, 3, 'UTC')"
     start = f"{floor}({since})"
     first = f"if({start} = {since}, {start}, {start} + INTERVAL {step_s} SECOND)"  # first whole period's start
-    wanted = [m for m in MEASURES if measures is None or m.name in measures]
+    wanted = [m for m in rollup.measures if measures is None or m.name in measures]
     unknown = set(measures or ()) - {m.name for m in wanted}
     if unknown:
         raise ValueError(f"no such measures: {sorted(unknown)}")
@@ -64,5 +64,5 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
     return (f"(SELECT * FROM {inner} UNION ALL "
             f"SELECT {bucket.replace('{t}', rollup.bucket)} AS period, {keys}, {from_raw} "
-            f"FROM usage_events FINAL WHERE {ends} AND ({where}) GROUP BY period, {keys})")
+            f"FROM usage_events FINAL WHERE {ends} AND ({where}) AND ({rollup.where}) GROUP BY period, {keys})")
 

@@ -6,12 +6,14 @@
   the rollup or raw, the partial ends from raw). Parameterized views, because a view
   without parameters cannot know which partial periods to take from raw.
 - ``spend_movers_weekly``: the same columns and answers as migration 5's, from ``customer_hours``.
+- ``customer_daily(since, until)`` (migration 17): per day × customer, from ``customer_days``
+  up to its watermark and ``customer_hourly``'s sources after it.
 """
 
 from __future__ import annotations
 
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, MEASURES, Rollup
+from spendstream.sinks.rollups import CUSTOMER_HOURS, MEASURES, Rollup, watermark_sql
 
 SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
 
@@ -59,3 +61,25 @@ def movers(rollup: Rollup = CUSTOMER_HOURS) -> str:
         """
 
 
+
+
+def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str:
+    """A parameterized view per day × ``days``' keys, exact for ``since <= ts < until``: the days before
+    ``days``' watermark from it, the rest (today, a day a late event reopened) from ``hours``, and
+    the partial periods at the range's ends from raw (``ranges.between`` on each side).
+
+    ``SELECT … FROM customer_daily(since = …, until = …)``; a day that is half from the day
+    rollup and half from hours is two rows, to be summed.
+    """
+    keys = ", ".join(days.keys)
+    names = ", ".join(m.name for m in days.measures)
+    cut = f"({watermark_sql(days)})"
+    before = between(days, "toDate({t})", [m.name for m in days.measures], since=SINCE, until=f"least({UNTIL}, {cut})")
+    after = between(hours, "toDate({t})", [m.name for m in days.measures], since=f"greatest({SINCE}, {cut})",
+                    until=UNTIL)
+    return f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT period AS day, {keys}, {names} FROM {before}
+        UNION ALL
+        SELECT period AS day, {keys}, {names} FROM {after}
+        """

@@ -104,6 +104,10 @@ class Rollup:
     step: timedelta
     keys: tuple[str, ...]
     watermark: str = ""  # its column in the rollup_watermarks view (default: the table's name)
+    measures: tuple[Measure, ...] = MEASURES
+    where: str = "1"     # which raw rows it rolls up (SQL over usage_events' columns)
+    key_types: tuple[tuple[str, str], ...] = ()  # a key's column type where it is not a low-cardinality string
+    min_recompute_s: float = 0.0  # at least this long between two recomputations of one period
 
     @property
     def watermark_column(self) -> str:
@@ -112,7 +116,12 @@ class Rollup:
     @property
     def floor(self) -> str:
         """The ClickHouse function giving the start of the period an instant is in."""
-        return {timedelta(minutes=1): "toStartOfMinute", timedelta(hours=1): "toStartOfHour"}[self.step]
+        return {timedelta(minutes=1): "toStartOfMinute", timedelta(minutes=5): "toStartOfFiveMinutes",
+                timedelta(hours=1): "toStartOfHour", timedelta(days=1): "toStartOfDay"}[self.step]
+
+    def key_type(self, key: str) -> str:
+        return dict(self.key_types).get(key, "Nullable(String)" if key == "customer"
+                                        else "LowCardinality(Nullable(String))")
 
 
 MINUTES = Rollup("usage_minutes", "minute", "toStartOfMinute(ts)", timedelta(minutes=1), MINUTE_KEYS)
@@ -133,9 +142,8 @@ V10_HOURS = Rollup("usage_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1
 # -- schema (used by migration 10) --------------------------------------------------------
 
 def table_ddl(rollup: Rollup, *, name: str | None = None) -> str:
-    keys = ",\n".join(f"            {k} LowCardinality(Nullable(String))" if k != "customer"
-                      else f"            {k} Nullable(String)" for k in rollup.keys)
-    measures = ",\n".join(f"            {m.name} {m.type}" for m in MEASURES)
+    keys = ",\n".join(f"            {k} {rollup.key_type(k)}" for k in rollup.keys)
+    measures = ",\n".join(f"            {m.name} {m.type}" for m in rollup.measures)
     return f"""
         CREATE TABLE IF NOT EXISTS {name or rollup.name} (
             {rollup.period} DateTime('UTC'),
@@ -158,8 +166,8 @@ def regroup(source: Rollup, target: Rollup, *, into: str) -> str:
         raise ValueError(f"{target.name} is not a coarser grouping of {source.name}")
     keys = ", ".join(target.keys)
     measures = ", ".join(m.of_rollup.replace("uniqExactMerge(", "uniqExactMergeState(") + f" AS {m.name}"
-                         for m in MEASURES)
-    return (f"INSERT INTO {into} ({target.period}, {keys}, {', '.join(m.name for m in MEASURES)}, version) "
+                         for m in source.measures)
+    return (f"INSERT INTO {into} ({target.period}, {keys}, {', '.join(m.name for m in source.measures)}, version) "
             f"SELECT {source.period}, {keys}, {measures}, max(version) FROM {source.name} FINAL "
             f"GROUP BY {source.period}, {keys}")
 
@@ -224,12 +232,16 @@ def _pending_sql(rollup: Rollup) -> str:
 _NEVER = "toDateTime('2106-01-01 00:00:00', 'UTC')"
 
 
-def watermarks_view(grains: Sequence[Rollup]) -> str:
-    """Per rollup, the start of the first period readers must take from raw: its earliest pending
+def watermark_sql(rollup: Rollup) -> str:
+    """SQL: the start of the first period readers must take from raw: the rollup's earliest pending
     period, and at most the current (open) one."""
-    columns = ",\n           ".join(
-        f"least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(r)})), {_NEVER}), "
-        f"{r.floor}(now('UTC'))) AS {r.watermark_column}" for r in grains)
+    return (f"least(ifNull((SELECT minOrNull(period) FROM ({_pending_sql(rollup)})), {_NEVER}), "
+            f"{rollup.floor}(now('UTC')))")
+
+
+def watermarks_view(grains: Sequence[Rollup]) -> str:
+    """Per rollup, its ``watermark_sql``: a column per rollup, for people and dashboards."""
+    columns = ",\n           ".join(f"{watermark_sql(r)} AS {r.watermark_column}" for r in grains)
     return f"""
     CREATE OR REPLACE VIEW rollup_watermarks AS
     SELECT {columns}
@@ -253,9 +265,10 @@ def columns(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     (states for ``requests``), to be grouped by the caller with ``Measure.of_rollup``.
     ``where_rollup``/``where_raw`` filter each side (in terms of the keys, and ``t``/``ts``).
     """
-    wanted = [m for m in MEASURES if measures is None or m.name in measures]
+    wanted = [m for m in rollup.measures if measures is None or m.name in measures]
     keys = ", ".join(rollup.keys)
-    watermark = f"(SELECT {rollup.watermark_column} FROM rollup_watermarks)"
+    # this rollup's watermark alone: the view computes every rollup's, which costs more than most reads
+    watermark = f"({watermark_sql(rollup)})"
     from_rollup = ", ".join(m.name for m in wanted)
     from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
     return (
@@ -264,7 +277,7 @@ def columns(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
         f"WHERE {rollup.period} < {watermark} AND {where_rollup.replace('{t}', rollup.period)} "
         f"UNION ALL "
         f"SELECT {_bucket(bucket, rollup.bucket)} AS period, {keys}, {from_raw} FROM usage_events FINAL "
-        f"WHERE ts >= {watermark} AND {where_raw.replace('{t}', 'ts')} "
+        f"WHERE ts >= {watermark} AND {where_raw.replace('{t}', 'ts')} AND ({rollup.where}) "
         f"GROUP BY period, {keys})"
     )
 
@@ -332,7 +345,8 @@ class Maintained:
 
 def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retention_days: int | None = None,
              quiet_s: float = 1.0, busy_every_s: float = 5.0) -> Maintained:
-    """Recompute pending periods of both rollups (at most ``max_periods`` each, oldest first).
+    """Recompute pending periods of every rollup (at most ``max_periods`` each, oldest first): ``ROLLUPS``
+    and the readers' own grains (:mod:`spendstream.sinks.shapes`).
 
     A period still being marked (a backlog touches the same minutes batch after batch) waits
     until nothing marked it for ``quiet_s``, or until ``busy_every_s`` after it was last
@@ -344,7 +358,10 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     """
     done = 0
     oldest = now - timedelta(days=raw_retention_days - 1) if raw_retention_days else None
-    for rollup in ROLLUPS:
+    # shapes defines its rollups with this module's types, so it is imported here rather than at the top
+    from spendstream.sinks.shapes import SHAPES
+
+    for rollup in (*ROLLUPS, *SHAPES):
         # the server's clock: marks carry it, and `through` must trail the marks still in flight
         server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
         rows = store.query(f"SELECT period, mark, done FROM ({_pending_sql(rollup)}) ORDER BY period").rows
@@ -352,6 +369,9 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         due = [(_as_datetime(p), m) for p, m, computed in rows
                if (rollup.step == MINUTES.step or _as_datetime(p) + rollup.step <= server_now)  # hours once closed
                and _settled(_as_datetime(m), _as_datetime(computed), server_now, quiet_s, busy_every_s)
+               # a coarse period (a day) is not recomputed for every late event: readers read it from
+               # finer rollups meanwhile
+               and _as_datetime(computed) <= server_now - timedelta(seconds=rollup.min_recompute_s)
                ][:max_periods]
         expired = [(p, m) for p, m in due if oldest is not None and p < oldest]
         if expired:
@@ -405,15 +425,20 @@ def _recompute(store: Store, rollup: Rollup, run: list[tuple]) -> None:
     again), and record the run's periods done at their marks."""
     first, last = run[0][0], run[-1][0] + rollup.step
     version = max(str(mark) for _, mark in run)
-    keys = ", ".join(rollup.keys)
-    measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in MEASURES)
     store.query_text(
-        f"INSERT INTO {rollup.name} ({rollup.period}, {keys}, {', '.join(m.name for m in MEASURES)}, version) "
-        f"SELECT {rollup.bucket} AS p, {keys}, {measures}, toDateTime64({{v:String}}, 3, 'UTC') "
-        f"FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} "
-        f"GROUP BY p, {keys}",
+        recompute_sql(rollup, "toDateTime64({v:String}, 3, 'UTC')",
+                      "ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}"),
         {"a": sql_time(first), "b": sql_time(last), "v": version}, fmt="CSV")
     _record_done(store, rollup, run)
+
+
+def recompute_sql(rollup: Rollup, version: str, where: str) -> str:
+    """``INSERT`` into ``rollup`` its rows computed from the raw events ``where`` selects (whole periods)."""
+    keys = ", ".join(rollup.keys)
+    measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in rollup.measures)
+    return (f"INSERT INTO {rollup.name} ({rollup.period}, {keys}, {', '.join(m.name for m in rollup.measures)}, "
+            f"version) SELECT {rollup.bucket} AS p, {keys}, {measures}, {version} "
+            f"FROM usage_events FINAL WHERE {where} AND ({rollup.where}) GROUP BY p, {keys}")
 
 
 def _record_done(store: Store, rollup: Rollup, periods: list[tuple]) -> None:

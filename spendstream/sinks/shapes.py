@@ -1,0 +1,168 @@
+"""The readers' own rollups: what the advisor read raw events for, and customers by the day.
+
+``rollups`` keeps counts, tokens and money per period and attribution key. The advisor
+also asks about the *shape* of the traffic — how long calls are, whether a feature
+repeats a prompt prefix within the provider's cache lifetime, which tags it carries —
+and read four weeks of raw events for it (BENCHMARKS.md, issue 17). These rollups keep
+exactly what those questions need, maintained by the same mechanism (marks, recomputed
+from ``usage_events FINAL``, the open and pending periods read from raw: see
+:mod:`spendstream.sinks.rollups`), so every answer stays equal to the same question
+asked of raw:
+
+- ``advice_hours``: per hour × feature × the price's provider and model, priced events
+  only: calls, cost, the successful calls' tokens by type, token-size *histograms*
+  (fixed log-spaced buckets, :func:`token_bucket`), uncapped calls and what their
+  output above each bucket costs, and the realtime calls' cost with their
+  ``latency_sensitive``/``user_facing`` tags counted. Quantiles are read from the
+  buckets (stated as such: "p95 ≤ 1,448 tokens"), and the output cap the advisor
+  proposes is a bucket's upper edge, so what it saves is exact.
+- ``prefix_windows``: per five minutes × feature × provider × model × prefix fingerprint
+  (and its length): calls, the first and last call's time, and the sums the caching
+  estimate needs, with the first call's share apart. Five minutes is no longer than
+  any provider's cache lifetime (``advisor.CACHE_RULES``), so every call but the first
+  of a window repeats its prefix within the lifetime, and whether the first does is
+  told by the gap to the previous window's last call: the estimate is the same as
+  walking the raw calls one by one.
+- ``customer_days``: per day × customer, attempts, tokens and money: chargeback for a
+  month reads ~30 rows a customer, not ~720 hours × team × feature × model.
+
+Grains were chosen by counting rows (bench/rollup_grains.py): see BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import timedelta
+
+from spendstream.sinks.rollups import MEASURES, MONEY, ROLLUPS, Measure, Rollup, recompute_sql, watermarks_view
+from spendstream.sinks.store import Store
+
+log = logging.getLogger(__name__)
+
+# Quarter-octave buckets: bucket k holds the token counts n with 2^((k-1)/4) < n <= 2^(k/4) (bucket 0: n <= 1),
+# about 19 % wide, 100 buckets up to 2^25 tokens.
+BUCKETS_PER_OCTAVE = 4
+
+
+def token_bucket(column: str) -> str:
+    """SQL: the bucket of a token count."""
+    return f"toUInt8(if({column} <= 1, 0, ceil(log2({column}) * {BUCKETS_PER_OCTAVE})))"
+
+
+def bucket_edge(bucket: int) -> int:
+    """The largest token count in ``bucket``: a count is in a bucket above it exactly when it is larger."""
+    return math.floor(2 ** (bucket / BUCKETS_PER_OCTAVE) + 1e-9)
+
+
+def quantile_edge(histogram: dict[int, int], level: float) -> int:
+    """The upper edge of the bucket holding the ``level`` quantile (nearest rank) of a histogram; 0 when empty."""
+    total = sum(histogram.values())
+    if not total:
+        return 0
+    rank = max(1, math.ceil(level * total))
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return bucket_edge(bucket)
+    raise AssertionError("unreachable: the ranks add up to the total")
+
+
+def _hist(column: str, condition: str = "1") -> str:
+    return f"sumMapIf(map({token_bucket(column)}, toUInt64(1)), {condition})"
+
+
+_OK, _REALTIME = "status = 'ok'", "mode = 'realtime'"
+_UNCAPPED_PRICED = "max_tokens IS NULL AND output_price_per_mtok IS NOT NULL"
+_COUNTS, _VALUES = "Map(UInt8, UInt64)", "Map(UInt8, Decimal(38, 18))"
+
+ADVICE_MEASURES: tuple[Measure, ...] = (
+    Measure("calls", "UInt64", "count()", "sum(calls)"),
+    Measure("cost_usd", MONEY, "sum(total_cost)", "sum(cost_usd)"),
+    Measure("ok_calls", "UInt64", f"countIf({_OK})", "sum(ok_calls)"),
+    Measure("ok_cost_usd", MONEY, f"sumIf(total_cost, {_OK})", "sum(ok_cost_usd)"),
+    Measure("ok_uncached_tokens", "Int64", f"sumIf(input_tokens - cached_input_tokens - cache_write_tokens, {_OK})",
+            "sum(ok_uncached_tokens)"),
+    Measure("ok_cached_tokens", "UInt64", f"sumIf(cached_input_tokens, {_OK})", "sum(ok_cached_tokens)"),
+    Measure("ok_cache_write_tokens", "UInt64", f"sumIf(cache_write_tokens, {_OK})", "sum(ok_cache_write_tokens)"),
+    Measure("ok_output_tokens", "UInt64", f"sumIf(output_tokens, {_OK})", "sum(ok_output_tokens)"),
+    Measure("ok_input_hist", _COUNTS, _hist("input_tokens", _OK), "sumMap(ok_input_hist)"),
+    Measure("ok_output_hist", _COUNTS, _hist("output_tokens", _OK), "sumMap(ok_output_hist)"),
+    Measure("output_hist", _COUNTS, _hist("output_tokens"), "sumMap(output_hist)"),
+    Measure("uncapped_calls", "UInt64", "countIf(max_tokens IS NULL)", "sum(uncapped_calls)"),
+    # per output bucket, the uncapped priced calls' output tokens × output price, and their output prices:
+    # a cap at a bucket's edge saves (sum of the first − edge × sum of the second) over the buckets above it
+    Measure("uncapped_output_value", _VALUES,
+            f"sumMapIf(map({token_bucket('output_tokens')}, toDecimal128(output_tokens, 0) * "
+            f"assumeNotNull(output_price_per_mtok)), {_UNCAPPED_PRICED})", "sumMap(uncapped_output_value)"),
+    Measure("uncapped_output_price", _VALUES,
+            f"sumMapIf(map({token_bucket('output_tokens')}, assumeNotNull(output_price_per_mtok)), "
+            f"{_UNCAPPED_PRICED})", "sumMap(uncapped_output_price)"),
+    Measure("realtime_calls", "UInt64", f"countIf({_REALTIME})", "sum(realtime_calls)"),
+    Measure("realtime_cost_usd", MONEY, f"sumIf(total_cost, {_REALTIME})", "sum(realtime_cost_usd)"),
+    Measure("realtime_declared", "UInt64", f"countIf({_REALTIME} AND tags['latency_sensitive'] = 'false')",
+            "sum(realtime_declared)"),
+    Measure("realtime_user_facing", "UInt64", f"countIf({_REALTIME} AND tags['user_facing'] = 'true')",
+            "sum(realtime_user_facing)"),
+)
+
+# What caching the prefix of one call saves: its uncached prefix tokens at (input − cached input price).
+PREFIX_SAVING = ("ifNull(toDecimal128(greatest(toInt64(prefix_tokens) - toInt64(cached_input_tokens), 0), 0) "
+                 "* (input_price_per_mtok - cached_input_price_per_mtok) / 1000000, 0)")
+PREFIX_CACHED = "assumeNotNull(least(cached_input_tokens, prefix_tokens))"
+_FIRST = "(ts, event_id)"
+
+PREFIX_MEASURES: tuple[Measure, ...] = (
+    Measure("calls", "UInt64", "count()", "sum(calls)"),
+    Measure("first_ts", "DateTime64(3, 'UTC')", "min(ts)", "min(first_ts)"),
+    Measure("last_ts", "DateTime64(3, 'UTC')", "max(ts)", "max(last_ts)"),
+    Measure("cached_tokens", "UInt64", f"sum({PREFIX_CACHED})", "sum(cached_tokens)"),
+    Measure("saving_usd", "Decimal(38, 18)", f"sum({PREFIX_SAVING})", "sum(saving_usd)"),
+    Measure("first_cached_tokens", "UInt64", f"argMin({PREFIX_CACHED}, {_FIRST})",
+            "argMin(first_cached_tokens, first_ts)"),
+    Measure("first_saving_usd", "Decimal(38, 18)", f"argMin({PREFIX_SAVING}, {_FIRST})",
+            "argMin(first_saving_usd, first_ts)"),
+)
+
+PRICE_KEYS = ("feature", "price_provider_id", "price_model_id")
+ADVICE_HOURS = Rollup("advice_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), PRICE_KEYS,
+                      measures=ADVICE_MEASURES, where="priced AND feature IS NOT NULL")
+PREFIX_WINDOWS = Rollup(
+    "prefix_windows", "window_start", "toStartOfFiveMinutes(ts)", timedelta(minutes=5),
+    (*PRICE_KEYS, "prefix_fingerprint", "prefix_tokens"), measures=PREFIX_MEASURES,
+    where="priced AND prefix_fingerprint IS NOT NULL AND prefix_tokens IS NOT NULL "
+          "AND input_price_per_mtok IS NOT NULL",
+    key_types=(("prefix_fingerprint", "Nullable(String)"), ("prefix_tokens", "Nullable(UInt64)")))
+# Chargeback per customer for days and months: day × customer holds ~11 events a row where hour × customer
+# × team × feature … (customer_hours) holds ~1.5 (BENCHMARKS.md, "Which grains"). No request sets (their
+# states are as large as the requests): attempts, tokens and money. A day is recomputed at most every ten
+# minutes (a day of raw events per late event would be a lot); readers take a pending day from
+# customer_hours meanwhile (reader_views.layered_view), so answers stay exact.
+CUSTOMER_DAYS = Rollup("customer_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("customer",),
+                       measures=tuple(m for m in MEASURES if m.name in (
+                           "attempts", "input_tokens", "output_tokens", "cost_usd", "list_cost_usd",
+                           "unpriced_attempts")),
+                       min_recompute_s=600.0)
+SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)
+
+WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
+
+
+def backfill(store: Store, run: Callable[[str], None]) -> None:
+    """Migration step: compute the new rollups from the raw events already stored, a month at a time, and
+    record their periods done at the marks made before the computation began (a row marked later was
+    perhaps not durable yet: its period stays pending, and the maintainer recomputes it)."""
+    began = str(store.query("SELECT toString(now64(3, 'UTC'))").scalar())
+    months = [str(r[0]) for r in store.query("SELECT DISTINCT toString(toStartOfMonth(ts)) FROM usage_events "
+                                             "ORDER BY 1").rows]
+    version = f"toDateTime64('{began}', 3, 'UTC')"
+    for rollup in SHAPES:
+        for month in months:
+            start = f"toDateTime64('{month}', 3, 'UTC')"
+            store.command(recompute_sql(rollup, version, f"ts >= {start} AND ts < {start} + INTERVAL 1 MONTH"))
+        period = f"{rollup.floor}(minute)"
+        store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', {period} AS p, "
+                      f"max(marked_at) FROM rollup_marks WHERE marked_at <= {version} GROUP BY p")
+        log.info("%s computed from the raw events of %d month(s)", rollup.name, len(months))
