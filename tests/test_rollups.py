@@ -133,6 +133,10 @@ def test_retention_keeps_rollups_at_least_as_long_as_raw_and_applies_what_is_set
     statements = retention_statements(raw_days=400, rollup_days=3650, dead_letter_days=90)
     assert "ALTER TABLE usage_events MODIFY TTL toDateTime(ts) + INTERVAL 400 DAY" in statements
     assert "ALTER TABLE usage_hours MODIFY TTL toDateTime(hour) + INTERVAL 3650 DAY" in statements
+    kept = {name for name, in embedded_store.query(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree' AND "
+        "(name LIKE 'usage\\_%' OR name LIKE 'customer\\_%' OR name IN ('advice_hours', 'prefix_windows'))").rows}
+    assert kept - {"usage_events"} and all(f"ALTER TABLE {name} MODIFY TTL" in " ".join(statements) for name in kept)
     # each is valid ClickHouse for its table; applied with 40 years, so that nothing here expires (a TTL
     # past 2106 would overflow DateTime and expire everything at once)
     for statement in statements:

@@ -13,12 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from spendstream.sinks import rollups
+from spendstream.sinks.shapes import SHAPES
+
 log = logging.getLogger(__name__)
 
 # table -> the time column its TTL counts from
 RAW = {"usage_events": "ts", "event_conflicts": "detected_at", "cost_corrections": "repriced_at"}
-ROLLUPS = {"usage_minutes": "minute", "usage_hours": "hour", "customer_hours": "hour", "rollup_marks": "minute",
-           "rollup_done": "period"}
+# every rollup the maintainer keeps, and its bookkeeping
+ROLLUPS = {rollup.name: rollup.period for rollup in (*rollups.ROLLUPS, *SHAPES)} | {
+    "rollup_marks": "minute", "rollup_done": "period"}
 DEAD_LETTERS = {"dead_letters": "received_at", "dead_letter_replays": "replayed_at"}
 
 
