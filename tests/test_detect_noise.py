@@ -101,6 +101,22 @@ def test_three_requests_are_noise_three_hundred_are_not() -> None:
                      history_hours=busy.history_hours).hot[0]  # 2x of a busy key: many requests, a real shift
 
 
+def test_a_window_a_tenth_over_its_threshold_fires_at_once_and_one_just_over_waits_a_pass() -> None:
+    rule = SpendAnomalyRule()
+    busy = learn(requests=np.full((1, 336), 1800.0), cost=np.full((1, 336), 450.0),
+                 attempts=np.full((1, 336), 1800.0), failed=np.zeros((1, 336)), peak_cost=np.full((1, 336), 80.0),
+                 first_hour_of_week=0, first_hour=np.array([0]))
+    e = expect(busy, np.array([0]), 10, window_minutes=10)  # $75 expected: the threshold is 1.5x, $112.50
+
+    def verdict(usd: float):
+        return rule.fast(e, observed_usd=np.array([usd]), observed_requests=np.array([usd * 4]),
+                         history_hours=busy.history_hours)
+
+    assert verdict(118.0).hot[0] and not verdict(118.0).very_hot[0]   # over: a second pass confirms it
+    assert verdict(125.0).very_hot[0]                                   # 1.11x the threshold: fires on this pass
+    assert not verdict(112.0).hot[0]
+
+
 def test_storms_are_judged_from_counts_against_the_subject_and_its_provider_now() -> None:
     rule = RetryStormRule()
     own = np.array([0.02, 0.02, 0.02])

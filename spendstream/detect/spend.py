@@ -49,7 +49,7 @@ class SpendAnomalyRule:
     min_ratio: float = 1.5
     peak_margin: float = 1.25
     min_excess_usd: float = 1.0
-    very_hot_factor: float = 1.25
+    very_hot_factor: float = 1.1
     min_requests: int = 5
     warmup_hours: int = 7 * 24
     slow_ratio: float = 1.15
