@@ -87,3 +87,18 @@ def test_deferred_busy_periods_stay_exact_and_the_live_minute_is_recomputed_mean
     rollups.maintain(store, now=now, max_periods=100_000, quiet_s=0, busy_every_s=0)  # it went quiet
     assert _minutes(store, run, "rollup") == _minutes(store, run, "raw")
     _assert_views_equal_raw(store)
+
+
+@pytest.mark.integration
+def test_the_maintainers_one_pending_query_finds_what_the_watermarks_view_finds_per_rollup(embedded_store) -> None:
+    store = embedded_store
+    store.command("INSERT INTO rollup_marks (minute) SELECT toStartOfMinute(now() - INTERVAL number * 13 MINUTE) "
+                  "FROM numbers(30)")  # marks a day back, some in periods computed before, some not
+    per_rollup = {}
+    for rollup in rollups.ROLLUPS:
+        rows = store.query(f"SELECT period, mark, done FROM ({rollups._pending_sql(rollup)}) ORDER BY period").rows
+        if rows:
+            per_rollup[rollup.name] = [tuple(rollups._as_datetime(v) for v in row) for row in rows]
+    assert len(per_rollup.get("usage_minutes", [])) >= 30
+    assert rollups._pending(store) == per_rollup
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)

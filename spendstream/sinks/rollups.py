@@ -413,11 +413,32 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
 
 
 def _pending(store: Store) -> dict[str, list[tuple[datetime, datetime, datetime]]]:
-    """Every rollup's pending periods, oldest first, in one query: name -> [(period, mark, computed)]."""
-    union = " UNION ALL ".join(f"SELECT '{r.name}' AS rollup, period, mark, done FROM ({_pending_sql(r)})"
-                               for r in ROLLUPS)
+    """Every rollup's pending periods, oldest first: name -> [(period, mark, computed)].
+
+    The same periods as ``_pending_sql`` gives per rollup (the watermarks view's), in one
+    statement that reads the recent marks and ``rollup_done`` once for all rollups: the
+    query runs every pass, holding the store the writer waits for.
+    """
+    def through(r: Rollup) -> str:
+        return f"(SELECT max(through) FROM rollup_state WHERE rollup = '{r.name}')"
+
+    periods = ", ".join(f"('{r.name}', {'minute' if r.step == MINUTES.step else f'{r.floor}(minute)'})"
+                        for r in ROLLUPS)
+    since = ", ".join(f"('{r.name}', {through(r)})" for r in ROLLUPS)
+    # a period's latest mark after its rollup's `through`: the latest after the earliest `through`, if that is later
+    recent = (f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM rollup_marks "
+              f"ARRAY JOIN [{periods}] AS p "
+              f"WHERE marked_at > (SELECT min(t.2) FROM (SELECT arrayJoin([{since}]) AS t)) "
+              f"GROUP BY grain, period "  # (`rollup` would read as GROUP BY ROLLUP)
+              f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in ROLLUPS)}], "
+              f"[{', '.join(through(r) for r in ROLLUPS)}], toDateTime64(0, 3, 'UTC'))")
+    # a period never computed joins to the default 1970 mark (join_use_nulls is off)
+    sql = (f"SELECT m.grain, m.period, m.mark, d.done FROM ({recent}) AS m "
+           f"LEFT JOIN (SELECT rollup AS grain, period, max(mark) AS done FROM rollup_done "
+           f"WHERE (rollup, period) IN (SELECT grain, period FROM ({recent})) GROUP BY grain, period) AS d "
+           f"ON m.grain = d.grain AND m.period = d.period WHERE m.mark > d.done ORDER BY m.grain, m.period")
     found: dict[str, list[tuple[datetime, datetime, datetime]]] = {}
-    for name, period, mark, computed in store.query(f"SELECT * FROM ({union}) ORDER BY rollup, period").rows:
+    for name, period, mark, computed in store.query(sql).rows:
         found.setdefault(name, []).append((_as_datetime(period), _as_datetime(mark), _as_datetime(computed)))
     return found
 
