@@ -397,11 +397,12 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         if expired:
             log.warning("%d %s period(s) older than the raw retention were marked again (a late event?); their "
                         "rollup rows are kept as they were", len(expired), rollup.name)
-        for run in _runs([pm for pm in chosen if pm not in expired], rollup.step):
+        for run in _runs([pm for pm in chosen if oldest is None or pm[0] >= oldest], rollup.step):
             _recompute(store, rollup, run)
             recomputed += len(run)
         done_rows += [(rollup, p, m) for p, m in chosen]
-        left = [(p, m) for p, m, _ in periods if (p, m) not in chosen]
+        taken = set(chosen)  # (a backfill can have tens of thousands pending)
+        left = [(p, m) for p, m, _ in periods if (p, m) not in taken]
         if rollup is MINUTES:
             left_minutes = [p for p, _ in left]
         state_rows.append((rollup, _through(server_now, [m for _, m in left])))
