@@ -338,7 +338,7 @@ class Cadence:
 
     quiet_s: float = 1.0          # a period nothing marked for this long is recomputed at once
     live_s: float = 120.0         # minutes ending less than this before the server's clock are live
-    live_every_s: float = 2.0     # a live minute still being marked: recomputed this often (the rollup lag)
+    live_every_s: float = 5.0     # a live minute still being marked: recomputed this often (the rollup lag)
     busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often
 
 
