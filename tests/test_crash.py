@@ -18,3 +18,4 @@ def test_crashes_rebalances_restarts_and_duplicates_change_no_total(tmp_path) ->
     assert result.stored_distinct == result.emitted_distinct > 0
     assert result.stored_total == result.expected_total > 0
     assert result.stored_by_team == result.expected_by_team == result.stored_by_team_view
+    assert result.stored_by_team_rollup == result.expected_by_team  # the minute rollup, once caught up

@@ -33,6 +33,7 @@ from spendstream.localbroker import LocalBroker
 from spendstream.pricing import Pricer, UsageColumns
 from spendstream.schemas import UsageEvent
 from spendstream.settings import Settings
+from spendstream.sinks import rollups
 
 
 @dataclass
@@ -53,6 +54,7 @@ class HarnessResult:
     expected_by_team: dict[str, Decimal] = field(default_factory=dict)
     stored_by_team: dict[str, Decimal] = field(default_factory=dict)
     stored_by_team_view: dict[str, Decimal] = field(default_factory=dict)
+    stored_by_team_rollup: dict[str, Decimal] = field(default_factory=dict)  # usage_minutes, every minute recomputed
     seconds: float = 0.0
 
     @property
@@ -60,6 +62,7 @@ class HarnessResult:
         return (self.stored_distinct == self.emitted_distinct == self.stored_rows_after_merge
                 and self.stored_total == self.expected_total
                 and self.stored_by_team == self.expected_by_team == self.stored_by_team_view
+                == self.stored_by_team_rollup
                 and self.conflicts_recorded == self.conflicts_sent)
 
     def lines(self) -> list[str]:
@@ -73,8 +76,8 @@ class HarnessResult:
             f"{self.conflicts_recorded:,}, none applied over a stored copy; the copy sent first stood for "
             f"{self.first_sent_stood:,}",
             f"total cost: expected ${self.expected_total}, stored ${self.stored_total}",
-            f"per team equal to ground truth (table and cost_daily view): "
-            f"{self.stored_by_team == self.expected_by_team == self.stored_by_team_view}",
+            f"per team equal to ground truth (table, cost_daily view, usage_minutes rollup): "
+            f"{self.stored_by_team == self.expected_by_team == self.stored_by_team_view == self.stored_by_team_rollup}",
             "RESULT: " + ("exact — no loss, no double count" if self.exact else "MISMATCH"),
         ]
 
@@ -241,3 +244,8 @@ def _check(host: StoreHostProcess, prefix: str, distinct: dict[str, UsageEvent],
     # the harness's data directory holds only its own runs, so the view's totals are theirs
     result.stored_by_team_view = {r[0] or "": r[1] for r in store.query(
         "SELECT team, sum(cost_usd) FROM cost_daily GROUP BY team HAVING sum(cost_usd) > 0").rows}
+    # The rollup itself, once the maintainer has caught up with whatever the killed leaders left pending:
+    # recomputed from raw, so a crash can cost it time but never a row.
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=1_000_000, quiet_s=0, busy_every_s=0)
+    result.stored_by_team_rollup = {r[0] or "": r[1] for r in store.query(
+        "SELECT team, sum(cost_usd) FROM usage_minutes FINAL GROUP BY team HAVING sum(cost_usd) > 0").rows}

@@ -339,58 +339,129 @@ def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
 
 @dataclass(frozen=True, slots=True)
 class Maintained:
-    periods: int           # periods recomputed, both rollups
-    seconds_behind: float  # how old the oldest pending period left is (0 when none)
+    periods: int           # periods recomputed, all rollups
+    seconds_behind: float  # how old the oldest minute left pending by this pass is (0 when none)
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """When a pending period is recomputed (see :func:`due`). Any cadence is exact: a period not yet
+    recomputed is read from raw. It only decides what the rollups cost the write path and how soon
+    a new event counts in them."""
+
+    quiet_s: float = 1.0          # a period nothing marked for this long is recomputed at once
+    live_s: float = 120.0         # minutes ending less than this before the server's clock are live
+    live_every_s: float = 5.0     # a live minute still being marked: recomputed this often (the rollup lag)
+    busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often
+
+
+def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime, now: datetime,
+        cadence: Cadence) -> bool:
+    """Whether a pending ``period`` of ``rollup`` is recomputed in a pass at server time ``now``.
+
+    ``mark`` is its latest mark, ``computed`` the mark it was last computed for (1970 if never).
+    Hours wait until they are closed (the open hour is read from raw). A period that went
+    quiet is due; one still being marked is due again only ``busy_every_s`` after it was last
+    computed — a backlog that touches the same hour batch after batch would otherwise be
+    recomputed from raw every pass while it drains — except the live minutes, which readers
+    and the rollup lag wait for, recomputed every ``live_every_s``: they hold only the last
+    minute's events, so that is cheap.
+    """
+    end = period + rollup.step
+    if rollup.step != MINUTES.step and end > now:
+        return False
+    if computed > now - timedelta(seconds=rollup.min_recompute_s):
+        return False  # a coarse period (a day) is not recomputed for every late event: readers use finer rollups
+    if mark <= now - timedelta(seconds=cadence.quiet_s):
+        return True
+    every = cadence.live_every_s if rollup.step == MINUTES.step and end > now - timedelta(
+        seconds=cadence.live_s) else cadence.busy_every_s
+    return computed <= now - timedelta(seconds=every)
 
 
 def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retention_days: int | None = None,
-             quiet_s: float = 1.0, busy_every_s: float = 5.0) -> Maintained:
-    """Recompute pending periods of every rollup (at most ``max_periods`` each, oldest first): ``ROLLUPS``
-    and the readers' own grains (:mod:`spendstream.sinks.shapes`).
+             quiet_s: float | None = None, busy_every_s: float | None = None,
+             cadence: Cadence = Cadence()) -> Maintained:
+    """Recompute the due pending periods of every rollup (at most ``max_periods`` each, oldest first):
+    ``ROLLUPS`` and the readers' own grains (:mod:`spendstream.sinks.shapes`).
 
-    A period still being marked (a backlog touches the same minutes batch after batch) waits
-    until nothing marked it for ``quiet_s``, or until ``busy_every_s`` after it was last
-    computed: readers read it from raw meanwhile, exactly, and the drain is not slowed by
-    recomputing the same minutes every tick.
+    ``cadence`` says which pending periods are due (:func:`due`); ``quiet_s`` and ``busy_every_s``
+    override it (``quiet_s=0, busy_every_s=0``: every pending period now, what tests and
+    benchmarks that load history use). One pass is two queries (the server's clock, then
+    every rollup's pending periods at once), one ``INSERT … SELECT`` per run of close due
+    periods, and one insert each into ``rollup_done`` and ``rollup_state``.
 
     A period older than the raw retention is not recomputed (its raw rows are expiring, and a
     recomputation would shrink the rollup to what is left): it is recorded as done, unchanged.
     """
-    done = 0
+    if quiet_s is not None or busy_every_s is not None:
+        cadence = Cadence(
+            quiet_s=cadence.quiet_s if quiet_s is None else quiet_s,
+            live_s=cadence.live_s,
+            live_every_s=cadence.live_every_s if busy_every_s is None else min(cadence.live_every_s, busy_every_s),
+            busy_every_s=cadence.busy_every_s if busy_every_s is None else busy_every_s)
     oldest = now - timedelta(days=raw_retention_days - 1) if raw_retention_days else None
     # shapes defines its rollups with this module's types, so it is imported here rather than at the top
     from spendstream.sinks.shapes import SHAPES
 
-    for rollup in (*ROLLUPS, *SHAPES):
-        # the server's clock: marks carry it, and `through` must trail the marks still in flight
-        server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
-        rows = store.query(f"SELECT period, mark, done FROM ({_pending_sql(rollup)}) ORDER BY period").rows
-        pending = [(_as_datetime(p), m) for p, m, _ in rows]
-        due = [(_as_datetime(p), m) for p, m, computed in rows
-               if (rollup.step == MINUTES.step or _as_datetime(p) + rollup.step <= server_now)  # hours once closed
-               and _settled(_as_datetime(m), _as_datetime(computed), server_now, quiet_s, busy_every_s)
-               # a coarse period (a day) is not recomputed for every late event: readers read it from
-               # finer rollups meanwhile
-               and _as_datetime(computed) <= server_now - timedelta(seconds=rollup.min_recompute_s)
-               ][:max_periods]
-        expired = [(p, m) for p, m in due if oldest is not None and p < oldest]
+    grains = (*ROLLUPS, *SHAPES)
+    # the server's clock: marks carry it, and `through` must trail the marks still in flight
+    server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
+    pending = _pending(store, grains)
+    recomputed, done_rows, state_rows, left_minutes = 0, [], [], []
+    for rollup in grains:
+        periods = pending.get(rollup.name, [])
+        chosen = [(p, m) for p, m, computed in periods
+                  if due(rollup, p, mark=m, computed=computed, now=server_now, cadence=cadence)][:max_periods]
+        expired = [(p, m) for p, m in chosen if oldest is not None and p < oldest]
         if expired:
             log.warning("%d %s period(s) older than the raw retention were marked again (a late event?); their "
                         "rollup rows are kept as they were", len(expired), rollup.name)
-            _record_done(store, rollup, expired)
-        for run in _runs([pm for pm in due if pm not in expired], rollup.step):
+        for run in _runs([pm for pm in chosen if oldest is None or pm[0] >= oldest], rollup.step):
             _recompute(store, rollup, run)
-            done += len(run)
-        left = [m for pm in pending if pm not in due for m in [pm[1]]]
-        _advance(store, rollup, server_now, left)
-    left_minute = store.query(f"SELECT minOrNull(period) FROM ({_pending_sql(MINUTES)})").scalar()
-    behind = 0.0 if left_minute is None else max((now - _as_datetime(left_minute)).total_seconds(), 0.0)
-    return Maintained(periods=done, seconds_behind=behind)
+            recomputed += len(run)
+        done_rows += [(rollup, p, m) for p, m in chosen]
+        taken = set(chosen)  # (a backfill can have tens of thousands pending)
+        left = [(p, m) for p, m, _ in periods if (p, m) not in taken]
+        if rollup is MINUTES:
+            left_minutes = [p for p, _ in left]
+        state_rows.append((rollup, _through(server_now, [m for _, m in left])))
+    # after the recomputations: a pass cut short leaves its periods pending, to be done again
+    _record_done(store, done_rows)
+    _advance(store, state_rows)
+    behind = 0.0 if not left_minutes else max((now - min(left_minutes)).total_seconds(), 0.0)
+    return Maintained(periods=recomputed, seconds_behind=behind)
 
 
-def _settled(mark: datetime, computed: datetime, now: datetime, quiet_s: float, busy_every_s: float) -> bool:
-    """Due now: nothing marked it for ``quiet_s``, or ``busy_every_s`` passed since it was last computed."""
-    return mark <= now - timedelta(seconds=quiet_s) or computed <= now - timedelta(seconds=busy_every_s)
+def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[datetime, datetime, datetime]]]:
+    """Every rollup's pending periods, oldest first: name -> [(period, mark, computed)].
+
+    The same periods as ``_pending_sql`` gives per rollup (the watermarks view's), in one
+    statement that reads the recent marks and ``rollup_done`` once for all rollups: the
+    query runs every pass, holding the store the writer waits for.
+    """
+    def through(r: Rollup) -> str:
+        return f"(SELECT max(through) FROM rollup_state WHERE rollup = '{r.name}')"
+
+    periods = ", ".join(f"('{r.name}', {'minute' if r.step == MINUTES.step else f'{r.floor}(minute)'})"
+                        for r in grains)
+    since = ", ".join(f"('{r.name}', {through(r)})" for r in grains)
+    # a period's latest mark after its rollup's `through`: the latest after the earliest `through`, if that is later
+    recent = (f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM rollup_marks "
+              f"ARRAY JOIN [{periods}] AS p "
+              f"WHERE marked_at > (SELECT min(t.2) FROM (SELECT arrayJoin([{since}]) AS t)) "
+              f"GROUP BY grain, period "  # (`rollup` would read as GROUP BY ROLLUP)
+              f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in grains)}], "
+              f"[{', '.join(through(r) for r in grains)}], toDateTime64(0, 3, 'UTC'))")
+    # a period never computed joins to the default 1970 mark (join_use_nulls is off)
+    sql = (f"SELECT m.grain, m.period, m.mark, d.done FROM ({recent}) AS m "
+           f"LEFT JOIN (SELECT rollup AS grain, period, max(mark) AS done FROM rollup_done "
+           f"WHERE (rollup, period) IN (SELECT grain, period FROM ({recent})) GROUP BY grain, period) AS d "
+           f"ON m.grain = d.grain AND m.period = d.period WHERE m.mark > d.done ORDER BY m.grain, m.period")
+    found: dict[str, list[tuple[datetime, datetime, datetime]]] = {}
+    for name, period, mark, computed in store.query(sql).rows:
+        found.setdefault(name, []).append((_as_datetime(period), _as_datetime(mark), _as_datetime(computed)))
+    return found
 
 
 # A mark is made when its insert starts and seen when it ends (a big insert's materialized
@@ -398,13 +469,17 @@ def _settled(mark: datetime, computed: datetime, now: datetime, quiet_s: float, 
 _IN_FLIGHT = timedelta(seconds=60)
 
 
-def _advance(store: Store, rollup: Rollup, server_now: datetime, left_marks: list[object]) -> None:
-    """Move ``through`` up to what is surely done: before any mark still in flight or left pending."""
+def _through(server_now: datetime, left_marks: list[datetime]) -> datetime:
+    """What is surely done: before any mark still in flight or left pending."""
     through = server_now - _IN_FLIGHT
     if left_marks:
-        through = min(through, min(_as_datetime(m) for m in left_marks) - timedelta(milliseconds=1))
-    store.query_text("INSERT INTO rollup_state (rollup, through) VALUES ({r:String}, {t:DateTime64(3, 'UTC')})",
-                     {"r": rollup.name, "t": sql_time(through)}, fmt="CSV")
+        through = min(through, min(left_marks) - timedelta(milliseconds=1))
+    return through
+
+
+def _advance(store: Store, state: list[tuple[Rollup, datetime]]) -> None:
+    rows = ", ".join(f"('{rollup.name}', toDateTime64('{sql_time(through)}', 3, 'UTC'))" for rollup, through in state)
+    store.query_text(f"INSERT INTO rollup_state (rollup, through) VALUES {rows}", fmt="CSV")
 
 
 def _runs(pending: list[tuple[datetime, object]], step: timedelta, *, gap: int = 60,
@@ -422,14 +497,13 @@ def _runs(pending: list[tuple[datetime, object]], step: timedelta, *, gap: int =
 
 def _recompute(store: Store, rollup: Rollup, run: list[tuple]) -> None:
     """Recompute the periods from the first to the last of ``run`` (those between, too: the same rows
-    again), and record the run's periods done at their marks."""
+    again), versioned by the newest mark of the run."""
     first, last = run[0][0], run[-1][0] + rollup.step
-    version = max(str(mark) for _, mark in run)
+    version = max(_as_datetime(mark) for _, mark in run)
     store.query_text(
         recompute_sql(rollup, "toDateTime64({v:String}, 3, 'UTC')",
                       "ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}"),
-        {"a": sql_time(first), "b": sql_time(last), "v": version}, fmt="CSV")
-    _record_done(store, rollup, run)
+        {"a": sql_time(first), "b": sql_time(last), "v": sql_time(version)}, fmt="CSV")
 
 
 def recompute_sql(rollup: Rollup, version: str, where: str) -> str:
@@ -441,9 +515,12 @@ def recompute_sql(rollup: Rollup, version: str, where: str) -> str:
             f"FROM usage_events FINAL WHERE {where} AND ({rollup.where}) GROUP BY p, {keys}")
 
 
-def _record_done(store: Store, rollup: Rollup, periods: list[tuple]) -> None:
-    rows = ", ".join(f"('{rollup.name}', toDateTime('{_as_datetime(p):%Y-%m-%d %H:%M:%S}', 'UTC'), "
-                     f"toDateTime64('{m}', 3, 'UTC'))" for p, m in periods)
+def _record_done(store: Store, periods: list[tuple[Rollup, datetime, datetime]]) -> None:
+    """Record each period as computed for its mark (``rollup_done``), all rollups in one insert."""
+    if not periods:
+        return
+    rows = ", ".join(f"('{rollup.name}', toDateTime('{p:%Y-%m-%d %H:%M:%S}', 'UTC'), "
+                     f"toDateTime64('{sql_time(m)}', 3, 'UTC'))" for rollup, p, m in periods)
     store.query_text(f"INSERT INTO rollup_done (rollup, period, mark) VALUES {rows}", fmt="CSV")
 
 
