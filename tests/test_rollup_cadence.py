@@ -14,6 +14,7 @@ import pytest
 
 from spendstream.sinks import rollups
 from spendstream.sinks.rollups import HOURS, MINUTES, Cadence, due
+from spendstream.sinks.shapes import SHAPES
 from tests.test_rollups import _answers, _assert_views_equal_raw, _events, _write
 
 NOW = datetime(2026, 11, 30, 12, 0, 30, tzinfo=timezone.utc)
@@ -95,10 +96,11 @@ def test_the_maintainers_one_pending_query_finds_what_the_watermarks_view_finds_
     store.command("INSERT INTO rollup_marks (minute) SELECT toStartOfMinute(now() - INTERVAL number * 13 MINUTE) "
                   "FROM numbers(30)")  # marks a day back, some in periods computed before, some not
     per_rollup = {}
-    for rollup in rollups.ROLLUPS:
+    grains = (*rollups.ROLLUPS, *SHAPES)
+    for rollup in grains:
         rows = store.query(f"SELECT period, mark, done FROM ({rollups._pending_sql(rollup)}) ORDER BY period").rows
         if rows:
             per_rollup[rollup.name] = [tuple(rollups._as_datetime(v) for v in row) for row in rows]
     assert len(per_rollup.get("usage_minutes", [])) >= 30
-    assert rollups._pending(store) == per_rollup
+    assert rollups._pending(store, grains) == per_rollup
     rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)
