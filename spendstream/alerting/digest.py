@@ -4,8 +4,12 @@ A Slack channel or webhook gets, per pass, one message per (kind, state) of the 
 (as before) while the destination's ``max_per_hour`` budget covers them; when it does not,
 everything due goes as *one* digest message; when the hour's budget is spent, alerts wait
 (pending) for the next pass with budget, and then go together. So no channel gets more than
-``max_per_hour`` messages in any hour, whatever the load. PagerDuty is not digested: it gets
-one event per dedup key (an incident per subject, opened and resolved), as it expects.
+``max_per_hour`` messages in any hour, whatever the load; resolves and digests count like any
+message. The hour is on the alert cycle's clock: each message delivered is a row of
+``alert_messages`` stamped with that clock, and rows expire by when they were written, so a
+simulated or replayed clock weeks behind the wall's keeps its budget too. PagerDuty is not
+digested: it gets one event per dedup key (an incident per subject, opened and resolved), as it
+expects.
 
 Routes: a resolve goes wherever its trigger went (:func:`route_as`), whatever its own
 severity, so no destination keeps an incident open that another has closed.

@@ -15,6 +15,13 @@ each threshold crossed in a period raises one ``budget_burn`` alert (its dedup k
 names the budget, the period and the threshold, so it fires once per period), with
 the spend so far and a forecast of when the budget runs out at the period's burn rate.
 
+Passes run every few minutes, so a crossing in a period's last minutes (23:59 of a
+daily budget) is first seen by a pass in the *next* period. Each pass therefore also
+evaluates the period that closed less than :data:`CLOSED_PERIOD_GRACE` ago, over the
+whole of it: such a crossing is alerted by the first pass after the boundary (with the
+same dedup key a pass inside the period would have given it, so one already alerted is
+not alerted again), and so are events of that period that arrive late within the grace.
+
 The spend is read from the rollups (:func:`spend_so_far`): whole minutes from the minute
 rollup for a team, a feature or all spend; whole hours from the hour rollup for a
 customer (only it keeps customers); what is left at the period's edges from raw.
@@ -103,22 +110,27 @@ def load_budgets(path: str | Path | None) -> list[Budget]:
 
 
 def spend_so_far(querier: TextQuerier, budgets: Sequence[Budget], now: datetime) -> list[Decimal]:
-    """What each budget's scope spent (priced events) in its period until ``now``, to the last digit of raw ``FINAL``.
+    """What each budget's scope spent (priced events) in its period until ``now``, to the last digit of raw
+    ``FINAL``."""
+    return spend_in(querier, [(budget, Window(budget.period_of(now)[0], now)) for budget in budgets])
 
-    One query per ``_PER_QUERY`` budgets: the rollups' watermark, which every read
+
+def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> list[Decimal]:
+    """What each budget's scope spent (priced events) in its window, to the last digit of raw ``FINAL``.
+
+    One query per ``_PER_QUERY`` windows: the rollups' watermark, which every read
     computes, is then computed once for them.
     """
     out: list[Decimal] = []
-    for first in range(0, len(budgets), _PER_QUERY):
+    for first in range(0, len(asks), _PER_QUERY):
         parts, params = [], {}
-        for i, budget in enumerate(budgets[first:first + _PER_QUERY]):
+        for i, (budget, budget_window) in enumerate(asks[first:first + _PER_QUERY]):
             where = "1"
             if budget.scope:
                 where = f"{budget.scope[0]} = {{b{i}_value:String}}"
                 params[f"b{i}_value"] = budget.scope[1]
             rollup = rollups.CUSTOMER_HOURS if budget.customer is not None else rollups.HOURS
-            period, window = windowed(rollup, [Window(budget.period_of(now)[0], now)], ["cost_usd"], name=f"b{i}",
-                                      where=where)
+            period, window = windowed(rollup, [budget_window], ["cost_usd"], name=f"b{i}", where=where)
             parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM {period}")
             params |= window
         by_budget = dict(query_result(querier, " UNION ALL ".join(parts), params).rows)
@@ -129,30 +141,62 @@ def spend_so_far(querier: TextQuerier, budgets: Sequence[Budget], now: datetime)
 _PER_QUERY = 20  # each budget adds a few kB of SQL; ClickHouse parses up to 256 KiB by default
 
 
-def evaluate(querier: TextQuerier, budgets: list[Budget], now: datetime) -> list[Alert]:
-    """One alert per threshold each budget has crossed in its current period."""
-    alerts = []
-    for budget, spent in zip(budgets, spend_so_far(querier, budgets, now), strict=True):
-        start, end = budget.period_of(now)
-        used = spent / budget.amount_usd * 100
-        crossed = [t for t in budget.thresholds if used >= t]
-        if not crossed:
-            continue
+# How long after a period closes passes still evaluate it: a crossing in its last minutes, or
+# events of it that arrive late, are alerted if a pass runs within this (notify outages included).
+CLOSED_PERIOD_GRACE = timedelta(hours=6)
+
+
+def periods(budget: Budget, now: datetime, *, closed_grace: timedelta = CLOSED_PERIOD_GRACE,
+            ) -> list[tuple[datetime, datetime]]:
+    """The periods [start, end) (UTC) a pass at ``now`` evaluates: the one that closed less than ``closed_grace``
+    ago, if any, then the current one."""
+    start, end = budget.period_of(now)
+    if now - start >= closed_grace:
+        return [(start, end)]
+    closed_start, _ = budget.period_of(start - timedelta(microseconds=1))
+    return [(closed_start, start), (start, end)]
+
+
+def evaluate(querier: TextQuerier, budgets: list[Budget], now: datetime, *,
+             closed_grace: timedelta = CLOSED_PERIOD_GRACE) -> list[Alert]:
+    """One alert per threshold each budget has crossed in its current period, and in the period that closed less
+    than ``closed_grace`` before ``now`` (its whole spend: a crossing in its last minutes is alerted here).
+
+    An alert's dedup key names the budget, the period's start and the threshold, whichever pass raises it, so
+    storing the alerts of every pass (:func:`~spendstream.alerting.delivery.store_new_alerts`) alerts each
+    crossing once."""
+    asks = [(budget, start, end) for budget in budgets
+            for start, end in periods(budget, now, closed_grace=closed_grace)]
+    spent = spend_in(querier, [(budget, Window(start, min(end, now))) for budget, start, end in asks])
+    return [alert for (budget, start, end), spent_usd in zip(asks, spent, strict=True)
+            for alert in _crossings(budget, start=start, end=end, spent_usd=spent_usd, now=now)]
+
+
+def _crossings(budget: Budget, *, start: datetime, end: datetime, spent_usd: Decimal, now: datetime) -> list[Alert]:
+    """The alerts for the thresholds ``spent_usd`` crossed in ``budget``'s period [start, end)."""
+    used = spent_usd / budget.amount_usd * 100
+    crossed = [t for t in budget.thresholds if used >= t]
+    if not crossed:
+        return []
+    if now >= end:
+        forecast = f"the period closed at {end:%Y-%m-%d %H:%M} UTC"
+    else:
         elapsed = max((now - start).total_seconds(), 1.0)
-        rate = spent / Decimal(elapsed)  # USD per second in this period
+        rate = spent_usd / Decimal(elapsed)  # USD per second in this period
         runs_out = start + timedelta(seconds=float(budget.amount_usd / rate)) if rate > 0 else None
-        forecast = ("already spent" if spent >= budget.amount_usd else
+        forecast = ("already spent" if spent_usd >= budget.amount_usd else
                     f"runs out {runs_out:%Y-%m-%d %H:%M} UTC at this period's burn rate" if runs_out and runs_out < end
                     else "lasts the period at this burn rate")
-        subject = f"{budget.scope[0]}={budget.scope[1]}" if budget.scope else "all spend"
-        for threshold in crossed:
-            severity = next(s for floor, s in _SEVERITY if threshold >= floor)
-            alerts.append(Alert(
-                kind="budget_burn", severity=severity, state="firing", subject=subject,
-                window_start=start, window_end=end, observed=spent.quantize(Decimal("0.000001")),
-                expected=budget.amount_usd * threshold / 100,
-                dedup_key=f"budget:{budget.name}:{start:%Y-%m-%dT%H:%M}:{threshold}",
-                message=(f"budget {budget.name!r} ({budget.period}, ${budget.amount_usd}) is {used:.0f}% used: "
-                         f"${spent:.2f} spent since {start:%Y-%m-%d %H:%M} UTC; {forecast}"),
-                created_at=now))
+    subject = f"{budget.scope[0]}={budget.scope[1]}" if budget.scope else "all spend"
+    alerts = []
+    for threshold in crossed:
+        severity = next(s for floor, s in _SEVERITY if threshold >= floor)
+        alerts.append(Alert(
+            kind="budget_burn", severity=severity, state="firing", subject=subject,
+            window_start=start, window_end=end, observed=spent_usd.quantize(Decimal("0.000001")),
+            expected=budget.amount_usd * threshold / 100,
+            dedup_key=f"budget:{budget.name}:{start:%Y-%m-%dT%H:%M}:{threshold}",
+            message=(f"budget {budget.name!r} ({budget.period}, ${budget.amount_usd}) is {used:.0f}% used: "
+                     f"${spent_usd:.2f} spent since {start:%Y-%m-%d %H:%M} UTC; {forecast}"),
+            created_at=now))
     return alerts

@@ -622,6 +622,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         shapes.backfill,  # from the raw events already stored (sinks/shapes.py)
         reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),
     )),
+    Migration(18, "an hourly message budget that holds on any clock: alert_messages expire by when they were written", (
+        # sent_at is the alert cycle's clock, which a simulation or a replay of an old day sets weeks back: a
+        # TTL on it dropped every such row as it was inserted, so the budget always looked unspent.
+        "ALTER TABLE alert_messages ADD COLUMN IF NOT EXISTS written_at DateTime('UTC') DEFAULT now() "
+        "COMMENT 'when the row was written (its expiry); sent_at is on the cycle''s clock'",
+        "ALTER TABLE alert_messages MODIFY TTL written_at + INTERVAL 7 DAY",
+    )),
 )
 
 
