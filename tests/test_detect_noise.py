@@ -226,3 +226,16 @@ def test_the_first_notify_on_a_fresh_store_pages_nobody(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     # $22.50 in 9 minutes, two failed attempts in three: no history, so no anomaly and no storm page
     assert pagerduty.requests == []
+
+
+def test_a_subject_expected_to_cost_nothing_has_no_slow_ratio_and_no_warning() -> None:
+    import warnings
+
+    from spendstream.detect.spend import SpendAnomalyRule
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # notify's log stays clean: no "All-NaN slice" per pass
+        verdict = SpendAnomalyRule().slow(observed_usd=np.full((2, 24), 5.0), expected_usd=np.zeros((2, 24)),
+                                          expected_requests=np.full((2, 24), 500.0),
+                                          history_hours=np.array([2_000.0, 2_000.0]))
+    assert not verdict.hot.any()

@@ -25,6 +25,7 @@ Severity: ``error`` (the on-call route) when the fast window's excess runs at
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,9 @@ class SpendAnomalyRule:
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(counted, observed_usd / np.where(expected_usd > 0, expected_usd, np.nan), np.nan)
         enough = counted.sum(axis=1) >= self.slow_min_hours
-        median = np.where(enough, np.nanmedian(np.where(enough[:, None], ratio, 0.0), axis=1), 1.0)
+        with warnings.catch_warnings():  # a subject expected to cost $0 every hour (unpriced) has no ratio:
+            warnings.simplefilter("ignore", RuntimeWarning)  # its median is NaN, so never hot
+            median = np.where(enough, np.nanmedian(np.where(enough[:, None], ratio, 0.0), axis=1), 1.0)
         day_observed, day_expected = observed_usd.sum(axis=1), expected_usd.sum(axis=1)
         excess = day_observed - day_expected
         warm = history_hours >= self.warmup_hours
