@@ -42,7 +42,7 @@ from spendstream.configfile import known_zone, load_model
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert, Severity
 from spendstream.sinks import rollups
-from spendstream.sinks.store import TextQuerier, query_result
+from spendstream.sinks.store import TextQuerier, query_result, sql_time
 
 _SEVERITY: list[tuple[int, Severity]] = [(100, "critical"), (90, "error"), (80, "warning"), (0, "info")]
 
@@ -129,6 +129,14 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> lis
             if budget.scope:
                 where = f"{budget.scope[0]} = {{b{i}_value:String}}"
                 params[f"b{i}_value"] = budget.scope[1]
+            if budget.customer is not None and budget_window.end is not None:
+                # a month of customer_hours is raw's size at many customers: closed days come from
+                # customer_days through the customer_daily view (exact: today and the ends from finer data)
+                parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM customer_daily("
+                             f"since = {{b{i}_since:DateTime64(3, 'UTC')}}, "
+                             f"until = {{b{i}_until:DateTime64(3, 'UTC')}}) WHERE {where}")
+                params |= {f"b{i}_since": sql_time(budget_window.start), f"b{i}_until": sql_time(budget_window.end)}
+                continue
             rollup = rollups.CUSTOMER_HOURS if budget.customer is not None else rollups.HOURS
             period, window = windowed(rollup, [budget_window], ["cost_usd"], name=f"b{i}", where=where)
             parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM {period}")
