@@ -22,9 +22,10 @@ whole of it: such a crossing is alerted by the first pass after the boundary (wi
 same dedup key a pass inside the period would have given it, so one already alerted is
 not alerted again), and so are events of that period that arrive late within the grace.
 
-The spend is read from the rollups (:func:`spend_so_far`): whole minutes from the minute
-rollup for a team, a feature or all spend; whole hours from the hour rollup for a
-customer (only it keeps customers); what is left at the period's edges from raw.
+The spend is read from the rollups (:func:`spend_in`): whole hours from the hour rollup
+for a team, a feature or all spend, and for a customer the ``customer_daily`` view (closed
+days from the day rollup, today's hours from the customer hour rollup); what is left at
+the period's edges from raw.
 """
 
 from __future__ import annotations
@@ -129,16 +130,16 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> lis
             if budget.scope:
                 where = f"{budget.scope[0]} = {{b{i}_value:String}}"
                 params[f"b{i}_value"] = budget.scope[1]
-            if budget.customer is not None and budget_window.end is not None:
+            if budget.customer is not None:
                 # a month of customer_hours is raw's size at many customers: closed days come from
                 # customer_days through the customer_daily view (exact: today and the ends from finer data)
+                assert budget_window.end is not None, "a budget's window ends (at now, or at its period's end)"
                 parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM customer_daily("
                              f"since = {{b{i}_since:DateTime64(3, 'UTC')}}, "
                              f"until = {{b{i}_until:DateTime64(3, 'UTC')}}) WHERE {where}")
                 params |= {f"b{i}_since": sql_time(budget_window.start), f"b{i}_until": sql_time(budget_window.end)}
                 continue
-            rollup = rollups.CUSTOMER_HOURS if budget.customer is not None else rollups.HOURS
-            period, window = windowed(rollup, [budget_window], ["cost_usd"], name=f"b{i}", where=where)
+            period, window = windowed(rollups.HOURS, [budget_window], ["cost_usd"], name=f"b{i}", where=where)
             parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM {period}")
             params |= window
         by_budget = dict(query_result(querier, " UNION ALL ".join(parts), params).rows)

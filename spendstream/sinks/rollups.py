@@ -114,6 +114,11 @@ class Rollup:
         return self.watermark or self.name
 
     @property
+    def period_of_mark(self) -> str:
+        """SQL: the period of this rollup a ``rollup_marks`` row (its ``minute``) falls in."""
+        return "minute" if self.step == timedelta(minutes=1) else f"{self.floor}(minute)"
+
+    @property
     def floor(self) -> str:
         """The ClickHouse function giving the start of the period an instant is in."""
         return {timedelta(minutes=1): "toStartOfMinute", timedelta(minutes=5): "toStartOfFiveMinutes",
@@ -218,7 +223,7 @@ def _pending_sql(rollup: Rollup) -> str:
     Only marks after the rollup's ``through`` are looked at (all before it are done), so
     the search costs what was marked lately, not what history holds.
     """
-    period = "minute" if rollup.step == MINUTES.step else f"{rollup.floor}(minute)"
+    period = rollup.period_of_mark
     recent = (f"rollup_marks WHERE marked_at > (SELECT max(through) FROM rollup_state "
               f"WHERE rollup = '{rollup.name}')")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
@@ -443,7 +448,7 @@ def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[dat
     def through(r: Rollup) -> str:
         return f"(SELECT max(through) FROM rollup_state WHERE rollup = '{r.name}')"
 
-    periods = ", ".join(f"('{r.name}', {'minute' if r.step == MINUTES.step else f'{r.floor}(minute)'})"
+    periods = ", ".join(f"('{r.name}', {r.period_of_mark})"
                         for r in grains)
     since = ", ".join(f"('{r.name}', {through(r)})" for r in grains)
     # a period's latest mark after its rollup's `through`: the latest after the earliest `through`, if that is later
