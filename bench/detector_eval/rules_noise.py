@@ -101,6 +101,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     rows = np.array([i for i, s in enumerate(world.subjects) if not s.startswith("team=")])
     hours = _Hours(world, rows)
     member = world.membership[rows] > 0
+    features = np.array([world.subjects[r].startswith("feature=") for r in rows])  # the providers' totals
     providers = sorted({leaf.provider for leaf in world.leaves})
     onehot = np.array([[leaf.provider == p for p in providers] for leaf in world.leaves], dtype=float)
     # (subjects × providers, leaves): a leaf's window sums -> each subject's, per provider
@@ -130,7 +131,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
-                             max_attempt=longest, repeats=repeats)
+                             max_attempt=longest, repeats=repeats, counted=features)
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS

@@ -2,23 +2,36 @@
 
 The decisions are :class:`~spendstream.detect.storm.RetryStormRule`'s; the incident's life is
 :class:`~spendstream.detect.incidents.Hysteresis`'s (one incident per subject until it
-resolves). Every pass reads, from raw ``usage_events FINAL`` (a time range of a table sorted
-by time: it costs what the window holds):
+resolves). A pass reads (issue 17: what a rollup window reads, not two hours of raw):
 
-- the last ``slow_minutes`` per subject and provider: attempts and failures in the fast
-  window and in the whole slow one, the longest request, the billed failed attempts, and
-  the error mix (429, 5xx, timeouts, invalid output) for the message;
-- the last ``window_minutes`` per request shape (feature, customer, prompt-prefix
-  fingerprint, model, input size): how many distinct requests repeated one shape, and what
-  the repeats beyond the first cost;
+- **the fast window** (the last ``window_minutes``) from raw ``usage_events FINAL``, per
+  subject and provider: attempts, failures, the longest request and the error mix (429,
+  5xx, timeouts, invalid output: HTTP codes no rollup keeps). Customers have no
+  sub-hour rollup worth its upkeep (at 50,000 customers a customer × minute row holds
+  about one event), so this window is read raw for features and customers alike;
+- **the slow window** (the last ``slow_minutes``): features from ``usage_minutes``
+  (:func:`spendstream.detect.windows.windowed`: whole minutes from the rollup, the partial
+  minutes at the edges and anything after the rollup's watermark from raw — exactly raw's
+  answer). Customers only where the slow window can change the verdict: a slow burn needs
+  ``min_failed / 2`` failures in the fast window, and a firing message states the slow
+  window of a hot subject, so the customers failing that much or looping are read from raw
+  (``customer IN …``); every other customer's slow counts are left at zero, which no
+  decision reads;
+- **request shapes** in the fast window (feature, customer, prompt-prefix fingerprint,
+  model, input size): the most distinct requests of one shape and what the repeats cost.
+  Only requests *with* a fingerprint count: fixed-size requests without one are ordinary
+  traffic (a spike of them is the spend detector's), not evidence of a loop;
 
 and each subject's own failure ratio from this hour's baselines (:mod:`spendstream.detect.baseline`).
+What all other subjects fail at on a provider is summed over the feature subjects only
+(``RetryStormRule.judge``'s ``counted``: each event once, whatever customers were read).
 Storms and slow burns need a day of history (no page on a fresh store); loops do not.
 The message states the dollars wasted: billed failed attempts plus repeated calls.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -27,36 +40,54 @@ import numpy as np
 from spendstream.detect import baseline, state
 from spendstream.detect.incidents import Hysteresis
 from spendstream.detect.storm import RetryStormRule
+from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
+from spendstream.sinks import rollups
 from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
 
 KIND = "retry_storm"
 STORM_WARMUP_HOURS = 24
 _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])"
+_MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
 
 
-def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, slow: timedelta) -> list[dict]:
-    """Per subject and provider: the fast window's and the slow window's attempts and failures, and the rest."""
+def fast_window(querier: TextQuerier, *, start: datetime, end: datetime) -> list[dict]:
+    """Per subject and provider in ``[start, end)``, from raw: attempts, failures, the longest request, errors."""
     return query_result(querier, f"""
         SELECT subject, ifNull(provider, '') AS provider,
-               toFloat64(countIf(ts >= {{w:DateTime64(3, 'UTC')}})) AS attempts,
-               toFloat64(countIf(ts >= {{w:DateTime64(3, 'UTC')}} AND status != 'ok')) AS failed,
-               toFloat64(count()) AS slow_attempts, toFloat64(countIf(status != 'ok')) AS slow_failed,
-               toFloat64(maxIf(attempt, ts >= {{w:DateTime64(3, 'UTC')}})) AS max_attempt,
-               toFloat64(sumIf(ifNull(total_cost, 0), status != 'ok' AND priced)) AS failed_cost,
-               countIf(ts >= {{w:DateTime64(3, 'UTC')}} AND (status = 'rate_limited' OR http_status = 429))
-                   AS rate_limited,
-               countIf(ts >= {{w:DateTime64(3, 'UTC')}} AND http_status >= 500) AS server_errors,
-               countIf(ts >= {{w:DateTime64(3, 'UTC')}} AND status = 'timeout') AS timeouts,
-               countIf(ts >= {{w:DateTime64(3, 'UTC')}} AND status = 'invalid_output') AS invalid_outputs
-        FROM (SELECT {_SUBJECTS} AS subject, * FROM usage_events FINAL
-              WHERE ts >= {{s:DateTime64(3, 'UTC')}} AND ts < {{n:DateTime64(3, 'UTC')}})
+               toFloat64(count()) AS attempts, toFloat64(countIf(status != 'ok')) AS failed,
+               toFloat64(max(attempt)) AS max_attempt,
+               countIf(status = 'rate_limited' OR http_status = 429) AS rate_limited,
+               countIf(http_status >= 500) AS server_errors,
+               countIf(status = 'timeout') AS timeouts, countIf(status = 'invalid_output') AS invalid_outputs
+        FROM (SELECT {_SUBJECTS} AS subject, provider, status, http_status, attempt FROM usage_events FINAL
+              WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE NOT endsWith(subject, '=') GROUP BY subject, provider""",
-                        {"s": sql_time(now - slow), "w": sql_time(now - window), "n": sql_time(now)}).dicts()
+                        {"a": sql_time(start), "b": sql_time(end)}).dicts()
+
+
+def slow_window(querier: TextQuerier, *, start: datetime, end: datetime,
+                customers: list[str]) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
+    """(subject, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``:
+    every feature (from ``usage_minutes``), and the ``customers`` named (from raw)."""
+    minutes, params = windowed(rollups.MINUTES, [Window(start, end)], ["attempts", "failed_attempts",
+                                                                       "failed_cost_usd"],
+                               name="s", where="feature IS NOT NULL AND feature != ''")
+    sql = (f"SELECT concat('feature=', feature), ifNull(provider, ''), toFloat64(sum(attempts)), "
+           f"toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0) FROM {minutes} "
+           f"GROUP BY feature, provider")
+    if customers:
+        params |= {"a": sql_time(start), "b": sql_time(end), "c": _array(customers)}
+        sql += (" UNION ALL SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(count()), "
+                "toFloat64(countIf(status != 'ok')), ifNull(sumIf(total_cost, status != 'ok' AND priced), 0) "
+                "FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')} "
+                "AND customer IN {c:Array(String)} GROUP BY customer, provider")
+    return {(s, p): (a, f, Decimal(usd)) for s, p, a, f, usd in query_result(querier, sql, params).rows}
 
 
 def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
-    """Per subject: (the most distinct requests of one shape, USD of the repeats beyond each shape's first)."""
+    """Per subject: (the most distinct requests of one fingerprinted shape, USD of the repeats beyond each
+    shape's first)."""
     rows = query_result(querier, f"""
         SELECT subject, max(n), sum(repeated) FROM (
             SELECT {_SUBJECTS} AS subject, n, repeated FROM (
@@ -64,10 +95,43 @@ def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> 
                        toFloat64(sum(ifNull(total_cost, 0))) * (n - 1) / n AS repeated
                 FROM usage_events FINAL
                 WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND attempt = 1
-                GROUP BY feature, customer, ifNull(prefix_fingerprint, ''), model, input_tokens
+                      AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != ''
+                GROUP BY feature, customer, prefix_fingerprint, model, input_tokens
                 HAVING n >= 2))
         WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(end)}).rows
     return {s: (float(n), float(usd)) for s, n, usd in rows}
+
+
+def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, slow: timedelta,
+                    slow_failed_at_least: float = 0.0, longest_at_least: float = math.inf,
+                    looping: frozenset[str] = frozenset()) -> list[dict]:
+    """Per subject and provider: the fast window's and the slow window's attempts and failures, and the rest.
+
+    A customer's slow window is read when, in the fast window, it failed at least
+    ``slow_failed_at_least`` times (all providers), one of its requests reached
+    ``longest_at_least`` attempts, or it is in ``looping``; other customers' slow counts are 0."""
+    rows = fast_window(querier, start=now - window, end=now)
+    failed: dict[str, float] = {}
+    for r in rows:
+        failed[r["subject"]] = failed.get(r["subject"], 0.0) + r["failed"]
+    longest = {r["subject"] for r in rows if r["max_attempt"] >= longest_at_least}
+    customers = sorted(s.removeprefix("customer=") for s in {*failed, *looping} if s.startswith("customer=")
+                       and (failed.get(s, 0.0) >= slow_failed_at_least or s in looping or s in longest))
+    slow_of = slow_window(querier, start=now - slow, end=now, customers=customers)
+    out = []
+    for r in rows:
+        sa, sf, usd = slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))
+        out.append({**r, "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd})
+    # failing earlier in the slow window, nothing in the fast one
+    out += [{"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
+             **dict.fromkeys(_MIX, 0), "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd}
+            for (s, p), (sa, sf, usd) in slow_of.items()]
+    return out
+
+
+def _array(values: list[str]) -> str:
+    """An Array(String) query parameter in ClickHouse's text form."""
+    return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
 
 
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
@@ -75,8 +139,10 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
-    rows = recent_failures(store, now=now, window=window, slow=slow)
     loops = repeated_shapes(store, start=now - window, end=now)
+    rows = recent_failures(store, now=now, window=window, slow=slow, slow_failed_at_least=rule.min_failed / 2,
+                           longest_at_least=rule.loop_attempts,
+                           looping=frozenset(s for s, (n, _) in loops.items() if n >= rule.loop_repeats))
     incidents = state.load_open(store, [KIND])
     known = baseline.load(store, now, subjects={r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
@@ -92,14 +158,13 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         i, p = si[r["subject"]], pi[r["provider"]]
         a[i, p], f[i, p], sa[i, p], sf[i, p] = r["attempts"], r["failed"], r["slow_attempts"], r["slow_failed"]
         longest[i] = max(longest[i], r["max_attempt"] or 0)
-        wasted[i] += r["failed_cost"]
-        mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], (
-            "rate_limited", "server_errors", "timeouts", "invalid_outputs"), strict=True)]
+        wasted[i] += float(r["failed_cost"])
+        mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], _MIX, strict=True)]
     repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
     repeated_usd = np.array([loops.get(s, (0.0, 0.0))[1] for s in subjects])
     own = np.array([own_of.get(s, 0.0) for s in subjects])
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
-                         repeats=repeats)
+                         repeats=repeats, counted=np.array([s.startswith("feature=") for s in subjects]))
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)

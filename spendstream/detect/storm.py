@@ -52,16 +52,19 @@ class RetryStormRule:
     loop_attempts: int = 8
     loop_repeats: int = 12
 
-    def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray) -> np.ndarray:
+    def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
+                       counted: np.ndarray | None = None) -> np.ndarray:
         """The ratio each subject is held to, from arrays of shape (subjects, providers) for this window.
 
-        Per provider, the subject's own ratio or what all *other* subjects fail at on that provider
-        right now, whichever is higher; mixed by the subject's attempts per provider. (A request counts
-        in its feature and in its customer alike, so every subject's share of the totals is the same
-        double count as its own.)"""
-        others_attempts = attempts.sum(axis=0)[None, :] - attempts
-        others = np.where(others_attempts > 0,
-                          (failed.sum(axis=0)[None, :] - failed) / np.maximum(others_attempts, 1), 0.0)
+        Per provider, the subject's own ratio or what all *other* traffic fails at on that provider
+        right now, whichever is higher; mixed by the subject's attempts per provider. The provider's
+        totals sum the ``counted`` subjects (default all): one kind of subject, say features, counts
+        each request once, so a reader need not read every customer's window to know them. A subject
+        outside ``counted`` is compared with those totals less its own traffic, which they contain."""
+        counted = np.ones(len(own), dtype=bool) if counted is None else counted
+        tried, fails = attempts[counted].sum(axis=0)[None, :], failed[counted].sum(axis=0)[None, :]
+        others_attempts = tried - attempts
+        others = np.where(others_attempts > 0, np.maximum(fails - failed, 0) / np.maximum(others_attempts, 1), 0.0)
         per_provider = np.maximum(np.maximum(own[:, None], others), self.min_ratio)
         total = attempts.sum(axis=1)
         mixed = (per_provider * attempts).sum(axis=1) / np.maximum(total, 1)
@@ -69,14 +72,15 @@ class RetryStormRule:
 
     def judge(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
               slow_failed: np.ndarray, slow_attempts: np.ndarray, max_attempt: np.ndarray,
-              repeats: np.ndarray) -> StormVerdict:
-        """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers)."""
-        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts)
+              repeats: np.ndarray, counted: np.ndarray | None = None) -> StormVerdict:
+        """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers);
+        ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``)."""
+        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
         z = _z(f, a, p)
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
         storm = (z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
-        p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts)
+        p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted)
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
