@@ -1,0 +1,154 @@
+"""The retry-storm pass's windows off raw (issue 17): the same numbers as raw ``usage_events FINAL``, to the last digit.
+
+The slow window's features come from ``usage_minutes`` (whole minutes) and raw (the partial
+minutes at its edges, anything past the watermark), its customers from raw where they can
+change a verdict. The reference is the pass's query as it was: two hours of raw, per subject
+and provider. Compared before the rollups are maintained, after, and after re-deliveries, a
+conflicting re-send and a late event inside the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from spendstream.agents.app import store_usage
+from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
+from spendstream.detect.retry_storm import recent_failures, slow_window
+from spendstream.pricing import Pricer
+from spendstream.sinks import rollups
+from spendstream.sinks.store import query_result, sql_time
+from spendstream.sinks.writer import SinkWriter
+
+NOW = datetime(2024, 3, 5, 10, 17, 23, 456789, tzinfo=timezone.utc)  # mid-minute, mid-millisecond
+WINDOW, SLOW = timedelta(minutes=10), timedelta(minutes=120)
+PRICER = Pricer()
+FIELDS = ("attempts", "failed", "max_attempt", "rate_limited", "server_errors", "timeouts", "invalid_outputs")
+SLOW_FIELDS = ("slow_attempts", "slow_failed", "failed_cost")
+
+
+def raw_failures(store, now: datetime) -> dict[tuple[str, str], dict]:
+    """The pass's reference: its query as it was, two hours of raw FINAL per subject and provider."""
+    rows = query_result(store, """
+        SELECT subject, ifNull(provider, '') AS provider,
+               toFloat64(countIf(ts >= {w:DateTime64(3, 'UTC')})) AS attempts,
+               toFloat64(countIf(ts >= {w:DateTime64(3, 'UTC')} AND status != 'ok')) AS failed,
+               toFloat64(count()) AS slow_attempts, toFloat64(countIf(status != 'ok')) AS slow_failed,
+               toFloat64(maxIf(attempt, ts >= {w:DateTime64(3, 'UTC')})) AS max_attempt,
+               ifNull(sumIf(total_cost, status != 'ok' AND priced), 0) AS failed_cost,
+               countIf(ts >= {w:DateTime64(3, 'UTC')} AND (status = 'rate_limited' OR http_status = 429))
+                   AS rate_limited,
+               countIf(ts >= {w:DateTime64(3, 'UTC')} AND http_status >= 500) AS server_errors,
+               countIf(ts >= {w:DateTime64(3, 'UTC')} AND status = 'timeout') AS timeouts,
+               countIf(ts >= {w:DateTime64(3, 'UTC')} AND status = 'invalid_output') AS invalid_outputs
+        FROM (SELECT arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])
+                     AS subject, * FROM usage_events FINAL
+              WHERE ts >= {s:DateTime64(3, 'UTC')} AND ts < {n:DateTime64(3, 'UTC')})
+        WHERE NOT endsWith(subject, '=') GROUP BY subject, provider""",
+                        {"s": sql_time(now - SLOW), "w": sql_time(now - WINDOW), "n": sql_time(now)}).dicts()
+    return {(r["subject"], r["provider"]): r for r in rows}
+
+
+def _exact(at: datetime) -> datetime:
+    return datetime.fromisoformat(sql_time(at)).replace(tzinfo=timezone.utc)
+
+
+def _traffic(run: str) -> list[dict]:
+    events: list[dict] = []
+
+    def add(ts: datetime, **fields) -> None:
+        n = len(events)
+        events.append({"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}",
+                       "ts": ts.isoformat(timespec="milliseconds"),
+                       "provider": "openai", "model": "gpt-4o-mini", "feature": f"{run}-chat",
+                       "customer": f"{run}-c{n % 4}", "input_tokens": 2_000 + n, "output_tokens": 50, **fields})
+
+    failures = [dict(status="rate_limited", http_status=429), dict(status="error", http_status=503),
+                dict(status="timeout"), dict(status="invalid_output", http_status=200)]
+    start = NOW - timedelta(hours=3)
+    for k in range(3 * 60 * 3):  # every 20 s for three hours, one in seven failing, two providers
+        other = {"provider": "anthropic", "model": "claude-3-5-haiku-20241022"} if k % 5 == 0 else {}
+        failing = failures[k % 4] if k % 7 == 0 else {}
+        add(start + timedelta(seconds=20 * k + 7), attempt=1 + k % 3, **other, **failing)
+    for k in range(40):  # a storm of one customer's 429s and 5xx in the last minutes
+        add(NOW - timedelta(minutes=6) + timedelta(seconds=9 * k), customer=f"{run}-storm", attempt=1 + k % 4,
+            **failures[k % 2])
+    for back in (timedelta(0), WINDOW, SLOW):  # at the windows' millisecond edges: in, out
+        for at in (_exact(NOW - back), _exact(NOW - back) - timedelta(milliseconds=1)):
+            add(at, **failures[1], customer=f"{run}-storm")
+    add(NOW - timedelta(minutes=50), feature=None, customer=f"{run}-storm", **failures[0])  # a customer, no feature
+    add(NOW - timedelta(minutes=70), provider="self-hosted", model="my-llama", status="error")  # unpriced
+    return events
+
+
+def _write(store, events: list[dict], partition: int = 0) -> None:
+    asyncio.run(store_usage(SinkWriter(store), process(
+        [SourceRecord("usage", partition, 0, orjson.dumps(events))], PRICER)))
+
+
+def _maintain(store) -> None:
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)
+
+
+def _assert_same_as_raw(store, run: str) -> None:
+    for now in (NOW, NOW.replace(second=0, microsecond=0), NOW + timedelta(seconds=30)):
+        raw = {k: r for k, r in raw_failures(store, now).items() if run in k[0]}
+        got = {(r["subject"], r["provider"]): r for r in recent_failures(
+            store, now=now, window=WINDOW, slow=SLOW, slow_failed_at_least=3) if run in r["subject"]}
+        assert set(got) <= set(raw)
+        # every subject with traffic in the fast window, and every feature with any in the slow one
+        assert {k for k, r in raw.items() if r["attempts"] or k[0].startswith("feature=")} <= set(got)
+        read = {s for s in {k[0] for k in got} if sum(r["failed"] for k, r in raw.items() if k[0] == s) >= 3}
+        assert f"customer={run}-storm" in read and f"feature={run}-chat" in read
+        for key, r in got.items():
+            assert [r[f] for f in FIELDS] == [raw[key][f] for f in FIELDS], key
+            if key[0].startswith("feature=") or key[0] in read:
+                assert [r[f] for f in SLOW_FIELDS] == [raw[key][f] for f in SLOW_FIELDS], key
+                assert isinstance(r["failed_cost"], Decimal)
+            else:  # a customer that cannot burn: its slow window is not read
+                assert [r[f] for f in SLOW_FIELDS] == [0.0, 0.0, Decimal(0)], key
+
+
+@pytest.mark.integration
+def test_the_storm_windows_equal_raw_through_duplicates_conflicts_and_late_events(embedded_store) -> None:
+    store, run = embedded_store, f"sw-{uuid.uuid4().hex[:6]}"
+    events = _traffic(run)
+    _write(store, events)
+    _assert_same_as_raw(store, run)  # nothing maintained yet: raw past the watermark
+    _maintain(store)
+    _assert_same_as_raw(store, run)
+    raw = raw_failures(store, NOW)
+    assert raw[(f"feature={run}-chat", "openai")]["failed_cost"] > 0  # money to compare to the last digit
+
+    _write(store, events[:200], partition=1)                                   # re-deliveries change nothing
+    _write(store, [{**events[-3], "input_tokens": 9_000_000}], partition=2)     # a conflicting copy: not applied
+    late = {**events[0], "event_id": f"{run}-late", "request_id": f"{run}-late",
+            "ts": (NOW - timedelta(minutes=100)).isoformat(), "provider": "openai", "model": "gpt-4o-mini",
+            "status": "error", "http_status": 502}
+    _write(store, [late])                                                      # reopens a maintained minute
+    _assert_same_as_raw(store, run)
+    assert raw_failures(store, NOW)[(f"feature={run}-chat", "openai")]["slow_failed"] == \
+        raw[(f"feature={run}-chat", "openai")]["slow_failed"] + 1
+    _maintain(store)
+    _assert_same_as_raw(store, run)
+
+
+@pytest.mark.integration
+def test_the_slow_window_reads_features_from_usage_minutes(embedded_store) -> None:
+    """A rollup row that raw does not back shows up: the features' slow window does read the rollup."""
+    store, ghost = embedded_store, f"ghost-{uuid.uuid4().hex[:6]}"
+    _maintain(store)
+    minute = NOW.replace(second=0, microsecond=0) - timedelta(minutes=30)
+    store.command(f"INSERT INTO usage_minutes (minute, feature, provider, attempts, failed_attempts, failed_cost_usd, "
+                  f"version) VALUES ('{minute:%Y-%m-%d %H:%M:%S}', '{ghost}', 'openai', 10, 4, 1.25, now64(3))")
+    try:
+        got = slow_window(store, start=NOW - SLOW, end=NOW, customers=[])
+        assert got[(f"feature={ghost}", "openai")] == (10.0, 4.0, Decimal("1.25"))
+    finally:
+        store.command(f"ALTER TABLE usage_minutes DELETE WHERE feature = '{ghost}' SETTINGS mutations_sync = 2")
