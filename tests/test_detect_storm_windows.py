@@ -1,7 +1,7 @@
 """The retry-storm pass's windows off raw (issue 17): the same numbers as raw ``usage_events FINAL``, to the last digit.
 
-The slow window's features come from ``usage_minutes`` (whole minutes) and raw (the partial
-minutes at its edges, anything past the watermark), its customers from raw where they can
+The slow window's features come from ``feature_failures`` (whole five minutes) and raw (the
+partial periods at its edges, anything past the watermark), its customers from raw where they can
 change a verdict. The reference is the pass's query as it was: two hours of raw, per subject
 and provider. Compared before the rollups are maintained, after, and after re-deliveries, a
 conflicting re-send and a late event inside the window.
@@ -96,11 +96,19 @@ def _maintain(store) -> None:
     rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)
 
 
+def _failing(fast: list[dict]) -> set[str]:
+    """The subjects that failed at least three times in the fast window (whose slow window is read)."""
+    failed: dict[str, float] = {}
+    for r in fast:
+        failed[r["subject"]] = failed.get(r["subject"], 0.0) + r["failed"]
+    return {s for s, n in failed.items() if n >= 3}
+
+
 def _assert_same_as_raw(store, run: str) -> None:
     for now in (NOW, NOW.replace(second=0, microsecond=0), NOW + timedelta(seconds=30)):
         raw = {k: r for k, r in raw_failures(store, now).items() if run in k[0]}
         got = {(r["subject"], r["provider"]): r for r in recent_failures(
-            store, now=now, window=WINDOW, slow=SLOW, slow_failed_at_least=3) if run in r["subject"]}
+            store, now=now, window=WINDOW, slow=SLOW, customers=_failing) if run in r["subject"]}
         assert set(got) <= set(raw)
         # every subject with traffic in the fast window, and every feature with any in the slow one
         assert {k for k, r in raw.items() if r["attempts"] or k[0].startswith("feature=")} <= set(got)
@@ -140,15 +148,16 @@ def test_the_storm_windows_equal_raw_through_duplicates_conflicts_and_late_event
 
 
 @pytest.mark.integration
-def test_the_slow_window_reads_features_from_usage_minutes(embedded_store) -> None:
+def test_the_slow_window_reads_features_from_their_rollup(embedded_store) -> None:
     """A rollup row that raw does not back shows up: the features' slow window does read the rollup."""
     store, ghost = embedded_store, f"ghost-{uuid.uuid4().hex[:6]}"
     _maintain(store)
-    minute = NOW.replace(second=0, microsecond=0) - timedelta(minutes=30)
-    store.command(f"INSERT INTO usage_minutes (minute, feature, provider, attempts, failed_attempts, failed_cost_usd, "
-                  f"version) VALUES ('{minute:%Y-%m-%d %H:%M:%S}', '{ghost}', 'openai', 10, 4, 1.25, now64(3))")
+    period = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(minutes=30)
+    store.command(f"INSERT INTO feature_failures (window_start, feature, provider, attempts, failed_attempts, "
+                  f"failed_cost_usd, version) VALUES ('{period:%Y-%m-%d %H:%M:%S}', '{ghost}', 'openai', 10, 4, 1.25, "
+                  f"now64(3))")
     try:
         got = slow_window(store, start=NOW - SLOW, end=NOW, customers=[])
         assert got[(f"feature={ghost}", "openai")] == (10.0, 4.0, Decimal("1.25"))
     finally:
-        store.command(f"ALTER TABLE usage_minutes DELETE WHERE feature = '{ghost}' SETTINGS mutations_sync = 2")
+        store.command(f"ALTER TABLE feature_failures DELETE WHERE feature = '{ghost}' SETTINGS mutations_sync = 2")

@@ -9,12 +9,14 @@ resolves). A pass reads (issue 17: what a rollup window reads, not two hours of 
   5xx, timeouts, invalid output: HTTP codes no rollup keeps). Customers have no
   sub-hour rollup worth its upkeep (at 50,000 customers a customer × minute row holds
   about one event), so this window is read raw for features and customers alike;
-- **the slow window** (the last ``slow_minutes``): features from ``usage_minutes``
-  (:func:`spendstream.detect.windows.windowed`: whole minutes from the rollup, the partial
-  minutes at the edges and anything after the rollup's watermark from raw — exactly raw's
-  answer). Customers only where the slow window can change the verdict: a slow burn needs
-  ``min_failed / 2`` failures in the fast window, and a firing message states the slow
-  window of a hot subject, so the customers failing that much or looping are read from raw
+- **the slow window** (the last ``slow_minutes``): features from ``feature_failures``
+  (five minutes × feature × provider, :mod:`spendstream.sinks.shapes`, through
+  :func:`spendstream.detect.windows.windowed`: whole periods from the rollup, the partial
+  periods at the edges and anything after the rollup's watermark from raw — exactly raw's
+  answer, in rows bounded by features × providers rather than by the traffic). Customers
+  only where the slow window can change the verdict: a slow burn needs ``min_failed / 2``
+  failures in the fast window, and a firing message states the slow window of a hot
+  subject, so the customers failing that much or looping are read from raw
   (``customer IN …``); every other customer's slow counts are left at zero, which no
   decision reads;
 - **request shapes** in the fast window (feature, customer, prompt-prefix fingerprint,
@@ -31,7 +33,7 @@ The message states the dollars wasted: billed failed attempts plus repeated call
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -42,7 +44,7 @@ from spendstream.detect.incidents import Hysteresis
 from spendstream.detect.storm import RetryStormRule
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
-from spendstream.sinks import rollups
+from spendstream.sinks import shapes
 from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
 
 KIND = "retry_storm"
@@ -69,10 +71,9 @@ def fast_window(querier: TextQuerier, *, start: datetime, end: datetime) -> list
 def slow_window(querier: TextQuerier, *, start: datetime, end: datetime,
                 customers: list[str]) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
     """(subject, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``:
-    every feature (from ``usage_minutes``), and the ``customers`` named (from raw)."""
-    minutes, params = windowed(rollups.MINUTES, [Window(start, end)], ["attempts", "failed_attempts",
-                                                                       "failed_cost_usd"],
-                               name="s", where="feature IS NOT NULL AND feature != ''")
+    every feature (from ``feature_failures``), and the ``customers`` named (from raw)."""
+    minutes, params = windowed(shapes.FEATURE_FAILURES, [Window(start, end)],
+                               ["attempts", "failed_attempts", "failed_cost_usd"], name="s")
     sql = (f"SELECT concat('feature=', feature), ifNull(provider, ''), toFloat64(sum(attempts)), "
            f"toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0) FROM {minutes} "
            f"GROUP BY feature, provider")
@@ -103,30 +104,25 @@ def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> 
 
 
 def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, slow: timedelta,
-                    slow_failed_at_least: float = 0.0, longest_at_least: float = math.inf,
-                    looping: frozenset[str] = frozenset()) -> list[dict]:
+                    customers: Callable[[list[dict]], Collection[str]] = lambda fast: ()) -> list[dict]:
     """Per subject and provider: the fast window's and the slow window's attempts and failures, and the rest.
 
-    A customer's slow window is read when, in the fast window, it failed at least
-    ``slow_failed_at_least`` times (all providers), one of its requests reached
-    ``longest_at_least`` attempts, or it is in ``looping``; other customers' slow counts are 0."""
-    rows = fast_window(querier, start=now - window, end=now)
-    failed: dict[str, float] = {}
-    for r in rows:
-        failed[r["subject"]] = failed.get(r["subject"], 0.0) + r["failed"]
-    longest = {r["subject"] for r in rows if r["max_attempt"] >= longest_at_least}
-    customers = sorted(s.removeprefix("customer=") for s in {*failed, *looping} if s.startswith("customer=")
-                       and (failed.get(s, 0.0) >= slow_failed_at_least or s in looping or s in longest))
-    slow_of = slow_window(querier, start=now - slow, end=now, customers=customers)
-    out = []
-    for r in rows:
+    ``customers`` chooses, from the fast window's rows, the customers (``customer=…`` subjects)
+    whose slow window is read; every other customer's slow counts are 0."""
+    fast = fast_window(querier, start=now - window, end=now)
+    chosen = sorted(s.removeprefix("customer=") for s in customers(fast) if s.startswith("customer="))
+    return merged(fast, slow_window(querier, start=now - slow, end=now, customers=chosen))
+
+
+def merged(fast: list[dict], slow_of: dict[tuple[str, str], tuple[float, float, Decimal]]) -> list[dict]:
+    """The fast window's rows with their slow window's counts, and rows for what failed only earlier."""
+    slow_of, out = dict(slow_of), []
+    for r in fast:
         sa, sf, usd = slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))
         out.append({**r, "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd})
-    # failing earlier in the slow window, nothing in the fast one
-    out += [{"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
-             **dict.fromkeys(_MIX, 0), "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd}
-            for (s, p), (sa, sf, usd) in slow_of.items()]
-    return out
+    return out + [{"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
+                   **dict.fromkeys(_MIX, 0), "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd}
+                  for (s, p), (sa, sf, usd) in slow_of.items()]
 
 
 def _array(values: list[str]) -> str:
@@ -140,31 +136,43 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
     loops = repeated_shapes(store, start=now - window, end=now)
-    rows = recent_failures(store, now=now, window=window, slow=slow, slow_failed_at_least=rule.min_failed / 2,
-                           longest_at_least=rule.loop_attempts,
-                           looping=frozenset(s for s, (n, _) in loops.items() if n >= rule.loop_repeats))
+    fast = fast_window(store, start=now - window, end=now)
     incidents = state.load_open(store, [KIND])
-    known = baseline.load(store, now, subjects={r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
+    known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
     history_of = dict(zip(known.subjects, known.history_hours, strict=True))
-    subjects = sorted({r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
-    providers = sorted({r["provider"] for r in rows})
-    si, pi = {s: i for i, s in enumerate(subjects)}, {p: i for i, p in enumerate(providers)}
-    shape = (len(subjects), max(len(providers), 1))
-    a, f, sa, sf = (np.zeros(shape) for _ in range(4))
-    longest, wasted = np.zeros(len(subjects)), np.zeros(len(subjects))
+
+    def arrays(rows: list[dict]) -> tuple:
+        subjects = sorted({r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
+        providers = sorted({r["provider"] for r in rows})
+        si, pi = {s: i for i, s in enumerate(subjects)}, {p: i for i, p in enumerate(providers)}
+        a, f, sa, sf = (np.zeros((len(subjects), max(len(providers), 1))) for _ in range(4))
+        longest = np.zeros(len(subjects))
+        for r in rows:
+            i, p = si[r["subject"]], pi[r["provider"]]
+            a[i, p], f[i, p] = r["attempts"], r["failed"]
+            sa[i, p], sf[i, p] = r.get("slow_attempts", 0.0), r.get("slow_failed", 0.0)
+            longest[i] = max(longest[i], r["max_attempt"] or 0)
+        own = np.array([own_of.get(s, 0.0) for s in subjects])
+        repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
+        return subjects, si, a, f, sa, sf, longest, own, repeats, np.array([s.startswith("feature=") for s in subjects])
+
+    # the customers whose slow window can decide (a burn still failing now) or be stated (a loop): read theirs
+    subjects, _, a, f, _, _, longest, own, repeats, counted = arrays(fast)
+    decisive = rule.slow_matters(failed=f, attempts=a, own_ratio=own, counted=counted, max_attempt=longest,
+                                 repeats=repeats)
+    customers = sorted(s.removeprefix("customer=") for s, d in zip(subjects, decisive, strict=True)
+                       if d and s.startswith("customer="))
+    rows = merged(fast, slow_window(store, start=now - slow, end=now, customers=customers))
+    subjects, si, a, f, sa, sf, longest, own, repeats, counted = arrays(rows)
+    wasted = np.zeros(len(subjects))
     mix: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in subjects}
     for r in rows:
-        i, p = si[r["subject"]], pi[r["provider"]]
-        a[i, p], f[i, p], sa[i, p], sf[i, p] = r["attempts"], r["failed"], r["slow_attempts"], r["slow_failed"]
-        longest[i] = max(longest[i], r["max_attempt"] or 0)
-        wasted[i] += float(r["failed_cost"])
+        wasted[si[r["subject"]]] += float(r["failed_cost"])
         mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], _MIX, strict=True)]
-    repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
     repeated_usd = np.array([loops.get(s, (0.0, 0.0))[1] for s in subjects])
-    own = np.array([own_of.get(s, 0.0) for s in subjects])
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
-                         repeats=repeats, counted=np.array([s.startswith("feature=") for s in subjects]))
+                         repeats=repeats, counted=counted)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)

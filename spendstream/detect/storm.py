@@ -70,6 +70,18 @@ class RetryStormRule:
         mixed = (per_provider * attempts).sum(axis=1) / np.maximum(total, 1)
         return np.where(total > 0, mixed, np.maximum(own, self.min_ratio))
 
+    def slow_matters(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
+                     max_attempt: np.ndarray, repeats: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
+        """Per subject, from the fast window alone: whether its slow window can change its verdict (a burn
+        must still fail above the usual now, and a storm is one) or be stated in its message (a loop).
+        Another subject's slow window is read by no decision of ``judge`` but the providers' totals,
+        which sum the ``counted`` subjects (so those are always needed)."""
+        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted)
+        f, a = failed.sum(axis=1), attempts.sum(axis=1)
+        ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
+        burning = (_z(f, a, p) >= self.z_calm) & (f >= self.min_failed / 2) & (ratio >= self.slow_factor * p)
+        return burning | (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats)
+
     def judge(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
               slow_failed: np.ndarray, slow_attempts: np.ndarray, max_attempt: np.ndarray,
               repeats: np.ndarray, counted: np.ndarray | None = None) -> StormVerdict:

@@ -617,8 +617,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     )),
     Migration(17, "readers off raw: the advisor's traffic shapes and customer days as rollups", (
-        *(rollups.table_ddl(rollup) for rollup in shapes.SHAPES),
-        shapes.WATERMARKS_VIEW,
+        *(rollups.table_ddl(rollup) for rollup in shapes.V17_SHAPES),
+        shapes.V17_WATERMARKS_VIEW,
         shapes.backfill,  # from the raw events already stored (sinks/shapes.py)
         reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),
     )),
@@ -628,6 +628,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE alert_messages ADD COLUMN IF NOT EXISTS written_at DateTime('UTC') DEFAULT now() "
         "COMMENT 'when the row was written (its expiry); sent_at is on the cycle''s clock'",
         "ALTER TABLE alert_messages MODIFY TTL written_at + INTERVAL 7 DAY",
+    )),
+    Migration(19, "retry storms off raw: failures per five minutes, feature and provider for the slow window", (
+        rollups.table_ddl(shapes.FEATURE_FAILURES),
+        shapes.WATERMARKS_VIEW,
+        shapes.backfill_feature_failures,  # from the raw events already stored (sinks/shapes.py)
     )),
 )
 

@@ -25,6 +25,12 @@ asked of raw:
   walking the raw calls one by one.
 - ``customer_days``: per day × customer, attempts, tokens and money: chargeback for a
   month reads ~30 rows a customer, not ~720 hours × team × feature × model.
+- ``feature_failures``: per five minutes × feature × provider, attempts, failed attempts,
+  the longest request and what billed failed attempts cost: the retry-storm pass's slow
+  window (two hours). Its rows per window are bounded by features × providers, not by
+  the traffic: ``usage_minutes`` keeps team, environment, model and service too, and held
+  1.4 events a row at 5M events over four weeks, so two hours of it grew with density almost
+  as raw does (BENCHMARKS.md, issue 17).
 
 Grains were chosen by counting rows (bench/rollup_grains.py): see BENCHMARKS.md.
 """
@@ -145,20 +151,29 @@ CUSTOMER_DAYS = Rollup("customer_days", "day", "toStartOfDay(ts)", timedelta(day
                            "attempts", "input_tokens", "output_tokens", "cost_usd", "list_cost_usd",
                            "unpriced_attempts")),
                        min_recompute_s=600.0)
-SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)
+# The retry-storm pass's slow window, per feature and provider (five minutes: the partial periods at the
+# window's edges are read from raw, about as much as the pass's fast window reads anyway).
+FEATURE_FAILURES = Rollup("feature_failures", "window_start", "toStartOfFiveMinutes(ts)", timedelta(minutes=5),
+                          ("feature", "provider"),
+                          measures=tuple(m for m in MEASURES if m.name in (
+                              "attempts", "failed_attempts", "max_attempt", "failed_cost_usd")),
+                          where="feature IS NOT NULL AND feature != ''")
+V17_SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)  # what migration 17 built (it still builds that)
+SHAPES = (*V17_SHAPES, FEATURE_FAILURES)
 
+V17_WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *V17_SHAPES))
 WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
 
 
-def backfill(store: Store, run: Callable[[str], None]) -> None:
-    """Migration step: compute the new rollups from the raw events already stored, a month at a time, and
-    record their periods done at the marks made before the computation began (a row marked later was
-    perhaps not durable yet: its period stays pending, and the maintainer recomputes it)."""
+def backfill(store: Store, run: Callable[[str], None], grains: tuple[Rollup, ...] = V17_SHAPES) -> None:
+    """Migration step: compute the new rollups (``grains``) from the raw events already stored, a month at a
+    time, and record their periods done at the marks made before the computation began (a row marked later
+    was perhaps not durable yet: its period stays pending, and the maintainer recomputes it)."""
     began = str(store.query("SELECT toString(now64(3, 'UTC'))").scalar())
     months = [str(r[0]) for r in store.query("SELECT DISTINCT toString(toStartOfMonth(ts)) FROM usage_events "
                                              "ORDER BY 1").rows]
     version = f"toDateTime64('{began}', 3, 'UTC')"
-    for rollup in SHAPES:
+    for rollup in grains:
         for month in months:
             start = f"toDateTime64('{month}', 3, 'UTC')"
             store.command(recompute_sql(rollup, version, f"ts >= {start} AND ts < {start} + INTERVAL 1 MONTH"))
@@ -166,3 +181,8 @@ def backfill(store: Store, run: Callable[[str], None]) -> None:
         store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', {period} AS p, "
                       f"max(marked_at) FROM rollup_marks WHERE marked_at <= {version} GROUP BY p")
         log.info("%s computed from the raw events of %d month(s)", rollup.name, len(months))
+
+
+def backfill_feature_failures(store: Store, run: Callable[[str], None]) -> None:
+    """Migration step: ``feature_failures`` from the raw events already stored (see :func:`backfill`)."""
+    backfill(store, run, (FEATURE_FAILURES,))
