@@ -249,7 +249,7 @@ def _shape_answers(store, rollup: rollups.Rollup, p: dict) -> tuple[list[str], l
     raw = ", ".join(f"{m.of_raw} AS {m.name}_" for m in rollup.measures)
     span = ranges.between(rollup, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
     return _same_now(store, f"SELECT {rollup.bucket} AS p, {keys}, {raw} FROM usage_events FINAL "
-                            f"WHERE {WINDOW} AND {rollup.where} GROUP BY p, {keys}",
+                            f"WHERE {WINDOW} AND {rollup.where} GROUP BY p, {keys}{rollups.having_sql(rollup)}",
                      f"SELECT period, {keys}, {rolled} FROM {span} GROUP BY period, {keys}", p)
 
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 
+from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
 from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
 from spendstream.alerting.destinations import Destination
 from spendstream.batches import SourceRecord
 from spendstream.detect import baseline
-from spendstream.detect.retry_storm import detect_retry_storms
+from spendstream.detect.retry_storm import detect_retry_storms, slow_loops
 from spendstream.pricing import Pricer
+from spendstream.sinks import rollups
 from spendstream.sinks.rows import usage_table
+from spendstream.sinks.store import query_result, sql_time
+from spendstream.sinks.writer import SinkWriter
 from tests.test_alert_delivery import Receiver
 
 NOW = datetime(2023, 8, 16, 12, 0, tzinfo=timezone.utc)  # a year no other test writes to
@@ -92,3 +97,85 @@ def test_an_agent_loop_with_new_request_ids_is_caught_and_its_cost_stated(embedd
     # 16 calls of $0.105 ($0.10 input, $0.005 output): 15 are repeats
     assert all("most repeated request shape 16 requests" in a.message and "$1.57 wasted" in a.message
                for a in alerts)
+
+
+def _write(store, events: list[dict]) -> None:
+    """Through the writer, as the worker stores them (its rollup marks included)."""
+    asyncio.run(store_usage(SinkWriter(store), process([SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
+
+
+def _maintain(store) -> None:
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=100_000, quiet_s=0, busy_every_s=0)
+
+
+@pytest.mark.integration
+def test_a_spike_of_fixed_size_requests_without_a_fingerprint_is_not_a_loop(embedded_store) -> None:
+    """Issue 18 (a): 40 requests of one feature, customer, model and input size, no prompt fingerprint: ordinary
+    traffic of a templated call (a spike is the spend detector's), where the shape rule paged at error."""
+    run = f"spike-{uuid.uuid4().hex[:8]}"
+    spike = [{"event_id": f"{run}-{k}", "request_id": f"{run}-r{k}", "provider": "openai", "model": "gpt-4o-mini",
+              "ts": (NOW - timedelta(minutes=8) + timedelta(seconds=12 * k)).isoformat(), "feature": run,
+              "customer": f"{run}-c", "input_tokens": 512, "output_tokens": 20} for k in range(40)]
+    _write(embedded_store, spike)
+    assert [a for a in detect_retry_storms(embedded_store, NOW) if run in a.subject] == []
+    # the same calls with a fingerprint are one request shape repeated: a loop
+    looped = [{**e, "event_id": f"{e['event_id']}-fp", "request_id": f"{e['request_id']}-fp", "feature": f"{run}-fp",
+               "customer": f"{run}-fp-c", "prefix_fingerprint": "beef"} for e in spike]
+    _write(embedded_store, looped)
+    assert sorted(a.subject for a in detect_retry_storms(embedded_store, NOW) if run in a.subject) == [
+        f"customer={run}-fp-c", f"feature={run}-fp"]
+
+
+def raw_slow_loops(store, now: datetime, slow: timedelta) -> dict[str, tuple[float, float]]:
+    """The slow loop question asked of raw FINAL: per ten minutes from ``slow`` before ``now``'s, the fingerprinted
+    first-attempt shapes with two distinct requests or more; per subject, the shape with the most in all."""
+    start = now.replace(minute=now.minute // 10 * 10, second=0, microsecond=0) - slow
+    rows = query_result(store, """
+        SELECT subject, max(n), sum(repeated) FROM (
+            SELECT arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])
+                   AS subject, n, repeated FROM (
+                SELECT feature, customer, toFloat64(sum(k)) AS n,
+                       toFloat64(ifNull(sum(usd), 0)) * (n - 1) / n AS repeated
+                FROM (SELECT toStartOfTenMinutes(ts) AS p, feature, customer, model, prefix_fingerprint, input_tokens,
+                             uniqExact(ifNull(request_id, event_id)) AS k, sum(total_cost) AS usd
+                      FROM usage_events FINAL
+                      WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')} AND attempt = 1
+                            AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != ''
+                      GROUP BY p, feature, customer, model, prefix_fingerprint, input_tokens HAVING k >= 2)
+                GROUP BY feature, customer, model, prefix_fingerprint, input_tokens))
+        WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(now)}).rows
+    return {s: (float(n), float(usd)) for s, n, usd in rows}
+
+
+@pytest.mark.integration
+def test_a_slow_agent_loop_is_caught_over_the_slow_window_from_its_rollup_as_raw_answers(embedded_store) -> None:
+    """Issue 18 (b): one identical call with a fingerprint every minute for three hours, a new request id each
+    time — never 12 in ten minutes. The slow window's repeats (loop_shapes, raw after its watermark) equal
+    raw's to the last digit before and after maintenance, through a re-delivery and a late event."""
+    run = f"slowloop-{uuid.uuid4().hex[:8]}"
+    now = NOW + timedelta(seconds=37, microseconds=123456)  # mid-period
+    calls = [{"event_id": f"{run}-{k}", "request_id": f"{run}-r{k}", "provider": "openai", "model": "gpt-4o",
+              "ts": (now - timedelta(hours=3) + timedelta(minutes=k)).isoformat(), "feature": run,
+              "customer": f"{run}-c", "prefix_fingerprint": "cafe", "input_tokens": 30_000, "output_tokens": 200}
+             for k in range(180)]
+    # ordinary traffic beside it: the same fingerprint at other sizes, once a period each
+    calls += [{**calls[k], "event_id": f"{run}-o{k}", "request_id": f"{run}-o{k}", "input_tokens": 1_000 + k}
+              for k in range(0, 180, 10)]
+    _write(embedded_store, calls)
+
+    def ours() -> dict[str, tuple[float, float]]:
+        return {s: v for s, v in slow_loops(embedded_store, now=now, slow=timedelta(minutes=120)).items() if run in s}
+
+    assert ours() == {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
+    _maintain(embedded_store)
+    raw = {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
+    assert ours() == raw and raw[f"feature={run}"][0] >= 120
+    _write(embedded_store, calls[:50] + [{**calls[0], "event_id": f"{run}-late", "request_id": f"{run}-late",
+                                          "ts": (now - timedelta(minutes=95)).isoformat()}])
+    assert ours() == {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
+    _maintain(embedded_store)
+    assert ours() == {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
+
+    alerts = [a for a in detect_retry_storms(embedded_store, now) if run in a.subject]
+    assert sorted(a.subject for a in alerts) == [f"customer={run}-c", f"feature={run}"]
+    assert all(a.severity == "error" and "most repeated request shape 10 requests (12" in a.message for a in alerts)

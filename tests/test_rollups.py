@@ -172,7 +172,8 @@ def _grouped(store, rollup: rollups.Rollup, source: str) -> list[tuple]:
                         f"AS {m.name}_" for m in rollup.measures)
     table = f"{rollup.name} FINAL" if source == "rollup" else f"usage_events FINAL WHERE {rollup.where}"
     period = rollup.period if source == "rollup" else f"{rollup.bucket} AS {rollup.period}"
-    return _answers(store, f"SELECT {period}, {keys}, {answers} FROM {table} GROUP BY {rollup.period}, {keys}")
+    having = rollups.having_sql(rollup) if source == "raw" else ""
+    return _answers(store, f"SELECT {period}, {keys}, {answers} FROM {table} GROUP BY {rollup.period}, {keys}{having}")
 
 
 def test_old_grains_with_data_become_the_new_grains_in_place(tmp_path) -> None:
@@ -219,9 +220,11 @@ def regrain_check(path: str) -> None:
     hours = store.query("SELECT uniqExact(toStartOfHour(ts)) FROM usage_events").scalar()
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
+    tens = store.query("SELECT uniqExact(toStartOfTenMinutes(ts)) FROM usage_events").scalar()
     # migrations 17 and 19 compute the readers' rollups from the raw rows, and record their periods done
     assert done == [("advice_hours", hours), ("customer_days", days), ("customer_hours", hours),
-                    ("feature_failures", windows), ("prefix_windows", windows), ("usage_hours", hours), ("usage_minutes", 200)]
+                    ("feature_failures", windows), ("loop_shapes", tens), ("prefix_windows", windows),
+                    ("usage_hours", hours), ("usage_minutes", 200)]
     for rollup in shapes.SHAPES:
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
     assert store.query("SELECT count() FROM prefix_windows").scalar() > 0

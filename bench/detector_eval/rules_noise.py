@@ -96,7 +96,20 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     return out
 
 
-def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
+def slow_dispersion(attempts: np.ndarray, failed: np.ndarray, own: np.ndarray, *, block_hours: int) -> np.ndarray:
+    """Per subject: the variance of its failures over ``block_hours`` blocks of its history against a binomial's
+    around its own ratio (Pearson's statistic per degree of freedom, at least 1): arrays (subjects, hours)."""
+    n = attempts.shape[1] // block_hours * block_hours
+    a = attempts[:, -n:].reshape(len(own), -1, block_hours).sum(axis=2) if n else np.zeros((len(own), 0))
+    f = failed[:, -n:].reshape(len(own), -1, block_hours).sum(axis=2) if n else np.zeros((len(own), 0))
+    p = own[:, None]
+    binomial = (a * p * (1 - p)).sum(axis=1)
+    pearson = ((f - a * p) ** 2).sum(axis=1)
+    return np.where(binomial > 0, np.maximum(pearson / np.maximum(binomial, 1e-12), 1.0), 1.0)
+
+
+def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None,
+            dispersion: bool = True) -> list[Fired]:
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     rows = np.array([i for i, s in enumerate(world.subjects) if not s.startswith("team=")])
     hours = _Hours(world, rows)
@@ -121,6 +134,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
             week = slice(t // 60 - 168, t // 60)
             tried = hours.attempts[:, week].sum(axis=1)
             own = np.where(tried > 0, hours.failed[:, week].sum(axis=1) / np.maximum(tried, 1), 0.0)
+            spread = slow_dispersion(hours.attempts[:, week], hours.failed[:, week], own,
+                                     block_hours=max(slow_w // 60, 1)) if dispersion else None
 
         def split(c: np.ndarray, minutes: int, t: int = t) -> np.ndarray:
             return (by_provider @ (c[:, t] - c[:, t - minutes])).reshape(len(rows), len(providers))
@@ -131,7 +146,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
-                             max_attempt=longest, repeats=repeats, counted=features)
+                             max_attempt=longest, repeats=repeats, counted=features, slow_dispersion=spread)
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS

@@ -23,6 +23,10 @@ resolves). A pass reads (issue 17: what a rollup window reads, not two hours of 
   model, input size): the most distinct requests of one shape and what the repeats cost.
   Only requests *with* a fingerprint count: fixed-size requests without one are ordinary
   traffic (a spike of them is the spend detector's), not evidence of a loop;
+- **slow loops** over the slow window: the same shapes, summed over the ten-minute periods
+  they repeated in, from ``loop_shapes`` (which keeps only repeated shapes, so its rows are
+  what loops make) and raw after its watermark — an agent calling once a minute for hours
+  never repeats 12 times in ten minutes;
 
 and each subject's own failure ratio from this hour's baselines (:mod:`spendstream.detect.baseline`).
 What all other subjects fail at on a provider is summed over the feature subjects only
@@ -44,7 +48,7 @@ from spendstream.detect.incidents import Hysteresis
 from spendstream.detect.storm import RetryStormRule
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
-from spendstream.sinks import shapes
+from spendstream.sinks import rollups, shapes
 from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
 
 KIND = "retry_storm"
@@ -103,6 +107,32 @@ def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> 
     return {s: (float(n), float(usd)) for s, n, usd in rows}
 
 
+def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta) -> dict[str, tuple[float, float]]:
+    """Per subject: (the most distinct requests of one fingerprinted shape that repeated within ten minutes, summed
+    over the ten-minute periods from ``slow`` before ``now``'s through ``now``; USD of the repeats beyond the first).
+
+    From ``loop_shapes`` (the shapes a period repeated; :mod:`spendstream.sinks.shapes`) before its
+    watermark and raw after: whole periods, so the same answer as raw's, in rows that only loops make."""
+    rollup = shapes.LOOP_SHAPES
+    start = _floor(now, rollup.step) - slow
+    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')}"
+    rows = query_result(querier, f"""
+        SELECT subject, max(n), sum(repeated) FROM (
+            SELECT {_SUBJECTS} AS subject, n, repeated FROM (
+                SELECT feature, customer, toFloat64(sum(requests)) AS n,
+                       toFloat64(ifNull(sum(cost_usd), 0)) * (n - 1) / n AS repeated
+                FROM {rollups.columns(rollup, "{t}", ["requests", "cost_usd"], where_rollup=bounds,
+                                      where_raw=bounds.replace("{t}", "ts"))}
+                GROUP BY feature, customer, model, prefix_fingerprint, input_tokens))
+        WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(now)}).rows
+    return {s: (float(n), float(usd)) for s, n, usd in rows}
+
+
+def _floor(at: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=at.tzinfo)
+    return at - (at - epoch) % step
+
+
 def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, slow: timedelta,
                     customers: Callable[[list[dict]], Collection[str]] = lambda fast: ()) -> list[dict]:
     """Per subject and provider: the fast window's and the slow window's attempts and failures, and the rest.
@@ -136,6 +166,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
     loops = repeated_shapes(store, start=now - window, end=now)
+    slowly = slow_loops(store, now=now, slow=slow)
+    loops |= {s: (0.0, 0.0) for s in slowly if s not in loops}
     fast = fast_window(store, start=now - window, end=now)
     incidents = state.load_open(store, [KIND])
     known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
@@ -155,26 +187,28 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
             longest[i] = max(longest[i], r["max_attempt"] or 0)
         own = np.array([own_of.get(s, 0.0) for s in subjects])
         repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
-        return subjects, si, a, f, sa, sf, longest, own, repeats, np.array([s.startswith("feature=") for s in subjects])
+        slow_repeats = np.array([slowly.get(s, (0.0, 0.0))[0] for s in subjects])
+        return (subjects, si, a, f, sa, sf, longest, own, repeats, slow_repeats,
+                np.array([s.startswith("feature=") for s in subjects]))
 
     # the customers whose slow window can decide (a burn still failing now) or be stated (a loop): read theirs
-    subjects, _, a, f, _, _, longest, own, repeats, counted = arrays(fast)
+    subjects, _, a, f, _, _, longest, own, repeats, slow_repeats, counted = arrays(fast)
     decisive = rule.slow_matters(failed=f, attempts=a, own_ratio=own, counted=counted, max_attempt=longest,
-                                 repeats=repeats)
+                                 repeats=repeats, slow_repeats=slow_repeats)
     customers = sorted(s.removeprefix("customer=") for s, d in zip(subjects, decisive, strict=True)
                        if d and s.startswith("customer="))
     rows = merged(fast, slow_window(store, start=now - slow, end=now, customers=customers))
-    subjects, si, a, f, sa, sf, longest, own, repeats, counted = arrays(rows)
+    subjects, si, a, f, sa, sf, longest, own, repeats, slow_repeats, counted = arrays(rows)
     wasted = np.zeros(len(subjects))
     mix: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in subjects}
     for r in rows:
         wasted[si[r["subject"]]] += float(r["failed_cost"])
         mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], _MIX, strict=True)]
-    repeated_usd = np.array([loops.get(s, (0.0, 0.0))[1] for s in subjects])
+    repeated_usd = np.array([max(loops.get(s, (0.0, 0.0))[1], slowly.get(s, (0.0, 0.0))[1]) for s in subjects])
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
-                         repeats=repeats, counted=counted)
+                         repeats=repeats, counted=counted, slow_repeats=slow_repeats)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
-    loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
+    loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
     alerts, changes = [], []
     for subject in subjects:
@@ -195,7 +229,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
             text = (f"{int(failed)} failed of {int(attempts)} attempts in the last {rule.window_minutes} min "
                     f"({failed / max(attempts, 1):.0%}, expected {verdict.expected_ratio[i]:.1%}); "
                     f"{int(sf[i].sum())} failed of {int(sa[i].sum())} in {rule.slow_minutes // 60} h; longest request "
-                    f"{int(longest[i])} attempts; most repeated request shape {int(repeats[i])} requests; "
+                    f"{int(longest[i])} attempts; most repeated request shape {int(repeats[i])} requests "
+                    f"({int(slow_repeats[i])} in {rule.slow_minutes // 60} h); "
                     f"{rl} rate-limited (429), {server} server errors (5xx), {timeouts} timeouts, {invalid} invalid "
                     f"outputs; ${usd:.2f} wasted on failed attempts and repeated calls in {rule.slow_minutes // 60} h"
                     if transition == "firing" else

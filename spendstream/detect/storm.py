@@ -12,8 +12,10 @@ Per feature and per customer, every pass, from counts:
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
   a storm that ended stays in the slow window, and one failure of a quiet key is no evidence);
 - **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
-  shape (prompt-prefix fingerprint, model, input size: whatever the request ids)
-  repeated ``loop_repeats`` times in the window. Either fires at once.
+  shape (prompt-prefix fingerprint, model, input size: whatever the request ids; only
+  requests with a fingerprint) repeated ``loop_repeats`` times in the window, or
+  ``loop_slow_repeats`` times over the slow window (counting the ten minutes it repeated
+  in: an agent calling once a minute for hours). Any fires at once.
 
 Calm when the window's failures are back within ``z_calm`` deviations and no loop is seen.
 Storms are ``error`` (on-call): failures that persist are paid for and usually break users.
@@ -51,6 +53,12 @@ class RetryStormRule:
     slow_factor: float = 1.6
     loop_attempts: int = 8
     loop_repeats: int = 12
+    loop_slow_repeats: int = 40
+    # a slow burn must still fail above the usual in the last window_minutes (a storm that ended stays in the
+    # slow window): at least this many failures, this z and this factor of the expected ratio
+    burn_now_failed: float = 3.0
+    burn_now_z: float = 2.0
+    burn_now_factor: float = 1.6
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
                        counted: np.ndarray | None = None) -> np.ndarray:
@@ -71,22 +79,34 @@ class RetryStormRule:
         return np.where(total > 0, mixed, np.maximum(own, self.min_ratio))
 
     def slow_matters(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
-                     max_attempt: np.ndarray, repeats: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
+                     max_attempt: np.ndarray, repeats: np.ndarray, counted: np.ndarray | None = None,
+                     slow_repeats: np.ndarray | None = None) -> np.ndarray:
         """Per subject, from the fast window alone: whether its slow window can change its verdict (a burn
         must still fail above the usual now, and a storm is one) or be stated in its message (a loop).
         Another subject's slow window is read by no decision of ``judge`` but the providers' totals,
         which sum the ``counted`` subjects (so those are always needed)."""
         p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
+        return self._burning_now(f, a, p) | self.looping(max_attempt, repeats, slow_repeats)
+
+    def looping(self, max_attempt: np.ndarray, repeats: np.ndarray, slow_repeats: np.ndarray | None) -> np.ndarray:
+        """Per subject: an agent loop (one request retried on and on, or one request shape repeated)."""
+        slow = (slow_repeats >= self.loop_slow_repeats) if slow_repeats is not None else False
+        return (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats) | slow
+
+    def _burning_now(self, f: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
-        burning = (_z(f, a, p) >= self.z_calm) & (f >= self.min_failed / 2) & (ratio >= self.slow_factor * p)
-        return burning | (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats)
+        return (_z(f, a, p) >= self.burn_now_z) & (f >= self.burn_now_failed) & (ratio >= self.burn_now_factor * p)
 
     def judge(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
               slow_failed: np.ndarray, slow_attempts: np.ndarray, max_attempt: np.ndarray,
-              repeats: np.ndarray, counted: np.ndarray | None = None) -> StormVerdict:
+              repeats: np.ndarray, counted: np.ndarray | None = None,
+              slow_dispersion: np.ndarray | None = None, slow_repeats: np.ndarray | None = None) -> StormVerdict:
         """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers);
-        ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``)."""
+        ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``);
+        ``slow_dispersion``: per subject, how much more its failures over a slow window vary than a binomial's
+        (1 or more; learned from its history), dividing the slow window's variance's scale;
+        ``slow_repeats``: the most requests of one shape over the slow window, in periods it repeated in."""
         p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
         z = _z(f, a, p)
@@ -96,10 +116,10 @@ class RetryStormRule:
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
-        burn = ((_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed)
-                & (slow_ratio >= self.slow_factor * p_slow)
-                & (z >= self.z_calm) & (f >= self.min_failed / 2) & (ratio >= self.slow_factor * p))
-        loop = (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats)
+        spread = np.sqrt(np.maximum(slow_dispersion, 1.0)) if slow_dispersion is not None else 1.0
+        burn = ((_z(sf, sa, p_slow) / spread >= self.z_slow) & (sf >= self.slow_min_failed)
+                & (slow_ratio >= self.slow_factor * p_slow) & self._burning_now(f, a, p))
+        loop = self.looping(max_attempt, repeats, slow_repeats)
         hot = storm | burn | loop
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
         calm = (z < self.z_calm) & ~loop & ~burn

@@ -50,6 +50,8 @@ def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequen
     key columns (by name); ``name`` prefixes the parameters, so that several of these
     can share one query.
     """
+    if rollup.having != "1":
+        raise ValueError(f"{rollup.name} keeps only some groups of a period: a partial period is another question")
     if not 0 < len(windows) <= MAX_WINDOWS:
         raise ValueError(f"between 1 and {MAX_WINDOWS} windows, not {len(windows)}")
     wanted = [m for m in rollups.MEASURES if m.name in measures]

@@ -629,10 +629,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "COMMENT 'when the row was written (its expiry); sent_at is on the cycle''s clock'",
         "ALTER TABLE alert_messages MODIFY TTL written_at + INTERVAL 7 DAY",
     )),
-    Migration(19, "retry storms off raw: failures per five minutes, feature and provider for the slow window", (
+    Migration(19, "retry storms off raw: failures per 5 minutes x feature x provider, repeated shapes per 10 min", (
         rollups.table_ddl(shapes.FEATURE_FAILURES),
+        rollups.table_ddl(shapes.LOOP_SHAPES),
         shapes.WATERMARKS_VIEW,
-        shapes.backfill_feature_failures,  # from the raw events already stored (sinks/shapes.py)
+        shapes.backfill_storm_windows,  # from the raw events already stored (sinks/shapes.py)
     )),
 )
 

@@ -64,5 +64,6 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
     return (f"(SELECT * FROM {inner} UNION ALL "
             f"SELECT {bucket.replace('{t}', rollup.bucket)} AS period, {keys}, {from_raw} "
-            f"FROM usage_events FINAL WHERE {ends} AND ({where}) AND ({rollup.where}) GROUP BY period, {keys})")
+            f"FROM usage_events FINAL WHERE {ends} AND ({where}) AND ({rollup.where}) GROUP BY period, {keys}"
+            f"{rollups.having_sql(rollup)})")
 

@@ -108,6 +108,10 @@ class Rollup:
     where: str = "1"     # which raw rows it rolls up (SQL over usage_events' columns)
     key_types: tuple[tuple[str, str], ...] = ()  # a key's column type where it is not a low-cardinality string
     min_recompute_s: float = 0.0  # at least this long between two recomputations of one period
+    # which groups of a period it keeps (a condition on aggregates of raw rows): a rollup of the rare, say the
+    # request shapes repeated within a period, stays small where one of everything would be raw's size. A
+    # partial period is then another question (it has fewer repeats): ``windows.windowed`` refuses such a rollup.
+    having: str = "1"
 
     @property
     def watermark_column(self) -> str:
@@ -122,7 +126,8 @@ class Rollup:
     def floor(self) -> str:
         """The ClickHouse function giving the start of the period an instant is in."""
         return {timedelta(minutes=1): "toStartOfMinute", timedelta(minutes=5): "toStartOfFiveMinutes",
-                timedelta(hours=1): "toStartOfHour", timedelta(days=1): "toStartOfDay"}[self.step]
+                timedelta(minutes=10): "toStartOfTenMinutes", timedelta(hours=1): "toStartOfHour",
+                timedelta(days=1): "toStartOfDay"}[self.step]
 
     def key_type(self, key: str) -> str:
         return dict(self.key_types).get(key, "Nullable(String)" if key == "customer"
@@ -271,6 +276,8 @@ def columns(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     ``where_rollup``/``where_raw`` filter each side (in terms of the keys, and ``t``/``ts``).
     """
     wanted = [m for m in rollup.measures if measures is None or m.name in measures]
+    if rollup.having != "1" and bucket != "{t}":
+        raise ValueError(f"{rollup.name} keeps only some groups of a period: read it by its own periods")
     keys = ", ".join(rollup.keys)
     # this rollup's watermark alone: the view computes every rollup's, which costs more than most reads
     watermark = f"({watermark_sql(rollup)})"
@@ -283,8 +290,13 @@ def columns(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
         f"UNION ALL "
         f"SELECT {_bucket(bucket, rollup.bucket)} AS period, {keys}, {from_raw} FROM usage_events FINAL "
         f"WHERE ts >= {watermark} AND {where_raw.replace('{t}', 'ts')} AND ({rollup.where}) "
-        f"GROUP BY period, {keys})"
+        f"GROUP BY period, {keys}{having_sql(rollup)})"
     )
+
+
+def having_sql(rollup: Rollup) -> str:
+    """`` HAVING …`` for a raw ``GROUP BY`` of ``rollup``'s periods and keys, or nothing."""
+    return "" if rollup.having == "1" else f" HAVING {rollup.having}"
 
 
 def _bucket(bucket: str, of: str) -> str:
@@ -517,7 +529,7 @@ def recompute_sql(rollup: Rollup, version: str, where: str) -> str:
     measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in rollup.measures)
     return (f"INSERT INTO {rollup.name} ({rollup.period}, {keys}, {', '.join(m.name for m in rollup.measures)}, "
             f"version) SELECT {rollup.bucket} AS p, {keys}, {measures}, {version} "
-            f"FROM usage_events FINAL WHERE {where} AND ({rollup.where}) GROUP BY p, {keys}")
+            f"FROM usage_events FINAL WHERE {where} AND ({rollup.where}) GROUP BY p, {keys}{having_sql(rollup)}")
 
 
 def _record_done(store: Store, periods: list[tuple[Rollup, datetime, datetime]]) -> None:

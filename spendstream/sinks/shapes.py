@@ -31,6 +31,12 @@ asked of raw:
   the traffic: ``usage_minutes`` keeps team, environment, model and service too, and held
   1.4 events a row at 5M events over four weeks, so two hours of it grew with density almost
   as raw does (BENCHMARKS.md, issue 17).
+- ``loop_shapes``: per ten minutes, the request shapes (feature, customer, model, prompt-prefix
+  fingerprint, input size; first attempts with a fingerprint) that *repeated* in those
+  minutes — two distinct requests or more — and how many: an agent loop too slow for
+  the retry-storm pass's 10-minute test (one identical call a minute for hours) adds
+  up over its slow window. Kept only where a shape repeats (``Rollup.having``): one row
+  per request would be raw's size.
 
 Grains were chosen by counting rows (bench/rollup_grains.py): see BENCHMARKS.md.
 """
@@ -158,8 +164,17 @@ FEATURE_FAILURES = Rollup("feature_failures", "window_start", "toStartOfFiveMinu
                           measures=tuple(m for m in MEASURES if m.name in (
                               "attempts", "failed_attempts", "max_attempt", "failed_cost_usd")),
                           where="feature IS NOT NULL AND feature != ''")
+# Distinct requests (a request re-sent as a first attempt under a new event id counts once a period).
+LOOP_SHAPES = Rollup("loop_shapes", "window_start", "toStartOfTenMinutes(ts)", timedelta(minutes=10),
+                     ("feature", "customer", "model", "prefix_fingerprint", "input_tokens"),
+                     measures=(Measure("requests", "UInt64", "uniqExact(ifNull(request_id, event_id))",
+                                       "sum(requests)"),
+                               Measure("cost_usd", MONEY, "sum(total_cost)", "sum(cost_usd)")),
+                     where="attempt = 1 AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != ''",
+                     key_types=(("prefix_fingerprint", "Nullable(String)"), ("input_tokens", "UInt64")),
+                     having="uniqExact(ifNull(request_id, event_id)) >= 2")
 V17_SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)  # what migration 17 built (it still builds that)
-SHAPES = (*V17_SHAPES, FEATURE_FAILURES)
+SHAPES = (*V17_SHAPES, FEATURE_FAILURES, LOOP_SHAPES)
 
 V17_WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *V17_SHAPES))
 WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
@@ -183,6 +198,7 @@ def backfill(store: Store, run: Callable[[str], None], grains: tuple[Rollup, ...
         log.info("%s computed from the raw events of %d month(s)", rollup.name, len(months))
 
 
-def backfill_feature_failures(store: Store, run: Callable[[str], None]) -> None:
-    """Migration step: ``feature_failures`` from the raw events already stored (see :func:`backfill`)."""
-    backfill(store, run, (FEATURE_FAILURES,))
+def backfill_storm_windows(store: Store, run: Callable[[str], None]) -> None:
+    """Migration step: ``feature_failures`` and ``loop_shapes`` from the raw events already stored
+    (see :func:`backfill`)."""
+    backfill(store, run, (FEATURE_FAILURES, LOOP_SHAPES))
