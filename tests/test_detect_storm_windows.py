@@ -20,14 +20,14 @@ import pytest
 from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
-from spendstream.detect.retry_storm import recent_failures, slow_window
+from spendstream.detect.retry_storm import feature_windows, recent_failures
 from spendstream.pricing import Pricer
 from spendstream.sinks import rollups
 from spendstream.sinks.store import query_result, sql_time
 from spendstream.sinks.writer import SinkWriter
 
 NOW = datetime(2024, 3, 5, 10, 17, 23, 456789, tzinfo=timezone.utc)  # mid-minute, mid-millisecond
-WINDOW, SLOW = timedelta(minutes=10), timedelta(minutes=120)
+WINDOW, SLOW, GUARD = timedelta(minutes=10), timedelta(minutes=120), timedelta(minutes=30)
 PRICER = Pricer()
 FIELDS = ("attempts", "failed", "max_attempt", "rate_limited", "server_errors", "timeouts", "invalid_outputs")
 SLOW_FIELDS = ("slow_attempts", "slow_failed", "failed_cost")
@@ -39,6 +39,8 @@ def raw_failures(store, now: datetime) -> dict[tuple[str, str], dict]:
         SELECT subject, ifNull(provider, '') AS provider,
                toFloat64(countIf(ts >= {w:DateTime64(3, 'UTC')})) AS attempts,
                toFloat64(countIf(ts >= {w:DateTime64(3, 'UTC')} AND status != 'ok')) AS failed,
+               toFloat64(countIf(ts >= {g:DateTime64(3, 'UTC')})) AS now_attempts,
+               toFloat64(countIf(ts >= {g:DateTime64(3, 'UTC')} AND status != 'ok')) AS now_failed,
                toFloat64(count()) AS slow_attempts, toFloat64(countIf(status != 'ok')) AS slow_failed,
                toFloat64(maxIf(attempt, ts >= {w:DateTime64(3, 'UTC')})) AS max_attempt,
                ifNull(sumIf(total_cost, status != 'ok' AND priced), 0) AS failed_cost,
@@ -51,7 +53,8 @@ def raw_failures(store, now: datetime) -> dict[tuple[str, str], dict]:
                      AS subject, * FROM usage_events FINAL
               WHERE ts >= {s:DateTime64(3, 'UTC')} AND ts < {n:DateTime64(3, 'UTC')})
         WHERE NOT endsWith(subject, '=') GROUP BY subject, provider""",
-                        {"s": sql_time(now - SLOW), "w": sql_time(now - WINDOW), "n": sql_time(now)}).dicts()
+                        {"s": sql_time(now - SLOW), "w": sql_time(now - WINDOW), "g": sql_time(now - GUARD),
+                         "n": sql_time(now)}).dicts()
     return {(r["subject"], r["provider"]): r for r in rows}
 
 
@@ -108,7 +111,7 @@ def _assert_same_as_raw(store, run: str) -> None:
     for now in (NOW, NOW.replace(second=0, microsecond=0), NOW + timedelta(seconds=30)):
         raw = {k: r for k, r in raw_failures(store, now).items() if run in k[0]}
         got = {(r["subject"], r["provider"]): r for r in recent_failures(
-            store, now=now, window=WINDOW, slow=SLOW, customers=_failing) if run in r["subject"]}
+            store, now=now, window=WINDOW, slow=SLOW, guard=GUARD, customers=_failing) if run in r["subject"]}
         assert set(got) <= set(raw)
         # every subject with traffic in the fast window, and every feature with any in the slow one
         assert {k for k, r in raw.items() if r["attempts"] or k[0].startswith("feature=")} <= set(got)
@@ -116,6 +119,9 @@ def _assert_same_as_raw(store, run: str) -> None:
         assert f"customer={run}-storm" in read and f"feature={run}-chat" in read
         for key, r in got.items():
             assert [r[f] for f in FIELDS] == [raw[key][f] for f in FIELDS], key
+            # the window a burn must still fail in: a feature's guard window, a customer's fast one
+            now = ("now_attempts", "now_failed") if key[0].startswith("feature=") else ("attempts", "failed")
+            assert [r["now_attempts"], r["now_failed"]] == [raw[key][f] for f in now], key
             if key[0].startswith("feature=") or key[0] in read:
                 assert [r[f] for f in SLOW_FIELDS] == [raw[key][f] for f in SLOW_FIELDS], key
                 assert isinstance(r["failed_cost"], Decimal)
@@ -157,7 +163,7 @@ def test_the_slow_window_reads_features_from_their_rollup(embedded_store) -> Non
                   f"failed_cost_usd, version) VALUES ('{period:%Y-%m-%d %H:%M:%S}', '{ghost}', 'openai', 10, 4, 1.25, "
                   f"now64(3))")
     try:
-        got = slow_window(store, start=NOW - SLOW, end=NOW, customers=[])
-        assert got[(f"feature={ghost}", "openai")] == (10.0, 4.0, Decimal("1.25"))
+        got = feature_windows(store, start=NOW - SLOW, end=NOW, guard=NOW - timedelta(minutes=60))
+        assert got[(f"feature={ghost}", "openai")] == (10.0, 4.0, Decimal("1.25"), 10.0, 4.0)
     finally:
         store.command(f"ALTER TABLE feature_failures DELETE WHERE feature = '{ghost}' SETTINGS mutations_sync = 2")

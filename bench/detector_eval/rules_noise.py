@@ -21,7 +21,7 @@ from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import expect, learn
 from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule
-from spendstream.detect.storm import RetryStormRule
+from spendstream.detect.storm import RetryStormRule, failure_dispersion
 from spendstream.schemas.alert import Alert
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
@@ -96,20 +96,8 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     return out
 
 
-def slow_dispersion(attempts: np.ndarray, failed: np.ndarray, own: np.ndarray, *, block_hours: int) -> np.ndarray:
-    """Per subject: the variance of its failures over ``block_hours`` blocks of its history against a binomial's
-    around its own ratio (Pearson's statistic per degree of freedom, at least 1): arrays (subjects, hours)."""
-    n = attempts.shape[1] // block_hours * block_hours
-    a = attempts[:, -n:].reshape(len(own), -1, block_hours).sum(axis=2) if n else np.zeros((len(own), 0))
-    f = failed[:, -n:].reshape(len(own), -1, block_hours).sum(axis=2) if n else np.zeros((len(own), 0))
-    p = own[:, None]
-    binomial = (a * p * (1 - p)).sum(axis=1)
-    pearson = ((f - a * p) ** 2).sum(axis=1)
-    return np.where(binomial > 0, np.maximum(pearson / np.maximum(binomial, 1e-12), 1.0), 1.0)
-
-
 def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None,
-            dispersion: bool = True) -> list[Fired]:
+            dispersion: bool = False) -> list[Fired]:
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     rows = np.array([i for i, s in enumerate(world.subjects) if not s.startswith("team=")])
     hours = _Hours(world, rows)
@@ -134,8 +122,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
             week = slice(t // 60 - 168, t // 60)
             tried = hours.attempts[:, week].sum(axis=1)
             own = np.where(tried > 0, hours.failed[:, week].sum(axis=1) / np.maximum(tried, 1), 0.0)
-            spread = slow_dispersion(hours.attempts[:, week], hours.failed[:, week], own,
-                                     block_hours=max(slow_w // 60, 1)) if dispersion else None
+            spread = failure_dispersion(hours.attempts[:, week], hours.failed[:, week], own,
+                                        block_hours=max(slow_w // 60, 1)) if dispersion else None
 
         def split(c: np.ndarray, minutes: int, t: int = t) -> np.ndarray:
             return (by_provider @ (c[:, t] - c[:, t - minutes])).reshape(len(rows), len(providers))
@@ -146,7 +134,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
-                             max_attempt=longest, repeats=repeats, counted=features, slow_dispersion=spread)
+                             max_attempt=longest, repeats=repeats, counted=features, slow_dispersion=spread,
+                             **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
@@ -162,6 +151,15 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
 
 
 STEP_MINUTES = 5
+
+
+def guard(split, failed: np.ndarray, attempts: np.ndarray, w: int, minutes: int | None, features: np.ndarray) -> dict:
+    """The window a slow burn must still fail in: ``minutes`` for features, the fast window for customers."""
+    if minutes is None:
+        return {}
+    pick = features[:, None]
+    return {"now_failed": np.where(pick, split(failed, minutes), split(failed, w)),
+            "now_attempts": np.where(pick, split(attempts, minutes), split(attempts, w))}
 
 
 def _record(out: list[Fired], open_: dict[int, Incident], key: int, incident: Incident | None,

@@ -72,22 +72,34 @@ def fast_window(querier: TextQuerier, *, start: datetime, end: datetime) -> list
                         {"a": sql_time(start), "b": sql_time(end)}).dicts()
 
 
-def slow_window(querier: TextQuerier, *, start: datetime, end: datetime,
-                customers: list[str]) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
-    """(subject, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``:
-    every feature (from ``feature_failures``), and the ``customers`` named (from raw)."""
-    minutes, params = windowed(shapes.FEATURE_FAILURES, [Window(start, end)],
-                               ["attempts", "failed_attempts", "failed_cost_usd"], name="s")
-    sql = (f"SELECT concat('feature=', feature), ifNull(provider, ''), toFloat64(sum(attempts)), "
-           f"toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0) FROM {minutes} "
-           f"GROUP BY feature, provider")
-    if customers:
-        params |= {"a": sql_time(start), "b": sql_time(end), "c": _array(customers)}
-        sql += (" UNION ALL SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(count()), "
-                "toFloat64(countIf(status != 'ok')), ifNull(sumIf(total_cost, status != 'ok' AND priced), 0) "
-                "FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')} "
-                "AND customer IN {c:Array(String)} GROUP BY customer, provider")
-    return {(s, p): (a, f, Decimal(usd)) for s, p, a, f, usd in query_result(querier, sql, params).rows}
+def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, guard: datetime | None = None
+                    ) -> dict[tuple[str, str], tuple[float, float, Decimal, float, float]]:
+    """(``feature=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``,
+    and (attempts, failed attempts) in ``[guard, end)`` (0 without ``guard``): from ``feature_failures``."""
+    windows = [Window(start, end)] + ([Window(guard, end)] if guard is not None else [])
+    periods, params = windowed(shapes.FEATURE_FAILURES, windows, ["attempts", "failed_attempts", "failed_cost_usd"],
+                               name="s")
+    rows = query_result(querier, f"""
+        SELECT concat('feature=', feature), ifNull(provider, ''), toFloat64(sumIf(attempts, w = 0)),
+               toFloat64(sumIf(failed_attempts, w = 0)), ifNull(sumIf(failed_cost_usd, w = 0), 0),
+               toFloat64(sumIf(attempts, w = 1)), toFloat64(sumIf(failed_attempts, w = 1))
+        FROM {periods} GROUP BY feature, provider""", params).rows
+    return {(s, p): (a, f, Decimal(usd), ga, gf) for s, p, a, f, usd, ga, gf in rows}
+
+
+def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime,
+                     customers: Collection[str]) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
+    """(``customer=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``
+    for the ``customers`` named, from raw (no rollup of customers is smaller than raw at sub-hour grains)."""
+    if not customers:
+        return {}
+    rows = query_result(querier, """
+        SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(count()),
+               toFloat64(countIf(status != 'ok')), ifNull(sumIf(total_cost, status != 'ok' AND priced), 0)
+        FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}
+              AND customer IN {c:Array(String)} GROUP BY customer, provider""",
+                        {"a": sql_time(start), "b": sql_time(end), "c": _array(sorted(customers))}).rows
+    return {(s, p): (a, f, Decimal(usd)) for s, p, a, f, usd in rows}
 
 
 def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
@@ -134,25 +146,36 @@ def _floor(at: datetime, step: timedelta) -> datetime:
 
 
 def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, slow: timedelta,
+                    guard: timedelta | None = None,
                     customers: Callable[[list[dict]], Collection[str]] = lambda fast: ()) -> list[dict]:
     """Per subject and provider: the fast window's and the slow window's attempts and failures, and the rest.
 
     ``customers`` chooses, from the fast window's rows, the customers (``customer=…`` subjects)
-    whose slow window is read; every other customer's slow counts are 0."""
+    whose slow window is read; every other customer's slow counts are 0. A feature's ``guard``
+    window (the last ``guard``) is read with its slow one; a customer's is its fast window."""
     fast = fast_window(querier, start=now - window, end=now)
-    chosen = sorted(s.removeprefix("customer=") for s in customers(fast) if s.startswith("customer="))
-    return merged(fast, slow_window(querier, start=now - slow, end=now, customers=chosen))
+    features = feature_windows(querier, start=now - slow, end=now, guard=now - guard if guard else None)
+    chosen = [s.removeprefix("customer=") for s in customers(fast) if s.startswith("customer=")]
+    return merged(fast, features, customer_windows(querier, start=now - slow, end=now, customers=chosen))
 
 
-def merged(fast: list[dict], slow_of: dict[tuple[str, str], tuple[float, float, Decimal]]) -> list[dict]:
-    """The fast window's rows with their slow window's counts, and rows for what failed only earlier."""
-    slow_of, out = dict(slow_of), []
+def merged(fast: list[dict], features: dict[tuple[str, str], tuple],
+           customers: dict[tuple[str, str], tuple]) -> list[dict]:
+    """The fast window's rows with their slow (and guard) windows' counts, and rows for what failed only earlier.
+
+    ``slow_*``/``failed_cost``: the slow window; ``now_*``: the window a burn must still fail in (a feature's
+    guard window, anyone else's fast window)."""
+    slow_of, out = {**features, **customers}, []
+
+    def row(r: dict, slow: tuple) -> dict:
+        sa, sf, usd, *guarded = slow
+        ga, gf = guarded if guarded else (r["attempts"], r["failed"])
+        return {**r, "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd, "now_attempts": ga, "now_failed": gf}
+
     for r in fast:
-        sa, sf, usd = slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))
-        out.append({**r, "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd})
-    return out + [{"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
-                   **dict.fromkeys(_MIX, 0), "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd}
-                  for (s, p), (sa, sf, usd) in slow_of.items()]
+        out.append(row(r, slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))))
+    return out + [row({"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
+                       **dict.fromkeys(_MIX, 0)}, slow) for (s, p), slow in slow_of.items()]
 
 
 def _array(values: list[str]) -> str:
@@ -169,6 +192,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     slowly = slow_loops(store, now=now, slow=slow)
     loops |= {s: (0.0, 0.0) for s in slowly if s not in loops}
     fast = fast_window(store, start=now - window, end=now)
+    guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
+    features = feature_windows(store, start=now - slow, end=now, guard=now - guard)
     incidents = state.load_open(store, [KIND])
     known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
@@ -178,27 +203,27 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         subjects = sorted({r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
         providers = sorted({r["provider"] for r in rows})
         si, pi = {s: i for i, s in enumerate(subjects)}, {p: i for i, p in enumerate(providers)}
-        a, f, sa, sf = (np.zeros((len(subjects), max(len(providers), 1))) for _ in range(4))
+        a, f, sa, sf, na, nf = (np.zeros((len(subjects), max(len(providers), 1))) for _ in range(6))
         longest = np.zeros(len(subjects))
         for r in rows:
             i, p = si[r["subject"]], pi[r["provider"]]
-            a[i, p], f[i, p] = r["attempts"], r["failed"]
-            sa[i, p], sf[i, p] = r.get("slow_attempts", 0.0), r.get("slow_failed", 0.0)
+            a[i, p], f[i, p], sa[i, p], sf[i, p] = r["attempts"], r["failed"], r["slow_attempts"], r["slow_failed"]
+            na[i, p], nf[i, p] = r["now_attempts"], r["now_failed"]
             longest[i] = max(longest[i], r["max_attempt"] or 0)
         own = np.array([own_of.get(s, 0.0) for s in subjects])
         repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
         slow_repeats = np.array([slowly.get(s, (0.0, 0.0))[0] for s in subjects])
-        return (subjects, si, a, f, sa, sf, longest, own, repeats, slow_repeats,
+        return (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats,
                 np.array([s.startswith("feature=") for s in subjects]))
 
     # the customers whose slow window can decide (a burn still failing now) or be stated (a loop): read theirs
-    subjects, _, a, f, _, _, longest, own, repeats, slow_repeats, counted = arrays(fast)
+    subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted = arrays(merged(fast, features, {}))
     decisive = rule.slow_matters(failed=f, attempts=a, own_ratio=own, counted=counted, max_attempt=longest,
-                                 repeats=repeats, slow_repeats=slow_repeats)
-    customers = sorted(s.removeprefix("customer=") for s, d in zip(subjects, decisive, strict=True)
-                       if d and s.startswith("customer="))
-    rows = merged(fast, slow_window(store, start=now - slow, end=now, customers=customers))
-    subjects, si, a, f, sa, sf, longest, own, repeats, slow_repeats, counted = arrays(rows)
+                                 repeats=repeats, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na)
+    customers = [s.removeprefix("customer=") for s, d in zip(subjects, decisive, strict=True)
+                 if d and s.startswith("customer=")]
+    rows = merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=customers))
+    subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted = arrays(rows)
     wasted = np.zeros(len(subjects))
     mix: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in subjects}
     for r in rows:
@@ -206,7 +231,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], _MIX, strict=True)]
     repeated_usd = np.array([max(loops.get(s, (0.0, 0.0))[1], slowly.get(s, (0.0, 0.0))[1]) for s in subjects])
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
-                         repeats=repeats, counted=counted, slow_repeats=slow_repeats)
+                         repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
