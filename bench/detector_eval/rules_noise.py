@@ -21,7 +21,7 @@ from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import expect, learn
 from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule
-from spendstream.detect.storm import RetryStormRule, failure_dispersion
+from spendstream.detect.storm import RetryStormRule
 from spendstream.schemas.alert import Alert
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
@@ -96,8 +96,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     return out
 
 
-def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None,
-            dispersion: bool = False) -> list[Fired]:
+def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     rows = np.array([i for i, s in enumerate(world.subjects) if not s.startswith("team=")])
     hours = _Hours(world, rows)
@@ -122,22 +121,22 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
             week = slice(t // 60 - 168, t // 60)
             tried = hours.attempts[:, week].sum(axis=1)
             own = np.where(tried > 0, hours.failed[:, week].sum(axis=1) / np.maximum(tried, 1), 0.0)
-            spread = failure_dispersion(hours.attempts[:, week], hours.failed[:, week], own,
-                                        block_hours=max(slow_w // 60, 1)) if dispersion else None
 
         def split(c: np.ndarray, minutes: int, t: int = t) -> np.ndarray:
             return (by_provider @ (c[:, t] - c[:, t - minutes])).reshape(len(rows), len(providers))
 
         leaf_max = world.max_attempt[:, t - w:t].max(axis=1)
         leaf_repeats = world.repeats[:, t - w:t].sum(axis=1)
+        # (the package sums, over the slow window, the ten minutes a shape repeated in: here every minute of one)
+        slow_repeats = np.where(member, world.repeats[:, t - slow_w:t].sum(axis=1)[None, :], 0).max(axis=1)
         longest = np.where(member, leaf_max[None, :], 0).max(axis=1)
         repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
-                             max_attempt=longest, repeats=repeats, counted=features, slow_dispersion=spread,
+                             max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
                              **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
         # as detect_retry_storms: storms need a day of history, loops do not
-        loop = (longest >= rule.loop_attempts) | (repeats >= rule.loop_repeats)
+        loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
         hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)

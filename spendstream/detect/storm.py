@@ -111,12 +111,10 @@ class RetryStormRule:
     def judge(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
               slow_failed: np.ndarray, slow_attempts: np.ndarray, max_attempt: np.ndarray,
               repeats: np.ndarray, counted: np.ndarray | None = None,
-              slow_dispersion: np.ndarray | None = None, slow_repeats: np.ndarray | None = None,
+              slow_repeats: np.ndarray | None = None,
               now_failed: np.ndarray | None = None, now_attempts: np.ndarray | None = None) -> StormVerdict:
         """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers);
         ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``);
-        ``slow_dispersion``: per subject, how much more its failures over a slow window vary than a binomial's
-        (1 or more; learned from its history), dividing the slow window's variance's scale;
         ``slow_repeats``: the most requests of one shape over the slow window, in periods it repeated in;
         ``now_failed``/``now_attempts``: per subject and provider, the window a slow burn must still fail in
         (default: the last ``window_minutes``)."""
@@ -129,8 +127,7 @@ class RetryStormRule:
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
-        spread = np.sqrt(np.maximum(slow_dispersion, 1.0)) if slow_dispersion is not None else 1.0
-        burn = ((_z(sf, sa, p_slow) / spread >= self.z_slow) & (sf >= self.slow_min_failed)
+        burn = ((_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed)
                 & (slow_ratio >= self.slow_factor * p_slow) & self._guard(now_failed, now_attempts, f, a, p, own_ratio,
                                                                           counted))
         loop = self.looping(max_attempt, repeats, slow_repeats)
@@ -138,25 +135,6 @@ class RetryStormRule:
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
         calm = (z < self.z_calm) & ~loop & ~burn
         return StormVerdict(hot, very_hot, calm, p, z)
-
-
-def failure_dispersion(attempts: np.ndarray, failed: np.ndarray, own: np.ndarray, *, block_hours: int) -> np.ndarray:
-    """Per subject: how much more its failures vary over blocks of ``block_hours`` than a binomial's around its
-    own ratio ``own`` (Pearson's statistic over the blocks against the binomial variance; at least 1), from
-    hourly arrays (subjects, hours) of its history, the newest last.
-
-    Failures are not independent: one request's retries fail together, and a provider's blips fail a
-    few minutes of everyone's calls. Over a slow window this spread is what a doubled ratio must stand
-    out of (a beta-binomial's variance, scaled at the window's own length)."""
-    n = attempts.shape[1] // block_hours * block_hours
-    if n == 0:
-        return np.ones(len(own))
-    a = attempts[:, -n:].reshape(len(own), -1, block_hours).sum(axis=2)
-    f = failed[:, -n:].reshape(len(own), -1, block_hours).sum(axis=2)
-    p = own[:, None]
-    binomial = (a * p * (1 - p)).sum(axis=1)
-    pearson = ((f - a * p) ** 2).sum(axis=1)
-    return np.where(binomial > 0, np.maximum(pearson / np.maximum(binomial, 1e-12), 1.0), 1.0)
 
 
 def _z(failed: np.ndarray, attempts: np.ndarray, p: np.ndarray) -> np.ndarray:
