@@ -13,12 +13,12 @@ resolves). A pass reads (issue 17: what a rollup window reads, not two hours of 
   (five minutes × feature × provider, :mod:`spendstream.sinks.shapes`, through
   :func:`spendstream.detect.windows.windowed`: whole periods from the rollup, the partial
   periods at the edges and anything after the rollup's watermark from raw — exactly raw's
-  answer, in rows bounded by features × providers rather than by the traffic). Customers
-  only where the slow window can change the verdict: a slow burn needs ``min_failed / 2``
-  failures in the fast window, and a firing message states the slow window of a hot
-  subject, so the customers failing that much or looping are read from raw
-  (``customer IN …``); every other customer's slow counts are left at zero, which no
-  decision reads;
+  answer, in rows bounded by features × providers rather than by the traffic), with the
+  window a feature's slow burn must still fail in (``burn_now_minutes``). Customers only
+  where the slow window can change the verdict or is stated in a message: those whose
+  fast window already meets a slow burn's "still failing now" test, or that loop
+  (:meth:`RetryStormRule.slow_matters`), read from raw (``customer IN …``); every other
+  customer's slow counts are left at zero, which no decision reads;
 - **request shapes** in the fast window (feature, customer, prompt-prefix fingerprint,
   model, input size): the most distinct requests of one shape and what the repeats cost.
   Only requests *with* a fingerprint count: fixed-size requests without one are ordinary
