@@ -150,15 +150,17 @@ SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)
 WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
 
 
-def backfill(store: Store, run: Callable[[str], None]) -> None:
-    """Migration step: compute the new rollups from the raw events already stored, a month at a time, and
-    record their periods done at the marks made before the computation began (a row marked later was
-    perhaps not durable yet: its period stays pending, and the maintainer recomputes it)."""
+def backfill(store: Store, run: Callable[[str], None], grains: tuple[Rollup, ...] | None = None) -> None:
+    """Migration step: compute the new rollups (``grains``; migration 17's by default) from the raw events
+    already stored, a month at a time, and record their periods done at the marks made before the
+    computation began (a row marked later was perhaps not durable yet: its period stays pending, and the
+    maintainer recomputes it)."""
+    grains = grains or (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)
     began = str(store.query("SELECT toString(now64(3, 'UTC'))").scalar())
     months = [str(r[0]) for r in store.query("SELECT DISTINCT toString(toStartOfMonth(ts)) FROM usage_events "
                                              "ORDER BY 1").rows]
     version = f"toDateTime64('{began}', 3, 'UTC')"
-    for rollup in SHAPES:
+    for rollup in grains:
         for month in months:
             start = f"toDateTime64('{month}', 3, 'UTC')"
             store.command(recompute_sql(rollup, version, f"ts >= {start} AND ts < {start} + INTERVAL 1 MONTH"))
@@ -166,3 +168,72 @@ def backfill(store: Store, run: Callable[[str], None]) -> None:
         store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', {period} AS p, "
                       f"max(marked_at) FROM rollup_marks WHERE marked_at <= {version} GROUP BY p")
         log.info("%s computed from the raw events of %d month(s)", rollup.name, len(months))
+
+
+# -- the advisor at the targets' density (issue 17): rows bounded by keys × hours, not by events ----------------
+#
+# At 50M events over 28 days the advisor's two largest reads grew with the events: the burst test read
+# usage_minutes (minute × six keys: 2.6M rows at 5M events), the caching estimate prefix_windows (five minutes
+# × prefix: 395,000 rows at 5M, about one call a row). Per hour, both questions have a form whose rows are
+# bounded by the keys × hours whatever the density (BENCHMARKS.md, "The commands at the targets' density").
+
+# Provider prompt caches: (minimum cacheable prefix tokens, lifetime seconds without a hit). OpenAI: automatic
+# from 1,024 tokens, kept 5–10 minutes idle; Anthropic: 1,024 (2,048 for Haiku models, the advisor's
+# HAIKU_MIN_CACHEABLE) for 5 minutes by default; Google's implicit caching from 1,024 tokens. Here, not in the
+# advisor, because ``prefix_hours`` counts its hits under these lifetimes: changing one means recomputing
+# that rollup (a migration that drops its rows and backfills it).
+CACHE_RULES = {"openai": (1024, 300), "azure": (1024, 300), "anthropic": (1024, 300), "aws": (1024, 300),
+               "google": (1024, 300)}
+
+
+def cache_lifetime_ms(provider: str) -> str:
+    """SQL: the prompt cache's lifetime in milliseconds for the price's provider (SQL), 0 when it has none."""
+    return (f"ifNull(transform({provider}, {list(CACHE_RULES)}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, "
+            "0), 0)")
+
+
+# The hour's prefixed calls in order, (ms, event_id, cached prefix tokens, saving): each call after the
+# first is a hit when the call before it came within the lifetime (arrays pair each call with its predecessor).
+_CALLS = f"arraySort(groupArray((toUnixTimestamp64Milli(ts), event_id, {PREFIX_CACHED}, {PREFIX_SAVING})))"
+_PAIRS = f"arrayPopFront({_CALLS}), arrayPopBack({_CALLS})"
+_HIT = f"a.1 - b.1 <= {cache_lifetime_ms('price_provider_id')}"
+
+PREFIX_HOUR_MEASURES: tuple[Measure, ...] = (
+    Measure("calls", "UInt64", "count()", "sum(calls)"),
+    Measure("first_ts", "DateTime64(3, 'UTC')", "min(ts)", "min(first_ts)"),
+    Measure("last_ts", "DateTime64(3, 'UTC')", "max(ts)", "max(last_ts)"),
+    # within one period only (a period's hits need its calls in order): a period is one row of the rollup
+    Measure("hit_calls", "UInt64", f"arrayCount((a, b) -> {_HIT}, {_PAIRS})", "sum(hit_calls)"),
+    Measure("hit_cached_tokens", "UInt64", f"arraySum((a, b) -> if({_HIT}, a.3, 0), {_PAIRS})",
+            "sum(hit_cached_tokens)"),
+    Measure("hit_saving_usd", "Decimal(38, 18)", f"arraySum((a, b) -> if({_HIT}, a.4, 0), {_PAIRS})",
+            "sum(hit_saving_usd)"),
+    Measure("first_cached_tokens", "UInt64", f"argMin({PREFIX_CACHED}, {_FIRST})",
+            "argMin(first_cached_tokens, first_ts)"),
+    Measure("first_saving_usd", "Decimal(38, 18)", f"argMin({PREFIX_SAVING}, {_FIRST})",
+            "argMin(first_saving_usd, first_ts)"),
+)
+
+# Per hour × feature × price's model × prefix: the hits inside the hour, and the first and last call's time
+# and the first call's share, so the reader tells whether an hour's first call repeats the previous hour's
+# last (the lifetime is shorter than an hour). 230,000 rows at 5M events against prefix_windows' 395,000; at
+# most hours × the prefixes in use (1,008 here) at any density.
+PREFIX_HOURS = Rollup("prefix_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), PREFIX_WINDOWS.keys,
+                      measures=PREFIX_HOUR_MEASURES, where=PREFIX_WINDOWS.where, key_types=PREFIX_WINDOWS.key_types)
+
+# Per hour × feature: the calls (attempts) of each minute of the hour, minute of the hour → calls. The burst
+# test's "share of calls in the busiest minutes" needs each minute's count, not the minute × six keys rows of
+# usage_minutes: 48,600 rows at 5M events, at most hours × features at any density.
+BURST_HOURS = Rollup("burst_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), ("feature",), measures=(
+    Measure("minute_calls", "Map(UInt8, UInt64)", "sumMap(map(toUInt8(toMinute(ts)), toUInt64(1)))",
+            "sumMap(minute_calls)"),
+), where="feature IS NOT NULL")
+
+ADVISOR_HOURS = (PREFIX_HOURS, BURST_HOURS)
+SHAPES = (*SHAPES, *ADVISOR_HOURS)
+WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
+
+
+def backfill_advisor_hours(store: Store, run: Callable[[str], None]) -> None:
+    """Migration step: :func:`backfill` for ``prefix_hours`` and ``burst_hours``."""
+    backfill(store, run, ADVISOR_HOURS)
