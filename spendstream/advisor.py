@@ -25,7 +25,7 @@ Thresholds are module constants, named below; change them in one place.
 Where the numbers come from: rollups, never four weeks of raw events (the partial hours at
 the period's ends, and what the maintainer has not caught up with, are read from raw:
 ``ranges.between``), each read bounded by its keys × hours, not by the events: the burst
-test's calls per feature and minute are ``burst_hours``' (per hour, each minute's count);
+test's calls per feature and minute are ``burst_hours``' (per hour, minutes per count);
 retry waste's failures and their cost ``usage_hours'``; repeated prefixes and the gaps
 between them ``prefix_hours``' (per hour, its hits and its first and last call); batch's
 tags, right-sizing's tokens and the output tail ``advice_hours``'
@@ -224,10 +224,10 @@ def _batch(querier, params, window, pricer, until):
 def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -> dict[str, float]:
     """Per feature: the share of its calls (attempts) made in its ``busiest`` busiest minutes of the period.
 
-    Each minute's calls per feature are what ``burst_hours`` holds (per hour, minute → calls;
-    the range's partial hours at its ends from raw, ``ranges.between``). Which minutes are
-    the busiest does not matter, only their counts: the minutes are counted per feature and
-    number of calls (a few hundred rows), and the ``busiest`` largest counts taken from the top.
+    Which minutes are the busiest does not matter, only their counts: ``burst_hours`` holds per
+    hour and feature how many minutes had each number of calls (the range's partial hours at
+    its ends from raw, ``ranges.between``), summed here over the hours, and the ``busiest``
+    largest counts are taken from the top — the same sum as ranking the minutes one by one.
     """
     hours = between(BURST_HOURS, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
     return {r["feature"]: float(r["busiest_share"]) for r in query_result(querier, f"""
@@ -238,10 +238,8 @@ def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -
                    sum(minutes) OVER (PARTITION BY feature ORDER BY c DESC
                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS above,
                    sum(c * minutes) OVER (PARTITION BY feature) AS total
-            FROM (SELECT feature, c, count() AS minutes
-                  FROM (SELECT feature, arrayJoin(mapValues(sumMap(minute_calls))) AS c
-                        FROM {hours} GROUP BY feature, period)
-                  GROUP BY feature, c))
+            FROM (SELECT feature, sumMap(minutes_by_calls) AS counted FROM {hours} GROUP BY feature)
+            ARRAY JOIN mapKeys(counted) AS c, mapValues(counted) AS minutes)
         GROUP BY feature""", params).dicts()}
 
 
