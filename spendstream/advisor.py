@@ -142,7 +142,9 @@ def caching_potential(querier: TextQuerier, params: dict[str, str], window: str 
     the prefix is at least the provider's minimum cacheable length. Read from ``prefix_hours``
     (hour × prefix, :mod:`spendstream.sinks.shapes`), which counts the hits inside each hour;
     an hour's first call is one when the previous hour's last call is close enough (a
-    lifetime is shorter than an hour, so no earlier hour can be).
+    lifetime is shorter than an hour, so no earlier hour can be). ``ranges.between`` gives one
+    row per hour and prefix (the rollup's rows, and raw grouped by the same keys, for hours
+    that do not overlap), so the rows are read as they come, not grouped again.
     ``window`` is not used (the period is ``params``' since/until); kept for callers.
     """
     providers = list(CACHE_RULES)
@@ -164,13 +166,15 @@ def caching_potential(querier: TextQuerier, params: dict[str, str], window: str 
                 SELECT *, row_number() OVER w > 1
                           AND dateDiff('millisecond', lagInFrame(last_at, 1, last_at) OVER w, first_at) <= {ttl_ms}
                           AS first_hit
-                FROM (SELECT period, {keys}, sum(calls) AS n, min(first_ts) AS first_at, max(last_ts) AS last_at,
-                             sum(hit_calls) AS inner_hits, sum(hit_cached_tokens) AS cached,
-                             sum(hit_saving_usd) AS saving,
-                             argMin(first_cached_tokens, first_ts) AS cached_first,
-                             argMin(first_saving_usd, first_ts) AS saving_first
-                      FROM {hours} GROUP BY period, {keys})
-                WINDOW w AS (PARTITION BY {keys} ORDER BY period ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                FROM (SELECT period, {keys}, calls AS n, first_ts AS first_at, last_ts AS last_at,
+                             hit_calls AS inner_hits, hit_cached_tokens AS cached, hit_saving_usd AS saving,
+                             first_cached_tokens AS cached_first, first_saving_usd AS saving_first,
+                             cityHash64({keys}) AS key_hash
+                      FROM {hours})
+                -- the hash first: sorting by it is cheaper than by five strings, and the keys after it keep
+                -- two prefixes whose hashes collide apart
+                WINDOW w AS (PARTITION BY key_hash, {keys} ORDER BY period
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
             )
         )
         GROUP BY feature, provider, model
