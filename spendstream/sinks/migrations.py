@@ -629,7 +629,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "COMMENT 'when the row was written (its expiry); sent_at is on the cycle''s clock'",
         "ALTER TABLE alert_messages MODIFY TTL written_at + INTERVAL 7 DAY",
     )),
-    Migration(19, "the advisor at 50M: prompt-prefix repeats and minute bursts per hour, bounded by keys", (
+    Migration(19, "the advisor and report at 50M: prefix repeats, minute bursts and report questions per hour", (
         *(rollups.table_ddl(rollup) for rollup in shapes.ADVISOR_HOURS),
         shapes.WATERMARKS_VIEW,
         shapes.backfill_advisor_hours,  # from the raw events already stored (sinks/shapes.py)
