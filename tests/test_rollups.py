@@ -219,9 +219,10 @@ def regrain_check(path: str) -> None:
     hours = store.query("SELECT uniqExact(toStartOfHour(ts)) FROM usage_events").scalar()
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
-    # migration 17 computes the readers' rollups from the raw rows, and records their periods done
-    assert done == [("advice_hours", hours), ("customer_days", days), ("customer_hours", hours),
-                    ("prefix_windows", windows), ("usage_hours", hours), ("usage_minutes", 200)]
+    # migrations 17 and 19 compute the readers' rollups from the raw rows, and record their periods done
+    assert done == [("advice_hours", hours), ("burst_hours", hours), ("customer_days", days),
+                    ("customer_hours", hours), ("prefix_hours", hours), ("prefix_windows", windows),
+                    ("report_hours", hours), ("usage_hours", hours), ("usage_minutes", 200)]
     for rollup in shapes.SHAPES:
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
     assert store.query("SELECT count() FROM prefix_windows").scalar() > 0

@@ -19,12 +19,16 @@ asked of raw:
 - ``prefix_windows``: per five minutes × feature × provider × model × prefix fingerprint
   (and its length): calls, the first and last call's time, and the sums the caching
   estimate needs, with the first call's share apart. Five minutes is no longer than
-  any provider's cache lifetime (``advisor.CACHE_RULES``), so every call but the first
+  any provider's cache lifetime (:data:`CACHE_RULES`), so every call but the first
   of a window repeats its prefix within the lifetime, and whether the first does is
   told by the gap to the previous window's last call: the estimate is the same as
   walking the raw calls one by one.
 - ``customer_days``: per day × customer, attempts, tokens and money: chargeback for a
   month reads ~30 rows a customer, not ~720 hours × team × feature × model.
+- ``prefix_hours``, ``burst_hours``, ``report_hours`` (migration 19, at the end of this
+  file): what the advisor's caching estimate and burst test and the report's tables read,
+  per hour, in rows bounded by keys × hours rather than by the events (prefix_windows,
+  usage_minutes and usage_hours grow with the traffic's density).
 
 Grains were chosen by counting rows (bench/rollup_grains.py): see BENCHMARKS.md.
 """
