@@ -246,7 +246,8 @@ def _shape_answers(store, rollup: rollups.Rollup, p: dict) -> tuple[list[str], l
     (``ranges.between``) and from raw, as sorted row strings."""
     keys = ", ".join(rollup.keys)
     rolled = ", ".join(f"{m.of_rollup} AS {m.name}_" for m in rollup.measures)
-    raw = ", ".join(f"{m.of_raw} AS {m.name}_" for m in rollup.measures)
+    # a request set is a uniqExact state in the rollup: raw's side counts the same requests
+    raw = ", ".join(f"{m.of_raw.replace('uniqExactState', 'uniqExact')} AS {m.name}_" for m in rollup.measures)
     span = ranges.between(rollup, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
     return _same_now(store, f"SELECT {rollup.bucket} AS p, {keys}, {raw} FROM usage_events FINAL "
                             f"WHERE {WINDOW} AND {rollup.where} GROUP BY p, {keys}",
