@@ -26,7 +26,7 @@ Where the numbers come from: rollups, never four weeks of raw events (the partia
 the period's ends, and what the maintainer has not caught up with, are read from raw:
 ``ranges.between``), each read bounded by its keys × hours, not by the events: the burst
 test's calls per feature and minute are ``burst_hours``' (per hour, minutes per count);
-retry waste's failures and their cost ``usage_hours'``; repeated prefixes and the gaps
+retry waste's failures and their cost ``report_hours'`` (hour × team, feature, model); repeated prefixes and the gaps
 between them ``prefix_hours``' (per hour, its hits and its first and last call); batch's
 tags, right-sizing's tokens and the output tail ``advice_hours``'
 (:mod:`spendstream.sinks.shapes`). Token quantiles come from
@@ -52,12 +52,12 @@ from typing import Any
 from spendstream.pricing.catalog import BATCH_DISCOUNT_PERCENT
 from spendstream.pricing.engine import Pricer
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import HOURS
 from spendstream.sinks.shapes import (
     ADVICE_HOURS,
     BURST_HOURS,
     CACHE_RULES,
     PREFIX_HOURS,
+    REPORT_HOURS,
     bucket_edge,
     cache_lifetime_ms,
     quantile_edge,
@@ -325,12 +325,12 @@ def _histogram(value: Any) -> dict[int, int]:
 
 
 def _retry_waste(querier, params, window, pricer, until):
-    # from usage_hours (the partial hours at the period's ends from raw): failed attempts are
-    # counted priced or not; what they cost is the priced ones'
+    # from report_hours (hour × team, feature, model; the partial hours at the period's ends from raw):
+    # failed attempts are counted priced or not; what they cost is the priced ones'
     measures = ["failed_cost_usd", "cost_usd", "failed_attempts", "rate_limited", "timeouts", "errors",
                 "invalid_outputs"]
-    hours = between(HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}",
-                    where="feature IS NOT NULL")
+    hours = between(REPORT_HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}",
+                    until="{until:DateTime64(3, 'UTC')}", where="feature IS NOT NULL")
     rows = query_result(querier, f"""
         SELECT feature, sum(failed_cost_usd) AS wasted_usd, sum(cost_usd) AS cost_usd,
                sum(failed_attempts) AS failed, sum(rate_limited) AS rate_limited, sum(timeouts) AS timeouts,

@@ -239,14 +239,15 @@ BURST_HOURS = Rollup("burst_hours", "hour", "toStartOfHour(ts)", timedelta(hours
 ), where="feature IS NOT NULL")
 
 # Per hour × team, feature and model: what the report's tables ask (spend by team, top features and models,
-# cost per request, retry waste, the totals). usage_hours keeps nine keys (453,609 rows a month at 5M events,
-# growing nearly with the events); these three are 351 combinations here, so a week is at most
-# 168 × the combinations in use, whatever the density. The request sets are uniqExact states, as in
-# usage_hours: counting distinct requests exactly costs what the requests are.
+# cost per request, retry waste, the totals) and the advisor's retry waste (failures by kind). usage_hours
+# keeps nine keys (453,609 rows a month at 5M events, growing nearly with the events); these three are 351
+# combinations here, so a week is at most 168 × the combinations in use, whatever the density. The request
+# sets are uniqExact states, as in usage_hours: counting distinct requests exactly costs what the requests are.
 REPORT_HOURS = Rollup("report_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), ("team", "feature", "model"),
                       measures=tuple(m for m in MEASURES if m.name in (
                           "attempts", "requests", "input_tokens", "output_tokens", "cost_usd", "failed_attempts",
-                          "failed_cost_usd", "unpriced_attempts")))
+                          "failed_cost_usd", "unpriced_attempts", "errors", "timeouts", "rate_limited",
+                          "invalid_outputs")))
 
 ADVISOR_HOURS = (PREFIX_HOURS, BURST_HOURS, REPORT_HOURS)
 SHAPES = (*SHAPES, *ADVISOR_HOURS)
