@@ -24,10 +24,12 @@ Thresholds are module constants, named below; change them in one place.
 
 Where the numbers come from: rollups, never four weeks of raw events (the partial hours at
 the period's ends, and what the maintainer has not caught up with, are read from raw:
-``ranges.between``). The burst test's calls per feature and minute are ``usage_minutes``';
-retry waste's failures and their cost ``usage_hours'``; repeated prefixes and the gaps
-between them ``prefix_windows``'; batch's tags, right-sizing's tokens and the output
-tail ``advice_hours``' (:mod:`spendstream.sinks.shapes`). Token quantiles come from
+``ranges.between``), each read bounded by its keys × hours, not by the events: the burst
+test's calls per feature and minute are ``burst_hours``' (per hour, minutes per count);
+retry waste's failures and their cost ``report_hours'`` (hour × team, feature, model); repeated prefixes and the gaps
+between them ``prefix_hours``' (per hour, its hits and its first and last call); batch's
+tags, right-sizing's tokens and the output tail ``advice_hours``'
+(:mod:`spendstream.sinks.shapes`). Token quantiles come from
 fixed log-spaced buckets (about 19 % wide) and are reported as the upper edge of the
 bucket that holds them ("p95 ≤ 1,448"); the output cap proposed is such an edge, so the
 saving computed for it is exact.
@@ -50,15 +52,20 @@ from typing import Any
 from spendstream.pricing.catalog import BATCH_DISCOUNT_PERCENT
 from spendstream.pricing.engine import Pricer
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import HOURS, MINUTES
-from spendstream.sinks.shapes import ADVICE_HOURS, PREFIX_WINDOWS, bucket_edge, quantile_edge
+from spendstream.sinks.shapes import (
+    ADVICE_HOURS,
+    BURST_HOURS,
+    CACHE_RULES,
+    PREFIX_HOURS,
+    REPORT_HOURS,
+    bucket_edge,
+    cache_lifetime_ms,
+    quantile_edge,
+)
 from spendstream.sinks.store import TextQuerier, query_result, sql_time
 
-# Provider prompt caches: (minimum cacheable prefix tokens, lifetime seconds without a hit).
-# OpenAI: automatic from 1,024 tokens, kept 5–10 minutes idle; Anthropic: 1,024 (2,048 for
-# Haiku models) for 5 minutes by default; Google's implicit caching from 1,024 tokens.
-CACHE_RULES = {"openai": (1024, 300), "azure": (1024, 300), "anthropic": (1024, 300), "aws": (1024, 300),
-               "google": (1024, 300)}
+# Provider prompt caches (minimum cacheable prefix, lifetime): CACHE_RULES, kept beside the rollup that
+# counts hits under them (sinks/shapes.py).
 HAIKU_MIN_CACHEABLE = 2048
 CACHE_HIT_SHARE_LOW = 0.5          # a feature already caching more than this is left alone
 MIN_MONTHLY_SAVING = Decimal("1")  # below a dollar a month is noise
@@ -132,37 +139,42 @@ def caching_potential(querier: TextQuerier, params: dict[str, str], window: str 
 
     A call is a hit when an earlier call of the period sent the same prefix (fingerprint and
     length) to the same feature and model at most the provider's cache lifetime before it, and
-    the prefix is at least the provider's minimum cacheable length. Read from ``prefix_windows``
-    (five minutes × prefix, :mod:`spendstream.sinks.shapes`): every call of a window but its
-    first is a hit, and its first is one when the previous window's last call is close enough.
+    the prefix is at least the provider's minimum cacheable length. Read from ``prefix_hours``
+    (hour × prefix, :mod:`spendstream.sinks.shapes`), which counts the hits inside each hour;
+    an hour's first call is one when the previous hour's last call is close enough (a
+    lifetime is shorter than an hour, so no earlier hour can be). ``ranges.between`` gives one
+    row per hour and prefix (the rollup's rows, and raw grouped by the same keys, for hours
+    that do not overlap), so the rows are read as they come, not grouped again.
     ``window`` is not used (the period is ``params``' since/until); kept for callers.
     """
     providers = list(CACHE_RULES)
     min_tokens = ("if(positionCaseInsensitive(price_model_id, 'haiku') > 0, "
                   f"{HAIKU_MIN_CACHEABLE}, transform(price_provider_id, {providers}, "
                   f"{[r[0] for r in CACHE_RULES.values()]}, 0))")
-    ttl_ms = f"transform(price_provider_id, {providers}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, 0)"
-    windows = between(PREFIX_WINDOWS, "{t}", since="{since:DateTime64(3, 'UTC')}",
-                      until="{until:DateTime64(3, 'UTC')}")
+    ttl_ms = cache_lifetime_ms("price_provider_id")
+    hours = between(PREFIX_HOURS, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
     keys = "feature, price_provider_id, price_model_id, prefix_fingerprint, prefix_tokens"
     return query_result(querier, f"""
         SELECT feature, price_provider_id AS provider, price_model_id AS model, sum(n) AS calls,
                sum(hit_calls) AS hits, sum(hit_calls * prefix_tokens) AS repeated_prefix_tokens,
-               sum(if(eligible, cached - if(first_hit, 0, cached_first), 0)) AS already_cached_tokens,
-               sum(if(eligible, saving - if(first_hit, 0, saving_first), 0)) AS saving_usd
+               sum(if(eligible, cached + if(first_hit, cached_first, 0), 0)) AS already_cached_tokens,
+               sum(if(eligible, saving + if(first_hit, saving_first, 0), 0)) AS saving_usd
         FROM (
             SELECT *, prefix_tokens >= {min_tokens} AND {ttl_ms} > 0 AS eligible,
-                   if(eligible, n - 1 + first_hit, 0) AS hit_calls
+                   if(eligible, inner_hits + first_hit, 0) AS hit_calls
             FROM (
                 SELECT *, row_number() OVER w > 1
                           AND dateDiff('millisecond', lagInFrame(last_at, 1, last_at) OVER w, first_at) <= {ttl_ms}
                           AS first_hit
-                FROM (SELECT period, {keys}, sum(calls) AS n, min(first_ts) AS first_at, max(last_ts) AS last_at,
-                             sum(cached_tokens) AS cached, sum(saving_usd) AS saving,
-                             argMin(first_cached_tokens, first_ts) AS cached_first,
-                             argMin(first_saving_usd, first_ts) AS saving_first
-                      FROM {windows} GROUP BY period, {keys})
-                WINDOW w AS (PARTITION BY {keys} ORDER BY period ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                FROM (SELECT period, {keys}, calls AS n, first_ts AS first_at, last_ts AS last_at,
+                             hit_calls AS inner_hits, hit_cached_tokens AS cached, hit_saving_usd AS saving,
+                             first_cached_tokens AS cached_first, first_saving_usd AS saving_first,
+                             cityHash64({keys}) AS key_hash
+                      FROM {hours})
+                -- the hash first: sorting by it is cheaper than by five strings, and the keys after it keep
+                -- two prefixes whose hashes collide apart
+                WINDOW w AS (PARTITION BY key_hash, {keys} ORDER BY period
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
             )
         )
         GROUP BY feature, provider, model
@@ -216,17 +228,22 @@ def _batch(querier, params, window, pricer, until):
 def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -> dict[str, float]:
     """Per feature: the share of its calls (attempts) made in its ``busiest`` busiest minutes of the period.
 
-    Calls per feature and minute are what ``usage_minutes`` holds: read from it, the
-    range's partial minutes at its ends from raw (``ranges.between``).
+    Which minutes are the busiest does not matter, only their counts: ``burst_hours`` holds per
+    hour and feature how many minutes had each number of calls (the range's partial hours at
+    its ends from raw, ``ranges.between``), summed here over the hours, and the ``busiest``
+    largest counts are taken from the top — the same sum as ranking the minutes one by one.
     """
-    per_minute = between(MINUTES, "{t}", ["attempts"], since="{since:DateTime64(3, 'UTC')}",
-                         until="{until:DateTime64(3, 'UTC')}", where="feature IS NOT NULL")
+    hours = between(BURST_HOURS, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
     return {r["feature"]: float(r["busiest_share"]) for r in query_result(querier, f"""
-        SELECT feature, sum(c) / any(total) AS busiest_share FROM (
-            SELECT feature, c, sum(c) OVER (PARTITION BY feature) AS total,
-                   row_number() OVER (PARTITION BY feature ORDER BY c DESC) AS rank
-            FROM (SELECT feature, period AS minute, sum(attempts) AS c FROM {per_minute} GROUP BY feature, minute))
-        WHERE rank <= {busiest}
+        SELECT feature, sum(c * toUInt64(least(minutes, greatest(toInt64({busiest}) - toInt64(above), 0))))
+                        / any(total) AS busiest_share
+        FROM (
+            SELECT feature, c, minutes,
+                   sum(minutes) OVER (PARTITION BY feature ORDER BY c DESC
+                                      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS above,
+                   sum(c * minutes) OVER (PARTITION BY feature) AS total
+            FROM (SELECT feature, sumMap(minutes_by_calls) AS counted FROM {hours} GROUP BY feature)
+            ARRAY JOIN mapKeys(counted) AS c, mapValues(counted) AS minutes)
         GROUP BY feature""", params).dicts()}
 
 
@@ -308,12 +325,12 @@ def _histogram(value: Any) -> dict[int, int]:
 
 
 def _retry_waste(querier, params, window, pricer, until):
-    # from usage_hours (the partial hours at the period's ends from raw): failed attempts are
-    # counted priced or not; what they cost is the priced ones'
+    # from report_hours (hour × team, feature, model; the partial hours at the period's ends from raw):
+    # failed attempts are counted priced or not; what they cost is the priced ones'
     measures = ["failed_cost_usd", "cost_usd", "failed_attempts", "rate_limited", "timeouts", "errors",
                 "invalid_outputs"]
-    hours = between(HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}",
-                    where="feature IS NOT NULL")
+    hours = between(REPORT_HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}",
+                    until="{until:DateTime64(3, 'UTC')}", where="feature IS NOT NULL")
     rows = query_result(querier, f"""
         SELECT feature, sum(failed_cost_usd) AS wasted_usd, sum(cost_usd) AS cost_usd,
                sum(failed_attempts) AS failed, sum(rate_limited) AS rate_limited, sum(timeouts) AS timeouts,

@@ -22,7 +22,7 @@ configured gets ``unassigned:<provider>`` and is named in
 
 The rows are built column by column (pyarrow), never row by row. Parquet keeps
 typed columns (``timestamp[ms, UTC]``, ``decimal128``); CSV writes date/times as
-FOCUS's ``YYYY-MM-DDTHH:mm:ssZ``.
+FOCUS's ``YYYY-MM-DDTHH:mm:ssZ`` and decimals as plain decimal text (never ``6E-7``).
 
 Unpriced events have no cost to report: they are left out and counted, so the
 caller can say so (FOCUS cost columns must not be null).
@@ -202,7 +202,7 @@ def export_focus(store: Store, since: datetime, until: datetime, out: Path, *,
     if out.suffix == ".parquet":
         pq.write_table(table, out)
     else:
-        pa_csv.write_csv(focus_text_dates(table), out)
+        pa_csv.write_csv(focus_text_numbers(focus_text_dates(table)), out)
     total = pc.sum(table["EffectiveCost"]).as_py() if table.num_rows else Decimal(0)
     providers = pc.unique(table["BillingAccountId"]).to_pylist() if table.num_rows else []
     unassigned = tuple(sorted(p.removeprefix(UNASSIGNED) for p in providers if p.startswith(UNASSIGNED)))
@@ -220,6 +220,25 @@ def focus_text_dates(table: pa.Table) -> pa.Table:
         seconds = pc.cast(encoded.dictionary, pa.timestamp("s", tz="UTC"))
         text = pc.strftime(seconds, format=FOCUS_DATETIME).take(encoded.indices)
         table = table.set_column(index, name, text)
+    return table
+
+
+def focus_text_numbers(table: pa.Table) -> pa.Table:
+    """``table`` with its decimal columns as plain decimal text (for text formats such as CSV).
+
+    Arrow writes a decimal below 10⁻⁶ in scientific notation (``6.00000000000E-7``), which
+    FOCUS's numeric format does not allow; such values are rare (a fraction of a cent on one
+    meter), so only they are rewritten, one by one.
+    """
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_decimal(field.type):
+            continue
+        text = pc.cast(table[field.name].combine_chunks(), pa.string())
+        scientific = pc.fill_null(pc.match_substring(text, "E"), False)
+        if pc.any(scientific).as_py():
+            plain = [format(Decimal(v), "f") for v in pc.filter(text, scientific).to_pylist()]
+            text = pc.replace_with_mask(text, scientific, pa.array(plain, pa.string()))
+        table = table.set_column(index, field.name, text)
     return table
 
 

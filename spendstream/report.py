@@ -22,7 +22,8 @@ from spendstream import report_charts as charts
 from spendstream.advisor import Opportunity, advise
 from spendstream.invoices.compare import compare_invoices
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MINUTES, Rollup
+from spendstream.sinks.rollups import CUSTOMER_HOURS, MINUTES
+from spendstream.sinks.shapes import REPORT_HOURS
 from spendstream.sinks.store import QueryResult, TextQuerier, query_result, sql_time
 
 
@@ -41,8 +42,10 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     partial periods at its ends are read from raw), and equal to the same questions
     asked of ``usage_events FINAL`` (tests/test_readers_on_rollups.py keeps those as the
     reference). Each question reads the smaller rollup that has its dimensions:
-    ``usage_minutes`` when the charts step by 5 minutes, ``usage_hours`` when by hours or
-    days, ``customer_hours`` for customers. Rankings break ties by name, so the top ten
+    ``usage_minutes`` when the charts step by 5 minutes, ``report_hours`` (hour × team,
+    feature and model: rows bounded by those keys, not by the events) when by hours or
+    days; customers from ``customer_days`` for the range's whole days and ``customer_hours``
+    for the rest (:func:`customer_costs`). Rankings break ties by name, so the top ten
     are the same ten every time.
     """
     p = {"since": sql_time(since), "until": sql_time(until)}
@@ -52,10 +55,11 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     def q(sql: str) -> QueryResult:
         return query_result(querier, sql, p)
 
-    grain = MINUTES if step.endswith("MINUTE") else HOURS
+    grain = MINUTES if step.endswith("MINUTE") else REPORT_HOURS
+    by_day = dict(p)  # the customers' query also names the range's whole days
 
-    def usage(bucket: str, *measures: str, rollup: Rollup = grain) -> str:
-        return between(rollup, bucket, measures, **span)
+    def usage(bucket: str, *measures: str) -> str:
+        return between(grain, bucket, measures, **span)
 
     interval = f"toString(toStartOfInterval({{t}}, INTERVAL {step}))"
     return {
@@ -72,9 +76,9 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
         "features": q(f"SELECT ifNull(feature, '(none)') AS feature, sum(cost_usd) AS cost_usd, "
                       f"sum(attempts) AS attempts FROM {usage('0', 'cost_usd', 'attempts')} "
                       "GROUP BY feature ORDER BY cost_usd DESC, feature LIMIT 10"),
-        "customers": q(f"SELECT ifNull(customer, '(none)') AS customer, sum(cost_usd) AS cost_usd "
-                       f"FROM {usage('0', 'cost_usd', rollup=CUSTOMER_HOURS)} "
-                       "GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10"),
+        "customers": query_result(querier, "SELECT ifNull(customer, '(none)') AS customer, sum(cost_usd) AS cost_usd "
+                                           f"FROM {customer_costs(since, until, by_day)} "
+                                           "GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10", by_day),
         "models": q(f"SELECT model, sum(cost_usd) AS cost_usd, sum(unpriced_attempts) AS unpriced, "
                     f"sum(input_tokens) + sum(output_tokens) AS tokens "
                     f"FROM {usage('0', 'cost_usd', 'unpriced_attempts', 'input_tokens', 'output_tokens')} "
@@ -93,6 +97,31 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
                  "WHERE minute >= {since:DateTime64(3, 'UTC')} AND minute < {until:DateTime64(3, 'UTC')} "
                  "GROUP BY period, deployment ORDER BY period, deployment"),
     }
+
+
+def customer_costs(since: datetime, until: datetime, params: dict[str, str]) -> str:
+    """A subquery of (customer, cost_usd) rows for ``since <= ts < until`` (rows to be summed per customer).
+
+    ``customer_hours`` is nearly raw's size at 50,000 customers, so the range's whole days
+    come from ``customer_days`` (the ``customer_daily`` view: a day the day rollup has not
+    caught up with from hours), and only the partial days at its ends from ``customer_hours``
+    (their partial hours from raw): a week reads at most a day's worth of hours, however the
+    range falls. Adds the whole days' bounds to ``params``.
+    """
+    start, end = since.astimezone(timezone.utc), until.astimezone(timezone.utc)
+    first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    first_day += timedelta(days=1) if first_day < start else timedelta(0)
+    last_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    span = {"since": "{since:DateTime64(3, 'UTC')}", "until": "{until:DateTime64(3, 'UTC')}"}
+    if first_day >= last_day:  # no whole day inside the range
+        return between(CUSTOMER_HOURS, "0", ["cost_usd"], **span)
+    params |= {"first_day": sql_time(first_day), "last_day": sql_time(last_day)}
+    days = {"since": "{first_day:DateTime64(3, 'UTC')}", "until": "{last_day:DateTime64(3, 'UTC')}"}
+    head = between(CUSTOMER_HOURS, "0", ["cost_usd"], since=span["since"], until=days["since"])
+    tail = between(CUSTOMER_HOURS, "0", ["cost_usd"], since=days["until"], until=span["until"])
+    return (f"(SELECT customer, cost_usd FROM {head} UNION ALL "
+            f"SELECT customer, cost_usd FROM customer_daily(since = {days['since']}, until = {days['until']}) "
+            f"UNION ALL SELECT customer, cost_usd FROM {tail})")
 
 
 def report_step(since: datetime, until: datetime) -> str:

@@ -246,11 +246,20 @@ def _shape_answers(store, rollup: rollups.Rollup, p: dict) -> tuple[list[str], l
     (``ranges.between``) and from raw, as sorted row strings."""
     keys = ", ".join(rollup.keys)
     rolled = ", ".join(f"{m.of_rollup} AS {m.name}_" for m in rollup.measures)
-    raw = ", ".join(f"{m.of_raw} AS {m.name}_" for m in rollup.measures)
+    # a request set is a uniqExact state in the rollup: raw's side counts the same requests
+    raw = ", ".join(f"{m.of_raw.replace('uniqExactState', 'uniqExact')} AS {m.name}_" for m in rollup.measures)
     span = ranges.between(rollup, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
     return _same_now(store, f"SELECT {rollup.bucket} AS p, {keys}, {raw} FROM usage_events FINAL "
                             f"WHERE {WINDOW} AND {rollup.where} GROUP BY p, {keys}{rollups.having_sql(rollup)}",
                      f"SELECT period, {keys}, {rolled} FROM {span} GROUP BY period, {keys}", p)
+
+
+def _caching_raw() -> str:
+    providers = list(CACHE_RULES)
+    ttl = f"transform(price_provider_id, {providers}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, 0)"
+    min_tokens = (f"if(positionCaseInsensitive(price_model_id, 'haiku') > 0, {HAIKU_MIN_CACHEABLE}, "
+                  f"transform(price_provider_id, {providers}, {[r[0] for r in CACHE_RULES.values()]}, 0))")
+    return CACHING_RAW.replace("TTL", ttl).replace("MIN_TOKENS", min_tokens)
 
 
 def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str]:
@@ -277,13 +286,8 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
         for rollup in shapes.SHAPES:
             raw, rolled = _shape_answers(store, rollup, p)
             check(f"{rollup.name} ({span})", rolled, raw)
-        providers = list(CACHE_RULES)
-        ttl = f"transform(price_provider_id, {providers}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, 0)"
-        min_tokens = (f"if(positionCaseInsensitive(price_model_id, 'haiku') > 0, {HAIKU_MIN_CACHEABLE}, "
-                      f"transform(price_provider_id, {providers}, {[r[0] for r in CACHE_RULES.values()]}, 0))")
-        caching_raw = CACHING_RAW.replace("TTL", ttl).replace("MIN_TOKENS", min_tokens)
         check(f"advisor caching ({span})", sorted(str(sorted(r.items())) for r in caching_potential(store, p)),
-              sorted(str(sorted(r.items())) for r in query_result(store, caching_raw, p).dicts()))
+              sorted(str(sorted(r.items())) for r in query_result(store, _caching_raw(), p).dicts()))
         if span not in PANEL_SPANS:
             continue
         # Grafana, in whole seconds as the plugin passes them
@@ -333,8 +337,8 @@ def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_
 
     assert _differences(store, spans) == [], "before maintaining"
     _maintain(store)
-    watermark = store.query("SELECT usage_minutes, usage_hours, advice_hours, prefix_windows "
-                            "FROM rollup_watermarks").rows[0]
+    watermark = store.query("SELECT usage_minutes, usage_hours, advice_hours, prefix_windows, prefix_hours, "
+                            "burst_hours FROM rollup_watermarks").rows[0]
     assert min(str(w) for w in watermark) > sql_time(starts[-2])  # what follows reads the rollups, not raw
     assert _differences(store, spans) == [], "maintained"
 
@@ -380,3 +384,56 @@ def test_between_refuses_a_time_filter_in_where_and_unknown_measures() -> None:
         ranges.between(rollups.MINUTES, "{t}", since="now()", where="{t} > now()")
     with pytest.raises(ValueError, match="no such measures"):
         ranges.between(rollups.MINUTES, "{t}", ["attempts", "cost"], since="now()")
+
+
+def test_prefix_hits_and_bursts_per_hour_equal_raw_when_gaps_straddle_the_lifetime(embedded_store) -> None:
+    """``prefix_hours`` counts an hour's hits from its calls in order, and ``burst_hours`` keeps each minute's
+    calls: calls of one prefix whose gaps fall just inside and just outside the cache lifetime, within an hour
+    and across hour boundaries, and ties in the busiest minutes, answer as raw does — maintained or not."""
+    store = embedded_store
+    run = f"ph-{uuid.uuid4().hex[:6]}"
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+    lifetime = timedelta(seconds=CACHE_RULES["openai"][1])
+    ms = timedelta(milliseconds=1)
+    # gaps: inside, exactly the lifetime (a hit), just over (none), a tie at one instant, across the hour
+    # boundary inside it, then over, just inside, over, and after a long pause
+    offsets = [timedelta(minutes=40)]
+    for gap in (timedelta(seconds=100), lifetime, lifetime + ms, timedelta(0), timedelta(seconds=2),
+                timedelta(minutes=4), timedelta(seconds=290), timedelta(minutes=9), lifetime - ms,
+                lifetime + timedelta(seconds=30), timedelta(hours=2)):
+        offsets.append(offsets[-1] + gap)
+    events = [{"event_id": f"{run}-{i}", "ts": (hour + at).isoformat(), "request_id": f"{run}-r{i}",
+               "provider": "openai", "model": "gpt-4o", "feature": f"{run}-f", "input_tokens": 3_000,
+               "cached_input_tokens": 500 * (i % 3), "output_tokens": 50, "prefix_fingerprint": f"{run}-p",
+               "prefix_tokens": 2_000} for i, at in enumerate(offsets)]
+    # a second feature: two minutes with equal calls, so the busiest two minutes tie with a third
+    events += [{"event_id": f"{run}-b{i}", "ts": (hour + timedelta(minutes=m, seconds=i)).isoformat(),
+                "request_id": f"{run}-br{i}", "provider": "openai", "model": "gpt-4o-mini",
+                "feature": f"{run}-bursty", "input_tokens": 10, "output_tokens": 5}
+               for i, m in enumerate([3, 3, 3, 7, 7, 7, 12, 12, 12, 50, 75, 75])]
+    _write(store, events)
+    ranges_ = {"all": (hour, hour + timedelta(hours=5)),
+               "from inside the first hour": (hour + timedelta(minutes=41), hour + timedelta(hours=5))}
+    for maintained in (False, True):
+        if maintained:
+            _maintain(store)
+        for name, (since, until) in ranges_.items():
+            p = {"since": sql_time(since), "until": sql_time(until)}
+            rolled = [r for r in caching_potential(store, p) if r["feature"] == f"{run}-f"]
+            raw = [r for r in query_result(store, _caching_raw(), p).dicts() if r["feature"] == f"{run}-f"]
+            assert rolled == raw, (name, maintained)
+            bursts = {k: v for k, v in busiest_shares(store, p, BUSIEST).items() if k.startswith(run)}
+            assert bursts == {r["feature"]: float(r["busiest_share"]) for r in store.query(BURSTS_RAW, p).dicts()
+                              if r["feature"].startswith(run)}, (name, maintained)
+    # the data does what it says: some gaps were hits and some not, and the busiest minutes tie
+    (row,) = [r for r in caching_potential(store, {"since": sql_time(hour), "until": sql_time(hour + timedelta(
+        hours=5))}) if r["feature"] == f"{run}-f"]
+    assert (row["calls"], row["hits"]) == (12, 7), row
+    assert busiest_shares(store, {"since": sql_time(hour), "until": sql_time(hour + timedelta(hours=5))},
+                          BUSIEST)[f"{run}-bursty"] == 6 / 12
+
+
+def test_cache_lifetimes_are_shorter_than_an_hour() -> None:
+    """The caching estimate asks only the previous hour of ``prefix_hours`` whether an hour's first call
+    repeats a prefix: true only while every lifetime is shorter than the rollup's hour."""
+    assert all(ttl_s < shapes.PREFIX_HOURS.step.total_seconds() for _, ttl_s in CACHE_RULES.values()), CACHE_RULES

@@ -221,9 +221,10 @@ def regrain_check(path: str) -> None:
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
     tens = store.query("SELECT uniqExact(toStartOfTenMinutes(ts)) FROM usage_events").scalar()
-    # migrations 17 and 19 compute the readers' rollups from the raw rows, and record their periods done
-    assert done == [("advice_hours", hours), ("customer_days", days), ("customer_hours", hours),
-                    ("feature_failures", windows), ("loop_shapes", tens), ("prefix_windows", windows),
+    # migrations 17, 19 and 20 compute the readers' rollups from the raw rows, and record their periods done
+    assert done == [("advice_hours", hours), ("burst_hours", hours), ("customer_days", days),
+                    ("customer_hours", hours), ("feature_failures", windows), ("loop_shapes", tens),
+                    ("prefix_hours", hours), ("prefix_windows", windows), ("report_hours", hours),
                     ("usage_hours", hours), ("usage_minutes", 200)]
     for rollup in shapes.SHAPES:
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name

@@ -632,8 +632,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(19, "retry storms off raw: failures per 5 minutes x feature x provider, repeated shapes per 10 min", (
         rollups.table_ddl(shapes.FEATURE_FAILURES),
         rollups.table_ddl(shapes.LOOP_SHAPES),
-        shapes.WATERMARKS_VIEW,
+        shapes.V19_WATERMARKS_VIEW,
         shapes.backfill_storm_windows,  # from the raw events already stored (sinks/shapes.py)
+    )),
+    Migration(20, "the advisor and report at 50M: prefix repeats, minute bursts and report questions per hour", (
+        *(rollups.table_ddl(rollup) for rollup in shapes.ADVISOR_HOURS),
+        shapes.WATERMARKS_VIEW,
+        shapes.backfill_advisor_hours,  # from the raw events already stored (sinks/shapes.py)
     )),
 )
 

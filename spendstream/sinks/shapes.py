@@ -19,7 +19,7 @@ asked of raw:
 - ``prefix_windows``: per five minutes × feature × provider × model × prefix fingerprint
   (and its length): calls, the first and last call's time, and the sums the caching
   estimate needs, with the first call's share apart. Five minutes is no longer than
-  any provider's cache lifetime (``advisor.CACHE_RULES``), so every call but the first
+  any provider's cache lifetime (:data:`CACHE_RULES`), so every call but the first
   of a window repeats its prefix within the lifetime, and whether the first does is
   told by the gap to the previous window's last call: the estimate is the same as
   walking the raw calls one by one.
@@ -37,6 +37,10 @@ asked of raw:
   the retry-storm pass's 10-minute test (one identical call a minute for hours) adds
   up over its slow window. Kept only where a shape repeats (``Rollup.having``): one row
   per request would be raw's size.
+- ``prefix_hours``, ``burst_hours``, ``report_hours`` (migration 20, at the end of this
+  file): what the advisor's caching estimate and burst test and the report's tables read,
+  per hour, in rows bounded by keys × hours rather than by the events (prefix_windows,
+  usage_minutes and usage_hours grow with the traffic's density).
 
 Grains were chosen by counting rows (bench/rollup_grains.py): see BENCHMARKS.md.
 """
@@ -177,7 +181,7 @@ V17_SHAPES = (ADVICE_HOURS, PREFIX_WINDOWS, CUSTOMER_DAYS)  # what migration 17 
 SHAPES = (*V17_SHAPES, FEATURE_FAILURES, LOOP_SHAPES)
 
 V17_WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *V17_SHAPES))
-WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
+V19_WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))  # migration 19's; the advisor's hours are added below
 
 
 def backfill(store: Store, run: Callable[[str], None], grains: tuple[Rollup, ...] = V17_SHAPES) -> None:
@@ -202,3 +206,88 @@ def backfill_storm_windows(store: Store, run: Callable[[str], None]) -> None:
     """Migration step: ``feature_failures`` and ``loop_shapes`` from the raw events already stored
     (see :func:`backfill`)."""
     backfill(store, run, (FEATURE_FAILURES, LOOP_SHAPES))
+
+
+# -- the advisor at the targets' density (issue 17): rows bounded by keys × hours, not by events ----------------
+#
+# At 50M events over 28 days the advisor's two largest reads grew with the events: the burst test read
+# usage_minutes (minute × six keys: 2.6M rows at 5M events), the caching estimate prefix_windows (five minutes
+# × prefix: 395,000 rows at 5M, about one call a row). Per hour, both questions have a form whose rows are
+# bounded by the keys × hours whatever the density (BENCHMARKS.md, "The commands at the targets' density").
+
+# Provider prompt caches: (minimum cacheable prefix tokens, lifetime seconds without a hit). OpenAI: automatic
+# from 1,024 tokens, kept 5–10 minutes idle; Anthropic: 1,024 (2,048 for Haiku models, the advisor's
+# HAIKU_MIN_CACHEABLE) for 5 minutes by default; Google's implicit caching from 1,024 tokens. Here, not in the
+# advisor, because ``prefix_hours`` counts its hits under these lifetimes: changing one means recomputing
+# that rollup (a migration that drops its rows and backfills it).
+CACHE_RULES = {"openai": (1024, 300), "azure": (1024, 300), "anthropic": (1024, 300), "aws": (1024, 300),
+               "google": (1024, 300)}
+
+
+def cache_lifetime_ms(provider: str) -> str:
+    """SQL: the prompt cache's lifetime in milliseconds for the price's provider (SQL), 0 when it has none."""
+    return (f"ifNull(transform({provider}, {list(CACHE_RULES)}, {[r[1] * 1000 for r in CACHE_RULES.values()]}, "
+            "0), 0)")
+
+
+# The hour's prefixed calls in order, (ms, event_id, cached prefix tokens, saving): each call after the
+# first is a hit when the call before it came within the lifetime (arrays pair each call with its predecessor).
+_CALLS = f"arraySort(groupArray((toUnixTimestamp64Milli(ts), event_id, {PREFIX_CACHED}, {PREFIX_SAVING})))"
+_PAIRS = f"arrayPopFront({_CALLS}), arrayPopBack({_CALLS})"
+_HIT = f"a.1 - b.1 <= {cache_lifetime_ms('price_provider_id')}"
+
+PREFIX_HOUR_MEASURES: tuple[Measure, ...] = (
+    Measure("calls", "UInt64", "count()", "sum(calls)"),
+    Measure("first_ts", "DateTime64(3, 'UTC')", "min(ts)", "min(first_ts)"),
+    Measure("last_ts", "DateTime64(3, 'UTC')", "max(ts)", "max(last_ts)"),
+    # within one period only (a period's hits need its calls in order): a period is one row of the rollup
+    Measure("hit_calls", "UInt64", f"arrayCount((a, b) -> {_HIT}, {_PAIRS})", "sum(hit_calls)"),
+    Measure("hit_cached_tokens", "UInt64", f"arraySum((a, b) -> if({_HIT}, a.3, 0), {_PAIRS})",
+            "sum(hit_cached_tokens)"),
+    Measure("hit_saving_usd", "Decimal(38, 18)", f"arraySum((a, b) -> if({_HIT}, a.4, 0), {_PAIRS})",
+            "sum(hit_saving_usd)"),
+    Measure("first_cached_tokens", "UInt64", f"argMin({PREFIX_CACHED}, {_FIRST})",
+            "argMin(first_cached_tokens, first_ts)"),
+    Measure("first_saving_usd", "Decimal(38, 18)", f"argMin({PREFIX_SAVING}, {_FIRST})",
+            "argMin(first_saving_usd, first_ts)"),
+)
+
+# Per hour × feature × price's model × prefix: the hits inside the hour, and the first and last call's time
+# and the first call's share, so the reader tells whether an hour's first call repeats the previous hour's
+# last (the lifetime is shorter than an hour). 230,000 rows at 5M events against prefix_windows' 395,000; at
+# most hours × the prefixes in use (1,008 here) at any density.
+PREFIX_HOURS = Rollup("prefix_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), PREFIX_WINDOWS.keys,
+                      measures=PREFIX_HOUR_MEASURES, where=PREFIX_WINDOWS.where, key_types=PREFIX_WINDOWS.key_types)
+
+# Per hour × feature: how many of the hour's minutes had each number of calls (attempts), calls → minutes.
+# The burst test's "share of calls in the busiest minutes" needs the minutes' counts, not which minutes they
+# were: hours add up by summing these maps (their minutes are other minutes), and a row holds a few distinct
+# counts, not a minute each. 133,000 rows at 5M events, at most hours × features at any density; usage_minutes
+# (minute × six keys) held 2.6M for the same month.
+_PER_MINUTE = "mapValues(sumMap(map(toUInt8(toMinute(ts)), toUInt64(1))))"
+BURST_HOURS = Rollup("burst_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), ("feature",), measures=(
+    Measure("minutes_by_calls", "Map(UInt64, UInt64)",
+            f"mapFromArrays(arraySort(arrayDistinct({_PER_MINUTE})), arrayMap(c -> toUInt64(arrayCount("
+            f"x -> x = c, {_PER_MINUTE})), arraySort(arrayDistinct({_PER_MINUTE}))))",
+            "sumMap(minutes_by_calls)"),
+), where="feature IS NOT NULL")
+
+# Per hour × team, feature and model: what the report's tables ask (spend by team, top features and models,
+# cost per request, retry waste, the totals) and the advisor's retry waste (failures by kind). usage_hours
+# keeps nine keys (453,609 rows a month at 5M events, growing nearly with the events); these three are 351
+# combinations here, so a week is at most 168 × the combinations in use, whatever the density. The request
+# sets are uniqExact states, as in usage_hours: counting distinct requests exactly costs what the requests are.
+REPORT_HOURS = Rollup("report_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), ("team", "feature", "model"),
+                      measures=tuple(m for m in MEASURES if m.name in (
+                          "attempts", "requests", "input_tokens", "output_tokens", "cost_usd", "failed_attempts",
+                          "failed_cost_usd", "unpriced_attempts", "errors", "timeouts", "rate_limited",
+                          "invalid_outputs")))
+
+ADVISOR_HOURS = (PREFIX_HOURS, BURST_HOURS, REPORT_HOURS)
+SHAPES = (*SHAPES, *ADVISOR_HOURS)
+WATERMARKS_VIEW = watermarks_view((*ROLLUPS, *SHAPES))
+
+
+def backfill_advisor_hours(store: Store, run: Callable[[str], None]) -> None:
+    """Migration step: :func:`backfill` for ``prefix_hours``, ``burst_hours`` and ``report_hours``."""
+    backfill(store, run, ADVISOR_HOURS)
