@@ -629,6 +629,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "COMMENT 'when the row was written (its expiry); sent_at is on the cycle''s clock'",
         "ALTER TABLE alert_messages MODIFY TTL written_at + INTERVAL 7 DAY",
     )),
+    Migration(19, "GPU allocation off raw: self-hosted usage per minute and consumer as a rollup, a ranged view", (
+        *(rollups.table_ddl(rollup) for rollup in rollups.READER_GRAINS),
+        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS)),
+        rollups.backfill_grains(rollups.READER_GRAINS),  # from the raw events already stored
+        *gpu_views.ALLOCATION_STATEMENTS,
+    )),
 )
 
 

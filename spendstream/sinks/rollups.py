@@ -43,7 +43,7 @@ oldest first: until then the watermark stays back and readers read raw.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -388,7 +388,7 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
              quiet_s: float | None = None, busy_every_s: float | None = None,
              cadence: Cadence = Cadence()) -> Maintained:
     """Recompute the due pending periods of every rollup (at most ``max_periods`` each, oldest first):
-    ``ROLLUPS`` and the readers' own grains (:mod:`spendstream.sinks.shapes`).
+    ``ROLLUPS``, the readers' own grains (:mod:`spendstream.sinks.shapes`) and ``READER_GRAINS``.
 
     ``cadence`` says which pending periods are due (:func:`due`); ``quiet_s`` and ``busy_every_s``
     override it (``quiet_s=0, busy_every_s=0``: every pending period now, what tests and
@@ -409,7 +409,7 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     # shapes defines its rollups with this module's types, so it is imported here rather than at the top
     from spendstream.sinks.shapes import SHAPES
 
-    grains = (*ROLLUPS, *SHAPES)
+    grains = (*ROLLUPS, *SHAPES, *READER_GRAINS)
     # the server's clock: marks carry it, and `through` must trail the marks still in flight
     server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
     pending = _pending(store, grains)
@@ -533,3 +533,37 @@ def _as_datetime(value: object) -> datetime:
     if isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
+
+
+# -- grains added for the cookbook and the dashboard (issue 17) -----------------------------------------
+
+# Self-hosted usage per minute × deployment and who used it: what GPU cost allocation splits each minute's
+# GPU cost by (gpu_views). Only the events that name a deployment (a few percent of traffic), so a week of
+# allocation reads a week of these rows rather than a week of raw events; customers stay in the keys
+# because the allocation truncates each (team, feature, customer) share, and sums of truncations are exact
+# only over the same rows.
+DEPLOYMENT_MINUTES = Rollup("deployment_minutes", "minute", "toStartOfMinute(ts)", timedelta(minutes=1),
+                            ("deployment", "team", "feature", "customer"),
+                            measures=tuple(m for m in MEASURES if m.name in ("input_tokens", "output_tokens")),
+                            where="deployment IS NOT NULL")
+READER_GRAINS = (DEPLOYMENT_MINUTES,)
+
+
+def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
+    """A migration step: compute ``grains`` from the raw events already stored, a month at a time, and record
+    their periods done at the marks made before the computation began (as ``shapes.backfill`` does: a row
+    marked later was perhaps not durable yet, so its period stays pending and the maintainer recomputes it)."""
+    def backfill(store: Store, run: Callable[[str], None]) -> None:
+        began = str(store.query("SELECT toString(now64(3, 'UTC'))").scalar())
+        months = [str(r[0]) for r in store.query("SELECT DISTINCT toString(toStartOfMonth(ts)) FROM usage_events "
+                                                 "ORDER BY 1").rows]
+        version = f"toDateTime64('{began}', 3, 'UTC')"
+        for rollup in grains:
+            for month in months:
+                start = f"toDateTime64('{month}', 3, 'UTC')"
+                store.command(recompute_sql(rollup, version, f"ts >= {start} AND ts < {start} + INTERVAL 1 MONTH"))
+            store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', "
+                          f"{rollup.period_of_mark} AS p, max(marked_at) FROM rollup_marks "
+                          f"WHERE marked_at <= {version} GROUP BY p")
+            log.info("%s computed from the raw events of %d month(s)", rollup.name, len(months))
+    return backfill
