@@ -219,10 +219,12 @@ def regrain_check(path: str) -> None:
     hours = store.query("SELECT uniqExact(toStartOfHour(ts)) FROM usage_events").scalar()
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
-    # migration 17 computes the readers' rollups from the raw rows, and records their periods done
+    # migrations 17, 19 and 20 compute the readers' rollups from the raw rows, and record their periods done
     assert done == [("advice_hours", hours), ("customer_days", days), ("customer_hours", hours),
-                    ("prefix_windows", windows), ("usage_hours", hours), ("usage_minutes", 200)]
-    for rollup in shapes.SHAPES:
+                    ("deployment_minutes", 200), ("feature_days", days), ("override_days", days),
+                    ("prefix_windows", windows), ("team_days", days), ("unpriced_days", days),
+                    ("usage_hours", hours), ("usage_minutes", 200)]
+    for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS):
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
     assert store.query("SELECT count() FROM prefix_windows").scalar() > 0
     assert str(store.query("SELECT customer_hours FROM rollup_watermarks").scalar()) >= f"{now:%Y-%m-%d %H}"

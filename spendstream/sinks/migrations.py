@@ -630,10 +630,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE alert_messages MODIFY TTL written_at + INTERVAL 7 DAY",
     )),
     Migration(19, "GPU allocation off raw: self-hosted usage per minute and consumer as a rollup, a ranged view", (
-        *(rollups.table_ddl(rollup) for rollup in rollups.READER_GRAINS),
-        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS)),
-        rollups.backfill_grains(rollups.READER_GRAINS),  # from the raw events already stored
+        rollups.table_ddl(rollups.DEPLOYMENT_MINUTES),
+        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, rollups.DEPLOYMENT_MINUTES)),
+        rollups.backfill_grains((rollups.DEPLOYMENT_MINUTES,)),  # from the raw events already stored
         *gpu_views.ALLOCATION_STATEMENTS,
+    )),
+    Migration(20, "day questions off raw and off request sets: requests counted per day, overrides, unpriced", (
+        *(rollups.table_ddl(rollup) for rollup in rollups.DAY_GRAINS),
+        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS)),
+        rollups.backfill_grains(rollups.DAY_GRAINS),  # from the raw events already stored
+        reader_views.counted_days_view("team_daily", rollups.TEAM_DAYS),
+        reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS),
+        reader_views.range_view("override_daily", rollups.OVERRIDE_DAYS),
+        reader_views.range_view("unpriced_daily", rollups.UNPRICED_DAYS),
     )),
 )
 

@@ -546,7 +546,33 @@ DEPLOYMENT_MINUTES = Rollup("deployment_minutes", "minute", "toStartOfMinute(ts)
                             ("deployment", "team", "feature", "customer"),
                             measures=tuple(m for m in MEASURES if m.name in ("input_tokens", "output_tokens")),
                             where="deployment IS NOT NULL")
-READER_GRAINS = (DEPLOYMENT_MINUTES,)
+
+# Requests per day as numbers, for the day questions that count them (cost per request, requests per team):
+# merging a week of the hours' request sets reads as many request ids as the week has requests. A distinct
+# count is exact only for the keys it was counted over, so each question's keys are their own grain; read
+# through ``reader_views.counted_days_view``. Days are recomputed once closed, and at most every ten minutes
+# after a late event (a day of raw events each time); readers take a pending day from the hours meanwhile.
+_DAY_MEASURES = tuple(m for m in MEASURES if m.name in ("attempts", "input_tokens", "output_tokens", "cost_usd",
+                                                        "unpriced_attempts"))
+REQUEST_COUNTS = (Measure("requests", "UInt64", "uniqExact(request_id)", "sum(requests)"),
+                  Measure("successful_requests", "UInt64", "uniqExactIf(request_id, status = 'ok')",
+                          "sum(successful_requests)"))
+TEAM_DAYS = Rollup("team_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("team",),
+                   measures=(*_DAY_MEASURES, *REQUEST_COUNTS), min_recompute_s=600.0)
+FEATURE_DAYS = Rollup("feature_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("team", "feature"),
+                      measures=(*_DAY_MEASURES, *REQUEST_COUNTS), min_recompute_s=600.0)
+# Two day questions the other rollups cannot answer (they keep no override id and no unpriced reason), which
+# read a period of raw events: what negotiated prices saved, and which models have no price. A few rows a day.
+OVERRIDE_DAYS = Rollup("override_days", "day", "toStartOfDay(ts)", timedelta(days=1),
+                       ("provider", "model", "override_id"),
+                       measures=tuple(m for m in MEASURES if m.name in ("attempts", "cost_usd", "list_cost_usd")),
+                       where="priced", min_recompute_s=600.0)
+UNPRICED_DAYS = Rollup("unpriced_days", "day", "toStartOfDay(ts)", timedelta(days=1),
+                       ("provider", "model", "unpriced_reason"),
+                       measures=tuple(m for m in MEASURES if m.name == "attempts"), where="NOT priced",
+                       key_types=(("unpriced_reason", "Nullable(String)"),), min_recompute_s=600.0)
+DAY_GRAINS = (TEAM_DAYS, FEATURE_DAYS, OVERRIDE_DAYS, UNPRICED_DAYS)
+READER_GRAINS = (DEPLOYMENT_MINUTES, *DAY_GRAINS)
 
 
 def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
