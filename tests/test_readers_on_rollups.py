@@ -131,6 +131,11 @@ COOKBOOK_RAW_UNORDERED = {
 }
 # asked at now(): compared within one query, so both sides see the same now()
 COOKBOOK_RAW_NOW = {
+    "Cost by feature per hour, last 24 hours": """
+        SELECT toStartOfHour(ts) AS hour, feature, sumIf(total_cost, priced) AS cost_usd, count() AS attempts
+        FROM usage_events FINAL
+        WHERE ts >= toStartOfHour(now()) - INTERVAL 23 HOUR AND ts < toStartOfHour(now()) + INTERVAL 1 HOUR
+        GROUP BY hour, feature""",
     "Spend, requests and failures per team, last 24 hours": """
         SELECT team, sumIf(total_cost, priced) AS cost_usd, uniqExact(request_id) AS requests, count() AS attempts,
                countIf(status != 'ok') AS failed_attempts

@@ -221,8 +221,8 @@ def regrain_check(path: str) -> None:
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
     # migrations 17, 19 and 20 compute the readers' rollups from the raw rows, and record their periods done
     assert done == [("advice_hours", hours), ("customer_days", days), ("customer_hours", hours),
-                    ("deployment_minutes", 200), ("feature_days", days), ("override_days", days),
-                    ("prefix_windows", windows), ("team_days", days), ("unpriced_days", days),
+                    ("deployment_minutes", 200), ("feature_days", days), ("override_hours", hours),
+                    ("prefix_windows", windows), ("team_days", days), ("unpriced_hours", hours),
                     ("usage_hours", hours), ("usage_minutes", 200)]
     for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS):
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name

@@ -635,14 +635,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         rollups.backfill_grains((rollups.DEPLOYMENT_MINUTES,)),  # from the raw events already stored
         *gpu_views.ALLOCATION_STATEMENTS,
     )),
-    Migration(20, "day questions off raw and off request sets: requests counted per day, overrides, unpriced", (
-        *(rollups.table_ddl(rollup) for rollup in rollups.DAY_GRAINS),
+    Migration(20, "questions off raw and off request sets: requests counted per day, overrides and unpriced hours", (
+        *(rollups.table_ddl(rollup) for rollup in rollups.LATER_GRAINS),
         rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS)),
-        rollups.backfill_grains(rollups.DAY_GRAINS),  # from the raw events already stored
+        rollups.backfill_grains(rollups.LATER_GRAINS),  # from the raw events already stored
         reader_views.counted_days_view("team_daily", rollups.TEAM_DAYS),
         reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS),
-        reader_views.range_view("override_daily", rollups.OVERRIDE_DAYS),
-        reader_views.range_view("unpriced_daily", rollups.UNPRICED_DAYS),
+        reader_views.range_view("override_hourly", rollups.OVERRIDE_HOURS),
+        reader_views.range_view("unpriced_hourly", rollups.UNPRICED_HOURS),
     )),
 )
 

@@ -561,18 +561,19 @@ TEAM_DAYS = Rollup("team_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("
                    measures=(*_DAY_MEASURES, *REQUEST_COUNTS), min_recompute_s=600.0)
 FEATURE_DAYS = Rollup("feature_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("team", "feature"),
                       measures=(*_DAY_MEASURES, *REQUEST_COUNTS), min_recompute_s=600.0)
-# Two day questions the other rollups cannot answer (they keep no override id and no unpriced reason), which
-# read a period of raw events: what negotiated prices saved, and which models have no price. A few rows a day.
-OVERRIDE_DAYS = Rollup("override_days", "day", "toStartOfDay(ts)", timedelta(days=1),
-                       ("provider", "model", "override_id"),
-                       measures=tuple(m for m in MEASURES if m.name in ("attempts", "cost_usd", "list_cost_usd")),
-                       where="priced", min_recompute_s=600.0)
-UNPRICED_DAYS = Rollup("unpriced_days", "day", "toStartOfDay(ts)", timedelta(days=1),
-                       ("provider", "model", "unpriced_reason"),
-                       measures=tuple(m for m in MEASURES if m.name == "attempts"), where="NOT priced",
-                       key_types=(("unpriced_reason", "Nullable(String)"),), min_recompute_s=600.0)
-DAY_GRAINS = (TEAM_DAYS, FEATURE_DAYS, OVERRIDE_DAYS, UNPRICED_DAYS)
-READER_GRAINS = (DEPLOYMENT_MINUTES, *DAY_GRAINS)
+# Two questions the other rollups cannot answer (they keep no override id and no unpriced reason), which read
+# a period of raw events: what negotiated prices saved, and which models have no price. A few dozen rows an
+# hour; hours rather than days, so that what is read from raw (after the watermark) is at most the open hour.
+OVERRIDE_HOURS = Rollup("override_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
+                        ("provider", "model", "override_id"),
+                        measures=tuple(m for m in MEASURES if m.name in ("attempts", "cost_usd", "list_cost_usd")),
+                        where="priced")
+UNPRICED_HOURS = Rollup("unpriced_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
+                        ("provider", "model", "unpriced_reason"),
+                        measures=tuple(m for m in MEASURES if m.name == "attempts"), where="NOT priced",
+                        key_types=(("unpriced_reason", "Nullable(String)"),))
+LATER_GRAINS = (TEAM_DAYS, FEATURE_DAYS, OVERRIDE_HOURS, UNPRICED_HOURS)  # migration 20's
+READER_GRAINS = (DEPLOYMENT_MINUTES, *LATER_GRAINS)
 
 
 def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
@@ -591,5 +592,9 @@ def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str]
             store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', "
                           f"{rollup.period_of_mark} AS p, max(marked_at) FROM rollup_marks "
                           f"WHERE marked_at <= {version} GROUP BY p")
+            # and where the pending search starts, as a maintainer's pass leaves it (trailing marks in flight):
+            # without it every watermark reads every mark ever made until the maintainer first runs
+            store.command(f"INSERT INTO rollup_state (rollup, through) VALUES ('{rollup.name}', "
+                          f"{version} - INTERVAL {int(_IN_FLIGHT.total_seconds())} SECOND)")
             log.info("%s computed from the raw events of %d month(s)", rollup.name, len(months))
     return backfill
