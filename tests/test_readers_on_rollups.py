@@ -315,16 +315,21 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
                     check(f"panel {panel['title']} ({span}, {interval_s} s)", sorted(_rows(rolled)), sorted(_rows(raw)))
     since, until = spans["days, inside minutes and hours"]
     dates = {"since": since.date().isoformat(), "until": until.date().isoformat(), "top": 10}
-    for title, _, _, sql in EXAMPLES:
+    compared = set()
+    for heading, _, _, sql in EXAMPLES:
+        title = heading.split("\n", 1)[0]  # the heading line (an example may have prose under it)
+        compared.add(title)
         if title in COOKBOOK_RAW:
             check(f"cookbook {title}", _rows(store.query(sql, dates)), _rows(store.query(COOKBOOK_RAW[title], dates)))
         if title in COOKBOOK_RAW_UNORDERED:
             check(f"cookbook {title}", sorted(_rows(store.query(sql, dates))),
                   sorted(_rows(store.query(COOKBOOK_RAW_UNORDERED[title], dates))))
-    for title, _, params, sql in EXAMPLES:
+    for heading, _, params, sql in EXAMPLES:
+        title = heading.split("\n", 1)[0]
         if title in COOKBOOK_RAW_NOW:
             raw, rolled = _same_now(store, COOKBOOK_RAW_NOW[title], sql, params)
             check(f"cookbook {title}", rolled, raw)
+    assert {*COOKBOOK_RAW, *COOKBOOK_RAW_UNORDERED, *COOKBOOK_RAW_NOW} <= compared, "a reference without its example"
     movers_raw = migrations._MOVERS.split("CREATE OR REPLACE VIEW spend_movers_weekly AS", 1)[1]
     raw, rolled = _same_now(store, movers_raw, "SELECT * FROM spend_movers_weekly")
     check("spend_movers_weekly", rolled, raw)

@@ -357,7 +357,8 @@ class Cadence:
     quiet_s: float = 1.0          # a period nothing marked for this long is recomputed at once
     live_s: float = 120.0         # minutes ending less than this before the server's clock are live
     live_every_s: float = 5.0     # a live minute still being marked: recomputed this often (the rollup lag)
-    busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often
+    busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often;
+    #                               0: every pending period at once, a rollup's min_recompute_s too (tests, loads)
 
 
 def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime, now: datetime,
@@ -375,7 +376,7 @@ def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime,
     end = period + rollup.step
     if rollup.step != MINUTES.step and end > now:
         return False
-    if computed > now - timedelta(seconds=rollup.min_recompute_s):
+    if cadence.busy_every_s and computed > now - timedelta(seconds=rollup.min_recompute_s):
         return False  # a coarse period (a day) is not recomputed for every late event: readers use finer rollups
     if mark <= now - timedelta(seconds=cadence.quiet_s):
         return True
