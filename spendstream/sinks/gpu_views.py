@@ -247,8 +247,8 @@ STATEMENTS: tuple[str, ...] = (*SAMPLE_COLUMNS, *DEPLOYMENT_COLUMNS, PRICES, COR
 # The views above split each minute by the usage events that name its deployment, read from raw: a week of
 # allocation read a week of every event. The same split from ``deployment_minutes`` (those events' tokens per
 # minute and consumer, raw after its watermark) reads what self-hosted traffic holds; and
-# ``gpu_cost_allocated(since, until)`` takes the samples and the usage of its minutes only, where a filter on
-# ``gpu_cost_allocated_minutely`` stops at its window functions and reads every sample ever stored.
+# ``gpu_cost_allocated(since, until)`` filters the samples and the usage by its minutes before the window
+# functions, where a filter on ``gpu_cost_allocated_minutely`` read every sample ever stored.
 
 SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
 IN_RANGE = f"{{m}} >= {SINCE} AND {{m}} < {UNTIL}"  # a minute {m} of since <= minute < until
