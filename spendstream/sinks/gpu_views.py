@@ -13,9 +13,14 @@ it in one line:
 - ``gpu_cost_bases_minutely``: allocation and usage basis side by side, the input/output
   split and prefix-cache savings; ``gpu_cost_by_consumer_minutely``: GPU-seconds and cost
   of both bases per team, feature and customer, exact.
+
+A later migration (issue 17) reads the allocations' usage from the ``deployment_minutes`` rollup and adds
+``gpu_cost_allocated(since, until)``: ``ALLOCATION_STATEMENTS`` at the end.
 """
 
 from __future__ import annotations
+
+from spendstream.sinks.rollups import DEPLOYMENT_MINUTES, columns
 
 MONEY = "Decimal(38, 18)"
 
@@ -236,3 +241,70 @@ BY_CONSUMER = """
 
 STATEMENTS: tuple[str, ...] = (*SAMPLE_COLUMNS, *DEPLOYMENT_COLUMNS, PRICES, CORRECTIONS, PRICE_PERIODS, MINUTELY,
                                BASES, BY_CONSUMER)
+
+
+# -- allocation from the deployment_minutes rollup (issue 17) -----------------------------------------------
+# The views above split each minute by the usage events that name its deployment, read from raw: a week of
+# allocation read a week of every event. The same split from ``deployment_minutes`` (those events' tokens per
+# minute and consumer, raw after its watermark) reads what self-hosted traffic holds; and
+# ``gpu_cost_allocated(since, until)`` filters the samples and the usage by its minutes before the window
+# functions, where a filter on ``gpu_cost_allocated_minutely`` read every sample ever stored.
+
+SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
+IN_RANGE = f"{{m}} >= {SINCE} AND {{m}} < {UNTIL}"  # a minute {m} of since <= minute < until
+
+
+def _usage(minutes: str = "1") -> str:
+    """Input and output tokens per minute × deployment × team, feature, customer of the events naming a
+    deployment, for the minutes ``minutes`` selects (SQL over a minute ``{m}``): the columns the raw ``usage``
+    CTE of ``BY_CONSUMER`` has, equal to it row for row."""
+    span = columns(DEPLOYMENT_MINUTES, "{t}", ["input_tokens", "output_tokens"],
+                   where_rollup=minutes.replace("{m}", "{t}"), where_raw=minutes.replace("{m}", "toStartOfMinute({t})"))
+    return (f"SELECT period AS u_minute, assumeNotNull(deployment) AS u_deployment, ifNull(team, '') AS u_team, "
+            f"ifNull(feature, '') AS u_feature, ifNull(customer, '') AS u_customer, "
+            f"sum(input_tokens) AS u_in, sum(output_tokens) AS u_out FROM {span} "
+            f"GROUP BY u_minute, u_deployment, u_team, u_feature, u_customer")
+
+
+def _minutely(minutes: str) -> str:
+    """``gpu_minutely``'s query for the minutes ``minutes`` selects: only their samples are read."""
+    body = MINUTELY.split(" AS\n", 1)[1]
+    samples = f"(SELECT * FROM gpu_samples FINAL WHERE {minutes.replace('{m}', 'toStartOfMinute(ts)')}) AS s"
+    return f"({body.replace('FROM gpu_samples AS s FINAL', f'FROM {samples}')})"
+
+
+# Migration 4's allocation (one share per consumer by all its tokens), its usage given by the caller.
+_ALLOCATED = """
+    WITH usage AS ({usage}),
+    joined AS (
+        SELECT g.minute AS minute, g.deployment AS deployment, g.gpu_cost_usd AS gpu_cost_usd,
+               u.u_team AS team, u.u_feature AS feature, u.u_customer AS customer, u.u_in + u.u_out AS tokens,
+               sum(u.u_in + u.u_out) OVER (PARTITION BY g.minute, g.deployment) AS minute_tokens,
+               row_number() OVER (PARTITION BY g.minute, g.deployment ORDER BY u.u_team, u.u_feature, u.u_customer)
+                   AS rn
+        FROM {minutely} AS g
+        LEFT JOIN usage AS u ON u.u_minute = g.minute AND u.u_deployment = g.deployment
+    ),
+    shares AS (
+        SELECT *, if(minute_tokens = 0, gpu_cost_usd, toDecimal128(gpu_cost_usd * tokens / minute_tokens, 18)) AS raw
+        FROM joined
+    )
+    SELECT minute, deployment,
+           if(minute_tokens = 0, '__unallocated__', team) AS team,
+           if(minute_tokens = 0, '', feature) AS feature,
+           if(minute_tokens = 0, '', customer) AS customer,
+           tokens,
+           toDecimal128(if(rn = 1, raw + gpu_cost_usd - sum(raw) OVER (PARTITION BY minute, deployment), raw), 18)
+               AS allocated_cost_usd
+    FROM shares
+    WHERE minute_tokens = 0 AND rn = 1 OR minute_tokens > 0
+    """
+
+ALLOCATED_MINUTELY = ("CREATE OR REPLACE VIEW gpu_cost_allocated_minutely AS"
+                      + _ALLOCATED.format(usage=_usage(), minutely="gpu_minutely"))
+ALLOCATED_RANGE = ("CREATE OR REPLACE VIEW gpu_cost_allocated AS"
+                   + _ALLOCATED.format(usage=_usage(IN_RANGE), minutely=_minutely(IN_RANGE)))
+_RAW_USAGE = BY_CONSUMER.split("WITH usage AS (", 1)[1].split("\n    ),\n    joined AS (", 1)[0]
+BY_CONSUMER_ROLLED = BY_CONSUMER.replace(_RAW_USAGE, _usage())
+
+ALLOCATION_STATEMENTS: tuple[str, ...] = (ALLOCATED_MINUTELY, ALLOCATED_RANGE, BY_CONSUMER_ROLLED)

@@ -640,6 +640,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         shapes.WATERMARKS_VIEW,
         shapes.backfill_advisor_hours,  # from the raw events already stored (sinks/shapes.py)
     )),
+    Migration(21, "GPU allocation off raw: self-hosted usage per minute and consumer as a rollup, a ranged view", (
+        rollups.table_ddl(rollups.DEPLOYMENT_MINUTES),
+        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, rollups.DEPLOYMENT_MINUTES)),
+        rollups.backfill_grains((rollups.DEPLOYMENT_MINUTES,)),  # from the raw events already stored
+        *gpu_views.ALLOCATION_STATEMENTS,
+    )),
+    Migration(22, "questions off raw and off request sets: requests counted per day, overrides and unpriced hours", (
+        *(rollups.table_ddl(rollup) for rollup in rollups.LATER_GRAINS),
+        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS)),
+        rollups.backfill_grains(rollups.LATER_GRAINS),  # from the raw events already stored
+        reader_views.counted_days_view("team_daily", rollups.TEAM_DAYS),
+        reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS),
+        reader_views.range_view("override_hourly", rollups.OVERRIDE_HOURS),
+        reader_views.range_view("unpriced_hourly", rollups.UNPRICED_HOURS),
+    )),
 )
 
 

@@ -8,12 +8,15 @@
 - ``spend_movers_weekly``: the same columns and answers as migration 5's, from ``customer_hours``.
 - ``customer_daily(since, until)`` (migration 17): per day × customer, from ``customer_days``
   up to its watermark and ``customer_hourly``'s sources after it.
+- ``team_daily(since, until)`` and ``feature_daily(since, until)`` (migration 22): requests counted per
+  day × team (× feature), from ``team_days``/``feature_days`` up to their watermark and the hours' request
+  sets after it.
 """
 
 from __future__ import annotations
 
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, MEASURES, Rollup, watermark_sql
+from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MEASURES, Rollup, watermark_sql
 
 SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
 
@@ -29,7 +32,7 @@ def range_view(name: str, rollup: Rollup) -> str:
     counts once).
     """
     keys = ", ".join(rollup.keys)
-    names = ", ".join(m.name for m in MEASURES)
+    names = ", ".join(m.name for m in rollup.measures)
     return f"""
         CREATE OR REPLACE VIEW {name} AS
         SELECT period AS {rollup.period}, {keys}, {names}
@@ -82,4 +85,31 @@ def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str
         SELECT period AS day, {keys}, {names} FROM {before}
         UNION ALL
         SELECT period AS day, {keys}, {names} FROM {after}
+        """
+
+
+def counted_days_view(name: str, days: Rollup, hours: Rollup = HOURS) -> str:
+    """A parameterized view per day × ``days``' keys for the days ``since <= day < until`` (``Date`` parameters),
+    exact: the days before ``days``' watermark from it, the rest from ``hours`` (``ranges.between``: the rollup,
+    raw after its watermark), their request sets merged per day and key.
+
+    ``SELECT … FROM team_daily(since = …, until = …)``. Unlike ``layered_view``, a day is never split between
+    the two sources (the watermark of a day rollup is a day's start), so each day and key is one row and its
+    ``requests`` and ``successful_requests`` are distinct counts: add them only over other days, never over
+    keys (one request can have attempts under two keys).
+    """
+    keys = ", ".join(days.keys)
+    names = ", ".join(m.name for m in days.measures)
+    since, until = "toDateTime({since:Date}, 'UTC')", "toDateTime({until:Date}, 'UTC')"
+    cut = f"({watermark_sql(days)})"
+    of_hours = {m.name: m.of_rollup for m in MEASURES}
+    merged = ", ".join(f"{of_hours[m.name]} AS {m.name}" for m in days.measures)
+    after = between(hours, "toDate({t})", [m.name for m in days.measures], since=f"greatest({since}, {cut})",
+                    until=until)
+    return f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT toDate(day) AS day, {keys}, {names} FROM {days.name} FINAL
+        WHERE day >= {since} AND day < least({until}, {cut})
+        UNION ALL
+        SELECT period AS day, {keys}, {merged} FROM {after} GROUP BY day, {keys}
         """

@@ -43,7 +43,7 @@ oldest first: until then the watermark stays back and readers read raw.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -369,7 +369,8 @@ class Cadence:
     quiet_s: float = 1.0          # a period nothing marked for this long is recomputed at once
     live_s: float = 120.0         # minutes ending less than this before the server's clock are live
     live_every_s: float = 5.0     # a live minute still being marked: recomputed this often (the rollup lag)
-    busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often
+    busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often;
+    #                               0: every pending period at once, a rollup's min_recompute_s too (tests, loads)
 
 
 def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime, now: datetime,
@@ -387,7 +388,7 @@ def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime,
     end = period + rollup.step
     if rollup.step != MINUTES.step and end > now:
         return False
-    if computed > now - timedelta(seconds=rollup.min_recompute_s):
+    if cadence.busy_every_s and computed > now - timedelta(seconds=rollup.min_recompute_s):
         return False  # a coarse period (a day) is not recomputed for every late event: readers use finer rollups
     if mark <= now - timedelta(seconds=cadence.quiet_s):
         return True
@@ -400,7 +401,7 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
              quiet_s: float | None = None, busy_every_s: float | None = None,
              cadence: Cadence = Cadence()) -> Maintained:
     """Recompute the due pending periods of every rollup (at most ``max_periods`` each, oldest first):
-    ``ROLLUPS`` and the readers' own grains (:mod:`spendstream.sinks.shapes`).
+    ``ROLLUPS``, the readers' own grains (:mod:`spendstream.sinks.shapes`) and ``READER_GRAINS``.
 
     ``cadence`` says which pending periods are due (:func:`due`); ``quiet_s`` and ``busy_every_s``
     override it (``quiet_s=0, busy_every_s=0``: every pending period now, what tests and
@@ -421,7 +422,7 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     # shapes defines its rollups with this module's types, so it is imported here rather than at the top
     from spendstream.sinks.shapes import SHAPES
 
-    grains = (*ROLLUPS, *SHAPES)
+    grains = (*ROLLUPS, *SHAPES, *READER_GRAINS)
     # the server's clock: marks carry it, and `through` must trail the marks still in flight
     server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
     pending = _pending(store, grains)
@@ -545,3 +546,68 @@ def _as_datetime(value: object) -> datetime:
     if isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
+
+
+# -- grains added for the cookbook and the dashboard (issue 17) -----------------------------------------
+
+# Self-hosted usage per minute × deployment and who used it: what GPU cost allocation splits each minute's
+# GPU cost by (gpu_views). Only the events that name a deployment (a few percent of traffic), so a week of
+# allocation reads a week of these rows rather than a week of raw events; customers stay in the keys
+# because the allocation truncates each (team, feature, customer) share, and sums of truncations are exact
+# only over the same rows.
+DEPLOYMENT_MINUTES = Rollup("deployment_minutes", "minute", "toStartOfMinute(ts)", timedelta(minutes=1),
+                            ("deployment", "team", "feature", "customer"),
+                            measures=tuple(m for m in MEASURES if m.name in ("input_tokens", "output_tokens")),
+                            where="deployment IS NOT NULL")
+
+# Requests per day as numbers, for the day questions that count them (cost per request, requests per team):
+# merging a week of the hours' request sets reads as many request ids as the week has requests. A distinct
+# count is exact only for the keys it was counted over, so each question's keys are their own grain; read
+# through ``reader_views.counted_days_view``. Days are recomputed once closed, and at most every ten minutes
+# after a late event (a day of raw events each time); readers take a pending day from the hours meanwhile.
+_DAY_MEASURES = tuple(m for m in MEASURES if m.name in ("attempts", "input_tokens", "output_tokens", "cost_usd",
+                                                        "unpriced_attempts"))
+REQUEST_COUNTS = (Measure("requests", "UInt64", "uniqExact(request_id)", "sum(requests)"),
+                  Measure("successful_requests", "UInt64", "uniqExactIf(request_id, status = 'ok')",
+                          "sum(successful_requests)"))
+TEAM_DAYS = Rollup("team_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("team",),
+                   measures=(*_DAY_MEASURES, *REQUEST_COUNTS), min_recompute_s=600.0)
+FEATURE_DAYS = Rollup("feature_days", "day", "toStartOfDay(ts)", timedelta(days=1), ("team", "feature"),
+                      measures=(*_DAY_MEASURES, *REQUEST_COUNTS), min_recompute_s=600.0)
+# Two questions the other rollups cannot answer (they keep no override id and no unpriced reason), which read
+# a period of raw events: what negotiated prices saved, and which models have no price. A few dozen rows an
+# hour; hours rather than days, so that what is read from raw (after the watermark) is at most the open hour.
+OVERRIDE_HOURS = Rollup("override_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
+                        ("provider", "model", "override_id"),
+                        measures=tuple(m for m in MEASURES if m.name in ("attempts", "cost_usd", "list_cost_usd")),
+                        where="priced")
+UNPRICED_HOURS = Rollup("unpriced_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
+                        ("provider", "model", "unpriced_reason"),
+                        measures=tuple(m for m in MEASURES if m.name == "attempts"), where="NOT priced",
+                        key_types=(("unpriced_reason", "Nullable(String)"),))
+LATER_GRAINS = (TEAM_DAYS, FEATURE_DAYS, OVERRIDE_HOURS, UNPRICED_HOURS)  # migration 22's
+READER_GRAINS = (DEPLOYMENT_MINUTES, *LATER_GRAINS)
+
+
+def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
+    """A migration step: compute ``grains`` from the raw events already stored, a month at a time, and record
+    their periods done at the marks made before the computation began (as ``shapes.backfill`` does: a row
+    marked later was perhaps not durable yet, so its period stays pending and the maintainer recomputes it)."""
+    def backfill(store: Store, run: Callable[[str], None]) -> None:
+        began = str(store.query("SELECT toString(now64(3, 'UTC'))").scalar())
+        months = [str(r[0]) for r in store.query("SELECT DISTINCT toString(toStartOfMonth(ts)) FROM usage_events "
+                                                 "ORDER BY 1").rows]
+        version = f"toDateTime64('{began}', 3, 'UTC')"
+        for rollup in grains:
+            for month in months:
+                start = f"toDateTime64('{month}', 3, 'UTC')"
+                store.command(recompute_sql(rollup, version, f"ts >= {start} AND ts < {start} + INTERVAL 1 MONTH"))
+            store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', "
+                          f"{rollup.period_of_mark} AS p, max(marked_at) FROM rollup_marks "
+                          f"WHERE marked_at <= {version} GROUP BY p")
+            # and where the pending search starts, as a maintainer's pass leaves it (trailing marks in flight):
+            # without it every watermark reads every mark ever made until the maintainer first runs
+            store.command(f"INSERT INTO rollup_state (rollup, through) VALUES ('{rollup.name}', "
+                          f"{version} - INTERVAL {int(_IN_FLIGHT.total_seconds())} SECOND)")
+            log.info("%s computed from the raw events of %d month(s)", rollup.name, len(months))
+    return backfill
