@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from spendstream.pricing.engine import PricedBatch, Pricer, UsageColumns
-from spendstream.sinks.rollups import minutes_of
+from spendstream.sinks.rollups import forget_periods, minutes_of
 from spendstream.sinks.rows import price_columns
 from spendstream.sinks.store import Store, sql_time
 
@@ -79,8 +79,11 @@ def reprice(store: Store, pricer: Pricer, since: datetime, until: datetime, *, d
             index = pa.array(np.flatnonzero(mask))
             repriced = _repriced_rows(rows, priced, index)
             store.insert_arrow("usage_events", repriced)
-            # the rollups of these minutes are recomputed with the new prices (sinks/rollups.py)
-            store.insert_arrow("rollup_marks", minutes_of(repriced["ts"]))
+            # the rollups of these minutes are recomputed with the new prices (sinks/rollups.py), from empty
+            # periods: a re-priced row can leave a rollup's keys (unpriced_hours, an override id)
+            minutes = minutes_of(repriced["ts"])
+            store.insert_arrow("rollup_marks", minutes)
+            forget_periods(store, minutes)
             store.insert_arrow("cost_corrections", _corrections(rows, priced, index, reprice_id, now))
     return RepriceSummary(reprice_id, since, until, examined, changed, old_total, new_total, dry_run)
 

@@ -19,6 +19,7 @@ from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
 from spendstream.pricing import Pricer
 from spendstream.sinks import migrations, rollups, shapes
+from spendstream.sinks.store import sql_time
 from spendstream.sinks.writer import SinkWriter
 
 PRICER = Pricer()
@@ -111,6 +112,18 @@ def test_rollup_backed_views_equal_raw_through_duplicates_conflicts_late_events_
     priced = store.query("SELECT sum(cost_usd) FROM cost_daily WHERE startsWith(team, {r:String}) "
                          "AND model = 'my-llama'", {"r": run}).scalar()
     assert priced is not None and priced > 0
+    # the re-priced model left unpriced_hours (a recomputation alone would have kept its old rows); the
+    # closed hours (the open one is read from raw)
+    span = {"a": sql_time(now - timedelta(hours=32)), "b": sql_time(now - timedelta(hours=1))}
+    rolled = store.query("SELECT sum(attempts) FROM unpriced_hours FINAL WHERE model = 'my-llama' "
+                         "AND hour >= toStartOfHour({a:DateTime64(3, 'UTC')}) "
+                         "AND hour < toStartOfHour({b:DateTime64(3, 'UTC')})",
+                         span).scalar()
+    raw = store.query("SELECT countIf(NOT priced) FROM usage_events FINAL WHERE model = 'my-llama' "
+                      "AND ts >= toStartOfHour({a:DateTime64(3, 'UTC')}) "
+                      "AND ts < toStartOfHour({b:DateTime64(3, 'UTC')})",
+                      span).scalar()
+    assert (rolled or 0) == raw
 
 
 def test_close_pending_periods_are_recomputed_with_one_query_and_far_ones_apart() -> None:

@@ -352,6 +352,32 @@ def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
     return pa.table({"minute": minutes}, schema=MARK_SCHEMA)
 
 
+def all_grains() -> tuple[Rollup, ...]:
+    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes and ``READER_GRAINS``."""
+    from spendstream.sinks.shapes import SHAPES  # shapes defines its rollups with this module's types
+
+    return (*ROLLUPS, *SHAPES, *READER_GRAINS)
+
+
+def forget_periods(store: Store, minutes: pa.Table) -> None:
+    """Empty every rollup's periods that hold these minutes, which must already be marked.
+
+    A recomputation replaces the rows of the keys it finds in raw; a key that is gone from a period stays.
+    Keys go only when rows are rewritten: a re-priced event leaves ``unpriced_hours`` (its model now has a
+    price), moves to another ``override_id`` or leaves a rollup whose filter names ``priced``. The marked
+    periods are read from raw until recomputed (the watermark stops before them), so emptying them changes no
+    answer; the minutes are marked again afterwards, so that a pass that recomputed one of them between the
+    first mark and the delete recomputes it once more.
+    """
+    if minutes.num_rows == 0:
+        return
+    listed = ", ".join(f"toDateTime('{m:%Y-%m-%d %H:%M:%S}', 'UTC')" for m in minutes["minute"].to_pylist())
+    for rollup in all_grains():
+        store.command(f"DELETE FROM {rollup.name} WHERE {rollup.period} IN "
+                      f"(SELECT DISTINCT {rollup.period_of_mark} FROM (SELECT arrayJoin([{listed}]) AS minute))")
+    store.insert_arrow("rollup_marks", minutes)
+
+
 # -- the maintainer -------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -419,10 +445,7 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
             live_every_s=cadence.live_every_s if busy_every_s is None else min(cadence.live_every_s, busy_every_s),
             busy_every_s=cadence.busy_every_s if busy_every_s is None else busy_every_s)
     oldest = now - timedelta(days=raw_retention_days - 1) if raw_retention_days else None
-    # shapes defines its rollups with this module's types, so it is imported here rather than at the top
-    from spendstream.sinks.shapes import SHAPES
-
-    grains = (*ROLLUPS, *SHAPES, *READER_GRAINS)
+    grains = all_grains()
     # the server's clock: marks carry it, and `through` must trail the marks still in flight
     server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
     pending = _pending(store, grains)
