@@ -9,7 +9,8 @@ pass after an hour closes does it; a later pass of that hour finds it done):
    ``detector_peaks`` (a first run computes the last ``PEAK_DAYS`` days, a day of raw per read);
 2. **profiles**: four weeks of ``usage_hours`` and ``customer_hours`` (through
    :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago,
-   per team, feature and customer, learned by :func:`spendstream.detect.noise.learn`;
+   per team, feature, customer and feature × customer (the costliest ``PAIR_SUBJECTS``), learned by
+   :func:`spendstream.detect.noise.learn`;
 3. **the slow window**: the last 24 closed hours against that profile
    (:meth:`SpendAnomalyRule.slow`).
 
@@ -43,8 +44,14 @@ FAIL_HOURS = 7 * 24    # the failure ratio a storm is measured against: the last
 STALE_HOURS = 3        # a pass uses the newest baselines at most this old (a refresh that failed, a late leader)
 _MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
+# a feature × customer: a spike of a few % of a busy customer (or feature) is most of one of its pairs.
+# A pair missing either key is named so that it ends in '=', as an empty key does, and is dropped.
+PAIR_SQL = ("if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=', "
+            "concat('feature=', feature, ',customer=', customer))")
 SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')), "
-                "concat('customer=', ifNull(customer, ''))])")
+                f"concat('customer=', ifNull(customer, '')), {PAIR_SQL}])")
+PAIR_MARK = ",customer="  # in a pair's name only
+PAIR_SUBJECTS = 5000   # pairs kept per refresh, the costliest: what the refresh learns stays bounded at any scale
 
 
 def hour_of_week(at: datetime) -> int:
@@ -79,11 +86,12 @@ def _subject_hours_sql() -> str:
     def source(rollup: rollups.Rollup) -> str:
         return rollups.columns(rollup, "{t}", measures, where_rollup=bounds, where_raw=bounds.replace("{t}", "ts"))
 
-    # teams and features from the compact usage_hours, customers from customer_hours (the only rollup with them)
+    # teams and features from the compact usage_hours, customers and pairs from customer_hours (the only rollup
+    # with customers)
     by_key = (f"SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, ''))]) "
               f"AS subject, period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.HOURS)} "
-              f"UNION ALL SELECT concat('customer=', ifNull(customer, '')), period, requests, attempts, "
-              f"failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
+              f"UNION ALL SELECT arrayJoin([concat('customer=', ifNull(customer, '')), {PAIR_SQL}]), period, "
+              f"requests, attempts, failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
     return f"""
         SELECT subject, toUInt32(dateDiff('hour', {{a:DateTime64(3, 'UTC')}}, period)) AS h,
                toFloat64(uniqExactMerge(requests)) AS requests, toFloat64(sum(attempts)) AS attempts,
@@ -138,6 +146,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     if not hours.num_rows:
         _insert(store, hour, [])  # a fresh store: an empty refresh, so the next pass does not redo it
         return 0
+    hours = hours.filter(_costliest_pairs(hours))
     subjects, row_of = np.unique(hours["subject"].to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
     hour_of = hours["h"].to_numpy().astype(np.int64)
     values = {name: hours[name].to_numpy() for name in ("requests", "attempts", "failed", "cost")}
@@ -169,7 +178,8 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         seen_all = req > 0
         history = total_hours - np.where(seen_all.any(axis=1), seen_all.argmax(axis=1), total_hours)
         last = [hour_of_week(hour - timedelta(hours=k)) for k in range(24, 0, -1)]
-        slow = rule.slow(observed_usd=cost[:, -24:], expected_usd=profiles.cost[:, last],
+        slow = rule.slow(observed_usd=cost[:, -24:],
+                         expected_usd=profiles.cost[:, last],
                          expected_requests=profiles.requests[:, last], history_hours=history)
         w = hour_of_week(hour)
         # failures: the last week through now (a storm is measured against how the subject fails lately)
@@ -181,6 +191,25 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                         int(slow.calm[i]), float(slow.excess_usd[i]), float(cost[i, -24:].sum())))
     _insert(store, hour, out)
     return len(out)
+
+
+def _costliest_pairs(hours: pa.Table) -> np.ndarray:
+    """Which rows to learn from: every team, feature and customer, and the ``PAIR_SUBJECTS`` costliest pairs.
+
+    Pairs number up to features × customers; the small ones are covered by their customer (a spike
+    there is most of it) and by the dollar floor, so only the costliest are worth learning.
+    """
+    names = hours["subject"].to_numpy(zero_copy_only=False).astype(str)
+    pair = np.char.find(names, PAIR_MARK) >= 0
+    if not pair.any():
+        return np.ones(len(names), dtype=bool)
+    pairs, row = np.unique(names[pair], return_inverse=True)
+    total = np.bincount(row, weights=hours["cost"].to_numpy()[pair], minlength=len(pairs))
+    kept = np.zeros(len(pairs), dtype=bool)
+    kept[np.argsort(-total, kind="stable")[:PAIR_SUBJECTS]] = True
+    keep = np.ones(len(names), dtype=bool)
+    keep[np.flatnonzero(pair)] = kept[row]
+    return keep
 
 
 def _store_peaks(store: Store, hour: datetime) -> None:
