@@ -11,7 +11,9 @@ pass after an hour closes does it; a later pass of that hour finds it done):
    :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago,
    per team, feature, customer and feature × customer (the costliest ``PAIR_SUBJECTS``), learned by
    :func:`spendstream.detect.noise.learn`;
-3. **the slow window**: the last 24 closed hours against that profile
+3. **schedules** longer than those four weeks (:mod:`spendstream.detect.schedules`): the same
+   hours at the same place in the last months, so a month-end job is expected on its third month;
+4. **the slow window**: the last 24 closed hours against that profile
    (:meth:`SpendAnomalyRule.slow`).
 
 For the hour being evaluated, one row per subject goes to ``detector_baselines``: the
@@ -30,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pyarrow as pa
 
+from spendstream.detect import schedules
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.sinks import rollups
@@ -157,6 +160,8 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     peak_value = peaks["peak"].to_numpy()[known_peak]
     learned = int((learn_end - learn_start).total_seconds() // 3600)
     total_hours = learned + LAG_HOURS
+    memory = schedules.remember(store, hour, subjects, _subject_hours_sql())
+    span = [hour_of_week(hour + timedelta(hours=k - schedules.BEFORE_HOURS)) for k in range(schedules.SPAN_HOURS)]
     out = []
     for chunk in range(0, len(subjects), CHUNK_SUBJECTS):
         names = [str(x) for x in subjects[chunk:chunk + CHUNK_SUBJECTS]]
@@ -174,19 +179,26 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         profiles = learn(requests=req[:, :learned], cost=cost[:, :learned], attempts=att[:, :learned],
                          failed=fail[:, :learned], peak_cost=peak[:, :learned],
                          first_hour_of_week=hour_of_week(learn_start), first_hour=first)
+        # a day of the month that four weeks do not hold: what it promises, and the history it adds
+        planned = schedules.schedule(memory.rows(slice(chunk, chunk + len(names))), profiles.cost[:, span],
+                                     now=hour)
         # history runs to now for warm-up: a subject first seen after the profile's end is new
         seen_all = req > 0
         history = total_hours - np.where(seen_all.any(axis=1), seen_all.argmax(axis=1), total_hours)
+        history = np.maximum(history, planned.history_hours)
         last = [hour_of_week(hour - timedelta(hours=k)) for k in range(24, 0, -1)]
         slow = rule.slow(observed_usd=cost[:, -24:],
-                         expected_usd=profiles.cost[:, last],
+                         expected_usd=np.maximum(profiles.cost[:, last], planned.cost[:, :schedules.BEFORE_HOURS]),
                          expected_requests=profiles.requests[:, last], history_hours=history)
         w = hour_of_week(hour)
+        expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
+        # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back)
+        peak_cost = np.maximum(profiles.peak_cost[:, w], planned.cost[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
         # failures: the last week through now (a storm is measured against how the subject fails lately)
         week_attempts = att[:, -FAIL_HOURS:].sum(axis=1)
         fail_ratio = np.where(week_attempts > 0, fail[:, -FAIL_HOURS:].sum(axis=1) / np.maximum(week_attempts, 1), 0.0)
         for i, name in enumerate(names):
-            out.append((name, profiles.requests[i, w], profiles.cost[i, w], profiles.peak_cost[i, w],
+            out.append((name, profiles.requests[i, w], expected_cost[i], peak_cost[i],
                         profiles.dispersion[i], fail_ratio[i], int(history[i]), int(slow.hot[i]),
                         int(slow.calm[i]), float(slow.excess_usd[i]), float(cost[i, -24:].sum())))
     _insert(store, hour, out)
