@@ -174,7 +174,8 @@ def test_stored_traffic_gives_one_spike_incident_no_alert_for_the_nightly_job_an
     assert [a for a in run(night) if "nightly" in a.subject or "etl" in a.subject] == []  # a schedule: expected
     fired = run(now)
     spikes = [a for a in fired if a.kind == "spend_anomaly"]
-    assert sorted(a.subject for a in spikes) == sorted(f"{k}={v}" for k, v in who.items())
+    pair = f"feature={who['feature']},customer={who['customer']}"
+    assert sorted(a.subject for a in spikes) == sorted([f"{k}={v}" for k, v in who.items()] + [pair])
     assert all(a.state == "firing" and a.severity in ("warning", "error") for a in spikes)
     (new,) = [a for a in fired if a.kind == "new_spender" and a.subject == f"customer={tag}-new"]
     assert 30 <= new.observed < 30.1 and "in the last 24 h" in new.message

@@ -42,7 +42,9 @@ def raw_subject_hours(store, start: datetime, end: datetime) -> list[tuple]:
                toFloat64(uniqExact(request_id)), toFloat64(count()), toFloat64(countIf(status != 'ok')),
                toFloat64(ifNull(sumIf(total_cost, priced), 0))
         FROM (SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')),
-                                concat('customer=', ifNull(customer, ''))]) AS subject, *
+                                concat('customer=', ifNull(customer, '')),
+                                if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=',
+                                   concat('feature=', feature, ',customer=', customer))]) AS subject, *
               FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')})
         WHERE NOT endsWith(subject, '=')
         GROUP BY subject, h ORDER BY subject, h""", {"a": sql_time(start), "b": sql_time(end)}).rows

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from bench.detector_eval.rules import Fired, cumulative, passes
+from bench.detector_eval.rules import Fired, passes
 from bench.detector_eval.traffic import DAY, EVAL_START, World
 from spendstream.alerting import digest
 from spendstream.detect.incidents import Hysteresis, Incident
@@ -36,8 +36,8 @@ def at(minute: int) -> datetime:
 class _Hours:
     """A world's per-subject hourly sums and 10-minute peaks."""
 
-    def __init__(self, world: World, rows: np.ndarray) -> None:
-        m = world.membership[rows]
+    def __init__(self, world: World, rows: np.ndarray, membership: np.ndarray | None = None) -> None:
+        m = world.membership[rows] if membership is None else membership
         hours = world.minutes // 60
 
         def hourly(a: np.ndarray) -> np.ndarray:
@@ -62,9 +62,14 @@ class _Hours:
 
 def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
-    rows = np.arange(len(world.subjects))
-    hours = _Hours(world, rows)
-    cost, requests = cumulative(world, world.cost), cumulative(world, world.requests)
+    # team, feature, customer and feature × customer: a spike of a few % of a busy customer is most of its pair
+    pair_names, pair_membership = world.pairs()
+    names = world.subjects + pair_names
+    membership = np.concatenate([world.membership, pair_membership])
+    rows = np.arange(len(names))
+    is_pair = np.arange(len(names)) >= len(world.subjects)
+    hours = _Hours(world, rows, membership)
+    cost, requests = _cumulative(membership, world.cost), _cumulative(membership, world.requests)
     w = rule.window_minutes
     open_: dict[int, Incident] = {}
     newcomers: set[int] = set()
@@ -78,10 +83,11 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             slow = rule.slow(observed_usd=hours.cost[:, last], expected_usd=profiles.cost[:, last % 168],
                              expected_requests=profiles.requests[:, last % 168], history_hours=profiles.history_hours)
             day = hours.cost[:, last].sum(axis=1)
-            for s in np.flatnonzero((profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd)):
+            newish = (profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd) & ~is_pair
+            for s in np.flatnonzero(newish):  # as detect_spend_anomalies: a pair is new when its customer is
                 if s not in newcomers:
                     newcomers.add(s)
-                    out.append(Fired("noise", "new_spender", world.subjects[s], t, "firing", "warning"))
+                    out.append(Fired("noise", "new_spender", names[s], t, "firing", "warning"))
         exp = expect(profiles, rows, ((t - 1) // 60) % 168, window_minutes=w)
         fast = rule.fast(exp, observed_usd=cost[:, t] - cost[:, t - w],
                          observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours)
@@ -89,11 +95,17 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
         for s in set(np.flatnonzero(hot | fast.very_hot)) | set(open_):
             severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))
             incident, transition = hysteresis.step(
-                open_.get(s), kind="spend_anomaly", subject=world.subjects[s], hot=bool(hot[s]),
+                open_.get(s), kind="spend_anomaly", subject=names[s], hot=bool(hot[s]),
                 very_hot=bool(fast.very_hot[s]), calm=bool(calm[s]), onset=at(t - w), severity=severity,
                 observed=float(fast.excess_usd[s]))
             _record(out, open_, s, incident, transition, t, world, open_.get(s))
     return out
+
+
+def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:
+    """As :func:`.rules.cumulative`, over the subjects of ``membership``."""
+    per_subject = (membership @ array).astype(np.float64)
+    return np.concatenate([np.zeros((per_subject.shape[0], 1)), np.cumsum(per_subject, axis=1)], axis=1)
 
 
 def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:

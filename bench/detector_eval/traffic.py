@@ -49,6 +49,11 @@ CONTROLS = (("data", "nightly-batch", "internal-etl"), ("data", "weekday-report"
             ("support", "lunch-peak", "internal-lunch"))
 
 
+def pair_subject(feature: str, customer: str) -> str:
+    """A feature × customer subject, named as ``spendstream.detect.baseline`` names it."""
+    return f"feature={feature},customer={customer}"
+
+
 @dataclass(frozen=True)
 class Leaf:
     team: str
@@ -93,7 +98,19 @@ class World:
         return self.membership @ array
 
     def leaf_subjects(self, leaf: int) -> set[str]:
-        return {self.subjects[s] for s in np.flatnonzero(self.membership[:, leaf])}
+        """Its team, feature and customer, and its feature × customer (a subject only the spend detector keeps)."""
+        pair = pair_subject(self.leaves[leaf].feature, self.leaves[leaf].customer)
+        return {self.subjects[s] for s in np.flatnonzero(self.membership[:, leaf])} | {pair}
+
+    def pairs(self) -> tuple[list[str], np.ndarray]:
+        """The feature × customer subjects and their (pairs, leaves) membership: not in ``subjects``, so the
+        rules that do not keep them and the per-key rates (over team, feature and customer keys) are unchanged."""
+        names = sorted({pair_subject(leaf.feature, leaf.customer) for leaf in self.leaves})
+        index = {name: i for i, name in enumerate(names)}
+        membership = np.zeros((len(names), len(self.leaves)), dtype=np.float32)
+        for j, leaf in enumerate(self.leaves):
+            membership[index[pair_subject(leaf.feature, leaf.customer)], j] = 1.0
+        return names, membership
 
     def incident_subjects(self, incident: Incident) -> set[str]:
         return set().union(*(self.leaf_subjects(leaf) for leaf in incident.leaves or (incident.leaf,)))
@@ -297,3 +314,4 @@ def _subjects(world: World) -> None:
             membership[index[f"{k}={getattr(leaf, k)}"], j] = 1.0
     world.subjects, world.membership = names, membership
     world.controls = {f"{k}={v}" for t, f, c in CONTROLS for k, v in (("team", t), ("feature", f), ("customer", c))}
+    world.controls |= {pair_subject(f, c) for _, f, c in CONTROLS}

@@ -1,9 +1,11 @@
 """Detection: what deserves an alert, as pure functions over windows and batches.
 
-- ``anomaly``: spend anomalies and new spenders per team, feature and customer (rules: ``spend``);
+- ``anomaly``: spend anomalies and new spenders per team, feature, customer and feature × customer
+  (rules: ``spend``);
 - ``retry_storm``: storms, slow burns and agent loops per feature and customer (rules: ``storm``);
 - ``noise``: what a subject usually spends and how much it wanders, learned from hours (pure);
 - ``baseline``: that model, refreshed once an hour from ``usage_hours`` into ``detector_baselines``;
+- ``schedules``: the refresh's memory of days of the month (a month-end job), longer than its four weeks;
 - ``incidents`` and ``state``: one incident per subject until it resolves, kept in ``detector_incidents``;
 - ``budgets``: daily/monthly budgets crossed or about to be;
 - ``gpu``: idle GPUs that cost money, saturated KV caches (fed by the worker's GPU loop);

@@ -1,4 +1,4 @@
-"""Spend anomalies per team, feature and customer, and new spenders: one pass of the detector, with its I/O.
+"""Spend anomalies per team, feature, customer and feature × customer, and new spenders: one detector pass, its I/O.
 
 The decisions are :class:`~spendstream.detect.spend.SpendAnomalyRule`'s (expected value and
 uncertainty per window from counts, hour-of-week seasonality, learned schedules, a slow
@@ -54,7 +54,8 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     # spender cannot change state: its baseline is not read
     known = baseline.load(store, now, subjects=set(recent) | {s for _, s in incidents},
                           or_where=f"slow_hot = 1 OR (history_hours < {int(rule.warmup_hours)} "
-                                   f"AND day_cost >= {float(rule.new_spender_usd)!r})")
+                                   f"AND day_cost >= {float(rule.new_spender_usd)!r} "
+                                   f"AND position(subject, {baseline.PAIR_MARK!r}) = 0)")
     subjects = known.subjects
     index = {s: i for i, s in enumerate(subjects)}
     observed = np.array([recent.get(s, (0.0, 0.0))[0] for s in subjects])
@@ -86,7 +87,10 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
             alerts.append(_spend_alert(after or before, transition, now=now, observed=seen, usual=usual,
                                        excess=excess, slow_excess=float(known.slow_excess_usd[i]) if slow else None,
                                        minutes=rule.window_minutes))
-    for i in np.flatnonzero((known.history_hours < rule.warmup_hours) & (known.day_cost >= rule.new_spender_usd)):
+    # a pair is new when its customer or its feature is, and they say so: a known customer's new feature is not
+    pair = np.array([baseline.PAIR_MARK in s for s in subjects], dtype=bool)
+    for i in np.flatnonzero((known.history_hours < rule.warmup_hours) & (known.day_cost >= rule.new_spender_usd)
+                            & ~pair):
         key = ("new_spender", subjects[i])
         if key not in incidents:
             opened = Incident("new_spender", subjects[i], "firing", baseline.floor_hour(now) - timedelta(days=1),

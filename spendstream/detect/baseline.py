@@ -9,8 +9,11 @@ pass after an hour closes does it; a later pass of that hour finds it done):
    ``detector_peaks`` (a first run computes the last ``PEAK_DAYS`` days, a day of raw per read);
 2. **profiles**: four weeks of ``usage_hours`` and ``customer_hours`` (through
    :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago,
-   per team, feature and customer, learned by :func:`spendstream.detect.noise.learn`;
-3. **the slow window**: the last 24 closed hours against that profile
+   per team, feature, customer and feature × customer (the costliest ``PAIR_SUBJECTS``), learned by
+   :func:`spendstream.detect.noise.learn`;
+3. **schedules** longer than those four weeks (:mod:`spendstream.detect.schedules`): the same
+   hours at the same place in the last months, so a month-end job is expected on its third month;
+4. **the slow window**: the last 24 closed hours against that profile
    (:meth:`SpendAnomalyRule.slow`).
 
 For the hour being evaluated, one row per subject goes to ``detector_baselines``: the
@@ -28,7 +31,9 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from spendstream.detect import schedules
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.sinks import rollups
@@ -43,8 +48,14 @@ FAIL_HOURS = 7 * 24    # the failure ratio a storm is measured against: the last
 STALE_HOURS = 3        # a pass uses the newest baselines at most this old (a refresh that failed, a late leader)
 _MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
+# a feature × customer: a spike of a few % of a busy customer (or feature) is most of one of its pairs.
+# A pair missing either key is named so that it ends in '=', as an empty key does, and is dropped.
+PAIR_SQL = ("if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=', "
+            "concat('feature=', feature, ',customer=', customer))")
 SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')), "
-                "concat('customer=', ifNull(customer, ''))])")
+                f"concat('customer=', ifNull(customer, '')), {PAIR_SQL}])")
+PAIR_MARK = ",customer="  # in a pair's name only
+PAIR_SUBJECTS = 5000   # pairs kept per refresh, the costliest: what the refresh learns stays bounded at any scale
 
 
 def hour_of_week(at: datetime) -> int:
@@ -79,11 +90,12 @@ def _subject_hours_sql() -> str:
     def source(rollup: rollups.Rollup) -> str:
         return rollups.columns(rollup, "{t}", measures, where_rollup=bounds, where_raw=bounds.replace("{t}", "ts"))
 
-    # teams and features from the compact usage_hours, customers from customer_hours (the only rollup with them)
+    # teams and features from the compact usage_hours, customers and pairs from customer_hours (the only rollup
+    # with customers)
     by_key = (f"SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, ''))]) "
               f"AS subject, period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.HOURS)} "
-              f"UNION ALL SELECT concat('customer=', ifNull(customer, '')), period, requests, attempts, "
-              f"failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
+              f"UNION ALL SELECT arrayJoin([concat('customer=', ifNull(customer, '')), {PAIR_SQL}]), period, "
+              f"requests, attempts, failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
     return f"""
         SELECT subject, toUInt32(dateDiff('hour', {{a:DateTime64(3, 'UTC')}}, period)) AS h,
                toFloat64(uniqExactMerge(requests)) AS requests, toFloat64(sum(attempts)) AS attempts,
@@ -138,6 +150,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     if not hours.num_rows:
         _insert(store, hour, [])  # a fresh store: an empty refresh, so the next pass does not redo it
         return 0
+    hours = hours.filter(_costliest_pairs(hours))
     subjects, row_of = np.unique(hours["subject"].to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
     hour_of = hours["h"].to_numpy().astype(np.int64)
     values = {name: hours[name].to_numpy() for name in ("requests", "attempts", "failed", "cost")}
@@ -148,6 +161,8 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     peak_value = peaks["peak"].to_numpy()[known_peak]
     learned = int((learn_end - learn_start).total_seconds() // 3600)
     total_hours = learned + LAG_HOURS
+    memory = schedules.remember(store, hour, subjects, _subject_hours_sql())
+    span = [hour_of_week(hour + timedelta(hours=k - schedules.BEFORE_HOURS)) for k in range(schedules.SPAN_HOURS)]
     out = []
     for chunk in range(0, len(subjects), CHUNK_SUBJECTS):
         names = [str(x) for x in subjects[chunk:chunk + CHUNK_SUBJECTS]]
@@ -165,22 +180,50 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         profiles = learn(requests=req[:, :learned], cost=cost[:, :learned], attempts=att[:, :learned],
                          failed=fail[:, :learned], peak_cost=peak[:, :learned],
                          first_hour_of_week=hour_of_week(learn_start), first_hour=first)
+        # a day of the month that four weeks do not hold: what it promises, and the history it adds
+        planned = schedules.schedule(memory.rows(slice(chunk, chunk + len(names))), profiles.cost[:, span],
+                                     now=hour)
         # history runs to now for warm-up: a subject first seen after the profile's end is new
         seen_all = req > 0
         history = total_hours - np.where(seen_all.any(axis=1), seen_all.argmax(axis=1), total_hours)
+        history = np.maximum(history, planned.history_hours)
         last = [hour_of_week(hour - timedelta(hours=k)) for k in range(24, 0, -1)]
-        slow = rule.slow(observed_usd=cost[:, -24:], expected_usd=profiles.cost[:, last],
+        slow = rule.slow(observed_usd=cost[:, -24:],
+                         expected_usd=np.maximum(profiles.cost[:, last], planned.cost[:, :schedules.BEFORE_HOURS]),
                          expected_requests=profiles.requests[:, last], history_hours=history)
         w = hour_of_week(hour)
+        expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
+        # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back)
+        peak_cost = np.maximum(profiles.peak_cost[:, w], planned.cost[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
         # failures: the last week through now (a storm is measured against how the subject fails lately)
         week_attempts = att[:, -FAIL_HOURS:].sum(axis=1)
         fail_ratio = np.where(week_attempts > 0, fail[:, -FAIL_HOURS:].sum(axis=1) / np.maximum(week_attempts, 1), 0.0)
         for i, name in enumerate(names):
-            out.append((name, profiles.requests[i, w], profiles.cost[i, w], profiles.peak_cost[i, w],
+            out.append((name, profiles.requests[i, w], expected_cost[i], peak_cost[i],
                         profiles.dispersion[i], fail_ratio[i], int(history[i]), int(slow.hot[i]),
                         int(slow.calm[i]), float(slow.excess_usd[i]), float(cost[i, -24:].sum())))
     _insert(store, hour, out)
     return len(out)
+
+
+def _costliest_pairs(hours: pa.Table) -> np.ndarray:
+    """Which rows to learn from: every team, feature and customer, and the ``PAIR_SUBJECTS`` costliest pairs.
+
+    Pairs number up to features × customers; the small ones are covered by their customer (a spike
+    there is most of it) and by the dollar floor, so only the costliest are worth learning.
+    """
+    # in Arrow, not numpy's per-string loops: a month of customer-hours is ~10^6 rows
+    pair = pc.match_substring(hours["subject"], PAIR_MARK).to_numpy(zero_copy_only=False)
+    if not pair.any():
+        return np.ones(len(pair), dtype=bool)
+    pairs, row = np.unique(hours["subject"].filter(pair).to_numpy(zero_copy_only=False).astype(str),
+                           return_inverse=True)
+    total = np.bincount(row, weights=hours["cost"].to_numpy()[pair], minlength=len(pairs))
+    kept = np.zeros(len(pairs), dtype=bool)
+    kept[np.argsort(-total, kind="stable")[:PAIR_SUBJECTS]] = True
+    keep = np.ones(len(pair), dtype=bool)
+    keep[np.flatnonzero(pair)] = kept[row]
+    return keep
 
 
 def _store_peaks(store: Store, hour: datetime) -> None:
