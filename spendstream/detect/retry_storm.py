@@ -214,7 +214,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
         slow_repeats = np.array([slowly.get(s, (0.0, 0.0))[0] for s in subjects])
         return (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats,
-                np.array([s.startswith("feature=") for s in subjects]))
+                np.array([s.startswith("feature=") for s in subjects], dtype=bool))
 
     # the customers whose slow window can decide (a burn still failing now) or be stated (a loop): read theirs
     subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted = arrays(merged(fast, features, {}))
