@@ -180,10 +180,6 @@ def test_the_readers_answer_from_the_rollup_where_it_is_maintained(seeded_store)
         at = minute.replace(minute=0) - HOUR if rollup.step == HOUR else minute
         store.command(f"INSERT INTO {rollup.name} ({rollup.period}, team, feature, attempts, retries, cost_usd, "
                       f"version) VALUES ('{at:%Y-%m-%d %H:%M:%S}', '{team}', '{team}-f', 10, 5, 7.5, now64(3))")
-    # budgets read closed days from feature_days and the hours after its watermark: the ghost hour's day there
-    # too (whichever side of the day rollup's watermark the hour falls, the budget sees one of the two rows)
-    store.command(f"INSERT INTO feature_days (day, team, feature, attempts, cost_usd, version) VALUES "
-                  f"('{minute.replace(minute=0) - HOUR:%Y-%m-%d} 00:00:00', '{team}', '{team}-f', 10, 7.5, now64(3))")
     try:
         assert str(store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()) > str(minute)
         budget = Budget(name=team, team=team, amount_usd=Decimal(1))
@@ -193,7 +189,7 @@ def test_the_readers_answer_from_the_rollup_where_it_is_maintained(seeded_store)
         hours = {r[0]: r[2:] for r in subject_hours(store, start=closed, end=closed + HOUR)}
         assert list(hours[f"team={team}"][1:]) == [10.0, 0.0, 7.5]  # attempts, failed, USD: only the rollup has them
     finally:
-        for rollup in (*rollups.ROLLUPS, rollups.FEATURE_DAYS):
+        for rollup in rollups.ROLLUPS:
             store.command(f"ALTER TABLE {rollup.name} DELETE WHERE team = '{team}' SETTINGS mutations_sync = 2")
 
 

@@ -22,11 +22,10 @@ whole of it: such a crossing is alerted by the first pass after the boundary (wi
 same dedup key a pass inside the period would have given it, so one already alerted is
 not alerted again), and so are events of that period that arrive late within the grace.
 
-The spend is read from the rollups (:func:`spend_in`) through views that take closed days from a
-day rollup, the hours after its watermark from an hour rollup and what is left at the period's
-edges from raw: ``spend_daily`` (``feature_days``, ``usage_hours``) for a team, a feature or all
-spend, ``customer_daily`` (``customer_days``, ``customer_hours``) for a customer. A month of hours
-grows with the traffic; a month of days does not.
+The spend is read from the rollups (:func:`spend_in`): whole hours from the hour rollup
+for a team, a feature or all spend, and for a customer the ``customer_daily`` view (closed
+days from the day rollup, today's hours from the customer hour rollup); what is left at
+the period's edges from raw.
 """
 
 from __future__ import annotations
@@ -41,8 +40,9 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spendstream.configfile import known_zone, load_model
-from spendstream.detect.windows import Window
+from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert, Severity
+from spendstream.sinks import rollups
 from spendstream.sinks.store import TextQuerier, query_result, sql_time
 
 _SEVERITY: list[tuple[int, Severity]] = [(100, "critical"), (90, "error"), (80, "warning"), (0, "info")]
@@ -133,17 +133,15 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> lis
             if budget.customer is not None:
                 # a month of customer_hours is raw's size at many customers: closed days come from
                 # customer_days through the customer_daily view (exact: today and the ends from finer data)
+                assert budget_window.end is not None, "a budget's window ends (at now, or at its period's end)"
                 parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM customer_daily("
                              f"since = {{b{i}_since:DateTime64(3, 'UTC')}}, "
                              f"until = {{b{i}_until:DateTime64(3, 'UTC')}}) WHERE {where}")
                 params |= {f"b{i}_since": sql_time(budget_window.start), f"b{i}_until": sql_time(budget_window.end)}
                 continue
-            # a month of usage_hours grows with the traffic; closed days come from feature_days (spend_daily)
-            assert budget_window.end is not None, "a budget's window ends (at now, or at its period's end)"
-            parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM spend_daily("
-                         f"since = {{b{i}_since:DateTime64(3, 'UTC')}}, "
-                         f"until = {{b{i}_until:DateTime64(3, 'UTC')}}) WHERE {where}")
-            params |= {f"b{i}_since": sql_time(budget_window.start), f"b{i}_until": sql_time(budget_window.end)}
+            period, window = windowed(rollups.HOURS, [budget_window], ["cost_usd"], name=f"b{i}", where=where)
+            parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM {period}")
+            params |= window
         by_budget = dict(query_result(querier, " UNION ALL ".join(parts), params).rows)
         out += [by_budget[i] or Decimal(0) for i in range(len(parts))]
     return out

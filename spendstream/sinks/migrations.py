@@ -655,10 +655,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("override_hourly", rollups.OVERRIDE_HOURS),
         reader_views.range_view("unpriced_hourly", rollups.UNPRICED_HOURS),
     )),
-    Migration(23, "budgets off a month of hours: spend per day x team x feature; partial days from hours, not raw", (
-        reader_views.layered_view("spend_daily", rollups.FEATURE_DAYS, rollups.HOURS, ("cost_usd",)),
-        reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),  # its partial days read raw
-    )),
 )
 
 

@@ -11,9 +11,6 @@
 - ``team_daily(since, until)`` and ``feature_daily(since, until)`` (migration 22): requests counted per
   day × team (× feature), from ``team_days``/``feature_days`` up to their watermark and the hours' request
   sets after it.
-- ``spend_daily(since, until)`` (migration 23): cost per day × team × feature for ``since <= ts < until``
-  (any instants), from ``feature_days`` up to its watermark, the hours after it, raw at the ends: what a
-  budget on a team, a feature or all spend reads.
 """
 
 from __future__ import annotations
@@ -69,34 +66,25 @@ def movers(rollup: Rollup = CUSTOMER_HOURS) -> str:
 
 
 
-def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS, measures: tuple[str, ...] = ()) -> str:
-    """A parameterized view per day × ``days``' keys, exact for ``since <= ts < until``: the whole days
-    before ``days``' watermark from it; the rest — the partial days at the range's ends, today, a day a late
-    event reopened — from ``hours`` (``ranges.between``: whole hours from the hour rollup, the partial hours
-    at the ends from raw). ``measures``: which (default: all of ``days``'; a request count of a day rollup is
-    not a request set of the hours).
+def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str:
+    """A parameterized view per day × ``days``' keys, exact for ``since <= ts < until``: the days before
+    ``days``' watermark from it, the rest (today, a day a late event reopened) from ``hours``, and
+    the partial periods at the range's ends from raw (``ranges.between`` on each side).
 
     ``SELECT … FROM customer_daily(since = …, until = …)``; a day that is half from the day
-    rollup and half from hours is two rows, to be summed. A range that ends mid-day (a budget's month so
-    far) reads that day's hours, not its raw events: up to a day of raw events at every pass otherwise.
+    rollup and half from hours is two rows, to be summed.
     """
     keys = ", ".join(days.keys)
-    wanted = [m.name for m in days.measures if not measures or m.name in measures]
-    names = ", ".join(wanted)
-    since, until = f"toDateTime64({SINCE}, 3, 'UTC')", f"toDateTime64({UNTIL}, 3, 'UTC')"
-    # [since, first day) and [last day, until) from the hours; whole days [first, last) from the day rollup
-    first = f"if(toStartOfDay({since}) = {since}, toStartOfDay({since}), toStartOfDay({since}) + INTERVAL 1 DAY)"
-    last = f"greatest({first}, least(toStartOfDay({until}), ({watermark_sql(days)})))"
-    whole = between(days, "toDate({t})", wanted, since=first, until=last)
-    head = between(hours, "toDate({t})", wanted, since=since, until=f"least({first}, {until})")
-    tail = between(hours, "toDate({t})", wanted, since=f"greatest({since}, {last})", until=until)
+    names = ", ".join(m.name for m in days.measures)
+    cut = f"({watermark_sql(days)})"
+    before = between(days, "toDate({t})", [m.name for m in days.measures], since=SINCE, until=f"least({UNTIL}, {cut})")
+    after = between(hours, "toDate({t})", [m.name for m in days.measures], since=f"greatest({SINCE}, {cut})",
+                    until=UNTIL)
     return f"""
         CREATE OR REPLACE VIEW {name} AS
-        SELECT period AS day, {keys}, {names} FROM {whole}
+        SELECT period AS day, {keys}, {names} FROM {before}
         UNION ALL
-        SELECT period AS day, {keys}, {names} FROM {head}
-        UNION ALL
-        SELECT period AS day, {keys}, {names} FROM {tail}
+        SELECT period AS day, {keys}, {names} FROM {after}
         """
 
 
