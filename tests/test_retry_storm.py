@@ -180,16 +180,3 @@ def test_a_slow_agent_loop_is_caught_over_the_slow_window_from_its_rollup_as_raw
     assert sorted(a.subject for a in alerts) == [f"customer={run}-c", f"feature={run}"]
     assert all(a.severity == "error" and "most repeated request shape 10 requests (12" in a.message for a in alerts)
 
-
-def test_a_pass_over_a_store_with_nothing_in_its_windows_alerts_nothing(tmp_path) -> None:
-    """A fresh store (no subjects, no open incidents): the pass returns no alerts rather than failing on empty
-    arrays (`spendstream notify --once` on a new store did)."""
-    from spendstream.sinks.embedded import EmbeddedStore
-    from spendstream.sinks.migrations import migrate
-
-    store = EmbeddedStore(tmp_path / "fresh")
-    try:
-        migrate(store)
-        assert detect_retry_storms(store, datetime.now(timezone.utc)) == []
-    finally:
-        store.close()
