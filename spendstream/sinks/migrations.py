@@ -655,6 +655,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.range_view("override_hourly", rollups.OVERRIDE_HOURS),
         reader_views.range_view("unpriced_hourly", rollups.UNPRICED_HOURS),
     )),
+    Migration(23, "GPU samples laid out for time: a day of GPU panels reads that day's samples", (
+        # Sorted by (deployment, sample_id), a time filter could not reach the sort key, so a day's panel read
+        # every sample of its months. (deployment, ts, sample_id) still collapses re-deliveries, which carry the
+        # sample's ts; the copy keeps every row (sinks/relayout.py).
+        partial(relayout, table="gpu_samples", version_column="ingested_at", engine=(
+            "ENGINE = ReplacingMergeTree(ingested_at) PARTITION BY toYYYYMM(ts) "
+            "ORDER BY (deployment, ts, sample_id)")),
+    )),
 )
 
 
