@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check spendstream tests bench
-	$(VENV)/bin/python -m pytest -rs
+	$(VENV)/bin/python -m pytest -rs --durations=15
 
 # The report test renders the HTML report in headless Chromium (Debian's package).
 # Installed when missing and we may (root with apt); otherwise that one test skips, saying why.
