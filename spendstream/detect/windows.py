@@ -15,7 +15,7 @@ Windows are given with the same ``DateTime64(3)`` bounds the raw queries used
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -130,3 +130,85 @@ def _millisecond(at: datetime) -> datetime:
 def _floor(at: datetime, step: timedelta) -> datetime:
     return at - (at - _EPOCH) % step
 
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One window of one scope, to be read through ``layers`` (coarsest first: days, then hours), then raw.
+
+    ``where`` filters by key columns every layer has (by name). Every layer's period must hold whole
+    periods of the next one, and every layer must roll up every raw row (``Rollup.where`` is ``1``).
+    """
+
+    window: Window
+    layers: tuple[rollups.Rollup, ...]
+    where: str = "1"
+
+
+def layered(asks: Sequence[Ask], measures: Sequence[str], *, name: str) -> tuple[str, dict[str, str]]:
+    """A subquery answering summable ``measures`` per ask (column ``w``, its index in ``asks``), and its parameters.
+
+    Each instant of an ask's window is read from the coarsest layer that holds it whole and before that
+    layer's watermark, else from raw: a month's closed days from a day rollup, the days after its
+    watermark (today, a day a late event reopened) from an hour rollup, the partial hours at the
+    window's ends and the hours after the hour rollup's watermark from raw ``usage_events FINAL``. Every
+    instant is read exactly once, so the answer is raw ``FINAL``'s to the last digit. One read per table
+    for all asks, each a set of primary-key ranges, and each watermark computed once (``WITH``). Rows
+    are mergeable: sum them per ``w``.
+    """
+    if not asks:
+        raise ValueError("no asks")
+    if len(asks) > MAX_WINDOWS:
+        raise ValueError(f"at most {MAX_WINDOWS} asks, not {len(asks)}")
+    for ask in asks:
+        if ask.window.end is None:
+            raise ValueError("a layered window ends")
+        for layer in ask.layers:
+            if layer.where != "1" or layer.having != "1":
+                raise ValueError(f"{layer.name} does not roll up every event: it cannot stand for raw")
+            sums = {m.name for m in layer.measures if m.of_rollup == f"sum({m.name})"}
+            if not set(measures) <= sums:
+                raise ValueError(f"{layer.name} has no summable {sorted(set(measures) - sums)}")
+        for coarse, fine in zip(ask.layers, ask.layers[1:], strict=False):
+            if coarse.step <= fine.step or coarse.step % fine.step:
+                raise ValueError(f"{coarse.name}'s periods are not whole periods of {fine.name}'s")
+    params: dict[str, str] = {}
+    wms = {layer.name: f"{name}_wm_{layer.name}" for ask in asks for layer in ask.layers}
+    by_table: dict[str, list[tuple[int, str]]] = {}
+    on_raw: list[tuple[int, str]] = []
+
+    def at(value: datetime, key: str) -> str:
+        params[f"{name}_{key}"] = sql_time(value)
+        return f"{{{name}_{key}:DateTime64(3, 'UTC')}}"
+
+    for w, ask in enumerate(asks):
+        start, end = _millisecond(ask.window.start), _millisecond(ask.window.end)  # type: ignore[arg-type]
+        covered: list[Callable[[str], str]] = []  # each coarser layer's read periods, as a condition on a column
+        for i, layer in enumerate(ask.layers):
+            inner, _ = split(Window(start, end), layer.step)
+            if inner is None:
+                continue
+            held = _held(at(inner[0], f"{w}_{i}a"), at(inner[1], f"{w}_{i}b"), wms[layer.name])  # type: ignore[arg-type]
+            cond = [held(layer.period), *(f"NOT ({coarser(layer.period)})" for coarser in covered), f"({ask.where})"]
+            by_table.setdefault(layer.name, []).append((w, " AND ".join(cond)))
+            covered.append(held)
+        on_raw.append((w, " AND ".join([f"ts >= {at(start, f'{w}_s')}", f"ts < {at(end, f'{w}_e')}",
+                                        *(f"NOT ({held('ts')})" for held in covered), f"({ask.where})"])))
+    names = ", ".join(measures)
+    parts = []
+    for table, conds in by_table.items():
+        which, inside = _which(conds)
+        parts.append(f"SELECT w, {', '.join(f'sum({m}) AS {m}' for m in measures)} FROM ("
+                     f"SELECT arrayJoin({which}) AS w, {names} FROM {table} FINAL WHERE {inside}) GROUP BY w")
+    which, inside = _which(on_raw)
+    of_raw = {m.name: m.of_raw for m in rollups.MEASURES}
+    parts.append(f"SELECT arrayJoin(ws) AS w, {names} FROM (SELECT {which} AS ws, "
+                 f"{', '.join(f'{of_raw[m]} AS {m}' for m in measures)} FROM usage_events FINAL "
+                 f"WHERE {inside} GROUP BY ws)")
+    layers = {layer.name: layer for ask in asks for layer in ask.layers}
+    marks = ", ".join(f"({rollups.watermark_sql(layer)}) AS {wms[n]}" for n, layer in layers.items())
+    return f"({'WITH ' + marks + ' ' if marks else ''}SELECT * FROM ({' UNION ALL '.join(parts)}))", params
+
+
+def _held(first: str, last: str, wm: str) -> Callable[[str], str]:
+    """The condition "a layer holds this instant": its whole periods from ``first`` to ``last``, before ``wm``."""
+    return lambda column: f"({column} >= {first} AND {column} < least({last}, {wm}))"
