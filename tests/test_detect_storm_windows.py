@@ -20,7 +20,7 @@ import pytest
 from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
-from spendstream.detect.retry_storm import feature_windows, recent_failures
+from spendstream.detect.retry_storm import detect_retry_storms, feature_windows, recent_failures
 from spendstream.pricing import Pricer
 from spendstream.sinks import rollups
 from spendstream.sinks.store import query_result, sql_time
@@ -86,6 +86,7 @@ def _traffic(run: str) -> list[dict]:
         for at in (_exact(NOW - back), _exact(NOW - back) - timedelta(milliseconds=1)):
             add(at, **failures[1], customer=f"{run}-storm")
     add(NOW - timedelta(minutes=50), feature=None, customer=f"{run}-storm", **failures[0])  # a customer, no feature
+    add(NOW - SLOW + timedelta(seconds=20), feature=None, **failures[0])  # no feature, in the slow window's edge
     add(NOW - timedelta(minutes=70), provider="self-hosted", model="my-llama", status="error")  # unpriced
     return events
 
@@ -167,3 +168,19 @@ def test_the_slow_window_reads_features_from_their_rollup(embedded_store) -> Non
         assert got[(f"feature={ghost}", "openai")] == (10.0, 4.0, Decimal("1.25"), 10.0, 4.0)
     finally:
         store.command(f"ALTER TABLE feature_failures DELETE WHERE feature = '{ghost}' SETTINGS mutations_sync = 2")
+
+
+@pytest.mark.integration
+def test_an_event_without_a_feature_at_the_slow_windows_edge_is_no_subject(embedded_store) -> None:
+    """The edges are read from raw with the rollup's own filter: no ``feature=None`` row (it crashed the pass)."""
+    store, run = embedded_store, f"nf-{uuid.uuid4().hex[:6]}"
+    now = NOW + timedelta(days=3)
+    _write(store, [{"event_id": f"{run}-{k}", "ts": (now - SLOW + timedelta(seconds=20 + k)).isoformat(),
+                    "provider": "openai", "model": "gpt-4o-mini", "customer": f"{run}-c", "input_tokens": 10,
+                    "output_tokens": 1, "status": "error"} for k in range(3)])
+    for maintained in (False, True):
+        if maintained:
+            _maintain(store)
+        got = feature_windows(store, start=now - SLOW, end=now, guard=now - GUARD)
+        assert all(isinstance(subject, str) and subject != "feature=" for subject, _ in got)
+        assert detect_retry_storms(store, now) == []

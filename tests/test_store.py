@@ -119,3 +119,18 @@ def test_cluster_ddl_runs_on_every_replica_with_replicated_engines() -> None:
         "ALTER TABLE usage_events ON CLUSTER 'prod' ADD COLUMN")
     with pytest.raises(ValueError, match="cluster name"):
         on_cluster(statements[0], "prod'; DROP")
+
+
+def test_json_results_convert_per_column_exactly() -> None:
+    """Decimals stay exact, 64-bit integers whole, NULL stays None, strings are untouched (a column at a time)."""
+    import json
+    from decimal import Decimal
+
+    from spendstream.sinks.store import parse_json_compact
+
+    meta = [{"name": "usd", "type": "Nullable(Decimal(38, 18))"}, {"name": "n", "type": "UInt64"},
+            {"name": "s", "type": "LowCardinality(String)"}, {"name": "i", "type": "LowCardinality(Nullable(Int64))"}]
+    data = [["0.000000000000000001", "18446744073709551615", "12", None], [None, "2", "x", "-3"]]
+    result = parse_json_compact(json.dumps({"meta": meta, "data": data}))
+    assert result.rows == [[Decimal("1E-18"), 18446744073709551615, "12", None], [None, 2, "x", -3]]
+    assert parse_json_compact(json.dumps({"meta": meta, "data": []})).rows == []

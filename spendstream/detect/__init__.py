@@ -11,7 +11,8 @@
 - ``gpu``: idle GPUs that cost money, saturated KV caches (fed by the worker's GPU loop);
 - ``unpriced``: models with no price, once a day per model (fed by the worker);
 - ``conflicts``: copies of stored events arriving with other content (fed by the writer's resolution).
-- ``windows``: exact windows from the rollups (whole periods) and raw (edges), as budgets read them.
+- ``windows``: exact windows from the rollups (whole periods) and raw (edges); ``layered``: days, then hours,
+  then raw, as budgets read them.
 
 Alerts are stored in ``alerts``; delivering them is ``spendstream.alerting``'s job.
 """

@@ -50,9 +50,13 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     window = timedelta(minutes=rule.window_minutes)
     recent = recent_spend(store, start=now - window, end=now)
     incidents = state.load_open(store, KINDS)
-    # a subject with no spend in the window, no open incident, no sustained shift and no claim to be a new
+    # a subject the window cannot make hot, with no open incident, no sustained shift and no claim to be a new
     # spender cannot change state: its baseline is not read
-    known = baseline.load(store, now, subjects=set(recent) | {s for _, s in incidents},
+    spent = list(recent)
+    fires = rule.could_fire(observed_usd=np.array([recent[s][0] for s in spent]),
+                            observed_requests=np.array([recent[s][1] for s in spent]))
+    known = baseline.load(store, now, subjects={s for s, f in zip(spent, fires, strict=True) if f}
+                          | {s for _, s in incidents},
                           or_where=f"slow_hot = 1 OR (history_hours < {int(rule.warmup_hours)} "
                                    f"AND day_cost >= {float(rule.new_spender_usd)!r} "
                                    f"AND position(subject, {baseline.PAIR_MARK!r}) = 0)")

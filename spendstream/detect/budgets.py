@@ -22,10 +22,11 @@ whole of it: such a crossing is alerted by the first pass after the boundary (wi
 same dedup key a pass inside the period would have given it, so one already alerted is
 not alerted again), and so are events of that period that arrive late within the grace.
 
-The spend is read from the rollups (:func:`spend_in`): whole hours from the hour rollup
-for a team, a feature or all spend, and for a customer the ``customer_daily`` view (closed
-days from the day rollup, today's hours from the customer hour rollup); what is left at
-the period's edges from raw.
+The spend is read from the rollups (:func:`spend_in`, through
+:func:`~spendstream.detect.windows.layered`): the period's closed days from a day rollup
+(``team_days``, ``feature_days``, ``customer_days``), the days after its watermark (today, a
+day a late event reopened) from an hour rollup (``usage_hours``, ``customer_hours``), and the
+partial hours at the window's ends from raw: a pass reads about a day, not a month.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spendstream.configfile import known_zone, load_model
-from spendstream.detect.windows import Window, windowed
+from spendstream.detect.windows import Ask, Window, layered
 from spendstream.schemas.alert import Alert, Severity
-from spendstream.sinks import rollups
-from spendstream.sinks.store import TextQuerier, query_result, sql_time
+from spendstream.sinks import rollups, shapes
+from spendstream.sinks.store import TextQuerier, query_result
 
 _SEVERITY: list[tuple[int, Severity]] = [(100, "critical"), (90, "error"), (80, "warning"), (0, "info")]
 
@@ -119,35 +120,31 @@ def spend_so_far(querier: TextQuerier, budgets: Sequence[Budget], now: datetime)
 def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> list[Decimal]:
     """What each budget's scope spent (priced events) in its window, to the last digit of raw ``FINAL``.
 
-    One query per ``_PER_QUERY`` windows: the rollups' watermark, which every read
-    computes, is then computed once for them.
+    One statement per ``_PER_QUERY`` windows (:func:`~spendstream.detect.windows.layered`): closed days
+    from the day rollups, the open days from the hour rollups, the partial hours at the windows' ends
+    from raw, each table read once for all of them and each watermark computed once.
     """
     out: list[Decimal] = []
     for first in range(0, len(asks), _PER_QUERY):
-        parts, params = [], {}
+        chunk, params = [], {}
         for i, (budget, budget_window) in enumerate(asks[first:first + _PER_QUERY]):
             where = "1"
             if budget.scope:
                 where = f"{budget.scope[0]} = {{b{i}_value:String}}"
                 params[f"b{i}_value"] = budget.scope[1]
-            if budget.customer is not None:
-                # a month of customer_hours is raw's size at many customers: closed days come from
-                # customer_days through the customer_daily view (exact: today and the ends from finer data)
-                assert budget_window.end is not None, "a budget's window ends (at now, or at its period's end)"
-                parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM customer_daily("
-                             f"since = {{b{i}_since:DateTime64(3, 'UTC')}}, "
-                             f"until = {{b{i}_until:DateTime64(3, 'UTC')}}) WHERE {where}")
-                params |= {f"b{i}_since": sql_time(budget_window.start), f"b{i}_until": sql_time(budget_window.end)}
-                continue
-            period, window = windowed(rollups.HOURS, [budget_window], ["cost_usd"], name=f"b{i}", where=where)
-            parts.append(f"SELECT {i} AS budget, sum(cost_usd) AS spent FROM {period}")
-            params |= window
-        by_budget = dict(query_result(querier, " UNION ALL ".join(parts), params).rows)
-        out += [by_budget[i] or Decimal(0) for i in range(len(parts))]
+            chunk.append(Ask(budget_window, _LAYERS[budget.scope[0] if budget.scope else None], where))
+        spent, window = layered(chunk, ["cost_usd"], name="b")
+        by_budget = dict(query_result(querier, f"SELECT w, sum(cost_usd) FROM {spent} GROUP BY w",
+                                      params | window).rows)
+        out += [by_budget.get(i) or Decimal(0) for i in range(len(chunk))]
     return out
 
 
-_PER_QUERY = 20  # each budget adds a few kB of SQL; ClickHouse parses up to 256 KiB by default
+# Whole days, then whole hours: customers from their own rollups (a month of customer_hours is raw's size at
+# many customers), everything else from the compact hours. team_days rolls up every event, so all spend too.
+_LAYERS = {None: (rollups.TEAM_DAYS, rollups.HOURS), "team": (rollups.TEAM_DAYS, rollups.HOURS),
+           "feature": (rollups.FEATURE_DAYS, rollups.HOURS), "customer": (shapes.CUSTOMER_DAYS, rollups.CUSTOMER_HOURS)}
+_PER_QUERY = 50  # each budget adds about a kB of SQL; ClickHouse parses up to 256 KiB by default
 
 
 # How long after a period closes passes still evaluate it: a crossing in its last minutes, or

@@ -29,6 +29,8 @@ resolves). A pass reads (issue 17: what a rollup window reads, not two hours of 
   never repeats 12 times in ten minutes;
 
 and each subject's own failure ratio from this hour's baselines (:mod:`spendstream.detect.baseline`).
+Customers that cannot be hot (:meth:`RetryStormRule.can_fire`: too few failures in the fast window,
+no loop) and have no open incident are left out before any of that is looked up or judged.
 What all other subjects fail at on a provider is summed over the feature subjects only
 (``RetryStormRule.judge``'s ``counted``: each event once, whatever customers were read).
 Storms and slow burns need a day of history (no page on a fresh store); loops do not.
@@ -183,6 +185,27 @@ def _array(values: list[str]) -> str:
     return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
 
 
+def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[float, float]],
+                slowly: dict[str, tuple[float, float]], *, keep: Collection[str]) -> tuple[list[dict], dict, dict]:
+    """The fast window's rows and the loops without the customers that cannot be hot
+    (:meth:`RetryStormRule.can_fire`) and have no open incident (``keep``): most customers of a busy
+    store, which no verdict would read."""
+    customers = sorted({s for s in (*(r["subject"] for r in fast), *loops, *slowly) if s.startswith("customer=")})
+    index = {s: i for i, s in enumerate(customers)}
+    failed, longest = np.zeros(len(customers)), np.zeros(len(customers))
+    for r in fast:
+        i = index.get(r["subject"])
+        if i is not None:
+            failed[i] += r["failed"]
+            longest[i] = max(longest[i], r["max_attempt"] or 0)
+    fires = rule.can_fire(failed=failed, max_attempt=longest,
+                          repeats=np.array([loops.get(s, (0.0, 0.0))[0] for s in customers]),
+                          slow_repeats=np.array([slowly.get(s, (0.0, 0.0))[0] for s in customers]))
+    out = {s for s, f in zip(customers, fires, strict=True) if not f and s not in keep}
+    return ([r for r in fast if r["subject"] not in out], {s: v for s, v in loops.items() if s not in out},
+            {s: v for s, v in slowly.items() if s not in out})
+
+
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
                         hysteresis: Hysteresis | None = None) -> list[Alert]:
     """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
@@ -195,6 +218,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
     features = feature_windows(store, start=now - slow, end=now, guard=now - guard)
     incidents = state.load_open(store, [KIND])
+    fast, loops, slowly = _candidates(rule, fast, loops, slowly, keep={s for _, s in incidents})
     known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
     history_of = dict(zip(known.subjects, known.history_hours, strict=True))

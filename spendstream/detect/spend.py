@@ -74,6 +74,11 @@ class SpendAnomalyRule:
         calm = observed_usd < np.maximum(expected.cost + self.z_calm * expected.sigma, expected.peak)
         return SpendVerdict(hot, very_hot, calm, excess, expected.cost)
 
+    def could_fire(self, *, observed_usd: np.ndarray, observed_requests: np.ndarray) -> np.ndarray:
+        """Whether ``fast`` can make a subject hot, from its window alone (expected dollars are never negative,
+        so the excess is at most what was observed): the pass reads no baseline for the others."""
+        return (observed_usd >= self.min_excess_usd) & (observed_requests >= self.min_requests)
+
     def slow(self, *, observed_usd: np.ndarray, expected_usd: np.ndarray, expected_requests: np.ndarray,
              history_hours: np.ndarray) -> SpendVerdict:
         """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them."""

@@ -92,6 +92,16 @@ class RetryStormRule:
         return (self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted)
                 | self.looping(max_attempt, repeats, slow_repeats))
 
+    def can_fire(self, *, failed: np.ndarray, max_attempt: np.ndarray, repeats: np.ndarray,
+                 slow_repeats: np.ndarray) -> np.ndarray:
+        """Per subject outside ``judge``'s ``counted`` whose burn window is its fast one (a customer), from its
+        fast window's failed attempts (summed over providers), longest request and repeats: whether ``judge``
+        can make it hot. A storm needs ``min_failed`` failures in the fast window, a slow burn
+        ``burn_now_failed`` there, a loop its attempts or repeats; such a subject weighs in no one else's
+        verdict (the providers' totals sum ``counted`` only), so one that cannot fire can be left out."""
+        return (failed >= min(self.min_failed, self.burn_now_failed)) | self.looping(max_attempt, repeats,
+                                                                                       slow_repeats)
+
     def looping(self, max_attempt: np.ndarray, repeats: np.ndarray, slow_repeats: np.ndarray | None) -> np.ndarray:
         """Per subject: an agent loop (one request retried on and on, or one request shape repeated)."""
         slow = (slow_repeats >= self.loop_slow_repeats) if slow_repeats is not None else False
