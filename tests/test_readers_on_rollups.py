@@ -116,6 +116,15 @@ COOKBOOK_RAW = {
         GROUP BY team, feature, customer
         ORDER BY cost_usd DESC, team, feature, customer
         LIMIT {top:UInt32}""",
+    "Top customers over a period": """
+        SELECT customer, sumIf(total_cost, priced) AS cost_usd, sum(input_tokens) AS input_tokens,
+               sum(output_tokens) AS output_tokens
+        FROM usage_events FINAL
+        WHERE ts >= {since:Date} AND ts < {until:Date}
+        GROUP BY customer
+        HAVING countIf(priced) > 0
+        ORDER BY cost_usd DESC, customer
+        LIMIT {top:UInt32}""",
 }
 # ranked on values that tie (an override that saved nothing; one count per model): compared as sets of rows
 COOKBOOK_RAW_UNORDERED = {

@@ -663,6 +663,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ENGINE = ReplacingMergeTree(ingested_at) PARTITION BY toYYYYMM(ts) "
             "ORDER BY (deployment, ts, sample_id)")),
     )),
+    Migration(25, "day views that compute each rollup's watermark once (customer_daily took ~0.4 s for it)", (
+        reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),
+        reader_views.counted_days_view("team_daily", rollups.TEAM_DAYS),
+        reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS),
+    )),
 )
 
 
