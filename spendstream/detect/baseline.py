@@ -193,8 +193,11 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                          expected_requests=profiles.requests[:, last], history_hours=history)
         w = hour_of_week(hour)
         expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
-        # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back)
-        peak_cost = np.maximum(profiles.peak_cost[:, w], planned.cost[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
+        # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);
+        # one sighting is enough for that; a pair must beat its usual busiest 10 minutes of a day as well
+        pair = np.array([PAIR_MARK in name for name in names], dtype=bool)
+        peak_cost = np.maximum(rule.peak(profiles.peak_cost[:, w], profiles.day_peak, pair=pair),
+                               planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
         # failures: the last week through now (a storm is measured against how the subject fails lately)
         week_attempts = att[:, -FAIL_HOURS:].sum(axis=1)
         fail_ratio = np.where(week_attempts > 0, fail[:, -FAIL_HOURS:].sum(axis=1) / np.maximum(week_attempts, 1), 0.0)
