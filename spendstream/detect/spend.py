@@ -18,10 +18,7 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   hours where at least ``slow_min_requests`` were expected, of observed ÷ expected dollars
   is at least ``slow_ratio`` and the day's excess at least ``slow_min_excess_usd``: a
   sustained shift or a creep over days, which no 10-minute window sees; a one-hour spike
-  does not move a median of 24 hours. Or when the day's total over those hours, each capped at
-  ``slow_cap`` × expected (so one spike does not look like creep), is ``slow_day_ratio`` × expected:
-  a creep raises every hour a little, which the median sees late when hours are noisy.
-  Calm under ``slow_calm_ratio``.
+  does not move a median of 24 hours. Calm under ``slow_calm_ratio``.
 
 No anomaly without ``warmup_hours`` of history: until then a subject that spends
 ``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
@@ -64,8 +61,6 @@ class SpendAnomalyRule:
     slow_min_requests: float = 20.0
     slow_min_hours: int = 12
     slow_min_excess_usd: float = 20.0
-    slow_cap: float = 1.3
-    slow_day_ratio: float | None = None
     page_usd_per_hour: float = 25.0
     new_spender_usd: float = 20.0
     day_peak_for: str = "pairs"   # whose peak is at least its usual busiest 10 minutes of a day: pairs, all, none
@@ -107,12 +102,7 @@ class SpendAnomalyRule:
         day_observed, day_expected = observed_usd.sum(axis=1), expected_usd.sum(axis=1)
         excess = day_observed - day_expected
         warm = history_hours >= self.warmup_hours
-        shifted = median >= self.slow_ratio
-        if self.slow_day_ratio is not None:
-            capped = np.where(counted, np.minimum(observed_usd, self.slow_cap * expected_usd), 0.0).sum(axis=1)
-            usual = np.where(counted, expected_usd, 0.0).sum(axis=1)
-            shifted |= capped >= self.slow_day_ratio * np.where(usual > 0, usual, np.inf)
-        hot = warm & enough & shifted & (excess >= self.slow_min_excess_usd)
+        hot = warm & enough & (median >= self.slow_ratio) & (excess >= self.slow_min_excess_usd)
         return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
 
     def severity(self, excess_usd: float, *, fast: bool) -> str:
