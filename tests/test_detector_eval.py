@@ -7,7 +7,16 @@ import pytest
 
 from bench.detector_eval import rules
 from bench.detector_eval.traces import SHAPES, load
-from bench.detector_eval.traffic import CONTROLS, DAY, EVAL_START, KINDS, generate
+from bench.detector_eval.traffic import (
+    BUSY_CONTROL,
+    CONTROLS,
+    DAY,
+    EVAL_START,
+    KINDS,
+    MONTHLY_CONTROL,
+    MONTHLY_RUNS,
+    generate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +44,17 @@ def test_incidents_land_in_the_evaluated_week_and_controls_run_every_day(world) 
     nightly = world.leaves.index(next(leaf for leaf in world.leaves if leaf.feature == CONTROLS[0][1]))
     per_day = world.requests[nightly].reshape(-1, DAY).sum(axis=1)
     assert (per_day > 300).all()  # the 02:00 job, in history too
+
+
+def test_the_busy_key_bursts_every_day_and_the_monthly_job_runs_once_in_history_once_in_the_evaluated_week(
+        world) -> None:
+    leaf = lambda control: next(i for i, x in enumerate(world.leaves) if x.feature == control[1])  # noqa: E731
+    busy = world.requests[leaf(BUSY_CONTROL)].reshape(-1, DAY)
+    assert (busy.sum(axis=1) > 10_000).all() and busy.max() > 3 * busy.mean()  # busy, and bursty
+    monthly = world.requests[leaf(MONTHLY_CONTROL)]
+    runs = np.flatnonzero(monthly.reshape(-1, DAY).sum(axis=1))
+    assert list(runs) == [at // DAY for at in MONTHLY_RUNS] and runs[0] * DAY < EVAL_START <= runs[1] * DAY
+    assert {f"feature={c[1]}" for c in (BUSY_CONTROL, MONTHLY_CONTROL)} <= world.controls
 
 
 def test_the_daily_rule_fires_at_most_once_a_day_per_key(world) -> None:

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from bench.detector_eval.rules import Fired, passes
-from bench.detector_eval.traffic import DAY, EVAL_START, World
+from bench.detector_eval.traffic import DAY, EVAL_START, MONTH_DAYS, World
 from spendstream.alerting import digest
+from spendstream.detect import schedules
 from spendstream.detect.incidents import Hysteresis, Incident
-from spendstream.detect.noise import expect, learn
+from spendstream.detect.noise import Profiles, expect, learn
 from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.detect.storm import RetryStormRule
@@ -78,7 +79,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     for t in passes(world):
         if profiles is None or t % 60 == 0:
             now_h = t // 60
-            profiles = hours.profiles(now_h - LEARN_LAG_H)
+            profiles = _remembered(hours.profiles(now_h - LEARN_LAG_H), hours, now_h, rule, is_pair)
             last = np.arange(now_h - 24, now_h)
             slow = rule.slow(observed_usd=hours.cost[:, last], expected_usd=profiles.cost[:, last % 168],
                              expected_requests=profiles.requests[:, last % 168], history_hours=profiles.history_hours)
@@ -90,7 +91,8 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                     out.append(Fired("noise", "new_spender", names[s], t, "firing", "warning"))
         exp = expect(profiles, rows, ((t - 1) // 60) % 168, window_minutes=w)
         fast = rule.fast(exp, observed_usd=cost[:, t] - cost[:, t - w],
-                         observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours)
+                         observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours,
+                         pair=is_pair)
         hot, calm = fast.hot | slow.hot, fast.calm & slow.calm
         for s in set(np.flatnonzero(hot | fast.very_hot)) | set(open_):
             severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))
@@ -100,6 +102,28 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                 observed=float(fast.excess_usd[s]))
             _record(out, open_, s, incident, transition, t, world, open_.get(s))
     return out
+
+
+def _remembered(profiles: Profiles, hours: _Hours, now_h: int, rule: SpendAnomalyRule, is_pair: np.ndarray
+                ) -> Profiles:
+    """As the refresh does: the peaks ``rule.peak`` holds windows against, and what the same place a "month"
+    (``MONTH_DAYS``) back promises (:mod:`spendstream.detect.schedules`, over the hours around ``now_h``; the
+    older months lie before the world and hold nothing)."""
+    cost = np.zeros((len(is_pair), schedules.MONTHS, schedules.SPAN_HOURS))
+    first = now_h - MONTH_DAYS * 24 - schedules.BEFORE_HOURS
+    if first >= 0:
+        cost[:, 0, :] = hours.cost[:, first:first + schedules.SPAN_HOURS]
+    starts = [at((first - 24 * 30 * k) * 60) for k in range(schedules.MONTHS)]
+    span = (np.arange(schedules.SPAN_HOURS) + now_h - schedules.BEFORE_HOURS) % 168
+    planned = schedules.schedule(schedules.Memory(cost, starts), profiles.cost[:, span], now=at(now_h * 60))
+    peak = np.stack([rule.peak(profiles.peak_cost[:, h], profiles.day_peak, pair=is_pair) for h in range(168)], axis=1)
+    expected = profiles.cost.copy()
+    for k, h in enumerate(span):  # the hours the passes of this hour ask about: the one before it and this one
+        expected[:, h] = np.maximum(expected[:, h], planned.cost[:, k])
+        if k >= schedules.BEFORE_HOURS - 1:
+            peak[:, h] = np.maximum(peak[:, h], planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
+    return Profiles(profiles.requests, expected, peak, profiles.dispersion, profiles.fail_ratio,
+                    np.maximum(profiles.history_hours, planned.history_hours), profiles.day_peak)
 
 
 def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:

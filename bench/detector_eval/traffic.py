@@ -16,7 +16,9 @@ What is real: the per-minute arrival shape and the request sizes come from a tra
   quarter of a request: timeouts and invalid outputs are billed, 429s are not); four
   provider blips a day of 2–4 min at 35 % failures on one provider;
 - **negative controls** (every day, in history too): a nightly job at 02:00 ± 5 min, a
-  weekday-only job at 09:00 ± 5 min, and a lunch peak (12:00–13:00, weekdays, 8×);
+  weekday-only job at 09:00 ± 5 min, and a lunch peak (12:00–13:00, weekdays, 8×); and two
+  drawn apart (``EXTRA_CONTROLS``): a busy key with its ordinary bursts, and a month-end job
+  seen once before (a "month" is ``MONTH_DAYS`` here: the world is three weeks long);
 - **incidents** (third week only), one leaf each: see ``KINDS``.
 
 Everything is arrays of shape (leaves, minutes); subjects (``team=…``, ``feature=…``,
@@ -47,6 +49,12 @@ KINDS = (("spike", 5), ("model_switch", 2), ("night_abuse", 2), ("weekend_spike"
          ("loop_attempts", 2))
 CONTROLS = (("data", "nightly-batch", "internal-etl"), ("data", "weekday-report", "internal-reports"),
             ("support", "lunch-peak", "internal-lunch"))
+# drawn from a generator of their own and appended last, so the worlds above stay what they were
+BUSY_CONTROL = ("search", "busy-search", "internal-search")   # a busy key: its ordinary bursts only
+MONTHLY_CONTROL = ("finance", "month-end-close", "internal-finance")  # a monthly job, seen once in history
+MONTH_DAYS = 17   # "a month" in a three-week world: the job ran on day 1 and runs again on day 18 (a Friday)
+MONTHLY_RUNS = (1 * DAY + 22 * 60, (1 + MONTH_DAYS) * DAY + 22 * 60)  # 22:00 both times
+EXTRA_CONTROLS = (BUSY_CONTROL, MONTHLY_CONTROL)
 
 
 def pair_subject(feature: str, customer: str) -> str:
@@ -176,8 +184,40 @@ def generate(trace: Trace, seed: int, *, days: int = DAYS, leaves: int = 250, pe
         incident.excess = _excess(world, incident, lam - usual, mean_cost, p_fail)
         incident.excess_usd = float(incident.excess.sum())
     world.incidents = incidents
+    _extra_controls(world, trace, seed, profile_of=lambda p, w: (0.25 + 0.75 * np.exp(-(((hod - p) / 4.5) ** 2)))
+                    * np.where(dow >= 5, w, 1.0), hour=hour, minute_of_hour=minute_of_hour, tokens=tokens)
     _subjects(world)
     return world
+
+
+def _extra_controls(world: World, trace: Trace, seed: int, *, profile_of, hour: np.ndarray,
+                    minute_of_hour: np.ndarray, tokens: np.ndarray) -> None:
+    """Two more negative controls, as rows appended to every array: a busy key (its own bursts, nothing more)
+    and a month-end job seen once before (``MONTHLY_RUNS``; nothing else ever)."""
+    rng = np.random.default_rng([seed, 18])
+    minutes = world.minutes
+    days = minutes // DAY
+    phase = rng.integers(0, len(trace.per_minute), size=days * 24)
+    busy = 60.0 * profile_of(int(rng.integers(9, 17)), float(rng.uniform(0.3, 0.8))) * trace.per_minute[
+        (phase[hour] + minute_of_hour) % len(trace.per_minute)]
+    monthly = np.zeros(minutes)
+    for at in MONTHLY_RUNS:
+        monthly[at:at + 10] = 40.0
+    lam = np.stack([busy, monthly])
+    unit = tokens / tokens.mean() * MEAN_REQUEST_USD
+    mean_cost, var_cost = unit.mean(), unit.var()
+    requests = rng.poisson(lam).astype(np.float32)
+    failed = rng.binomial(requests.astype(np.int64), 0.018).astype(np.float32)
+    shape_k = np.where(requests > 0, requests * mean_cost ** 2 / var_cost, 1.0)
+    failed_cost = (failed * mean_cost * FAILED_ATTEMPT_SHARE).astype(np.float32)
+    cost = np.where(requests > 0, rng.gamma(shape_k, var_cost / mean_cost), 0.0) + failed_cost
+    zeros = np.zeros((2, minutes), dtype=np.float32)
+    rows = {"requests": requests, "failed": failed, "attempts": requests + failed, "cost": cost.astype(np.float32),
+            "failed_cost": failed_cost, "max_attempt": np.where(failed > 0, 2, np.where(requests > 0, 1, 0)),
+            "repeats": zeros}
+    for name, extra in rows.items():
+        setattr(world, name, np.concatenate([getattr(world, name), extra.astype(np.float32)]))
+    world.leaves += [Leaf(t, f, c, "openai") for t, f, c in EXTRA_CONTROLS]
 
 
 def _controls(lam: np.ndarray, leaves: int, rng: np.random.Generator, dow: np.ndarray, hod: np.ndarray,
@@ -313,5 +353,6 @@ def _subjects(world: World) -> None:
         for k in ("team", "feature", "customer"):
             membership[index[f"{k}={getattr(leaf, k)}"], j] = 1.0
     world.subjects, world.membership = names, membership
-    world.controls = {f"{k}={v}" for t, f, c in CONTROLS for k, v in (("team", t), ("feature", f), ("customer", c))}
-    world.controls |= {pair_subject(f, c) for _, f, c in CONTROLS}
+    every = CONTROLS + EXTRA_CONTROLS
+    world.controls = {f"{k}={v}" for t, f, c in every for k, v in (("team", t), ("feature", f), ("customer", c))}
+    world.controls |= {pair_subject(f, c) for _, f, c in every}

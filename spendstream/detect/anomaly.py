@@ -67,7 +67,10 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     one_slot = Profiles(known.requests[:, None], known.cost[:, None], known.peak_cost[:, None], known.dispersion,
                         known.fail_ratio, known.history_hours)
     expected = expect(one_slot, np.arange(len(subjects)), 0, window_minutes=rule.window_minutes)
-    fast = rule.fast(expected, observed_usd=observed, observed_requests=requests, history_hours=known.history_hours)
+    pair = np.array([baseline.PAIR_MARK in s for s in subjects], dtype=bool)
+    # (the refresh stored each subject's peak as rule.peak has it: a pair's is at least its day's busiest)
+    fast = rule.fast(expected, observed_usd=observed, observed_requests=requests, history_hours=known.history_hours,
+                     pair=pair)
     hot, calm = fast.hot | known.slow_hot, fast.calm & known.slow_calm
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
@@ -92,7 +95,6 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                                        excess=excess, slow_excess=float(known.slow_excess_usd[i]) if slow else None,
                                        minutes=rule.window_minutes))
     # a pair is new when its customer or its feature is, and they say so: a known customer's new feature is not
-    pair = np.array([baseline.PAIR_MARK in s for s in subjects], dtype=bool)
     for i in np.flatnonzero((known.history_hours < rule.warmup_hours) & (known.day_cost >= rule.new_spender_usd)
                             & ~pair):
         key = ("new_spender", subjects[i])

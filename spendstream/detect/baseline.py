@@ -151,7 +151,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         _insert(store, hour, [])  # a fresh store: an empty refresh, so the next pass does not redo it
         return 0
     hours = hours.filter(_costliest_pairs(hours))
-    subjects, row_of = np.unique(hours["subject"].to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
+    subjects, row_of = group_subjects(hours["subject"])
     hour_of = hours["h"].to_numpy().astype(np.int64)
     values = {name: hours[name].to_numpy() for name in ("requests", "attempts", "failed", "cost")}
     peak_subject = np.searchsorted(subjects, peaks["subject"].to_numpy(zero_copy_only=False).astype(str))
@@ -193,8 +193,11 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                          expected_requests=profiles.requests[:, last], history_hours=history)
         w = hour_of_week(hour)
         expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
-        # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back)
-        peak_cost = np.maximum(profiles.peak_cost[:, w], planned.cost[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
+        # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);
+        # one sighting is enough for that; a pair must beat its usual busiest 10 minutes of a day as well
+        pair = np.array([PAIR_MARK in name for name in names], dtype=bool)
+        peak_cost = np.maximum(rule.peak(profiles.peak_cost[:, w], profiles.day_peak, pair=pair),
+                               planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
         # failures: the last week through now (a storm is measured against how the subject fails lately)
         week_attempts = att[:, -FAIL_HOURS:].sum(axis=1)
         fail_ratio = np.where(week_attempts > 0, fail[:, -FAIL_HOURS:].sum(axis=1) / np.maximum(week_attempts, 1), 0.0)
@@ -206,24 +209,41 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     return len(out)
 
 
+def group_subjects(names: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct subjects, sorted, and each row's index among them.
+
+    Arrow's hash table finds the distinct names (tens of thousands) in one pass over the rows
+    (a month of customer-hours is ~10^6), and only those are sorted: numpy's ``unique`` sorted
+    every row's string (``bench/refresh_grouping.py`` times both).
+    """
+    encoded = pc.dictionary_encode(names)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else pa.array(
+            [], pa.dictionary(pa.int32(), pa.string()))
+    distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
+    order = np.argsort(distinct, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return distinct[order], rank[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
 def _costliest_pairs(hours: pa.Table) -> np.ndarray:
     """Which rows to learn from: every team, feature and customer, and the ``PAIR_SUBJECTS`` costliest pairs.
 
     Pairs number up to features × customers; the small ones are covered by their customer (a spike
     there is most of it) and by the dollar floor, so only the costliest are worth learning.
     """
-    # in Arrow, not numpy's per-string loops: a month of customer-hours is ~10^6 rows
-    pair = pc.match_substring(hours["subject"], PAIR_MARK).to_numpy(zero_copy_only=False)
-    if not pair.any():
-        return np.ones(len(pair), dtype=bool)
-    pairs, row = np.unique(hours["subject"].filter(pair).to_numpy(zero_copy_only=False).astype(str),
-                           return_inverse=True)
-    total = np.bincount(row, weights=hours["cost"].to_numpy()[pair], minlength=len(pairs))
-    kept = np.zeros(len(pairs), dtype=bool)
-    kept[np.argsort(-total, kind="stable")[:PAIR_SUBJECTS]] = True
-    keep = np.ones(len(pair), dtype=bool)
-    keep[np.flatnonzero(pair)] = kept[row]
-    return keep
+    # in Arrow (hash grouping), not numpy's per-string sorts: a month of customer-hours is ~10^6 rows
+    pair = pc.match_substring(hours["subject"], PAIR_MARK)
+    if not pc.any(pair).as_py():
+        return np.ones(hours.num_rows, dtype=bool)
+    totals = hours.filter(pair).group_by("subject").aggregate([("cost", "sum")])
+    if totals.num_rows > PAIR_SUBJECTS:
+        # ties broken by name, so the same month always keeps the same pairs
+        top = pc.sort_indices(totals, [("cost_sum", "descending"), ("subject", "ascending")])[:PAIR_SUBJECTS]
+        kept = totals["subject"].take(top)
+        return pc.or_(pc.invert(pair), pc.is_in(hours["subject"], value_set=kept)).to_numpy(zero_copy_only=False)
+    return np.ones(hours.num_rows, dtype=bool)
 
 
 def _store_peaks(store: Store, hour: datetime) -> None:

@@ -16,6 +16,10 @@ The model of one subject (a team, feature or customer), per hour of the week:
   neighbours. This is how *schedules* are learned: a job at 02:00 ± 5 min puts its whole
   cost in one 10-minute window of hour 1 or 2 every night, so that window is expected;
   bursty traffic learns its own bursts the same way;
+- **a typical busiest 10 minutes of a day**: the median, over the last two weeks' days, of
+  the day's largest 10-minute spend. An hour of the week has seen two or four samples, so
+  one noisy hour can set it; a day's busiest window is one sample a day over every hour,
+  and a subject whose bursts land at random hours has seen them already;
 - **dispersion**: how much more than Poisson the hourly request counts wander around the
   expected ones (``phi`` in var = mu + phi·mu²), so a window's uncertainty comes from
   counts: three requests are noise, three thousand are not;
@@ -49,6 +53,7 @@ class Profiles:
     dispersion: np.ndarray    # (S,) phi
     fail_ratio: np.ndarray    # (S,) failed attempts per attempt
     history_hours: np.ndarray  # (S,) hours from the first request to the end of the history
+    day_peak: np.ndarray | None = None  # (S,) typical largest 10-minute spend of a day (None: not learned)
 
 
 def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, failed: np.ndarray,
@@ -92,6 +97,9 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
         same_req[:, cols] = np.tile(mean_req, 7)[:, cols]
         same_cost[:, cols] = np.tile(mean_cost, 7)[:, cols]
         same_peak[:, cols] = np.tile(peak, 7)[:, cols]
+    with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
+        warnings.simplefilter("ignore", RuntimeWarning)
+        day_peak = _nanmedian(np.nanmax(flat_peak, axis=2))
     out_req = (n * how_req + SHRINK * same_req) / (n + SHRINK)
     out_cost = (n * how_cost + SHRINK * same_cost) / (n + SHRINK)
     hour_of_week = (np.arange(hours) + first_hour_of_week) % HOURS_PER_WEEK
@@ -101,7 +109,8 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     dispersion = np.clip(_nanmean(excess), 0.0, 4.0)
     total_attempts = (attempts * live).sum(axis=1)
     fail_ratio = np.where(total_attempts > 0, (failed * live).sum(axis=1) / np.maximum(total_attempts, 1), 0.0)
-    return Profiles(out_req, out_cost, same_peak, dispersion, fail_ratio, np.maximum(hours - first_hour, 0))
+    return Profiles(out_req, out_cost, same_peak, dispersion, fail_ratio, np.maximum(hours - first_hour, 0),
+                    day_peak)
 
 
 def _robust(samples: np.ndarray, n: np.ndarray) -> np.ndarray:

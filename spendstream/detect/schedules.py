@@ -15,7 +15,10 @@ times what its profile expects of the same hours (a key quiet except on that day
 least ``MIN_USD``. With ``SIGHTINGS`` of them, the subject expects the day again: its
 expected dollars per hour are at least the ``SIGHTINGS``-th largest of the sightings' (so one
 odd month does not set them), and its history reaches back to its oldest sighting (it is not
-new). A busy key's ordinary day is not a sighting, so its weekends and spikes stay watched.
+new). One sighting is less: it does not make a key old or raise its expected dollars, but the
+largest sighting's dollars per hour bound the hour's typical peak, so a monthly job seen once
+(last month) is not an anomaly when it runs again at its size, while ten times it still is.
+A busy key's ordinary day is not a sighting, so its weekends and spikes stay watched.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class Schedule:
 
     cost: np.ndarray          # (S, SPAN_HOURS)
     history_hours: np.ndarray  # (S,)
+    peak: np.ndarray          # (S, SPAN_HOURS): the largest sighting's dollars per hour (0: never sighted)
 
 
 def schedule(memory: Memory, expected: np.ndarray, *, now: datetime) -> Schedule:
@@ -105,4 +109,4 @@ def schedule(memory: Memory, expected: np.ndarray, *, now: datetime) -> Schedule
     oldest = np.where(sighted, np.arange(MONTHS)[None, :], -1).max(axis=1)
     back = np.array([(now - s).total_seconds() / 3600 for s in memory.starts])
     return Schedule(np.where(enough[:, None], promised, 0.0),
-                    np.where(enough, back[np.maximum(oldest, 0)], 0.0))
+                    np.where(enough, back[np.maximum(oldest, 0)], 0.0), kept.max(axis=1))

@@ -11,6 +11,9 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   is noise). Very hot (fires at once) at ``very_hot_factor`` × that threshold and twice the
   minimum excess. Calm under the
   expected dollars plus ``z_calm`` deviations (or the typical peak).
+  A feature × customer pair (``day_peak_for``) must beat, besides, its usual busiest 10 minutes
+  of a day (:meth:`peak`) and ``pair_min_ratio`` × expected: a pair has few requests an hour,
+  so its hour-of-week peak, learned from two or four samples, is mostly luck.
 - **slow** (the last 24 closed hours, refreshed hourly): hot when the median, over the
   hours where at least ``slow_min_requests`` were expected, of observed ÷ expected dollars
   is at least ``slow_ratio`` and the day's excess at least ``slow_min_excess_usd``: a
@@ -60,11 +63,23 @@ class SpendAnomalyRule:
     slow_min_excess_usd: float = 20.0
     page_usd_per_hour: float = 25.0
     new_spender_usd: float = 20.0
+    day_peak_for: str = "pairs"   # whose peak is at least its usual busiest 10 minutes of a day: pairs, all, none
+    pair_min_ratio: float = 2.0
+
+    def peak(self, hour_peak: np.ndarray, day_peak: np.ndarray | None, *, pair: np.ndarray) -> np.ndarray:
+        """The typical 10-minute peak a subject's window is held against: this hour's (of the week), or for the
+        subjects ``day_peak_for`` names the larger of it and the usual busiest 10 minutes of a day."""
+        if day_peak is None or self.day_peak_for == "none":
+            return hour_peak
+        applies = pair if self.day_peak_for == "pairs" else np.ones_like(pair, dtype=bool)
+        return np.where(applies, np.maximum(hour_peak, day_peak), hour_peak)
 
     def fast(self, expected: Expectation, *, observed_usd: np.ndarray, observed_requests: np.ndarray,
-             history_hours: np.ndarray) -> SpendVerdict:
+             history_hours: np.ndarray, pair: np.ndarray | None = None) -> SpendVerdict:
+        """``expected.peak`` is :meth:`peak`'s; ``pair`` marks the feature × customer subjects."""
         usual = np.maximum(expected.cost, expected.peak)
-        threshold = np.maximum.reduce([expected.cost + self.z_fire * expected.sigma, self.min_ratio * expected.cost,
+        min_ratio = self.min_ratio if pair is None else np.where(pair, self.pair_min_ratio, self.min_ratio)
+        threshold = np.maximum.reduce([expected.cost + self.z_fire * expected.sigma, min_ratio * expected.cost,
                                        self.peak_margin * expected.peak])
         excess = observed_usd - usual
         warm = history_hours >= self.warmup_hours

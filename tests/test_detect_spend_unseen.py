@@ -1,0 +1,88 @@
+"""Spend anomalies on what a subject's own history holds but not at this hour of the week, on a real store.
+
+A feature × customer pair has few requests an hour, so the hour-of-week peak it learns from two
+weeks is mostly luck: its ordinary bursts, landing at random hours, must be held against its
+usual busiest 10 minutes of a day. A monthly job seen once (last month) is expected at its size.
+Each case has its control: the same key ten or five times over still fires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import orjson
+import pytest
+
+from spendstream.agents.stages import process
+from spendstream.batches import SourceRecord
+from spendstream.detect import baseline
+from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.pricing import Pricer
+from spendstream.sinks.rows import usage_table
+
+
+def _calls(tag: str, first: int, times: list[datetime], **keys) -> list[dict]:
+    """gpt-4o calls of about 100k input tokens ($0.25 each), at ``times``."""
+    return [{"event_id": f"{tag}-{first + k}", "request_id": f"{tag}-r{first + k}",
+             "ts": at.isoformat(timespec="milliseconds"), "provider": "openai", "model": "gpt-4o",
+             "input_tokens": 100_000 + (first + k) % 97, "output_tokens": 0, **keys} for k, at in enumerate(times)]
+
+
+def _store(store, events: list[dict]) -> None:
+    store.insert_arrow("usage_events", usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))],
+                                                           Pricer())))
+
+
+@pytest.mark.integration
+def test_a_pairs_ordinary_burst_at_a_new_hour_is_not_an_anomaly_five_times_it_is(embedded_store) -> None:
+    tag = f"unseen-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(18)
+    now = datetime(2021, 6, 17, 14, 0, tzinfo=timezone.utc)  # a Thursday, in a year no other test writes to
+    start = now - timedelta(days=10)
+    events: list[dict] = []
+    burst = lambda end, n: [end - timedelta(minutes=8) + timedelta(seconds=480 * k / n) for k in range(n)]  # noqa: E731
+    for name, today in (("calm", 12), ("spike", 60)):  # today: its usual burst, or five times it
+        customer, feature, other = f"{tag}-{name}", f"{tag}-{name}-chat", f"{tag}-{name}-other"
+        # the feature's and the customer's own busy traffic, so the burst is the pair's news alone
+        events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(0, 10 * 1440)],
+                         customer=other, feature=feature)
+        events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=30) for m in range(0, 10 * 1440)],
+                         customer=customer, feature=f"{tag}-{name}-search")
+        # the pair: a call every 20 minutes, and once a day a burst of 12 at a random hour (never 12:00-16:00)
+        events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(7, 10 * 1440, 20)],
+                         customer=customer, feature=feature)
+        for day in range(10):
+            hour = int(rng.choice([h for h in range(24) if not 12 <= h <= 16]))
+            end = start + timedelta(days=day, hours=hour, minutes=int(rng.integers(10, 60)))
+            events += _calls(tag, len(events), burst(end, 12), customer=customer, feature=feature)
+        events += _calls(tag, len(events), burst(now, today), customer=customer, feature=feature)
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    fired = [a for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
+             if tag in a.subject and a.state == "firing" and "customer=" in a.subject and "feature=" in a.subject]
+    assert [a.subject for a in fired] == [f"feature={tag}-spike-chat,customer={tag}-spike"]
+
+
+@pytest.mark.integration
+def test_a_monthly_job_seen_once_is_expected_at_its_size_and_ten_times_it_fires(embedded_store) -> None:
+    tag = f"monthly-{uuid.uuid4().hex[:8]}"
+    last, this = datetime(2021, 9, 30, 2, tzinfo=timezone.utc), datetime(2021, 10, 31, 2, tzinfo=timezone.utc)
+    job = lambda at, per: [at + timedelta(seconds=45 * k / per) for k in range(int(120 * per))]  # noqa: E731
+    events: list[dict] = []
+    for name, size in (("job", 1), ("grown", 10)):
+        customer = f"{tag}-{name}"
+        # a key quiet but for the job: a call an hour for six weeks (warm: not a new spender)
+        hourly = [last - timedelta(days=10) + timedelta(hours=h, minutes=17) for h in range(42 * 24)]
+        events += _calls(tag, len(events), [at for at in hourly if at < this + timedelta(hours=2)], customer=customer)
+        # $30 over 90 minutes last month-end (outside the four learned weeks); this month-end, `size` times that
+        events += _calls(tag, len(events), job(last, 1) + job(this, size), customer=customer)
+    _store(embedded_store, events)
+
+    def run(at: datetime) -> list:
+        baseline.refresh(embedded_store, at)
+        return [a for a in detect_spend_anomalies(embedded_store, at) if tag in a.subject and a.state == "firing"]
+
+    fired = [a for m in (10, 30, 65, 70) for a in run(this + timedelta(minutes=m))]
+    assert [(a.kind, a.subject) for a in fired] == [("spend_anomaly", f"customer={tag}-grown")]
