@@ -76,7 +76,7 @@ def relayout_check(path: str) -> None:
     report = {"before": store.query(TOTALS).rows, "minutely_before": store.query(MINUTELY).rows,
               "day_before": store.query(A_DAY).scalar(), "day_marks_before": marks_read(A_DAY)}
     migrations.MIGRATIONS = every
-    assert migrations.migrate(store) == [23]
+    assert 23 in migrations.migrate(store)
     store.command("OPTIMIZE TABLE gpu_samples FINAL")
     report |= {"after": store.query(TOTALS).rows, "minutely_after": store.query(MINUTELY).rows,
                "day_after": store.query(A_DAY).scalar(), "day_marks_after": marks_read(A_DAY),
