@@ -16,7 +16,7 @@ from functools import partial
 
 from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import billing, gpu_views, reader_views, rollups, shapes
+from spendstream.sinks import billing, gpu_views, live_slices, reader_views, rollups, shapes
 from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
@@ -654,6 +654,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS),
         reader_views.range_view("override_hourly", rollups.OVERRIDE_HOURS),
         reader_views.range_view("unpriced_hourly", rollups.UNPRICED_HOURS),
+    )),
+    # (23 is gpu_samples' relayout, on another branch)
+    Migration(24, "live minutes from 10-second slices: marks name their slice, slices kept for an hour", (
+        live_slices.SLICES_DDL,
+        live_slices.MARKS_SLICE,
+        *live_slices.MARKS_MV,
+        # the slices' search starts now, as a maintainer's pass leaves it: not at every mark ever made
+        lambda store, run: store.command(
+            f"INSERT INTO rollup_state (rollup, through) VALUES ('{live_slices.LIVE_SLICES.name}', "
+            f"now64(3, 'UTC') - INTERVAL {int(rollups._IN_FLIGHT.total_seconds())} SECOND)"),
     )),
 )
 

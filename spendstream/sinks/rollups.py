@@ -112,6 +112,7 @@ class Rollup:
     # request shapes repeated within a period, stays small where one of everything would be raw's size. A
     # partial period is then another question (it has fewer repeats): ``windows.windowed`` refuses such a rollup.
     having: str = "1"
+    of_mark: str = ""  # SQL: its period of a rollup_marks row, where not the ``floor`` of its minute
 
     @property
     def watermark_column(self) -> str:
@@ -120,6 +121,8 @@ class Rollup:
     @property
     def period_of_mark(self) -> str:
         """SQL: the period of this rollup a ``rollup_marks`` row (its ``minute``) falls in."""
+        if self.of_mark:
+            return self.of_mark
         return "minute" if self.step == timedelta(minutes=1) else f"{self.floor}(minute)"
 
     @property
@@ -369,13 +372,16 @@ def forget_periods(store: Store, minutes: pa.Table) -> None:
     answer; the minutes are marked again afterwards, so that a pass that recomputed one of them between the
     first mark and the delete recomputes it once more.
     """
+    from spendstream.sinks import live_slices
+
     if minutes.num_rows == 0:
         return
     listed = ", ".join(f"toDateTime('{m:%Y-%m-%d %H:%M:%S}', 'UTC')" for m in minutes["minute"].to_pylist())
     for rollup in all_grains():
         store.command(f"DELETE FROM {rollup.name} WHERE {rollup.period} IN "
                       f"(SELECT DISTINCT {rollup.period_of_mark} FROM (SELECT arrayJoin([{listed}]) AS minute))")
-    store.insert_arrow("rollup_marks", minutes)
+    live_slices.forget(store, listed)
+    store.insert_arrow("rollup_marks", live_slices.every_slice_of(minutes["minute"]))  # a live minute's slices too
 
 
 # -- the maintainer -------------------------------------------------------------------------
@@ -401,26 +407,29 @@ class Cadence:
 
 def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime, now: datetime,
         cadence: Cadence) -> bool:
-    """Whether a pending ``period`` of ``rollup`` is recomputed in a pass at server time ``now``.
+    """Whether a pending ``period`` of ``rollup`` is recomputed from raw in a pass at server time ``now``.
 
     ``mark`` is its latest mark, ``computed`` the mark it was last computed for (1970 if never).
-    Hours wait until they are closed (the open hour is read from raw). A period that went
+    Periods wait until they are closed (the open one is read from raw), except ``usage_minutes``'
+    open minute, which readers of recent minutes and the rollup lag wait for. A period that went
     quiet is due; one still being marked is due again only ``busy_every_s`` after it was last
     computed — a backlog that touches the same hour batch after batch would otherwise be
-    recomputed from raw every pass while it drains — except the live minutes, which readers
-    and the rollup lag wait for, recomputed every ``live_every_s``: they hold only the last
-    minute's events, so that is cheap.
+    recomputed from raw every pass while it drains. A live minute of ``usage_minutes`` still being
+    marked is not recomputed from raw at all: each pass sums it from its 10-second slices
+    (:mod:`spendstream.sinks.live_slices`), and it is recomputed from raw once it is quiet. Other
+    minute grains recompute a live minute still being marked every ``live_every_s``.
     """
     end = period + rollup.step
-    if rollup.step != MINUTES.step and end > now:
+    if rollup.name != MINUTES.name and end > now:
         return False
     if cadence.busy_every_s and computed > now - timedelta(seconds=rollup.min_recompute_s):
         return False  # a coarse period (a day) is not recomputed for every late event: readers use finer rollups
     if mark <= now - timedelta(seconds=cadence.quiet_s):
         return True
-    every = cadence.live_every_s if rollup.step == MINUTES.step and end > now - timedelta(
-        seconds=cadence.live_s) else cadence.busy_every_s
-    return computed <= now - timedelta(seconds=every)
+    live = rollup.step == MINUTES.step and end > now - timedelta(seconds=cadence.live_s)
+    if live and rollup.name == MINUTES.name and cadence.busy_every_s:
+        return False  # summed from its slices instead, every pass
+    return computed <= now - timedelta(seconds=cadence.live_every_s if live else cadence.busy_every_s)
 
 
 def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retention_days: int | None = None,
@@ -438,6 +447,8 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     A period older than the raw retention is not recomputed (its raw rows are expiring, and a
     recomputation would shrink the rollup to what is left): it is recorded as done, unchanged.
     """
+    from spendstream.sinks import live_slices  # it defines its slices with this module's types
+
     if quiet_s is not None or busy_every_s is not None:
         cadence = Cadence(
             quiet_s=cadence.quiet_s if quiet_s is None else quiet_s,
@@ -448,8 +459,8 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     grains = all_grains()
     # the server's clock: marks carry it, and `through` must trail the marks still in flight
     server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
-    pending = _pending(store, grains)
-    recomputed, done_rows, state_rows, left_minutes = 0, [], [], []
+    pending = _pending(store, (*grains, live_slices.LIVE_SLICES))
+    recomputed, done_rows, state_rows, left_minutes = _refresh_slices(store, pending, now=server_now, cadence=cadence)
     for rollup in grains:
         periods = pending.get(rollup.name, [])
         chosen = [(p, m) for p, m, computed in periods
@@ -465,13 +476,33 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         taken = set(chosen)  # (a backfill can have tens of thousands pending)
         left = [(p, m) for p, m, _ in periods if (p, m) not in taken]
         if rollup is MINUTES:
-            left_minutes = [p for p, _ in left]
+            # still pending (recomputed from raw once quiet), but current from their slices meanwhile
+            built = [(p, m) for p, m in left if live_slices.is_live(p, now=server_now, live_s=cadence.live_s)]
+            live_slices.build_minutes(store, built)
+            left_minutes = [p for p, m in left if (p, m) not in set(built)]
         state_rows.append((rollup, _through(server_now, [m for _, m in left])))
     # after the recomputations: a pass cut short leaves its periods pending, to be done again
     _record_done(store, done_rows)
     _advance(store, state_rows)
     behind = 0.0 if not left_minutes else max((now - min(left_minutes)).total_seconds(), 0.0)
     return Maintained(periods=recomputed, seconds_behind=behind)
+
+
+def _refresh_slices(store: Store, pending: dict[str, list[tuple[datetime, datetime, datetime]]], *, now: datetime,
+                    cadence: Cadence) -> tuple[int, list, list, list]:
+    """Recompute the live slices marked since they were last computed (before the minutes summed from them).
+
+    Slices of minutes no longer live are not kept (their minutes are recomputed from raw): they are
+    left out of the search once ``through`` passes them. Returns the maintainer's tallies so far.
+    """
+    from spendstream.sinks import live_slices
+
+    slices = live_slices.LIVE_SLICES
+    fresh = [(p, m) for p, m, _ in pending.get(slices.name, [])
+             if live_slices.is_live(p.replace(second=0), now=now, live_s=cadence.live_s)]
+    for run in _runs(fresh, slices.step, gap=live_slices.SLICES_PER_MINUTE):
+        _recompute(store, slices, run)
+    return len(fresh), [(slices, p, m) for p, m in fresh], [(slices, _through(now, []))], []
 
 
 def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[datetime, datetime, datetime]]]:
