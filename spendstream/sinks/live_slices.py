@@ -77,6 +77,12 @@ def build_minutes(store: Store, minutes: list[tuple[datetime, datetime]]) -> Non
 
     The slices must be current for the mark (:func:`rollups.maintain` recomputes them first).
     One ``INSERT … SELECT`` for all of them: live minutes are few and adjacent.
+
+    A slice is read at its latest version only, not through ``FINAL``: each recomputation writes
+    every key of its slice (keys never leave raw; re-pricing empties the slices first), so the
+    latest version is the whole slice, and ``PREWHERE`` skips the request sets of the older
+    versions not merged away yet (``FINAL`` read them all: the live minute's ids, once per pass
+    it was recomputed). Two maintainers racing may write one version twice: ``any`` keeps one.
     """
     if not minutes:
         return
@@ -85,13 +91,18 @@ def build_minutes(store: Store, minutes: list[tuple[datetime, datetime]]) -> Non
     names = ", ".join(m.name for m in target.measures)
     merged = ", ".join(m.of_rollup.replace("uniqExactMerge(", "uniqExactMergeState(") + f" AS {m.name}"
                        for m in target.measures)
+    one_copy = ", ".join(f"any({m.name}) AS {m.name}" for m in target.measures)
     periods = ", ".join(f"toDateTime('{p:%Y-%m-%d %H:%M:%S}', 'UTC')" for p, _ in minutes)
     versions = ", ".join(f"toDateTime64('{sql_time(m)}', 3, 'UTC')" for _, m in minutes)
+    live = f"toStartOfMinute(slice) IN ({periods})"
+    latest = (f"SELECT slice, {keys}, {one_copy} FROM {LIVE_SLICES.name} "
+              f"PREWHERE (slice, version) IN (SELECT slice, max(version) FROM {LIVE_SLICES.name} WHERE {live} "
+              f"GROUP BY slice) WHERE {live} GROUP BY slice, {keys}")
     store.command(
         f"INSERT INTO {target.name} ({target.period}, {keys}, {names}, version) "
         f"SELECT toStartOfMinute(slice) AS p, {keys}, {merged}, "
         f"transform(p, [{periods}], [{versions}], toDateTime64(0, 3, 'UTC')) "
-        f"FROM {LIVE_SLICES.name} FINAL WHERE toStartOfMinute(slice) IN ({periods}) GROUP BY p, {keys}")
+        f"FROM ({latest}) GROUP BY p, {keys}")
 
 
 def forget(store: Store, listed: str) -> None:
