@@ -36,7 +36,9 @@ copies (never applied), late events and re-pricing cannot make a rollup drift:
    readers read raw from there: answers stay exact while the rollup catches up.
 
 Hours are computed once closed (and again when a late event marks one); the open hour
-is read from raw. A store created before rollups is backfilled by the maintainer,
+is read from raw. The live minutes of ``usage_minutes`` are kept current from 10-second
+slices while they fill (:mod:`spendstream.sinks.live_slices`) and recomputed from raw once
+quiet. A store created before rollups is backfilled by the maintainer,
 oldest first: until then the watermark stays back and readers read raw.
 """
 
@@ -442,7 +444,8 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     override it (``quiet_s=0, busy_every_s=0``: every pending period now, what tests and
     benchmarks that load history use). One pass is two queries (the server's clock, then
     every rollup's pending periods at once), one ``INSERT … SELECT`` per run of close due
-    periods, and one insert each into ``rollup_done`` and ``rollup_state``.
+    periods (live slices first), one summing the live minutes still being marked from their
+    slices, and one insert each into ``rollup_done`` and ``rollup_state``.
 
     A period older than the raw retention is not recomputed (its raw rows are expiring, and a
     recomputation would shrink the rollup to what is left): it is recorded as done, unchanged.
