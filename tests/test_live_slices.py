@@ -19,7 +19,7 @@ from tests.test_rollup_cadence import _minutes
 from tests.test_rollups import _answers, _assert_views_equal_raw, _grouped, _write
 
 # a minute still being marked stays live: summed from its slices, not recomputed from raw
-FILLING = Cadence(quiet_s=3600, live_s=120, live_every_s=5, busy_every_s=3600)
+FILLING = Cadence(quiet_s=3600, live_s=120, live_every_s=5, busy_every_s=3600, slices_every_s=0)
 
 
 def _in_minute(run: str, minute: datetime, seconds: range, **extra) -> list[dict]:
@@ -82,6 +82,16 @@ def test_a_live_minute_from_its_slices_equals_raw_through_late_events_redeliveri
     assert sum(int(r[7]) for r in by_slices) == 34  # attempts: 30 + 1 + 3 late (teams run-late too), none twice
     assert _done(store, minute) == 0
     _assert_views_equal_raw(store)
+
+    # the live work waits `slices_every_s` after a slice was computed: the minute stands as last summed,
+    # still pending, so readers read it from raw
+    _write(store, _in_minute(f"{run}-soon", minute, range(31, 32)))
+    _pass(store, Cadence(quiet_s=3600, live_s=120, live_every_s=5, busy_every_s=3600, slices_every_s=3600))
+    assert _one_minute(store, run, minute, "rollup") == by_slices != _one_minute(store, run, minute, "raw")
+    _assert_views_equal_raw(store)
+    _pass(store)
+    by_slices = _one_minute(store, run, minute, "rollup")
+    assert by_slices == _one_minute(store, run, minute, "raw")
 
     # the minute goes quiet: recomputed from raw, recorded done, the same rows
     _pass(store, Cadence(quiet_s=0, live_s=120, live_every_s=5, busy_every_s=3600))

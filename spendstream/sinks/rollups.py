@@ -405,6 +405,7 @@ class Cadence:
     live_every_s: float = 5.0     # a live minute still being marked: recomputed this often (the rollup lag)
     busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often;
     #                               0: every pending period at once, a rollup's min_recompute_s too (tests, loads)
+    slices_every_s: float = 2.0   # the live slices and the minutes summed from them: at most this often
 
 
 def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime, now: datetime,
@@ -457,13 +458,16 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
             quiet_s=cadence.quiet_s if quiet_s is None else quiet_s,
             live_s=cadence.live_s,
             live_every_s=cadence.live_every_s if busy_every_s is None else min(cadence.live_every_s, busy_every_s),
-            busy_every_s=cadence.busy_every_s if busy_every_s is None else busy_every_s)
+            busy_every_s=cadence.busy_every_s if busy_every_s is None else busy_every_s,
+            slices_every_s=cadence.slices_every_s if busy_every_s is None else min(cadence.slices_every_s,
+                                                                                   busy_every_s))
     oldest = now - timedelta(days=raw_retention_days - 1) if raw_retention_days else None
     grains = all_grains()
     # the server's clock: marks carry it, and `through` must trail the marks still in flight
     server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
     pending = _pending(store, (*grains, live_slices.LIVE_SLICES))
-    recomputed, done_rows, state_rows, left_minutes = _refresh_slices(store, pending, now=server_now, cadence=cadence)
+    recomputed, done_rows, state_rows, live = _refresh_slices(store, pending, now=server_now, cadence=cadence)
+    left_minutes: list[datetime] = []
     for rollup in grains:
         periods = pending.get(rollup.name, [])
         chosen = [(p, m) for p, m, computed in periods
@@ -481,7 +485,8 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         if rollup is MINUTES:
             # still pending (recomputed from raw once quiet), but current from their slices meanwhile
             built = [(p, m) for p, m in left if live_slices.is_live(p, now=server_now, live_s=cadence.live_s)]
-            live_slices.build_minutes(store, built)
+            if live:  # (else their slices were left pending: the minutes stand as last summed)
+                live_slices.build_minutes(store, built)
             left_minutes = [p for p, m in left if (p, m) not in set(built)]
         state_rows.append((rollup, _through(server_now, [m for _, m in left])))
     # after the recomputations: a pass cut short leaves its periods pending, to be done again
@@ -492,20 +497,28 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
 
 
 def _refresh_slices(store: Store, pending: dict[str, list[tuple[datetime, datetime, datetime]]], *, now: datetime,
-                    cadence: Cadence) -> tuple[int, list, list, list]:
+                    cadence: Cadence) -> tuple[int, list, list, bool]:
     """Recompute the live slices marked since they were last computed (before the minutes summed from them).
 
-    Slices of minutes no longer live are not kept (their minutes are recomputed from raw): they are
-    left out of the search once ``through`` passes them. Returns the maintainer's tallies so far.
+    All of them or none: a pass does the live work once ``slices_every_s`` has passed since a pending
+    slice was last computed (each pass would cost the writer the current slice's rows every second),
+    and then the minutes summed from them are current for their latest marks. Slices of minutes no
+    longer live are not kept (their minutes are recomputed from raw): they leave the search once
+    ``through`` passes them. Returns the maintainer's tallies so far and whether the live work ran.
     """
     from spendstream.sinks import live_slices
 
     slices = live_slices.LIVE_SLICES
-    fresh = [(p, m) for p, m, _ in pending.get(slices.name, [])
+    fresh = [(p, m, computed) for p, m, computed in pending.get(slices.name, [])
              if live_slices.is_live(p.replace(second=0), now=now, live_s=cadence.live_s)]
-    for run in _runs(fresh, slices.step, gap=live_slices.SLICES_PER_MINUTE):
+    if not fresh:
+        return 0, [], [(slices, _through(now, []))], True
+    if all(computed > now - timedelta(seconds=cadence.slices_every_s) for _, _, computed in fresh):
+        return 0, [], [(slices, _through(now, [m for _, m, _ in fresh]))], False
+    chosen = [(p, m) for p, m, _ in fresh]
+    for run in _runs(chosen, slices.step, gap=live_slices.SLICES_PER_MINUTE):
         _recompute(store, slices, run)
-    return len(fresh), [(slices, p, m) for p, m in fresh], [(slices, _through(now, []))], []
+    return len(chosen), [(slices, p, m) for p, m in chosen], [(slices, _through(now, []))], True
 
 
 def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[datetime, datetime, datetime]]]:
