@@ -7,6 +7,11 @@ leader timer, every SPENDSTREAM_ROLLUP_INTERVAL_S), events emitted live in 10 ms
 with ``ts`` = emit time. A poller reads ``sum(attempts)`` per minute from
 ``usage_minutes FINAL`` every 100 ms; the k-th event emitted in minute M is counted at
 the first poll that sees at least k attempts in M. Lag = that time - its emit time.
+
+``--split`` also polls the raw rows (``count()`` per minute of ``usage_events``, no
+``FINAL``: the ids are fresh) and reports the lag to *stored* apart: what the emitter,
+broker, consumer and writer take before the maintainer sees an event. The extra poll
+costs the store a query every 100 ms, so compare runs with the same flags.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--split", action="store_true", help="also time emitted -> stored in raw")
     args = parser.parse_args()
     base = base_events(20_000)
     with tempfile.TemporaryDirectory() as tmp, LocalBroker() as broker:
@@ -46,13 +52,16 @@ def main() -> None:
         ensure_topics(bootstrap, {topic: PARTITIONS})
         with WorkerProcess(settings_for(Path(tmp), topic, "lag"), bootstrap_servers=bootstrap,
                            log_path=Path(tmp) / "worker.log") as worker:
-            result = measure(worker.query_client(), bootstrap, topic, base, args.rate, args.seconds)
+            result = measure(worker.query_client(), bootstrap, topic, base, args.rate, args.seconds,
+                             split=args.split)
     print(json.dumps(result))
 
 
-def measure(client, bootstrap: str, topic: str, base: list, rate: int, seconds: float) -> dict:
+def measure(client, bootstrap: str, topic: str, base: list, rate: int, seconds: float, *,
+            split: bool = False) -> dict:
     emitted: dict[str, list[float]] = {}   # minute -> emit times of its events, in order
     seen: dict[str, list[float]] = {}      # minute -> (time, count) polls where the count grew
+    stored: dict[str, list[float]] = {}    # the same, of raw rows (--split)
     lock = threading.Lock()
     done = threading.Event()
 
@@ -61,11 +70,16 @@ def measure(client, bootstrap: str, topic: str, base: list, rate: int, seconds: 
             rows = query_result(client, "SELECT toString(minute), sum(attempts) FROM usage_minutes FINAL "
                                         "WHERE minute >= now() - INTERVAL 30 MINUTE GROUP BY minute").rows
             now = time.time()
+            raw = query_result(client, "SELECT toString(toStartOfMinute(toDateTime(ts))), count() FROM usage_events "
+                                       "WHERE ts >= now() - INTERVAL 30 MINUTE AND startsWith(event_id, 'lag-') "
+                                       "GROUP BY 1").rows if split else []
+            raw_at = time.time()
             with lock:
-                for minute, count in rows:
-                    history = seen.setdefault(minute, [])
-                    if not history or int(count) > history[-1][1]:
-                        history.append((now, int(count)))
+                for polled, at, into in ((rows, now, seen), (raw, raw_at, stored)):
+                    for minute, count in polled:
+                        history = into.setdefault(minute, [])
+                        if not history or int(count) > history[-1][1]:
+                            history.append((at, int(count)))
                 complete = all(seen.get(m) and seen[m][-1][1] >= len(ts) for m, ts in emitted.items())
             if done.is_set() and complete:
                 return
@@ -99,6 +113,17 @@ def measure(client, bootstrap: str, topic: str, base: list, rate: int, seconds: 
     dropped = sum(v for k, v in emitter.stats().items() if k.startswith("dropped_"))
     done.set()
     poller.join(300)
+    lags = _lags(emitted, seen)
+    total = sum(len(t) for t in emitted.values())
+    return {"load_average_1m": os.getloadavg()[0], "offered_per_s": total / offered_s, "events": total,
+            "dropped_by_emitter": dropped, "counted": len(lags),
+            "p50_s": statistics.median(lags), "p99_s": percentile(lags, 0.99), "max_s": max(lags)} | (
+        {"stored_p50_s": statistics.median(s), "stored_p99_s": percentile(s, 0.99)}
+        if split and (s := _lags(emitted, stored)) else {})
+
+
+def _lags(emitted: dict[str, list[float]], seen: dict[str, list]) -> list[float]:
+    """Per event: the first poll that counted it in its minute, minus its emit time."""
     lags = []
     for minute, times in emitted.items():
         history = seen.get(minute, [])
@@ -106,10 +131,7 @@ def measure(client, bootstrap: str, topic: str, base: list, rate: int, seconds: 
             visible = next((t for t, count in history if count >= k), None)
             if visible is not None:
                 lags.append(visible - at)
-    total = sum(len(t) for t in emitted.values())
-    return {"load_average_1m": os.getloadavg()[0], "offered_per_s": total / offered_s, "events": total,
-            "dropped_by_emitter": dropped, "counted": len(lags),
-            "p50_s": statistics.median(lags), "p99_s": percentile(lags, 0.99), "max_s": max(lags)}
+    return lags
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from spendstream.sinks import rollups
-from spendstream.sinks.rollups import HOURS, MINUTES, Cadence, due
+from spendstream.sinks.rollups import DEPLOYMENT_MINUTES, HOURS, MINUTES, Cadence, due
 from spendstream.sinks.shapes import SHAPES
 from tests.test_rollups import _answers, _assert_views_equal_raw, _events, _write
 
@@ -28,14 +28,25 @@ def _due(rollup: rollups.Rollup, period: datetime, *, mark_ago_s: float, compute
                cadence=CADENCE)
 
 
-def test_a_live_minute_still_being_marked_is_recomputed_every_pass_an_old_busy_one_waits() -> None:
+def test_a_live_minute_still_being_marked_is_summed_from_slices_not_raw_an_old_busy_one_waits() -> None:
     live, old = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc), datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
-    assert _due(MINUTES, live, mark_ago_s=0.1, computed_ago_s=1.5)       # the rollup lag waits for it
-    assert not _due(MINUTES, live, mark_ago_s=0.1, computed_ago_s=0.5)
+    assert not _due(MINUTES, live, mark_ago_s=0.1, computed_ago_s=None)  # live_slices keeps it, every pass
+    assert not _due(MINUTES, live - timedelta(minutes=1), mark_ago_s=0.1, computed_ago_s=None)
+    assert _due(MINUTES, live, mark_ago_s=2, computed_ago_s=None)        # quiet: recomputed from raw
     assert not _due(MINUTES, old, mark_ago_s=0.1, computed_ago_s=5)     # a backlog still writing into it
     assert _due(MINUTES, old, mark_ago_s=0.1, computed_ago_s=31)        # ... is recomputed now and then
     assert _due(MINUTES, old, mark_ago_s=2, computed_ago_s=5)           # and at once when it goes quiet
     assert _due(MINUTES, old, mark_ago_s=0.1, computed_ago_s=None)      # never computed: now
+
+
+def test_a_deployment_minute_waits_for_its_minute_to_close() -> None:
+    open_minute = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    assert not _due(DEPLOYMENT_MINUTES, open_minute, mark_ago_s=0.1, computed_ago_s=None)
+    assert not _due(DEPLOYMENT_MINUTES, open_minute, mark_ago_s=5, computed_ago_s=None)
+    closed = open_minute - timedelta(minutes=1)
+    assert _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=1.5)  # live, still marked: live_every_s
+    assert not _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=0.5)
+    assert _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=2, computed_ago_s=0.5)
 
 
 def test_an_hour_waits_until_it_is_closed_and_a_busy_closed_hour_waits_like_an_old_minute() -> None:

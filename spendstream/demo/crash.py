@@ -54,7 +54,7 @@ class HarnessResult:
     expected_by_team: dict[str, Decimal] = field(default_factory=dict)
     stored_by_team: dict[str, Decimal] = field(default_factory=dict)
     stored_by_team_view: dict[str, Decimal] = field(default_factory=dict)
-    stored_by_team_rollup: dict[str, Decimal] = field(default_factory=dict)  # usage_minutes, every minute recomputed
+    stored_by_team_rollup: dict[str, Decimal] = field(default_factory=dict)  # usage_minutes, as maintained
     seconds: float = 0.0
 
     @property
@@ -244,8 +244,9 @@ def _check(host: StoreHostProcess, prefix: str, distinct: dict[str, UsageEvent],
     # the harness's data directory holds only its own runs, so the view's totals are theirs
     result.stored_by_team_view = {r[0] or "": r[1] for r in store.query(
         "SELECT team, sum(cost_usd) FROM cost_daily GROUP BY team HAVING sum(cost_usd) > 0").rows}
-    # The rollup itself, once the maintainer has caught up with whatever the killed leaders left pending:
-    # recomputed from raw, so a crash can cost it time but never a row.
-    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=1_000_000, quiet_s=0, busy_every_s=0)
+    # The rollup itself, once the maintainer has caught up with whatever the killed leaders left pending, with
+    # the worker's own cadence (a minute still live is summed from its slices, a quiet one recomputed from raw):
+    # what a reader of usage_minutes sees, so a crash can cost it time but never a row.
+    rollups.maintain(store, now=datetime.now(timezone.utc), max_periods=1_000_000)
     result.stored_by_team_rollup = {r[0] or "": r[1] for r in store.query(
         "SELECT team, sum(cost_usd) FROM usage_minutes FINAL GROUP BY team HAVING sum(cost_usd) > 0").rows}

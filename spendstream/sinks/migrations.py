@@ -16,7 +16,7 @@ from functools import partial
 
 from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import billing, gpu_views, reader_views, rollups, shapes
+from spendstream.sinks import billing, gpu_views, live_slices, reader_views, rollups, shapes
 from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
@@ -662,6 +662,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         partial(relayout, table="gpu_samples", version_column="ingested_at", engine=(
             "ENGINE = ReplacingMergeTree(ingested_at) PARTITION BY toYYYYMM(ts) "
             "ORDER BY (deployment, ts, sample_id)")),
+    )),
+    Migration(24, "live minutes from 10-second slices: marks name their slice, slices kept for an hour", (
+        live_slices.SLICES_DDL,
+        live_slices.MARKS_SLICE,
+        *live_slices.MARKS_MV,
+        # the slices' search starts now, as a maintainer's pass leaves it: not at every mark ever made
+        lambda store, run: store.command(
+            f"INSERT INTO rollup_state (rollup, through) VALUES ('{live_slices.LIVE_SLICES.name}', "
+            f"now64(3, 'UTC') - INTERVAL {int(rollups._IN_FLIGHT.total_seconds())} SECOND)"),
     )),
     Migration(25, "day views that compute each rollup's watermark once (customer_daily took ~0.4 s for it)", (
         reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),

@@ -36,7 +36,9 @@ copies (never applied), late events and re-pricing cannot make a rollup drift:
    readers read raw from there: answers stay exact while the rollup catches up.
 
 Hours are computed once closed (and again when a late event marks one); the open hour
-is read from raw. A store created before rollups is backfilled by the maintainer,
+is read from raw. The live minutes of ``usage_minutes`` are kept current from 10-second
+slices while they fill (:mod:`spendstream.sinks.live_slices`) and recomputed from raw once
+quiet. A store created before rollups is backfilled by the maintainer,
 oldest first: until then the watermark stays back and readers read raw.
 """
 
@@ -112,6 +114,7 @@ class Rollup:
     # request shapes repeated within a period, stays small where one of everything would be raw's size. A
     # partial period is then another question (it has fewer repeats): ``windows.windowed`` refuses such a rollup.
     having: str = "1"
+    of_mark: str = ""  # SQL: its period of a rollup_marks row, where not the ``floor`` of its minute
 
     @property
     def watermark_column(self) -> str:
@@ -120,6 +123,8 @@ class Rollup:
     @property
     def period_of_mark(self) -> str:
         """SQL: the period of this rollup a ``rollup_marks`` row (its ``minute``) falls in."""
+        if self.of_mark:
+            return self.of_mark
         return "minute" if self.step == timedelta(minutes=1) else f"{self.floor}(minute)"
 
     @property
@@ -369,13 +374,16 @@ def forget_periods(store: Store, minutes: pa.Table) -> None:
     answer; the minutes are marked again afterwards, so that a pass that recomputed one of them between the
     first mark and the delete recomputes it once more.
     """
+    from spendstream.sinks import live_slices
+
     if minutes.num_rows == 0:
         return
     listed = ", ".join(f"toDateTime('{m:%Y-%m-%d %H:%M:%S}', 'UTC')" for m in minutes["minute"].to_pylist())
     for rollup in all_grains():
         store.command(f"DELETE FROM {rollup.name} WHERE {rollup.period} IN "
                       f"(SELECT DISTINCT {rollup.period_of_mark} FROM (SELECT arrayJoin([{listed}]) AS minute))")
-    store.insert_arrow("rollup_marks", minutes)
+    live_slices.forget(store, listed)
+    store.insert_arrow("rollup_marks", live_slices.every_slice_of(minutes["minute"]))  # a live minute's slices too
 
 
 # -- the maintainer -------------------------------------------------------------------------
@@ -397,30 +405,34 @@ class Cadence:
     live_every_s: float = 5.0     # a live minute still being marked: recomputed this often (the rollup lag)
     busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often;
     #                               0: every pending period at once, a rollup's min_recompute_s too (tests, loads)
+    slices_every_s: float = 2.0   # the live slices and the minutes summed from them: at most this often
 
 
 def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime, now: datetime,
         cadence: Cadence) -> bool:
-    """Whether a pending ``period`` of ``rollup`` is recomputed in a pass at server time ``now``.
+    """Whether a pending ``period`` of ``rollup`` is recomputed from raw in a pass at server time ``now``.
 
     ``mark`` is its latest mark, ``computed`` the mark it was last computed for (1970 if never).
-    Hours wait until they are closed (the open hour is read from raw). A period that went
+    Periods wait until they are closed (the open one is read from raw), except ``usage_minutes``'
+    open minute, which readers of recent minutes and the rollup lag wait for. A period that went
     quiet is due; one still being marked is due again only ``busy_every_s`` after it was last
     computed — a backlog that touches the same hour batch after batch would otherwise be
-    recomputed from raw every pass while it drains — except the live minutes, which readers
-    and the rollup lag wait for, recomputed every ``live_every_s``: they hold only the last
-    minute's events, so that is cheap.
+    recomputed from raw every pass while it drains. A live minute of ``usage_minutes`` still being
+    marked is not recomputed from raw at all: each pass sums it from its 10-second slices
+    (:mod:`spendstream.sinks.live_slices`), and it is recomputed from raw once it is quiet. Other
+    minute grains recompute a live minute still being marked every ``live_every_s``.
     """
     end = period + rollup.step
-    if rollup.step != MINUTES.step and end > now:
+    if rollup.name != MINUTES.name and end > now:
         return False
     if cadence.busy_every_s and computed > now - timedelta(seconds=rollup.min_recompute_s):
         return False  # a coarse period (a day) is not recomputed for every late event: readers use finer rollups
     if mark <= now - timedelta(seconds=cadence.quiet_s):
         return True
-    every = cadence.live_every_s if rollup.step == MINUTES.step and end > now - timedelta(
-        seconds=cadence.live_s) else cadence.busy_every_s
-    return computed <= now - timedelta(seconds=every)
+    live = rollup.step == MINUTES.step and end > now - timedelta(seconds=cadence.live_s)
+    if live and rollup.name == MINUTES.name and cadence.busy_every_s:
+        return False  # summed from its slices instead, every pass
+    return computed <= now - timedelta(seconds=cadence.live_every_s if live else cadence.busy_every_s)
 
 
 def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retention_days: int | None = None,
@@ -433,23 +445,29 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     override it (``quiet_s=0, busy_every_s=0``: every pending period now, what tests and
     benchmarks that load history use). One pass is two queries (the server's clock, then
     every rollup's pending periods at once), one ``INSERT … SELECT`` per run of close due
-    periods, and one insert each into ``rollup_done`` and ``rollup_state``.
+    periods (live slices first), one summing the live minutes still being marked from their
+    slices, and one insert each into ``rollup_done`` and ``rollup_state``.
 
     A period older than the raw retention is not recomputed (its raw rows are expiring, and a
     recomputation would shrink the rollup to what is left): it is recorded as done, unchanged.
     """
+    from spendstream.sinks import live_slices  # it defines its slices with this module's types
+
     if quiet_s is not None or busy_every_s is not None:
         cadence = Cadence(
             quiet_s=cadence.quiet_s if quiet_s is None else quiet_s,
             live_s=cadence.live_s,
             live_every_s=cadence.live_every_s if busy_every_s is None else min(cadence.live_every_s, busy_every_s),
-            busy_every_s=cadence.busy_every_s if busy_every_s is None else busy_every_s)
+            busy_every_s=cadence.busy_every_s if busy_every_s is None else busy_every_s,
+            slices_every_s=cadence.slices_every_s if busy_every_s is None else min(cadence.slices_every_s,
+                                                                                   busy_every_s))
     oldest = now - timedelta(days=raw_retention_days - 1) if raw_retention_days else None
     grains = all_grains()
     # the server's clock: marks carry it, and `through` must trail the marks still in flight
     server_now = _as_datetime(store.query("SELECT now64(3, 'UTC')").scalar())
-    pending = _pending(store, grains)
-    recomputed, done_rows, state_rows, left_minutes = 0, [], [], []
+    pending = _pending(store, (*grains, live_slices.LIVE_SLICES))
+    recomputed, done_rows, state_rows, live = _refresh_slices(store, pending, now=server_now, cadence=cadence)
+    left_minutes: list[datetime] = []
     for rollup in grains:
         periods = pending.get(rollup.name, [])
         chosen = [(p, m) for p, m, computed in periods
@@ -465,13 +483,42 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         taken = set(chosen)  # (a backfill can have tens of thousands pending)
         left = [(p, m) for p, m, _ in periods if (p, m) not in taken]
         if rollup is MINUTES:
-            left_minutes = [p for p, _ in left]
+            # still pending (recomputed from raw once quiet), but current from their slices meanwhile
+            built = [(p, m) for p, m in left if live_slices.is_live(p, now=server_now, live_s=cadence.live_s)]
+            if live:  # (else their slices were left pending: the minutes stand as last summed)
+                live_slices.build_minutes(store, built)
+            left_minutes = [p for p, m in left if (p, m) not in set(built)]
         state_rows.append((rollup, _through(server_now, [m for _, m in left])))
     # after the recomputations: a pass cut short leaves its periods pending, to be done again
     _record_done(store, done_rows)
     _advance(store, state_rows)
     behind = 0.0 if not left_minutes else max((now - min(left_minutes)).total_seconds(), 0.0)
     return Maintained(periods=recomputed, seconds_behind=behind)
+
+
+def _refresh_slices(store: Store, pending: dict[str, list[tuple[datetime, datetime, datetime]]], *, now: datetime,
+                    cadence: Cadence) -> tuple[int, list, list, bool]:
+    """Recompute the live slices marked since they were last computed (before the minutes summed from them).
+
+    All of them or none: a pass does the live work once ``slices_every_s`` has passed since a pending
+    slice was last computed (each pass would cost the writer the current slice's rows every second),
+    and then the minutes summed from them are current for their latest marks. Slices of minutes no
+    longer live are not kept (their minutes are recomputed from raw): they leave the search once
+    ``through`` passes them. Returns the maintainer's tallies so far and whether the live work ran.
+    """
+    from spendstream.sinks import live_slices
+
+    slices = live_slices.LIVE_SLICES
+    fresh = [(p, m, computed) for p, m, computed in pending.get(slices.name, [])
+             if live_slices.is_live(p.replace(second=0), now=now, live_s=cadence.live_s)]
+    if not fresh:
+        return 0, [], [(slices, _through(now, []))], True
+    if all(computed > now - timedelta(seconds=cadence.slices_every_s) for _, _, computed in fresh):
+        return 0, [], [(slices, _through(now, [m for _, m, _ in fresh]))], False
+    chosen = [(p, m) for p, m, _ in fresh]
+    for run in _runs(chosen, slices.step, gap=live_slices.SLICES_PER_MINUTE):
+        _recompute(store, slices, run)
+    return len(chosen), [(slices, p, m) for p, m in chosen], [(slices, _through(now, []))], True
 
 
 def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[datetime, datetime, datetime]]]:

@@ -16,7 +16,7 @@ from spendstream.batches import BatchResult, DeadLetter, GpuBatch, LedgerBatch
 from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.conflicts import CONFLICT_SCHEMA, recheck, resolve
-from spendstream.sinks.rollups import minutes_of
+from spendstream.sinks.live_slices import marks_of
 from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, ledger_table, usage_table
 from spendstream.sinks.store import Store, StoreError
 
@@ -135,8 +135,8 @@ class SinkWriter:
                 conflicts = resolution.conflicts
                 if resolution.rows.num_rows:
                     self._store.insert_arrow("usage_events", resolution.rows)
-                    # after the rows are durable: the minutes to recompute (sinks/rollups.py)
-                    self._store.insert_arrow("rollup_marks", minutes_of(resolution.rows["ts"]))
+                    # after the rows are durable: the minutes and slices to recompute (sinks/rollups.py)
+                    self._store.insert_arrow("rollup_marks", marks_of(resolution.rows["ts"]))
                     # another worker may have stored a conflicting copy of a new id meanwhile
                     conflicts = pa.concat_tables([conflicts, recheck(self._store, resolution, now=now)])
                 if conflicts.num_rows:
