@@ -12,27 +12,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-import orjson
 import pytest
 
-from spendstream.agents.stages import process
-from spendstream.batches import SourceRecord
 from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
-from spendstream.pricing import Pricer
-from spendstream.sinks.rows import usage_table
-
-
-def _calls(tag: str, first: int, times: list[datetime], **keys) -> list[dict]:
-    """gpt-4o calls of about 100k input tokens ($0.25 each), at ``times``."""
-    return [{"event_id": f"{tag}-{first + k}", "request_id": f"{tag}-r{first + k}",
-             "ts": at.isoformat(timespec="milliseconds"), "provider": "openai", "model": "gpt-4o",
-             "input_tokens": 100_000 + (first + k) % 97, "output_tokens": 0, **keys} for k, at in enumerate(times)]
-
-
-def _store(store, events: list[dict]) -> None:
-    store.insert_arrow("usage_events", usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))],
-                                                           Pricer())))
+from tests.test_spend_anomaly import _calls, _store  # $0.25 gpt-4o calls at given times; stored as a worker does
 
 
 @pytest.mark.integration
