@@ -36,6 +36,16 @@ _CONFIG = {"font": FONT, "view": {"stroke": None}, "range": {"category": PALETTE
            "axis": {"labelFontSize": 11, "titleFontSize": 11, "labelLimit": 160, "grid": True},
            "legend": {"labelFontSize": 11, "titleFontSize": 11, "labelLimit": 140, "orient": "bottom",
                       "direction": "horizontal", "columns": 3}}
+LEGEND_SYMBOL_PX = 30  # a legend entry's symbol, its offset and the padding between columns
+
+
+def _legend(width_px: int) -> dict[str, Any]:
+    """The legend at a width: its columns fit beside the y axis's room, each label cut with an ellipsis at
+    its column's width (three columns of 140 px ran past a phone's 358: a long team name was drawn off the
+    edge). A phone gets two columns, so a label keeps about 16 characters."""
+    columns = 2 if width_px <= NARROW_PX else _CONFIG["legend"]["columns"]
+    room = (width_px - 2 * PADDING_PX - AXIS_ROOM_PX) // columns - LEGEND_SYMBOL_PX
+    return {**_CONFIG["legend"], "columns": columns, "labelLimit": min(_CONFIG["legend"]["labelLimit"], room)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +69,8 @@ def _svg(spec: dict[str, Any], width_px: int, label: str) -> str:
     autosize = {"type": "pad"} if composed else {"type": "fit", "contains": "padding"}
     padding = {"left": PADDING_PX, "top": PADDING_PX, "bottom": PADDING_PX,
                "right": PADDING_PX + (LABEL_ROOM_PX if composed else 0)}
-    full = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "config": _CONFIG, "autosize": autosize,
+    config = {**_CONFIG, "legend": _legend(width_px)}
+    full = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "config": config, "autosize": autosize,
             "padding": padding,
             **_sized(spec, width_px - AXIS_ROOM_PX - LABEL_ROOM_PX if composed else width_px)}
     svg = vl_convert.vegalite_to_svg(full)

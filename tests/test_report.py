@@ -126,3 +126,16 @@ def test_report_reads_in_headless_chromium_on_a_phone_and_a_desk(seeded_store, t
                     "--allow-file-access-from-files", f"--window-size={width_px + 100},2500",
                     f"--screenshot={screenshot}", frame.as_uri()], capture_output=True, timeout=120, check=True)
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_a_long_legend_label_is_cut_to_its_column_on_a_phone_and_whole_on_a_desk() -> None:
+    """Three legend columns of 140 px ran past a phone's drawing: a long team name was drawn off its edge
+    (the Chromium test above caught it when another test's long team names reached the report)."""
+    chart = charts.render(charts.stacked_bars(["11-30", "12-01"], {"platform-search-europe-1": [1.0, 2.0],
+                                                                   "t2": [2.0, 1.0]}), "spend by team")
+    def labels(svg: str) -> list[str]:
+        return [t for t in re.findall(r">([^<]*)</text>", svg) if t.startswith("platform")]
+
+    assert labels(chart.wide_svg) == ["platform-search-europe-1"]
+    (narrow,) = labels(chart.narrow_svg)
+    assert narrow.endswith("…") and "platform-search-europe-1".startswith(narrow[:-1]) and len(narrow) >= 12
