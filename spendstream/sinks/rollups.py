@@ -487,7 +487,8 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
             built = [(p, m) for p, m in left if live_slices.is_live(p, now=server_now, live_s=cadence.live_s)]
             if live:  # (else their slices were left pending: the minutes stand as last summed)
                 live_slices.build_minutes(store, built)
-            left_minutes = [p for p, m in left if (p, m) not in set(built)]
+            summed = set(built)
+            left_minutes = [p for p, m in left if (p, m) not in summed]
         state_rows.append((rollup, _through(server_now, [m for _, m in left])))
     # after the recomputations: a pass cut short leaves its periods pending, to be done again
     _record_done(store, done_rows)
