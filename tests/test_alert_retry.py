@@ -13,6 +13,7 @@ from spendstream.alerting.delivery import AlertRouting, PassReport
 from spendstream.alerting.destinations import Destination, url_problem
 from spendstream.alerting.outbox import DeliveryState, RetryPolicy, after_attempt
 from spendstream.alerting.redact import REDACTED, Redactor
+from spendstream.sinks.store import sql_time
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 POLICY = RetryPolicy(backoff_base_s=1.0, backoff_cap_s=300.0, max_retry_after_s=3600.0, give_up_after_s=86400.0)
@@ -39,6 +40,18 @@ def test_backoff_grows_with_jitter_up_to_its_cap_and_keeps_the_first_attempt() -
         assert not state.due(at) and state.due(state.next_attempt_at)
     assert max(waits[:3]) <= 4 < max(waits[8:])  # it grows
     assert len(set(waits)) == len(waits)         # and is jittered
+
+
+def test_a_retry_is_never_due_again_at_the_instant_it_failed_even_as_the_table_stores_it() -> None:
+    class NoWait(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return a  # full jitter can draw (nearly) zero
+
+    for now in (NOW, NOW + timedelta(microseconds=123_456)):
+        for attempt in (Attempt("retry", "HTTP 500"), Attempt("retry", "HTTP 503", retry_after_s=0.0)):
+            state = after_attempt(None, attempt, now=now, policy=POLICY, rng=NoWait())
+            stored = datetime.fromisoformat(sql_time(state.next_attempt_at)).replace(tzinfo=timezone.utc)
+            assert stored > now and not DeliveryState("pending", 1, now, stored, "").due(now)
 
 
 def test_retry_after_is_honoured_up_to_its_cap() -> None:

@@ -26,6 +26,9 @@ DeliveryKey = tuple[str, str, str]  # destination, dedup key, alert state
 Outcome = Literal["pending", "delivered", "failed"]
 _DETAIL_CHARS = 500
 _ROWS_PER_INSERT = 200  # parameters per statement stay few; one pass rarely settles more
+# The table keeps milliseconds: a jittered wait under one would be stored as "due now" and the
+# same instant's next pass would send again. Every retry waits at least this long.
+_MIN_WAIT = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,7 @@ def after_attempt(previous: DeliveryState | None, attempt: Attempt, *, now: date
         wait_s = min(attempt.retry_after_s, policy.max_retry_after_s)
     else:
         wait_s = backoff_s(attempts - 1, base_s=policy.backoff_base_s, cap_s=policy.backoff_cap_s, rng=rng)
-    next_at = now + timedelta(seconds=wait_s)
+    next_at = now + max(timedelta(seconds=wait_s), _MIN_WAIT)
     if (next_at - first).total_seconds() > policy.give_up_after_s:
         return DeliveryState("failed", attempts, first, None,
                              f"gave up after {attempts} attempts over {_duration(now - first)}: {attempt.reason}")
