@@ -122,7 +122,7 @@ def test_cluster_ddl_runs_on_every_replica_with_replicated_engines() -> None:
 
 
 def test_json_results_convert_per_column_exactly() -> None:
-    """Decimals stay exact, 64-bit integers whole, NULL stays None, strings are untouched (a column at a time)."""
+    """Decimals stay exact, 64-bit integers whole, NULL stays None, strings are untouched."""
     import json
     from decimal import Decimal
 
