@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -194,10 +195,28 @@ def report_periods(since: datetime, until: datetime) -> list[str]:
 
 
 def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
-    """The report's HTML for ``since <= ts < until``."""
-    tables = report_tables(querier, since, until)
-    totals, dead, spend, alerts = (tables["totals"].dicts()[0], tables["dead"].scalar(), tables["spend"],
-                                   tables["alerts"])
+    """The report's HTML for ``since <= ts < until``.
+
+    The charts are drawn on a thread of their own while the rest is read (vl-convert and chdb both release
+    the GIL): vl-convert starts its JavaScript runtime on its first call (about a second), so it starts
+    before the first query, and each chart goes to it as soon as its table is read, while the advisor's and
+    the invoices' queries run. Only the order of the work changes, not what any table holds.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-charts") as drawing:
+        drawing.submit(charts.warm_up)
+        tables = report_tables(querier, since, until)
+        drawn = _draw(drawing, since, until, tables)
+        opportunities = advise(querier, since, until)
+        after = _invoice_gaps(querier, since, until)
+        sections = [Section(title, chart.result(), table, note) for title, chart, table, note in drawn]
+    return _page(since, until, tables["totals"].dicts()[0], int(tables["dead"].scalar()), sections, opportunities,
+                 after=after)
+
+
+def _draw(drawing: Executor, since: datetime, until: datetime,
+          tables: dict[str, QueryResult]) -> list[tuple[str, Future[charts.Chart], QueryResult, str]]:
+    """Each section's title, its chart (being drawn by ``drawing``), its table and its note."""
+    spend, alerts = tables["spend"], tables["alerts"]
     features, customers, models, unit, waste, gpu = (tables[name] for name in (
         "features", "customers", "models", "unit", "waste", "gpu"))
 
@@ -223,34 +242,32 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
     else:
         line_label = "GPU utilisation"
 
-    sections = [
-        Section("Spend over time, by team", charts.render(charts.stacked_bars(periods, dict(by_team), markers),
-                                                          "spend by team over time"), spend,
-                "Dashed lines mark alerts."),
-        Section("Top features", charts.render(charts.ranking([(r[0], float(r[1] or 0)) for r in features.rows]),
-                                              "spend by feature"), features),
-        Section("Top customers", charts.render(charts.ranking([(r[0], float(r[1] or 0)) for r in customers.rows]),
-                                               "spend by customer"), customers),
-        Section("Model mix (tokens)",
-                charts.render(charts.ranking([(r[0], float(r[3] or 0)) for r in models.rows], unit=charts.TOKENS,
-                                             title="tokens"), "tokens by model"), models,
+    def section(title: str, spec: dict[str, Any], label: str, table: QueryResult,
+                note: str = "") -> tuple[str, Future[charts.Chart], QueryResult, str]:
+        return title, drawing.submit(charts.render, spec, label), table, note
+
+    return [
+        section("Spend over time, by team", charts.stacked_bars(periods, dict(by_team), markers),
+                "spend by team over time", spend, "Dashed lines mark alerts."),
+        section("Top features", charts.ranking([(r[0], float(r[1] or 0)) for r in features.rows]),
+                "spend by feature", features),
+        section("Top customers", charts.ranking([(r[0], float(r[1] or 0)) for r in customers.rows]),
+                "spend by customer", customers),
+        section("Model mix (tokens)",
+                charts.ranking([(r[0], float(r[3] or 0)) for r in models.rows], unit=charts.TOKENS, title="tokens"),
+                "tokens by model", models,
                 "Unpriced models are listed with their unpriced attempts; their tokens still count here."),
-        Section("Cost per request, by feature",
-                charts.render(charts.lines(periods, dict(unit_series), title="USD per request"),
-                              "cost per request by feature over time"), unit,
+        section("Cost per request, by feature", charts.lines(periods, dict(unit_series), title="USD per request"),
+                "cost per request by feature over time", unit,
                 "The chart draws the ten features that spend most; the table lists every feature."),
-        Section("Retry waste: what failed attempts cost",
-                charts.render(charts.ranking([(r[0], float(r[2] or 0)) for r in waste.rows]),
-                              "cost of failed attempts by feature"), waste),
-        Section("Alerts on the timeline", charts.render(charts.timeline(periods, markers), "alerts over time"),
-                alerts),
-        Section("Self-hosted GPUs: cost and utilisation",
-                charts.render(charts.cost_and_utilisation(gpu_periods, gpu_cost, utilisation, line_label),
-                              "GPU cost and utilisation over time"), gpu,
-                "" if gpu.rows else "No GPU samples in this period."),
+        section("Retry waste: what failed attempts cost",
+                charts.ranking([(r[0], float(r[2] or 0)) for r in waste.rows]), "cost of failed attempts by feature",
+                waste),
+        section("Alerts on the timeline", charts.timeline(periods, markers), "alerts over time", alerts),
+        section("Self-hosted GPUs: cost and utilisation",
+                charts.cost_and_utilisation(gpu_periods, gpu_cost, utilisation, line_label),
+                "GPU cost and utilisation over time", gpu, "" if gpu.rows else "No GPU samples in this period."),
     ]
-    return _page(since, until, totals, int(dead), sections, advise(querier, since, until),
-                 after=_invoice_gaps(querier, since, until))
 
 
 def write_report(querier: TextQuerier, since: datetime, until: datetime, out: Path) -> Path:
