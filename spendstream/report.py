@@ -13,6 +13,7 @@ import html
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -25,7 +26,7 @@ from spendstream.invoices.compare import compare_invoices
 from spendstream.sinks.ranges import between
 from spendstream.sinks.rollups import CUSTOMER_HOURS, MINUTES, watermark_sql
 from spendstream.sinks.shapes import CUSTOMER_DAYS, REPORT_HOURS
-from spendstream.sinks.store import QueryResult, TextQuerier, query_result, sql_time
+from spendstream.sinks.store import QueryResult, SecondReader, TextQuerier, query_result, sql_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,20 +198,27 @@ def report_periods(since: datetime, until: datetime) -> list[str]:
 def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
     """The report's HTML for ``since <= ts < until``.
 
-    The charts are drawn on a thread of their own while the rest is read (vl-convert and chdb both release
-    the GIL): vl-convert starts its JavaScript runtime on its first call (about a second), so it starts
-    before the first query, and each chart goes to it as soon as its table is read, while the advisor's and
-    the invoices' queries run. Only the order of the work changes, not what any table holds.
+    Three things run at once (vl-convert and chdb both release the GIL), and only their order changes, not
+    what any table holds: the charts are drawn on a thread of their own, each as soon as its table is read
+    (vl-convert starts its JavaScript runtime on its first call, about a second, so that starts before the
+    first query); and when the store can read on a second connection (:class:`SecondReader`), the advisor's
+    and the invoices' queries run there beside the report's tables, else after them.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-charts") as drawing:
-        drawing.submit(charts.warm_up)
+    with ExitStack() as stack:  # left in reverse: the threads are done before the second reader closes
+        other = stack.enter_context(querier.second_reader()) if isinstance(querier, SecondReader) else None
+        beside = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="report"))
+        beside.submit(charts.warm_up)
+        reads = beside.submit(_advice_and_invoices, other, since, until) if other is not None else None
         tables = report_tables(querier, since, until)
-        drawn = _draw(drawing, since, until, tables)
-        opportunities = advise(querier, since, until)
-        after = _invoice_gaps(querier, since, until)
+        drawn = _draw(beside, since, until, tables)
+        opportunities, after = reads.result() if reads is not None else _advice_and_invoices(querier, since, until)
         sections = [Section(title, chart.result(), table, note) for title, chart, table, note in drawn]
     return _page(since, until, tables["totals"].dicts()[0], int(tables["dead"].scalar()), sections, opportunities,
                  after=after)
+
+
+def _advice_and_invoices(querier: TextQuerier, since: datetime, until: datetime) -> tuple[list[Opportunity], str]:
+    return advise(querier, since, until), _invoice_gaps(querier, since, until)
 
 
 def _draw(drawing: Executor, since: datetime, until: datetime,
