@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -22,9 +24,9 @@ from spendstream import report_charts as charts
 from spendstream.advisor import Opportunity, advise
 from spendstream.invoices.compare import compare_invoices
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, MINUTES, watermark_sql
+from spendstream.sinks.rollups import CUSTOMER_HOURS, MINUTES, Rollup, watermark_sql
 from spendstream.sinks.shapes import CUSTOMER_DAYS, REPORT_HOURS
-from spendstream.sinks.store import QueryResult, TextQuerier, query_result, sql_time
+from spendstream.sinks.store import QueryResult, SecondReader, TextQuerier, query_result, sql_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,41 +44,66 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     partial periods at its ends are read from raw), and equal to the same questions
     asked of ``usage_events FINAL`` (tests/test_readers_on_rollups.py keeps those as the
     reference). The six usage sections are two reads of one rollup, each answering
-    several sections through ``GROUPING SETS`` (:func:`_usage_sections`): ``usage_minutes``
+    several sections through ``GROUPING SETS`` (:func:`_usage_sums`, :func:`_usage_counts`): ``usage_minutes``
     when the charts step by 5 minutes, ``report_hours`` (hour × team, feature and model:
     rows bounded by those keys, not by the events) when by hours or days. Customers come
     from ``customer_days`` for the range's whole days and ``customer_hours`` for the rest
     (:func:`customer_costs`). Rankings break ties by name, so the top ten are the same ten
     every time.
     """
+    tables: dict[str, QueryResult] = {}
+    for read in report_reads(querier, since, until):
+        tables |= read()
+    return tables
+
+
+def report_reads(querier: TextQuerier, since: datetime, until: datetime) -> list[Callable[[], dict[str, QueryResult]]]:
+    """:func:`report_tables`' reads, each answering some of its sections, in the order the report draws them:
+    the merge of the request sets (the slowest; only the totals and the cost per request wait for it) last,
+    so that the other charts are drawn while it runs."""
     p = {"since": sql_time(since), "until": sql_time(until)}
     step = report_step(since, until)
 
     def q(sql: str) -> QueryResult:
         return query_result(querier, sql, p)
 
-    by_day = dict(p)  # the customers' query also names the range's whole days
-    return {
-        **_usage_sections(querier, p, step),
-        "dead": q("SELECT count() AS n FROM dead_letters FINAL WHERE received_at >= {since:DateTime64(3, 'UTC')} "
-                  "AND received_at < {until:DateTime64(3, 'UTC')}"),
-        "alerts": q("SELECT toString(created_at) AS at, toString(window_start) AS since, kind, state, subject, "
-                    "message FROM alerts FINAL WHERE window_end >= {since:DateTime64(3, 'UTC')} "
-                    "AND window_start < {until:DateTime64(3, 'UTC')} ORDER BY window_start"),
-        "customers": query_result(querier, "SELECT ifNull(customer, '(none)') AS customer, sum(cost_usd) AS cost_usd "
-                                           f"FROM {customer_costs(querier, since, until, by_day)} "
-                                           "GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10", by_day),
+    def customers() -> dict[str, QueryResult]:
+        by_day = dict(p)  # the customers' query also names the range's whole days
+        return {"customers": query_result(
+            querier, "SELECT ifNull(customer, '(none)') AS customer, sum(cost_usd) AS cost_usd "
+                     f"FROM {customer_costs(querier, since, until, by_day)} "
+                     "GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10", by_day)}
+
+    return [
+        lambda: {
+            "dead": q("SELECT count() AS n FROM dead_letters FINAL WHERE received_at >= {since:DateTime64(3, 'UTC')} "
+                      "AND received_at < {until:DateTime64(3, 'UTC')}"),
+            "alerts": q("SELECT toString(created_at) AS at, toString(window_start) AS since, kind, state, subject, "
+                        "message FROM alerts FINAL WHERE window_end >= {since:DateTime64(3, 'UTC')} "
+                        "AND window_start < {until:DateTime64(3, 'UTC')} ORDER BY window_start")},
+        lambda: _usage_sums(querier, p, step),
+        customers,
         # GPU samples stay raw: about four rows a minute per deployment, and no rollup keeps them
-        "gpu": q(f"SELECT toString(toStartOfInterval(minute, INTERVAL {step})) AS period, deployment, "
-                 "sum(gpu_cost_usd) AS gpu_cost_usd, avg(gpu_utilization) AS gpu_utilization, "
-                 "avg(kv_cache_utilization) AS kv_cache_utilization, sum(tokens) AS tokens FROM gpu_minutely "
-                 "WHERE minute >= {since:DateTime64(3, 'UTC')} AND minute < {until:DateTime64(3, 'UTC')} "
-                 "GROUP BY period, deployment ORDER BY period, deployment"),
-    }
+        lambda: {"gpu": q(f"SELECT toString(toStartOfInterval(minute, INTERVAL {step})) AS period, deployment, "
+                          "sum(gpu_cost_usd) AS gpu_cost_usd, avg(gpu_utilization) AS gpu_utilization, "
+                          "avg(kv_cache_utilization) AS kv_cache_utilization, sum(tokens) AS tokens "
+                          "FROM gpu_minutely WHERE minute >= {since:DateTime64(3, 'UTC')} "
+                          "AND minute < {until:DateTime64(3, 'UTC')} GROUP BY period, deployment "
+                          "ORDER BY period, deployment")},
+        lambda: _usage_counts(querier, p, step),
+    ]
 
 
-def _usage_sections(querier: TextQuerier, params: dict[str, str], step: str) -> dict[str, QueryResult]:
-    """The report's usage tables — totals, spend, features, models, unit, waste — in two reads of one rollup.
+def _usage_span(step: str) -> tuple[Rollup, str, dict[str, str]]:
+    """The rollup the usage sections read at ``step``, its bucket expression and the range's bounds."""
+    grain = MINUTES if step.endswith("MINUTE") else REPORT_HOURS
+    span = {"since": "{since:DateTime64(3, 'UTC')}", "until": "{until:DateTime64(3, 'UTC')}"}
+    return grain, f"toString(toStartOfInterval({{t}}, INTERVAL {step}))", span
+
+
+def _usage_sums(querier: TextQuerier, params: dict[str, str], step: str) -> dict[str, QueryResult]:
+    """The report's usage tables — spend, features, models, waste here; totals and unit in
+    :func:`_usage_counts` — in two reads of one rollup.
 
     Each read groups the range's rows once per section with ``GROUPING SETS``, so the rollup's
     rows, its watermark and the partial periods from raw are read twice rather than six times.
@@ -85,9 +112,7 @@ def _usage_sections(querier: TextQuerier, params: dict[str, str], step: str) -> 
     request's attempts can fall in two hours or days). Each section's rows are then ordered and
     cut as its own query would (``ORDER BY … LIMIT``: NULL costs last, ties by name).
     """
-    grain = MINUTES if step.endswith("MINUTE") else REPORT_HOURS
-    span = {"since": "{since:DateTime64(3, 'UTC')}", "until": "{until:DateTime64(3, 'UTC')}"}
-    bucket = f"toString(toStartOfInterval({{t}}, INTERVAL {step}))"
+    grain, bucket, span = _usage_span(step)
     sums = between(grain, bucket, ["cost_usd", "attempts", "unpriced_attempts", "input_tokens", "output_tokens",
                                    "failed_attempts", "failed_cost_usd"], **span)
     # grouping(period, team, feature, model): a bit per column left out of the set, the first the highest
@@ -100,6 +125,22 @@ def _usage_sections(querier: TextQuerier, params: dict[str, str], step: str) -> 
         "FROM (SELECT period, ifNull(team, '(none)') AS team, ifNull(feature, '(none)') AS feature, model, "
         "cost_usd, attempts, unpriced_attempts, input_tokens, output_tokens, failed_attempts, failed_cost_usd "
         f"FROM {sums}) GROUP BY GROUPING SETS ((period, team), (feature), (model))"), params)
+    rows = {g: [r for r in by_key.dicts() if r["g"] == g] for g in (spend_set, feature_set, model_set)}
+    return {
+        "spend": _section(by_key, sorted(rows[spend_set], key=lambda r: (r["period"], r["team"])),
+                          ("period", "team", "cost_usd")),
+        "features": _section(by_key, _ranked(rows[feature_set], "cost_usd", "feature")[:10],
+                             ("feature", "cost_usd", "attempts")),
+        "models": _section(by_key, _ranked(rows[model_set], "tokens", "model")[:10],
+                           ("model", "cost_usd", "unpriced", "tokens")),
+        "waste": _section(by_key, _ranked(rows[feature_set], "wasted_usd", "feature"),
+                          ("feature", "failed_attempts", "wasted_usd")),
+    }
+
+
+def _usage_counts(querier: TextQuerier, params: dict[str, str], step: str) -> dict[str, QueryResult]:
+    """The totals and the cost per request: the request sets merged (see :func:`_usage_sums`)."""
+    grain, bucket, span = _usage_span(step)
     counted = query_result(querier, (
         "SELECT grouping(period, feature) AS g, period, feature, sum(cost_usd) AS cost_usd, "
         "uniqExactMerge(requests) AS requests, sum(attempts) AS attempts, sum(unpriced_attempts) AS unpriced, "
@@ -109,19 +150,10 @@ def _usage_sections(querier: TextQuerier, params: dict[str, str], step: str) -> 
         "GROUP BY GROUPING SETS ((), (period, feature))"), params)
     totals = [r for r in counted.dicts() if r["g"] == 0b11]
     unit = [r for r in counted.dicts() if r["g"] == 0]
-    rows = {g: [r for r in by_key.dicts() if r["g"] == g] for g in (spend_set, feature_set, model_set)}
     return {
         "totals": _section(counted, totals, ("cost_usd", "requests", "attempts", "unpriced")),  # () is always a row
-        "spend": _section(by_key, sorted(rows[spend_set], key=lambda r: (r["period"], r["team"])),
-                          ("period", "team", "cost_usd")),
-        "features": _section(by_key, _ranked(rows[feature_set], "cost_usd", "feature")[:10],
-                             ("feature", "cost_usd", "attempts")),
-        "models": _section(by_key, _ranked(rows[model_set], "tokens", "model")[:10],
-                           ("model", "cost_usd", "unpriced", "tokens")),
         "unit": _section(counted, sorted(unit, key=lambda r: (r["period"], r["feature"])),
                          ("period", "feature", "usd_per_request")),
-        "waste": _section(by_key, _ranked(rows[feature_set], "wasted_usd", "feature"),
-                          ("feature", "failed_attempts", "wasted_usd")),
     }
 
 
@@ -194,26 +226,83 @@ def report_periods(since: datetime, until: datetime) -> list[str]:
 
 
 def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
-    """The report's HTML for ``since <= ts < until``."""
-    tables = report_tables(querier, since, until)
-    totals, dead, spend, alerts = (tables["totals"].dicts()[0], tables["dead"].scalar(), tables["spend"],
-                                   tables["alerts"])
-    features, customers, models, unit, waste, gpu = (tables[name] for name in (
-        "features", "customers", "models", "unit", "waste", "gpu"))
+    """The report's HTML for ``since <= ts < until``.
 
+    Three things run at once (vl-convert and chdb both release the GIL), and only their order changes, not
+    what any table holds: the charts are drawn on threads of their own, each as soon as the tables it shows
+    are read (vl-convert starts its JavaScript runtime on its first call, about a second, so that starts
+    before the first query); and when the store can read on a second connection (:class:`SecondReader`), the
+    advisor's and the invoices' queries run there beside the report's tables, else after them.
+    """
+    with ExitStack() as stack:  # left in reverse: the threads are done before the second reader closes
+        other = stack.enter_context(querier.second_reader()) if isinstance(querier, SecondReader) else None
+        beside = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="report"))
+        beside.submit(charts.warm_up)
+        reads = beside.submit(_advice_and_invoices, other, since, until) if other is not None else None
+        tables: dict[str, QueryResult] = {}
+        drawn: dict[str, Future[charts.Chart]] = {}
+        for read in report_reads(querier, since, until):
+            tables |= read()
+            for name, (_, shown, _) in _SECTIONS.items():
+                if name not in drawn and all(table in tables for table in shown):
+                    drawn[name] = beside.submit(charts.render, *_chart(name, since, until, tables))
+        opportunities, after = reads.result() if reads is not None else _advice_and_invoices(querier, since, until)
+        gpu_note = "" if tables["gpu"].rows else "No GPU samples in this period."
+        sections = [Section(title, drawn[name].result(), tables[name], gpu_note if name == "gpu" else note)
+                    for name, (title, _, note) in _SECTIONS.items()]
+    return _page(since, until, tables["totals"].dicts()[0], int(tables["dead"].scalar()), sections, opportunities,
+                 after=after)
+
+
+def _advice_and_invoices(querier: TextQuerier, since: datetime, until: datetime) -> tuple[list[Opportunity], str]:
+    return advise(querier, since, until), _invoice_gaps(querier, since, until)
+
+
+# Each section by the name of its table: its title, the tables its chart shows, and its note.
+_SECTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "spend": ("Spend over time, by team", ("spend", "alerts"), "Dashed lines mark alerts."),
+    "features": ("Top features", ("features",), ""),
+    "customers": ("Top customers", ("customers",), ""),
+    "models": ("Model mix (tokens)", ("models",),
+               "Unpriced models are listed with their unpriced attempts; their tokens still count here."),
+    "unit": ("Cost per request, by feature", ("unit", "features", "spend"),
+             "The chart draws the ten features that spend most; the table lists every feature."),
+    "waste": ("Retry waste: what failed attempts cost", ("waste",), ""),
+    "alerts": ("Alerts on the timeline", ("alerts", "spend"), ""),
+    "gpu": ("Self-hosted GPUs: cost and utilisation", ("gpu", "spend"), ""),
+}
+
+
+def _chart(name: str, since: datetime, until: datetime, tables: dict[str, QueryResult]) -> tuple[dict[str, Any], str]:
+    """The chart of section ``name`` (its Vega-Lite specification and what it shows, for screen readers),
+    from the tables :data:`_SECTIONS` says it shows."""
+    if name in ("features", "customers", "waste", "models"):
+        column, kind = {"features": (1, "spend by feature"), "customers": (1, "spend by customer"),
+                        "waste": (2, "cost of failed attempts by feature"), "models": (3, "tokens by model")}[name]
+        items = [(r[0], float(r[column] or 0)) for r in tables[name].rows]
+        spec = charts.ranking(items, unit=charts.TOKENS, title="tokens") if name == "models" else charts.ranking(items)
+        return spec, kind
+    spend = tables["spend"]
     # every bucket of the period, not only those with spend: a quiet day shows as a gap on the axis
     periods = sorted(set(report_periods(since, until)) | {r[0] for r in spend.rows})
-    by_team: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(periods))
-    for period, team, cost in spend.rows:
-        by_team[team][periods.index(period)] = float(cost or 0)
-    markers = [(a["since"], f"{a['kind']} ({a['state']})") for a in alerts.dicts()]
-    # the ten features that spend most (the "Top features" section's): a line per feature of hundreds is
-    # neither readable nor cheap to draw; the table underneath keeps every feature
-    top = {r[0] for r in features.rows}
-    unit_series: dict[str, list[float | None]] = defaultdict(lambda: [None] * len(periods))
-    for period, feature, usd in unit.rows:
-        if period in periods and usd is not None and feature in top:  # None: the feature's model has no price
-            unit_series[feature][periods.index(period)] = float(usd)
+    if name == "spend":
+        by_team: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(periods))
+        for period, team, cost in spend.rows:
+            by_team[team][periods.index(period)] = float(cost or 0)
+        return charts.stacked_bars(periods, dict(by_team), _markers(tables["alerts"])), "spend by team over time"
+    if name == "alerts":
+        return charts.timeline(periods, _markers(tables["alerts"])), "alerts over time"
+    if name == "unit":
+        # the ten features that spend most (the "Top features" section's): a line per feature of hundreds is
+        # neither readable nor cheap to draw; the table underneath keeps every feature
+        top = {r[0] for r in tables["features"].rows}
+        unit_series: dict[str, list[float | None]] = defaultdict(lambda: [None] * len(periods))
+        for period, feature, usd in tables["unit"].rows:
+            if period in periods and usd is not None and feature in top:  # None: the feature's model has no price
+                unit_series[feature][periods.index(period)] = float(usd)
+        return (charts.lines(periods, dict(unit_series), title="USD per request"),
+                "cost per request by feature over time")
+    gpu = tables["gpu"]
     gpu_periods = sorted(set(periods) | {r[0] for r in gpu.rows}) if gpu.rows else []
     gpu_cost = [sum(float(r[2] or 0) for r in gpu.rows if r[0] == p_) for p_ in gpu_periods]
     utilisation = [_mean([r[3] for r in gpu.rows if r[0] == p_]) for p_ in gpu_periods]
@@ -222,35 +311,12 @@ def build_report(querier: TextQuerier, since: datetime, until: datetime) -> str:
         line_label = "KV cache use"
     else:
         line_label = "GPU utilisation"
+    return (charts.cost_and_utilisation(gpu_periods, gpu_cost, utilisation, line_label),
+            "GPU cost and utilisation over time")
 
-    sections = [
-        Section("Spend over time, by team", charts.render(charts.stacked_bars(periods, dict(by_team), markers),
-                                                          "spend by team over time"), spend,
-                "Dashed lines mark alerts."),
-        Section("Top features", charts.render(charts.ranking([(r[0], float(r[1] or 0)) for r in features.rows]),
-                                              "spend by feature"), features),
-        Section("Top customers", charts.render(charts.ranking([(r[0], float(r[1] or 0)) for r in customers.rows]),
-                                               "spend by customer"), customers),
-        Section("Model mix (tokens)",
-                charts.render(charts.ranking([(r[0], float(r[3] or 0)) for r in models.rows], unit=charts.TOKENS,
-                                             title="tokens"), "tokens by model"), models,
-                "Unpriced models are listed with their unpriced attempts; their tokens still count here."),
-        Section("Cost per request, by feature",
-                charts.render(charts.lines(periods, dict(unit_series), title="USD per request"),
-                              "cost per request by feature over time"), unit,
-                "The chart draws the ten features that spend most; the table lists every feature."),
-        Section("Retry waste: what failed attempts cost",
-                charts.render(charts.ranking([(r[0], float(r[2] or 0)) for r in waste.rows]),
-                              "cost of failed attempts by feature"), waste),
-        Section("Alerts on the timeline", charts.render(charts.timeline(periods, markers), "alerts over time"),
-                alerts),
-        Section("Self-hosted GPUs: cost and utilisation",
-                charts.render(charts.cost_and_utilisation(gpu_periods, gpu_cost, utilisation, line_label),
-                              "GPU cost and utilisation over time"), gpu,
-                "" if gpu.rows else "No GPU samples in this period."),
-    ]
-    return _page(since, until, totals, int(dead), sections, advise(querier, since, until),
-                 after=_invoice_gaps(querier, since, until))
+
+def _markers(alerts: QueryResult) -> list[tuple[str, str]]:
+    return [(a["since"], f"{a['kind']} ({a['state']})") for a in alerts.dicts()]
 
 
 def write_report(querier: TextQuerier, since: datetime, until: datetime, out: Path) -> Path:

@@ -57,6 +57,12 @@ class Chart:
     label: str
 
 
+def warm_up() -> None:
+    """Start vl-convert's JavaScript runtime, which its first call does (about a second): a caller can have
+    it done on another thread while it reads the charts' data."""
+    vl_convert.vegalite_to_svg({**empty(""), "config": _CONFIG})
+
+
 def render(spec: dict[str, Any], label: str) -> Chart:
     """``spec`` (without size) drawn at both widths."""
     return Chart(_svg(spec, NARROW_PX, label), _svg(spec, WIDE_PX, label), label)

@@ -6,6 +6,8 @@ import fcntl
 import io
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,16 @@ class EmbeddedStore:
                 self._session = self._connect(self._path)
                 raise StoreError(f"insert into {table} failed: {exc}") from exc
 
+    @contextmanager
+    def second_reader(self) -> Iterator[_Reader]:
+        """Reads on a chdb session of their own, which run beside this store's queries (chdb runs two sessions'
+        queries at once; this store's lock takes one of its own at a time). Closed on leaving."""
+        reader = _Reader(self._connect(self._path))
+        try:
+            yield reader
+        finally:
+            reader.close()
+
     def close(self) -> None:
         self._session.close()
 
@@ -144,6 +156,29 @@ class EmbeddedStore:
                 self._session.close()
                 self._session = self._connect(self._path)
                 raise
+
+
+class _Reader:
+    """A chdb session for reads (:meth:`EmbeddedStore.second_reader`), one query at a time. A failed query
+    ends its use: chdb may hand its partial output to the session's next query."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+        self._failed = False
+
+    def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str:
+        with self._lock:
+            if self._failed:
+                raise StoreError("this reader's session failed a query before: open another")
+            try:
+                return _output(self._session, sql, fmt, params).decode()
+            except StoreError:
+                self._failed = True
+                raise
+
+    def close(self) -> None:
+        self._session.close()
 
 
 def _output(session: Any, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -118,6 +119,14 @@ _SETTINGS_CLAUSE = " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in JSON_SETTIN
 
 class TextQuerier(Protocol):
     def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str: ...
+
+
+@runtime_checkable
+class SecondReader(Protocol):
+    """A store that can read on a second connection while its own runs a query: for a command whose reads
+    do not depend on each other (the report's tables beside its advisor's), when the engine runs both at once."""
+
+    def second_reader(self) -> AbstractContextManager[TextQuerier]: ...
 
 
 def query_result(querier: TextQuerier, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
