@@ -11,6 +11,16 @@ Per feature and per customer, every pass, from counts:
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
   a storm that ended stays in the slow window, and one failure of a quiet key is no evidence);
+- **burn scan** (features, over the last ``scan_minutes`` in ``period_minutes`` periods): a sequential test
+  of failure *counts* against ``burn_ratio`` × the expected ones, whatever the burn's start: the largest
+  log-likelihood ratio of any run of periods ending now (a CUSUM read off the window). Each period's
+  expected failures are its attempts × the subject's own ratio, or what all *other* features fail at on
+  the provider in that very period if higher: a provider blip raises everyone's expectation for its
+  minutes only, not for the hours around it. Hot at ``scan_threshold`` while the last minutes (a slow
+  burn's guard window) are likelier under the burn than under the usual ratio; the threshold bounds false alarms by
+  construction: under the usual ratio (Poisson counts) e^LLR is a martingale of mean 1 over periods taken
+  backwards from now, so a pass fires with probability at most e^-threshold (Ville's inequality);
+  ``scan_threshold`` is set from ``scan_false_per_day_per_100`` and the passes a day;
 - **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
   shape (prompt-prefix fingerprint, model, input size: whatever the request ids; only
   requests with a fingerprint) repeated ``loop_repeats`` times in the window, or
@@ -39,6 +49,18 @@ class StormVerdict:
 
 
 @dataclass(frozen=True)
+class BurnScan:
+    """Per subject: the burn scan's log-likelihood ratio, and the failed attempts, the expected ones and the
+    minutes of the run of periods that gives it (the likeliest start of the burn)."""
+
+    hot: np.ndarray
+    llr: np.ndarray
+    failed: np.ndarray
+    expected: np.ndarray
+    minutes: np.ndarray
+
+
+@dataclass(frozen=True)
 class RetryStormRule:
     window_minutes: int = 10
     slow_minutes: int = 120
@@ -60,6 +82,45 @@ class RetryStormRule:
     burn_now_failed: float = 3.0
     burn_now_z: float = 2.0
     burn_now_factor: float = 1.6
+    # the burn scan: a failure ratio burn_ratio × the usual, sustained over any run of periods within scan_minutes
+    scan_minutes: int = 360
+    period_minutes: int = 5
+    burn_ratio: float = 2.0
+    scan_false_per_day_per_100: float = 0.1  # the bound on the scan's false alarms a day per 100 features
+
+    @property
+    def scan_threshold(self) -> float:
+        """The log-likelihood ratio a burn must reach: false alarms a day per 100 keys at most
+        ``scan_false_per_day_per_100``, at e^-threshold a pass (every period) per key."""
+        passes_per_day = 24 * 60 / self.period_minutes
+        return float(np.log(passes_per_day * 100 / self.scan_false_per_day_per_100))
+
+    def scan(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
+             counted: np.ndarray | None = None) -> BurnScan:
+        """``failed``/``attempts``: shape (subjects, providers, periods), the periods oldest first and the last
+        one ending now; ``counted`` as in ``expected_ratio`` (each period's providers' totals). Per period
+        and provider, the expected ratio is the subject's own or what all others fail at then, if higher."""
+        counted = np.ones(len(own_ratio), dtype=bool) if counted is None else counted
+        tried, fails = attempts[counted].sum(axis=0)[None], failed[counted].sum(axis=0)[None]
+        others_attempts = tried - attempts
+        others = np.where(others_attempts > 0,
+                          np.maximum(fails - failed, 0) / np.maximum(others_attempts, 1), 0.0)
+        ratio = np.maximum(np.maximum(own_ratio[:, None, None], others), self.min_ratio)
+        expected = (ratio * attempts).sum(axis=1)[:, ::-1]  # (subjects, periods), newest first
+        seen = failed.sum(axis=1)[:, ::-1]
+        f_run, e_run = np.cumsum(seen, axis=1), np.cumsum(expected, axis=1)  # runs of periods ending now
+        llr = f_run * np.log(self.burn_ratio) - (self.burn_ratio - 1) * e_run
+        if llr.shape[1] == 0:
+            zero = np.zeros(len(own_ratio))
+            return BurnScan(zero.astype(bool), zero, zero, zero, zero)
+        best = llr.argmax(axis=1)
+        rows = np.arange(len(own_ratio))
+        top = llr[rows, best]
+        # still going: the last minutes (as a slow burn's guard) are likelier under the burn than under the usual
+        recent = llr[:, min(-(-(self.burn_now_minutes or self.window_minutes) // self.period_minutes),
+                            llr.shape[1]) - 1]
+        return BurnScan((top >= self.scan_threshold) & (recent > 0), top, f_run[rows, best], e_run[rows, best],
+                        (best + 1) * self.period_minutes)
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
                        counted: np.ndarray | None = None) -> np.ndarray:
