@@ -27,8 +27,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
+    parser.add_argument("--rule", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="a RetryStormRule field to try another value of (diagnostics only)")
     args = parser.parse_args()
-    rule = RetryStormRule()
+    rule = RetryStormRule(**{k: type(getattr(RetryStormRule(), k))(v) for k, v in (a.split("=") for a in args.rule)})
+    print(rule)
     found, total = defaultdict(int), defaultdict(int)
     by_size, size_total = defaultdict(int), defaultdict(int)
     merged, burns = None, []
@@ -56,26 +59,30 @@ def main() -> None:
                 own = float(world.failed[leaves, before].sum() / max(world.attempts[leaves, before].sum(), 1))
                 expected = attempts * max(own, rule.min_ratio)
                 llr = failed * np.log(rule.burn_ratio) - (rule.burn_ratio - 1) * expected
+                day = slice(incident.start - 1440, incident.start)
+                threshold = float(rule.scan_threshold(np.array([float(world.attempts[leaves, day].sum()) * own]))[0])
                 excess = float(incident.excess_usd)
                 burns.append((shape, seed, world.leaves[incident.leaf].feature, attempts, expected, failed, llr,
-                              excess, hit))
+                              threshold, excess, hit))
                 size = next(k for k, (lo, hi) in enumerate(SIZES) if lo <= attempts < hi)
                 size_total[size] += 1
                 by_size[size] += hit
     print(f"recall {merged.recall:.2f} ({merged.detected}/{merged.incidents}), precision {merged.precision:.2f} "
           f"({merged.true_alerts}/{merged.alerts}), false alarms/day/100 keys {merged.false_per_day_per_100:.2f}, "
-          f"negative-control alerts {merged.control_alerts}; scan threshold {rule.scan_threshold:.1f}")
+          f"negative-control alerts {merged.control_alerts}")
     print("| kind | found |\n|---|---|")
     for kind in RETRY_KINDS:
         print(f"| {kind} | {found[kind]}/{total[kind]} |")
     print("\n| burn attempts (3 h) | found |\n|---|---|")
     for k, (lo, hi) in enumerate(SIZES):
         print(f"| {lo}–{hi if hi < 10 ** 9 else '…'} | {by_size[k]}/{size_total[k]} |")
-    print("\n| shape | seed | feature | attempts | expected failed | failed | LLR of a doubling | excess $ | found |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for shape, seed, feature, attempts, expected, failed, llr, excess, hit in sorted(burns, key=lambda b: b[3]):
+    print("\n| shape | seed | feature | attempts | expected failed | failed | LLR of a doubling | threshold (day "
+          "before) | excess $ | found |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for shape, seed, feature, attempts, expected, failed, llr, threshold, excess, hit in sorted(burns,
+                                                                                               key=lambda b: b[3]):
         print(f"| {shape} | {seed} | {feature} | {attempts:.0f} | {expected:.1f} | {failed:.0f} | {llr:.1f} | "
-              f"{excess:.2f} | {'yes' if hit else 'no'} |")
+              f"{threshold:.1f} | {excess:.2f} | {'yes' if hit else 'no'} |")
 
 
 if __name__ == "__main__":

@@ -267,7 +267,7 @@ def _scan(rule: RetryStormRule, periods: dict[tuple[str, str], tuple[np.ndarray,
 def _burn_text(rule: RetryStormRule, burn: BurnScan, k: int, usd: np.ndarray) -> str:
     return (f"; sustained: {int(burn.failed[k])} failed attempts against {burn.expected[k]:.0f} expected over the "
             f"last {int(burn.minutes[k])} min (log-likelihood of {rule.burn_ratio:g}x the usual ratio "
-            f"{burn.llr[k]:.1f}, fires at {rule.scan_threshold:.1f}), "
+            f"{burn.llr[k]:.1f}, fires at {burn.threshold[k]:.1f}), "
             f"${usd[k]:.2f} of failed attempts beyond the usual")
 
 

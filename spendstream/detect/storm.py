@@ -16,11 +16,11 @@ Per feature and per customer, every pass, from counts:
   log-likelihood ratio of any run of periods ending now (a CUSUM read off the window). Each period's
   expected failures are its attempts × the subject's own ratio, or what all *other* features fail at on
   the provider in that very period if higher: a provider blip raises everyone's expectation for its
-  minutes only, not for the hours around it. Hot at ``scan_threshold`` while the last minutes (a slow
-  burn's guard window) are likelier under the burn than under the usual ratio; the threshold bounds false alarms by
-  construction: under the usual ratio (Poisson counts) e^LLR is a martingale of mean 1 over periods taken
-  backwards from now, so a pass fires with probability at most e^-threshold (Ville's inequality);
-  ``scan_threshold`` is set from ``scan_false_per_day_per_100`` and the passes a day;
+  minutes only, not for the hours around it. Hot at a key's ``scan_threshold`` (set from the false alarms a day
+  per 100 keys it may give, ``scan_false_per_day_per_100``, and the key's usual failures a day), with
+  ``min_failed`` failures in the run, while the last ``scan_now_minutes`` still hold at least half their
+  share (by expected failures) of the run's evidence. A period counts at most what a burn could plausibly
+  fail in it: a storm's minutes (the fast test's) do not pass for hours of burn;
 - **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
   shape (prompt-prefix fingerprint, model, input size: whatever the request ids; only
   requests with a fingerprint) repeated ``loop_repeats`` times in the window, or
@@ -58,6 +58,7 @@ class BurnScan:
     failed: np.ndarray
     expected: np.ndarray
     minutes: np.ndarray
+    threshold: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,20 @@ class RetryStormRule:
     scan_minutes: int = 360
     period_minutes: int = 5
     burn_ratio: float = 2.0
-    scan_false_per_day_per_100: float = 0.1  # the bound on the scan's false alarms a day per 100 features
+    scan_false_per_day_per_100: float = 0.5  # the scan's false alarms a day per 100 features (see scan_threshold)
+    scan_now_minutes: int = 10  # a burn is still going: these last minutes hold half their share of its evidence
 
-    @property
-    def scan_threshold(self) -> float:
-        """The log-likelihood ratio a burn must reach: false alarms a day per 100 keys at most
-        ``scan_false_per_day_per_100``, at e^-threshold a pass (every period) per key."""
-        passes_per_day = 24 * 60 / self.period_minutes
-        return float(np.log(passes_per_day * 100 / self.scan_false_per_day_per_100))
+    def scan_threshold(self, failures_per_day: np.ndarray) -> np.ndarray:
+        """The log-likelihood ratio a burn must reach, per key from its usual failed attempts a day.
+
+        Read as a CUSUM of the periods, the scan's false alarms come once in ARL ≈ e^h / |drift| periods
+        (Wald, Siegmund), the drift being what a period's log-likelihood ratio loses under the usual
+        ratio, ``(burn_ratio - 1 - ln burn_ratio)`` × its expected failures: so about
+        ``(burn_ratio - 1 - ln burn_ratio) × failures_per_day × e^-h`` false alarms a day per key, whatever
+        the period. ``h`` is set so that this is ``scan_false_per_day_per_100`` per 100 keys (the jumps'
+        overshoot and the binomial's smaller variance make it an overestimate)."""
+        drift = self.burn_ratio - 1 - np.log(self.burn_ratio)
+        return np.log(np.maximum(drift * failures_per_day * 100 / self.scan_false_per_day_per_100, 1.0))
 
     def scan(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
              counted: np.ndarray | None = None) -> BurnScan:
@@ -107,20 +114,26 @@ class RetryStormRule:
                           np.maximum(fails - failed, 0) / np.maximum(others_attempts, 1), 0.0)
         ratio = np.maximum(np.maximum(own_ratio[:, None, None], others), self.min_ratio)
         expected = (ratio * attempts).sum(axis=1)[:, ::-1]  # (subjects, periods), newest first
-        seen = failed.sum(axis=1)[:, ::-1]
+        # a period counts at most what a burn could plausibly fail in it (its mean and three Poisson deviations):
+        # minutes of a storm (the fast test's) are not taken for hours of a burn
+        burning = self.burn_ratio * expected
+        seen = np.minimum(failed.sum(axis=1)[:, ::-1], np.ceil(burning + 3 * np.sqrt(burning)))
         f_run, e_run = np.cumsum(seen, axis=1), np.cumsum(expected, axis=1)  # runs of periods ending now
         llr = f_run * np.log(self.burn_ratio) - (self.burn_ratio - 1) * e_run
         if llr.shape[1] == 0:
             zero = np.zeros(len(own_ratio))
-            return BurnScan(zero.astype(bool), zero, zero, zero, zero)
+            return BurnScan(zero.astype(bool), zero, zero, zero, zero, zero)
         best = llr.argmax(axis=1)
         rows = np.arange(len(own_ratio))
-        top = llr[rows, best]
-        # still going: the last minutes (as a slow burn's guard) are likelier under the burn than under the usual
-        recent = llr[:, min(-(-(self.burn_now_minutes or self.window_minutes) // self.period_minutes),
-                            llr.shape[1]) - 1]
-        return BurnScan((top >= self.scan_threshold) & (recent > 0), top, f_run[rows, best], e_run[rows, best],
-                        (best + 1) * self.period_minutes)
+        top, failed_run = llr[rows, best], f_run[rows, best]
+        threshold = self.scan_threshold(e_run[:, -1] * 24 * 60 / (llr.shape[1] * self.period_minutes))
+        # still going: the last scan_now_minutes hold at least half their share (by expected failures) of the
+        # run's evidence; what an ended storm or burn left in the window does not keep re-firing its key
+        k = min(-(-self.scan_now_minutes // self.period_minutes), llr.shape[1]) - 1
+        share = np.where(e_run[rows, best] > 0, e_run[:, k] / np.maximum(e_run[rows, best], 1e-12), 1.0)
+        still = (llr[:, k] > 0) & (llr[:, k] >= 0.5 * top * np.minimum(share, 1.0))
+        return BurnScan((top >= threshold) & still & (failed_run >= self.min_failed), top, failed_run,
+                        e_run[rows, best], (best + 1) * self.period_minutes, threshold)
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
                        counted: np.ndarray | None = None) -> np.ndarray:
