@@ -20,7 +20,7 @@ import pytest
 from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
-from spendstream.detect.retry_storm import detect_retry_storms, feature_periods, feature_windows, recent_failures
+from spendstream.detect.retry_storm import detect_retry_storms, feature_windows, recent_failures
 from spendstream.pricing import Pricer
 from spendstream.sinks import rollups
 from spendstream.sinks.store import query_result, sql_time
@@ -56,36 +56,6 @@ def raw_failures(store, now: datetime) -> dict[tuple[str, str], dict]:
                         {"s": sql_time(now - SLOW), "w": sql_time(now - WINDOW), "g": sql_time(now - GUARD),
                          "n": sql_time(now)}).dicts()
     return {(r["subject"], r["provider"]): r for r in rows}
-
-
-def raw_periods(store, now: datetime, minutes: int) -> dict[tuple[str, str, int], tuple]:
-    """The burn scan's reference: per feature, provider and five minutes from the one holding ``now - minutes``
-    up to ``now``, from raw FINAL: attempts, failed attempts, USD of the billed failed ones."""
-    first = now - timedelta(minutes=minutes)
-    first -= timedelta(minutes=first.minute % 5, seconds=first.second, microseconds=first.microsecond)
-    rows = query_result(store, """
-        SELECT concat('feature=', feature), ifNull(provider, ''), toInt64(toUnixTimestamp(toStartOfFiveMinutes(ts))),
-               toFloat64(count()), toFloat64(countIf(status != 'ok')),
-               ifNull(sumIf(total_cost, status != 'ok' AND priced), 0)
-        FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {n:DateTime64(3, 'UTC')}
-              AND feature IS NOT NULL AND feature != ''
-        GROUP BY feature, provider, toStartOfFiveMinutes(ts)""", {"a": sql_time(first), "n": sql_time(now)}).rows
-    return {(s, p, int((at - first.timestamp()) // 300)): (a, f, Decimal(usd)) for s, p, at, a, f, usd in rows}
-
-
-def _assert_periods_same_as_raw(store, run: str) -> None:
-    for now in (NOW, NOW.replace(second=0, microsecond=0), NOW.replace(minute=15, second=0, microsecond=0),
-                NOW + timedelta(seconds=30)):
-        raw = {k: v for k, v in raw_periods(store, now, 150).items() if run in k[0]}
-        got = {}
-        for (s, p), (counts, usd) in feature_periods(store, now=now, minutes=150, step=timedelta(minutes=5)).items():
-            if run in s:
-                got |= {(s, p, k): (counts[0, k], counts[1, k], usd[k]) for k in range(counts.shape[1])
-                        if counts[0, k] or usd[k]}
-            aligned = now.minute % 5 == 0 and not now.second and not now.microsecond
-            assert counts.shape[1] == 30 + (0 if aligned else 1)  # the period now is in, when partial
-        assert got == raw
-        assert len({k[2] for k in got}) >= 30  # every period of the scan has traffic: all of them compared
 
 
 def _exact(at: datetime) -> datetime:
@@ -139,7 +109,6 @@ def _failing(fast: list[dict]) -> set[str]:
 
 
 def _assert_same_as_raw(store, run: str) -> None:
-    _assert_periods_same_as_raw(store, run)
     for now in (NOW, NOW.replace(second=0, microsecond=0), NOW + timedelta(seconds=30)):
         raw = {k: r for k, r in raw_failures(store, now).items() if run in k[0]}
         got = {(r["subject"], r["provider"]): r for r in recent_failures(
@@ -197,9 +166,6 @@ def test_the_slow_window_reads_features_from_their_rollup(embedded_store) -> Non
     try:
         got = feature_windows(store, start=NOW - SLOW, end=NOW, guard=NOW - timedelta(minutes=60))
         assert got[(f"feature={ghost}", "openai")] == (10.0, 4.0, Decimal("1.25"), 10.0, 4.0)
-        counts, usd = feature_periods(store, now=NOW, minutes=120, step=timedelta(minutes=5))[(f"feature={ghost}",
-                                                                                                  "openai")]
-        assert counts.sum(axis=1).tolist() == [10.0, 4.0] and sum(usd) == Decimal("1.25")
     finally:
         store.command(f"ALTER TABLE feature_failures DELETE WHERE feature = '{ghost}' SETTINGS mutations_sync = 2")
 

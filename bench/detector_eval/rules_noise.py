@@ -149,14 +149,6 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     failed, attempts = leaf_cumulative(world.failed), leaf_cumulative(world.attempts)
     failed_cost = leaf_cumulative(world.failed_cost)
     w, slow_w = rule.window_minutes, rule.slow_minutes
-    # the burn scan's periods (as feature_failures holds them): (subjects, providers, periods) sums, once
-    step, span = rule.period_minutes, rule.scan_minutes // rule.period_minutes
-
-    def periods(a: np.ndarray) -> np.ndarray:
-        per_leaf = a.reshape(a.shape[0], -1, step).sum(axis=2, dtype=np.float64)
-        return (by_provider @ per_leaf).reshape(len(rows), len(providers), -1)
-
-    failed_periods, attempts_periods = periods(world.failed), periods(world.attempts)
     open_: dict[int, Incident] = {}
     out: list[Fired] = []
     own = None
@@ -179,20 +171,15 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
                              **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
-        last = slice(max(t // step - span, 0), t // step)
-        burn = rule.scan(failed=failed_periods[:, :, last], attempts=attempts_periods[:, :, last], own_ratio=own,
-                         counted=features)
-        scanned = burn.hot & features
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
-        hot, very_hot = (verdict.hot | scanned) & (warm | loop), verdict.very_hot & (warm | loop)
-        calm = verdict.calm & ~scanned
+        hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
         for i in set(np.flatnonzero(hot)) | set(open_):
             incident, transition = hysteresis.step(
                 open_.get(i), kind="retry_storm", subject=world.subjects[rows[i]], hot=bool(hot[i]),
-                very_hot=bool(very_hot[i]), calm=bool(calm[i]), onset=at(t - w), severity="error",
+                very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]), onset=at(t - w), severity="error",
                 observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
             _record(out, open_, i, incident, transition, t, world, open_.get(i))
     return out

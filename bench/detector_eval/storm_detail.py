@@ -4,8 +4,14 @@
 
 The same worlds and rules as ``--rules noise --families retries``. Per slow burn: the feature's attempts and
 failed attempts over the burn, the failures expected at its own ratio (the week before the burn), the
-excess dollars, the log-likelihood ratio of a doubling over exactly the burn (the most any run of periods
-can show the scan: its start known) against the scan's threshold, and whether it was found.
+excess dollars, whether it was found, and what a count test could at best make of it: the log-likelihood
+ratio of a doubled failure ratio over exactly the burn (an oracle that knows its start and end: no test
+that does not can show more, in expectation) against the threshold a CUSUM over five-minute periods needs
+for ``--false`` false alarms a day per 100 features. Read as a CUSUM, such a test alarms falsely once in
+ARL ≈ e^h / |drift| periods (Wald, Siegmund), the drift being ``(r - 1 - ln r)`` × a period's expected
+failures, so about ``(r - 1 - ln r) × failures a day × e^-h`` false alarms a day per feature, whatever the
+period: h = ln((r - 1 - ln r) × failures a day × 100 / false). An overestimate of what the CUSUM could do
+for it: on real traffic the expected ratio is itself estimated.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import numpy as np
 from bench.detector_eval import rules_noise, score
 from bench.detector_eval.traces import SHAPES, load
 from bench.detector_eval.traffic import RETRY_KINDS, generate
-from spendstream.detect.storm import RetryStormRule
+
+RATIO = 2.0  # a burn doubles the failure ratio
 
 SIZES = ((0, 1000), (1000, 2000), (2000, 4000), (4000, 10 ** 9))
 
@@ -27,11 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
-    parser.add_argument("--rule", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="a RetryStormRule field to try another value of (diagnostics only)")
+    parser.add_argument("--false", type=float, default=0.5,
+                        help="false alarms a day per 100 features the oracle's CUSUM threshold allows")
     args = parser.parse_args()
-    rule = RetryStormRule(**{k: type(getattr(RetryStormRule(), k))(v) for k, v in (a.split("=") for a in args.rule)})
-    print(rule)
     found, total = defaultdict(int), defaultdict(int)
     by_size, size_total = defaultdict(int), defaultdict(int)
     merged, burns = None, []
@@ -39,7 +44,7 @@ def main() -> None:
         trace = load(shape)
         for seed in args.seeds:
             world = generate(trace, seed)
-            fired = rules_noise.retries(world, rule)
+            fired = rules_noise.retries(world)
             s = score.score(world, fired, "noise", "retries")
             merged = merged.merge(s) if merged else s
             firings = [f for f in fired if f.state == "firing"]
@@ -57,10 +62,10 @@ def main() -> None:
                 attempts = float(world.attempts[leaves, span].sum())
                 failed = float(world.failed[leaves, span].sum())
                 own = float(world.failed[leaves, before].sum() / max(world.attempts[leaves, before].sum(), 1))
-                expected = attempts * max(own, rule.min_ratio)
-                llr = failed * np.log(rule.burn_ratio) - (rule.burn_ratio - 1) * expected
-                day = slice(incident.start - 1440, incident.start)
-                threshold = float(rule.scan_threshold(np.array([float(world.attempts[leaves, day].sum()) * own]))[0])
+                expected = attempts * own
+                llr = failed * np.log(RATIO) - (RATIO - 1) * expected
+                day = float(world.attempts[leaves, slice(incident.start - 1440, incident.start)].sum()) * own
+                threshold = float(np.log(max((RATIO - 1 - np.log(RATIO)) * day * 100 / args.false, 1.0)))
                 excess = float(incident.excess_usd)
                 burns.append((shape, seed, world.leaves[incident.leaf].feature, attempts, expected, failed, llr,
                               threshold, excess, hit))
@@ -69,7 +74,8 @@ def main() -> None:
                 by_size[size] += hit
     print(f"recall {merged.recall:.2f} ({merged.detected}/{merged.incidents}), precision {merged.precision:.2f} "
           f"({merged.true_alerts}/{merged.alerts}), false alarms/day/100 keys {merged.false_per_day_per_100:.2f}, "
-          f"negative-control alerts {merged.control_alerts}")
+          f"negative-control alerts {merged.control_alerts}; oracle's threshold at {args.false} false alarms/day/100 "
+          "features")
     print("| kind | found |\n|---|---|")
     for kind in RETRY_KINDS:
         print(f"| {kind} | {found[kind]}/{total[kind]} |")

@@ -47,7 +47,7 @@ import numpy as np
 
 from spendstream.detect import baseline, state
 from spendstream.detect.incidents import Hysteresis
-from spendstream.detect.storm import BurnScan, RetryStormRule
+from spendstream.detect.storm import RetryStormRule
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
 from spendstream.sinks import rollups, shapes
@@ -87,44 +87,6 @@ def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, gua
                toFloat64(sumIf(attempts, w = 1)), toFloat64(sumIf(failed_attempts, w = 1))
         FROM {periods} GROUP BY feature, provider""", params).rows
     return {(s, p): (a, f, Decimal(usd), ga, gf) for s, p, a, f, usd, ga, gf in rows}
-
-
-def feature_periods(querier: TextQuerier, *, now: datetime, minutes: int, step: timedelta
-                    ) -> dict[tuple[str, str], tuple[np.ndarray, list[Decimal]]]:
-    """(``feature=…``, provider) -> (attempts and failed attempts, shape (2, periods); USD of the billed failed
-    ones per period) per ``step`` period (as ``feature_failures`` holds them), oldest first, from the one holding
-    ``now - minutes`` through the one ``now`` is in (read up to ``now``: partial).
-
-    The whole periods from ``feature_failures`` before its watermark and raw after it
-    (:func:`spendstream.sinks.rollups.columns`), the partial one from raw: raw's answer, exactly."""
-    rollup = shapes.FEATURE_FAILURES
-    if rollup.step != step:
-        raise ValueError(f"{rollup.name} holds {rollup.step} periods, not {step}")
-    current = _floor(now, step)
-    first = _floor(now - timedelta(minutes=minutes), step)
-    wanted = [m for m in rollup.measures if m.name in ("attempts", "failed_attempts", "failed_cost_usd")]
-    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {f:DateTime64(3, 'UTC')}"
-    whole = rollups.columns(rollup, "{t}", [m.name for m in wanted], where_rollup=bounds,
-                            where_raw=bounds.replace("{t}", "ts"))
-    partial = (f"(SELECT {rollup.bucket} AS period, {', '.join(rollup.keys)}, "
-               f"{', '.join(f'{m.of_raw} AS {m.name}' for m in wanted)} FROM usage_events FINAL "
-               f"WHERE ts >= {{f:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND ({rollup.where}) "
-               f"GROUP BY period, {', '.join(rollup.keys)})")
-    rows = query_result(querier, f"""
-        SELECT concat('feature=', feature), ifNull(provider, ''), toInt64(toUnixTimestamp(period)),
-               toFloat64(sum(attempts)), toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0)
-        FROM (SELECT * FROM {whole} UNION ALL SELECT * FROM {partial})
-        GROUP BY feature, provider, period""",
-                        {"a": sql_time(first), "f": sql_time(current), "b": sql_time(now)}).rows
-    periods = (current - first) // step + (1 if now > current else 0)
-    out: dict[tuple[str, str], tuple[np.ndarray, list[Decimal]]] = {}
-    origin = first.timestamp()
-    for subject, provider, at, attempts, failed, usd in rows:
-        k = int((at - origin) // step.total_seconds())
-        counts, spent = out.setdefault((subject, provider), (np.zeros((2, periods)), [Decimal(0)] * periods))
-        counts[:, k] += (attempts, failed)
-        spent[k] += Decimal(usd)
-    return out
 
 
 def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime,
@@ -244,33 +206,6 @@ def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[f
             {s: v for s, v in slowly.items() if s not in out})
 
 
-def _scan(rule: RetryStormRule, periods: dict[tuple[str, str], tuple[np.ndarray, list[Decimal]]],
-          features: list[str], own_of: dict[str, float]) -> tuple[BurnScan, np.ndarray]:
-    """The burn scan of ``features`` (``feature=…``, each with rows in ``periods``), and per feature the USD of
-    its failed attempts beyond the expected ones over the run of periods the scan found (pro rata: a message's
-    estimate, not a total)."""
-    providers = sorted({p for _, p in periods})
-    fi, pi = {s: i for i, s in enumerate(features)}, {p: i for i, p in enumerate(providers)}
-    n = next(iter(periods.values()))[0].shape[1] if periods else 0
-    counts = np.zeros((3, len(features), max(len(providers), 1), n))
-    for (s, p), (c, spent) in periods.items():
-        counts[:2, fi[s], pi[p], :] = c
-        counts[2, fi[s], pi[p], :] = [float(d) for d in spent]
-    attempts, failed, usd = counts
-    burn = rule.scan(failed=failed, attempts=attempts, own_ratio=np.array([own_of.get(s, 0.0) for s in features]))
-    run = np.arange(n)[None, ::-1] < (burn.minutes // rule.period_minutes)[:, None]  # the periods of each run
-    spent = (usd.sum(axis=1) * run).sum(axis=1)
-    excess = np.where(burn.failed > 0, np.maximum(burn.failed - burn.expected, 0) / np.maximum(burn.failed, 1), 0)
-    return burn, spent * excess
-
-
-def _burn_text(rule: RetryStormRule, burn: BurnScan, k: int, usd: np.ndarray) -> str:
-    return (f"; sustained: {int(burn.failed[k])} failed attempts against {burn.expected[k]:.0f} expected over the "
-            f"last {int(burn.minutes[k])} min (log-likelihood of {rule.burn_ratio:g}x the usual ratio "
-            f"{burn.llr[k]:.1f}, fires at {burn.threshold[k]:.1f}), "
-            f"${usd[k]:.2f} of failed attempts beyond the usual")
-
-
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
                         hysteresis: Hysteresis | None = None) -> list[Alert]:
     """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
@@ -282,12 +217,9 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     fast = fast_window(store, start=now - window, end=now)
     guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
     features = feature_windows(store, start=now - slow, end=now, guard=now - guard)
-    periods = feature_periods(store, now=now, minutes=rule.scan_minutes, step=timedelta(minutes=rule.period_minutes))
     incidents = state.load_open(store, [KIND])
     fast, loops, slowly = _candidates(rule, fast, loops, slowly, keep={s for _, s in incidents})
-    scanned = sorted({s for s, _ in periods})
-    known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents}
-                          | set(scanned))
+    known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
     history_of = dict(zip(known.subjects, known.history_hours, strict=True))
 
@@ -324,13 +256,9 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     repeated_usd = np.array([max(loops.get(s, (0.0, 0.0))[1], slowly.get(s, (0.0, 0.0))[1]) for s in subjects])
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
                          repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na)
-    burn, burn_usd = _scan(rule, periods, scanned, own_of)
-    burn_of = {s: k for k, s in enumerate(scanned)}
-    scan_hot = np.array([s in burn_of and bool(burn.hot[burn_of[s]]) for s in subjects], dtype=bool)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
-    hot, very_hot = (verdict.hot | scan_hot) & (warm | loop), verdict.very_hot & (warm | loop)
-    calm = verdict.calm & ~scan_hot
+    hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
     alerts, changes = [], []
     for subject in subjects:
         i = si[subject]
@@ -338,7 +266,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         if before is None and not hot[i]:
             continue
         after, transition = hysteresis.step(before, kind=KIND, subject=subject, hot=bool(hot[i]),
-                                            very_hot=bool(very_hot[i]), calm=bool(calm[i]),
+                                            very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]),
                                             onset=now - window, severity="error", observed=float(verdict.z[i]),
                                             wasted_usd=0.0)
         changes.append(((KIND, subject), before, after))
@@ -354,7 +282,6 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                     f"({int(slow_repeats[i])} in {rule.slow_minutes // 60} h); "
                     f"{rl} rate-limited (429), {server} server errors (5xx), {timeouts} timeouts, {invalid} invalid "
                     f"outputs; ${usd:.2f} wasted on failed attempts and repeated calls in {rule.slow_minutes // 60} h"
-                    + (_burn_text(rule, burn, burn_of[subject], burn_usd) if scan_hot[i] else "")
                     if transition == "firing" else
                     f"failures back to {failed / max(attempts, 1):.0%} (expected {verdict.expected_ratio[i]:.1%}) "
                     f"in the last {rule.window_minutes} min, no loop")

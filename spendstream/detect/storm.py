@@ -11,16 +11,6 @@ Per feature and per customer, every pass, from counts:
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
   a storm that ended stays in the slow window, and one failure of a quiet key is no evidence);
-- **burn scan** (features, over the last ``scan_minutes`` in ``period_minutes`` periods): a sequential test
-  of failure *counts* against ``burn_ratio`` × the expected ones, whatever the burn's start: the largest
-  log-likelihood ratio of any run of periods ending now (a CUSUM read off the window). Each period's
-  expected failures are its attempts × the subject's own ratio, or what all *other* features fail at on
-  the provider in that very period if higher: a provider blip raises everyone's expectation for its
-  minutes only, not for the hours around it. Hot at a key's ``scan_threshold`` (set from the false alarms a day
-  per 100 keys it may give, ``scan_false_per_day_per_100``, and the key's usual failures a day), with
-  ``min_failed`` failures in the run, while the last ``scan_now_minutes`` still hold at least half their
-  share (by expected failures) of the run's evidence. A period counts at most what a burn could plausibly
-  fail in it: a storm's minutes (the fast test's) do not pass for hours of burn;
 - **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
   shape (prompt-prefix fingerprint, model, input size: whatever the request ids; only
   requests with a fingerprint) repeated ``loop_repeats`` times in the window, or
@@ -49,19 +39,6 @@ class StormVerdict:
 
 
 @dataclass(frozen=True)
-class BurnScan:
-    """Per subject: the burn scan's log-likelihood ratio, and the failed attempts, the expected ones and the
-    minutes of the run of periods that gives it (the likeliest start of the burn)."""
-
-    hot: np.ndarray
-    llr: np.ndarray
-    failed: np.ndarray
-    expected: np.ndarray
-    minutes: np.ndarray
-    threshold: np.ndarray
-
-
-@dataclass(frozen=True)
 class RetryStormRule:
     window_minutes: int = 10
     slow_minutes: int = 120
@@ -83,57 +60,6 @@ class RetryStormRule:
     burn_now_failed: float = 3.0
     burn_now_z: float = 2.0
     burn_now_factor: float = 1.6
-    # the burn scan: a failure ratio burn_ratio × the usual, sustained over any run of periods within scan_minutes
-    scan_minutes: int = 360
-    period_minutes: int = 5
-    burn_ratio: float = 2.0
-    scan_false_per_day_per_100: float = 0.5  # the scan's false alarms a day per 100 features (see scan_threshold)
-    scan_now_minutes: int = 10  # a burn is still going: these last minutes hold half their share of its evidence
-
-    def scan_threshold(self, failures_per_day: np.ndarray) -> np.ndarray:
-        """The log-likelihood ratio a burn must reach, per key from its usual failed attempts a day.
-
-        Read as a CUSUM of the periods, the scan's false alarms come once in ARL ≈ e^h / |drift| periods
-        (Wald, Siegmund), the drift being what a period's log-likelihood ratio loses under the usual
-        ratio, ``(burn_ratio - 1 - ln burn_ratio)`` × its expected failures: so about
-        ``(burn_ratio - 1 - ln burn_ratio) × failures_per_day × e^-h`` false alarms a day per key, whatever
-        the period. ``h`` is set so that this is ``scan_false_per_day_per_100`` per 100 keys (the jumps'
-        overshoot and the binomial's smaller variance make it an overestimate)."""
-        drift = self.burn_ratio - 1 - np.log(self.burn_ratio)
-        return np.log(np.maximum(drift * failures_per_day * 100 / self.scan_false_per_day_per_100, 1.0))
-
-    def scan(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
-             counted: np.ndarray | None = None) -> BurnScan:
-        """``failed``/``attempts``: shape (subjects, providers, periods), the periods oldest first and the last
-        one ending now; ``counted`` as in ``expected_ratio`` (each period's providers' totals). Per period
-        and provider, the expected ratio is the subject's own or what all others fail at then, if higher."""
-        counted = np.ones(len(own_ratio), dtype=bool) if counted is None else counted
-        tried, fails = attempts[counted].sum(axis=0)[None], failed[counted].sum(axis=0)[None]
-        others_attempts = tried - attempts
-        others = np.where(others_attempts > 0,
-                          np.maximum(fails - failed, 0) / np.maximum(others_attempts, 1), 0.0)
-        ratio = np.maximum(np.maximum(own_ratio[:, None, None], others), self.min_ratio)
-        expected = (ratio * attempts).sum(axis=1)[:, ::-1]  # (subjects, periods), newest first
-        # a period counts at most what a burn could plausibly fail in it (its mean and three Poisson deviations):
-        # minutes of a storm (the fast test's) are not taken for hours of a burn
-        burning = self.burn_ratio * expected
-        seen = np.minimum(failed.sum(axis=1)[:, ::-1], np.ceil(burning + 3 * np.sqrt(burning)))
-        f_run, e_run = np.cumsum(seen, axis=1), np.cumsum(expected, axis=1)  # runs of periods ending now
-        llr = f_run * np.log(self.burn_ratio) - (self.burn_ratio - 1) * e_run
-        if llr.shape[1] == 0:
-            zero = np.zeros(len(own_ratio))
-            return BurnScan(zero.astype(bool), zero, zero, zero, zero, zero)
-        best = llr.argmax(axis=1)
-        rows = np.arange(len(own_ratio))
-        top, failed_run = llr[rows, best], f_run[rows, best]
-        threshold = self.scan_threshold(e_run[:, -1] * 24 * 60 / (llr.shape[1] * self.period_minutes))
-        # still going: the last scan_now_minutes hold at least half their share (by expected failures) of the
-        # run's evidence; what an ended storm or burn left in the window does not keep re-firing its key
-        k = min(-(-self.scan_now_minutes // self.period_minutes), llr.shape[1]) - 1
-        share = np.where(e_run[rows, best] > 0, e_run[:, k] / np.maximum(e_run[rows, best], 1e-12), 1.0)
-        still = (llr[:, k] > 0) & (llr[:, k] >= 0.5 * top * np.minimum(share, 1.0))
-        return BurnScan((top >= threshold) & still & (failed_run >= self.min_failed), top, failed_run,
-                        e_run[rows, best], (best + 1) * self.period_minutes, threshold)
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
                        counted: np.ndarray | None = None) -> np.ndarray:
