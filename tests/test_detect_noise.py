@@ -84,6 +84,22 @@ def test_a_nightly_job_is_learned_as_expected_and_a_spike_of_the_same_size_at_no
     assert not verdict(12, 2.0, 8).hot[0]       # a busy 10 minutes at noon: within the noise
 
 
+def test_the_first_minutes_of_a_weekend_are_held_against_fridays_last_hour_as_well() -> None:
+    """A pass at Saturday 00:05 reads 23:55-00:05: half of it is Friday's (busier) last hour."""
+    weeks = 2
+    hour_of_week = np.arange(weeks * 168) % 168
+    weekend = hour_of_week >= 5 * 24
+    requests = np.where(weekend, 20.0, 60.0)[None, :]
+    cost, peak = requests * 0.05, np.where(weekend, 0.3, 1.2)[None, :]  # a busy key's bursts: weekdays 4x
+    profiles = learn(requests=requests, cost=cost, attempts=requests, failed=np.zeros_like(requests),
+                     peak_cost=peak, first_hour_of_week=0, first_hour=np.array([0]))
+    saturday, sunday = 5 * 24, 6 * 24
+    assert profiles.peak_cost[0, saturday] == pytest.approx(1.2)        # Friday 23:00 is its neighbour
+    assert profiles.peak_cost[0, saturday + 2] == pytest.approx(0.3)    # 02:00 is the weekend's own
+    assert profiles.peak_cost[0, 0] == pytest.approx(1.2)               # Monday 00:00, as before
+    assert profiles.peak_cost[0, sunday + 23] == pytest.approx(1.2)     # Sunday 23:00's neighbour is Monday
+
+
 def test_three_requests_are_noise_three_hundred_are_not() -> None:
     rule = SpendAnomalyRule()
     quiet = learn(requests=np.full((1, 336), 2.0), cost=np.full((1, 336), 0.5), attempts=np.full((1, 336), 2.0),

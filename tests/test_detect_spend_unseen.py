@@ -70,3 +70,36 @@ def test_a_monthly_job_seen_once_is_expected_at_its_size_and_ten_times_it_fires(
 
     fired = [a for m in (10, 30, 65, 70) for a in run(this + timedelta(minutes=m))]
     assert [(a.kind, a.subject) for a in fired] == [("spend_anomaly", f"customer={tag}-grown")]
+
+
+@pytest.mark.integration
+def test_a_pairs_night_burst_near_its_daily_peak_fires_and_half_of_it_does_not(embedded_store) -> None:
+    """A pair's usual busiest 10 minutes of a day (here its 14:00 batch of 40 calls) is its business peak: at
+    03:00 a window at 0.8 of it is news (night abuse, a weekend spike), half of it is still its usual."""
+    tag = f"night-{uuid.uuid4().hex[:8]}"
+    now = datetime(2021, 4, 15, 3, 0, tzinfo=timezone.utc)  # a Thursday, weeks before this file's other tests
+    start = now - timedelta(days=10)
+    events: list[dict] = []
+    burst = lambda end, n: [end - timedelta(minutes=8) + timedelta(seconds=480 * k / n) for k in range(n)]  # noqa: E731
+    for name, per_minute in (("half", 2.5), ("most", 4)):
+        customer, feature = f"{tag}-{name}", f"{tag}-{name}-chat"
+        # the feature's and the customer's own busy traffic, so the burst is the pair's news alone
+        events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(0, 10 * 1440)],
+                         customer=f"{tag}-{name}-other", feature=feature)
+        events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=30) for m in range(0, 10 * 1440)],
+                         customer=customer, feature=f"{tag}-{name}-search")
+        # the pair: a call every 20 minutes, and every day at 14:00 a batch of 40 calls ($10 in 8 minutes)
+        events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(7, 10 * 1440, 20)],
+                         customer=customer, feature=feature)
+        for day in range(10):
+            events += _calls(tag, len(events), burst(start + timedelta(days=day, hours=11, minutes=8), 40),
+                             customer=customer, feature=feature)
+        # tonight, from 02:50 on, a steady flow at half (or 0.8) of that batch's rate
+        tonight = [now - timedelta(minutes=10) + timedelta(seconds=60 * k / per_minute)
+                   for k in range(int(15 * per_minute))]
+        events += _calls(tag, len(events), tonight, customer=customer, feature=feature)
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    fired = [a for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
+             if tag in a.subject and a.state == "firing" and "customer=" in a.subject and "feature=" in a.subject]
+    assert [a.subject for a in fired] == [f"feature={tag}-most-chat,customer={tag}-most"]

@@ -75,3 +75,14 @@ def test_the_detectors_that_know_their_noise_beat_the_shipped_ones_on_a_world_th
         assert n.control_alerts == 0 and n.precision >= 0.9
         assert n.alerts - n.true_alerts < o.alerts - o.true_alerts  # fewer false alarms
         assert n.recall >= o.recall
+
+
+def test_the_miss_report_names_every_miss_the_score_counts_and_each_subject_that_could_have_caught_it(world) -> None:
+    from bench.detector_eval import misses, rules_noise, score
+
+    lines = misses.diagnose(world)
+    counted = score.score(world, rules_noise.spend(world), "noise", "spend").missed
+    named = [line.split("MISSED ")[1].split(",")[0] for line in lines if "MISSED " in line]
+    assert sorted(named) == sorted(counted)
+    for line in lines:
+        assert "MISSED " in line or ("held by" in line or "not a subject" in line)

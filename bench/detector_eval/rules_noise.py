@@ -10,6 +10,8 @@ the state machine are the package's (``SpendAnomalyRule``, ``RetryStormRule``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -19,15 +21,29 @@ from bench.detector_eval.traffic import DAY, EVAL_START, MONTH_DAYS, World
 from spendstream.alerting import digest
 from spendstream.detect import schedules
 from spendstream.detect.incidents import Hysteresis, Incident
-from spendstream.detect.noise import Profiles, expect, learn
+from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
-from spendstream.detect.spend import SpendAnomalyRule
+from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
 from spendstream.detect.storm import RetryStormRule
 from spendstream.schemas.alert import Alert
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
 LEARN_DAYS = 28
 LEARN_LAG_H = 48  # the profile ends two days back: what creeps in now is not yet "usual"
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What one spend pass saw and decided, per subject (rows of ``names``): for diagnostics."""
+
+    minute: int
+    names: list[str]
+    expected: Expectation
+    fast: SpendVerdict
+    slow: SpendVerdict
+    observed_usd: np.ndarray
+    observed_requests: np.ndarray
+    profiles: Profiles
 
 
 def at(minute: int) -> datetime:
@@ -61,7 +77,9 @@ class _Hours:
                      first_hour=np.clip(self.first - start, 0, end_hour - start))
 
 
-def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
+def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hysteresis | None = None, *,
+          probe: Callable[[Pass], None] | None = None) -> list[Fired]:
+    """``probe`` (diagnostics, :mod:`.misses`) sees every pass's windows, expectations and verdicts."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     # team, feature, customer and feature × customer: a spike of a few % of a busy customer is most of its pair
     pair_names, pair_membership = world.pairs()
@@ -94,6 +112,9 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                          observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours,
                          pair=is_pair)
         hot, calm = fast.hot | slow.hot, fast.calm & slow.calm
+        if probe is not None:
+            probe(Pass(t, names, exp, fast, slow, cost[:, t] - cost[:, t - w], requests[:, t] - requests[:, t - w],
+                       profiles))
         for s in set(np.flatnonzero(hot | fast.very_hot)) | set(open_):
             severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))
             incident, transition = hysteresis.step(

@@ -93,10 +93,12 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
             mean_req = np.nan_to_num(np.nanmean(flat_req[:, pick, :], axis=1))
             mean_cost = np.nan_to_num(np.nanmean(flat_cost[:, pick, :], axis=1))
             peak = _nanmedian(flat_peak[:, pick, :])
-        peak = np.maximum.reduce([np.roll(peak, -1, axis=1), peak, np.roll(peak, 1, axis=1)])  # ±1 hour
         same_req[:, cols] = np.tile(mean_req, 7)[:, cols]
         same_cost[:, cols] = np.tile(mean_cost, 7)[:, cols]
         same_peak[:, cols] = np.tile(peak, 7)[:, cols]
+    # ±1 hour, over the week: Saturday 00:00's neighbour is Friday 23:00 (a window at 00:05 holds five minutes of
+    # it), not a weekend 23:00
+    same_peak = np.maximum.reduce([np.roll(same_peak, -1, axis=1), same_peak, np.roll(same_peak, 1, axis=1)])
     with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
         warnings.simplefilter("ignore", RuntimeWarning)
         day_peak = _nanmedian(np.nanmax(flat_peak, axis=2))

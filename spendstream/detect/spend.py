@@ -11,9 +11,11 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   is noise). Very hot (fires at once) at ``very_hot_factor`` × that threshold and twice the
   minimum excess. Calm under the
   expected dollars plus ``z_calm`` deviations (or the typical peak).
-  A feature × customer pair (``day_peak_for``) must beat, besides, its usual busiest 10 minutes
-  of a day (:meth:`peak`) and ``pair_min_ratio`` × expected: a pair has few requests an hour,
-  so its hour-of-week peak, learned from two or four samples, is mostly luck.
+  A feature × customer pair (``day_peak_for``) must beat, besides, ``day_peak_share`` of its usual
+  busiest 10 minutes of a day (:meth:`peak`) and ``pair_min_ratio`` × expected: a pair has few
+  requests an hour, so its hour-of-week peak, learned from two or four samples, is mostly luck;
+  but that day peak is the largest of a day's 144 windows, mostly at the pair's busiest hour, so
+  a night or weekend window near it is news (abuse, a weekend spike), not the pair's usual burst.
 - **slow** (the last 24 closed hours, refreshed hourly): hot when the median, over the
   hours where at least ``slow_min_requests`` were expected, of observed ÷ expected dollars
   is at least ``slow_ratio`` and the day's excess at least ``slow_min_excess_usd``: a
@@ -65,6 +67,7 @@ class SpendAnomalyRule:
     new_spender_usd: float = 20.0
     day_peak_for: str = "pairs"   # whose peak is at least its usual busiest 10 minutes of a day: pairs, all, none
     pair_min_ratio: float = 2.0
+    day_peak_share: float = 0.6   # of a pair's usual busiest 10 minutes of a day that its window must beat
 
     def peak(self, hour_peak: np.ndarray, day_peak: np.ndarray | None, *, pair: np.ndarray) -> np.ndarray:
         """The typical 10-minute peak a subject's window is held against: this hour's (of the week), or for the
@@ -72,7 +75,7 @@ class SpendAnomalyRule:
         if day_peak is None or self.day_peak_for == "none":
             return hour_peak
         applies = pair if self.day_peak_for == "pairs" else np.ones_like(pair, dtype=bool)
-        return np.where(applies, np.maximum(hour_peak, day_peak), hour_peak)
+        return np.where(applies, np.maximum(hour_peak, self.day_peak_share * day_peak), hour_peak)
 
     def fast(self, expected: Expectation, *, observed_usd: np.ndarray, observed_requests: np.ndarray,
              history_hours: np.ndarray, pair: np.ndarray | None = None) -> SpendVerdict:
