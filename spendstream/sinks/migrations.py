@@ -677,9 +677,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.counted_days_view("team_daily", rollups.TEAM_DAYS),
         reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS),
     )),
-    Migration(26, "customer_daily takes a range's partial days from customer_hours, not raw (Grafana's ranges)", (
-        reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS, partial_days_from_hours=True),
-    )),
 )
 
 

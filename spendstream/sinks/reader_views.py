@@ -85,41 +85,25 @@ def movers(rollup: Rollup = CUSTOMER_HOURS) -> str:
 
 
 
-def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS, *, partial_days_from_hours: bool = False
-                 ) -> str:
+def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str:
     """A parameterized view per day × ``days``' keys, exact for ``since <= ts < until``: the days before
     ``days``' watermark from it, the rest (today, a day a late event reopened) from ``hours``, and
     the partial periods at the range's ends from raw (``ranges.between`` on each side).
-
-    With ``partial_days_from_hours`` (migration 26) a range that does not start (or end) on a day takes
-    its partial days from ``hours`` too, and only their partial hours from raw: Grafana's "last 7 days"
-    starts at a time of day, and a partial day from raw read up to a day of events.
 
     ``SELECT … FROM customer_daily(since = …, until = …)``; a day that is half from the day
     rollup and half from hours is two rows, to be summed.
     """
     keys = ", ".join(days.keys)
     names = ", ".join(m.name for m in days.measures)
-    measures = [m.name for m in days.measures]
     cut = f"({watermark_sql(days)})"
-    rolled_until = f"least({UNTIL}, {cut})"
-    after = between(hours, "toDate({t})", measures, since=f"greatest({SINCE}, {cut})", until=UNTIL)
-    if not partial_days_from_hours:
-        before = between(days, "toDate({t})", measures, since=SINCE, until=rolled_until)
-        parts = [before, after]
-    else:
-        # [since, rolled_until) cut at whole days: the whole days from the day rollup (aligned: no raw ends),
-        # the partial day at each end from hours. An empty piece has since >= until and reads nothing.
-        start = f"toDateTime64({SINCE}, 3, 'UTC')"
-        day = f"toStartOfDay({start})"
-        first_day = f"if({day} = {start}, {day}, {day} + INTERVAL 1 DAY)"
-        last_day = f"greatest({first_day}, toStartOfDay(toDateTime64({rolled_until}, 3, 'UTC')))"
-        parts = [between(days, "toDate({t})", measures, since=first_day, until=last_day),
-                 between(hours, "toDate({t})", measures, since=SINCE, until=f"least({first_day}, {rolled_until})"),
-                 between(hours, "toDate({t})", measures, since=last_day, until=rolled_until),
-                 after]
-    select = "\n        UNION ALL\n".join(f"        SELECT period AS day, {keys}, {names} FROM {part}"
-                                           for part in parts)
+    before = between(days, "toDate({t})", [m.name for m in days.measures], since=SINCE, until=f"least({UNTIL}, {cut})")
+    after = between(hours, "toDate({t})", [m.name for m in days.measures], since=f"greatest({SINCE}, {cut})",
+                    until=UNTIL)
+    select = f"""
+        SELECT period AS day, {keys}, {names} FROM {before}
+        UNION ALL
+        SELECT period AS day, {keys}, {names} FROM {after}
+        """
     return f"CREATE OR REPLACE VIEW {name} AS\n{computed_once(select, (days, hours))}"
 
 
