@@ -176,6 +176,22 @@ PANELS_RAW = {
         FROM usage_events FINAL WHERE $__timeFilter(ts) GROUP BY time, feature ORDER BY time, feature""",
 }
 
+# the Top customers panel under its variables: what Grafana passes, and the raw filter it means
+TOP_CUSTOMERS_FILTERED = (
+    ({"customer": ["(none)"]}, "ifNull(customer, '(none)') = '(none)'"),
+    ({"team": ["(none)"]}, "team IS NULL"),
+    ({"feature": ["(none)"], "customer": ["(none)"]}, "feature IS NULL AND ifNull(customer, '(none)') = '(none)'"),
+    ({"environment": ["prod"]}, "environment = 'prod'"),
+)
+CUSTOMER_DAILY = """
+    SELECT day, customer, sum(attempts), sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(list_cost_usd),
+           sum(unpriced_attempts)
+    FROM customer_daily(since = {since:DateTime64(3, 'UTC')}, until = {until:DateTime64(3, 'UTC')})
+    GROUP BY day, customer ORDER BY day, customer"""
+CUSTOMER_DAILY_RAW = f"""
+    SELECT toDate(ts) AS day, customer, count(), sum(input_tokens), sum(output_tokens), sumIf(total_cost, priced),
+           sumIf(list_cost, priced), countIf(NOT priced)
+    FROM usage_events FINAL WHERE {WINDOW} GROUP BY day, customer ORDER BY day, customer"""
 
 # -- the data: bursts of traffic across twelve days, none of it on a minute ----------------------------
 
@@ -314,6 +330,9 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
             check(f"{rollup.name} ({span})", rolled, raw)
         check(f"advisor caching ({span})", sorted(str(sorted(r.items())) for r in caching_potential(store, p)),
               sorted(str(sorted(r.items())) for r in query_result(store, _caching_raw(), p).dicts()))
+        # customer_daily for ranges that start and end inside days, as Grafana's do (its partial days from raw)
+        check(f"customer_daily ({span})", _rows(store.query(CUSTOMER_DAILY, p)),
+              _rows(store.query(CUSTOMER_DAILY_RAW, p)))
         if span not in PANEL_SPANS:
             continue
         # Grafana, in whole seconds as the plugin passes them
@@ -326,6 +345,14 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
                     rolled = store.query(grafana_macros(panel["targets"][0]["rawSql"], **expand))
                     raw = store.query(grafana_macros(PANELS_RAW[panel["title"]], **expand))
                     check(f"panel {panel['title']} ({span}, {interval_s} s)", sorted(_rows(rolled)), sorted(_rows(raw)))
+        # the Top customers panel under its variables (above: at All)
+        panel = next(p for p in DASHBOARD["panels"] if p["title"] == "Top customers")
+        for variables, where in TOP_CUSTOMERS_FILTERED:
+            expand = {"from_s": int(since.timestamp()), "to_s": int(until.timestamp()), "interval_s": 60}
+            rolled = store.query(grafana_macros(panel["targets"][0]["rawSql"], variables=variables, **expand))
+            raw_sql = PANELS_RAW["Top customers"].replace("AND priced", f"AND priced AND {where}")
+            raw = store.query(grafana_macros(raw_sql, **expand))
+            check(f"panel Top customers ({span}, {variables})", _rows(rolled), _rows(raw))
     since, until = spans["days, inside minutes and hours"]
     dates = {"since": since.date().isoformat(), "until": until.date().isoformat(), "top": 10}
     compared = set()
