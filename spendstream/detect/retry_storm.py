@@ -17,8 +17,10 @@ resolves). A pass reads (issue 17: what a rollup window reads, not two hours of 
   window a feature's slow burn must still fail in (``burn_now_minutes``). Customers only
   where the slow window can change the verdict or is stated in a message: those whose
   fast window already meets a slow burn's "still failing now" test, or that loop
-  (:meth:`RetryStormRule.slow_matters`), read from raw (``customer IN …``); every other
-  customer's slow counts are left at zero, which no decision reads;
+  (:meth:`RetryStormRule.slow_matters`), read (``customer IN …``) through ``windowed`` too, from
+  ``customer_hours`` (its whole hours; an hour × customer row holds about two events at 50M, so it
+  halves what raw would read, not more); every other customer's slow counts are left at zero, which
+  no decision reads;
 - **request shapes** in the fast window (feature, customer, prompt-prefix fingerprint,
   model, input size): the most distinct requests of one shape and what the repeats cost.
   Only requests *with* a fingerprint count: fixed-size requests without one are ordinary
@@ -92,15 +94,18 @@ def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, gua
 def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime,
                      customers: Collection[str]) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
     """(``customer=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``
-    for the ``customers`` named, from raw (no rollup of customers is smaller than raw at sub-hour grains)."""
+    for the ``customers`` named: whole hours from ``customer_hours``, the partial hours at the edges and
+    anything past its watermark from raw (:func:`~spendstream.detect.windows.windowed`). Two hours hold
+    one whole hour at most times of the hour, so raw is read for about half of them."""
     if not customers:
         return {}
-    rows = query_result(querier, """
-        SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(count()),
-               toFloat64(countIf(status != 'ok')), ifNull(sumIf(total_cost, status != 'ok' AND priced), 0)
-        FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}
-              AND customer IN {c:Array(String)} GROUP BY customer, provider""",
-                        {"a": sql_time(start), "b": sql_time(end), "c": _array(sorted(customers))}).rows
+    periods, params = windowed(rollups.CUSTOMER_HOURS, [Window(start, end)],
+                               ["attempts", "failed_attempts", "failed_cost_usd"], name="c",
+                               where="customer IN {c:Array(String)}")
+    rows = query_result(querier, f"""
+        SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(sum(attempts)),
+               toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0)
+        FROM {periods} GROUP BY customer, provider""", params | {"c": _array(sorted(customers))}).rows
     return {(s, p): (a, f, Decimal(usd)) for s, p, a, f, usd in rows}
 
 
