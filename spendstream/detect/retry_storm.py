@@ -61,9 +61,11 @@ _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('custome
 _MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
 
 
-def fast_window(querier: TextQuerier, *, start: datetime, end: datetime) -> list[dict]:
-    """Per subject and provider in ``[start, end)``, from raw: attempts, failures, the longest request, errors."""
-    return query_result(querier, f"""
+def fast_window(store: Store, *, start: datetime, end: datetime) -> list[dict]:
+    """Per subject and provider in ``[start, end)``, from raw: attempts, failures, the longest request, errors.
+
+    As Arrow, not JSON: a row per active customer and provider (thousands in ten busy minutes at 50M events)."""
+    return store.query_arrow(f"""
         SELECT subject, ifNull(provider, '') AS provider,
                toFloat64(count()) AS attempts, toFloat64(countIf(status != 'ok')) AS failed,
                toFloat64(max(attempt)) AS max_attempt,
@@ -72,8 +74,8 @@ def fast_window(querier: TextQuerier, *, start: datetime, end: datetime) -> list
                countIf(status = 'timeout') AS timeouts, countIf(status = 'invalid_output') AS invalid_outputs
         FROM (SELECT {_SUBJECTS} AS subject, provider, status, http_status, attempt FROM usage_events FINAL
               WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
-        WHERE NOT endsWith(subject, '=') GROUP BY subject, provider""",
-                        {"a": sql_time(start), "b": sql_time(end)}).dicts()
+        WHERE NOT endsWith(subject, '=') GROUP BY subject, provider
+        SETTINGS output_format_arrow_string_as_string = 1""", {"a": sql_time(start), "b": sql_time(end)}).to_pylist()
 
 
 def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, guard: datetime | None = None
@@ -152,7 +154,7 @@ def _floor(at: datetime, step: timedelta) -> datetime:
     return at - (at - epoch) % step
 
 
-def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, slow: timedelta,
+def recent_failures(store: Store, *, now: datetime, window: timedelta, slow: timedelta,
                     guard: timedelta | None = None,
                     customers: Callable[[list[dict]], Collection[str]] = lambda fast: ()) -> list[dict]:
     """Per subject and provider: the fast window's and the slow window's attempts and failures, and the rest.
@@ -160,10 +162,10 @@ def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, s
     ``customers`` chooses, from the fast window's rows, the customers (``customer=…`` subjects)
     whose slow window is read; every other customer's slow counts are 0. A feature's ``guard``
     window (the last ``guard``) is read with its slow one; a customer's is its fast window."""
-    fast = fast_window(querier, start=now - window, end=now)
-    features = feature_windows(querier, start=now - slow, end=now, guard=now - guard if guard else None)
+    fast = fast_window(store, start=now - window, end=now)
+    features = feature_windows(store, start=now - slow, end=now, guard=now - guard if guard else None)
     chosen = [s.removeprefix("customer=") for s in customers(fast) if s.startswith("customer=")]
-    return merged(fast, features, customer_windows(querier, start=now - slow, end=now, customers=chosen))
+    return merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=chosen))
 
 
 def merged(fast: list[dict], features: dict[tuple[str, str], tuple],
