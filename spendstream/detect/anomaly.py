@@ -27,20 +27,27 @@ from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.schemas.alert import Alert
-from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
+from spendstream.sinks.store import Store, sql_time
 
 KINDS = ("spend_anomaly", "new_spender")
 
 
-def recent_spend(querier: TextQuerier, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
-    """Per subject, (USD, requests) in ``[start, end)`` from raw ``FINAL`` (a request: its id, or the event's)."""
-    rows = query_result(querier, f"""
-        SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)),
-               toFloat64(uniqExact(ifNull(request_id, event_id)))
+def recent_spend(store: Store, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
+    """Per subject, (USD, requests) in ``[start, end)`` from raw ``FINAL`` (a request: its id, or the event's).
+
+    As Arrow, not JSON: a subject per active customer and feature × customer pair (26k at 50M events,
+    the last ten minutes of a busy hour), which parsed value by value cost as much as the query."""
+    table = store.query_arrow(f"""
+        SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)) AS usd,
+               toFloat64(uniqExact(ifNull(request_id, event_id))) AS requests
         FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, total_cost, priced, request_id, event_id
               FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
-        WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(end)}).rows
-    return {s: (float(c), float(n)) for s, c, n in rows}
+        WHERE NOT endsWith(subject, '=') GROUP BY subject
+        SETTINGS output_format_arrow_string_as_string = 1""", {"a": sql_time(start), "b": sql_time(end)})
+    if not table.num_rows:
+        return {}
+    return dict(zip(table["subject"].to_pylist(), zip(table["usd"].to_pylist(), table["requests"].to_pylist(),
+                                                      strict=True), strict=True))
 
 
 def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,

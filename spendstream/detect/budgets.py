@@ -122,9 +122,12 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> lis
 
     One statement per ``_PER_QUERY`` windows (:func:`~spendstream.detect.windows.layered`): closed days
     from the day rollups, the open days from the hour rollups, the partial hours at the windows' ends
-    from raw, each table read once for all of them and each watermark computed once.
+    from raw, each table read once for all of them, every watermark computed once beforehand
+    (:func:`~spendstream.sinks.rollups.watermarks`: one statement rather than a subquery per layer).
     """
     out: list[Decimal] = []
+    used = {layer.name: layer for budget, _ in asks for layer in _LAYERS[budget.scope[0] if budget.scope else None]}
+    marks = rollups.watermarks(querier, list(used.values()))  # once, not once per layer and statement
     for first in range(0, len(asks), _PER_QUERY):
         chunk, params = [], {}
         for i, (budget, budget_window) in enumerate(asks[first:first + _PER_QUERY]):
@@ -133,7 +136,7 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> lis
                 where = f"{budget.scope[0]} = {{b{i}_value:String}}"
                 params[f"b{i}_value"] = budget.scope[1]
             chunk.append(Ask(budget_window, _LAYERS[budget.scope[0] if budget.scope else None], where))
-        spent, window = layered(chunk, ["cost_usd"], name="b")
+        spent, window = layered(chunk, ["cost_usd"], name="b", marks=marks)
         by_budget = dict(query_result(querier, f"SELECT w, sum(cost_usd) FROM {spent} GROUP BY w",
                                       params | window).rows)
         out += [by_budget.get(i) or Decimal(0) for i in range(len(chunk))]

@@ -17,8 +17,10 @@ resolves). A pass reads (issue 17: what a rollup window reads, not two hours of 
   window a feature's slow burn must still fail in (``burn_now_minutes``). Customers only
   where the slow window can change the verdict or is stated in a message: those whose
   fast window already meets a slow burn's "still failing now" test, or that loop
-  (:meth:`RetryStormRule.slow_matters`), read from raw (``customer IN …``); every other
-  customer's slow counts are left at zero, which no decision reads;
+  (:meth:`RetryStormRule.slow_matters`), read (``customer IN …``) through ``windowed`` too, from
+  ``customer_hours`` (its whole hours; an hour × customer row holds about two events at 50M, so it
+  halves what raw would read, not more); every other customer's slow counts are left at zero, which
+  no decision reads;
 - **request shapes** in the fast window (feature, customer, prompt-prefix fingerprint,
   model, input size): the most distinct requests of one shape and what the repeats cost.
   Only requests *with* a fingerprint count: fixed-size requests without one are ordinary
@@ -39,7 +41,7 @@ The message states the dollars wasted: billed failed attempts plus repeated call
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -59,9 +61,16 @@ _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('custome
 _MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
 
 
-def fast_window(querier: TextQuerier, *, start: datetime, end: datetime) -> list[dict]:
-    """Per subject and provider in ``[start, end)``, from raw: attempts, failures, the longest request, errors."""
-    return query_result(querier, f"""
+def pass_marks(querier: TextQuerier) -> dict[str, datetime]:
+    """The watermarks of the rollups a pass reads, in one statement (each computed in place cost ~12 ms)."""
+    return rollups.watermarks(querier, (shapes.FEATURE_FAILURES, shapes.LOOP_SHAPES, rollups.CUSTOMER_HOURS))
+
+
+def fast_window(store: Store, *, start: datetime, end: datetime) -> list[dict]:
+    """Per subject and provider in ``[start, end)``, from raw: attempts, failures, the longest request, errors.
+
+    As Arrow, not JSON: a row per active customer and provider (thousands in ten busy minutes at 50M events)."""
+    return store.query_arrow(f"""
         SELECT subject, ifNull(provider, '') AS provider,
                toFloat64(count()) AS attempts, toFloat64(countIf(status != 'ok')) AS failed,
                toFloat64(max(attempt)) AS max_attempt,
@@ -70,17 +79,19 @@ def fast_window(querier: TextQuerier, *, start: datetime, end: datetime) -> list
                countIf(status = 'timeout') AS timeouts, countIf(status = 'invalid_output') AS invalid_outputs
         FROM (SELECT {_SUBJECTS} AS subject, provider, status, http_status, attempt FROM usage_events FINAL
               WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
-        WHERE NOT endsWith(subject, '=') GROUP BY subject, provider""",
-                        {"a": sql_time(start), "b": sql_time(end)}).dicts()
+        WHERE NOT endsWith(subject, '=') GROUP BY subject, provider
+        SETTINGS output_format_arrow_string_as_string = 1""", {"a": sql_time(start), "b": sql_time(end)}).to_pylist()
 
 
-def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, guard: datetime | None = None
+def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, guard: datetime | None = None,
+                    marks: Mapping[str, datetime] | None = None
                     ) -> dict[tuple[str, str], tuple[float, float, Decimal, float, float]]:
     """(``feature=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``,
-    and (attempts, failed attempts) in ``[guard, end)`` (0 without ``guard``): from ``feature_failures``."""
+    and (attempts, failed attempts) in ``[guard, end)`` (0 without ``guard``): from ``feature_failures``.
+    ``marks``: the pass's watermarks (:func:`pass_marks`), else computed here."""
     windows = [Window(start, end)] + ([Window(guard, end)] if guard is not None else [])
     periods, params = windowed(shapes.FEATURE_FAILURES, windows, ["attempts", "failed_attempts", "failed_cost_usd"],
-                               name="s")
+                               name="s", marks=marks)
     rows = query_result(querier, f"""
         SELECT concat('feature=', feature), ifNull(provider, ''), toFloat64(sumIf(attempts, w = 0)),
                toFloat64(sumIf(failed_attempts, w = 0)), ifNull(sumIf(failed_cost_usd, w = 0), 0),
@@ -89,18 +100,22 @@ def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, gua
     return {(s, p): (a, f, Decimal(usd), ga, gf) for s, p, a, f, usd, ga, gf in rows}
 
 
-def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime,
-                     customers: Collection[str]) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
+def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime, customers: Collection[str],
+                     marks: Mapping[str, datetime] | None = None
+                     ) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
     """(``customer=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``
-    for the ``customers`` named, from raw (no rollup of customers is smaller than raw at sub-hour grains)."""
+    for the ``customers`` named: whole hours from ``customer_hours``, the partial hours at the edges and
+    anything past its watermark from raw (:func:`~spendstream.detect.windows.windowed`). Two hours hold
+    one whole hour at most times of the hour, so raw is read for about half of them."""
     if not customers:
         return {}
-    rows = query_result(querier, """
-        SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(count()),
-               toFloat64(countIf(status != 'ok')), ifNull(sumIf(total_cost, status != 'ok' AND priced), 0)
-        FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}
-              AND customer IN {c:Array(String)} GROUP BY customer, provider""",
-                        {"a": sql_time(start), "b": sql_time(end), "c": _array(sorted(customers))}).rows
+    periods, params = windowed(rollups.CUSTOMER_HOURS, [Window(start, end)],
+                               ["attempts", "failed_attempts", "failed_cost_usd"], name="c",
+                               where="customer IN {c:Array(String)}", marks=marks)
+    rows = query_result(querier, f"""
+        SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(sum(attempts)),
+               toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0)
+        FROM {periods} GROUP BY customer, provider""", params | {"c": _array(sorted(customers))}).rows
     return {(s, p): (a, f, Decimal(usd)) for s, p, a, f, usd in rows}
 
 
@@ -121,7 +136,8 @@ def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> 
     return {s: (float(n), float(usd)) for s, n, usd in rows}
 
 
-def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta) -> dict[str, tuple[float, float]]:
+def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta,
+               marks: Mapping[str, datetime] | None = None) -> dict[str, tuple[float, float]]:
     """Per subject: (the most distinct requests of one fingerprinted shape that repeated within ten minutes, summed
     over the ten-minute periods from ``slow`` before ``now``'s through ``now``; USD of the repeats beyond the first).
 
@@ -136,7 +152,7 @@ def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta) -> dict[
                 SELECT feature, customer, toFloat64(sum(requests)) AS n,
                        toFloat64(ifNull(sum(cost_usd), 0)) * (n - 1) / n AS repeated
                 FROM {rollups.columns(rollup, "{t}", ["requests", "cost_usd"], where_rollup=bounds,
-                                      where_raw=bounds.replace("{t}", "ts"))}
+                                      where_raw=bounds.replace("{t}", "ts"), marks=marks)}
                 GROUP BY feature, customer, model, prefix_fingerprint, input_tokens))
         WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(now)}).rows
     return {s: (float(n), float(usd)) for s, n, usd in rows}
@@ -147,7 +163,7 @@ def _floor(at: datetime, step: timedelta) -> datetime:
     return at - (at - epoch) % step
 
 
-def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, slow: timedelta,
+def recent_failures(store: Store, *, now: datetime, window: timedelta, slow: timedelta,
                     guard: timedelta | None = None,
                     customers: Callable[[list[dict]], Collection[str]] = lambda fast: ()) -> list[dict]:
     """Per subject and provider: the fast window's and the slow window's attempts and failures, and the rest.
@@ -155,10 +171,10 @@ def recent_failures(querier: TextQuerier, *, now: datetime, window: timedelta, s
     ``customers`` chooses, from the fast window's rows, the customers (``customer=…`` subjects)
     whose slow window is read; every other customer's slow counts are 0. A feature's ``guard``
     window (the last ``guard``) is read with its slow one; a customer's is its fast window."""
-    fast = fast_window(querier, start=now - window, end=now)
-    features = feature_windows(querier, start=now - slow, end=now, guard=now - guard if guard else None)
+    fast = fast_window(store, start=now - window, end=now)
+    features = feature_windows(store, start=now - slow, end=now, guard=now - guard if guard else None)
     chosen = [s.removeprefix("customer=") for s in customers(fast) if s.startswith("customer=")]
-    return merged(fast, features, customer_windows(querier, start=now - slow, end=now, customers=chosen))
+    return merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=chosen))
 
 
 def merged(fast: list[dict], features: dict[tuple[str, str], tuple],
@@ -211,12 +227,13 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
+    marks = pass_marks(store)
     loops = repeated_shapes(store, start=now - window, end=now)
-    slowly = slow_loops(store, now=now, slow=slow)
+    slowly = slow_loops(store, now=now, slow=slow, marks=marks)
     loops |= {s: (0.0, 0.0) for s in slowly if s not in loops}
     fast = fast_window(store, start=now - window, end=now)
     guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
-    features = feature_windows(store, start=now - slow, end=now, guard=now - guard)
+    features = feature_windows(store, start=now - slow, end=now, guard=now - guard, marks=marks)
     incidents = state.load_open(store, [KIND])
     fast, loops, slowly = _candidates(rule, fast, loops, slowly, keep={s for _, s in incidents})
     known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
@@ -246,7 +263,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                                  repeats=repeats, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na)
     customers = [s.removeprefix("customer=") for s, d in zip(subjects, decisive, strict=True)
                  if d and s.startswith("customer=")]
-    rows = merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=customers))
+    rows = merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=customers,
+                                                   marks=marks))
     subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted = arrays(rows)
     wasted = np.zeros(len(subjects))
     mix: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in subjects}

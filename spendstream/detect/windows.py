@@ -15,7 +15,7 @@ Windows are given with the same ``DateTime64(3)`` bounds the raw queries used
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -39,7 +39,7 @@ class Window:
 
 
 def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequence[str], *, name: str,
-             where: str = "1") -> tuple[str, dict[str, str]]:
+             where: str = "1", marks: Mapping[str, datetime] | None = None) -> tuple[str, dict[str, str]]:
     """A subquery answering ``measures`` per window and rollup keys, and its query parameters.
 
     Columns: ``w`` (the index of the window in ``windows``), the keys of ``rollup``, and
@@ -52,7 +52,8 @@ def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequen
     Two reads: the rollup's whole periods before its watermark (computed once, ``WITH``),
     and raw ``usage_events FINAL`` once for everything else — the partial periods at the
     edges and the whole periods from the watermark on — with the rollup's own filter
-    (``Rollup.where``: a feature rollup has no row for an event without a feature).
+    (``Rollup.where``: a feature rollup has no row for an event without a feature). ``marks``: the
+    watermarks of a pass (``rollups.watermarks``), computed once for all its reads; else computed here.
     """
     if rollup.having != "1":
         raise ValueError(f"{rollup.name} keeps only some groups of a period: a partial period is another question")
@@ -96,7 +97,7 @@ def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequen
                      f"SELECT {which} AS ws, {keys}, {', '.join(f'{m.of_raw} AS {m.name}' for m in wanted)} "
                      f"FROM usage_events FINAL WHERE ({inside}) AND ({where}) AND ({rollup.where}) "
                      f"GROUP BY ws, {keys})")
-    return (f"(WITH ({rollups.watermark_sql(rollup)}) AS {wm} "
+    return (f"(WITH ({rollups.watermark_of(rollup, marks)}) AS {wm} "
             f"SELECT * FROM ({' UNION ALL '.join(parts)}))"), params
 
 
@@ -144,7 +145,8 @@ class Ask:
     where: str = "1"
 
 
-def layered(asks: Sequence[Ask], measures: Sequence[str], *, name: str) -> tuple[str, dict[str, str]]:
+def layered(asks: Sequence[Ask], measures: Sequence[str], *, name: str,
+            marks: Mapping[str, datetime] | None = None) -> tuple[str, dict[str, str]]:
     """A subquery answering summable ``measures`` per ask (column ``w``, its index in ``asks``), and its parameters.
 
     Each instant of an ask's window is read from the coarsest layer that holds it whole and before that
@@ -153,7 +155,7 @@ def layered(asks: Sequence[Ask], measures: Sequence[str], *, name: str) -> tuple
     window's ends and the hours after the hour rollup's watermark from raw ``usage_events FINAL``. Every
     instant is read exactly once, so the answer is raw ``FINAL``'s to the last digit. One read per table
     for all asks, each a set of primary-key ranges, and each watermark computed once (``WITH``). Rows
-    are mergeable: sum them per ``w``.
+    are mergeable: sum them per ``w``. ``marks``: watermarks computed beforehand (``rollups.watermarks``).
     """
     if not asks:
         raise ValueError("no asks")
@@ -205,8 +207,8 @@ def layered(asks: Sequence[Ask], measures: Sequence[str], *, name: str) -> tuple
                  f"{', '.join(f'{of_raw[m]} AS {m}' for m in measures)} FROM usage_events FINAL "
                  f"WHERE {inside} GROUP BY ws)")
     layers = {layer.name: layer for ask in asks for layer in ask.layers}
-    marks = ", ".join(f"({rollups.watermark_sql(layer)}) AS {wms[n]}" for n, layer in layers.items())
-    return f"({'WITH ' + marks + ' ' if marks else ''}SELECT * FROM ({' UNION ALL '.join(parts)}))", params
+    cuts = ", ".join(f"({rollups.watermark_of(layer, marks)}) AS {wms[n]}" for n, layer in layers.items())
+    return f"({'WITH ' + cuts + ' ' if cuts else ''}SELECT * FROM ({' UNION ALL '.join(parts)}))", params
 
 
 def _held(first: str, last: str, wm: str) -> Callable[[str], str]:

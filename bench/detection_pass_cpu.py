@@ -1,0 +1,65 @@
+"""The whole detection pass (budgets, retry storms, spend anomalies, as notify runs them): wall and CPU per run.
+
+    python bench/detection_pass_cpu.py DIR --result /work/scratch/rs/read_scale_5000000.json --runs 9
+
+On a store `bench/read_scale.py --keep` left behind (a copy: an embedded store opens once), at the loaded
+history's end, with the budgets `bench/read_scale_readers.py` evaluates and this hour's baselines as the store
+holds them (no refresh). CPU is the process's (chdb runs in-process): on a machine shared with other work it
+moves less with the load than wall time does. One warm-up pass, then ``--runs`` timed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from spendstream.detect.anomaly import detect_spend_anomalies  # noqa: E402
+from spendstream.detect.budgets import Budget, evaluate  # noqa: E402
+from spendstream.detect.retry_storm import detect_retry_storms  # noqa: E402
+from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--result", type=Path, required=True, help="the JSON the loading run wrote")
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    result = json.loads(args.result.read_text())
+    now = datetime.fromisoformat(result["started"])
+    per_event = Decimal(result["events"]) / 1_000_000
+    budgets = [Budget(name="all-monthly", amount_usd=8_000 * per_event),
+               Budget(name="team-daily", team="team-00", period="daily", amount_usd=200 * per_event),
+               Budget(name="customer-monthly", customer="cust-00000", amount_usd=400 * per_event)]
+    store = EmbeddedStore(args.data_dir)
+    walls: list[float] = []
+    cpus: list[float] = []
+    try:
+        for run in range(args.runs + 1):
+            began, cpu = time.perf_counter(), time.process_time()
+            evaluate(store, budgets, now) + detect_retry_storms(store, now) + detect_spend_anomalies(store, now)
+            if run:
+                walls.append(time.perf_counter() - began)
+                cpus.append(time.process_time() - cpu)
+    finally:
+        store.close()
+
+    def p95(values: list[float]) -> float:
+        return sorted(values)[math.ceil(0.95 * len(values)) - 1]
+
+    print(f"pass wall median {statistics.median(walls) * 1000:.0f} p95 {p95(walls) * 1000:.0f} ms | "
+          f"CPU median {statistics.median(cpus) * 1000:.0f} p95 {p95(cpus) * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
