@@ -100,6 +100,25 @@ def test_the_first_minutes_of_a_weekend_are_held_against_fridays_last_hour_as_we
     assert profiles.peak_cost[0, sunday + 23] == pytest.approx(1.2)     # Sunday 23:00's neighbour is Monday
 
 
+def test_a_weekend_days_busiest_10_minutes_are_the_weekdays_at_the_weekends_level() -> None:
+    """Four weekend days are too few for the median of a maximum: a pair at a quarter of its weekday level on
+    weekends, whose weekday batch is $4, is expected to peak at $1 on a weekend, whatever two odd Saturdays did."""
+    weeks = 2
+    hour_of_week = np.arange(weeks * 168) % 168
+    weekend = hour_of_week >= 5 * 24
+    requests = np.where(weekend, 5.0, 20.0)[None, :]
+    cost = requests * 0.05
+    peak = np.where(weekend, 0.1, 0.5)
+    peak[(hour_of_week % 24 == 14) & ~weekend] = 4.0                     # the weekday batch
+    saturdays = np.flatnonzero((hour_of_week == 5 * 24 + 14))
+    peak[saturdays] = 3.0                                                # two odd Saturdays
+    profiles = learn(requests=requests, cost=cost, attempts=requests, failed=np.zeros_like(requests),
+                     peak_cost=peak[None, :], first_hour_of_week=0, first_hour=np.array([0]))
+    assert profiles.day_peak_in(0)[0] == pytest.approx(4.0)              # a weekday: its batch
+    assert profiles.day_peak_in(5 * 24 + 3)[0] == pytest.approx(1.0)     # a weekend: 4.0 at a quarter the level
+    assert profiles.day_peak_in(6 * 24 + 23)[0] == pytest.approx(1.0)
+
+
 def test_three_requests_are_noise_three_hundred_are_not() -> None:
     rule = SpendAnomalyRule()
     quiet = learn(requests=np.full((1, 336), 2.0), cost=np.full((1, 336), 0.5), attempts=np.full((1, 336), 2.0),

@@ -103,3 +103,31 @@ def test_a_pairs_night_burst_near_its_daily_peak_fires_and_half_of_it_does_not(e
     fired = [a for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
              if tag in a.subject and a.state == "firing" and "customer=" in a.subject and "feature=" in a.subject]
     assert [a.subject for a in fired] == [f"feature={tag}-most-chat,customer={tag}-most"]
+
+
+@pytest.mark.integration
+def test_a_pairs_weekend_is_held_against_a_weekend_days_busiest_10_minutes_not_a_weekdays(embedded_store) -> None:
+    """A pair that runs at a quarter of its weekday level on weekends: at 03:00 on a Saturday, a window at 1.5x
+    twice its usual weekend busiest 10 minutes is news (a weekend spike), though a weekday's batch is bigger;
+    a window at 0.6 of that weekend peak is still its usual."""
+    tag = f"weekend-{uuid.uuid4().hex[:8]}"
+    now = datetime(2022, 3, 19, 3, 0, tzinfo=timezone.utc)  # a Saturday, in a year no other test writes to
+    start = now - timedelta(days=24)
+    events: list[dict] = []
+    burst = lambda end, n: [end - timedelta(minutes=8) + timedelta(seconds=480 * k / n) for k in range(n)]  # noqa: E731
+    for name, tonight in (("half", 6), ("twice", 20)):
+        keys = {"customer": f"{tag}-{name}", "feature": f"{tag}-{name}-chat"}
+        for day in range(24):
+            midnight = start + timedelta(days=day)
+            weekend = midnight.weekday() >= 5
+            # weekdays a call every 10 minutes and a batch of 40 at 14:00; weekends a quarter of both
+            every, batch = (40, 10) if weekend else (10, 40)
+            events += _calls(tag, len(events), [midnight + timedelta(minutes=m) for m in range(3, 1440, every)],
+                             **keys)
+            events += _calls(tag, len(events), burst(midnight + timedelta(hours=14, minutes=8), batch), **keys)
+        events += _calls(tag, len(events), burst(now, tonight), **keys)
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    fired = [a for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
+             if tag in a.subject and a.state == "firing" and "customer=" in a.subject and "feature=" in a.subject]
+    assert [a.subject for a in fired] == [f"feature={tag}-twice-chat,customer={tag}-twice"]

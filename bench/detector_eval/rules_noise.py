@@ -137,14 +137,16 @@ def _remembered(profiles: Profiles, hours: _Hours, now_h: int, rule: SpendAnomal
     starts = [at((first - 24 * 30 * k) * 60) for k in range(schedules.MONTHS)]
     span = (np.arange(schedules.SPAN_HOURS) + now_h - schedules.BEFORE_HOURS) % 168
     planned = schedules.schedule(schedules.Memory(cost, starts), profiles.cost[:, span], now=at(now_h * 60))
-    peak = np.stack([rule.peak(profiles.peak_cost[:, h], profiles.day_peak, pair=is_pair) for h in range(168)], axis=1)
+    peak = np.stack([rule.peak(profiles.peak_cost[:, h], profiles.day_peak_in(h), pair=is_pair) for h in range(168)],
+                    axis=1)
     expected = profiles.cost.copy()
     for k, h in enumerate(span):  # the hours the passes of this hour ask about: the one before it and this one
         expected[:, h] = np.maximum(expected[:, h], planned.cost[:, k])
         if k >= schedules.BEFORE_HOURS - 1:
             peak[:, h] = np.maximum(peak[:, h], planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
     return Profiles(profiles.requests, expected, peak, profiles.dispersion, profiles.fail_ratio,
-                    np.maximum(profiles.history_hours, planned.history_hours), profiles.day_peak)
+                    np.maximum(profiles.history_hours, planned.history_hours), profiles.day_peak,
+                    profiles.weekend_day_peak)
 
 
 def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:

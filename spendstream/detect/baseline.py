@@ -196,7 +196,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);
         # one sighting is enough for that; a pair must beat its usual busiest 10 minutes of a day as well
         pair = np.array([PAIR_MARK in name for name in names], dtype=bool)
-        peak_cost = np.maximum(rule.peak(profiles.peak_cost[:, w], profiles.day_peak, pair=pair),
+        peak_cost = np.maximum(rule.peak(profiles.peak_cost[:, w], profiles.day_peak_in(w), pair=pair),
                                planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
         # failures: the last week through now (a storm is measured against how the subject fails lately)
         week_attempts = att[:, -FAIL_HOURS:].sum(axis=1)

@@ -19,7 +19,10 @@ The model of one subject (a team, feature or customer), per hour of the week:
 - **a typical busiest 10 minutes of a day**: the median, over the last two weeks' days, of
   the day's largest 10-minute spend. An hour of the week has seen two or four samples, so
   one noisy hour can set it; a day's busiest window is one sample a day over every hour,
-  and a subject whose bursts land at random hours has seen them already;
+  and a subject whose bursts land at random hours has seen them already. A weekend day's is
+  the weekdays' at the weekend's level (mean dollars an hour, weekend over weekday): two
+  weeks hold four weekend days, too few for the median of a maximum, while the level comes
+  from every weekend hour and the shape from ten weekdays;
 - **dispersion**: how much more than Poisson the hourly request counts wander around the
   expected ones (``phi`` in var = mu + phi·mu²), so a window's uncertainty comes from
   counts: three requests are noise, three thousand are not;
@@ -54,6 +57,13 @@ class Profiles:
     fail_ratio: np.ndarray    # (S,) failed attempts per attempt
     history_hours: np.ndarray  # (S,) hours from the first request to the end of the history
     day_peak: np.ndarray | None = None  # (S,) typical largest 10-minute spend of a day (None: not learned)
+    weekend_day_peak: np.ndarray | None = None  # (S,) the same, of a weekend day
+
+    def day_peak_in(self, hour_of_week: int) -> np.ndarray | None:
+        """The typical busiest 10 minutes of a day of the kind (weekday or weekend) ``hour_of_week`` falls on."""
+        if hour_of_week // 24 >= 5 and self.weekend_day_peak is not None:
+            return self.weekend_day_peak
+        return self.day_peak
 
 
 def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, failed: np.ndarray,
@@ -101,7 +111,14 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     same_peak = np.maximum.reduce([np.roll(same_peak, -1, axis=1), same_peak, np.roll(same_peak, 1, axis=1)])
     with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
         warnings.simplefilter("ignore", RuntimeWarning)
-        day_peak = _nanmedian(np.nanmax(flat_peak, axis=2))
+        busiest = np.nanmax(flat_peak, axis=2)   # (S, days) each day's largest 10 minutes
+        day_peak = _nanmedian(busiest)
+        weekday_peak = _nanmedian(busiest[:, weekday])
+        # a weekend day has the weekdays' shape at its own level: mean dollars an hour, over every hour of
+        # either kind (a day cut short by the history's ends counts by its hours)
+        level = np.nanmean(flat_cost[:, ~weekday, :], axis=(1, 2)) / np.nanmean(flat_cost[:, weekday, :], axis=(1, 2))
+    known = np.isfinite(level) & (weekday_peak > 0)
+    weekend_day_peak = np.where(known, weekday_peak * np.where(known, level, 0.0), day_peak)
     out_req = (n * how_req + SHRINK * same_req) / (n + SHRINK)
     out_cost = (n * how_cost + SHRINK * same_cost) / (n + SHRINK)
     hour_of_week = (np.arange(hours) + first_hour_of_week) % HOURS_PER_WEEK
@@ -112,7 +129,7 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     total_attempts = (attempts * live).sum(axis=1)
     fail_ratio = np.where(total_attempts > 0, (failed * live).sum(axis=1) / np.maximum(total_attempts, 1), 0.0)
     return Profiles(out_req, out_cost, same_peak, dispersion, fail_ratio, np.maximum(hours - first_hour, 0),
-                    day_peak)
+                    day_peak, weekend_day_peak)
 
 
 def _robust(samples: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   minimum excess. Calm under the
   expected dollars plus ``z_calm`` deviations (or the typical peak).
   A feature × customer pair (``day_peak_for``) must beat, besides, ``day_peak_share`` of its usual
-  busiest 10 minutes of a day (:meth:`peak`) and ``pair_min_ratio`` × expected: a pair has few
+  busiest 10 minutes of a day of this kind (weekday or weekend: :meth:`peak`,
+  :meth:`~spendstream.detect.noise.Profiles.day_peak_in`) and ``pair_min_ratio`` × expected: a pair has few
   requests an hour, so its hour-of-week peak, learned from two or four samples, is mostly luck;
   but that day peak is the largest of a day's 144 windows, mostly at the pair's busiest hour, so
   a night or weekend window near it is news (abuse, a weekend spike), not the pair's usual burst.
