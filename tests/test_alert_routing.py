@@ -89,3 +89,35 @@ def test_a_slack_channel_over_its_budget_gets_one_digest_then_waits(embedded_sto
         slack.close()
     texts = [b["text"] for b in slack.bodies()]
     assert len(texts) == 3 and texts[0].startswith(":bell: digest of 9 alerts")
+
+
+def test_an_incident_that_grows_past_the_paging_line_reaches_on_call_once_and_nobody_twice(embedded_store) -> None:
+    # a night abuse opens as a warning (Slack only), then costs more than the paging line: its trigger is stored
+    # again at error under the same key, so PagerDuty opens it now, Slack is not told twice, both get the resolve
+    tag = f"escalate-{uuid.uuid4().hex[:8]}"
+    slack, pagerduty = Receiver(), Receiver()
+    try:
+        routing = AlertRouting(
+            destinations=[Destination(name=f"slack-{tag}", kind="slack", url=slack.url("/hook")),
+                          Destination(name=f"pd-{tag}", kind="pagerduty", url=pagerduty.url("/v2/enqueue"),
+                                      routing_key="K")],
+            routes=[Route(destination=f"slack-{tag}", subjects=[tag]),
+                    Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error")])
+        notifier = Notifier(embedded_store, routing)
+        opened = _alert(tag, "spend_anomaly", "firing", "warning")
+        assert store_new_alerts(embedded_store, [opened]) == 1
+        assert notifier.run_pass().delivered == 1                      # Slack only
+        assert store_new_alerts(embedded_store, [opened]) == 0         # the same trigger again: nothing new
+        grown = opened.model_copy(update={"severity": "error", "created_at": opened.created_at + timedelta(minutes=20)})
+        assert store_new_alerts(embedded_store, [grown]) == 1          # escalated
+        assert store_new_alerts(embedded_store, [opened]) == 0         # a lower severity never replaces it
+        assert notifier.run_pass().delivered == 1                      # PagerDuty only
+        resolved = _alert(tag, "spend_anomaly", "resolved", "warning", at=T + timedelta(hours=1))
+        assert store_new_alerts(embedded_store, [resolved]) == 1
+        assert notifier.run_pass().delivered == 2                      # the resolve goes where the trigger went
+    finally:
+        slack.close()
+        pagerduty.close()
+    assert [b["event_action"] for b in pagerduty.bodies()] == ["trigger", "resolve"]
+    assert pagerduty.bodies()[0]["payload"]["severity"] == "error"
+    assert len(slack.bodies()) == 2

@@ -53,6 +53,22 @@ def test_one_incident_per_subject_a_blip_is_not_one_and_the_resolve_keeps_the_ke
     assert cur is None and sent == "resolved"
 
 
+def test_an_incident_that_grows_worse_fires_again_at_the_worse_severity_once_and_never_backs_down() -> None:
+    h = Hysteresis(fire_after=1, resolve_after=3)
+    step = lambda cur, severity, **kw: h.step(cur, kind="spend_anomaly", subject="customer=c", onset=T0,  # noqa: E731
+                                              severity=severity, very_hot=False, **kw)
+    opened, sent = step(None, "warning", hot=True, calm=False)
+    assert sent == "firing" and opened.severity == "warning"
+    grown, sent = step(opened, "error", hot=True, calm=False)
+    assert sent == "firing" and grown.severity == "error" and grown.dedup_key == opened.dedup_key
+    again, sent = step(grown, "error", hot=True, calm=False)
+    assert sent is None and again.severity == "error"
+    smaller, sent = step(again, "warning", hot=True, calm=False)
+    assert sent is None and smaller.severity == "error"          # a smaller window does not lower it
+    between, sent = step(smaller, "critical", hot=False, calm=False)
+    assert sent is None and between.severity == "error"         # only a hot pass escalates
+
+
 def _profiles_with_a_nightly_job(weeks: int = 3):
     """One subject: $6/h steady (one $0.25 request every 2.5 minutes), plus a $30 job at 02:00 ± 5 min nightly."""
     rng = np.random.default_rng(1)

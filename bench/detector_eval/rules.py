@@ -25,7 +25,7 @@ class Fired:
     kind: str
     subject: str
     minute: int          # when the pass ran (the alert's created_at)
-    state: str           # firing | resolved
+    state: str           # firing | escalated (a firing incident's trigger again, at a worse severity) | resolved
     severity: str
     onset: int = -1      # the incident's start as the alert reports it (for PagerDuty's timestamp); -1: minute
 

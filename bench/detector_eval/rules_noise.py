@@ -222,9 +222,10 @@ def guard(split, failed: np.ndarray, attempts: np.ndarray, w: int, minutes: int 
 
 def _record(out: list[Fired], open_: dict[int, Incident], key: int, incident: Incident | None,
             transition: str | None, t: int, world: World, before: Incident | None) -> None:
-    if transition == "firing":
-        out.append(Fired("noise", incident.kind, incident.subject, t, "firing", incident.severity,
-                         int((incident.opened_at - EPOCH).total_seconds() // 60)))
+    if transition == "firing":  # an incident already firing that fires again has escalated: not a new alert
+        escalated = before is not None and before.state == "firing"
+        out.append(Fired("noise", incident.kind, incident.subject, t, "escalated" if escalated else "firing",
+                         incident.severity, int((incident.opened_at - EPOCH).total_seconds() // 60)))
     elif transition == "resolved":
         out.append(Fired("noise", before.kind, before.subject, t, "resolved", before.severity,
                          int((before.opened_at - EPOCH).total_seconds() // 60)))
@@ -241,11 +242,17 @@ def messages(world: World, fired: list[Fired]) -> dict[str, float]:
     days = (world.minutes - EVAL_START) / DAY
     alerts = [Alert(kind=f.kind, severity=f.severity, state=f.state, subject=f.subject, window_start=at(f.minute),
                     window_end=at(f.minute), dedup_key=f"{f.kind}:{f.subject}:{f.onset if f.onset >= 0 else f.minute}",
-                    message="", created_at=at(f.minute)) for f in fired]
+                    message="", created_at=at(f.minute)) for f in fired if f.state != "escalated"]
+    # an escalated trigger replaces its stored trigger: a destination that had it is not sent it again, one whose
+    # route only takes the worse severity (on-call) gets it now, and the resolve follows it there
+    escalated = {f"{f.kind}:{f.subject}:{f.onset if f.onset >= 0 else f.minute}": f.severity
+                 for f in fired if f.state == "escalated"}
     by_pass: dict[datetime, list[Alert]] = {}
     for alert in alerts:
         by_pass.setdefault(alert.created_at, []).append(alert)
     slack = digest.simulate(sorted(by_pass.items()))
-    triggers = {a.dedup_key: a for a in alerts if a.state == "firing"}
-    paged = sum(digest.route_as(a, triggers).severity in ("error", "critical") for a in alerts)
+    triggers = {a.dedup_key: a.model_copy(update={"severity": escalated.get(a.dedup_key, a.severity)})
+                for a in alerts if a.state == "firing"}
+    paged = sum(digest.route_as(triggers.get(a.dedup_key, a) if a.state == "firing" else a, triggers).severity
+                in ("error", "critical") for a in alerts)
     return {"slack (every alert, digest)": slack / days, "on-call (error and up, with resolves)": paged / days}

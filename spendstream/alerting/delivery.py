@@ -355,12 +355,21 @@ def _batches(destination: Destination, alerts: list[Alert], *, sent_last_hour: i
 
 
 def store_new_alerts(store: Store, alerts: Sequence[Alert]) -> int:
-    """Insert the alerts whose (dedup key, state) the table does not hold yet; returns how many."""
+    """Insert the alerts whose (dedup key, state) the table does not hold yet, and the triggers that escalate one
+    it holds (same key, a worse severity); returns how many.
+
+    An escalated trigger replaces the stored one (the table keeps the latest row per key and state), so the
+    routes see the new severity: a destination that has delivered the trigger is not sent it again (its
+    delivery is per key and state), one whose routes only take the worse severity gets it now, and the resolve
+    goes wherever the escalated trigger went."""
     if not alerts:
         return 0
-    new = [a for a in alerts if not query_result(
-        store, "SELECT count() FROM alerts FINAL WHERE dedup_key = {k:String} AND state = {s:String}",
-        {"k": a.dedup_key, "s": a.state}).scalar()]
+    new = []
+    for a in alerts:
+        held = query_result(store, "SELECT severity FROM alerts FINAL WHERE dedup_key = {k:String} "
+                                   "AND state = {s:String}", {"k": a.dedup_key, "s": a.state}).rows
+        if not held or (a.state == "firing" and _SEVERITY_ORDER[a.severity] > _SEVERITY_ORDER[held[0][0]]):
+            new.append(a)
     for a in new:
         store.query_text(
             "INSERT INTO alerts (created_at, kind, severity, state, subject, window_start, window_end, observed, "

@@ -8,7 +8,11 @@ into at most two messages per incident:
   fires it; one hot pass alone (a blip) only leaves it ``pending``, forgotten at the next pass
   that is not hot;
 - while it fires, hot passes update it (peak, dollars) and send nothing: re-fires are the
-  same incident, with the same ``dedup_key``;
+  same incident, with the same ``dedup_key``. One exception: a hot pass whose severity is
+  worse than the incident's *escalates* it, and its trigger is sent again, under the same
+  key, at the new severity. A night abuse that opens at $3 in ten minutes (``warning``) and
+  grows past the paging line reaches on-call; a destination that already has the trigger
+  is not sent it again (:func:`~spendstream.alerting.delivery.store_new_alerts`);
 - it resolves after ``resolve_after`` consecutive calm passes, under that same key. A pass
   that is neither hot nor calm (between the thresholds) keeps it firing.
 
@@ -74,6 +78,8 @@ class Hysteresis:
             if calm_passes >= self.resolve_after:
                 return None, "resolved"
             return replace(grown, calm_passes=calm_passes), None
+        if (hot or very_hot) and _worse(current.severity, severity) != current.severity:
+            return replace(grown, calm_passes=0, severity=severity), "firing"  # escalated: the trigger again
         return replace(grown, calm_passes=0), None
 
 
