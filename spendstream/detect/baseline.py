@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 LEARN_DAYS = 28
 LAG_HOURS = 48        # the profile ends two days back: what creeps in now is not yet "usual"
 CHUNK_SUBJECTS = 2000  # subjects learned at once: bounds the dense arrays (subjects × ~30 days of hours)
-FAIL_HOURS = 7 * 24    # the failure ratio a storm is measured against: the last week, through now
+FAIL_HOURS = 7 * 24    # the failure ratio a storm is measured against: the last week, less its worst day
 STALE_HOURS = 3        # a pass uses the newest baselines at most this old (a refresh that failed, a late leader)
 _MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -198,9 +198,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         pair = np.array([PAIR_MARK in name for name in names], dtype=bool)
         peak_cost = np.maximum(rule.peak(profiles.peak_cost[:, w], profiles.day_peak_in(w), pair=pair),
                                planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
-        # failures: the last week through now (a storm is measured against how the subject fails lately)
-        week_attempts = att[:, -FAIL_HOURS:].sum(axis=1)
-        fail_ratio = np.where(week_attempts > 0, fail[:, -FAIL_HOURS:].sum(axis=1) / np.maximum(week_attempts, 1), 0.0)
+        fail_ratio = usual_fail_ratio(att[:, -FAIL_HOURS:], fail[:, -FAIL_HOURS:])
         for i, name in enumerate(names):
             out.append((name, profiles.requests[i, w], expected_cost[i], peak_cost[i],
                         profiles.dispersion[i], fail_ratio[i], int(history[i]), int(slow.hot[i]),
@@ -284,6 +282,26 @@ def _insert(store: Store, hour: datetime, rows: list[tuple]) -> None:
     for i, (name, type_) in enumerate(_BASELINE_COLUMNS):
         columns[name] = pa.array([row[i] for row in rows], type_)
     store.insert_arrow("detector_baselines", pa.table(columns))
+
+
+def usual_fail_ratio(attempts: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """How each subject fails lately, from its last week of hours (subjects × ``FAIL_HOURS``, oldest first): failed
+    attempts per attempt over the week **less its worst day** (of its seven 24-hour spans, the one with the most
+    failures), when it has attempts on another day.
+
+    A storm is measured against how the subject fails lately, but not against itself: a quiet customer's 30
+    minutes of failing retries would otherwise make its usual ratio 70 %, and the storm would read as usual
+    within the hour, and so would the next one that week. A subject that always fails as much keeps its ratio
+    (its other days fail as much); one with a single active day keeps that day's.
+    """
+    days_attempts = attempts.reshape(len(attempts), -1, 24).sum(axis=2)
+    days_failed = failed.reshape(len(failed), -1, 24).sum(axis=2)
+    worst = np.zeros_like(days_failed, dtype=bool)
+    worst[np.arange(len(worst)), days_failed.argmax(axis=1)] = True
+    other_days = ((days_attempts > 0) & ~worst).any(axis=1)
+    keep = ~(worst & other_days[:, None])
+    tried = np.where(keep, days_attempts, 0).sum(axis=1)
+    return np.where(tried > 0, np.where(keep, days_failed, 0).sum(axis=1) / np.maximum(tried, 1), 0.0)
 
 
 def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | None = None,
