@@ -186,6 +186,11 @@ class _RawReadsFail:
             raise StoreError("connection reset while reading usage_events")
         return self.store.query_text(sql, params, fmt)
 
+    def query_arrow(self, sql: str, params: dict | None = None) -> Any:  # the detectors' wide windows come as Arrow
+        if "usage_events" in sql:
+            raise StoreError("connection reset while reading usage_events")
+        return self.store.query_arrow(sql, params)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
