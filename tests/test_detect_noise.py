@@ -291,3 +291,18 @@ def test_a_subject_expected_to_cost_nothing_has_no_slow_ratio_and_no_warning() -
                                           expected_requests=np.full((2, 24), 500.0),
                                           history_hours=np.array([2_000.0, 2_000.0]))
     assert not verdict.hot.any()
+
+
+def test_a_burst_that_already_fired_is_not_a_sustained_shift_and_a_day_of_creep_still_is() -> None:
+    from spendstream.detect.spend import SpendAnomalyRule
+
+    expected = np.full((3, 24), 2.0)                       # $2 an hour usual, for three subjects
+    observed = np.full((3, 24), 2.0)
+    observed[0] *= 1.2                                     # a busy Monday: every hour 1.2x, $9.60 over in the day
+    observed[1] *= 1.2
+    observed[1, 2:4] = 75.0                                # ... and a night abuse of $150 in two hours
+    observed[2] *= 1.6                                     # creep: every hour 1.6x, $28.80 over
+    verdict = SpendAnomalyRule().slow(observed_usd=observed, expected_usd=expected,
+                                      expected_requests=np.full((3, 24), 100.0), history_hours=np.full(3, 2_000.0))
+    assert verdict.hot.tolist() == [False, False, True]
+    assert verdict.excess_usd[1] < 20 < verdict.excess_usd[2]  # the burst adds two hours at 2x, not its $150

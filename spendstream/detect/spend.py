@@ -21,7 +21,10 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   hours where at least ``slow_min_requests`` were expected, of observed ÷ expected dollars
   is at least ``slow_ratio`` and the day's excess at least ``slow_min_excess_usd``: a
   sustained shift or a creep over days, which no 10-minute window sees; a one-hour spike
-  does not move a median of 24 hours. Calm under ``slow_calm_ratio``.
+  does not move a median of 24 hours. Each hour adds at most ``slow_hour_cap`` × its expected
+  dollars to that excess: a shift is many hours a little over, while a burst's hours, far over,
+  are the fast window's (uncapped, a night abuse that fired and resolved came back as "a
+  sustained shift" of its own dollars the next afternoon). Calm under ``slow_calm_ratio``.
 
 No anomaly without ``warmup_hours`` of history: until then a subject that spends
 ``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
@@ -64,6 +67,7 @@ class SpendAnomalyRule:
     slow_min_requests: float = 20.0
     slow_min_hours: int = 12
     slow_min_excess_usd: float = 20.0
+    slow_hour_cap: float = 2.0
     page_usd_per_hour: float = 25.0
     new_spender_usd: float = 20.0
     day_peak_for: str = "pairs"   # whose peak is at least its usual busiest 10 minutes of a day: pairs, all, none
@@ -108,8 +112,8 @@ class SpendAnomalyRule:
         with warnings.catch_warnings():  # a subject expected to cost $0 every hour (unpriced) has no ratio:
             warnings.simplefilter("ignore", RuntimeWarning)  # its median is NaN, so never hot
             median = np.where(enough, np.nanmedian(np.where(enough[:, None], ratio, 0.0), axis=1), 1.0)
-        day_observed, day_expected = observed_usd.sum(axis=1), expected_usd.sum(axis=1)
-        excess = day_observed - day_expected
+        day_expected = expected_usd.sum(axis=1)
+        excess = np.minimum(observed_usd, self.slow_hour_cap * expected_usd).sum(axis=1) - day_expected
         warm = history_hours >= self.warmup_hours
         hot = warm & enough & (median >= self.slow_ratio) & (excess >= self.slow_min_excess_usd)
         return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
