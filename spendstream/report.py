@@ -43,10 +43,12 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     Usage comes from the rollups through ``ranges.between``: exact for any range (the
     partial periods at its ends are read from raw), and equal to the same questions
     asked of ``usage_events FINAL`` (tests/test_readers_on_rollups.py keeps those as the
-    reference). The six usage sections are two reads of one rollup, each answering
-    several sections through ``GROUPING SETS`` (:func:`_usage_sums`, :func:`_usage_counts`): ``usage_minutes``
+    reference). The usage sections' sums are one read of one rollup, answering four
+    sections through ``GROUPING SETS`` (:func:`_usage_sums`): ``usage_minutes``
     when the charts step by 5 minutes, ``report_hours`` (hour × team, feature and model:
-    rows bounded by those keys, not by the events) when by hours or days. Customers come
+    rows bounded by those keys, not by the events) when by hours or days. Requests are
+    counted per UTC day × team × feature (:func:`day_counts`, :func:`_usage_counts`): whole
+    days from ``feature_days``, only the partial days from request sets. Customers come
     from ``customer_days`` for the range's whole days and ``customer_hours`` for the rest
     (:func:`customer_costs`). Rankings break ties by name, so the top ten are the same ten
     every time.
@@ -90,7 +92,7 @@ def report_reads(querier: TextQuerier, since: datetime, until: datetime) -> list
                           "FROM gpu_minutely WHERE minute >= {since:DateTime64(3, 'UTC')} "
                           "AND minute < {until:DateTime64(3, 'UTC')} GROUP BY period, deployment "
                           "ORDER BY period, deployment")},
-        lambda: _usage_counts(querier, p, step),
+        lambda: _usage_counts(querier, since, until, p, step),
     ]
 
 
@@ -102,15 +104,13 @@ def _usage_span(step: str) -> tuple[Rollup, str, dict[str, str]]:
 
 
 def _usage_sums(querier: TextQuerier, params: dict[str, str], step: str) -> dict[str, QueryResult]:
-    """The report's usage tables — spend, features, models, waste here; totals and unit in
-    :func:`_usage_counts` — in two reads of one rollup.
+    """The report's usage tables that need no request sets — spend, features, models, waste (totals and
+    unit: :func:`_usage_counts`) — in one read.
 
-    Each read groups the range's rows once per section with ``GROUPING SETS``, so the rollup's
-    rows, its watermark and the partial periods from raw are read twice rather than six times.
-    The sums need no request sets; the second read merges them, for the totals and cost per
-    request (a distinct count over a range is exact only from the requests themselves: a
-    request's attempts can fall in two hours or days). Each section's rows are then ordered and
-    cut as its own query would (``ORDER BY … LIMIT``: NULL costs last, ties by name).
+    The read groups the range's rows once per section with ``GROUPING SETS``, so the rollup's
+    rows, its watermark and the partial periods from raw are read once rather than four times.
+    Each section's rows are then ordered and cut as its own query would (``ORDER BY … LIMIT``:
+    NULL costs last, ties by name).
     """
     grain, bucket, span = _usage_span(step)
     sums = between(grain, bucket, ["cost_usd", "attempts", "unpriced_attempts", "input_tokens", "output_tokens",
@@ -138,23 +138,71 @@ def _usage_sums(querier: TextQuerier, params: dict[str, str], step: str) -> dict
     }
 
 
-def _usage_counts(querier: TextQuerier, params: dict[str, str], step: str) -> dict[str, QueryResult]:
-    """The totals and the cost per request: the request sets merged (see :func:`_usage_sums`)."""
-    grain, bucket, span = _usage_span(step)
+def _usage_counts(querier: TextQuerier, since: datetime, until: datetime, params: dict[str, str],
+                  step: str) -> dict[str, QueryResult]:
+    """The totals and the cost per request, with requests counted per UTC day × team × feature (:func:`day_counts`).
+
+    When the charts step by days, both come from those counts. When they step by hours or 5 minutes, the
+    totals do, and the cost per request divides each period's cost by the distinct requests of the period ×
+    feature, merged from the request sets (as before: a period then lies inside one day, and its sets are few).
+    """
+    by_days = step == "1 DAY"
     counted = query_result(querier, (
         "SELECT grouping(period, feature) AS g, period, feature, sum(cost_usd) AS cost_usd, "
-        "uniqExactMerge(requests) AS requests, sum(attempts) AS attempts, sum(unpriced_attempts) AS unpriced, "
+        "sum(requests) AS requests, sum(attempts) AS attempts, sum(unpriced_attempts) AS unpriced, "
         "if(requests = 0, 0, toFloat64(cost_usd / requests)) AS usd_per_request "
-        "FROM (SELECT period, ifNull(feature, '(none)') AS feature, cost_usd, requests, attempts, unpriced_attempts "
-        f"FROM {between(grain, bucket, ['cost_usd', 'requests', 'attempts', 'unpriced_attempts'], **span)}) "
-        "GROUP BY GROUPING SETS ((), (period, feature))"), params)
+        "FROM (SELECT toString(day) AS period, ifNull(feature, '(none)') AS feature, cost_usd, requests, attempts, "
+        f"unpriced_attempts FROM {day_counts(since, until, params)}) "
+        "GROUP BY GROUPING SETS ((), (period, feature))"), params)  # the days' rows, few: both sets always
     totals = [r for r in counted.dicts() if r["g"] == 0b11]
-    unit = [r for r in counted.dicts() if r["g"] == 0]
+    per_period, unit = counted, [r for r in counted.dicts() if r["g"] == 0]
+    if not by_days:
+        grain, bucket, span = _usage_span(step)
+        per_period = query_result(querier, (
+            "SELECT period, feature, sum(cost_usd) AS cost_usd, uniqExactMerge(requests) AS requests, "
+            "if(requests = 0, 0, toFloat64(cost_usd / requests)) AS usd_per_request "
+            "FROM (SELECT period, ifNull(feature, '(none)') AS feature, cost_usd, requests "
+            f"FROM {between(grain, bucket, ['cost_usd', 'requests'], **span)}) GROUP BY period, feature"), params)
+        unit = per_period.dicts()
     return {
         "totals": _section(counted, totals, ("cost_usd", "requests", "attempts", "unpriced")),  # () is always a row
-        "unit": _section(counted, sorted(unit, key=lambda r: (r["period"], r["feature"])),
+        "unit": _section(per_period, sorted(unit, key=lambda r: (r["period"], r["feature"])),
                          ("period", "feature", "usd_per_request")),
     }
+
+
+def day_counts(since: datetime, until: datetime, params: dict[str, str]) -> str:
+    """A subquery of (day, team, feature, cost_usd, requests, attempts, unpriced_attempts) rows for
+    ``since <= ts < until``, one per UTC day × team × feature, ``requests`` the distinct requests of that day
+    (within the range) and key: a request whose attempts fall on two days counts once in each, as the
+    cookbook's cost per request counts them.
+
+    The range's whole days are numbers from ``feature_daily`` (``feature_days`` up to its watermark, the
+    hours' request sets after it); only the partial days at its ends merge request sets (``report_hours``,
+    their partial hours from raw). A week's count then reads about a day's request ids, not the week's.
+    Adds the pieces' bounds to ``params``.
+    """
+    start, end = since.astimezone(timezone.utc), until.astimezone(timezone.utc)
+    first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    first_day += timedelta(days=1) if first_day < start else timedelta(0)
+    last_day = max(end.replace(hour=0, minute=0, second=0, microsecond=0), first_day)
+    params |= {"first_day": sql_time(first_day), "last_day": sql_time(last_day),
+               "first_date": first_day.date().isoformat(), "last_date": last_day.date().isoformat()}
+    days = {"since": "{first_day:DateTime64(3, 'UTC')}", "until": "{last_day:DateTime64(3, 'UTC')}"}
+    measures = ["cost_usd", "requests", "attempts", "unpriced_attempts"]
+    # without a whole day inside the range, last_day = first_day: the two pieces are the range, cut at its
+    # midnight if it has one
+    head = between(REPORT_HOURS, "toStartOfDay({t})", measures, since="{since:DateTime64(3, 'UTC')}",
+                   until=f"least({days['since']}, {{until:DateTime64(3, 'UTC')}})")
+    rest = between(REPORT_HOURS, "toStartOfDay({t})", measures,
+                   since=f"greatest({days['until']}, {{since:DateTime64(3, 'UTC')}})",
+                   until="{until:DateTime64(3, 'UTC')}")
+    return ("(SELECT toDateTime(day, 'UTC') AS day, team, feature, cost_usd, requests, attempts, unpriced_attempts "
+            "FROM feature_daily(since = {first_date:Date}, until = {last_date:Date}) "
+            "UNION ALL SELECT period AS day, team, feature, sum(cost_usd) AS cost_usd, "
+            "uniqExactMerge(requests) AS requests, sum(attempts) AS attempts, "
+            f"sum(unpriced_attempts) AS unpriced_attempts FROM (SELECT * FROM {head} UNION ALL SELECT * FROM {rest}) "
+            "GROUP BY day, team, feature)")
 
 
 def _ranked(rows: list[dict[str, Any]], by: str, name: str) -> list[dict[str, Any]]:
@@ -258,6 +306,10 @@ def _advice_and_invoices(querier: TextQuerier, since: datetime, until: datetime)
     return advise(querier, since, until), _invoice_gaps(querier, since, until)
 
 
+# What "Requests" means on the page (the totals: :func:`day_counts`)
+REQUESTS_NOTE = ("Requests are counted per UTC day, team and feature, and summed: a request retried across midnight "
+                 "counts in each day.")
+
 # Each section by the name of its table: its title, the tables its chart shows, and its note.
 _SECTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "spend": ("Spend over time, by team", ("spend", "alerts"), "Dashed lines mark alerts."),
@@ -266,7 +318,8 @@ _SECTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "models": ("Model mix (tokens)", ("models",),
                "Unpriced models are listed with their unpriced attempts; their tokens still count here."),
     "unit": ("Cost per request, by feature", ("unit", "features", "spend"),
-             "The chart draws the ten features that spend most; the table lists every feature."),
+             "The chart draws the ten features that spend most; the table lists every feature. By days, a day's "
+             "requests are counted per team (see the totals); by hours or 5 minutes, once in their period."),
     "waste": ("Retry waste: what failed attempts cost", ("waste",), ""),
     "alerts": ("Alerts on the timeline", ("alerts", "spend"), ""),
     "gpu": ("Self-hosted GPUs: cost and utilisation", ("gpu", "spend"), ""),
@@ -367,6 +420,7 @@ def _page(since: datetime, until: datetime, totals: dict[str, Any], dead: int, s
         f"<h1>AI inference spend</h1><p class=\"sub\">{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC "
         f"· generated {generated} by spendstream</p>",
         "<div class=\"kpis\">" + "".join(f"<div class=\"kpi\">{k}<b>{v}</b></div>" for k, v in kpis) + "</div>",
+        f"<p class=\"note\">{html.escape(REQUESTS_NOTE)}</p>",
     ]
     parts.append(_opportunities(opportunities))
     for section in sections:
