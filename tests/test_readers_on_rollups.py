@@ -489,7 +489,7 @@ def test_the_report_counts_a_request_retried_across_midnight_in_both_days(embedd
     for state in ("pending", "maintained"):
         if state == "maintained":
             _maintain(store)
-            # the whole days below now come from feature_days, not from the hours' request sets
+            # the whole days of the range by days now come from feature_days, not from the hours' request sets
             assert str(store.query("SELECT feature_days FROM rollup_watermarks").scalar()) > sql_time(midnight)
             assert store.query("SELECT sum(requests) FROM feature_days FINAL WHERE team = {team:String}",
                                {"team": team}).scalar() == 4
@@ -511,6 +511,11 @@ def test_the_report_counts_a_request_retried_across_midnight_in_both_days(embedd
                            "WHERE ts >= {m:DateTime64(3, 'UTC')} AND ts < {m:DateTime64(3, 'UTC')} + INTERVAL 1 DAY "
                            f"AND {mine}", {**p, "m": sql_time(midnight)}).scalar()
         assert unit[(f"{midnight:%Y-%m-%d %H:%M:%S}", feature)] == cost > 0
+    # an hour without usage still has a totals row, as raw's
+    since, until = midnight - timedelta(hours=5), midnight - timedelta(hours=4)
+    p = {"since": sql_time(since), "until": sql_time(until)}
+    assert _rows(report_tables(store, since, until)["totals"]) == _rows(
+        store.query(_report_raw(report_step(since, until))["totals"], p)) == [("None", "0", "0", "0")]
 
 
 def test_between_refuses_a_time_filter_in_where_and_unknown_measures() -> None:
