@@ -47,8 +47,8 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     sections through ``GROUPING SETS`` (:func:`_usage_sums`): ``usage_minutes``
     when the charts step by 5 minutes, ``report_hours`` (hour × team, feature and model:
     rows bounded by those keys, not by the events) when by hours or days. Requests are
-    counted per UTC day × team × feature (:func:`day_counts`, :func:`_usage_counts`): whole
-    days from ``feature_days``, only the partial days from request sets. Customers come
+    counted per UTC day × team × feature (:func:`_usage_counts`; over more than three days
+    the whole days are numbers from ``feature_days``, :func:`day_counts`). Customers come
     from ``customer_days`` for the range's whole days and ``customer_hours`` for the rest
     (:func:`customer_costs`). Rankings break ties by name, so the top ten are the same ten
     every time.
