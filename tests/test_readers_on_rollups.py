@@ -40,10 +40,16 @@ PRICER = Pricer()
 WINDOW = "ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}"
 
 
+# The report's "Requests": distinct requests per UTC day × team × feature, summed (a request whose attempts fall
+# on two days counts in each, as the cookbook's cost per request counts them)
+REQUESTS_PER_DAY = ("SELECT sum(n) FROM (SELECT uniqExact(request_id) AS n FROM usage_events FINAL "
+                    f"WHERE {WINDOW} GROUP BY toDate(ts), team, feature)")
+
+
 def _report_raw(step: str) -> dict[str, str]:
     bucket = f"toStartOfInterval(ts, INTERVAL {step})"
     return {
-        "totals": "SELECT sumIf(total_cost, priced) AS cost_usd, uniqExact(request_id) AS requests, "
+        "totals": f"SELECT sumIf(total_cost, priced) AS cost_usd, ({REQUESTS_PER_DAY}) AS requests, "
                   f"count() AS attempts, countIf(NOT priced) AS unpriced FROM usage_events FINAL WHERE {WINDOW}",
         "spend": f"SELECT toString({bucket}) AS period, ifNull(team, '(none)') AS team, "
                  f"sumIf(total_cost, priced) AS cost_usd FROM usage_events FINAL WHERE {WINDOW} "
@@ -57,10 +63,16 @@ def _report_raw(step: str) -> dict[str, str]:
         "models": "SELECT model, sumIf(total_cost, priced) AS cost_usd, countIf(NOT priced) AS unpriced, "
                   f"sum(input_tokens + output_tokens) AS tokens FROM usage_events FINAL WHERE {WINDOW} "
                   "GROUP BY model ORDER BY tokens DESC, model LIMIT 10",
-        "unit": f"SELECT toString({bucket}) AS period, ifNull(feature, '(none)') AS feature, "
-                "if(uniqExact(request_id) = 0, 0, toFloat64(sumIf(total_cost, priced) / uniqExact(request_id))) "
-                f"AS usd_per_request FROM usage_events FINAL WHERE {WINDOW} GROUP BY period, feature "
-                "ORDER BY period, feature",
+        "unit": (f"SELECT toString({bucket}) AS period, ifNull(feature, '(none)') AS feature, "
+                 "if(uniqExact(request_id) = 0, 0, toFloat64(sumIf(total_cost, priced) / uniqExact(request_id))) "
+                 f"AS usd_per_request FROM usage_events FINAL WHERE {WINDOW} GROUP BY period, feature "
+                 "ORDER BY period, feature") if step != "1 DAY" else (
+            # by days: a day's cost over its requests counted per team (a request counts once per day and team)
+            "SELECT period, ifNull(feature, '(none)') AS feature, "
+            "if(sum(n) = 0, 0, toFloat64(sum(cost) / sum(n))) AS usd_per_request "
+            f"FROM (SELECT toString({bucket}) AS period, team, feature, sumIf(total_cost, priced) AS cost, "
+            f"uniqExact(request_id) AS n FROM usage_events FINAL WHERE {WINDOW} GROUP BY period, team, feature) "
+            "GROUP BY period, feature ORDER BY period, feature"),
         "waste": "SELECT ifNull(feature, '(none)') AS feature, countIf(status != 'ok') AS failed_attempts, "
                  "sumIf(total_cost, status != 'ok' AND priced) AS wasted_usd "
                  f"FROM usage_events FINAL WHERE {WINDOW} GROUP BY feature ORDER BY wasted_usd DESC, feature",
@@ -221,6 +233,12 @@ def _bursts(run: str, now: datetime) -> tuple[list[datetime], list[dict]]:
                    if i % 4 else {}),
                 "tags": {"latency_sensitive": "false"} if i % 6 == 0 else {"user_facing": "true"} if i % 6 == 1 else {},
                 **({"max_tokens": 4_096} if i % 8 == 0 else {}), "mode": "batch" if i % 19 == 0 else "realtime"})
+    # a request retried across a midnight that the longer ranges hold (the report counts it in each day)
+    midnight = (now - timedelta(days=6)).replace(hour=0, minute=0, second=0, microsecond=0)
+    for k, at in enumerate((midnight - timedelta(seconds=10), midnight + timedelta(seconds=10))):
+        events.append({**events[k], "event_id": f"{run}-midnight-{k}", "ts": at.isoformat(),
+                       "request_id": f"{run}-midnight", "attempt": 1 + k, "team": f"{run}-t0",
+                       "feature": f"{run}-f0", "status": ("error", "ok")[k]})
     return [s for s in starts if s < now], [e for e in events if datetime.fromisoformat(e["ts"]) < now]
 
 
@@ -413,6 +431,10 @@ def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_
     late = [{**events[200 + k], "event_id": f"{run}-late-{k}", "attempt": 4,
              "ts": (datetime.fromisoformat(events[200 + k]["ts"]) + timedelta(seconds=1)).isoformat()}
             for k in range(5)]
+    # and a third attempt of the request retried across midnight, into its second day (rolled up by now)
+    midnight = events[-1]
+    late.append({**midnight, "event_id": f"{run}-late-midnight", "attempt": 3,
+                 "ts": (datetime.fromisoformat(midnight["ts"]) + timedelta(seconds=5)).isoformat()})
     _write(store, late)
     watermark = store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()
     assert str(watermark) <= late[0]["ts"][:19].replace("T", " ")
@@ -441,6 +463,59 @@ def test_the_ranges_make_the_partial_periods_matter(embedded_store) -> None:
     raw = store.query(f"SELECT count() FROM usage_events FINAL WHERE {WINDOW}", p).scalar()
     assert store.query(f"SELECT sum(attempts) FROM {exact}", p).scalar() == raw
     assert store.query(f"SELECT sum(attempts) FROM {whole}", p).scalar() < raw
+
+
+def test_the_report_counts_a_request_retried_across_midnight_in_both_days(embedded_store) -> None:
+    """The report's "Requests" are counted per UTC day (× team × feature): a request with attempts at 23:59:50
+    and 00:00:10 is a request of each day, whether its days come from the request sets (partial days) or from
+    ``feature_days`` (whole days), while the exact distinct count over the range would count it once."""
+    store = embedded_store
+    run = f"md-{uuid.uuid4().hex[:6]}"
+    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=47)
+    team, feature = f"{run}-t", f"{run}-f"
+
+    def event(n: int, at: timedelta, request: int, attempt: int, status: str = "ok") -> dict:
+        return {"event_id": f"{run}-{n}", "ts": (midnight + at).isoformat(), "request_id": f"{run}-r{request}",
+                "attempt": attempt, "status": status, "provider": "openai", "model": "gpt-4o-mini", "team": team,
+                "feature": feature, "environment": "prod", "input_tokens": 1_000 + n, "output_tokens": 100}
+
+    _write(store, [event(0, timedelta(seconds=-10), 0, 1, "error"), event(1, timedelta(seconds=10), 0, 2),
+                   event(2, timedelta(hours=-2), 1, 1), event(3, timedelta(hours=3), 2, 1)])
+    ranges_ = {"two partial days, by hours": (midnight - timedelta(hours=12), midnight + timedelta(hours=12)),
+               "a whole day and a partial one, by hours": (midnight - timedelta(days=1),
+                                                           midnight + timedelta(hours=12, seconds=1)),
+               "days": (midnight - timedelta(days=2, hours=5), midnight + timedelta(days=2))}
+    mine = "ifNull(team, '') = {team:String}"
+    for state in ("pending", "maintained"):
+        if state == "maintained":
+            _maintain(store)
+            # the whole days of the range by days now come from feature_days, not from the hours' request sets
+            assert str(store.query("SELECT feature_days FROM rollup_watermarks").scalar()) > sql_time(midnight)
+            assert store.query("SELECT sum(requests) FROM feature_days FINAL WHERE team = {team:String}",
+                               {"team": team}).scalar() == 4
+        for name, (since, until) in ranges_.items():
+            p = {"since": sql_time(since), "until": sql_time(until), "team": team}
+            tables = report_tables(store, since, until)
+            others = store.query(REQUESTS_PER_DAY.replace("WHERE", f"WHERE NOT {mine} AND"), p).scalar()
+            # r0 in both days, r1 and r2 once: 4 requests, where a distinct count over the range says 3
+            assert int(tables["totals"].dicts()[0]["requests"]) - others == 4, (state, name)
+            assert store.query(f"SELECT uniqExact(request_id) FROM usage_events FINAL WHERE {WINDOW} AND {mine}",
+                               p).scalar() == 3
+            assert _rows(tables["totals"]) == _rows(store.query(_report_raw(report_step(since, until))["totals"], p))
+        # by days, the feature's cost per request on the second day is its cost over r0 and r2
+        since, until = ranges_["days"]
+        p = {"since": sql_time(since), "until": sql_time(until), "team": team}
+        unit = {(r["period"], r["feature"]): r["usd_per_request"] for r in report_tables(store, since, until)
+                ["unit"].dicts()}
+        cost = store.query("SELECT toFloat64(sumIf(total_cost, priced) / 2) FROM usage_events FINAL "
+                           "WHERE ts >= {m:DateTime64(3, 'UTC')} AND ts < {m:DateTime64(3, 'UTC')} + INTERVAL 1 DAY "
+                           f"AND {mine}", {**p, "m": sql_time(midnight)}).scalar()
+        assert unit[(f"{midnight:%Y-%m-%d %H:%M:%S}", feature)] == cost > 0
+    # an hour without usage still has a totals row, as raw's
+    since, until = midnight - timedelta(hours=5), midnight - timedelta(hours=4)
+    p = {"since": sql_time(since), "until": sql_time(until)}
+    assert _rows(report_tables(store, since, until)["totals"]) == _rows(
+        store.query(_report_raw(report_step(since, until))["totals"], p)) == [("None", "0", "0", "0")]
 
 
 def test_between_refuses_a_time_filter_in_where_and_unknown_measures() -> None:

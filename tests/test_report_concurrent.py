@@ -14,7 +14,7 @@ import pytest
 
 from spendstream.report import _table, build_report, report_tables
 from spendstream.sinks.store import SecondReader, StoreError, sql_time
-from tests.test_readers_on_rollups import _bursts, _maintain, _write
+from tests.test_readers_on_rollups import REQUESTS_PER_DAY, _bursts, _maintain, _write
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +68,14 @@ def test_the_page_is_the_same_read_beside_the_drawing_or_in_turn(embedded_store)
     in_turn = build_report(_OneAtATime(store), since, until)
     assert _comparable(beside) == _comparable(in_turn)
     # every section's table is report_tables' (tests/test_readers_on_rollups.py compares those with raw FINAL),
-    # and the requests are raw's distinct count, duplicates and late retries included
+    # and the requests are raw's distinct requests per UTC day × team × feature, duplicates and late retries
+    # included, with the page saying how they are counted
     tables = report_tables(store, since, until)
     assert [name for name in ("spend", "features", "customers", "models", "unit", "waste", "alerts")
             if _table(tables[name]) not in beside] == []
-    raw = store.query("SELECT uniqExact(request_id) FROM usage_events FINAL WHERE ts >= {since:DateTime64(3, 'UTC')} "
-                      "AND ts < {until:DateTime64(3, 'UTC')}", {"since": sql_time(since), "until": sql_time(until)})
+    raw = store.query(REQUESTS_PER_DAY, {"since": sql_time(since), "until": sql_time(until)})
     assert f"Requests<b>{raw.scalar():,}</b>" in beside
+    assert "Requests are counted per UTC day" in beside
 
 
 def test_a_failed_read_beside_the_tables_fails_the_report(seeded_store) -> None:
