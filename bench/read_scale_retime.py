@@ -3,6 +3,7 @@
     python bench/read_scale_retime.py DIR --result bench/results/read_scale_3000000.json --kind detection
     python bench/read_scale_retime.py DIR --result before.json --kind all --out after.json   # for --compare
     python bench/read_scale_retime.py DIR --result ... --kind detection --skip "baseline refresh"
+    python bench/read_scale_retime.py DIR --result ... --kind command --omit "export focus"   # not run at all
 
 For a change to a reader: the same data, the same "now" (the loaded history's end, from the run's
 result file), without loading it again (a store kept from before a migration is migrated first, as
@@ -41,6 +42,9 @@ def main() -> int:
                         help="a reader whose name starts with NAME runs once before the rounds, untimed (what it "
                              "leaves, say this hour's baselines, is there): e.g. 'baseline refresh', which runs "
                              "hourly, not every pass; repeatable")
+    parser.add_argument("--omit", action="append", default=[], metavar="NAME",
+                        help="a reader whose name starts with NAME is not run at all (the store keeps what an earlier "
+                             "run left, say this hour's baselines); repeatable")
     parser.add_argument("--out", type=Path, help="write a result file like read_scale.py's")
     args = parser.parse_args()
     result = json.loads(args.result.read_text())
@@ -54,7 +58,7 @@ def main() -> int:
         load_before = os.getloadavg()
         with tempfile.TemporaryDirectory() as scratch:
             chosen = [r for r in readers(store, now=now, events=result["events"], out_dir=Path(scratch))
-                      if args.kind in ("all", r.group)]
+                      if args.kind in ("all", r.group) and not r.name.startswith(tuple(args.omit))]
             for reader in [r for r in chosen if r.name.startswith(tuple(args.skip))]:
                 print(f"skipped (run once, untimed): {reader.name}", flush=True)
                 reader.run()
