@@ -8,6 +8,7 @@ real delivery: stored events -> hourly baselines -> detection passes every 5 min
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -81,6 +82,17 @@ def test_what_was_delivered_stays_its_own_and_an_attached_subject_hot_on_its_own
     lingering = _open("feature=chat", 0.5, before="firing", root=key)
     still = correlate({"feature=chat": Step(lingering.before, lingering.before, None, 0.5, False)}, TEAMS)
     assert still["feature=chat"].after.root == key and still["feature=chat"].transition is None
+
+
+def test_an_attached_subject_stays_with_its_open_root_and_one_customers_pairs_are_one_incident() -> None:
+    root = correlate({PAIR: _open(PAIR, 9.0)}, TEAMS)[PAIR].after
+    grown = correlate({PAIR: Step(root, replace(root, hot_passes=2), None, 2.0, True),
+                       "feature=chat": _open("feature=chat", 30.0, before="firing", root=root.dedup_key)}, TEAMS)
+    assert grown["feature=chat"].after.root == root.dedup_key and grown["feature=chat"].transition is None
+    # a creep over one customer's features: its pairs rise, the customer as a whole not (yet) over its line
+    pairs = {f"feature={f},customer=c24": _open(f"feature={f},customer=c24", x) for f, x in (("a", 3.0), ("b", 5.0))}
+    assert _roots(correlate(pairs, TEAMS)) == {"feature=a,customer=c24": "feature=b,customer=c24",
+                                               "feature=b,customer=c24": ""}
 
 
 def test_the_root_pages_at_the_worst_severity_of_what_it_carries() -> None:

@@ -97,7 +97,10 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                 calm=bool(calm[i]), onset=now - window, severity=rule.severity(float(fast.excess_usd[i]),
                                                                                fast=bool(fast.hot[i])),
                 observed=float(observed[i]))
-            steps[subject] = Step(before, after, transition, float(fast.excess_usd[i]), bool(hot[i]))
+            # what it runs over its usual per window: the fast window's, or for a sustained shift alone its day's
+            per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not known.slow_hot[i]
+                          else float(known.slow_excess_usd[i]) * rule.window_minutes / 1440)
+            steps[subject] = Step(before, after, transition, per_window, bool(hot[i]))
     # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names)
     open_ = [s for s, st in steps.items() if st.after is not None]
     features = [s for s in open_ if s.startswith("feature=") and baseline.PAIR_MARK not in s]

@@ -14,6 +14,8 @@ firing):
   feature-wide spike whose pairs each hold a little: the feature is the root, its team attached);
 - a pair is **held** by an open parent that no child explains (a customer
   abusing three features: no pair explains the customer, it is the root and the pairs join it);
+  pairs of one customer that is not open themselves are one group (one actor: a creep over its
+  features lifts its pairs and not yet the customer), under the largest;
 - following those links from any subject ends at its group's root. The root's incident is
   delivered; every other member's incident is stored *attached* to it (``Incident.root``: the
   root's dedup key), its alerts kept in ``alerts`` with ``correlated_with`` and not delivered.
@@ -22,9 +24,14 @@ Each subject keeps its own state machine, so its resolve is exact. What has been
 be taken back: a subject already paging on its own stays its own incident, and a group that forms
 around it later is attached to it. A pending root whose group has a firing member fires now (the page
 names the most specific subject, not the first to cross its line), at the worst severity of the members
-it carries. An attached subject that is hot and explained by nobody open becomes its own incident then
-(it outgrew or outlived its root) and is delivered; one that is only lingering (not hot, not yet calm)
-stays attached until it resolves, silently.
+it carries (an attached subject that grows past the paging line escalates its root: the root's trigger
+again, same key). An attached subject stays part of its root's incident while that is open, even if it
+outgrows it: the page already names it, and a second page for one open incident is the noise this
+module removes. One that outlives its root (hot on a pass after the root closed, explained by nobody
+open: a root's resolve waits for its parts, so only when that root's state is gone) becomes its own
+incident then, delivered under its own key; one only lingering (not hot, not yet
+calm) stays attached and resolves silently. A root whose own state machine resolves it while a part it
+carries is still open stays open (its resolve waits): one incident, one resolve, when all of it is calm.
 """
 
 from __future__ import annotations
@@ -97,8 +104,11 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     for s in open_:
         if PAIR_MARK in s:
             holders = [p for p in parents(s, teams) if p in open_ and p not in link]
+            customer = parents(s, teams)[1]
             if holders:
                 link[s] = max(holders, key=lambda p: (excess[p], p))
+            elif customer not in open_:  # one customer's pairs hot together are one actor's doing, even when the
+                link[s] = customer       # customer as a whole is not over its line (a creep over its features)
     groups: dict[str, list[str]] = defaultdict(list)
     for s in open_:
         top, seen = s, {s}
@@ -106,28 +116,50 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             top = link[top]
             seen.add(top)
         groups[top].append(s)
+    # the incidents open before or after this pass (a root whose own state machine resolves it now waits for
+    # what it carries, below)
+    by_key = {st.after.dedup_key: s for s, st in steps.items() if st.after is not None}
+    by_key |= {st.before.dedup_key: s for s, st in steps.items()
+               if st.before is not None and st.before.state == "firing"}
     for top, members in groups.items():
         owners = [m for m in members if delivered(m)]
-        root = top if delivered(top) or not owners else min(owners, key=lambda m: (_depth(m), -excess[m], m))
+        if top in open_ and (delivered(top) or not owners):
+            root = top
+        else:  # the most specific subject already paging, or the largest of one customer's pairs
+            root = min(owners or members, key=lambda m: (_depth(m), -excess[m], m))
         first = open_[root]
+        kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
+        if kept in by_key:  # attached to an incident still open: it and its group stay part of it
+            for m in members:
+                if not delivered(m):
+                    out[m] = replace(open_[m], after=replace(open_[m].after, root=kept))
+            continue
         after, transition = replace(first.after, root=""), first.transition
         firing = [m for m in members if open_[m].after.state == "firing"]
         if after.state == "pending" and firing:  # its group fired: the page names it
             after, transition = replace(after, state="firing"), "firing"
-        if after.state == "firing":
-            if first.before is not None and first.before.state == "firing" and first.before.root:
-                transition = "firing"  # detached: explained by nobody open, it speaks for itself now
-            severity = after.severity
-            for m in firing:
-                if not delivered(m):
-                    severity = worse(severity, open_[m].after.severity)
-            if severity != after.severity:
-                after = replace(after, severity=severity)
-                transition = transition or "firing"  # escalated: its trigger again, at the group's severity
+        if (after.state == "firing" and first.before is not None and first.before.state == "firing"
+                and first.before.root):
+            transition = "firing"  # detached: its root resolved, nobody open explains it, it speaks for itself
         out[root] = replace(first, after=after, transition=transition)
         for m in members:
             if m != root and not delivered(m):
                 out[m] = replace(open_[m], after=replace(open_[m].after, root=after.dedup_key))
+    # an incident resolves when all of it has: a root calm while a part it carries is still open stays open
+    carried = {st.after.root for st in out.values() if st.after is not None and st.after.root}
+    for s, st in out.items():
+        if st.transition == "resolved" and st.before is not None and st.before.dedup_key in carried:
+            out[s] = replace(st, after=st.before, transition=None)
+    # a root pages at the worst severity of what it carries: its trigger again (same key) when that is worse
+    worst: dict[str, str] = {}
+    for st in out.values():
+        if st.after is not None and st.after.root and st.after.state == "firing":
+            worst[st.after.root] = worse(worst.get(st.after.root, "info"), st.after.severity)
+    for s, st in out.items():
+        if st.after is not None and not st.after.root and st.after.state == "firing":
+            severity = worse(st.after.severity, worst.get(st.after.dedup_key, "info"))
+            if severity != st.after.severity:
+                out[s] = replace(st, after=replace(st.after, severity=severity), transition=st.transition or "firing")
     return out
 
 
