@@ -86,3 +86,36 @@ def test_the_miss_report_names_every_miss_the_score_counts_and_each_subject_that
     assert sorted(named) == sorted(counted)
     for line in lines:
         assert "MISSED " in line or ("held by" in line or "not a subject" in line)
+
+
+def _pages_at_once(world, fired) -> int:
+    """The most on-call pages (``error`` and up, delivered) open at one time for one injected incident."""
+    from bench.detector_eval import score
+
+    opened, most = {}, 0
+    for f in fired:
+        key = (f.subject, f.onset)
+        if f.part_of:
+            continue
+        if f.state in ("firing", "escalated") and f.severity in ("error", "critical") and key not in opened:
+            incident = score.true_incident(world, f)
+            if incident is not None:
+                opened[key] = id(incident)
+                most = max(most, sum(v == id(incident) for v in opened.values()))
+        elif f.state == "resolved":
+            opened.pop(key, None)
+    return most
+
+
+def test_one_incident_pages_once_at_a_time_where_every_subject_apart_pages_several() -> None:
+    from bench.detector_eval import rules_noise, score
+
+    world = generate(load("conv"), seed=11)
+    fired, fired_apart = rules_noise.spend(world), rules_noise.spend(world, correlated=False)
+    assert _pages_at_once(world, fired) == 1
+    assert _pages_at_once(world, fired_apart) > 1  # the measure can fail: each subject its own page, as before
+    together = rules_noise.messages_per_incident(world, fired)["on-call"]
+    apart = rules_noise.messages_per_incident(world, fired_apart)["on-call"]
+    assert sum(n > 2 for n in together) < sum(n > 2 for n in apart)
+    # the same incidents found; what is attached is neither a false alarm nor a detection of its own
+    assert score.score(world, fired, "noise", "spend").recall == score.score(world, fired_apart, "x", "spend").recall

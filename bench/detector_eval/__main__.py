@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +28,9 @@ def rule_sets() -> dict[str, RuleSet]:
     except ImportError:  # before the detectors that know their noise
         return sets
     sets["noise"] = {"spend": rules_noise.spend, "retries": rules_noise.retries}
+    # as before one incident, one page: every subject its own incident (issue 18's outside evaluation)
+    sets["noise-apart"] = {"spend": functools.partial(rules_noise.spend, correlated=False),
+                           "retries": rules_noise.retries}
     return sets
 
 
@@ -48,7 +52,11 @@ def evaluate(names: list[str], seeds: list[int], shapes: list[str],
                     s = score.score(world, fired, name, family)
                     key = (name, family)
                     totals[key] = totals[key].merge(s) if key in totals else s
-                info = extra.setdefault(name, {"runs": 0, "messages": {}, "unresolved": 0})
+                info = extra.setdefault(name, {"runs": 0, "messages": {}, "unresolved": 0, "per_incident": {}})
+                if name.startswith("noise"):
+                    from bench.detector_eval import rules_noise
+                    for dest, counts in rules_noise.messages_per_incident(world, fired_all).items():
+                        info["per_incident"].setdefault(dest, []).extend(counts)
                 info["runs"] += 1
                 routed = (rules_messages(name, world, fired_all))
                 for dest, n in routed.items():
@@ -58,7 +66,7 @@ def evaluate(names: list[str], seeds: list[int], shapes: list[str],
 
 
 def rules_messages(name: str, world: World, fired: list[rules.Fired]) -> dict[str, float]:
-    if name == "noise":
+    if name.startswith("noise"):
         from bench.detector_eval import rules_noise
         return rules_noise.messages(world, fired)
     return score.messages_per_day(world, fired, {"slack (every alert)": "all", "on-call (error and up)": "oncall"})
@@ -85,6 +93,17 @@ def table(totals: dict, extra: dict, *, seeds: list[int], shapes: list[str]) -> 
         lines.append(f"- {name}: messages per destination per day (mean over runs): {per}"
                      + (f"; PagerDuty incidents left open (resolve never routed): {info['unresolved']}"
                         if name == "current" else ""))
+    for name, info in extra.items():
+        for dest, counts in info.get("per_incident", {}).items():
+            if counts:
+                over = sum(n > 2 for n in counts)
+                lines.append(f"- {name}: messages per incident to {dest} (incidents with any: {len(counts)}): max "
+                             f"{max(counts)}, median {score.percentile(counts, 50):.0f}, over 2: {over} "
+                             f"({over / len(counts):.0%})")
+    for (name, family), s in sorted(totals.items()):
+        if s.attached:
+            lines.append(f"- {name}/{family}: {s.attached} triggers stored as part of another subject's incident "
+                         "(not delivered; not scored as alerts)")
     for (name, family), s in sorted(totals.items()):
         if s.missed:
             kinds = Counter(m.split("@")[0] for m in s.missed)

@@ -145,8 +145,9 @@ def main() -> None:
                 errors.update(done.detector_errors)
                 passes += 1
             seconds = time.monotonic() - started
-            alerts = store.query("SELECT kind, state, severity, count() FROM alerts FINAL GROUP BY kind, state, "
-                                 "severity ORDER BY kind, state, severity").rows
+            alerts = store.query("SELECT kind, state, severity, correlated_with != '' AS attached, count() "
+                                 "FROM alerts FINAL GROUP BY kind, state, severity, attached "
+                                 "ORDER BY kind, state, severity, attached").rows
         finally:
             store.close()
     slack.close()
@@ -156,11 +157,13 @@ def main() -> None:
     print("incidents starting in the replayed hours:", within)
     print(f"{passes} passes over {args.hours} h in {seconds:.0f} s ({seconds / passes:.2f} s a pass); "
           f"detector errors: {dict(errors) or 'none'}")
-    print("alerts stored (kind, state, severity, n):", alerts)
+    print("alerts stored (kind, state, severity, attached to another incident, n):", alerts)
+    per_key = Counter(b["dedup_key"] for b in pagerduty.bodies)
     print(f"messages: slack {len(slack.bodies)}, pagerduty {len(pagerduty.bodies)} "
-          f"({Counter(b['event_action'] for b in pagerduty.bodies)})")
-    print("the aggregate harness on the same world and hours:",
-          sorted(Counter((f.kind, f.state) for f in harness).items()))
+          f"({Counter(b['event_action'] for b in pagerduty.bodies)}; most events for one dedup key: "
+          f"{max(per_key.values(), default=0)})")
+    print("the aggregate harness on the same world and hours (kind, state, attached):",
+          sorted(Counter((f.kind, f.state, bool(f.part_of)) for f in harness).items()))
 
 
 if __name__ == "__main__":

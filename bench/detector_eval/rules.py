@@ -28,6 +28,7 @@ class Fired:
     state: str           # firing | escalated (a firing incident's trigger again, at a worse severity) | resolved
     severity: str
     onset: int = -1      # the incident's start as the alert reports it (for PagerDuty's timestamp); -1: minute
+    part_of: str = ""    # stored as part of another subject's incident (detect/correlate.py): not delivered
 
 
 def cumulative(world: World, array: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from bench.detector_eval.rules import Fired, passes
 from bench.detector_eval.traffic import DAY, EVAL_START, MONTH_DAYS, World
 from spendstream.alerting import digest
 from spendstream.detect import schedules
+from spendstream.detect.correlate import Step, correlate
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
@@ -78,14 +79,17 @@ class _Hours:
 
 
 def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hysteresis | None = None, *,
-          probe: Callable[[Pass], None] | None = None) -> list[Fired]:
-    """``probe`` (diagnostics, :mod:`.misses`) sees every pass's windows, expectations and verdicts."""
+          probe: Callable[[Pass], None] | None = None, correlated: bool = True) -> list[Fired]:
+    """``probe`` (diagnostics, :mod:`.misses`) sees every pass's windows, expectations and verdicts;
+    ``correlated``: as the package, the subjects one cause lifts are one incident (False: each its own)."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     # team, feature, customer and feature × customer: a spike of a few % of a busy customer is most of its pair
     pair_names, pair_membership = world.pairs()
     names = world.subjects + pair_names
     membership = np.concatenate([world.membership, pair_membership])
     rows = np.arange(len(names))
+    row_of = {name: i for i, name in enumerate(names)}
+    teams = {f"feature={leaf.feature}": {f"team={leaf.team}"} for leaf in world.leaves}
     is_pair = np.arange(len(names)) >= len(world.subjects)
     hours = _Hours(world, rows, membership)
     cost, requests = _cumulative(membership, world.cost), _cumulative(membership, world.requests)
@@ -115,13 +119,18 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
         if probe is not None:
             probe(Pass(t, names, exp, fast, slow, cost[:, t] - cost[:, t - w], requests[:, t] - requests[:, t - w],
                        profiles))
-        for s in set(np.flatnonzero(hot | fast.very_hot)) | set(open_):
+        steps = {}
+        for s in sorted(set(np.flatnonzero(hot | fast.very_hot)) | set(open_)):
             severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))
             incident, transition = hysteresis.step(
                 open_.get(s), kind="spend_anomaly", subject=names[s], hot=bool(hot[s]),
                 very_hot=bool(fast.very_hot[s]), calm=bool(calm[s]), onset=at(t - w), severity=severity,
                 observed=float(fast.excess_usd[s]))
-            _record(out, open_, s, incident, transition, t, world, open_.get(s))
+            per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow.hot[s]
+                          else float(slow.excess_usd[s]) * w / 1440)  # as detect_spend_anomalies
+            steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))
+        for name, step in (correlate(steps, teams) if correlated else steps).items():
+            _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
     return out
 
 
@@ -223,12 +232,13 @@ def guard(split, failed: np.ndarray, attempts: np.ndarray, w: int, minutes: int 
 def _record(out: list[Fired], open_: dict[int, Incident], key: int, incident: Incident | None,
             transition: str | None, t: int, world: World, before: Incident | None) -> None:
     if transition == "firing":  # an incident already firing that fires again has escalated: not a new alert
-        escalated = before is not None and before.state == "firing"
+        # (unless it was stored as part of another incident, undelivered: detached, it is delivered now)
+        escalated = before is not None and before.state == "firing" and not (before.root and not incident.root)
         out.append(Fired("noise", incident.kind, incident.subject, t, "escalated" if escalated else "firing",
-                         incident.severity, int((incident.opened_at - EPOCH).total_seconds() // 60)))
+                         incident.severity, int((incident.opened_at - EPOCH).total_seconds() // 60), incident.root))
     elif transition == "resolved":
         out.append(Fired("noise", before.kind, before.subject, t, "resolved", before.severity,
-                         int((before.opened_at - EPOCH).total_seconds() // 60)))
+                         int((before.opened_at - EPOCH).total_seconds() // 60), before.root))
     if incident is None:
         open_.pop(key, None)
     else:
@@ -242,11 +252,11 @@ def messages(world: World, fired: list[Fired]) -> dict[str, float]:
     days = (world.minutes - EVAL_START) / DAY
     alerts = [Alert(kind=f.kind, severity=f.severity, state=f.state, subject=f.subject, window_start=at(f.minute),
                     window_end=at(f.minute), dedup_key=f"{f.kind}:{f.subject}:{f.onset if f.onset >= 0 else f.minute}",
-                    message="", created_at=at(f.minute)) for f in fired if f.state != "escalated"]
+                    message="", created_at=at(f.minute)) for f in fired if f.state != "escalated" and not f.part_of]
     # an escalated trigger replaces its stored trigger: a destination that had it is not sent it again, one whose
     # route only takes the worse severity (on-call) gets it now, and the resolve follows it there
     escalated = {f"{f.kind}:{f.subject}:{f.onset if f.onset >= 0 else f.minute}": f.severity
-                 for f in fired if f.state == "escalated"}
+                 for f in fired if f.state == "escalated" and not f.part_of}
     by_pass: dict[datetime, list[Alert]] = {}
     for alert in alerts:
         by_pass.setdefault(alert.created_at, []).append(alert)
@@ -256,3 +266,38 @@ def messages(world: World, fired: list[Fired]) -> dict[str, float]:
     paged = sum(digest.route_as(triggers.get(a.dedup_key, a) if a.state == "firing" else a, triggers).severity
                 in ("error", "critical") for a in alerts)
     return {"slack (every alert, digest)": slack / days, "on-call (error and up, with resolves)": paged / days}
+
+
+def messages_per_incident(world: World, fired: list[Fired]) -> dict[str, list[int]]:
+    """Per destination, the messages each injected incident (with any) got under the documented routes: Slack a
+    trigger and its resolve per delivered dedup key (before any digest, which can only merge them), on-call a
+    trigger once its severity (escalated or not) is ``error`` or worse, and then its resolve. A dedup key counts
+    for the incident its trigger is true for (:func:`.score.true_incident`); attached alerts are not delivered."""
+    from bench.detector_eval.score import true_incident
+
+    delivered = [f for f in fired if not f.part_of]
+    key = lambda f: (f.kind, f.subject, f.onset if f.onset >= 0 else f.minute)  # noqa: E731
+    owner: dict[tuple, int] = {}
+    paged: set[tuple] = set()
+    counts: dict[str, dict[int, int]] = {"slack": {}, "on-call": {}}
+
+    def add(dest: str, incident: int) -> None:
+        counts[dest][incident] = counts[dest].get(incident, 0) + 1
+
+    for f in delivered:
+        if f.state == "firing":
+            found = true_incident(world, f)
+            if found is None:
+                continue
+            owner[key(f)] = id(found)
+            add("slack", id(found))
+        if key(f) not in owner:
+            continue
+        if f.state in ("firing", "escalated") and f.severity in ("error", "critical") and key(f) not in paged:
+            paged.add(key(f))
+            add("on-call", owner[key(f)])
+        elif f.state == "resolved":
+            add("slack", owner[key(f)])
+            if key(f) in paged:
+                add("on-call", owner[key(f)])
+    return {dest: sorted(per.values()) for dest, per in counts.items()}

@@ -1,7 +1,9 @@
 """Scores: recall, precision, false alarms, delays, dollars before the first alert, messages per destination.
 
-An alert is *true* when it fires on a subject of an incident's leaf (its team, feature or
-customer) between the incident's start and ``GRACE`` minutes after its end; anything else
+Only delivered alerts are scored: one stored as part of another subject's incident
+(``Fired.part_of``) is counted apart (``attached``). An alert is *true* when it fires on a
+subject of an incident's leaf (its team, feature or customer) between the incident's start
+and ``GRACE`` minutes after its end; anything else
 it fires on is a false alarm, and one on a negative control is counted apart as well.
 Recall of a family (spend or retries) counts that family's incidents with a true alert of
 that family's rules; spend recall is over incidents whose excess spend clears ``FLOOR_USD``
@@ -43,6 +45,7 @@ class Score:
     usd_before: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     refires_max: int = 0
+    attached: int = 0   # triggers stored as part of another subject's incident: not delivered, not scored
 
     @property
     def recall(self) -> float:
@@ -59,7 +62,7 @@ class Score:
     def merge(self, other: Score) -> Score:
         out = Score(self.rule, self.family)
         for name in ("incidents", "detected", "under_floor", "under_floor_detected", "alerts", "true_alerts",
-                     "control_alerts", "keys"):
+                     "control_alerts", "keys", "attached"):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.days = self.days  # keys add up across runs, days stay a week: per-key rates stay comparable
         for name in ("delays", "spike_delays", "creep_delays", "usd_before", "missed"):
@@ -72,7 +75,7 @@ def _subjects_of(world: World, incident: Incident) -> set[str]:
     return world.incident_subjects(incident)
 
 
-def _true(world: World, fired: Fired) -> Incident | None:
+def true_incident(world: World, fired: Fired) -> Incident | None:
     for incident in world.incidents:
         if fired.subject in _subjects_of(world, incident) and incident.start < fired.minute <= incident.end + GRACE:
             return incident
@@ -80,10 +83,13 @@ def _true(world: World, fired: Fired) -> Incident | None:
 
 
 def score(world: World, fired: list[Fired], rule: str, family: str) -> Score:
-    firings = [f for f in fired if f.state == "firing"]
+    # what is delivered: an alert stored as part of another subject's incident (detect/correlate.py) is neither a
+    # false alarm nor a detection of its own; it is counted apart
+    firings = [f for f in fired if f.state == "firing" and not f.part_of]
     result = Score(rule, family, keys=len(world.subjects), days=(world.minutes - EVAL_START) / DAY)
+    result.attached = sum(f.state == "firing" and bool(f.part_of) for f in fired)
     result.alerts = len(firings)
-    result.true_alerts = sum(_true(world, f) is not None for f in firings)
+    result.true_alerts = sum(true_incident(world, f) is not None for f in firings)
     result.control_alerts = sum(f.subject in world.controls for f in firings)
     per_subject = Counter(f.subject for f in firings)
     result.refires_max = max(per_subject.values(), default=0)

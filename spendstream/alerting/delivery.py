@@ -355,30 +355,34 @@ def _batches(destination: Destination, alerts: list[Alert], *, sent_last_hour: i
 
 
 def store_new_alerts(store: Store, alerts: Sequence[Alert]) -> int:
-    """Insert the alerts whose (dedup key, state) the table does not hold yet, and the triggers that escalate one
-    it holds (same key, a worse severity); returns how many.
+    """Insert the alerts whose (dedup key, state) the table does not hold yet, the triggers that escalate one
+    it holds (same key, a worse severity) and those that detach one (it was stored as part of another incident,
+    ``correlated_with``, and now speaks for itself); returns how many.
 
     An escalated trigger replaces the stored one (the table keeps the latest row per key and state), so the
     routes see the new severity: a destination that has delivered the trigger is not sent it again (its
     delivery is per key and state), one whose routes only take the worse severity gets it now, and the resolve
-    goes wherever the escalated trigger went."""
+    goes wherever the escalated trigger went. A detached trigger replaces its stored, undelivered row: it is
+    delivered now, and its resolve after it."""
     if not alerts:
         return 0
     new = []
     for a in alerts:
-        held = query_result(store, "SELECT severity FROM alerts FINAL WHERE dedup_key = {k:String} "
+        held = query_result(store, "SELECT severity, correlated_with FROM alerts FINAL WHERE dedup_key = {k:String} "
                                    "AND state = {s:String}", {"k": a.dedup_key, "s": a.state}).rows
-        if not held or (a.state == "firing" and _SEVERITY_ORDER[a.severity] > _SEVERITY_ORDER[held[0][0]]):
+        if (not held or (a.state == "firing" and _SEVERITY_ORDER[a.severity] > _SEVERITY_ORDER[held[0][0]])
+                or (a.state == "firing" and held[0][1] and not a.correlated_with)):
             new.append(a)
     for a in new:
         store.query_text(
             "INSERT INTO alerts (created_at, kind, severity, state, subject, window_start, window_end, observed, "
-            "expected, dedup_key, message) VALUES ({c:DateTime64(3, 'UTC')}, {k:String}, {sv:String}, {st:String}, "
-            "{sj:String}, {ws:DateTime64(3, 'UTC')}, {we:DateTime64(3, 'UTC')}, {o:Nullable(Decimal(38, 18))}, "
-            "{e:Nullable(Decimal(38, 18))}, {d:String}, {m:String})",
+            "expected, dedup_key, message, correlated_with) VALUES ({c:DateTime64(3, 'UTC')}, {k:String}, "
+            "{sv:String}, {st:String}, {sj:String}, {ws:DateTime64(3, 'UTC')}, {we:DateTime64(3, 'UTC')}, "
+            "{o:Nullable(Decimal(38, 18))}, {e:Nullable(Decimal(38, 18))}, {d:String}, {m:String}, {cw:String})",
             {"c": sql_time(a.created_at), "k": a.kind, "sv": a.severity, "st": a.state, "sj": a.subject,
              "ws": sql_time(a.window_start), "we": sql_time(a.window_end),
              "o": str(a.observed) if a.observed is not None else "\\N",
-             "e": str(a.expected) if a.expected is not None else "\\N", "d": a.dedup_key, "m": a.message},
+             "e": str(a.expected) if a.expected is not None else "\\N", "d": a.dedup_key, "m": a.message,
+             "cw": a.correlated_with or ""},
             fmt="CSV")
     return len(new)

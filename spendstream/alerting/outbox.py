@@ -86,11 +86,12 @@ def _duration(span: timedelta) -> str:
 
 
 def load_alerts(store: Store) -> list[Alert]:
-    """Every stored alert (state change), oldest first."""
+    """Every stored alert (state change) to deliver, oldest first: not those stored as part of another incident
+    (``correlated_with``), which its root's message names."""
     rows = query_result(store, """
         SELECT kind, severity, state, subject, window_start, window_end, observed, expected, dedup_key, message,
                created_at
-        FROM alerts FINAL
+        FROM alerts FINAL WHERE correlated_with = ''
         ORDER BY created_at, dedup_key, state""").dicts()
     for row in rows:
         for name in ("window_start", "window_end", "created_at"):

@@ -23,11 +23,12 @@ from decimal import Decimal
 import numpy as np
 
 from spendstream.detect import baseline, state
+from spendstream.detect.correlate import Step, correlate, lifted
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.schemas.alert import Alert
-from spendstream.sinks.store import Store, sql_time
+from spendstream.sinks.store import Store, query_result, sql_time
 
 KINDS = ("spend_anomaly", "new_spender")
 
@@ -81,6 +82,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     hot, calm = fast.hot | known.slow_hot, fast.calm & known.slow_calm
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
+    steps: dict[str, Step] = {}
     todo = {s for s in subjects if hot[index[s]]} | {s for k, s in incidents if k == "spend_anomaly"}
     for subject in sorted(todo):
         i = index.get(subject)
@@ -88,19 +90,35 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         if i is None:  # no baseline any more (a subject gone quiet for weeks): let it resolve
             after, transition = hysteresis.step(before, kind="spend_anomaly", subject=subject, hot=False,
                                                 very_hot=False, calm=True, onset=now - window, severity="warning")
-            excess, usual, seen = 0.0, 0.0, 0.0
+            steps[subject] = Step(before, after, transition, 0.0, False)
         else:
-            excess, usual, seen = float(fast.excess_usd[i]), float(fast.expected_usd[i]), float(observed[i])
             after, transition = hysteresis.step(
                 before, kind="spend_anomaly", subject=subject, hot=bool(hot[i]), very_hot=bool(fast.very_hot[i]),
-                calm=bool(calm[i]), onset=now - window, severity=rule.severity(excess, fast=bool(fast.hot[i])),
-                observed=seen)
-        changes.append((("spend_anomaly", subject), before, after))
-        if transition is not None:
+                calm=bool(calm[i]), onset=now - window, severity=rule.severity(float(fast.excess_usd[i]),
+                                                                               fast=bool(fast.hot[i])),
+                observed=float(observed[i]))
+            # what it runs over its usual per window: the fast window's, or for a sustained shift alone its day's
+            per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not known.slow_hot[i]
+                          else float(known.slow_excess_usd[i]) * rule.window_minutes / 1440)
+            steps[subject] = Step(before, after, transition, per_window, bool(hot[i]))
+    # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names)
+    open_ = [s for s, st in steps.items() if st.after is not None]
+    features = [s for s in open_ if s.startswith("feature=") and baseline.PAIR_MARK not in s]
+    teams = (teams_of(store, features, start=now - window, end=now)
+             if features and any(s.startswith("team=") for s in open_) else {})
+    steps = correlate(steps, teams)
+    for subject, step in steps.items():
+        changes.append((("spend_anomaly", subject), step.before, step.after))
+        if step.transition is not None:
+            i = index.get(subject)
+            excess, usual, seen = ((float(fast.excess_usd[i]), float(fast.expected_usd[i]), float(observed[i]))
+                                   if i is not None else (0.0, 0.0, 0.0))
             slow = i is not None and bool(known.slow_hot[i])
-            alerts.append(_spend_alert(after or before, transition, now=now, observed=seen, usual=usual,
+            incident = step.after if step.transition == "firing" else step.before
+            alerts.append(_spend_alert(incident, step.transition, now=now, observed=seen, usual=usual,
                                        excess=excess, slow_excess=float(known.slow_excess_usd[i]) if slow else None,
-                                       minutes=rule.window_minutes))
+                                       minutes=rule.window_minutes,
+                                       lifts=lifted(steps, incident.dedup_key) if step.transition == "firing" else []))
     # a pair is new when its customer or its feature is, and they say so: a known customer's new feature is not
     for i in np.flatnonzero((known.history_hours < rule.warmup_hours) & (known.day_cost >= rule.new_spender_usd)
                             & ~pair):
@@ -123,8 +141,24 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     return alerts
 
 
+def teams_of(store: Store, features: list[str], *, start: datetime, end: datetime) -> dict[str, set[str]]:
+    """The teams each of ``features`` (subjects) spent under in ``[start, end)``, from raw ``FINAL``."""
+    params = {"a": sql_time(start), "b": sql_time(end)} | {f"f{i}": f.removeprefix("feature=")
+                                                          for i, f in enumerate(features)}
+    rows = query_result(store, f"""
+        SELECT DISTINCT feature, team FROM usage_events FINAL
+        WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND ifNull(team, '') != ''
+          AND feature IN ({', '.join(f'{{f{i}:String}}' for i in range(len(features)))})""", params).rows
+    teams: dict[str, set[str]] = {}
+    for feature, team in rows:
+        teams.setdefault(f"feature={feature}", set()).add(f"team={team}")
+    return teams
+
+
 def _spend_alert(incident: Incident, transition: str, *, now: datetime, observed: float, usual: float, excess: float,
-                 slow_excess: float | None, minutes: int) -> Alert:
+                 slow_excess: float | None, minutes: int, lifts: list[str]) -> Alert:
+    """``lifts``: the subjects attached to ``incident`` (its message names them); an attached incident's alert
+    names its root in ``correlated_with`` and is not delivered on its own."""
     if transition == "firing":
         message = (f"${observed:.2f} in the last {minutes} min, usually ${usual:.2f} (±noise) at this hour of the "
                    f"week: ${max(excess, 0):.2f} above what is expected")
@@ -132,6 +166,22 @@ def _spend_alert(incident: Incident, transition: str, *, now: datetime, observed
             message += f"; the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift)"
     else:
         message = f"back to usual: ${observed:.2f} in the last {minutes} min (usually ${usual:.2f})"
+    if lifts:
+        message = f"{_name(incident.subject, lifts)}: {message}; also lifts {_and(lifts)}"
     return Alert(kind="spend_anomaly", severity=incident.severity, state=transition, subject=incident.subject,
                  window_start=incident.opened_at, window_end=now, observed=Decimal(f"{observed:.6f}"),
-                 expected=Decimal(f"{usual:.6f}"), dedup_key=incident.dedup_key, message=message, created_at=now)
+                 expected=Decimal(f"{usual:.6f}"), dedup_key=incident.dedup_key, message=message, created_at=now,
+                 correlated_with=incident.root or None)
+
+
+def _name(subject: str, lifts: list[str]) -> str:
+    """A pair as on-call reads it: "customer=c on feature=f (team=t)", the team from what it lifts."""
+    if baseline.PAIR_MARK not in subject:
+        return subject
+    feature, customer = subject.split(baseline.PAIR_MARK, 1)
+    teams = [s for s in lifts if s.startswith("team=")]
+    return f"customer={customer} on {feature}" + (f" ({_and(teams)})" if teams else "")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

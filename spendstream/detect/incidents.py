@@ -39,6 +39,7 @@ class Incident:
     calm_passes: int = 0
     peak: float = 0.0          # the largest observed value while open (detector's unit)
     wasted_usd: float = 0.0    # dollars the detector attributes to the incident so far
+    root: str = ""             # the dedup key of the incident this one is part of (detect/correlate.py); "": its own
 
     @property
     def dedup_key(self) -> str:
@@ -70,7 +71,7 @@ class Hysteresis:
                 return None, None  # a single hot pass: a blip, not an incident
             passes = current.hot_passes + 1
             if very_hot or passes >= self.fire_after:
-                return replace(grown, state="firing", hot_passes=passes, severity=_worse(current.severity, severity)
+                return replace(grown, state="firing", hot_passes=passes, severity=worse(current.severity, severity)
                                ), "firing"
             return replace(grown, hot_passes=passes), None
         if calm and not hot:
@@ -78,7 +79,7 @@ class Hysteresis:
             if calm_passes >= self.resolve_after:
                 return None, "resolved"
             return replace(grown, calm_passes=calm_passes), None
-        if (hot or very_hot) and _worse(current.severity, severity) != current.severity:
+        if (hot or very_hot) and worse(current.severity, severity) != current.severity:
             return replace(grown, calm_passes=0, severity=severity), "firing"  # escalated: the trigger again
         return replace(grown, calm_passes=0), None
 
@@ -86,5 +87,6 @@ class Hysteresis:
 _ORDER = ("info", "warning", "error", "critical")
 
 
-def _worse(a: str, b: str) -> str:
+def worse(a: str, b: str) -> str:
+    """The worse of two severities."""
     return a if _ORDER.index(a) >= _ORDER.index(b) else b

@@ -21,12 +21,12 @@ def load_open(querier: TextQuerier, kinds: Iterable[str]) -> dict[tuple[str, str
     names = list(kinds)
     params = {f"k{i}": k for i, k in enumerate(names)}
     rows = query_result(querier, f"""
-        SELECT kind, subject, state, toString(opened_at), severity, hot_passes, calm_passes, peak, wasted_usd
+        SELECT kind, subject, state, toString(opened_at), severity, hot_passes, calm_passes, peak, wasted_usd, root
         FROM detector_incidents FINAL
         WHERE kind IN ({', '.join(f'{{k{i}:String}}' for i in range(len(names)))}) AND closed = 0""", params).rows
     return {(kind, subject): Incident(kind, subject, state, datetime.fromisoformat(opened).replace(tzinfo=timezone.utc),
-                                      severity, int(hot), int(calm), float(peak), float(wasted))
-            for kind, subject, state, opened, severity, hot, calm, peak, wasted in rows}
+                                      severity, int(hot), int(calm), float(peak), float(wasted), root)
+            for kind, subject, state, opened, severity, hot, calm, peak, wasted, root in rows}
 
 
 def save(store: Store, changes: list[tuple[tuple[str, str], Incident | None, Incident | None]], *,
@@ -44,11 +44,11 @@ def save(store: Store, changes: list[tuple[tuple[str, str], Incident | None, Inc
         for i, (incident, closed) in enumerate(part):
             values.append(f"({{k{i}:String}}, {{s{i}:String}}, {{st{i}:String}}, {{c{i}:UInt8}}, "
                           f"{{o{i}:DateTime64(3, 'UTC')}}, {{sv{i}:String}}, {{h{i}:UInt32}}, {{cp{i}:UInt32}}, "
-                          f"{{p{i}:Float64}}, {{w{i}:Float64}}, {{now:DateTime64(3, 'UTC')}})")
+                          f"{{p{i}:Float64}}, {{w{i}:Float64}}, {{r{i}:String}}, {{now:DateTime64(3, 'UTC')}})")
             params |= {f"k{i}": incident.kind, f"s{i}": incident.subject, f"st{i}": incident.state,
                        f"c{i}": int(closed), f"o{i}": sql_time(incident.opened_at), f"sv{i}": incident.severity,
                        f"h{i}": incident.hot_passes, f"cp{i}": incident.calm_passes, f"p{i}": repr(incident.peak),
-                       f"w{i}": repr(incident.wasted_usd)}
+                       f"w{i}": repr(incident.wasted_usd), f"r{i}": incident.root}
         store.query_text("INSERT INTO detector_incidents (kind, subject, state, closed, opened_at, severity, "
-                         "hot_passes, calm_passes, peak, wasted_usd, updated_at) VALUES " + ", ".join(values),
+                         "hot_passes, calm_passes, peak, wasted_usd, root, updated_at) VALUES " + ", ".join(values),
                          params, fmt="CSV")

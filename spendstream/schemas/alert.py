@@ -33,3 +33,6 @@ class Alert(BaseModel):
     dedup_key: str
     message: str
     created_at: datetime
+    correlated_with: str | None = Field(
+        default=None, description="The dedup key of the incident this alert is part of (a subject one cause lifts "
+                                  "with a more specific one): stored, not delivered on its own.")

@@ -677,6 +677,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         reader_views.counted_days_view("team_daily", rollups.TEAM_DAYS),
         reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS),
     )),
+    Migration(26, "one incident, one page: a subject one cause lifts with others is stored as part of its incident", (
+        "ALTER TABLE detector_incidents ADD COLUMN IF NOT EXISTS root String DEFAULT '' COMMENT "
+        "'dedup key of the incident this one is part of (not delivered on its own); empty: its own' AFTER wasted_usd",
+        "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS correlated_with String DEFAULT '' COMMENT "
+        "'dedup key of the incident this alert is part of: stored, not delivered on its own' AFTER message",
+    )),
 )
 
 

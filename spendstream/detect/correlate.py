@@ -1,0 +1,169 @@
+"""One incident, one page: the spend subjects one cause lifts together become one incident, named after the most
+specific of them.
+
+The spend detector watches nested subjects: a team holds features; a feature × customer pair is
+part of its feature and of its customer. One customer hammering one feature lifts all four, and each
+has its own incident (:class:`~spendstream.detect.incidents.Hysteresis`). Every pass, after each
+subject's state machine has stepped, :func:`correlate` groups the subjects that are open (pending or
+firing):
+
+- a subject is **explained** by its open child with the largest excess when that child's excess
+  (dollars above expected, this pass) is at least ``share`` of its own: most of the parent's excess
+  is the child's. Half is the line: above it, no other child can account for as much, so the child
+  is the best single name for the parent's rise; under it, the parent has a rise of its own (a
+  feature-wide spike whose pairs each hold a little: the feature is the root, its team attached);
+- a pair is **held** by an open parent that no child explains (a customer
+  abusing three features: no pair explains the customer, it is the root and the pairs join it);
+  pairs of one customer that is not open themselves are one group (one actor: a creep over its
+  features lifts its pairs and not yet the customer), under the largest;
+- following those links from any subject ends at its group's root. The root's incident is
+  delivered; every other member's incident is stored *attached* to it (``Incident.root``: the
+  root's dedup key), its alerts kept in ``alerts`` with ``correlated_with`` and not delivered.
+
+Each subject keeps its own state machine, so its resolve is exact. What has been delivered cannot
+be taken back: a subject already paging on its own stays its own incident, and a group that forms
+around it later is attached to it. A pending root whose group has a firing member fires now (the page
+names the most specific subject, not the first to cross its line), at the worst severity of the members
+it carries (an attached subject that grows past the paging line escalates its root: the root's trigger
+again, same key). An attached subject stays part of its root's incident while that is open, even if it
+outgrows it: the page already names it, and a second page for one open incident is the noise this
+module removes. One that outlives its root (hot on a pass after the root closed, explained by nobody
+open: a root's resolve waits for its parts, so only when that root's state is gone) becomes its own
+incident then, delivered under its own key; one only lingering (not hot, not yet
+calm) stays attached and resolves silently. A root whose own state machine resolves it while a part it
+carries is still open stays open (its resolve waits): one incident, one resolve, when all of it is calm.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+
+from spendstream.detect.incidents import Incident, Transition, worse
+
+SHARE = 0.5
+PAIR_MARK = ",customer="  # as spendstream.detect.baseline names a feature × customer pair
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One subject's pass: its incident before and after the state machine stepped, the message that sends."""
+
+    before: Incident | None
+    after: Incident | None
+    transition: Transition | None
+    excess_usd: float  # above expected in this pass's window
+    hot: bool
+
+
+def parents(subject: str, teams: Mapping[str, Collection[str]]) -> list[str]:
+    """The subjects that hold ``subject``: a pair's feature and customer, a feature's teams (``teams``)."""
+    if PAIR_MARK in subject:
+        feature, customer = subject.split(PAIR_MARK, 1)
+        return [feature, f"customer={customer}"]
+    if subject.startswith("feature="):
+        return sorted(teams.get(subject, ()))
+    return []
+
+
+def _depth(subject: str) -> int:
+    return 0 if PAIR_MARK in subject else 2 if subject.startswith("team=") else 1
+
+
+def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *, share: float = SHARE
+              ) -> dict[str, Step]:
+    """``steps`` with each open subject's incident attached to its group's root (or its own: ``root`` ""), and
+    the transitions that grouping changes: a pending root fired by its group, a root escalated to its members'
+    worst severity, an attached subject detached."""
+    out = dict(steps)
+
+    def delivered(s: str) -> bool:  # paging on its own already
+        before = steps[s].before
+        return before is not None and before.state == "firing" and not before.root
+
+    def lingering(s: str) -> bool:  # attached, not hot: stays with its root until it resolves
+        before = steps[s].before
+        return before is not None and before.state == "firing" and bool(before.root) and not steps[s].hot
+
+    open_ = {s: st for s, st in steps.items() if st.after is not None and not lingering(s)}
+    for s, st in steps.items():
+        if st.after is not None and lingering(s):
+            out[s] = replace(st, after=replace(st.after, root=st.before.root))
+    excess = {s: max(st.excess_usd, 0.0) for s, st in open_.items()}
+    children: dict[str, list[str]] = defaultdict(list)
+    for s in open_:
+        for p in parents(s, teams):
+            if p in open_:
+                children[p].append(s)
+    link: dict[str, str] = {}
+    for p, kids in children.items():
+        best = max(kids, key=lambda k: (excess[k], k))
+        if excess[best] > 0 and excess[best] >= share * excess[p]:
+            link[p] = best
+    for s in open_:
+        if PAIR_MARK in s:
+            holders = [p for p in parents(s, teams) if p in open_ and p not in link]
+            customer = parents(s, teams)[1]
+            if holders:
+                link[s] = max(holders, key=lambda p: (excess[p], p))
+            elif customer not in open_:  # one customer's pairs hot together are one actor's doing, even when the
+                link[s] = customer       # customer as a whole is not over its line (a creep over its features)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for s in open_:
+        top, seen = s, {s}
+        while top in link and link[top] not in seen:
+            top = link[top]
+            seen.add(top)
+        groups[top].append(s)
+    # the incidents open before or after this pass (a root whose own state machine resolves it now waits for
+    # what it carries, below)
+    by_key = {st.after.dedup_key: s for s, st in steps.items() if st.after is not None}
+    by_key |= {st.before.dedup_key: s for s, st in steps.items()
+               if st.before is not None and st.before.state == "firing"}
+    for top, members in groups.items():
+        owners = [m for m in members if delivered(m)]
+        if top in open_ and (delivered(top) or not owners):
+            root = top
+        else:  # the most specific subject already paging, or the largest of one customer's pairs
+            root = min(owners or members, key=lambda m: (_depth(m), -excess[m], m))
+        first = open_[root]
+        kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
+        if kept in by_key:  # attached to an incident still open: it and its group stay part of it
+            for m in members:
+                if not delivered(m):
+                    out[m] = replace(open_[m], after=replace(open_[m].after, root=kept))
+            continue
+        after, transition = replace(first.after, root=""), first.transition
+        firing = [m for m in members if open_[m].after.state == "firing"]
+        if after.state == "pending" and firing:  # its group fired: the page names it
+            after, transition = replace(after, state="firing"), "firing"
+        if (after.state == "firing" and first.before is not None and first.before.state == "firing"
+                and first.before.root):
+            transition = "firing"  # detached: its root resolved, nobody open explains it, it speaks for itself
+        out[root] = replace(first, after=after, transition=transition)
+        for m in members:
+            if m != root and not delivered(m):
+                out[m] = replace(open_[m], after=replace(open_[m].after, root=after.dedup_key))
+    # an incident resolves when all of it has: a root calm while a part it carries is still open stays open
+    carried = {st.after.root for st in out.values() if st.after is not None and st.after.root}
+    for s, st in out.items():
+        if st.transition == "resolved" and st.before is not None and st.before.dedup_key in carried:
+            out[s] = replace(st, after=st.before, transition=None)
+    # a root pages at the worst severity of what it carries: its trigger again (same key) when that is worse
+    worst: dict[str, str] = {}
+    for st in out.values():
+        if st.after is not None and st.after.root and st.after.state == "firing":
+            worst[st.after.root] = worse(worst.get(st.after.root, "info"), st.after.severity)
+    for s, st in out.items():
+        if st.after is not None and not st.after.root and st.after.state == "firing":
+            severity = worse(st.after.severity, worst.get(st.after.dedup_key, "info"))
+            if severity != st.after.severity:
+                out[s] = replace(st, after=replace(st.after, severity=severity), transition=st.transition or "firing")
+    return out
+
+
+def lifted(steps: Mapping[str, Step], root_key: str) -> list[str]:
+    """The subjects attached to the incident ``root_key``, most specific first."""
+    return sorted((s for s, st in steps.items() if st.after is not None and st.after.root == root_key),
+                  key=lambda s: (_depth(s), s))

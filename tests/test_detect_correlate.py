@@ -1,0 +1,203 @@
+"""One incident, one page (issue 18): the subjects one cause lifts are one incident, named after the most specific.
+
+Pure cases of :func:`~spendstream.detect.correlate.correlate`, then the whole path on a real store through
+real delivery: stored events -> hourly baselines -> detection passes every 5 minutes -> ``alerts`` ->
+:class:`~spendstream.alerting.delivery.Notifier` -> Slack and PagerDuty receivers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
+from spendstream.alerting.destinations import Destination
+from spendstream.detect import baseline
+from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.correlate import Step, correlate
+from spendstream.detect.incidents import Incident
+from tests.test_alert_delivery import Receiver
+from tests.test_spend_anomaly import _calls, _store
+
+T = datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc)
+TEAMS = {"feature=chat": {"team=t"}, "feature=search": {"team=t"}}
+PAIR = "feature=chat,customer=c24"
+
+
+def _open(subject: str, excess: float, *, state: str = "firing", before: str | None = None, root: str = "",
+          severity: str = "error") -> Step:
+    """A subject hot this pass with ``excess`` dollars; ``before``: its state before the pass (None: new)."""
+    after = Incident("spend_anomaly", subject, state, T, severity)
+    was = None if before is None else Incident("spend_anomaly", subject, before, T, severity, root=root)
+    return Step(was, after, "firing" if state == "firing" and before != "firing" else None, excess, True)
+
+
+def _roots(steps: dict[str, Step]) -> dict[str, str]:
+    return {s: (st.after.root.split(":")[1] if st.after.root else "") for s, st in steps.items() if st.after}
+
+
+def test_a_night_abuse_on_one_pair_is_one_incident_named_after_the_pair() -> None:
+    steps = correlate({"team=t": _open("team=t", 9.0), "feature=chat": _open("feature=chat", 9.2),
+                       "customer=c24": _open("customer=c24", 9.5), PAIR: _open(PAIR, 9.6, state="pending")}, TEAMS)
+    assert _roots(steps) == {"team=t": PAIR, "feature=chat": PAIR, "customer=c24": PAIR, PAIR: ""}
+    # the pair was only pending (a fire_after of 2): its group fired, so it fires now and carries the page
+    assert steps[PAIR].after.state == "firing" and steps[PAIR].transition == "firing"
+
+
+def test_a_feature_wide_spike_is_the_features_and_a_customer_on_three_features_is_the_customers() -> None:
+    spread = {"team=t": _open("team=t", 20.0), "feature=chat": _open("feature=chat", 19.0)}
+    spread |= {f"feature=chat,customer=k{i}": _open(f"feature=chat,customer=k{i}", 3.0) for i in range(3)}
+    assert set(_roots(correlate(spread, TEAMS)).values()) == {"", "feature=chat"}
+    assert _roots(correlate(spread, TEAMS))["feature=chat"] == ""
+    wide = {"customer=c24": _open("customer=c24", 30.0)}
+    for f in ("chat", "search", "docs"):
+        wide |= {f"feature={f}": _open(f"feature={f}", 9.0),
+                 f"feature={f},customer=c24": _open(f"feature={f},customer=c24", 10.0)}
+    roots = _roots(correlate(wide, TEAMS))
+    assert roots.pop("customer=c24") == "" and set(roots.values()) == {"customer=c24"}
+
+
+def test_two_customers_on_one_feature_are_two_incidents_and_the_feature_goes_with_the_larger() -> None:
+    other = "feature=chat,customer=c7"
+    steps = {"feature=chat": _open("feature=chat", 14.0), "customer=c24": _open("customer=c24", 8.0),
+             "customer=c7": _open("customer=c7", 6.0), PAIR: _open(PAIR, 8.0), other: _open(other, 6.0)}
+    assert _roots(correlate(steps, TEAMS)) == {"feature=chat": PAIR, "customer=c24": PAIR, PAIR: "",
+                                               "customer=c7": other, other: ""}
+
+
+def test_what_was_delivered_stays_its_own_and_an_attached_subject_hot_on_its_own_is_delivered_then() -> None:
+    # the team paged first (very hot at once); the pair that explains it fires a pass later: attached to the team
+    steps = correlate({"team=t": _open("team=t", 9.0, before="firing"), "feature=chat": _open("feature=chat", 9.2),
+                       PAIR: _open(PAIR, 9.6)}, TEAMS)
+    assert _roots(steps) == {"team=t": "", "feature=chat": "team=t", PAIR: "team=t"}
+    assert steps["team=t"].transition is None  # nothing sent again
+    # the pair calmed and resolved; the feature is still hot, explained by nobody: it is delivered now
+    key = steps["team=t"].after.dedup_key
+    alone = correlate({"feature=chat": _open("feature=chat", 12.0, before="firing", root=key)}, TEAMS)
+    assert _roots(alone) == {"feature=chat": ""} and alone["feature=chat"].transition == "firing"
+    # lingering (not hot, not yet calm): it stays attached and says nothing
+    lingering = _open("feature=chat", 0.5, before="firing", root=key)
+    still = correlate({"feature=chat": Step(lingering.before, lingering.before, None, 0.5, False)}, TEAMS)
+    assert still["feature=chat"].after.root == key and still["feature=chat"].transition is None
+
+
+def test_an_attached_subject_stays_with_its_open_root_and_one_customers_pairs_are_one_incident() -> None:
+    root = correlate({PAIR: _open(PAIR, 9.0)}, TEAMS)[PAIR].after
+    grown = correlate({PAIR: Step(root, replace(root, hot_passes=2), None, 2.0, True),
+                       "feature=chat": _open("feature=chat", 30.0, before="firing", root=root.dedup_key)}, TEAMS)
+    assert grown["feature=chat"].after.root == root.dedup_key and grown["feature=chat"].transition is None
+    # a creep over one customer's features: its pairs rise, the customer as a whole not (yet) over its line
+    pairs = {f"feature={f},customer=c24": _open(f"feature={f},customer=c24", x) for f, x in (("a", 3.0), ("b", 5.0))}
+    assert _roots(correlate(pairs, TEAMS)) == {"feature=a,customer=c24": "feature=b,customer=c24",
+                                               "feature=b,customer=c24": ""}
+
+
+def test_the_root_pages_at_the_worst_severity_of_what_it_carries() -> None:
+    steps = correlate({"team=t": _open("team=t", 9.0), "feature=chat": _open("feature=chat", 9.0),
+                       PAIR: _open(PAIR, 6.0, severity="warning")}, TEAMS)
+    assert steps[PAIR].after.severity == "error" and steps[PAIR].transition == "firing"
+
+
+# -- the whole path: a real store, real delivery ----------------------------------------------------------------
+
+def _world(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]]) -> None:
+    """Ten days of one team's two features for 12 customers (a call every 10 minutes each, spread), and at ``now``
+    each of ``abuses`` (feature, customer, calls in the last 8 minutes and on for 20 more minutes)."""
+    events: list[dict] = []
+    start = now - timedelta(days=10)
+    for k in range(12):
+        feature = f"{tag}-chat" if k % 2 else f"{tag}-search"
+        times = [start + timedelta(minutes=m, seconds=37 * k % 600) for m in range(0, 10 * 1440, 10)]
+        events += _calls(tag, len(events), times, team=f"{tag}-team", feature=feature, customer=f"{tag}-c{k}")
+    for feature, customer, calls in abuses:
+        times = [now - timedelta(minutes=8) + timedelta(seconds=28 * 60 * j / (3.5 * calls)) for j in
+                 range(int(3.5 * calls))]
+        events += _calls(tag, len(events), times, team=f"{tag}-team", feature=f"{tag}-{feature}",
+                         customer=f"{tag}-{customer}")
+    _store(store, events)
+
+
+def _run(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]]) -> tuple[list[dict], list[str], list]:
+    """Passes every 5 minutes from ``now`` for 90 minutes, delivering after each; (PagerDuty bodies, Slack texts,
+    every stored spend alert of ``tag``)."""
+    _world(store, tag, now, abuses)
+    slack, pagerduty = Receiver(), Receiver()
+    stored = []
+    try:
+        routing = AlertRouting(
+            destinations=[Destination(name=f"slack-{tag}", kind="slack", url=slack.url("/hook")),
+                          Destination(name=f"pd-{tag}", kind="pagerduty", url=pagerduty.url("/v2/enqueue"),
+                                      routing_key="K")],
+            routes=[Route(destination=f"slack-{tag}", subjects=[tag]),
+                    Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error")])
+        for minute in range(0, 95, 5):
+            at = now + timedelta(minutes=minute)
+            baseline.refresh(store, at)
+            alerts = [a for a in detect_spend_anomalies(store, at) if tag in a.subject]
+            stored += alerts
+            store_new_alerts(store, alerts)
+            Notifier(store, routing, clock=lambda at=at: at).run_pass()
+    finally:
+        slack.close()
+        pagerduty.close()
+    return pagerduty.bodies(), [b["text"] for b in slack.bodies()], stored
+
+
+@pytest.mark.integration
+def test_a_night_abuse_on_one_pair_pages_once_naming_customer_feature_and_team_and_resolves_once(
+        embedded_store) -> None:
+    tag = f"corr-{uuid.uuid4().hex[:6]}"
+    pages, texts, stored = _run(embedded_store, tag, datetime(2020, 3, 12, 3, 0, tzinfo=timezone.utc),
+                                [("chat", "c1", 40)])
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    summary = pages[0]["payload"]["summary"]
+    assert f"customer={tag}-c1 on feature={tag}-chat (team={tag}-team)" in summary
+    assert f"also lifts customer={tag}-c1, feature={tag}-chat and team={tag}-team" in summary
+    assert len(texts) == 2  # Slack: the same trigger and resolve
+    # nothing silently lost: the other subjects' alerts are stored, as part of the pair's incident, and resolve
+    attached = [a for a in stored if a.correlated_with]
+    assert {a.subject for a in attached} == {f"feature={tag}-chat", f"team={tag}-team", f"customer={tag}-c1"}
+    assert {a.correlated_with for a in attached} == {pages[0]["dedup_key"]}
+    assert sorted(a.state for a in attached) == ["firing"] * 3 + ["resolved"] * 3
+
+
+@pytest.mark.integration
+def test_a_feature_wide_spike_pages_once_and_two_unrelated_abuses_page_twice(embedded_store) -> None:
+    tag = f"wide-{uuid.uuid4().hex[:6]}"
+    # six customers of one feature each a little over their usual: no pair explains the feature
+    pages, _, stored = _run(embedded_store, tag, datetime(2020, 5, 14, 3, 0, tzinfo=timezone.utc),
+                            [("chat", f"c{k}", 7) for k in (1, 3, 5, 7, 9, 11)])
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["payload"]["component"] == f"feature={tag}-chat"
+    assert f"team={tag}-team" in {a.subject for a in stored if a.correlated_with}
+    tag = f"two-{uuid.uuid4().hex[:6]}"
+    pages, _, _ = _run(embedded_store, tag, datetime(2020, 7, 16, 3, 0, tzinfo=timezone.utc),
+                       [("chat", "c1", 40), ("search", "c2", 30)])
+    actions = sorted((b["dedup_key"], b["event_action"]) for b in pages)
+    assert [a for _, a in actions] == ["resolve", "trigger"] * 2 and len({k for k, _ in actions}) == 2
+    triggered = {b["payload"]["component"] for b in pages if b["event_action"] == "trigger"}
+    assert triggered == {f"feature={tag}-chat,customer={tag}-c1", f"feature={tag}-search,customer={tag}-c2"}
+
+
+def test_an_attached_alert_is_stored_but_not_delivered_and_one_detached_is_then(embedded_store) -> None:
+    from tests.test_alert_routing import _alert
+    tag = f"attach-{uuid.uuid4().hex[:8]}"
+    pagerduty = Receiver()
+    try:
+        routing = AlertRouting(destinations=[Destination(name=f"pd-{tag}", kind="pagerduty",
+                                                         url=pagerduty.url("/v2/enqueue"), routing_key="K")],
+                               routes=[Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error")])
+        part = _alert(tag, "spend_anomaly", "firing", "error").model_copy(update={"correlated_with": "root-key"})
+        assert store_new_alerts(embedded_store, [part]) == 1
+        assert Notifier(embedded_store, routing).run_pass().delivered == 0
+        assert store_new_alerts(embedded_store, [part]) == 0
+        assert store_new_alerts(embedded_store, [part.model_copy(update={"correlated_with": None})]) == 1
+        assert Notifier(embedded_store, routing).run_pass().delivered == 1
+    finally:
+        pagerduty.close()
+    assert [b["event_action"] for b in pagerduty.bodies()] == ["trigger"]
+    assert pagerduty.bodies()[0]["dedup_key"] == part.dedup_key
