@@ -49,7 +49,9 @@ def raw_failures(store, now: datetime) -> dict[tuple[str, str], dict]:
                countIf(ts >= {w:DateTime64(3, 'UTC')} AND http_status >= 500) AS server_errors,
                countIf(ts >= {w:DateTime64(3, 'UTC')} AND status = 'timeout') AS timeouts,
                countIf(ts >= {w:DateTime64(3, 'UTC')} AND status = 'invalid_output') AS invalid_outputs
-        FROM (SELECT arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])
+        FROM (SELECT arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, '')),
+                                if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=',
+                                   concat('feature=', feature, ',customer=', customer))])
                      AS subject, * FROM usage_events FINAL
               WHERE ts >= {s:DateTime64(3, 'UTC')} AND ts < {n:DateTime64(3, 'UTC')})
         WHERE NOT endsWith(subject, '=') GROUP BY subject, provider""",
@@ -108,25 +110,31 @@ def _failing(fast: list[dict]) -> set[str]:
     return {s for s, n in failed.items() if n >= 3}
 
 
+def _feature(subject: str) -> bool:
+    return subject.startswith("feature=") and ",customer=" not in subject  # not a feature x customer pair
+
+
 def _assert_same_as_raw(store, run: str) -> None:
     for now in (NOW, NOW.replace(second=0, microsecond=0), NOW + timedelta(seconds=30)):
         raw = {k: r for k, r in raw_failures(store, now).items() if run in k[0]}
         got = {(r["subject"], r["provider"]): r for r in recent_failures(
             store, now=now, window=WINDOW, slow=SLOW, guard=GUARD, customers=_failing) if run in r["subject"]}
         assert set(got) <= set(raw)
-        # every subject with traffic in the fast window, and every feature with any in the slow one
-        assert {k for k, r in raw.items() if r["attempts"] or k[0].startswith("feature=")} <= set(got)
-        read = {s for s in {k[0] for k in got} if sum(r["failed"] for k, r in raw.items() if k[0] == s) >= 3}
+        # every subject with traffic in the fast window (pairs too), and every feature with any in the slow one
+        assert {k for k, r in raw.items() if r["attempts"] or _feature(k[0])} <= set(got)
+        assert f"feature={run}-chat,customer={run}-storm" in {k[0] for k in got}
+        read = {s for s in {k[0] for k in got} if ",customer=" not in s
+                and sum(r["failed"] for k, r in raw.items() if k[0] == s) >= 3}
         assert f"customer={run}-storm" in read and f"feature={run}-chat" in read
         for key, r in got.items():
             assert [r[f] for f in FIELDS] == [raw[key][f] for f in FIELDS], key
             # the window a burn must still fail in: a feature's guard window, a customer's fast one
-            now = ("now_attempts", "now_failed") if key[0].startswith("feature=") else ("attempts", "failed")
+            now = ("now_attempts", "now_failed") if _feature(key[0]) else ("attempts", "failed")
             assert [r["now_attempts"], r["now_failed"]] == [raw[key][f] for f in now], key
-            if key[0].startswith("feature=") or key[0] in read:
+            if _feature(key[0]) or key[0] in read:
                 assert [r[f] for f in SLOW_FIELDS] == [raw[key][f] for f in SLOW_FIELDS], key
                 assert isinstance(r["failed_cost"], Decimal)
-            else:  # a customer that cannot burn: its slow window is not read
+            else:  # a customer that cannot burn, a pair (it only storms): its slow window is not read
                 assert [r[f] for f in SLOW_FIELDS] == [0.0, 0.0, Decimal(0)], key
 
 

@@ -166,14 +166,21 @@ def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:
 
 def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
-    rows = np.array([i for i, s in enumerate(world.subjects) if not s.startswith("team=")])
-    hours = _Hours(world, rows)
-    member = world.membership[rows] > 0
-    features = np.array([world.subjects[r].startswith("feature=") for r in rows])  # the providers' totals
+    # features, customers and (as detect_retry_storms) feature x customer pairs, for storms only: a storm on one
+    # customer of a busy feature hides in both totals, not in its pair
+    pair_names, pair_membership = world.pairs()
+    keep = [i for i, s in enumerate(world.subjects) if not s.startswith("team=")]
+    names = [world.subjects[i] for i in keep] + pair_names
+    membership = np.concatenate([world.membership[keep], pair_membership])
+    rows = np.arange(len(names))
+    is_pair = rows >= len(keep)
+    hours = _Hours(world, rows, membership)
+    member = (membership > 0) & ~is_pair[:, None]  # loops are their feature's and customer's
+    features = np.array([s.startswith("feature=") and not p for s, p in zip(names, is_pair, strict=True)])
     providers = sorted({leaf.provider for leaf in world.leaves})
     onehot = np.array([[leaf.provider == p for p in providers] for leaf in world.leaves], dtype=float)
     # (subjects × providers, leaves): a leaf's window sums -> each subject's, per provider
-    by_provider = (world.membership[rows][:, None, :] * onehot.T[None, :, :]).reshape(-1, len(world.leaves))
+    by_provider = (membership[:, None, :] * onehot.T[None, :, :]).reshape(-1, len(world.leaves))
 
     def leaf_cumulative(a: np.ndarray) -> np.ndarray:
         return np.concatenate([np.zeros((a.shape[0], 1)), np.cumsum(a, axis=1, dtype=np.float64)], axis=1)
@@ -199,8 +206,10 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         slow_repeats = np.where(member, world.repeats[:, t - slow_w:t].sum(axis=1)[None, :], 0).max(axis=1)
         longest = np.where(member, leaf_max[None, :], 0).max(axis=1)
         repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
+        alone = is_pair[:, None]  # a pair's slow window is not read: its storms are the fast window's
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
-                             slow_failed=split(failed, slow_w), slow_attempts=split(attempts, slow_w),
+                             slow_failed=np.where(alone, 0.0, split(failed, slow_w)),
+                             slow_attempts=np.where(alone, 0.0, split(attempts, slow_w)),
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
                              **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
         # as detect_retry_storms: storms need a day of history, loops do not
@@ -210,7 +219,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
         for i in set(np.flatnonzero(hot)) | set(open_):
             incident, transition = hysteresis.step(
-                open_.get(i), kind="retry_storm", subject=world.subjects[rows[i]], hot=bool(hot[i]),
+                open_.get(i), kind="retry_storm", subject=names[i], hot=bool(hot[i]),
                 very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]), onset=at(t - w), severity="error",
                 observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
             _record(out, open_, i, incident, transition, t, world, open_.get(i))

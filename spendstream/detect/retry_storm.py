@@ -8,7 +8,10 @@ resolves). A pass reads (issue 17: what a rollup window reads, not two hours of 
   subject and provider: attempts, failures, the longest request and the error mix (429,
   5xx, timeouts, invalid output: HTTP codes no rollup keeps). Customers have no
   sub-hour rollup worth its upkeep (at 50,000 customers a customer × minute row holds
-  about one event), so this window is read raw for features and customers alike;
+  about one event), so this window is read raw for features and customers alike. Its
+  subjects include each feature × customer **pair**, judged on this window alone (a storm,
+  never a burn or a loop: those are its feature's and customer's): one customer of a busy
+  feature failing 40 % for 15 minutes is a few % more failures in both totals and 20× its pair's;
 - **the slow window** (the last ``slow_minutes``): features from ``feature_failures``
   (five minutes × feature × provider, :mod:`spendstream.sinks.shapes`, through
   :func:`spendstream.detect.windows.windowed`: whole periods from the rollup, the partial
@@ -35,7 +38,8 @@ Customers that cannot be hot (:meth:`RetryStormRule.can_fire`: too few failures 
 no loop) and have no open incident are left out before any of that is looked up or judged.
 What all other subjects fail at on a provider is summed over the feature subjects only
 (``RetryStormRule.judge``'s ``counted``: each event once, whatever customers were read).
-Storms and slow burns need a day of history (no page on a fresh store); loops do not.
+Storms and slow burns need a day of history (no page on a fresh store); loops do not. A pair's history is
+its baseline's, kept for the costliest pairs only (``baseline.PAIR_SUBJECTS``): another pair is never warm.
 The message states the dollars wasted: billed failed attempts plus repeated calls.
 """
 
@@ -58,6 +62,10 @@ from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
 KIND = "retry_storm"
 STORM_WARMUP_HOURS = 24
 _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])"
+# the fast window's subjects add each feature x customer pair: a storm on one customer of a busy feature is a few %
+# of both totals and most of its pair (named as the baselines name it, so its usual ratio is the pair's own)
+_FAST_SUBJECTS = ("arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, '')), "
+                  f"{baseline.PAIR_SQL}])")
 _MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
 
 
@@ -67,7 +75,8 @@ def pass_marks(querier: TextQuerier) -> dict[str, datetime]:
 
 
 def fast_window(store: Store, *, start: datetime, end: datetime) -> list[dict]:
-    """Per subject and provider in ``[start, end)``, from raw: attempts, failures, the longest request, errors.
+    """Per subject (feature, customer, feature x customer pair) and provider in ``[start, end)``, from raw:
+    attempts, failures, the longest request, errors.
 
     As Arrow, not JSON: a row per active customer and provider (thousands in ten busy minutes at 50M events)."""
     return store.query_arrow(f"""
@@ -77,7 +86,7 @@ def fast_window(store: Store, *, start: datetime, end: datetime) -> list[dict]:
                countIf(status = 'rate_limited' OR http_status = 429) AS rate_limited,
                countIf(http_status >= 500) AS server_errors,
                countIf(status = 'timeout') AS timeouts, countIf(status = 'invalid_output') AS invalid_outputs
-        FROM (SELECT {_SUBJECTS} AS subject, provider, status, http_status, attempt FROM usage_events FINAL
+        FROM (SELECT {_FAST_SUBJECTS} AS subject, provider, status, http_status, attempt FROM usage_events FINAL
               WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE NOT endsWith(subject, '=') GROUP BY subject, provider
         SETTINGS output_format_arrow_string_as_string = 1""", {"a": sql_time(start), "b": sql_time(end)}).to_pylist()
@@ -201,11 +210,21 @@ def _array(values: list[str]) -> str:
     return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
 
 
+def _is_pair(subject: str) -> bool:
+    return baseline.PAIR_MARK in subject
+
+
 def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[float, float]],
                 slowly: dict[str, tuple[float, float]], *, keep: Collection[str]) -> tuple[list[dict], dict, dict]:
     """The fast window's rows and the loops without the customers that cannot be hot
-    (:meth:`RetryStormRule.can_fire`) and have no open incident (``keep``): most customers of a busy
-    store, which no verdict would read."""
+    (:meth:`RetryStormRule.can_fire`) and the pairs that cannot storm (:meth:`RetryStormRule.can_storm`: a
+    pair's only verdict is the fast window's storm), and have no open incident (``keep``): most customers and
+    pairs of a busy store, which no verdict would read."""
+    pairs: dict[str, float] = {}
+    for r in fast:
+        if _is_pair(r["subject"]):
+            pairs[r["subject"]] = pairs.get(r["subject"], 0.0) + r["failed"]
+    out = {s for s, failed in pairs.items() if not rule.can_storm(failed) and s not in keep}
     customers = sorted({s for s in (*(r["subject"] for r in fast), *loops, *slowly) if s.startswith("customer=")})
     index = {s: i for i, s in enumerate(customers)}
     failed, longest = np.zeros(len(customers)), np.zeros(len(customers))
@@ -217,7 +236,7 @@ def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[f
     fires = rule.can_fire(failed=failed, max_attempt=longest,
                           repeats=np.array([loops.get(s, (0.0, 0.0))[0] for s in customers]),
                           slow_repeats=np.array([slowly.get(s, (0.0, 0.0))[0] for s in customers]))
-    out = {s for s, f in zip(customers, fires, strict=True) if not f and s not in keep}
+    out |= {s for s, f in zip(customers, fires, strict=True) if not f and s not in keep}
     return ([r for r in fast if r["subject"] not in out], {s: v for s, v in loops.items() if s not in out},
             {s: v for s, v in slowly.items() if s not in out})
 
@@ -252,10 +271,12 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
             na[i, p], nf[i, p] = r["now_attempts"], r["now_failed"]
             longest[i] = max(longest[i], r["max_attempt"] or 0)
         own = np.array([own_of.get(s, 0.0) for s in subjects])
+        longest = np.where([_is_pair(s) for s in subjects], 0.0, longest)  # a pair only storms: loops are its
+        # feature's and its customer's (and a pair's longest request is theirs too)
         repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
         slow_repeats = np.array([slowly.get(s, (0.0, 0.0))[0] for s in subjects])
         return (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats,
-                np.array([s.startswith("feature=") for s in subjects], dtype=bool))
+                np.array([s.startswith("feature=") and not _is_pair(s) for s in subjects], dtype=bool))
 
     # the customers whose slow window can decide (a burn still failing now) or be stated (a loop): read theirs
     subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted = arrays(merged(fast, features, {}))

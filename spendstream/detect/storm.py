@@ -1,6 +1,6 @@
 """When retries cost money: the decisions of ``retry_storm`` (and its agent loops), pure and vectorised.
 
-Per feature and per customer, every pass, from counts:
+Per feature and per customer (and per feature × customer pair, a storm only), every pass, from counts:
 
 - **storm** (the last ``window_minutes``): failed attempts against a binomial around the
   expected failure ratio — the subject's own (learned over its history), or what every
@@ -101,6 +101,11 @@ class RetryStormRule:
         verdict (the providers' totals sum ``counted`` only), so one that cannot fire can be left out."""
         return (failed >= min(self.min_failed, self.burn_now_failed)) | self.looping(max_attempt, repeats,
                                                                                        slow_repeats)
+
+    def can_storm(self, failed: np.ndarray | float) -> np.ndarray | bool:
+        """Whether a subject judged on its fast window alone (a feature x customer pair: no slow window, no
+        loop of its own) can be hot: a storm needs ``min_failed`` failures there."""
+        return np.asarray(failed) >= self.min_failed
 
     def looping(self, max_attempt: np.ndarray, repeats: np.ndarray, slow_repeats: np.ndarray | None) -> np.ndarray:
         """Per subject: an agent loop (one request retried on and on, or one request shape repeated)."""
