@@ -209,4 +209,5 @@ def test_an_event_without_a_feature_at_the_slow_windows_edge_is_no_subject(embed
             _maintain(store)
         got = feature_windows(store, start=now - SLOW, end=now, guard=now - GUARD)
         assert all(isinstance(subject, str) and subject != "feature=" for subject, _ in got)
-        assert detect_retry_storms(store, now) == []
+        # (the store is shared: other tests' incidents may resolve in this pass; none is about this run)
+        assert [a for a in detect_retry_storms(store, now) if run in a.subject] == []

@@ -81,3 +81,39 @@ def test_pairs_left_out_can_never_be_hot_and_change_no_other_verdict(seed: int) 
     pruned = rule.judge(**{k: v[kept] for k, v in inputs.items()})
     for field in ("hot", "very_hot", "calm", "expected_ratio", "z"):
         assert np.array_equal(getattr(pruned, field), getattr(verdict, field)[kept]), field
+
+
+@pytest.mark.integration
+def test_one_storm_lifting_its_pair_feature_and_customer_pages_once(embedded_store) -> None:
+    """A quiet customer's only feature storms: its pair, its feature and its customer are all hot, with the same
+    failures. One incident, delivered under the pair (the most specific) and naming the other two; their alerts
+    are stored attached (``correlated_with``), not delivered on their own."""
+    run, now = uuid.uuid4().hex[:8], datetime(2022, 5, 11, 12, 0, tzinfo=timezone.utc)  # a month no other test uses
+    feature, customer = f"lonely-{run}", f"quiet-{run}"
+    events, n = [], 0
+    for m in range(30 * 60):  # a day and more: four requests a minute, 2 % fail once; the last 20 minutes half fail
+        for k in range(4):
+            n += 1
+            storm = m >= 30 * 60 - 20
+            fails = n % 2 == 0 if storm else n % 50 == 0
+            ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": 2 if fails else 1,
+                  "ts": (now - timedelta(hours=30, minutes=-m, seconds=-15 * k)).isoformat(), "status": "ok",
+                  "provider": "openai", "model": "gpt-4o-mini", "feature": feature, "customer": customer,
+                  "input_tokens": 1_000, "output_tokens": 20}
+            events.append(ok)
+            if fails:
+                events.append({**ok, "event_id": f"{run}-{n}-a1", "attempt": 1, "status": "error", "http_status": 500})
+    embedded_store.insert_arrow("usage_events", usage_table(process(
+        [SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
+    baseline.refresh(embedded_store, now)
+    alerts = []
+    for at in (now - timedelta(minutes=5), now):  # two hot passes: it fires
+        alerts += [a for a in detect_retry_storms(embedded_store, at) if run in a.subject]
+    pair = f"feature={feature},customer={customer}"
+    fired = {a.subject: a for a in alerts if a.state == "firing"}
+    assert sorted(fired) == sorted([pair, f"feature={feature}", f"customer={customer}"])
+    delivered = [a for a in fired.values() if a.correlated_with is None]
+    assert [a.subject for a in delivered] == [pair]
+    assert {a.correlated_with for a in fired.values() if a.subject != pair} == {delivered[0].dedup_key}
+    assert delivered[0].message.startswith(f"customer={customer} on feature={feature}: ")
+    assert delivered[0].message.endswith(f"; also lifts customer={customer} and feature={feature}")

@@ -30,7 +30,7 @@ def rule_sets() -> dict[str, RuleSet]:
     sets["noise"] = {"spend": rules_noise.spend, "retries": rules_noise.retries}
     # as before one incident, one page: every subject its own incident (issue 18's outside evaluation)
     sets["noise-apart"] = {"spend": functools.partial(rules_noise.spend, correlated=False),
-                           "retries": rules_noise.retries}
+                           "retries": functools.partial(rules_noise.retries, correlated=False)}
     return sets
 
 

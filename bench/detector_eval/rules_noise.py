@@ -164,7 +164,9 @@ def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((per_subject.shape[0], 1)), np.cumsum(per_subject, axis=1)], axis=1)
 
 
-def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None) -> list[Fired]:
+def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None, *,
+            correlated: bool = True) -> list[Fired]:
+    """``correlated``: as the package, the subjects one storm lifts are one incident (False: each its own)."""
     rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
     # features, customers and (as detect_retry_storms) feature x customer pairs, for storms only: a storm on one
     # customer of a busy feature hides in both totals, not in its pair
@@ -173,6 +175,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     names = [world.subjects[i] for i in keep] + pair_names
     membership = np.concatenate([world.membership[keep], pair_membership])
     rows = np.arange(len(names))
+    row_of = {name: i for i, name in enumerate(names)}
     is_pair = rows >= len(keep)
     hours = _Hours(world, rows, membership)
     member = (membership > 0) & ~is_pair[:, None]  # loops are their feature's and customer's
@@ -217,12 +220,20 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
         hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
-        for i in set(np.flatnonzero(hot)) | set(open_):
+        ratio = verdict.expected_ratio  # as detect_retry_storms: failures above expected, per fast window
+        fast_f, fast_a = split(failed, w).sum(axis=1), split(attempts, w).sum(axis=1)
+        slow_f = np.where(is_pair, 0.0, split(failed, slow_w).sum(axis=1))
+        slow_a = np.where(is_pair, 0.0, split(attempts, slow_w).sum(axis=1))
+        excess = np.maximum(fast_f - ratio * fast_a, (slow_f - ratio * slow_a) * w / slow_w)
+        steps = {}
+        for i in sorted(set(np.flatnonzero(hot)) | set(open_)):
             incident, transition = hysteresis.step(
                 open_.get(i), kind="retry_storm", subject=names[i], hot=bool(hot[i]),
                 very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]), onset=at(t - w), severity="error",
                 observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
-            _record(out, open_, i, incident, transition, t, world, open_.get(i))
+            steps[names[i]] = Step(open_.get(i), incident, transition, float(excess[i]), bool(hot[i]))
+        for name, step in (correlate(steps, {}) if correlated else steps).items():
+            _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
     return out
 
 

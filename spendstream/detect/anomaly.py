@@ -23,7 +23,7 @@ from decimal import Decimal
 import numpy as np
 
 from spendstream.detect import baseline, state
-from spendstream.detect.correlate import Step, correlate, lifted
+from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.spend import SpendAnomalyRule
@@ -167,21 +167,8 @@ def _spend_alert(incident: Incident, transition: str, *, now: datetime, observed
     else:
         message = f"back to usual: ${observed:.2f} in the last {minutes} min (usually ${usual:.2f})"
     if lifts:
-        message = f"{_name(incident.subject, lifts)}: {message}; also lifts {_and(lifts)}"
+        message = f"{headline(incident.subject, lifts)}: {message}; also lifts {and_list(lifts)}"
     return Alert(kind="spend_anomaly", severity=incident.severity, state=transition, subject=incident.subject,
                  window_start=incident.opened_at, window_end=now, observed=Decimal(f"{observed:.6f}"),
                  expected=Decimal(f"{usual:.6f}"), dedup_key=incident.dedup_key, message=message, created_at=now,
                  correlated_with=incident.root or None)
-
-
-def _name(subject: str, lifts: list[str]) -> str:
-    """A pair as on-call reads it: "customer=c on feature=f (team=t)", the team from what it lifts."""
-    if baseline.PAIR_MARK not in subject:
-        return subject
-    feature, customer = subject.split(baseline.PAIR_MARK, 1)
-    teams = [s for s in lifts if s.startswith("team=")]
-    return f"customer={customer} on {feature}" + (f" ({_and(teams)})" if teams else "")
-
-
-def _and(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

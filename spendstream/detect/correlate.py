@@ -167,3 +167,16 @@ def lifted(steps: Mapping[str, Step], root_key: str) -> list[str]:
     """The subjects attached to the incident ``root_key``, most specific first."""
     return sorted((s for s, st in steps.items() if st.after is not None and st.after.root == root_key),
                   key=lambda s: (_depth(s), s))
+
+
+def headline(subject: str, lifts: list[str]) -> str:
+    """A pair as on-call reads it: "customer=c on feature=f (team=t)", the team from what it lifts."""
+    if PAIR_MARK not in subject:
+        return subject
+    feature, customer = subject.split(PAIR_MARK, 1)
+    teams = [s for s in lifts if s.startswith("team=")]
+    return f"customer={customer} on {feature}" + (f" ({and_list(teams)})" if teams else "")
+
+
+def and_list(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

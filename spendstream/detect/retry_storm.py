@@ -2,7 +2,9 @@
 
 The decisions are :class:`~spendstream.detect.storm.RetryStormRule`'s; the incident's life is
 :class:`~spendstream.detect.incidents.Hysteresis`'s (one incident per subject until it
-resolves). A pass reads (issue 17: what a rollup window reads, not two hours of raw):
+resolves), and the subjects one storm lifts (a pair, its feature, its customer) are one incident, delivered
+under the most specific (:mod:`spendstream.detect.correlate`, as spend anomalies). A pass reads (issue 17:
+what a rollup window reads, not two hours of raw):
 
 - **the fast window** (the last ``window_minutes``) from raw ``usage_events FINAL``, per
   subject and provider: attempts, failures, the longest request and the error mix (429,
@@ -52,6 +54,7 @@ from decimal import Decimal
 import numpy as np
 
 from spendstream.detect import baseline, state
+from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted
 from spendstream.detect.incidents import Hysteresis
 from spendstream.detect.storm import RetryStormRule
 from spendstream.detect.windows import Window, windowed
@@ -298,7 +301,12 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
-    alerts, changes = [], []
+    # failures above the expected ratio, per fast window (a burn's slow window scaled to one): what correlating
+    # the subjects of one storm compares (a pair's storm is most of its feature's and its customer's)
+    ratio = verdict.expected_ratio
+    excess = np.maximum(f.sum(axis=1) - ratio * a.sum(axis=1),
+                        (sf.sum(axis=1) - ratio * sa.sum(axis=1)) * rule.window_minutes / rule.slow_minutes)
+    steps: dict[str, Step] = {}
     for subject in subjects:
         i = si[subject]
         before = incidents.get((KIND, subject))
@@ -308,9 +316,14 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                                             very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]),
                                             onset=now - window, severity="error", observed=float(verdict.z[i]),
                                             wasted_usd=0.0)
-        changes.append(((KIND, subject), before, after))
-        if transition is not None:
-            incident = after or before
+        steps[subject] = Step(before, after, transition, float(excess[i]), bool(hot[i]))
+    steps = correlate(steps, {})  # one storm, one page: its pair, feature and customer are one incident
+    alerts, changes = [], []
+    for subject, step in steps.items():
+        changes.append(((KIND, subject), step.before, step.after))
+        if step.transition is not None:
+            i = si[subject]
+            incident = step.after if step.transition == "firing" else step.before
             failed, attempts = f[i].sum(), a[i].sum()
             usd = float(wasted[i] + repeated_usd[i])
             rl, server, timeouts, invalid = mix[subject]
@@ -321,13 +334,16 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                     f"({int(slow_repeats[i])} in {rule.slow_minutes // 60} h); "
                     f"{rl} rate-limited (429), {server} server errors (5xx), {timeouts} timeouts, {invalid} invalid "
                     f"outputs; ${usd:.2f} wasted on failed attempts and repeated calls in {rule.slow_minutes // 60} h"
-                    if transition == "firing" else
+                    if step.transition == "firing" else
                     f"failures back to {failed / max(attempts, 1):.0%} (expected {verdict.expected_ratio[i]:.1%}) "
                     f"in the last {rule.window_minutes} min, no loop")
-            alerts.append(Alert(kind=KIND, severity=incident.severity, state=transition, subject=subject,
+            lifts = lifted(steps, incident.dedup_key) if step.transition == "firing" else []
+            if lifts:
+                text = f"{headline(subject, lifts)}: {text}; also lifts {and_list(lifts)}"
+            alerts.append(Alert(kind=KIND, severity=incident.severity, state=step.transition, subject=subject,
                                 window_start=incident.opened_at, window_end=now,
                                 observed=Decimal(f"{failed / max(attempts, 1):.4f}"),
                                 expected=Decimal(f"{verdict.expected_ratio[i]:.4f}"), dedup_key=incident.dedup_key,
-                                message=text, created_at=now))
+                                message=text, created_at=now, correlated_with=incident.root or None))
     state.save(store, changes, now=now)
     return alerts
