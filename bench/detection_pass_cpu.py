@@ -34,6 +34,7 @@ from spendstream.detect.baseline import refresh  # noqa: E402
 from spendstream.detect.budgets import Budget, evaluate  # noqa: E402
 from spendstream.detect.retry_storm import detect_retry_storms  # noqa: E402
 from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
+from spendstream.sinks.migrations import migrate  # noqa: E402
 from spendstream.sinks.store import sql_time  # noqa: E402
 
 
@@ -56,6 +57,7 @@ def main() -> int:
                Budget(name="team-daily", team="team-00", period="daily", amount_usd=200 * per_event),
                Budget(name="customer-monthly", customer="cust-00000", amount_usd=400 * per_event)]
     store = EmbeddedStore(args.data_dir)
+    migrate(store)  # a store kept from before a migration was added, as a worker would
     if args.refresh:
         began = time.perf_counter()
         refresh(store, now)
