@@ -113,7 +113,9 @@ def advise(querier: TextQuerier, since: datetime, until: datetime, pricer: Price
             monthly = (saving * scale).quantize(Decimal("0.01"))
             if monthly >= MIN_MONTHLY_SAVING:
                 found.append(Opportunity(kind, subject, monthly, saving, confidence, evidence, assumptions))
-    return sorted(found, key=lambda o: -o.monthly_saving_usd)
+    # ties by lever and subject: two keys with the same saving come back in the same order every run (the
+    # finders' rows come in whatever order ClickHouse's threads finish)
+    return sorted(found, key=lambda o: (-o.monthly_saving_usd, o.kind, o.subject))
 
 
 # A store younger than this is scaled as if it were this old: its first minutes (or one

@@ -245,3 +245,17 @@ def test_prefix_windows_are_no_longer_than_any_cache_lifetime() -> None:
     from spendstream.sinks.shapes import PREFIX_WINDOWS
 
     assert all(ttl_s >= PREFIX_WINDOWS.step.total_seconds() for _, ttl_s in CACHE_RULES.values()), CACHE_RULES
+
+
+def test_equal_savings_come_back_in_the_same_order_every_run(embedded_store) -> None:
+    """Features with the same traffic save the same: ranked by lever and subject after the saving, not by the order
+    ClickHouse's threads return their rows (a report compared with itself differed there)."""
+    day, run = datetime(2024, 7, 1, tzinfo=timezone.utc), uuid.uuid4().hex[:6]
+    names = [f"twin{k}" for k in (3, 1, 4, 2)]
+    _store(embedded_store, [e | ({"status": "timeout"} if i % 5 == 0 else {}) for name in names
+                            for i, e in enumerate(_day_of_calls(run, name, day, tags={"user_facing": "true"}))])
+    until = day + timedelta(days=1)
+    mine = [(o.kind, o.subject, o.monthly_saving_usd) for o in advise(embedded_store, day, until) if run in o.subject]
+    assert [subject for kind, subject, _ in mine if kind == "retry_waste"] == [
+        f"feature=twin{k}-{run}" for k in (1, 2, 3, 4)]
+    assert mine == sorted(mine, key=lambda o: (-o[2], o[0], o[1]))
