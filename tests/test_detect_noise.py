@@ -22,7 +22,7 @@ from spendstream.batches import SourceRecord
 from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.incidents import Hysteresis
-from spendstream.detect.noise import expect, learn
+from spendstream.detect.noise import count_upper, expect, learn, upper
 from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.detect.storm import RetryStormRule
@@ -150,6 +150,52 @@ def test_three_requests_are_noise_three_hundred_are_not() -> None:
     e = expect(busy, np.array([0]), 10, window_minutes=10)
     assert rule.fast(e, observed_usd=np.array([150.0]), observed_requests=np.array([600.0]),
                      history_hours=busy.history_hours).hot[0]  # 2x of a busy key: many requests, a real shift
+
+
+def test_a_quiet_keys_window_is_held_to_its_skewed_tail_and_a_busy_keys_to_the_normal() -> None:
+    """A window of a few requests sums a Poisson count of right-skewed costs: mean + 4 sigma under-states its tail.
+
+    The window is the harness's lunch-peak control at 22:25 (mooncake, held-out seed 42): two calls a minute,
+    29 requests costing $3.66 where 18.7 and $1.33 are usual; with 4 sigma it fired on the team, feature and
+    customer. Twice its usual count at the same sizes is still an anomaly."""
+    rng = np.random.default_rng(18)
+    cost, sigma = np.array([1.33, 450.0]), np.array([0.44, 12.0])
+    threshold = upper(cost, sigma, 4.0)
+    shape, scale = (cost / sigma) ** 2, sigma ** 2 / cost
+    tail = [(rng.gamma(k, s, size=4_000_000) > t).mean() for k, s, t in zip(shape, scale, threshold, strict=True)]
+    assert all(1.5e-5 < p < 6e-5 for p in tail)                  # a normal's 4-sigma tail is 3.2e-5
+    assert threshold[0] > cost[0] + 4 * sigma[0] + 0.5             # skewed: about 5.6 sigma
+    assert abs(threshold[1] - (cost[1] + 4 * sigma[1])) < 0.05 * 4 * sigma[1]  # busy: about the normal again
+    rule = SpendAnomalyRule()
+    quiet = learn(requests=np.full((1, 336), 112.0), cost=np.full((1, 336), 8.0), attempts=np.full((1, 336), 112.0),
+                  failed=np.zeros((1, 336)), peak_cost=np.full((1, 336), 2.5), first_hour_of_week=0,
+                  first_hour=np.array([0]))
+    e = expect(quiet, np.array([0]), 10, window_minutes=10)  # 18.7 requests, $1.33
+    assert not rule.fast(e, observed_usd=np.array([3.66]), observed_requests=np.array([29.0]),
+                         history_hours=quiet.history_hours).hot[0]
+    assert rule.fast(e, observed_usd=np.array([4.6]), observed_requests=np.array([38.0]),
+                     history_hours=quiet.history_hours).very_hot[0]
+
+
+def test_a_count_far_beyond_its_own_tail_is_hot_though_the_dollars_sit_in_the_gammas_long_tail() -> None:
+    """A window where one call is usual: the gamma of its dollars has shape about 1/2, and twelve calls at the
+    usual size are inside that tail; by the count (Poisson) they are a one-in-a-billion window. Three calls are
+    not: the count line is the count's own tail, checked against the exact Poisson and negative binomial."""
+    rng = np.random.default_rng(11)
+    for mu, phi in ((0.05, 0.0), (1.0, 0.0), (6.0, 0.0), (40.0, 0.0), (1.0, 0.5), (30.0, 0.3)):
+        line = count_upper(np.array([mu]), phi, 4.0)[0]
+        draws = rng.poisson(mu * (rng.gamma(1 / phi, phi, 4_000_000) if phi else np.ones(4_000_000)))
+        assert (draws >= np.ceil(line)).mean() < 6e-5, (mu, phi)                 # a normal's 4-sigma tail: 3.2e-5
+        assert (draws >= np.ceil(line) - 2).mean() > 1e-5 or mu < 0.1, (mu, phi)  # and not far out beyond it
+    rule = SpendAnomalyRule()
+    one_a_window = learn(requests=np.full((1, 336), 6.0), cost=np.full((1, 336), 1.5),
+                         attempts=np.full((1, 336), 6.0), failed=np.zeros((1, 336)), peak_cost=np.full((1, 336), 0.25),
+                         first_hour_of_week=0, first_hour=np.array([0]))
+    e = expect(one_a_window, np.zeros(3, dtype=int), 10, window_minutes=10)  # one request, $0.25
+    assert rule.tail(e, np.full(3, 13.0))[0] < 3.25 < upper(e.cost, e.sigma, rule.z_fire)[0]
+    verdict = rule.fast(e, observed_usd=np.array([3.25, 3.25, 0.75]), observed_requests=np.array([13.0, 5.0, 3.0]),
+                        history_hours=np.full(3, one_a_window.history_hours[0]))
+    assert verdict.hot.tolist() == [True, False, False]  # the same dollars in 5 calls: five times the size, a tail
 
 
 def test_a_window_a_tenth_over_its_threshold_fires_at_once_and_one_just_over_waits_a_pass() -> None:

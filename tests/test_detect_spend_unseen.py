@@ -131,3 +131,32 @@ def test_a_pairs_weekend_is_held_against_a_weekend_days_busiest_10_minutes_not_a
     fired = [a for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
              if tag in a.subject and a.state == "firing" and "customer=" in a.subject and "feature=" in a.subject]
     assert [a.subject for a in fired] == [f"feature={tag}-twice-chat,customer={tag}-twice"]
+
+
+@pytest.mark.integration
+def test_a_quiet_keys_window_of_uneven_requests_is_held_to_its_skewed_tail_and_twice_its_count_fires(
+        embedded_store) -> None:
+    """Two calls a minute of uneven sizes (a request's cost varies as much as its mean): a 10-minute window of
+    29 calls at 1.8 times the usual size is the long tail of such a key (the harness's lunch-peak control fired
+    on one); 45 such calls are an anomaly."""
+    tag = f"skew-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(42)
+    now = datetime(2021, 2, 17, 22, 30, tzinfo=timezone.utc)  # a Wednesday, weeks before this file's other tests
+    start = now - timedelta(days=10)
+    events: list[dict] = []
+    for name, tonight in (("tail", 29), ("grown", 45)):
+        customer = f"{tag}-{name}"
+        times = [start + timedelta(minutes=m, seconds=s) for m in range(10 * 1440 - 10) for s in (10, 40)]
+        tokens = rng.gamma(1 / 1.3, 100_000 * 1.3, size=len(times)).astype(int) + 1
+        burst = [now - timedelta(minutes=10) + timedelta(seconds=600 * k / tonight) for k in range(tonight)]
+        for at, n in zip(times + burst, list(tokens) + [180_000] * tonight, strict=True):
+            events += [{"event_id": f"{tag}-{len(events)}", "request_id": f"{tag}-r{len(events)}",
+                        "ts": at.isoformat(timespec="milliseconds"), "provider": "openai", "model": "gpt-4o",
+                        "input_tokens": int(n), "output_tokens": 0, "customer": customer,
+                        "feature": f"{customer}-chat"}]
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    fired = {a.subject for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
+             if tag in a.subject and a.state == "firing"}
+    assert fired == {f"customer={tag}-grown", f"feature={tag}-grown-chat",
+                     f"feature={tag}-grown-chat,customer={tag}-grown"}

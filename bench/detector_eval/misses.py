@@ -60,7 +60,7 @@ def diagnose(world: World, rule: SpendAnomalyRule | None = None) -> list[str]:
                 c.slow_excess_max = max(c.slow_excess_max, float(p.slow.excess_usd[s]))
                 e = p.expected
                 pair = ",customer=" in subject
-                terms = {"z": e.cost[s] + rule.z_fire * e.sigma[s],
+                terms = {"z": rule.tail(e, p.observed_requests)[s],
                          "ratio": (rule.pair_min_ratio if pair else rule.min_ratio) * e.cost[s],
                          "peak": rule.peak_margin * e.peak[s]}
                 held = max(terms, key=terms.get)

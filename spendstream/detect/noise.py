@@ -156,12 +156,48 @@ def _nanmean(a: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Expectation:
-    """One window of a subject, as the model expects it: dollars, their standard deviation, the typical peak."""
+    """One window of a subject, as the model expects it: dollars, their standard deviation, the typical peak,
+    the requests and how much more than Poisson their count wanders (``phi``, 0: Poisson)."""
 
     cost: np.ndarray
     sigma: np.ndarray
     peak: np.ndarray
     requests: np.ndarray
+    dispersion: np.ndarray | float = 0.0
+
+
+def upper(cost: np.ndarray, sigma: np.ndarray, z: float) -> np.ndarray:
+    """What a window's dollars, mean ``cost`` and standard deviation ``sigma``, exceed as rarely as a normal
+    exceeds ``z`` standard deviations: the quantile of the gamma with that mean and deviation (Wilson–Hilferty).
+
+    A window's dollars are a compound sum: a negative-binomial count of right-skewed request costs. The gamma
+    of the same mean and variance has shape (expected requests) / (1 + ``SIZE_CV2`` + phi × expected
+    requests): a window of few requests has a long tail, which mean + z·sigma under-states (a quiet key's
+    window of half again its usual count at twice its usual size is five such sigmas: every week one of a
+    few hundred keys has one); a busy window's gamma is about the normal again. The gamma's tail is longer
+    than the compound sum's where the count is small (it spreads the count's randomness over the sizes):
+    a count far beyond its own tail is :func:`count_upper`'s to judge.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shape = np.where(sigma > 0, (cost / np.where(sigma > 0, sigma, 1.0)) ** 2, np.inf)
+        a = 1 / (9 * shape)
+        quantile = cost * (1 - a + z * np.sqrt(a)) ** 3
+    return np.where((cost > 0) & (sigma > 0), quantile, cost + z * sigma)
+
+
+def count_upper(requests: np.ndarray, dispersion: np.ndarray | float, z: float) -> np.ndarray:
+    """The count of requests a window exceeds as rarely as a normal exceeds ``z`` standard deviations, when
+    ``requests`` are expected and the count is negative binomial (var = mu + phi·mu², ``dispersion`` = phi).
+
+    Cornish–Fisher to the skewness term: mu + sd·(z + (z² − 1)·g/6), with the negative binomial's own
+    skewness g = (1 + 2·phi·mu) / sqrt(mu·(1 + phi·mu)) (its third cumulant over sd³). Poisson(1) at z = 4
+    gives 7.5 (exactly: 8 calls or more have probability 1e-5), Poisson(20) 40.4 (40), Poisson(0.01) 2.9 (3);
+    at mu = 0 it is (z² − 1)/6 requests. No sizes here: twelve calls in a window where one is usual are
+    beyond this tail (Poisson: about 1e-9), which the gamma of the window's dollars (:func:`upper`) cannot
+    say when one call is usual (its shape is then about 1/2).
+    """
+    sd = np.sqrt(requests + dispersion * requests ** 2)
+    return requests + z * sd + (z * z - 1) / 6 * (1 + 2 * dispersion * requests)  # sd·g = 1 + 2·phi·mu
 
 
 def expect(profiles: Profiles, rows: np.ndarray, hour_of_week: int, *, window_minutes: float) -> Expectation:
@@ -175,4 +211,5 @@ def expect(profiles: Profiles, rows: np.ndarray, hour_of_week: int, *, window_mi
     cost = profiles.cost[rows, hour_of_week] * share
     per_request = np.where(req > 0, cost / np.maximum(req, 1e-9), 0.0)
     variance = per_request ** 2 * (req * (1 + SIZE_CV2) + profiles.dispersion[rows] * req ** 2)
-    return Expectation(cost, np.sqrt(variance), profiles.peak_cost[rows, hour_of_week], req)
+    return Expectation(cost, np.sqrt(variance), profiles.peak_cost[rows, hour_of_week], req,
+                       profiles.dispersion[rows])

@@ -2,15 +2,14 @@
 
 Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
 
-- **fast** (the last ``window_minutes``): hot when the dollars clear all of: the expected
-  dollars plus ``z_fire`` standard deviations (:func:`~spendstream.detect.noise.expect`:
-  the uncertainty comes from the expected *count* of requests, so a quiet key needs a large
-  multiple and a busy one a small one), ``min_ratio`` × expected, ``peak_margin`` × the
-  typical 10-minute peak of this hour (learned schedules and bursts), and an excess of
-  ``min_excess_usd``; with at least ``min_requests`` requests (a window of three requests
-  is noise). Very hot (fires at once) at ``very_hot_factor`` × that threshold and twice the
-  minimum excess. Calm under the
-  expected dollars plus ``z_calm`` deviations (or the typical peak).
+- **fast** (the last ``window_minutes``): hot when the dollars clear all of: their tail
+  (:meth:`tail`: as rare as a normal's ``z_fire`` standard deviations, from the expected count of
+  requests and their sizes, so a quiet key needs a large multiple and a busy one a small one),
+  ``min_ratio`` × expected, ``peak_margin`` × the typical 10-minute peak of this hour (learned
+  schedules and bursts), and an excess of ``min_excess_usd``; with at least ``min_requests``
+  requests (a window of three requests is noise). Very hot (fires at once) at ``very_hot_factor``
+  × that threshold and twice the minimum excess. Calm under the expected dollars plus ``z_calm``
+  deviations (or the typical peak).
   A feature × customer pair (``day_peak_for``) must beat, besides, ``day_peak_share`` of its usual
   busiest 10 minutes of a day of this kind (weekday or weekend: :meth:`peak`,
   :meth:`~spendstream.detect.noise.Profiles.day_peak_in`) and ``pair_min_ratio`` × expected: a pair has few
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spendstream.detect.noise import Expectation
+from spendstream.detect.noise import Expectation, count_upper, upper
 
 
 @dataclass(frozen=True)
@@ -82,12 +81,35 @@ class SpendAnomalyRule:
         applies = pair if self.day_peak_for == "pairs" else np.ones_like(pair, dtype=bool)
         return np.where(applies, np.maximum(hour_peak, self.day_peak_share * day_peak), hour_peak)
 
+    def tail(self, expected: Expectation, observed_requests: np.ndarray) -> np.ndarray:
+        """The dollars beyond which a window is as rare as a normal beyond ``z_fire`` standard deviations.
+
+        A window's dollars are a compound sum, a negative-binomial count of requests times right-skewed
+        request sizes, and either can be what moved:
+
+        - the sizes, or both: the dollars beyond the gamma of the window's mean and variance
+          (:func:`~spendstream.detect.noise.upper`; its shape, expected requests / (1 + size cv² + phi ×
+          expected requests), carries the skew of the sizes);
+        - the count: more requests than the count's own tail allows
+          (:func:`~spendstream.detect.noise.count_upper`), costing at least what that many requests cost at
+          the usual size. The gamma cannot see this where one request is usual: twelve calls where one is
+          usual, at the usual size, sit inside its long tail, yet by the count they are a one-in-a-billion window.
+
+        Under the model each way is a tail of probability about that of ``z_fire`` (the count's bounds the
+        second: it needs the count beyond its tail), so a window is hot by chance at most about twice as often
+        as by either alone: a z of 3.85 instead of 4.
+        """
+        by_size = upper(expected.cost, expected.sigma, self.z_fire)
+        count_line = count_upper(expected.requests, expected.dispersion, self.z_fire)
+        per_request = np.where(expected.requests > 0, expected.cost / np.maximum(expected.requests, 1e-9), 0.0)
+        return np.where(observed_requests >= count_line, np.minimum(by_size, per_request * count_line), by_size)
+
     def fast(self, expected: Expectation, *, observed_usd: np.ndarray, observed_requests: np.ndarray,
              history_hours: np.ndarray, pair: np.ndarray | None = None) -> SpendVerdict:
         """``expected.peak`` is :meth:`peak`'s; ``pair`` marks the feature × customer subjects."""
         usual = np.maximum(expected.cost, expected.peak)
         min_ratio = self.min_ratio if pair is None else np.where(pair, self.pair_min_ratio, self.min_ratio)
-        threshold = np.maximum.reduce([expected.cost + self.z_fire * expected.sigma, min_ratio * expected.cost,
+        threshold = np.maximum.reduce([self.tail(expected, observed_requests), min_ratio * expected.cost,
                                        self.peak_margin * expected.peak])
         excess = observed_usd - usual
         warm = history_hours >= self.warmup_hours
