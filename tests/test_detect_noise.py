@@ -214,6 +214,28 @@ def test_a_window_a_tenth_over_its_threshold_fires_at_once_and_one_just_over_wai
     assert not verdict(112.0).hot[0]
 
 
+def test_the_last_five_minutes_make_a_hot_window_very_hot_and_never_a_calm_one_hot() -> None:
+    """A bursty key ($2 in a usual 10 minutes, $8 in its usual busiest) is held by its peak: a spike
+    becomes hot a pass or two after its onset, while the 10-minute window is still part spike. When the
+    last 5 minutes are far over their own threshold (the same model over 5 minutes, half the peak), it
+    fires on this pass; the same dollars spread over the 10 minutes wait a pass, and the 5 minutes alone,
+    however far over, never make a window hot that is not."""
+    rule = SpendAnomalyRule()
+    bursty = learn(requests=np.full((1, 336), 48.0), cost=np.full((1, 336), 12.0), attempts=np.full((1, 336), 48.0),
+                   failed=np.zeros((1, 336)), peak_cost=np.full((1, 336), 8.0), first_hour_of_week=0,
+                   first_hour=np.array([0]))
+    rows = np.zeros(4, dtype=int)
+    e, short = (expect(bursty, rows, 10, window_minutes=m) for m in (10, 5))
+    ten, five = np.array([10.5, 10.5, 9.5, 9.0]), np.array([9.0, 5.25, 9.5, 8.0])  # $10: 1.25x the peak
+    history = np.repeat(bursty.history_hours, 4)
+    verdict = rule.fast(e, observed_usd=ten, observed_requests=ten * 4, history_hours=history,
+                        short=short, short_usd=five, short_requests=five * 4)
+    assert verdict.hot.tolist() == [True, True, False, False]
+    assert verdict.very_hot.tolist() == [True, False, False, False]
+    alone = rule.fast(e, observed_usd=ten, observed_requests=ten * 4, history_hours=history)
+    assert alone.hot.tolist() == verdict.hot.tolist() and not alone.very_hot.any()
+
+
 def test_storms_are_judged_from_counts_against_the_subject_and_its_provider_now() -> None:
     rule = RetryStormRule()
     own = np.array([0.02, 0.02, 0.02])

@@ -160,3 +160,26 @@ def test_a_quiet_keys_window_of_uneven_requests_is_held_to_its_skewed_tail_and_t
              if tag in a.subject and a.state == "firing"}
     assert fired == {f"customer={tag}-grown", f"feature={tag}-grown-chat",
                      f"feature={tag}-grown-chat,customer={tag}-grown"}
+
+
+@pytest.mark.integration
+def test_a_spike_on_a_bursty_key_fires_on_the_pass_whose_last_five_minutes_are_far_over_it(embedded_store) -> None:
+    """Two calls a minute, and every hour a three-minute burst at ten a minute: the key's usual busiest
+    10 minutes ($11) hold its window. Tonight $9.50 more: in the last five minutes it fires on this pass;
+    spread over the ten minutes the window is as hot, but waits for the next pass to confirm it."""
+    tag = f"late-{uuid.uuid4().hex[:8]}"
+    now = datetime(2021, 3, 18, 14, 0, tzinfo=timezone.utc)  # a Thursday, weeks before this file's other tests
+    start = now - timedelta(days=10)
+    events: list[dict] = []
+    for name, minutes in (("late", 5), ("spread", 10)):
+        customer = f"{tag}-{name}"
+        times = [start + timedelta(minutes=m, seconds=s) for m in range(10 * 1440) for s in (10, 40)]
+        times += [start + timedelta(minutes=m, seconds=s) for m in range(10 * 1440) if m % 60 in (20, 21, 22)
+                  for s in (2, 9, 17, 24, 32, 47, 54, 58)]
+        times += [now - timedelta(minutes=minutes) + timedelta(seconds=60 * minutes * k / 38) for k in range(38)]
+        events += _calls(tag, len(events), times, customer=customer, feature=f"{customer}-chat")
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    fired = {a.subject for a in detect_spend_anomalies(embedded_store, now) if tag in a.subject
+             and a.state == "firing"}
+    assert fired == {f"customer={tag}-late", f"feature={tag}-late-chat", f"feature={tag}-late-chat,customer={tag}-late"}

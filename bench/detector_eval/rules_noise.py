@@ -112,9 +112,14 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                     newcomers.add(s)
                     out.append(Fired("noise", "new_spender", names[s], t, "firing", "warning"))
         exp = expect(profiles, rows, ((t - 1) // 60) % 168, window_minutes=w)
+        short = {}
+        if rule.short_minutes:  # as detect_spend_anomalies: the last minutes of the same window, same hour
+            sw = rule.short_minutes
+            short = {"short": expect(profiles, rows, ((t - 1) // 60) % 168, window_minutes=sw),
+                     "short_usd": cost[:, t] - cost[:, t - sw], "short_requests": requests[:, t] - requests[:, t - sw]}
         fast = rule.fast(exp, observed_usd=cost[:, t] - cost[:, t - w],
                          observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours,
-                         pair=is_pair)
+                         pair=is_pair, **short)
         hot, calm = fast.hot | slow.hot, fast.calm & slow.calm
         if probe is not None:
             probe(Pass(t, names, exp, fast, slow, cost[:, t] - cost[:, t - w], requests[:, t] - requests[:, t - w],

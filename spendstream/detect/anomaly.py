@@ -8,7 +8,8 @@ subject until it resolves, re-fires update it). What this module adds is what a 
 
 - this hour's baselines (:func:`spendstream.detect.baseline.load`; learned once an hour);
 - the last ``window_minutes`` per subject from raw ``usage_events FINAL`` (minutes of a
-  table sorted by time: it costs what the window holds);
+  table sorted by time: it costs what the window holds), and in the same scan its last
+  ``short_minutes``;
 - the open incidents (``detector_incidents``).
 
 ``bench/detector_eval`` measures it (recall, precision, false alarms, delays, dollars before
@@ -33,22 +34,27 @@ from spendstream.sinks.store import Store, query_result, sql_time
 KINDS = ("spend_anomaly", "new_spender")
 
 
-def recent_spend(store: Store, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
-    """Per subject, (USD, requests) in ``[start, end)`` from raw ``FINAL`` (a request: its id, or the event's).
+def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None
+                 ) -> dict[str, tuple[float, float, float, float]]:
+    """Per subject, (USD, requests) in ``[start, end)`` and in ``[since, end)`` (``since``: ``start`` when
+    None), from raw ``FINAL`` in one scan (a request: its id, or the event's).
 
     As Arrow, not JSON: a subject per active customer and feature × customer pair (26k at 50M events,
     the last ten minutes of a busy hour), which parsed value by value cost as much as the query."""
     table = store.query_arrow(f"""
         SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)) AS usd,
-               toFloat64(uniqExact(ifNull(request_id, event_id))) AS requests
-        FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, total_cost, priced, request_id, event_id
+               toFloat64(uniqExact(ifNull(request_id, event_id))) AS requests,
+               toFloat64(sumIf(ifNull(total_cost, 0), priced AND ts >= {{c:DateTime64(3, 'UTC')}})) AS late_usd,
+               toFloat64(uniqExactIf(ifNull(request_id, event_id), ts >= {{c:DateTime64(3, 'UTC')}})) AS late_requests
+        FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, ts, total_cost, priced, request_id, event_id
               FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE NOT endsWith(subject, '=') GROUP BY subject
-        SETTINGS output_format_arrow_string_as_string = 1""", {"a": sql_time(start), "b": sql_time(end)})
+        SETTINGS output_format_arrow_string_as_string = 1""",
+                              {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start)})
     if not table.num_rows:
         return {}
-    return dict(zip(table["subject"].to_pylist(), zip(table["usd"].to_pylist(), table["requests"].to_pylist(),
-                                                      strict=True), strict=True))
+    columns = [table[c].to_pylist() for c in ("usd", "requests", "late_usd", "late_requests")]
+    return dict(zip(table["subject"].to_pylist(), zip(*columns, strict=True), strict=True))
 
 
 def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
@@ -56,7 +62,8 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     window = timedelta(minutes=rule.window_minutes)
-    recent = recent_spend(store, start=now - window, end=now)
+    short = timedelta(minutes=rule.short_minutes)
+    recent = recent_spend(store, start=now - window, end=now, since=now - short if rule.short_minutes else None)
     incidents = state.load_open(store, KINDS)
     # a subject the window cannot make hot, with no open incident, no sustained shift and no claim to be a new
     # spender cannot change state: its baseline is not read
@@ -70,15 +77,17 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                                    f"AND position(subject, {baseline.PAIR_MARK!r}) = 0)")
     subjects = known.subjects
     index = {s: i for i, s in enumerate(subjects)}
-    observed = np.array([recent.get(s, (0.0, 0.0))[0] for s in subjects])
-    requests = np.array([recent.get(s, (0.0, 0.0))[1] for s in subjects])
+    seen = np.array([recent.get(s, (0.0,) * 4) for s in subjects]).reshape(len(subjects), 4)
+    observed, requests = seen[:, 0], seen[:, 1]
     one_slot = Profiles(known.requests[:, None], known.cost[:, None], known.peak_cost[:, None], known.dispersion,
                         known.fail_ratio, known.history_hours)
     expected = expect(one_slot, np.arange(len(subjects)), 0, window_minutes=rule.window_minutes)
     pair = np.array([baseline.PAIR_MARK in s for s in subjects], dtype=bool)
     # (the refresh stored each subject's peak as rule.peak has it: a pair's is at least its day's busiest)
+    late = ({"short": expect(one_slot, np.arange(len(subjects)), 0, window_minutes=rule.short_minutes),
+             "short_usd": seen[:, 2], "short_requests": seen[:, 3]} if rule.short_minutes else {})
     fast = rule.fast(expected, observed_usd=observed, observed_requests=requests, history_hours=known.history_hours,
-                     pair=pair)
+                     pair=pair, **late)
     hot, calm = fast.hot | known.slow_hot, fast.calm & known.slow_calm
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []

@@ -10,6 +10,12 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   requests (a window of three requests is noise). Very hot (fires at once) at ``very_hot_factor``
   × that threshold and twice the minimum excess. Calm under the expected dollars plus ``z_calm``
   deviations (or the typical peak).
+  The last ``short_minutes`` of that window (read in the same pass) can make a hot subject very hot,
+  never make one hot: when they clear ``very_hot_factor`` × the same threshold for a window that long
+  (the tail of the same model over those minutes, the ratio, ``peak_margin`` × the typical peak at
+  that window's share of it) and twice the minimum excess. A spike held by a bursty key's typical
+  peak becomes hot a pass or two after its onset, the 10-minute window still part spike; the short
+  one can be all spike.
   A feature × customer pair (``day_peak_for``) must beat, besides, ``day_peak_share`` of its usual
   busiest 10 minutes of a day of this kind (weekday or weekend: :meth:`peak`,
   :meth:`~spendstream.detect.noise.Profiles.day_peak_in`) and ``pair_min_ratio`` × expected: a pair has few
@@ -34,7 +40,7 @@ Severity: ``error`` (the on-call route) when the fast window's excess runs at
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -59,6 +65,7 @@ class SpendAnomalyRule:
     peak_margin: float = 1.25
     min_excess_usd: float = 1.0
     very_hot_factor: float = 1.1
+    short_minutes: int = 5        # the last minutes that can make a hot subject very hot (0: not read)
     min_requests: int = 5
     warmup_hours: int = 7 * 24
     slow_ratio: float = 1.15
@@ -105,8 +112,23 @@ class SpendAnomalyRule:
         return np.where(observed_requests >= count_line, np.minimum(by_size, per_request * count_line), by_size)
 
     def fast(self, expected: Expectation, *, observed_usd: np.ndarray, observed_requests: np.ndarray,
-             history_hours: np.ndarray, pair: np.ndarray | None = None) -> SpendVerdict:
-        """``expected.peak`` is :meth:`peak`'s; ``pair`` marks the feature × customer subjects."""
+             history_hours: np.ndarray, pair: np.ndarray | None = None, short: Expectation | None = None,
+             short_usd: np.ndarray | None = None, short_requests: np.ndarray | None = None) -> SpendVerdict:
+        """``expected.peak`` is :meth:`peak`'s; ``pair`` marks the feature × customer subjects. ``short`` is
+        what the last ``short_minutes`` should hold (:func:`~spendstream.detect.noise.expect` over them: its
+        peak is still the 10-minute one), ``short_usd`` and ``short_requests`` what they held; without them
+        the short window is not judged."""
+        hot, very_hot, excess = self._judge(expected, observed_usd, observed_requests, history_hours, pair)
+        if short is not None and short_usd is not None and short_requests is not None:
+            share = replace(short, peak=short.peak * self.short_minutes / self.window_minutes)
+            _, far_over, _ = self._judge(share, short_usd, short_requests, history_hours, pair)
+            very_hot = very_hot | (hot & far_over)
+        calm = observed_usd < np.maximum(expected.cost + self.z_calm * expected.sigma, expected.peak)
+        return SpendVerdict(hot, very_hot, calm, excess, expected.cost)
+
+    def _judge(self, expected: Expectation, observed_usd: np.ndarray, observed_requests: np.ndarray,
+               history_hours: np.ndarray, pair: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hot, very hot and the excess of one window."""
         usual = np.maximum(expected.cost, expected.peak)
         min_ratio = self.min_ratio if pair is None else np.where(pair, self.pair_min_ratio, self.min_ratio)
         threshold = np.maximum.reduce([self.tail(expected, observed_requests), min_ratio * expected.cost,
@@ -116,8 +138,7 @@ class SpendAnomalyRule:
         hot = (warm & (observed_usd >= threshold) & (excess >= self.min_excess_usd)
                & (observed_requests >= self.min_requests))
         very_hot = hot & (observed_usd >= self.very_hot_factor * threshold) & (excess >= 2 * self.min_excess_usd)
-        calm = observed_usd < np.maximum(expected.cost + self.z_calm * expected.sigma, expected.peak)
-        return SpendVerdict(hot, very_hot, calm, excess, expected.cost)
+        return hot, very_hot, excess
 
     def could_fire(self, *, observed_usd: np.ndarray, observed_requests: np.ndarray) -> np.ndarray:
         """Whether ``fast`` can make a subject hot, from its window alone (expected dollars are never negative,
