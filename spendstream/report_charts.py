@@ -14,6 +14,7 @@ Nothing is fetched: vl-convert bundles Vega, Vega-Lite and its JavaScript runtim
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,7 +106,44 @@ def _unlimited(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         config = {**config, "axisDiscrete": {"labelLimit": 0}}
     if _longest(spec, "series") * WIDEST_GLYPH_PX <= config["legend"]["labelLimit"]:
         config = {**config, "legend": {**config["legend"], "labelLimit": 0}}
+    if _longest_tick(spec) * WIDEST_GLYPH_PX <= config["axis"]["labelLimit"]:
+        config = {**config, "axisQuantitative": {"labelLimit": 0}}
     return config
+
+
+def _longest_tick(spec: dict[str, Any]) -> float:
+    """At most how many characters a tick label of ``spec``'s quantitative axes has (inf if unknown).
+
+    A tick is at most the axis's nice maximum, under twice the largest stack (a tick step is at most the
+    domain's maximum, and nice rounds up by less than a step), and a stack is at most the sum of every value
+    drawn. In dollars a tick has decimals only when the step is below 1, which takes a maximum under the tick
+    count (~20 at most here), and then at most four (``~f`` trims); in tokens SI prefixes keep it to six
+    digits; a share is a whole percentage.
+    """
+    formats = set(_formats(spec))
+    top = 2 * max(sum(abs(v) for v in _values(spec)), 1)
+    digits = len(f"{int(top):d}")
+    dollars = 1 + digits + (digits - 1) // 3 + (5 if top < 20 else 0)
+    longest = {DOLLARS: dollars, TOKENS: 9, SHARE: len(f"{int(top * 100):d}%")}
+    return max((longest.get(f, math.inf) for f in formats), default=0)
+
+
+def _parts(spec: Any) -> list[dict[str, Any]]:
+    """``spec`` and every view inside it."""
+    if not isinstance(spec, dict):
+        return []
+    return [spec, *(p for key in ("layer", "vconcat") for part in spec.get(key, []) for p in _parts(part))]
+
+
+def _formats(spec: dict[str, Any]) -> list[str]:
+    return [axis["format"] for part in _parts(spec) for channel in part.get("encoding", {}).values()
+            if isinstance(channel, dict) and channel.get("type") == "quantitative"
+            for axis in [channel.get("axis") or {"format": ""}]]
+
+
+def _values(spec: dict[str, Any]) -> list[float]:
+    return [v for part in _parts(spec) for row in part.get("data", {}).get("values", [])
+            for v in [row.get("value")] if isinstance(v, (int, float))]
 
 
 def _longest(spec: Any, field: str | None = None) -> int:

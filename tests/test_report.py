@@ -151,7 +151,7 @@ def test_label_limits_are_left_out_only_where_no_label_could_reach_them(monkeypa
     for spec in short:
         for width in (charts.NARROW_PX, charts.WIDE_PX):
             config = charts._unlimited({**charts._CONFIG, "legend": charts._legend(width)}, spec)
-            assert config["axisDiscrete"] == {"labelLimit": 0}
+            assert config["axisDiscrete"] == config["axisQuantitative"] == {"labelLimit": 0}
             if spec is short[0]:  # seven characters fit a phone's legend column
                 assert config["legend"]["labelLimit"] == 0
     drawn = [charts.render(spec, "a chart") for spec in short]
@@ -160,4 +160,6 @@ def test_label_limits_are_left_out_only_where_no_label_could_reach_them(monkeypa
 
     long = charts.ranking([("platform-search-europe-1", 1.0)])
     config = {**charts._CONFIG, "legend": charts._legend(charts.NARROW_PX)}
-    assert charts._unlimited(config, long) == config
+    assert "axisDiscrete" not in charts._unlimited(config, long)
+    # a tick label of "$2,000,000,000" could reach the axis's limit: kept
+    assert "axisQuantitative" not in charts._unlimited(config, charts.ranking([("f", 1e9)]))
