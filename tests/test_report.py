@@ -139,3 +139,27 @@ def test_a_long_legend_label_is_cut_to_its_column_on_a_phone_and_whole_on_a_desk
     assert labels(chart.wide_svg) == ["platform-search-europe-1"]
     (narrow,) = labels(chart.narrow_svg)
     assert narrow.endswith("…") and "platform-search-europe-1".startswith(narrow[:-1]) and len(narrow) >= 12
+
+
+def test_label_limits_are_left_out_only_where_no_label_could_reach_them(monkeypatch) -> None:
+    """Without a label limit Vega measures fewer labels; where every name is short the drawing must not change,
+    and a name that could reach a limit keeps it."""
+    short = [charts.stacked_bars(["2026-11-30 00:00:00", "2026-12-01 00:00:00"],
+                                 {"team-00": [1.0, 2.0], "team-01": [2.0, 0.5]}),
+             charts.ranking([("feature-000", 2.0), ("feature-001", 1.5)]),
+             charts.lines(["2026-11-30 00:00:00", "2026-12-01 00:00:00"], {"feature-000": [0.1, 0.2]})]
+    for spec in short:
+        for width in (charts.NARROW_PX, charts.WIDE_PX):
+            config = charts._unlimited({**charts._CONFIG, "legend": charts._legend(width)}, spec)
+            assert config["axisDiscrete"] == config["axisQuantitative"] == {"labelLimit": 0}
+            if spec is short[0]:  # seven characters fit a phone's legend column
+                assert config["legend"]["labelLimit"] == 0
+    drawn = [charts.render(spec, "a chart") for spec in short]
+    monkeypatch.setattr(charts, "_unlimited", lambda config, spec: config)
+    assert drawn == [charts.render(spec, "a chart") for spec in short]
+
+    long = charts.ranking([("platform-search-europe-1", 1.0)])
+    config = {**charts._CONFIG, "legend": charts._legend(charts.NARROW_PX)}
+    assert "axisDiscrete" not in charts._unlimited(config, long)
+    # a tick label of "$2,000,000,000" could reach the axis's limit: kept
+    assert "axisQuantitative" not in charts._unlimited(config, charts.ranking([("f", 1e9)]))
