@@ -33,10 +33,11 @@ class Flaps:
     resolve_delays: dict[str, list[int]] = field(default_factory=dict)  # destination -> minutes true end -> resolve
     unresolved: Counter = field(default_factory=Counter)        # destination -> incidents whose last key never resolved
     escalations: Counter = field(default_factory=Counter)       # destination -> keys whose trigger was sent again
+    kinds: Counter = field(default_factory=Counter)             # (destination, injected kind, cause) -> extra keys
 
     def merge(self, other: Flaps) -> Flaps:
         out = Flaps(self.causes + other.causes, {}, {}, self.unresolved + other.unresolved,
-                    self.escalations + other.escalations)
+                    self.escalations + other.escalations, self.kinds + other.kinds)
         for name in ("refire_gaps", "resolve_delays"):
             for src in (getattr(self, name), getattr(other, name)):
                 for dest, values in src.items():
@@ -113,6 +114,7 @@ def flaps(world: World, fired: list[Fired]) -> Flaps:
                 else:
                     cause = "other subject, after the first resolved"
                 out.causes[(dest, cause)] += 1
+                out.kinds[(dest, incident_of[incident].kind, cause.split(" ≤")[0].split(" >")[0])] += 1
     return out
 
 
@@ -133,6 +135,9 @@ def lines(name: str, result: Flaps) -> list[str]:
             text += f" (re-fire gap p50 {np.percentile(gaps, 50):.0f} min, max {max(gaps)})"
         out.append(f"- {name}: keys past an incident's first, where it got > 2 messages, at {dest}: {text}; "
                    f"escalated triggers re-sent: {result.escalations[dest]}")
+        kinds = sorted(((k, c, n) for (d, k, c), n in result.kinds.items() if d == dest), key=lambda x: -x[2])
+        if kinds:
+            out.append(f"  - by injected kind: {', '.join(f'{k} ({c}) {n}' for k, c, n in kinds)}")
         delays = result.resolve_delays.get(dest, [])
         if delays:
             out.append(f"- {name}: resolve delay at {dest} (min from the incident's true end to its last resolve): "
