@@ -199,3 +199,19 @@ def test_an_attached_alert_is_stored_but_not_delivered_and_one_detached_is_then(
     assert [b["event_action"] for b in pagerduty.bodies()] == ["trigger"]
     assert pagerduty.bodies()[0]["dedup_key"] == part.dedup_key
 
+
+@pytest.mark.integration
+def test_an_abuse_that_stops_for_half_an_hour_and_comes_back_is_one_incident_one_trigger_one_resolve(
+        embedded_store) -> None:
+    # on for 30 minutes, off for 30 (long enough for 3 calm passes: before, it resolved and paged again under a new
+    # key), on for 20: the resolve waits for as many calm passes as it had hot ones (up to six), so one page
+    tag = f"dip-{uuid.uuid4().hex[:6]}"
+    pages, texts, stored = _run(embedded_store, tag, datetime(2020, 9, 17, 3, 0, tzinfo=timezone.utc),
+                                [("chat", "c1", 40)], bursts=((-8, 30), (52, 20)), minutes=170)
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    assert len(texts) == 2
+    delivered = [a for a in stored if not a.correlated_with]
+    assert [a.state for a in delivered] == ["firing", "resolved"]
+    # the resolve came once the second burst had been calm for half an hour (its window clear, then six calm passes)
+    assert delivered[1].created_at >= datetime(2020, 9, 17, 3, 0, tzinfo=timezone.utc) + timedelta(minutes=72 + 30)
