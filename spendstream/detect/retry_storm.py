@@ -65,6 +65,11 @@ from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
 
 KIND = "retry_storm"
 STORM_WARMUP_HOURS = 24
+# a storm resolves after three calm passes, however long it was hot: the resolve that waits as long as the incident
+# was hot (spend anomalies) removed no storm's extra messages on the harness (a storm's re-fires are slow burns hot
+# for a pass or two, its other extra pages a loop's feature and customer) and cost a slow burn's detection, its
+# trigger absorbed by an incident held open (BENCHMARKS.md, "Resolves that wait")
+HYSTERESIS = Hysteresis(resolve_after_max=3)
 _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])"
 # the fast window's subjects add each feature x customer pair: a storm on one customer of a busy feature is a few %
 # of both totals and most of its pair (named as the baselines name it, so its usual ratio is the pair's own)
@@ -266,7 +271,7 @@ def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[f
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
                         hysteresis: Hysteresis | None = None) -> list[Alert]:
     """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
-    rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
+    rule, hysteresis = rule or RetryStormRule(), hysteresis or HYSTERESIS
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
     marks = pass_marks(store)
     loops = repeated_shapes(store, start=now - window, end=now)
