@@ -16,10 +16,12 @@ into at most two messages per incident:
 - it resolves after enough consecutive calm passes, under that same key: ``resolve_after`` at
   least, and as many as it had hot passes while open, up to ``resolve_after_max``. A subject
   that was hot for half an hour or more must be calm for half an hour before it is told over;
-  one that was hot for ten minutes, for ``resolve_after`` passes. A spike that dips and comes back, or a storm
-  whose failures come in waves, is one incident (one trigger, one resolve), not one per wave;
-  the price is a later resolve for the long ones. A pass that is neither hot nor calm (between
-  the thresholds) keeps it firing and starts the calm count again.
+  one that was hot for ten minutes, for ``resolve_after`` passes. A spike that dips and comes
+  back, or a model switch calm between busy hours, is one incident (one trigger, one resolve),
+  not one per wave; the price is a later resolve for the long ones (retry storms pass
+  ``resolve_after_max=3``: :data:`spendstream.detect.retry_storm.HYSTERESIS` says why). A pass
+  that is neither hot nor calm (between the thresholds) keeps it firing and starts the calm
+  count again.
 
 The state survives restarts in ``detector_incidents`` (:mod:`spendstream.detect.state`).
 """
