@@ -21,6 +21,20 @@ def _alert(tag: str, kind: str, state: str, severity: str, *, n: int = 0, at: da
                  dedup_key=f"{kind}:{tag}:{n}", message=f"{kind} {state}", created_at=at + timedelta(minutes=10))
 
 
+def routes(tag: str, *, slack: Receiver | None = None, pagerduty: Receiver | None = None) -> AlertRouting:
+    """The documented routes for the subjects of ``tag``: Slack takes every alert, PagerDuty (on-call) ``error``
+    and worse; each only if its receiver is given."""
+    destinations, chosen = [], []
+    if slack is not None:
+        destinations.append(Destination(name=f"slack-{tag}", kind="slack", url=slack.url("/hook")))
+        chosen.append(Route(destination=f"slack-{tag}", subjects=[tag]))
+    if pagerduty is not None:
+        destinations.append(Destination(name=f"pd-{tag}", kind="pagerduty", url=pagerduty.url("/v2/enqueue"),
+                                        routing_key="K"))
+        chosen.append(Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error"))
+    return AlertRouting(destinations=destinations, routes=chosen)
+
+
 class Clock:
     def __init__(self, now: datetime) -> None:
         self.now = now
@@ -33,9 +47,7 @@ def test_a_resolve_reaches_every_destination_its_trigger_reached_whatever_its_ow
     tag = f"route-{uuid.uuid4().hex[:8]}"
     pagerduty = Receiver()
     try:
-        routing = AlertRouting(destinations=[Destination(name=f"pd-{tag}", kind="pagerduty",
-                                                         url=pagerduty.url("/v2/enqueue"), routing_key="K")],
-                               routes=[Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error")])
+        routing = routes(tag, pagerduty=pagerduty)
         store_new_alerts(embedded_store, [_alert(tag, "budget_burn", "firing", "error"),
                                           _alert(tag, "budget_burn", "resolved", "info")])  # an old-style resolve
         assert Notifier(embedded_store, routing).run_pass().delivered == 2
@@ -97,13 +109,7 @@ def test_an_incident_that_grows_past_the_paging_line_reaches_on_call_once_and_no
     tag = f"escalate-{uuid.uuid4().hex[:8]}"
     slack, pagerduty = Receiver(), Receiver()
     try:
-        routing = AlertRouting(
-            destinations=[Destination(name=f"slack-{tag}", kind="slack", url=slack.url("/hook")),
-                          Destination(name=f"pd-{tag}", kind="pagerduty", url=pagerduty.url("/v2/enqueue"),
-                                      routing_key="K")],
-            routes=[Route(destination=f"slack-{tag}", subjects=[tag]),
-                    Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error")])
-        notifier = Notifier(embedded_store, routing)
+        notifier = Notifier(embedded_store, routes(tag, slack=slack, pagerduty=pagerduty))
         opened = _alert(tag, "spend_anomaly", "firing", "warning")
         assert store_new_alerts(embedded_store, [opened]) == 1
         assert notifier.run_pass().delivered == 1                      # Slack only

@@ -13,13 +13,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
-from spendstream.alerting.destinations import Destination
+from spendstream.alerting.delivery import Notifier, store_new_alerts
 from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.correlate import Step, correlate
 from spendstream.detect.incidents import Incident
 from tests.test_alert_delivery import Receiver
+from tests.test_alert_routing import _alert, routes
 from tests.test_spend_anomaly import _calls, _store
 
 T = datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc)
@@ -103,9 +103,11 @@ def test_the_root_pages_at_the_worst_severity_of_what_it_carries() -> None:
 
 # -- the whole path: a real store, real delivery ----------------------------------------------------------------
 
-def _world(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]]) -> None:
-    """Ten days of one team's two features for 12 customers (a call every 10 minutes each, spread), and at ``now``
-    each of ``abuses`` (feature, customer, calls in the last 8 minutes and on for 20 more minutes)."""
+def _world(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]],
+           bursts: tuple[tuple[int, int], ...] = ((-8, 28),)) -> None:
+    """Ten days of one team's two features for 12 customers (a call every 10 minutes each, spread), and each of
+    ``abuses`` (feature, customer, calls per 8 minutes) in every one of ``bursts`` (minutes from ``now`` it
+    starts at, minutes it lasts): by default in the last 8 minutes and on for 20 more."""
     events: list[dict] = []
     start = now - timedelta(days=10)
     for k in range(12):
@@ -113,27 +115,25 @@ def _world(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]]) -
         times = [start + timedelta(minutes=m, seconds=37 * k % 600) for m in range(0, 10 * 1440, 10)]
         events += _calls(tag, len(events), times, team=f"{tag}-team", feature=feature, customer=f"{tag}-c{k}")
     for feature, customer, calls in abuses:
-        times = [now - timedelta(minutes=8) + timedelta(seconds=28 * 60 * j / (3.5 * calls)) for j in
-                 range(int(3.5 * calls))]
-        events += _calls(tag, len(events), times, team=f"{tag}-team", feature=f"{tag}-{feature}",
-                         customer=f"{tag}-{customer}")
+        for offset, minutes in bursts:
+            n = int(calls * minutes / 8)
+            times = [now + timedelta(minutes=offset, seconds=minutes * 60 * j / n) for j in range(n)]
+            events += _calls(tag, len(events), times, team=f"{tag}-team", feature=f"{tag}-{feature}",
+                             customer=f"{tag}-{customer}")
     _store(store, events)
 
 
-def _run(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]]) -> tuple[list[dict], list[str], list]:
-    """Passes every 5 minutes from ``now`` for 90 minutes, delivering after each; (PagerDuty bodies, Slack texts,
+def _run(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]], *,
+         bursts: tuple[tuple[int, int], ...] = ((-8, 28),), minutes: int = 90
+         ) -> tuple[list[dict], list[str], list]:
+    """Passes every 5 minutes from ``now`` for ``minutes``, delivering after each; (PagerDuty bodies, Slack texts,
     every stored spend alert of ``tag``)."""
-    _world(store, tag, now, abuses)
+    _world(store, tag, now, abuses, bursts)
     slack, pagerduty = Receiver(), Receiver()
     stored = []
     try:
-        routing = AlertRouting(
-            destinations=[Destination(name=f"slack-{tag}", kind="slack", url=slack.url("/hook")),
-                          Destination(name=f"pd-{tag}", kind="pagerduty", url=pagerduty.url("/v2/enqueue"),
-                                      routing_key="K")],
-            routes=[Route(destination=f"slack-{tag}", subjects=[tag]),
-                    Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error")])
-        for minute in range(0, 95, 5):
+        routing = routes(tag, slack=slack, pagerduty=pagerduty)
+        for minute in range(0, minutes + 5, 5):
             at = now + timedelta(minutes=minute)
             baseline.refresh(store, at)
             alerts = [a for a in detect_spend_anomalies(store, at) if tag in a.subject]
@@ -184,13 +184,10 @@ def test_a_feature_wide_spike_pages_once_and_two_unrelated_abuses_page_twice(emb
 
 
 def test_an_attached_alert_is_stored_but_not_delivered_and_one_detached_is_then(embedded_store) -> None:
-    from tests.test_alert_routing import _alert
     tag = f"attach-{uuid.uuid4().hex[:8]}"
     pagerduty = Receiver()
     try:
-        routing = AlertRouting(destinations=[Destination(name=f"pd-{tag}", kind="pagerduty",
-                                                         url=pagerduty.url("/v2/enqueue"), routing_key="K")],
-                               routes=[Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error")])
+        routing = routes(tag, pagerduty=pagerduty)
         part = _alert(tag, "spend_anomaly", "firing", "error").model_copy(update={"correlated_with": "root-key"})
         assert store_new_alerts(embedded_store, [part]) == 1
         assert Notifier(embedded_store, routing).run_pass().delivered == 0
@@ -201,3 +198,20 @@ def test_an_attached_alert_is_stored_but_not_delivered_and_one_detached_is_then(
         pagerduty.close()
     assert [b["event_action"] for b in pagerduty.bodies()] == ["trigger"]
     assert pagerduty.bodies()[0]["dedup_key"] == part.dedup_key
+
+
+@pytest.mark.integration
+def test_an_abuse_that_stops_for_half_an_hour_and_comes_back_is_one_incident_one_trigger_one_resolve(
+        embedded_store) -> None:
+    # on for 30 minutes, off for 30 (long enough for 3 calm passes: before, it resolved and paged again under a new
+    # key), on for 20: the resolve waits for as many calm passes as it had hot ones (up to six), so one page
+    tag = f"dip-{uuid.uuid4().hex[:6]}"
+    pages, texts, stored = _run(embedded_store, tag, datetime(2020, 9, 17, 3, 0, tzinfo=timezone.utc),
+                                [("chat", "c1", 40)], bursts=((-8, 30), (52, 20)), minutes=170)
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    assert len(texts) == 2
+    delivered = [a for a in stored if not a.correlated_with]
+    assert [a.state for a in delivered] == ["firing", "resolved"]
+    # the resolve came once the second burst had been calm for half an hour (its window clear, then six calm passes)
+    assert delivered[1].created_at >= datetime(2020, 9, 17, 3, 0, tzinfo=timezone.utc) + timedelta(minutes=72 + 30)

@@ -53,6 +53,36 @@ def test_one_incident_per_subject_a_blip_is_not_one_and_the_resolve_keeps_the_ke
     assert cur is None and sent == "resolved"
 
 
+def test_the_resolve_waits_as_many_calm_passes_as_the_incident_was_hot_within_bounds_and_a_wave_keeps_it_open(
+        ) -> None:
+    h = Hysteresis(fire_after=2, resolve_after=3, resolve_after_max=6)
+    step = lambda cur, hot: h.step(cur, kind="retry_storm", subject="feature=f", onset=T0,  # noqa: E731
+                                   severity="error", hot=hot, very_hot=False, calm=not hot)
+
+    def run(pattern: str) -> list[str]:
+        """``pattern``: one pass a character, ``H`` hot, ``.`` calm; the messages sent, in order."""
+        cur, sent = None, []
+        for p in pattern:
+            cur, message = step(cur, p == "H")
+            sent += [message] if message else []
+        return sent
+
+    def calm_to_resolve(hot_passes: int) -> int:
+        cur = None
+        for _ in range(hot_passes):
+            cur, _ = step(cur, True)
+        for calm in range(1, 40):
+            cur, message = step(cur, False)
+            if message == "resolved":
+                return calm
+        raise AssertionError("never resolved")
+
+    assert [calm_to_resolve(n) for n in (2, 3, 5, 6, 30)] == [3, 3, 5, 6, 6]
+    # eight hot passes, a dip of five calm ones (it resolved on the third before), eight hot again: one incident
+    assert run("H" * 8 + "." * 5 + "H" * 8 + "." * 16) == ["firing", "resolved"]
+    assert run("HH" + "." * 4 + "HH" + "." * 4) == ["firing", "resolved", "firing", "resolved"]  # short blips apart
+
+
 def test_an_incident_that_grows_worse_fires_again_at_the_worse_severity_once_and_never_backs_down() -> None:
     h = Hysteresis(fire_after=1, resolve_after=3)
     step = lambda cur, severity, **kw: h.step(cur, kind="spend_anomaly", subject="customer=c", onset=T0,  # noqa: E731

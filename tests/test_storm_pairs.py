@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import numpy as np
 import orjson
@@ -18,6 +19,7 @@ from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.detect.storm import RetryStormRule
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table
+from spendstream.sinks.store import query_result, sql_time
 from tests.test_detect_pruning import _storm_inputs
 
 NOW = datetime(2023, 9, 20, 12, 0, tzinfo=timezone.utc)  # a month no other test writes to
@@ -60,6 +62,17 @@ def test_a_storm_hidden_in_its_feature_and_its_customer_is_found_on_their_pair(e
     (alert,) = fired.values()
     assert alert.state == "firing" and alert.severity == "error"
     assert "20 failed of 60 attempts" in alert.message
+    # its two hours are stated as measured (no verdict reads them), equal to raw's; no loop or longest request
+    # is judged for a pair, so none is stated (before: "0 failed of 0 in 2 h ... $0.00 wasted")
+    ((attempts, failed, usd),) = query_result(embedded_store, """
+        SELECT count(), countIf(status != 'ok'), sumIf(total_cost, status != 'ok')
+        FROM usage_events FINAL WHERE feature = {f:String} AND customer = {c:String}
+              AND ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}""",
+        {"f": feature, "c": customer, "a": sql_time(NOW - timedelta(hours=2)), "b": sql_time(NOW)}).rows
+    assert int(failed) > 20 and int(attempts) > 60
+    assert f"{failed} failed of {attempts} in 2 h" in alert.message
+    assert f"${Decimal(usd):.2f} wasted on failed attempts in 2 h" in alert.message and Decimal(usd) > 0
+    assert "longest request" not in alert.message and "repeated request shape" not in alert.message
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -54,9 +54,11 @@ def evaluate(names: list[str], seeds: list[int], shapes: list[str],
                     totals[key] = totals[key].merge(s) if key in totals else s
                 info = extra.setdefault(name, {"runs": 0, "messages": {}, "unresolved": 0, "per_incident": {}})
                 if name.startswith("noise"):
-                    from bench.detector_eval import rules_noise
+                    from bench.detector_eval import flaps, rules_noise
                     for dest, counts in rules_noise.messages_per_incident(world, fired_all).items():
                         info["per_incident"].setdefault(dest, []).extend(counts)
+                    found = flaps.flaps(world, fired_all)
+                    info["flaps"] = info["flaps"].merge(found) if "flaps" in info else found
                 info["runs"] += 1
                 routed = (rules_messages(name, world, fired_all))
                 for dest, n in routed.items():
@@ -100,6 +102,10 @@ def table(totals: dict, extra: dict, *, seeds: list[int], shapes: list[str]) -> 
                 lines.append(f"- {name}: messages per incident to {dest} (incidents with any: {len(counts)}): max "
                              f"{max(counts)}, median {score.percentile(counts, 50):.0f}, over 2: {over} "
                              f"({over / len(counts):.0%})")
+    for name, info in extra.items():
+        if "flaps" in info:
+            from bench.detector_eval import flaps
+            lines += flaps.lines(name, info["flaps"])
     for (name, family), s in sorted(totals.items()):
         if s.attached:
             lines.append(f"- {name}/{family}: {s.attached} triggers stored as part of another subject's incident "

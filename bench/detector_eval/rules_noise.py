@@ -23,7 +23,7 @@ from spendstream.detect import schedules
 from spendstream.detect.correlate import Step, correlate
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
-from spendstream.detect.retry_storm import STORM_WARMUP_HOURS
+from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
 from spendstream.detect.storm import RetryStormRule
 from spendstream.schemas.alert import Alert
@@ -172,7 +172,7 @@ def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:
 def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None, *,
             correlated: bool = True) -> list[Fired]:
     """``correlated``: as the package, the subjects one storm lifts are one incident (False: each its own)."""
-    rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
+    rule, hysteresis = rule or RetryStormRule(), hysteresis or HYSTERESIS  # as detect_retry_storms
     # features, customers and (as detect_retry_storms) feature x customer pairs, for storms only: a storm on one
     # customer of a busy feature hides in both totals, not in its pair
     pair_names, pair_membership = world.pairs()

@@ -13,8 +13,15 @@ into at most two messages per incident:
   key, at the new severity. A night abuse that opens at $3 in ten minutes (``warning``) and
   grows past the paging line reaches on-call; a destination that already has the trigger
   is not sent it again (:func:`~spendstream.alerting.delivery.store_new_alerts`);
-- it resolves after ``resolve_after`` consecutive calm passes, under that same key. A pass
-  that is neither hot nor calm (between the thresholds) keeps it firing.
+- it resolves after enough consecutive calm passes, under that same key: ``resolve_after`` at
+  least, and as many as it had hot passes while open, up to ``resolve_after_max``. A subject
+  that was hot for half an hour or more must be calm for half an hour before it is told over;
+  one that was hot for ten minutes, for ``resolve_after`` passes. A spike that dips and comes
+  back, or a model switch calm between busy hours, is one incident (one trigger, one resolve),
+  not one per wave; the price is a later resolve for the long ones (retry storms pass
+  ``resolve_after_max=3``: :data:`spendstream.detect.retry_storm.HYSTERESIS` says why). A pass
+  that is neither hot nor calm (between the thresholds) keeps it firing and starts the calm
+  count again.
 
 The state survives restarts in ``detector_incidents`` (:mod:`spendstream.detect.state`).
 """
@@ -35,7 +42,7 @@ class Incident:
     state: Literal["pending", "firing"]
     opened_at: datetime        # start of the first hot window: when it began, as far as the windows tell
     severity: str
-    hot_passes: int = 1
+    hot_passes: int = 1        # hot passes while open (pending or firing): how long it has been hot
     calm_passes: int = 0
     peak: float = 0.0          # the largest observed value while open (detector's unit)
     wasted_usd: float = 0.0    # dollars the detector attributes to the incident so far
@@ -50,6 +57,11 @@ class Incident:
 class Hysteresis:
     fire_after: int = 2
     resolve_after: int = 3
+    resolve_after_max: int = 6  # passes: at the detectors' 5-minute passes, half an hour calm closes any incident
+
+    def calm_needed(self, incident: Incident) -> int:
+        """The consecutive calm passes that resolve ``incident``: as many as its hot passes, within the bounds."""
+        return max(self.resolve_after, min(incident.hot_passes, self.resolve_after_max))
 
     def step(self, current: Incident | None, *, kind: str, subject: str, hot: bool, very_hot: bool, calm: bool,
              onset: datetime, severity: str, observed: float = 0.0, wasted_usd: float = 0.0
@@ -76,9 +88,11 @@ class Hysteresis:
             return replace(grown, hot_passes=passes), None
         if calm and not hot:
             calm_passes = current.calm_passes + 1
-            if calm_passes >= self.resolve_after:
+            if calm_passes >= self.calm_needed(current):
                 return None, "resolved"
             return replace(grown, calm_passes=calm_passes), None
+        if hot or very_hot:
+            grown = replace(grown, hot_passes=current.hot_passes + 1)
         if (hot or very_hot) and worse(current.severity, severity) != current.severity:
             return replace(grown, calm_passes=0, severity=severity), "firing"  # escalated: the trigger again
         return replace(grown, calm_passes=0), None

@@ -42,7 +42,8 @@ What all other subjects fail at on a provider is summed over the feature subject
 (``RetryStormRule.judge``'s ``counted``: each event once, whatever customers were read).
 Storms and slow burns need a day of history (no page on a fresh store); loops do not. A pair's history is
 its baseline's, kept for the costliest pairs only (``baseline.PAIR_SUBJECTS``): another pair is never warm.
-The message states the dollars wasted: billed failed attempts plus repeated calls.
+The message states the dollars wasted: billed failed attempts plus repeated calls (a pair: its billed failed attempts
+in the slow window, read only for a pair that fires, :func:`pair_windows`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
 
 KIND = "retry_storm"
 STORM_WARMUP_HOURS = 24
+# a storm resolves after three calm passes, however long it was hot: the resolve that waits as long as the incident
+# was hot (spend anomalies) removed no storm's extra messages on the harness (a storm's re-fires are slow burns hot
+# for a pass or two, its other extra pages a loop's feature and customer) and cost a slow burn's detection, its
+# trigger absorbed by an incident held open (BENCHMARKS.md, "Resolves that wait")
+HYSTERESIS = Hysteresis(resolve_after_max=3)
 _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])"
 # the fast window's subjects add each feature x customer pair: a storm on one customer of a busy feature is a few %
 # of both totals and most of its pair (named as the baselines name it, so its usual ratio is the pair's own)
@@ -129,6 +135,24 @@ def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime, cu
                toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0)
         FROM {periods} GROUP BY customer, provider""", params | {"c": _array(sorted(customers))}).rows
     return {(s, p): (a, f, Decimal(usd)) for s, p, a, f, usd in rows}
+
+
+def pair_windows(querier: TextQuerier, *, start: datetime, end: datetime, pairs: Collection[str],
+                 marks: Mapping[str, datetime] | None = None) -> dict[str, tuple[float, float, Decimal]]:
+    """``feature=…,customer=…`` -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``
+    for the ``pairs`` named, from ``customer_hours`` (it keeps feature and customer) and raw at its edges, as
+    :func:`customer_windows`. No verdict reads a pair's slow window: the pass reads it only for the message of a
+    pair that fires, so that the message states the pair's two hours, not zeros."""
+    if not pairs:
+        return {}
+    periods, params = windowed(rollups.CUSTOMER_HOURS, [Window(start, end)],
+                               ["attempts", "failed_attempts", "failed_cost_usd"], name="p",
+                               where=f"{baseline.PAIR_SQL} IN {{p:Array(String)}}", marks=marks)
+    rows = query_result(querier, f"""
+        SELECT concat('feature=', feature, ',customer=', customer), toFloat64(sum(attempts)),
+               toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0)
+        FROM {periods} GROUP BY feature, customer""", params | {"p": _array(sorted(pairs))}).rows
+    return {s: (a, f, Decimal(usd)) for s, a, f, usd in rows}
 
 
 def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
@@ -247,7 +271,7 @@ def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[f
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
                         hysteresis: Hysteresis | None = None) -> list[Alert]:
     """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
-    rule, hysteresis = rule or RetryStormRule(), hysteresis or Hysteresis()
+    rule, hysteresis = rule or RetryStormRule(), hysteresis or HYSTERESIS
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
     marks = pass_marks(store)
     loops = repeated_shapes(store, start=now - window, end=now)
@@ -318,25 +342,35 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                                             wasted_usd=0.0)
         steps[subject] = Step(before, after, transition, float(excess[i]), bool(hot[i]))
     steps = correlate(steps, {})  # one storm, one page: its pair, feature and customer are one incident
+    # a pair's verdict is its fast window's; its two hours are read only to be stated, for the pairs that fire
+    pairs_slow = pair_windows(store, start=now - slow, end=now, marks=marks, pairs=[
+        s for s, step in steps.items() if _is_pair(s) and step.transition == "firing"])
     alerts, changes = [], []
+    hours = rule.slow_minutes // 60
     for subject, step in steps.items():
         changes.append(((KIND, subject), step.before, step.after))
         if step.transition is not None:
             i = si[subject]
             incident = step.after if step.transition == "firing" else step.before
             failed, attempts = f[i].sum(), a[i].sum()
-            usd = float(wasted[i] + repeated_usd[i])
             rl, server, timeouts, invalid = mix[subject]
-            text = (f"{int(failed)} failed of {int(attempts)} attempts in the last {rule.window_minutes} min "
-                    f"({failed / max(attempts, 1):.0%}, expected {verdict.expected_ratio[i]:.1%}); "
-                    f"{int(sf[i].sum())} failed of {int(sa[i].sum())} in {rule.slow_minutes // 60} h; longest request "
-                    f"{int(longest[i])} attempts; most repeated request shape {int(repeats[i])} requests "
-                    f"({int(slow_repeats[i])} in {rule.slow_minutes // 60} h); "
-                    f"{rl} rate-limited (429), {server} server errors (5xx), {timeouts} timeouts, {invalid} invalid "
-                    f"outputs; ${usd:.2f} wasted on failed attempts and repeated calls in {rule.slow_minutes // 60} h"
-                    if step.transition == "firing" else
-                    f"failures back to {failed / max(attempts, 1):.0%} (expected {verdict.expected_ratio[i]:.1%}) "
-                    f"in the last {rule.window_minutes} min, no loop")
+            now_text = (f"{int(failed)} failed of {int(attempts)} attempts in the last {rule.window_minutes} min "
+                        f"({failed / max(attempts, 1):.0%}, expected {verdict.expected_ratio[i]:.1%}); ")
+            errors = (f"{rl} rate-limited (429), {server} server errors (5xx), {timeouts} timeouts, {invalid} "
+                      "invalid outputs; ")
+            if step.transition == "resolved":
+                text = (f"failures back to {failed / max(attempts, 1):.0%} (expected {verdict.expected_ratio[i]:.1%}) "
+                        f"in the last {rule.window_minutes} min, no loop")
+            elif _is_pair(subject):  # no loop or longest request is judged for a pair: they are not stated
+                pa, pf, pusd = pairs_slow.get(subject, (0.0, 0.0, Decimal(0)))
+                text = (f"{now_text}{int(pf)} failed of {int(pa)} in {hours} h; {errors}"
+                        f"${float(pusd):.2f} wasted on failed attempts in {hours} h")
+            else:
+                usd = float(wasted[i] + repeated_usd[i])
+                text = (f"{now_text}{int(sf[i].sum())} failed of {int(sa[i].sum())} in {hours} h; longest request "
+                        f"{int(longest[i])} attempts; most repeated request shape {int(repeats[i])} requests "
+                        f"({int(slow_repeats[i])} in {hours} h); {errors}"
+                        f"${usd:.2f} wasted on failed attempts and repeated calls in {hours} h")
             lifts = lifted(steps, incident.dedup_key) if step.transition == "firing" else []
             if lifts:
                 text = f"{headline(subject, lifts)}: {text}; also lifts {and_list(lifts)}"
