@@ -119,3 +119,18 @@ def test_one_incident_pages_once_at_a_time_where_every_subject_apart_pages_sever
     assert sum(n > 2 for n in together) < sum(n > 2 for n in apart)
     # the same incidents found; what is attached is neither a false alarm nor a detection of its own
     assert score.score(world, fired, "noise", "spend").recall == score.score(world, fired_apart, "x", "spend").recall
+
+
+def test_a_storm_alert_is_true_only_for_a_retry_incident_and_a_spend_alert_for_any(world) -> None:
+    from bench.detector_eval import score
+    from bench.detector_eval.rules import Fired
+
+    creep = next(i for i in world.incidents if i.kind == "creep")
+    subject = next(iter(world.incident_subjects(creep)))
+    at = creep.start + DAY  # a day into the creep: no retry incident is injected on its customer then
+    assert not any(i.kind in score.FAMILIES["retries"] and subject in world.incident_subjects(i)
+                   and i.start < at <= i.end + score.GRACE for i in world.incidents)
+    storm = Fired("noise", "retry_storm", subject, at, "firing", "error")
+    spend = Fired("noise", "spend_anomaly", subject, at, "firing", "warning")
+    assert score.true_incident(world, storm) is None  # more traffic is not more failures
+    assert score.true_incident(world, spend) is creep

@@ -76,7 +76,14 @@ def _subjects_of(world: World, incident: Incident) -> set[str]:
 
 
 def true_incident(world: World, fired: Fired) -> Incident | None:
+    """The injected incident ``fired`` is true for: one on its subject, in its time, of a kind its detector is
+    meant to find. A retry storm is true only for a retry incident (a creeping customer's or a spike's extra
+    traffic is no storm); a spend alert for any incident, as every kind adds dollars (a storm's billed
+    attempts, a loop's repeated calls)."""
+    kinds = FAMILIES["retries"] if fired.kind == "retry_storm" else None
     for incident in world.incidents:
+        if kinds is not None and incident.kind not in kinds:
+            continue
         if fired.subject in _subjects_of(world, incident) and incident.start < fired.minute <= incident.end + GRACE:
             return incident
     return None
