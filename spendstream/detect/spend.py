@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from spendstream.detect.noise import Expectation, count_upper, upper
+from spendstream.detect.noise import SIZE_CV2, Expectation, count_upper, upper
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class SpendAnomalyRule:
     slow_min_requests: float = 20.0
     slow_min_hours: int = 12
     slow_min_excess_usd: float = 20.0
+    slow_sustained_min_usd: float = 5.0  # a day over after a day over: the least excess worth a warning
+    slow_z_excess: float = 3.0           # ... and this many of the day's own standard deviations
     slow_hour_cap: float = 2.0
     page_usd_per_hour: float = 25.0
     new_spender_usd: float = 20.0
@@ -146,8 +148,16 @@ class SpendAnomalyRule:
         return (observed_usd >= self.min_excess_usd) & (observed_requests >= self.min_requests)
 
     def slow(self, *, observed_usd: np.ndarray, expected_usd: np.ndarray, expected_requests: np.ndarray,
-             history_hours: np.ndarray) -> SpendVerdict:
-        """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them."""
+             history_hours: np.ndarray, dispersion: np.ndarray | float = 0.0,
+             previous_usd: np.ndarray | None = None, previous_expected_usd: np.ndarray | None = None) -> SpendVerdict:
+        """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them;
+        ``dispersion`` is each subject's phi (:class:`~spendstream.detect.noise.Profiles`; 0: Poisson counts).
+
+        ``previous_usd`` and ``previous_expected_usd`` are the 24 hours before those, when read: a subject whose
+        previous day was over its expectation as well (capped the same way) is growing, not wobbling for a day,
+        and its day's excess need only clear its own noise (``slow_z_excess`` × :meth:`day_sigma`, at least
+        ``slow_sustained_min_usd``) instead of ``slow_min_excess_usd``: a creep of 15 % a day on a customer of
+        $60 a day is $14 over on its second day."""
         counted = expected_requests >= self.slow_min_requests
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(counted, observed_usd / np.where(expected_usd > 0, expected_usd, np.nan), np.nan)
@@ -157,9 +167,28 @@ class SpendAnomalyRule:
             median = np.where(enough, np.nanmedian(np.where(enough[:, None], ratio, 0.0), axis=1), 1.0)
         day_expected = expected_usd.sum(axis=1)
         excess = np.minimum(observed_usd, self.slow_hour_cap * expected_usd).sum(axis=1) - day_expected
+        floor = np.full(excess.shape, self.slow_min_excess_usd)
+        if previous_usd is not None and previous_expected_usd is not None:
+            before = (np.minimum(previous_usd, self.slow_hour_cap * previous_expected_usd).sum(axis=1)
+                      - previous_expected_usd.sum(axis=1))
+            noise = np.maximum(self.slow_sustained_min_usd,
+                               self.slow_z_excess * self.day_sigma(expected_usd, expected_requests, dispersion))
+            floor = np.where(before > 0, np.minimum(floor, noise), floor)
         warm = history_hours >= self.warmup_hours
-        hot = warm & enough & (median >= self.slow_ratio) & (excess >= self.slow_min_excess_usd)
+        hot = warm & enough & (median >= self.slow_ratio) & (excess >= floor)
         return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
+
+    @staticmethod
+    def day_sigma(expected_usd: np.ndarray, expected_requests: np.ndarray,
+                  dispersion: np.ndarray | float = 0.0) -> np.ndarray:
+        """The standard deviation of a day's dollars under the count model, hours independent: each hour a
+        negative-binomial count (phi ``dispersion``) of requests of the hour's mean size, cv² ``SIZE_CV2``."""
+        req = np.asarray(expected_requests, dtype=float)
+        per_request = np.where(req > 0, expected_usd / np.maximum(req, 1e-9), 0.0)
+        phi = np.asarray(dispersion, dtype=float)
+        phi = phi[:, None] if phi.ndim == 1 else phi
+        variance = per_request ** 2 * (req * (1 + SIZE_CV2) + phi * req ** 2)
+        return np.sqrt(variance.sum(axis=1))
 
     def severity(self, excess_usd: float, *, fast: bool) -> str:
         per_hour = excess_usd * 60 / self.window_minutes
