@@ -387,10 +387,10 @@ def test_a_second_day_of_creep_on_a_60_dollar_customer_fires_and_a_one_day_wobbl
     before = expected * 1.15 ** (hours / 24)               # ... and its first
     previous = before.copy()
     previous[1] = expected[1]                              # a one-day wobble: yesterday as usual
-    dispersion = np.array([0.05, 0.05, 1.0])               # the third subject's hours wander much more
+    dispersion = np.array([0.02, 0.02, 1.0])               # the third subject's hours wander much more
     verdict = rule.slow(observed_usd=today, expected_usd=expected, expected_requests=requests,
                         history_hours=np.full(3, 2_000.0), dispersion=dispersion,
-                        previous_usd=previous, previous_expected_usd=expected)
+                        previous_usd=previous, previous_expected_usd=expected, previous_expected_requests=requests)
     assert verdict.excess_usd[0] < rule.slow_min_excess_usd  # the fixed floor alone waits for day three
     noise = rule.slow_z_excess * rule.day_sigma(expected, requests, dispersion)
     assert noise[0] < verdict.excess_usd[0] < noise[2]

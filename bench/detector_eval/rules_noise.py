@@ -106,7 +106,8 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             slow = rule.slow(observed_usd=hours.cost[:, last], expected_usd=profiles.cost[:, last % 168],
                              expected_requests=profiles.requests[:, last % 168], history_hours=profiles.history_hours,
                              dispersion=profiles.dispersion, previous_usd=hours.cost[:, last - 24],
-                             previous_expected_usd=profiles.cost[:, (last - 24) % 168])
+                             previous_expected_usd=profiles.cost[:, (last - 24) % 168],
+                             previous_expected_requests=profiles.requests[:, (last - 24) % 168])
             day = hours.cost[:, last].sum(axis=1)
             newish = (profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd) & ~is_pair
             for s in np.flatnonzero(newish):  # as detect_spend_anomalies: a pair is new when its customer is

@@ -73,8 +73,9 @@ class SpendAnomalyRule:
     slow_min_requests: float = 20.0
     slow_min_hours: int = 12
     slow_min_excess_usd: float = 20.0
-    slow_sustained_min_usd: float = 5.0  # a day over after a day over: the least excess worth a warning
-    slow_z_excess: float = 3.0           # ... and this many of the day's own standard deviations
+    slow_sustained_ratio: float = 1.05   # a previous day whose median ratio was this: growth, not a day's wobble
+    slow_sustained_min_usd: float = 10.0  # a day over after a day over: the least excess worth a warning
+    slow_z_excess: float = 4.0           # ... and this many of the day's own standard deviations
     slow_hour_cap: float = 2.0
     page_usd_per_hour: float = 25.0
     new_spender_usd: float = 20.0
@@ -149,15 +150,34 @@ class SpendAnomalyRule:
 
     def slow(self, *, observed_usd: np.ndarray, expected_usd: np.ndarray, expected_requests: np.ndarray,
              history_hours: np.ndarray, dispersion: np.ndarray | float = 0.0,
-             previous_usd: np.ndarray | None = None, previous_expected_usd: np.ndarray | None = None) -> SpendVerdict:
+             previous_usd: np.ndarray | None = None, previous_expected_usd: np.ndarray | None = None,
+             previous_expected_requests: np.ndarray | None = None) -> SpendVerdict:
         """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them;
         ``dispersion`` is each subject's phi (:class:`~spendstream.detect.noise.Profiles`; 0: Poisson counts).
 
-        ``previous_usd`` and ``previous_expected_usd`` are the 24 hours before those, when read: a subject whose
-        previous day was over its expectation as well (capped the same way) is growing, not wobbling for a day,
-        and its day's excess need only clear its own noise (``slow_z_excess`` × :meth:`day_sigma`, at least
-        ``slow_sustained_min_usd``) instead of ``slow_min_excess_usd``: a creep of 15 % a day on a customer of
-        $60 a day is $14 over on its second day."""
+        ``previous_*`` are the 24 hours before those, when read: a subject whose previous day's median ratio was
+        at least ``slow_sustained_ratio`` as well is growing, not wobbling for a day, and its day's excess need
+        only clear its own noise (``slow_z_excess`` × :meth:`day_sigma`, at least ``slow_sustained_min_usd``)
+        instead of ``slow_min_excess_usd``: a creep of 15 % a day on a customer of $60 a day is $14 over on its
+        second day. (A median ratio, not the previous day's excess: the profile's dollars are medians, under a
+        bursty subject's mean, so its days are over them by a little most days.)"""
+        median, enough = self._median_ratio(observed_usd, expected_usd, expected_requests)
+        day_expected = expected_usd.sum(axis=1)
+        excess = np.minimum(observed_usd, self.slow_hour_cap * expected_usd).sum(axis=1) - day_expected
+        floor = np.full(excess.shape, self.slow_min_excess_usd)
+        if previous_usd is not None and previous_expected_usd is not None and previous_expected_requests is not None:
+            before, known = self._median_ratio(previous_usd, previous_expected_usd, previous_expected_requests)
+            noise = np.maximum(self.slow_sustained_min_usd,
+                               self.slow_z_excess * self.day_sigma(expected_usd, expected_requests, dispersion))
+            floor = np.where(known & (before >= self.slow_sustained_ratio), np.minimum(floor, noise), floor)
+        warm = history_hours >= self.warmup_hours
+        hot = warm & enough & (median >= self.slow_ratio) & (excess >= floor)
+        return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
+
+    def _median_ratio(self, observed_usd: np.ndarray, expected_usd: np.ndarray,
+                      expected_requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The median of observed ÷ expected dollars over the hours where ``slow_min_requests`` were expected
+        (1 where fewer than ``slow_min_hours`` were), and whether there were enough."""
         counted = expected_requests >= self.slow_min_requests
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(counted, observed_usd / np.where(expected_usd > 0, expected_usd, np.nan), np.nan)
@@ -165,18 +185,7 @@ class SpendAnomalyRule:
         with warnings.catch_warnings():  # a subject expected to cost $0 every hour (unpriced) has no ratio:
             warnings.simplefilter("ignore", RuntimeWarning)  # its median is NaN, so never hot
             median = np.where(enough, np.nanmedian(np.where(enough[:, None], ratio, 0.0), axis=1), 1.0)
-        day_expected = expected_usd.sum(axis=1)
-        excess = np.minimum(observed_usd, self.slow_hour_cap * expected_usd).sum(axis=1) - day_expected
-        floor = np.full(excess.shape, self.slow_min_excess_usd)
-        if previous_usd is not None and previous_expected_usd is not None:
-            before = (np.minimum(previous_usd, self.slow_hour_cap * previous_expected_usd).sum(axis=1)
-                      - previous_expected_usd.sum(axis=1))
-            noise = np.maximum(self.slow_sustained_min_usd,
-                               self.slow_z_excess * self.day_sigma(expected_usd, expected_requests, dispersion))
-            floor = np.where(before > 0, np.minimum(floor, noise), floor)
-        warm = history_hours >= self.warmup_hours
-        hot = warm & enough & (median >= self.slow_ratio) & (excess >= floor)
-        return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
+        return median, enough
 
     @staticmethod
     def day_sigma(expected_usd: np.ndarray, expected_requests: np.ndarray,
