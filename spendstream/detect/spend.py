@@ -29,7 +29,9 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   does not move a median of 24 hours. Each hour adds at most ``slow_hour_cap`` × its expected
   dollars to that excess: a shift is many hours a little over, while a burst's hours, far over,
   are the fast window's (uncapped, a night abuse that fired and resolved came back as "a
-  sustained shift" of its own dollars the next afternoon). Calm under ``slow_calm_ratio``.
+  sustained shift" of its own dollars the next afternoon). After a previous day whose median ratio
+  was ``slow_sustained_ratio`` (growth, not a day's wobble: a creep), the excess need only clear the
+  day's own noise (:meth:`SpendAnomalyRule.slow`). Calm under ``slow_calm_ratio``.
 
 No anomaly without ``warmup_hours`` of history: until then a subject that spends
 ``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
