@@ -404,3 +404,28 @@ def test_a_burst_that_already_fired_is_not_a_sustained_shift_and_a_day_of_creep_
                                       expected_requests=np.full((3, 24), 100.0), history_hours=np.full(3, 2_000.0))
     assert verdict.hot.tolist() == [False, False, True]
     assert verdict.excess_usd[1] < 20 < verdict.excess_usd[2]  # the burst adds two hours at 2x, not its $150
+
+
+def test_a_second_day_of_creep_on_a_60_dollar_customer_fires_and_a_one_day_wobble_or_a_noisy_subject_does_not() -> None:
+    from spendstream.detect.spend import SpendAnomalyRule
+
+    rule = SpendAnomalyRule()
+    hours = np.arange(24) + 0.5
+    expected = np.full((3, 24), 2.5)                       # $60 a day, 60 requests an hour
+    requests = np.full((3, 24), 60.0)
+    today = expected * 1.15 ** ((24 + hours) / 24)         # 15 % a day: the creep's second day
+    before = expected * 1.15 ** (hours / 24)               # ... and its first
+    previous = before.copy()
+    previous[1] = expected[1]                              # a one-day wobble: yesterday as usual
+    dispersion = np.array([0.02, 0.02, 1.0])               # the third subject's hours wander much more
+    verdict = rule.slow(observed_usd=today, expected_usd=expected, expected_requests=requests,
+                        history_hours=np.full(3, 2_000.0), dispersion=dispersion,
+                        previous_usd=previous, previous_expected_usd=expected, previous_expected_requests=requests)
+    assert verdict.excess_usd[0] < rule.slow_min_excess_usd  # the fixed floor alone waits for day three
+    noise = rule.slow_z_excess * rule.day_sigma(expected, requests, dispersion)
+    assert noise[0] < verdict.excess_usd[0] < noise[2]
+    assert verdict.hot.tolist() == [True, False, False]
+    # without yesterday's hours the fixed floor holds: as before
+    alone = rule.slow(observed_usd=today, expected_usd=expected, expected_requests=requests,
+                      history_hours=np.full(3, 2_000.0), dispersion=dispersion)
+    assert not alone.hot.any()

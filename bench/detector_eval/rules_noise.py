@@ -104,7 +104,10 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             profiles = _remembered(hours.profiles(now_h - LEARN_LAG_H), hours, now_h, rule, is_pair)
             last = np.arange(now_h - 24, now_h)
             slow = rule.slow(observed_usd=hours.cost[:, last], expected_usd=profiles.cost[:, last % 168],
-                             expected_requests=profiles.requests[:, last % 168], history_hours=profiles.history_hours)
+                             expected_requests=profiles.requests[:, last % 168], history_hours=profiles.history_hours,
+                             dispersion=profiles.dispersion, previous_usd=hours.cost[:, last - 24],
+                             previous_expected_usd=profiles.cost[:, (last - 24) % 168],
+                             previous_expected_requests=profiles.requests[:, (last - 24) % 168])
             day = hours.cost[:, last].sum(axis=1)
             newish = (profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd) & ~is_pair
             for s in np.flatnonzero(newish):  # as detect_spend_anomalies: a pair is new when its customer is

@@ -29,7 +29,9 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   does not move a median of 24 hours. Each hour adds at most ``slow_hour_cap`` × its expected
   dollars to that excess: a shift is many hours a little over, while a burst's hours, far over,
   are the fast window's (uncapped, a night abuse that fired and resolved came back as "a
-  sustained shift" of its own dollars the next afternoon). Calm under ``slow_calm_ratio``.
+  sustained shift" of its own dollars the next afternoon). After a previous day whose median ratio
+  was ``slow_sustained_ratio`` (growth, not a day's wobble: a creep), the excess need only clear the
+  day's own noise (:meth:`SpendAnomalyRule.slow`). Calm under ``slow_calm_ratio``.
 
 No anomaly without ``warmup_hours`` of history: until then a subject that spends
 ``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
@@ -44,7 +46,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from spendstream.detect.noise import Expectation, count_upper, upper
+from spendstream.detect.noise import SIZE_CV2, Expectation, count_upper, upper
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class SpendAnomalyRule:
     slow_min_requests: float = 20.0
     slow_min_hours: int = 12
     slow_min_excess_usd: float = 20.0
+    slow_sustained_ratio: float = 1.05   # a previous day whose median ratio was this: growth, not a day's wobble
+    slow_sustained_min_usd: float = 10.0  # a day over after a day over: the least excess worth a warning
+    slow_z_excess: float = 4.0           # ... and this many of the day's own standard deviations
     slow_hour_cap: float = 2.0
     page_usd_per_hour: float = 25.0
     new_spender_usd: float = 20.0
@@ -146,8 +151,35 @@ class SpendAnomalyRule:
         return (observed_usd >= self.min_excess_usd) & (observed_requests >= self.min_requests)
 
     def slow(self, *, observed_usd: np.ndarray, expected_usd: np.ndarray, expected_requests: np.ndarray,
-             history_hours: np.ndarray) -> SpendVerdict:
-        """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them."""
+             history_hours: np.ndarray, dispersion: np.ndarray | float = 0.0,
+             previous_usd: np.ndarray | None = None, previous_expected_usd: np.ndarray | None = None,
+             previous_expected_requests: np.ndarray | None = None) -> SpendVerdict:
+        """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them;
+        ``dispersion`` is each subject's phi (:class:`~spendstream.detect.noise.Profiles`; 0: Poisson counts).
+
+        ``previous_*`` are the 24 hours before those, when read: a subject whose previous day's median ratio was
+        at least ``slow_sustained_ratio`` as well is growing, not wobbling for a day, and its day's excess need
+        only clear its own noise (``slow_z_excess`` × :meth:`day_sigma`, at least ``slow_sustained_min_usd``)
+        instead of ``slow_min_excess_usd``: a creep of 15 % a day on a customer of $60 a day is $14 over on its
+        second day. (A median ratio, not the previous day's excess: the profile's dollars are medians, under a
+        bursty subject's mean, so its days are over them by a little most days.)"""
+        median, enough = self._median_ratio(observed_usd, expected_usd, expected_requests)
+        day_expected = expected_usd.sum(axis=1)
+        excess = np.minimum(observed_usd, self.slow_hour_cap * expected_usd).sum(axis=1) - day_expected
+        floor = np.full(excess.shape, self.slow_min_excess_usd)
+        if previous_usd is not None and previous_expected_usd is not None and previous_expected_requests is not None:
+            before, known = self._median_ratio(previous_usd, previous_expected_usd, previous_expected_requests)
+            noise = np.maximum(self.slow_sustained_min_usd,
+                               self.slow_z_excess * self.day_sigma(expected_usd, expected_requests, dispersion))
+            floor = np.where(known & (before >= self.slow_sustained_ratio), np.minimum(floor, noise), floor)
+        warm = history_hours >= self.warmup_hours
+        hot = warm & enough & (median >= self.slow_ratio) & (excess >= floor)
+        return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
+
+    def _median_ratio(self, observed_usd: np.ndarray, expected_usd: np.ndarray,
+                      expected_requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The median of observed ÷ expected dollars over the hours where ``slow_min_requests`` were expected
+        (1 where fewer than ``slow_min_hours`` were), and whether there were enough."""
         counted = expected_requests >= self.slow_min_requests
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(counted, observed_usd / np.where(expected_usd > 0, expected_usd, np.nan), np.nan)
@@ -155,11 +187,19 @@ class SpendAnomalyRule:
         with warnings.catch_warnings():  # a subject expected to cost $0 every hour (unpriced) has no ratio:
             warnings.simplefilter("ignore", RuntimeWarning)  # its median is NaN, so never hot
             median = np.where(enough, np.nanmedian(np.where(enough[:, None], ratio, 0.0), axis=1), 1.0)
-        day_expected = expected_usd.sum(axis=1)
-        excess = np.minimum(observed_usd, self.slow_hour_cap * expected_usd).sum(axis=1) - day_expected
-        warm = history_hours >= self.warmup_hours
-        hot = warm & enough & (median >= self.slow_ratio) & (excess >= self.slow_min_excess_usd)
-        return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
+        return median, enough
+
+    @staticmethod
+    def day_sigma(expected_usd: np.ndarray, expected_requests: np.ndarray,
+                  dispersion: np.ndarray | float = 0.0) -> np.ndarray:
+        """The standard deviation of a day's dollars under the count model, hours independent: each hour a
+        negative-binomial count (phi ``dispersion``) of requests of the hour's mean size, cv² ``SIZE_CV2``."""
+        req = np.asarray(expected_requests, dtype=float)
+        per_request = np.where(req > 0, expected_usd / np.maximum(req, 1e-9), 0.0)
+        phi = np.asarray(dispersion, dtype=float)
+        phi = phi[:, None] if phi.ndim == 1 else phi
+        variance = per_request ** 2 * (req * (1 + SIZE_CV2) + phi * req ** 2)
+        return np.sqrt(variance.sum(axis=1))
 
     def severity(self, excess_usd: float, *, fast: bool) -> str:
         per_hour = excess_usd * 60 / self.window_minutes
