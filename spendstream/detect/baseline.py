@@ -37,7 +37,7 @@ from spendstream.detect import schedules
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.sinks import rollups
-from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
+from spendstream.sinks.store import ArrowQuerier, Store, TextQuerier, query_result, sql_time
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +128,26 @@ def hourly_peaks(querier: TextQuerier, *, start: datetime, end: datetime) -> lis
         GROUP BY subject, hour""", {"a": sql_time(start), "b": sql_time(end)}).rows
 
 
-def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None) -> int | None:
-    """Learn this hour's baselines unless they exist; how many subjects were written (None: already done)."""
+def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
+            reader: ArrowQuerier | None = None) -> int | None:
+    """Learn this hour's baselines unless they exist; how many subjects were written (None: already done).
+
+    ``reader`` takes the long reads (a second session beside the store's own, so that a refresh running
+    beside the detection rounds does not hold the store they read); writes go to ``store``."""
     rule = rule or SpendAnomalyRule()
+    reader = reader or store
     hour = floor_hour(now)
     params = {"h": sql_time(hour)}
     if query_result(store, "SELECT count() FROM detector_baselines WHERE for_hour = {h:DateTime64(3, 'UTC')}",
                     params).scalar():
         return None
-    _store_peaks(store, hour)
+    _store_peaks(store, hour, reader=reader)
     learn_end = hour - timedelta(hours=LAG_HOURS)
     learn_start = learn_end - timedelta(days=LEARN_DAYS)
     # Arrow, not JSON: a month of customer-hours is ~10^6 rows, which parsed value by value took most of
     # a refresh (17 of 20 s at 3M events)
-    hours = store.query_arrow(_subject_hours_sql(), {"a": sql_time(learn_start), "b": sql_time(hour)})
-    peaks = store.query_arrow("""
+    hours = reader.query_arrow(_subject_hours_sql(), {"a": sql_time(learn_start), "b": sql_time(hour)})
+    peaks = reader.query_arrow("""
         SELECT subject, toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, hour)) AS h, max(peak_cost) AS peak
         FROM detector_peaks
         WHERE hour >= {a:DateTime64(3, 'UTC')} AND hour < {b:DateTime64(3, 'UTC')} AND subject != ''
@@ -161,7 +166,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     peak_value = peaks["peak"].to_numpy()[known_peak]
     learned = int((learn_end - learn_start).total_seconds() // 3600)
     total_hours = learned + LAG_HOURS
-    memory = schedules.remember(store, hour, subjects, _subject_hours_sql())
+    memory = schedules.remember(reader, hour, subjects, _subject_hours_sql())
     span = [hour_of_week(hour + timedelta(hours=k - schedules.BEFORE_HOURS)) for k in range(schedules.SPAN_HOURS)]
     out = []
     for chunk in range(0, len(subjects), CHUNK_SUBJECTS):
@@ -244,7 +249,7 @@ def _costliest_pairs(hours: pa.Table) -> np.ndarray:
     return np.ones(hours.num_rows, dtype=bool)
 
 
-def _store_peaks(store: Store, hour: datetime) -> None:
+def _store_peaks(store: Store, hour: datetime, *, reader: TextQuerier) -> None:
     """Compute the peaks of the closed hours of the last ``PEAK_DAYS`` not yet done (each done hour holds a row
     for subject ``''``, so an hour without traffic is not read again, and a clock going back is no trouble)."""
     start = hour - timedelta(days=PEAK_DAYS)
@@ -261,7 +266,7 @@ def _store_peaks(store: Store, hour: datetime) -> None:
         else:
             runs.append([h])
     for run in runs:
-        rows = hourly_peaks(store, start=run[0], end=run[-1] + timedelta(hours=1))
+        rows = hourly_peaks(reader, start=run[0], end=run[-1] + timedelta(hours=1))
         rows += [("", f"{h:%Y-%m-%d %H:%M:%S}", 0.0) for h in run]
         store.insert_arrow("detector_peaks", pa.table({
             "subject": pa.array([r[0] for r in rows], pa.string()),

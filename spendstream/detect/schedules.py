@@ -29,7 +29,7 @@ from datetime import date, datetime, time, timedelta
 
 import numpy as np
 
-from spendstream.sinks.store import Store, sql_time
+from spendstream.sinks.store import ArrowQuerier, sql_time
 
 MONTHS = 3
 SIGHTINGS = 2
@@ -64,7 +64,7 @@ class Memory:
         return Memory(self.cost[which], self.starts)
 
 
-def remember(store: Store, hour: datetime, subjects: np.ndarray, hours_sql: str) -> Memory:
+def remember(store: ArrowQuerier, hour: datetime, subjects: np.ndarray, hours_sql: str) -> Memory:
     """What ``subjects`` (sorted) spent in the span around ``hour`` at its places in the last ``MONTHS`` months.
 
     ``hours_sql`` is the refresh's own per subject-hour query (``subject``, ``h`` from ``a``, ``cost``).
