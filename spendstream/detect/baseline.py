@@ -34,9 +34,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.detect import schedules
+from spendstream.detect import subject_hours as stored_hours
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
-from spendstream.sinks import rollups
+from spendstream.detect.subject_hours import PAIR_SQL  # the name of a feature × customer (retry_storm too)
 from spendstream.sinks.store import ArrowQuerier, Store, TextQuerier, query_result, sql_time
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,6 @@ FAIL_HOURS = 7 * 24    # the failure ratio a storm is measured against: the last
 STALE_HOURS = 3        # a pass uses the newest baselines at most this old (a refresh that failed, a late leader)
 _MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
-# a feature × customer: a spike of a few % of a busy customer (or feature) is most of one of its pairs.
-# A pair missing either key is named so that it ends in '=', as an empty key does, and is dropped.
-PAIR_SQL = ("if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=', "
-            "concat('feature=', feature, ',customer=', customer))")
 SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')), "
                 f"concat('customer=', ifNull(customer, '')), {PAIR_SQL}])")
 PAIR_MARK = ",customer="  # in a pair's name only
@@ -84,25 +81,7 @@ class Baselines:
 
 
 def _subject_hours_sql() -> str:
-    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')}"
-    measures = ["requests", "attempts", "failed_attempts", "cost_usd"]
-
-    def source(rollup: rollups.Rollup) -> str:
-        return rollups.columns(rollup, "{t}", measures, where_rollup=bounds, where_raw=bounds.replace("{t}", "ts"))
-
-    # teams and features from the compact usage_hours, customers and pairs from customer_hours (the only rollup
-    # with customers)
-    by_key = (f"SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, ''))]) "
-              f"AS subject, period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.HOURS)} "
-              f"UNION ALL SELECT arrayJoin([concat('customer=', ifNull(customer, '')), {PAIR_SQL}]), period, "
-              f"requests, attempts, failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
-    return f"""
-        SELECT subject, toUInt32(dateDiff('hour', {{a:DateTime64(3, 'UTC')}}, period)) AS h,
-               toFloat64(uniqExactMerge(requests)) AS requests, toFloat64(sum(attempts)) AS attempts,
-               toFloat64(sum(failed_attempts)) AS failed, toFloat64(ifNull(sum(cost_usd), 0)) AS cost
-        FROM ({by_key})
-        WHERE NOT endsWith(subject, '=')
-        GROUP BY subject, h ORDER BY subject, h"""
+    return stored_hours.by_subject_sql("toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, period))", as_float=True)
 
 
 def subject_hours(querier: TextQuerier, *, start: datetime, end: datetime) -> list[tuple]:
@@ -144,9 +123,11 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     _store_peaks(store, hour, reader=reader)
     learn_end = hour - timedelta(hours=LAG_HOURS)
     learn_start = learn_end - timedelta(days=LEARN_DAYS)
-    # Arrow, not JSON: a month of customer-hours is ~10^6 rows, which parsed value by value took most of
-    # a refresh (17 of 20 s at 3M events)
-    hours = reader.query_arrow(_subject_hours_sql(), {"a": sql_time(learn_start), "b": sql_time(hour)})
+    # each hour's subject-hours are computed once (and again when marked): this reads small stored rows;
+    # Arrow, not JSON: a month of customer-hours is ~10^6 rows (value by value, 17 of 20 s at 3M events)
+    spans = schedules.spans(hour)
+    stored_hours.ensure(store, reader, [(learn_start, hour), *spans])
+    hours = stored_hours.read(reader, start=learn_start, end=hour)
     peaks = reader.query_arrow("""
         SELECT subject, toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, hour)) AS h, max(peak_cost) AS peak
         FROM detector_peaks
@@ -166,7 +147,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     peak_value = peaks["peak"].to_numpy()[known_peak]
     learned = int((learn_end - learn_start).total_seconds() // 3600)
     total_hours = learned + LAG_HOURS
-    memory = schedules.remember(reader, hour, subjects, _subject_hours_sql())
+    memory = schedules.remember(lambda a, b: stored_hours.read(reader, start=a, end=b), hour, subjects)
     span = [hour_of_week(hour + timedelta(hours=k - schedules.BEFORE_HOURS)) for k in range(schedules.SPAN_HOURS)]
     out = []
     for chunk in range(0, len(subjects), CHUNK_SUBJECTS):
