@@ -29,8 +29,9 @@ def _traffic(run: str) -> list[dict]:
 
 
 def _stored(store, start: datetime, end: datetime) -> list[list]:
+    """The stored subject-hours, ordered as the reference orders them (the refresh reads them in no order)."""
     table = subject_hours.read(store, start=start, end=end)
-    return [list(row.values()) for row in table.to_pylist()]
+    return sorted((list(row.values()) for row in table.to_pylist()), key=lambda row: (row[0].encode(), row[1]))
 
 
 def _baselines(store, hour: datetime) -> list[list]:
