@@ -7,10 +7,11 @@ pass after an hour closes does it; a later pass of that hour finds it done):
 1. **peaks**: each closed hour's largest 10-minute spend per subject, from raw
    ``usage_events FINAL`` for that hour (and the 10 minutes before it), kept in
    ``detector_peaks`` (a first run computes the last ``PEAK_DAYS`` days, a day of raw per read);
-2. **profiles**: four weeks of ``usage_hours`` and ``customer_hours`` (through
-   :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago,
-   per team, feature, customer and feature × customer (the costliest ``PAIR_SUBJECTS``), learned by
-   :func:`spendstream.detect.noise.learn`;
+2. **profiles**: four weeks of subject-hours ending ``LAG_HOURS`` ago, per team, feature, customer and
+   feature × customer (the costliest ``PAIR_SUBJECTS``), learned by :func:`spendstream.detect.noise.learn`.
+   Each closed hour's are computed once from ``usage_hours`` and ``customer_hours`` (exact: raw after the
+   watermark) and again when marked (:mod:`spendstream.detect.subject_hours`), so a refresh reads stored
+   numbers, not four weeks of request sets;
 3. **schedules** longer than those four weeks (:mod:`spendstream.detect.schedules`): the same
    hours at the same place in the last months, so a month-end job is expected on its third month;
 4. **the slow window**: the last 24 closed hours against that profile
@@ -19,7 +20,8 @@ pass after an hour closes does it; a later pass of that hour finds it done):
 For the hour being evaluated, one row per subject goes to ``detector_baselines``: the
 expected requests, dollars and 10-minute peak of this hour of the week, the dispersion,
 the failure ratio, the history, the slow window's verdict and the last day's spend.
-A pass reads only those rows (:func:`load`).
+A pass reads only those rows (:func:`load`). The worker and ``notify`` run the refresh beside their passes
+(:mod:`spendstream.alerting.refresher`): a pass uses the newest baselines up to ``STALE_HOURS`` old.
 """
 
 from __future__ import annotations
