@@ -206,10 +206,11 @@ def group_subjects(names: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
     (a month of customer-hours is ~10^6), and only those are sorted: numpy's ``unique`` sorted
     every row's string (``bench/refresh_grouping.py`` times both).
     """
+    if isinstance(names, pa.ChunkedArray):
+        # one array first: unifying per-chunk dictionaries grew with the chunks (a read of four weeks at 50M
+        # arrives in thousands; 25 s of a refresh); large_string, as the rows' names may pass 2 GB
+        names = names.cast(pa.large_string()).combine_chunks() if names.num_chunks else pa.array([], pa.string())
     encoded = pc.dictionary_encode(names)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else pa.array(
-            [], pa.dictionary(pa.int32(), pa.string()))
     distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
     order = np.argsort(distinct, kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
