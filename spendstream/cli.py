@@ -499,7 +499,8 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
         print(f"spendstream notify: destination {name!r} cannot work: {problem}", file=sys.stderr)
 
     def loop(store) -> int:
-        cycle = AlertCycle(store, config, pass_deadline_s=args.deadline)
+        # one round refreshes first (operators expect it complete); a loop refreshes beside its rounds
+        cycle = AlertCycle(store, config, pass_deadline_s=args.deadline, refresh_in_background=not args.once)
         while True:
             done = cycle.run()
             report = done.delivery

@@ -170,7 +170,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     tenure = Tenure()
     follow_leadership(app, tenure, handover_wait_s=settings.alert_pass_deadline_s + _HANDOVER_GRACE_S)
     alert_cycle = AlertCycle(store, alerting or AlertingConfig(), pass_deadline_s=settings.alert_pass_deadline_s,
-                             request_timeout_s=settings.alert_request_timeout_s, may_send=tenure.active)
+                             request_timeout_s=settings.alert_request_timeout_s, may_send=tenure.active,
+                             refresh_in_background=True)  # an hour's refresh must not hold that hour's alerts
 
     @app.timer(settings.detect_interval_s, on_leader=True)
     async def detect_and_deliver() -> None:

@@ -2,11 +2,14 @@
 leader both run it.
 
 Detection (the hourly baselines, then budgets, retry storms, spend anomalies, cost drift) stores each new
-alert in ``alerts``, the
-outbox; delivery (:class:`~spendstream.alerting.delivery.Notifier`) then sends what each
-destination has not settled. Detection runs without destinations too: the alerts are stored,
-readable with SQL and delivered once routes exist. A detector that fails costs its own alerts
-for this round, not the other detectors' nor the delivery of what is already stored.
+alert in ``alerts``, the outbox. The baselines are re-learned once an hour; a long-running cycle (the worker's
+leader, ``notify`` without ``--once``) only starts that refresh, beside the round
+(:mod:`spendstream.alerting.refresher`), and the round's detectors use the newest stored baselines meanwhile;
+a single round (``notify --once``) runs it first, so it is complete. Delivery
+(:class:`~spendstream.alerting.delivery.Notifier`) then sends what each destination has not settled.
+Detection runs without destinations too: the alerts are stored, readable with SQL and delivered once
+routes exist. A detector that fails costs its own alerts for this round, not the other detectors' nor
+the delivery of what is already stored.
 
 Both steps are safe to repeat and to run twice at once: an alert is stored once per (dedup key,
 state) (the table collapses a copy two runners raced to insert), and a delivery already settled
@@ -25,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from spendstream.alerting.delivery import AlertRouting, Notifier, PassReport, load_routing, store_new_alerts
+from spendstream.alerting.refresher import BackgroundRefresh
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.baseline import refresh as refresh_baselines
 from spendstream.detect.budgets import Budget, evaluate, load_budgets
@@ -78,12 +82,17 @@ class CycleReport:
 
 class AlertCycle:
     """Runs rounds of detection and delivery against ``store``; keep one per process (the notifier remembers
-    requests that overran a pass, so they are not piled on)."""
+    requests that overran a pass, so they are not piled on, and the background refresh runs one at a time).
+
+    With ``refresh_in_background`` a round starts the hourly baseline refresh on a thread and does not wait
+    for it (:class:`~spendstream.alerting.refresher.BackgroundRefresh`); without, it runs the refresh first."""
 
     def __init__(self, store: Store, config: AlertingConfig, *, pass_deadline_s: float,
                  request_timeout_s: float = 10.0, may_send: Callable[[], bool] = lambda: True,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 refresh_in_background: bool = False, refresher: BackgroundRefresh | None = None) -> None:
         self.store, self.config, self.clock = store, config, clock
+        self.refresher = refresher or (BackgroundRefresh(store) if refresh_in_background else None)
         self.notifier = (Notifier(store, config.routing, pass_deadline_s=pass_deadline_s,
                                   request_timeout_s=request_timeout_s, may_send=may_send, clock=clock)
                          if config.routing.destinations else None)
@@ -96,7 +105,8 @@ class AlertCycle:
         started, now = time.monotonic(), self.clock()
         detectors: dict[str, Callable[[], list[Alert]]] = {
             # once an hour: what the two below expect (without it they use the last hour's, then nothing)
-            "baselines": lambda: _no_alerts(refresh_baselines(self.store, now)),
+            "baselines": (lambda: self._refresh_beside(now)) if self.refresher else (
+                lambda: _no_alerts(refresh_baselines(self.store, now))),
             "budgets": lambda: evaluate(self.store, list(self.config.budgets), now),
             "retry storms": lambda: detect_retry_storms(self.store, now),
             "spend anomalies": lambda: detect_spend_anomalies(self.store, now),
@@ -113,6 +123,16 @@ class AlertCycle:
         raised = store_new_alerts(self.store, alerts)
         detect_s = time.monotonic() - started
         return CycleReport(raised, errors, self.notifier.run_pass() if self.notifier else None, detect_s)
+
+
+    def _refresh_beside(self, now: datetime) -> list[Alert]:
+        """Start this hour's refresh unless it runs or is done; a failure of the last one is this round's error."""
+        assert self.refresher is not None
+        failed = self.refresher.failure()
+        self.refresher.start(now)  # again after a failure: this round reports it, the refresh is tried anew
+        if failed is not None:
+            raise failed
+        return []
 
 
 def _no_alerts(_: object) -> list[Alert]:

@@ -4,7 +4,9 @@
   (rules: ``spend``);
 - ``retry_storm``: storms, slow burns and agent loops per feature and customer (rules: ``storm``);
 - ``noise``: what a subject usually spends and how much it wanders, learned from hours (pure);
-- ``baseline``: that model, refreshed once an hour from ``usage_hours`` into ``detector_baselines``;
+- ``baseline``: that model, refreshed once an hour into ``detector_baselines``;
+- ``subject_hours``: the refresh's history, each closed hour's per-subject numbers computed once (and again
+  when marked) into ``detector_subject_hours``;
 - ``schedules``: the refresh's memory of days of the month (a month-end job), longer than its four weeks;
 - ``incidents`` and ``state``: one incident per subject until it resolves, kept in ``detector_incidents``;
 - ``budgets``: daily/monthly budgets crossed or about to be;

@@ -7,10 +7,11 @@ pass after an hour closes does it; a later pass of that hour finds it done):
 1. **peaks**: each closed hour's largest 10-minute spend per subject, from raw
    ``usage_events FINAL`` for that hour (and the 10 minutes before it), kept in
    ``detector_peaks`` (a first run computes the last ``PEAK_DAYS`` days, a day of raw per read);
-2. **profiles**: four weeks of ``usage_hours`` and ``customer_hours`` (through
-   :func:`spendstream.sinks.rollups.columns`: exact, raw after the watermark) ending ``LAG_HOURS`` ago,
-   per team, feature, customer and feature × customer (the costliest ``PAIR_SUBJECTS``), learned by
-   :func:`spendstream.detect.noise.learn`;
+2. **profiles**: four weeks of subject-hours ending ``LAG_HOURS`` ago, per team, feature, customer and
+   feature × customer (the costliest ``PAIR_SUBJECTS``), learned by :func:`spendstream.detect.noise.learn`.
+   Each closed hour's are computed once from ``usage_hours`` and ``customer_hours`` (exact: raw after the
+   watermark) and again when marked (:mod:`spendstream.detect.subject_hours`), so a refresh reads stored
+   numbers, not four weeks of request sets;
 3. **schedules** longer than those four weeks (:mod:`spendstream.detect.schedules`): the same
    hours at the same place in the last months, so a month-end job is expected on its third month;
 4. **the slow window**: the last 24 closed hours against that profile
@@ -19,7 +20,8 @@ pass after an hour closes does it; a later pass of that hour finds it done):
 For the hour being evaluated, one row per subject goes to ``detector_baselines``: the
 expected requests, dollars and 10-minute peak of this hour of the week, the dispersion,
 the failure ratio, the history, the slow window's verdict and the last day's spend.
-A pass reads only those rows (:func:`load`).
+A pass reads only those rows (:func:`load`). The worker and ``notify`` run the refresh beside their passes
+(:mod:`spendstream.alerting.refresher`): a pass uses the newest baselines up to ``STALE_HOURS`` old.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.detect import schedules
+from spendstream.detect import subject_hours as stored_hours
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
-from spendstream.sinks import rollups
-from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
+from spendstream.detect.subject_hours import PAIR_MARK, PAIR_SQL  # a feature × customer's name (retry_storm too)
+from spendstream.sinks.store import ArrowQuerier, Store, TextQuerier, query_result, sql_time
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +51,8 @@ FAIL_HOURS = 7 * 24    # the failure ratio a storm is measured against: the last
 STALE_HOURS = 3        # a pass uses the newest baselines at most this old (a refresh that failed, a late leader)
 _MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
-# a feature × customer: a spike of a few % of a busy customer (or feature) is most of one of its pairs.
-# A pair missing either key is named so that it ends in '=', as an empty key does, and is dropped.
-PAIR_SQL = ("if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=', "
-            "concat('feature=', feature, ',customer=', customer))")
 SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')), "
                 f"concat('customer=', ifNull(customer, '')), {PAIR_SQL}])")
-PAIR_MARK = ",customer="  # in a pair's name only
 PAIR_SUBJECTS = 5000   # pairs kept per refresh, the costliest: what the refresh learns stays bounded at any scale
 
 
@@ -84,25 +82,7 @@ class Baselines:
 
 
 def _subject_hours_sql() -> str:
-    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')}"
-    measures = ["requests", "attempts", "failed_attempts", "cost_usd"]
-
-    def source(rollup: rollups.Rollup) -> str:
-        return rollups.columns(rollup, "{t}", measures, where_rollup=bounds, where_raw=bounds.replace("{t}", "ts"))
-
-    # teams and features from the compact usage_hours, customers and pairs from customer_hours (the only rollup
-    # with customers)
-    by_key = (f"SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, ''))]) "
-              f"AS subject, period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.HOURS)} "
-              f"UNION ALL SELECT arrayJoin([concat('customer=', ifNull(customer, '')), {PAIR_SQL}]), period, "
-              f"requests, attempts, failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
-    return f"""
-        SELECT subject, toUInt32(dateDiff('hour', {{a:DateTime64(3, 'UTC')}}, period)) AS h,
-               toFloat64(uniqExactMerge(requests)) AS requests, toFloat64(sum(attempts)) AS attempts,
-               toFloat64(sum(failed_attempts)) AS failed, toFloat64(ifNull(sum(cost_usd), 0)) AS cost
-        FROM ({by_key})
-        WHERE NOT endsWith(subject, '=')
-        GROUP BY subject, h ORDER BY subject, h"""
+    return stored_hours.by_subject_sql("toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, period))", as_float=True)
 
 
 def subject_hours(querier: TextQuerier, *, start: datetime, end: datetime) -> list[tuple]:
@@ -128,21 +108,28 @@ def hourly_peaks(querier: TextQuerier, *, start: datetime, end: datetime) -> lis
         GROUP BY subject, hour""", {"a": sql_time(start), "b": sql_time(end)}).rows
 
 
-def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None) -> int | None:
-    """Learn this hour's baselines unless they exist; how many subjects were written (None: already done)."""
+def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
+            reader: ArrowQuerier | None = None) -> int | None:
+    """Learn this hour's baselines unless they exist; how many subjects were written (None: already done).
+
+    ``reader`` takes the long reads (a second session beside the store's own, so that a refresh running
+    beside the detection rounds does not hold the store they read); writes go to ``store``."""
     rule = rule or SpendAnomalyRule()
+    reader = reader or store
     hour = floor_hour(now)
     params = {"h": sql_time(hour)}
     if query_result(store, "SELECT count() FROM detector_baselines WHERE for_hour = {h:DateTime64(3, 'UTC')}",
                     params).scalar():
         return None
-    _store_peaks(store, hour)
+    _store_peaks(store, hour, reader=reader)
     learn_end = hour - timedelta(hours=LAG_HOURS)
     learn_start = learn_end - timedelta(days=LEARN_DAYS)
-    # Arrow, not JSON: a month of customer-hours is ~10^6 rows, which parsed value by value took most of
-    # a refresh (17 of 20 s at 3M events)
-    hours = store.query_arrow(_subject_hours_sql(), {"a": sql_time(learn_start), "b": sql_time(hour)})
-    peaks = store.query_arrow("""
+    # each hour's subject-hours are computed once (and again when marked): this reads small stored rows;
+    # Arrow, not JSON: a month of customer-hours is ~10^6 rows (value by value, 17 of 20 s at 3M events)
+    spans = schedules.spans(hour)
+    stored_hours.ensure(store, reader, [(learn_start, hour), *spans])
+    hours = stored_hours.read(reader, start=learn_start, end=hour, pairs=PAIR_SUBJECTS)
+    peaks = reader.query_arrow("""
         SELECT subject, toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, hour)) AS h, max(peak_cost) AS peak
         FROM detector_peaks
         WHERE hour >= {a:DateTime64(3, 'UTC')} AND hour < {b:DateTime64(3, 'UTC')} AND subject != ''
@@ -154,14 +141,19 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     subjects, row_of = group_subjects(hours["subject"])
     hour_of = hours["h"].to_numpy().astype(np.int64)
     values = {name: hours[name].to_numpy() for name in ("requests", "attempts", "failed", "cost")}
-    peak_subject = np.searchsorted(subjects, peaks["subject"].to_numpy(zero_copy_only=False).astype(str))
-    known_peak = (peak_subject < len(subjects)) & (
-        subjects[np.minimum(peak_subject, len(subjects) - 1)] == peaks["subject"].to_numpy(zero_copy_only=False))
+    # Arrow's hash lookup: four weeks of peaks hold every pair's (~10^6 rows), whose strings a sorted search
+    # converted and compared one by one (8 of 22 s of CPU at 5M events)
+    if not peaks.num_rows:
+        peaks = pa.table({"subject": pa.array([], pa.string()), "h": pa.array([], pa.uint32()),
+                          "peak": pa.array([], pa.float64())})
+    peak_subject = pc.fill_null(pc.index_in(peaks["subject"], value_set=pa.array(subjects, pa.string())), -1)
+    peak_subject = peak_subject.to_numpy(zero_copy_only=False).astype(np.int64)
+    known_peak = peak_subject >= 0
     peak_row, peak_hour = peak_subject[known_peak], peaks["h"].to_numpy().astype(np.int64)[known_peak]
     peak_value = peaks["peak"].to_numpy()[known_peak]
     learned = int((learn_end - learn_start).total_seconds() // 3600)
     total_hours = learned + LAG_HOURS
-    memory = schedules.remember(store, hour, subjects, _subject_hours_sql())
+    memory = schedules.remember(lambda a, b: stored_hours.read(reader, start=a, end=b), hour, subjects)
     span = [hour_of_week(hour + timedelta(hours=k - schedules.BEFORE_HOURS)) for k in range(schedules.SPAN_HOURS)]
     out = []
     for chunk in range(0, len(subjects), CHUNK_SUBJECTS):
@@ -214,10 +206,11 @@ def group_subjects(names: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
     (a month of customer-hours is ~10^6), and only those are sorted: numpy's ``unique`` sorted
     every row's string (``bench/refresh_grouping.py`` times both).
     """
+    if isinstance(names, pa.ChunkedArray):
+        # one array first: unifying per-chunk dictionaries grew with the chunks (a read of four weeks at 50M
+        # arrives in thousands; 25 s of a refresh); large_string, as the rows' names may pass 2 GB
+        names = names.cast(pa.large_string()).combine_chunks() if names.num_chunks else pa.array([], pa.string())
     encoded = pc.dictionary_encode(names)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else pa.array(
-            [], pa.dictionary(pa.int32(), pa.string()))
     distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
     order = np.argsort(distinct, kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
@@ -244,7 +237,7 @@ def _costliest_pairs(hours: pa.Table) -> np.ndarray:
     return np.ones(hours.num_rows, dtype=bool)
 
 
-def _store_peaks(store: Store, hour: datetime) -> None:
+def _store_peaks(store: Store, hour: datetime, *, reader: TextQuerier) -> None:
     """Compute the peaks of the closed hours of the last ``PEAK_DAYS`` not yet done (each done hour holds a row
     for subject ``''``, so an hour without traffic is not read again, and a clock going back is no trouble)."""
     start = hour - timedelta(days=PEAK_DAYS)
@@ -261,7 +254,7 @@ def _store_peaks(store: Store, hour: datetime) -> None:
         else:
             runs.append([h])
     for run in runs:
-        rows = hourly_peaks(store, start=run[0], end=run[-1] + timedelta(hours=1))
+        rows = hourly_peaks(reader, start=run[0], end=run[-1] + timedelta(hours=1))
         rows += [("", f"{h:%Y-%m-%d %H:%M:%S}", 0.0) for h in run]
         store.insert_arrow("detector_peaks", pa.table({
             "subject": pa.array([r[0] for r in rows], pa.string()),

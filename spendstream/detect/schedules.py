@@ -24,12 +24,12 @@ A busy key's ordinary day is not a sighting, so its weekends and spikes stay wat
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 import numpy as np
-
-from spendstream.sinks.store import Store, sql_time
+import pyarrow as pa
 
 MONTHS = 3
 SIGHTINGS = 2
@@ -64,21 +64,30 @@ class Memory:
         return Memory(self.cost[which], self.starts)
 
 
-def remember(store: Store, hour: datetime, subjects: np.ndarray, hours_sql: str) -> Memory:
+def _spans(hour: datetime) -> list[list[datetime]]:
+    """Per month back, the starts of the spans around ``hour``'s places in it, earliest first."""
+    of_day = hour - datetime.combine(hour.date(), time(), hour.tzinfo)
+    return [sorted(datetime.combine(p, time(), hour.tzinfo) + of_day - timedelta(hours=BEFORE_HOURS)
+                   for p in places(hour.date(), k + 1)) for k in range(MONTHS)]
+
+
+def spans(hour: datetime) -> list[tuple[datetime, datetime]]:
+    """The hours :func:`remember` reads for ``hour``, as ``[start, end)`` ranges."""
+    return [(start, start + timedelta(hours=SPAN_HOURS)) for month in _spans(hour) for start in month]
+
+
+def remember(read: Callable[[datetime, datetime], pa.Table], hour: datetime, subjects: np.ndarray) -> Memory:
     """What ``subjects`` (sorted) spent in the span around ``hour`` at its places in the last ``MONTHS`` months.
 
-    ``hours_sql`` is the refresh's own per subject-hour query (``subject``, ``h`` from ``a``, ``cost``).
+    ``read(start, end)`` gives the refresh's subject-hours of ``[start, end)`` (``subject``, ``h`` from
+    ``start``, ``cost``): :func:`spendstream.detect.subject_hours.read`.
     """
     cost = np.zeros((len(subjects), MONTHS, SPAN_HOURS))
     starts: list[datetime] = []
-    of_day = hour - datetime.combine(hour.date(), time(), hour.tzinfo)
-    for k in range(MONTHS):
-        spans = sorted(datetime.combine(p, time(), hour.tzinfo) + of_day - timedelta(hours=BEFORE_HOURS)
-                       for p in places(hour.date(), k + 1))
-        starts.append(spans[0])
-        for start in spans:  # two places, one month: the larger of the two (the same job, seen twice)
-            table = store.query_arrow(hours_sql, {"a": sql_time(start),
-                                                  "b": sql_time(start + timedelta(hours=SPAN_HOURS))})
+    for k, month in enumerate(_spans(hour)):
+        starts.append(month[0])
+        for start in month:  # two places, one month: the larger of the two (the same job, seen twice)
+            table = read(start, start + timedelta(hours=SPAN_HOURS))
             if not table.num_rows:
                 continue
             names = table["subject"].to_numpy(zero_copy_only=False).astype(str)

@@ -168,11 +168,17 @@ class _Reader:
         self._failed = False
 
     def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str:
+        return self._run(sql, fmt, params).decode()
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        return arrow_table(self._run(sql, "ArrowStream", params))
+
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
         with self._lock:
             if self._failed:
                 raise StoreError("this reader's session failed a query before: open another")
             try:
-                return _output(self._session, sql, fmt, params).decode()
+                return _output(self._session, sql, fmt, params)
             except StoreError:
                 self._failed = True
                 raise

@@ -683,6 +683,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS correlated_with String DEFAULT '' COMMENT "
         "'dedup key of the incident this alert is part of: stored, not delivered on its own' AFTER message",
     )),
+    Migration(27, "the baseline refresh reads each closed hour's subject-hours, computed once, not four weeks merged", (
+        # detect/subject_hours.py: an hour is stored with the latest rollup mark of its minutes when it was
+        # computed (row subject ''); a later mark recomputes it. Filled by the first refresh after this.
+        """
+        CREATE TABLE IF NOT EXISTS detector_subject_hours (
+            hour DateTime('UTC'),
+            subject String COMMENT 'team=…, feature=…, customer=… or feature=…,customer=… (empty: the hour is done)',
+            requests UInt64,
+            attempts UInt64,
+            failed_attempts UInt64,
+            cost_usd Decimal(38, 18),
+            mark DateTime64(3, 'UTC') COMMENT 'the latest rollup mark of the hour when computed',
+            written_at DateTime('UTC') DEFAULT now()
+        )
+        ENGINE = ReplacingMergeTree(mark)
+        PARTITION BY toYYYYMM(hour)
+        ORDER BY (hour, subject)
+        TTL written_at + INTERVAL 120 DAY
+        """,
+    )),
 )
 
 

@@ -121,12 +121,17 @@ class TextQuerier(Protocol):
     def query_text(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "PrettyCompact") -> str: ...
 
 
+class ArrowQuerier(TextQuerier, Protocol):
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
+
+
 @runtime_checkable
 class SecondReader(Protocol):
     """A store that can read on a second connection while its own runs a query: for a command whose reads
-    do not depend on each other (the report's tables beside its advisor's), when the engine runs both at once."""
+    do not depend on each other (the report's tables beside its advisor's), and for long reads beside the
+    pipeline's (the hourly baseline refresh beside the detection rounds), when the engine runs both at once."""
 
-    def second_reader(self) -> AbstractContextManager[TextQuerier]: ...
+    def second_reader(self) -> AbstractContextManager[ArrowQuerier]: ...
 
 
 def query_result(querier: TextQuerier, sql: str, params: dict[str, Any] | None = None) -> QueryResult:

@@ -1,0 +1,93 @@
+"""The refresh's stored subject-hours: each hour computed once, again when marked, always equal to raw FINAL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from spendstream.detect import baseline, subject_hours
+from spendstream.sinks.store import query_result
+from tests.test_detect_rollups import _call, _write, raw_subject_hours
+
+NOW = datetime(2022, 3, 16, 10, 0, tzinfo=timezone.utc)  # a Wednesday, in months no other test writes to
+HOUR = timedelta(hours=1)
+
+
+def _traffic(run: str) -> list[dict]:
+    """Ten days of calls from a team, two features and four customers, some failing."""
+    events: list[dict] = []
+    start = NOW - timedelta(days=10)
+    for h in range(10 * 24):
+        for k in range(1 + h % 3):
+            at = start + h * HOUR + timedelta(minutes=7 * k + h % 11, milliseconds=h)
+            events.append(_call(run, len(events), at, team=f"{run}-t", feature=f"{run}-f{k % 2}",
+                                customer=f"{run}-c{(h + k) % 4}", attempt=1 + (h + k) % 5 // 4,
+                                status="ok" if (h + k) % 7 else "error", http_status=200 if (h + k) % 7 else 503))
+    return events
+
+
+def _stored(store, start: datetime, end: datetime) -> list[list]:
+    """The stored subject-hours, ordered as the reference orders them (the refresh reads them in no order)."""
+    table = subject_hours.read(store, start=start, end=end)
+    return sorted((list(row.values()) for row in table.to_pylist()), key=lambda row: (row[0].encode(), row[1]))
+
+
+def _baselines(store, hour: datetime) -> list[list]:
+    return query_result(store, """
+        SELECT * EXCEPT written_at FROM detector_baselines FINAL WHERE for_hour = {h:DateTime('UTC')}
+        ORDER BY subject""", {"h": f"{hour:%Y-%m-%d %H:%M:%S}"}).rows
+
+
+@pytest.mark.integration
+def test_stored_subject_hours_equal_raw_final_through_duplicates_a_conflict_and_late_events(seeded_store) -> None:
+    store, run = seeded_store, f"sh-{uuid.uuid4().hex[:6]}"
+    events = _traffic(run)
+    _write(store, events)
+    assert baseline.refresh(store, NOW)
+    learned = (NOW - timedelta(hours=baseline.LAG_HOURS) - timedelta(days=baseline.LEARN_DAYS), NOW)
+    assert _stored(store, *learned) == raw_subject_hours(store, *learned)
+    assert subject_hours.ensure(store, store, [learned]) == 0  # computed once: nothing marked since
+
+    # Re-deliveries change nothing; a conflicting copy is not applied; late events land in stored hours,
+    # one of them from a customer the hour did not have.
+    _write(store, events[:120], partition=1)
+    _write(store, [{**events[3], "input_tokens": 9_000_000}], partition=2)
+    late_at = NOW - timedelta(days=3) + timedelta(minutes=5)
+    _write(store, [_call(f"{run}-late", 0, late_at, team=f"{run}-t", customer=f"{run}-c0"),
+                   _call(f"{run}-late", 1, late_at, team=f"{run}-t", customer=f"{run}-new")])
+    hour = NOW + HOUR
+    assert baseline.refresh(store, hour)
+    learned = (hour - timedelta(hours=baseline.LAG_HOURS) - timedelta(days=baseline.LEARN_DAYS), hour)
+    stored = _stored(store, *learned)
+    assert stored == raw_subject_hours(store, *learned)
+    late_h = int((late_at.replace(minute=0) - learned[0]) / HOUR)
+    assert [f"customer={run}-new", late_h, 1.0, 1.0, 0.0, 0.25] in stored
+
+    # what the refresh learned from the stored hours is what it learns from the rollups and raw afresh
+    incremental = _baselines(store, hour)
+    store.command(f"DELETE FROM detector_subject_hours WHERE hour < '{hour:%Y-%m-%d %H:%M:%S}'")
+    store.command(f"DELETE FROM detector_baselines WHERE for_hour = '{hour:%Y-%m-%d %H:%M:%S}'")
+    assert baseline.refresh(store, hour)
+    assert _baselines(store, hour) == incremental and len(incremental) > 4
+
+
+@pytest.mark.integration
+def test_an_hour_is_recomputed_only_when_marked_and_a_subject_that_leaves_it_leaves_the_read(embedded_store) -> None:
+    run = f"shm-{uuid.uuid4().hex[:6]}"
+    at = datetime(2022, 1, 12, 3, 20, tzinfo=timezone.utc)
+    hours = (at.replace(minute=0) - 2 * HOUR, at.replace(minute=0) + 2 * HOUR)
+    _write(embedded_store, [_call(run, 0, at, customer=f"{run}-a")])
+    assert subject_hours.ensure(embedded_store, embedded_store, [hours]) == 4  # four hours, three of them empty
+    assert subject_hours.ensure(embedded_store, embedded_store, [hours]) == 0
+    _write(embedded_store, [_call(run, 1, at + timedelta(minutes=5), customer=f"{run}-a")])
+    assert subject_hours.ensure(embedded_store, embedded_store, [hours]) == 1
+    assert [r for r in _stored(embedded_store, *hours) if r[0] == f"customer={run}-a"] == [
+        [f"customer={run}-a", 2, 2.0, 2.0, 0.0, 0.5]]
+    # the hour's events gone (a retention, a delete by hand): marked again, the customer leaves the hour
+    embedded_store.command(f"DELETE FROM usage_events WHERE customer = '{run}-a'")
+    embedded_store.command(f"INSERT INTO rollup_marks (minute) VALUES ('{at:%Y-%m-%d %H:%M:00}')")
+    assert subject_hours.ensure(embedded_store, embedded_store, [hours]) == 1
+    assert _stored(embedded_store, *hours) == raw_subject_hours(embedded_store, *hours)
+    assert not [r for r in _stored(embedded_store, *hours) if run in r[0]]
