@@ -114,3 +114,30 @@ def test_a_day_falls_at_the_same_day_of_the_month_and_at_the_same_distance_from_
     assert places(date(2022, 3, 30), 1) == {date(2022, 2, 27)}             # February has no 30th
     assert places(date(2022, 11, 15), 1) == {date(2022, 10, 15), date(2022, 10, 16)}
     assert places(date(2023, 1, 1), 1) == {date(2022, 12, 1)}              # across the year
+
+
+
+@pytest.mark.integration
+def test_a_second_day_of_growth_under_the_day_floor_fires_from_the_refresh(embedded_store) -> None:
+    """The refresh hands the slow window the day before the last: a $72-a-day customer 12 % over its usual
+    yesterday and 25 % over today (about $18, under the $20 one day's shift needs) is growing, not wobbling."""
+    tag = f"creep2-{uuid.uuid4().hex[:8]}"
+    now = datetime(2023, 11, 15, 14, 0, tzinfo=timezone.utc)  # an hour no other test learns baselines for
+    rng = np.random.default_rng(11)
+    events = []
+    start = now - timedelta(days=12)
+    for minute in range(0, 12 * 1440, 2):  # one $0.10 call every 2 minutes for 10 days, then 1.12x, then 1.25x
+        at = start + timedelta(minutes=minute)
+        rate = 1.25 if at >= now - timedelta(days=1) else 1.12 if at >= now - timedelta(days=2) else 1.0
+        for _ in range(rng.poisson(rate)):
+            events.append({"event_id": f"{tag}-{len(events)}", "request_id": f"{tag}-r{len(events)}",
+                           "ts": (at + timedelta(seconds=int(rng.integers(0, 120)))).isoformat(),
+                           "provider": "openai", "model": "gpt-4o", "input_tokens": 40_000 + len(events) % 89,
+                           "output_tokens": 0, "customer": tag})
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    (excess,) = baseline.load(embedded_store, now, subjects=[f"customer={tag}"]).slow_excess_usd
+    assert 10 < excess < 20  # over the day's own noise, under the floor of a single day's shift
+    fired = [a for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
+             if a.subject == f"customer={tag}" and a.state == "firing"]
+    assert len(fired) == 1 and "sustained shift" in fired[0].message

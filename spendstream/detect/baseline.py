@@ -180,9 +180,13 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         history = total_hours - np.where(seen_all.any(axis=1), seen_all.argmax(axis=1), total_hours)
         history = np.maximum(history, planned.history_hours)
         last = [hour_of_week(hour - timedelta(hours=k)) for k in range(24, 0, -1)]
+        before = [hour_of_week(hour - timedelta(hours=k)) for k in range(48, 24, -1)]  # the day before: growth?
         slow = rule.slow(observed_usd=cost[:, -24:],
                          expected_usd=np.maximum(profiles.cost[:, last], planned.cost[:, :schedules.BEFORE_HOURS]),
-                         expected_requests=profiles.requests[:, last], history_hours=history)
+                         expected_requests=profiles.requests[:, last], history_hours=history,
+                         dispersion=profiles.dispersion, previous_usd=cost[:, -48:-24],
+                         previous_expected_usd=profiles.cost[:, before],
+                         previous_expected_requests=profiles.requests[:, before])
         w = hour_of_week(hour)
         expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
         # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);
