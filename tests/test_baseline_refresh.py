@@ -6,18 +6,13 @@ import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
-import orjson
 import pytest
 
-from spendstream.agents.stages import process
 from spendstream.alerting.cycle import AlertCycle, AlertingConfig
 from spendstream.alerting.refresher import BackgroundRefresh
-from spendstream.batches import SourceRecord
 from spendstream.detect import baseline
-from spendstream.pricing import Pricer
-from spendstream.sinks.rows import usage_table
 from spendstream.sinks.store import StoreError, query_result
+from tests.test_spend_anomaly import store_customer_calls
 
 HOUR = datetime(2023, 3, 15, 14, 0, tzinfo=timezone.utc)  # a month no other test writes to
 
@@ -40,18 +35,7 @@ class SlowRefresh:
 
 def _creep(store, tag: str, now: datetime) -> None:
     """A customer calling every 2 minutes for ten days, then 1.6x for two: a sustained shift."""
-    rng = np.random.default_rng(5)
-    events = []
-    start = now - timedelta(days=12)
-    for minute in range(0, 12 * 1440, 2):
-        at = start + timedelta(minutes=minute)
-        for _ in range(rng.poisson(1.6 if at >= now - timedelta(days=2) else 1.0)):
-            events.append({"event_id": f"{tag}-{len(events)}", "request_id": f"{tag}-r{len(events)}",
-                           "ts": (at + timedelta(seconds=int(rng.integers(0, 120)))).isoformat(),
-                           "provider": "openai", "model": "gpt-4o", "input_tokens": 40_000 + len(events) % 89,
-                           "output_tokens": 0, "customer": tag})
-    store.insert_arrow("usage_events", usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))],
-                                                           Pricer())))
+    store_customer_calls(store, tag, now, lambda at: 1.6 if at >= now - timedelta(days=2) else 1.0, seed=5)
 
 
 def _baseline_rows(store, hour: datetime) -> int:

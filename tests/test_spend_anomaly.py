@@ -22,18 +22,8 @@ NOW = datetime(2023, 9, 20, 14, 0, tzinfo=timezone.utc)  # a year no other test 
 @pytest.mark.integration
 def test_a_creep_over_days_fires_one_warning_from_the_slow_window(embedded_store) -> None:
     tag = f"creep-{uuid.uuid4().hex[:8]}"
-    rng = np.random.default_rng(5)
-    events = []
-    start = NOW - timedelta(days=12)
-    for minute in range(0, 12 * 1440, 2):  # one call every 2 minutes for 10 days, then 1.6x for the last two
-        at = start + timedelta(minutes=minute)
-        for _ in range(rng.poisson(1.6 if at >= NOW - timedelta(days=2) else 1.0)):
-            events.append({"event_id": f"{tag}-{len(events)}", "request_id": f"{tag}-r{len(events)}",
-                           "ts": (at + timedelta(seconds=int(rng.integers(0, 120)))).isoformat(),
-                           "provider": "openai", "model": "gpt-4o", "input_tokens": 40_000 + len(events) % 89,
-                           "output_tokens": 0, "customer": tag})
-    embedded_store.insert_arrow("usage_events", usage_table(process(
-        [SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))
+    # one call every 2 minutes for 10 days, then 1.6x for the last two
+    store_customer_calls(embedded_store, tag, NOW, lambda at: 1.6 if at >= NOW - timedelta(days=2) else 1.0, seed=5)
     assert baseline.refresh(embedded_store, NOW)
     mine = lambda at: [a for a in detect_spend_anomalies(embedded_store, at) if a.subject == f"customer={tag}"]  # noqa: E731
     assert mine(NOW) == []  # one pass over the threshold is not yet an incident (a minimum duration)
@@ -52,6 +42,21 @@ def _calls(tag: str, first: int, times: list[datetime], **keys) -> list[dict]:
 def _store(store, events: list[dict]) -> None:
     store.insert_arrow("usage_events", usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))],
                                                            Pricer())))
+
+
+def store_customer_calls(store, tag: str, now: datetime, rate, *, seed: int) -> None:
+    """A customer's $0.10 gpt-4o calls over the 12 days before ``now``: Poisson(``rate(at)``) every 2 minutes."""
+    rng = np.random.default_rng(seed)
+    events = []
+    start = now - timedelta(days=12)
+    for minute in range(0, 12 * 1440, 2):
+        at = start + timedelta(minutes=minute)
+        for _ in range(rng.poisson(rate(at))):
+            events.append({"event_id": f"{tag}-{len(events)}", "request_id": f"{tag}-r{len(events)}",
+                           "ts": (at + timedelta(seconds=int(rng.integers(0, 120)))).isoformat(),
+                           "provider": "openai", "model": "gpt-4o", "input_tokens": 40_000 + len(events) % 89,
+                           "output_tokens": 0, "customer": tag})
+    _store(store, events)
 
 
 @pytest.mark.integration
@@ -123,18 +128,9 @@ def test_a_second_day_of_growth_under_the_day_floor_fires_from_the_refresh(embed
     yesterday and 25 % over today (about $18, under the $20 one day's shift needs) is growing, not wobbling."""
     tag = f"creep2-{uuid.uuid4().hex[:8]}"
     now = datetime(2023, 11, 15, 14, 0, tzinfo=timezone.utc)  # an hour no other test learns baselines for
-    rng = np.random.default_rng(11)
-    events = []
-    start = now - timedelta(days=12)
-    for minute in range(0, 12 * 1440, 2):  # one $0.10 call every 2 minutes for 10 days, then 1.12x, then 1.25x
-        at = start + timedelta(minutes=minute)
-        rate = 1.25 if at >= now - timedelta(days=1) else 1.12 if at >= now - timedelta(days=2) else 1.0
-        for _ in range(rng.poisson(rate)):
-            events.append({"event_id": f"{tag}-{len(events)}", "request_id": f"{tag}-r{len(events)}",
-                           "ts": (at + timedelta(seconds=int(rng.integers(0, 120)))).isoformat(),
-                           "provider": "openai", "model": "gpt-4o", "input_tokens": 40_000 + len(events) % 89,
-                           "output_tokens": 0, "customer": tag})
-    _store(embedded_store, events)
+    # one $0.10 call every 2 minutes for 10 days, then 1.12x, then 1.25x
+    store_customer_calls(embedded_store, tag, now, lambda at: 1.25 if at >= now - timedelta(days=1)
+                         else 1.12 if at >= now - timedelta(days=2) else 1.0, seed=11)
     baseline.refresh(embedded_store, now)
     (excess,) = baseline.load(embedded_store, now, subjects=[f"customer={tag}"]).slow_excess_usd
     assert 10 < excess < 20  # over the day's own noise, under the floor of a single day's shift
