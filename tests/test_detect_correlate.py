@@ -18,6 +18,7 @@ from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.correlate import Step, correlate
 from spendstream.detect.incidents import Incident
+from spendstream.detect.retry_storm import detect_retry_storms
 from tests.test_alert_delivery import Receiver
 from tests.test_alert_routing import _alert, routes
 from tests.test_spend_anomaly import _calls, _store
@@ -215,3 +216,48 @@ def test_an_abuse_that_stops_for_half_an_hour_and_comes_back_is_one_incident_one
     assert [a.state for a in delivered] == ["firing", "resolved"]
     # the resolve came once the second burst had been calm for half an hour (its window clear, then six calm passes)
     assert delivered[1].created_at >= datetime(2020, 9, 17, 3, 0, tzinfo=timezone.utc) + timedelta(minutes=72 + 30)
+
+
+@pytest.mark.integration
+def test_an_agent_loop_pages_once_for_its_feature_and_its_customer_and_resolves_once(embedded_store) -> None:
+    """An agent repeats one prompt (the same fingerprint and size, a new request id each time, no failure) every 30
+    s for 15 minutes: the loop test fires on its feature and on its customer. Before, each was its own incident
+    (PagerDuty: trigger, trigger, resolve, resolve); now one, delivered under their pair and naming both, whose
+    resolve waits for both."""
+    tag, now = f"loop-{uuid.uuid4().hex[:6]}", datetime(2021, 11, 10, 12, 0, tzinfo=timezone.utc)
+    feature, customer = f"{tag}-agent", f"{tag}-c"
+    _store(embedded_store, [
+        {"event_id": f"{tag}-{k}", "request_id": f"{tag}-r{k}", "provider": "openai", "model": "gpt-4o",
+         "ts": (now - timedelta(minutes=9) + timedelta(seconds=30 * k)).isoformat(), "feature": feature,
+         "customer": customer, "prefix_fingerprint": "f00d", "input_tokens": 40_000, "output_tokens": 500}
+        for k in range(30)])
+    slack, pagerduty = Receiver(), Receiver()
+    stored = []
+    try:
+        routing = routes(tag, slack=slack, pagerduty=pagerduty)
+        for minute in range(0, 60, 5):
+            at = now + timedelta(minutes=minute)
+            alerts = [a for a in detect_retry_storms(embedded_store, at) if tag in a.subject]
+            stored += alerts
+            store_new_alerts(embedded_store, alerts)
+            Notifier(embedded_store, routing, clock=lambda at=at: at).run_pass()
+    finally:
+        slack.close()
+        pagerduty.close()
+    pages = pagerduty.bodies()
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    assert pages[0]["payload"]["component"] == f"feature={feature},customer={customer}"
+    summary = pages[0]["payload"]["summary"]
+    assert f"customer={customer} on feature={feature}: " in summary
+    assert f"also lifts customer={customer} and feature={feature}" in summary
+    assert "most repeated request shape" in summary
+    assert len(slack.bodies()) == 2  # Slack: the same trigger and resolve
+    # the feature's and the customer's alerts are stored, part of the pair's incident, and resolve with it
+    attached = [a for a in stored if a.correlated_with]
+    assert {a.subject for a in attached} == {f"feature={feature}", f"customer={customer}"}
+    assert {a.correlated_with for a in attached} == {pages[0]["dedup_key"]}
+    assert sorted(a.state for a in attached) == ["firing", "firing", "resolved", "resolved"]
+    # the loop ran until now + 5.5 min: it resolved once its window had been calm for three passes
+    (resolved,) = [a for a in stored if not a.correlated_with and a.state == "resolved"]
+    assert resolved.created_at == now + timedelta(minutes=25)

@@ -15,7 +15,7 @@ from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_n
 from spendstream.alerting.destinations import Destination
 from spendstream.batches import SourceRecord
 from spendstream.detect import baseline
-from spendstream.detect.retry_storm import detect_retry_storms, slow_loops
+from spendstream.detect.retry_storm import detect_retry_storms, pair_loops, slow_loops
 from spendstream.pricing import Pricer
 from spendstream.sinks import rollups
 from spendstream.sinks.rows import usage_table
@@ -93,10 +93,16 @@ def test_an_agent_loop_with_new_request_ids_is_caught_and_its_cost_stated(embedd
              "input_tokens": 40_000, "output_tokens": 500} for k in range(16)]
     _store(embedded_store, loop)
     alerts = [a for a in detect_retry_storms(embedded_store, NOW) if agent in a.subject]
-    assert sorted(a.subject for a in alerts) == [f"customer={agent}-c", f"feature={agent}"]
+    pair = f"feature={agent},customer={agent}-c"
+    assert sorted(a.subject for a in alerts) == [f"customer={agent}-c", f"feature={agent}", pair]
     # 16 calls of $0.105 ($0.10 input, $0.005 output): 15 are repeats
     assert all("most repeated request shape 16 requests" in a.message and "$1.57 wasted" in a.message
                for a in alerts)
+    # the loop's feature and customer are one incident, delivered under their pair and naming both
+    (delivered,) = [a for a in alerts if a.correlated_with is None]
+    assert delivered.subject == pair
+    assert delivered.message.endswith(f"; also lifts customer={agent}-c and feature={agent}")
+    assert {a.correlated_with for a in alerts if a is not delivered} == {delivered.dedup_key}
 
 
 def _write(store, events: list[dict]) -> None:
@@ -123,16 +129,18 @@ def test_a_spike_of_fixed_size_requests_without_a_fingerprint_is_not_a_loop(embe
                "customer": f"{run}-fp-c", "prefix_fingerprint": "beef"} for e in spike]
     _write(embedded_store, looped)
     assert sorted(a.subject for a in detect_retry_storms(embedded_store, NOW) if run in a.subject) == [
-        f"customer={run}-fp-c", f"feature={run}-fp"]
+        f"customer={run}-fp-c", f"feature={run}-fp", f"feature={run}-fp,customer={run}-fp-c"]  # one incident
 
 
 def raw_slow_loops(store, now: datetime, slow: timedelta) -> dict[str, tuple[float, float]]:
     """The slow loop question asked of raw FINAL: per ten minutes from ``slow`` before ``now``'s, the fingerprinted
-    first-attempt shapes with two distinct requests or more; per subject, the shape with the most in all."""
+    first-attempt shapes with two distinct requests or more; per subject (feature, customer, their pair), the shape
+    with the most in all."""
     start = now.replace(minute=now.minute // 10 * 10, second=0, microsecond=0) - slow
     rows = query_result(store, """
         SELECT subject, max(n), sum(repeated) FROM (
-            SELECT arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, ''))])
+            SELECT arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, '')),
+                              concat('feature=', ifNull(feature, ''), ',customer=', ifNull(customer, ''))])
                    AS subject, n, repeated FROM (
                 SELECT feature, customer, toFloat64(sum(k)) AS n,
                        toFloat64(ifNull(sum(usd), 0)) * (n - 1) / n AS repeated
@@ -163,13 +171,16 @@ def test_a_slow_agent_loop_is_caught_over_the_slow_window_from_its_rollup_as_raw
               for k in range(0, 180, 10)]
     _write(embedded_store, calls)
 
-    def ours() -> dict[str, tuple[float, float]]:
-        return {s: v for s, v in slow_loops(embedded_store, now=now, slow=timedelta(minutes=120)).items() if run in s}
+    def ours() -> dict[str, tuple[float, float]]:  # the feature's, the customer's and (read apart) their pair's
+        slow = timedelta(minutes=120)
+        _, pairs = pair_loops(embedded_store, start=now - timedelta(minutes=10), end=now, slow=slow,
+                              features=[f"feature={run}"], customers=[f"customer={run}-c"])
+        return {s: v for s, v in (slow_loops(embedded_store, now=now, slow=slow) | pairs).items() if run in s}
 
     assert ours() == {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
     _maintain(embedded_store)
     raw = {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
-    assert ours() == raw and raw[f"feature={run}"][0] >= 120
+    assert ours() == raw and raw[f"feature={run}"][0] >= 120 and f"feature={run},customer={run}-c" in raw
     _write(embedded_store, calls[:50] + [{**calls[0], "event_id": f"{run}-late", "request_id": f"{run}-late",
                                           "ts": (now - timedelta(minutes=95)).isoformat()}])
     assert ours() == {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
@@ -177,6 +188,7 @@ def test_a_slow_agent_loop_is_caught_over_the_slow_window_from_its_rollup_as_raw
     assert ours() == {k: v for k, v in raw_slow_loops(embedded_store, now, timedelta(minutes=120)).items() if run in k}
 
     alerts = [a for a in detect_retry_storms(embedded_store, now) if run in a.subject]
-    assert sorted(a.subject for a in alerts) == [f"customer={run}-c", f"feature={run}"]
+    assert sorted(a.subject for a in alerts) == [f"customer={run}-c", f"feature={run}",
+                                                 f"feature={run},customer={run}-c"]  # one incident, the pair's
     assert all(a.severity == "error" and "most repeated request shape 10 requests (12" in a.message for a in alerts)
 

@@ -186,7 +186,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     row_of = {name: i for i, name in enumerate(names)}
     is_pair = rows >= len(keep)
     hours = _Hours(world, rows, membership)
-    member = (membership > 0) & ~is_pair[:, None]  # loops are their feature's and customer's
+    member = (membership > 0) & ~is_pair[:, None]  # a request's attempts are its feature's and customer's
+    shaped = membership > 0  # a repeated request shape is its pair's too (as detect_retry_storms: one incident)
     features = np.array([s.startswith("feature=") and not p for s, p in zip(names, is_pair, strict=True)])
     providers = sorted({leaf.provider for leaf in world.leaves})
     onehot = np.array([[leaf.provider == p for p in providers] for leaf in world.leaves], dtype=float)
@@ -214,9 +215,9 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         leaf_max = world.max_attempt[:, t - w:t].max(axis=1)
         leaf_repeats = world.repeats[:, t - w:t].sum(axis=1)
         # (the package sums, over the slow window, the ten minutes a shape repeated in: here every minute of one)
-        slow_repeats = np.where(member, world.repeats[:, t - slow_w:t].sum(axis=1)[None, :], 0).max(axis=1)
+        slow_repeats = np.where(shaped, world.repeats[:, t - slow_w:t].sum(axis=1)[None, :], 0).max(axis=1)
         longest = np.where(member, leaf_max[None, :], 0).max(axis=1)
-        repeats = np.where(member, leaf_repeats[None, :], 0).max(axis=1)
+        repeats = np.where(shaped, leaf_repeats[None, :], 0).max(axis=1)
         alone = is_pair[:, None]  # a pair's slow window is not read: its storms are the fast window's
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=np.where(alone, 0.0, split(failed, slow_w)),
@@ -233,6 +234,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         slow_f = np.where(is_pair, 0.0, split(failed, slow_w).sum(axis=1))
         slow_a = np.where(is_pair, 0.0, split(attempts, slow_w).sum(axis=1))
         excess = np.maximum(fast_f - ratio * fast_a, (slow_f - ratio * slow_a) * w / slow_w)
+        shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats)  # as detect_retry_storms
+        excess = np.maximum(excess, np.where(shape_loop, np.maximum(repeats, slow_repeats * w / slow_w), 0.0))
         steps = {}
         for i in sorted(set(np.flatnonzero(hot)) | set(open_)):
             incident, transition = hysteresis.step(

@@ -194,6 +194,46 @@ def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta,
     return {s: (float(n), float(usd)) for s, n, usd in rows}
 
 
+def pair_loops(querier: TextQuerier, *, start: datetime, end: datetime, slow: timedelta, features: Collection[str],
+               customers: Collection[str], marks: Mapping[str, datetime] | None = None
+               ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    """For the feature x customer pairs of ``features`` x ``customers`` (``feature=…``, ``customer=…``): what
+    :func:`repeated_shapes` (``[start, end)``) and :func:`slow_loops` (``slow`` before ``end``) say of each pair.
+
+    Read only for the features and customers that loop: a shape is its feature's, its customer's and its
+    pair's, so the pair whose shape makes both loop loops too, and the three are one incident
+    (:mod:`spendstream.detect.correlate`), not a page for the feature and another for the customer."""
+    f = [s.removeprefix("feature=") for s in features]
+    c = [s.removeprefix("customer=") for s in customers]
+    if not f or not c:
+        return {}, {}
+    keys = "feature IN {f:Array(String)} AND customer IN {c:Array(String)}"
+    named = {"f": _array(sorted(f)), "c": _array(sorted(c))}
+    pair = "concat('feature=', feature, ',customer=', customer)"
+    fast = query_result(querier, f"""
+        SELECT {pair} AS subject, max(n), sum(repeated) FROM (
+            SELECT feature, customer, toFloat64(uniqExact(ifNull(request_id, event_id))) AS n,
+                   toFloat64(sum(ifNull(total_cost, 0))) * (n - 1) / n AS repeated
+            FROM usage_events FINAL
+            WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND attempt = 1
+                  AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != '' AND {keys}
+            GROUP BY feature, customer, prefix_fingerprint, model, input_tokens
+            HAVING n >= 2)
+        GROUP BY feature, customer""", {"a": sql_time(start), "b": sql_time(end)} | named).rows
+    rollup = shapes.LOOP_SHAPES
+    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')} AND " + keys
+    slowly = query_result(querier, f"""
+        SELECT {pair} AS subject, max(n), sum(repeated) FROM (
+            SELECT feature, customer, toFloat64(sum(requests)) AS n,
+                   toFloat64(ifNull(sum(cost_usd), 0)) * (n - 1) / n AS repeated
+            FROM {rollups.columns(rollup, "{t}", ["requests", "cost_usd"], where_rollup=bounds,
+                                  where_raw=bounds.replace("{t}", "ts"), marks=marks)}
+            GROUP BY feature, customer, model, prefix_fingerprint, input_tokens)
+        GROUP BY feature, customer""", {"a": sql_time(_floor(end, rollup.step) - slow), "b": sql_time(end)} | named
+                          ).rows
+    return ({s: (float(n), float(usd)) for s, n, usd in fast}, {s: (float(n), float(usd)) for s, n, usd in slowly})
+
+
 def _floor(at: datetime, step: timedelta) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=at.tzinfo)
     return at - (at - epoch) % step
@@ -268,6 +308,27 @@ def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[f
             {s: v for s, v in slowly.items() if s not in out})
 
 
+def _loop_pairs(querier: TextQuerier, rule: RetryStormRule, *, now: datetime, loops: Mapping[str, tuple[float, float]],
+                slowly: Mapping[str, tuple[float, float]], marks: Mapping[str, datetime] | None
+                ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    """The feature x customer pairs that loop on a request shape (:func:`pair_loops`: read only when a feature and
+    a customer loop on one), as ``loops`` and ``slowly`` count a subject's repeats."""
+    names = sorted(set(loops) | set(slowly))
+
+    def shaped(fast: Mapping, slow: Mapping, subjects: list[str]) -> list[str]:
+        looping = rule.looping(np.zeros(len(subjects)), np.array([fast.get(s, (0.0, 0.0))[0] for s in subjects]),
+                               np.array([slow.get(s, (0.0, 0.0))[0] for s in subjects]))
+        return [s for s, loop in zip(subjects, looping, strict=True) if loop]
+
+    looping = shaped(loops, slowly, names)
+    fast, slow = pair_loops(querier, start=now - timedelta(minutes=rule.window_minutes), end=now,
+                            slow=timedelta(minutes=rule.slow_minutes), marks=marks,
+                            features=[s for s in looping if s.startswith("feature=") and not _is_pair(s)],
+                            customers=[s for s in looping if s.startswith("customer=")])
+    pairs = shaped(fast, slow, sorted(set(fast) | set(slow)))
+    return {s: fast.get(s, (0.0, 0.0)) for s in pairs}, {s: slow[s] for s in pairs if s in slow}
+
+
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
                         hysteresis: Hysteresis | None = None) -> list[Alert]:
     """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
@@ -281,7 +342,10 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
     features = feature_windows(store, start=now - slow, end=now, guard=now - guard, marks=marks)
     incidents = state.load_open(store, [KIND])
-    fast, loops, slowly = _candidates(rule, fast, loops, slowly, keep={s for _, s in incidents})
+    paired, paired_slowly = _loop_pairs(store, rule, now=now, loops=loops, slowly=slowly, marks=marks)
+    loops |= paired
+    slowly |= paired_slowly
+    fast, loops, slowly = _candidates(rule, fast, loops, slowly, keep={s for _, s in incidents} | set(paired))
     known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
     history_of = dict(zip(known.subjects, known.history_hours, strict=True))
@@ -330,6 +394,11 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     ratio = verdict.expected_ratio
     excess = np.maximum(f.sum(axis=1) - ratio * a.sum(axis=1),
                         (sf.sum(axis=1) - ratio * sa.sum(axis=1)) * rule.window_minutes / rule.slow_minutes)
+    # a loop on a request shape: its repeated requests, per fast window (a pair's shape is its feature's and its
+    # customer's, so the pair whose shape loops explains both: one incident)
+    shaped = rule.looping(np.zeros(len(subjects)), repeats, slow_repeats)
+    excess = np.maximum(excess, np.where(shaped, np.maximum(repeats, slow_repeats * rule.window_minutes
+                                                                  / rule.slow_minutes), 0.0))
     steps: dict[str, Step] = {}
     for subject in subjects:
         i = si[subject]
@@ -361,10 +430,16 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
             if step.transition == "resolved":
                 text = (f"failures back to {failed / max(attempts, 1):.0%} (expected {verdict.expected_ratio[i]:.1%}) "
                         f"in the last {rule.window_minutes} min, no loop")
-            elif _is_pair(subject):  # no loop or longest request is judged for a pair: they are not stated
+            elif _is_pair(subject):  # no longest request is judged for a pair: it is not stated
                 pa, pf, pusd = pairs_slow.get(subject, (0.0, 0.0, Decimal(0)))
-                text = (f"{now_text}{int(pf)} failed of {int(pa)} in {hours} h; {errors}"
-                        f"${float(pusd):.2f} wasted on failed attempts in {hours} h")
+                if shaped[i]:  # its feature and customer loop on its request shape
+                    text = (f"{now_text}{int(pf)} failed of {int(pa)} in {hours} h; most repeated request shape "
+                            f"{int(repeats[i])} requests ({int(slow_repeats[i])} in {hours} h); {errors}"
+                            f"${float(pusd) + repeated_usd[i]:.2f} wasted on failed attempts and repeated calls "
+                            f"in {hours} h")
+                else:
+                    text = (f"{now_text}{int(pf)} failed of {int(pa)} in {hours} h; {errors}"
+                            f"${float(pusd):.2f} wasted on failed attempts in {hours} h")
             else:
                 usd = float(wasted[i] + repeated_usd[i])
                 text = (f"{now_text}{int(sf[i].sum())} failed of {int(sa[i].sum())} in {hours} h; longest request "
