@@ -192,3 +192,55 @@ def test_a_slow_agent_loop_is_caught_over_the_slow_window_from_its_rollup_as_raw
                                                  f"feature={run},customer={run}-c"]  # one incident, the pair's
     assert all(a.severity == "error" and "most repeated request shape 10 requests (12" in a.message for a in alerts)
 
+
+
+@pytest.mark.integration
+def test_a_slow_burn_that_dips_for_25_minutes_is_one_incident_one_trigger_one_resolve(embedded_store) -> None:
+    """A feature failing 2 % for a day fails 6 % for 100 minutes (a slow burn: never a storm in ten minutes), 0 %
+    for 25, 6 % for an hour more, then 2 % again. Its "still failing now" test is calm through the dip: before,
+    three calm passes resolved the incident and the second half paged again (PagerDuty: trigger, resolve, trigger,
+    resolve). The burn's resolve now waits for its slow window to be calm too: one trigger, one resolve."""
+    run, t0 = uuid.uuid4().hex[:8], datetime(2025, 2, 12, 6, 0, tzinfo=timezone.utc)  # a month no other test uses
+    feature = f"burn-{run}"
+    events, n = [], 0
+    for m in range(-30 * 60, 300):  # ten calls a minute
+        fail_every = 17 if 0 <= m < 100 or 125 <= m < 185 else 0 if 100 <= m < 125 else 50
+        for k in range(10):
+            n += 1
+            fails = fail_every and n % fail_every == 0
+            ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": 2 if fails else 1,
+                  "ts": (t0 + timedelta(minutes=m, seconds=6 * k)).isoformat(), "status": "ok",
+                  "provider": "openai", "model": "gpt-4o-mini", "feature": feature, "input_tokens": 1_000,
+                  "output_tokens": 20}
+            events.append(ok)
+            if fails:
+                events.append({**ok, "event_id": f"{run}-{n}-a1", "attempt": 1, "status": "error", "http_status": 500})
+    for chunk in range(0, len(events), 5_000):
+        _store(embedded_store, events[chunk:chunk + 5_000])
+    slack, pagerduty = Receiver(), Receiver()
+    stored = []
+    try:
+        routing = AlertRouting(
+            destinations=[Destination(name=f"slack-{run}", kind="slack", url=slack.url("/hook")),
+                          Destination(name=f"pd-{run}", kind="pagerduty", url=pagerduty.url("/v2/enqueue"),
+                                      routing_key="K")],
+            routes=[Route(destination=f"slack-{run}", subjects=[run]),
+                    Route(destination=f"pd-{run}", subjects=[run], min_severity="error")])
+        for minute in range(30, 300, 5):
+            at = t0 + timedelta(minutes=minute)
+            baseline.refresh(embedded_store, at)
+            alerts = [a for a in detect_retry_storms(embedded_store, at) if run in a.subject]
+            stored += alerts
+            store_new_alerts(embedded_store, alerts)
+            Notifier(embedded_store, routing, clock=lambda at=at: at).run_pass()
+    finally:
+        slack.close()
+        pagerduty.close()
+    pages = pagerduty.bodies()
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    assert len(slack.bodies()) == 2
+    (fired,) = [a for a in stored if a.state == "firing"]
+    (resolved,) = [a for a in stored if a.state == "resolved"]
+    # found within the first burn; told over after the second, once the two hours hold no burn
+    assert fired.created_at < t0 + timedelta(minutes=100) < t0 + timedelta(minutes=185) < resolved.created_at

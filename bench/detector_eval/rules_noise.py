@@ -25,7 +25,7 @@ from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
-from spendstream.detect.storm import RetryStormRule
+from spendstream.detect.storm import RetryStormRule, settled
 from spendstream.schemas.alert import Alert
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
@@ -236,11 +236,14 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         excess = np.maximum(fast_f - ratio * fast_a, (slow_f - ratio * slow_a) * w / slow_w)
         shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats)  # as detect_retry_storms
         excess = np.maximum(excess, np.where(shape_loop, np.maximum(repeats, slow_repeats * w / slow_w), 0.0))
+        peak = np.full(len(rows), np.inf)
+        peak[list(open_)] = [incident.peak for incident in open_.values()]
+        calm = settled(rule, verdict, peak)  # as detect_retry_storms: a burn is held while its slow window burns
         steps = {}
         for i in sorted(set(np.flatnonzero(hot)) | set(open_)):
             incident, transition = hysteresis.step(
                 open_.get(i), kind="retry_storm", subject=names[i], hot=bool(hot[i]),
-                very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]), onset=at(t - w), severity="error",
+                very_hot=bool(very_hot[i]), calm=bool(calm[i]), onset=at(t - w), severity="error",
                 observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
             steps[names[i]] = Step(open_.get(i), incident, transition, float(excess[i]), bool(hot[i]))
         for name, step in (correlate(steps, {}) if correlated else steps).items():

@@ -22,7 +22,8 @@ what a rollup window reads, not two hours of raw):
   window a feature's slow burn must still fail in (``burn_now_minutes``). Customers only
   where the slow window can change the verdict or is stated in a message: those whose
   fast window already meets a slow burn's "still failing now" test, or that loop
-  (:meth:`RetryStormRule.slow_matters`), read (``customer IN …``) through ``windowed`` too, from
+  (:meth:`RetryStormRule.slow_matters`), or that have an open incident (a burn's resolve waits for its slow
+  window: :func:`~spendstream.detect.storm.settled`), read (``customer IN …``) through ``windowed`` too, from
   ``customer_hours`` (its whole hours; an hour × customer row holds about two events at 50M, so it
   halves what raw would read, not more); every other customer's slow counts are left at zero, which
   no decision reads;
@@ -40,6 +41,8 @@ Customers that cannot be hot (:meth:`RetryStormRule.can_fire`: too few failures 
 no loop) and have no open incident are left out before any of that is looked up or judged.
 What all other subjects fail at on a provider is summed over the feature subjects only
 (``RetryStormRule.judge``'s ``counted``: each event once, whatever customers were read).
+A slow burn (an incident its fast window never stormed in) resolves only once its slow window is calm too:
+its "still failing now" test flips with a few failures either way, and each flip was a resolve and a new page.
 Storms and slow burns need a day of history (no page on a fresh store); loops do not. A pair's history is
 its baseline's, kept for the costliest pairs only (``baseline.PAIR_SUBJECTS``): another pair is never warm.
 The message states the dollars wasted: billed failed attempts plus repeated calls (a pair: its billed failed attempts
@@ -57,7 +60,7 @@ import numpy as np
 from spendstream.detect import baseline, state
 from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted
 from spendstream.detect.incidents import Hysteresis
-from spendstream.detect.storm import RetryStormRule
+from spendstream.detect.storm import RetryStormRule, settled
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
 from spendstream.sinks import rollups, shapes
@@ -369,12 +372,13 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         return (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats,
                 np.array([s.startswith("feature=") and not _is_pair(s) for s in subjects], dtype=bool))
 
-    # the customers whose slow window can decide (a burn still failing now) or be stated (a loop): read theirs
+    # the customers whose slow window can decide (a burn still failing now, or an open incident's resolve:
+    # :func:`~spendstream.detect.storm.settled`) or be stated (a loop): read theirs
     subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted = arrays(merged(fast, features, {}))
     decisive = rule.slow_matters(failed=f, attempts=a, own_ratio=own, counted=counted, max_attempt=longest,
                                  repeats=repeats, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na)
     customers = [s.removeprefix("customer=") for s, d in zip(subjects, decisive, strict=True)
-                 if d and s.startswith("customer=")]
+                 if (d or (KIND, s) in incidents) and s.startswith("customer=")]
     rows = merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=customers,
                                                    marks=marks))
     subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted = arrays(rows)
@@ -399,6 +403,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     shaped = rule.looping(np.zeros(len(subjects)), repeats, slow_repeats)
     excess = np.maximum(excess, np.where(shaped, np.maximum(repeats, slow_repeats * rule.window_minutes
                                                                   / rule.slow_minutes), 0.0))
+    calm = settled(rule, verdict, np.array([incidents[(KIND, s)].peak if (KIND, s) in incidents else np.inf
+                                            for s in subjects]))
     steps: dict[str, Step] = {}
     for subject in subjects:
         i = si[subject]
@@ -406,7 +412,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         if before is None and not hot[i]:
             continue
         after, transition = hysteresis.step(before, kind=KIND, subject=subject, hot=bool(hot[i]),
-                                            very_hot=bool(very_hot[i]), calm=bool(verdict.calm[i]),
+                                            very_hot=bool(very_hot[i]), calm=bool(calm[i]),
                                             onset=now - window, severity="error", observed=float(verdict.z[i]),
                                             wasted_usd=0.0)
         steps[subject] = Step(before, after, transition, float(excess[i]), bool(hot[i]))

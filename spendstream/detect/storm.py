@@ -36,6 +36,7 @@ class StormVerdict:
     calm: np.ndarray
     expected_ratio: np.ndarray
     z: np.ndarray
+    slow: np.ndarray  # the slow window's test alone (a burn without "still failing now")
 
 
 @dataclass(frozen=True)
@@ -142,14 +143,22 @@ class RetryStormRule:
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
-        burn = ((_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed)
-                & (slow_ratio >= self.slow_factor * p_slow) & self._guard(now_failed, now_attempts, f, a, p, own_ratio,
-                                                                          counted))
+        slow = (_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed) & (slow_ratio >= self.slow_factor
+                                                                                        * p_slow)
+        burn = slow & self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted)
         loop = self.looping(max_attempt, repeats, slow_repeats)
         hot = storm | burn | loop
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
         calm = (z < self.z_calm) & ~loop & ~burn
-        return StormVerdict(hot, very_hot, calm, p, z)
+        return StormVerdict(hot, very_hot, calm, p, z, slow)
+
+
+def settled(rule: RetryStormRule, verdict: StormVerdict, peak_z: np.ndarray) -> np.ndarray:
+    """Per subject: calm toward a resolve. ``peak_z``: the largest fast-window z of the subject's open incident
+    (``inf`` for none). An incident whose fast window never stormed (``peak_z`` under ``z_fire``: a slow burn)
+    counts no pass calm while its slow window still burns: a burn's "still failing now" test flips with a few
+    failures either way, and each flip after three calm passes was a resolve and a new page."""
+    return verdict.calm & ~(verdict.slow & (peak_z < rule.z_fire))
 
 
 def _z(failed: np.ndarray, attempts: np.ndarray, p: np.ndarray) -> np.ndarray:
