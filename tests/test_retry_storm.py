@@ -105,6 +105,24 @@ def test_an_agent_loop_with_new_request_ids_is_caught_and_its_cost_stated(embedd
     assert {a.correlated_with for a in alerts if a is not delivered} == {delivered.dedup_key}
 
 
+@pytest.mark.integration
+def test_one_request_retried_ten_times_is_one_incident_of_its_pair(embedded_store) -> None:
+    """A loop on one request id (nine failed attempts, the tenth ok) is its feature's, its customer's and their
+    pair's: one incident, delivered under the pair with the longest request stated, the other two attached."""
+    agent = f"retrier-{uuid.uuid4().hex[:8]}"
+    tries = [{"event_id": f"{agent}-{k}", "request_id": f"{agent}-r", "attempt": k, "provider": "openai",
+              "ts": (NOW - timedelta(minutes=9) + timedelta(seconds=40 * k)).isoformat(), "model": "gpt-4o-mini",
+              "feature": agent, "customer": f"{agent}-c", "input_tokens": 2_000, "output_tokens": 50,
+              **({"status": "ok"} if k == 10 else {"status": "error", "http_status": 500})} for k in range(1, 11)]
+    _store(embedded_store, tries)
+    alerts = [a for a in detect_retry_storms(embedded_store, NOW) if agent in a.subject]
+    pair = f"feature={agent},customer={agent}-c"
+    assert sorted(a.subject for a in alerts) == [f"customer={agent}-c", f"feature={agent}", pair]
+    (delivered,) = [a for a in alerts if a.correlated_with is None]
+    assert delivered.subject == pair and "longest request 10 attempts" in delivered.message
+    assert {a.correlated_with for a in alerts if a is not delivered} == {delivered.dedup_key}
+
+
 def _write(store, events: list[dict]) -> None:
     """Through the writer, as the worker stores them (its rollup marks included)."""
     asyncio.run(store_usage(SinkWriter(store), process([SourceRecord("usage", 0, 0, orjson.dumps(events))], Pricer())))

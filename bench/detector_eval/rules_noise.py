@@ -186,8 +186,9 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     row_of = {name: i for i, name in enumerate(names)}
     is_pair = rows >= len(keep)
     hours = _Hours(world, rows, membership)
-    member = (membership > 0) & ~is_pair[:, None]  # a request's attempts are its feature's and customer's
-    shaped = membership > 0  # a repeated request shape is its pair's too (as detect_retry_storms: one incident)
+    # a loop (a request retried on and on, a request shape repeated) is its feature's, its customer's and its pair's:
+    # as detect_retry_storms, the pair explains both, one incident
+    shaped = membership > 0
     features = np.array([s.startswith("feature=") and not p for s, p in zip(names, is_pair, strict=True)])
     providers = sorted({leaf.provider for leaf in world.leaves})
     onehot = np.array([[leaf.provider == p for p in providers] for leaf in world.leaves], dtype=float)
@@ -216,7 +217,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         leaf_repeats = world.repeats[:, t - w:t].sum(axis=1)
         # (the package sums, over the slow window, the ten minutes a shape repeated in: here every minute of one)
         slow_repeats = np.where(shaped, world.repeats[:, t - slow_w:t].sum(axis=1)[None, :], 0).max(axis=1)
-        longest = np.where(member, leaf_max[None, :], 0).max(axis=1)
+        longest = np.where(shaped, leaf_max[None, :], 0).max(axis=1)
         repeats = np.where(shaped, leaf_repeats[None, :], 0).max(axis=1)
         alone = is_pair[:, None]  # a pair's slow window is not read: its storms are the fast window's
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,

@@ -11,8 +11,8 @@ what a rollup window reads, not two hours of raw):
   5xx, timeouts, invalid output: HTTP codes no rollup keeps). Customers have no
   sub-hour rollup worth its upkeep (at 50,000 customers a customer × minute row holds
   about one event), so this window is read raw for features and customers alike. Its
-  subjects include each feature × customer **pair**, judged on this window alone (a storm,
-  never a burn or a loop: those are its feature's and customer's): one customer of a busy
+  subjects include each feature × customer **pair**, judged on this window alone (a storm, or a loop that
+  is its feature's and its customer's too: the pair names their one incident; never a burn): one customer of a busy
   feature failing 40 % for 15 minutes is a few % more failures in both totals and 20× its pair's;
 - **the slow window** (the last ``slow_minutes``): features from ``feature_failures``
   (five minutes × feature × provider, :mod:`spendstream.sinks.shapes`, through
@@ -287,14 +287,18 @@ def _is_pair(subject: str) -> bool:
 def _candidates(rule: RetryStormRule, fast: list[dict], loops: dict[str, tuple[float, float]],
                 slowly: dict[str, tuple[float, float]], *, keep: Collection[str]) -> tuple[list[dict], dict, dict]:
     """The fast window's rows and the loops without the customers that cannot be hot
-    (:meth:`RetryStormRule.can_fire`) and the pairs that cannot storm (:meth:`RetryStormRule.can_storm`: a
-    pair's only verdict is the fast window's storm), and have no open incident (``keep``): most customers and
-    pairs of a busy store, which no verdict would read."""
+    (:meth:`RetryStormRule.can_fire`) and the pairs that can neither storm (:meth:`RetryStormRule.can_storm`: a
+    pair's verdict is the fast window's storm, or a loop: one request's attempts here, a shape's repeats in
+    ``keep``) nor loop on one request, and have no open incident (``keep``): most customers and pairs of a busy
+    store, which no verdict would read."""
     pairs: dict[str, float] = {}
+    retried: set[str] = set()
     for r in fast:
         if _is_pair(r["subject"]):
             pairs[r["subject"]] = pairs.get(r["subject"], 0.0) + r["failed"]
-    out = {s for s, failed in pairs.items() if not rule.can_storm(failed) and s not in keep}
+            if (r["max_attempt"] or 0) >= rule.loop_attempts:
+                retried.add(r["subject"])
+    out = {s for s, failed in pairs.items() if not rule.can_storm(failed) and s not in keep and s not in retried}
     customers = sorted({s for s in (*(r["subject"] for r in fast), *loops, *slowly) if s.startswith("customer=")})
     index = {s: i for i, s in enumerate(customers)}
     failed, longest = np.zeros(len(customers)), np.zeros(len(customers))
@@ -365,8 +369,6 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
             na[i, p], nf[i, p] = r["now_attempts"], r["now_failed"]
             longest[i] = max(longest[i], r["max_attempt"] or 0)
         own = np.array([own_of.get(s, 0.0) for s in subjects])
-        longest = np.where([_is_pair(s) for s in subjects], 0.0, longest)  # a pair only storms: loops are its
-        # feature's and its customer's (and a pair's longest request is theirs too)
         repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
         slow_repeats = np.array([slowly.get(s, (0.0, 0.0))[0] for s in subjects])
         return (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats,
@@ -436,11 +438,12 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
             if step.transition == "resolved":
                 text = (f"failures back to {failed / max(attempts, 1):.0%} (expected {verdict.expected_ratio[i]:.1%}) "
                         f"in the last {rule.window_minutes} min, no loop")
-            elif _is_pair(subject):  # no longest request is judged for a pair: it is not stated
+            elif _is_pair(subject):
                 pa, pf, pusd = pairs_slow.get(subject, (0.0, 0.0, Decimal(0)))
-                if shaped[i]:  # its feature and customer loop on its request shape
-                    text = (f"{now_text}{int(pf)} failed of {int(pa)} in {hours} h; most repeated request shape "
-                            f"{int(repeats[i])} requests ({int(slow_repeats[i])} in {hours} h); {errors}"
+                if loop[i]:  # its feature and customer loop on its request or its request shape
+                    text = (f"{now_text}{int(pf)} failed of {int(pa)} in {hours} h; longest request {int(longest[i])} "
+                            f"attempts; most repeated request shape {int(repeats[i])} requests "
+                            f"({int(slow_repeats[i])} in {hours} h); {errors}"
                             f"${float(pusd) + repeated_usd[i]:.2f} wasted on failed attempts and repeated calls "
                             f"in {hours} h")
                 else:

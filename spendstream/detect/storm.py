@@ -1,6 +1,7 @@
 """When retries cost money: the decisions of ``retry_storm`` (and its agent loops), pure and vectorised.
 
-Per feature and per customer (and per feature × customer pair, a storm only), every pass, from counts:
+Per feature and per customer (and per feature × customer pair: a storm, or the loop its feature and customer
+share), every pass, from counts:
 
 - **storm** (the last ``window_minutes``): failed attempts against a binomial around the
   expected failure ratio — the subject's own (learned over its history), or what every
