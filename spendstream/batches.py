@@ -88,7 +88,9 @@ class SourceRecord:
     topic: str
     partition: int
     offset: int
-    value: bytes | None
+    # Left out of repr: every dead letter of an array record refers to the record, so a repr of a batch
+    # with thousands of bad items would print the whole record once per item (gigabytes).
+    value: bytes | None = field(repr=False)
 
 
 # What kind of problem a dead letter's reason describes, by how the stages word it: a bounded

@@ -97,3 +97,15 @@ def test_an_internal_error_dead_letters_the_batch_whole() -> None:
 
     (dead,) = internal_error([_record(b"[{}]", offset=3)], RuntimeError("boom"))
     assert dead.raw == b"[{}]" and dead.item_index == -1 and "RuntimeError: boom" in dead.reason
+
+
+def test_a_batch_of_many_bad_items_prints_in_proportion_to_itself() -> None:
+    """Every dead letter of an array record refers to its record; a repr that printed the record's bytes in each
+    would grow with the square of the record (1,000 bad items of ~125 bytes: ~125 MB, for a log line or a test
+    failure). Each item's own bytes are still in its dead letter."""
+    items = [_event(n, ts="2019-02-12T06:00:00Z") for n in range(1_000)]
+    record = _record(orjson.dumps(items))
+    result = process([record], Pricer())
+    assert len(result.dead_letters) == 1_000
+    assert all(d.source.value == record.value for d in result.dead_letters)  # the record itself is kept
+    assert len(repr(result)) < 40 * len(record.value)
