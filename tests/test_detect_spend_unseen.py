@@ -183,3 +183,30 @@ def test_a_spike_on_a_bursty_key_fires_on_the_pass_whose_last_five_minutes_are_f
     fired = {a.subject for a in detect_spend_anomalies(embedded_store, now) if tag in a.subject
              and a.state == "firing"}
     assert fired == {f"customer={tag}-late", f"feature={tag}-late-chat", f"feature={tag}-late-chat,customer={tag}-late"}
+
+
+@pytest.mark.integration
+def test_a_quiet_keys_window_at_twice_its_line_fires_at_once_with_the_minimum_excess(embedded_store) -> None:
+    """Cent calls (4,000 tokens of gpt-4o): a quiet key of one a minute and a busy one of ten. Tonight each gets
+    150 more in 10 minutes, $1.50 over its usual: the quiet key's window is six times its line and fires on
+    this pass; the busy key's, 1.3-1.7 times its line, is hot and waits for the next pass (under $2 over it is
+    not "far over")."""
+    tag = f"far-{uuid.uuid4().hex[:8]}"
+    now = datetime(2021, 4, 1, 3, 0, tzinfo=timezone.utc)  # a Thursday night, weeks before this file's other tests
+    start = now - timedelta(days=10)
+    events: list[dict] = []
+    for name, per_minute in (("quiet", 1), ("busy", 10)):
+        customer = f"{tag}-{name}"
+        times = [start + timedelta(minutes=m, seconds=3 + 55 * k / per_minute) for m in range(10 * 1440)
+                 for k in range(per_minute)]
+        times += [now - timedelta(minutes=10) + timedelta(seconds=2 + 596 * k / 150) for k in range(150)]
+        events += [{"event_id": f"{tag}-{len(events) + k}", "request_id": f"{tag}-r{len(events) + k}",
+                    "ts": at.isoformat(timespec="milliseconds"), "provider": "openai", "model": "gpt-4o",
+                    "input_tokens": 4_000, "output_tokens": 0, "customer": customer, "feature": f"{customer}-chat"}
+                   for k, at in enumerate(times)]
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    fired = {a.subject for a in detect_spend_anomalies(embedded_store, now) if tag in a.subject
+             and a.state == "firing"}
+    assert fired == {f"customer={tag}-quiet", f"feature={tag}-quiet-chat",
+                     f"feature={tag}-quiet-chat,customer={tag}-quiet"}

@@ -134,3 +134,16 @@ def test_a_storm_alert_is_true_only_for_a_retry_incident_and_a_spend_alert_for_a
     spend = Fired("noise", "spend_anomaly", subject, at, "firing", "warning")
     assert score.true_incident(world, storm) is None  # more traffic is not more failures
     assert score.true_incident(world, spend) is creep
+
+
+def test_the_delay_report_times_every_spike_as_the_score_does_and_names_a_cause_for_each_late_one(world) -> None:
+    from bench.detector_eval import delays, rules_noise, score
+
+    found = delays.timelines(world)
+    scored = score.score(world, rules_noise.spend(world), "noise", "spend")
+    assert sorted(t.delay for t in found if t.delay is not None and " spike@" in t.tag) == sorted(scored.spike_delays)
+    assert sum(t.delay is None for t in found) == sum(m.split("@")[0] in delays.KINDS for m in scored.missed)
+    for t in found:
+        assert t.window is not None and t.start < t.window <= t.start + 5  # the first pass after the onset
+        late = t.delay is None or t.delay > delays.LATE
+        assert (t.cause == "on time") != late and (t.hot is None or t.hot >= t.window)

@@ -78,7 +78,7 @@ def table(totals: dict, extra: dict, *, seeds: list[int], shapes: list[str]) -> 
     lines = [f"{len(seeds)} seeds ({' '.join(map(str, seeds))}) × {len(shapes)} shapes ({', '.join(shapes)}); "
              f"recall over incidents with ≥ ${score.FLOOR_USD:.0f} excess (spend) or all (retries)", "",
              "| rules | family | recall | precision | false alarms/day/100 keys | negative-control alerts | "
-             "delay p50 / p90 (min) | spike delay p50 | creep found (≤ 2 d) | $ before first alert p50 / p90 | "
+             "delay p50 / p90 (min) | spike delay p50 / p90 | creep found (≤ 2 d) | $ before first alert p50 / p90 | "
              "most firings of one subject |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (name, family), s in sorted(totals.items()):
@@ -87,7 +87,7 @@ def table(totals: dict, extra: dict, *, seeds: list[int], shapes: list[str]) -> 
             f"| {name} | {family} | {s.recall:.2f} ({s.detected}/{s.incidents}) | {s.precision:.2f} "
             f"({s.true_alerts}/{s.alerts}) | {s.false_per_day_per_100:.2f} | {s.control_alerts} | "
             f"{score.percentile(s.delays, 50):.0f} / {score.percentile(s.delays, 90):.0f} | "
-            f"{score.percentile(s.spike_delays, 50):.0f} | {creep} | "
+            f"{score.percentile(s.spike_delays, 50):.0f} / {score.percentile(s.spike_delays, 90):.0f} | {creep} | "
             f"{score.percentile(s.usd_before, 50):.0f} / {score.percentile(s.usd_before, 90):.0f} | {s.refires_max} |")
     lines.append("")
     for name, info in extra.items():

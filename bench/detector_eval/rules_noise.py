@@ -45,6 +45,7 @@ class Pass:
     observed_usd: np.ndarray
     observed_requests: np.ndarray
     profiles: Profiles
+    short: dict | None = None  # the last ``short_minutes``: fast()'s ``short``, ``short_usd``, ``short_requests``
 
 
 def at(minute: int) -> datetime:
@@ -126,7 +127,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
         hot, calm = fast.hot | slow.hot, fast.calm & slow.calm
         if probe is not None:
             probe(Pass(t, names, exp, fast, slow, cost[:, t] - cost[:, t - w], requests[:, t] - requests[:, t - w],
-                       profiles))
+                       profiles, short or None))
         steps = {}
         for s in sorted(set(np.flatnonzero(hot | fast.very_hot)) | set(open_)):
             severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))

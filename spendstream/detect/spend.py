@@ -8,7 +8,9 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   ``min_ratio`` × expected, ``peak_margin`` × the typical 10-minute peak of this hour (learned
   schedules and bursts), and an excess of ``min_excess_usd``; with at least ``min_requests``
   requests (a window of three requests is noise). Very hot (fires at once) at ``very_hot_factor``
-  × that threshold and twice the minimum excess. Calm under the expected dollars plus ``z_calm``
+  × that threshold and twice the minimum excess, or at ``far_over_factor`` × it with the minimum
+  excess: a small key's spike is far past its line while still under $2 over (its second hot pass
+  only repeated what the first said). Calm under the expected dollars plus ``z_calm``
   deviations (or the typical peak).
   The last ``short_minutes`` of that window (read in the same pass) can make a hot subject very hot,
   never make one hot: when they clear ``very_hot_factor`` × the same threshold for a window that long
@@ -67,6 +69,7 @@ class SpendAnomalyRule:
     peak_margin: float = 1.25
     min_excess_usd: float = 1.0
     very_hot_factor: float = 1.1
+    far_over_factor: float = 2.0  # a window this far over its line fires at once with the minimum excess
     short_minutes: int = 5        # the last minutes that can make a hot subject very hot (0: not read)
     min_requests: int = 5
     warmup_hours: int = 7 * 24
@@ -142,7 +145,8 @@ class SpendAnomalyRule:
         warm = history_hours >= self.warmup_hours
         hot = (warm & (observed_usd >= threshold) & (excess >= self.min_excess_usd)
                & (observed_requests >= self.min_requests))
-        very_hot = hot & (observed_usd >= self.very_hot_factor * threshold) & (excess >= 2 * self.min_excess_usd)
+        very_hot = hot & (((observed_usd >= self.very_hot_factor * threshold) & (excess >= 2 * self.min_excess_usd))
+                          | (observed_usd >= self.far_over_factor * threshold))
         return hot, very_hot, excess
 
     def could_fire(self, *, observed_usd: np.ndarray, observed_requests: np.ndarray) -> np.ndarray:
