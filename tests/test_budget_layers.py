@@ -140,23 +140,3 @@ def test_layered_refuses_layers_that_cannot_stand_for_raw() -> None:
         layered([Ask(window, (rollups.HOURS, rollups.TEAM_DAYS))], ["cost_usd"], name="x")
     with pytest.raises(ValueError, match="no summable"):
         layered([Ask(window, (rollups.TEAM_DAYS, rollups.HOURS))], ["requests"], name="x")
-
-
-@pytest.mark.integration
-def test_an_open_hours_closed_minutes_are_read_from_the_minute_rollup(embedded_store) -> None:
-    """A minute-rollup row that raw does not back shows up in a team's spend over a window ending mid-hour (its
-    closed minutes are usage_minutes'), and not in a customer's (customer_hours has no minutes)."""
-    store, team = embedded_store, f"ghost-{uuid.uuid4().hex[:6]}"
-    _maintain(store)
-    minute = datetime(2025, 7, 10, 10, 7, tzinfo=timezone.utc)
-    store.command(f"INSERT INTO {rollups.MINUTES.name} (minute, team, attempts, cost_usd, version) "
-                  f"VALUES ('{minute:%Y-%m-%d %H:%M}:00', '{team}', 3, 0.75, now64(3))")
-    try:
-        window = Window(minute.replace(minute=0), minute + timedelta(minutes=20, seconds=30))
-        team_budget = Budget(name="t", team=team, amount_usd=Decimal(1))
-        assert spend_in(store, [(team_budget, window)]) == [Decimal("0.75")]
-        assert _raw_spent(store, team_budget, window.start, window.end) == 0
-        # the minute's own instant at the window's end: not a whole minute of it, so raw answers ($0)
-        assert spend_in(store, [(team_budget, Window(window.start, minute + timedelta(seconds=30)))]) == [Decimal(0)]
-    finally:
-        store.command(f"ALTER TABLE {rollups.MINUTES.name} DELETE WHERE team = '{team}' SETTINGS mutations_sync = 2")

@@ -176,15 +176,14 @@ def test_the_readers_answer_from_the_rollup_where_it_is_maintained(seeded_store)
     store, team = seeded_store, f"ghost-{uuid.uuid4().hex[:6]}"
     _maintain(store)
     minute = NOW.replace(second=0, microsecond=0) - 3 * MINUTE
-    for rollup in rollups.ROLLUPS:  # (the anomaly reader knows a key by its hours; budgets read closed hours, and
-        # the open hour's closed minutes)
+    for rollup in rollups.ROLLUPS:  # (the anomaly reader knows a key by its hours; budgets read closed hours)
         at = minute.replace(minute=0) - HOUR if rollup.step == HOUR else minute
         store.command(f"INSERT INTO {rollup.name} ({rollup.period}, team, feature, attempts, retries, cost_usd, "
                       f"version) VALUES ('{at:%Y-%m-%d %H:%M:%S}', '{team}', '{team}-f', 10, 5, 7.5, now64(3))")
     try:
         assert str(store.query("SELECT usage_minutes FROM rollup_watermarks").scalar()) > str(minute)
         budget = Budget(name=team, team=team, amount_usd=Decimal(1))
-        assert spend_so_far(store, [budget], NOW) == [Decimal("15")]  # the closed hour's row and the minute's
+        assert spend_so_far(store, [budget], NOW) == [Decimal("7.5")]
         assert raw_spent(store, budget, budget.period_of(NOW)[0], NOW) == 0
         closed = floor_hour(minute) - HOUR  # the hour rollups' ghost rows are in the last closed hour
         hours = {r[0]: r[2:] for r in subject_hours(store, start=closed, end=closed + HOUR)}

@@ -25,9 +25,8 @@ not alerted again), and so are events of that period that arrive late within the
 The spend is read from the rollups (:func:`spend_in`, through
 :func:`~spendstream.detect.windows.layered`): the period's closed days from a day rollup
 (``team_days``, ``feature_days``, ``customer_days``), the days after its watermark (today, a
-day a late event reopened) from an hour rollup (``usage_hours``, ``customer_hours``), the closed
-minutes of the partial hours from ``usage_minutes`` (not for customers: it has none), and the rest from raw:
-a pass reads about a day, not a month.
+day a late event reopened) from an hour rollup (``usage_hours``, ``customer_hours``), and the
+partial hours at the window's ends from raw: a pass reads about a day, not a month.
 """
 
 from __future__ import annotations
@@ -145,12 +144,9 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> lis
 
 
 # Whole days, then whole hours: customers from their own rollups (a month of customer_hours is raw's size at
-# many customers), everything else from the compact hours, and their open hour's closed minutes from the compact
-# minutes (raw only for the open minute: an hour's tail of raw grows with the traffic, ~40k of the 100k rows a
-# team budget read at 50M events). team_days rolls up every event, so all spend too. Customers have no minutes.
-_COMPACT = (rollups.HOURS, rollups.MINUTES)
-_LAYERS = {None: (rollups.TEAM_DAYS, *_COMPACT), "team": (rollups.TEAM_DAYS, *_COMPACT),
-           "feature": (rollups.FEATURE_DAYS, *_COMPACT), "customer": (shapes.CUSTOMER_DAYS, rollups.CUSTOMER_HOURS)}
+# many customers), everything else from the compact hours. team_days rolls up every event, so all spend too.
+_LAYERS = {None: (rollups.TEAM_DAYS, rollups.HOURS), "team": (rollups.TEAM_DAYS, rollups.HOURS),
+           "feature": (rollups.FEATURE_DAYS, rollups.HOURS), "customer": (shapes.CUSTOMER_DAYS, rollups.CUSTOMER_HOURS)}
 _PER_QUERY = 50  # each budget adds about a kB of SQL; ClickHouse parses up to 256 KiB by default
 
 
