@@ -1,19 +1,23 @@
 """The spend pass's window reads equal raw ``FINAL``: the scan counts attempts (a bound on requests, which is all
 that choosing the subjects to judge needs), and the distinct requests of the judged subjects are read apart
 (issue 17: a set of request ids per subject was most of the scan). Re-deliveries, a request retried, one without a
-request id, and events at the short window's millisecond edge."""
+request id, and events at the short window's millisecond edge. The pass judges every subject by its attempts
+first and counts requests only for those hot by them: that needs a verdict that never falls as requests rise."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import orjson
 import pytest
 
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
 from spendstream.detect.anomaly import recent_requests, recent_spend
+from spendstream.detect.noise import Expectation
+from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.pricing import Pricer
 from spendstream.sinks.rows import usage_table
 from spendstream.sinks.store import sql_time
@@ -77,3 +81,31 @@ def test_the_window_scan_counts_attempts_and_the_judged_subjects_requests_equal_
     assert requests[subjects[1]] == requests[subjects[0]]
     assert spent[f"feature={tag}-chat"][1] == 15 and f"feature=,customer={other}" not in spent
     assert recent_requests(embedded_store, [], start=start, end=NOW) == {}
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_spend_verdict_never_falls_as_requests_rise_so_attempts_find_every_hot_subject(seed: int) -> None:
+    rule, rng = SpendAnomalyRule(), np.random.default_rng(seed)
+    n = 3000
+    cost = rng.choice([0.0, 0.05, 0.3, 2.0, 20.0], n) * rng.random(n)
+    expected = Expectation(cost=cost, sigma=rng.random(n) * cost, peak=cost * rng.random(n) * 2,
+                           requests=rng.random(n) * 30, dispersion=rng.choice([0.0, 0.1, 1.0], n))
+    short = Expectation(cost=cost / 2, sigma=rng.random(n) * cost / 2, peak=expected.peak,
+                        requests=expected.requests / 2, dispersion=expected.dispersion)
+    observed = cost * rng.choice([0.5, 1.0, 1.6, 3.0, 10.0], n) + rng.choice([0.0, 0.9, 1.1, 3.0], n)
+    requests = rng.choice([0.0, 1.0, 4.0, 5.0, 8.0, 30.0], n)
+    attempts = requests + rng.choice([0.0, 0.0, 1.0, 3.0, 40.0], n)
+    late_requests = np.minimum(requests, rng.choice([0.0, 2.0, 5.0, 20.0], n))
+    late_attempts = late_requests + (attempts - requests) * rng.random(n).round()
+    pair = rng.random(n) < 0.3
+    history = np.full(n, float(rule.warmup_hours))
+
+    def judge(req: np.ndarray, late_req: np.ndarray):
+        return rule.fast(expected, observed_usd=observed, observed_requests=req, history_hours=history, pair=pair,
+                         short=short, short_usd=observed * rng_share, short_requests=late_req)
+
+    rng_share = rng.choice([0.2, 0.6, 0.9], n)
+    exact, bound = judge(requests, late_requests), judge(attempts, late_attempts)
+    assert exact.hot.any() and (bound.hot & ~exact.hot).any()  # the draws straddle the thresholds
+    assert not (exact.hot & ~bound.hot).any() and not (exact.very_hot & ~bound.very_hot).any()
+    assert (exact.calm == bound.calm).all() and (exact.excess_usd == bound.excess_usd).all()

@@ -9,8 +9,8 @@ subject until it resolves, re-fires update it). What this module adds is what a 
 - this hour's baselines (:func:`spendstream.detect.baseline.load`; learned once an hour);
 - the last ``window_minutes`` per subject from raw ``usage_events FINAL`` (minutes of a
   table sorted by time: it costs what the window holds), and in the same scan its last
-  ``short_minutes``: dollars and attempts; the distinct requests of both in a second read, for the
-  subjects judged only (those a window can make hot by their attempts, and those with a baseline state);
+  ``short_minutes``: dollars and attempts (at least the requests); the distinct requests of both in a second
+  read, only for the subjects hot by their attempts (a verdict never falls as requests rise);
 - the open incidents (``detector_incidents``).
 
 ``bench/detector_eval`` measures it (recall, precision, false alarms, delays, dollars before
@@ -98,11 +98,8 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                                    f"AND position(subject, {baseline.PAIR_MARK!r}) = 0)")
     subjects = known.subjects
     index = {s: i for i, s in enumerate(subjects)}
-    counted = recent_requests(store, [s for s in subjects if s in recent], start=now - window, end=now,
-                              since=now - short if rule.short_minutes else None)  # the judged: dozens, not 18k
-    seen = np.array([(recent[s][0], counted[s][0], recent[s][2], counted[s][1]) if s in counted else (0.0,) * 4
-                     for s in subjects]).reshape(len(subjects), 4)  # (a subject that spent made a request)
-    observed, requests = seen[:, 0], seen[:, 1]
+    seen = np.array([recent.get(s, (0.0,) * 4) for s in subjects]).reshape(len(subjects), 4)
+    observed, requests = seen[:, 0], seen[:, 1]  # attempts until counted below
     one_slot = Profiles(known.requests[:, None], known.cost[:, None], known.peak_cost[:, None], known.dispersion,
                         known.fail_ratio, known.history_hours)
     expected = expect(one_slot, np.arange(len(subjects)), 0, window_minutes=rule.window_minutes)
@@ -112,6 +109,16 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
              "short_usd": seen[:, 2], "short_requests": seen[:, 3]} if rule.short_minutes else {})
     fast = rule.fast(expected, observed_usd=observed, observed_requests=requests, history_hours=known.history_hours,
                      pair=pair, **late)
+    # judged by attempts, at least their requests: a verdict never falls as requests rise (``rule.fast``; the
+    # rule's tests hold it to that), so a subject not hot by its attempts is not hot by its requests. Count the
+    # requests of those that are (most passes: none) and judge them again.
+    if fast.hot.any():
+        counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot)], start=now - window,
+                                  end=now, since=now - short if rule.short_minutes else None)
+        for subject, (n, late_n) in counted.items():
+            seen[index[subject], 1], seen[index[subject], 3] = n, late_n  # (``requests`` and ``late``: views)
+        fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
+                         history_hours=known.history_hours, pair=pair, **late)
     hot, calm = fast.hot | known.slow_hot, fast.calm & known.slow_calm
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
