@@ -54,6 +54,11 @@ def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequen
     edges and the whole periods from the watermark on — with the rollup's own filter
     (``Rollup.where``: a feature rollup has no row for an event without a feature). ``marks``: the
     watermarks of a pass (``rollups.watermarks``), computed once for all its reads; else computed here.
+
+    The rollup's conditions are a ``PREWHERE``: they name its sort key's columns only (the period, and the
+    keys ``where`` filters by), which every version of a row shares, so filtering before ``FINAL`` merges
+    the versions is exact, and it merges only the rows asked for (a few customers' hours of ``customer_hours``,
+    not every customer's). Raw's filters stay a ``WHERE``: they are not ``usage_events``' sort key.
     """
     if rollup.having != "1":
         raise ValueError(f"{rollup.name} keeps only some groups of a period: a partial period is another question")
@@ -90,7 +95,7 @@ def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequen
     if on_rollup:
         which, inside = _which(on_rollup)
         parts.append(f"SELECT arrayJoin({which}) AS w, {keys}, {names} FROM {rollup.name} FINAL "
-                     f"WHERE ({inside}) AND ({where})")
+                     f"PREWHERE ({inside}) AND ({where})")
     if on_raw or not on_rollup:  # (only empty windows: a subquery with the columns and no rows)
         which, inside = _which(on_raw)
         parts.append(f"SELECT arrayJoin(ws) AS w, {keys}, {names} FROM ("
@@ -156,6 +161,7 @@ def layered(asks: Sequence[Ask], measures: Sequence[str], *, name: str,
     instant is read exactly once, so the answer is raw ``FINAL``'s to the last digit. One read per table
     for all asks, each a set of primary-key ranges, and each watermark computed once (``WITH``). Rows
     are mergeable: sum them per ``w``. ``marks``: watermarks computed beforehand (``rollups.watermarks``).
+    A layer's conditions are a ``PREWHERE``, as in :func:`windowed` (``where`` names key columns only).
     """
     if not asks:
         raise ValueError("no asks")
@@ -200,7 +206,7 @@ def layered(asks: Sequence[Ask], measures: Sequence[str], *, name: str,
     for table, conds in by_table.items():
         which, inside = _which(conds)
         parts.append(f"SELECT w, {', '.join(f'sum({m}) AS {m}' for m in measures)} FROM ("
-                     f"SELECT arrayJoin({which}) AS w, {names} FROM {table} FINAL WHERE {inside}) GROUP BY w")
+                     f"SELECT arrayJoin({which}) AS w, {names} FROM {table} FINAL PREWHERE {inside}) GROUP BY w")
     which, inside = _which(on_raw)
     of_raw = {m.name: m.of_raw for m in rollups.MEASURES}
     parts.append(f"SELECT arrayJoin(ws) AS w, {names} FROM (SELECT {which} AS ws, "
