@@ -9,6 +9,7 @@ from decimal import Decimal
 from spendstream.alerting import digest
 from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
 from spendstream.alerting.destinations import Destination, pagerduty_event
+from spendstream.detect import baseline
 from spendstream.schemas.alert import Alert
 from tests.test_alert_delivery import Receiver
 
@@ -33,6 +34,27 @@ def routes(tag: str, *, slack: Receiver | None = None, pagerduty: Receiver | Non
                                         routing_key="K"))
         chosen.append(Route(destination=f"pd-{tag}", subjects=[tag], min_severity="error"))
     return AlertRouting(destinations=destinations, routes=chosen)
+
+
+def deliver_passes(store, tag: str, times, detect, *, refresh: bool = False) -> tuple[list[dict], list[dict], list]:
+    """A pass at each of ``times``: ``detect(store, at)``'s alerts on ``tag``'s subjects stored and delivered
+    through :func:`routes` (the baselines refreshed first if ``refresh``); (PagerDuty bodies, Slack bodies, every
+    stored alert)."""
+    slack, pagerduty = Receiver(), Receiver()
+    stored = []
+    try:
+        routing = routes(tag, slack=slack, pagerduty=pagerduty)
+        for at in times:
+            if refresh:
+                baseline.refresh(store, at)
+            alerts = [a for a in detect(store, at) if tag in a.subject]
+            stored += alerts
+            store_new_alerts(store, alerts)
+            Notifier(store, routing, clock=lambda at=at: at).run_pass()
+    finally:
+        slack.close()
+        pagerduty.close()
+    return pagerduty.bodies(), slack.bodies(), stored
 
 
 class Clock:

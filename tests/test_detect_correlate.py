@@ -14,13 +14,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from spendstream.alerting.delivery import Notifier, store_new_alerts
-from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.correlate import Step, correlate
 from spendstream.detect.incidents import Incident
 from spendstream.detect.retry_storm import detect_retry_storms
 from tests.test_alert_delivery import Receiver
-from tests.test_alert_routing import _alert, routes
+from tests.test_alert_routing import _alert, deliver_passes, routes
 from tests.test_spend_anomaly import _calls, _store
 
 T = datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc)
@@ -130,21 +129,9 @@ def _run(store, tag: str, now: datetime, abuses: list[tuple[str, str, int]], *,
     """Passes every 5 minutes from ``now`` for ``minutes``, delivering after each; (PagerDuty bodies, Slack texts,
     every stored spend alert of ``tag``)."""
     _world(store, tag, now, abuses, bursts)
-    slack, pagerduty = Receiver(), Receiver()
-    stored = []
-    try:
-        routing = routes(tag, slack=slack, pagerduty=pagerduty)
-        for minute in range(0, minutes + 5, 5):
-            at = now + timedelta(minutes=minute)
-            baseline.refresh(store, at)
-            alerts = [a for a in detect_spend_anomalies(store, at) if tag in a.subject]
-            stored += alerts
-            store_new_alerts(store, alerts)
-            Notifier(store, routing, clock=lambda at=at: at).run_pass()
-    finally:
-        slack.close()
-        pagerduty.close()
-    return pagerduty.bodies(), [b["text"] for b in slack.bodies()], stored
+    pages, slack, stored = deliver_passes(store, tag, [now + timedelta(minutes=m) for m in range(0, minutes + 5, 5)],
+                                          detect_spend_anomalies, refresh=True)
+    return pages, [b["text"] for b in slack], stored
 
 
 @pytest.mark.integration
@@ -231,20 +218,8 @@ def test_an_agent_loop_pages_once_for_its_feature_and_its_customer_and_resolves_
          "ts": (now - timedelta(minutes=9) + timedelta(seconds=30 * k)).isoformat(), "feature": feature,
          "customer": customer, "prefix_fingerprint": "f00d", "input_tokens": 40_000, "output_tokens": 500}
         for k in range(30)])
-    slack, pagerduty = Receiver(), Receiver()
-    stored = []
-    try:
-        routing = routes(tag, slack=slack, pagerduty=pagerduty)
-        for minute in range(0, 60, 5):
-            at = now + timedelta(minutes=minute)
-            alerts = [a for a in detect_retry_storms(embedded_store, at) if tag in a.subject]
-            stored += alerts
-            store_new_alerts(embedded_store, alerts)
-            Notifier(embedded_store, routing, clock=lambda at=at: at).run_pass()
-    finally:
-        slack.close()
-        pagerduty.close()
-    pages = pagerduty.bodies()
+    pages, slack, stored = deliver_passes(embedded_store, tag, [now + timedelta(minutes=m) for m in range(0, 60, 5)],
+                                          detect_retry_storms)
     assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
     assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
     assert pages[0]["payload"]["component"] == f"feature={feature},customer={customer}"
@@ -252,7 +227,7 @@ def test_an_agent_loop_pages_once_for_its_feature_and_its_customer_and_resolves_
     assert f"customer={customer} on feature={feature}: " in summary
     assert f"also lifts customer={customer} and feature={feature}" in summary
     assert "most repeated request shape" in summary
-    assert len(slack.bodies()) == 2  # Slack: the same trigger and resolve
+    assert len(slack) == 2  # Slack: the same trigger and resolve
     # the feature's and the customer's alerts are stored, part of the pair's incident, and resolve with it
     attached = [a for a in stored if a.correlated_with]
     assert {a.subject for a in attached} == {f"feature={feature}", f"customer={customer}"}

@@ -22,6 +22,7 @@ from spendstream.sinks.rows import usage_table
 from spendstream.sinks.store import query_result, sql_time
 from spendstream.sinks.writer import SinkWriter
 from tests.test_alert_delivery import Receiver
+from tests.test_alert_routing import deliver_passes
 
 NOW = datetime(2023, 8, 16, 12, 0, tzinfo=timezone.utc)  # a year no other test writes to
 
@@ -235,29 +236,11 @@ def test_a_slow_burn_that_dips_for_25_minutes_is_one_incident_one_trigger_one_re
                 events.append({**ok, "event_id": f"{run}-{n}-a1", "attempt": 1, "status": "error", "http_status": 500})
     for chunk in range(0, len(events), 5_000):
         _store(embedded_store, events[chunk:chunk + 5_000])
-    slack, pagerduty = Receiver(), Receiver()
-    stored = []
-    try:
-        routing = AlertRouting(
-            destinations=[Destination(name=f"slack-{run}", kind="slack", url=slack.url("/hook")),
-                          Destination(name=f"pd-{run}", kind="pagerduty", url=pagerduty.url("/v2/enqueue"),
-                                      routing_key="K")],
-            routes=[Route(destination=f"slack-{run}", subjects=[run]),
-                    Route(destination=f"pd-{run}", subjects=[run], min_severity="error")])
-        for minute in range(30, 300, 5):
-            at = t0 + timedelta(minutes=minute)
-            baseline.refresh(embedded_store, at)
-            alerts = [a for a in detect_retry_storms(embedded_store, at) if run in a.subject]
-            stored += alerts
-            store_new_alerts(embedded_store, alerts)
-            Notifier(embedded_store, routing, clock=lambda at=at: at).run_pass()
-    finally:
-        slack.close()
-        pagerduty.close()
-    pages = pagerduty.bodies()
+    pages, slack, stored = deliver_passes(embedded_store, run, [t0 + timedelta(minutes=m) for m in range(30, 300, 5)],
+                                          detect_retry_storms, refresh=True)
     assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
     assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
-    assert len(slack.bodies()) == 2
+    assert len(slack) == 2
     (fired,) = [a for a in stored if a.state == "firing"]
     (resolved,) = [a for a in stored if a.state == "resolved"]
     # found within the first burn; told over after the second, once the two hours hold no burn
