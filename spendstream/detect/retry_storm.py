@@ -158,25 +158,29 @@ def pair_windows(querier: TextQuerier, *, start: datetime, end: datetime, pairs:
     return {s: (a, f, Decimal(usd)) for s, a, f, usd in rows}
 
 
-def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime) -> dict[str, tuple[float, float]]:
+def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime, subject: str = _SUBJECTS,
+                    keys: str = "1", params: Mapping[str, str] | None = None) -> dict[str, tuple[float, float]]:
     """Per subject: (the most distinct requests of one fingerprinted shape, USD of the repeats beyond each
-    shape's first)."""
+    shape's first). ``subject``: the subjects an event counts for (SQL); ``keys``: a condition on the events'
+    feature and customer, with its ``params``."""
     rows = query_result(querier, f"""
         SELECT subject, max(n), sum(repeated) FROM (
-            SELECT {_SUBJECTS} AS subject, n, repeated FROM (
+            SELECT {subject} AS subject, n, repeated FROM (
                 SELECT feature, customer, toFloat64(uniqExact(ifNull(request_id, event_id))) AS n,
                        toFloat64(sum(ifNull(total_cost, 0))) * (n - 1) / n AS repeated
                 FROM usage_events FINAL
                 WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND attempt = 1
-                      AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != ''
+                      AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != '' AND {keys}
                 GROUP BY feature, customer, prefix_fingerprint, model, input_tokens
                 HAVING n >= 2))
-        WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(end)}).rows
+        WHERE NOT endsWith(subject, '=') GROUP BY subject""",
+                        {"a": sql_time(start), "b": sql_time(end)} | dict(params or {})).rows
     return {s: (float(n), float(usd)) for s, n, usd in rows}
 
 
-def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta,
-               marks: Mapping[str, datetime] | None = None) -> dict[str, tuple[float, float]]:
+def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta, marks: Mapping[str, datetime] | None = None,
+               subject: str = _SUBJECTS, keys: str = "1", params: Mapping[str, str] | None = None
+               ) -> dict[str, tuple[float, float]]:
     """Per subject: (the most distinct requests of one fingerprinted shape that repeated within ten minutes, summed
     over the ten-minute periods from ``slow`` before ``now``'s through ``now``; USD of the repeats beyond the first).
 
@@ -184,16 +188,17 @@ def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta,
     watermark and raw after: whole periods, so the same answer as raw's, in rows that only loops make."""
     rollup = shapes.LOOP_SHAPES
     start = _floor(now, rollup.step) - slow
-    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')}"
+    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')} AND " + keys
     rows = query_result(querier, f"""
         SELECT subject, max(n), sum(repeated) FROM (
-            SELECT {_SUBJECTS} AS subject, n, repeated FROM (
+            SELECT {subject} AS subject, n, repeated FROM (
                 SELECT feature, customer, toFloat64(sum(requests)) AS n,
                        toFloat64(ifNull(sum(cost_usd), 0)) * (n - 1) / n AS repeated
                 FROM {rollups.columns(rollup, "{t}", ["requests", "cost_usd"], where_rollup=bounds,
                                       where_raw=bounds.replace("{t}", "ts"), marks=marks)}
                 GROUP BY feature, customer, model, prefix_fingerprint, input_tokens))
-        WHERE NOT endsWith(subject, '=') GROUP BY subject""", {"a": sql_time(start), "b": sql_time(now)}).rows
+        WHERE NOT endsWith(subject, '=') GROUP BY subject""",
+                        {"a": sql_time(start), "b": sql_time(now)} | dict(params or {})).rows
     return {s: (float(n), float(usd)) for s, n, usd in rows}
 
 
@@ -212,29 +217,8 @@ def pair_loops(querier: TextQuerier, *, start: datetime, end: datetime, slow: ti
         return {}, {}
     keys = "feature IN {f:Array(String)} AND customer IN {c:Array(String)}"
     named = {"f": _array(sorted(f)), "c": _array(sorted(c))}
-    pair = "concat('feature=', feature, ',customer=', customer)"
-    fast = query_result(querier, f"""
-        SELECT {pair} AS subject, max(n), sum(repeated) FROM (
-            SELECT feature, customer, toFloat64(uniqExact(ifNull(request_id, event_id))) AS n,
-                   toFloat64(sum(ifNull(total_cost, 0))) * (n - 1) / n AS repeated
-            FROM usage_events FINAL
-            WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND attempt = 1
-                  AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != '' AND {keys}
-            GROUP BY feature, customer, prefix_fingerprint, model, input_tokens
-            HAVING n >= 2)
-        GROUP BY feature, customer""", {"a": sql_time(start), "b": sql_time(end)} | named).rows
-    rollup = shapes.LOOP_SHAPES
-    bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')} AND " + keys
-    slowly = query_result(querier, f"""
-        SELECT {pair} AS subject, max(n), sum(repeated) FROM (
-            SELECT feature, customer, toFloat64(sum(requests)) AS n,
-                   toFloat64(ifNull(sum(cost_usd), 0)) * (n - 1) / n AS repeated
-            FROM {rollups.columns(rollup, "{t}", ["requests", "cost_usd"], where_rollup=bounds,
-                                  where_raw=bounds.replace("{t}", "ts"), marks=marks)}
-            GROUP BY feature, customer, model, prefix_fingerprint, input_tokens)
-        GROUP BY feature, customer""", {"a": sql_time(_floor(end, rollup.step) - slow), "b": sql_time(end)} | named
-                          ).rows
-    return ({s: (float(n), float(usd)) for s, n, usd in fast}, {s: (float(n), float(usd)) for s, n, usd in slowly})
+    return (repeated_shapes(querier, start=start, end=end, subject=baseline.PAIR_SQL, keys=keys, params=named),
+            slow_loops(querier, now=end, slow=slow, marks=marks, subject=baseline.PAIR_SQL, keys=keys, params=named))
 
 
 def _floor(at: datetime, step: timedelta) -> datetime:
