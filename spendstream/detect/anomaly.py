@@ -31,7 +31,7 @@ from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.schemas.alert import Alert
-from spendstream.sinks.store import Store, query_result, sql_time
+from spendstream.sinks.store import Store, query_result, sql_strings, sql_time
 
 KINDS = ("spend_anomaly", "new_spender")
 
@@ -67,14 +67,14 @@ def recent_requests(store: Store, subjects: Collection[str], *, start: datetime,
     and in ``[since, end)``, from raw ``FINAL``; a subject with none is absent."""
     if not subjects:
         return {}
-    listed = "[" + ",".join("'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'" for s in sorted(subjects)) + "]"
     rows = query_result(store, f"""
         SELECT subject, toFloat64(uniqExact(request)),
                toFloat64(uniqExactIf(request, ts >= {{c:DateTime64(3, 'UTC')}}))
         FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, ts, ifNull(request_id, event_id) AS request
               FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE subject IN {{s:Array(String)}} GROUP BY subject""",
-                        {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start), "s": listed}).rows
+                        {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
+                         "s": sql_strings(subjects)}).rows
     return {str(s): (float(n), float(late)) for s, n, late in rows}
 
 

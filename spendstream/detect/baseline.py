@@ -40,7 +40,7 @@ from spendstream.detect import subject_hours as stored_hours
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.detect.subject_hours import PAIR_MARK, PAIR_SQL  # a feature × customer's name (retry_storm too)
-from spendstream.sinks.store import ArrowQuerier, Store, TextQuerier, query_result, sql_time
+from spendstream.sinks.store import ArrowQuerier, Store, TextQuerier, query_result, sql_strings, sql_time
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +315,7 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
     which = "1"
     if subjects is not None:
         which = f"(subject IN (SELECT arrayJoin({{subjects:Array(String)}})) OR ({or_where}))"
-        params["subjects"] = "[" + ",".join("'" + x.replace("\\", "\\\\").replace("'", "\\'") + "'"
-                                            for x in sorted(subjects)) + "]"  # an Array(String) literal
+        params["subjects"] = sql_strings(subjects)
     rows = query_result(querier, f"""
         SELECT subject, requests, cost, peak_cost, dispersion, fail_ratio, history_hours, slow_hot, slow_calm,
                slow_excess_usd, day_cost

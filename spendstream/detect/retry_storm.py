@@ -64,7 +64,7 @@ from spendstream.detect.storm import RetryStormRule, settled
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
 from spendstream.sinks import rollups, shapes
-from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
+from spendstream.sinks.store import Store, TextQuerier, query_result, sql_strings, sql_time
 
 KIND = "retry_storm"
 STORM_WARMUP_HOURS = 24
@@ -136,7 +136,7 @@ def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime, cu
     rows = query_result(querier, f"""
         SELECT concat('customer=', customer), ifNull(provider, ''), toFloat64(sum(attempts)),
                toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0)
-        FROM {periods} GROUP BY customer, provider""", params | {"c": _array(sorted(customers))}).rows
+        FROM {periods} GROUP BY customer, provider""", params | {"c": sql_strings(customers)}).rows
     return {(s, p): (a, f, Decimal(usd)) for s, p, a, f, usd in rows}
 
 
@@ -154,7 +154,7 @@ def pair_windows(querier: TextQuerier, *, start: datetime, end: datetime, pairs:
     rows = query_result(querier, f"""
         SELECT concat('feature=', feature, ',customer=', customer), toFloat64(sum(attempts)),
                toFloat64(sum(failed_attempts)), ifNull(sum(failed_cost_usd), 0)
-        FROM {periods} GROUP BY feature, customer""", params | {"p": _array(sorted(pairs))}).rows
+        FROM {periods} GROUP BY feature, customer""", params | {"p": sql_strings(pairs)}).rows
     return {s: (a, f, Decimal(usd)) for s, a, f, usd in rows}
 
 
@@ -216,7 +216,7 @@ def pair_loops(querier: TextQuerier, *, start: datetime, end: datetime, slow: ti
     if not f or not c:
         return {}, {}
     keys = "feature IN {f:Array(String)} AND customer IN {c:Array(String)}"
-    named = {"f": _array(sorted(f)), "c": _array(sorted(c))}
+    named = {"f": sql_strings(f), "c": sql_strings(c)}
     return (repeated_shapes(querier, start=start, end=end, subject=baseline.PAIR_SQL, keys=keys, params=named),
             slow_loops(querier, now=end, slow=slow, marks=marks, subject=baseline.PAIR_SQL, keys=keys, params=named))
 
@@ -257,11 +257,6 @@ def merged(fast: list[dict], features: dict[tuple[str, str], tuple],
         out.append(row(r, slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))))
     return out + [row({"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
                        **dict.fromkeys(_MIX, 0)}, slow) for (s, p), slow in slow_of.items()]
-
-
-def _array(values: list[str]) -> str:
-    """An Array(String) query parameter in ClickHouse's text form."""
-    return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
 
 
 def _is_pair(subject: str) -> bool:

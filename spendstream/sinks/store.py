@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -88,6 +88,11 @@ def sql_time(at: datetime) -> str:
     """An instant as a ``{name:DateTime64(3, 'UTC')}`` query parameter value."""
     return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
+
+
+def sql_strings(values: Iterable[str]) -> str:
+    """Strings, sorted, as an ``{name:Array(String)}`` query parameter value (ClickHouse's text form)."""
+    return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in sorted(values)) + "]"
 
 def arrow_table(stream: bytes) -> pa.Table:
     """An ``ArrowStream`` result; an empty table when the result had no rows."""
