@@ -20,6 +20,7 @@ from spendstream.detect.incidents import Incident
 from spendstream.detect.retry_storm import detect_retry_storms
 from tests.test_alert_delivery import Receiver
 from tests.test_alert_routing import _alert, deliver_passes, routes
+from tests.test_retry_storm import _maintain, _write
 from tests.test_spend_anomaly import _calls, _store
 
 T = datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc)
@@ -236,3 +237,61 @@ def test_an_agent_loop_pages_once_for_its_feature_and_its_customer_and_resolves_
     # the loop ran until now + 5.5 min: it resolved once its window had been calm for three passes
     (resolved,) = [a for a in stored if not a.correlated_with and a.state == "resolved"]
     assert resolved.created_at == now + timedelta(minutes=25)
+
+
+def test_a_feature_and_a_customer_that_rise_by_about_as_much_with_no_pair_open_are_one_incident() -> None:
+    # a spike on a busy pair: the pair is held to its busy-hour peak and does not cross it, its feature and its
+    # customer do, by about the same dollars
+    steps = correlate({"feature=chat": _open("feature=chat", 13.2), "customer=c24": _open("customer=c24", 14.7)},
+                      TEAMS)
+    assert _roots(steps) == {"feature=chat": "customer=c24", "customer=c24": ""}
+    assert [s for s, st in steps.items() if st.transition == "firing" and not st.after.root] == ["customer=c24"]
+    # the customer paged first; the feature rises as much a pass later (a burn: a pair has no slow window): it joins
+    later = correlate({"customer=c24": _open("customer=c24", 10.0, before="firing"),
+                       "feature=chat": _open("feature=chat", 8.0)}, TEAMS)
+    assert _roots(later) == {"feature=chat": "customer=c24", "customer=c24": ""}
+    assert later["customer=c24"].transition is None  # nothing sent again; the feature's trigger is stored, attached
+    # not alike: two incidents; and an open pair that holds little of the feature says they are not one actor
+    assert _roots(correlate({"feature=chat": _open("feature=chat", 30.0), "customer=c24": _open("customer=c24", 9.0)},
+                            TEAMS)) == {"feature=chat": "", "customer=c24": ""}
+    small = correlate({"feature=chat": _open("feature=chat", 14.0), "customer=c24": _open("customer=c24", 14.0),
+                       PAIR: _open(PAIR, 2.0)}, TEAMS)
+    assert _roots(small)["feature=chat"] == ""
+
+
+@pytest.mark.integration
+def test_a_slow_burn_on_one_customers_feature_pages_once_for_both_and_resolves_once(embedded_store) -> None:
+    """A feature that is one customer's fails 2 % for a day (beside another's on the same provider), then 9 % for three
+    hours (a slow burn: never a storm in ten minutes). The feature and the customer both burn; their pair is judged
+    on its ten minutes only, so nothing joined them: PagerDuty got trigger, trigger, resolve, resolve. Now the
+    two rose alike with no pair to tell them apart: one incident, one trigger, one resolve, naming both."""
+    run, t0 = uuid.uuid4().hex[:8], datetime(2025, 6, 11, 6, 0, tzinfo=timezone.utc)  # a month no other test uses
+    feature, customer = f"pburn-{run}", f"pburn-{run}-c"
+    events, n = [], 0
+    for m in range(-30 * 60, 330):  # ten calls a minute, eight of them the customer's on its feature
+        for k in range(10):
+            n += 1
+            who, on = (customer, feature) if k < 8 else (f"pburn-{run}-other", f"pburn-{run}-other")
+            fail_every = 11 if who == customer and 0 <= m < 180 else 53  # primes: spread over callers
+            fails = n % fail_every == 0
+            ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": 2 if fails else 1,
+                  "ts": (t0 + timedelta(minutes=m, seconds=6 * k)).isoformat(), "status": "ok",
+                  "provider": "openai", "model": "gpt-4o-mini", "feature": on, "customer": who,
+                  "input_tokens": 1_000, "output_tokens": 20}
+            events.append(ok)
+            if fails:
+                events.append({**ok, "event_id": f"{run}-{n}-a1", "attempt": 1, "status": "error", "http_status": 500})
+    for chunk in range(0, len(events), 5_000):  # through the writer, its rollups maintained: a customer's baseline
+        _write(embedded_store, events[chunk:chunk + 5_000])  # (its history, usual ratio) is its hours' rollup
+    _maintain(embedded_store)
+    pages, slack, stored = deliver_passes(embedded_store, run, [t0 + timedelta(minutes=m) for m in range(30, 330, 5)],
+                                          detect_retry_storms, refresh=True)
+    assert {a.subject for a in stored if a.state == "firing"} >= {f"feature={feature}", f"customer={customer}"}
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    assert len(slack) == 2
+    summary = pages[0]["payload"]["summary"]
+    assert "also lifts" in summary and f"feature={feature}" in summary and f"customer={customer}" in summary
+    attached = [a for a in stored if a.correlated_with]
+    assert {a.correlated_with for a in attached} == {pages[0]["dedup_key"]}
+    assert sorted(a.state for a in attached) == ["firing", "resolved"]

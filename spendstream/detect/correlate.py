@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from spendstream.detect.incidents import Incident, Transition, worse
 
 SHARE = 0.5
+SAME = 0.7  # a feature and a customer within this ratio of each other's rise, no pair open: one actor
 PAIR_MARK = ",customer="  # as spendstream.detect.baseline names a feature × customer pair
 
 
@@ -109,6 +110,8 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
                 link[s] = max(holders, key=lambda p: (excess[p], p))
             elif customer not in open_:  # one customer's pairs hot together are one actor's doing, even when the
                 link[s] = customer       # customer as a whole is not over its line (a creep over its features)
+    for s, c in same_rise(open_, excess, link).items():
+        link[s] = c
     groups: dict[str, list[str]] = defaultdict(list)
     for s in open_:
         top, seen = s, {s}
@@ -160,6 +163,25 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             severity = worse(st.after.severity, worst.get(st.after.dedup_key, "info"))
             if severity != st.after.severity:
                 out[s] = replace(st, after=replace(st.after, severity=severity), transition=st.transition or "firing")
+    return out
+
+
+def same_rise(open_: Collection[str], excess: Mapping[str, float], link: Mapping[str, str], *,
+              same: float = SAME) -> dict[str, str]:
+    """Features to join the open customer that rose by about as much (within ``same``), when no open pair of the
+    two says how much of one is the other: a pair held to its busy-hour peak that a spike on it does not cross, or
+    a slow burn (a pair is judged on its fast window only). One actor lifting the feature it all but fills and
+    itself: one incident. Only subjects that nothing else explains (not linked yet) are joined, each feature to
+    the closest such customer."""
+    out: dict[str, str] = {}
+    customers = [c for c in open_ if c.startswith("customer=") and c not in link and excess[c] > 0]
+    for f in open_:
+        if not f.startswith("feature=") or PAIR_MARK in f or f in link or excess[f] <= 0:
+            continue
+        near = [c for c in customers if f"{f},{c}" not in open_
+                and min(excess[f], excess[c]) >= same * max(excess[f], excess[c])]
+        if near:
+            out[f] = min(near, key=lambda c: (abs(excess[c] - excess[f]), c))
     return out
 
 
