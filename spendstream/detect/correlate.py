@@ -16,6 +16,9 @@ firing):
   abusing three features: no pair explains the customer, it is the root and the pairs join it);
   pairs of one customer that is not open themselves are one group (one actor: a creep over its
   features lifts its pairs and not yet the customer), under the largest;
+- a feature and a customer that **rose alike** (:func:`same_rise`: excesses within ``SAME`` of each other, no
+  open pair of the two, neither explained) are one actor's: a spike on a busy pair held to its busy-hour peak,
+  or a slow burn on one customer's feature (a pair has no slow window);
 - following those links from any subject ends at its group's root. The root's incident is
   delivered; every other member's incident is stored *attached* to it (``Incident.root``: the
   root's dedup key), its alerts kept in ``alerts`` with ``correlated_with`` and not delivered.
