@@ -25,7 +25,7 @@ not alerted again), and so are events of that period that arrive late within the
 The spend is read from the rollups (:func:`spend_in`, through
 :func:`~spendstream.detect.windows.layered`): the period's closed days from a day rollup
 (``team_days``, ``feature_days``, ``customer_days``), the days after its watermark (today, a
-day a late event reopened) from an hour rollup (``usage_hours``, ``customer_hours``), and the
+day a late event reopened) from an hour rollup (``usage_hours``, ``customer_provider_hours``), and the
 partial hours at the window's ends from raw: a pass reads about a day, not a month.
 """
 
@@ -153,9 +153,11 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]], *,
 
 
 # Whole days, then whole hours: customers from their own rollups (a month of customer_hours is raw's size at
-# many customers), everything else from the compact hours. team_days rolls up every event, so all spend too.
+# many customers; their hours sorted by customer, so a customer's today reads its rows, not every customer's),
+# everything else from the compact hours. team_days rolls up every event, so all spend too.
 _LAYERS = {None: (rollups.TEAM_DAYS, rollups.HOURS), "team": (rollups.TEAM_DAYS, rollups.HOURS),
-           "feature": (rollups.FEATURE_DAYS, rollups.HOURS), "customer": (shapes.CUSTOMER_DAYS, rollups.CUSTOMER_HOURS)}
+           "feature": (rollups.FEATURE_DAYS, rollups.HOURS),
+           "customer": (shapes.CUSTOMER_DAYS, rollups.CUSTOMER_PROVIDER_HOURS)}
 _PER_QUERY = 50  # each budget adds about a kB of SQL; ClickHouse parses up to 256 KiB by default
 
 

@@ -82,7 +82,7 @@ _MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
 
 
 # the rollups a pass reads (whose watermarks it needs)
-ROLLUPS = (shapes.FEATURE_FAILURES, shapes.LOOP_SHAPES, rollups.CUSTOMER_HOURS)
+ROLLUPS = (shapes.FEATURE_FAILURES, shapes.LOOP_SHAPES, rollups.CUSTOMER_PROVIDER_HOURS, rollups.CUSTOMER_HOURS)
 
 
 def pass_marks(querier: TextQuerier) -> dict[str, datetime]:
@@ -129,12 +129,13 @@ def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime, cu
                      marks: Mapping[str, datetime] | None = None
                      ) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
     """(``customer=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``
-    for the ``customers`` named: whole hours from ``customer_hours``, the partial hours at the edges and
-    anything past its watermark from raw (:func:`~spendstream.detect.windows.windowed`). Two hours hold
-    one whole hour at most times of the hour, so raw is read for about half of them."""
+    for the ``customers`` named: whole hours from ``customer_provider_hours`` (sorted by customer: their rows,
+    not every customer's of the hour), the partial hours at the edges and anything past its watermark from raw
+    (:func:`~spendstream.detect.windows.windowed`). Two hours hold one whole hour at most times of the hour, so
+    raw is read for about half of them."""
     if not customers:
         return {}
-    periods, params = windowed(rollups.CUSTOMER_HOURS, [Window(start, end)],
+    periods, params = windowed(rollups.CUSTOMER_PROVIDER_HOURS, [Window(start, end)],
                                ["attempts", "failed_attempts", "failed_cost_usd"], name="c",
                                where="customer IN {c:Array(String)}", marks=marks)
     rows = query_result(querier, f"""
