@@ -1,5 +1,7 @@
 """The whole detection pass (budgets, retry storms, spend anomalies, as notify runs them): wall and CPU per run.
 
+A pass computes the rollups' watermarks once for budgets and storms, as a round of ``alerting/cycle.py`` does.
+
     python bench/detection_pass_cpu.py DIR --result /work/scratch/rs/read_scale_5000000.json --runs 9
     python bench/detection_pass_cpu.py DIR --result ... --at 10:17 --refresh   # at that time of the last day
 
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from spendstream.detect.anomaly import detect_spend_anomalies  # noqa: E402
 from spendstream.detect.baseline import refresh  # noqa: E402
 from spendstream.detect.budgets import Budget, evaluate  # noqa: E402
+from spendstream.detect.pass_marks import pass_marks  # noqa: E402
 from spendstream.detect.retry_storm import detect_retry_storms  # noqa: E402
 from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
 from spendstream.sinks.migrations import migrate  # noqa: E402
@@ -71,7 +74,9 @@ def main() -> int:
     try:
         for run in range(args.runs + 1):
             began, cpu = time.perf_counter(), time.process_time()
-            evaluate(store, budgets, now) + detect_retry_storms(store, now) + detect_spend_anomalies(store, now)
+            marks = pass_marks(store, budgets)  # once for budgets and storms, as a round of the cycle
+            evaluate(store, budgets, now, marks=marks) + detect_retry_storms(store, now, marks=marks) + \
+                detect_spend_anomalies(store, now)
             if run:
                 walls.append(time.perf_counter() - began)
                 cpus.append(time.process_time() - cpu)

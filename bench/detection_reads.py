@@ -29,6 +29,7 @@ from spendstream.detect.anomaly import detect_spend_anomalies  # noqa: E402
 from spendstream.detect.baseline import refresh as refresh_baselines  # noqa: E402
 from spendstream.detect.budgets import Budget, evaluate  # noqa: E402
 from spendstream.detect.cost_drift import CostDriftDetector, detect_cost_drift  # noqa: E402
+from spendstream.detect.pass_marks import pass_marks  # noqa: E402
 from spendstream.detect.retry_storm import detect_retry_storms  # noqa: E402
 from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
 from spendstream.sinks.migrations import migrate  # noqa: E402
@@ -90,10 +91,13 @@ def main() -> int:
     try:
         migrate(store)
         recording = Recording(store)
+        marks: dict[str, datetime] = {}
         detectors: dict[str, Callable[[], object]] = {
             "baselines (hourly)": lambda: refresh_baselines(recording, now),  # type: ignore[arg-type]
-            "budgets": lambda: evaluate(recording, budgets, now),
-            "retry storms": lambda: detect_retry_storms(recording, now),  # type: ignore[arg-type]
+            # the round's watermarks, once for budgets and storms (alerting/cycle.py): counted on their own
+            "watermarks": lambda: marks.update(pass_marks(recording, budgets)),
+            "budgets": lambda: evaluate(recording, budgets, now, marks=marks),
+            "retry storms": lambda: detect_retry_storms(recording, now, marks=marks),  # type: ignore[arg-type]
             "spend anomalies": lambda: detect_spend_anomalies(recording, now),  # type: ignore[arg-type]
             "cost drift": lambda: detect_cost_drift(recording, now, CostDriftDetector()),
         }

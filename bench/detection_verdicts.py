@@ -23,6 +23,7 @@ from spendstream.detect import state
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.budgets import Budget, evaluate
 from spendstream.detect.incidents import Hysteresis
+from spendstream.detect.pass_marks import pass_marks
 from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.sinks.embedded import EmbeddedStore
 
@@ -55,8 +56,9 @@ def main() -> int:
         now = end - timedelta(hours=args.hours)
         while now <= end:
             out.append({"now": str(now)})
-            for alert in evaluate(store, budgets, now) + detect_retry_storms(store, now) + detect_spend_anomalies(
-                    store, now):
+            marks = pass_marks(store, budgets)  # once for budgets and storms, as a round of the cycle
+            for alert in evaluate(store, budgets, now, marks=marks) + detect_retry_storms(
+                    store, now, marks=marks) + detect_spend_anomalies(store, now):
                 out.append({k: str(v) for k, v in alert.model_dump().items() if k != "id"})
             now += timedelta(minutes=5)
     finally:

@@ -180,20 +180,22 @@ def test_the_slow_window_reads_features_from_their_rollup(embedded_store) -> Non
 
 @pytest.mark.integration
 def test_the_slow_window_reads_named_customers_from_their_hours(embedded_store) -> None:
-    """A ``customer_hours`` row that raw does not back shows up for a customer named, and only then: the
+    """A ``customer_provider_hours`` row that raw does not back shows up for a customer named, and only then: the
     customers' slow window does read the rollup (its whole hour), and filters it by name."""
     store, ghost = embedded_store, f"ghost-{uuid.uuid4().hex[:6]}"
     _maintain(store)
     hour = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)  # the slow window's whole hour
-    store.command(f"INSERT INTO customer_hours (hour, customer, provider, attempts, failed_attempts, failed_cost_usd, "
-                  f"version) VALUES ('{hour:%Y-%m-%d %H:%M:%S}', '{ghost}', 'openai', 10, 4, 1.25, now64(3))")
+    store.command(f"INSERT INTO customer_provider_hours (hour, customer, provider, attempts, failed_attempts, "
+                  f"failed_cost_usd, version) VALUES ('{hour:%Y-%m-%d %H:%M:%S}', '{ghost}', 'openai', 10, 4, 1.25, "
+                  "now64(3))")
     try:
         got = customer_windows(store, start=NOW - SLOW, end=NOW, customers=[ghost, "someone-else"])
         assert got == {(f"customer={ghost}", "openai"): (10.0, 4.0, Decimal("1.25"))}
         assert customer_windows(store, start=NOW - SLOW, end=NOW, customers=["someone-else"]) == {}
         assert customer_windows(store, start=NOW - SLOW, end=hour, customers=[ghost]) == {}  # not a whole hour of it
     finally:
-        store.command(f"ALTER TABLE customer_hours DELETE WHERE customer = '{ghost}' SETTINGS mutations_sync = 2")
+        store.command(f"ALTER TABLE customer_provider_hours DELETE WHERE customer = '{ghost}' "
+                      "SETTINGS mutations_sync = 2")
 
 
 @pytest.mark.integration

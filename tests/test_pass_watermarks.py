@@ -3,7 +3,8 @@ and a read given them answers what raw ``usage_events FINAL`` answers, to the la
 
 Compared with nothing maintained (every marked period pending), after the maintainer's pass, after a
 late event reopens a closed hour, for a rollup never maintained (no ``rollup_state`` row), and with the
-current minute still being written (its marks newer than any computation).
+current minute still being written (its marks newer than any computation). A round of the alerting cycle
+computes them once for budgets and retry storms (:mod:`spendstream.detect.pass_marks`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pytest
 
 from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
+from spendstream.alerting.cycle import AlertCycle, AlertingConfig
 from spendstream.batches import SourceRecord
-from spendstream.detect.budgets import Budget, spend_in
+from spendstream.detect import pass_marks as one_pass
+from spendstream.detect.budgets import Budget, layers_of, spend_in
 from spendstream.detect.retry_storm import customer_windows, feature_windows, pass_marks, slow_loops
 from spendstream.detect.windows import Window
 from spendstream.pricing import Pricer
@@ -71,6 +74,9 @@ def _assert_reads_equal_raw(store, run: str, now: datetime) -> None:
         WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')} AND customer = {c:String}""",
                          {"a": sql_time(now - timedelta(hours=30)), "b": sql_time(now), "c": f"{run}-c0"}).scalar()
     assert spend_in(store, [(budget, Window(now - timedelta(hours=30), now))]) == [spent] and spent > 0
+    shared = one_pass.pass_marks(store, [budget])  # what a round of the cycle hands budgets and storms
+    assert spend_in(store, [(budget, Window(now - timedelta(hours=30), now))], marks=shared) == [spent]
+    assert customer_windows(store, start=now - slow, end=now, customers=customers, marks=shared) == got
 
 
 @pytest.mark.integration
@@ -100,3 +106,22 @@ def test_a_pass_s_watermarks_in_one_statement_equal_each_rollup_s_own(embedded_s
     _maintain(store)
     _assert_marks_agree(store)
     _assert_reads_equal_raw(store, run, now)
+
+
+@pytest.mark.integration
+def test_a_round_computes_the_watermarks_of_budgets_and_storms_once(embedded_store, monkeypatch) -> None:
+    asked: list[list[str]] = []
+    watermarks = rollups.watermarks
+
+    def counted(querier, grains):
+        asked.append(sorted(r.name for r in grains))
+        return watermarks(querier, grains)
+
+    monkeypatch.setattr(rollups, "watermarks", counted)
+    budgets = (Budget(name="c", customer="pw-nobody", amount_usd=1), Budget(name="t", team="pw-none", amount_usd=1),
+               Budget(name="all", amount_usd=1_000_000_000))
+    report = AlertCycle(embedded_store, AlertingConfig(budgets=budgets), pass_deadline_s=10).run()
+    assert report.detector_errors == {}
+    storms = {"feature_failures", "loop_shapes", "customer_hours"}
+    assert asked == [sorted(storms | {r.name for r in layers_of(budgets)})]
+    assert {"customer_days", "team_days", "usage_hours"} <= set(asked[0])

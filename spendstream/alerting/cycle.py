@@ -2,12 +2,13 @@
 leader both run it.
 
 Detection (the hourly baselines, then budgets, retry storms, spend anomalies, cost drift) stores each new
-alert in ``alerts``, the outbox. The baselines are re-learned once an hour; a long-running cycle (the worker's
-leader, ``notify`` without ``--once``) only starts that refresh, beside the round
-(:mod:`spendstream.alerting.refresher`), and the round's detectors use the newest stored baselines meanwhile;
-a single round (``notify --once``) runs it first, so it is complete. Delivery
-(:class:`~spendstream.alerting.delivery.Notifier`) then sends what each destination has not settled.
-Detection runs without destinations too: the alerts are stored, readable with SQL and delivered once
+alert in ``alerts``, the outbox. Budgets and retry storms read rollups: the round computes their watermarks
+once, after the baselines, and hands them to both (:func:`~spendstream.detect.pass_marks.pass_marks`). The
+baselines are re-learned once an hour; a long-running cycle (the worker's leader, ``notify`` without
+``--once``) only starts that refresh, beside the round (:mod:`spendstream.alerting.refresher`), and the round's
+detectors use the newest stored baselines meanwhile; a single round (``notify --once``) runs it first, so it
+is complete. Delivery (:class:`~spendstream.alerting.delivery.Notifier`) then sends what each destination has
+not settled. Detection runs without destinations too: the alerts are stored, readable with SQL and delivered once
 routes exist. A detector that fails costs its own alerts for this round, not the other detectors' nor
 the delivery of what is already stored.
 
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 
 from spendstream.alerting.delivery import AlertRouting, Notifier, PassReport, load_routing, store_new_alerts
@@ -33,6 +35,7 @@ from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.baseline import refresh as refresh_baselines
 from spendstream.detect.budgets import Budget, evaluate, load_budgets
 from spendstream.detect.cost_drift import CostDriftDetector, detect_cost_drift
+from spendstream.detect.pass_marks import pass_marks
 from spendstream.detect.retry_storm import detect_retry_storms
 from spendstream.schemas.alert import Alert
 from spendstream.settings import Settings
@@ -103,12 +106,16 @@ class AlertCycle:
         Raises only what the store raises while storing alerts or reading the outbox; a detector's failure is
         logged and reported instead."""
         started, now = time.monotonic(), self.clock()
+        budgets = list(self.config.budgets)
+        # once per round, when the first detector asks (after the baselines: not minutes stale); a failure
+        # is each asking detector's error, as its own watermark statement's would be
+        marks = cache(lambda: pass_marks(self.store, budgets))
         detectors: dict[str, Callable[[], list[Alert]]] = {
             # once an hour: what the two below expect (without it they use the last hour's, then nothing)
             "baselines": (lambda: self._refresh_beside(now)) if self.refresher else (
                 lambda: _no_alerts(refresh_baselines(self.store, now))),
-            "budgets": lambda: evaluate(self.store, list(self.config.budgets), now),
-            "retry storms": lambda: detect_retry_storms(self.store, now),
+            "budgets": lambda: evaluate(self.store, budgets, now, marks=marks()),
+            "retry storms": lambda: detect_retry_storms(self.store, now, marks=marks()),
             "spend anomalies": lambda: detect_spend_anomalies(self.store, now),
             "cost drift": lambda: detect_cost_drift(self.store, now, self.config.cost_drift),
         }

@@ -25,13 +25,13 @@ not alerted again), and so are events of that period that arrive late within the
 The spend is read from the rollups (:func:`spend_in`, through
 :func:`~spendstream.detect.windows.layered`): the period's closed days from a day rollup
 (``team_days``, ``feature_days``, ``customer_days``), the days after its watermark (today, a
-day a late event reopened) from an hour rollup (``usage_hours``, ``customer_hours``), and the
+day a late event reopened) from an hour rollup (``usage_hours``, ``customer_provider_hours``), and the
 partial hours at the window's ends from raw: a pass reads about a day, not a month.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -111,23 +111,32 @@ def load_budgets(path: str | Path | None) -> list[Budget]:
     return parsed.budgets if parsed else []
 
 
+def layers_of(budgets: Sequence[Budget]) -> tuple[rollups.Rollup, ...]:
+    """The rollups :func:`spend_in` reads for ``budgets`` (whose watermarks it needs), each once."""
+    layers = (layer for budget in budgets for layer in _LAYERS[budget.scope[0] if budget.scope else None])
+    return tuple({layer.name: layer for layer in layers}.values())
+
+
 def spend_so_far(querier: TextQuerier, budgets: Sequence[Budget], now: datetime) -> list[Decimal]:
     """What each budget's scope spent (priced events) in its period until ``now``, to the last digit of raw
     ``FINAL``."""
     return spend_in(querier, [(budget, Window(budget.period_of(now)[0], now)) for budget in budgets])
 
 
-def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> list[Decimal]:
+def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]], *,
+             marks: Mapping[str, datetime] | None = None) -> list[Decimal]:
     """What each budget's scope spent (priced events) in its window, to the last digit of raw ``FINAL``.
 
     One statement per ``_PER_QUERY`` windows (:func:`~spendstream.detect.windows.layered`): closed days
     from the day rollups, the open days from the hour rollups, the partial hours at the windows' ends
     from raw, each table read once for all of them, every watermark computed once beforehand
-    (:func:`~spendstream.sinks.rollups.watermarks`: one statement rather than a subquery per layer).
+    (:func:`~spendstream.sinks.rollups.watermarks`: one statement rather than a subquery per layer), or
+    given as ``marks``: a detection pass's, computed once for all its detectors
+    (:func:`~spendstream.detect.pass_marks.pass_marks`).
     """
     out: list[Decimal] = []
-    used = {layer.name: layer for budget, _ in asks for layer in _LAYERS[budget.scope[0] if budget.scope else None]}
-    marks = rollups.watermarks(querier, list(used.values()))  # once, not once per layer and statement
+    if marks is None:  # once, not once per layer and statement
+        marks = rollups.watermarks(querier, list(layers_of([budget for budget, _ in asks])))
     for first in range(0, len(asks), _PER_QUERY):
         chunk, params = [], {}
         for i, (budget, budget_window) in enumerate(asks[first:first + _PER_QUERY]):
@@ -144,9 +153,11 @@ def spend_in(querier: TextQuerier, asks: Sequence[tuple[Budget, Window]]) -> lis
 
 
 # Whole days, then whole hours: customers from their own rollups (a month of customer_hours is raw's size at
-# many customers), everything else from the compact hours. team_days rolls up every event, so all spend too.
+# many customers; their hours sorted by customer, so a customer's today reads its rows, not every customer's),
+# everything else from the compact hours. team_days rolls up every event, so all spend too.
 _LAYERS = {None: (rollups.TEAM_DAYS, rollups.HOURS), "team": (rollups.TEAM_DAYS, rollups.HOURS),
-           "feature": (rollups.FEATURE_DAYS, rollups.HOURS), "customer": (shapes.CUSTOMER_DAYS, rollups.CUSTOMER_HOURS)}
+           "feature": (rollups.FEATURE_DAYS, rollups.HOURS),
+           "customer": (shapes.CUSTOMER_DAYS, rollups.CUSTOMER_PROVIDER_HOURS)}
 _PER_QUERY = 50  # each budget adds about a kB of SQL; ClickHouse parses up to 256 KiB by default
 
 
@@ -167,16 +178,18 @@ def periods(budget: Budget, now: datetime, *, closed_grace: timedelta = CLOSED_P
 
 
 def evaluate(querier: TextQuerier, budgets: list[Budget], now: datetime, *,
-             closed_grace: timedelta = CLOSED_PERIOD_GRACE) -> list[Alert]:
+             closed_grace: timedelta = CLOSED_PERIOD_GRACE, marks: Mapping[str, datetime] | None = None
+             ) -> list[Alert]:
     """One alert per threshold each budget has crossed in its current period, and in the period that closed less
     than ``closed_grace`` before ``now`` (its whole spend: a crossing in its last minutes is alerted here).
 
     An alert's dedup key names the budget, the period's start and the threshold, whichever pass raises it, so
     storing the alerts of every pass (:func:`~spendstream.alerting.delivery.store_new_alerts`) alerts each
-    crossing once."""
+    crossing once. ``marks``: the pass's watermarks (:func:`~spendstream.detect.pass_marks.pass_marks`), else
+    computed here."""
     asks = [(budget, start, end) for budget in budgets
             for start, end in periods(budget, now, closed_grace=closed_grace)]
-    spent = spend_in(querier, [(budget, Window(start, min(end, now))) for budget, start, end in asks])
+    spent = spend_in(querier, [(budget, Window(start, min(end, now))) for budget, start, end in asks], marks=marks)
     return [alert for (budget, start, end), spent_usd in zip(asks, spent, strict=True)
             for alert in _crossings(budget, start=start, end=end, spent_usd=spent_usd, now=now)]
 

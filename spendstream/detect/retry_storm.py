@@ -81,9 +81,13 @@ _FAST_SUBJECTS = ("arrayJoin([concat('feature=', ifNull(feature, '')), concat('c
 _MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
 
 
+# the rollups a pass reads (whose watermarks it needs)
+ROLLUPS = (shapes.FEATURE_FAILURES, shapes.LOOP_SHAPES, rollups.CUSTOMER_PROVIDER_HOURS, rollups.CUSTOMER_HOURS)
+
+
 def pass_marks(querier: TextQuerier) -> dict[str, datetime]:
     """The watermarks of the rollups a pass reads, in one statement (each computed in place cost ~12 ms)."""
-    return rollups.watermarks(querier, (shapes.FEATURE_FAILURES, shapes.LOOP_SHAPES, rollups.CUSTOMER_HOURS))
+    return rollups.watermarks(querier, ROLLUPS)
 
 
 def fast_window(store: Store, *, start: datetime, end: datetime) -> list[dict]:
@@ -125,12 +129,13 @@ def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime, cu
                      marks: Mapping[str, datetime] | None = None
                      ) -> dict[tuple[str, str], tuple[float, float, Decimal]]:
     """(``customer=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``
-    for the ``customers`` named: whole hours from ``customer_hours``, the partial hours at the edges and
-    anything past its watermark from raw (:func:`~spendstream.detect.windows.windowed`). Two hours hold
-    one whole hour at most times of the hour, so raw is read for about half of them."""
+    for the ``customers`` named: whole hours from ``customer_provider_hours`` (sorted by customer: their rows,
+    not every customer's of the hour), the partial hours at the edges and anything past its watermark from raw
+    (:func:`~spendstream.detect.windows.windowed`). Two hours hold one whole hour at most times of the hour, so
+    raw is read for about half of them."""
     if not customers:
         return {}
-    periods, params = windowed(rollups.CUSTOMER_HOURS, [Window(start, end)],
+    periods, params = windowed(rollups.CUSTOMER_PROVIDER_HOURS, [Window(start, end)],
                                ["attempts", "failed_attempts", "failed_cost_usd"], name="c",
                                where="customer IN {c:Array(String)}", marks=marks)
     rows = query_result(querier, f"""
@@ -316,11 +321,14 @@ def _loop_pairs(querier: TextQuerier, rule: RetryStormRule, *, now: datetime, lo
 
 
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
-                        hysteresis: Hysteresis | None = None) -> list[Alert]:
-    """Alerts to store now (storms firing or resolved); the incidents' state is saved."""
+                        hysteresis: Hysteresis | None = None, marks: Mapping[str, datetime] | None = None
+                        ) -> list[Alert]:
+    """Alerts to store now (storms firing or resolved); the incidents' state is saved. ``marks``: the pass's
+    watermarks (:func:`~spendstream.detect.pass_marks.pass_marks`: computed once for budgets and storms), else
+    computed here (:func:`pass_marks`)."""
     rule, hysteresis = rule or RetryStormRule(), hysteresis or HYSTERESIS
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
-    marks = pass_marks(store)
+    marks = pass_marks(store) if marks is None else marks
     loops = repeated_shapes(store, start=now - window, end=now)
     slowly = slow_loops(store, now=now, slow=slow, marks=marks)
     loops |= {s: (0.0, 0.0) for s in slowly if s not in loops}

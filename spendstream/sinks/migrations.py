@@ -703,6 +703,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         TTL written_at + INTERVAL 120 DAY
         """,
     )),
+    Migration(28, "a customer's hours sorted by customer: a customer budget's today and the storm pass's customers", (
+        rollups.table_ddl(rollups.CUSTOMER_PROVIDER_HOURS),
+        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS)),
+        rollups.backfill_grains(rollups.DETECTOR_GRAINS),  # from the raw events already stored
+    )),
 )
 
 

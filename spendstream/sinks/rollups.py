@@ -115,6 +115,9 @@ class Rollup:
     # partial period is then another question (it has fewer repeats): ``windows.windowed`` refuses such a rollup.
     having: str = "1"
     of_mark: str = ""  # SQL: its period of a rollup_marks row, where not the ``floor`` of its minute
+    # its sort key, where not (period, keys…): the period and every key, in another order (a reader that asks
+    # for a few keys' periods reads their rows, not every key's of those periods)
+    order: tuple[str, ...] = ()
 
     @property
     def watermark_column(self) -> str:
@@ -168,9 +171,19 @@ def table_ddl(rollup: Rollup, *, name: str | None = None) -> str:
         )
         ENGINE = ReplacingMergeTree(version)
         PARTITION BY toYYYYMM({rollup.period})
-        ORDER BY ({rollup.period}, {", ".join(rollup.keys)})
+        ORDER BY ({", ".join(_sort_key(rollup))})
         SETTINGS allow_nullable_key = 1
         """
+
+
+def _sort_key(rollup: Rollup) -> tuple[str, ...]:
+    """``rollup``'s sort key: its ``order``, else the period, then the keys. Rows that share it are versions of one
+    row (``ReplacingMergeTree``), so it holds the period and every key, once each."""
+    if not rollup.order:
+        return (rollup.period, *rollup.keys)
+    if sorted(rollup.order) != sorted((rollup.period, *rollup.keys)):
+        raise ValueError(f"{rollup.name}'s order {rollup.order} is not its period and keys, once each")
+    return rollup.order
 
 
 def regroup(source: Rollup, target: Rollup, *, into: str) -> str:
@@ -402,10 +415,11 @@ def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
 
 
 def all_grains() -> tuple[Rollup, ...]:
-    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes and ``READER_GRAINS``."""
+    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes, ``READER_GRAINS`` and
+    ``DETECTOR_GRAINS``."""
     from spendstream.sinks.shapes import SHAPES  # shapes defines its rollups with this module's types
 
-    return (*ROLLUPS, *SHAPES, *READER_GRAINS)
+    return (*ROLLUPS, *SHAPES, *READER_GRAINS, *DETECTOR_GRAINS)
 
 
 def forget_periods(store: Store, minutes: pa.Table) -> None:
@@ -702,6 +716,17 @@ UNPRICED_HOURS = Rollup("unpriced_hours", "hour", "toStartOfHour(ts)", timedelta
                         key_types=(("unpriced_reason", "Nullable(String)"),))
 LATER_GRAINS = (TEAM_DAYS, FEATURE_DAYS, OVERRIDE_HOURS, UNPRICED_HOURS)  # migration 22's
 READER_GRAINS = (DEPLOYMENT_MINUTES, *LATER_GRAINS)
+
+# A customer's hours, customer first: what a customer budget's today and the retry-storm pass's named customers
+# read (detect/budgets.py, detect/retry_storm.py). customer_hours is sorted by (hour, team, feature, customer, …),
+# so a few customers' hours read every customer's rows of those hours: a customer budget's today at 50M events
+# read 425,984 rows for a few hundred. Sorted by customer, a customer's hours are a range of the key. Hours, as
+# customer_hours: what is read from raw is at most the open hour and the partial hours at a window's edges.
+CUSTOMER_PROVIDER_HOURS = Rollup("customer_provider_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
+                                 ("customer", "provider"), order=("customer", "hour", "provider"),
+                                 measures=tuple(m for m in MEASURES if m.name in (
+                                     "attempts", "failed_attempts", "cost_usd", "failed_cost_usd")))
+DETECTOR_GRAINS = (CUSTOMER_PROVIDER_HOURS,)  # migration 28's
 
 
 def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
