@@ -11,6 +11,8 @@
 - ``team_daily(since, until)`` and ``feature_daily(since, until)`` (migration 22): requests counted per
   day × team (× feature), from ``team_days``/``feature_days`` up to their watermark and the hours' request
   sets after it.
+- ``top_spenders(since, until, top)`` (migration 28): the ``top`` team × feature × customer keys by cost over
+  whole days, reading ``customer_key_days`` (sorted customer first) for the few customers that can hold one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MEASURES, Rollup, watermark_sql
+from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MEASURES, Rollup, columns, watermark_sql
 
 SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
 
@@ -132,3 +134,66 @@ def counted_days_view(name: str, days: Rollup, hours: Rollup = HOURS) -> str:
         SELECT period AS day, {keys}, {merged} FROM {after} GROUP BY day, {keys}
         """
     return f"CREATE OR REPLACE VIEW {name} AS\n{computed_once(select, (days, hours))}"
+
+
+def top_spenders_view(name: str, keys_days: Rollup, customer_days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str:
+    """``top_spenders(since, until, top)``: the ``top`` team × feature × customer keys by cost over the days
+    ``since <= day < until`` (``Date`` parameters; keys with something priced), exact, ordered by cost, then keys.
+
+    No stored cost is negative, so a key costs at most its customer's total. The ``top`` largest keys of
+    the ``top`` largest customers give a floor under the ``top``-th key (0 when they hold fewer), and only a
+    customer whose total reaches it can hold a key of the answer (a key tied at the last place included):
+    those customers' keys alone are read from ``keys_days``, sorted customer first, so the sort key skips
+    the rest. NULL and '' customers are one candidate (a wider set, never a narrower one).
+
+    Whole days before ``cut`` (both day rollups' watermarks) come from the day rollups; the rest (today, a
+    day a late event reopened) from ``hours`` and raw, grouped per key once into the scalar ``tail`` that
+    the totals, the floor and the answer all read. Every piece is a top-level ``WITH`` scalar, computed
+    once per query: written as nested subqueries, each was computed again wherever it was written
+    (BENCHMARKS.md, "Top spenders from a customer-first day rollup"), and a ``MATERIALIZED`` CTE did not
+    help (``enable_materialized_cte``, off by default in chdb 26.9, changed nothing measured).
+    """
+    since, until = "toDateTime({since:Date}, 'UTC')", "toDateTime({until:Date}, 'UTC')"
+    measures = ["attempts", "cost_usd", "unpriced_attempts"]
+    after = columns(hours, "{t}", measures, where_rollup="{t} >= greatest(ts_since, cut) AND {t} < ts_until",
+                    where_raw="{t} >= greatest(ts_since, cut) AND {t} < ts_until")
+    after = after.replace(watermark_sql(hours), "hours_watermark")  # written twice by ``columns``
+    closed = "day >= ts_since AND day < least(ts_until, cut)"
+    # customers as candidates: the keys' rows of customers in an array, the sort key reaching them
+    def keys_of(customers: str) -> str:
+        return f"""
+            SELECT team, feature, customer, cost_usd, attempts, unpriced_attempts FROM {keys_days.name} FINAL
+            WHERE {closed} AND (customer IN {customers} OR customer IS NULL AND has({customers}, ''))
+            UNION ALL
+            SELECT k.2, k.3, k.4, k.5, k.6, k.7 FROM (SELECT arrayJoin(tail) AS k) WHERE has({customers}, k.1)"""
+
+    def ranked(customers: str) -> str:
+        return f"""
+            SELECT team, feature, customer, sum(cost_usd) AS cost_usd FROM ({keys_of(customers)})
+            GROUP BY team, feature, customer HAVING sum(attempts) > sum(unpriced_attempts)
+            ORDER BY cost_usd DESC, team, feature, customer LIMIT {{top:UInt32}}"""
+
+    return f"""
+        CREATE OR REPLACE VIEW {name} AS
+        WITH {since} AS ts_since, {until} AS ts_until,
+             ({watermark_sql(keys_days)}) AS keys_watermark,
+             ({watermark_sql(customer_days)}) AS customers_watermark,
+             ({watermark_sql(hours)}) AS hours_watermark,
+             least(keys_watermark, customers_watermark) AS cut,
+             (SELECT groupArray((ifNull(customer, ''), team, feature, customer, cost_usd, attempts,
+                                 unpriced_attempts))
+              FROM (SELECT team, feature, customer, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
+                           sum(unpriced_attempts) AS unpriced_attempts
+                    FROM {after} GROUP BY team, feature, customer)) AS tail,
+             (SELECT arrayReverseSort(x -> x.1, groupArray((total, c)))
+              FROM (SELECT c, sum(cost) AS total
+                    FROM (SELECT ifNull(customer, '') AS c, cost_usd AS cost FROM {customer_days.name} FINAL
+                          WHERE {closed}
+                          UNION ALL
+                          SELECT k.1, k.5 FROM (SELECT arrayJoin(tail) AS k))
+                    GROUP BY c)) AS totals,
+             arrayMap(x -> x.2, arraySlice(totals, 1, {{top:UInt32}})) AS leaders,
+             (SELECT if(count() < {{top:UInt32}}, 0, min(cost_usd)) FROM ({ranked("leaders")})) AS floor,
+             arrayMap(x -> x.2, arrayFilter(x -> x.1 >= floor, totals)) AS candidates
+        {ranked("candidates")}
+        """

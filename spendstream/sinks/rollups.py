@@ -115,6 +115,7 @@ class Rollup:
     # partial period is then another question (it has fewer repeats): ``windows.windowed`` refuses such a rollup.
     having: str = "1"
     of_mark: str = ""  # SQL: its period of a rollup_marks row, where not the ``floor`` of its minute
+    order: tuple[str, ...] = ()  # its table's sort key, where not (period, *keys)
 
     @property
     def watermark_column(self) -> str:
@@ -168,7 +169,7 @@ def table_ddl(rollup: Rollup, *, name: str | None = None) -> str:
         )
         ENGINE = ReplacingMergeTree(version)
         PARTITION BY toYYYYMM({rollup.period})
-        ORDER BY ({rollup.period}, {", ".join(rollup.keys)})
+        ORDER BY ({", ".join(rollup.order or (rollup.period, *rollup.keys))})
         SETTINGS allow_nullable_key = 1
         """
 
@@ -402,10 +403,11 @@ def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
 
 
 def all_grains() -> tuple[Rollup, ...]:
-    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes and ``READER_GRAINS``."""
+    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes, ``READER_GRAINS`` and
+    ``RANKING_GRAINS``."""
     from spendstream.sinks.shapes import SHAPES  # shapes defines its rollups with this module's types
 
-    return (*ROLLUPS, *SHAPES, *READER_GRAINS)
+    return (*ROLLUPS, *SHAPES, *READER_GRAINS, *RANKING_GRAINS)
 
 
 def forget_periods(store: Store, minutes: pa.Table) -> None:
@@ -702,6 +704,18 @@ UNPRICED_HOURS = Rollup("unpriced_hours", "hour", "toStartOfHour(ts)", timedelta
                         key_types=(("unpriced_reason", "Nullable(String)"),))
 LATER_GRAINS = (TEAM_DAYS, FEATURE_DAYS, OVERRIDE_HOURS, UNPRICED_HOURS)  # migration 22's
 READER_GRAINS = (DEPLOYMENT_MINUTES, *LATER_GRAINS)
+# Customer-keyed rankings (top spenders, movers): per day × customer × team × feature, sorted customer first, so
+# that a query naming a few customers reads their rows alone. customer_hours is sorted hour first: a filter on
+# customer prunes none of a week's rows there (BENCHMARKS.md, "Top spenders: an exact top-k pruned by customer
+# totals does not pay"). A PROJECTION ordered by customer would not serve: ClickHouse reads no projection under
+# FINAL, which these versioned rows need. Whole days, recomputed like customer_days (at most every ten minutes
+# after a late event; readers take a pending day from customer_hours meanwhile).
+CUSTOMER_KEY_DAYS = Rollup("customer_key_days", "day", "toStartOfDay(ts)", timedelta(days=1),
+                           ("customer", "team", "feature"),
+                           measures=tuple(m for m in MEASURES if m.name in ("attempts", "cost_usd",
+                                                                            "unpriced_attempts")),
+                           min_recompute_s=600.0, order=("customer", "day", "team", "feature"))
+RANKING_GRAINS = (CUSTOMER_KEY_DAYS,)  # migration 28's
 
 
 def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
