@@ -159,11 +159,11 @@ def top_spenders_view(name: str, keys_days: Rollup, customer_days: Rollup, hours
                     where_raw="{t} >= greatest(ts_since, cut) AND {t} < ts_until")
     after = after.replace(watermark_sql(hours), "hours_watermark")  # written twice by ``columns``
     closed = "day >= ts_since AND day < least(ts_until, cut)"
-    # customers as candidates: the keys' rows of customers in an array, the sort key reaching them
+    # the keys' rows of the customers in an array: `has` lets the sort key skip the others, `customer IN array` did not
     def keys_of(customers: str) -> str:
         return f"""
             SELECT team, feature, customer, cost_usd, attempts, unpriced_attempts FROM {keys_days.name} FINAL
-            WHERE {closed} AND (customer IN {customers} OR customer IS NULL AND has({customers}, ''))
+            WHERE {closed} AND (has({customers}, customer) OR customer IS NULL AND has({customers}, ''))
             UNION ALL
             SELECT k.2, k.3, k.4, k.5, k.6, k.7 FROM (SELECT arrayJoin(tail) AS k) WHERE has({customers}, k.1)"""
 
