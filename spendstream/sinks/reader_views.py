@@ -140,18 +140,18 @@ def top_spenders_view(name: str, keys_days: Rollup, customer_days: Rollup, hours
     """``top_spenders(since, until, top)``: the ``top`` team × feature × customer keys by cost over the days
     ``since <= day < until`` (``Date`` parameters; keys with something priced), exact, ordered by cost, then keys.
 
-    No stored cost is negative, so a key costs at most its customer's total. The ``top`` largest keys of
-    the ``top`` largest customers give a floor under the ``top``-th key (0 when they hold fewer), and only a
-    customer whose total reaches it can hold a key of the answer (a key tied at the last place included):
-    those customers' keys alone are read from ``keys_days``, sorted customer first, so the sort key skips
-    the rest. NULL and '' customers are one candidate (a wider set, never a narrower one).
+    No stored cost is negative, so a key costs at most its customer's total, and at least its cost over
+    part of the range. The ``top`` largest customers' keys over the closed days give a floor under the
+    ``top``-th key (0 when they hold fewer), and only a customer whose total reaches it can hold a key of
+    the answer (a key tied at the last place included): those customers' keys alone are grouped, read
+    from ``keys_days``, sorted customer first, so its sort key skips the rest. NULL and '' customers are
+    one candidate (a wider set, never a narrower one).
 
-    Whole days before ``cut`` (both day rollups' watermarks) come from the day rollups; the rest (today, a
-    day a late event reopened) from ``hours`` and raw, grouped per key once into the scalar ``tail`` that
-    the totals, the floor and the answer all read. Every piece is a top-level ``WITH`` scalar, computed
-    once per query: written as nested subqueries, each was computed again wherever it was written
-    (BENCHMARKS.md, "Top spenders from a customer-first day rollup"), and a ``MATERIALIZED`` CTE did not
-    help (``enable_materialized_cte``, off by default in chdb 26.9, changed nothing measured).
+    Whole days before ``cut`` (both day rollups' watermarks) come from the day rollups; the rest (today,
+    a day a late event reopened) from ``hours`` and raw, read twice: grouped per customer for the totals,
+    and filtered to the candidates for the answer (grouping it per key, nearly one key an event, is what
+    costs). The totals and the floor are top-level ``WITH`` scalars, computed once per query: written as
+    nested subqueries, each was computed again wherever it was written (BENCHMARKS.md, s8-topk8).
     """
     since, until = "toDateTime({since:Date}, 'UTC')", "toDateTime({until:Date}, 'UTC')"
     measures = ["attempts", "cost_usd", "unpriced_attempts"]
@@ -159,17 +159,16 @@ def top_spenders_view(name: str, keys_days: Rollup, customer_days: Rollup, hours
                     where_raw="{t} >= greatest(ts_since, cut) AND {t} < ts_until")
     after = after.replace(watermark_sql(hours), "hours_watermark")  # written twice by ``columns``
     closed = "day >= ts_since AND day < least(ts_until, cut)"
-    # the keys' rows of the customers in an array: `has` lets the sort key skip the others, `customer IN array` did not
-    def keys_of(customers: str) -> str:
-        return f"""
-            SELECT team, feature, customer, cost_usd, attempts, unpriced_attempts FROM {keys_days.name} FINAL
-            WHERE {closed} AND (has({customers}, customer) OR customer IS NULL AND has({customers}, ''))
-            UNION ALL
-            SELECT k.2, k.3, k.4, k.5, k.6, k.7 FROM (SELECT arrayJoin(tail) AS k) WHERE has({customers}, k.1)"""
+    # `has(array, customer)` lets the sort key skip other customers' rows; `customer IN array` read them all
+    of = "(has({customers}, customer) OR customer IS NULL AND has({customers}, ''))"
 
-    def ranked(customers: str) -> str:
+    def ranked(customers: str, *, tail: bool) -> str:
+        today = (f"UNION ALL SELECT team, feature, customer, cost_usd, attempts, unpriced_attempts FROM {after} "
+                 f"WHERE {of.format(customers=customers)}") if tail else ""
         return f"""
-            SELECT team, feature, customer, sum(cost_usd) AS cost_usd FROM ({keys_of(customers)})
+            SELECT team, feature, customer, sum(cost_usd) AS cost_usd
+            FROM (SELECT team, feature, customer, cost_usd, attempts, unpriced_attempts FROM {keys_days.name} FINAL
+                  WHERE {closed} AND {of.format(customers=customers)} {today})
             GROUP BY team, feature, customer HAVING sum(attempts) > sum(unpriced_attempts)
             ORDER BY cost_usd DESC, team, feature, customer LIMIT {{top:UInt32}}"""
 
@@ -180,20 +179,13 @@ def top_spenders_view(name: str, keys_days: Rollup, customer_days: Rollup, hours
              ({watermark_sql(customer_days)}) AS customers_watermark,
              ({watermark_sql(hours)}) AS hours_watermark,
              least(keys_watermark, customers_watermark) AS cut,
-             (SELECT groupArray((ifNull(customer, ''), team, feature, customer, cost_usd, attempts,
-                                 unpriced_attempts))
-              FROM (SELECT team, feature, customer, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
-                           sum(unpriced_attempts) AS unpriced_attempts
-                    FROM {after} GROUP BY team, feature, customer)) AS tail,
              (SELECT arrayReverseSort(x -> x.1, groupArray((total, c)))
-              FROM (SELECT c, sum(cost) AS total
-                    FROM (SELECT ifNull(customer, '') AS c, cost_usd AS cost FROM {customer_days.name} FINAL
-                          WHERE {closed}
-                          UNION ALL
-                          SELECT k.1, k.5 FROM (SELECT arrayJoin(tail) AS k))
+              FROM (SELECT ifNull(customer, '') AS c, sum(cost_usd) AS total
+                    FROM (SELECT customer, cost_usd FROM {customer_days.name} FINAL WHERE {closed}
+                          UNION ALL SELECT customer, cost_usd FROM {after})
                     GROUP BY c)) AS totals,
              arrayMap(x -> x.2, arraySlice(totals, 1, {{top:UInt32}})) AS leaders,
-             (SELECT if(count() < {{top:UInt32}}, 0, min(cost_usd)) FROM ({ranked("leaders")})) AS floor,
+             (SELECT if(count() < {{top:UInt32}}, 0, min(cost_usd)) FROM ({ranked("leaders", tail=False)})) AS floor,
              arrayMap(x -> x.2, arrayFilter(x -> x.1 >= floor, totals)) AS candidates
-        {ranked("candidates")}
+        {ranked("candidates", tail=True)}
         """
