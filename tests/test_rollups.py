@@ -234,9 +234,10 @@ def regrain_check(path: str) -> None:
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
     tens = store.query("SELECT uniqExact(toStartOfTenMinutes(ts)) FROM usage_events").scalar()
-    # migrations 17, 19-22 and 28 compute the readers' rollups from the raw rows, and record their periods done
+    # migrations 17, 19-22 and 29 compute the readers' rollups from the raw rows, and record their periods done
     assert done == [("advice_hours", hours), ("burst_hours", hours), ("customer_days", days),
-                    ("customer_hours", hours), ("customer_key_days", days), ("deployment_minutes", 200),
+                    ("customer_hours", hours), ("customer_key_days", days), ("customer_key_hours", hours),
+                    ("deployment_minutes", 200),
                     ("feature_days", days),
                     ("feature_failures", windows), ("loop_shapes", tens), ("override_hours", hours),
                     ("prefix_hours", hours), ("prefix_windows", windows), ("report_hours", hours),

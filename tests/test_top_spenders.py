@@ -1,4 +1,4 @@
-"""``top_spenders`` (migration 28) against the same question asked of raw ``usage_events FINAL``, on data
+"""``top_spenders`` (migration 29) against the same question asked of raw ``usage_events FINAL``, on data
 where its pruning by customer totals matters: many customers, one whose total is the largest but spread
 over many small keys, a tie at the k-th place, a NULL customer, a customer priced only after a re-pricing,
 and a late event that reopens a closed day."""

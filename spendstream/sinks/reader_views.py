@@ -11,7 +11,7 @@
 - ``team_daily(since, until)`` and ``feature_daily(since, until)`` (migration 22): requests counted per
   day × team (× feature), from ``team_days``/``feature_days`` up to their watermark and the hours' request
   sets after it.
-- ``top_spenders(since, until, top)`` (migration 28): the ``top`` team × feature × customer keys by cost over
+- ``top_spenders(since, until, top)`` (migration 29): the ``top`` team × feature × customer keys by cost over
   whole days, reading ``customer_key_days`` (sorted customer first) for the few customers that can hold one.
 """
 
@@ -150,8 +150,11 @@ def top_spenders_view(name: str, keys_days: Rollup, customer_days: Rollup, hours
     Whole days before ``cut`` (both day rollups' watermarks) come from the day rollups; the rest (today,
     a day a late event reopened) from ``hours`` and raw, read twice: grouped per customer for the totals,
     and filtered to the candidates for the answer (grouping it per key, nearly one key an event, is what
-    costs). The totals and the floor are top-level ``WITH`` scalars, computed once per query: written as
-    nested subqueries, each was computed again wherever it was written (BENCHMARKS.md, s8-topk8).
+    costs). Migration 29 passes ``customer_key_hours``, sorted by day, then customer: today is one key range
+    of it for the totals, and the candidates' hours of today a few smaller ones (``customer_hours``, sorted
+    hour first, was read in full twice). The totals and the floor are top-level ``WITH`` scalars, computed
+    once per query: written as nested subqueries, each was computed again wherever it was written
+    (BENCHMARKS.md, s8-topk8).
     """
     since, until = "toDateTime({since:Date}, 'UTC')", "toDateTime({until:Date}, 'UTC')"
     measures = ["attempts", "cost_usd", "unpriced_attempts"]

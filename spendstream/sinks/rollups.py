@@ -715,7 +715,14 @@ CUSTOMER_KEY_DAYS = Rollup("customer_key_days", "day", "toStartOfDay(ts)", timed
                            measures=tuple(m for m in MEASURES if m.name in ("attempts", "cost_usd",
                                                                             "unpriced_attempts")),
                            min_recompute_s=600.0, order=("customer", "day", "team", "feature"))
-RANKING_GRAINS = (CUSTOMER_KEY_DAYS,)  # migration 28's
+# Today's hours of the same keys, for the same rankings: the day (its toDate) first, then customer first, so that
+# today is read as one key range and a few customers' hours of it as a few smaller ones. Read from
+# customer_hours (sorted hour first), today cost a ranking two full reads of its rows, which was most of its
+# time at 50M events (BENCHMARKS.md, s12-top12 and s13-top13). Hours, computed once closed like customer_hours.
+CUSTOMER_KEY_HOURS = Rollup("customer_key_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
+                            ("customer", "team", "feature"), measures=CUSTOMER_KEY_DAYS.measures,
+                            order=("toDate(hour)", "customer", "hour", "team", "feature"))
+RANKING_GRAINS = (CUSTOMER_KEY_DAYS, CUSTOMER_KEY_HOURS)  # migration 29's
 
 
 def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
