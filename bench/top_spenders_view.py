@@ -1,5 +1,5 @@
 """Top spenders: the cookbook's question as main asked it (every key of ``customer_hourly``) against
-``top_spenders`` (migration 28), on one migrated store in one process, alternated, rows asserted equal.
+``top_spenders`` (migration 29), on one migrated store in one process, alternated, rows asserted equal.
 
     PYTHONPATH=. .venv/bin/python bench/top_spenders_view.py COPY --result RESULT.json --rounds 6
 
