@@ -343,7 +343,7 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
         check(f"advisor bursts ({span})", sorted(busiest_shares(store, p, BUSIEST).items()),
               sorted((r["feature"], float(r["busiest_share"])) for r in store.query(BURSTS_RAW, p).dicts()))
         check(f"focus unpriced ({span})", [unpriced_events(store, p)], [store.query(UNPRICED_RAW, p).scalar()])
-        for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS, *rollups.RANKING_GRAINS):
+        for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS):
             raw, rolled = _shape_answers(store, rollup, p)
             check(f"{rollup.name} ({span})", rolled, raw)
         check(f"advisor caching ({span})", sorted(str(sorted(r.items())) for r in caching_potential(store, p)),

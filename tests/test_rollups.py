@@ -234,15 +234,13 @@ def regrain_check(path: str) -> None:
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
     tens = store.query("SELECT uniqExact(toStartOfTenMinutes(ts)) FROM usage_events").scalar()
-    # migrations 17, 19-22 and 29 compute the readers' rollups from the raw rows, and record their periods done
+    # migrations 17 and 19-22 compute the readers' rollups from the raw rows, and record their periods done
     assert done == [("advice_hours", hours), ("burst_hours", hours), ("customer_days", days),
-                    ("customer_hours", hours), ("customer_key_days", days), ("customer_key_hours", hours),
-                    ("deployment_minutes", 200),
-                    ("feature_days", days),
+                    ("customer_hours", hours), ("deployment_minutes", 200), ("feature_days", days),
                     ("feature_failures", windows), ("loop_shapes", tens), ("override_hours", hours),
                     ("prefix_hours", hours), ("prefix_windows", windows), ("report_hours", hours),
                     ("team_days", days), ("unpriced_hours", hours), ("usage_hours", hours), ("usage_minutes", 200)]
-    for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS, *rollups.RANKING_GRAINS):
+    for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS):
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
     assert store.query("SELECT count() FROM prefix_windows").scalar() > 0
     assert str(store.query("SELECT customer_hours FROM rollup_watermarks").scalar()) >= f"{now:%Y-%m-%d %H}"

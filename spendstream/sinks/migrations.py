@@ -703,13 +703,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         TTL written_at + INTERVAL 120 DAY
         """,
     )),
-    Migration(29, "customer-keyed rankings: day and hour x customer x team x feature, sorted customer first", (
-        *(rollups.table_ddl(rollup) for rollup in rollups.RANKING_GRAINS),
-        rollups.watermarks_view(rollups.all_grains()),
-        rollups.backfill_grains(rollups.RANKING_GRAINS),  # from the raw events already stored
-        reader_views.top_spenders_view("top_spenders", rollups.CUSTOMER_KEY_DAYS, shapes.CUSTOMER_DAYS,
-                                       rollups.CUSTOMER_KEY_HOURS),
-    )),
 )
 
 

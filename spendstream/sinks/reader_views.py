@@ -11,8 +11,6 @@
 - ``team_daily(since, until)`` and ``feature_daily(since, until)`` (migration 22): requests counted per
   day × team (× feature), from ``team_days``/``feature_days`` up to their watermark and the hours' request
   sets after it.
-- ``top_spenders(since, until, top)`` (migration 29): the ``top`` team × feature × customer keys by cost over
-  whole days, reading ``customer_key_days`` (sorted customer first) for the few customers that can hold one.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MEASURES, Rollup, columns, watermark_sql
+from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MEASURES, Rollup, watermark_sql
 
 SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
 
@@ -134,61 +132,3 @@ def counted_days_view(name: str, days: Rollup, hours: Rollup = HOURS) -> str:
         SELECT period AS day, {keys}, {merged} FROM {after} GROUP BY day, {keys}
         """
     return f"CREATE OR REPLACE VIEW {name} AS\n{computed_once(select, (days, hours))}"
-
-
-def top_spenders_view(name: str, keys_days: Rollup, customer_days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str:
-    """``top_spenders(since, until, top)``: the ``top`` team × feature × customer keys by cost over the days
-    ``since <= day < until`` (``Date`` parameters; keys with something priced), exact, ordered by cost, then keys.
-
-    No stored cost is negative, so a key costs at most its customer's total, and at least its cost over
-    part of the range. The ``top`` largest customers' keys over the closed days give a floor under the
-    ``top``-th key (0 when they hold fewer), and only a customer whose total reaches it can hold a key of
-    the answer (a key tied at the last place included): those customers' keys alone are grouped, read
-    from ``keys_days``, sorted customer first, so its sort key skips the rest. NULL and '' customers are
-    one candidate (a wider set, never a narrower one).
-
-    Whole days before ``cut`` (both day rollups' watermarks) come from the day rollups; the rest (today,
-    a day a late event reopened) from ``hours`` and raw, read twice: grouped per customer for the totals,
-    and filtered to the candidates for the answer (grouping it per key, nearly one key an event, is what
-    costs). Migration 29 passes ``customer_key_hours``, sorted by day, then customer: today is one key range
-    of it for the totals, and the candidates' hours of today a few smaller ones (``customer_hours``, sorted
-    hour first, was read in full twice). The totals and the floor are top-level ``WITH`` scalars, computed
-    once per query: written as nested subqueries, each was computed again wherever it was written
-    (BENCHMARKS.md, s8-topk8).
-    """
-    since, until = "toDateTime({since:Date}, 'UTC')", "toDateTime({until:Date}, 'UTC')"
-    measures = ["attempts", "cost_usd", "unpriced_attempts"]
-    after = columns(hours, "{t}", measures, where_rollup="{t} >= greatest(ts_since, cut) AND {t} < ts_until",
-                    where_raw="{t} >= greatest(ts_since, cut) AND {t} < ts_until")
-    after = after.replace(watermark_sql(hours), "hours_watermark")  # written twice by ``columns``
-    closed = "day >= ts_since AND day < least(ts_until, cut)"
-    # `has(array, customer)` lets the sort key skip other customers' rows; `customer IN array` read them all
-    of = "(has({customers}, customer) OR customer IS NULL AND has({customers}, ''))"
-
-    def ranked(customers: str, *, tail: bool) -> str:
-        today = (f"UNION ALL SELECT team, feature, customer, cost_usd, attempts, unpriced_attempts FROM {after} "
-                 f"WHERE {of.format(customers=customers)}") if tail else ""
-        return f"""
-            SELECT team, feature, customer, sum(cost_usd) AS cost_usd
-            FROM (SELECT team, feature, customer, cost_usd, attempts, unpriced_attempts FROM {keys_days.name} FINAL
-                  WHERE {closed} AND {of.format(customers=customers)} {today})
-            GROUP BY team, feature, customer HAVING sum(attempts) > sum(unpriced_attempts)
-            ORDER BY cost_usd DESC, team, feature, customer LIMIT {{top:UInt32}}"""
-
-    return f"""
-        CREATE OR REPLACE VIEW {name} AS
-        WITH {since} AS ts_since, {until} AS ts_until,
-             ({watermark_sql(keys_days)}) AS keys_watermark,
-             ({watermark_sql(customer_days)}) AS customers_watermark,
-             ({watermark_sql(hours)}) AS hours_watermark,
-             least(keys_watermark, customers_watermark) AS cut,
-             (SELECT arrayReverseSort(x -> x.1, groupArray((total, c)))
-              FROM (SELECT ifNull(customer, '') AS c, sum(cost_usd) AS total
-                    FROM (SELECT customer, cost_usd FROM {customer_days.name} FINAL WHERE {closed}
-                          UNION ALL SELECT customer, cost_usd FROM {after})
-                    GROUP BY c)) AS totals,
-             arrayMap(x -> x.2, arraySlice(totals, 1, {{top:UInt32}})) AS leaders,
-             (SELECT if(count() < {{top:UInt32}}, 0, min(cost_usd)) FROM ({ranked("leaders", tail=False)})) AS floor,
-             arrayMap(x -> x.2, arrayFilter(x -> x.1 >= floor, totals)) AS candidates
-        {ranked("candidates", tail=True)}
-        """

@@ -115,7 +115,6 @@ class Rollup:
     # partial period is then another question (it has fewer repeats): ``windows.windowed`` refuses such a rollup.
     having: str = "1"
     of_mark: str = ""  # SQL: its period of a rollup_marks row, where not the ``floor`` of its minute
-    order: tuple[str, ...] = ()  # its table's sort key, where not (period, *keys)
 
     @property
     def watermark_column(self) -> str:
@@ -169,7 +168,7 @@ def table_ddl(rollup: Rollup, *, name: str | None = None) -> str:
         )
         ENGINE = ReplacingMergeTree(version)
         PARTITION BY toYYYYMM({rollup.period})
-        ORDER BY ({", ".join(rollup.order or (rollup.period, *rollup.keys))})
+        ORDER BY ({rollup.period}, {", ".join(rollup.keys)})
         SETTINGS allow_nullable_key = 1
         """
 
@@ -403,11 +402,10 @@ def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
 
 
 def all_grains() -> tuple[Rollup, ...]:
-    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes, ``READER_GRAINS`` and
-    ``RANKING_GRAINS``."""
+    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes and ``READER_GRAINS``."""
     from spendstream.sinks.shapes import SHAPES  # shapes defines its rollups with this module's types
 
-    return (*ROLLUPS, *SHAPES, *READER_GRAINS, *RANKING_GRAINS)
+    return (*ROLLUPS, *SHAPES, *READER_GRAINS)
 
 
 def forget_periods(store: Store, minutes: pa.Table) -> None:
@@ -704,25 +702,6 @@ UNPRICED_HOURS = Rollup("unpriced_hours", "hour", "toStartOfHour(ts)", timedelta
                         key_types=(("unpriced_reason", "Nullable(String)"),))
 LATER_GRAINS = (TEAM_DAYS, FEATURE_DAYS, OVERRIDE_HOURS, UNPRICED_HOURS)  # migration 22's
 READER_GRAINS = (DEPLOYMENT_MINUTES, *LATER_GRAINS)
-# Customer-keyed rankings (top spenders, movers): per day × customer × team × feature, sorted customer first, so
-# that a query naming a few customers reads their rows alone. customer_hours is sorted hour first: a filter on
-# customer prunes none of a week's rows there (BENCHMARKS.md, "Top spenders: an exact top-k pruned by customer
-# totals does not pay"). A PROJECTION ordered by customer would not serve: ClickHouse reads no projection under
-# FINAL, which these versioned rows need. Whole days, recomputed like customer_days (at most every ten minutes
-# after a late event; readers take a pending day from customer_hours meanwhile).
-CUSTOMER_KEY_DAYS = Rollup("customer_key_days", "day", "toStartOfDay(ts)", timedelta(days=1),
-                           ("customer", "team", "feature"),
-                           measures=tuple(m for m in MEASURES if m.name in ("attempts", "cost_usd",
-                                                                            "unpriced_attempts")),
-                           min_recompute_s=600.0, order=("customer", "day", "team", "feature"))
-# Today's hours of the same keys, for the same rankings: the day (its toDate) first, then customer first, so that
-# today is read as one key range and a few customers' hours of it as a few smaller ones. Read from
-# customer_hours (sorted hour first), today cost a ranking two full reads of its rows, which was most of its
-# time at 50M events (BENCHMARKS.md, s12-top12 and s13-top13). Hours, computed once closed like customer_hours.
-CUSTOMER_KEY_HOURS = Rollup("customer_key_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1),
-                            ("customer", "team", "feature"), measures=CUSTOMER_KEY_DAYS.measures,
-                            order=("toDate(hour)", "customer", "hour", "team", "feature"))
-RANKING_GRAINS = (CUSTOMER_KEY_DAYS, CUSTOMER_KEY_HOURS)  # migration 29's
 
 
 def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str], None]], None]:
