@@ -16,7 +16,8 @@ The model of one subject (a team, feature or customer), per hour of the week:
   neighbours. This is how *schedules* are learned: a job at 02:00 ± 5 min puts its whole
   cost in one 10-minute window of hour 1 or 2 every night, so that window is expected;
   bursty traffic learns its own bursts the same way. Where the day's busiest 10 minutes fall in
-  that hour (± 1) on most days of its kind (a schedule), the peak is at least the second largest
+  that hour (± 1), or its peak there stands far out of the day's hours, on most days of its kind
+  (a schedule), the peak is at least the second largest
   of the subject's own per-day peaks there: a job's nights vary, and its median night times a
   margin sits inside that spread (:func:`_own_nights`);
 - **a typical busiest 10 minutes of a day**: the median, over the last two weeks' days, of
@@ -47,6 +48,7 @@ HOURS_PER_WEEK = 168
 SHRINK = 2.0          # weight, in weeks, of the same-hour-of-day mean against the hour-of-week median
 PEAK_DAYS = 14        # days of peaks (and of same-hour means) that the typical peak is the median of
 OWN_PEAK_RANK = 2     # a schedule's line: the second largest of its own per-day peaks at that hour (± 1)
+STANDS_OUT = 3.0      # ... or where its peak is this many times the day's median hourly peak (a second job)
 SIZE_CV2 = 1.0        # squared coefficient of variation of one request's cost (trace sizes: about 1)
 
 
@@ -138,9 +140,10 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
 
 
 def _own_nights(flat_peak: np.ndarray, weekday: np.ndarray, slot_weekend: np.ndarray) -> np.ndarray:
-    """(S, 168): where a subject's busiest 10 minutes of a day fall at this hour (± 1) on most days of its kind
-    (a schedule: a nightly job, a weekday report, a lunch peak), the ``OWN_PEAK_RANK``-th largest of its per-day
-    peaks there over those days; elsewhere 0.
+    """(S, 168): where a subject's busiest 10 minutes of a day fall at this hour (± 1), or its peak there is
+    ``STANDS_OUT`` × the day's median hourly peak or more, on most days of its kind (a schedule: a nightly job, a
+    weekday report, a lunch peak, a team's second job), the ``OWN_PEAK_RANK``-th largest of its per-day peaks there
+    over those days; elsewhere 0.
 
     A schedule's size varies night to night, so the median of its nights times a margin sits inside its own
     spread, and its larger nights fire. Its upper nights are the line: the second largest, not the largest,
@@ -155,8 +158,10 @@ def _own_nights(flat_peak: np.ndarray, weekday: np.ndarray, slot_weekend: np.nda
     with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
         warnings.simplefilter("ignore", RuntimeWarning)
         busiest = np.nanmax(flat_peak, axis=2)  # (S, days)
-    # the day's busiest 10 minutes lie in this hour ± 1
-    there = (around >= busiest[:, :, None]) & (busiest[:, :, None] > 0)
+        usual = np.nanmedian(flat_peak, axis=2)  # (S, days) the day's median hour
+    # the day's busiest 10 minutes lie in this hour ± 1, or its peak there stands far out of the day's hours
+    there = (((around >= busiest[:, :, None]) | (around >= STANDS_OUT * usual[:, :, None]))
+             & (around > 0) & (busiest[:, :, None] > 0))
     out = np.zeros((subjects, HOURS_PER_WEEK))
     for is_weekday in (True, False):
         pick = weekday == is_weekday
