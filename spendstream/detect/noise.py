@@ -158,7 +158,7 @@ def _own_nights(flat_peak: np.ndarray, weekday: np.ndarray, slot_weekend: np.nda
     with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
         warnings.simplefilter("ignore", RuntimeWarning)
         busiest = np.nanmax(flat_peak, axis=2)  # (S, days)
-        usual = np.nanmedian(flat_peak, axis=2)  # (S, days) the day's median hour
+    usual = _nanmedian(flat_peak.reshape(subjects * days, 24)).reshape(subjects, days)  # the day's median hour
     # the day's busiest 10 minutes lie in this hour ± 1, or its peak there stands far out of the day's hours
     there = (((around >= busiest[:, :, None]) | (around >= STANDS_OUT * usual[:, :, None]))
              & (around > 0) & (busiest[:, :, None] > 0))
