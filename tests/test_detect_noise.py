@@ -130,6 +130,28 @@ def test_a_nightly_job_is_learned_as_expected_and_a_spike_of_the_same_size_at_no
     assert not verdict(12, 2.0, 8).hot[0]       # a busy 10 minutes at noon: within the noise
 
 
+def test_a_schedule_is_held_against_its_own_second_largest_night_and_bursts_at_any_hour_are_not() -> None:
+    """Row 0: a nightly job at 01:xx or 02:xx whose busiest 10 minutes vary night to night; row 1: a busy key
+    whose largest burst of the day lands at a random hour; row 2: a team with the same nightly job and a larger
+    one at 09:00 (its day's busiest); all over two weeks."""
+    rng = np.random.default_rng(4)
+    hours = 2 * 168
+    requests, peak = np.full((3, hours), 20.0), np.full((3, hours), 1.0)
+    nights = np.round(rng.lognormal(np.log(10.0), 0.2, size=14), 2)
+    for day, night in enumerate(nights):
+        peak[[0, 2], day * 24 + int(rng.integers(1, 3))] = night
+        peak[1, day * 24 + int(rng.integers(0, 24))] = night
+        peak[2, day * 24 + 9] = 3 * night
+    profiles = learn(requests=requests, cost=requests * 0.05, attempts=requests, failed=np.zeros_like(requests),
+                     peak_cost=peak, first_hour_of_week=0, first_hour=np.array([0, 0, 0]))
+    top = np.sort(nights[[d for d in range(14) if d % 7 < 5]])  # the weekdays' nights, for a weekday slot
+    assert profiles.peak_cost[0, 2] == pytest.approx(top[-2])      # Monday 02:00: its second largest night
+    assert profiles.peak_cost[0, 2] > 1.2 * np.median(top)         # far above the median night: the case
+    assert profiles.peak_cost[0, 12] == pytest.approx(1.0)         # noon: no job there
+    assert profiles.peak_cost[1].max() < top[-2]                   # bursts at any hour: the median of each hour's
+    assert profiles.peak_cost[2, 2] == pytest.approx(top[-2])      # a team's smaller job: its own nights as well
+
+
 def test_the_first_minutes_of_a_weekend_are_held_against_fridays_last_hour_as_well() -> None:
     """A pass at Saturday 00:05 reads 23:55-00:05: half of it is Friday's (busier) last hour."""
     weeks = 2

@@ -137,3 +137,50 @@ def test_a_second_day_of_growth_under_the_day_floor_fires_from_the_refresh(embed
     fired = [a for at in (now, now + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
              if a.subject == f"customer={tag}" and a.state == "firing"]
     assert len(fired) == 1 and "sustained shift" in fired[0].message
+
+
+def _nightly_job(store, tag: str, first_night: datetime, *, tonight: float) -> tuple[datetime, list[int]]:
+    """A job at 02:00 ± 5 min on 28 nights from ``first_night``, its size night to night lognormal (sigma 0.2,
+    about 40 $0.25 calls over 8 minutes, $7-13 a night as in issue 18's case), then on the 29th night at 02:02
+    ``tonight`` × the largest night so far; that night's 02:00 and the calls per night."""
+    rng = np.random.default_rng(1)
+    sizes = [int(n) for n in np.round(40 * rng.lognormal(0.0, 0.2, size=28))]
+    sizes.append(int(round(tonight * max(sizes))))
+    keys = {"team": f"{tag}-data", "feature": f"{tag}-nightly", "customer": f"{tag}-etl"}
+    events: list[dict] = []
+    for night, calls in enumerate(sizes):
+        start = first_night + timedelta(days=night, minutes=2 if night == 28 else int(rng.integers(-5, 6)))
+        events += _calls(tag, len(events), [start + timedelta(seconds=480 * k / calls) for k in range(calls)],
+                         **keys)
+    _store(store, events)
+    return first_night + timedelta(days=28), sizes
+
+
+def _night_alerts(store, tag: str, night: datetime) -> list:
+    """Every pass from 01:50 to 02:40 of ``night``, each after its hour's refresh: the job's spend alerts."""
+    fired = []
+    for minutes in range(-10, 45, 5):
+        at = night + timedelta(minutes=minutes)
+        baseline.refresh(store, at)
+        fired += [a for a in detect_spend_anomalies(store, at) if tag in a.subject and a.kind == "spend_anomaly"]
+    return fired
+
+
+@pytest.mark.integration
+def test_a_nightly_job_at_the_top_of_its_own_night_to_night_spread_is_not_an_anomaly(embedded_store) -> None:
+    """Issue 18's held-out case: a job's busiest 10 minutes vary night to night, and a typical night times a
+    margin sits inside that spread. A night as large as its largest (30 % over its usual, $13) is the job."""
+    tag = f"night-{uuid.uuid4().hex[:8]}"
+    night, sizes = _nightly_job(embedded_store, tag, datetime(2021, 5, 3, 2, tzinfo=timezone.utc), tonight=1.0)
+    assert sizes[-1] >= 1.3 * np.median(sizes[:-1])  # over a typical night's peak margin: the case
+    assert _night_alerts(embedded_store, tag, night) == []
+
+
+@pytest.mark.integration
+def test_a_nightly_job_at_three_times_its_largest_night_still_fires(embedded_store) -> None:
+    tag = f"night3-{uuid.uuid4().hex[:8]}"
+    night, _ = _nightly_job(embedded_store, tag, datetime(2021, 7, 5, 2, tzinfo=timezone.utc), tonight=3.0)
+    fired = [a for a in _night_alerts(embedded_store, tag, night) if a.state == "firing"]
+    assert f"feature={tag}-nightly,customer={tag}-etl" in {a.subject for a in fired}
+    assert {a.subject for a in fired} <= {f"team={tag}-data", f"feature={tag}-nightly", f"customer={tag}-etl",
+                                          f"feature={tag}-nightly,customer={tag}-etl"}

@@ -15,7 +15,11 @@ The model of one subject (a team, feature or customer), per hour of the week:
   two weeks, of the hour's largest 10-minute spend, taken over the hour and its two
   neighbours. This is how *schedules* are learned: a job at 02:00 ± 5 min puts its whole
   cost in one 10-minute window of hour 1 or 2 every night, so that window is expected;
-  bursty traffic learns its own bursts the same way;
+  bursty traffic learns its own bursts the same way. Where the day's busiest 10 minutes fall in
+  that hour (± 1), or its peak there stands far out of the day's hours, on most days of its kind
+  (a schedule), the peak is at least the second largest
+  of the subject's own per-day peaks there: a job's nights vary, and its median night times a
+  margin sits inside that spread (:func:`_own_nights`);
 - **a typical busiest 10 minutes of a day**: the median, over the last two weeks' days, of
   the day's largest 10-minute spend. An hour of the week has seen two or four samples, so
   one noisy hour can set it; a day's busiest window is one sample a day over every hour,
@@ -43,6 +47,8 @@ import numpy as np
 HOURS_PER_WEEK = 168
 SHRINK = 2.0          # weight, in weeks, of the same-hour-of-day mean against the hour-of-week median
 PEAK_DAYS = 14        # days of peaks (and of same-hour means) that the typical peak is the median of
+OWN_PEAK_RANK = 2     # a schedule's line: the second largest of its own per-day peaks at that hour (± 1)
+STANDS_OUT = 3.0      # ... or where its peak is this many times the day's median hourly peak (a second job)
 SIZE_CV2 = 1.0        # squared coefficient of variation of one request's cost (trace sizes: about 1)
 
 
@@ -109,6 +115,7 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     # ±1 hour, over the week: Saturday 00:00's neighbour is Friday 23:00 (a window at 00:05 holds five minutes of
     # it), not a weekend 23:00
     same_peak = np.maximum.reduce([np.roll(same_peak, -1, axis=1), same_peak, np.roll(same_peak, 1, axis=1)])
+    same_peak = np.maximum(same_peak, _own_nights(flat_peak, weekday, slot_weekend))
     with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
         warnings.simplefilter("ignore", RuntimeWarning)
         busiest = np.nanmax(flat_peak, axis=2)   # (S, days) each day's largest 10 minutes
@@ -130,6 +137,42 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     fail_ratio = np.where(total_attempts > 0, (failed * live).sum(axis=1) / np.maximum(total_attempts, 1), 0.0)
     return Profiles(out_req, out_cost, same_peak, dispersion, fail_ratio, np.maximum(hours - first_hour, 0),
                     day_peak, weekend_day_peak)
+
+
+def _own_nights(flat_peak: np.ndarray, weekday: np.ndarray, slot_weekend: np.ndarray) -> np.ndarray:
+    """(S, 168): where a subject's busiest 10 minutes of a day fall at this hour (± 1), or its peak there is
+    ``STANDS_OUT`` × the day's median hourly peak or more, on most days of its kind (a schedule: a nightly job, a
+    weekday report, a lunch peak, a team's second job), the ``OWN_PEAK_RANK``-th largest of its per-day peaks there
+    over those days; elsewhere 0.
+
+    A schedule's size varies night to night, so the median of its nights times a margin sits inside its own
+    spread, and its larger nights fire. Its upper nights are the line: the second largest, not the largest,
+    so that one past night far over (an incident) does not hide the next for two weeks; a night several times
+    its usual top is still far over. Not for traffic whose bursts land at any hour: its day's peak is at this
+    hour on a few days, and its line stays the median of its bursts."""
+    subjects, days, _ = flat_peak.shape
+    seq = flat_peak.reshape(subjects, days * 24)
+    gap = np.full((subjects, 1), np.nan)  # a day's 00:00 has the day before's 23:00 as its neighbour
+    around = np.fmax(np.fmax(np.concatenate([gap, seq[:, :-1]], axis=1), seq),
+                     np.concatenate([seq[:, 1:], gap], axis=1)).reshape(subjects, days, 24)
+    with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
+        warnings.simplefilter("ignore", RuntimeWarning)
+        busiest = np.nanmax(flat_peak, axis=2)  # (S, days)
+    usual = _nanmedian(flat_peak.reshape(subjects * days, 24)).reshape(subjects, days)  # the day's median hour
+    # the day's busiest 10 minutes lie in this hour ± 1, or its peak there stands far out of the day's hours
+    there = (((around >= busiest[:, :, None]) | (around >= STANDS_OUT * usual[:, :, None]))
+             & (around > 0) & (busiest[:, :, None] > 0))
+    out = np.zeros((subjects, HOURS_PER_WEEK))
+    for is_weekday in (True, False):
+        pick = weekday == is_weekday
+        known = (~np.isnan(busiest[:, pick])).sum(axis=1)[:, None]            # (S, 1) days of this kind
+        most = (there[:, pick, :].sum(axis=1) * 2 > known) & (known >= OWN_PEAK_RANK + 1)  # (S, 24)
+        ordered = np.sort(np.where(np.isnan(around[:, pick, :]), -np.inf, around[:, pick, :]), axis=1)
+        rank = ordered[:, -OWN_PEAK_RANK, :] if ordered.shape[1] >= OWN_PEAK_RANK else np.zeros((subjects, 24))
+        line = np.where(most & np.isfinite(rank), rank, 0.0)
+        cols = slot_weekend != is_weekday
+        out[:, cols] = np.tile(line, 7)[:, cols]
+    return out
 
 
 def _robust(samples: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -134,13 +134,19 @@ class SpendAnomalyRule:
         calm = observed_usd < np.maximum(expected.cost + self.z_calm * expected.sigma, expected.peak)
         return SpendVerdict(hot, very_hot, calm, excess, expected.cost)
 
+    def line(self, expected: Expectation, observed_requests: np.ndarray, pair: np.ndarray | None = None
+             ) -> np.ndarray:
+        """The dollars a window must reach to be hot (with the excess and the requests): the largest of its
+        :meth:`tail`, the minimum ratio × expected and ``peak_margin`` × the typical peak."""
+        min_ratio = self.min_ratio if pair is None else np.where(pair, self.pair_min_ratio, self.min_ratio)
+        return np.maximum.reduce([self.tail(expected, observed_requests), min_ratio * expected.cost,
+                                  self.peak_margin * expected.peak])
+
     def _judge(self, expected: Expectation, observed_usd: np.ndarray, observed_requests: np.ndarray,
                history_hours: np.ndarray, pair: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hot, very hot and the excess of one window."""
         usual = np.maximum(expected.cost, expected.peak)
-        min_ratio = self.min_ratio if pair is None else np.where(pair, self.pair_min_ratio, self.min_ratio)
-        threshold = np.maximum.reduce([self.tail(expected, observed_requests), min_ratio * expected.cost,
-                                       self.peak_margin * expected.peak])
+        threshold = self.line(expected, observed_requests, pair)
         excess = observed_usd - usual
         warm = history_hours >= self.warmup_hours
         hot = (warm & (observed_usd >= threshold) & (excess >= self.min_excess_usd)
