@@ -115,10 +115,12 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     # ±1 hour, over the week: Saturday 00:00's neighbour is Friday 23:00 (a window at 00:05 holds five minutes of
     # it), not a weekend 23:00
     same_peak = np.maximum.reduce([np.roll(same_peak, -1, axis=1), same_peak, np.roll(same_peak, 1, axis=1)])
-    same_peak = np.maximum(same_peak, _own_nights(flat_peak, weekday, slot_weekend))
     with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
         warnings.simplefilter("ignore", RuntimeWarning)
         busiest = np.nanmax(flat_peak, axis=2)   # (S, days) each day's largest 10 minutes
+    same_peak = np.maximum(same_peak, _own_nights(flat_peak, busiest, weekday, slot_weekend))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         day_peak = _nanmedian(busiest)
         weekday_peak = _nanmedian(busiest[:, weekday])
         # a weekend day has the weekdays' shape at its own level: mean dollars an hour, over every hour of
@@ -139,11 +141,12 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
                     day_peak, weekend_day_peak)
 
 
-def _own_nights(flat_peak: np.ndarray, weekday: np.ndarray, slot_weekend: np.ndarray) -> np.ndarray:
+def _own_nights(flat_peak: np.ndarray, busiest: np.ndarray, weekday: np.ndarray, slot_weekend: np.ndarray
+                ) -> np.ndarray:
     """(S, 168): where a subject's busiest 10 minutes of a day fall at this hour (± 1), or its peak there is
     ``STANDS_OUT`` × the day's median hourly peak or more, on most days of its kind (a schedule: a nightly job, a
     weekday report, a lunch peak, a team's second job), the ``OWN_PEAK_RANK``-th largest of its per-day peaks there
-    over those days; elsewhere 0.
+    over those days; elsewhere 0. ``busiest``: (S, days) each day's largest 10 minutes.
 
     A schedule's size varies night to night, so the median of its nights times a margin sits inside its own
     spread, and its larger nights fire. Its upper nights are the line: the second largest, not the largest,
@@ -155,9 +158,6 @@ def _own_nights(flat_peak: np.ndarray, weekday: np.ndarray, slot_weekend: np.nda
     gap = np.full((subjects, 1), np.nan)  # a day's 00:00 has the day before's 23:00 as its neighbour
     around = np.fmax(np.fmax(np.concatenate([gap, seq[:, :-1]], axis=1), seq),
                      np.concatenate([seq[:, 1:], gap], axis=1)).reshape(subjects, days, 24)
-    with warnings.catch_warnings():  # a day before the subject's first request: NaN, not a day
-        warnings.simplefilter("ignore", RuntimeWarning)
-        busiest = np.nanmax(flat_peak, axis=2)  # (S, days)
     usual = _nanmedian(flat_peak.reshape(subjects * days, 24)).reshape(subjects, days)  # the day's median hour
     # the day's busiest 10 minutes lie in this hour ± 1, or its peak there stands far out of the day's hours
     there = (((around >= busiest[:, :, None]) | (around >= STANDS_OUT * usual[:, :, None]))
