@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -58,6 +59,34 @@ def raw_failures(store, now: datetime) -> dict[tuple[str, str], dict]:
                         {"s": sql_time(now - SLOW), "w": sql_time(now - WINDOW), "g": sql_time(now - GUARD),
                          "n": sql_time(now)}).dicts()
     return {(r["subject"], r["provider"]): r for r in rows}
+
+
+def raw_others(store, now: datetime) -> dict[tuple[str, str], float]:
+    """The fast window's ``others``, from its definition over raw events: per subject and provider, each minute's
+    failure ratio of the features' traffic on the provider less the subject's own, weighted by the subject's
+    attempts in that minute."""
+    rows = query_result(store, """
+        SELECT ifNull(feature, ''), ifNull(customer, ''), ifNull(provider, ''), toString(toStartOfMinute(ts)),
+               status != 'ok' FROM usage_events FINAL
+        WHERE ts >= {w:DateTime64(3, 'UTC')} AND ts < {n:DateTime64(3, 'UTC')}""",
+                        {"w": sql_time(now - WINDOW), "n": sql_time(now)}).rows
+    own: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    total: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for feature, customer, provider, minute, failed in rows:
+        subjects = [f"feature={feature}"] * bool(feature) + [f"customer={customer}"] * bool(customer)
+        subjects += [f"feature={feature},customer={customer}"] * bool(feature and customer)
+        for subject in subjects:
+            own[(subject, provider, minute)][0] += 1
+            own[(subject, provider, minute)][1] += int(failed)
+        if feature:
+            total[(provider, minute)][0] += 1
+            total[(provider, minute)][1] += int(failed)
+    weighted: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for (subject, provider, minute), (n, f) in own.items():
+        all_n, all_f = total[(provider, minute)]
+        weighted[(subject, provider)][0] += n * (max(all_f - f, 0) / (all_n - n) if all_n > n else 0.0)
+        weighted[(subject, provider)][1] += n
+    return {key: w / n for key, (w, n) in weighted.items()}
 
 
 def _exact(at: datetime) -> datetime:
@@ -126,8 +155,11 @@ def _assert_same_as_raw(store, run: str) -> None:
         read = {s for s in {k[0] for k in got} if ",customer=" not in s
                 and sum(r["failed"] for k, r in raw.items() if k[0] == s) >= 3}
         assert f"customer={run}-storm" in read and f"feature={run}-chat" in read
+        others = raw_others(store, now)
         for key, r in got.items():
             assert [r[f] for f in FIELDS] == [raw[key][f] for f in FIELDS], key
+            # what the others failed at in this subject's minutes (a provider blip's minutes weigh as it sent in them)
+            assert r["others"] == pytest.approx(others.get(key, 0.0), abs=1e-12), key
             # the window a burn must still fail in: a feature's guard window, a customer's fast one
             now = ("now_attempts", "now_failed") if _feature(key[0]) else ("attempts", "failed")
             assert [r["now_attempts"], r["now_failed"]] == [raw[key][f] for f in now], key

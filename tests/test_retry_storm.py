@@ -15,7 +15,7 @@ from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_n
 from spendstream.alerting.destinations import Destination
 from spendstream.batches import SourceRecord
 from spendstream.detect import baseline
-from spendstream.detect.retry_storm import detect_retry_storms, pair_loops, slow_loops
+from spendstream.detect.retry_storm import detect_retry_storms, fast_window, pair_loops, slow_loops
 from spendstream.pricing import Pricer
 from spendstream.sinks import rollups
 from spendstream.sinks.rows import usage_table
@@ -245,3 +245,44 @@ def test_a_slow_burn_that_dips_for_25_minutes_is_one_incident_one_trigger_one_re
     (resolved,) = [a for a in stored if a.state == "resolved"]
     # found within the first burn; told over after the second, once the two hours hold no burn
     assert fired.created_at < t0 + timedelta(minutes=100) < t0 + timedelta(minutes=185) < resolved.created_at
+
+
+@pytest.mark.integration
+def test_a_bursty_feature_inside_a_provider_blip_is_held_to_the_blips_minutes_not_the_windows_average(
+        embedded_store) -> None:
+    run = uuid.uuid4().hex[:8]
+    bursty, steady = f"bursty-{run}", f"steady-{run}"
+    now = NOW + timedelta(days=3)  # after the other tests' traffic
+    events = []
+
+    def call(feature: str, at: datetime, n: int, failing: bool) -> None:
+        events.append({"event_id": f"{feature}-{n}", "request_id": f"{feature}-r{n}", "ts": at.isoformat(),
+                       "attempt": 1, "provider": "openai", "model": "gpt-4o-mini", "feature": feature,
+                       "input_tokens": 1_000, "output_tokens": 20,
+                       **({"status": "error", "http_status": 503} if failing else {"status": "ok"})})
+
+    for m in range(30 * 60 - 10):  # a day and more of history: two calls a minute each, one in fifty failing
+        at = now - timedelta(minutes=30 * 60 - m)
+        for k in range(2):
+            call(bursty, at + timedelta(seconds=20 * k), 2 * m + k, (2 * m + k) % 50 == 0)
+            call(steady, at + timedelta(seconds=20 * k + 5), 2 * m + k, (2 * m + k) % 50 == 0)
+    blip = (now - timedelta(minutes=6), now - timedelta(minutes=4))  # two minutes the provider fails 42-47 %
+    n = 10 ** 6
+    for m in range(10):  # the last ten minutes: steady sends 30 a minute; bursty 2, and 50 a minute in the blip
+        at = now - timedelta(minutes=10 - m)
+        inside = blip[0] <= at < blip[1]
+        for k in range(30):
+            n += 1
+            call(steady, at + timedelta(seconds=2 * k), n, (k % 20 < 7) if inside else n % 50 == 0)
+        for k in range(50 if inside else 2):
+            n += 1
+            call(bursty, at + timedelta(seconds=k), n, (k % 20 < 7) if inside else False)
+    _store(embedded_store, events)
+    baseline.refresh(embedded_store, now)
+    # bursty: 42 of 116 failed (36 %), steady about 11 % over the window; but 100 of its attempts were sent in
+    # the two minutes the provider failed 47 % of the others': no storm of its own
+    passes = (now, now + timedelta(minutes=1))  # two hot passes would open an incident; the blip is in both windows
+    assert [a for at in passes for a in detect_retry_storms(embedded_store, at) if run in a.subject] == []
+    (row,) = [r for r in fast_window(embedded_store, start=now - timedelta(minutes=10), end=now)
+              if r["subject"] == f"feature={bursty}"]
+    assert (row["attempts"], row["failed"]) == (116, 42) and row["others"] > 0.4

@@ -221,11 +221,13 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         longest = np.where(shaped, leaf_max[None, :], 0).max(axis=1)
         repeats = np.where(shaped, leaf_repeats[None, :], 0).max(axis=1)
         alone = is_pair[:, None]  # a pair's slow window is not read: its storms are the fast window's
+        # as fast_window: what the other traffic failed at in the minutes of each subject's attempts
+        others = peers(by_provider, world.attempts[:, t - w:t], world.failed[:, t - w:t], features)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=np.where(alone, 0.0, split(failed, slow_w)),
                              slow_attempts=np.where(alone, 0.0, split(attempts, slow_w)),
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
-                             **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
+                             others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
@@ -254,6 +256,21 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
 
 
 STEP_MINUTES = 5
+
+
+def peers(by_provider: np.ndarray, attempts: np.ndarray, failed: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """(subjects, providers): what the other traffic failed at on each provider in the minutes of the subject's
+    attempts, each minute's ratio weighted by its attempts in it, as ``fast_window`` reads it. ``attempts``,
+    ``failed``: (leaves, minutes) of the window; ``by_provider``: (subjects x providers, leaves); the providers'
+    totals sum the ``counted`` subjects, less the subject's own (``RetryStormRule.expected_ratio``)."""
+    n = len(counted)
+    a = (by_provider @ attempts.astype(np.float64)).reshape(n, -1, attempts.shape[1])
+    f = (by_provider @ failed.astype(np.float64)).reshape(n, -1, attempts.shape[1])
+    others_a = a[counted].sum(axis=0)[None] - a
+    others_f = np.maximum(f[counted].sum(axis=0)[None] - f, 0.0)
+    ratio = np.where(others_a > 0, others_f / np.maximum(others_a, 1), 0.0)
+    tried = a.sum(axis=2)
+    return np.where(tried > 0, (a * ratio).sum(axis=2) / np.maximum(tried, 1), 0.0)
 
 
 def guard(split, failed: np.ndarray, attempts: np.ndarray, w: int, minutes: int | None, features: np.ndarray) -> dict:

@@ -7,8 +7,10 @@ under the most specific (:mod:`spendstream.detect.correlate`, as spend anomalies
 what a rollup window reads, not two hours of raw):
 
 - **the fast window** (the last ``window_minutes``) from raw ``usage_events FINAL``, per
-  subject and provider: attempts, failures, the longest request and the error mix (429,
-  5xx, timeouts, invalid output: HTTP codes no rollup keeps). Customers have no
+  subject and provider: attempts, failures, the longest request, the error mix (429,
+  5xx, timeouts, invalid output: HTTP codes no rollup keeps) and what the other traffic on the
+  provider failed at in the minutes of the subject's attempts (a bursty subject that sent most of its
+  window inside a two-minute provider blip is held to the blip's ratio, not the window's average). Customers have no
   sub-hour rollup worth its upkeep (at 50,000 customers a customer × minute row holds
   about one event), so this window is read raw for features and customers alike. Its
   subjects include each feature × customer **pair**, judged on this window alone (a storm, or a loop that
@@ -92,20 +94,32 @@ def pass_marks(querier: TextQuerier) -> dict[str, datetime]:
 
 def fast_window(store: Store, *, start: datetime, end: datetime) -> list[dict]:
     """Per subject (feature, customer, feature x customer pair) and provider in ``[start, end)``, from raw:
-    attempts, failures, the longest request, errors.
+    attempts, failures, the longest request, errors, and ``others``: what all other traffic on the provider failed
+    at in the minutes of the subject's attempts (each minute's ratio weighted by the subject's attempts in it; the
+    providers' totals sum the features, as ``RetryStormRule.judge``'s ``counted``, less the subject's own).
 
-    As Arrow, not JSON: a row per active customer and provider (thousands in ten busy minutes at 50M events)."""
+    As Arrow, not JSON: a row per active customer and provider (thousands in ten busy minutes at 50M events).
+    One read of raw: the minutes are a grouping of it, their providers' totals a window function over that."""
     return store.query_arrow(f"""
-        SELECT subject, ifNull(provider, '') AS provider,
-               toFloat64(count()) AS attempts, toFloat64(countIf(status != 'ok')) AS failed,
-               toFloat64(max(attempt)) AS max_attempt,
-               countIf(status = 'rate_limited' OR http_status = 429) AS rate_limited,
-               countIf(http_status >= 500) AS server_errors,
-               countIf(status = 'timeout') AS timeouts, countIf(status = 'invalid_output') AS invalid_outputs
-        FROM (SELECT {_FAST_SUBJECTS} AS subject, provider, status, http_status, attempt FROM usage_events FINAL
-              WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
-        WHERE NOT endsWith(subject, '=') GROUP BY subject, provider
-        SETTINGS output_format_arrow_string_as_string = 1""", {"a": sql_time(start), "b": sql_time(end)}).to_pylist()
+        SELECT subject, provider, toFloat64(sum(n)) AS attempts, toFloat64(sum(f)) AS failed,
+               toFloat64(max(longest)) AS max_attempt, sum(rl) AS rate_limited, sum(se) AS server_errors,
+               sum(tm) AS timeouts, sum(io) AS invalid_outputs,
+               sum(n * if(all_n > n, greatest(all_f - f, 0) / (all_n - n), 0)) / attempts AS others
+        FROM (SELECT *, sumIf(n, counted) OVER (PARTITION BY provider, minute) AS all_n,
+                     sumIf(f, counted) OVER (PARTITION BY provider, minute) AS all_f
+              FROM (SELECT subject, ifNull(provider, '') AS provider, toStartOfMinute(ts) AS minute,
+                           count() AS n, countIf(status != 'ok') AS f, max(attempt) AS longest,
+                           countIf(status = 'rate_limited' OR http_status = 429) AS rl,
+                           countIf(http_status >= 500) AS se, countIf(status = 'timeout') AS tm,
+                           countIf(status = 'invalid_output') AS io,
+                           startsWith(subject, 'feature=') AND NOT position(subject, {{mark:String}}) AS counted
+                    FROM (SELECT {_FAST_SUBJECTS} AS subject, provider, status, http_status, attempt, ts
+                          FROM usage_events FINAL
+                          WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
+                    WHERE NOT endsWith(subject, '=') GROUP BY subject, provider, minute))
+        GROUP BY subject, provider
+        SETTINGS output_format_arrow_string_as_string = 1""",
+        {"a": sql_time(start), "b": sql_time(end), "mark": baseline.PAIR_MARK}).to_pylist()
 
 
 def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, guard: datetime | None = None,
@@ -261,7 +275,7 @@ def merged(fast: list[dict], features: dict[tuple[str, str], tuple],
     for r in fast:
         out.append(row(r, slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))))
     return out + [row({"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
-                       **dict.fromkeys(_MIX, 0)}, slow) for (s, p), slow in slow_of.items()]
+                       "others": 0.0, **dict.fromkeys(_MIX, 0)}, slow) for (s, p), slow in slow_of.items()]
 
 
 def _is_pair(subject: str) -> bool:
@@ -348,29 +362,34 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         subjects = sorted({r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
         providers = sorted({r["provider"] for r in rows})
         si, pi = {s: i for i, s in enumerate(subjects)}, {p: i for i, p in enumerate(providers)}
-        a, f, sa, sf, na, nf = (np.zeros((len(subjects), max(len(providers), 1))) for _ in range(6))
+        a, f, sa, sf, na, nf, o = (np.zeros((len(subjects), max(len(providers), 1))) for _ in range(7))
         longest = np.zeros(len(subjects))
         for r in rows:
             i, p = si[r["subject"]], pi[r["provider"]]
             a[i, p], f[i, p], sa[i, p], sf[i, p] = r["attempts"], r["failed"], r["slow_attempts"], r["slow_failed"]
+            o[i, p] = r["others"] or 0.0
             na[i, p], nf[i, p] = r["now_attempts"], r["now_failed"]
             longest[i] = max(longest[i], r["max_attempt"] or 0)
         own = np.array([own_of.get(s, 0.0) for s in subjects])
         repeats = np.array([loops.get(s, (0.0, 0.0))[0] for s in subjects])
         slow_repeats = np.array([slowly.get(s, (0.0, 0.0))[0] for s in subjects])
+        # the minutes' cross-section stands for the window's average in the fast window, and in the window a burn
+        # must still fail in where that is the fast window (a feature's longer guard is read without minutes)
+        others = {"others": o, "now_others": o if rule.burn_now_minutes is None else None}
         return (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats,
-                np.array([s.startswith("feature=") and not _is_pair(s) for s in subjects], dtype=bool))
+                np.array([s.startswith("feature=") and not _is_pair(s) for s in subjects], dtype=bool), others)
 
     # the customers whose slow window can decide (a burn still failing now, or an open incident's resolve:
     # :func:`~spendstream.detect.storm.settled`) or be stated (a loop): read theirs
-    subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted = arrays(merged(fast, features, {}))
+    subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted, others = arrays(
+        merged(fast, features, {}))
     decisive = rule.slow_matters(failed=f, attempts=a, own_ratio=own, counted=counted, max_attempt=longest,
-                                 repeats=repeats, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na)
+                                 repeats=repeats, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na, **others)
     customers = [s.removeprefix("customer=") for s, d in zip(subjects, decisive, strict=True)
                  if (d or (KIND, s) in incidents) and s.startswith("customer=")]
     rows = merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=customers,
                                                    marks=marks))
-    subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted = arrays(rows)
+    subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted, others = arrays(rows)
     wasted = np.zeros(len(subjects))
     mix: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in subjects}
     for r in rows:
@@ -378,7 +397,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], _MIX, strict=True)]
     repeated_usd = np.array([max(loops.get(s, (0.0, 0.0))[1], slowly.get(s, (0.0, 0.0))[1]) for s in subjects])
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
-                         repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na)
+                         repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
+                         **others)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)

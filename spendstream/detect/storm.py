@@ -6,7 +6,8 @@ share), every pass, from counts:
 - **storm** (the last ``window_minutes``): failed attempts against a binomial around the
   expected failure ratio — the subject's own (learned over its history), or what every
   *other* subject fails at on the same provider right now if that is higher (a provider
-  blip fails everyone on it: normal life, not this feature's storm), floored at ``min_ratio``. Hot at
+  blip fails everyone on it: normal life, not this feature's storm; "right now" is the minutes
+  the subject's attempts fell in, where the reader gives them), floored at ``min_ratio``. Hot at
   ``z_fire`` standard deviations with ``min_failed`` failures and ``factor`` × the expected
   ratio, so a quiet feature whose few requests each take five attempts is a storm;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
@@ -64,18 +65,26 @@ class RetryStormRule:
     burn_now_factor: float = 1.6
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
-                       counted: np.ndarray | None = None) -> np.ndarray:
+                       counted: np.ndarray | None = None, others: np.ndarray | None = None) -> np.ndarray:
         """The ratio each subject is held to, from arrays of shape (subjects, providers) for this window.
 
         Per provider, the subject's own ratio or what all *other* traffic fails at on that provider
         right now, whichever is higher; mixed by the subject's attempts per provider. The provider's
         totals sum the ``counted`` subjects (default all): one kind of subject, say features, counts
         each request once, so a reader need not read every customer's window to know them. A subject
-        outside ``counted`` is compared with those totals less its own traffic, which they contain."""
-        counted = np.ones(len(own), dtype=bool) if counted is None else counted
-        tried, fails = attempts[counted].sum(axis=0)[None, :], failed[counted].sum(axis=0)[None, :]
-        others_attempts = tried - attempts
-        others = np.where(others_attempts > 0, np.maximum(fails - failed, 0) / np.maximum(others_attempts, 1), 0.0)
+        outside ``counted`` is compared with those totals less its own traffic, which they contain.
+
+        ``others`` (subjects, providers), if given, is what the other traffic failed at *in the minutes this
+        subject's attempts fell in* (each minute's ratio weighted by the subject's attempts in it), and
+        stands for the window's average: a 2–4 minute provider blip fails a third of everyone's attempts
+        then, and a bursty subject that sent most of its ten minutes' attempts inside it fails several times
+        the window's average without any storm of its own."""
+        if others is None:
+            counted = np.ones(len(own), dtype=bool) if counted is None else counted
+            tried, fails = attempts[counted].sum(axis=0)[None, :], failed[counted].sum(axis=0)[None, :]
+            others_attempts = tried - attempts
+            others = np.where(others_attempts > 0, np.maximum(fails - failed, 0) / np.maximum(others_attempts, 1),
+                              0.0)
         per_provider = np.maximum(np.maximum(own[:, None], others), self.min_ratio)
         total = attempts.sum(axis=1)
         mixed = (per_provider * attempts).sum(axis=1) / np.maximum(total, 1)
@@ -84,14 +93,16 @@ class RetryStormRule:
     def slow_matters(self, *, failed: np.ndarray, attempts: np.ndarray, own_ratio: np.ndarray,
                      max_attempt: np.ndarray, repeats: np.ndarray, counted: np.ndarray | None = None,
                      slow_repeats: np.ndarray | None = None, now_failed: np.ndarray | None = None,
-                     now_attempts: np.ndarray | None = None) -> np.ndarray:
+                     now_attempts: np.ndarray | None = None, others: np.ndarray | None = None,
+                     now_others: np.ndarray | None = None) -> np.ndarray:
         """Per subject, from the fast window alone: whether its slow window can change its verdict (a burn
         must still fail above the usual now, and a storm is one) or be stated in its message (a loop).
         Another subject's slow window is read by no decision of ``judge`` but the providers' totals,
-        which sum the ``counted`` subjects (so those are always needed)."""
-        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted)
+        which sum the ``counted`` subjects (so those are always needed). ``others``, ``now_others``: as
+        ``judge``'s."""
+        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted, others=others)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
-        return (self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted)
+        return (self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted, now_others)
                 | self.looping(max_attempt, repeats, slow_repeats))
 
     def can_fire(self, *, failed: np.ndarray, max_attempt: np.ndarray, repeats: np.ndarray,
@@ -115,10 +126,11 @@ class RetryStormRule:
         return (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats) | slow
 
     def _guard(self, now_failed: np.ndarray | None, now_attempts: np.ndarray | None, f: np.ndarray, a: np.ndarray,
-               p: np.ndarray, own: np.ndarray, counted: np.ndarray | None) -> np.ndarray:
+               p: np.ndarray, own: np.ndarray, counted: np.ndarray | None,
+               now_others: np.ndarray | None = None) -> np.ndarray:
         if now_failed is None or now_attempts is None:
             return self._burning_now(f, a, p)
-        p_now = self.expected_ratio(own, failed=now_failed, attempts=now_attempts, counted=counted)
+        p_now = self.expected_ratio(own, failed=now_failed, attempts=now_attempts, counted=counted, others=now_others)
         return self._burning_now(now_failed.sum(axis=1), now_attempts.sum(axis=1), p_now)
 
     def _burning_now(self, f: np.ndarray, a: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -129,13 +141,16 @@ class RetryStormRule:
               slow_failed: np.ndarray, slow_attempts: np.ndarray, max_attempt: np.ndarray,
               repeats: np.ndarray, counted: np.ndarray | None = None,
               slow_repeats: np.ndarray | None = None,
-              now_failed: np.ndarray | None = None, now_attempts: np.ndarray | None = None) -> StormVerdict:
+              now_failed: np.ndarray | None = None, now_attempts: np.ndarray | None = None,
+              others: np.ndarray | None = None, now_others: np.ndarray | None = None) -> StormVerdict:
         """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers);
         ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``);
         ``slow_repeats``: the most requests of one shape over the slow window, in periods it repeated in;
         ``now_failed``/``now_attempts``: per subject and provider, the window a slow burn must still fail in
-        (default: the last ``window_minutes``)."""
-        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted)
+        (default: the last ``window_minutes``); ``others``/``now_others``: what the other traffic failed at in the
+        minutes of the subject's attempts in the fast window and in that one (see ``expected_ratio``; default:
+        the window's average)."""
+        p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted, others=others)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
         z = _z(f, a, p)
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
@@ -146,7 +161,7 @@ class RetryStormRule:
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
         slow = (_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed) & (slow_ratio >= self.slow_factor
                                                                                         * p_slow)
-        burn = slow & self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted)
+        burn = slow & self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted, now_others)
         loop = self.looping(max_attempt, repeats, slow_repeats)
         hot = storm | burn | loop
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
