@@ -174,8 +174,10 @@ def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:
 
 
 def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hysteresis | None = None, *,
-            correlated: bool = True) -> list[Fired]:
-    """``correlated``: as the package, the subjects one storm lifts are one incident (False: each its own)."""
+            correlated: bool = True, by_minute: bool = True) -> list[Fired]:
+    """``correlated``: as the package, the subjects one storm lifts are one incident (False: each its own);
+    ``by_minute``: as the package, the fast window's others are the minutes' cross-section (False: the window's
+    average, as before session s14; for comparison)."""
     rule, hysteresis = rule or RetryStormRule(), hysteresis or HYSTERESIS  # as detect_retry_storms
     # features, customers and (as detect_retry_storms) feature x customer pairs, for storms only: a storm on one
     # customer of a busy feature hides in both totals, not in its pair
@@ -200,6 +202,12 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         return np.concatenate([np.zeros((a.shape[0], 1)), np.cumsum(a, axis=1, dtype=np.float64)], axis=1)
 
     failed, attempts = leaf_cumulative(world.failed), leaf_cumulative(world.attempts)
+    # per subject, provider and minute of the evaluated week (and the fast window before it), for the minutes'
+    # cross-section: computed once, sliced per pass
+    first = EVAL_START - rule.window_minutes if by_minute else 0
+    shape = (len(rows), len(providers), -1)
+    minute_a = (by_provider @ world.attempts[:, first:]).reshape(shape) if by_minute else None
+    minute_f = (by_provider @ world.failed[:, first:]).reshape(shape) if by_minute else None
     failed_cost = leaf_cumulative(world.failed_cost)
     w, slow_w = rule.window_minutes, rule.slow_minutes
     open_: dict[int, Incident] = {}
@@ -222,7 +230,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         repeats = np.where(shaped, leaf_repeats[None, :], 0).max(axis=1)
         alone = is_pair[:, None]  # a pair's slow window is not read: its storms are the fast window's
         # as fast_window: what the other traffic failed at in the minutes of each subject's attempts
-        others = peers(by_provider, world.attempts[:, t - w:t], world.failed[:, t - w:t], features)
+        others = peers(minute_a[:, :, t - w - first:t - first], minute_f[:, :, t - w - first:t - first],
+                       features) if by_minute else None
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=np.where(alone, 0.0, split(failed, slow_w)),
                              slow_attempts=np.where(alone, 0.0, split(attempts, slow_w)),
@@ -258,14 +267,12 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
 STEP_MINUTES = 5
 
 
-def peers(by_provider: np.ndarray, attempts: np.ndarray, failed: np.ndarray, counted: np.ndarray) -> np.ndarray:
+def peers(a: np.ndarray, f: np.ndarray, counted: np.ndarray) -> np.ndarray:
     """(subjects, providers): what the other traffic failed at on each provider in the minutes of the subject's
-    attempts, each minute's ratio weighted by its attempts in it, as ``fast_window`` reads it. ``attempts``,
-    ``failed``: (leaves, minutes) of the window; ``by_provider``: (subjects x providers, leaves); the providers'
-    totals sum the ``counted`` subjects, less the subject's own (``RetryStormRule.expected_ratio``)."""
-    n = len(counted)
-    a = (by_provider @ attempts.astype(np.float64)).reshape(n, -1, attempts.shape[1])
-    f = (by_provider @ failed.astype(np.float64)).reshape(n, -1, attempts.shape[1])
+    attempts, each minute's ratio weighted by its attempts in it, as ``fast_window`` reads it. ``a``, ``f``:
+    attempts and failed attempts per subject, provider and minute of the window; the providers' totals sum the
+    ``counted`` subjects, less the subject's own (``RetryStormRule.expected_ratio``)."""
+    a, f = a.astype(np.float64), f.astype(np.float64)
     others_a = a[counted].sum(axis=0)[None] - a
     others_f = np.maximum(f[counted].sum(axis=0)[None] - f, 0.0)
     ratio = np.where(others_a > 0, others_f / np.maximum(others_a, 1), 0.0)

@@ -60,10 +60,12 @@ def _blips(world: World) -> np.ndarray:
     return out
 
 
-def classify(world: World, rule: RetryStormRule | None = None) -> tuple[score.Score, list[dict]]:
-    """The harness's score for ``rule`` (the package's default) and one record per delivered false trigger."""
+def classify(world: World, rule: RetryStormRule | None = None, *, by_minute: bool = True
+             ) -> tuple[score.Score, list[dict]]:
+    """The harness's score for ``rule`` (the package's default) and one record per delivered false trigger;
+    ``by_minute``: as :func:`.rules_noise.retries`."""
     rule = _Recording(**{k: getattr(rule or RetryStormRule(), k) for k in RetryStormRule.__dataclass_fields__})
-    fired = rules_noise.retries(world, rule)
+    fired = rules_noise.retries(world, rule, by_minute=by_minute)
     result = score.score(world, fired, "noise", "retries")
     result.true_by = []  # (incident kind, test, subject kind) per delivered true trigger
     rows = [s for s in world.subjects if not s.startswith("team=")] + world.pairs()[0]  # as rules_noise.retries
@@ -111,12 +113,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
+    parser.add_argument("--window-average", action="store_true",
+                        help="also judge each world with the fast window's average as others (before s14), paired")
     args = parser.parse_args()
-    merged, records, true_by = None, [], []
-    for shape in args.shapes:
-        trace = load(shape)
-        for seed in args.seeds:
-            result, found = classify(generate(trace, seed))
+    merged, records, true_by, before = None, [], [], None
+    traces = {shape: load(shape) for shape in args.shapes}
+    for seed in args.seeds:  # seeds outer: a run stopped early still holds every shape
+        for shape in args.shapes:
+            world = generate(traces[shape], seed)
+            if args.window_average:
+                old, _ = classify(world, by_minute=False)
+                before = before.merge(old) if before else old
+                print(f"# {shape} {seed} window average: {old.detected}/{old.incidents} found, "
+                      f"{old.true_alerts}/{old.alerts} true", flush=True)
+            result, found = classify(world)
+            print(f"# {shape} {seed} minutes: {result.detected}/{result.incidents} found, "
+                  f"{result.true_alerts}/{result.alerts} true", flush=True)
             true_by += result.true_by
             merged = merged.merge(result) if merged else result
             records += found
@@ -125,6 +137,10 @@ def main() -> None:
                       f"{r['test']}: fast {r['f']:.0f}/{r['a']:.0f} held {r['p']:.2%}, slow {r['sf']:.0f}/{r['sa']:.0f}"
                       f" held {r['p_slow']:.2%} (own {r['own']:.2%}, z {r['z_slow']:.1f}); blip {r['blip']}; "
                       f"{r['context']}", flush=True)
+    if before is not None:
+        print(f"\nwindow average (paired): recall {before.recall:.2f} ({before.detected}/{before.incidents}), "
+              f"precision {before.precision:.2f} ({before.true_alerts}/{before.alerts}), false alarms/day/100 keys "
+              f"{before.false_per_day_per_100:.2f}; missed: {Counter(m.split('@')[0] for m in before.missed)}")
     print(f"\nrecall {merged.recall:.2f} ({merged.detected}/{merged.incidents}), precision {merged.precision:.2f} "
           f"({merged.true_alerts}/{merged.alerts}), false alarms/day/100 keys {merged.false_per_day_per_100:.2f}, "
           f"negative-control alerts {merged.control_alerts}; missed: "
