@@ -249,9 +249,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         excess = np.maximum(fast_f - ratio * fast_a, (slow_f - ratio * slow_a) * w / slow_w)
         shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats)  # as detect_retry_storms
         excess = np.maximum(excess, np.where(shape_loop, np.maximum(repeats, slow_repeats * w / slow_w), 0.0))
-        peak = np.full(len(rows), np.inf)
-        peak[list(open_)] = [incident.peak for incident in open_.values()]
-        calm = settled(rule, verdict, peak)  # as detect_retry_storms: a burn is held while its slow window burns
+        calm = settled(verdict)  # as detect_retry_storms: an incident is held while its slow window burns
         steps = {}
         for i in sorted(set(np.flatnonzero(hot)) | set(open_)):
             incident, transition = hysteresis.step(

@@ -43,8 +43,9 @@ Customers that cannot be hot (:meth:`RetryStormRule.can_fire`: too few failures 
 no loop) and have no open incident are left out before any of that is looked up or judged.
 What all other subjects fail at on a provider is summed over the feature subjects only
 (``RetryStormRule.judge``'s ``counted``: each event once, whatever customers were read).
-A slow burn (an incident its fast window never stormed in) resolves only once its slow window is calm too:
-its "still failing now" test flips with a few failures either way, and each flip was a resolve and a new page.
+An incident resolves only once its slow window is calm too: a burn's "still failing now" test flips with a few
+failures either way, and each flip was a resolve and a new page; a storm's failed attempts stay in the slow window
+after it ends, and a few failures after its resolve re-opened it as a burn (:func:`~spendstream.detect.storm.settled`).
 Storms and slow burns need a day of history (no page on a fresh store); loops do not. A pair's history is
 its baseline's, kept for the costliest pairs only (``baseline.PAIR_SUBJECTS``): another pair is never warm.
 The message states the dollars wasted: billed failed attempts plus repeated calls (a pair: its billed failed attempts
@@ -412,8 +413,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     shaped = rule.looping(np.zeros(len(subjects)), repeats, slow_repeats)
     excess = np.maximum(excess, np.where(shaped, np.maximum(repeats, slow_repeats * rule.window_minutes
                                                                   / rule.slow_minutes), 0.0))
-    calm = settled(rule, verdict, np.array([incidents[(KIND, s)].peak if (KIND, s) in incidents else np.inf
-                                            for s in subjects]))
+    calm = settled(verdict)
     steps: dict[str, Step] = {}
     for subject in subjects:
         i = si[subject]

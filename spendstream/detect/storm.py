@@ -169,12 +169,13 @@ class RetryStormRule:
         return StormVerdict(hot, very_hot, calm, p, z, slow)
 
 
-def settled(rule: RetryStormRule, verdict: StormVerdict, peak_z: np.ndarray) -> np.ndarray:
-    """Per subject: calm toward a resolve. ``peak_z``: the largest fast-window z of the subject's open incident
-    (``inf`` for none). An incident whose fast window never stormed (``peak_z`` under ``z_fire``: a slow burn)
-    counts no pass calm while its slow window still burns: a burn's "still failing now" test flips with a few
-    failures either way, and each flip after three calm passes was a resolve and a new page."""
-    return verdict.calm & ~(verdict.slow & (peak_z < rule.z_fire))
+def settled(verdict: StormVerdict) -> np.ndarray:
+    """Per subject: calm toward a resolve. An open incident counts no pass calm while its slow window still burns.
+    A slow burn's "still failing now" test flips with a few failures either way, and each flip after three calm
+    passes was a resolve and a new page; a storm's (or a loop's) failed attempts stay in the slow window for
+    ``slow_minutes`` after it ends, and once it had resolved, a few failures that passed the burn's "still failing
+    now" test re-opened the subject as a burn on the storm's own failures: a second page for one storm."""
+    return verdict.calm & ~verdict.slow
 
 
 def _z(failed: np.ndarray, attempts: np.ndarray, p: np.ndarray) -> np.ndarray:
