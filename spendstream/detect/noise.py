@@ -162,9 +162,10 @@ def _price(same_req: np.ndarray, same_cost: np.ndarray, requests: np.ndarray, co
     per_request = np.where(same_req > 0, same_cost / np.maximum(same_req, 1e-9), overall[:, None])
     usual = per_request[:, hour_of_week] * requests
     counted = live & (requests >= PRICE_MIN_REQUESTS) & (usual > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spread = np.where(counted, (cost - usual) ** 2 * requests / np.where(counted, usual, 1.0) ** 2, np.nan)
-    return per_request, np.maximum(_nanmean(spread), SIZE_CV2)
+    usual[~counted] = 1.0  # (not counted: its term is 0 below)
+    spread = (np.square(cost - usual) * requests / np.square(usual) * counted).sum(axis=1)
+    hours = counted.sum(axis=1)
+    return per_request, np.maximum(spread / np.maximum(hours, 1), SIZE_CV2)
 
 
 def _own_nights(flat_peak: np.ndarray, busiest: np.ndarray, weekday: np.ndarray, slot_weekend: np.ndarray
