@@ -223,7 +223,7 @@ class SpendAnomalyRule:
             k = self.price_hours
             n, spent = observed_requests[:, -k:], observed_usd[:, -k:]
             cv2 = np.asarray(price_cv2, dtype=float)
-            cv2 = cv2[:, None] if cv2.ndim == 1 else cv2
+            cv2 = np.broadcast_to(cv2[:, None] if cv2.ndim == 1 else cv2, n.shape)
             usual, line = self.price(per_request=per_request, cv2=cv2, observed_requests=n, z=self.z_fire)
             over = (spent >= line) & (spent - usual >= self.min_excess_usd) & (n >= self.min_requests)
             priced = warm & over.all(axis=1)
