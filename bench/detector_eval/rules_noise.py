@@ -108,7 +108,10 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                              expected_requests=profiles.requests[:, last % 168], history_hours=profiles.history_hours,
                              dispersion=profiles.dispersion, previous_usd=hours.cost[:, last - 24],
                              previous_expected_usd=profiles.cost[:, (last - 24) % 168],
-                             previous_expected_requests=profiles.requests[:, (last - 24) % 168])
+                             previous_expected_requests=profiles.requests[:, (last - 24) % 168],
+                             observed_requests=hours.requests[:, last],
+                             per_request=profiles.per_request[:, last[-rule.price_hours:] % 168],
+                             price_cv2=profiles.price_cv2)
             day = hours.cost[:, last].sum(axis=1)
             newish = (profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd) & ~is_pair
             for s in np.flatnonzero(newish):  # as detect_spend_anomalies: a pair is new when its customer is
@@ -164,7 +167,7 @@ def _remembered(profiles: Profiles, hours: _Hours, now_h: int, rule: SpendAnomal
             peak[:, h] = np.maximum(peak[:, h], planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
     return Profiles(profiles.requests, expected, peak, profiles.dispersion, profiles.fail_ratio,
                     np.maximum(profiles.history_hours, planned.history_hours), profiles.day_peak,
-                    profiles.weekend_day_peak)
+                    profiles.weekend_day_peak, profiles.per_request, profiles.price_cv2)
 
 
 def _cumulative(membership: np.ndarray, array: np.ndarray) -> np.ndarray:

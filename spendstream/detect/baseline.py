@@ -186,7 +186,8 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                          expected_requests=profiles.requests[:, last], history_hours=history,
                          dispersion=profiles.dispersion, previous_usd=cost[:, -48:-24],
                          previous_expected_usd=profiles.cost[:, before],
-                         previous_expected_requests=profiles.requests[:, before])
+                         previous_expected_requests=profiles.requests[:, before], observed_requests=req[:, -24:],
+                         per_request=profiles.per_request[:, last[-rule.price_hours:]], price_cv2=profiles.price_cv2)
         w = hour_of_week(hour)
         expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
         # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);

@@ -31,6 +31,10 @@ The model of one subject (a team, feature or customer), per hour of the week:
   expected ones (``phi`` in var = mu + phi·mu²), so a window's uncertainty comes from
   counts: three requests are noise, three thousand are not;
 - **failure ratio**: failed attempts per attempt over the history, for retry storms;
+- **price**: dollars per request at each hour of the week (all the dollars over all the requests of the
+  same hour on the same kind of day, the last two weeks), and how much more than independent request
+  sizes an hour's price wanders around it (``price_cv2``, per request, at least ``SIZE_CV2``): a subject
+  whose requests go to several models wanders with its mix, one model's requests with their sizes;
 - **warm-up**: how many hours of history the subject has (an anomaly needs a week).
 
 Hours are columns, oldest first; the week starts Monday 00:00 UTC. A subject's hours before
@@ -64,6 +68,8 @@ class Profiles:
     history_hours: np.ndarray  # (S,) hours from the first request to the end of the history
     day_peak: np.ndarray | None = None  # (S,) typical largest 10-minute spend of a day (None: not learned)
     weekend_day_peak: np.ndarray | None = None  # (S,) the same, of a weekend day
+    per_request: np.ndarray | None = None  # (S, 168) usual USD per request (0: no requests seen at that hour)
+    price_cv2: np.ndarray | None = None    # (S,) squared cv of one request's cost, as its hours' prices wander
 
     def day_peak_in(self, hour_of_week: int) -> np.ndarray | None:
         """The typical busiest 10 minutes of a day of the kind (weekday or weekend) ``hour_of_week`` falls on."""
@@ -131,6 +137,7 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     out_req = (n * how_req + SHRINK * same_req) / (n + SHRINK)
     out_cost = (n * how_cost + SHRINK * same_cost) / (n + SHRINK)
     hour_of_week = (np.arange(hours) + first_hour_of_week) % HOURS_PER_WEEK
+    per_request, price_cv2 = _price(same_req, same_cost, requests, cost, live, hour_of_week)
     mu = out_req[:, hour_of_week]
     with np.errstate(invalid="ignore", divide="ignore"):
         excess = np.where(live & (mu >= 5), ((requests - mu) ** 2 - mu) / np.maximum(mu, 1e-9) ** 2, np.nan)
@@ -138,7 +145,27 @@ def learn(*, requests: np.ndarray, cost: np.ndarray, attempts: np.ndarray, faile
     total_attempts = (attempts * live).sum(axis=1)
     fail_ratio = np.where(total_attempts > 0, (failed * live).sum(axis=1) / np.maximum(total_attempts, 1), 0.0)
     return Profiles(out_req, out_cost, same_peak, dispersion, fail_ratio, np.maximum(hours - first_hour, 0),
-                    day_peak, weekend_day_peak)
+                    day_peak, weekend_day_peak, per_request, price_cv2)
+
+
+PRICE_MIN_REQUESTS = 5  # an hour with fewer requests says little about how its price wanders
+
+
+def _price(same_req: np.ndarray, same_cost: np.ndarray, requests: np.ndarray, cost: np.ndarray, live: np.ndarray,
+           hour_of_week: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Usual USD per request, (S, 168): the same-hour-and-kind-of-day means' ratio (a ratio of sums, so a
+    request costs its mean, not a median hour's), else the subject's over its whole history; and ``price_cv2``,
+    (S,): the mean over its hours of PRICE_MIN_REQUESTS or more of (dollars − usual × requests)² ÷ (usual² ×
+    requests), which is one request's squared cv where sizes are independent and more where the mix wanders."""
+    total_req, total_cost = (requests * live).sum(axis=1), (cost * live).sum(axis=1)
+    overall = np.where(total_req > 0, total_cost / np.maximum(total_req, 1e-9), 0.0)
+    per_request = np.where(same_req > 0, same_cost / np.maximum(same_req, 1e-9), overall[:, None])
+    usual = per_request[:, hour_of_week] * requests
+    counted = live & (requests >= PRICE_MIN_REQUESTS) & (usual > 0)
+    usual[~counted] = 1.0  # (not counted: its term is 0 below)
+    spread = (np.square(cost - usual) * requests / np.square(usual) * counted).sum(axis=1)
+    hours = counted.sum(axis=1)
+    return per_request, np.maximum(spread / np.maximum(hours, 1), SIZE_CV2)
 
 
 def _own_nights(flat_peak: np.ndarray, busiest: np.ndarray, weekday: np.ndarray, slot_weekend: np.ndarray

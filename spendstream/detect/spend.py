@@ -34,6 +34,17 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
   sustained shift" of its own dollars the next afternoon). After a previous day whose median ratio
   was ``slow_sustained_ratio`` (growth, not a day's wobble: a creep), the excess need only clear the
   day's own noise (:meth:`SpendAnomalyRule.slow`). Calm under ``slow_calm_ratio``.
+  The slow window is also hot when **the price** of each of the last ``price_hours`` closed hours
+  is new (:meth:`price`): an hour's dollars against what its own requests cost at the subject's
+  usual dollars per request in that hour of the week, over the tail of that many requests' costs as
+  its own hours' prices wander and at least ``min_ratio`` × it, with at least ``min_requests``
+  requests and ``min_excess_usd`` over. A feature moved to a pricier model keeps its requests and
+  multiplies their price: where it is a small part of a bursty subject, its dollars stay inside the
+  10-minute window's peak, and two hours are a small part of a day's median; but given the count,
+  no burst of ordinary requests explains them. Hours, not the fast window: sixfold the requests, so
+  a quiet key's switch is seen. More than one: a switch is a deploy and stays, while a subject has
+  thousands of hours a week, so one of them far in its tail is chance (an hour of one heavy user);
+  two in a row are not. Calm when the last hour is under that line at ``z_calm``.
 
 No anomaly without ``warmup_hours`` of history: until then a subject that spends
 ``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
@@ -87,6 +98,7 @@ class SpendAnomalyRule:
     day_peak_for: str = "pairs"   # whose peak is at least its usual busiest 10 minutes of a day: pairs, all, none
     pair_min_ratio: float = 2.0
     day_peak_share: float = 0.6   # of a pair's usual busiest 10 minutes of a day that its window must beat
+    price_hours: int = 2          # consecutive closed hours at a new price (:meth:`price`) that make it hot
 
     def peak(self, hour_peak: np.ndarray, day_peak: np.ndarray | None, *, pair: np.ndarray) -> np.ndarray:
         """The typical 10-minute peak a subject's window is held against: this hour's (of the week), or for the
@@ -160,12 +172,34 @@ class SpendAnomalyRule:
         so the excess is at most what was observed): the pass reads no baseline for the others."""
         return (observed_usd >= self.min_excess_usd) & (observed_requests >= self.min_requests)
 
+    def price(self, *, per_request: np.ndarray, cv2: np.ndarray | float, observed_requests: np.ndarray,
+              z: float) -> tuple[np.ndarray, np.ndarray]:
+        """What ``observed_requests`` requests usually cost, at ``per_request`` dollars each, and the dollars
+        beyond which they cost more than their sizes explain: the gamma tail at ``z`` of that many requests'
+        costs (squared cv ``cv2`` each: :attr:`~spendstream.detect.noise.Profiles.price_cv2`), and at least
+        ``min_ratio`` × the usual, as the fast window's dollars. Without a usual price (0) the line is infinite.
+
+        The count is observed, not expected: its noise and the subject's bursts drop out, so a burst of
+        ordinary requests is not over this line however bursty the subject, and a new price is. ``cv2`` is
+        the subject's own: one model's requests wander with their sizes, a feature routed to several models
+        with its mix as well."""
+        n = np.asarray(observed_requests, dtype=float)
+        usual = per_request * n
+        line = np.maximum(upper(usual, per_request * np.sqrt(n * cv2), z), self.min_ratio * usual)
+        return usual, np.where(per_request > 0, line, np.inf)
+
     def slow(self, *, observed_usd: np.ndarray, expected_usd: np.ndarray, expected_requests: np.ndarray,
              history_hours: np.ndarray, dispersion: np.ndarray | float = 0.0,
              previous_usd: np.ndarray | None = None, previous_expected_usd: np.ndarray | None = None,
-             previous_expected_requests: np.ndarray | None = None) -> SpendVerdict:
+             previous_expected_requests: np.ndarray | None = None, observed_requests: np.ndarray | None = None,
+             per_request: np.ndarray | None = None, price_cv2: np.ndarray | float = SIZE_CV2) -> SpendVerdict:
         """Arrays of shape (subjects, 24): the last 24 closed hours, observed and as the profile expected them;
         ``dispersion`` is each subject's phi (:class:`~spendstream.detect.noise.Profiles`; 0: Poisson counts).
+        ``observed_requests`` (those hours' requests) and ``per_request`` (the usual dollars per request of
+        the last ``price_hours`` hours, (subjects, ``price_hours``)), when given, judge those hours by their
+        price too (:meth:`price`, with each subject's ``price_cv2``): hot when each is over its line at
+        ``z_fire``, calm when the last is under it at ``z_calm``; their excess over what their requests
+        usually cost is the verdict's when larger than the day's.
 
         ``previous_*`` are the 24 hours before those, when read: a subject whose previous day's median ratio was
         at least ``slow_sustained_ratio`` as well is growing, not wobbling for a day, and its day's excess need
@@ -184,7 +218,20 @@ class SpendAnomalyRule:
             floor = np.where(known & (before >= self.slow_sustained_ratio), np.minimum(floor, noise), floor)
         warm = history_hours >= self.warmup_hours
         hot = warm & enough & (median >= self.slow_ratio) & (excess >= floor)
-        return SpendVerdict(hot, np.zeros_like(hot), median < self.slow_calm_ratio, excess, day_expected)
+        calm = median < self.slow_calm_ratio
+        if observed_requests is not None and per_request is not None:
+            k = self.price_hours
+            n, spent = observed_requests[:, -k:], observed_usd[:, -k:]
+            cv2 = np.asarray(price_cv2, dtype=float)
+            cv2 = np.broadcast_to(cv2[:, None] if cv2.ndim == 1 else cv2, n.shape)
+            usual, line = self.price(per_request=per_request, cv2=cv2, observed_requests=n, z=self.z_fire)
+            over = (spent >= line) & (spent - usual >= self.min_excess_usd) & (n >= self.min_requests)
+            priced = warm & over.all(axis=1)
+            _, calm_line = self.price(per_request=per_request[:, -1], cv2=cv2[:, -1], observed_requests=n[:, -1],
+                                      z=self.z_calm)
+            hot, calm = hot | priced, calm & (spent[:, -1] < np.maximum(calm_line, self.min_excess_usd))
+            excess = np.where(priced, np.maximum(excess, (spent - usual).sum(axis=1)), excess)
+        return SpendVerdict(hot, np.zeros_like(hot), calm, excess, day_expected)
 
     def _median_ratio(self, observed_usd: np.ndarray, expected_usd: np.ndarray,
                       expected_requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
