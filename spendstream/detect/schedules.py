@@ -20,16 +20,19 @@ largest sighting's dollars per hour bound the hour's typical peak, so a monthly 
 (last month) is not an anomaly when it runs again at its size, while ten times it still is.
 A busy key's ordinary day is not a sighting, so its weekends and spikes stay watched.
 
-How far a repeat may stray from what was seen (:func:`promised_peak`): a job seen once has no
-spread of its own to learn, and the rule's margin over a typical peak (``peak_margin``) assumes
-the peak is known. What is known of a sighting is its dollars *and its requests*: under the
-detectors' count model (:mod:`spendstream.detect.noise`: a count of requests of varying size) a
-repeat differs from the sighting by the noise of both draws, the variance of one times
-1 + 1/n for n sightings (a prediction interval, as a t-interval's sqrt(1 + 1/n), with the spread
-from the counts instead of from the n samples). The window is held to the larger of the margin
+How far a repeat of a job seen once may stray (:func:`promised_peak`): one sighting has no spread
+of its own, and the rule's margin over a typical peak (``peak_margin``) assumes the peak is a
+typical run, where one sighting is any run. What is known of it is its dollars *and its
+requests*: under the detectors' count model (:mod:`spendstream.detect.noise`: a count of requests
+of varying size) a repeat differs from the sighting by the noise of both draws, twice the
+variance of one (a prediction interval, the sqrt(1 + 1/n) of a t-interval at n = 1, with the
+spread from the counts instead of from samples). The window is held to the larger of the margin
 over the sighting and that prediction's tail at the rule's ``z``: a job of a few hundred requests
 seen once may come back a third larger by chance; one of thousands may not, and the margin is
-what it keeps; each month seen narrows it.
+what it keeps. With ``SIGHTINGS`` the job is expected, and the largest of them (above a typical
+run: a third run exceeds the larger of two draws one time in three, not one in two) is the peak,
+as before. The bound is an hour's dollars: a job spread over its hour has a window far under
+them, and the widening adds to that slack (the rollups keep no finer grain a month back).
 """
 
 from __future__ import annotations
@@ -140,24 +143,21 @@ def schedule(memory: Memory, expected: np.ndarray, *, now: datetime, z: float, m
     largest = kept.argmax(axis=1)[:, None, :]                                 # (S, 1, SPAN): its month
     usd = np.take_along_axis(kept, largest, axis=1)[:, 0, :]
     requests = None if memory.requests is None else np.take_along_axis(memory.requests, largest, axis=1)[:, 0, :]
+    once = (sighted.sum(axis=1) == 1)[:, None]
     return Schedule(np.where(enough[:, None], promised, 0.0),
                     np.where(enough, back[np.maximum(oldest, 0)], 0.0),
-                    promised_peak(usd, requests, sighted.sum(axis=1)[:, None], z=z, margin=margin))
+                    np.where(once, promised_peak(usd, requests, z=z, margin=margin), usd))
 
 
-def promised_peak(usd: np.ndarray, requests: np.ndarray | None, sightings: np.ndarray, *, z: float, margin: float
-                  ) -> np.ndarray:
-    """The typical 10-minute peak an hour remembered as ``usd`` from ``requests`` (its largest sighting of
-    ``sightings``) promises, such that ``margin`` × it is the larger of ``margin`` × ``usd`` and the tail at ``z``
-    of a repeat's dollars: the gamma (:func:`~spendstream.detect.noise.upper`) around ``usd`` whose variance is one
-    draw's under the count model (``requests`` of the sighting's mean size, size cv² ``SIZE_CV2``) times
-    1 + 1/``sightings``. An hour's dollars bound its 10 minutes (the rollups keep no finer grain a month back).
-    Without ``requests``, ``usd`` itself."""
+def promised_peak(usd: np.ndarray, requests: np.ndarray | None, *, z: float, margin: float) -> np.ndarray:
+    """The typical 10-minute peak an hour seen once as ``usd`` from ``requests`` promises, such that ``margin`` × it
+    is the larger of ``margin`` × ``usd`` and the tail at ``z`` of a repeat's dollars: the gamma
+    (:func:`~spendstream.detect.noise.upper`) around ``usd`` whose variance is twice one draw's under the count
+    model (``requests`` of the sighting's mean size, size cv² ``SIZE_CV2``). An hour's dollars bound its
+    10 minutes. Without ``requests``, ``usd`` itself."""
     if requests is None:
         return usd
-    n = np.maximum(sightings, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        # r requests of mean size c/r: variance (c/r)² · r · (1 + cv²); 1 + 1/n: the repeat's own draw and the
-        # uncertainty of what n sightings tell of the job
-        sigma = np.where(requests > 0, usd * np.sqrt((1 + SIZE_CV2) / np.maximum(requests, 1e-9) * (1 + 1 / n)), 0.0)
+        # r requests of mean size c/r: variance (c/r)² · r · (1 + cv²), once for the repeat, once for the sighting
+        sigma = np.where(requests > 0, usd * np.sqrt(2 * (1 + SIZE_CV2) / np.maximum(requests, 1e-9)), 0.0)
     return np.maximum(usd, upper(usd, sigma, z) / margin)
