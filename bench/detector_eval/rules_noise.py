@@ -149,15 +149,12 @@ def _remembered(profiles: Profiles, hours: _Hours, now_h: int, rule: SpendAnomal
     (``MONTH_DAYS``) back promises (:mod:`spendstream.detect.schedules`, over the hours around ``now_h``; the
     older months lie before the world and hold nothing)."""
     cost = np.zeros((len(is_pair), schedules.MONTHS, schedules.SPAN_HOURS))
-    requests = np.zeros(cost.shape)
     first = now_h - MONTH_DAYS * 24 - schedules.BEFORE_HOURS
     if first >= 0:
         cost[:, 0, :] = hours.cost[:, first:first + schedules.SPAN_HOURS]
-        requests[:, 0, :] = hours.requests[:, first:first + schedules.SPAN_HOURS]
     starts = [at((first - 24 * 30 * k) * 60) for k in range(schedules.MONTHS)]
     span = (np.arange(schedules.SPAN_HOURS) + now_h - schedules.BEFORE_HOURS) % 168
-    planned = schedules.schedule(schedules.Memory(cost, starts, requests), profiles.cost[:, span],
-                                 now=at(now_h * 60), z=rule.z_fire, margin=rule.peak_margin)
+    planned = schedules.schedule(schedules.Memory(cost, starts), profiles.cost[:, span], now=at(now_h * 60))
     peak = np.stack([rule.peak(profiles.peak_cost[:, h], profiles.day_peak_in(h), pair=is_pair) for h in range(168)],
                     axis=1)
     expected = profiles.cost.copy()

@@ -174,7 +174,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                          first_hour_of_week=hour_of_week(learn_start), first_hour=first)
         # a day of the month that four weeks do not hold: what it promises, and the history it adds
         planned = schedules.schedule(memory.rows(slice(chunk, chunk + len(names))), profiles.cost[:, span],
-                                     now=hour, z=rule.z_fire, margin=rule.peak_margin)
+                                     now=hour)
         # history runs to now for warm-up: a subject first seen after the profile's end is new
         seen_all = req > 0
         history = total_hours - np.where(seen_all.any(axis=1), seen_all.argmax(axis=1), total_hours)
@@ -189,8 +189,8 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                          previous_expected_requests=profiles.requests[:, before])
         w = hour_of_week(hour)
         expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
-        # what a remembered hour promises of its 10-minute peak (schedules.promised_peak); one sighting is enough
-        # for that; a pair must beat its usual busiest 10 minutes of a day as well
+        # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);
+        # one sighting is enough for that; a pair must beat its usual busiest 10 minutes of a day as well
         pair = np.array([PAIR_MARK in name for name in names], dtype=bool)
         peak_cost = np.maximum(rule.peak(profiles.peak_cost[:, w], profiles.day_peak_in(w), pair=pair),
                                planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
