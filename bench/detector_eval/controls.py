@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.detector_eval import rules_noise
+from bench.detector_eval import rules_noise, score
 from bench.detector_eval.traces import SHAPES, load
 from bench.detector_eval.traffic import DAY, World, generate
 from spendstream.detect.spend import SpendAnomalyRule
@@ -40,6 +40,12 @@ class _Day:
 
 def diagnose(world: World, rule: SpendAnomalyRule | None = None) -> tuple[list[str], int]:
     """The near-miss lines of one world and how many control alerts fired in it."""
+    lines, alerts, _ = _diagnose(world, rule)
+    return lines, alerts
+
+
+def _diagnose(world: World, rule: SpendAnomalyRule | None = None
+              ) -> tuple[list[str], int, list[rules_noise.Fired]]:
     rule = rule or SpendAnomalyRule()
     closest: dict[tuple[str, int], _Day] = {}
     index: dict[str, int] = {}
@@ -88,7 +94,7 @@ def diagnose(world: World, rule: SpendAnomalyRule | None = None) -> tuple[list[s
         verdict = "VERY HOT" if c.very_hot else "hot" if c.hot else "near"
         lines.append(f"- {world.shape} seed {world.seed} {subject} {at}: ${c.usd:.2f} / line ${c.line:.2f} = "
                      f"{c.ratio:.2f} ({verdict}; {c.terms}); {c.spread}")
-    return lines, alerts
+    return lines, alerts, fired
 
 
 def main() -> None:
@@ -97,15 +103,30 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
     args = parser.parse_args()
     total = near = 0
+    scored: score.Score | None = None
+    per_incident: dict[str, list[int]] = {}
     for shape in args.shapes:
         trace = load(shape)
         for seed in args.seeds:
-            lines, alerts = diagnose(generate(trace, seed))
+            world = generate(trace, seed)
+            lines, alerts, fired = _diagnose(world)
             total += alerts
             near += len(lines)
             print("\n".join(lines) if lines else f"- {shape} seed {seed}: no control within {NEAR:.0%} of its line",
                   flush=True)
+            s = score.score(world, fired, "noise", "spend")  # the spend run the harness scores, from the same pass
+            scored = s if scored is None else scored.merge(s)
+            for dest, counts in rules_noise.messages_per_incident(world, fired).items():
+                per_incident.setdefault(dest, []).extend(counts)
     print(f"\ncontrol alerts (firing): {total}; control subject-days within {NEAR:.0%} of the line or hot: {near}")
+    if scored is not None:
+        print(f"spend as the harness scores it: recall {scored.recall:.2f} ({scored.detected}/{scored.incidents}), "
+              f"precision {scored.precision:.2f} ({scored.true_alerts}/{scored.alerts}), false alarms/day/100 keys "
+              f"{scored.false_per_day_per_100:.2f}, control alerts {scored.control_alerts}")
+    for dest, counts in per_incident.items():
+        if counts:
+            print(f"spend messages per incident to {dest} ({len(counts)} incidents): max {max(counts)}, over 2: "
+                  f"{sum(n > 2 for n in counts)}")
 
 
 if __name__ == "__main__":
