@@ -126,6 +126,39 @@ def test_rollup_backed_views_equal_raw_through_duplicates_conflicts_late_events_
     assert (rolled or 0) == raw
 
 
+@pytest.mark.integration
+def test_forgetting_periods_waits_for_its_deletes_and_says_when_one_fails(embedded_store) -> None:
+    """forget_periods starts its deletes together and waits for them all (rollups.wait_for_mutations): once it
+    returns the periods are empty; a mutation that fails is raised with the engine's reason, not waited for."""
+    from spendstream.sinks.store import StoreError
+
+    store = embedded_store
+    run = f"forget-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    events = _events(run, now - timedelta(hours=3), 10)
+    _write(store, events)
+    _maintain(store)
+    rows = f"SELECT count() FROM usage_minutes WHERE startsWith(team, '{run}')"
+    assert store.query(rows).scalar() > 0
+    rollups.forget_periods(store, rollups.minutes_of(
+        store.query_arrow(f"SELECT ts FROM usage_events WHERE startsWith(team, '{run}')")["ts"]))
+    assert store.query(rows).scalar() == 0
+    _maintain(store)  # marked again: recomputed
+    assert store.query(rows).scalar() > 0
+
+    table = f"failing_{uuid.uuid4().hex[:6]}"
+    store.command(f"CREATE TABLE {table} (k UInt8, v UInt8) ENGINE = MergeTree ORDER BY k")
+    store.command(f"INSERT INTO {table} VALUES (1, 1)")
+    try:
+        store.command(f"ALTER TABLE {table} UPDATE v = throwIf(v = 1, 'no such luck') WHERE 1 "
+                      "SETTINGS mutations_sync = 0")
+        with pytest.raises(StoreError, match="no such luck"):
+            rollups.wait_for_mutations(store, [table])
+    finally:
+        store.command(f"KILL MUTATION WHERE database = currentDatabase() AND table = '{table}' SYNC")
+        store.command(f"DROP TABLE {table}")
+
+
 def test_close_pending_periods_are_recomputed_with_one_query_and_far_ones_apart() -> None:
     minute = timedelta(minutes=1)
     t0 = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)

@@ -106,6 +106,7 @@ def build_minutes(store: Store, minutes: list[tuple[datetime, datetime]]) -> Non
 
 
 def forget(store: Store, listed: str) -> None:
-    """Empty the slices of the minutes ``listed`` (SQL ``DateTime`` values, comma-separated)."""
+    """Start emptying the slices of the minutes ``listed`` (SQL ``DateTime`` values, comma-separated); the
+    caller waits for it (:func:`rollups.wait_for_mutations`), with its other deletes."""
     store.command(f"DELETE FROM {LIVE_SLICES.name} WHERE toStartOfMinute(slice) IN "
-                  f"(SELECT arrayJoin([{listed}]))")
+                  f"(SELECT arrayJoin([{listed}])) SETTINGS lightweight_deletes_sync = 0")

@@ -437,11 +437,37 @@ def forget_periods(store: Store, minutes: pa.Table) -> None:
     if minutes.num_rows == 0:
         return
     listed = ", ".join(f"toDateTime('{m:%Y-%m-%d %H:%M:%S}', 'UTC')" for m in minutes["minute"].to_pylist())
-    for rollup in all_grains():
+    # Every delete is started before any is waited for: a synchronous one waits idle until the engine's
+    # background pool schedules its mutation, and one after another those waits added up (BENCHMARKS.md,
+    # "Session s14"); started together, they run side by side and the waits overlap.
+    grains = all_grains()
+    for rollup in grains:
         store.command(f"DELETE FROM {rollup.name} WHERE {rollup.period} IN "
-                      f"(SELECT DISTINCT {rollup.period_of_mark} FROM (SELECT arrayJoin([{listed}]) AS minute))")
+                      f"(SELECT DISTINCT {rollup.period_of_mark} FROM (SELECT arrayJoin([{listed}]) AS minute)) "
+                      f"SETTINGS lightweight_deletes_sync = 0")
     live_slices.forget(store, listed)
+    wait_for_mutations(store, [*(r.name for r in grains), live_slices.LIVE_SLICES.name])
     store.insert_arrow("rollup_marks", live_slices.every_slice_of(minutes["minute"]))  # a live minute's slices too
+
+
+def wait_for_mutations(store: Store, tables: Sequence[str], *, poll_s: float = 0.02) -> None:
+    """Return once no mutation of ``tables`` (in the store's database) is left to run; raise
+    :class:`~spendstream.sinks.store.StoreError` with the engine's reason if one fails (it would be retried
+    forever, and the rows it was to delete would stay)."""
+    import time
+
+    from spendstream.sinks.store import StoreError
+
+    listed = ", ".join(f"'{t}'" for t in tables)
+    while True:
+        left, failed = store.query(f"SELECT count(), anyIf(latest_fail_reason, latest_fail_reason != '') "
+                                   f"FROM system.mutations WHERE database = currentDatabase() "
+                                   f"AND table IN ({listed}) AND NOT is_done").rows[0]
+        if failed:
+            raise StoreError(f"a mutation of {', '.join(tables)} failed: {failed}")
+        if not int(left):
+            return
+        time.sleep(poll_s)
 
 
 # -- the maintainer -------------------------------------------------------------------------
