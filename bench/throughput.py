@@ -54,6 +54,7 @@ from spendstream.kafka_admin import ensure_topics  # noqa: E402
 from spendstream.localbroker import LocalBroker  # noqa: E402
 from spendstream.settings import Settings  # noqa: E402
 from spendstream.sinks.endpoint import QueryClient  # noqa: E402
+from spendstream.sinks.host import RemoteStore  # noqa: E402
 from spendstream.sinks.store import query_result  # noqa: E402
 
 PARTITIONS = 8
@@ -110,9 +111,11 @@ BUDGETS = [Budget(name="search monthly", team="search", amount_usd=Decimal(1000)
 
 
 def detect_once(client: QueryClient) -> int:
-    """One pass of the windowed detectors; how many alerts they would raise."""
+    """One pass of the windowed detectors through the worker's query endpoint; how many alerts they would
+    raise. The detectors take a Store (their windows come back as Arrow): the endpoint's, as a RemoteStore."""
+    store = RemoteStore(client.url, client.secret, client.timeout_s)
     now = datetime.now(timezone.utc)
-    return len(evaluate(client, BUDGETS, now) + detect_retry_storms(client, now) + detect_spend_anomalies(client, now))
+    return len(evaluate(store, BUDGETS, now) + detect_retry_storms(store, now) + detect_spend_anomalies(store, now))
 
 
 class Detection(threading.Thread):
