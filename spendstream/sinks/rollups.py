@@ -45,13 +45,14 @@ oldest first: until then the watermark stays back and readers read raw.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
-from spendstream.sinks.store import Store, TextQuerier, query_result, sql_time
+from spendstream.sinks.store import Store, StoreError, TextQuerier, query_result, sql_time
 
 log = logging.getLogger(__name__)
 
@@ -454,10 +455,6 @@ def wait_for_mutations(store: Store, tables: Sequence[str], *, poll_s: float = 0
     """Return once no mutation of ``tables`` (in the store's database) is left to run; raise
     :class:`~spendstream.sinks.store.StoreError` with the engine's reason if one fails (it would be retried
     forever, and the rows it was to delete would stay)."""
-    import time
-
-    from spendstream.sinks.store import StoreError
-
     listed = ", ".join(f"'{t}'" for t in tables)
     while True:
         left, failed = store.query(f"SELECT count(), anyIf(latest_fail_reason, latest_fail_reason != '') "
