@@ -11,6 +11,12 @@ inserts of a drain (in the worker both share one chdb session, so a pass's time 
 the writer waits). Then the backlog goes quiet and passes run until nothing is pending
 (the catch-up), and then idle passes (the bookkeeping alone). Prints seconds per phase;
 run it for two checkouts back to back and compare.
+
+``--live``: each batch is retimed, as it is written, to the second before it (fresh ids, ``ts`` spread
+over that second): a drain of the live minutes, which the maintainer keeps from their 10-second slices,
+then the catch-up once they are quiet. Besides seconds, every phase reports what the passes cost the
+store in statements, rows read from storage and process CPU (bench/store_tally.py): on a machine that
+other sessions load, compare those.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from maintainer_lag import _fresh  # noqa: E402
+from store_tally import Cost, tally  # noqa: E402
 from workload import base_events, replay  # noqa: E402
 
 import spendstream  # noqa: E402
@@ -46,6 +54,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--idle-passes", type=int, default=20)
+    parser.add_argument("--live", action="store_true", help="each batch retimed to the second before its write")
     args = parser.parse_args()
     pricer = Pricer()
     events = [e.model_dump(mode="json") for e in replay(base_events(50_000), args.events, run="cost")]
@@ -53,38 +62,52 @@ def main() -> None:
                         for k, i in enumerate(range(start, min(start + args.batch, len(events)), 1000))], pricer)
                for start in range(0, len(events), args.batch)]
     result: dict[str, object] = {"code": str(Path(spendstream.__file__).parent.parent), "events": len(events),
-                                 "load_average_1m_start": os.getloadavg()[0]}
+                                 "live": args.live, "load_average_1m_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         store = EmbeddedStore(Path(tmp) / "data")
         migrate(store)
         writer = SinkWriter(store)
         write_s = pass_s = 0.0
-        recomputed = 0
+        recomputed, written = 0, 0
+        during, catching_up, idle = Cost(), Cost(), Cost()
         for batch in batches:
+            if args.live:
+                now = time.time()
+                batch = _fresh(batch, written, [now - 1 + (i + 1) / batch.num_events
+                                                for i in range(batch.num_events)])
+                written += batch.num_events
             started = time.perf_counter()
             asyncio.run(writer.write(batch))
             write_s += time.perf_counter() - started
             started = time.perf_counter()
-            recomputed += rollups.maintain(store, now=datetime.now(timezone.utc)).periods
+            with tally() as cost:
+                recomputed += rollups.maintain(store, now=datetime.now(timezone.utc)).periods
+            during.add(cost)
             pass_s += time.perf_counter() - started
         result |= {"write_s": write_s, "maintain_during_s": pass_s, "recomputed_during": recomputed,
-                   "events_per_s_write_and_maintain": len(events) / (write_s + pass_s)}
+                   "events_per_s_write_and_maintain": len(events) / (write_s + pass_s)} | during.as_dict("during")
         started, passes, catch_up = time.perf_counter(), 0, 0
         time.sleep(1.1)  # the backlog went quiet
         while True:
-            done = rollups.maintain(store, now=datetime.now(timezone.utc))
+            with tally() as cost:
+                done = rollups.maintain(store, now=datetime.now(timezone.utc))
+            catching_up.add(cost)
             passes += 1
             catch_up += done.periods
             if not store.query("SELECT count() FROM rollup_watermarks WHERE usage_minutes < toStartOfMinute(now()) "
                                "OR customer_hours < toStartOfHour(now()) OR usage_hours < toStartOfHour(now())"
-                               ).scalar() or passes > 50:
+                               ).scalar() or passes > 200:
                 break
+            time.sleep(0.2)
         result |= {"catch_up_s": time.perf_counter() - started - 1.1, "catch_up_passes": passes,
-                   "recomputed_catch_up": catch_up}
+                   "recomputed_catch_up": catch_up} | catching_up.as_dict("catch_up")
         started = time.perf_counter()
         for _ in range(args.idle_passes):
-            rollups.maintain(store, now=datetime.now(timezone.utc))
+            with tally() as cost:
+                rollups.maintain(store, now=datetime.now(timezone.utc))
+            idle.add(cost)
         result["idle_pass_ms"] = (time.perf_counter() - started) / args.idle_passes * 1000
+        result |= {k: round(v / args.idle_passes, 4) for k, v in idle.as_dict("idle_per_pass").items()}
         raw = store.query("SELECT count() FROM usage_events FINAL").scalar()
         rolled = store.query("SELECT sum(attempts) FROM usage_minutes FINAL").scalar()
         result["exact"] = int(raw) == int(rolled)
