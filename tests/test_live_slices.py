@@ -93,7 +93,7 @@ def test_a_live_minute_from_its_slices_equals_raw_through_late_events_redeliveri
     by_slices = _one_minute(store, run, minute, "rollup")
     assert by_slices == _one_minute(store, run, minute, "raw")
 
-    # the minute goes quiet: recomputed from raw, recorded done, the same rows
+    # the minute goes quiet: finished from its slices, recorded done, the same rows
     _pass(store, Cadence(quiet_s=0, live_s=120, live_every_s=5, busy_every_s=3600))
     assert _one_minute(store, run, minute, "rollup") == by_slices
     assert _done(store, minute) == 1
@@ -128,6 +128,104 @@ def test_a_minute_no_longer_live_is_recomputed_from_raw_not_from_slices(embedded
     assert _one_minute(store, run, minute, "rollup") == _one_minute(store, run, minute, "raw") != []
     assert store.query(f"SELECT count() FROM rollup_live_slices WHERE startsWith(team, '{run}')").scalar() == 0
     assert _done(store, minute) == 1
+
+
+def _current(store, minute: datetime) -> bool:
+    """Whether ``usage_minutes``' ``minute`` is done for its latest mark (other tests may have done it before)."""
+    at = f"toDateTime('{minute:%Y-%m-%d %H:%M:%S}', 'UTC')"
+    return bool(store.query(f"SELECT (SELECT max(mark) FROM rollup_done WHERE rollup = 'usage_minutes' AND period = "
+                            f"{at}) >= (SELECT max(marked_at) FROM rollup_marks WHERE minute = {at})").scalar())
+
+
+class _Recorded:
+    """The store, with every statement a pass runs through it kept (SQL, parameters): which raw rows it read."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.statements: list[tuple[str, dict | None]] = []
+
+    def query(self, sql: str, params: dict | None = None):
+        self.statements.append((sql, params))
+        return self._store.query(sql, params)
+
+    def query_text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
+        self.statements.append((sql, params))
+        return self._store.query_text(sql, params, fmt=fmt)
+
+    def command(self, sql: str) -> None:
+        self.statements.append((sql, None))
+        self._store.command(sql)
+
+    def minute_from_raw(self, minute: datetime) -> bool:
+        """Whether a statement recomputed ``minute`` of ``usage_minutes`` from the raw events."""
+        def covers(params: dict | None) -> bool:
+            return bool(params) and (datetime.fromisoformat(params["a"]).replace(tzinfo=timezone.utc) <= minute
+                                     < datetime.fromisoformat(params["b"]).replace(tzinfo=timezone.utc))
+
+        return any(sql.startswith("INSERT INTO usage_minutes ") and "FROM usage_events" in sql and covers(params)
+                   for sql, params in self.statements)
+
+
+QUIET = Cadence(quiet_s=0, live_s=120, live_every_s=5, busy_every_s=3600, slices_every_s=0)
+
+
+@pytest.mark.integration
+def test_a_quiet_live_minute_is_finished_from_its_slices_equal_to_raw_without_reading_its_raw_rows_again(
+        embedded_store) -> None:
+    store = embedded_store
+    run = f"fin-{uuid.uuid4().hex[:6]}"
+    minute = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    first = _in_minute(run, minute, range(0, 60, 2))
+    _write(store, first)
+    _pass(store)  # filling: summed from its slices, still pending
+    # then a late event into a slice already computed, re-deliveries and a conflicting re-send (never applied)
+    _write(store, _in_minute(f"{run}-late", minute, range(1, 4)) + _in_minute(run, minute, range(1, 2)))
+    _write(store, first[:5], partition=1)
+    _write(store, [{**first[3], "output_tokens": 77_777, "status": "ok"}], partition=2)
+
+    # quiet, but the live work waits (a slice was computed less than `slices_every_s` ago): the minute waits for
+    # its slices rather than reading its raw rows, and stays pending (readers read it from raw)
+    waiting = _Recorded(store)
+    rollups.maintain(waiting, now=datetime.now(timezone.utc), max_periods=100_000,
+                     cadence=Cadence(quiet_s=0, live_s=120, live_every_s=5, busy_every_s=3600, slices_every_s=3600))
+    assert not _current(store, minute) and not waiting.minute_from_raw(minute)
+    _assert_views_equal_raw(store)
+
+    finishing = _Recorded(store)
+    rollups.maintain(finishing, now=datetime.now(timezone.utc), max_periods=100_000, cadence=QUIET)
+    assert _current(store, minute)  # done: readers take it from the rollup now
+    assert not finishing.minute_from_raw(minute)  # from the slices the live work just made current
+    finished = _one_minute(store, run, minute, "rollup")
+    assert finished == _one_minute(store, run, minute, "raw") != []
+    assert sum(int(r[7]) for r in finished) == 34  # attempts: 30 + 1 + 3 late, none twice, the conflict not applied
+    for name in (f"{run}-late",):
+        assert _minutes(store, name, "rollup") == _minutes(store, name, "raw") != []
+    _assert_views_equal_raw(store)
+
+    # marked again later (a re-delivery): pending, and finished from its slices again
+    _write(store, first[:2], partition=3)
+    again = _Recorded(store)
+    rollups.maintain(again, now=datetime.now(timezone.utc), max_periods=100_000, cadence=QUIET)
+    assert _one_minute(store, run, minute, "rollup") == finished and not again.minute_from_raw(minute)
+    _assert_views_equal_raw(store)
+
+
+@pytest.mark.integration
+def test_a_live_minute_marked_without_a_slice_is_finished_from_raw(embedded_store) -> None:
+    """Rows deleted by hand and their minute marked (as for a retention): the slices still hold those rows and the
+    mark names none of them, so the minute is recomputed from raw, where the rows are gone."""
+    store = embedded_store
+    run = f"hand-{uuid.uuid4().hex[:6]}"
+    minute = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    _write(store, _in_minute(run, minute, range(0, 60, 3)))
+    _pass(store)
+    store.command(f"DELETE FROM usage_events WHERE event_id IN ('{run}-3', '{run}-9')")  # two of the 20
+    store.command(f"INSERT INTO rollup_marks (minute) VALUES ('{minute:%Y-%m-%d %H:%M:%S}')")
+    recorded = _Recorded(store)
+    rollups.maintain(recorded, now=datetime.now(timezone.utc), max_periods=100_000, cadence=QUIET)
+    assert recorded.minute_from_raw(minute) and _current(store, minute)
+    after = _one_minute(store, run, minute, "rollup")
+    assert after == _one_minute(store, run, minute, "raw") and sum(int(r[7]) for r in after) == 18
 
 
 def test_migration_24_upgrades_a_store_with_data_in_place(tmp_path) -> None:

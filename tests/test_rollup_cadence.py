@@ -39,13 +39,17 @@ def test_a_live_minute_still_being_marked_is_summed_from_slices_not_raw_an_old_b
     assert _due(MINUTES, old, mark_ago_s=0.1, computed_ago_s=None)      # never computed: now
 
 
-def test_a_deployment_minute_waits_for_its_minute_to_close() -> None:
+def test_a_deployment_minute_waits_for_its_minute_to_close_and_then_like_any_closed_period() -> None:
     open_minute = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
     assert not _due(DEPLOYMENT_MINUTES, open_minute, mark_ago_s=0.1, computed_ago_s=None)
     assert not _due(DEPLOYMENT_MINUTES, open_minute, mark_ago_s=5, computed_ago_s=None)
     closed = open_minute - timedelta(minutes=1)
-    assert _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=1.5)  # live, still marked: live_every_s
-    assert not _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=0.5)
+    # just closed and still marked (a backlog draining into it): not recomputed every `live_every_s`, all its raw
+    # rows each time, but every `busy_every_s`, as any closed period; at once when it goes quiet
+    assert not _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=1.5)
+    assert not _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=29)
+    assert _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=31)
+    assert _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=0.1, computed_ago_s=None)  # never computed: now
     assert _due(DEPLOYMENT_MINUTES, closed, mark_ago_s=2, computed_ago_s=0.5)
 
 

@@ -11,8 +11,10 @@ the live minutes are kept from slices instead:
    ``rollup_live_slices`` (same keys and measures as ``usage_minutes``; rows expire after an hour).
 3. The live minutes still being marked are summed from their slices into ``usage_minutes``,
    versioned by the minute's latest mark, and are *not* recorded done: they stay pending.
-4. Once a minute is no longer live and went quiet, the maintainer recomputes it from raw as
-   any other period and records it done (readers take only done periods from the rollup).
+4. Once a live minute went quiet and every one of its marks names a slice computed for it, the
+   maintainer sums it from its slices once more and records it done (readers take only done
+   periods from the rollup): its raw rows are not read again. A minute no longer live, or one
+   with a mark naming no slice, is recomputed from raw as any other period.
 
 A slice recomputed for mark ``m`` holds every row marked before ``m`` (the writer marks after
 its rows are durable), so a minute summed from slices all computed for their latest marks

@@ -37,9 +37,10 @@ copies (never applied), late events and re-pricing cannot make a rollup drift:
 
 Hours are computed once closed (and again when a late event marks one); the open hour
 is read from raw. The live minutes of ``usage_minutes`` are kept current from 10-second
-slices while they fill (:mod:`spendstream.sinks.live_slices`) and recomputed from raw once
-quiet. A store created before rollups is backfilled by the maintainer,
-oldest first: until then the watermark stays back and readers read raw.
+slices while they fill (:mod:`spendstream.sinks.live_slices`) and finished from them once
+quiet (from raw where a slice is not current, or the minute is no longer live). A store
+created before rollups is backfilled by the maintainer, oldest first: until then the
+watermark stays back and readers read raw.
 """
 
 from __future__ import annotations
@@ -483,7 +484,8 @@ class Cadence:
 
     quiet_s: float = 1.0          # a period nothing marked for this long is recomputed at once
     live_s: float = 120.0         # minutes ending less than this before the server's clock are live
-    live_every_s: float = 5.0     # a live minute still being marked: recomputed this often (the rollup lag)
+    live_every_s: float = 5.0     # usage_minutes' live minute still being marked, recomputed from raw this often
+    #                               where busy_every_s is 0 (else it is summed from its slices every pass)
     busy_every_s: float = 30.0    # any other period still being marked (a backlog, a late stream): this often;
     #                               0: every pending period at once, a rollup's min_recompute_s too (tests, loads)
     slices_every_s: float = 2.0   # the live slices and the minutes summed from them: at most this often
@@ -500,8 +502,11 @@ def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime,
     computed — a backlog that touches the same hour batch after batch would otherwise be
     recomputed from raw every pass while it drains. A live minute of ``usage_minutes`` still being
     marked is not recomputed from raw at all: each pass sums it from its 10-second slices
-    (:mod:`spendstream.sinks.live_slices`), and it is recomputed from raw once it is quiet. Other
-    minute grains recompute a live minute still being marked every ``live_every_s``.
+    (:mod:`spendstream.sinks.live_slices`), and once quiet it is finished from them (``maintain``).
+    Other minute grains (``deployment_minutes``) wait like any other closed period: their readers
+    (GPU cost allocation over hours and weeks) read a pending minute from raw, and recomputing a
+    closed minute every few seconds while a backlog still marks it read all its raw rows each time,
+    though most batches bring it none of the rows the grain keeps.
     """
     end = period + rollup.step
     if rollup.name != MINUTES.name and end > now:
@@ -510,8 +515,8 @@ def due(rollup: Rollup, period: datetime, *, mark: datetime, computed: datetime,
         return False  # a coarse period (a day) is not recomputed for every late event: readers use finer rollups
     if mark <= now - timedelta(seconds=cadence.quiet_s):
         return True
-    live = rollup.step == MINUTES.step and end > now - timedelta(seconds=cadence.live_s)
-    if live and rollup.name == MINUTES.name and cadence.busy_every_s:
+    live = rollup.name == MINUTES.name and end > now - timedelta(seconds=cadence.live_s)
+    if live and cadence.busy_every_s:
         return False  # summed from its slices instead, every pass
     return computed <= now - timedelta(seconds=cadence.live_every_s if live else cadence.busy_every_s)
 
@@ -526,8 +531,10 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
     override it (``quiet_s=0, busy_every_s=0``: every pending period now, what tests and
     benchmarks that load history use). One pass is two queries (the server's clock, then
     every rollup's pending periods at once), one ``INSERT … SELECT`` per run of close due
-    periods (live slices first), one summing the live minutes still being marked from their
-    slices, and one insert each into ``rollup_done`` and ``rollup_state``.
+    periods (live slices first), one summing the live minutes from their slices (those still being
+    marked, and those gone quiet whose slices are current: finished so, without reading their raw
+    rows again; one small query over their marks says which), and one insert each into
+    ``rollup_done`` and ``rollup_state``.
 
     A period older than the raw retention is not recomputed (its raw rows are expiring, and a
     recomputation would shrink the rollup to what is left): it is recorded as done, unchanged.
@@ -557,7 +564,17 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         if expired:
             log.warning("%d %s period(s) older than the raw retention were marked again (a late event?); their "
                         "rollup rows are kept as they were", len(expired), rollup.name)
-        for run in _runs([pm for pm in chosen if oldest is None or pm[0] >= oldest], rollup.step):
+        finished: list[tuple[datetime, datetime]] = []
+        waiting: set[tuple[datetime, datetime]] = set()
+        if rollup is MINUTES:
+            # a live minute gone quiet is finished from its slices when they are current for its marks (the same
+            # rows as from raw: live_slices' docstring); one whose slices wait for the next live work waits with them
+            finished, waiting = _finish_from_slices(store, [
+                (p, m) for p, m in chosen if live_slices.is_live(p, now=server_now, live_s=cadence.live_s)],
+                slices_done=[(p, m) for r, p, m in done_rows if r is live_slices.LIVE_SLICES], refreshed=live)
+            chosen = [pm for pm in chosen if pm not in waiting]
+        from_raw = [pm for pm in chosen if pm not in set(finished) and (oldest is None or pm[0] >= oldest)]
+        for run in _runs(from_raw, rollup.step):
             _recompute(store, rollup, run)
             recomputed += len(run)
         done_rows += [(rollup, p, m) for p, m in chosen]
@@ -566,8 +583,9 @@ def maintain(store: Store, *, now: datetime, max_periods: int = 1440, raw_retent
         if rollup is MINUTES:
             # still pending (recomputed from raw once quiet), but current from their slices meanwhile
             built = [(p, m) for p, m in left if live_slices.is_live(p, now=server_now, live_s=cadence.live_s)]
-            if live:  # (else their slices were left pending: the minutes stand as last summed)
-                live_slices.build_minutes(store, built)
+            # (without this pass's live work their slices were left pending: those minutes stand as last summed)
+            live_slices.build_minutes(store, [*finished, *(built if live else [])])
+            recomputed += len(finished)
             summed = set(built)
             left_minutes = [p for p, m in left if (p, m) not in summed]
         state_rows.append((rollup, _through(server_now, [m for _, m in left])))
@@ -601,6 +619,41 @@ def _refresh_slices(store: Store, pending: dict[str, list[tuple[datetime, dateti
     for run in _runs(chosen, slices.step, gap=live_slices.SLICES_PER_MINUTE):
         _recompute(store, slices, run)
     return len(chosen), [(slices, p, m) for p, m in chosen], [(slices, _through(now, []))], True
+
+
+def _finish_from_slices(store: Store, minutes: list[tuple[datetime, datetime]], *,
+                        slices_done: list[tuple[datetime, datetime]], refreshed: bool
+                        ) -> tuple[list[tuple[datetime, datetime]], set[tuple[datetime, datetime]]]:
+    """Of due live ``(minute, mark)``s of ``usage_minutes``: those to finish from their slices, and those to leave
+    pending for the next pass's live work.
+
+    A minute is finished from its slices when every mark it has names one of its slices and each of those slices
+    was computed for its latest mark (``rollup_done``, or ``slices_done`` by this pass): then the slices hold every
+    row marked before the minute's latest mark (:mod:`spendstream.sinks.live_slices`), the rows a recomputation
+    from raw would read. One whose slices are behind waits for them when this pass skipped the live work
+    (``refreshed`` false: the next does it within ``slices_every_s``), and is recomputed from raw otherwise (a mark
+    naming no slice, made by hand or before slices).
+    """
+    from spendstream.sinks.live_slices import LIVE_SLICES
+
+    if not minutes:
+        return [], set()
+    listed = ", ".join(f"toDateTime('{p:%Y-%m-%d %H:%M:%S}', 'UTC')" for p, _ in minutes)
+    rows = store.query(
+        f"SELECT m.minute, m.slice, m.mark, d.done FROM (SELECT minute, slice, max(marked_at) AS mark "
+        f"FROM rollup_marks WHERE minute IN ({listed}) GROUP BY minute, slice) AS m "
+        f"LEFT JOIN (SELECT period, max(mark) AS done FROM rollup_done WHERE rollup = '{LIVE_SLICES.name}' "
+        f"AND toStartOfMinute(period) IN ({listed}) GROUP BY period) AS d ON m.slice = d.period").rows
+    done = dict(slices_done)
+    behind: set[datetime] = set()
+    for minute, slice_, mark, computed in rows:
+        minute, slice_, computed = _as_datetime(minute), _as_datetime(slice_), _as_datetime(computed)
+        computed = max(computed, done.get(slice_, computed))
+        if not minute <= slice_ < minute + timedelta(minutes=1) or computed < _as_datetime(mark):
+            behind.add(minute)
+    finished = [(p, m) for p, m in minutes if p not in behind]
+    waiting = set() if refreshed else {(p, m) for p, m in minutes if p in behind}
+    return finished, waiting
 
 
 def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[datetime, datetime, datetime]]]:
