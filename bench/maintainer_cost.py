@@ -13,10 +13,11 @@ the writer waits). Then the backlog goes quiet and passes run until nothing is p
 run it for two checkouts back to back and compare.
 
 ``--live``: each batch is retimed, as it is written, to the second before it (fresh ids, ``ts`` spread
-over that second): a drain of the live minutes, which the maintainer keeps from their 10-second slices,
-then the catch-up once they are quiet. Besides seconds, every phase reports what the passes cost the
-store in statements, rows read from storage and process CPU (bench/store_tally.py): on a machine that
-other sessions load, compare those.
+over that second; ``--behind-s``: the second ending that long before it, a worker that far behind, so a
+closed minute is still marked for that long): a drain of the live minutes, which the maintainer keeps
+from their 10-second slices, then the catch-up once they are quiet. Besides seconds, every phase reports
+what the passes cost the store in statements, rows read from storage and process CPU
+(bench/store_tally.py): on a machine that other sessions load, compare those.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--idle-passes", type=int, default=20)
     parser.add_argument("--live", action="store_true", help="each batch retimed to the second before its write")
+    parser.add_argument("--behind-s", type=float, default=0.0,
+                        help="with --live: to the second ending this long before its write (a worker behind)")
     args = parser.parse_args()
     pricer = Pricer()
     events = [e.model_dump(mode="json") for e in replay(base_events(50_000), args.events, run="cost")]
@@ -62,7 +65,8 @@ def main() -> None:
                         for k, i in enumerate(range(start, min(start + args.batch, len(events)), 1000))], pricer)
                for start in range(0, len(events), args.batch)]
     result: dict[str, object] = {"code": str(Path(spendstream.__file__).parent.parent), "events": len(events),
-                                 "live": args.live, "load_average_1m_start": os.getloadavg()[0]}
+                                 "live": args.live, "behind_s": args.behind_s,
+                                 "load_average_1m_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         store = EmbeddedStore(Path(tmp) / "data")
         migrate(store)
@@ -73,7 +77,8 @@ def main() -> None:
         for batch in batches:
             if args.live:
                 now = time.time()
-                batch = _fresh(batch, written, [now - 1 + (i + 1) / batch.num_events
+                end = now - args.behind_s
+                batch = _fresh(batch, written, [end - 1 + (i + 1) / batch.num_events
                                                 for i in range(batch.num_events)])
                 written += batch.num_events
             started = time.perf_counter()
