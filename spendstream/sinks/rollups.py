@@ -472,7 +472,7 @@ def wait_for_mutations(store: Store, tables: Sequence[str], *, poll_s: float = 0
 
 @dataclass(frozen=True, slots=True)
 class Maintained:
-    periods: int           # periods recomputed, all rollups
+    periods: int           # periods recomputed, all rollups (live minutes finished from their slices too)
     seconds_behind: float  # how old the oldest minute left pending by this pass is (0 when none)
 
 
