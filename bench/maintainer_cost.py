@@ -112,7 +112,8 @@ def main() -> None:
                 rollups.maintain(store, now=datetime.now(timezone.utc))
             idle.add(cost)
         result["idle_pass_ms"] = (time.perf_counter() - started) / args.idle_passes * 1000
-        result |= {k: round(v / args.idle_passes, 4) for k, v in idle.as_dict("idle_per_pass").items()}
+        result |= {k: round(v / args.idle_passes, 4) for k, v in idle.as_dict("idle_per_pass").items()
+                   if isinstance(v, (int, float))}
         raw = store.query("SELECT count() FROM usage_events FINAL").scalar()
         rolled = store.query("SELECT sum(attempts) FROM usage_minutes FINAL").scalar()
         result["exact"] = int(raw) == int(rolled)
