@@ -12,7 +12,9 @@ share), every pass, from counts:
   ratio, so a quiet feature whose few requests each take five attempts is a storm;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
-  a storm that ended stays in the slow window, and one failure of a quiet key is no evidence);
+  a storm that ended stays in the slow window, and one failure of a quiet key is no evidence).
+  The reader starts a subject's slow window at the end of its last storm already paged, if that is later
+  (:func:`settled` says why): a burn is shown by failures after the storm, not by the storm's own;
 - **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
   shape (prompt-prefix fingerprint, model, input size: whatever the request ids; only
   requests with a fingerprint) repeated ``loop_repeats`` times in the window, or
@@ -39,6 +41,7 @@ class StormVerdict:
     expected_ratio: np.ndarray
     z: np.ndarray
     slow: np.ndarray  # the slow window's test alone (a burn without "still failing now")
+    stormed: np.ndarray  # the fast window's own: a storm, or one request retried on and on (its failed attempts)
 
 
 @dataclass(frozen=True)
@@ -166,15 +169,20 @@ class RetryStormRule:
         hot = storm | burn | loop
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
         calm = (z < self.z_calm) & ~loop & ~burn
-        return StormVerdict(hot, very_hot, calm, p, z, slow)
+        return StormVerdict(hot, very_hot, calm, p, z, slow, storm | (max_attempt >= self.loop_attempts))
 
 
 def settled(verdict: StormVerdict) -> np.ndarray:
-    """Per subject: calm toward a resolve. An open incident counts no pass calm while its slow window still burns.
-    A slow burn's "still failing now" test flips with a few failures either way, and each flip after three calm
-    passes was a resolve and a new page; a storm's (or a loop's) failed attempts stay in the slow window for
-    ``slow_minutes`` after it ends, and once it had resolved, a few failures that passed the burn's "still failing
-    now" test re-opened the subject as a burn on the storm's own failures: a second page for one storm."""
+    """Per subject: calm toward a resolve. An open incident counts no pass calm while its slow window still burns:
+    a slow burn's "still failing now" test flips with a few failures either way, and each flip after three calm
+    passes was a resolve and a new page.
+
+    A storm's failed attempts would hold it the same way for ``slow_minutes`` after it ends (session s14: resolves
+    about two hours late), and once it resolved they re-opened the subject as a burn on the storm's own failures (a
+    second page for one storm). So the pass judges a subject's slow window from the end of its last storm already
+    paged (``stormed`` on a pass its incident fires; a pair's storm ends its feature's and its customer's, whose
+    windows hold its failures): a storm resolves once its fast window is calm, and a burn after it must be shown by
+    new failures. A burn that never stormed keeps its whole slow window and is held while it burns."""
     return verdict.calm & ~verdict.slow
 
 
