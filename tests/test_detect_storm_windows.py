@@ -267,6 +267,18 @@ def raw_since(store, now: datetime, starts: dict[str, datetime]) -> dict[tuple[s
     return out
 
 
+def raw_totals(store, now: datetime, starts: set[datetime]) -> dict[tuple[datetime, str], tuple[float, float]]:
+    """Per start and provider: attempts and failures of every event with a feature in ``[start, now)``."""
+    out = {}
+    for start in starts:
+        rows = query_result(store, """
+            SELECT ifNull(provider, ''), toFloat64(count()), toFloat64(countIf(status != 'ok')) FROM usage_events FINAL
+            WHERE ifNull(feature, '') != '' AND ts >= {s:DateTime64(3, 'UTC')} AND ts < {e:DateTime64(3, 'UTC')}
+            GROUP BY provider""", {"s": sql_time(start), "e": sql_time(now)}).rows
+        out |= {(start, provider): (a, f) for provider, a, f in rows}
+    return out
+
+
 @pytest.mark.integration
 def test_the_slow_window_after_a_storm_equals_raw_from_its_end(embedded_store) -> None:
     """A subject whose storm was paged is judged on its slow window from the storm's end (``storm.settled``): per
@@ -287,7 +299,9 @@ def test_the_slow_window_after_a_storm_equals_raw_from_its_end(embedded_store) -
         elif step == "late":
             _write(store, [{**events[0], "event_id": f"{run}-late", "request_id": f"{run}-late", "status": "error",
                             "http_status": 502, "ts": (now - timedelta(minutes=30)).isoformat()}])
-        got = storm_free_windows(store, end=now, starts=starts)
+        got, totals = storm_free_windows(store, end=now, starts=starts)
         assert got == raw_since(store, now, starts), step
         assert {s for s, _ in got} == set(starts)
-    assert storm_free_windows(store, end=now, starts={}) == {}
+        # what they are compared with: every feature's attempts over the same minutes, per provider
+        assert totals == raw_totals(store, now, set(starts.values())), step
+    assert storm_free_windows(store, end=now, starts={}) == ({}, {})

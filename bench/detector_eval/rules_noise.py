@@ -25,7 +25,7 @@ from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
-from spendstream.detect.storm import RetryStormRule, settled
+from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.schemas.alert import Alert
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
@@ -232,12 +232,15 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         # pass on (storm.settled); a pair has no slow window
         starts = {i: m for i, m in stormed.items() if m >= t - slow_w}
 
-        def judged(c: np.ndarray, t: int = t, starts: dict[int, int] = starts) -> np.ndarray:
+        def judged(c: np.ndarray, t: int = t, starts: dict[int, int] = starts) -> tuple[np.ndarray, np.ndarray]:
+            """(subjects, providers): each subject's slow window, and the features' totals over the same minutes."""
             out = np.where(alone, 0.0, split(c, slow_w))
+            total = np.repeat(split(c, slow_w)[features].sum(axis=0)[None, :], len(rows), axis=0)
             for m in set(starts.values()):
                 at = [i for i, start in starts.items() if start == m and not is_pair[i]]
                 out[at] = per_provider[at] @ (c[:, t] - c[:, m])
-            return out
+                total[at] = (per_provider[features] @ (c[:, t] - c[:, m])).sum(axis=0)
+            return out, total
 
         leaf_max = world.max_attempt[:, t - w:t].max(axis=1)
         leaf_repeats = world.repeats[:, t - w:t].sum(axis=1)
@@ -248,11 +251,12 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         # as fast_window: what the other traffic failed at in the minutes of each subject's attempts
         others = peers(minute_a[:, :, t - w - first:t - first], minute_f[:, :, t - w - first:t - first],
                        features) if by_minute else None
-        slow_failed, slow_attempts = judged(failed), judged(attempts)
+        (slow_failed, total_f), (slow_attempts, total_a) = judged(failed), judged(attempts)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=slow_failed, slow_attempts=slow_attempts,
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
-                             others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
+                             others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features),
+                             slow_others=others_ratio(total_f, total_a, failed=slow_failed, attempts=slow_attempts))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS

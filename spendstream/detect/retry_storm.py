@@ -68,7 +68,7 @@ import numpy as np
 from spendstream.detect import baseline, state
 from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, parents
 from spendstream.detect.incidents import Hysteresis
-from spendstream.detect.storm import RetryStormRule, settled
+from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
 from spendstream.sinks import rollups, shapes
@@ -88,6 +88,7 @@ _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('custome
 _FAST_SUBJECTS = ("arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, '')), "
                   f"{baseline.PAIR_SQL}])")
 _MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
+_Counts = tuple[float, float]  # attempts, failed attempts
 
 
 # the rollups a pass reads (whose watermarks it needs)
@@ -185,13 +186,22 @@ def pair_windows(querier: TextQuerier, *, start: datetime, end: datetime, pairs:
 
 
 def storm_free_windows(querier: TextQuerier, *, end: datetime, starts: Mapping[str, datetime],
-                       marks: Mapping[str, datetime] | None = None) -> dict[tuple[str, str], tuple[float, float]]:
-    """(subject, provider) -> (attempts, failed attempts) in ``[starts[subject], end)`` for the features and
-    customers of ``starts`` (``feature=…``, ``customer=…``): a subject's slow window from the end of its last storm
-    already paged (:func:`~spendstream.detect.storm.settled`). Read as :func:`feature_windows` and
-    :func:`customer_windows` read the whole slow window (``feature_failures``, ``customer_provider_hours``, raw at
-    the edges), one window per distinct start, in one statement; a provider with nothing since is absent."""
-    parts, params, times = [], {}, {}
+                       marks: Mapping[str, datetime] | None = None) -> tuple[dict[tuple[str, str], _Counts],
+                                                                             dict[tuple[datetime, str], _Counts]]:
+    """A subject's slow window from the end of its last storm already paged (:func:`~spendstream.detect.storm.settled`),
+    for the features and customers of ``starts`` (``feature=…``, ``customer=…`` -> that end): (subject, provider) ->
+    (attempts, failed attempts) in ``[starts[subject], end)``, and (start, provider) -> the same summed over every
+    feature (the providers' totals the subjects from that start are compared with, as ``RetryStormRule.judge``'s
+    ``counted``). Read as :func:`feature_windows` and :func:`customer_windows` read the whole slow window
+    (``feature_failures``, ``customer_provider_hours``, raw at the edges), one window per distinct start, in one
+    statement; a provider with nothing since is absent."""
+    if not starts:
+        return {}, {}
+    every = sorted(set(starts.values()))
+    periods, params = windowed(shapes.FEATURE_FAILURES, [Window(at, end) for at in every],
+                               ["attempts", "failed_attempts"], name="at", marks=marks)
+    parts, times = [f"SELECT '' AS key, w, '' AS subject, ifNull(provider, '') AS provider, toFloat64(sum(attempts)) "
+                    f"AS a, toFloat64(sum(failed_attempts)) AS f FROM {periods} GROUP BY w, provider"], {"": every}
     for key, rollup, name in (("feature", shapes.FEATURE_FAILURES, "af"),
                               ("customer", rollups.CUSTOMER_PROVIDER_HOURS, "ac")):
         named = {s.removeprefix(f"{key}="): at for s, at in starts.items()
@@ -205,10 +215,9 @@ def storm_free_windows(querier: TextQuerier, *, end: datetime, starts: Mapping[s
         parts.append(f"SELECT '{key}' AS key, w, concat('{key}=', {key}) AS subject, ifNull(provider, '') AS provider, "
                      f"toFloat64(sum(attempts)) AS a, toFloat64(sum(failed_attempts)) AS f "
                      f"FROM {periods} GROUP BY w, {key}, provider")
-    if not parts:
-        return {}
     rows = query_result(querier, " UNION ALL ".join(parts), params).rows
-    return {(s, p): (a, f) for key, w, s, p, a, f in rows if times[key][w] == starts[s]}
+    return ({(s, p): (a, f) for key, w, s, p, a, f in rows if key and times[key][w] == starts[s]},
+            {(every[w], p): (a, f) for key, w, _, p, a, f in rows if not key})
 
 
 def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime, subject: str = _SUBJECTS,
@@ -430,7 +439,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     # failed attempts neither hold its incident nor re-open it as a burn (a customer's only where it was read)
     read = {f"customer={c}" for c in customers}
     starts = {s: at for s, at in stormed.items() if (s.startswith("feature=") and not _is_pair(s)) or s in read}
-    since = storm_free_windows(store, end=now, starts=starts, marks=marks) if starts else {}
+    since, totals = storm_free_windows(store, end=now, starts=starts, marks=marks)
     for r in rows:
         if r["subject"] in starts:
             r["judged_attempts"], r["judged_failed"] = since.get((r["subject"], r["provider"]), (0.0, 0.0))
@@ -442,9 +451,19 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         two_hours[si[r["subject"]]] += (r["slow_failed"], r["slow_attempts"])
         mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], _MIX, strict=True)]
     repeated_usd = np.array([max(loops.get(s, (0.0, 0.0))[1], slowly.get(s, (0.0, 0.0))[1]) for s in subjects])
+    # each subject's slow window is compared with the features' totals over the same minutes: the two hours', or
+    # those since its storm (a provider blip after the storm weighs as much in both)
+    providers = sorted({r["provider"] for r in rows})
+    total_a, total_f = np.zeros_like(sa), np.zeros_like(sf)
+    for (_, provider), (fa, ff, *_) in features.items():
+        total_a[:, providers.index(provider)] += fa
+        total_f[:, providers.index(provider)] += ff
+    for subject, at in starts.items():
+        for k, provider in enumerate(providers if subject in si else ()):
+            total_a[si[subject], k], total_f[si[subject], k] = totals.get((at, provider), (0.0, 0.0))
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
                          repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
-                         **others)
+                         slow_others=others_ratio(total_f, total_a, failed=sf, attempts=sa), **others)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
