@@ -44,6 +44,7 @@ def main() -> int:
     out: list[dict[str, Any]] = []
     state.save = lambda *_, **__: None  # type: ignore[assignment]
     state.load_open = lambda *_, **__: {}  # type: ignore[assignment]
+    state.load = lambda *_, **__: ({}, {})  # type: ignore[assignment]  (retry storms: open incidents and marks)
     step = Hysteresis.step
 
     def recorded(self: Hysteresis, before: Any, **verdict: Any) -> Any:

@@ -21,7 +21,13 @@ import pytest
 from spendstream.agents.app import store_usage
 from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
-from spendstream.detect.retry_storm import customer_windows, detect_retry_storms, feature_windows, recent_failures
+from spendstream.detect.retry_storm import (
+    customer_windows,
+    detect_retry_storms,
+    feature_windows,
+    recent_failures,
+    storm_free_windows,
+)
 from spendstream.pricing import Pricer
 from spendstream.sinks import rollups
 from spendstream.sinks.store import query_result, sql_time
@@ -245,3 +251,57 @@ def test_an_event_without_a_feature_at_the_slow_windows_edge_is_no_subject(embed
         assert all(isinstance(subject, str) and subject != "feature=" for subject, _ in got)
         # (the store is shared: other tests' incidents may resolve in this pass; none is about this run)
         assert [a for a in detect_retry_storms(store, now) if run in a.subject] == []
+
+
+def raw_since(store, now: datetime, starts: dict[str, datetime]) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per subject of ``starts`` (a feature or a customer) and provider: attempts and failures of raw FINAL in
+    ``[starts[subject], now)``."""
+    out = {}
+    for subject, start in starts.items():
+        key, name = subject.split("=", 1)
+        rows = query_result(store, f"""
+            SELECT ifNull(provider, ''), toFloat64(count()), toFloat64(countIf(status != 'ok')) FROM usage_events FINAL
+            WHERE {key} = {{n:String}} AND ts >= {{s:DateTime64(3, 'UTC')}} AND ts < {{e:DateTime64(3, 'UTC')}}
+            GROUP BY provider""", {"n": name, "s": sql_time(start), "e": sql_time(now)}).rows
+        out |= {(subject, provider): (a, f) for provider, a, f in rows}
+    return out
+
+
+def raw_totals(store, now: datetime, starts: set[datetime]) -> dict[tuple[datetime, str], tuple[float, float]]:
+    """Per start and provider: attempts and failures of every event with a feature in ``[start, now)``."""
+    out = {}
+    for start in starts:
+        rows = query_result(store, """
+            SELECT ifNull(provider, ''), toFloat64(count()), toFloat64(countIf(status != 'ok')) FROM usage_events FINAL
+            WHERE ifNull(feature, '') != '' AND ts >= {s:DateTime64(3, 'UTC')} AND ts < {e:DateTime64(3, 'UTC')}
+            GROUP BY provider""", {"s": sql_time(start), "e": sql_time(now)}).rows
+        out |= {(start, provider): (a, f) for provider, a, f in rows}
+    return out
+
+
+@pytest.mark.integration
+def test_the_slow_window_after_a_storm_equals_raw_from_its_end(embedded_store) -> None:
+    """A subject whose storm was paged is judged on its slow window from the storm's end (``storm.settled``): per
+    subject its own start, features from ``feature_failures`` and customers from their hours, raw at the edges,
+    equal to raw FINAL before and after maintenance, and after a late event inside one of them."""
+    store, run = embedded_store, f"sf-{uuid.uuid4().hex[:6]}"
+    now = NOW + timedelta(days=5)  # clear of the other tests' traffic (the same shapes)
+    events = [{**e, "ts": (datetime.fromisoformat(e["ts"]) + timedelta(days=5)).isoformat(timespec="milliseconds")}
+              for e in _traffic(run)]
+    _write(store, events)
+    starts = {f"feature={run}-chat": now - timedelta(minutes=50, seconds=7),   # mid-period, mid-hour
+              f"customer={run}-storm": now - timedelta(minutes=95),           # before the hour: a whole hour
+              f"customer={run}-c1": now - timedelta(minutes=50, seconds=7),   # the feature's start
+              f"customer={run}-c2": now - timedelta(minutes=5)}               # in the fast window
+    for step in ("raw", "maintained", "late", "maintained again"):
+        if step.startswith("maintained"):
+            _maintain(store)
+        elif step == "late":
+            _write(store, [{**events[0], "event_id": f"{run}-late", "request_id": f"{run}-late", "status": "error",
+                            "http_status": 502, "ts": (now - timedelta(minutes=30)).isoformat()}])
+        got, totals = storm_free_windows(store, end=now, starts=starts)
+        assert got == raw_since(store, now, starts), step
+        assert {s for s, _ in got} == set(starts)
+        # what they are compared with: every feature's attempts over the same minutes, per provider
+        assert totals == raw_totals(store, now, set(starts.values())), step
+    assert storm_free_windows(store, end=now, starts={}) == ({}, {})

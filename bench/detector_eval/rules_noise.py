@@ -20,12 +20,12 @@ from bench.detector_eval.rules import Fired, passes
 from bench.detector_eval.traffic import DAY, EVAL_START, MONTH_DAYS, World
 from spendstream.alerting import digest
 from spendstream.detect import schedules
-from spendstream.detect.correlate import Step, correlate
+from spendstream.detect.correlate import Step, correlate, parents
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
-from spendstream.detect.storm import RetryStormRule, settled
+from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.schemas.alert import Alert
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
@@ -191,6 +191,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     rows = np.arange(len(names))
     row_of = {name: i for i, name in enumerate(names)}
     is_pair = rows >= len(keep)
+    alone = is_pair[:, None]  # a pair's slow window is not read: its storms are the fast window's
     hours = _Hours(world, rows, membership)
     # a loop (a request retried on and on, a request shape repeated) is its feature's, its customer's and its pair's:
     # as detect_retry_storms, the pair explains both, one incident
@@ -214,8 +215,10 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     failed_cost = leaf_cumulative(world.failed_cost)
     w, slow_w = rule.window_minutes, rule.slow_minutes
     open_: dict[int, Incident] = {}
+    stormed: dict[int, int] = {}  # as detect_retry_storms' marks: row -> the last pass that found its storm paged
     out: list[Fired] = []
     own = None
+    per_provider = by_provider.reshape(len(rows), len(providers), -1)
     for t in passes(world):
         if own is None or t % 60 == 0:  # as the refresh does: the last week's failures per attempt, through now
             week = slice(t // 60 - 168, t // 60)
@@ -225,21 +228,35 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         def split(c: np.ndarray, minutes: int, t: int = t) -> np.ndarray:
             return (by_provider @ (c[:, t] - c[:, t - minutes])).reshape(len(rows), len(providers))
 
+        # as detect_retry_storms: a subject whose storm was paged within the slow window is judged on it from that
+        # pass on (storm.settled); a pair has no slow window
+        starts = {i: m for i, m in stormed.items() if m >= t - slow_w}
+
+        def judged(c: np.ndarray, t: int = t, starts: dict[int, int] = starts) -> tuple[np.ndarray, np.ndarray]:
+            """(subjects, providers): each subject's slow window, and the features' totals over the same minutes."""
+            out = np.where(alone, 0.0, split(c, slow_w))
+            total = np.repeat(split(c, slow_w)[features].sum(axis=0)[None, :], len(rows), axis=0)
+            for m in set(starts.values()):
+                at = [i for i, start in starts.items() if start == m and not is_pair[i]]
+                out[at] = per_provider[at] @ (c[:, t] - c[:, m])
+                total[at] = (per_provider[features] @ (c[:, t] - c[:, m])).sum(axis=0)
+            return out, total
+
         leaf_max = world.max_attempt[:, t - w:t].max(axis=1)
         leaf_repeats = world.repeats[:, t - w:t].sum(axis=1)
         # (the package sums, over the slow window, the ten minutes a shape repeated in: here every minute of one)
         slow_repeats = np.where(shaped, world.repeats[:, t - slow_w:t].sum(axis=1)[None, :], 0).max(axis=1)
         longest = np.where(shaped, leaf_max[None, :], 0).max(axis=1)
         repeats = np.where(shaped, leaf_repeats[None, :], 0).max(axis=1)
-        alone = is_pair[:, None]  # a pair's slow window is not read: its storms are the fast window's
         # as fast_window: what the other traffic failed at in the minutes of each subject's attempts
         others = peers(minute_a[:, :, t - w - first:t - first], minute_f[:, :, t - w - first:t - first],
                        features) if by_minute else None
+        (slow_failed, total_f), (slow_attempts, total_a) = judged(failed), judged(attempts)
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
-                             slow_failed=np.where(alone, 0.0, split(failed, slow_w)),
-                             slow_attempts=np.where(alone, 0.0, split(attempts, slow_w)),
+                             slow_failed=slow_failed, slow_attempts=slow_attempts,
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
-                             others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features))
+                             others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features),
+                             slow_others=others_ratio(total_f, total_a, failed=slow_failed, attempts=slow_attempts))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
@@ -247,12 +264,11 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
         ratio = verdict.expected_ratio  # as detect_retry_storms: failures above expected, per fast window
         fast_f, fast_a = split(failed, w).sum(axis=1), split(attempts, w).sum(axis=1)
-        slow_f = np.where(is_pair, 0.0, split(failed, slow_w).sum(axis=1))
-        slow_a = np.where(is_pair, 0.0, split(attempts, slow_w).sum(axis=1))
+        slow_f, slow_a = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         excess = np.maximum(fast_f - ratio * fast_a, (slow_f - ratio * slow_a) * w / slow_w)
         shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats)  # as detect_retry_storms
         excess = np.maximum(excess, np.where(shape_loop, np.maximum(repeats, slow_repeats * w / slow_w), 0.0))
-        calm = settled(verdict)  # as detect_retry_storms: an incident is held while its slow window burns
+        calm = settled(verdict)  # as detect_retry_storms: an incident is held while its (judged) slow window burns
         steps = {}
         for i in sorted(set(np.flatnonzero(hot)) | set(open_)):
             incident, transition = hysteresis.step(
@@ -260,8 +276,12 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                 very_hot=bool(very_hot[i]), calm=bool(calm[i]), onset=at(t - w), severity="error",
                 observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
             steps[names[i]] = Step(open_.get(i), incident, transition, float(excess[i]), bool(hot[i]))
+        ended = set()
         for name, step in (correlate(steps, {}) if correlated else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
+            if step.after is not None and step.after.state == "firing" and verdict.stormed[row_of[name]]:
+                ended |= {name, *parents(name, {})}  # as detect_retry_storms: a pair's marks its feature, customer
+        stormed |= {row_of[name]: t for name in ended if name in row_of}
     return out
 
 

@@ -43,7 +43,7 @@ class _Recording(RetryStormRule):
         storm = (verdict.z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
         loop = self.looping(kw["max_attempt"], kw["repeats"], kw.get("slow_repeats"))
         p_slow = self.expected_ratio(kw["own_ratio"], failed=kw["slow_failed"], attempts=kw["slow_attempts"],
-                                     counted=kw.get("counted"))
+                                     counted=kw.get("counted"), others=kw.get("slow_others"))
         self.seen.append({"f": f, "a": a, "sf": sf, "sa": sa, "p": p, "p_slow": p_slow, "own": kw["own_ratio"],
                           "z_slow": _z(sf, sa, p_slow), "storm": storm, "loop": loop,
                           "burn": verdict.hot & ~storm & ~loop})

@@ -44,8 +44,13 @@ no loop) and have no open incident are left out before any of that is looked up 
 What all other subjects fail at on a provider is summed over the feature subjects only
 (``RetryStormRule.judge``'s ``counted``: each event once, whatever customers were read).
 An incident resolves only once its slow window is calm too: a burn's "still failing now" test flips with a few
-failures either way, and each flip was a resolve and a new page; a storm's failed attempts stay in the slow window
-after it ends, and a few failures after its resolve re-opened it as a burn (:func:`~spendstream.detect.storm.settled`).
+failures either way, and each flip was a resolve and a new page. A storm's failed attempts stay in the slow window
+after it ends: they would hold its incident for two hours, and after its resolve re-open the subject as a burn. So
+a pass that finds a storm on a subject whose incident fires marks the subject (``STORMED``, kept in
+``detector_incidents`` and read with the open incidents; a pair's storm marks its feature and its customer too),
+and a subject marked within the slow window is judged on its slow window from the mark on
+(:func:`storm_free_windows`, read only for such subjects): a storm resolves once its fast window is calm, and a
+burn after it must be shown by new failures (:func:`~spendstream.detect.storm.settled`).
 Storms and slow burns need a day of history (no page on a fresh store); loops do not. A pair's history is
 its baseline's, kept for the costliest pairs only (``baseline.PAIR_SUBJECTS``): another pair is never warm.
 The message states the dollars wasted: billed failed attempts plus repeated calls (a pair: its billed failed attempts
@@ -61,15 +66,16 @@ from decimal import Decimal
 import numpy as np
 
 from spendstream.detect import baseline, state
-from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted
+from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, parents
 from spendstream.detect.incidents import Hysteresis
-from spendstream.detect.storm import RetryStormRule, settled
+from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
 from spendstream.sinks import rollups, shapes
 from spendstream.sinks.store import Store, TextQuerier, query_result, sql_strings, sql_time
 
 KIND = "retry_storm"
+STORMED = f"{KIND}.stormed"  # the mark of a storm already paged, at the pass that found it (storm.settled)
 STORM_WARMUP_HOURS = 24
 # a storm resolves after three calm passes, however long it was hot: the resolve that waits as long as the incident
 # was hot (spend anomalies) removed no storm's extra messages on the harness (a storm's re-fires are slow burns hot
@@ -82,6 +88,7 @@ _SUBJECTS = "arrayJoin([concat('feature=', ifNull(feature, '')), concat('custome
 _FAST_SUBJECTS = ("arrayJoin([concat('feature=', ifNull(feature, '')), concat('customer=', ifNull(customer, '')), "
                   f"{baseline.PAIR_SQL}])")
 _MIX = ("rate_limited", "server_errors", "timeouts", "invalid_outputs")
+_Counts = tuple[float, float]  # attempts, failed attempts
 
 
 # the rollups a pass reads (whose watermarks it needs)
@@ -178,6 +185,41 @@ def pair_windows(querier: TextQuerier, *, start: datetime, end: datetime, pairs:
     return {s: (a, f, Decimal(usd)) for s, a, f, usd in rows}
 
 
+def storm_free_windows(querier: TextQuerier, *, end: datetime, starts: Mapping[str, datetime],
+                       marks: Mapping[str, datetime] | None = None) -> tuple[dict[tuple[str, str], _Counts],
+                                                                             dict[tuple[datetime, str], _Counts]]:
+    """A subject's slow window from the end of its last storm already paged (:func:`~spendstream.detect.storm.settled`),
+    for the features and customers of ``starts`` (``feature=…``, ``customer=…`` -> that end): (subject, provider) ->
+    (attempts, failed attempts) in ``[starts[subject], end)``, and (start, provider) -> the same summed over every
+    feature (the providers' totals the subjects from that start are compared with, as ``RetryStormRule.judge``'s
+    ``counted``). Read as :func:`feature_windows` and :func:`customer_windows` read the whole slow window
+    (``feature_failures``, ``customer_provider_hours``, raw at the edges), one window per distinct start, in one
+    statement; a provider with nothing since is absent."""
+    if not starts:
+        return {}, {}
+    every = sorted(set(starts.values()))
+    periods, params = windowed(shapes.FEATURE_FAILURES, [Window(at, end) for at in every],
+                               ["attempts", "failed_attempts"], name="at", marks=marks)
+    parts, times = [f"SELECT '' AS key, w, '' AS subject, ifNull(provider, '') AS provider, toFloat64(sum(attempts)) "
+                    f"AS a, toFloat64(sum(failed_attempts)) AS f FROM {periods} GROUP BY w, provider"], {"": every}
+    for key, rollup, name in (("feature", shapes.FEATURE_FAILURES, "af"),
+                              ("customer", rollups.CUSTOMER_PROVIDER_HOURS, "ac")):
+        named = {s.removeprefix(f"{key}="): at for s, at in starts.items()
+                 if s.startswith(f"{key}=") and not _is_pair(s)}
+        if not named:
+            continue
+        times[key] = sorted(set(named.values()))
+        periods, used = windowed(rollup, [Window(at, end) for at in times[key]], ["attempts", "failed_attempts"],
+                                 name=name, where=f"{key} IN {{{name}_in:Array(String)}}", marks=marks)
+        params |= used | {f"{name}_in": sql_strings(sorted(named))}
+        parts.append(f"SELECT '{key}' AS key, w, concat('{key}=', {key}) AS subject, ifNull(provider, '') AS provider, "
+                     f"toFloat64(sum(attempts)) AS a, toFloat64(sum(failed_attempts)) AS f "
+                     f"FROM {periods} GROUP BY w, {key}, provider")
+    rows = query_result(querier, " UNION ALL ".join(parts), params).rows
+    return ({(s, p): (a, f) for key, w, s, p, a, f in rows if key and times[key][w] == starts[s]},
+            {(every[w], p): (a, f) for key, w, _, p, a, f in rows if not key})
+
+
 def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime, subject: str = _SUBJECTS,
                     keys: str = "1", params: Mapping[str, str] | None = None) -> dict[str, tuple[float, float]]:
     """Per subject: (the most distinct requests of one fingerprinted shape, USD of the repeats beyond each
@@ -265,13 +307,15 @@ def merged(fast: list[dict], features: dict[tuple[str, str], tuple],
     """The fast window's rows with their slow (and guard) windows' counts, and rows for what failed only earlier.
 
     ``slow_*``/``failed_cost``: the slow window; ``now_*``: the window a burn must still fail in (a feature's
-    guard window, anyone else's fast window)."""
+    guard window, anyone else's fast window); ``judged_*``: the slow window a verdict reads (here the slow window:
+    the pass shortens it for a subject after a storm, :func:`storm_free_windows`)."""
     slow_of, out = {**features, **customers}, []
 
     def row(r: dict, slow: tuple) -> dict:
         sa, sf, usd, *guarded = slow
         ga, gf = guarded if guarded else (r["attempts"], r["failed"])
-        return {**r, "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd, "now_attempts": ga, "now_failed": gf}
+        return {**r, "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd, "now_attempts": ga, "now_failed": gf,
+                "judged_attempts": sa, "judged_failed": sf}
 
     for r in fast:
         out.append(row(r, slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))))
@@ -350,7 +394,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     fast = fast_window(store, start=now - window, end=now)
     guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
     features = feature_windows(store, start=now - slow, end=now, guard=now - guard, marks=marks)
-    incidents = state.load_open(store, [KIND])
+    incidents, marked = state.load(store, [KIND], marks={STORMED: now - slow})
+    stormed = {subject: at for (_, subject), at in marked.items()}  # the end of its last paged storm, if recent
     paired, paired_slowly = _loop_pairs(store, rule, now=now, loops=loops, slowly=slowly, marks=marks)
     loops |= paired
     slowly |= paired_slowly
@@ -367,7 +412,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         longest = np.zeros(len(subjects))
         for r in rows:
             i, p = si[r["subject"]], pi[r["provider"]]
-            a[i, p], f[i, p], sa[i, p], sf[i, p] = r["attempts"], r["failed"], r["slow_attempts"], r["slow_failed"]
+            a[i, p], f[i, p], sa[i, p], sf[i, p] = r["attempts"], r["failed"], r["judged_attempts"], r["judged_failed"]
             o[i, p] = r["others"] or 0.0
             na[i, p], nf[i, p] = r["now_attempts"], r["now_failed"]
             longest[i] = max(longest[i], r["max_attempt"] or 0)
@@ -390,16 +435,35 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                  if (d or (KIND, s) in incidents) and s.startswith("customer=")]
     rows = merged(fast, features, customer_windows(store, start=now - slow, end=now, customers=customers,
                                                    marks=marks))
+    # a subject whose storm was paged is judged on its slow window from the storm's end (storm.settled): the storm's
+    # failed attempts neither hold its incident nor re-open it as a burn (a customer's only where it was read)
+    read = {f"customer={c}" for c in customers}
+    starts = {s: at for s, at in stormed.items() if (s.startswith("feature=") and not _is_pair(s)) or s in read}
+    since, totals = storm_free_windows(store, end=now, starts=starts, marks=marks)
+    for r in rows:
+        if r["subject"] in starts:
+            r["judged_attempts"], r["judged_failed"] = since.get((r["subject"], r["provider"]), (0.0, 0.0))
     subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted, others = arrays(rows)
-    wasted = np.zeros(len(subjects))
+    wasted, two_hours = np.zeros(len(subjects)), np.zeros((len(subjects), 2))  # the slow window, as stated
     mix: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in subjects}
     for r in rows:
         wasted[si[r["subject"]]] += float(r["failed_cost"])
+        two_hours[si[r["subject"]]] += (r["slow_failed"], r["slow_attempts"])
         mix[r["subject"]] = [m + int(r[k]) for m, k in zip(mix[r["subject"]], _MIX, strict=True)]
     repeated_usd = np.array([max(loops.get(s, (0.0, 0.0))[1], slowly.get(s, (0.0, 0.0))[1]) for s in subjects])
+    # each subject's slow window is compared with the features' totals over the same minutes: the two hours', or
+    # those since its storm (a provider blip after the storm weighs as much in both)
+    providers = sorted({r["provider"] for r in rows})
+    total_a, total_f = np.zeros_like(sa), np.zeros_like(sf)
+    for (_, provider), (fa, ff, *_) in features.items():
+        total_a[:, providers.index(provider)] += fa
+        total_f[:, providers.index(provider)] += ff
+    for subject, at in starts.items():
+        for k, provider in enumerate(providers if subject in si else ()):
+            total_a[si[subject], k], total_f[si[subject], k] = totals.get((at, provider), (0.0, 0.0))
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
                          repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
-                         **others)
+                         slow_others=others_ratio(total_f, total_a, failed=sf, attempts=sa), **others)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
@@ -458,8 +522,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                             f"${float(pusd):.2f} wasted on failed attempts in {hours} h")
             else:
                 usd = float(wasted[i] + repeated_usd[i])
-                text = (f"{now_text}{int(sf[i].sum())} failed of {int(sa[i].sum())} in {hours} h; longest request "
-                        f"{int(longest[i])} attempts; most repeated request shape {int(repeats[i])} requests "
+                text = (f"{now_text}{int(two_hours[i, 0])} failed of {int(two_hours[i, 1])} in {hours} h; longest "
+                        f"request {int(longest[i])} attempts; most repeated request shape {int(repeats[i])} requests "
                         f"({int(slow_repeats[i])} in {hours} h); {errors}"
                         f"${usd:.2f} wasted on failed attempts and repeated calls in {hours} h")
             lifts = lifted(steps, incident.dedup_key) if step.transition == "firing" else []
@@ -470,5 +534,10 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                                 observed=Decimal(f"{failed / max(attempts, 1):.4f}"),
                                 expected=Decimal(f"{verdict.expected_ratio[i]:.4f}"), dedup_key=incident.dedup_key,
                                 message=text, created_at=now, correlated_with=incident.root or None))
-    state.save(store, changes, now=now)
+    # where a storm already paged ends for now: its subject, and a pair's feature and customer (their windows hold
+    # its failures); their slow windows start here until the next mark or for slow_minutes (storm.settled)
+    ended = {s for s, step in steps.items()
+             if step.after is not None and step.after.state == "firing" and verdict.stormed[si[s]]}
+    ended |= {parent for s in ended if _is_pair(s) for parent in parents(s, {})}
+    state.save(store, changes, now=now, marks=[(STORMED, s) for s in sorted(ended)])
     return alerts

@@ -12,7 +12,9 @@ share), every pass, from counts:
   ratio, so a quiet feature whose few requests each take five attempts is a storm;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
-  a storm that ended stays in the slow window, and one failure of a quiet key is no evidence);
+  a storm that ended stays in the slow window, and one failure of a quiet key is no evidence).
+  The reader starts a subject's slow window at the end of its last storm already paged, if that is later
+  (:func:`settled` says why): a burn is shown by failures after the storm, not by the storm's own;
 - **agent loops**: one request id reaching ``loop_attempts`` attempts, or one request
   shape (prompt-prefix fingerprint, model, input size: whatever the request ids; only
   requests with a fingerprint) repeated ``loop_repeats`` times in the window, or
@@ -39,6 +41,7 @@ class StormVerdict:
     expected_ratio: np.ndarray
     z: np.ndarray
     slow: np.ndarray  # the slow window's test alone (a burn without "still failing now")
+    stormed: np.ndarray  # the fast window's own: a storm, or one request retried on and on (its failed attempts)
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,8 @@ class RetryStormRule:
         the window's average without any storm of its own."""
         if others is None:
             counted = np.ones(len(own), dtype=bool) if counted is None else counted
-            tried, fails = attempts[counted].sum(axis=0)[None, :], failed[counted].sum(axis=0)[None, :]
-            others_attempts = tried - attempts
-            others = np.where(others_attempts > 0, np.maximum(fails - failed, 0) / np.maximum(others_attempts, 1),
-                              0.0)
+            others = others_ratio(failed[counted].sum(axis=0)[None, :], attempts[counted].sum(axis=0)[None, :],
+                                  failed=failed, attempts=attempts)
         per_provider = np.maximum(np.maximum(own[:, None], others), self.min_ratio)
         total = attempts.sum(axis=1)
         mixed = (per_provider * attempts).sum(axis=1) / np.maximum(total, 1)
@@ -142,20 +143,24 @@ class RetryStormRule:
               repeats: np.ndarray, counted: np.ndarray | None = None,
               slow_repeats: np.ndarray | None = None,
               now_failed: np.ndarray | None = None, now_attempts: np.ndarray | None = None,
-              others: np.ndarray | None = None, now_others: np.ndarray | None = None) -> StormVerdict:
+              others: np.ndarray | None = None, now_others: np.ndarray | None = None,
+              slow_others: np.ndarray | None = None) -> StormVerdict:
         """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers);
         ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``);
         ``slow_repeats``: the most requests of one shape over the slow window, in periods it repeated in;
         ``now_failed``/``now_attempts``: per subject and provider, the window a slow burn must still fail in
         (default: the last ``window_minutes``); ``others``/``now_others``: what the other traffic failed at in the
         minutes of the subject's attempts in the fast window and in that one (see ``expected_ratio``; default:
-        the window's average)."""
+        the window's average); ``slow_others``: what the other traffic failed at over each subject's slow window
+        (:func:`others_ratio`), where those windows differ (a subject's starts after its storm, :func:`settled`;
+        default: from the ``counted`` subjects' slow windows)."""
         p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted, others=others)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
         z = _z(f, a, p)
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
         storm = (z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
-        p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted)
+        p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted,
+                                     others=slow_others)
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
@@ -166,16 +171,30 @@ class RetryStormRule:
         hot = storm | burn | loop
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
         calm = (z < self.z_calm) & ~loop & ~burn
-        return StormVerdict(hot, very_hot, calm, p, z, slow)
+        return StormVerdict(hot, very_hot, calm, p, z, slow, storm | (max_attempt >= self.loop_attempts))
 
 
 def settled(verdict: StormVerdict) -> np.ndarray:
-    """Per subject: calm toward a resolve. An open incident counts no pass calm while its slow window still burns.
-    A slow burn's "still failing now" test flips with a few failures either way, and each flip after three calm
-    passes was a resolve and a new page; a storm's (or a loop's) failed attempts stay in the slow window for
-    ``slow_minutes`` after it ends, and once it had resolved, a few failures that passed the burn's "still failing
-    now" test re-opened the subject as a burn on the storm's own failures: a second page for one storm."""
+    """Per subject: calm toward a resolve. An open incident counts no pass calm while its slow window still burns:
+    a slow burn's "still failing now" test flips with a few failures either way, and each flip after three calm
+    passes was a resolve and a new page.
+
+    A storm's failed attempts would hold it the same way for ``slow_minutes`` after it ends (session s14: resolves
+    about two hours late), and once it resolved they re-opened the subject as a burn on the storm's own failures (a
+    second page for one storm). So the pass judges a subject's slow window from the end of its last storm already
+    paged (``stormed`` on a pass its incident fires; a pair's storm ends its feature's and its customer's, whose
+    windows hold its failures): a storm resolves once its fast window is calm, and a burn after it must be shown by
+    new failures. A burn that never stormed keeps its whole slow window and is held while it burns."""
     return verdict.calm & ~verdict.slow
+
+
+def others_ratio(total_failed: np.ndarray, total_attempts: np.ndarray, *, failed: np.ndarray,
+                 attempts: np.ndarray) -> np.ndarray:
+    """(subjects, providers): what the other traffic failed at on each provider, from the providers' totals over
+    each subject's window (shaped to broadcast against ``failed``) less the subject's own ``failed``/``attempts``
+    there, which they contain."""
+    others_attempts = total_attempts - attempts
+    return np.where(others_attempts > 0, np.maximum(total_failed - failed, 0) / np.maximum(others_attempts, 1), 0.0)
 
 
 def _z(failed: np.ndarray, attempts: np.ndarray, p: np.ndarray) -> np.ndarray:
