@@ -96,6 +96,24 @@ def test_an_attached_subject_stays_with_its_open_root_and_one_customers_pairs_ar
                                                "feature=b,customer=c24": ""}
 
 
+def test_one_model_of_a_pair_names_its_incident_and_a_pair_wider_than_its_model_is_the_pairs() -> None:
+    leaf, other = f"{PAIR},model=gpt-4o", f"{PAIR},model=o3"
+    # a spike on one model: the pair, feature and customer rise with it (and the pair only pending): one incident
+    steps = correlate({PAIR: _open(PAIR, 9.0, state="pending"), "feature=chat": _open("feature=chat", 9.2),
+                       "customer=c24": _open("customer=c24", 9.1), leaf: _open(leaf, 8.8)}, TEAMS)
+    assert _roots(steps) == {PAIR: leaf, "feature=chat": leaf, "customer=c24": leaf, leaf: ""}
+    # the model alone is open (its pair under its line): its own incident, under its name
+    assert _roots(correlate({leaf: _open(leaf, 3.0)}, TEAMS)) == {leaf: ""}
+    # the pair rose on both models, each a part: the pair explains them (neither explains it)
+    both = correlate({PAIR: _open(PAIR, 20.0), leaf: _open(leaf, 6.0), other: _open(other, 8.0)}, TEAMS)
+    assert _roots(both) == {PAIR: "", leaf: PAIR, other: PAIR}
+    # a feature and a customer that rose alike with an open model of their pair: that model says how much
+    alike = correlate({"feature=chat": _open("feature=chat", 10.0), "customer=c24": _open("customer=c24", 9.0),
+                       leaf: _open(leaf, 2.0)}, TEAMS)
+    assert _roots(alike)["feature=chat"] == "" and _roots(alike)["customer=c24"] == ""
+    assert _roots(alike)[leaf] == "feature=chat"  # held by the larger of its open parents
+
+
 def test_the_root_pages_at_the_worst_severity_of_what_it_carries() -> None:
     steps = correlate({"team=t": _open("team=t", 9.0), "feature=chat": _open("feature=chat", 9.0),
                        PAIR: _open(PAIR, 6.0, severity="warning")}, TEAMS)

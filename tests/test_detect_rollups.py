@@ -44,7 +44,11 @@ def raw_subject_hours(store, start: datetime, end: datetime) -> list[tuple]:
         FROM (SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')),
                                 concat('customer=', ifNull(customer, '')),
                                 if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=',
-                                   concat('feature=', feature, ',customer=', customer))]) AS subject, *
+                                   concat('feature=', feature, ',customer=', customer)),
+                                if(ifNull(feature, '') = '' OR ifNull(customer, '') = '' OR ifNull(model, '') = '',
+                                   'feature=,customer=,model=',
+                                   concat('feature=', feature, ',customer=', customer, ',model=', model))])
+                   AS subject, *
               FROM usage_events FINAL WHERE ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')})
         WHERE NOT endsWith(subject, '=')
         GROUP BY subject, h ORDER BY subject, h""", {"a": sql_time(start), "b": sql_time(end)}).rows

@@ -16,7 +16,8 @@ HOUR = timedelta(hours=1)
 
 
 def _traffic(run: str) -> list[dict]:
-    """Ten days of calls from a team, two features and four customers, some failing."""
+    """Ten days of calls from a team, two features and four customers, some failing; the first feature's pairs
+    served by two models (a call in five hours on gpt-4o-mini), the second's by one."""
     events: list[dict] = []
     start = NOW - timedelta(days=10)
     for h in range(10 * 24):
@@ -24,8 +25,20 @@ def _traffic(run: str) -> list[dict]:
             at = start + h * HOUR + timedelta(minutes=7 * k + h % 11, milliseconds=h)
             events.append(_call(run, len(events), at, team=f"{run}-t", feature=f"{run}-f{k % 2}",
                                 customer=f"{run}-c{(h + k) % 4}", attempt=1 + (h + k) % 5 // 4,
-                                status="ok" if (h + k) % 7 else "error", http_status=200 if (h + k) % 7 else 503))
+                                status="ok" if (h + k) % 7 else "error", http_status=200 if (h + k) % 7 else 503,
+                                model="gpt-4o-mini" if h % 5 == 0 and k == 0 else "gpt-4o"))
     return events
+
+
+def _read(store, start: datetime, end: datetime) -> list[tuple]:
+    """The reference of what a read keeps: every subject-hour, but a pair's models (``…,model=…``) only where the
+    pair has two or more in the range (a pair's only model is the pair)."""
+    rows = raw_subject_hours(store, start, end)
+    models: dict[str, set[str]] = {}
+    for row in rows:
+        if ",model=" in row[0]:
+            models.setdefault(row[0].split(",model=")[0], set()).add(row[0])
+    return [row for row in rows if ",model=" not in row[0] or len(models[row[0].split(",model=")[0]]) > 1]
 
 
 def _stored(store, start: datetime, end: datetime) -> list[list]:
@@ -47,7 +60,10 @@ def test_stored_subject_hours_equal_raw_final_through_duplicates_a_conflict_and_
     _write(store, events)
     assert baseline.refresh(store, NOW)
     learned = (NOW - timedelta(hours=baseline.LAG_HOURS) - timedelta(days=baseline.LEARN_DAYS), NOW)
-    assert _stored(store, *learned) == raw_subject_hours(store, *learned)
+    assert _stored(store, *learned) == _read(store, *learned)
+    kept = {row[0] for row in _stored(store, *learned)}
+    assert f"feature={run}-f0,customer={run}-c0,model=gpt-4o-mini" in kept  # a pair's second model
+    assert f"feature={run}-f1,customer={run}-c1,model=gpt-4o" not in kept   # a pair's only one
     assert subject_hours.ensure(store, store, [learned]) == 0  # computed once: nothing marked since
 
     # Re-deliveries change nothing; a conflicting copy is not applied; late events land in stored hours,
@@ -61,7 +77,7 @@ def test_stored_subject_hours_equal_raw_final_through_duplicates_a_conflict_and_
     assert baseline.refresh(store, hour)
     learned = (hour - timedelta(hours=baseline.LAG_HOURS) - timedelta(days=baseline.LEARN_DAYS), hour)
     stored = _stored(store, *learned)
-    assert stored == raw_subject_hours(store, *learned)
+    assert stored == _read(store, *learned)
     late_h = int((late_at.replace(minute=0) - learned[0]) / HOUR)
     assert [f"customer={run}-new", late_h, 1.0, 1.0, 0.0, 0.25] in stored
 
@@ -89,5 +105,5 @@ def test_an_hour_is_recomputed_only_when_marked_and_a_subject_that_leaves_it_lea
     embedded_store.command(f"DELETE FROM usage_events WHERE customer = '{run}-a'")
     embedded_store.command(f"INSERT INTO rollup_marks (minute) VALUES ('{at:%Y-%m-%d %H:%M:00}')")
     assert subject_hours.ensure(embedded_store, embedded_store, [hours]) == 1
-    assert _stored(embedded_store, *hours) == raw_subject_hours(embedded_store, *hours)
+    assert _stored(embedded_store, *hours) == _read(embedded_store, *hours)
     assert not [r for r in _stored(embedded_store, *hours) if run in r[0]]

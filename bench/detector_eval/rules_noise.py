@@ -84,10 +84,13 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     """``probe`` (diagnostics, :mod:`.misses`) sees every pass's windows, expectations and verdicts;
     ``correlated``: as the package, the subjects one cause lifts are one incident (False: each its own)."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
-    # team, feature, customer and feature × customer: a spike of a few % of a busy customer is most of its pair
+    # team, feature, customer and feature × customer: a spike of a few % of a busy customer is most of its pair;
+    # and as the refresh keeps them, feature × customer × model where a pair has several models: a spike on one
+    # model of a busy pair is a few % of the pair and most of its model. Held to a pair's line (``pair``).
     pair_names, pair_membership = world.pairs()
-    names = world.subjects + pair_names
-    membership = np.concatenate([world.membership, pair_membership])
+    model_names, model_membership = world.models()
+    names = world.subjects + pair_names + model_names
+    membership = np.concatenate([world.membership, pair_membership, model_membership])
     rows = np.arange(len(names))
     row_of = {name: i for i, name in enumerate(names)}
     teams = {f"feature={leaf.feature}": {f"team={leaf.team}"} for leaf in world.leaves}

@@ -62,12 +62,18 @@ def pair_subject(feature: str, customer: str) -> str:
     return f"feature={feature},customer={customer}"
 
 
+def model_subject(feature: str, customer: str, model: str) -> str:
+    """A feature × customer × model subject (a leaf of a pair), named as ``spendstream.detect.baseline`` names it."""
+    return f"feature={feature},customer={customer},model={model}"
+
+
 @dataclass(frozen=True)
 class Leaf:
     team: str
     feature: str
     customer: str
     provider: str
+    model: str = ""  # which of ``PRICES`` it is served at ("model-<index>"); the extra controls have none
 
 
 @dataclass
@@ -106,9 +112,11 @@ class World:
         return self.membership @ array
 
     def leaf_subjects(self, leaf: int) -> set[str]:
-        """Its team, feature and customer, and its feature × customer (a subject only the spend detector keeps)."""
-        pair = pair_subject(self.leaves[leaf].feature, self.leaves[leaf].customer)
-        return {self.subjects[s] for s in np.flatnonzero(self.membership[:, leaf])} | {pair}
+        """Its team, feature and customer, its feature × customer and its feature × customer × model (subjects only
+        the spend detector keeps)."""
+        me = self.leaves[leaf]
+        return ({self.subjects[s] for s in np.flatnonzero(self.membership[:, leaf])}
+                | {pair_subject(me.feature, me.customer), model_subject(me.feature, me.customer, me.model)})
 
     def pairs(self) -> tuple[list[str], np.ndarray]:
         """The feature × customer subjects and their (pairs, leaves) membership: not in ``subjects``, so the
@@ -118,6 +126,24 @@ class World:
         membership = np.zeros((len(names), len(self.leaves)), dtype=np.float32)
         for j, leaf in enumerate(self.leaves):
             membership[index[pair_subject(leaf.feature, leaf.customer)], j] = 1.0
+        return names, membership
+
+    def models(self) -> tuple[list[str], np.ndarray]:
+        """The feature × customer × model subjects of the pairs served by two models or more, and their (subjects,
+        leaves) membership: as ``spendstream.detect.subject_hours.read`` keeps them (a pair's only model is the pair
+        itself). Leaves of one pair at one price are one model: one subject."""
+        served: dict[str, set[str]] = {}
+        for leaf in self.leaves:
+            if leaf.model:
+                served.setdefault(pair_subject(leaf.feature, leaf.customer), set()).add(leaf.model)
+        names = sorted({model_subject(leaf.feature, leaf.customer, leaf.model) for leaf in self.leaves
+                        if len(served.get(pair_subject(leaf.feature, leaf.customer), ())) >= 2})
+        index = {name: i for i, name in enumerate(names)}
+        membership = np.zeros((len(names), len(self.leaves)), dtype=np.float32)
+        for j, leaf in enumerate(self.leaves):
+            i = index.get(model_subject(leaf.feature, leaf.customer, leaf.model))
+            if i is not None:
+                membership[i, j] = 1.0
         return names, membership
 
     def incident_subjects(self, incident: Incident) -> set[str]:
@@ -139,7 +165,9 @@ def generate(trace: Trace, seed: int, *, days: int = DAYS, leaves: int = 250, pe
     rate = np.concatenate([peak_rate / np.arange(1, leaves + 1) ** 1.1, np.zeros(len(CONTROLS) + n_new)])
     peak = rng.integers(9, 17, size=total)
     weekend = rng.uniform(0.3, 0.8, size=total)
-    price = np.array([PRICES[i] for i in rng.integers(0, len(PRICES), size=total)])
+    model = rng.integers(0, len(PRICES), size=total)
+    price = np.array([PRICES[i] for i in model])
+    made = [replace(leaf, model=f"model-{m}") for leaf, m in zip(made, model, strict=True)]
     p_fail = rng.uniform(0.015, 0.022, size=total)
     tokens = trace.input_tokens + 4 * trace.output_tokens  # output tokens cost ~4x input ones
     unit = tokens / tokens.mean() * MEAN_REQUEST_USD
@@ -356,3 +384,5 @@ def _subjects(world: World) -> None:
     every = CONTROLS + EXTRA_CONTROLS
     world.controls = {f"{k}={v}" for t, f, c in every for k, v in (("team", t), ("feature", f), ("customer", c))}
     world.controls |= {pair_subject(f, c) for _, f, c in every}
+    world.controls |= {model_subject(leaf.feature, leaf.customer, leaf.model) for leaf in world.leaves
+                       if pair_subject(leaf.feature, leaf.customer) in world.controls}

@@ -1,4 +1,5 @@
-"""Spend anomalies per team, feature, customer and feature × customer, and new spenders: one detector pass, its I/O.
+"""Spend anomalies per team, feature, customer, feature × customer and feature × customer × model, and new
+spenders: one detector pass, its I/O.
 
 The decisions are :class:`~spendstream.detect.spend.SpendAnomalyRule`'s (expected value and
 uncertainty per window from counts, hour-of-week seasonality, learned schedules, a slow
@@ -103,7 +104,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     one_slot = Profiles(known.requests[:, None], known.cost[:, None], known.peak_cost[:, None], known.dispersion,
                         known.fail_ratio, known.history_hours)
     expected = expect(one_slot, np.arange(len(subjects)), 0, window_minutes=rule.window_minutes)
-    pair = np.array([baseline.PAIR_MARK in s for s in subjects], dtype=bool)
+    pair = np.array([baseline.PAIR_MARK in s for s in subjects], dtype=bool)  # and its leaves: a pair's line
     # (the refresh stored each subject's peak as rule.peak has it: a pair's is at least its day's busiest)
     late = ({"short": expect(one_slot, np.arange(len(subjects)), 0, window_minutes=rule.short_minutes),
              "short_usd": seen[:, 2], "short_requests": seen[:, 3]} if rule.short_minutes else {})

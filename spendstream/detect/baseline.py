@@ -7,8 +7,9 @@ pass after an hour closes does it; a later pass of that hour finds it done):
 1. **peaks**: each closed hour's largest 10-minute spend per subject, from raw
    ``usage_events FINAL`` for that hour (and the 10 minutes before it), kept in
    ``detector_peaks`` (a first run computes the last ``PEAK_DAYS`` days, a day of raw per read);
-2. **profiles**: four weeks of subject-hours ending ``LAG_HOURS`` ago, per team, feature, customer and
-   feature × customer (the costliest ``PAIR_SUBJECTS``), learned by :func:`spendstream.detect.noise.learn`.
+2. **profiles**: four weeks of subject-hours ending ``LAG_HOURS`` ago, per team, feature, customer,
+   feature × customer (the costliest ``PAIR_SUBJECTS``) and feature × customer × model where a pair is served by
+   several models (the costliest ``MODEL_SUBJECTS``), learned by :func:`spendstream.detect.noise.learn`.
    Each closed hour's are computed once from ``usage_hours`` and ``customer_hours`` (exact: raw after the
    watermark) and again when marked (:mod:`spendstream.detect.subject_hours`), so a refresh reads stored
    numbers, not four weeks of request sets;
@@ -39,7 +40,12 @@ from spendstream.detect import schedules
 from spendstream.detect import subject_hours as stored_hours
 from spendstream.detect.noise import HOURS_PER_WEEK, PEAK_DAYS, learn
 from spendstream.detect.spend import SpendAnomalyRule
-from spendstream.detect.subject_hours import PAIR_MARK, PAIR_SQL  # a feature × customer's name (retry_storm too)
+from spendstream.detect.subject_hours import (  # a feature × customer's name (retry_storm too), a leaf's
+    MODEL_MARK,
+    MODEL_SQL,
+    PAIR_MARK,
+    PAIR_SQL,
+)
 from spendstream.sinks.store import ArrowQuerier, Store, TextQuerier, query_result, sql_strings, sql_time
 
 log = logging.getLogger(__name__)
@@ -52,8 +58,9 @@ STALE_HOURS = 3        # a pass uses the newest baselines at most this old (a re
 _MONDAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, '')), "
-                f"concat('customer=', ifNull(customer, '')), {PAIR_SQL}])")
+                f"concat('customer=', ifNull(customer, '')), {PAIR_SQL}, {MODEL_SQL}])")
 PAIR_SUBJECTS = 5000   # pairs kept per refresh, the costliest: what the refresh learns stays bounded at any scale
+MODEL_SUBJECTS = 5000  # feature × customer × model kept per refresh, of pairs with several models, the costliest
 
 
 def hour_of_week(at: datetime) -> int:
@@ -128,7 +135,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
     # Arrow, not JSON: a month of customer-hours is ~10^6 rows (value by value, 17 of 20 s at 3M events)
     spans = schedules.spans(hour)
     stored_hours.ensure(store, reader, [(learn_start, hour), *spans])
-    hours = stored_hours.read(reader, start=learn_start, end=hour, pairs=PAIR_SUBJECTS)
+    hours = stored_hours.read(reader, start=learn_start, end=hour, pairs=PAIR_SUBJECTS, leaves=MODEL_SUBJECTS)
     peaks = reader.query_arrow("""
         SELECT subject, toUInt32(dateDiff('hour', {a:DateTime64(3, 'UTC')}, hour)) AS h, max(peak_cost) AS peak
         FROM detector_peaks
@@ -191,7 +198,8 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         w = hour_of_week(hour)
         expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
         # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);
-        # one sighting is enough for that; a pair must beat its usual busiest 10 minutes of a day as well
+        # one sighting is enough for that; a pair (and a leaf of one: PAIR_MARK is in its name) must beat its usual
+        # busiest 10 minutes of a day as well
         pair = np.array([PAIR_MARK in name for name in names], dtype=bool)
         peak_cost = np.maximum(rule.peak(profiles.peak_cost[:, w], profiles.day_peak_in(w), pair=pair),
                                planned.peak[:, schedules.BEFORE_HOURS - 1:].max(axis=1))
@@ -224,13 +232,15 @@ def group_subjects(names: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
 
 
 def _costliest_pairs(hours: pa.Table) -> np.ndarray:
-    """Which rows to learn from: every team, feature and customer, and the ``PAIR_SUBJECTS`` costliest pairs.
+    """Which rows to learn from: every team, feature and customer, the ``PAIR_SUBJECTS`` costliest pairs and the
+    leaves the read kept (:func:`spendstream.detect.subject_hours.read` bounds them).
 
     Pairs number up to features × customers; the small ones are covered by their customer (a spike
     there is most of it) and by the dollar floor, so only the costliest are worth learning.
     """
     # in Arrow (hash grouping), not numpy's per-string sorts: a month of customer-hours is ~10^6 rows
-    pair = pc.match_substring(hours["subject"], PAIR_MARK)
+    pair = pc.and_(pc.match_substring(hours["subject"], PAIR_MARK),
+                   pc.invert(pc.match_substring(hours["subject"], MODEL_MARK)))
     if not pc.any(pair).as_py():
         return np.ones(hours.num_rows, dtype=bool)
     totals = hours.filter(pair).group_by("subject").aggregate([("cost", "sum")])

@@ -2,8 +2,9 @@
 specific of them.
 
 The spend detector watches nested subjects: a team holds features; a feature × customer pair is
-part of its feature and of its customer. One customer hammering one feature lifts all four, and each
-has its own incident (:class:`~spendstream.detect.incidents.Hysteresis`). Every pass, after each
+part of its feature and of its customer; a feature × customer × model (a *leaf*: the pair's traffic on one
+model) is part of its pair, its feature and its customer. One customer hammering one feature on one model lifts
+all five, and each has its own incident (:class:`~spendstream.detect.incidents.Hysteresis`). Every pass, after each
 subject's state machine has stepped, :func:`correlate` groups the subjects that are open (pending or
 firing):
 
@@ -12,12 +13,13 @@ firing):
   is the child's. Half is the line: above it, no other child can account for as much, so the child
   is the best single name for the parent's rise; under it, the parent has a rise of its own (a
   feature-wide spike whose pairs each hold a little: the feature is the root, its team attached);
-- a pair is **held** by an open parent that no child explains (a customer
+- a pair (or a leaf) that no child explains is **held** by an open parent that no child explains (a customer
   abusing three features: no pair explains the customer, it is the root and the pairs join it);
-  pairs of one customer that is not open themselves are one group (one actor: a creep over its
-  features lifts its pairs and not yet the customer), under the largest;
+  pairs and leaves of one customer that is not open themselves are one group (one actor: a creep over its
+  features lifts its pairs and not yet the customer), under the largest of those not explaining another
+  (a leaf that explains its pair names the group, not the pair);
 - a feature and a customer that **rose alike** (:func:`same_rise`: excesses within ``SAME`` of each other, no
-  open pair of the two, neither explained) are one actor's: a spike on a busy pair held to its busy-hour peak,
+  open pair or leaf of the two, neither explained) are one actor's: a spike on a busy pair held to its busy-hour peak,
   or a slow burn on one customer's feature (a pair has no slow window);
 - following those links from any subject ends at its group's root. The root's incident is
   delivered; every other member's incident is stored *attached* to it (``Incident.root``: the
@@ -47,7 +49,8 @@ from spendstream.detect.incidents import Incident, Transition, worse
 
 SHARE = 0.5
 SAME = 0.7  # a feature and a customer within this ratio of each other's rise, no pair open: one actor
-PAIR_MARK = ",customer="  # as spendstream.detect.baseline names a feature × customer pair
+PAIR_MARK = ",customer="  # as spendstream.detect.baseline names a feature × customer pair (and a leaf of one)
+MODEL_MARK = ",model="    # as it names a feature × customer × model: ``feature=f,customer=c,model=m``
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,11 @@ class Step:
 
 
 def parents(subject: str, teams: Mapping[str, Collection[str]]) -> list[str]:
-    """The subjects that hold ``subject``: a pair's feature and customer, a feature's teams (``teams``)."""
+    """The subjects that hold ``subject``: a leaf's pair, feature and customer, a pair's feature and customer (the
+    customer last in both), a feature's teams (``teams``)."""
+    if _is_leaf(subject):
+        pair = subject.split(MODEL_MARK, 1)[0]
+        return [pair, *parents(pair, teams)]
     if PAIR_MARK in subject:
         feature, customer = subject.split(PAIR_MARK, 1)
         return [feature, f"customer={customer}"]
@@ -71,7 +78,13 @@ def parents(subject: str, teams: Mapping[str, Collection[str]]) -> list[str]:
     return []
 
 
+def _is_leaf(subject: str) -> bool:
+    return PAIR_MARK in subject and MODEL_MARK in subject
+
+
 def _depth(subject: str) -> int:
+    """0 for a pair or a leaf (which of them names a group is the links' to say: a leaf explaining its pair),
+    1 for a feature or customer, 2 for a team."""
     return 0 if PAIR_MARK in subject else 2 if subject.startswith("team=") else 1
 
 
@@ -106,9 +119,10 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
         if excess[best] > 0 and excess[best] >= share * excess[p]:
             link[p] = best
     for s in open_:
-        if PAIR_MARK in s:
-            holders = [p for p in parents(s, teams) if p in open_ and p not in link]
-            customer = parents(s, teams)[1]
+        if PAIR_MARK in s and s not in link:  # a pair or a leaf; a pair its leaf explains stays linked to it
+            up = parents(s, teams)
+            holders = [p for p in up if p in open_ and p not in link]
+            customer = up[-1]
             if holders:
                 link[s] = max(holders, key=lambda p: (excess[p], p))
             elif customer not in open_:  # one customer's pairs hot together are one actor's doing, even when the
@@ -131,8 +145,10 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
         owners = [m for m in members if delivered(m)]
         if top in open_ and (delivered(top) or not owners):
             root = top
-        else:  # the most specific subject already paging, or the largest of one customer's pairs
-            root = min(owners or members, key=lambda m: (_depth(m), -excess[m], m))
+        elif owners:  # the most specific subject already paging
+            root = min(owners, key=lambda m: (_depth(m), -excess[m], m))
+        else:  # the largest of one customer's pairs and leaves, of those no other member explains
+            root = min(members, key=lambda m: (_depth(m), link.get(m) != top, -excess[m], m))
         first = open_[root]
         kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
         if kept in by_key:  # attached to an incident still open: it and its group stay part of it
@@ -172,16 +188,17 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
 def same_rise(open_: Collection[str], excess: Mapping[str, float], link: Mapping[str, str], *,
               same: float = SAME) -> dict[str, str]:
     """Features to join the open customer that rose by about as much (within ``same``), when no open pair of the
-    two says how much of one is the other: a pair held to its busy-hour peak that a spike on it does not cross, or
-    a slow burn (a pair is judged on its fast window only). One actor lifting the feature it all but fills and
-    itself: one incident. Only subjects that nothing else explains (not linked yet) are joined, each feature to
-    the closest such customer."""
+    two (nor a leaf of it) says how much of one is the other: a pair held to its busy-hour peak that a spike on it
+    does not cross, or a slow burn (a pair is judged on its fast window only). One actor lifting the feature it all
+    but fills and itself: one incident. Only subjects that nothing else explains (not linked yet) are joined, each
+    feature to the closest such customer."""
     out: dict[str, str] = {}
     customers = [c for c in open_ if c.startswith("customer=") and c not in link and excess[c] > 0]
     for f in open_:
         if not f.startswith("feature=") or PAIR_MARK in f or f in link or excess[f] <= 0:
             continue
         near = [c for c in customers if f"{f},{c}" not in open_
+                and not any(o.startswith(f"{f},{c}{MODEL_MARK}") for o in open_)
                 and min(excess[f], excess[c]) >= same * max(excess[f], excess[c])]
         if near:
             out[f] = min(near, key=lambda c: (abs(excess[c] - excess[f]), c))
@@ -195,12 +212,15 @@ def lifted(steps: Mapping[str, Step], root_key: str) -> list[str]:
 
 
 def headline(subject: str, lifts: list[str]) -> str:
-    """A pair as on-call reads it: "customer=c on feature=f (team=t)", the team from what it lifts."""
+    """A pair as on-call reads it: "customer=c on feature=f (team=t)", the team from what it lifts; a leaf
+    "customer=c on feature=f, model=m (team=t)"."""
     if PAIR_MARK not in subject:
         return subject
-    feature, customer = subject.split(PAIR_MARK, 1)
+    pair, _, model = subject.partition(MODEL_MARK) if _is_leaf(subject) else (subject, "", "")
+    feature, customer = pair.split(PAIR_MARK, 1)
     teams = [s for s in lifts if s.startswith("team=")]
-    return f"customer={customer} on {feature}" + (f" ({and_list(teams)})" if teams else "")
+    on = f"{feature}, model={model}" if model else feature
+    return f"customer={customer} on {on}" + (f" ({and_list(teams)})" if teams else "")
 
 
 def and_list(names: list[str]) -> str:

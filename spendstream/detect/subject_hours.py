@@ -42,7 +42,12 @@ _MONEY = pa.decimal128(38, 18)  # the table's cost_usd (migration 27)
 # A pair missing either key is named so that it ends in '=', as an empty key does, and is dropped.
 PAIR_SQL = ("if(ifNull(feature, '') = '' OR ifNull(customer, '') = '', 'feature=,customer=', "
             "concat('feature=', feature, ',customer=', customer))")
-PAIR_MARK = ",customer="  # in a pair's name only
+PAIR_MARK = ",customer="  # in a pair's name (and a leaf's: its line is a pair's)
+# a feature × customer × model, a *leaf* of its pair: a spike on one model of a busy pair is a few % of the pair and
+# most of the leaf. A leaf missing any key is named so that it ends in '=', and is dropped.
+MODEL_SQL = ("if(ifNull(feature, '') = '' OR ifNull(customer, '') = '' OR ifNull(model, '') = '', "
+             "'feature=,customer=,model=', concat('feature=', feature, ',customer=', customer, ',model=', model))")
+MODEL_MARK = ",model="  # in a leaf's name only
 
 def by_subject_sql(hour: str, *, as_float: bool) -> str:
     """Per subject and hour in ``[a, b)`` (whole hours): requests, attempts, failed attempts, USD; ``hour`` is
@@ -54,12 +59,12 @@ def by_subject_sql(hour: str, *, as_float: bool) -> str:
     def source(rollup: rollups.Rollup) -> str:
         return rollups.columns(rollup, "{t}", measures, where_rollup=bounds, where_raw=bounds.replace("{t}", "ts"))
 
-    # teams and features from the compact usage_hours, customers and pairs from customer_hours (the only rollup
-    # with customers)
+    # teams and features from the compact usage_hours, customers, pairs and leaves from customer_hours (the only
+    # rollup with customers)
     by_key = (f"SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, ''))]) "
               f"AS subject, period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.HOURS)} "
-              f"UNION ALL SELECT arrayJoin([concat('customer=', ifNull(customer, '')), {PAIR_SQL}]), period, "
-              f"requests, attempts, failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
+              f"UNION ALL SELECT arrayJoin([concat('customer=', ifNull(customer, '')), {PAIR_SQL}, {MODEL_SQL}]), "
+              f"period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
     if as_float:
         values = ("toFloat64(uniqExactMerge(requests)) AS requests, toFloat64(sum(attempts)) AS attempts, "
                   "toFloat64(sum(failed_attempts)) AS failed, toFloat64(ifNull(sum(cost_usd), 0)) AS cost")
@@ -77,7 +82,9 @@ def by_subject_sql(hour: str, *, as_float: bool) -> str:
 # The stored rows in the refresh's shape: (subject, hour index from `a`, requests, attempts, failed, USD) as
 # Float64, the newest computation of each hour only (FINAL collapses two refreshes that stored one at once).
 # Pairs (feature × customer, up to features × customers of them) only the `pairs` costliest over the range,
-# ranked here, on exact dollars, ties by name: most of the rows are pairs the refresh does not learn. In no
+# ranked here, on exact dollars, ties by name: most of the rows are pairs the refresh does not learn. Leaves
+# (feature × customer × model) only of pairs served by two models or more over the range (a pair's only model
+# is the pair: the same numbers, the same verdicts), the `leaves` costliest of those. In no
 # order: the refresh places each row by its subject and hour (sorting ~10^6 rows took a third of the read).
 _NEWEST = f"""(hour, mark) IN (SELECT hour, max(mark) FROM {TABLE}
                                WHERE subject = '' AND hour >= {{a:DateTime64(3, 'UTC')}}
@@ -91,16 +98,28 @@ READ_SQL = f"""
     WHERE {_RANGE} AND subject != '' AND {_NEWEST}
           AND (position(subject, '{PAIR_MARK}') = 0 OR subject IN (
               SELECT subject FROM {TABLE} FINAL
-              WHERE {_RANGE} AND position(subject, '{PAIR_MARK}') > 0 AND {_NEWEST}
-              GROUP BY subject ORDER BY sum(cost_usd) DESC, subject LIMIT {{pairs:UInt64}}))
+              WHERE {_RANGE} AND position(subject, '{PAIR_MARK}') > 0 AND position(subject, '{MODEL_MARK}') = 0
+                    AND {_NEWEST}
+              GROUP BY subject ORDER BY sum(cost_usd) DESC, subject LIMIT {{pairs:UInt64}}) OR subject IN (
+              SELECT subject FROM (
+                  SELECT subject, usd, count() OVER (PARTITION BY pair) AS models
+                  FROM (SELECT subject, substring(subject, 1, position(subject, '{MODEL_MARK}') - 1) AS pair,
+                               sum(cost_usd) AS usd
+                        FROM {TABLE} FINAL
+                        WHERE {_RANGE} AND position(subject, '{MODEL_MARK}') > 0 AND {_NEWEST}
+                        GROUP BY subject))
+              WHERE models > 1 ORDER BY usd DESC, subject LIMIT {{leaves:UInt64}}))
     SETTINGS do_not_merge_across_partitions_select_final = 1"""
 
 
-def read(reader: ArrowQuerier, *, start: datetime, end: datetime, pairs: int | None = None) -> pa.Table:
-    """The stored subject-hours of ``[start, end)``, of every team, feature and customer and of the ``pairs``
-    costliest feature × customer pairs (None: all; call :func:`ensure` for that range first)."""
+def read(reader: ArrowQuerier, *, start: datetime, end: datetime, pairs: int | None = None,
+         leaves: int | None = None) -> pa.Table:
+    """The stored subject-hours of ``[start, end)``, of every team, feature and customer, of the ``pairs``
+    costliest feature × customer pairs and of the ``leaves`` costliest feature × customer × model of the pairs
+    served by two models or more in that range (None: all; call :func:`ensure` for that range first)."""
     return reader.query_arrow(READ_SQL, {"a": sql_time(start), "b": sql_time(end),
-                                         "pairs": 2**63 if pairs is None else pairs})
+                                         "pairs": 2**63 if pairs is None else pairs,
+                                         "leaves": 2**63 if leaves is None else leaves})
 
 
 def ensure(store: Store, reader: ArrowQuerier, ranges: Iterable[tuple[datetime, datetime]]) -> int:
