@@ -75,12 +75,18 @@ def _depth(subject: str) -> int:
     return 0 if PAIR_MARK in subject else 2 if subject.startswith("team=") else 1
 
 
-def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *, share: float = SHARE
-              ) -> dict[str, Step]:
+def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *, share: float = SHARE,
+              elsewhere: Mapping[str, str] | None = None) -> dict[str, Step]:
     """``steps`` with each open subject's incident attached to its group's root (or its own: ``root`` ""), and
     the transitions that grouping changes: a pending root fired by its group, a root escalated to its members'
-    worst severity, an attached subject detached."""
+    worst severity, an attached subject detached.
+
+    ``elsewhere``: subjects another detector is paging about now (:func:`paging`), each with the dedup key of
+    the incident that pages. A group none of whose members pages on its own yet, with a member among them, is
+    attached to that incident: an agent loop's repeated calls are the retry storm already paged *and* a spend
+    rise on the same subject, one cause, one page. It stays attached while that incident is open."""
     out = dict(steps)
+    elsewhere = elsewhere or {}
 
     def delivered(s: str) -> bool:  # paging on its own already
         before = steps[s].before
@@ -127,6 +133,7 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     by_key = {st.after.dedup_key: s for s, st in steps.items() if st.after is not None}
     by_key |= {st.before.dedup_key: s for s, st in steps.items()
                if st.before is not None and st.before.state == "firing"}
+    by_key |= {key: "" for key in elsewhere.values()}
     for top, members in groups.items():
         owners = [m for m in members if delivered(m)]
         if top in open_ and (delivered(top) or not owners):
@@ -135,6 +142,8 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             root = min(owners or members, key=lambda m: (_depth(m), -excess[m], m))
         first = open_[root]
         kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
+        if not kept and not delivered(root):  # not paging yet: another detector's page may already say it
+            kept = next((elsewhere[m] for m in sorted(members, key=lambda m: (_depth(m), m)) if m in elsewhere), "")
         if kept in by_key:  # attached to an incident still open: it and its group stay part of it
             for m in members:
                 if not delivered(m):
@@ -205,3 +214,11 @@ def headline(subject: str, lifts: list[str]) -> str:
 
 def and_list(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def paging(incidents: Mapping[tuple[str, str], Incident]) -> dict[str, str]:
+    """Per subject of ``incidents`` (another detector's open ones, :func:`~spendstream.detect.state.load_open`)
+    whose incident is firing, on its own or attached to a root that is, that page's dedup key."""
+    roots = {i.dedup_key for i in incidents.values() if i.state == "firing" and not i.root}
+    return {subject: i.root or i.dedup_key for (_, subject), i in incidents.items()
+            if i.state == "firing" and (i.root or i.dedup_key) in roots}
