@@ -352,3 +352,14 @@ def test_an_agent_loop_that_storms_and_lifts_spend_pages_once_across_both_detect
     assert "firing" in {a.state for a in spend}
     assert pages[0]["event_action"] == "trigger" and {b["dedup_key"] for b in pages} == {key}
     assert len(pages) == len(slack) == len(storms)  # the loop's messages only (its resolve, if within the passes)
+
+
+def test_a_customers_smaller_pair_joins_the_pair_that_explains_the_open_customer() -> None:
+    # a creep over one customer's features: the customer pages; later two of its pairs cross their lines, the
+    # larger explains the customer's rise, the smaller (under half of it) does not, and neither feature is open
+    other = "feature=search,customer=c24"
+    steps = correlate({"customer=c24": _open("customer=c24", 0.23, before="firing"), PAIR: _open(PAIR, 0.14),
+                       other: _open(other, 0.08)}, TEAMS)
+    key = steps["customer=c24"].after.dedup_key
+    assert steps["customer=c24"].after.root == "" and steps["customer=c24"].transition is None
+    assert steps[PAIR].after.root == steps[other].after.root == key  # before, the smaller pair paged on its own

@@ -15,7 +15,8 @@ firing):
 - a pair is **held** by an open parent that no child explains (a customer
   abusing three features: no pair explains the customer, it is the root and the pairs join it);
   pairs of one customer that is not open themselves are one group (one actor: a creep over its
-  features lifts its pairs and not yet the customer), under the largest;
+  features lifts its pairs and not yet the customer), under the largest; so are those of an open customer one
+  of its pairs explains (the creep has lifted the customer too: its smaller pairs join the one that names it);
 - a feature and a customer that **rose alike** (:func:`same_rise`: excesses within ``SAME`` of each other, no
   open pair of the two, neither explained) are one actor's: a spike on a busy pair held to its busy-hour peak,
   or a slow burn on one customer's feature (a pair has no slow window);
@@ -117,8 +118,9 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             customer = parents(s, teams)[1]
             if holders:
                 link[s] = max(holders, key=lambda p: (excess[p], p))
-            elif customer not in open_:  # one customer's pairs hot together are one actor's doing, even when the
-                link[s] = customer       # customer as a whole is not over its line (a creep over its features)
+            elif link.get(customer) != s:  # one customer's pairs hot together are one actor's doing, even when
+                link[s] = customer  # the customer as a whole is not over its line (a creep over its features), or
+                #                     is, and another of its pairs explains it
     for s, c in same_rise(open_, excess, link).items():
         link[s] = c
     groups: dict[str, list[str]] = defaultdict(list)
