@@ -15,7 +15,7 @@ import pytest
 
 from spendstream.alerting.delivery import Notifier, store_new_alerts
 from spendstream.detect.anomaly import detect_spend_anomalies
-from spendstream.detect.correlate import Step, correlate
+from spendstream.detect.correlate import Step, correlate, paging
 from spendstream.detect.incidents import Incident
 from spendstream.detect.retry_storm import detect_retry_storms
 from tests.test_alert_delivery import Receiver
@@ -313,3 +313,82 @@ def test_a_slow_burn_on_one_customers_feature_pages_once_for_both_and_resolves_o
     attached = [a for a in stored if a.correlated_with]
     assert {a.correlated_with for a in attached} == {pages[0]["dedup_key"]}
     assert sorted(a.state for a in attached) == ["firing", "resolved"]
+
+
+def test_a_spend_rise_on_a_subject_a_storm_pages_about_joins_the_storm_and_nothing_else_does() -> None:
+    storm = Incident("retry_storm", PAIR, "firing", T, "error")
+    attached = Incident("retry_storm", "feature=chat", "firing", T, "error", root=storm.dedup_key)
+    pending = Incident("retry_storm", "customer=c9", "pending", T, "error")
+    paging_now = paging({("retry_storm", PAIR): storm, ("retry_storm", "feature=chat"): attached,
+                         ("retry_storm", "customer=c9"): pending})
+    assert paging_now == {PAIR: storm.dedup_key, "feature=chat": storm.dedup_key}  # a pending storm pages nobody
+    steps = correlate({PAIR: _open(PAIR, 8.0), "customer=c24": _open("customer=c24", 9.0),
+                       "feature=search": _open("feature=search", 20.0), "customer=c9": _open("customer=c9", 4.0)},
+                      TEAMS, elsewhere=paging_now)
+    # the pair and the customer it explains join the storm; a subject the storm does not name stays its own
+    assert steps[PAIR].after.root == steps["customer=c24"].after.root == storm.dedup_key
+    assert steps["feature=search"].after.root == steps["customer=c9"].after.root == ""
+    # a spend incident already paging on its own is not taken back
+    own = correlate({PAIR: _open(PAIR, 8.0, before="firing")}, TEAMS, elsewhere=paging_now)
+    assert own[PAIR].after.root == "" and own[PAIR].transition is None
+    # once the storm is over, a spend rise still hot speaks for itself
+    later = correlate({PAIR: _open(PAIR, 8.0, before="firing", root=storm.dedup_key)}, TEAMS, elsewhere={})
+    assert later[PAIR].after.root == "" and later[PAIR].transition == "firing"
+
+
+@pytest.mark.integration
+def test_an_agent_loop_that_storms_and_lifts_spend_pages_once_across_both_detectors(embedded_store) -> None:
+    """A customer's agent repeats one costly prompt (same fingerprint and size, a new request id each time) on a
+    feature with ten days of ordinary traffic: the retry-storm pass sees a loop, the spend pass a rise on the same
+    pair. A round runs both (storms first, as ``AlertCycle``): before, Slack got the loop's trigger and resolve and
+    the spend anomaly's trigger and resolve; now the spend incident is stored as part of the loop's and delivered
+    nowhere."""
+    tag, now = f"xfam-{uuid.uuid4().hex[:6]}", datetime(2021, 11, 10, 12, 0, tzinfo=timezone.utc)
+    feature, customer = f"{tag}-agent", f"{tag}-c3"
+    start = now - timedelta(days=10)
+    events: list[dict] = []
+    for k in range(6):  # ordinary calls: each customer every 10 minutes, $0.25 each
+        times = [start + timedelta(minutes=m, seconds=37 * k % 600) for m in range(0, 10 * 1440, 10)]
+        events += _calls(tag, len(events), times, team=f"{tag}-team", feature=feature, customer=f"{tag}-c{k}")
+    _store(embedded_store, events)
+    _store(embedded_store, [  # the loop: every 20 s for 15 minutes, $0.25 a call, no failure
+        {"event_id": f"{tag}-loop-{k}", "request_id": f"{tag}-loop-r{k}", "provider": "openai", "model": "gpt-4o",
+         "ts": (now - timedelta(minutes=9) + timedelta(seconds=20 * k)).isoformat(), "feature": feature,
+         "customer": customer, "team": f"{tag}-team", "prefix_fingerprint": "f00d", "input_tokens": 100_000,
+         "output_tokens": 0} for k in range(45)])
+
+    def both(store, at: datetime) -> list:
+        return detect_retry_storms(store, at) + detect_spend_anomalies(store, at)
+
+    pages, slack, stored = deliver_passes(embedded_store, tag, [now + timedelta(minutes=m) for m in range(0, 90, 5)],
+                                          both, refresh=True)
+    storms = [a for a in stored if a.kind == "retry_storm" and not a.correlated_with]
+    spend = [a for a in stored if a.kind == "spend_anomaly"]
+    assert storms[0].state == "firing" and [a.state for a in storms[1:]] in ([], ["resolved"])
+    key = storms[0].dedup_key
+    assert spend and {a.correlated_with for a in spend} == {key}  # the spend rise was seen, and is the loop's
+    assert "firing" in {a.state for a in spend}
+    assert pages[0]["event_action"] == "trigger" and {b["dedup_key"] for b in pages} == {key}
+    assert len(pages) == len(slack) == len(storms)  # the loop's messages only (its resolve, if within the passes)
+
+
+def test_a_customers_smaller_pair_joins_the_pair_that_explains_the_open_customer() -> None:
+    # a creep over one customer's features: the customer pages; later two of its pairs cross their lines, the
+    # larger explains the customer's rise, the smaller (under half of it) does not, and neither feature is open
+    other = "feature=search,customer=c24"
+    steps = correlate({"customer=c24": _open("customer=c24", 0.23, before="firing"), PAIR: _open(PAIR, 0.14),
+                       other: _open(other, 0.08)}, TEAMS)
+    key = steps["customer=c24"].after.dedup_key
+    assert steps["customer=c24"].after.root == "" and steps["customer=c24"].transition is None
+    assert steps[PAIR].after.root == steps[other].after.root == key  # before, the smaller pair paged on its own
+
+
+def test_a_paging_customers_pair_and_the_model_that_explains_it_stay_one_group() -> None:
+    # the customer pages; its pair explains it and the pair's gpt-4o model explains the pair: one incident, the
+    # customer's (a link from the model back to its customer would close a loop and split the group)
+    leaf = f"{PAIR},model=gpt-4o"
+    steps = correlate({"customer=c24": _open("customer=c24", 0.30, before="firing"), PAIR: _open(PAIR, 0.25),
+                       leaf: _open(leaf, 0.24)}, TEAMS)
+    key = steps["customer=c24"].after.dedup_key
+    assert steps["customer=c24"].after.root == "" and steps["customer=c24"].transition is None
+    assert steps[PAIR].after.root == steps[leaf].after.root == key

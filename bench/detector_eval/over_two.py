@@ -25,7 +25,8 @@ def _at(minute: int | None) -> str:
 
 def over_two(world: World) -> list[str]:
     """The blocks of one world's incidents with more than two on-call messages."""
-    fired = rules_noise.spend(world) + rules_noise.retries(world)
+    storms = rules_noise.retries(world)
+    fired = rules_noise.spend(world, storms=storms) + storms
     fired.sort(key=lambda f: f.minute)
     keys: dict[int, dict[tuple, dict]] = {}
     owner: dict[tuple, int] = {}

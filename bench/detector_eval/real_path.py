@@ -152,7 +152,8 @@ def main() -> None:
             store.close()
     slack.close()
     pagerduty.close()
-    harness = [f for f in rules_noise.spend(world) + rules_noise.retries(world) if begin < f.minute <= last]
+    storms = rules_noise.retries(world)
+    harness = [f for f in rules_noise.spend(world, storms=storms) + storms if begin < f.minute <= last]
     within = [f"{i.kind}@{rules_noise.at(i.start):%a %H:%M}" for i in world.incidents if begin <= i.start < last]
     print("incidents starting in the replayed hours:", within)
     print(f"{passes} passes over {args.hours} h in {seconds:.0f} s ({seconds / passes:.2f} s a pass); "

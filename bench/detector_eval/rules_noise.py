@@ -80,9 +80,12 @@ class _Hours:
 
 
 def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hysteresis | None = None, *,
-          probe: Callable[[Pass], None] | None = None, correlated: bool = True) -> list[Fired]:
+          probe: Callable[[Pass], None] | None = None, correlated: bool = True,
+          storms: list[Fired] | None = None) -> list[Fired]:
     """``probe`` (diagnostics, :mod:`.misses`) sees every pass's windows, expectations and verdicts;
-    ``correlated``: as the package, the subjects one cause lifts are one incident (False: each its own)."""
+    ``correlated``: as the package, the subjects one cause lifts are one incident (False: each its own);
+    ``storms``: :func:`retries`' alerts on the same world, which a round steps first: a spend rise on a subject
+    a storm is paging about joins the storm's incident (``correlate``'s ``elsewhere``)."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     # team, feature, customer and feature × customer: a spike of a few % of a busy customer is most of its pair;
     # and as the refresh keeps them, feature × customer × model where a pair has several models: a spike on one
@@ -102,6 +105,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     newcomers: set[int] = set()
     out: list[Fired] = []
     slow = profiles = None
+    paging = _Paging(storms or [])
     for t in passes(world):
         if profiles is None or t % 60 == 0:
             now_h = t // 60
@@ -144,9 +148,32 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow.hot[s]
                           else float(slow.excess_usd[s]) * w / 1440)  # as detect_spend_anomalies
             steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))
-        for name, step in (correlate(steps, teams) if correlated else steps).items():
+        for name, step in (correlate(steps, teams, elsewhere=paging.at(t)) if correlated else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
     return out
+
+
+class _Paging:
+    """What :func:`~spendstream.detect.correlate.paging` reads from the incidents' state, from the alerts the
+    storms' passes recorded: at minute ``t``, each subject whose storm incident is firing on its own or attached
+    to a root that is, with that page's dedup key."""
+
+    def __init__(self, storms: list[Fired]) -> None:
+        self.feed = sorted((f for f in storms if f.state != "escalated"), key=lambda f: f.minute)
+        self.next = 0
+        self.open: dict[str, tuple[str, str]] = {}  # subject -> (its incident's key, its root's or "")
+
+    def at(self, t: int) -> dict[str, str]:
+        while self.next < len(self.feed) and self.feed[self.next].minute <= t:
+            f = self.feed[self.next]
+            self.next += 1
+            if f.state == "resolved":
+                self.open.pop(f.subject, None)
+            else:
+                opened = EPOCH + timedelta(minutes=f.onset)
+                self.open[f.subject] = (f"{f.kind}:{f.subject}:{opened:%Y-%m-%dT%H:%M}", f.part_of)
+        roots = {key for key, root in self.open.values() if not root}
+        return {s: root or key for s, (key, root) in self.open.items() if (root or key) in roots}
 
 
 def _remembered(profiles: Profiles, hours: _Hours, now_h: int, rule: SpendAnomalyRule, is_pair: np.ndarray

@@ -27,9 +27,10 @@ from decimal import Decimal
 import numpy as np
 
 from spendstream.detect import baseline, state
-from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted
+from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, paging
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
+from spendstream.detect.retry_storm import KIND as STORM
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.store import Store, query_result, sql_strings, sql_time
@@ -86,7 +87,11 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     window = timedelta(minutes=rule.window_minutes)
     short = timedelta(minutes=rule.short_minutes)
     recent = recent_spend(store, start=now - window, end=now, since=now - short if rule.short_minutes else None)
-    incidents = state.load_open(store, KINDS)
+    # with the retry storms this round already stepped (``AlertCycle`` runs them first): a spend rise on a
+    # subject a storm or loop is paging about is that incident's (``correlate``'s ``elsewhere``)
+    incidents = state.load_open(store, KINDS + (STORM,))
+    storms = {key: incident for key, incident in incidents.items() if key[0] == STORM}
+    incidents = {key: incident for key, incident in incidents.items() if key[0] != STORM}
     # a subject the window cannot make hot, with no open incident, no sustained shift and no claim to be a new
     # spender cannot change state: its baseline is not read
     spent = list(recent)
@@ -147,7 +152,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     features = [s for s in open_ if s.startswith("feature=") and baseline.PAIR_MARK not in s]
     teams = (teams_of(store, features, start=now - window, end=now)
              if features and any(s.startswith("team=") for s in open_) else {})
-    steps = correlate(steps, teams)
+    steps = correlate(steps, teams, elsewhere=paging(storms))
     for subject, step in steps.items():
         changes.append((("spend_anomaly", subject), step.before, step.after))
         if step.transition is not None:

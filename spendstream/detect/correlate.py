@@ -17,7 +17,8 @@ firing):
   abusing three features: no pair explains the customer, it is the root and the pairs join it);
   pairs and leaves of one customer that is not open themselves are one group (one actor: a creep over its
   features lifts its pairs and not yet the customer), under the largest of those not explaining another
-  (a leaf that explains its pair names the group, not the pair);
+  (a leaf that explains its pair names the group, not the pair); so are those of an open customer that another of
+  its pairs or leaves explains (the creep has lifted the customer too: its smaller pairs join the one naming it);
 - a feature and a customer that **rose alike** (:func:`same_rise`: excesses within ``SAME`` of each other, no
   open pair or leaf of the two, neither explained) are one actor's: a spike on a busy pair held to its busy-hour peak,
   or a slow burn on one customer's feature (a pair has no slow window);
@@ -88,12 +89,18 @@ def _depth(subject: str) -> int:
     return 0 if PAIR_MARK in subject else 2 if subject.startswith("team=") else 1
 
 
-def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *, share: float = SHARE
-              ) -> dict[str, Step]:
+def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *, share: float = SHARE,
+              elsewhere: Mapping[str, str] | None = None) -> dict[str, Step]:
     """``steps`` with each open subject's incident attached to its group's root (or its own: ``root`` ""), and
     the transitions that grouping changes: a pending root fired by its group, a root escalated to its members'
-    worst severity, an attached subject detached."""
+    worst severity, an attached subject detached.
+
+    ``elsewhere``: subjects another detector is paging about now (:func:`paging`), each with the dedup key of
+    the incident that pages. A group none of whose members pages on its own yet, with a member among them, is
+    attached to that incident: an agent loop's repeated calls are the retry storm already paged *and* a spend
+    rise on the same subject, one cause, one page. It stays attached while that incident is open."""
     out = dict(steps)
+    elsewhere = elsewhere or {}
 
     def delivered(s: str) -> bool:  # paging on its own already
         before = steps[s].before
@@ -125,8 +132,9 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             customer = up[-1]
             if holders:
                 link[s] = max(holders, key=lambda p: (excess[p], p))
-            elif customer not in open_:  # one customer's pairs hot together are one actor's doing, even when the
-                link[s] = customer       # customer as a whole is not over its line (a creep over its features)
+            elif not _leads_to(link, customer, s):  # one customer's pairs hot together are one actor's doing,
+                link[s] = customer  # even when the customer as a whole is not over its line (a creep over its
+                #                     features), or is and another of its pairs explains it
     for s, c in same_rise(open_, excess, link).items():
         link[s] = c
     groups: dict[str, list[str]] = defaultdict(list)
@@ -141,6 +149,7 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     by_key = {st.after.dedup_key: s for s, st in steps.items() if st.after is not None}
     by_key |= {st.before.dedup_key: s for s, st in steps.items()
                if st.before is not None and st.before.state == "firing"}
+    by_key |= {key: "" for key in elsewhere.values()}
     for top, members in groups.items():
         owners = [m for m in members if delivered(m)]
         if top in open_ and (delivered(top) or not owners):
@@ -151,6 +160,8 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             root = min(members, key=lambda m: (_depth(m), link.get(m) != top, -excess[m], m))
         first = open_[root]
         kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
+        if not kept and not delivered(root):  # not paging yet: another detector's page may already say it
+            kept = next((elsewhere[m] for m in sorted(members, key=lambda m: (_depth(m), m)) if m in elsewhere), "")
         if kept in by_key:  # attached to an incident still open: it and its group stay part of it
             for m in members:
                 if not delivered(m):
@@ -183,6 +194,16 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             if severity != st.after.severity:
                 out[s] = replace(st, after=replace(st.after, severity=severity), transition=st.transition or "firing")
     return out
+
+
+def _leads_to(link: Mapping[str, str], start: str, target: str) -> bool:
+    """Whether following ``link`` from ``start`` reaches ``target`` (linking ``target`` to ``start`` would close a
+    loop: the customer a pair explains, through its leaf or not)."""
+    at, seen = start, {start}
+    while at != target and at in link and link[at] not in seen:
+        at = link[at]
+        seen.add(at)
+    return at == target
 
 
 def same_rise(open_: Collection[str], excess: Mapping[str, float], link: Mapping[str, str], *,
@@ -225,3 +246,11 @@ def headline(subject: str, lifts: list[str]) -> str:
 
 def and_list(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def paging(incidents: Mapping[tuple[str, str], Incident]) -> dict[str, str]:
+    """Per subject of ``incidents`` (another detector's open ones, :func:`~spendstream.detect.state.load_open`)
+    whose incident is firing, on its own or attached to a root that is, that page's dedup key."""
+    roots = {i.dedup_key for i in incidents.values() if i.state == "firing" and not i.root}
+    return {subject: i.root or i.dedup_key for (_, subject), i in incidents.items()
+            if i.state == "firing" and (i.root or i.dedup_key) in roots}
