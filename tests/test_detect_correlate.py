@@ -243,7 +243,7 @@ def test_an_agent_loop_pages_once_for_its_feature_and_its_customer_and_resolves_
     assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
     assert pages[0]["payload"]["component"] == f"feature={feature},customer={customer}"
     summary = pages[0]["payload"]["summary"]
-    assert f"customer={customer} on feature={feature}: " in summary
+    assert f"customer={customer} on feature={feature}: agent loop " in summary  # what fired, before "0 failed"
     assert f"also lifts customer={customer} and feature={feature}" in summary
     assert "most repeated request shape" in summary
     assert len(slack) == 2  # Slack: the same trigger and resolve

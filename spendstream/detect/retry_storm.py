@@ -526,6 +526,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                         f"request {int(longest[i])} attempts; most repeated request shape {int(repeats[i])} requests "
                         f"({int(slow_repeats[i])} in {hours} h); {errors}"
                         f"${usd:.2f} wasted on failed attempts and repeated calls in {hours} h")
+            if step.transition == "firing" and loop[i]:  # say what fired first: a loop may fail nothing at all
+                text = f"agent loop (one request retried, or one request shape repeated): {text}"
             lifts = lifted(steps, incident.dedup_key) if step.transition == "firing" else []
             if lifts:
                 text = f"{headline(subject, lifts)}: {text}; also lifts {and_list(lifts)}"
