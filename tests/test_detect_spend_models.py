@@ -19,7 +19,9 @@ from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
 from tests.test_spend_anomaly import _calls, _store  # $0.25 gpt-4o calls at given times; stored as a worker does
 
-NOW = datetime(2021, 3, 11, 14, 0, tzinfo=timezone.utc)  # a Thursday, in a year no other test writes to
+NOW = datetime(2024, 9, 12, 14, 0, tzinfo=timezone.utc)  # a Thursday, in months no other test writes to (the
+# baselines' refresh records the hours it learned as done for every key: in 2021-03 it put days of another file's
+# history out of its reach)
 LATER = NOW + timedelta(days=28)  # a Thursday: a refresh of its own (one per hour and store)
 DAYS = 10
 
