@@ -57,8 +57,10 @@ def decode(record: SourceRecord) -> tuple[list[tuple[int, Any]], list[DeadLetter
 
 
 def validate(record: SourceRecord, items: Iterable[tuple[int, Any]], model: type[M] = UsageEvent,
-             required: tuple[str, ...] = WIRE_REQUIRED) -> tuple[list[M], list[DeadLetter]]:
-    """Items that satisfy the contract (UsageEvent unless told), and dead letters saying why the others don't."""
+             required: tuple[str, ...] = WIRE_REQUIRED, *, now: datetime | None = None
+             ) -> tuple[list[M], list[DeadLetter]]:
+    """Items that satisfy the contract (UsageEvent unless told), and dead letters saying why the others don't.
+    ``now``: the clock a timestamp is judged against (:func:`implausible_time`; default the wall clock)."""
     kind = model.__name__
     events: list[M] = []
     dead: list[DeadLetter] = []
@@ -79,7 +81,7 @@ def validate(record: SourceRecord, items: Iterable[tuple[int, Any]], model: type
             dead.append(DeadLetter(record, index, describe(exc, kind), _raw_item(item, record), event_id))
             continue
         ts = getattr(event, "ts", None)
-        if ts is not None and (problem := implausible_time(ts)) is not None:
+        if ts is not None and (problem := implausible_time(ts, now)) is not None:
             dead.append(DeadLetter(record, index, f"invalid {kind}: {problem}", _raw_item(item, record), event_id))
             continue
         events.append(event)
@@ -154,7 +156,7 @@ def process(records: Sequence[SourceRecord], pricer: Pricer, tag_guard: TagGuard
         else:
             items, dead = decode(record)
         result.dead_letters.extend(dead)
-        events, dead = validate(record, items)
+        events, dead = validate(record, items, now=now)  # the fast path's clock, for the exact path too
         result.dead_letters.extend(dead)
         exact.extend(events)
         exact_sources.extend([record] * len(events))
