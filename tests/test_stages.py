@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import orjson
@@ -90,6 +91,17 @@ def test_implausible_timestamps_are_dead_lettered() -> None:
                                             _event(2, ts="2099-01-01T00:00:00Z")]))], Pricer())
     reasons = [d.reason for d in result.dead_letters]
     assert "before 2020-01-01" in reasons[0] and "in the future" in reasons[1]
+
+
+def test_a_json_record_is_judged_by_the_clock_process_is_given_as_a_block_is() -> None:
+    """A replay or a test runs ``process`` at a clock of its own: an event an hour after it is plausible on the
+    exact path (JSON) as on the fast path, and a day ahead of it is skew whatever the wall clock says."""
+    now = datetime(2031, 5, 1, 12, tzinfo=timezone.utc)
+    result = process([_record(orjson.dumps([_event(1, ts="2031-05-01T13:00:00Z"),
+                                            _event(2, ts="2031-05-03T12:00:00Z")]))], Pricer(), now=now)
+    assert result.events["event_id"].to_pylist() == ["e1"]
+    [dead] = result.dead_letters
+    assert dead.event_id == "e2" and "in the future" in dead.reason
 
 
 def test_an_internal_error_dead_letters_the_batch_whole() -> None:
