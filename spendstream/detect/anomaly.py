@@ -41,7 +41,8 @@ KINDS = ("spend_anomaly", "new_spender")
 def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None
                  ) -> dict[str, tuple[float, float, float, float]]:
     """Per subject, (USD, attempts) in ``[start, end)`` and in ``[since, end)`` (``since``: ``start`` when
-    None), from raw ``FINAL`` in one scan.
+    None), from raw ``FINAL`` in one scan; a leaf only where the baselines a pass at ``end`` uses hold it
+    (``baseline.PASS_SUBJECTS_SQL``: the others get no verdict).
 
     Attempts, not distinct requests: a request is one attempt or more, so attempts bound the requests from
     above, and a sum costs nothing per event where a set of request ids per subject costs most of the scan
@@ -52,11 +53,12 @@ def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetim
         SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)) AS usd, toFloat64(count()) AS attempts,
                toFloat64(sumIf(ifNull(total_cost, 0), priced AND ts >= {{c:DateTime64(3, 'UTC')}})) AS late_usd,
                toFloat64(countIf(ts >= {{c:DateTime64(3, 'UTC')}})) AS late_attempts
-        FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, ts, total_cost, priced
+        FROM (SELECT {baseline.PASS_SUBJECTS_SQL} AS subject, ts, total_cost, priced
               FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE NOT endsWith(subject, '=') GROUP BY subject
         SETTINGS output_format_arrow_string_as_string = 1""",
-                              {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start)})
+                              {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
+                               **baseline.newest_params(end)})
     if not table.num_rows:
         return {}
     columns = [table[c].to_pylist() for c in ("usd", "attempts", "late_usd", "late_attempts")]

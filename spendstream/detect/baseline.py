@@ -62,6 +62,22 @@ SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature='
 PAIR_SUBJECTS = 5000   # pairs kept per refresh, the costliest: what the refresh learns stays bounded at any scale
 MODEL_SUBJECTS = 5000  # feature × customer × model kept per refresh, of pairs with several models, the costliest
 
+# the hour whose baselines a pass at {h} uses: the newest, at most STALE_HOURS old
+NEWEST_SQL = """(SELECT max(for_hour) FROM detector_baselines
+                 WHERE for_hour <= {h:DateTime('UTC')} AND for_hour > {oldest:DateTime('UTC')})"""
+# A pass's subjects: a leaf only where that hour's baselines hold it (its pair has several models, it is among the
+# MODEL_SUBJECTS costliest). A subject without a baseline gets no verdict, so dropping the others changes none;
+# a pass groups its window by MODEL_SUBJECTS leaves at most, not by every model of every pair.
+PASS_SUBJECTS_SQL = SUBJECTS_SQL.replace(MODEL_SQL, f"""if({MODEL_SQL} IN (
+    SELECT subject FROM detector_baselines WHERE for_hour = {NEWEST_SQL} AND subject LIKE 'feature=%{MODEL_MARK}%'),
+    {MODEL_SQL}, 'feature=,customer=,model=')""")
+
+
+def newest_params(now: datetime) -> dict[str, object]:
+    """The parameters of :data:`NEWEST_SQL` (and :data:`PASS_SUBJECTS_SQL`) for a pass at ``now``."""
+    hour = floor_hour(now)
+    return {"h": f"{hour:%Y-%m-%d %H:%M:%S}", "oldest": f"{hour - timedelta(hours=STALE_HOURS):%Y-%m-%d %H:%M:%S}"}
+
 
 def hour_of_week(at: datetime) -> int:
     return int((at - _MONDAY).total_seconds() // 3600) % HOURS_PER_WEEK
@@ -320,9 +336,7 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
     table's columns): a pass reads the subjects it can act on, not every customer ever seen
     (50,000 rows took 0.4–0.5 s of a pass at 3M events).
     """
-    hour = floor_hour(now)
-    params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}",
-                                 "oldest": f"{hour - timedelta(hours=STALE_HOURS):%Y-%m-%d %H:%M:%S}"}
+    params: dict[str, object] = newest_params(now)
     which = "1"
     if subjects is not None:
         which = f"(subject IN (SELECT arrayJoin({{subjects:Array(String)}})) OR ({or_where}))"
@@ -331,9 +345,7 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
         SELECT subject, requests, cost, peak_cost, dispersion, fail_ratio, history_hours, slow_hot, slow_calm,
                slow_excess_usd, day_cost
         FROM detector_baselines FINAL
-        WHERE for_hour = (SELECT max(for_hour) FROM detector_baselines
-                          WHERE for_hour <= {{h:DateTime('UTC')}} AND for_hour > {{oldest:DateTime('UTC')}})
-              AND subject != '' AND {which}
+        WHERE for_hour = {NEWEST_SQL} AND subject != '' AND {which}
         ORDER BY subject""", params).rows
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
     arrays = [np.array(c, dtype=float) for c in columns[1:]]
