@@ -83,3 +83,37 @@ def test_a_spike_that_lifts_the_pair_its_feature_and_customer_is_one_incident_na
     attached = {a.subject for a in fired if a.correlated_with == delivered[0].dedup_key}
     assert f"feature={tag}-big-chat,customer={tag}-big" in attached  # the pair: the same incident, not a page
     assert attached | {leaf} == {a.subject for a in fired}
+
+
+@pytest.mark.integration
+def test_a_spike_on_a_model_of_a_pair_that_never_runs_two_models_in_one_hour_fires_on_that_model_alone(
+        embedded_store) -> None:
+    """No hour of the pair holds both its models, so the store keeps no row of either leaf (each hour's row is the
+    pair's, naming its model): the leaves are learned from those, and the small model's spike fires as before
+    (2022-11 and 2022-12: no other test writes there)."""
+    tag = f"leafh-{uuid.uuid4().hex[:8]}"
+    now = datetime(2022, 12, 15, 14, 0, tzinfo=timezone.utc)  # a Thursday
+    start = now - timedelta(days=DAYS)
+    customer, feature = f"{tag}-c", f"{tag}-chat"
+    minutes = range(DAYS * 1440)
+    events = _calls(tag, 0, [start + timedelta(minutes=m, seconds=20) for m in minutes],
+                    customer=f"{tag}-other", feature=feature, model="o3")
+    events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=40) for m in minutes],
+                     customer=customer, feature=f"{tag}-search", model="o3")
+    # the pair: o3 in even hours (two calls a minute), gpt-4o in odd ones (a call in ten minutes, and a batch of 12
+    # at 13:52 every day; today 40, $10)
+    events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=s) for m in minutes for s in (5, 35)
+                                        if m // 60 % 2 == 0], customer=customer, feature=feature, model="o3")
+    events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=50) for m in range(0, DAYS * 1440, 10)
+                                        if m // 60 % 2 == 1], customer=customer, feature=feature)
+    for day in range(DAYS):
+        at, n = start + timedelta(days=day + 1, minutes=-8), 40 if day == DAYS - 1 else 12
+        events += _calls(tag, len(events), [at + timedelta(seconds=470 * k / n) for k in range(n)],
+                         customer=customer, feature=feature)
+    _store(embedded_store, events)
+    fired = _fired(embedded_store, tag, now)
+    assert [(a.subject, a.correlated_with) for a in fired] == [
+        (f"feature={feature},customer={customer},model=gpt-4o", None)]
+    assert not embedded_store.query(  # learned from the pair's rows: the store holds no leaf hour of the pair
+        "SELECT count() FROM detector_subject_hours WHERE startsWith(subject, {p:String})",
+        {"p": f"feature={feature},customer={customer},model="}).scalar()

@@ -107,3 +107,37 @@ def test_an_hour_is_recomputed_only_when_marked_and_a_subject_that_leaves_it_lea
     assert subject_hours.ensure(embedded_store, embedded_store, [hours]) == 1
     assert _stored(embedded_store, *hours) == _read(embedded_store, *hours)
     assert not [r for r in _stored(embedded_store, *hours) if run in r[0]]
+
+
+@pytest.mark.integration
+def test_a_single_model_pair_stores_no_leaf_hours_and_a_two_model_pair_only_its_hours_with_two(embedded_store) -> None:
+    """A pair's hour served by one model is that model's hour: its row names the model and no leaf row is stored;
+    a read still has every leaf of a pair with two models, each hour of it, as raw FINAL (2022-07: no other test
+    writes there)."""
+    run = f"shl-{uuid.uuid4().hex[:6]}"
+    start = datetime(2022, 7, 13, 0, 0, tzinfo=timezone.utc)
+    hours = (start, start + 12 * HOUR)
+    events = []
+    for h in range(12):
+        at = start + h * HOUR
+        events.append(_call(run, len(events), at + timedelta(minutes=10), feature=f"{run}-two", customer=f"{run}-c"))
+        if h % 6 == 0:  # the two-model pair's second model, in two hours of the twelve
+            events.append(_call(run, len(events), at + timedelta(minutes=40), feature=f"{run}-two",
+                                customer=f"{run}-c", model="gpt-4o-mini"))
+        events.append(_call(run, len(events), at + timedelta(minutes=20), feature=f"{run}-one", customer=f"{run}-c"))
+    _write(embedded_store, events)
+    assert subject_hours.ensure(embedded_store, embedded_store, [hours]) == 12
+    stored = query_result(embedded_store, """
+        SELECT subject, toHour(hour), model FROM detector_subject_hours FINAL
+        WHERE position(subject, {run:String}) > 0 AND startsWith(subject, 'feature=') AND position(subject, ',') > 0
+        ORDER BY subject, hour""", {"run": run}).rows
+    two, one = f"feature={run}-two,customer={run}-c", f"feature={run}-one,customer={run}-c"
+    assert [r for r in stored if r[0].startswith(one)] == [[one, h, "gpt-4o"] for h in range(12)]  # no leaf row
+    assert [r for r in stored if r[0] == two] == [[two, h, "" if h % 6 == 0 else "gpt-4o"] for h in range(12)]
+    assert [r for r in stored if r[0].startswith(f"{two},model=")] == [
+        [f"{two},model=gpt-4o", 0, ""], [f"{two},model=gpt-4o", 6, ""],
+        [f"{two},model=gpt-4o-mini", 0, ""], [f"{two},model=gpt-4o-mini", 6, ""]]
+    read = _stored(embedded_store, *hours)
+    assert read == _read(embedded_store, *hours)
+    assert [r[1] for r in read if r[0] == f"{two},model=gpt-4o"] == list(range(12))
+    assert not [r for r in read if r[0].startswith(f"{one},model=")]

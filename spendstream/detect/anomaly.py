@@ -38,10 +38,11 @@ from spendstream.sinks.store import Store, query_result, sql_strings, sql_time
 KINDS = ("spend_anomaly", "new_spender")
 
 
-def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None
-                 ) -> dict[str, tuple[float, float, float, float]]:
+def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None,
+                 leaves_of: datetime | None = None) -> dict[str, tuple[float, float, float, float]]:
     """Per subject, (USD, attempts) in ``[start, end)`` and in ``[since, end)`` (``since``: ``start`` when
-    None), from raw ``FINAL`` in one scan.
+    None), from raw ``FINAL`` in one scan; a feature × customer × model only where the baselines of hour
+    ``leaves_of`` hold it (None: none; ``baseline.PASS_SUBJECTS_SQL``: the others get no verdict).
 
     Attempts, not distinct requests: a request is one attempt or more, so attempts bound the requests from
     above, and a sum costs nothing per event where a set of request ids per subject costs most of the scan
@@ -52,11 +53,12 @@ def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetim
         SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)) AS usd, toFloat64(count()) AS attempts,
                toFloat64(sumIf(ifNull(total_cost, 0), priced AND ts >= {{c:DateTime64(3, 'UTC')}})) AS late_usd,
                toFloat64(countIf(ts >= {{c:DateTime64(3, 'UTC')}})) AS late_attempts
-        FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, ts, total_cost, priced
+        FROM (SELECT {baseline.PASS_SUBJECTS_SQL} AS subject, ts, total_cost, priced
               FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE NOT endsWith(subject, '=') GROUP BY subject
         SETTINGS output_format_arrow_string_as_string = 1""",
-                              {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start)})
+                              {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
+                               **baseline.leaves_params(leaves_of)})
     if not table.num_rows:
         return {}
     columns = [table[c].to_pylist() for c in ("usd", "attempts", "late_usd", "late_attempts")]
@@ -86,7 +88,9 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     window = timedelta(minutes=rule.window_minutes)
     short = timedelta(minutes=rule.short_minutes)
-    recent = recent_spend(store, start=now - window, end=now, since=now - short if rule.short_minutes else None)
+    hour = baseline.newest_hour(store, now)  # once: the leaves the scan keeps, the baselines read
+    recent = recent_spend(store, start=now - window, end=now, since=now - short if rule.short_minutes else None,
+                          leaves_of=hour)
     # with the retry storms this round already stepped (``AlertCycle`` runs them first): a spend rise on a
     # subject a storm or loop is paging about is that incident's (``correlate``'s ``elsewhere``)
     incidents = state.load_open(store, KINDS + (STORM,))
@@ -101,7 +105,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                           | {s for _, s in incidents},
                           or_where=f"slow_hot = 1 OR (history_hours < {int(rule.warmup_hours)} "
                                    f"AND day_cost >= {float(rule.new_spender_usd)!r} "
-                                   f"AND position(subject, {baseline.PAIR_MARK!r}) = 0)")
+                                   f"AND position(subject, {baseline.PAIR_MARK!r}) = 0)", hour=hour)
     subjects = known.subjects
     index = {s: i for i, s in enumerate(subjects)}
     seen = np.array([recent.get(s, (0.0,) * 4) for s in subjects]).reshape(len(subjects), 4)

@@ -62,6 +62,34 @@ SUBJECTS_SQL = ("arrayJoin([concat('team=', ifNull(team, '')), concat('feature='
 PAIR_SUBJECTS = 5000   # pairs kept per refresh, the costliest: what the refresh learns stays bounded at any scale
 MODEL_SUBJECTS = 5000  # feature × customer × model kept per refresh, of pairs with several models, the costliest
 
+# A pass's subjects: a leaf only where the baselines of hour {leaves_of} hold it (its pair has several models, it is
+# among the MODEL_SUBJECTS costliest). A subject without a baseline gets no verdict, so dropping the others changes
+# none; a pass groups its window by MODEL_SUBJECTS leaves at most, not by every model of every pair.
+PASS_SUBJECTS_SQL = SUBJECTS_SQL.replace(MODEL_SQL, f"""if({MODEL_SQL} IN (
+    SELECT subject FROM detector_baselines
+    WHERE for_hour = {{leaves_of:DateTime('UTC')}} AND subject LIKE 'feature=%{MODEL_MARK}%'),
+    {MODEL_SQL}, 'feature=,customer=,model=')""")
+_NO_HOUR = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def newest_hour(querier: TextQuerier, now: datetime) -> datetime | None:
+    """The hour whose baselines a pass at ``now`` uses: the newest refreshed of the last ``STALE_HOURS`` (None: none).
+
+    A probe of one row per hour (a refreshed hour has one at least): ``max(for_hour)`` over those hours read every
+    row of them (143k at 525k events, most of what a pass read there)."""
+    hours = [floor_hour(now) - timedelta(hours=k) for k in range(STALE_HOURS)]
+    probes = " UNION ALL ".join(f"SELECT for_hour FROM (SELECT for_hour FROM detector_baselines "
+                                f"WHERE for_hour = {{h{k}:DateTime('UTC')}} LIMIT 1)" for k in range(len(hours)))
+    found = query_result(querier, f"SELECT toString(for_hour) FROM ({probes}) ORDER BY for_hour DESC LIMIT 1 "
+                                  "SETTINGS max_block_size = 1",  # a granule per probe, not a block of them
+                         {f"h{k}": f"{h:%Y-%m-%d %H:%M:%S}" for k, h in enumerate(hours)}).rows
+    return datetime.fromisoformat(str(found[0][0])).replace(tzinfo=timezone.utc) if found else None
+
+
+def leaves_params(hour: datetime | None) -> dict[str, object]:
+    """The parameters of :data:`PASS_SUBJECTS_SQL` for the baselines of ``hour`` (None: no leaf)."""
+    return {"leaves_of": f"{hour or _NO_HOUR:%Y-%m-%d %H:%M:%S}"}
+
 
 def hour_of_week(at: datetime) -> int:
     return int((at - _MONDAY).total_seconds() // 3600) % HOURS_PER_WEEK
@@ -313,16 +341,19 @@ def usual_fail_ratio(attempts: np.ndarray, failed: np.ndarray) -> np.ndarray:
 
 
 def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | None = None,
-         or_where: str = "0") -> Baselines:
-    """The newest baselines of this hour (or of the last ``STALE_HOURS``); empty when there are none.
+         or_where: str = "0", hour: datetime | None = None) -> Baselines:
+    """The newest baselines of this hour (or of the last ``STALE_HOURS``); empty when there are none. ``hour``: that
+    hour, when the caller found it (:func:`newest_hour`).
 
     With ``subjects``, only theirs and those whose baseline matches ``or_where`` (SQL over the
     table's columns): a pass reads the subjects it can act on, not every customer ever seen
     (50,000 rows took 0.4–0.5 s of a pass at 3M events).
     """
-    hour = floor_hour(now)
-    params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}",
-                                 "oldest": f"{hour - timedelta(hours=STALE_HOURS):%Y-%m-%d %H:%M:%S}"}
+    hour = hour or newest_hour(querier, now)
+    if hour is None:
+        return Baselines([], *(np.zeros(0) for _ in range(6)), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0),
+                         np.zeros(0))
+    params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}"}
     which = "1"
     if subjects is not None:
         which = f"(subject IN (SELECT arrayJoin({{subjects:Array(String)}})) OR ({or_where}))"
@@ -331,9 +362,7 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
         SELECT subject, requests, cost, peak_cost, dispersion, fail_ratio, history_hours, slow_hot, slow_calm,
                slow_excess_usd, day_cost
         FROM detector_baselines FINAL
-        WHERE for_hour = (SELECT max(for_hour) FROM detector_baselines
-                          WHERE for_hour <= {{h:DateTime('UTC')}} AND for_hour > {{oldest:DateTime('UTC')}})
-              AND subject != '' AND {which}
+        WHERE for_hour = {{h:DateTime('UTC')}} AND subject != '' AND {which}
         ORDER BY subject""", params).rows
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
     arrays = [np.array(c, dtype=float) for c in columns[1:]]

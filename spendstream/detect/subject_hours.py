@@ -49,10 +49,9 @@ MODEL_SQL = ("if(ifNull(feature, '') = '' OR ifNull(customer, '') = '' OR ifNull
              "'feature=,customer=,model=', concat('feature=', feature, ',customer=', customer, ',model=', model))")
 MODEL_MARK = ",model="  # in a leaf's name only
 
-def by_subject_sql(hour: str, *, as_float: bool) -> str:
-    """Per subject and hour in ``[a, b)`` (whole hours): requests, attempts, failed attempts, USD; ``hour`` is
-    SQL over the rollup's ``period``. ``as_float``: Float64 columns ``requests, attempts, failed, cost`` (the
-    refresh's arrays), else the stored types."""
+def _by_key(hour: str, values: str) -> str:
+    """Per subject and hour in ``[a, b)``: ``values`` (SQL over the rollups' measures), and ``model``: a pair's
+    only model in that hour ('' when it had several, or calls without one; always '' for other subjects)."""
     bounds = "{t} >= {a:DateTime64(3, 'UTC')} AND {t} < {b:DateTime64(3, 'UTC')}"
     measures = ["requests", "attempts", "failed_attempts", "cost_usd"]
 
@@ -60,23 +59,44 @@ def by_subject_sql(hour: str, *, as_float: bool) -> str:
         return rollups.columns(rollup, "{t}", measures, where_rollup=bounds, where_raw=bounds.replace("{t}", "ts"))
 
     # teams and features from the compact usage_hours, customers, pairs and leaves from customer_hours (the only
-    # rollup with customers)
+    # rollup with customers); a pair's rows carry their model (m), the others ''
     by_key = (f"SELECT arrayJoin([concat('team=', ifNull(team, '')), concat('feature=', ifNull(feature, ''))]) "
-              f"AS subject, period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.HOURS)} "
-              f"UNION ALL SELECT arrayJoin([concat('customer=', ifNull(customer, '')), {PAIR_SQL}, {MODEL_SQL}]), "
-              f"period, requests, attempts, failed_attempts, cost_usd FROM {source(rollups.CUSTOMER_HOURS)}")
+              f"AS subject, '' AS m, period, requests, attempts, failed_attempts, cost_usd "
+              f"FROM {source(rollups.HOURS)} "
+              f"UNION ALL SELECT _sm.1, _sm.2, period, requests, attempts, failed_attempts, cost_usd FROM ("
+              f"SELECT arrayJoin([(concat('customer=', ifNull(customer, '')), ''), ({PAIR_SQL}, ifNull(model, '')), "
+              f"({MODEL_SQL}, '')]) AS _sm, period, requests, attempts, failed_attempts, cost_usd "
+              f"FROM {source(rollups.CUSTOMER_HOURS)})")
+    return f"""
+        SELECT subject, {hour} AS h, {values}, if(min(m) = max(m), min(m), '') AS model
+        FROM ({by_key})
+        WHERE NOT endsWith(subject, '=')
+        GROUP BY subject, h"""
+
+
+def by_subject_sql(hour: str, *, as_float: bool) -> str:
+    """Per subject and hour in ``[a, b)`` (whole hours): requests, attempts, failed attempts, USD; ``hour`` is
+    SQL over the rollup's ``period``. ``as_float``: Float64 columns ``requests, attempts, failed, cost`` (the
+    refresh's arrays) of every subject, every leaf included; else the rows :func:`ensure` stores (stored types)."""
     if as_float:
         values = ("toFloat64(uniqExactMerge(requests)) AS requests, toFloat64(sum(attempts)) AS attempts, "
                   "toFloat64(sum(failed_attempts)) AS failed, toFloat64(ifNull(sum(cost_usd), 0)) AS cost")
-    else:
-        values = ("toUInt64(uniqExactMerge(requests)) AS requests, toUInt64(sum(attempts)) AS attempts, "
-                  "toUInt64(sum(failed_attempts)) AS failed_attempts, "
-                  "toDecimal128(ifNull(sum(cost_usd), 0), 18) AS cost_usd")
+        return f"SELECT * EXCEPT model FROM ({_by_key(hour, values)}) ORDER BY subject, h"
+    values = ("toUInt64(uniqExactMerge(requests)) AS requests, toUInt64(sum(attempts)) AS attempts, "
+              "toUInt64(sum(failed_attempts)) AS failed_attempts, "
+              "toDecimal128(ifNull(sum(cost_usd), 0), 18) AS cost_usd")
+    # A pair's hour served by one model is that model's leaf hour, to the last digit: its row names the model and
+    # no leaf row is stored (a read makes it: READ_SQL). Only the leaves of a pair's hours with several models (or
+    # calls without one) are stored. Most pair-hours hold one model (a pair has few calls an hour): the leaves
+    # were a third of the stored rows. (Stored for all pairs: which pairs have several models over the four weeks
+    # a read asks about is known only when it reads.)
     return f"""
-        SELECT subject, {hour} AS h, {values}
-        FROM ({by_key})
-        WHERE NOT endsWith(subject, '=')
-        GROUP BY subject, h ORDER BY subject, h"""
+        SELECT subject, h, requests, attempts, failed_attempts, cost_usd, model FROM (
+            SELECT *, max(model) OVER (PARTITION BY
+                       if(position(subject, '{MODEL_MARK}') > 0,
+                          substring(subject, 1, position(subject, '{MODEL_MARK}') - 1), subject), h) AS pair_model
+            FROM ({_by_key(hour, values)}))
+        WHERE position(subject, '{MODEL_MARK}') = 0 OR pair_model = ''"""
 
 
 # The stored rows in the refresh's shape: (subject, hour index from `a`, requests, attempts, failed, USD) as
@@ -84,31 +104,37 @@ def by_subject_sql(hour: str, *, as_float: bool) -> str:
 # Pairs (feature × customer, up to features × customers of them) only the `pairs` costliest over the range,
 # ranked here, on exact dollars, ties by name: most of the rows are pairs the refresh does not learn. Leaves
 # (feature × customer × model) only of pairs served by two models or more over the range (a pair's only model
-# is the pair: the same numbers, the same verdicts), the `leaves` costliest of those. In no
-# order: the refresh places each row by its subject and hour (sorting ~10^6 rows took a third of the read).
+# is the pair: the same numbers, the same verdicts), the `leaves` costliest of those; a leaf's hour is its stored
+# row, or its pair's row where that names the leaf's model (the pair's only model that hour: `by_subject_sql`).
+# In no order: the refresh places each row by its subject and hour (sorting ~10^6 rows took a third of the read).
 _NEWEST = f"""(hour, mark) IN (SELECT hour, max(mark) FROM {TABLE}
                                WHERE subject = '' AND hour >= {{a:DateTime64(3, 'UTC')}}
                                      AND hour < {{b:DateTime64(3, 'UTC')}} GROUP BY hour)"""
 _RANGE = "hour >= {a:DateTime64(3, 'UTC')} AND hour < {b:DateTime64(3, 'UTC')}"
+# every subject's rows, a pair's row twice where it names its model: as the pair, and as that leaf (`name`, not
+# `subject`: an alias of a column's name would replace the column in this statement's WHERE)
+_ROWS = f"""(SELECT arrayJoin(if(model = '', [subject], [subject, concat(subject, '{MODEL_MARK}', model)])) AS name,
+                    hour, requests, attempts, failed_attempts, cost_usd
+             FROM {TABLE} FINAL
+             WHERE {_RANGE} AND subject != '' AND {_NEWEST})"""
 READ_SQL = f"""
-    SELECT subject, toUInt32(dateDiff('hour', {{a:DateTime64(3, 'UTC')}}, hour)) AS h,
+    SELECT name AS subject, toUInt32(dateDiff('hour', {{a:DateTime64(3, 'UTC')}}, hour)) AS h,
            toFloat64(requests) AS requests, toFloat64(attempts) AS attempts,
            toFloat64(failed_attempts) AS failed, toFloat64(cost_usd) AS cost
-    FROM {TABLE} FINAL
-    WHERE {_RANGE} AND subject != '' AND {_NEWEST}
-          AND (position(subject, '{PAIR_MARK}') = 0 OR subject IN (
+    FROM {_ROWS}
+    WHERE position(name, '{PAIR_MARK}') = 0 OR name IN (
               SELECT subject FROM {TABLE} FINAL
               WHERE {_RANGE} AND position(subject, '{PAIR_MARK}') > 0 AND position(subject, '{MODEL_MARK}') = 0
                     AND {_NEWEST}
-              GROUP BY subject ORDER BY sum(cost_usd) DESC, subject LIMIT {{pairs:UInt64}}) OR subject IN (
-              SELECT subject FROM (
-                  SELECT subject, usd, count() OVER (PARTITION BY pair) AS models
-                  FROM (SELECT subject, substring(subject, 1, position(subject, '{MODEL_MARK}') - 1) AS pair,
+              GROUP BY subject ORDER BY sum(cost_usd) DESC, subject LIMIT {{pairs:UInt64}}) OR name IN (
+              SELECT name FROM (
+                  SELECT name, usd, count() OVER (PARTITION BY pair) AS models
+                  FROM (SELECT name, substring(name, 1, position(name, '{MODEL_MARK}') - 1) AS pair,
                                sum(cost_usd) AS usd
-                        FROM {TABLE} FINAL
-                        WHERE {_RANGE} AND position(subject, '{MODEL_MARK}') > 0 AND {_NEWEST}
-                        GROUP BY subject))
-              WHERE models > 1 ORDER BY usd DESC, subject LIMIT {{leaves:UInt64}}))
+                        FROM {_ROWS}
+                        WHERE position(name, '{MODEL_MARK}') > 0
+                        GROUP BY name))
+              WHERE models > 1 ORDER BY usd DESC, name LIMIT {{leaves:UInt64}})
     SETTINGS do_not_merge_across_partitions_select_final = 1"""
 
 
@@ -151,7 +177,7 @@ def _compute(store: Store, reader: ArrowQuerier, run: list[datetime], marks: dic
     if not table.num_rows:
         table = pa.table({"subject": pa.array([], pa.string()), "h": pa.array([], pa.int64()),
                           **{n: pa.array([], pa.uint64()) for n in ("requests", "attempts", "failed_attempts")},
-                          "cost_usd": pa.array([], _MONEY)})
+                          "cost_usd": pa.array([], _MONEY), "model": pa.array([], pa.string())})
     # per row, its hour's mark (a run is a day of hours at most: one comparison per hour)
     epochs = np.concatenate([table["h"].to_numpy().astype(np.int64),
                              np.array([int(h.timestamp()) for h in run], dtype=np.int64)])
@@ -165,6 +191,7 @@ def _compute(store: Store, reader: ArrowQuerier, run: list[datetime], marks: dic
     store.insert_arrow(TABLE, pa.table({
         "hour": pa.array(epochs, pa.int64()).cast(pa.timestamp("s", tz="UTC")),
         "subject": column("subject", pa.string(), ""),
+        "model": column("model", pa.string(), ""),
         **{name: column(name, pa.uint64(), 0) for name in ("requests", "attempts", "failed_attempts")},
         "cost_usd": column("cost_usd", _MONEY, Decimal(0)),
         "mark": pa.array(mark_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),

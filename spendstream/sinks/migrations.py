@@ -708,6 +708,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS)),
         rollups.backfill_grains(rollups.DETECTOR_GRAINS),  # from the raw events already stored
     )),
+    Migration(29, "a pair's subject-hour names its only model, whose leaf it is: a third fewer stored subject-hours", (
+        # detect/subject_hours.py: a feature × customer's hour served by one model is that model's hour; the row
+        # says which, and no leaf row is stored for it. Hours stored before keep every leaf row ('' here): a
+        # read takes either.
+        "ALTER TABLE detector_subject_hours ADD COLUMN IF NOT EXISTS model String DEFAULT '' COMMENT "
+        "'a feature × customer hour served by one model: that model (its leaf has no row of its own); else empty' "
+        "AFTER subject",
+    )),
 )
 
 
