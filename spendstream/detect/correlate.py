@@ -150,6 +150,7 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     by_key |= {st.before.dedup_key: s for s, st in steps.items()
                if st.before is not None and st.before.state == "firing"}
     by_key |= {key: "" for key in elsewhere.values()}
+    paged = {st.before.dedup_key: s for s, st in steps.items() if delivered(s)} | {k: "" for k in elsewhere.values()}
     for top, members in groups.items():
         owners = [m for m in members if delivered(m)]
         if top in open_ and (delivered(top) or not owners):
@@ -160,6 +161,10 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             root = min(members, key=lambda m: (_depth(m), link.get(m) != top, -excess[m], m))
         first = open_[root]
         kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
+        if not kept and not delivered(root):  # a member another page still open carries keeps the group in it:
+            # the subject that page already names stays that page's, and what rose beside it is an update to it
+            kept = next((k for k in (_carried_by(open_[m]) for m in sorted(members, key=lambda m: (_depth(m), m)))
+                         if k in paged and paged[k] not in members), "")
         if not kept and not delivered(root):  # not paging yet: another detector's page may already say it
             kept = next((elsewhere[m] for m in sorted(members, key=lambda m: (_depth(m), m)) if m in elsewhere), "")
         if kept in by_key:  # attached to an incident still open: it and its group stay part of it
@@ -194,6 +199,11 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             if severity != st.after.severity:
                 out[s] = replace(st, after=replace(st.after, severity=severity), transition=st.transition or "firing")
     return out
+
+
+def _carried_by(step: Step) -> str:
+    """The dedup key of the incident ``step``'s subject was part of before this pass ("": its own, or none)."""
+    return step.before.root if step.before is not None else ""
 
 
 def _leads_to(link: Mapping[str, str], start: str, target: str) -> bool:
