@@ -40,13 +40,18 @@ def test_a_pair_rising_under_a_feature_an_open_root_carries_joins_that_root_whic
     feature = Incident("retry_storm", FEATURE, "firing", T, "error", root=first.dedup_key)
     # the first pair calms and its own state machine resolves it; the feature still fires, now mostly the second
     # pair's, which fires this pass
-    out = correlate({FIRST: _step(FIRST, 0.0, before=first, resolves=True),
-                     FEATURE: _step(FEATURE, 12.0, before=feature),
-                     SECOND: _step(SECOND, 11.0, before=None)}, {})
+    steps = {FIRST: _step(FIRST, 0.0, before=first, resolves=True), FEATURE: _step(FEATURE, 12.0, before=feature),
+             SECOND: _step(SECOND, 11.0, before=None)}
+    out = correlate(steps, {}, follow_parts=True)  # as retry storms correlate
     assert out[SECOND].after.root == first.dedup_key and out[FEATURE].after.root == first.dedup_key
     assert out[FIRST].transition is None and out[FIRST].after == first  # its resolve waits for what it carries
     # the second pair was never paged on its own: no trigger leaves (its alert is stored attached)
     assert not any(st.after is not None and not st.after.root and st.transition == "firing" for st in out.values())
+    # spend anomalies (no ``follow_parts``): a second customer's rise on a feature is an actor of its own and pages;
+    # the feature goes with it, and the first pair, carrying nothing open, resolves
+    spend = correlate(steps, {})
+    assert spend[SECOND].after.root == "" and spend[SECOND].transition == "firing"
+    assert spend[FEATURE].after.root == spend[SECOND].after.dedup_key and spend[FIRST].transition == "resolved"
 
 
 @pytest.mark.integration

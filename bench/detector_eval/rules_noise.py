@@ -307,7 +307,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                 observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
             steps[names[i]] = Step(open_.get(i), incident, transition, float(excess[i]), bool(hot[i]))
         ended = set()
-        for name, step in (correlate(steps, {}) if correlated else steps).items():
+        for name, step in (correlate(steps, {}, follow_parts=True) if correlated else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
             if step.after is not None and step.after.state == "firing" and verdict.stormed[row_of[name]]:
                 ended |= {name, *parents(name, {})}  # as detect_retry_storms: a pair's marks its feature, customer

@@ -90,7 +90,7 @@ def _depth(subject: str) -> int:
 
 
 def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *, share: float = SHARE,
-              elsewhere: Mapping[str, str] | None = None) -> dict[str, Step]:
+              elsewhere: Mapping[str, str] | None = None, follow_parts: bool = False) -> dict[str, Step]:
     """``steps`` with each open subject's incident attached to its group's root (or its own: ``root`` ""), and
     the transitions that grouping changes: a pending root fired by its group, a root escalated to its members'
     worst severity, an attached subject detached.
@@ -98,7 +98,13 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     ``elsewhere``: subjects another detector is paging about now (:func:`paging`), each with the dedup key of
     the incident that pages. A group none of whose members pages on its own yet, with a member among them, is
     attached to that incident: an agent loop's repeated calls are the retry storm already paged *and* a spend
-    rise on the same subject, one cause, one page. It stays attached while that incident is open."""
+    rise on the same subject, one cause, one page. It stays attached while that incident is open.
+
+    ``follow_parts``: a group none of whose members pages on its own, with a member that an open page carries (a
+    feature attached to its first pair's storm, now mostly a second pair's), joins that page: the second pair is an
+    update to it, not a page of its own, and the page stays open while they do. For retry storms, whose cause is the
+    feature's path to its provider, one storm moving through a feature's customers; not for spend, where each pair is
+    an actor of its own (a second customer's spike on a feature an old creep's page carries is news)."""
     out = dict(steps)
     elsewhere = elsewhere or {}
 
@@ -161,7 +167,7 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             root = min(members, key=lambda m: (_depth(m), link.get(m) != top, -excess[m], m))
         first = open_[root]
         kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
-        if not kept and not delivered(root):  # a member another page still open carries keeps the group in it:
+        if follow_parts and not kept and not delivered(root):  # a member another open page carries: the group joins it:
             # the subject that page already names stays that page's, and what rose beside it is an update to it
             kept = next((k for k in (_carried_by(open_[m]) for m in sorted(members, key=lambda m: (_depth(m), m)))
                          if k in paged and paged[k] not in members), "")

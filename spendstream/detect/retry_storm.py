@@ -489,7 +489,9 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                                             onset=now - window, severity="error", observed=float(verdict.z[i]),
                                             wasted_usd=0.0)
         steps[subject] = Step(before, after, transition, float(excess[i]), bool(hot[i]))
-    steps = correlate(steps, {})  # one storm, one page: its pair, feature and customer are one incident
+    # one storm, one page: its pair, feature and customer are one incident, and so is a second pair on a feature
+    # the storm's page still carries
+    steps = correlate(steps, {}, follow_parts=True)
     # a pair's verdict is its fast window's; its two hours are read only to be stated, for the pairs that fire
     pairs_slow = pair_windows(store, start=now - slow, end=now, marks=marks, pairs=[
         s for s, step in steps.items() if _is_pair(s) and step.transition == "firing"])
