@@ -21,6 +21,7 @@ the first alert) on traffic from three real traces; the numbers are in BENCHMARK
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -165,9 +166,16 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                                    if i is not None else (0.0, 0.0, 0.0))
             slow = i is not None and bool(known.slow_hot[i])
             incident = step.after if step.transition == "firing" else step.before
+            price = None
+            if step.transition == "firing" and slow and known.price_hours[i] > 0 and hour is not None:
+                since = hour - timedelta(hours=int(known.price_hours[i]))
+                price = Price(int(known.price_hours[i]), float(known.usual_per_request[i]),
+                              float(known.per_request[i]), float(known.price_excess_usd[i]), hour,
+                              *top_models(store, subject, since=since, end=now))
             alerts.append(_spend_alert(incident, step.transition, now=now, observed=seen, usual=usual,
                                        excess=excess, slow_excess=float(known.slow_excess_usd[i]) if slow else None,
-                                       minutes=rule.window_minutes,
+                                       minutes=rule.window_minutes, fast=i is not None and bool(fast.hot[i]),
+                                       price=price,
                                        lifts=lifted(steps, incident.dedup_key) if step.transition == "firing" else []))
     # a pair is new when its customer or its feature is, and they say so: a known customer's new feature is not
     for i in np.flatnonzero((known.history_hours < rule.warmup_hours) & (known.day_cost >= rule.new_spender_usd)
@@ -205,15 +213,70 @@ def teams_of(store: Store, features: list[str], *, start: datetime, end: datetim
     return teams
 
 
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A subject's new price per request, as the hour's baselines found it (:meth:`SpendAnomalyRule.price_shift`)."""
+
+    hours: int
+    usual_per_request: float
+    per_request: float
+    excess_usd: float
+    for_hour: datetime  # the baselines' hour: the run of hours ends there
+    model: str = ""     # the model most of its dollars went to since the price moved ("": unknown) ...
+    was: str = ""       # ... and as long before
+
+    def text(self) -> str:
+        since = self.for_hour - timedelta(hours=self.hours)
+        times = self.per_request / self.usual_per_request if self.usual_per_request > 0 else float("inf")
+        on = (f" on model {self.model}" + (f" (was {self.was})" if self.was and self.was != self.model else "")
+              if self.model else "")
+        return (f"price per request ${self.usual_per_request:.4f} -> ${self.per_request:.4f} ({times:.1f}x) since "
+                f"{since:%Y-%m-%d %H:%M} UTC{on}: ${self.excess_usd:.2f} above what those requests usually cost "
+                f"(${self.excess_usd / self.hours:.2f} an hour)")
+
+
+def top_models(store: Store, subject: str, *, since: datetime, end: datetime) -> tuple[str, str]:
+    """The model most of ``subject``'s dollars went to in ``[since, end)``, and in as long before ``since``
+    ("" where none), from raw ``FINAL``: read for a page on a new price only (one subject, once per incident)."""
+    columns = _subject_columns(subject)
+    where = " AND ".join(f"ifNull({c}, '') = {{{c}:String}}" for c in columns)
+    rows = query_result(store, f"""
+        SELECT ts >= {{s:DateTime64(3, 'UTC')}} AS after, model FROM usage_events FINAL
+        WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND priced AND {where}
+        GROUP BY after, model ORDER BY after, sum(total_cost) DESC, model LIMIT 1 BY after""",
+                        {"a": sql_time(since - (end - since)), "s": sql_time(since), "b": sql_time(end),
+                         **columns}).rows
+    top = {bool(after): str(model) for after, model in rows}
+    return top.get(True, ""), top.get(False, "")
+
+
+def _subject_columns(subject: str) -> dict[str, str]:
+    """The raw columns a subject's name fixes: ``team=t`` {team: t}, ``feature=f,customer=c[,model=m]`` {feature,
+    customer[, model]}, as :data:`spendstream.detect.baseline.SUBJECTS_SQL` names them."""
+    if baseline.PAIR_MARK not in subject:
+        kind, _, value = subject.partition("=")
+        return {kind: value}
+    feature, _, rest = subject.removeprefix("feature=").partition(baseline.PAIR_MARK)
+    customer, _, model = rest.partition(baseline.MODEL_MARK)
+    return {"feature": feature, "customer": customer} | ({"model": model} if model else {})
+
+
 def _spend_alert(incident: Incident, transition: str, *, now: datetime, observed: float, usual: float, excess: float,
-                 slow_excess: float | None, minutes: int, lifts: list[str]) -> Alert:
+                 slow_excess: float | None, minutes: int, lifts: list[str], fast: bool = True,
+                 price: Price | None = None) -> Alert:
     """``lifts``: the subjects attached to ``incident`` (its message names them); an attached incident's alert
-    names its root in ``correlated_with`` and is not delivered on its own."""
+    names its root in ``correlated_with`` and is not delivered on its own. ``fast``: whether the fast window is over
+    its line; when it is not, the page leads with what the slow window found (the new ``price``, or the day's rise):
+    the fast window's excess, nothing or below zero, is not the news."""
     if transition == "firing":
-        message = (f"${observed:.2f} in the last {minutes} min, usually ${usual:.2f} (±noise) at this hour of the "
-                   f"week: ${max(excess, 0):.2f} above what is expected")
-        if slow_excess is not None:
-            message += f"; the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift)"
+        now_text = f"${observed:.2f} in the last {minutes} min, usually ${usual:.2f} (±noise) at this hour of the week"
+        day = (f"the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift, "
+               f"${slow_excess / 24:.2f} an hour)" if slow_excess is not None else "")
+        slow_text = price.text() if price is not None else day
+        if fast or not slow_text:
+            message = f"{now_text}: ${max(excess, 0):.2f} above what is expected{f'; {slow_text}' if slow_text else ''}"
+        else:
+            message = f"{slow_text}; {now_text}"
     else:
         message = f"back to usual: ${observed:.2f} in the last {minutes} min (usually ${usual:.2f})"
     if lifts:

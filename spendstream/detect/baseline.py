@@ -114,6 +114,10 @@ class Baselines:
     slow_calm: np.ndarray
     slow_excess_usd: np.ndarray
     day_cost: np.ndarray       # USD over the last 24 closed hours
+    price_hours: np.ndarray    # the last closed hours in a row at a new price (SpendAnomalyRule.price_shift; 0: none)
+    usual_per_request: np.ndarray  # USD per request over those hours, as usual ...
+    per_request: np.ndarray        # ... and as observed
+    price_excess_usd: np.ndarray   # USD above what those hours' requests usually cost
 
 
 def _subject_hours_sql() -> str:
@@ -223,6 +227,9 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                          previous_expected_usd=profiles.cost[:, before],
                          previous_expected_requests=profiles.requests[:, before], observed_requests=req[:, -24:],
                          per_request=profiles.per_request[:, last[-rule.price_hours:]], price_cv2=profiles.price_cv2)
+        # what a page on a new price says: since when, from what to what per request (the slow window's hours)
+        shift = rule.price_shift(observed_usd=cost[:, -24:], observed_requests=req[:, -24:],
+                                 per_request=profiles.per_request[:, last], price_cv2=profiles.price_cv2)
         w = hour_of_week(hour)
         expected_cost = np.maximum(profiles.cost[:, w], planned.cost[:, schedules.BEFORE_HOURS])
         # a remembered hour's dollars bound its 10-minute peak (the rollups keep no finer grain a month back);
@@ -235,7 +242,9 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
         for i, name in enumerate(names):
             out.append((name, profiles.requests[i, w], expected_cost[i], peak_cost[i],
                         profiles.dispersion[i], fail_ratio[i], int(history[i]), int(slow.hot[i]),
-                        int(slow.calm[i]), float(slow.excess_usd[i]), float(cost[i, -24:].sum())))
+                        int(slow.calm[i]), float(slow.excess_usd[i]), float(cost[i, -24:].sum()),
+                        int(shift.hours[i]), float(shift.usual_per_request[i]), float(shift.per_request[i]),
+                        float(shift.excess_usd[i])))
     _insert(store, hour, out)
     return len(out)
 
@@ -308,12 +317,15 @@ def _store_peaks(store: Store, hour: datetime, *, reader: TextQuerier) -> None:
 _BASELINE_COLUMNS = (("subject", pa.string()), ("requests", pa.float64()), ("cost", pa.float64()),
                      ("peak_cost", pa.float64()), ("dispersion", pa.float64()), ("fail_ratio", pa.float64()),
                      ("history_hours", pa.uint32()), ("slow_hot", pa.uint8()), ("slow_calm", pa.uint8()),
-                     ("slow_excess_usd", pa.float64()), ("day_cost", pa.float64()))
+                     ("slow_excess_usd", pa.float64()), ("day_cost", pa.float64()), ("price_hours", pa.uint16()),
+                     ("usual_per_request", pa.float64()), ("per_request", pa.float64()),
+                     ("price_excess_usd", pa.float64()))
 
 
 def _insert(store: Store, hour: datetime, rows: list[tuple]) -> None:
     """One Arrow insert of the hour's baselines (tens of thousands of customers: not SQL text)."""
-    rows = rows or [("", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 1, 0.0, 0.0)]  # the empty subject: "refreshed, nothing yet"
+    # the empty subject: "refreshed, nothing yet"
+    rows = rows or [("", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 1, 0.0, 0.0, 0, 0.0, 0.0, 0.0)]
     columns = {"for_hour": pa.array([hour.replace(tzinfo=None)] * len(rows), pa.timestamp("s"))}
     for i, (name, type_) in enumerate(_BASELINE_COLUMNS):
         columns[name] = pa.array([row[i] for row in rows], type_)
@@ -351,8 +363,8 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
     """
     hour = hour or newest_hour(querier, now)
     if hour is None:
-        return Baselines([], *(np.zeros(0) for _ in range(6)), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0),
-                         np.zeros(0))
+        return Baselines([], *(np.zeros(0) for _ in range(6)), np.zeros(0, bool), np.zeros(0, bool),
+                         *(np.zeros(0) for _ in range(6)))
     params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}"}
     which = "1"
     if subjects is not None:
@@ -360,10 +372,10 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
         params["subjects"] = sql_strings(subjects)
     rows = query_result(querier, f"""
         SELECT subject, requests, cost, peak_cost, dispersion, fail_ratio, history_hours, slow_hot, slow_calm,
-               slow_excess_usd, day_cost
+               slow_excess_usd, day_cost, price_hours, usual_per_request, per_request, price_excess_usd
         FROM detector_baselines FINAL
         WHERE for_hour = {{h:DateTime('UTC')}} AND subject != '' AND {which}
         ORDER BY subject""", params).rows
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(15)]
     arrays = [np.array(c, dtype=float) for c in columns[1:]]
-    return Baselines([str(s) for s in columns[0]], *arrays[:6], arrays[6] > 0, arrays[7] > 0, arrays[8], arrays[9])
+    return Baselines([str(s) for s in columns[0]], *arrays[:6], arrays[6] > 0, arrays[7] > 0, *arrays[8:])

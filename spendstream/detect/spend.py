@@ -72,6 +72,17 @@ class SpendVerdict:
 
 
 @dataclass(frozen=True)
+class PriceShift:
+    """Per subject: the last ``hours`` at a new price (0: none), dollars per request usual and observed over them,
+    and the dollars above what those requests usually cost (:meth:`SpendAnomalyRule.price_shift`)."""
+
+    hours: np.ndarray
+    usual_per_request: np.ndarray
+    per_request: np.ndarray
+    excess_usd: np.ndarray
+
+
+@dataclass(frozen=True)
 class SpendAnomalyRule:
     window_minutes: int = 10
     z_fire: float = 4.0
@@ -232,6 +243,29 @@ class SpendAnomalyRule:
             hot, calm = hot | priced, calm & (spent[:, -1] < np.maximum(calm_line, self.min_excess_usd))
             excess = np.where(priced, np.maximum(excess, (spent - usual).sum(axis=1)), excess)
         return SpendVerdict(hot, np.zeros_like(hot), calm, excess, day_expected)
+
+    def price_shift(self, *, observed_usd: np.ndarray, observed_requests: np.ndarray, per_request: np.ndarray,
+                    price_cv2: np.ndarray | float = SIZE_CV2) -> PriceShift:
+        """What a page says of a new price: over the last hours in a row (subjects × hours, oldest first) whose dollars
+        are over what their requests usually cost at ``z_calm`` (:meth:`price`'s line; the one a subject at a new price
+        is calm under), their usual and their observed dollars per request, and the dollars above the usual.
+
+        Hours with fewer than ``min_requests`` requests (a night) neither end the run nor count in it; an hour at the
+        usual price ends it, so "since" is when the price moved, to the hour. 0 hours: the last counted is not over."""
+        n = np.asarray(observed_requests, dtype=float)
+        cv2 = np.asarray(price_cv2, dtype=float)
+        cv2 = np.broadcast_to(cv2[:, None] if cv2.ndim == 1 else cv2, n.shape)
+        usual, line = self.price(per_request=per_request, cv2=cv2, observed_requests=n, z=self.z_calm)
+        over = observed_usd >= line
+        run, since = np.ones(len(n), dtype=bool), np.full(len(n), n.shape[1])
+        for k in range(n.shape[1] - 1, -1, -1):
+            counted = n[:, k] >= self.min_requests
+            run &= ~counted | over[:, k]
+            since = np.where(run & counted, k, since)
+        taken = np.arange(n.shape[1]) >= since[:, None]
+        requests = np.maximum((n * taken).sum(axis=1), 1e-9)
+        was, now = (usual * taken).sum(axis=1), (observed_usd * taken).sum(axis=1)
+        return PriceShift(n.shape[1] - since, was / requests, now / requests, np.maximum(now - was, 0.0))
 
     def _median_ratio(self, observed_usd: np.ndarray, expected_usd: np.ndarray,
                       expected_requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

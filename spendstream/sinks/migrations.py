@@ -716,6 +716,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         "'a feature × customer hour served by one model: that model (its leaf has no row of its own); else empty' "
         "AFTER subject",
     )),
+    Migration(30, "a page on a new price says what changed: per request, from what to what, since when", (
+        # detect/baseline.py (SpendAnomalyRule.price_shift); rows written before read 0 hours: the page says the
+        # day's rise instead
+        "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS price_hours UInt16 DEFAULT 0 COMMENT "
+        "'the last closed hours in a row at a new price per request (0: none)' AFTER day_cost",
+        "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS usual_per_request Float64 DEFAULT 0 COMMENT "
+        "'USD per request over those hours, as usual' AFTER price_hours",
+        "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS per_request Float64 DEFAULT 0 COMMENT "
+        "'USD per request over those hours, as observed' AFTER usual_per_request",
+        "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS price_excess_usd Float64 DEFAULT 0 COMMENT "
+        "'USD above what those hours requests usually cost' AFTER per_request",
+    )),
 )
 
 

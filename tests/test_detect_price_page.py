@@ -1,0 +1,46 @@
+"""What a page on a new price says (issue 18, the outside evaluation): a pair moved to a pricier model fires on its
+price per request alone, and its page said "$0.00 above what is expected; the last 24 h ran $… above their usual"
+— the fast window's nothing and a day's total — never that each request now costs four times what it did."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from spendstream.detect import baseline
+from spendstream.detect.anomaly import detect_spend_anomalies
+from tests.test_spend_anomaly import _calls, _store  # $0.25 gpt-4o calls at given times; stored as a worker does
+
+NOW = datetime(2020, 2, 13, 14, 0, tzinfo=timezone.utc)  # a Thursday; this file's months: 2020-01 and 2020-02 only
+
+
+@pytest.mark.integration
+def test_a_switch_to_a_pricier_model_pages_its_price_per_request_from_what_to_what_since_when(embedded_store) -> None:
+    tag = f"pricepage-{uuid.uuid4().hex[:8]}"
+    customer, feature = f"{tag}-c", f"{tag}-chat"
+    start, switched = NOW - timedelta(days=10), NOW - timedelta(hours=2)
+    events: list[dict] = []
+    # the customer's and the feature's own busy traffic ($1 calls), so the pair is a small part of both
+    events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(10 * 1440)],
+                     customer=f"{tag}-other", feature=feature, model="o3")
+    events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=30) for m in range(10 * 1440)],
+                     customer=customer, feature=f"{tag}-search", model="o3")
+    # the pair: a call every 2 minutes at $0.25; for the last two hours the same calls at $1.00 (o3)
+    calls = [start + timedelta(minutes=m) for m in range(1, 10 * 1440, 2)]
+    events += _calls(tag, len(events), [at for at in calls if at < switched], customer=customer, feature=feature)
+    events += _calls(tag, len(events), [at for at in calls if at >= switched], customer=customer, feature=feature,
+                     model="o3")
+    _store(embedded_store, events)
+    assert baseline.refresh(embedded_store, NOW)
+    fired = [a for at in (NOW, NOW + timedelta(minutes=5)) for a in detect_spend_anomalies(embedded_store, at)
+             if tag in a.subject and a.state == "firing"]
+    assert [a.subject for a in fired] == [f"feature={feature},customer={customer}"]
+    message = fired[0].message
+    # 30 calls an hour at $1.00 where $0.25 was usual: $22.50 over in each of the two hours since 12:00
+    assert re.search(r"^price per request \$0\.250\d -> \$1\.00\d\d \(4\.0x\) since 2020-02-13 12:00 UTC on model o3 "
+                     r"\(was gpt-4o\): \$45\.\d\d above what those requests usually cost \(\$22\.\d\d an hour\); ",
+                     message), message
+    assert "$0.00 above what is expected" not in message
