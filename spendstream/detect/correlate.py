@@ -167,8 +167,8 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             root = min(members, key=lambda m: (_depth(m), link.get(m) != top, -excess[m], m))
         first = open_[root]
         kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
-        if follow_parts and not kept and not delivered(root):  # a member another open page carries: the group joins it:
-            # the subject that page already names stays that page's, and what rose beside it is an update to it
+        if follow_parts and not kept and not delivered(root):  # a member another open page carries: the subject
+            # that page already names stays that page's, and what rose beside it joins it as an update
             kept = next((k for k in (_carried_by(open_[m]) for m in sorted(members, key=lambda m: (_depth(m), m)))
                          if k in paged and paged[k] not in members), "")
         if not kept and not delivered(root):  # not paging yet: another detector's page may already say it
