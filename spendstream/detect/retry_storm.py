@@ -348,24 +348,27 @@ def _candidates(rule: RetryStormRule, fast: pa.Table, loops: dict[str, tuple[flo
     if not fast.num_rows:
         fast = pa.table({"subject": pa.array([], pa.string()), "failed": pa.array([], pa.float64()),
                          "max_attempt": pa.array([], pa.float64())})
-    per = fast.group_by("subject").aggregate([("failed", "sum"), ("max_attempt", "max")])
-    seen = per["subject"].combine_chunks().cast(pa.string())
+    subjects = pc.dictionary_encode(fast["subject"].combine_chunks().cast(pa.string()))
+    row_of = subjects.indices.to_numpy(zero_copy_only=False).astype(np.int64)  # each row's subject
+    seen = subjects.dictionary
+    failed = np.bincount(row_of, weights=_numbers(fast["failed"]), minlength=len(seen))
+    longest = np.zeros(len(seen))
+    np.maximum.at(longest, row_of, _numbers(fast["max_attempt"]))
     # a customer only a loop names (no attempt in the fast window) is judged on its repeats alone
     looped = pa.array(sorted(s for s in {*loops, *slowly} if s.startswith("customer=")), pa.string())
     looped = looped.filter(pc.invert(pc.is_in(looped, value_set=seen)))
     names = pa.concat_arrays([seen, looped])
-    failed = np.concatenate([_numbers(per["failed_sum"]), np.zeros(len(looped))])
-    longest = np.concatenate([_numbers(per["max_attempt_max"]), np.zeros(len(looped))])
+    failed, longest = (np.concatenate([values, np.zeros(len(looped))]) for values in (failed, longest))
     pair = _flags(pc.match_substring(names, baseline.PAIR_MARK))
     customer = _flags(pc.starts_with(names, "customer="))
     held = _flags(pc.is_in(names, value_set=_strings(keep)))
     fires = rule.can_fire(failed=failed, max_attempt=longest, repeats=_lookup(names, loops),
                           slow_repeats=_lookup(names, slowly))
     out = ~held & ((pair & ~rule.can_storm(failed) & ~(longest >= rule.loop_attempts)) | (customer & ~fires))
-    dropped = names.filter(pa.array(out))
-    rows = fast.filter(pc.invert(pc.is_in(fast["subject"].cast(pa.string()), value_set=dropped))).to_pylist()
+    rows = fast.filter(pa.array(~out[:len(seen)][row_of])).to_pylist()
     named = sorted({*loops, *slowly})
-    gone = {s for s, d in zip(named, _flags(pc.is_in(_strings(named), value_set=dropped)), strict=True) if d}
+    gone = {s for s, d in zip(named, _flags(pc.is_in(_strings(named), value_set=names.filter(pa.array(out)))),
+                              strict=True) if d}
     return (rows, {s: v for s, v in loops.items() if s not in gone},
             {s: v for s, v in slowly.items() if s not in gone})
 
