@@ -93,12 +93,14 @@ def recent_requests(store: Store, subjects: Collection[str], *, start: datetime,
 
 
 def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
-                           hysteresis: Hysteresis | None = None) -> list[Alert]:
-    """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved."""
+                           hysteresis: Hysteresis | None = None, hour: datetime | None = None) -> list[Alert]:
+    """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved.
+    ``hour``: the hour whose baselines the round uses (:func:`~spendstream.detect.baseline.newest_hour`, found once
+    for storms and spend), else found here."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     window = timedelta(minutes=rule.window_minutes)
     short = timedelta(minutes=rule.short_minutes)
-    hour = baseline.newest_hour(store, now)  # once: the leaves the scan keeps, the baselines read
+    hour = hour or baseline.newest_hour(store, now)  # once: the leaves the scan keeps, the baselines read
     recent = spend_window(store, start=now - window, end=now, since=now - short if rule.short_minutes else None,
                           leaves_of=hour)
     if not recent.num_rows:

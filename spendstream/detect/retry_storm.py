@@ -416,11 +416,12 @@ def _loop_pairs(querier: TextQuerier, rule: RetryStormRule, *, now: datetime, lo
 
 
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
-                        hysteresis: Hysteresis | None = None, marks: Mapping[str, datetime] | None = None
-                        ) -> list[Alert]:
+                        hysteresis: Hysteresis | None = None, marks: Mapping[str, datetime] | None = None,
+                        hour: datetime | None = None) -> list[Alert]:
     """Alerts to store now (storms firing or resolved); the incidents' state is saved. ``marks``: the pass's
     watermarks (:func:`~spendstream.detect.pass_marks.pass_marks`: computed once for budgets and storms), else
-    computed here (:func:`pass_marks`)."""
+    computed here (:func:`pass_marks`); ``hour``: the hour whose baselines the round uses
+    (:func:`~spendstream.detect.baseline.newest_hour`, found once for storms and spend), else found here."""
     rule, hysteresis = rule or RetryStormRule(), hysteresis or HYSTERESIS
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
     marks = pass_marks(store) if marks is None else marks
@@ -436,7 +437,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     loops |= paired
     slowly |= paired_slowly
     fast, loops, slowly = _candidates(rule, fast, loops, slowly, keep={s for _, s in incidents} | set(paired))
-    known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents})
+    known = baseline.load(store, now, subjects={r["subject"] for r in fast} | set(loops) | {s for _, s in incidents},
+                          hour=hour)
     own_of = dict(zip(known.subjects, known.fail_ratio, strict=True))
     history_of = dict(zip(known.subjects, known.history_hours, strict=True))
 
