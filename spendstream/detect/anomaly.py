@@ -84,7 +84,7 @@ def recent_requests(store: Store, subjects: Collection[str], *, start: datetime,
     rows = query_result(store, f"""
         SELECT subject, toFloat64(uniqExact(request)),
                toFloat64(uniqExactIf(request, ts >= {{c:DateTime64(3, 'UTC')}}))
-        FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, ts, ifNull(request_id, event_id) AS request
+        FROM (SELECT {baseline.subjects_sql(subjects)} AS subject, ts, ifNull(request_id, event_id) AS request
               FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE subject IN {{s:Array(String)}} GROUP BY subject""",
                         {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
