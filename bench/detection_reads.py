@@ -26,6 +26,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).parent))
 
 from spendstream.detect.anomaly import detect_spend_anomalies  # noqa: E402
+from spendstream.detect.baseline import newest_hour  # noqa: E402
 from spendstream.detect.baseline import refresh as refresh_baselines  # noqa: E402
 from spendstream.detect.budgets import Budget, evaluate  # noqa: E402
 from spendstream.detect.cost_drift import CostDriftDetector, detect_cost_drift  # noqa: E402
@@ -92,13 +93,17 @@ def main() -> int:
         migrate(store)
         recording = Recording(store)
         marks: dict[str, datetime] = {}
+        hours: dict[str, datetime | None] = {}
         detectors: dict[str, Callable[[], object]] = {
             "baselines (hourly)": lambda: refresh_baselines(recording, now),  # type: ignore[arg-type]
             # the round's watermarks, once for budgets and storms (alerting/cycle.py): counted on their own
             "watermarks": lambda: marks.update(pass_marks(recording, budgets)),
             "budgets": lambda: evaluate(recording, budgets, now, marks=marks),
-            "retry storms": lambda: detect_retry_storms(recording, now, marks=marks),  # type: ignore[arg-type]
-            "spend anomalies": lambda: detect_spend_anomalies(recording, now),  # type: ignore[arg-type]
+            # the baselines' hour, once for storms and spend: counted with the storms, which ask first
+            "retry storms": lambda: detect_retry_storms(recording, now, marks=marks,  # type: ignore[arg-type]
+                                                        hour=hours.setdefault("h", newest_hour(recording, now))),
+            "spend anomalies": lambda: detect_spend_anomalies(recording, now,  # type: ignore[arg-type]
+                                                              hour=hours["h"]),
             "cost drift": lambda: detect_cost_drift(recording, now, CostDriftDetector()),
         }
         if not args.refresh:

@@ -21,6 +21,7 @@ from typing import Any
 
 from spendstream.detect import state
 from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.baseline import newest_hour
 from spendstream.detect.budgets import Budget, evaluate
 from spendstream.detect.incidents import Hysteresis
 from spendstream.detect.pass_marks import pass_marks
@@ -58,8 +59,9 @@ def main() -> int:
         while now <= end:
             out.append({"now": str(now)})
             marks = pass_marks(store, budgets)  # once for budgets and storms, as a round of the cycle
+            hour = newest_hour(store, now)  # once for storms and spend, as a round of the cycle
             for alert in evaluate(store, budgets, now, marks=marks) + detect_retry_storms(
-                    store, now, marks=marks) + detect_spend_anomalies(store, now):
+                    store, now, marks=marks, hour=hour) + detect_spend_anomalies(store, now, hour=hour):
                 out.append({k: str(v) for k, v in alert.model_dump().items() if k != "id"})
             now += timedelta(minutes=5)
     finally:

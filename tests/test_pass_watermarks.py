@@ -125,3 +125,24 @@ def test_a_round_computes_the_watermarks_of_budgets_and_storms_once(embedded_sto
     storms = {"feature_failures", "loop_shapes", "customer_hours"}
     assert asked == [sorted(storms | {r.name for r in layers_of(budgets)})]
     assert {"customer_days", "team_days", "usage_hours"} <= set(asked[0])
+
+
+@pytest.mark.integration
+def test_a_round_finds_the_hour_of_its_baselines_once_for_storms_and_spend(embedded_store, monkeypatch) -> None:
+    from spendstream.alerting import cycle
+    from spendstream.detect import baseline
+
+    at = datetime(2021, 1, 20, 12, 7, tzinfo=timezone.utc)  # (this test's month: 2021-01)
+    probed: list[datetime] = []
+    newest = baseline.newest_hour
+
+    def counted(querier, now):
+        probed.append(now)
+        return newest(querier, now)
+
+    monkeypatch.setattr(baseline, "newest_hour", counted)
+    monkeypatch.setattr(cycle, "newest_hour", counted, raising=False)  # (main's cycle did not name it)
+    report = AlertCycle(embedded_store, AlertingConfig(), pass_deadline_s=10, clock=lambda: at).run()
+    assert report.detector_errors == {}
+    assert probed == [at]
+    assert newest(embedded_store, at) == at.replace(minute=0)  # the round's refresh learned this hour first

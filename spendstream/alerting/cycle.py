@@ -3,7 +3,9 @@ leader both run it.
 
 Detection (the hourly baselines, then budgets, retry storms, spend anomalies, cost drift) stores each new
 alert in ``alerts``, the outbox. Budgets and retry storms read rollups: the round computes their watermarks
-once, after the baselines, and hands them to both (:func:`~spendstream.detect.pass_marks.pass_marks`). The
+once, after the baselines, and hands them to both (:func:`~spendstream.detect.pass_marks.pass_marks`); retry storms
+and spend anomalies read this hour's baselines, whose hour the round finds once too
+(:func:`~spendstream.detect.baseline.newest_hour`). The
 baselines are re-learned once an hour; a long-running cycle (the worker's leader, ``notify`` without
 ``--once``) only starts that refresh, beside the round (:mod:`spendstream.alerting.refresher`), and the round's
 detectors use the newest stored baselines meanwhile; a single round (``notify --once``) runs it first, so it
@@ -32,6 +34,7 @@ from pathlib import Path
 from spendstream.alerting.delivery import AlertRouting, Notifier, PassReport, load_routing, store_new_alerts
 from spendstream.alerting.refresher import BackgroundRefresh
 from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.baseline import newest_hour
 from spendstream.detect.baseline import refresh as refresh_baselines
 from spendstream.detect.budgets import Budget, evaluate, load_budgets
 from spendstream.detect.cost_drift import CostDriftDetector, detect_cost_drift
@@ -110,13 +113,15 @@ class AlertCycle:
         # once per round, when the first detector asks (after the baselines: not minutes stale); a failure
         # is each asking detector's error, as its own watermark statement's would be
         marks = cache(lambda: pass_marks(self.store, budgets))
+        # the hour whose baselines storms and spend use, probed once when the first asks (after the baselines)
+        hour = cache(lambda: newest_hour(self.store, now))
         detectors: dict[str, Callable[[], list[Alert]]] = {
             # once an hour: what the two below expect (without it they use the last hour's, then nothing)
             "baselines": (lambda: self._refresh_beside(now)) if self.refresher else (
                 lambda: _no_alerts(refresh_baselines(self.store, now))),
             "budgets": lambda: evaluate(self.store, budgets, now, marks=marks()),
-            "retry storms": lambda: detect_retry_storms(self.store, now, marks=marks()),
-            "spend anomalies": lambda: detect_spend_anomalies(self.store, now),
+            "retry storms": lambda: detect_retry_storms(self.store, now, marks=marks(), hour=hour()),
+            "spend anomalies": lambda: detect_spend_anomalies(self.store, now, hour=hour()),
             "cost drift": lambda: detect_cost_drift(self.store, now, self.config.cost_drift),
         }
         alerts: list[Alert] = []

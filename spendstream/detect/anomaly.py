@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from spendstream.detect import baseline, state
 from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, paging
@@ -37,10 +39,21 @@ from spendstream.schemas.alert import Alert
 from spendstream.sinks.store import Store, query_result, sql_strings, sql_time
 
 KINDS = ("spend_anomaly", "new_spender")
+_SPEND = ("usd", "attempts", "late_usd", "late_attempts")  # the window's columns a pass judges, in ``seen``'s order
 
 
 def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None,
                  leaves_of: datetime | None = None) -> dict[str, tuple[float, float, float, float]]:
+    """:func:`spend_window` as a dict: subject -> (USD, attempts, USD and attempts in ``[since, end)``)."""
+    table = spend_window(store, start=start, end=end, since=since, leaves_of=leaves_of)
+    if not table.num_rows:
+        return {}
+    columns = [table[c].to_pylist() for c in _SPEND]
+    return dict(zip(table["subject"].to_pylist(), zip(*columns, strict=True), strict=True))
+
+
+def spend_window(store: Store, *, start: datetime, end: datetime, since: datetime | None = None,
+                 leaves_of: datetime | None = None) -> pa.Table:
     """Per subject, (USD, attempts) in ``[start, end)`` and in ``[since, end)`` (``since``: ``start`` when
     None), from raw ``FINAL`` in one scan; a feature × customer × model only where the baselines of hour
     ``leaves_of`` hold it (None: none; ``baseline.PASS_SUBJECTS_SQL``: the others get no verdict).
@@ -48,9 +61,10 @@ def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetim
     Attempts, not distinct requests: a request is one attempt or more, so attempts bound the requests from
     above, and a sum costs nothing per event where a set of request ids per subject costs most of the scan
     (every event is four subjects). :func:`recent_requests` counts the requests of the few subjects judged.
-    As Arrow, not JSON: a subject per active customer and feature × customer pair (26k at 50M events,
-    the last ten minutes of a busy hour), which parsed value by value cost as much as the query."""
-    table = store.query_arrow(f"""
+    As Arrow, not JSON, and kept as Arrow by the pass: a subject per active customer and feature × customer pair
+    (26k at 50M events, the last ten minutes of a busy hour), which parsed value by value cost as much as the
+    query; the pass turns into Python only the subjects it judges (:func:`detect_spend_anomalies`)."""
+    return store.query_arrow(f"""
         SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)) AS usd, toFloat64(count()) AS attempts,
                toFloat64(sumIf(ifNull(total_cost, 0), priced AND ts >= {{c:DateTime64(3, 'UTC')}})) AS late_usd,
                toFloat64(countIf(ts >= {{c:DateTime64(3, 'UTC')}})) AS late_attempts
@@ -60,10 +74,6 @@ def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetim
         SETTINGS output_format_arrow_string_as_string = 1""",
                               {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
                                **baseline.leaves_params(leaves_of)})
-    if not table.num_rows:
-        return {}
-    columns = [table[c].to_pylist() for c in ("usd", "attempts", "late_usd", "late_attempts")]
-    return dict(zip(table["subject"].to_pylist(), zip(*columns, strict=True), strict=True))
 
 
 def recent_requests(store: Store, subjects: Collection[str], *, start: datetime, end: datetime,
@@ -75,7 +85,7 @@ def recent_requests(store: Store, subjects: Collection[str], *, start: datetime,
     rows = query_result(store, f"""
         SELECT subject, toFloat64(uniqExact(request)),
                toFloat64(uniqExactIf(request, ts >= {{c:DateTime64(3, 'UTC')}}))
-        FROM (SELECT {baseline.SUBJECTS_SQL} AS subject, ts, ifNull(request_id, event_id) AS request
+        FROM (SELECT {baseline.subjects_sql(subjects)} AS subject, ts, ifNull(request_id, event_id) AS request
               FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE subject IN {{s:Array(String)}} GROUP BY subject""",
                         {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
@@ -84,14 +94,18 @@ def recent_requests(store: Store, subjects: Collection[str], *, start: datetime,
 
 
 def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
-                           hysteresis: Hysteresis | None = None) -> list[Alert]:
-    """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved."""
+                           hysteresis: Hysteresis | None = None, hour: datetime | None = None) -> list[Alert]:
+    """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved.
+    ``hour``: the hour whose baselines the round uses (:func:`~spendstream.detect.baseline.newest_hour`, found once
+    for storms and spend), else found here."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     window = timedelta(minutes=rule.window_minutes)
     short = timedelta(minutes=rule.short_minutes)
-    hour = baseline.newest_hour(store, now)  # once: the leaves the scan keeps, the baselines read
-    recent = recent_spend(store, start=now - window, end=now, since=now - short if rule.short_minutes else None,
+    hour = hour or baseline.newest_hour(store, now)  # once: the leaves the scan keeps, the baselines read
+    recent = spend_window(store, start=now - window, end=now, since=now - short if rule.short_minutes else None,
                           leaves_of=hour)
+    if not recent.num_rows:
+        recent = pa.table({"subject": pa.array([], pa.string()), **{c: pa.array([], pa.float64()) for c in _SPEND}})
     # with the retry storms this round already stepped (``AlertCycle`` runs them first): a spend rise on a
     # subject a storm or loop is paging about is that incident's (``correlate``'s ``elsewhere``)
     incidents = state.load_open(store, KINDS + (STORM,))
@@ -99,17 +113,20 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     incidents = {key: incident for key, incident in incidents.items() if key[0] != STORM}
     # a subject the window cannot make hot, with no open incident, no sustained shift and no claim to be a new
     # spender cannot change state: its baseline is not read
-    spent = list(recent)
-    fires = rule.could_fire(observed_usd=np.array([recent[s][0] for s in spent]),  # by attempts: at least all
-                            observed_requests=np.array([recent[s][1] for s in spent]))  # those requests allow
-    known = baseline.load(store, now, subjects={s for s, f in zip(spent, fires, strict=True) if f}
+    fires = rule.could_fire(observed_usd=_column(recent, "usd"),  # by attempts: at least all
+                            observed_requests=_column(recent, "attempts"))  # those requests allow
+    known = baseline.load(store, now, subjects=set(recent["subject"].filter(pa.array(fires)).to_pylist())
                           | {s for _, s in incidents},
                           or_where=f"slow_hot = 1 OR (history_hours < {int(rule.warmup_hours)} "
                                    f"AND day_cost >= {float(rule.new_spender_usd)!r} "
                                    f"AND position(subject, {baseline.PAIR_MARK!r}) = 0)", hour=hour)
     subjects = known.subjects
     index = {s: i for i, s in enumerate(subjects)}
-    seen = np.array([recent.get(s, (0.0,) * 4) for s in subjects]).reshape(len(subjects), 4)
+    # each judged subject's window (zeros where it spent nothing): looked up in Arrow, not a dict of every subject
+    windows = np.vstack([np.column_stack([_column(recent, c) for c in _SPEND]).reshape(-1, 4), np.zeros((1, 4))])
+    names = recent["subject"].combine_chunks().cast(pa.string())
+    at = pc.fill_null(pc.index_in(pa.array(subjects, pa.string()), value_set=names), recent.num_rows)
+    seen = windows[at.to_numpy(zero_copy_only=False)].reshape(len(subjects), 4)
     observed, requests = seen[:, 0], seen[:, 1]  # attempts until counted below
     one_slot = Profiles(known.requests[:, None], known.cost[:, None], known.peak_cost[:, None], known.dispersion,
                         known.fail_ratio, known.history_hours)
@@ -197,6 +214,10 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
             changes.append(((kind, subject), incident, None))
     state.save(store, changes, now=now)
     return alerts
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table[name].to_numpy(), dtype=float)
 
 
 def teams_of(store: Store, features: list[str], *, start: datetime, end: datetime) -> dict[str, set[str]]:

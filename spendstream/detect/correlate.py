@@ -231,14 +231,25 @@ def same_rise(open_: Collection[str], excess: Mapping[str, float], link: Mapping
     feature to the closest such customer."""
     out: dict[str, str] = {}
     customers = [c for c in open_ if c.startswith("customer=") and c not in link and excess[c] > 0]
+    # what each open leaf's name starts with before a MODEL_MARK: "a leaf of pair p is open" is "p in leaf_of",
+    # a set lookup, not a scan of every open subject per feature and customer (150 open at 50M events)
+    leaf_of = {o[:at] for o in open_ for at in _marks(o)}
     for f in open_:
         if not f.startswith("feature=") or PAIR_MARK in f or f in link or excess[f] <= 0:
             continue
-        near = [c for c in customers if f"{f},{c}" not in open_
-                and not any(o.startswith(f"{f},{c}{MODEL_MARK}") for o in open_)
+        near = [c for c in customers if f"{f},{c}" not in open_ and f"{f},{c}" not in leaf_of
                 and min(excess[f], excess[c]) >= same * max(excess[f], excess[c])]
         if near:
             out[f] = min(near, key=lambda c: (abs(excess[c] - excess[f]), c))
+    return out
+
+
+def _marks(name: str) -> list[int]:
+    """Where ``MODEL_MARK`` starts in ``name``, each place."""
+    at, out = name.find(MODEL_MARK), []
+    while at >= 0:
+        out.append(at)
+        at = name.find(MODEL_MARK, at + 1)
     return out
 
 
