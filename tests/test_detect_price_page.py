@@ -12,6 +12,7 @@ import pytest
 
 from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
+from tests.test_detect_spend_price import busy_pair  # a feature × customer that is a small part of both
 from tests.test_spend_anomaly import _calls, _store  # $0.25 gpt-4o calls at given times; stored as a worker does
 
 NOW = datetime(2020, 2, 13, 14, 0, tzinfo=timezone.utc)  # a Thursday; this file's months: 2020-01 and 2020-02 only
@@ -23,14 +24,9 @@ def test_a_switch_to_a_pricier_model_pages_its_price_per_request_from_what_to_wh
     customer, feature = f"{tag}-c", f"{tag}-chat"
     start, switched = NOW - timedelta(days=10), NOW - timedelta(hours=2)
     events: list[dict] = []
-    # the customer's and the feature's own busy traffic ($1 calls), so the pair is a small part of both
-    events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(10 * 1440)],
-                     customer=f"{tag}-other", feature=feature, model="o3")
-    events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=30) for m in range(10 * 1440)],
-                     customer=customer, feature=f"{tag}-search", model="o3")
-    # the pair: a call every 2 minutes at $0.25; for the last two hours the same calls at $1.00 (o3)
-    calls = [start + timedelta(minutes=m) for m in range(1, 10 * 1440, 2)]
-    events += _calls(tag, len(events), [at for at in calls if at < switched], customer=customer, feature=feature)
+    # the pair, a small part of its busy customer and feature: a call every 2 minutes at $0.25; for the last two
+    # hours the same calls at $1.00 (o3)
+    calls = busy_pair(tag, events, start, switched, customer=customer, feature=feature, others=tag)
     events += _calls(tag, len(events), [at for at in calls if at >= switched], customer=customer, feature=feature,
                      model="o3")
     _store(embedded_store, events)

@@ -20,6 +20,20 @@ from spendstream.detect.anomaly import detect_spend_anomalies
 from tests.test_spend_anomaly import _calls, _store  # $0.25 gpt-4o calls at given times; stored as a worker does
 
 
+def busy_pair(tag: str, events: list[dict], start: datetime, switched: datetime, *, customer: str, feature: str,
+              others: str) -> list[datetime]:
+    """Append 10 days from ``start`` of a feature × customer that is a small part of both: the customer's and the
+    feature's own busy traffic ($1 o3 calls, ``others``-other and ``others``-search) and the pair's call every 2
+    minutes ($0.25 gpt-4o) before ``switched``. Returns the pair's call times, for the caller to send after it."""
+    events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(10 * 1440)],
+                     customer=f"{others}-other", feature=feature, model="o3")
+    events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=30) for m in range(10 * 1440)],
+                     customer=customer, feature=f"{others}-search", model="o3")
+    calls = [start + timedelta(minutes=m) for m in range(1, 10 * 1440, 2)]
+    events += _calls(tag, len(events), [at for at in calls if at < switched], customer=customer, feature=feature)
+    return calls
+
+
 @pytest.mark.integration
 def test_a_pair_moved_to_a_pricier_model_fires_on_its_price_and_twice_its_requests_does_not(embedded_store) -> None:
     tag = f"price-{uuid.uuid4().hex[:8]}"
@@ -31,14 +45,8 @@ def test_a_pair_moved_to_a_pricier_model_fires_on_its_price_and_twice_its_reques
     batch = lambda end: [end - timedelta(minutes=8) + timedelta(seconds=12 * k) for k in range(40)]  # noqa: E731
     for name in ("switch", "busier"):
         customer, feature = f"{tag}-{name}", f"{tag}-{name}-chat"
-        # the customer's and the feature's own busy traffic ($1 calls), so the pair is a small part of both
-        events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(10 * 1440)],
-                         customer=f"{tag}-{name}-other", feature=feature, model="o3")
-        events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=30) for m in range(10 * 1440)],
-                         customer=customer, feature=f"{tag}-{name}-search", model="o3")
-        # the pair: a call every 2 minutes, and once a day a batch of 40 at a random hour (its usual peak: $10)
-        calls = [start + timedelta(minutes=m) for m in range(1, 10 * 1440, 2)]
-        events += _calls(tag, len(events), [at for at in calls if at < switched], customer=customer, feature=feature)
+        calls = busy_pair(tag, events, start, switched, customer=customer, feature=feature, others=f"{tag}-{name}")
+        # and once a day a batch of 40 at a random hour (its usual peak: $10)
         for day in range(10):
             hour = int(rng.choice([h for h in range(24) if not 11 <= h <= 14]))
             events += _calls(tag, len(events), batch(start + timedelta(days=day, hours=hour, minutes=30)),
