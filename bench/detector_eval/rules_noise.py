@@ -286,7 +286,9 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              slow_failed=slow_failed, slow_attempts=slow_attempts,
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
                              others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features),
-                             slow_others=others_ratio(total_f, total_a, failed=slow_failed, attempts=slow_attempts))
+                             slow_others=others_ratio(total_f, total_a, failed=slow_failed, attempts=slow_attempts),
+                             latest_failed=split(failed, rule.storm_now_minutes),  # as fast_window's latest_*
+                             latest_attempts=split(attempts, rule.storm_now_minutes))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
