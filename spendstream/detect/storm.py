@@ -10,7 +10,8 @@ share), every pass, from counts:
   the subject's attempts fell in, where the reader gives them), floored at ``min_ratio``. Hot at
   ``z_fire`` standard deviations with ``min_failed`` failures and ``factor`` × the expected
   ratio, so a quiet feature whose few requests each take five attempts is a storm; and its newest
-  ``storm_now_minutes`` (the passes' cadence) not yet calm (``z_calm`` deviations above the expected ratio): two
+  ``storm_now_minutes`` (the passes' cadence) not yet calm (``z_calm`` deviations above the expected ratio, where
+  it sent anything there: a quiet feature's storm has minutes without attempts): two
   passes' windows overlap, so a burst of a few minutes inside the overlap (a provider blip that only the subject's
   own traffic shows, its provider's other traffic too thin to) was hot on both and paged after it had ended —
   the second pass must see the failures go on in minutes the first did not;
@@ -168,8 +169,11 @@ class RetryStormRule:
         z = _z(f, a, p)
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
         storm = (z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
-        if latest_failed is not None and latest_attempts is not None:  # still failing in the newest minutes
-            storm &= _z(latest_failed.sum(axis=1), latest_attempts.sum(axis=1), p) >= self.z_calm
+        if latest_failed is not None and latest_attempts is not None:  # not calm in the newest minutes
+            # a key that sent nothing there says nothing: a quiet feature's storm (a request every few minutes,
+            # each retried on and on) has minutes without attempts
+            latest_a = latest_attempts.sum(axis=1)
+            storm &= (latest_a == 0) | (_z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm)
         p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted,
                                      others=slow_others)
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
