@@ -306,6 +306,23 @@ def test_storms_are_judged_from_counts_against_the_subject_and_its_provider_now(
                       slow_attempts=a, max_attempt=np.ones(3), repeats=np.array([14.0, 0, 0])).very_hot[0]
 
 
+def test_a_storm_must_not_be_calm_in_its_newest_minutes_and_minutes_without_attempts_say_nothing() -> None:
+    """The newest 5 minutes (``storm_now_minutes``): a key whose attempts there all succeed is over its storm (a
+    blip inside two passes' overlap); a quiet feature that sent nothing there (a request every few minutes, each
+    retried on and on) is still storming: no attempts are no evidence of calm (s18: the outside evaluation's quiet
+    storm, conv 2, was missed when they counted as calm)."""
+    rule = RetryStormRule()
+    own = np.full(4, 0.02)
+    # three quiet features' windows (4 requests, 20 attempts, 16 failed) beside a busy one at the usual 2 %
+    a, f = np.array([[20.0], [20.0], [20.0], [2000.0]]), np.array([[16.0], [16.0], [16.0], [40.0]])
+    # their newest 5 minutes: calm, silent, failing; the busy one as usual
+    latest_a, latest_f = np.array([[5.0], [0.0], [5.0], [1000.0]]), np.array([[0.0], [0.0], [4.0], [20.0]])
+    v = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=f, slow_attempts=a * 6,
+                   max_attempt=np.array([5.0, 5.0, 5.0, 2.0]), repeats=np.zeros(4), latest_failed=latest_f,
+                   latest_attempts=latest_a)
+    assert v.hot.tolist() == [False, True, True, False]
+
+
 # -- the whole path: stored events -> hourly baselines -> passes -> incidents ---------------------------------
 
 def _call(tag: str, n: int, ts: datetime, **fields) -> dict:

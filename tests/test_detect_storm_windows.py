@@ -67,15 +67,16 @@ def raw_failures(store, now: datetime) -> dict[tuple[str, str], dict]:
     return {(r["subject"], r["provider"]): r for r in rows}
 
 
-def raw_others(store, now: datetime) -> dict[tuple[str, str], float]:
+def raw_others(store, now: datetime, window: timedelta = WINDOW, period: str = "toStartOfMinute"
+               ) -> dict[tuple[str, str], float]:
     """The fast window's ``others``, from its definition over raw events: per subject and provider, each minute's
     failure ratio of the features' traffic on the provider less the subject's own, weighted by the subject's
-    attempts in that minute."""
-    rows = query_result(store, """
-        SELECT ifNull(feature, ''), ifNull(customer, ''), ifNull(provider, ''), toString(toStartOfMinute(ts)),
+    attempts in that minute. With ``SLOW`` and ``toStartOfFiveMinutes``: a feature's slow window's, by period."""
+    rows = query_result(store, f"""
+        SELECT ifNull(feature, ''), ifNull(customer, ''), ifNull(provider, ''), toString({period}(ts)),
                status != 'ok' FROM usage_events FINAL
-        WHERE ts >= {w:DateTime64(3, 'UTC')} AND ts < {n:DateTime64(3, 'UTC')}""",
-                        {"w": sql_time(now - WINDOW), "n": sql_time(now)}).rows
+        WHERE ts >= {{w:DateTime64(3, 'UTC')}} AND ts < {{n:DateTime64(3, 'UTC')}}""",
+                        {"w": sql_time(now - window), "n": sql_time(now)}).rows
     own: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     total: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for feature, customer, provider, minute, failed in rows:
@@ -162,6 +163,7 @@ def _assert_same_as_raw(store, run: str) -> None:
                 and sum(r["failed"] for k, r in raw.items() if k[0] == s) >= 3}
         assert f"customer={run}-storm" in read and f"feature={run}-chat" in read
         others = raw_others(store, now)
+        slow_others = raw_others(store, now, SLOW, "toStartOfFiveMinutes")
         for key, r in got.items():
             assert [r[f] for f in FIELDS] == [raw[key][f] for f in FIELDS], key
             # what the others failed at in this subject's minutes (a provider blip's minutes weigh as it sent in them)
@@ -169,6 +171,8 @@ def _assert_same_as_raw(store, run: str) -> None:
             # the window a burn must still fail in: a feature's guard window, a customer's fast one
             now = ("now_attempts", "now_failed") if _feature(key[0]) else ("attempts", "failed")
             assert [r["now_attempts"], r["now_failed"]] == [raw[key][f] for f in now], key
+            if _feature(key[0]):  # and what the other features failed at in its five-minute periods
+                assert r["slow_others"] == pytest.approx(slow_others.get(key, 0.0), abs=1e-12), key
             if _feature(key[0]) or key[0] in read:
                 assert [r[f] for f in SLOW_FIELDS] == [raw[key][f] for f in SLOW_FIELDS], key
                 assert isinstance(r["failed_cost"], Decimal)
@@ -211,7 +215,7 @@ def test_the_slow_window_reads_features_from_their_rollup(embedded_store) -> Non
                   f"now64(3))")
     try:
         got = feature_windows(store, start=NOW - SLOW, end=NOW, guard=NOW - timedelta(minutes=60))
-        assert got[(f"feature={ghost}", "openai")] == (10.0, 4.0, Decimal("1.25"), 10.0, 4.0)
+        assert got[(f"feature={ghost}", "openai")][:5] == (10.0, 4.0, Decimal("1.25"), 10.0, 4.0)
     finally:
         store.command(f"ALTER TABLE feature_failures DELETE WHERE feature = '{ghost}' SETTINGS mutations_sync = 2")
 

@@ -325,3 +325,84 @@ def test_a_storm_resolves_when_it_is_over_and_its_own_failures_do_not_reopen_it(
     assert [(a.state, a.created_at <= start + timedelta(minutes=70)) for a in alerts] == [
         ("firing", True), ("resolved", True), ("firing", False)]
     assert alerts[1].created_at <= start + timedelta(minutes=20)
+
+
+@pytest.mark.integration
+def test_a_burst_of_failures_inside_two_passes_overlap_is_no_storm_but_one_that_goes_on_is(embedded_store) -> None:
+    """The outside evaluation's false storms (s16, code 2 and mooncake 1): a provider blip of two and a half
+    minutes that only the subject's own traffic shows (the provider's other traffic: an attempt or two in those
+    minutes, none failed, so the minutes' cross-section expects the usual 2 %). Seven of its nine attempts failed
+    inside the overlap of two passes' windows: hot on both, paged after it was over. A storm must still fail in the
+    newest minutes of its window (what the second pass sees that the first did not); one that goes on still pages."""
+    run, t0 = uuid.uuid4().hex[:8], datetime(2020, 4, 14, 9, 0, tzinfo=timezone.utc)  # April 2020: this test's
+    blip, going, other = f"blip-{run}", f"going-{run}", f"other-{run}"
+    events = []
+
+    def call(feature: str, at: datetime, *, attempt: int = 1, failing: bool = False) -> None:
+        n = len(events)
+        events.append({"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "ts": at.isoformat(),
+                       "attempt": attempt, "feature": feature,
+                       **({"provider": "openai", "model": "gpt-4o-mini"} if feature == going
+                          else {"provider": "google", "model": "gemini-1.5-flash"}),
+                       "input_tokens": 1_000, "output_tokens": 20,
+                       **({"status": "rate_limited", "http_status": 429} if failing else {"status": "ok"})})
+
+    for m in range(-30 * 60, 60):  # a day and more: each feature one call every other minute, one in fifty failing
+        for k, feature in enumerate((blip, going, other)):
+            if m % 2 == 0 and not (blip == feature and 46 <= m < 50) and not (going == feature and m >= 46):
+                call(feature, t0 + timedelta(minutes=m, seconds=10 + 15 * k), failing=(m // 2) % 50 == 0)
+    # the blip, 09:47:10-09:49:40: three requests of `blip` retried through it, 7 of 9 attempts failed
+    for r, fails in enumerate((3, 3, 1)):
+        for a in range(fails + 1):
+            call(blip, t0 + timedelta(minutes=47, seconds=10 + 45 * r + 5 * a), attempt=a + 1, failing=a < fails)
+    # `going` (another provider, not held to the blip): three of every four attempts fail from 09:47 on
+    for m in range(47, 60):
+        for a in range(4):
+            call(going, t0 + timedelta(minutes=m, seconds=5 + 12 * a), attempt=a + 1, failing=a < 3)
+    _store(embedded_store, events)
+    alerts = []
+    for minutes in (45, 50, 55, 60):
+        at = t0 + timedelta(minutes=minutes)
+        baseline.refresh(embedded_store, at)
+        alerts += [a for a in detect_retry_storms(embedded_store, at) if run in a.subject and a.state == "firing"]
+    # main paged `blip` at 09:55 ("7 failed of 9 … expected 2.3 %"), when its minutes 09:50-09:55 had no failure
+    assert [(a.subject, a.created_at) for a in alerts] == [(f"feature={going}", t0 + timedelta(minutes=55))]
+
+
+@pytest.mark.integration
+def test_a_scheduled_burst_sent_through_a_provider_blip_is_no_slow_burn(embedded_store) -> None:
+    """s16's control alert (mooncake 158 ``lunch-peak``): a job that sends its burst through the five minutes its
+    provider fails a third of everyone's attempts holds a quarter of its two hours' failures there, against a
+    two-hour "others" average of 3 %; ten minutes of ordinary noise later (6 of 100) its "still failing now" test
+    passed too, and it paged as a slow burn. The slow window's others are now taken per five-minute period of
+    ``feature_failures``, weighted by the feature's attempts: the blip's periods expect the blip's ratio."""
+    run, now = uuid.uuid4().hex[:8], datetime(2020, 6, 17, 13, 0, tzinfo=timezone.utc)  # June 2020: this test's
+    job, steady = f"job-{run}", f"steady-{run}"
+    events = []
+
+    def call(feature: str, at: datetime, failing: bool) -> None:
+        n = len(events)
+        events.append({"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "ts": at.isoformat(), "attempt": 1,
+                       "provider": "openai", "model": "gpt-4o-mini", "feature": feature, "input_tokens": 1_000,
+                       "output_tokens": 20, **({"status": "error", "http_status": 503} if failing else {})})
+
+    blip = range(-40, -35)  # five minutes the provider fails 35 % of everyone's attempts
+    for m in range(-30 * 60, 10):
+        at = now + timedelta(minutes=m)
+        for k in range(30):  # the steady feature: 30 calls a minute, 2 % failing (35 % in the blip)
+            call(steady, at + timedelta(seconds=2 * k), (k % 20 < 7) if m in blip else (30 * m + k) % 50 == 0)
+        if m in blip:  # the job's burst: 60 calls a minute through the blip
+            for k in range(60):
+                call(job, at + timedelta(seconds=k), k % 20 < 7)
+        elif m >= -35:  # then ten a minute: 2 % failing, 6 % for the last quarter hour (noise: 6 of 100 in ten minutes)
+            for k in range(10):
+                call(job, at + timedelta(seconds=6 * k + 1), (10 * m + k) % (16 if m >= -15 else 50) == 0)
+        else:  # before: one call a minute, one in fifty failing
+            call(job, at + timedelta(seconds=30), m % 50 == 0)
+    for chunk in range(0, len(events), 20_000):
+        _store(embedded_store, events[chunk:chunk + 20_000])
+    alerts = []
+    for at in (now, now + timedelta(minutes=5)):
+        baseline.refresh(embedded_store, at)
+        alerts += [a for a in detect_retry_storms(embedded_store, at) if run in a.subject]
+    assert alerts == []  # main: firing feature=job-… (2 h z ~19 against 3 % expected)

@@ -27,6 +27,7 @@ from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
 from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
 from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.schemas.alert import Alert
+from spendstream.sinks.shapes import FEATURE_FAILURES
 
 EPOCH = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday: minute 0 of every world
 LEARN_DAYS = 28
@@ -238,7 +239,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     failed, attempts = leaf_cumulative(world.failed), leaf_cumulative(world.attempts)
     # per subject, provider and minute of the evaluated week (and the fast window before it), for the minutes'
     # cross-section: computed once, sliced per pass
-    first = EVAL_START - rule.window_minutes if by_minute else 0
+    first = EVAL_START - max(rule.window_minutes, rule.slow_minutes) if by_minute else 0
     shape = (len(rows), len(providers), -1)
     minute_a = (by_provider @ world.attempts[:, first:]).reshape(shape) if by_minute else None
     minute_f = (by_provider @ world.failed[:, first:]).reshape(shape) if by_minute else None
@@ -282,11 +283,19 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         others = peers(minute_a[:, :, t - w - first:t - first], minute_f[:, :, t - w - first:t - first],
                        features) if by_minute else None
         (slow_failed, total_f), (slow_attempts, total_a) = judged(failed), judged(attempts)
+        slow_others = others_ratio(total_f, total_a, failed=slow_failed, attempts=slow_attempts)
+        if by_minute:  # as feature_windows: a feature's slow others by period (not one judged since its storm)
+            periods = [a[:, :, t - slow_w - first:t - first].reshape(*a.shape[:2], -1, PERIOD_MINUTES).sum(axis=3)
+                       for a in (minute_a, minute_f)]
+            by_period = features & ~np.isin(rows, list(starts))
+            slow_others[by_period] = peers(*periods, features)[by_period]
         verdict = rule.judge(failed=split(failed, w), attempts=split(attempts, w), own_ratio=own,
                              slow_failed=slow_failed, slow_attempts=slow_attempts,
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
                              others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features),
-                             slow_others=others_ratio(total_f, total_a, failed=slow_failed, attempts=slow_attempts))
+                             slow_others=slow_others,
+                             latest_failed=split(failed, rule.storm_now_minutes),  # as fast_window's latest_*
+                             latest_attempts=split(attempts, rule.storm_now_minutes))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
@@ -316,6 +325,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
 
 
 STEP_MINUTES = 5
+PERIOD_MINUTES = int(FEATURE_FAILURES.step.total_seconds() // 60)  # feature_failures' periods (feature_windows)
 
 
 def peers(a: np.ndarray, f: np.ndarray, counted: np.ndarray) -> np.ndarray:

@@ -102,28 +102,33 @@ def pass_marks(querier: TextQuerier) -> dict[str, datetime]:
     return rollups.watermarks(querier, ROLLUPS)
 
 
-def fast_window(store: Store, *, start: datetime, end: datetime) -> list[dict]:
+def fast_window(store: Store, *, start: datetime, end: datetime, latest: datetime | None = None) -> list[dict]:
     """:func:`fast_rows` as Python rows."""
-    return fast_rows(store, start=start, end=end).to_pylist()
+    return fast_rows(store, start=start, end=end, latest=latest).to_pylist()
 
 
-def fast_rows(store: Store, *, start: datetime, end: datetime) -> pa.Table:
+def fast_rows(store: Store, *, start: datetime, end: datetime, latest: datetime | None = None) -> pa.Table:
     """Per subject (feature, customer, feature x customer pair) and provider in ``[start, end)``, from raw:
     attempts, failures, the longest request, errors, and ``others``: what all other traffic on the provider failed
     at in the minutes of the subject's attempts (each minute's ratio weighted by the subject's attempts in it; the
-    providers' totals sum the features, as ``RetryStormRule.judge``'s ``counted``, less the subject's own).
+    providers' totals sum the features, as ``RetryStormRule.judge``'s ``counted``, less the subject's own);
+    ``latest_attempts``/``latest_failed``: those of ``[latest, end)`` (default ``start``: the whole window), where a
+    storm must still fail (``RetryStormRule.storm_now_minutes``).
 
     As Arrow, not JSON: a row per active customer and provider (thousands in ten busy minutes at 50M events).
     One read of raw: the minutes are a grouping of it, their providers' totals a window function over that."""
     return store.query_arrow(f"""
         SELECT subject, provider, toFloat64(sum(n)) AS attempts, toFloat64(sum(f)) AS failed,
                toFloat64(max(longest)) AS max_attempt, sum(rl) AS rate_limited, sum(se) AS server_errors,
-               sum(tm) AS timeouts, sum(io) AS invalid_outputs,
+               sum(tm) AS timeouts, sum(io) AS invalid_outputs, toFloat64(sum(ln)) AS latest_attempts,
+               toFloat64(sum(lf)) AS latest_failed,
                sum(n * if(all_n > n, greatest(all_f - f, 0) / (all_n - n), 0)) / attempts AS others
         FROM (SELECT *, sumIf(n, counted) OVER (PARTITION BY provider, minute) AS all_n,
                      sumIf(f, counted) OVER (PARTITION BY provider, minute) AS all_f
               FROM (SELECT subject, ifNull(provider, '') AS provider, toStartOfMinute(ts) AS minute,
                            count() AS n, countIf(status != 'ok') AS f, max(attempt) AS longest,
+                           countIf(ts >= {{l:DateTime64(3, 'UTC')}}) AS ln,
+                           countIf(ts >= {{l:DateTime64(3, 'UTC')}} AND status != 'ok') AS lf,
                            countIf(status = 'rate_limited' OR http_status = 429) AS rl,
                            countIf(http_status >= 500) AS se, countIf(status = 'timeout') AS tm,
                            countIf(status = 'invalid_output') AS io,
@@ -134,24 +139,35 @@ def fast_rows(store: Store, *, start: datetime, end: datetime) -> pa.Table:
                     WHERE NOT endsWith(subject, '=') GROUP BY subject, provider, minute))
         GROUP BY subject, provider
         SETTINGS output_format_arrow_string_as_string = 1""",
-        {"a": sql_time(start), "b": sql_time(end), "mark": baseline.PAIR_MARK})
+        {"a": sql_time(start), "b": sql_time(end), "l": sql_time(latest or start),
+         "mark": baseline.PAIR_MARK})
 
 
 def feature_windows(querier: TextQuerier, *, start: datetime, end: datetime, guard: datetime | None = None,
                     marks: Mapping[str, datetime] | None = None
-                    ) -> dict[tuple[str, str], tuple[float, float, Decimal, float, float]]:
+                    ) -> dict[tuple[str, str], tuple[float, float, Decimal, float, float, float]]:
     """(``feature=…``, provider) -> (attempts, failed attempts, USD of the billed failed ones) in ``[start, end)``,
-    and (attempts, failed attempts) in ``[guard, end)`` (0 without ``guard``): from ``feature_failures``.
+    (attempts, failed attempts) in ``[guard, end)`` (0 without ``guard``), and what the other features failed at on
+    the provider in the periods of the feature's attempts in ``[start, end)`` (each period's ratio weighted by the
+    feature's attempts in it, as :func:`fast_window`'s ``others`` by minute): from ``feature_failures``, whose
+    five-minute periods are the slow window's cross-section. A scheduled job that sends its burst through a provider
+    blip's minutes is held to the blip's ratio there, not to the two hours' average (session s16's control alerts).
     ``marks``: the pass's watermarks (:func:`pass_marks`), else computed here."""
     windows = [Window(start, end)] + ([Window(guard, end)] if guard is not None else [])
     periods, params = windowed(shapes.FEATURE_FAILURES, windows, ["attempts", "failed_attempts", "failed_cost_usd"],
-                               name="s", marks=marks)
+                               name="s", marks=marks, by_period=True)
     rows = query_result(querier, f"""
-        SELECT concat('feature=', feature), ifNull(provider, ''), toFloat64(sumIf(attempts, w = 0)),
-               toFloat64(sumIf(failed_attempts, w = 0)), ifNull(sumIf(failed_cost_usd, w = 0), 0),
-               toFloat64(sumIf(attempts, w = 1)), toFloat64(sumIf(failed_attempts, w = 1))
-        FROM {periods} GROUP BY feature, provider""", params).rows
-    return {(s, p): (a, f, Decimal(usd), ga, gf) for s, p, a, f, usd, ga, gf in rows}
+        SELECT concat('feature=', feature), provider, sumIf(a, w = 0), sumIf(f, w = 0), ifNull(sumIf(usd, w = 0), 0),
+               sumIf(a, w = 1), sumIf(f, w = 1),
+               if(sumIf(a, w = 0) > 0, sumIf(a * if(all_a > a, greatest(all_f - f, 0) / (all_a - a), 0), w = 0)
+                                       / sumIf(a, w = 0), 0)
+        FROM (SELECT *, sum(a) OVER (PARTITION BY w, period, provider) AS all_a,
+                     sum(f) OVER (PARTITION BY w, period, provider) AS all_f
+              FROM (SELECT w, period, feature, ifNull(provider, '') AS provider, toFloat64(sum(attempts)) AS a,
+                           toFloat64(sum(failed_attempts)) AS f, sum(failed_cost_usd) AS usd
+                    FROM {periods} GROUP BY w, period, feature, provider))
+        GROUP BY feature, provider""", params).rows
+    return {(s, p): (a, f, Decimal(usd), ga, gf, o) for s, p, a, f, usd, ga, gf, o in rows}
 
 
 def customer_windows(querier: TextQuerier, *, start: datetime, end: datetime, customers: Collection[str],
@@ -315,19 +331,21 @@ def merged(fast: list[dict], features: dict[tuple[str, str], tuple],
 
     ``slow_*``/``failed_cost``: the slow window; ``now_*``: the window a burn must still fail in (a feature's
     guard window, anyone else's fast window); ``judged_*``: the slow window a verdict reads (here the slow window:
-    the pass shortens it for a subject after a storm, :func:`storm_free_windows`)."""
+    the pass shortens it for a subject after a storm, :func:`storm_free_windows`); ``slow_others``: a feature's
+    others by period over the slow window (:func:`feature_windows`), None for anyone else."""
     slow_of, out = {**features, **customers}, []
 
     def row(r: dict, slow: tuple) -> dict:
         sa, sf, usd, *guarded = slow
-        ga, gf = guarded if guarded else (r["attempts"], r["failed"])
+        ga, gf, slow_others = guarded if guarded else (r["attempts"], r["failed"], None)
         return {**r, "slow_attempts": sa, "slow_failed": sf, "failed_cost": usd, "now_attempts": ga, "now_failed": gf,
-                "judged_attempts": sa, "judged_failed": sf}
+                "judged_attempts": sa, "judged_failed": sf, "slow_others": slow_others}
 
     for r in fast:
         out.append(row(r, slow_of.pop((r["subject"], r["provider"]), (0.0, 0.0, Decimal(0)))))
     return out + [row({"subject": s, "provider": p, "attempts": 0.0, "failed": 0.0, "max_attempt": 0.0,
-                       "others": 0.0, **dict.fromkeys(_MIX, 0)}, slow) for (s, p), slow in slow_of.items()]
+                       "others": 0.0, "latest_attempts": 0.0, "latest_failed": 0.0, **dict.fromkeys(_MIX, 0)}, slow)
+                  for (s, p), slow in slow_of.items()]
 
 
 def _is_pair(subject: str) -> bool:
@@ -428,7 +446,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     loops = repeated_shapes(store, start=now - window, end=now)
     slowly = slow_loops(store, now=now, slow=slow, marks=marks)
     loops |= {s: (0.0, 0.0) for s in slowly if s not in loops}
-    fast = fast_rows(store, start=now - window, end=now)  # as Arrow: most rows are left out (_candidates)
+    fast = fast_rows(store, start=now - window, end=now,  # as Arrow: most rows are left out (_candidates)
+                     latest=now - timedelta(minutes=rule.storm_now_minutes))
     guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
     features = feature_windows(store, start=now - slow, end=now, guard=now - guard, marks=marks)
     incidents, marked = state.load(store, [KIND], marks={STORMED: now - slow})
@@ -446,12 +465,15 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         subjects = sorted({r["subject"] for r in rows} | set(loops) | {s for _, s in incidents})
         providers = sorted({r["provider"] for r in rows})
         si, pi = {s: i for i, s in enumerate(subjects)}, {p: i for i, p in enumerate(providers)}
-        a, f, sa, sf, na, nf, o = (np.zeros((len(subjects), max(len(providers), 1))) for _ in range(7))
+        a, f, sa, sf, na, nf, o, la, lf = (np.zeros((len(subjects), max(len(providers), 1))) for _ in range(9))
+        so = np.full((len(subjects), max(len(providers), 1)), np.nan)
         longest = np.zeros(len(subjects))
         for r in rows:
             i, p = si[r["subject"]], pi[r["provider"]]
             a[i, p], f[i, p], sa[i, p], sf[i, p] = r["attempts"], r["failed"], r["judged_attempts"], r["judged_failed"]
             o[i, p] = r["others"] or 0.0
+            la[i, p], lf[i, p] = r["latest_attempts"], r["latest_failed"]
+            so[i, p] = np.nan if r["slow_others"] is None else r["slow_others"]
             na[i, p], nf[i, p] = r["now_attempts"], r["now_failed"]
             longest[i] = max(longest[i], r["max_attempt"] or 0)
         own = np.array([own_of.get(s, 0.0) for s in subjects])
@@ -460,12 +482,14 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
         # the minutes' cross-section stands for the window's average in the fast window, and in the window a burn
         # must still fail in where that is the fast window (a feature's longer guard is read without minutes)
         others = {"others": o, "now_others": o if rule.burn_now_minutes is None else None}
+        latest = {"latest_attempts": la, "latest_failed": lf}  # a storm's newest minutes (judge only)
         return (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats,
-                np.array([s.startswith("feature=") and not _is_pair(s) for s in subjects], dtype=bool), others)
+                np.array([s.startswith("feature=") and not _is_pair(s) for s in subjects], dtype=bool), others, latest,
+                so)
 
     # the customers whose slow window can decide (a burn still failing now, or an open incident's resolve:
     # :func:`~spendstream.detect.storm.settled`) or be stated (a loop): read theirs
-    subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted, others = arrays(
+    subjects, _, a, f, _, _, na, nf, longest, own, repeats, slow_repeats, counted, others, _, _ = arrays(
         merged(fast, features, {}))
     decisive = rule.slow_matters(failed=f, attempts=a, own_ratio=own, counted=counted, max_attempt=longest,
                                  repeats=repeats, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na, **others)
@@ -481,7 +505,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     for r in rows:
         if r["subject"] in starts:
             r["judged_attempts"], r["judged_failed"] = since.get((r["subject"], r["provider"]), (0.0, 0.0))
-    subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted, others = arrays(rows)
+    (subjects, si, a, f, sa, sf, na, nf, longest, own, repeats, slow_repeats, counted, others, latest,
+     by_period) = arrays(rows)
     wasted, two_hours = np.zeros(len(subjects)), np.zeros((len(subjects), 2))  # the slow window, as stated
     mix: dict[str, list[int]] = {s: [0, 0, 0, 0] for s in subjects}
     for r in rows:
@@ -499,9 +524,15 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     for subject, at in starts.items():
         for k, provider in enumerate(providers if subject in si else ()):
             total_a[si[subject], k], total_f[si[subject], k] = totals.get((at, provider), (0.0, 0.0))
+    # a feature's slow window is held, per provider, to what the other features failed at in the periods of its
+    # attempts (a scheduled burst sent through a provider blip: the blip's ratio, not the two hours' average); a
+    # customer has only hours (the average), a subject judged since its storm the average since then
+    slow_others = others_ratio(total_f, total_a, failed=sf, attempts=sa)
+    by_period[[s in starts for s in subjects]] = np.nan
+    slow_others = np.where(np.isnan(by_period), slow_others, by_period)
     verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
                          repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
-                         slow_others=others_ratio(total_f, total_a, failed=sf, attempts=sa), **others)
+                         slow_others=slow_others, **others, **latest)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)

@@ -9,7 +9,12 @@ share), every pass, from counts:
   blip fails everyone on it: normal life, not this feature's storm; "right now" is the minutes
   the subject's attempts fell in, where the reader gives them), floored at ``min_ratio``. Hot at
   ``z_fire`` standard deviations with ``min_failed`` failures and ``factor`` × the expected
-  ratio, so a quiet feature whose few requests each take five attempts is a storm;
+  ratio, so a quiet feature whose few requests each take five attempts is a storm; and its newest
+  ``storm_now_minutes`` (the passes' cadence) not yet calm (``z_calm`` deviations above the expected ratio, where
+  it sent anything there: a quiet feature's storm has minutes without attempts): two
+  passes' windows overlap, so a burst of a few minutes inside the overlap (a provider blip that only the subject's
+  own traffic shows, its provider's other traffic too thin to) was hot on both and paged after it had ended —
+  the second pass must see the failures go on in minutes the first did not;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
   a storm that ended stays in the slow window, and one failure of a quiet key is no evidence).
@@ -66,6 +71,8 @@ class RetryStormRule:
     burn_now_failed: float = 3.0
     burn_now_z: float = 2.0
     burn_now_factor: float = 1.6
+    # a storm must still fail in its window's newest minutes (the passes' cadence): see the module's docstring
+    storm_now_minutes: int = 5
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
                        counted: np.ndarray | None = None, others: np.ndarray | None = None) -> np.ndarray:
@@ -144,7 +151,8 @@ class RetryStormRule:
               slow_repeats: np.ndarray | None = None,
               now_failed: np.ndarray | None = None, now_attempts: np.ndarray | None = None,
               others: np.ndarray | None = None, now_others: np.ndarray | None = None,
-              slow_others: np.ndarray | None = None) -> StormVerdict:
+              slow_others: np.ndarray | None = None, latest_failed: np.ndarray | None = None,
+              latest_attempts: np.ndarray | None = None) -> StormVerdict:
         """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers);
         ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``);
         ``slow_repeats``: the most requests of one shape over the slow window, in periods it repeated in;
@@ -153,12 +161,19 @@ class RetryStormRule:
         minutes of the subject's attempts in the fast window and in that one (see ``expected_ratio``; default:
         the window's average); ``slow_others``: what the other traffic failed at over each subject's slow window
         (:func:`others_ratio`), where those windows differ (a subject's starts after its storm, :func:`settled`;
-        default: from the ``counted`` subjects' slow windows)."""
+        default: from the ``counted`` subjects' slow windows); ``latest_failed``/``latest_attempts``: per subject
+        and provider, the fast window's newest ``storm_now_minutes``, where a storm must not be calm yet (default:
+        not asked)."""
         p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted, others=others)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
         z = _z(f, a, p)
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
         storm = (z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
+        if latest_failed is not None and latest_attempts is not None:  # not calm in the newest minutes
+            # a key that sent nothing there says nothing: a quiet feature's storm (a request every few minutes,
+            # each retried on and on) has minutes without attempts
+            latest_a = latest_attempts.sum(axis=1)
+            storm &= (latest_a == 0) | (_z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm)
         p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted,
                                      others=slow_others)
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)

@@ -39,10 +39,12 @@ class Window:
 
 
 def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequence[str], *, name: str,
-             where: str = "1", marks: Mapping[str, datetime] | None = None) -> tuple[str, dict[str, str]]:
+             where: str = "1", marks: Mapping[str, datetime] | None = None, by_period: bool = False
+             ) -> tuple[str, dict[str, str]]:
     """A subquery answering ``measures`` per window and rollup keys, and its query parameters.
 
-    Columns: ``w`` (the index of the window in ``windows``), the keys of ``rollup``, and
+    Columns: ``w`` (the index of the window in ``windows``), with ``by_period`` ``period`` (the rollup's period a
+    row falls in: a partial period at an edge is its period's part inside the window), the keys of ``rollup``, and
     the measures as mergeable columns in ``rollups.MEASURES`` order (group them with
     each ``Measure.of_rollup``: a (window, keys) pair may span several rows). A row is
     counted in every window it falls in. ``where`` filters rollup and raw rows alike by
@@ -90,18 +92,20 @@ def windowed(rollup: rollups.Rollup, windows: Sequence[Window], measures: Sequen
         if conds:
             on_raw.append((w, " OR ".join(f"({c})" for c in conds)))
     keys = ", ".join(rollup.keys)
+    rollup_keys, raw_keys = ((f"{rollup.period} AS period, {keys}", f"{rollup.bucket} AS period, {keys}") if by_period
+                             else (keys, keys))
     names = ", ".join(m.name for m in wanted)
     parts = []
     if on_rollup:
         which, inside = _which(on_rollup)
-        parts.append(f"SELECT arrayJoin({which}) AS w, {keys}, {names} FROM {rollup.name} FINAL "
+        parts.append(f"SELECT arrayJoin({which}) AS w, {rollup_keys}, {names} FROM {rollup.name} FINAL "
                      f"PREWHERE ({inside}) AND ({where})")
     if on_raw or not on_rollup:  # (only empty windows: a subquery with the columns and no rows)
         which, inside = _which(on_raw)
-        parts.append(f"SELECT arrayJoin(ws) AS w, {keys}, {names} FROM ("
-                     f"SELECT {which} AS ws, {keys}, {', '.join(f'{m.of_raw} AS {m.name}' for m in wanted)} "
+        parts.append(f"SELECT arrayJoin(ws) AS w, {'period, ' if by_period else ''}{keys}, {names} FROM ("
+                     f"SELECT {which} AS ws, {raw_keys}, {', '.join(f'{m.of_raw} AS {m.name}' for m in wanted)} "
                      f"FROM usage_events FINAL WHERE ({inside}) AND ({where}) AND ({rollup.where}) "
-                     f"GROUP BY ws, {keys})")
+                     f"GROUP BY ws, {'period, ' if by_period else ''}{keys})")
     return (f"(WITH ({rollups.watermark_of(rollup, marks)}) AS {wm} "
             f"SELECT * FROM ({' UNION ALL '.join(parts)}))"), params
 
