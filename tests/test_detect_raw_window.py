@@ -147,3 +147,16 @@ def test_a_round_copies_the_raw_window_once_for_storms_and_spend_and_drops_it(em
     assert (copies[0].start, copies[0].end) == (ROUND_AT - cycle.FAST_WINDOW, ROUND_AT)
     assert given == {"detect_retry_storms": copies[0], "detect_spend_anomalies": copies[0]}
     assert not _tables(embedded_store, {copies[0].table})  # dropped at the round's end
+
+
+def test_a_server_store_reads_raw_no_copy_is_made() -> None:
+    asked: list[str] = []
+
+    class Server:  # what a statement reaching a ClickHouse server sees: any replica behind one address
+        def query_text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
+            asked.append(sql)
+            return ""
+
+    copy = raw_window.read(Server(), start=NOW - WINDOW, end=NOW)
+    assert copy is None and asked == []
+    assert raw_window.source(copy, start=NOW - WINDOW, end=NOW) == RAW

@@ -10,8 +10,10 @@ or drops every version of an event together, and a narrower range read from the 
 
 The statements of one round see one snapshot: an event stored after the copy is read by the next round, as an event
 stored after a statement was. A ``Memory`` database's tables are not written to disk: a round drops its copy
-(:func:`drop`), and one a crash left behind is gone when the process (embedded) or the server restarts. A store
-that cannot make the copy (a server user without the grant) costs the saving, not the detectors: they read raw.
+(:func:`drop`), and one a crash left behind is gone with the process. Only the embedded store copies: it is one
+engine in this process, so every statement of the round reaches the copy. A ClickHouse server may be replicas behind
+one address, where a statement can reach a replica without the copy: a server store reads raw, as before (not
+measured there). A copy the engine refuses costs the saving, not the detectors: they read raw.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from spendstream.sinks.embedded import EmbeddedStore
 from spendstream.sinks.store import StoreError, TextQuerier, sql_time
 
 log = logging.getLogger(__name__)
@@ -50,10 +53,13 @@ def source(window: RawWindow | None, *, start: datetime, end: datetime) -> str:
 
 
 def read(querier: TextQuerier, *, start: datetime, end: datetime) -> RawWindow | None:
-    """Copy raw ``[start, end)`` once for the statements of a round; None (they read raw) where the store refuses.
+    """Copy raw ``[start, end)`` once for the statements of a round; None (they read raw) on a server store, or where
+    the store refuses.
 
     Three statements: the database (if missing), the table (a ``Memory`` database cannot create one from a query in
     one statement), the copy."""
+    if not isinstance(querier, EmbeddedStore):
+        return None
     table = f"{DATABASE}.w_{uuid.uuid4().hex}"
     columns = ", ".join(COLUMNS)
     try:
