@@ -1,7 +1,7 @@
 """The whole detection pass (budgets, retry storms, spend anomalies, as notify runs them): wall and CPU per run.
 
-A pass computes the rollups' watermarks once for budgets and storms, and the baselines' hour once for storms and
-spend, as a round of ``alerting/cycle.py`` does.
+A pass computes the rollups' watermarks once for budgets and storms, and the baselines' hour and the copy of the
+fast windows' raw events once for storms and spend, as a round of ``alerting/cycle.py`` does.
 
     python bench/detection_pass_cpu.py DIR --result /work/scratch/rs/read_scale_5000000.json --runs 9
     python bench/detection_pass_cpu.py DIR --result ... --at 10:17 --refresh   # at that time of the last day
@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from spendstream.alerting.cycle import FAST_WINDOW  # noqa: E402
+from spendstream.detect import raw_window  # noqa: E402
 from spendstream.detect.anomaly import detect_spend_anomalies  # noqa: E402
 from spendstream.detect.baseline import newest_hour, refresh  # noqa: E402
 from spendstream.detect.budgets import Budget, evaluate  # noqa: E402
@@ -77,8 +79,10 @@ def main() -> int:
             began, cpu = time.perf_counter(), time.process_time()
             marks = pass_marks(store, budgets)  # once for budgets and storms, as a round of the cycle
             hour = newest_hour(store, now)  # once for storms and spend, as a round of the cycle
-            evaluate(store, budgets, now, marks=marks) + detect_retry_storms(store, now, marks=marks, hour=hour) + \
-                detect_spend_anomalies(store, now, hour=hour)
+            raw = raw_window.read(store, start=now - FAST_WINDOW, end=now)  # once for storms and spend, as a round
+            evaluate(store, budgets, now, marks=marks) + detect_retry_storms(
+                store, now, marks=marks, hour=hour, raw=raw) + detect_spend_anomalies(store, now, hour=hour, raw=raw)
+            raw_window.drop(store, raw)
             if run:
                 walls.append(time.perf_counter() - began)
                 cpus.append(time.process_time() - cpu)

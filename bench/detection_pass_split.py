@@ -2,10 +2,11 @@
 
     PYTHONPATH=. .venv/bin/python bench/detection_pass_split.py DIR --result LOAD.json --at 16:50 --runs 7
 
-The pass as ``bench/detection_pass_cpu.py`` runs it (watermarks and the baselines' hour once, budgets, retry storms,
-spend anomalies), at ``--at`` of the history's last day; medians over ``--runs`` after one warm-up. Rows are chdb's
-own count of what each statement read from storage (``storage_rows_read``); CPU is the process's around the
-statement (the engine runs in-process), so the pass's CPU less the statements' is Python's (and Arrow inserts').
+The pass as ``bench/detection_pass_cpu.py`` runs it (watermarks, the baselines' hour and the raw window's copy once,
+budgets, retry storms, spend anomalies), at ``--at`` of the history's last day; medians over ``--runs`` after one
+warm-up. Rows are chdb's own count of what each statement read from storage (``storage_rows_read``); CPU is the
+process's around the statement (the engine runs in-process), so the pass's CPU less the statements' is Python's (and
+Arrow inserts').
 Run it on two stores (5M and 50M events) to see which statements, or how much Python, grow with the window.
 """
 
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import spendstream.sinks.embedded as embedded
+from spendstream.alerting.cycle import FAST_WINDOW
+from spendstream.detect import raw_window
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.baseline import newest_hour
 from spendstream.detect.budgets import Budget, evaluate
@@ -77,8 +80,10 @@ def main() -> int:
             marks = pass_marks(store, budgets)
             hour = newest_hour(store, now)  # once for storms and spend, as a round of the cycle
             evaluate(store, budgets, now, marks=marks)
-            detect_retry_storms(store, now, marks=marks, hour=hour)
-            detect_spend_anomalies(store, now, hour=hour)
+            raw = raw_window.read(store, start=now - FAST_WINDOW, end=now)  # once for storms and spend, as a round
+            detect_retry_storms(store, now, marks=marks, hour=hour, raw=raw)
+            detect_spend_anomalies(store, now, hour=hour, raw=raw)
+            raw_window.drop(store, raw)
             if not run:
                 continue
             passes.append((time.process_time() - cpu) * 1000)

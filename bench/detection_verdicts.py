@@ -19,7 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from spendstream.detect import state
+from spendstream.alerting.cycle import FAST_WINDOW
+from spendstream.detect import raw_window, state
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.baseline import newest_hour
 from spendstream.detect.budgets import Budget, evaluate
@@ -60,9 +61,12 @@ def main() -> int:
             out.append({"now": str(now)})
             marks = pass_marks(store, budgets)  # once for budgets and storms, as a round of the cycle
             hour = newest_hour(store, now)  # once for storms and spend, as a round of the cycle
-            for alert in evaluate(store, budgets, now, marks=marks) + detect_retry_storms(
-                    store, now, marks=marks, hour=hour) + detect_spend_anomalies(store, now, hour=hour):
+            raw = raw_window.read(store, start=now - FAST_WINDOW, end=now)  # once for storms and spend, as a round
+            for alert in (evaluate(store, budgets, now, marks=marks)
+                          + detect_retry_storms(store, now, marks=marks, hour=hour, raw=raw)
+                          + detect_spend_anomalies(store, now, hour=hour, raw=raw)):
                 out.append({k: str(v) for k, v in alert.model_dump().items() if k != "id"})
+            raw_window.drop(store, raw)
             now += timedelta(minutes=5)
     finally:
         store.close()

@@ -5,7 +5,8 @@ Detection (the hourly baselines, then budgets, retry storms, spend anomalies, co
 alert in ``alerts``, the outbox. Budgets and retry storms read rollups: the round computes their watermarks
 once, after the baselines, and hands them to both (:func:`~spendstream.detect.pass_marks.pass_marks`); retry storms
 and spend anomalies read this hour's baselines, whose hour the round finds once too
-(:func:`~spendstream.detect.baseline.newest_hour`). The
+(:func:`~spendstream.detect.baseline.newest_hour`), and both read the last minutes of raw events from one copy the
+round makes when the first asks and drops at its end (:mod:`spendstream.detect.raw_window`). The
 baselines are re-learned once an hour; a long-running cycle (the worker's leader, ``notify`` without
 ``--once``) only starts that refresh, beside the round (:mod:`spendstream.alerting.refresher`), and the round's
 detectors use the newest stored baselines meanwhile; a single round (``notify --once``) runs it first, so it
@@ -27,12 +28,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
 from spendstream.alerting.delivery import AlertRouting, Notifier, PassReport, load_routing, store_new_alerts
 from spendstream.alerting.refresher import BackgroundRefresh
+from spendstream.detect import raw_window
 from spendstream.detect.anomaly import detect_spend_anomalies
 from spendstream.detect.baseline import newest_hour
 from spendstream.detect.baseline import refresh as refresh_baselines
@@ -40,11 +42,16 @@ from spendstream.detect.budgets import Budget, evaluate, load_budgets
 from spendstream.detect.cost_drift import CostDriftDetector, detect_cost_drift
 from spendstream.detect.pass_marks import pass_marks
 from spendstream.detect.retry_storm import detect_retry_storms
+from spendstream.detect.spend import SpendAnomalyRule
+from spendstream.detect.storm import RetryStormRule
 from spendstream.schemas.alert import Alert
 from spendstream.settings import Settings
 from spendstream.sinks.store import Store
 
 log = logging.getLogger(__name__)
+
+# the raw minutes retry storms and spend anomalies read (their fast windows, as the round runs their rules)
+FAST_WINDOW = timedelta(minutes=max(RetryStormRule().window_minutes, SpendAnomalyRule().window_minutes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,23 +122,29 @@ class AlertCycle:
         marks = cache(lambda: pass_marks(self.store, budgets))
         # the hour whose baselines storms and spend use, probed once when the first asks (after the baselines)
         hour = cache(lambda: newest_hour(self.store, now))
+        # the fast windows' raw events, copied once when the first asks (after the baselines) and dropped below
+        raw = cache(lambda: raw_window.read(self.store, start=now - FAST_WINDOW, end=now))
         detectors: dict[str, Callable[[], list[Alert]]] = {
             # once an hour: what the two below expect (without it they use the last hour's, then nothing)
             "baselines": (lambda: self._refresh_beside(now)) if self.refresher else (
                 lambda: _no_alerts(refresh_baselines(self.store, now))),
             "budgets": lambda: evaluate(self.store, budgets, now, marks=marks()),
-            "retry storms": lambda: detect_retry_storms(self.store, now, marks=marks(), hour=hour()),
-            "spend anomalies": lambda: detect_spend_anomalies(self.store, now, hour=hour()),
+            "retry storms": lambda: detect_retry_storms(self.store, now, marks=marks(), hour=hour(), raw=raw()),
+            "spend anomalies": lambda: detect_spend_anomalies(self.store, now, hour=hour(), raw=raw()),
             "cost drift": lambda: detect_cost_drift(self.store, now, self.config.cost_drift),
         }
         alerts: list[Alert] = []
         errors: dict[str, str] = {}
-        for name, detect in detectors.items():
-            try:
-                alerts.extend(detect())
-            except Exception as exc:  # a bug or a failed query in one detector must not silence the others
-                log.error("detector %s failed; its alerts are missing from this round", name, exc_info=True)
-                errors[name] = f"{type(exc).__name__}: {exc}"
+        try:
+            for name, detect in detectors.items():
+                try:
+                    alerts.extend(detect())
+                except Exception as exc:  # a bug or a failed query in one detector must not silence the others
+                    log.error("detector %s failed; its alerts are missing from this round", name, exc_info=True)
+                    errors[name] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if raw.cache_info().currsize:
+                raw_window.drop(self.store, raw())
         raised = store_new_alerts(self.store, alerts)
         detect_s = time.monotonic() - started
         return CycleReport(raised, errors, self.notifier.run_pass() if self.notifier else None, detect_s)

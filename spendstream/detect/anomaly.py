@@ -29,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.detect import baseline, state
+from spendstream.detect import baseline, raw_window, state
 from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, paging
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
+from spendstream.detect.raw_window import RawWindow
 from spendstream.detect.retry_storm import KIND as STORM
 from spendstream.detect.spend import SpendAnomalyRule
 from spendstream.schemas.alert import Alert
@@ -43,9 +44,10 @@ _SPEND = ("usd", "attempts", "late_usd", "late_attempts")  # the window's column
 
 
 def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None,
-                 leaves_of: datetime | None = None) -> dict[str, tuple[float, float, float, float]]:
+                 leaves_of: datetime | None = None, raw: RawWindow | None = None
+                 ) -> dict[str, tuple[float, float, float, float]]:
     """:func:`spend_window` as a dict: subject -> (USD, attempts, USD and attempts in ``[since, end)``)."""
-    table = spend_window(store, start=start, end=end, since=since, leaves_of=leaves_of)
+    table = spend_window(store, start=start, end=end, since=since, leaves_of=leaves_of, raw=raw)
     if not table.num_rows:
         return {}
     columns = [table[c].to_pylist() for c in _SPEND]
@@ -53,7 +55,7 @@ def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetim
 
 
 def spend_window(store: Store, *, start: datetime, end: datetime, since: datetime | None = None,
-                 leaves_of: datetime | None = None) -> pa.Table:
+                 leaves_of: datetime | None = None, raw: RawWindow | None = None) -> pa.Table:
     """Per subject, (USD, attempts) in ``[start, end)`` and in ``[since, end)`` (``since``: ``start`` when
     None), from raw ``FINAL`` in one scan; a feature × customer × model only where the baselines of hour
     ``leaves_of`` hold it (None: none; ``baseline.PASS_SUBJECTS_SQL``: the others get no verdict).
@@ -63,13 +65,15 @@ def spend_window(store: Store, *, start: datetime, end: datetime, since: datetim
     (every event is four subjects). :func:`recent_requests` counts the requests of the few subjects judged.
     As Arrow, not JSON, and kept as Arrow by the pass: a subject per active customer and feature × customer pair
     (26k at 50M events, the last ten minutes of a busy hour), which parsed value by value cost as much as the
-    query; the pass turns into Python only the subjects it judges (:func:`detect_spend_anomalies`)."""
+    query; the pass turns into Python only the subjects it judges (:func:`detect_spend_anomalies`). ``raw``: the
+    round's copy of raw (:mod:`~spendstream.detect.raw_window`), read where it holds ``[start, end)``."""
     return store.query_arrow(f"""
         SELECT subject, toFloat64(sumIf(ifNull(total_cost, 0), priced)) AS usd, toFloat64(count()) AS attempts,
                toFloat64(sumIf(ifNull(total_cost, 0), priced AND ts >= {{c:DateTime64(3, 'UTC')}})) AS late_usd,
                toFloat64(countIf(ts >= {{c:DateTime64(3, 'UTC')}})) AS late_attempts
         FROM (SELECT {baseline.PASS_SUBJECTS_SQL} AS subject, ts, total_cost, priced
-              FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
+              FROM {raw_window.source(raw, start=start, end=end)}
+              WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE NOT endsWith(subject, '=') GROUP BY subject
         SETTINGS output_format_arrow_string_as_string = 1""",
                               {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
@@ -77,16 +81,17 @@ def spend_window(store: Store, *, start: datetime, end: datetime, since: datetim
 
 
 def recent_requests(store: Store, subjects: Collection[str], *, start: datetime, end: datetime,
-                    since: datetime | None = None) -> dict[str, tuple[float, float]]:
+                    since: datetime | None = None, raw: RawWindow | None = None) -> dict[str, tuple[float, float]]:
     """Per subject of ``subjects``, the distinct requests (a request: its id, or the event's) in ``[start, end)``
-    and in ``[since, end)``, from raw ``FINAL``; a subject with none is absent."""
+    and in ``[since, end)``, from raw ``FINAL`` (or ``raw``, the round's copy of it); a subject with none is absent."""
     if not subjects:
         return {}
     rows = query_result(store, f"""
         SELECT subject, toFloat64(uniqExact(request)),
                toFloat64(uniqExactIf(request, ts >= {{c:DateTime64(3, 'UTC')}}))
         FROM (SELECT {baseline.subjects_sql(subjects)} AS subject, ts, ifNull(request_id, event_id) AS request
-              FROM usage_events FINAL WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
+              FROM {raw_window.source(raw, start=start, end=end)}
+              WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
         WHERE subject IN {{s:Array(String)}} GROUP BY subject""",
                         {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
                          "s": sql_strings(subjects)}).rows
@@ -94,16 +99,18 @@ def recent_requests(store: Store, subjects: Collection[str], *, start: datetime,
 
 
 def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
-                           hysteresis: Hysteresis | None = None, hour: datetime | None = None) -> list[Alert]:
+                           hysteresis: Hysteresis | None = None, hour: datetime | None = None,
+                           raw: RawWindow | None = None) -> list[Alert]:
     """Alerts to store now (spend anomalies firing or resolved, new spenders); the incidents' state is saved.
     ``hour``: the hour whose baselines the round uses (:func:`~spendstream.detect.baseline.newest_hour`, found once
-    for storms and spend), else found here."""
+    for storms and spend), else found here; ``raw``: the round's copy of the fast window's raw events
+    (:func:`~spendstream.detect.raw_window.read`, read once for storms and spend), else raw is read."""
     rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
     window = timedelta(minutes=rule.window_minutes)
     short = timedelta(minutes=rule.short_minutes)
     hour = hour or baseline.newest_hour(store, now)  # once: the leaves the scan keeps, the baselines read
     recent = spend_window(store, start=now - window, end=now, since=now - short if rule.short_minutes else None,
-                          leaves_of=hour)
+                          leaves_of=hour, raw=raw)
     if not recent.num_rows:
         recent = pa.table({"subject": pa.array([], pa.string()), **{c: pa.array([], pa.float64()) for c in _SPEND}})
     # with the retry storms this round already stepped (``AlertCycle`` runs them first): a spend rise on a
@@ -142,7 +149,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     # requests of those that are (most passes: none) and judge them again.
     if fast.hot.any():
         counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot)], start=now - window,
-                                  end=now, since=now - short if rule.short_minutes else None)
+                                  end=now, since=now - short if rule.short_minutes else None, raw=raw)
         for subject, (n, late_n) in counted.items():
             seen[index[subject], 1], seen[index[subject], 3] = n, late_n  # (``requests`` and ``late``: views)
         fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
@@ -172,7 +179,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names)
     open_ = [s for s, st in steps.items() if st.after is not None]
     features = [s for s in open_ if s.startswith("feature=") and baseline.PAIR_MARK not in s]
-    teams = (teams_of(store, features, start=now - window, end=now)
+    teams = (teams_of(store, features, start=now - window, end=now, raw=raw)
              if features and any(s.startswith("team=") for s in open_) else {})
     steps = correlate(steps, teams, elsewhere=paging(storms))
     for subject, step in steps.items():
@@ -220,12 +227,14 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table[name].to_numpy(), dtype=float)
 
 
-def teams_of(store: Store, features: list[str], *, start: datetime, end: datetime) -> dict[str, set[str]]:
-    """The teams each of ``features`` (subjects) spent under in ``[start, end)``, from raw ``FINAL``."""
+def teams_of(store: Store, features: list[str], *, start: datetime, end: datetime,
+             raw: RawWindow | None = None) -> dict[str, set[str]]:
+    """The teams each of ``features`` (subjects) spent under in ``[start, end)``, from raw ``FINAL`` (or ``raw``,
+    the round's copy of it)."""
     params = {"a": sql_time(start), "b": sql_time(end)} | {f"f{i}": f.removeprefix("feature=")
                                                           for i, f in enumerate(features)}
     rows = query_result(store, f"""
-        SELECT DISTINCT feature, team FROM usage_events FINAL
+        SELECT DISTINCT feature, team FROM {raw_window.source(raw, start=start, end=end)}
         WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND ifNull(team, '') != ''
           AND feature IN ({', '.join(f'{{f{i}:String}}' for i in range(len(features)))})""", params).rows
     teams: dict[str, set[str]] = {}

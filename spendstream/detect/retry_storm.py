@@ -67,9 +67,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.detect import baseline, state
+from spendstream.detect import baseline, raw_window, state
 from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, parents
 from spendstream.detect.incidents import Hysteresis
+from spendstream.detect.raw_window import RawWindow
 from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.detect.windows import Window, windowed
 from spendstream.schemas.alert import Alert
@@ -102,12 +103,14 @@ def pass_marks(querier: TextQuerier) -> dict[str, datetime]:
     return rollups.watermarks(querier, ROLLUPS)
 
 
-def fast_window(store: Store, *, start: datetime, end: datetime, latest: datetime | None = None) -> list[dict]:
+def fast_window(store: Store, *, start: datetime, end: datetime, raw: RawWindow | None = None,
+                latest: datetime | None = None) -> list[dict]:
     """:func:`fast_rows` as Python rows."""
-    return fast_rows(store, start=start, end=end, latest=latest).to_pylist()
+    return fast_rows(store, start=start, end=end, raw=raw, latest=latest).to_pylist()
 
 
-def fast_rows(store: Store, *, start: datetime, end: datetime, latest: datetime | None = None) -> pa.Table:
+def fast_rows(store: Store, *, start: datetime, end: datetime, raw: RawWindow | None = None,
+              latest: datetime | None = None) -> pa.Table:
     """Per subject (feature, customer, feature x customer pair) and provider in ``[start, end)``, from raw:
     attempts, failures, the longest request, errors, and ``others``: what all other traffic on the provider failed
     at in the minutes of the subject's attempts (each minute's ratio weighted by the subject's attempts in it; the
@@ -116,27 +119,34 @@ def fast_rows(store: Store, *, start: datetime, end: datetime, latest: datetime 
     storm must still fail (``RetryStormRule.storm_now_minutes``).
 
     As Arrow, not JSON: a row per active customer and provider (thousands in ten busy minutes at 50M events).
-    One read of raw: the minutes are a grouping of it, their providers' totals a window function over that."""
+    The minutes are a grouping of raw (``raw``: the round's copy of it, :mod:`~spendstream.detect.raw_window`),
+    joined with their providers' totals, a grouping of the same rows by provider and minute: the totals' own
+    statement over the copy costs a few ms, where a window function over the subjects' minutes sorted them all.
+    A feature's subject counts towards the totals as it counts in ``judge``: a name the subjects keep (not ending
+    in ``=``) that is not a pair's."""
+    source = raw_window.source(raw, start=start, end=end)
+    where = "ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}"
+    feature = "concat('feature=', ifNull(feature, ''))"
+    counted = f"NOT endsWith({feature}, '=') AND NOT position({feature}, {{mark:String}})"
     return store.query_arrow(f"""
         SELECT subject, provider, toFloat64(sum(n)) AS attempts, toFloat64(sum(f)) AS failed,
                toFloat64(max(longest)) AS max_attempt, sum(rl) AS rate_limited, sum(se) AS server_errors,
                sum(tm) AS timeouts, sum(io) AS invalid_outputs, toFloat64(sum(ln)) AS latest_attempts,
                toFloat64(sum(lf)) AS latest_failed,
                sum(n * if(all_n > n, greatest(all_f - f, 0) / (all_n - n), 0)) / attempts AS others
-        FROM (SELECT *, sumIf(n, counted) OVER (PARTITION BY provider, minute) AS all_n,
-                     sumIf(f, counted) OVER (PARTITION BY provider, minute) AS all_f
-              FROM (SELECT subject, ifNull(provider, '') AS provider, toStartOfMinute(ts) AS minute,
-                           count() AS n, countIf(status != 'ok') AS f, max(attempt) AS longest,
-                           countIf(ts >= {{l:DateTime64(3, 'UTC')}}) AS ln,
-                           countIf(ts >= {{l:DateTime64(3, 'UTC')}} AND status != 'ok') AS lf,
-                           countIf(status = 'rate_limited' OR http_status = 429) AS rl,
-                           countIf(http_status >= 500) AS se, countIf(status = 'timeout') AS tm,
-                           countIf(status = 'invalid_output') AS io,
-                           startsWith(subject, 'feature=') AND NOT position(subject, {{mark:String}}) AS counted
-                    FROM (SELECT {_FAST_SUBJECTS} AS subject, provider, status, http_status, attempt, ts
-                          FROM usage_events FINAL
-                          WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
-                    WHERE NOT endsWith(subject, '=') GROUP BY subject, provider, minute))
+        FROM (SELECT subject, ifNull(provider, '') AS provider, toStartOfMinute(ts) AS minute,
+                     count() AS n, countIf(status != 'ok') AS f, max(attempt) AS longest,
+                     countIf(ts >= {{l:DateTime64(3, 'UTC')}}) AS ln,
+                     countIf(ts >= {{l:DateTime64(3, 'UTC')}} AND status != 'ok') AS lf,
+                     countIf(status = 'rate_limited' OR http_status = 429) AS rl,
+                     countIf(http_status >= 500) AS se, countIf(status = 'timeout') AS tm,
+                     countIf(status = 'invalid_output') AS io
+              FROM (SELECT {_FAST_SUBJECTS} AS subject, provider, status, http_status, attempt, ts
+                    FROM {source} WHERE {where})
+              WHERE NOT endsWith(subject, '=') GROUP BY subject, provider, minute) AS minutes
+        LEFT JOIN (SELECT ifNull(provider, '') AS provider, toStartOfMinute(ts) AS minute, countIf({counted}) AS all_n,
+                          countIf({counted} AND status != 'ok') AS all_f
+                   FROM {source} WHERE {where} GROUP BY provider, minute) AS totals USING (provider, minute)
         GROUP BY subject, provider
         SETTINGS output_format_arrow_string_as_string = 1""",
         {"a": sql_time(start), "b": sql_time(end), "l": sql_time(latest or start),
@@ -244,16 +254,18 @@ def storm_free_windows(querier: TextQuerier, *, end: datetime, starts: Mapping[s
 
 
 def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime, subject: str = _SUBJECTS,
-                    keys: str = "1", params: Mapping[str, str] | None = None) -> dict[str, tuple[float, float]]:
+                    keys: str = "1", params: Mapping[str, str] | None = None, raw: RawWindow | None = None
+                    ) -> dict[str, tuple[float, float]]:
     """Per subject: (the most distinct requests of one fingerprinted shape, USD of the repeats beyond each
     shape's first). ``subject``: the subjects an event counts for (SQL); ``keys``: a condition on the events'
-    feature and customer, with its ``params``."""
+    feature and customer, with its ``params``; ``raw``: the round's copy of raw
+    (:mod:`~spendstream.detect.raw_window`)."""
     rows = query_result(querier, f"""
         SELECT subject, max(n), sum(repeated) FROM (
             SELECT {subject} AS subject, n, repeated FROM (
                 SELECT feature, customer, toFloat64(uniqExact(ifNull(request_id, event_id))) AS n,
                        toFloat64(sum(ifNull(total_cost, 0))) * (n - 1) / n AS repeated
-                FROM usage_events FINAL
+                FROM {raw_window.source(raw, start=start, end=end)}
                 WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND attempt = 1
                       AND prefix_fingerprint IS NOT NULL AND prefix_fingerprint != '' AND {keys}
                 GROUP BY feature, customer, prefix_fingerprint, model, input_tokens
@@ -288,7 +300,7 @@ def slow_loops(querier: TextQuerier, *, now: datetime, slow: timedelta, marks: M
 
 
 def pair_loops(querier: TextQuerier, *, start: datetime, end: datetime, slow: timedelta, features: Collection[str],
-               customers: Collection[str], marks: Mapping[str, datetime] | None = None
+               customers: Collection[str], marks: Mapping[str, datetime] | None = None, raw: RawWindow | None = None
                ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
     """For the feature x customer pairs of ``features`` x ``customers`` (``feature=…``, ``customer=…``): what
     :func:`repeated_shapes` (``[start, end)``) and :func:`slow_loops` (``slow`` before ``end``) say of each pair.
@@ -302,7 +314,8 @@ def pair_loops(querier: TextQuerier, *, start: datetime, end: datetime, slow: ti
         return {}, {}
     keys = "feature IN {f:Array(String)} AND customer IN {c:Array(String)}"
     named = {"f": sql_strings(f), "c": sql_strings(c)}
-    return (repeated_shapes(querier, start=start, end=end, subject=baseline.PAIR_SQL, keys=keys, params=named),
+    return (repeated_shapes(querier, start=start, end=end, subject=baseline.PAIR_SQL, keys=keys, params=named,
+                            raw=raw),
             slow_loops(querier, now=end, slow=slow, marks=marks, subject=baseline.PAIR_SQL, keys=keys, params=named))
 
 
@@ -413,8 +426,8 @@ def _lookup(names: pa.Array, counts: Mapping[str, tuple[float, float]]) -> np.nd
 
 
 def _loop_pairs(querier: TextQuerier, rule: RetryStormRule, *, now: datetime, loops: Mapping[str, tuple[float, float]],
-                slowly: Mapping[str, tuple[float, float]], marks: Mapping[str, datetime] | None
-                ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+                slowly: Mapping[str, tuple[float, float]], marks: Mapping[str, datetime] | None,
+                raw: RawWindow | None = None) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
     """The feature x customer pairs that loop on a request shape (:func:`pair_loops`: read only when a feature and
     a customer loop on one), as ``loops`` and ``slowly`` count a subject's repeats."""
     names = sorted(set(loops) | set(slowly))
@@ -426,7 +439,7 @@ def _loop_pairs(querier: TextQuerier, rule: RetryStormRule, *, now: datetime, lo
 
     looping = shaped(loops, slowly, names)
     fast, slow = pair_loops(querier, start=now - timedelta(minutes=rule.window_minutes), end=now,
-                            slow=timedelta(minutes=rule.slow_minutes), marks=marks,
+                            slow=timedelta(minutes=rule.slow_minutes), marks=marks, raw=raw,
                             features=[s for s in looping if s.startswith("feature=") and not _is_pair(s)],
                             customers=[s for s in looping if s.startswith("customer=")])
     pairs = shaped(fast, slow, sorted(set(fast) | set(slow)))
@@ -435,24 +448,25 @@ def _loop_pairs(querier: TextQuerier, rule: RetryStormRule, *, now: datetime, lo
 
 def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | None = None,
                         hysteresis: Hysteresis | None = None, marks: Mapping[str, datetime] | None = None,
-                        hour: datetime | None = None) -> list[Alert]:
+                        hour: datetime | None = None, raw: RawWindow | None = None) -> list[Alert]:
     """Alerts to store now (storms firing or resolved); the incidents' state is saved. ``marks``: the pass's
     watermarks (:func:`~spendstream.detect.pass_marks.pass_marks`: computed once for budgets and storms), else
     computed here (:func:`pass_marks`); ``hour``: the hour whose baselines the round uses
-    (:func:`~spendstream.detect.baseline.newest_hour`, found once for storms and spend), else found here."""
+    (:func:`~spendstream.detect.baseline.newest_hour`, found once for storms and spend), else found here; ``raw``: the
+    round's copy of the fast window's raw events (:func:`~spendstream.detect.raw_window.read`), else raw is read."""
     rule, hysteresis = rule or RetryStormRule(), hysteresis or HYSTERESIS
     window, slow = timedelta(minutes=rule.window_minutes), timedelta(minutes=rule.slow_minutes)
     marks = pass_marks(store) if marks is None else marks
-    loops = repeated_shapes(store, start=now - window, end=now)
+    loops = repeated_shapes(store, start=now - window, end=now, raw=raw)
     slowly = slow_loops(store, now=now, slow=slow, marks=marks)
     loops |= {s: (0.0, 0.0) for s in slowly if s not in loops}
-    fast = fast_rows(store, start=now - window, end=now,  # as Arrow: most rows are left out (_candidates)
+    fast = fast_rows(store, start=now - window, end=now, raw=raw,  # as Arrow: most rows are left out (_candidates)
                      latest=now - timedelta(minutes=rule.storm_now_minutes))
     guard = timedelta(minutes=rule.burn_now_minutes or rule.window_minutes)
     features = feature_windows(store, start=now - slow, end=now, guard=now - guard, marks=marks)
     incidents, marked = state.load(store, [KIND], marks={STORMED: now - slow})
     stormed = {subject: at for (_, subject), at in marked.items()}  # the end of its last paged storm, if recent
-    paired, paired_slowly = _loop_pairs(store, rule, now=now, loops=loops, slowly=slowly, marks=marks)
+    paired, paired_slowly = _loop_pairs(store, rule, now=now, loops=loops, slowly=slowly, marks=marks, raw=raw)
     loops |= paired
     slowly |= paired_slowly
     fast, loops, slowly = _candidates(rule, fast, loops, slowly, keep={s for _, s in incidents} | set(paired))
