@@ -166,12 +166,15 @@ def test_a_server_store_reads_raw_no_copy_is_made() -> None:
 _WINDOWED = """
     SELECT subject, provider, toFloat64(sum(n)) AS attempts, toFloat64(sum(f)) AS failed,
            toFloat64(max(longest)) AS max_attempt, sum(rl) AS rate_limited, sum(se) AS server_errors,
-           sum(tm) AS timeouts, sum(io) AS invalid_outputs,
+           sum(tm) AS timeouts, sum(io) AS invalid_outputs, toFloat64(sum(ln)) AS latest_attempts,
+           toFloat64(sum(lf)) AS latest_failed,
            sum(n * if(all_n > n, greatest(all_f - f, 0) / (all_n - n), 0)) / attempts AS others
     FROM (SELECT *, sumIf(n, counted) OVER (PARTITION BY provider, minute) AS all_n,
                  sumIf(f, counted) OVER (PARTITION BY provider, minute) AS all_f
           FROM (SELECT subject, ifNull(provider, '') AS provider, toStartOfMinute(ts) AS minute,
                        count() AS n, countIf(status != 'ok') AS f, max(attempt) AS longest,
+                       countIf(ts >= {l:DateTime64(3, 'UTC')}) AS ln,
+                       countIf(ts >= {l:DateTime64(3, 'UTC')} AND status != 'ok') AS lf,
                        countIf(status = 'rate_limited' OR http_status = 429) AS rl,
                        countIf(http_status >= 500) AS se, countIf(status = 'timeout') AS tm,
                        countIf(status = 'invalid_output') AS io,
@@ -197,13 +200,13 @@ def test_the_fast_windows_provider_totals_by_a_join_equal_the_window_functions(e
         events.append({**events[k], "event_id": f"{tag}-odd{k}", "feature": feature,
                        "status": ("error", "ok")[k % 2], "ts": (at - timedelta(seconds=41 * k + 3)).isoformat()})
     _write(embedded_store, events)
-    start = at - WINDOW
+    start, latest = at - WINDOW, at - timedelta(minutes=5)  # and the newest minutes a storm is judged on
     reference = embedded_store.query_arrow(_WINDOWED.replace("SUBJECTS", retry_storm._FAST_SUBJECTS), {
-        "a": sql_time(start), "b": sql_time(at), "mark": baseline.PAIR_MARK})
+        "a": sql_time(start), "b": sql_time(at), "l": sql_time(latest), "mark": baseline.PAIR_MARK})
     copy = raw_window.read(embedded_store, start=start, end=at)
     try:
         for raw in (None, copy):
-            joined = retry_storm.fast_rows(embedded_store, start=start, end=at, raw=raw)
+            joined = retry_storm.fast_rows(embedded_store, start=start, end=at, raw=raw, latest=latest)
             ours, theirs = (_ours(t, tag).sort_by([("subject", "ascending"), ("provider", "ascending")]).to_pylist()
                             for t in (joined, reference))
             assert len(ours) >= 15 and any(r["subject"] == f"feature={tag}-x,customer=y" for r in ours)
