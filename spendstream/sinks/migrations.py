@@ -728,9 +728,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS price_excess_usd Float64 DEFAULT 0 COMMENT "
         "'USD above what those hours requests usually cost' AFTER per_request",
     )),
-    Migration(31, "customer_daily reads a range's partial days from the hours, not raw (Grafana's now - 7d)", (
-        reader_views.layered_view("customer_daily", shapes.CUSTOMER_DAYS),
-    )),
 )
 
 

@@ -23,7 +23,7 @@ from spendstream.sinks.rollups import CUSTOMER_HOURS, HOURS, MEASURES, Rollup, w
 SINCE, UNTIL = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
 
 
-def computed_once(select: str, grains: Sequence[Rollup], then: str = "") -> str:
+def computed_once(select: str, grains: Sequence[Rollup]) -> str:
     """``select`` with each of ``grains``' watermark computed once, in a ``WITH`` clause, where it was repeated.
 
     ``ranges.between`` writes a rollup's watermark into every bound it derives from the range (a
@@ -34,15 +34,10 @@ def computed_once(select: str, grains: Sequence[Rollup], then: str = "") -> str:
     """
     hoisted = []
     for rollup in grains:
-        name = watermark_name(rollup)
+        name = f"{rollup.name}_watermark"
         select = select.replace(watermark_sql(rollup), name)
         hoisted.append(f"({watermark_sql(rollup)}) AS {name}")
-    return f"WITH {', '.join([*hoisted, *([then] if then else [])])}\n{select}"
-
-
-def watermark_name(rollup: Rollup) -> str:
-    """The name ``computed_once`` gives ``rollup``'s watermark."""
-    return f"{rollup.name}_watermark"
+    return f"WITH {', '.join(hoisted)}\n{select}"
 
 
 def range_view(name: str, rollup: Rollup) -> str:
@@ -91,38 +86,25 @@ def movers(rollup: Rollup = CUSTOMER_HOURS) -> str:
 
 
 def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str:
-    """A parameterized view per day × ``days``' keys, exact for ``since <= ts < until``: the range's whole days
-    before ``days``' watermark from it, the rest from ``hours`` (``ranges.between``: its whole hours from the
-    rollup, the partial hours at the range's ends and what it has not caught up with from raw). The rest is
-    the partial days at the range's ends, today, and a day a late event reopened.
+    """A parameterized view per day × ``days``' keys, exact for ``since <= ts < until``: the days before
+    ``days``' watermark from it, the rest (today, a day a late event reopened) from ``hours``, and
+    the partial periods at the range's ends from raw (``ranges.between`` on each side).
 
     ``SELECT … FROM customer_daily(since = …, until = …)``; a day that is half from the day
     rollup and half from hours is two rows, to be summed.
-
-    Migration 31: a range that starts or ends inside a day (Grafana's ``now - 7d``) read that partial day from
-    raw, up to a day of events, where its hours are rollup rows: at 50M a week per customer read ~1.9M raw
-    events for it (BENCHMARKS.md, s18-custq18).
     """
     keys = ", ".join(days.keys)
     names = ", ".join(m.name for m in days.measures)
-    measures = [m.name for m in days.measures]
-    # the range's whole days are [first_day, last_day); the day rollup holds them up to its watermark
-    start = f"toDateTime64(toStartOfDay({SINCE}), 3, 'UTC')"
-    first_day = f"if({start} = {SINCE}, {start}, {start} + INTERVAL 1 DAY)"
-    last_day = f"greatest(toDateTime64(toStartOfDay({UNTIL}), 3, 'UTC'), first_day)"
-    head = between(hours, "toDate({t})", measures, since=SINCE, until=f"least(first_day, {UNTIL})")
-    after = between(hours, "toDate({t})", measures, since="days_end", until=UNTIL)
+    cut = f"({watermark_sql(days)})"
+    before = between(days, "toDate({t})", [m.name for m in days.measures], since=SINCE, until=f"least({UNTIL}, {cut})")
+    after = between(hours, "toDate({t})", [m.name for m in days.measures], since=f"greatest({SINCE}, {cut})",
+                    until=UNTIL)
     select = f"""
-        SELECT toDate(day) AS day, {keys}, {names} FROM {days.name} FINAL
-        WHERE day >= first_day AND day < days_end
-        UNION ALL
-        SELECT period AS day, {keys}, {names} FROM {head}
+        SELECT period AS day, {keys}, {names} FROM {before}
         UNION ALL
         SELECT period AS day, {keys}, {names} FROM {after}
         """
-    bounds = (f"{first_day} AS first_day, {last_day} AS last_day, "
-              f"least(greatest(toDateTime64({watermark_name(days)}, 3, 'UTC'), first_day), last_day) AS days_end")
-    return f"CREATE OR REPLACE VIEW {name} AS\n{computed_once(select, (days, hours), bounds)}"
+    return f"CREATE OR REPLACE VIEW {name} AS\n{computed_once(select, (days, hours))}"
 
 
 def counted_days_view(name: str, days: Rollup, hours: Rollup = HOURS) -> str:
