@@ -57,6 +57,7 @@ class Timing:
     reader: Reader
     runs_s: list[float]
     result_rows: int | None
+    cpu_s: tuple[float, ...] = ()  # process CPU of each timed run (chdb runs in the process)
 
     @property
     def median_s(self) -> float:
@@ -68,10 +69,15 @@ class Timing:
         ordered = sorted(self.runs_s)
         return ordered[math.ceil(0.95 * len(ordered)) - 1]
 
+    @property
+    def cpu_median_s(self) -> float | None:
+        return statistics.median(self.cpu_s) if self.cpu_s else None
+
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.reader.name, "group": self.reader.group, "window": self.reader.window,
                 "median_s": round(self.median_s, 4), "p95_s": round(self.p95_s, 4),
-                "runs_s": [round(r, 4) for r in self.runs_s], "result_rows": self.result_rows}
+                "runs_s": [round(r, 4) for r in self.runs_s], "result_rows": self.result_rows,
+                "cpu_s": [round(c, 4) for c in self.cpu_s]}
 
 
 def time_readers(readers: list[Reader], *, runs: int, log=print) -> list[Timing]:
@@ -82,18 +88,20 @@ def time_readers(readers: list[Reader], *, runs: int, log=print) -> list[Timing]
     instead of every run of one reader.
     """
     times: list[list[float]] = [[] for _ in readers]
+    cpus: list[list[float]] = [[] for _ in readers]
     results: list[Any] = [None] * len(readers)
     for round_ in range(runs + 1):
         began = time.perf_counter()
         for i, reader in enumerate(readers):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             results[i] = reader.run()
             if round_ > 0:
                 times[i].append(time.perf_counter() - start)
+                cpus[i].append(time.process_time() - cpu_start)
         log(f"  round {round_} ({'warm-up' if round_ == 0 else 'timed'}): {time.perf_counter() - began:.0f} s",
             flush=True)
-    return [Timing(reader, runs_s, _rows(result)) for reader, runs_s, result in zip(readers, times, results,
-                                                                                       strict=True)]
+    return [Timing(reader, runs_s, _rows(result), tuple(cpu_s))
+            for reader, runs_s, cpu_s, result in zip(readers, times, cpus, results, strict=True)]
 
 
 def _rows(result: Any) -> int | None:

@@ -66,7 +66,8 @@ def main() -> int:
             timings = time_readers(chosen, runs=args.runs)
             for timing in timings:
                 t = timing.as_dict()
-                print(f"| {t['name']} | {t['window']} | {t['median_s'] * 1000:.0f} ms | {t['p95_s'] * 1000:.0f} ms |")
+                print(f"| {t['name']} | {t['window']} | {t['median_s'] * 1000:.0f} ms | {t['p95_s'] * 1000:.0f} ms "
+                      f"| CPU {timing.cpu_median_s * 1000:.0f} ms |", flush=True)
         if args.out:
             storage = [dict(r, bytes_per_event=round(r["bytes"] / result["events"], 1))
                        for r in store.query(STORAGE_SQL).dicts()]

@@ -195,6 +195,16 @@ TOP_CUSTOMERS_FILTERED = (
     ({"feature": ["(none)"], "customer": ["(none)"]}, "feature IS NULL AND ifNull(customer, '(none)') = '(none)'"),
     ({"environment": ["prod"]}, "environment = 'prod'"),
 )
+# Cost per request by feature: requests counted per hour and feature at every team and environment with buckets
+# of an hour; the hours' request sets under a filter or with longer buckets (a distinct count adds up only over
+# its own keys and periods). What Grafana passes, the raw filter it means, and the bucket in seconds.
+COST_PER_REQUEST_CASES = (
+    (None, "1", 3600),
+    (None, "1", 7200),
+    ({"team": ["(none)"]}, "team IS NULL", 3600),
+    ({"environment": ["prod"]}, "environment = 'prod'", 3600),
+    ({"feature": ["(none)"]}, "ifNull(feature, '(none)') = '(none)'", 3600),  # `feature` is the raw query's alias
+)
 CUSTOMER_DAILY = """
     SELECT day, customer, sum(attempts), sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(list_cost_usd),
            sum(unpriced_attempts)
@@ -343,7 +353,7 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
         check(f"advisor bursts ({span})", sorted(busiest_shares(store, p, BUSIEST).items()),
               sorted((r["feature"], float(r["busiest_share"])) for r in store.query(BURSTS_RAW, p).dicts()))
         check(f"focus unpriced ({span})", [unpriced_events(store, p)], [store.query(UNPRICED_RAW, p).scalar()])
-        for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS):
+        for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS, *rollups.PANEL_GRAINS):
             raw, rolled = _shape_answers(store, rollup, p)
             check(f"{rollup.name} ({span})", rolled, raw)
         check(f"advisor caching ({span})", sorted(str(sorted(r.items())) for r in caching_potential(store, p)),
@@ -371,6 +381,14 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
             raw_sql = PANELS_RAW["Top customers"].replace("AND priced", f"AND priced AND {where}")
             raw = store.query(grafana_macros(raw_sql, **expand))
             check(f"panel Top customers ({span}, {variables})", _rows(rolled), _rows(raw))
+        panel = next(p for p in DASHBOARD["panels"] if p["title"] == "Cost per request by feature")
+        for variables, where, interval_s in COST_PER_REQUEST_CASES:
+            expand = {"from_s": int(since.timestamp()), "to_s": int(until.timestamp()), "interval_s": interval_s}
+            rolled = store.query(grafana_macros(panel["targets"][0]["rawSql"], variables=variables, **expand))
+            raw_sql = PANELS_RAW["Cost per request by feature"].replace("$__timeFilter(ts)",
+                                                                        f"$__timeFilter(ts) AND {where}")
+            raw = store.query(grafana_macros(raw_sql, **expand))
+            check(f"panel Cost per request by feature ({span}, {variables}, {interval_s} s)", _rows(rolled), _rows(raw))
     since, until = spans["days, inside minutes and hours"]
     dates = {"since": since.date().isoformat(), "until": until.date().isoformat(), "top": 10}
     compared = set()
@@ -441,6 +459,38 @@ def test_readers_on_the_rollups_equal_raw_through_duplicates_conflicts_and_late_
     assert _differences(store, spans) == [], "late events pending"
     _maintain(store)
     assert _differences(store, spans) == [], "maintained again"
+
+
+def test_cost_per_request_by_feature_counts_requests_per_hour_only_at_all_and_hour_buckets(embedded_store) -> None:
+    """At every team and environment, in buckets of an hour, the panel reads requests counted per hour and feature
+    (``feature_request_hours``) instead of merging ``usage_hours``' request sets (a week of request ids: ~0.9 s
+    of the panel's ~1 s CPU at 50M events, BENCHMARKS.md s18); with a team or environment filter, or buckets
+    longer than an hour, it merges the sets. The answers are checked against raw in the test above; this checks
+    which branch each case takes: the panel's ``counted`` flag, and that its branch is the one read."""
+    store = embedded_store
+    migrations.migrate(store)
+    panel = next(p for p in DASHBOARD["panels"] if p["title"] == "Cost per request by feature")
+    raw_sql = panel["targets"][0]["rawSql"]
+    until = datetime(2022, 6, 8, 0, 0, 30, tzinfo=timezone.utc)  # a month of this task's; nothing is written
+
+    def expand(interval_s: int, variables: dict | None) -> str:
+        return grafana_macros(raw_sql, from_s=int((until - timedelta(days=7)).timestamp()), to_s=int(until.timestamp()),
+                              interval_s=interval_s, variables=variables)
+
+    def counted(interval_s: int, variables: dict | None = None) -> bool:
+        sql = expand(interval_s, variables)
+        flag = sql.split("WITH ", 1)[1].split(" AS counted\n", 1)[0]
+        return bool(store.query(f"SELECT {flag}").scalar())
+
+    assert counted(3600) and counted(1800) and counted(60)  # Grafana passes at least the panel's hour
+    for interval_s in (7200, 5400, 3 * 3600, 86_400):
+        assert not counted(interval_s), interval_s
+    for variables in ({"team": ["t"]}, {"environment": ["prod"]}, {"team": ["t"], "environment": ["prod"]}):
+        assert not counted(3600, variables), variables
+    assert counted(3600, {"feature": ["f"]})  # a feature filter applies to either branch
+    # and the branch it takes is the only one read: a constant WHERE rules the other's parts out
+    parts = {t: int(n) for _db, t, n, _rows, _marks in store.query(f"EXPLAIN ESTIMATE {expand(7200, None)}").rows}
+    assert parts.get("feature_request_hours", 0) == 0, parts
 
 
 def test_the_ranges_make_the_partial_periods_matter(embedded_store) -> None:

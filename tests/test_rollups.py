@@ -267,14 +267,15 @@ def regrain_check(path: str) -> None:
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
     tens = store.query("SELECT uniqExact(toStartOfTenMinutes(ts)) FROM usage_events").scalar()
-    # migrations 17, 19-22 and 28 compute the readers' rollups from the raw rows, and record their periods done
+    # migrations 17, 19-22, 28 and 31 compute the readers' rollups from the raw rows, and record their periods
+    # done
     assert done == [("advice_hours", hours), ("burst_hours", hours), ("customer_days", days),
                     ("customer_hours", hours), ("customer_provider_hours", hours), ("deployment_minutes", 200),
-                    ("feature_days", days),
-                    ("feature_failures", windows), ("loop_shapes", tens), ("override_hours", hours),
+                    ("feature_days", days), ("feature_failures", windows), ("feature_request_hours", hours),
+                    ("loop_shapes", tens), ("override_hours", hours),
                     ("prefix_hours", hours), ("prefix_windows", windows), ("report_hours", hours),
                     ("team_days", days), ("unpriced_hours", hours), ("usage_hours", hours), ("usage_minutes", 200)]
-    for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS):
+    for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS, *rollups.PANEL_GRAINS):
         assert _grouped(store, rollup, "rollup") == _grouped(store, rollup, "raw"), rollup.name
     assert store.query("SELECT count() FROM prefix_windows").scalar() > 0
     assert str(store.query("SELECT customer_hours FROM rollup_watermarks").scalar()) >= f"{now:%Y-%m-%d %H}"

@@ -728,6 +728,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS price_excess_usd Float64 DEFAULT 0 COMMENT "
         "'USD above what those hours requests usually cost' AFTER per_request",
     )),
+    Migration(31, "the dashboard's cost per request by feature off request sets: requests counted per hour × feature", (
+        rollups.table_ddl(rollups.FEATURE_REQUEST_HOURS),
+        rollups.watermarks_view(rollups.all_grains()),
+        rollups.backfill_grains(rollups.PANEL_GRAINS),  # from the raw events already stored
+        reader_views.range_view("feature_requests_hourly", rollups.FEATURE_REQUEST_HOURS),
+    )),
 )
 
 
