@@ -104,7 +104,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     open_: dict[int, Incident] = {}
     newcomers: set[int] = set()
     out: list[Fired] = []
-    slow = profiles = None
+    slow = profiles = shift = None
     paging = _Paging(storms or [])
     for t in passes(world):
         if profiles is None or t % 60 == 0:
@@ -119,6 +119,9 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                              observed_requests=hours.requests[:, last],
                              per_request=profiles.per_request[:, last[-rule.price_hours:] % 168],
                              price_cv2=profiles.price_cv2)
+            # as the refresh stores it: the closed hours in a row at a new price, and the usual price over them
+            shift = rule.price_shift(observed_usd=hours.cost[:, last], observed_requests=hours.requests[:, last],
+                                     per_request=profiles.per_request[:, last % 168], price_cv2=profiles.price_cv2)
             day = hours.cost[:, last].sum(axis=1)
             newish = (profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd) & ~is_pair
             for s in np.flatnonzero(newish):  # as detect_spend_anomalies: a pair is new when its customer is
@@ -134,7 +137,12 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
         fast = rule.fast(exp, observed_usd=cost[:, t] - cost[:, t - w],
                          observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours,
                          pair=is_pair, **short)
-        hot, calm = fast.hot | slow.hot, fast.calm & slow.calm
+        # as detect_spend_anomalies: a new price the window's requests no longer pay is over
+        back = rule.price_back(price_hours=shift.hours, usual_per_request=shift.usual_per_request,
+                               observed_usd=cost[:, t] - cost[:, t - w],
+                               observed_requests=requests[:, t] - requests[:, t - w])
+        slow_hot, slow_calm = np.where(back, slow.median_hot, slow.hot), np.where(back, slow.median_calm, slow.calm)
+        hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
         if probe is not None:
             probe(Pass(t, names, exp, fast, slow, cost[:, t] - cost[:, t - w], requests[:, t] - requests[:, t - w],
                        profiles, short or None))
@@ -145,7 +153,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                 open_.get(s), kind="spend_anomaly", subject=names[s], hot=bool(hot[s]),
                 very_hot=bool(fast.very_hot[s]), calm=bool(calm[s]), onset=at(t - w), severity=severity,
                 observed=float(fast.excess_usd[s]))
-            per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow.hot[s]
+            per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow_hot[s]
                           else float(slow.excess_usd[s]) * w / 1440)  # as detect_spend_anomalies
             steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))
         for name, step in (correlate(steps, teams, elsewhere=paging.at(t)) if correlated else steps).items():

@@ -139,15 +139,23 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                      pair=pair, **late)
     # judged by attempts, at least their requests: a verdict never falls as requests rise (``rule.fast``; the
     # rule's tests hold it to that), so a subject not hot by its attempts is not hot by its requests. Count the
-    # requests of those that are (most passes: none) and judge them again.
-    if fast.hot.any():
-        counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot)], start=now - window,
-                                  end=now, since=now - short if rule.short_minutes else None)
+    # requests of those that are (most passes: none) and judge them again; and of those whose slow window a new
+    # price holds (its price is judged per request below: attempts would price a retry as a request)
+    priced = (known.price_hours > 0) & (known.slow_hot | ~known.slow_calm)
+    if (fast.hot | priced).any():
+        counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot | priced)],
+                                  start=now - window, end=now, since=now - short if rule.short_minutes else None)
         for subject, (n, late_n) in counted.items():
             seen[index[subject], 1], seen[index[subject], 3] = n, late_n  # (``requests`` and ``late``: views)
         fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
                          history_hours=known.history_hours, pair=pair, **late)
-    hot, calm = fast.hot | known.slow_hot, fast.calm & known.slow_calm
+    # a new price the window's requests no longer pay is over: the closed hours' price test, which found it,
+    # does not hold it; the day's median still does
+    back = priced & rule.price_back(price_hours=known.price_hours, usual_per_request=known.usual_per_request,
+                                    observed_usd=observed, observed_requests=requests)
+    slow_hot = np.where(back, known.median_hot, known.slow_hot)
+    slow_calm = np.where(back, known.median_calm, known.slow_calm)
+    hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
     steps: dict[str, Step] = {}
@@ -166,7 +174,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                                                                                fast=bool(fast.hot[i])),
                 observed=float(observed[i]))
             # what it runs over its usual per window: the fast window's, or for a sustained shift alone its day's
-            per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not known.slow_hot[i]
+            per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not slow_hot[i]
                           else float(known.slow_excess_usd[i]) * rule.window_minutes / 1440)
             steps[subject] = Step(before, after, transition, per_window, bool(hot[i]))
     # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names)
@@ -181,7 +189,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
             i = index.get(subject)
             excess, usual, seen = ((float(fast.excess_usd[i]), float(fast.expected_usd[i]), float(observed[i]))
                                    if i is not None else (0.0, 0.0, 0.0))
-            slow = i is not None and bool(known.slow_hot[i])
+            slow = i is not None and bool(slow_hot[i])
             incident = step.after if step.transition == "firing" else step.before
             price = None
             if step.transition == "firing" and slow and known.price_hours[i] > 0 and hour is not None:

@@ -69,6 +69,9 @@ class SpendVerdict:
     calm: np.ndarray
     excess_usd: np.ndarray     # observed - expected (the larger of the mean and the typical peak)
     expected_usd: np.ndarray
+    # the slow window's: hot and calm by the day's median alone, without the price test (None: the fast window's)
+    median_hot: np.ndarray | None = None
+    median_calm: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,7 @@ class SpendAnomalyRule:
         warm = history_hours >= self.warmup_hours
         hot = warm & enough & (median >= self.slow_ratio) & (excess >= floor)
         calm = median < self.slow_calm_ratio
+        median_hot, median_calm = hot, calm
         if observed_requests is not None and per_request is not None:
             k = self.price_hours
             n, spent = observed_requests[:, -k:], observed_usd[:, -k:]
@@ -242,7 +246,7 @@ class SpendAnomalyRule:
                                       z=self.z_calm)
             hot, calm = hot | priced, calm & (spent[:, -1] < np.maximum(calm_line, self.min_excess_usd))
             excess = np.where(priced, np.maximum(excess, (spent - usual).sum(axis=1)), excess)
-        return SpendVerdict(hot, np.zeros_like(hot), calm, excess, day_expected)
+        return SpendVerdict(hot, np.zeros_like(hot), calm, excess, day_expected, median_hot, median_calm)
 
     def price_shift(self, *, observed_usd: np.ndarray, observed_requests: np.ndarray, per_request: np.ndarray,
                     price_cv2: np.ndarray | float = SIZE_CV2) -> PriceShift:
@@ -266,6 +270,23 @@ class SpendAnomalyRule:
         requests = np.maximum((n * taken).sum(axis=1), 1e-9)
         was, now = (usual * taken).sum(axis=1), (observed_usd * taken).sum(axis=1)
         return PriceShift(n.shape[1] - since, was / requests, now / requests, np.maximum(now - was, 0.0))
+
+    def price_back(self, *, price_hours: np.ndarray, usual_per_request: np.ndarray, observed_usd: np.ndarray,
+                   observed_requests: np.ndarray) -> np.ndarray:
+        """Where the last closed hours ran at a new price (``price_hours`` > 0, :meth:`price_shift`, at
+        ``usual_per_request`` dollars a request as usual), whether the current window's requests are back at that
+        price: at least ``min_requests`` of them, their dollars under :meth:`price`'s line at ``z_calm`` (the line
+        a closed hour is price-calm under; the size spread of a request, ``SIZE_CV2``: the hour's baselines keep no
+        other) and under ``min_excess_usd`` over.
+
+        The closed hours lag a price by up to two hours: a model switch that ended at 14:10 keeps 13:00 and 14:00
+        over their line until 16:00's refresh, and its slow window hot or not calm as long. Where the window's
+        own requests cost what they usually do, the rise the slow window found is over (a night's window, too
+        few requests to price, says nothing)."""
+        n = np.asarray(observed_requests, dtype=float)
+        usual, line = self.price(per_request=usual_per_request, cv2=SIZE_CV2, observed_requests=n, z=self.z_calm)
+        return ((price_hours > 0) & (n >= self.min_requests)
+                & (observed_usd < np.maximum(line, usual + self.min_excess_usd)))
 
     def _median_ratio(self, observed_usd: np.ndarray, expected_usd: np.ndarray,
                       expected_requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
