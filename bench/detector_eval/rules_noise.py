@@ -11,7 +11,7 @@ the state machine are the package's (``SpendAnomalyRule``, ``RetryStormRule``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -144,8 +144,9 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
         slow_hot, slow_calm = np.where(back, slow.median_hot, slow.hot), np.where(back, slow.median_calm, slow.calm)
         hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
         if probe is not None:
-            probe(Pass(t, names, exp, fast, slow, cost[:, t] - cost[:, t - w], requests[:, t] - requests[:, t - w],
-                       profiles, short or None))
+            # the slow verdict this pass used (a new price its window no longer pays: by the median alone)
+            probe(Pass(t, names, exp, fast, replace(slow, hot=slow_hot, calm=slow_calm), cost[:, t] - cost[:, t - w],
+                       requests[:, t] - requests[:, t - w], profiles, short or None))
         steps = {}
         for s in sorted(set(np.flatnonzero(hot | fast.very_hot)) | set(open_)):
             severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))
