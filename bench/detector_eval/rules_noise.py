@@ -105,6 +105,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     newcomers: set[int] = set()
     out: list[Fired] = []
     slow = profiles = shift = None
+    last_back = np.full(len(names), -1)  # as detect_spend_anomalies' PRICE_BACK marks: the last pass seeing it back
     paging = _Paging(storms or [])
     for t in passes(world):
         if profiles is None or t % 60 == 0:
@@ -138,9 +139,14 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                          observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours,
                          pair=is_pair, **short)
         # as detect_spend_anomalies: a new price the window's requests no longer pay is over
-        back = rule.price_back(price_hours=shift.hours, usual_per_request=shift.usual_per_request,
-                               observed_usd=cost[:, t] - cost[:, t - w],
-                               observed_requests=requests[:, t] - requests[:, t - w])
+        n = requests[:, t] - requests[:, t - w]
+        priced = (shift.hours > 0) & (slow.hot | ~slow.calm)
+        back = priced & rule.price_back(price_hours=shift.hours, usual_per_request=shift.usual_per_request,
+                                        observed_usd=cost[:, t] - cost[:, t - w], observed_requests=n)
+        # a window too quiet to price goes by the last that could, since the run at the new price began
+        seen_back = priced & (last_back >= (now_h - shift.hours) * 60)
+        last_back[back] = t
+        back |= seen_back & (n < rule.min_requests)
         slow_hot, slow_calm = np.where(back, slow.median_hot, slow.hot), np.where(back, slow.median_calm, slow.calm)
         hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
         if probe is not None:

@@ -39,6 +39,7 @@ from spendstream.schemas.alert import Alert
 from spendstream.sinks.store import Store, query_result, sql_strings, sql_time
 
 KINDS = ("spend_anomaly", "new_spender")
+PRICE_BACK = "spend_anomaly.price_back"  # mark: a pass whose window's requests were back at the usual price
 _SPEND = ("usd", "attempts", "late_usd", "late_attempts")  # the window's columns a pass judges, in ``seen``'s order
 
 
@@ -108,7 +109,10 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         recent = pa.table({"subject": pa.array([], pa.string()), **{c: pa.array([], pa.float64()) for c in _SPEND}})
     # with the retry storms this round already stepped (``AlertCycle`` runs them first): a spend rise on a
     # subject a storm or loop is paging about is that incident's (``correlate``'s ``elsewhere``)
-    incidents = state.load_open(store, KINDS + (STORM,))
+    # and per subject the newest pass that saw its requests back at the usual price (a run at a new price is at most
+    # the slow window's 24 closed hours long)
+    incidents, marked = state.load(store, KINDS + (STORM,),
+                                   marks={PRICE_BACK: baseline.floor_hour(now) - timedelta(hours=25)})
     storms = {key: incident for key, incident in incidents.items() if key[0] == STORM}
     incidents = {key: incident for key, incident in incidents.items() if key[0] != STORM}
     # a subject the window cannot make hot, with no open incident, no sustained shift and no claim to be a new
@@ -150,9 +154,16 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
                          history_hours=known.history_hours, pair=pair, **late)
     # a new price the window's requests no longer pay is over: the closed hours' price test, which found it,
-    # does not hold it; the day's median still does
+    # does not hold it; the day's median still does. A window too quiet to price (under ``min_requests``) goes by
+    # the last one that could: once seen back since the run at the new price began, it stays over (else a switch
+    # resolved by day fired again in the night on the same closed hours).
     back = priced & rule.price_back(price_hours=known.price_hours, usual_per_request=known.usual_per_request,
                                     observed_usd=observed, observed_requests=requests)
+    seen_back = priced & np.array([hour is not None and (PRICE_BACK, s) in marked and marked[(PRICE_BACK, s)]
+                                   >= hour - timedelta(hours=int(h)) for s, h in zip(subjects, known.price_hours,
+                                                                                     strict=True)], dtype=bool)
+    marks = [(PRICE_BACK, subjects[i]) for i in np.flatnonzero(back & ~seen_back)]  # the first of the run
+    back |= seen_back & (requests < rule.min_requests)
     slow_hot = np.where(back, known.median_hot, known.slow_hot)
     slow_calm = np.where(back, known.median_calm, known.slow_calm)
     hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
@@ -220,7 +231,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         i = index.get(subject)
         if kind == "new_spender" and (i is None or known.history_hours[i] >= rule.warmup_hours):
             changes.append(((kind, subject), incident, None))
-    state.save(store, changes, now=now)
+    state.save(store, changes, now=now, marks=marks)
     return alerts
 
 
