@@ -23,30 +23,39 @@ NOW = datetime(2023, 2, 16, 14, 0, tzinfo=timezone.utc)  # a Thursday; this file
 
 def test_a_window_prices_its_requests_only_where_the_closed_hours_found_a_new_price() -> None:
     rule = SpendAnomalyRule()
-    back = rule.price_back(price_hours=np.array([2, 2, 2, 0]), usual_per_request=np.array([0.25, 0.25, 0.25, 0.25]),
-                           observed_usd=np.array([1.25, 5.0, 0.75, 1.25]), observed_requests=np.array([5, 5, 3, 5]))
-    # back at $0.25 a request; still at $1.00; three requests are too few to price; no new price to be over
-    assert back.tolist() == [True, False, False, False]
+    usual, new = np.full(5, 0.25), np.full(5, 1.0)
+    first = rule.price_back(price_hours=np.array([2, 2, 2, 2, 0]), usual_per_request=usual, per_request=new,
+                            observed_usd=np.array([2.5, 10.0, 1.25, 0.75, 2.5]),
+                            observed_requests=np.array([10, 10, 5, 3, 10]))
+    # ten requests back at $0.25; ten still at $1.00; five too few to tell $0.25 from $1.00 apart, three too few
+    # to price; no new price to be over
+    assert first.tolist() == [True, False, False, False, False]
+    # once seen back: over until a window is over the price test's own line (ten at $1.00), not at $0.40 a request
+    # or with three requests
+    seen = rule.price_back(price_hours=np.array([2, 2, 2, 2, 0]), usual_per_request=usual, per_request=new,
+                           observed_usd=np.array([2.5, 10.0, 4.0, 3.0, 2.5]),
+                           observed_requests=np.array([10, 10, 10, 3, 10]), seen_back=np.ones(5, dtype=bool))
+    assert seen.tolist() == [True, False, True, True, False]
 
 
 @pytest.mark.integration
 def test_a_switch_to_a_pricier_model_resolves_when_its_requests_cost_what_they_did(embedded_store) -> None:
-    """A pair's calls cost $1.00 instead of $0.25 from 12:00 to 14:20. Its incident opens on the price test at
-    14:00-14:05; by 14:30 its window's requests cost $0.25 again. Before: the closed hours 13:00 and 14:00 held
-    it past the refresh at 15:00, and it was still open at 16:00 (main's code: trigger only). Now it resolves
-    within the hour, and the refresh at 15:00, whose closed hours still run at the new price, does not open it
-    again."""
+    """A pair's calls (one a minute) cost $1.00 instead of $0.25 from 12:00 to 14:20. Its incident opens on the
+    price test at 14:00-14:05; by 14:30 its window's requests cost $0.25 again. Before: the closed hours 13:00
+    and 14:00 held it past the refresh at 15:00, and it was still open at 16:00 (main's code: trigger only).
+    Now it resolves within the hour, and the refresh at 15:00, whose closed hours still run at the new price,
+    does not open it again."""
     tag = f"priceback-{uuid.uuid4().hex[:8]}"
     customer, feature = f"{tag}-c", f"{tag}-chat"
     start, switched, ended = NOW - timedelta(days=10), NOW - timedelta(hours=2), NOW + timedelta(minutes=20)
     events: list[dict] = []
-    # the customer's and the feature's own busy traffic ($1 calls), so the pair is a small part of both
-    events += _calls(tag, len(events), [start + timedelta(minutes=m) for m in range(10 * 1440 + 180)],
-                     customer=f"{tag}-other", feature=feature, model="o3")
-    events += _calls(tag, len(events), [start + timedelta(minutes=m, seconds=30) for m in range(10 * 1440 + 180)],
-                     customer=customer, feature=f"{tag}-search", model="o3")
-    # the pair: a call every 2 minutes at $0.25, and from 12:00 to 14:20 the same calls at $1.00 (o3)
-    calls = [start + timedelta(minutes=m) for m in range(1, 10 * 1440 + 180, 2)]
+    # the customer's and the feature's own busy traffic ($1 calls every 30 s), so the pair is a small part of both
+    busy = [start + timedelta(seconds=30 * k) for k in range(2 * (10 * 1440 + 180))]
+    events += _calls(tag, len(events), busy, customer=f"{tag}-other", feature=feature, model="o3")
+    events += _calls(tag, len(events), [at + timedelta(seconds=15) for at in busy], customer=customer,
+                     feature=f"{tag}-search", model="o3")
+    # the pair: a call a minute at $0.25, and from 12:00 to 14:20 the same calls at $1.00 (o3)
+    calls = [start + timedelta(minutes=m, seconds=5) for m in range(10 * 1440 + 180)]
     events += _calls(tag, len(events), [at for at in calls if not switched <= at < ended], customer=customer,
                      feature=feature)
     events += _calls(tag, len(events), [at for at in calls if switched <= at < ended], customer=customer,

@@ -141,12 +141,11 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
         # as detect_spend_anomalies: a new price the window's requests no longer pay is over
         n = requests[:, t] - requests[:, t - w]
         priced = (shift.hours > 0) & (slow.hot | ~slow.calm)
+        seen_back = priced & (last_back >= (now_h - shift.hours) * 60)  # since the run at the new price began
         back = priced & rule.price_back(price_hours=shift.hours, usual_per_request=shift.usual_per_request,
-                                        observed_usd=cost[:, t] - cost[:, t - w], observed_requests=n)
-        # a window too quiet to price goes by the last that could, since the run at the new price began
-        seen_back = priced & (last_back >= (now_h - shift.hours) * 60)
-        last_back[back] = t
-        back |= seen_back & (n < rule.min_requests)
+                                        per_request=shift.per_request, observed_usd=cost[:, t] - cost[:, t - w],
+                                        observed_requests=n, seen_back=seen_back)
+        last_back[back & ~seen_back] = t
         slow_hot, slow_calm = np.where(back, slow.median_hot, slow.hot), np.where(back, slow.median_calm, slow.calm)
         hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
         if probe is not None:

@@ -12,7 +12,9 @@ subject until it resolves, re-fires update it). What this module adds is what a 
   table sorted by time: it costs what the window holds), and in the same scan its last
   ``short_minutes``: dollars and attempts (at least the requests); the distinct requests of both in a second
   read, only for the subjects hot by their attempts (a verdict never falls as requests rise);
-- the open incidents (``detector_incidents``).
+- the open incidents (``detector_incidents``), and in the same statement each subject's newest ``PRICE_BACK``
+  mark: a pass whose window's requests said a new price was over
+  (:meth:`~spendstream.detect.spend.SpendAnomalyRule.price_back`).
 
 ``bench/detector_eval`` measures it (recall, precision, false alarms, delays, dollars before
 the first alert) on traffic from three real traces; the numbers are in BENCHMARKS.md.
@@ -154,16 +156,15 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
                          history_hours=known.history_hours, pair=pair, **late)
     # a new price the window's requests no longer pay is over: the closed hours' price test, which found it,
-    # does not hold it; the day's median still does. A window too quiet to price (under ``min_requests``) goes by
-    # the last one that could: once seen back since the run at the new price began, it stays over (else a switch
-    # resolved by day fired again in the night on the same closed hours).
-    back = priced & rule.price_back(price_hours=known.price_hours, usual_per_request=known.usual_per_request,
-                                    observed_usd=observed, observed_requests=requests)
+    # does not hold it; the day's median still does. Once seen back since the run at the new price began (a
+    # ``PRICE_BACK`` mark), it stays over until a window is over the price test's own line again.
     seen_back = priced & np.array([hour is not None and (PRICE_BACK, s) in marked and marked[(PRICE_BACK, s)]
                                    >= hour - timedelta(hours=int(h)) for s, h in zip(subjects, known.price_hours,
                                                                                      strict=True)], dtype=bool)
+    back = priced & rule.price_back(price_hours=known.price_hours, usual_per_request=known.usual_per_request,
+                                    per_request=known.per_request, observed_usd=observed, observed_requests=requests,
+                                    seen_back=seen_back)
     marks = [(PRICE_BACK, subjects[i]) for i in np.flatnonzero(back & ~seen_back)]  # the first of the run
-    back |= seen_back & (requests < rule.min_requests)
     slow_hot = np.where(back, known.median_hot, known.slow_hot)
     slow_calm = np.where(back, known.median_calm, known.slow_calm)
     hot, calm = fast.hot | slow_hot, fast.calm & slow_calm

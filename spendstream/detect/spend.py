@@ -271,22 +271,38 @@ class SpendAnomalyRule:
         was, now = (usual * taken).sum(axis=1), (observed_usd * taken).sum(axis=1)
         return PriceShift(n.shape[1] - since, was / requests, now / requests, np.maximum(now - was, 0.0))
 
-    def price_back(self, *, price_hours: np.ndarray, usual_per_request: np.ndarray, observed_usd: np.ndarray,
-                   observed_requests: np.ndarray) -> np.ndarray:
+    def price_back(self, *, price_hours: np.ndarray, usual_per_request: np.ndarray, per_request: np.ndarray,
+                   observed_usd: np.ndarray, observed_requests: np.ndarray, seen_back: np.ndarray | None = None
+                   ) -> np.ndarray:
         """Where the last closed hours ran at a new price (``price_hours`` > 0, :meth:`price_shift`, at
-        ``usual_per_request`` dollars a request as usual), whether the current window's requests are back at that
-        price: at least ``min_requests`` of them, their dollars under :meth:`price`'s line at ``z_calm`` (the line
-        a closed hour is price-calm under; the size spread of a request, ``SIZE_CV2``: the hour's baselines keep no
-        other) and under ``min_excess_usd`` over.
+        ``usual_per_request`` dollars a request as usual), whether the new price is over by the current window's
+        requests. Its first sign (``seen_back`` False: not yet seen since the run at the new price began): at
+        least ``min_requests`` requests, their dollars under :meth:`price`'s line at ``z_calm`` (the line a closed
+        hour is price-calm under; the size spread of a request, ``SIZE_CV2``: the hour's baselines keep no other)
+        or under ``min_excess_usd`` over. Once seen, it stays over until a window of ``min_requests`` or more is
+        over that line at ``z_fire`` (as the price test fires): the same hysteresis as the closed hours' test.
 
         The closed hours lag a price by up to two hours: a model switch that ended at 14:10 keeps 13:00 and 14:00
         over their line until 16:00's refresh, and its slow window hot or not calm as long. Where the window's
-        own requests cost what they usually do, the rise the slow window found is over (a night's window, too
-        few requests to price, says nothing)."""
+        own requests cost what they usually do, the rise the slow window found is over. Judged at ``z_calm`` both
+        ways, a window of ordinary requests a little heavy (one pass in twenty or so) or too few to price (a
+        night) lit the stale hours again and paged the switch a second time."""
         n = np.asarray(observed_requests, dtype=float)
-        usual, line = self.price(per_request=usual_per_request, cv2=SIZE_CV2, observed_requests=n, z=self.z_calm)
-        return ((price_hours > 0) & (n >= self.min_requests)
-                & (observed_usd < np.maximum(line, usual + self.min_excess_usd)))
+        counted = (price_hours > 0) & (n >= self.min_requests)
+        usual, calm_line = self.price(per_request=usual_per_request, cv2=SIZE_CV2, observed_requests=n,
+                                      z=self.z_calm)
+        # and under what they would cost at the new price (``per_request``), less ``z_calm`` deviations of that
+        # many requests' costs: a few requests at either price are not told apart, and a part of a subject moved
+        # to a new model is not over because one window of it ran light
+        at_new = per_request * n
+        lower = at_new - self.z_calm * per_request * np.sqrt(n * SIZE_CV2)
+        back = (counted & (observed_usd < np.maximum(calm_line, usual + self.min_excess_usd))
+                & (observed_usd < lower))
+        if seen_back is None:
+            return back
+        _, hot_line = self.price(per_request=usual_per_request, cv2=SIZE_CV2, observed_requests=n, z=self.z_fire)
+        still = counted & (observed_usd >= hot_line) & (observed_usd - usual >= self.min_excess_usd)
+        return np.where(seen_back, (price_hours > 0) & ~still, back)
 
     def _median_ratio(self, observed_usd: np.ndarray, expected_usd: np.ndarray,
                       expected_requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
