@@ -24,7 +24,7 @@ from spendstream.detect.correlate import Step, correlate, parents
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
-from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
+from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict, resolve_calm
 from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.schemas.alert import Alert
 
@@ -102,6 +102,9 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     cost, requests = _cumulative(membership, world.cost), _cumulative(membership, world.requests)
     w = rule.window_minutes
     open_: dict[int, Incident] = {}
+    slow_held: dict[int, int] = {}  # as detect_spend_anomalies' marks: row -> a pass whose slow window was hot on
+    #                                 its open incident (the first of that incident)
+    verdicts: dict[int, SpendVerdict] = {}  # hour -> the slow window's verdict refreshed at its start
     newcomers: set[int] = set()
     out: list[Fired] = []
     slow = profiles = shift = None
@@ -123,6 +126,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             # as the refresh stores it: the closed hours in a row at a new price, and the usual price over them
             shift = rule.price_shift(observed_usd=hours.cost[:, last], observed_requests=hours.requests[:, last],
                                      per_request=profiles.per_request[:, last % 168], price_cv2=profiles.price_cv2)
+            verdicts[now_h] = slow  # as the baselines table keeps each hour's verdict
             day = hours.cost[:, last].sum(axis=1)
             newish = (profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd) & ~is_pair
             for s in np.flatnonzero(newish):  # as detect_spend_anomalies: a pair is new when its customer is
@@ -147,7 +151,17 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                                         observed_requests=n, seen_back=seen_back)
         last_back[back & ~seen_back] = t
         slow_hot, slow_calm = np.where(back, slow.median_hot, slow.hot), np.where(back, slow.median_calm, slow.calm)
-        hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
+        hot = fast.hot | slow_hot
+        # as detect_spend_anomalies: a band the slow window was in when an incident opened (the verdict of that
+        # hour), not hot since, does not hold it
+        held = np.ones(len(names), dtype=bool)
+        for s, incident in open_.items():
+            opened = int((incident.opened_at - EPOCH).total_seconds() // 60)
+            before = verdicts.get(opened // 60)
+            if (before is not None and not before.hot[s] and not before.calm[s] and not slow_hot[s]
+                    and slow_held.get(s, -1) < opened):
+                held[s] = False
+        calm = resolve_calm(fast.calm, slow_calm, held)
         if probe is not None:
             # the slow verdict this pass used (a new price its window no longer pays: by the median alone)
             probe(Pass(t, names, exp, fast, replace(slow, hot=slow_hot, calm=slow_calm), cost[:, t] - cost[:, t - w],
@@ -164,6 +178,10 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))
         for name, step in (correlate(steps, teams, elsewhere=paging.at(t)) if correlated else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
+            s = row_of[name]
+            if step.after is not None and slow_hot[s] and slow_held.get(s, -1) < int(
+                    (step.after.opened_at - EPOCH).total_seconds() // 60):
+                slow_held[s] = t
     return out
 
 

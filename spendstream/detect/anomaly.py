@@ -12,9 +12,12 @@ subject until it resolves, re-fires update it). What this module adds is what a 
   table sorted by time: it costs what the window holds), and in the same scan its last
   ``short_minutes``: dollars and attempts (at least the requests); the distinct requests of both in a second
   read, only for the subjects hot by their attempts (a verdict never falls as requests rise);
-- the open incidents (``detector_incidents``), and in the same statement each subject's newest ``PRICE_BACK``
-  mark: a pass whose window's requests said a new price was over
-  (:meth:`~spendstream.detect.spend.SpendAnomalyRule.price_back`).
+- the open incidents (``detector_incidents``), and in the same statement two marks per subject (rows of the
+  same table): its newest ``PRICE_BACK``, a pass whose window's requests said a new price was over
+  (:meth:`~spendstream.detect.spend.SpendAnomalyRule.price_back`); and ``SLOW_HELD``, the first pass whose slow
+  window was hot while its incident was open. For an incident whose fast window is calm and whose slow window is
+  in its band, the slow verdict of the hour it opened in: a band that was there before the rise does not hold
+  its resolve (:func:`~spendstream.detect.spend.resolve_calm`).
 
 ``bench/detector_eval`` measures it (recall, precision, false alarms, delays, dollars before
 the first alert) on traffic from three real traces; the numbers are in BENCHMARKS.md.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import numpy as np
@@ -36,13 +39,15 @@ from spendstream.detect.correlate import Step, and_list, correlate, headline, li
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.retry_storm import KIND as STORM
-from spendstream.detect.spend import SpendAnomalyRule
+from spendstream.detect.spend import SpendAnomalyRule, resolve_calm
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.store import Store, query_result, sql_strings, sql_time
 
 KINDS = ("spend_anomaly", "new_spender")
 PRICE_BACK = "spend_anomaly.price_back"  # mark: a pass whose window's requests were back at the usual price
 _SPEND = ("usd", "attempts", "late_usd", "late_attempts")  # the window's columns a pass judges, in ``seen``'s order
+SLOW_HELD = "spend_anomaly.slow"  # mark: a pass whose slow window was hot on the subject's open incident
+_EVER = datetime(1970, 1, 1, tzinfo=timezone.utc)  # an incident may be open for days: every subject's newest mark
 
 
 def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None,
@@ -112,9 +117,10 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     # with the retry storms this round already stepped (``AlertCycle`` runs them first): a spend rise on a
     # subject a storm or loop is paging about is that incident's (``correlate``'s ``elsewhere``)
     # and per subject the newest pass that saw its requests back at the usual price (a run at a new price is at most
-    # the slow window's 24 closed hours long)
+    # the slow window's 24 closed hours long), and the first slow-hot pass of its open incident
     incidents, marked = state.load(store, KINDS + (STORM,),
-                                   marks={PRICE_BACK: baseline.floor_hour(now) - timedelta(hours=25)})
+                                   marks={PRICE_BACK: baseline.floor_hour(now) - timedelta(hours=25),
+                                          SLOW_HELD: _EVER})
     storms = {key: incident for key, incident in incidents.items() if key[0] == STORM}
     incidents = {key: incident for key, incident in incidents.items() if key[0] != STORM}
     # a subject the window cannot make hot, with no open incident, no sustained shift and no claim to be a new
@@ -167,7 +173,9 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     marks = [(PRICE_BACK, subjects[i]) for i in np.flatnonzero(back & ~seen_back)]  # the first of the run
     slow_hot = np.where(back, known.median_hot, known.slow_hot)
     slow_calm = np.where(back, known.median_calm, known.slow_calm)
-    hot, calm = fast.hot | slow_hot, fast.calm & slow_calm
+    hot = fast.hot | slow_hot
+    held = _slow_held(store, incidents, marked, known, fast.calm, slow_hot=slow_hot, slow_calm=slow_calm)
+    calm = resolve_calm(fast.calm, slow_calm, held)
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
     steps: dict[str, Step] = {}
@@ -195,8 +203,13 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     teams = (teams_of(store, features, start=now - window, end=now)
              if features and any(s.startswith("team=") for s in open_) else {})
     steps = correlate(steps, teams, elsewhere=paging(storms))
+    # and the first slow-hot pass of each open incident (a later one says nothing more)
     for subject, step in steps.items():
         changes.append((("spend_anomaly", subject), step.before, step.after))
+        i = index.get(subject)
+        if (step.after is not None and i is not None and slow_hot[i]
+                and marked.get((SLOW_HELD, subject), _EVER) < step.after.opened_at):
+            marks.append((SLOW_HELD, subject))
         if step.transition is not None:
             i = index.get(subject)
             excess, usual, seen = ((float(fast.excess_usd[i]), float(fast.expected_usd[i]), float(observed[i]))
@@ -234,6 +247,33 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
             changes.append(((kind, subject), incident, None))
     state.save(store, changes, now=now, marks=marks)
     return alerts
+
+
+def _slow_held(store: Store, incidents: dict[tuple[str, str], Incident], marked: dict[tuple[str, str], datetime],
+               known: baseline.Baselines, fast_calm: np.ndarray, *, slow_hot: np.ndarray,
+               slow_calm: np.ndarray) -> np.ndarray:
+    """Per subject of ``known``, whether its slow window holds its open incident's resolve
+    (:func:`~spendstream.detect.spend.resolve_calm`): unless it was in its band (neither hot nor calm) already in
+    the verdict in force when the incident opened (the hour it opened in, refreshed from the closed hours before
+    it) and has not been hot while it was open (``SLOW_HELD``). Only the subjects it can matter for (fast window
+    calm, slow window in its band now) read that hour's verdict, one read per hour of opening; a verdict no longer
+    stored (``detector_baselines`` keeps two days) holds, as before. ``slow_hot`` and ``slow_calm``: the slow
+    verdict the pass judges by (:meth:`~spendstream.detect.spend.SpendAnomalyRule.price_back`)."""
+    held = np.ones(len(known.subjects), dtype=bool)
+    asked: dict[datetime, list[int]] = {}
+    for i, subject in enumerate(known.subjects):
+        incident = incidents.get(("spend_anomaly", subject))
+        if (incident is None or not fast_calm[i] or slow_hot[i] or slow_calm[i]
+                or marked.get((SLOW_HELD, subject), _EVER) >= incident.opened_at):
+            continue
+        asked.setdefault(baseline.floor_hour(incident.opened_at), []).append(i)
+    for hour, rows in asked.items():
+        before = baseline.load(store, hour, subjects=[known.subjects[i] for i in rows], hour=hour)
+        banded = {s for s, h, c in zip(before.subjects, before.slow_hot, before.slow_calm, strict=True)
+                  if not h and not c}
+        for i in rows:
+            held[i] = known.subjects[i] not in banded
+    return held
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:

@@ -48,6 +48,14 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
 
 No anomaly without ``warmup_hours`` of history: until then a subject that spends
 ``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
+An open incident resolves on the windows that held it (:func:`resolve_calm`): the fast window calm, and the slow
+window calm as well unless the slow window was already between hot and calm (its band) when the incident opened
+(the verdict of that hour, from the closed hours before it) and has not been hot since. A fast rise (a spike, a
+night abuse) on a subject whose day already ran a little over its usual (a median ratio between
+``slow_calm_ratio`` and ``slow_ratio``) is over when its 10 minutes are; a sustained shift or a new price, which
+the slow window sees, and a band the rise itself brought (a switch's first hour at a new price) still need it
+calm.
+
 Severity: ``error`` (the on-call route) when the fast window's excess runs at
 ``page_usd_per_hour`` or more, else ``warning``; slow-only shifts are ``warning``.
 """
@@ -60,6 +68,21 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from spendstream.detect.noise import SIZE_CV2, Expectation, count_upper, upper
+
+
+def resolve_calm(fast_calm: np.ndarray, slow_calm: np.ndarray, slow_held: np.ndarray) -> np.ndarray:
+    """Calm for an open incident's resolve count: its fast window calm, and its slow window calm where
+    ``slow_held``: everywhere but where the slow window was already in its band (neither hot nor calm) when the
+    incident opened (the verdict of the hour it opened in) and has not been hot while it was open.
+
+    The slow window's band is hysteresis for what the slow window fires on: a sustained shift hovering near its
+    line is one incident, not one a day. A band that was there before a rise the fast window found is not
+    evidence about it: a day of 24 closed hours running 1.12 × its usual neither made that rise nor ends with
+    it, and held incidents open for hours after their traffic stopped (BENCHMARKS.md, session s17). A band that
+    came with the rise (a model switch's first hour at its new price: not calm, not yet hot) is the rise's, and
+    holds: released, the switch resolved and paged again an hour later. A slow window hot now holds every
+    incident (``hot`` is the fast or the slow window's): an incident it holds is one it would open again."""
+    return fast_calm & (slow_calm | ~slow_held)
 
 
 @dataclass(frozen=True)
