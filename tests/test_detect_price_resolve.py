@@ -15,6 +15,7 @@ import pytest
 
 from spendstream.detect import baseline
 from spendstream.detect.anomaly import detect_spend_anomalies
+from spendstream.detect.incidents import Hysteresis
 from spendstream.detect.spend import SpendAnomalyRule
 from tests.test_spend_anomaly import _calls, _store  # $0.25 gpt-4o calls at given times; stored as a worker does
 
@@ -36,6 +37,27 @@ def test_a_window_prices_its_requests_only_where_the_closed_hours_found_a_new_pr
                            observed_usd=np.array([2.5, 10.0, 4.0, 3.0, 2.5]),
                            observed_requests=np.array([10, 10, 10, 3, 10]), seen_back=np.ones(5, dtype=bool))
     assert seen.tolist() == [True, False, True, True, False]
+
+
+def test_a_calm_that_only_a_slow_window_let_go_waits_the_longest() -> None:
+    """An incident hot for two passes resolves after three calm ones; calm only because the slow window that held
+    it was let go (a new price over, a band from before the rise), after the most (six): a rise in waves, which the
+    slow window held as one incident, stays one."""
+    h = Hysteresis(fire_after=2, resolve_after=3, resolve_after_max=6)
+
+    def calm_passes_to_resolve(patient: bool) -> int:
+        incident = None
+        for _ in range(2):
+            incident, _ = h.step(incident, kind="k", subject="s", hot=True, very_hot=False, calm=False, onset=NOW,
+                                 severity="warning")
+        for n in range(1, 10):
+            incident, transition = h.step(incident, kind="k", subject="s", hot=False, very_hot=False, calm=True,
+                                          onset=NOW, severity="warning", patient=patient)
+            if transition == "resolved":
+                return n
+        return 0
+
+    assert (calm_passes_to_resolve(False), calm_passes_to_resolve(True)) == (3, 6)
 
 
 @pytest.mark.integration

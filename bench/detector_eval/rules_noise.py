@@ -162,6 +162,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                     and slow_held.get(s, -1) < opened):
                 held[s] = False
         calm = resolve_calm(fast.calm, slow_calm, held)
+        patient = calm & ~(fast.calm & slow.calm)  # as detect_spend_anomalies: calm only by a slow window let go
         if probe is not None:
             # the slow verdict this pass used (a new price its window no longer pays: by the median alone)
             probe(Pass(t, names, exp, fast, replace(slow, hot=slow_hot, calm=slow_calm), cost[:, t] - cost[:, t - w],
@@ -172,7 +173,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             incident, transition = hysteresis.step(
                 open_.get(s), kind="spend_anomaly", subject=names[s], hot=bool(hot[s]),
                 very_hot=bool(fast.very_hot[s]), calm=bool(calm[s]), onset=at(t - w), severity=severity,
-                observed=float(fast.excess_usd[s]))
+                observed=float(fast.excess_usd[s]), patient=bool(patient[s]))
             per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow_hot[s]
                           else float(slow.excess_usd[s]) * w / 1440)  # as detect_spend_anomalies
             steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))

@@ -176,6 +176,9 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     hot = fast.hot | slow_hot
     held = _slow_held(store, incidents, marked, known, fast.calm, slow_hot=slow_hot, slow_calm=slow_calm)
     calm = resolve_calm(fast.calm, slow_calm, held)
+    # calm only because a slow window that would have held it was let go (a new price over, a band from before):
+    # the longest calm wait, so a rise in waves stays one incident as it did while the slow window held it
+    patient = calm & ~(fast.calm & known.slow_calm)
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
     steps: dict[str, Step] = {}
@@ -192,7 +195,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                 before, kind="spend_anomaly", subject=subject, hot=bool(hot[i]), very_hot=bool(fast.very_hot[i]),
                 calm=bool(calm[i]), onset=now - window, severity=rule.severity(float(fast.excess_usd[i]),
                                                                                fast=bool(fast.hot[i])),
-                observed=float(observed[i]))
+                observed=float(observed[i]), patient=bool(patient[i]))
             # what it runs over its usual per window: the fast window's, or for a sustained shift alone its day's
             per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not slow_hot[i]
                           else float(known.slow_excess_usd[i]) * rule.window_minutes / 1440)
