@@ -11,7 +11,7 @@ the state machine are the package's (``SpendAnomalyRule``, ``RetryStormRule``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -24,7 +24,7 @@ from spendstream.detect.correlate import Step, correlate, parents
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
-from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict
+from spendstream.detect.spend import SpendAnomalyRule, SpendVerdict, resolve_calm
 from spendstream.detect.storm import RetryStormRule, others_ratio, settled
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.shapes import FEATURE_FAILURES
@@ -103,9 +103,13 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     cost, requests = _cumulative(membership, world.cost), _cumulative(membership, world.requests)
     w = rule.window_minutes
     open_: dict[int, Incident] = {}
+    slow_held: dict[int, int] = {}  # as detect_spend_anomalies' marks: row -> a pass whose slow window was hot on
+    #                                 its open incident (the first of that incident)
+    verdicts: dict[int, SpendVerdict] = {}  # hour -> the slow window's verdict refreshed at its start
     newcomers: set[int] = set()
     out: list[Fired] = []
-    slow = profiles = None
+    slow = profiles = shift = None
+    last_back = np.full(len(names), -1)  # as detect_spend_anomalies' PRICE_BACK marks: the last pass seeing it back
     paging = _Paging(storms or [])
     for t in passes(world):
         if profiles is None or t % 60 == 0:
@@ -120,6 +124,10 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                              observed_requests=hours.requests[:, last],
                              per_request=profiles.per_request[:, last[-rule.price_hours:] % 168],
                              price_cv2=profiles.price_cv2)
+            # as the refresh stores it: the closed hours in a row at a new price, and the usual price over them
+            shift = rule.price_shift(observed_usd=hours.cost[:, last], observed_requests=hours.requests[:, last],
+                                     per_request=profiles.per_request[:, last % 168], price_cv2=profiles.price_cv2)
+            verdicts[now_h] = slow  # as the baselines table keeps each hour's verdict
             day = hours.cost[:, last].sum(axis=1)
             newish = (profiles.history_hours < rule.warmup_hours) & (day >= rule.new_spender_usd) & ~is_pair
             for s in np.flatnonzero(newish):  # as detect_spend_anomalies: a pair is new when its customer is
@@ -135,22 +143,47 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
         fast = rule.fast(exp, observed_usd=cost[:, t] - cost[:, t - w],
                          observed_requests=requests[:, t] - requests[:, t - w], history_hours=profiles.history_hours,
                          pair=is_pair, **short)
-        hot, calm = fast.hot | slow.hot, fast.calm & slow.calm
+        # as detect_spend_anomalies: a new price the window's requests no longer pay is over
+        n = requests[:, t] - requests[:, t - w]
+        priced = (shift.hours > 0) & (slow.hot | ~slow.calm)
+        seen_back = priced & (last_back >= (now_h - shift.hours) * 60)  # since the run at the new price began
+        back = priced & rule.price_back(price_hours=shift.hours, usual_per_request=shift.usual_per_request,
+                                        per_request=shift.per_request, observed_usd=cost[:, t] - cost[:, t - w],
+                                        observed_requests=n, seen_back=seen_back)
+        last_back[back & ~seen_back] = t
+        slow_hot, slow_calm = np.where(back, slow.median_hot, slow.hot), np.where(back, slow.median_calm, slow.calm)
+        hot = fast.hot | slow_hot
+        # as detect_spend_anomalies: a band the slow window was in when an incident opened (the verdict of that
+        # hour), not hot since, does not hold it
+        held = np.ones(len(names), dtype=bool)
+        for s, incident in open_.items():
+            opened = int((incident.opened_at - EPOCH).total_seconds() // 60)
+            before = verdicts.get(opened // 60)
+            if (before is not None and not before.hot[s] and not before.calm[s] and not slow_hot[s]
+                    and slow_held.get(s, -1) < opened):
+                held[s] = False
+        calm = resolve_calm(fast.calm, slow_calm, held)
+        patient = calm & ~(fast.calm & slow.calm)  # as detect_spend_anomalies: calm only by a slow window let go
         if probe is not None:
-            probe(Pass(t, names, exp, fast, slow, cost[:, t] - cost[:, t - w], requests[:, t] - requests[:, t - w],
-                       profiles, short or None))
+            # the slow verdict this pass used (a new price its window no longer pays: by the median alone)
+            probe(Pass(t, names, exp, fast, replace(slow, hot=slow_hot, calm=slow_calm), cost[:, t] - cost[:, t - w],
+                       requests[:, t] - requests[:, t - w], profiles, short or None))
         steps = {}
         for s in sorted(set(np.flatnonzero(hot | fast.very_hot)) | set(open_)):
             severity = rule.severity(float(fast.excess_usd[s]), fast=bool(fast.hot[s]))
             incident, transition = hysteresis.step(
                 open_.get(s), kind="spend_anomaly", subject=names[s], hot=bool(hot[s]),
                 very_hot=bool(fast.very_hot[s]), calm=bool(calm[s]), onset=at(t - w), severity=severity,
-                observed=float(fast.excess_usd[s]))
-            per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow.hot[s]
+                observed=float(fast.excess_usd[s]), patient=bool(patient[s]))
+            per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow_hot[s]
                           else float(slow.excess_usd[s]) * w / 1440)  # as detect_spend_anomalies
             steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))
         for name, step in (correlate(steps, teams, elsewhere=paging.at(t)) if correlated else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
+            s = row_of[name]
+            if step.after is not None and slow_hot[s] and slow_held.get(s, -1) < int(
+                    (step.after.opened_at - EPOCH).total_seconds() // 60):
+                slow_held[s] = t
     return out
 
 

@@ -12,7 +12,12 @@ subject until it resolves, re-fires update it). What this module adds is what a 
   table sorted by time: it costs what the window holds), and in the same scan its last
   ``short_minutes``: dollars and attempts (at least the requests); the distinct requests of both in a second
   read, only for the subjects hot by their attempts (a verdict never falls as requests rise);
-- the open incidents (``detector_incidents``).
+- the open incidents (``detector_incidents``), and in the same statement two marks per subject (rows of the
+  same table): its newest ``PRICE_BACK``, a pass whose window's requests said a new price was over
+  (:meth:`~spendstream.detect.spend.SpendAnomalyRule.price_back`); and ``SLOW_HELD``, the first pass whose slow
+  window was hot while its incident was open. For an incident whose fast window is calm and whose slow window is
+  in its band, the slow verdict of the hour it opened in: a band that was there before the rise does not hold
+  its resolve (:func:`~spendstream.detect.spend.resolve_calm`).
 
 ``bench/detector_eval`` measures it (recall, precision, false alarms, delays, dollars before
 the first alert) on traffic from three real traces; the numbers are in BENCHMARKS.md.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import numpy as np
@@ -35,12 +40,15 @@ from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.raw_window import RawWindow
 from spendstream.detect.retry_storm import KIND as STORM
-from spendstream.detect.spend import SpendAnomalyRule
+from spendstream.detect.spend import SpendAnomalyRule, resolve_calm
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.store import Store, query_result, sql_strings, sql_time
 
 KINDS = ("spend_anomaly", "new_spender")
+PRICE_BACK = "spend_anomaly.price_back"  # mark: a pass whose window's requests were back at the usual price
 _SPEND = ("usd", "attempts", "late_usd", "late_attempts")  # the window's columns a pass judges, in ``seen``'s order
+SLOW_HELD = "spend_anomaly.slow"  # mark: a pass whose slow window was hot on the subject's open incident
+_EVER = datetime(1970, 1, 1, tzinfo=timezone.utc)  # an incident may be open for days: every subject's newest mark
 
 
 def recent_spend(store: Store, *, start: datetime, end: datetime, since: datetime | None = None,
@@ -115,7 +123,11 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         recent = pa.table({"subject": pa.array([], pa.string()), **{c: pa.array([], pa.float64()) for c in _SPEND}})
     # with the retry storms this round already stepped (``AlertCycle`` runs them first): a spend rise on a
     # subject a storm or loop is paging about is that incident's (``correlate``'s ``elsewhere``)
-    incidents = state.load_open(store, KINDS + (STORM,))
+    # and per subject the newest pass that saw its requests back at the usual price (a run at a new price is at most
+    # the slow window's 24 closed hours long), and the first slow-hot pass of its open incident
+    incidents, marked = state.load(store, KINDS + (STORM,),
+                                   marks={PRICE_BACK: baseline.floor_hour(now) - timedelta(hours=25),
+                                          SLOW_HELD: _EVER})
     storms = {key: incident for key, incident in incidents.items() if key[0] == STORM}
     incidents = {key: incident for key, incident in incidents.items() if key[0] != STORM}
     # a subject the window cannot make hot, with no open incident, no sustained shift and no claim to be a new
@@ -146,15 +158,34 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                      pair=pair, **late)
     # judged by attempts, at least their requests: a verdict never falls as requests rise (``rule.fast``; the
     # rule's tests hold it to that), so a subject not hot by its attempts is not hot by its requests. Count the
-    # requests of those that are (most passes: none) and judge them again.
-    if fast.hot.any():
-        counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot)], start=now - window,
-                                  end=now, since=now - short if rule.short_minutes else None, raw=raw)
+    # requests of those that are (most passes: none) and judge them again; and of those whose slow window a new
+    # price holds (its price is judged per request below: attempts would price a retry as a request)
+    priced = (known.price_hours > 0) & (known.slow_hot | ~known.slow_calm)
+    if (fast.hot | priced).any():
+        counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot | priced)],
+                                  start=now - window, end=now, since=now - short if rule.short_minutes else None, raw=raw)
         for subject, (n, late_n) in counted.items():
             seen[index[subject], 1], seen[index[subject], 3] = n, late_n  # (``requests`` and ``late``: views)
         fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
                          history_hours=known.history_hours, pair=pair, **late)
-    hot, calm = fast.hot | known.slow_hot, fast.calm & known.slow_calm
+    # a new price the window's requests no longer pay is over: the closed hours' price test, which found it,
+    # does not hold it; the day's median still does. Once seen back since the run at the new price began (a
+    # ``PRICE_BACK`` mark), it stays over until a window is over the price test's own line again.
+    seen_back = priced & np.array([hour is not None and (PRICE_BACK, s) in marked and marked[(PRICE_BACK, s)]
+                                   >= hour - timedelta(hours=int(h)) for s, h in zip(subjects, known.price_hours,
+                                                                                     strict=True)], dtype=bool)
+    back = priced & rule.price_back(price_hours=known.price_hours, usual_per_request=known.usual_per_request,
+                                    per_request=known.per_request, observed_usd=observed, observed_requests=requests,
+                                    seen_back=seen_back)
+    marks = [(PRICE_BACK, subjects[i]) for i in np.flatnonzero(back & ~seen_back)]  # the first of the run
+    slow_hot = np.where(back, known.median_hot, known.slow_hot)
+    slow_calm = np.where(back, known.median_calm, known.slow_calm)
+    hot = fast.hot | slow_hot
+    held = _slow_held(store, incidents, marked, known, fast.calm, slow_hot=slow_hot, slow_calm=slow_calm)
+    calm = resolve_calm(fast.calm, slow_calm, held)
+    # calm only because a slow window that would have held it was let go (a new price over, a band from before):
+    # the longest calm wait, so a rise in waves stays one incident as it did while the slow window held it
+    patient = calm & ~(fast.calm & known.slow_calm)
     alerts: list[Alert] = []
     changes: list[tuple[tuple[str, str], Incident | None, Incident | None]] = []
     steps: dict[str, Step] = {}
@@ -171,9 +202,9 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                 before, kind="spend_anomaly", subject=subject, hot=bool(hot[i]), very_hot=bool(fast.very_hot[i]),
                 calm=bool(calm[i]), onset=now - window, severity=rule.severity(float(fast.excess_usd[i]),
                                                                                fast=bool(fast.hot[i])),
-                observed=float(observed[i]))
+                observed=float(observed[i]), patient=bool(patient[i]))
             # what it runs over its usual per window: the fast window's, or for a sustained shift alone its day's
-            per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not known.slow_hot[i]
+            per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not slow_hot[i]
                           else float(known.slow_excess_usd[i]) * rule.window_minutes / 1440)
             steps[subject] = Step(before, after, transition, per_window, bool(hot[i]))
     # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names)
@@ -182,13 +213,18 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     teams = (teams_of(store, features, start=now - window, end=now, raw=raw)
              if features and any(s.startswith("team=") for s in open_) else {})
     steps = correlate(steps, teams, elsewhere=paging(storms))
+    # and the first slow-hot pass of each open incident (a later one says nothing more)
     for subject, step in steps.items():
         changes.append((("spend_anomaly", subject), step.before, step.after))
+        i = index.get(subject)
+        if (step.after is not None and i is not None and slow_hot[i]
+                and marked.get((SLOW_HELD, subject), _EVER) < step.after.opened_at):
+            marks.append((SLOW_HELD, subject))
         if step.transition is not None:
             i = index.get(subject)
             excess, usual, seen = ((float(fast.excess_usd[i]), float(fast.expected_usd[i]), float(observed[i]))
                                    if i is not None else (0.0, 0.0, 0.0))
-            slow = i is not None and bool(known.slow_hot[i])
+            slow = i is not None and bool(slow_hot[i])
             incident = step.after if step.transition == "firing" else step.before
             price = None
             if step.transition == "firing" and slow and known.price_hours[i] > 0 and hour is not None:
@@ -219,8 +255,35 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         i = index.get(subject)
         if kind == "new_spender" and (i is None or known.history_hours[i] >= rule.warmup_hours):
             changes.append(((kind, subject), incident, None))
-    state.save(store, changes, now=now)
+    state.save(store, changes, now=now, marks=marks)
     return alerts
+
+
+def _slow_held(store: Store, incidents: dict[tuple[str, str], Incident], marked: dict[tuple[str, str], datetime],
+               known: baseline.Baselines, fast_calm: np.ndarray, *, slow_hot: np.ndarray,
+               slow_calm: np.ndarray) -> np.ndarray:
+    """Per subject of ``known``, whether its slow window holds its open incident's resolve
+    (:func:`~spendstream.detect.spend.resolve_calm`): unless it was in its band (neither hot nor calm) already in
+    the verdict in force when the incident opened (the hour it opened in, refreshed from the closed hours before
+    it) and has not been hot while it was open (``SLOW_HELD``). Only the subjects it can matter for (fast window
+    calm, slow window in its band now) read that hour's verdict, one read per hour of opening; a verdict no longer
+    stored (``detector_baselines`` keeps two days) holds, as before. ``slow_hot`` and ``slow_calm``: the slow
+    verdict the pass judges by (:meth:`~spendstream.detect.spend.SpendAnomalyRule.price_back`)."""
+    held = np.ones(len(known.subjects), dtype=bool)
+    asked: dict[datetime, list[int]] = {}
+    for i, subject in enumerate(known.subjects):
+        incident = incidents.get(("spend_anomaly", subject))
+        if (incident is None or not fast_calm[i] or slow_hot[i] or slow_calm[i]
+                or marked.get((SLOW_HELD, subject), _EVER) >= incident.opened_at):
+            continue
+        asked.setdefault(baseline.floor_hour(incident.opened_at), []).append(i)
+    for hour, rows in asked.items():
+        before = baseline.load(store, hour, subjects=[known.subjects[i] for i in rows], hour=hour)
+        banded = {s for s, h, c in zip(before.subjects, before.slow_hot, before.slow_calm, strict=True)
+                  if not h and not c}
+        for i in rows:
+            held[i] = known.subjects[i] not in banded
+    return held
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:

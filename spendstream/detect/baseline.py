@@ -132,6 +132,8 @@ class Baselines:
     usual_per_request: np.ndarray  # USD per request over those hours, as usual ...
     per_request: np.ndarray        # ... and as observed
     price_excess_usd: np.ndarray   # USD above what those hours' requests usually cost
+    median_hot: np.ndarray     # the slow window hot by its median alone (slow_hot: or by the price test) ...
+    median_calm: np.ndarray    # ... and calm by it (slow_calm: and by the price test)
 
 
 def _subject_hours_sql() -> str:
@@ -258,7 +260,7 @@ def refresh(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None
                         profiles.dispersion[i], fail_ratio[i], int(history[i]), int(slow.hot[i]),
                         int(slow.calm[i]), float(slow.excess_usd[i]), float(cost[i, -24:].sum()),
                         int(shift.hours[i]), float(shift.usual_per_request[i]), float(shift.per_request[i]),
-                        float(shift.excess_usd[i])))
+                        float(shift.excess_usd[i]), int(slow.median_hot[i]), int(slow.median_calm[i])))
     _insert(store, hour, out)
     return len(out)
 
@@ -333,13 +335,13 @@ _BASELINE_COLUMNS = (("subject", pa.string()), ("requests", pa.float64()), ("cos
                      ("history_hours", pa.uint32()), ("slow_hot", pa.uint8()), ("slow_calm", pa.uint8()),
                      ("slow_excess_usd", pa.float64()), ("day_cost", pa.float64()), ("price_hours", pa.uint16()),
                      ("usual_per_request", pa.float64()), ("per_request", pa.float64()),
-                     ("price_excess_usd", pa.float64()))
+                     ("price_excess_usd", pa.float64()), ("median_hot", pa.uint8()), ("median_calm", pa.uint8()))
 
 
 def _insert(store: Store, hour: datetime, rows: list[tuple]) -> None:
     """One Arrow insert of the hour's baselines (tens of thousands of customers: not SQL text)."""
     # the empty subject: "refreshed, nothing yet"
-    rows = rows or [("", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 1, 0.0, 0.0, 0, 0.0, 0.0, 0.0)]
+    rows = rows or [("", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 1, 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0, 1)]
     columns = {"for_hour": pa.array([hour.replace(tzinfo=None)] * len(rows), pa.timestamp("s"))}
     for i, (name, type_) in enumerate(_BASELINE_COLUMNS):
         columns[name] = pa.array([row[i] for row in rows], type_)
@@ -378,7 +380,7 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
     hour = hour or newest_hour(querier, now)
     if hour is None:
         return Baselines([], *(np.zeros(0) for _ in range(6)), np.zeros(0, bool), np.zeros(0, bool),
-                         *(np.zeros(0) for _ in range(6)))
+                         *(np.zeros(0) for _ in range(6)), np.zeros(0, bool), np.zeros(0, bool))
     params: dict[str, object] = {"h": f"{hour:%Y-%m-%d %H:%M:%S}"}
     which = "1"
     if subjects is not None:
@@ -386,10 +388,12 @@ def load(querier: TextQuerier, now: datetime, *, subjects: Collection[str] | Non
         params["subjects"] = sql_strings(subjects)
     rows = query_result(querier, f"""
         SELECT subject, requests, cost, peak_cost, dispersion, fail_ratio, history_hours, slow_hot, slow_calm,
-               slow_excess_usd, day_cost, price_hours, usual_per_request, per_request, price_excess_usd
+               slow_excess_usd, day_cost, price_hours, usual_per_request, per_request, price_excess_usd,
+               median_hot, median_calm
         FROM detector_baselines FINAL
         WHERE for_hour = {{h:DateTime('UTC')}} AND subject != '' AND {which}
         ORDER BY subject""", params).rows
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(15)]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(17)]
     arrays = [np.array(c, dtype=float) for c in columns[1:]]
-    return Baselines([str(s) for s in columns[0]], *arrays[:6], arrays[6] > 0, arrays[7] > 0, *arrays[8:])
+    return Baselines([str(s) for s in columns[0]], *arrays[:6], arrays[6] > 0, arrays[7] > 0, *arrays[8:14],
+                     arrays[14] > 0, arrays[15] > 0)

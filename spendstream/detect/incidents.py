@@ -59,17 +59,21 @@ class Hysteresis:
     resolve_after: int = 3
     resolve_after_max: int = 6  # passes: at the detectors' 5-minute passes, half an hour calm closes any incident
 
-    def calm_needed(self, incident: Incident) -> int:
-        """The consecutive calm passes that resolve ``incident``: as many as its hot passes, within the bounds."""
-        return max(self.resolve_after, min(incident.hot_passes, self.resolve_after_max))
+    def calm_needed(self, incident: Incident, *, patient: bool = False) -> int:
+        """The consecutive calm passes that resolve ``incident``: as many as its hot passes, within the bounds
+        (``patient``: the most)."""
+        return self.resolve_after_max if patient else max(self.resolve_after,
+                                                          min(incident.hot_passes, self.resolve_after_max))
 
     def step(self, current: Incident | None, *, kind: str, subject: str, hot: bool, very_hot: bool, calm: bool,
-             onset: datetime, severity: str, observed: float = 0.0, wasted_usd: float = 0.0
+             onset: datetime, severity: str, observed: float = 0.0, wasted_usd: float = 0.0, patient: bool = False
              ) -> tuple[Incident | None, Transition | None]:
         """The subject's incident after this pass, and the message it sends (``firing``, ``resolved``) if any.
 
         ``onset`` is where this pass's window starts (kept as the incident's start when it opens);
-        ``wasted_usd`` is added to the incident's dollars while it is open.
+        ``wasted_usd`` is added to the incident's dollars while it is open. ``patient``: this calm pass is calm only
+        because the detector let go of a slower window that would have held it; it resolves after the most calm
+        passes, whatever its hot ones (its lull must outlast the longest wave the wait absorbs).
         """
         if current is None:
             if very_hot or (hot and self.fire_after <= 1):
@@ -88,7 +92,7 @@ class Hysteresis:
             return replace(grown, hot_passes=passes), None
         if calm and not hot:
             calm_passes = current.calm_passes + 1
-            if calm_passes >= self.calm_needed(current):
+            if calm_passes >= self.calm_needed(current, patient=patient):
                 return None, "resolved"
             return replace(grown, calm_passes=calm_passes), None
         if hot or very_hot:

@@ -48,6 +48,14 @@ Two windows per subject, one incident (:mod:`spendstream.detect.incidents`):
 
 No anomaly without ``warmup_hours`` of history: until then a subject that spends
 ``new_spender_usd`` in a day raises one ``new_spender`` instead (never a page).
+An open incident resolves on the windows that held it (:func:`resolve_calm`): the fast window calm, and the slow
+window calm as well unless the slow window was already between hot and calm (its band) when the incident opened
+(the verdict of that hour, from the closed hours before it) and has not been hot since. A fast rise (a spike, a
+night abuse) on a subject whose day already ran a little over its usual (a median ratio between
+``slow_calm_ratio`` and ``slow_ratio``) is over when its 10 minutes are; a sustained shift or a new price, which
+the slow window sees, and a band the rise itself brought (a switch's first hour at a new price) still need it
+calm.
+
 Severity: ``error`` (the on-call route) when the fast window's excess runs at
 ``page_usd_per_hour`` or more, else ``warning``; slow-only shifts are ``warning``.
 """
@@ -62,6 +70,21 @@ import numpy as np
 from spendstream.detect.noise import SIZE_CV2, Expectation, count_upper, upper
 
 
+def resolve_calm(fast_calm: np.ndarray, slow_calm: np.ndarray, slow_held: np.ndarray) -> np.ndarray:
+    """Calm for an open incident's resolve count: its fast window calm, and its slow window calm where
+    ``slow_held``: everywhere but where the slow window was already in its band (neither hot nor calm) when the
+    incident opened (the verdict of the hour it opened in) and has not been hot while it was open.
+
+    The slow window's band is hysteresis for what the slow window fires on: a sustained shift hovering near its
+    line is one incident, not one a day. A band that was there before a rise the fast window found is not
+    evidence about it: a day of 24 closed hours running 1.12 × its usual neither made that rise nor ends with
+    it, and held incidents open for hours after their traffic stopped (BENCHMARKS.md, session s17). A band that
+    came with the rise (a model switch's first hour at its new price: not calm, not yet hot) is the rise's, and
+    holds: released, the switch resolved and paged again an hour later. A slow window hot now holds every
+    incident (``hot`` is the fast or the slow window's): an incident it holds is one it would open again."""
+    return fast_calm & (slow_calm | ~slow_held)
+
+
 @dataclass(frozen=True)
 class SpendVerdict:
     hot: np.ndarray
@@ -69,6 +92,9 @@ class SpendVerdict:
     calm: np.ndarray
     excess_usd: np.ndarray     # observed - expected (the larger of the mean and the typical peak)
     expected_usd: np.ndarray
+    # the slow window's: hot and calm by the day's median alone, without the price test (None: the fast window's)
+    median_hot: np.ndarray | None = None
+    median_calm: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +256,7 @@ class SpendAnomalyRule:
         warm = history_hours >= self.warmup_hours
         hot = warm & enough & (median >= self.slow_ratio) & (excess >= floor)
         calm = median < self.slow_calm_ratio
+        median_hot, median_calm = hot, calm
         if observed_requests is not None and per_request is not None:
             k = self.price_hours
             n, spent = observed_requests[:, -k:], observed_usd[:, -k:]
@@ -242,7 +269,7 @@ class SpendAnomalyRule:
                                       z=self.z_calm)
             hot, calm = hot | priced, calm & (spent[:, -1] < np.maximum(calm_line, self.min_excess_usd))
             excess = np.where(priced, np.maximum(excess, (spent - usual).sum(axis=1)), excess)
-        return SpendVerdict(hot, np.zeros_like(hot), calm, excess, day_expected)
+        return SpendVerdict(hot, np.zeros_like(hot), calm, excess, day_expected, median_hot, median_calm)
 
     def price_shift(self, *, observed_usd: np.ndarray, observed_requests: np.ndarray, per_request: np.ndarray,
                     price_cv2: np.ndarray | float = SIZE_CV2) -> PriceShift:
@@ -266,6 +293,39 @@ class SpendAnomalyRule:
         requests = np.maximum((n * taken).sum(axis=1), 1e-9)
         was, now = (usual * taken).sum(axis=1), (observed_usd * taken).sum(axis=1)
         return PriceShift(n.shape[1] - since, was / requests, now / requests, np.maximum(now - was, 0.0))
+
+    def price_back(self, *, price_hours: np.ndarray, usual_per_request: np.ndarray, per_request: np.ndarray,
+                   observed_usd: np.ndarray, observed_requests: np.ndarray, seen_back: np.ndarray | None = None
+                   ) -> np.ndarray:
+        """Where the last closed hours ran at a new price (``price_hours`` > 0, :meth:`price_shift`, at
+        ``usual_per_request`` dollars a request as usual), whether the new price is over by the current window's
+        requests. Its first sign (``seen_back`` False: not yet seen since the run at the new price began): at
+        least ``min_requests`` requests, their dollars under :meth:`price`'s line at ``z_calm`` (the line a closed
+        hour is price-calm under; the size spread of a request, ``SIZE_CV2``: the hour's baselines keep no other)
+        or under ``min_excess_usd`` over. Once seen, it stays over until a window of ``min_requests`` or more is
+        over that line at ``z_fire`` (as the price test fires): the same hysteresis as the closed hours' test.
+
+        The closed hours lag a price by up to two hours: a model switch that ended at 14:10 keeps 13:00 and 14:00
+        over their line until 16:00's refresh, and its slow window hot or not calm as long. Where the window's
+        own requests cost what they usually do, the rise the slow window found is over. Judged at ``z_calm`` both
+        ways, a window of ordinary requests a little heavy (one pass in twenty or so) or too few to price (a
+        night) lit the stale hours again and paged the switch a second time."""
+        n = np.asarray(observed_requests, dtype=float)
+        counted = (price_hours > 0) & (n >= self.min_requests)
+        usual, calm_line = self.price(per_request=usual_per_request, cv2=SIZE_CV2, observed_requests=n,
+                                      z=self.z_calm)
+        # and under what they would cost at the new price (``per_request``), less ``z_calm`` deviations of that
+        # many requests' costs: a few requests at either price are not told apart, and a part of a subject moved
+        # to a new model is not over because one window of it ran light
+        at_new = per_request * n
+        lower = at_new - self.z_calm * per_request * np.sqrt(n * SIZE_CV2)
+        back = (counted & (observed_usd < np.maximum(calm_line, usual + self.min_excess_usd))
+                & (observed_usd < lower))
+        if seen_back is None:
+            return back
+        _, hot_line = self.price(per_request=usual_per_request, cv2=SIZE_CV2, observed_requests=n, z=self.z_fire)
+        still = counted & (observed_usd >= hot_line) & (observed_usd - usual >= self.min_excess_usd)
+        return np.where(seen_back, (price_hours > 0) & ~still, back)
 
     def _median_ratio(self, observed_usd: np.ndarray, expected_usd: np.ndarray,
                       expected_requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -734,6 +734,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         rollups.backfill_grains(rollups.PANEL_GRAINS),  # from the raw events already stored
         reader_views.range_view("feature_requests_hourly", rollups.FEATURE_REQUEST_HOURS),
     )),
+    Migration(32, "a new price's incident resolves when the current window's requests are back at the usual price", (
+        # detect/anomaly.py (SpendAnomalyRule.price_back): where the current window says a new price is over, the
+        # slow window is judged by its median alone; rows written before read the whole verdict (nothing released)
+        "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS median_hot UInt8 DEFAULT slow_hot COMMENT "
+        "'the slow window hot by its median hour ratio alone, without the price test' AFTER price_excess_usd",
+        "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS median_calm UInt8 DEFAULT slow_calm COMMENT "
+        "'the slow window calm by its median hour ratio alone, without the price test' AFTER median_hot",
+    )),
 )
 
 
