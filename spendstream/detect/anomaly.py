@@ -163,7 +163,8 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     priced = (known.price_hours > 0) & (known.slow_hot | ~known.slow_calm)
     if (fast.hot | priced).any():
         counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot | priced)],
-                                  start=now - window, end=now, since=now - short if rule.short_minutes else None, raw=raw)
+                                  start=now - window, end=now, since=now - short if rule.short_minutes else None,
+                                  raw=raw)
         for subject, (n, late_n) in counted.items():
             seen[index[subject], 1], seen[index[subject], 3] = n, late_n  # (``requests`` and ``late``: views)
         fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
