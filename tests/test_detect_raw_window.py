@@ -54,7 +54,24 @@ def _events(tag: str, now: datetime) -> list[dict]:
 
 
 def _answers(store, now: datetime, raw: raw_window.RawWindow | None, tag: str) -> list[object]:
-    """What every statement over the fast window says, reading ``raw`` (None: raw ``FINAL``)."""
+    """What every statement over the fast window says, reading ``raw`` (None: raw ``FINAL``); each float to 12
+    significant digits: the engine sums floats (a shape's repeated dollars, a minute's ratio) over its threads in
+    no fixed order, so the same rows can differ in a double's last bits from one read to the next, raw or copy
+    (seen: 0.07702 against 0.07701999999999999)."""
+    return _settled([*_statements(store, now, raw, tag)])
+
+
+def _settled(value: object) -> object:
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {k: _settled(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_settled(v) for v in value)
+    return value
+
+
+def _statements(store, now: datetime, raw: raw_window.RawWindow | None, tag: str) -> list[object]:
     start, since = now - WINDOW, now - timedelta(minutes=5)
     ours = [f"feature={tag}-f0", f"customer={tag}-c1", f"team={tag}-t0", f"feature={tag}-f1,customer={tag}-c2"]
     fast = retry_storm.fast_rows(store, start=start, end=now, raw=raw)
