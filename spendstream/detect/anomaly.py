@@ -172,9 +172,8 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     # a new price the window's requests no longer pay is over: the closed hours' price test, which found it,
     # does not hold it; the day's median still does. Once seen back since the run at the new price began (a
     # ``PRICE_BACK`` mark), it stays over until a window is over the price test's own line again.
-    seen_back = priced & np.array([hour is not None and (PRICE_BACK, s) in marked and marked[(PRICE_BACK, s)]
-                                   >= hour - timedelta(hours=int(h)) for s, h in zip(subjects, known.price_hours,
-                                                                                     strict=True)], dtype=bool)
+    seen_back = priced & np.array([hour is not None and marked.get((PRICE_BACK, s), _EVER) >= hour - timedelta(
+        hours=int(h)) for s, h in zip(subjects, known.price_hours, strict=True)], dtype=bool)
     back = priced & rule.price_back(price_hours=known.price_hours, usual_per_request=known.usual_per_request,
                                     per_request=known.per_request, observed_usd=observed, observed_requests=requests,
                                     seen_back=seen_back)
@@ -222,7 +221,6 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
                 and marked.get((SLOW_HELD, subject), _EVER) < step.after.opened_at):
             marks.append((SLOW_HELD, subject))
         if step.transition is not None:
-            i = index.get(subject)
             excess, usual, seen = ((float(fast.excess_usd[i]), float(fast.expected_usd[i]), float(observed[i]))
                                    if i is not None else (0.0, 0.0, 0.0))
             slow = i is not None and bool(slow_hot[i])
