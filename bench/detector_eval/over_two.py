@@ -1,12 +1,14 @@
-"""Which injected incidents got more than two on-call messages, and the delivered keys that made them.
+"""Which injected incidents got more than two on-call (or Slack) messages, and the delivered keys that made them.
 
     PYTHONPATH=. .venv/bin/python -m bench.detector_eval.over_two --seeds 111 112 113 114 115
+    PYTHONPATH=. .venv/bin/python -m bench.detector_eval.over_two --dest slack --seeds 161 162
 
 One block per incident over two at on-call (counted as :func:`.rules_noise.messages_per_incident` counts them:
-a key's trigger once its severity is ``error`` or worse, then its resolve): the world, the injected kind, its
-leaf's subjects and its minutes, then every delivered key the incident owns, in order: kind, subject, first
-trigger (minute of the day, severity), the minute it reached on-call and its resolve. Both families run, as the
-harness runs them, so a loop's spend anomaly beside its storm shows. Diagnostics only; scores nothing.
+a key's trigger once its severity is ``error`` or worse, then its resolve; with ``--dest slack``, as it counts
+Slack's: every delivered trigger and its resolve): the world, the injected kind, its leaf's subjects and its
+minutes, then every delivered key the incident owns, in order: kind, subject, first trigger (minute of the day,
+severity), the minute it reached on-call and its resolve. Both families run, as the harness runs them, so a
+loop's spend anomaly beside its storm shows. Diagnostics only; scores nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ def _at(minute: int | None) -> str:
     return "–" if minute is None else f"d{minute // DAY} {minute % DAY // 60:02d}:{minute % 60:02d}"
 
 
-def over_two(world: World) -> list[str]:
-    """The blocks of one world's incidents with more than two on-call messages."""
+def over_two(world: World, dest: str = "on-call") -> list[str]:
+    """The blocks of one world's incidents with more than two messages at ``dest`` (``on-call`` or ``slack``)."""
     storms = rules_noise.retries(world)
     fired = rules_noise.spend(world, storms=storms) + storms
     fired.sort(key=lambda f: f.minute)
@@ -51,14 +53,14 @@ def over_two(world: World) -> list[str]:
             entry["resolved"] = f.minute
     out = []
     for incident_id, per in keys.items():
-        paged = [(k, e) for k, e in per.items() if e["paged"] is not None]
-        messages = sum(1 + (e["resolved"] is not None) for _, e in paged)
+        sent = [(k, e) for k, e in per.items() if dest == "slack" or e["paged"] is not None]
+        messages = sum(1 + (e["resolved"] is not None) for _, e in sent)
         if messages <= 2:
             continue
         incident = incidents[incident_id]
         leaf = world.leaves[incident.leaf]
         out.append(f"- {world.shape} seed {world.seed}: {incident.kind} on {leaf.team} / {leaf.feature} / "
-                   f"{leaf.customer}, {_at(incident.start)} to {_at(incident.end)}: {messages} on-call messages")
+                   f"{leaf.customer}, {_at(incident.start)} to {_at(incident.end)}: {messages} {dest} messages")
         for (kind, subject, _), e in sorted(per.items(), key=lambda kv: kv[1]["trigger"]):
             out.append(f"  - {kind} {subject}: trigger {_at(e['trigger'])} ({e['severity']}), on-call "
                        f"{_at(e['paged'])}, resolved {_at(e['resolved'])}")
@@ -69,12 +71,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
+    parser.add_argument("--dest", default="on-call", choices=("on-call", "slack"))
     args = parser.parse_args()
     for shape in args.shapes:
         trace = load(shape)
         for seed in args.seeds:
-            lines = over_two(generate(trace, seed))
-            print("\n".join(lines) if lines else f"- {shape} seed {seed}: none over two at on-call", flush=True)
+            lines = over_two(generate(trace, seed), args.dest)
+            print("\n".join(lines) if lines else f"- {shape} seed {seed}: none over two at {args.dest}", flush=True)
 
 
 if __name__ == "__main__":
