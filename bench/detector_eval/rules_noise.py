@@ -283,6 +283,13 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     out: list[Fired] = []
     own = None
     per_provider = by_provider.reshape(len(rows), len(providers), -1)
+
+    def periods(a: np.ndarray, t: int) -> np.ndarray:
+        """(subjects, periods): ``a`` summed per subject over the last ``storm_long_minutes``, in periods of
+        ``storm_now_minutes``, oldest first (:func:`~spendstream.detect.retry_storm.storm_periods`)."""
+        span = rule.storm_periods * rule.storm_now_minutes
+        per_minute = membership @ a[:, t - span:t].astype(np.float64)
+        return per_minute.reshape(len(rows), rule.storm_periods, rule.storm_now_minutes).sum(axis=2)
     for t in passes(world):
         if own is None or t % 60 == 0:  # as the refresh does: the last week's failures per attempt, through now
             week = slice(t // 60 - 168, t // 60)
@@ -328,7 +335,10 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features),
                              slow_others=slow_others,
                              latest_failed=split(failed, rule.storm_now_minutes),  # as fast_window's latest_*
-                             latest_attempts=split(attempts, rule.storm_now_minutes))
+                             latest_attempts=split(attempts, rule.storm_now_minutes),
+                             # as storm_periods (the package reads them for storms silent in their newest minutes
+                             # only, the one place judge uses them)
+                             period_failed=periods(world.failed, t), period_attempts=periods(world.attempts, t))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
