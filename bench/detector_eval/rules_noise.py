@@ -284,7 +284,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     own = None
     per_provider = by_provider.reshape(len(rows), len(providers), -1)
 
-    def periods(a: np.ndarray, t: int) -> np.ndarray:
+    def lasting(a: np.ndarray, t: int) -> np.ndarray:
         """(subjects, periods): ``a`` summed per subject over the last ``storm_long_minutes``, in periods of
         ``storm_now_minutes``, oldest first (:func:`~spendstream.detect.retry_storm.storm_periods`)."""
         span = rule.storm_periods * rule.storm_now_minutes
@@ -338,7 +338,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              latest_attempts=split(attempts, rule.storm_now_minutes),
                              # as storm_periods (the package reads them for storms silent in their newest minutes
                              # only, the one place judge uses them)
-                             period_failed=periods(world.failed, t), period_attempts=periods(world.attempts, t))
+                             period_failed=lasting(world.failed, t), period_attempts=lasting(world.attempts, t))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS

@@ -37,6 +37,10 @@ what a rollup window reads, not two hours of raw):
   they repeated in, from ``loop_shapes`` (which keeps only repeated shapes, so its rows are
   what loops make) and raw after its watermark — an agent calling once a minute for hours
   never repeats 12 times in ten minutes;
+- **a storm's periods** (the last ``storm_long_minutes``, in ``storm_now_minutes`` periods) from raw, only for the
+  subjects whose storm sent nothing in its newest minutes (:func:`storm_periods`; none on most passes): whether it
+  failed long enough to be more than a provider blip it sent a few requests through
+  (:meth:`RetryStormRule.lasted`);
 
 and each subject's own failure ratio from this hour's baselines (:mod:`spendstream.detect.baseline`).
 Customers that cannot be hot (:meth:`RetryStormRule.can_fire`: too few failures in the fast window,
