@@ -1,0 +1,236 @@
+"""The floor of two exact top-k plans over team × feature × customer, on scratch tables (measured before building).
+
+    PYTHONPATH=. .venv/bin/python bench/rank_floor.py COPY --result RESULT.json --rounds 4 [--build]
+
+Issue 17's slowest reads at 50M rank team × feature × customer keys (cookbook Top spenders, Movers), and their
+cost is the keys: nearly one per ``customer_hours`` row (BENCHMARKS.md, s18). Two plans, each timed here on
+scratch tables built once from ``customer_hours FINAL`` (``--build``), so these are floors: merged tables, no
+watermarks, no ``FINAL`` (its cost is timed apart, on the real table), closed days only (today apart):
+
+- ``names``: the cookbook's grouping by the three names, on the scratch copy of ``customer_hours``;
+- ``id``: the same rows with a stored ``key_id`` (UInt64 of the three names and their NULL flags): the ranking
+  groups the ids alone, keeps the ``top``-th cost and its ties, then only those ids are grouped by their names
+  (a 64-bit collision can only merge two keys' sums: the names' grouping would show it);
+- ``ta``: Fagin's threshold over day × key totals: each day's ``n`` largest keys are kept in a table
+  (``r19_tops``, what a maintainer would keep); candidates are their union over the range, and a key outside
+  every day's list costs at most the sum of the days' ``n``-th values (no cost is negative). The candidates'
+  exact sums come from a key-first day table (``r19_kd``, ``ORDER BY (key_id, day)``). The answer is exact when
+  the ``top``-th candidate is strictly above that bound; printed per ``n`` with the bound. Movers the same with
+  |this − last| <= max(this, last) <= the larger week's sum of ``n``-th values.
+
+Every form's rows are asserted equal to the ``names`` form (for ``ta``, when it says it is exact). ``now`` is the
+load's start (the result file's ``started``); weeks here are whole UTC days before today (Movers' real weeks start
+mid-day: a simplification of the floor, not of the answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
+
+KEYS = "team, feature, customer"
+KEY_ID = ("sipHash64(isNull(team), ifNull(team, ''), isNull(feature), ifNull(feature, ''), "
+          "isNull(customer), ifNull(customer, ''))")
+KEYS_DDL = "team LowCardinality(Nullable(String)), feature LowCardinality(Nullable(String)), customer Nullable(String)"
+PRICED = "HAVING sum(attempts) > sum(unpriced_attempts)"
+MAX_N = 3000  # longest per-day list kept in r19_tops
+
+
+def build(store: EmbeddedStore, start: datetime) -> None:
+    day = f"toDateTime('{start:%Y-%m-%d} 00:00:00', 'UTC')"
+    cols = f"hour, {KEYS}, environment, provider, model, cost_usd, attempts, unpriced_attempts"
+    for sql in (
+        "DROP TABLE IF EXISTS r19_ch", "DROP TABLE IF EXISTS r19_kd", "DROP TABLE IF EXISTS r19_tops",
+        f"""CREATE TABLE r19_ch ENGINE = MergeTree ORDER BY (hour, {KEYS}, environment, provider, model)
+            SETTINGS allow_nullable_key = 1 AS
+            SELECT {cols}, {KEY_ID} AS key_id FROM customer_hours FINAL WHERE hour >= {day}""",
+        """CREATE TABLE r19_kd ENGINE = MergeTree ORDER BY (key_id, day) SETTINGS index_granularity = 256 AS
+            SELECT toDate(hour) AS day, key_id, any(team) AS team, any(feature) AS feature,
+                   any(customer) AS customer, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
+                   sum(unpriced_attempts) AS unpriced_attempts
+            FROM r19_ch GROUP BY day, key_id""",
+        f"""CREATE TABLE r19_tops ENGINE = MergeTree ORDER BY (day, rank) AS
+            SELECT day, row_number() OVER (PARTITION BY day ORDER BY ifNull(cost_usd, 0) DESC, key_id) AS rank,
+                   key_id, ifNull(cost_usd, 0) AS cost_usd
+            FROM r19_kd QUALIFY rank <= {MAX_N}""",
+        "DROP TABLE IF EXISTS r19_kdr",
+        f"""CREATE TABLE r19_kdr (day Date, {KEYS_DDL}, cost_usd Nullable(Decimal(38, 18)), attempts UInt64,
+                unpriced_attempts UInt64, version UInt32, key_id UInt64 MATERIALIZED {KEY_ID})
+            ENGINE = ReplacingMergeTree(version) ORDER BY (day, {KEYS}) SETTINGS allow_nullable_key = 1""",
+        f"INSERT INTO r19_kdr SELECT day, {KEYS}, cost_usd, attempts, unpriced_attempts, 1 FROM r19_kd",
+        "OPTIMIZE TABLE r19_ch FINAL", "OPTIMIZE TABLE r19_kd FINAL", "OPTIMIZE TABLE r19_tops FINAL",
+        "OPTIMIZE TABLE r19_kdr FINAL",
+        # a recomputed day in a part of its own, as the maintainer leaves it: FINAL has versions to merge
+        f"""INSERT INTO r19_kdr SELECT day, {KEYS}, cost_usd, attempts, unpriced_attempts, 2 FROM r19_kd
+            WHERE day = (SELECT max(day) FROM r19_kd)""",
+    ):
+        started = time.perf_counter()
+        store.command(sql)
+        print(f"  {sql.split(' AS', 1)[0].split(chr(10))[0][:70]}: {time.perf_counter() - started:.1f} s", flush=True)
+    for table in ("r19_ch", "r19_kd", "r19_tops", "r19_kdr"):
+        print(f"  {table}: {store.query(f'SELECT count() FROM {table}').scalar():,} rows", flush=True)
+
+
+def _t(at: datetime) -> str:
+    return f"toDateTime('{at:%Y-%m-%d %H:%M:%S}', 'UTC')"
+
+
+def top_spenders(since: datetime, until: datetime, top: int, ns: list[int]) -> dict[str, str]:
+    hours = f"hour >= {_t(since)} AND hour < {_t(until)}"
+    days = f"day >= toDate({_t(since)}) AND day < toDate({_t(until)})"
+    order = f"ORDER BY cost_usd DESC, {KEYS} LIMIT {top}"
+    answer = f"SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM {{src}} GROUP BY {KEYS} {PRICED} {order}"
+    forms = {
+        "names, customer_hours FINAL": answer.format(src=f"customer_hours FINAL WHERE {hours}"),
+        "names": answer.format(src=f"r19_ch WHERE {hours}"),
+        "id": f"""WITH (SELECT groupArray(key_id) FROM (
+                      SELECT key_id, sum(cost_usd) AS c FROM r19_ch WHERE {hours} GROUP BY key_id {PRICED}
+                      ORDER BY c DESC LIMIT {top} WITH TIES)) AS ids
+                  {answer.format(src=f"r19_ch WHERE {hours} AND has(ids, key_id)")}""",
+    }
+    for n in ns:
+        candidates = f"SELECT key_id FROM r19_tops WHERE {days} AND rank <= {n}"
+        bound = f"(SELECT sum(cost_usd) FROM r19_tops WHERE {days} AND rank = {n})"
+        forms[f"ta n={n}"] = f"""
+            SELECT {KEYS}, cost_usd, cost_usd > {bound} AS beyond FROM (
+              {answer.format(src=f"r19_kd WHERE {days} AND key_id IN ({candidates})")})"""
+        # no stored ranks: each day's n largest sorted out of a day grain at query time, FINAL over versions
+        tops = f"""(SELECT (arrayFlatten(groupArray(ks)), sum(nth)) FROM (
+                       SELECT groupArray(key_id) AS ks, if(count() = {n}, min(c), 0) AS nth FROM (
+                         SELECT day, key_id, ifNull(cost_usd, 0) AS c FROM r19_kdr FINAL WHERE {days}
+                         ORDER BY day, c DESC LIMIT {n} BY day) GROUP BY day)) AS tops"""
+        forms[f"ta-grain n={n}"] = f"""WITH {tops}
+            SELECT {KEYS}, cost_usd, cost_usd > tops.2 AS beyond FROM (
+              {answer.format(src=f"r19_kdr FINAL WHERE {days} AND has(tops.1, key_id)")})"""
+    return forms
+
+
+def movers(today: datetime, top: int, ns: list[int]) -> dict[str, str]:
+    mid, first = today - timedelta(days=7), today - timedelta(days=14)
+    this_, last_ = f"hour >= {_t(mid)}", f"hour < {_t(mid)}"
+    cols = ("sumIf(cost_usd, {this}) AS this_week_usd, sumIf(cost_usd, {last}) AS last_week_usd, "
+            "this_week_usd - last_week_usd AS change_usd")
+    order = f"ORDER BY abs(change_usd) DESC, {KEYS} LIMIT {top}"
+    hours = f"hour >= {_t(first)} AND hour < {_t(today)}"
+    by_hour = cols.format(this=this_, last=last_)
+    answer = f"SELECT {KEYS}, {by_hour} FROM {{src}} GROUP BY {KEYS} {PRICED} {order}"
+    forms = {
+        "names, customer_hours FINAL": answer.format(src=f"customer_hours FINAL WHERE {hours}"),
+        "names": answer.format(src=f"r19_ch WHERE {hours}"),
+        "id": f"""WITH (SELECT groupArray(key_id) FROM (
+                      SELECT key_id, {by_hour} FROM r19_ch WHERE {hours} GROUP BY key_id {PRICED}
+                      ORDER BY abs(change_usd) DESC LIMIT {top} WITH TIES)) AS ids
+                  {answer.format(src=f"r19_ch WHERE {hours} AND has(ids, key_id)")}""",
+    }
+    days = f"day >= toDate({_t(first)}) AND day < toDate({_t(today)})"
+    by_day = cols.format(this=f"day >= toDate({_t(mid)})", last=f"day < toDate({_t(mid)})")
+    for n in ns:
+        candidates = f"SELECT key_id FROM r19_tops WHERE {days} AND rank <= {n}"
+        bound = (f"(SELECT greatest(sumIf(cost_usd, day >= toDate({_t(mid)})), "
+                 f"sumIf(cost_usd, day < toDate({_t(mid)}))) FROM r19_tops WHERE {days} AND rank = {n})")
+        forms[f"ta n={n}"] = f"""
+            SELECT {KEYS}, this_week_usd, last_week_usd, change_usd, abs(change_usd) > {bound} AS beyond FROM (
+              SELECT {KEYS}, {by_day} FROM r19_kd WHERE {days} AND key_id IN ({candidates})
+              GROUP BY {KEYS} {PRICED} {order})"""
+    return forms
+
+
+def today_part(today: datetime, n: int) -> dict[str, str]:
+    """Today's closed hours, which no day grain holds: what the bound's share of today costs when grouped whole."""
+    hours = f"hour >= {_t(today)}"
+    return {
+        "names": f"""SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM r19_ch WHERE {hours} GROUP BY {KEYS} {PRICED}
+                     ORDER BY cost_usd DESC, {KEYS} LIMIT {n}""",
+        "names, customer_hours FINAL": f"""SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM customer_hours FINAL
+                     WHERE {hours} GROUP BY {KEYS} {PRICED} ORDER BY cost_usd DESC, {KEYS} LIMIT {n}""",
+        "id": f"""WITH (SELECT groupArray(key_id) FROM (
+                      SELECT key_id, sum(cost_usd) AS c FROM r19_ch WHERE {hours} GROUP BY key_id {PRICED}
+                      ORDER BY c DESC LIMIT {n} WITH TIES)) AS ids
+                  SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM r19_ch WHERE {hours} AND has(ids, key_id)
+                  GROUP BY {KEYS} {PRICED} ORDER BY cost_usd DESC, {KEYS} LIMIT {n}""",
+    }
+
+
+def cpu_s() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)  # chdb runs in this process
+    return used.ru_utime + used.ru_stime
+
+
+def timed(store: EmbeddedStore, title: str, forms: dict[str, str], rounds: int) -> None:
+    expected = store.query(forms["names"]).rows
+    wall: dict[str, list[float]] = {name: [] for name in forms}
+    cpu: dict[str, list[float]] = {name: [] for name in forms}
+    exact: dict[str, bool] = {}
+    for i in range(rounds):
+        for name in list(forms) if i % 2 == 0 else list(forms)[::-1]:  # A B C, C B A, ...
+            started, used = time.perf_counter(), cpu_s()
+            rows = store.query(forms[name]).rows
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(cpu_s() - used)
+            if name.startswith("ta"):
+                exact[name] = len(rows) == len(expected) and bool(rows[-1][-1])
+                if exact[name] and [r[:-1] for r in rows] != expected:
+                    raise AssertionError(f"{title}, {name}: exact by its bound, yet not the grouping's rows")
+            elif rows != expected:
+                raise AssertionError(f"{title}, {name}: not the grouping's rows")
+    for name in forms:
+        verdict = "" if name not in exact else (" exact" if exact[name] else " bound not met: fall back")
+        print(f"| {title} | {name} | {statistics.median(wall[name]) * 1000:.0f} "
+              f"| {statistics.median(cpu[name]) * 1000:.0f} |{verdict}", flush=True)
+
+
+def bounds(store: EmbeddedStore, today: datetime, ns: list[int]) -> None:
+    """Per n: the bound for a week and a day, against the week's and day's 10th and Movers' 20th."""
+    for n in ns:
+        row = store.query(f"""SELECT sumIf(cost_usd, day >= toDate({_t(today - timedelta(days=7))})),
+                                     sumIf(cost_usd, day >= toDate({_t(today - timedelta(days=1))}))
+                              FROM r19_tops WHERE rank = {n} AND day < toDate({_t(today)})""").rows[0]
+        print(f"  n={n}: bound week {float(row[0] or 0):.2f}, day {float(row[1] or 0):.2f}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data_dir", type=Path, help="a copy of a read_scale.py store (opened by this process alone)")
+    parser.add_argument("--result", type=Path, required=True, help="the load's result JSON (its `started` is now)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--build", action="store_true", help="(re)build the scratch tables first")
+    parser.add_argument("--n", type=int, action="append", help="per-day list lengths for ta (default 100, 1000, 3000)")
+    parser.add_argument("--only", choices=("day", "week", "movers", "today"), action="append")
+    args = parser.parse_args()
+    now = datetime.fromisoformat(json.loads(args.result.read_text())["started"]).replace(tzinfo=None)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    ns = args.n or [100, 1000, MAX_N]
+    store = EmbeddedStore(args.data_dir)
+    try:
+        print(f"now {now}; load average {os.getloadavg()}", flush=True)
+        if args.build:
+            build(store, today - timedelta(days=14))
+        bounds(store, today, ns)
+        print("| question (closed days) | form | wall ms | CPU ms |\n|---|---|---|---|", flush=True)
+        for label, days in (("day", 1), ("week", 7)):
+            if not args.only or label in args.only:
+                timed(store, f"Top spenders, {label}", top_spenders(today - timedelta(days=days), today, 10, ns),
+                      args.rounds)
+        if not args.only or "today" in args.only:
+            timed(store, "Today's closed hours, top 100", today_part(today, 100), args.rounds)
+        if not args.only or "movers" in args.only:
+            timed(store, "Movers (14 whole days)", movers(today, 20, ns), args.rounds)
+        print(f"load average {os.getloadavg()}", flush=True)
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
