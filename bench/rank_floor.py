@@ -47,8 +47,9 @@ PRICED = "HAVING sum(attempts) > sum(unpriced_attempts)"
 MAX_N = 3000  # longest per-day list kept in r19_tops
 
 
-def build(store: EmbeddedStore, start: datetime) -> None:
+def build(store: EmbeddedStore, start: datetime, now: datetime) -> None:
     day = f"toDateTime('{start:%Y-%m-%d} 00:00:00', 'UTC')"
+    today = f"toDateTime('{now:%Y-%m-%d} 00:00:00', 'UTC')"
     cols = f"hour, {KEYS}, environment, provider, model, cost_usd, attempts, unpriced_attempts"
     for sql in (
         "DROP TABLE IF EXISTS r19_ch", "DROP TABLE IF EXISTS r19_kd", "DROP TABLE IF EXISTS r19_tops",
@@ -71,6 +72,17 @@ def build(store: EmbeddedStore, start: datetime) -> None:
         f"INSERT INTO r19_kdr SELECT day, {KEYS}, cost_usd, attempts, unpriced_attempts, 1 FROM r19_kd",
         "OPTIMIZE TABLE r19_ch FINAL", "OPTIMIZE TABLE r19_kd FINAL", "OPTIMIZE TABLE r19_tops FINAL",
         "OPTIMIZE TABLE r19_kdr FINAL",
+        # today's closed hours, which no day row holds yet: hour × key, key-first within the day, and each hour's list
+        "DROP TABLE IF EXISTS r19_kh", "DROP TABLE IF EXISTS r19_htops",
+        f"""CREATE TABLE r19_kh ENGINE = MergeTree ORDER BY (toDate(hour), key_id, hour)
+            SETTINGS index_granularity = 256 AS
+            SELECT hour, key_id, any(team) AS team, any(feature) AS feature, any(customer) AS customer,
+                   sum(cost_usd) AS cost_usd, sum(attempts) AS attempts, sum(unpriced_attempts) AS unpriced_attempts
+            FROM r19_ch WHERE hour >= {today} GROUP BY hour, key_id""",
+        f"""CREATE TABLE r19_htops ENGINE = MergeTree ORDER BY (hour, rank) AS
+            SELECT hour, row_number() OVER (PARTITION BY hour ORDER BY ifNull(cost_usd, 0) DESC, key_id) AS rank,
+                   key_id, ifNull(cost_usd, 0) AS cost_usd
+            FROM r19_kh QUALIFY rank <= {MAX_N}""",
         # a recomputed day in a part of its own, as the maintainer leaves it: FINAL has versions to merge
         f"""INSERT INTO r19_kdr SELECT day, {KEYS}, cost_usd, attempts, unpriced_attempts, 2 FROM r19_kd
             WHERE day = (SELECT max(day) FROM r19_kd)""",
@@ -78,7 +90,7 @@ def build(store: EmbeddedStore, start: datetime) -> None:
         started = time.perf_counter()
         store.command(sql)
         print(f"  {sql.split(' AS', 1)[0].split(chr(10))[0][:70]}: {time.perf_counter() - started:.1f} s", flush=True)
-    for table in ("r19_ch", "r19_kd", "r19_tops", "r19_kdr"):
+    for table in ("r19_ch", "r19_kd", "r19_tops", "r19_kdr", "r19_kh", "r19_htops"):
         print(f"  {table}: {store.query(f'SELECT count() FROM {table}').scalar():,} rows", flush=True)
 
 
@@ -146,6 +158,26 @@ def movers(today: datetime, top: int, ns: list[int]) -> dict[str, str]:
     return forms
 
 
+def with_today(since: datetime, today: datetime, top: int, n: int, n_hour: int) -> dict[str, str]:
+    """Top spenders from ``since`` through today's closed hours: the closed days' lists and today's hours' lists."""
+    order = f"ORDER BY cost_usd DESC, {KEYS} LIMIT {top}"
+    answer = f"SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM {{src}} GROUP BY {KEYS} {PRICED} {order}"
+    days = f"day >= toDate({_t(since)}) AND day < toDate({_t(today)})"
+    hours = f"hour >= {_t(today)}"
+    candidates = (f"SELECT key_id FROM r19_tops WHERE {days} AND rank <= {n} "
+                  f"UNION ALL SELECT key_id FROM r19_htops WHERE {hours} AND rank <= {n_hour}")
+    bound = (f"((SELECT sum(cost_usd) FROM r19_tops WHERE {days} AND rank = {n}) + "
+             f"(SELECT sum(cost_usd) FROM r19_htops WHERE {hours} AND rank = {n_hour}))")
+    measures = f"{KEYS}, cost_usd, attempts, unpriced_attempts"
+    rows = (f"(SELECT {measures} FROM r19_kd WHERE {days} AND key_id IN cand "
+            f"UNION ALL SELECT {measures} FROM r19_kh WHERE {hours} AND key_id IN cand)")
+    return {
+        "names": answer.format(src=f"r19_ch WHERE hour >= {_t(since)}"),
+        f"ta n={n}, hours n={n_hour}": f"""WITH cand AS ({candidates})
+            SELECT {KEYS}, cost_usd, cost_usd > {bound} AS beyond FROM ({answer.format(src=rows)})""",
+    }
+
+
 def today_part(today: datetime, n: int) -> dict[str, str]:
     """Today's closed hours, which no day grain holds: what the bound's share of today costs when grouped whole."""
     hours = f"hour >= {_t(today)}"
@@ -206,7 +238,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--build", action="store_true", help="(re)build the scratch tables first")
     parser.add_argument("--n", type=int, action="append", help="per-day list lengths for ta (default 100, 1000, 3000)")
-    parser.add_argument("--only", choices=("day", "week", "movers", "today"), action="append")
+    parser.add_argument("--only", choices=("day", "week", "movers", "today", "with today"), action="append")
     args = parser.parse_args()
     now = datetime.fromisoformat(json.loads(args.result.read_text())["started"]).replace(tzinfo=None)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -215,13 +247,17 @@ def main() -> int:
     try:
         print(f"now {now}; load average {os.getloadavg()}", flush=True)
         if args.build:
-            build(store, today - timedelta(days=14))
+            build(store, today - timedelta(days=14), now)
         bounds(store, today, ns)
         print("| question (closed days) | form | wall ms | CPU ms |\n|---|---|---|---|", flush=True)
         for label, days in (("day", 1), ("week", 7)):
             if not args.only or label in args.only:
                 timed(store, f"Top spenders, {label}", top_spenders(today - timedelta(days=days), today, 10, ns),
                       args.rounds)
+        if not args.only or "with today" in args.only:
+            for label, days in (("day", 1), ("week", 7)):
+                timed(store, f"Top spenders, {label} + today's closed hours",
+                      with_today(today - timedelta(days=days), today, 10, 100, 100), args.rounds)
         if not args.only or "today" in args.only:
             timed(store, "Today's closed hours, top 100", today_part(today, 100), args.rounds)
         if not args.only or "movers" in args.only:
