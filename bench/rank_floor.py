@@ -72,6 +72,22 @@ def build(store: EmbeddedStore, start: datetime, now: datetime) -> None:
         f"INSERT INTO r19_kdr SELECT day, {KEYS}, cost_usd, attempts, unpriced_attempts, 1 FROM r19_kd",
         "OPTIMIZE TABLE r19_ch FINAL", "OPTIMIZE TABLE r19_kd FINAL", "OPTIMIZE TABLE r19_tops FINAL",
         "OPTIMIZE TABLE r19_kdr FINAL",
+        # as a maintainer would keep them: versioned, FINAL, a recomputed day in a part of its own in both tables
+        "DROP TABLE IF EXISTS r19_kdv", "DROP TABLE IF EXISTS r19_topsv",
+        f"""CREATE TABLE r19_kdv (day Date, {KEYS_DDL}, cost_usd Nullable(Decimal(38, 18)), attempts UInt64,
+                unpriced_attempts UInt64, version UInt32, key_id UInt64 MATERIALIZED {KEY_ID})
+            ENGINE = ReplacingMergeTree(version) ORDER BY (key_id, day, {KEYS})
+            SETTINGS allow_nullable_key = 1, index_granularity = 256""",
+        f"INSERT INTO r19_kdv SELECT day, {KEYS}, cost_usd, attempts, unpriced_attempts, 1 FROM r19_kd",
+        """CREATE TABLE r19_topsv (day Date, keys Array(UInt64), nth Array(Decimal(38, 18)), version UInt32)
+            ENGINE = ReplacingMergeTree(version) ORDER BY day""",
+        """INSERT INTO r19_topsv SELECT day, groupArray(key_id), groupArray(cost_usd), 1
+            FROM (SELECT * FROM r19_tops ORDER BY day, rank) GROUP BY day""",
+        "OPTIMIZE TABLE r19_kdv FINAL", "OPTIMIZE TABLE r19_topsv FINAL",
+        f"""INSERT INTO r19_kdv SELECT day, {KEYS}, cost_usd, attempts, unpriced_attempts, 2 FROM r19_kd
+            WHERE day = (SELECT max(day) FROM r19_kd)""",
+        """INSERT INTO r19_topsv SELECT day, keys, nth, 2 FROM r19_topsv
+            WHERE day = (SELECT max(day) FROM r19_topsv)""",
         # today's closed hours, which no day row holds yet: hour × key, key-first within the day, and each hour's list
         "DROP TABLE IF EXISTS r19_kh", "DROP TABLE IF EXISTS r19_htops",
         f"""CREATE TABLE r19_kh ENGINE = MergeTree ORDER BY (toDate(hour), key_id, hour)
@@ -90,7 +106,7 @@ def build(store: EmbeddedStore, start: datetime, now: datetime) -> None:
         started = time.perf_counter()
         store.command(sql)
         print(f"  {sql.split(' AS', 1)[0].split(chr(10))[0][:70]}: {time.perf_counter() - started:.1f} s", flush=True)
-    for table in ("r19_ch", "r19_kd", "r19_tops", "r19_kdr", "r19_kh", "r19_htops"):
+    for table in ("r19_ch", "r19_kd", "r19_tops", "r19_kdr", "r19_kdv", "r19_topsv", "r19_kh", "r19_htops"):
         print(f"  {table}: {store.query(f'SELECT count() FROM {table}').scalar():,} rows", flush=True)
 
 
@@ -117,6 +133,12 @@ def top_spenders(since: datetime, until: datetime, top: int, ns: list[int]) -> d
         forms[f"ta n={n}"] = f"""
             SELECT {KEYS}, cost_usd, cost_usd > {bound} AS beyond FROM (
               {answer.format(src=f"r19_kd WHERE {days} AND key_id IN ({candidates})")})"""
+        # versioned as a maintainer keeps them (FINAL): one row per day holding its list, the key-first day rows
+        lists = f"""(SELECT (arrayFlatten(groupArray(arraySlice(keys, 1, {n}))),
+                            sum(if(length(nth) >= {n}, nth[{n}], 0))) FROM r19_topsv FINAL WHERE {days}) AS lists"""
+        forms[f"ta-kept n={n}"] = f"""WITH {lists}
+            SELECT {KEYS}, cost_usd, cost_usd > lists.2 AS beyond FROM (
+              {answer.format(src=f"r19_kdv FINAL WHERE {days} AND key_id IN (SELECT arrayJoin(lists.1))")})"""
         # no stored ranks: each day's n largest sorted out of a day grain at query time, FINAL over versions
         tops = f"""(SELECT (arrayFlatten(groupArray(ks)), sum(nth)) FROM (
                        SELECT groupArray(key_id) AS ks, if(count() = {n}, min(c), 0) AS nth FROM (
