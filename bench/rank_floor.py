@@ -245,12 +245,53 @@ def timed(store: EmbeddedStore, title: str, forms: dict[str, str], rounds: int) 
 
 
 def bounds(store: EmbeddedStore, today: datetime, ns: list[int]) -> None:
-    """Per n: the bound for a week and a day, against the week's and day's 10th and Movers' 20th."""
+    """Per n: the day lists' bound for a day, a week and Movers' two weeks, and how many keys the lists hold."""
     for n in ns:
-        row = store.query(f"""SELECT sumIf(cost_usd, day >= toDate({_t(today - timedelta(days=7))})),
-                                     sumIf(cost_usd, day >= toDate({_t(today - timedelta(days=1))}))
-                              FROM r19_tops WHERE rank = {n} AND day < toDate({_t(today)})""").rows[0]
-        print(f"  n={n}: bound week {float(row[0] or 0):.2f}, day {float(row[1] or 0):.2f}", flush=True)
+        week, day, candidates = store.query(f"""
+            SELECT sumIf(cost_usd, day >= toDate({_t(today - timedelta(days=7))}) AND rank = {n}),
+                   sumIf(cost_usd, day >= toDate({_t(today - timedelta(days=1))}) AND rank = {n}),
+                   uniqExactIf(key_id, day >= toDate({_t(today - timedelta(days=7))}) AND rank <= {n})
+            FROM r19_tops WHERE day < toDate({_t(today)})""").rows[0]
+        this, last, movers = store.query(f"""
+            SELECT sumIf(cost_usd, day >= toDate({_t(today - timedelta(days=7))}) AND rank = {n}),
+                   sumIf(cost_usd, day < toDate({_t(today - timedelta(days=7))}) AND rank = {n}),
+                   uniqExactIf(key_id, rank <= {n})
+            FROM r19_tops
+            WHERE day >= toDate({_t(today - timedelta(days=14))}) AND day < toDate({_t(today)})""").rows[0]
+        print(f"  day lists, n={n}: bound week {float(week or 0):.2f} ({candidates:,} candidates), "
+              f"day {float(day or 0):.2f}; Movers' 14 days {float(max(this or 0, last or 0)):.2f} "
+              f"({movers:,} candidates)", flush=True)
+
+
+def hour_lists(store: EmbeddedStore, today: datetime) -> None:
+    """Lists per hour instead of per day: the bound and the candidates for a day, a week and Movers' 14 days."""
+    for label, days in (("day", 1), ("week", 7), ("14 days", 14)):
+        since, until = _t(today - timedelta(days=days)), _t(today)
+        for n in (30, 100, 1000, MAX_N):
+            bound, candidates = store.query(f"""
+                SELECT sumIf(c, rank = {n}), uniqExactIf(key_id, rank <= {n}) FROM (
+                  SELECT hour, key_id, c, row_number() OVER (PARTITION BY hour ORDER BY c DESC, key_id) AS rank FROM (
+                    SELECT hour, key_id, ifNull(sum(cost_usd), 0) AS c FROM r19_ch
+                    WHERE hour >= {since} AND hour < {until} GROUP BY hour, key_id) QUALIFY rank <= {n})""").rows[0]
+            print(f"  hour lists, {label}, n={n}: bound {float(bound or 0):.2f}, {candidates:,} candidates", flush=True)
+
+
+def ranking_cost(store: EmbeddedStore, today: datetime, rounds: int) -> None:
+    """What keeping a day's list costs the maintainer: the day's keys grouped from ``customer_hours`` and ranked."""
+    day = _t(today - timedelta(days=1))
+    grain = f"""SELECT {KEY_ID} AS key_id, sum(cost_usd) AS cost_usd FROM customer_hours FINAL
+                WHERE hour >= {day} AND hour < {day} + INTERVAL 1 DAY GROUP BY {KEYS}"""
+    forms = {"grouped": f"SELECT count() FROM ({grain})",
+             "grouped and ranked": f"""SELECT count() FROM (SELECT key_id, row_number() OVER (
+                 ORDER BY ifNull(cost_usd, 0) DESC, key_id) AS rank FROM ({grain}) QUALIFY rank <= {MAX_N})"""}
+    cpu: dict[str, list[float]] = {name: [] for name in forms}
+    for i in range(rounds):
+        for name in list(forms) if i % 2 == 0 else list(forms)[::-1]:
+            used = cpu_s()
+            store.query(forms[name])
+            cpu[name].append(cpu_s() - used)
+    for name in forms:
+        print(f"  a day's keys {name}: {statistics.median(cpu[name]) * 1000:.0f} ms CPU", flush=True)
 
 
 def main() -> int:
@@ -271,6 +312,8 @@ def main() -> int:
         if args.build:
             build(store, today - timedelta(days=14), now)
         bounds(store, today, ns)
+        hour_lists(store, today)
+        ranking_cost(store, today, args.rounds)
         print("| question (closed days) | form | wall ms | CPU ms |\n|---|---|---|---|", flush=True)
         for label, days in (("day", 1), ("week", 7)):
             if not args.only or label in args.only:
