@@ -133,6 +133,7 @@ def top_spenders(since: datetime, until: datetime, top: int, ns: list[int]) -> d
         forms[f"ta n={n}"] = f"""
             SELECT {KEYS}, cost_usd, cost_usd > {bound} AS beyond FROM (
               {answer.format(src=f"r19_kd WHERE {days} AND key_id IN ({candidates})")})"""
+        forms[f"nra m={n}"] = nra_top_spenders(since, until, top, n)
         # versioned as a maintainer keeps them (FINAL): one row per day holding its list, the key-first day rows
         lists = f"""(SELECT (arrayFlatten(groupArray(arraySlice(keys, 1, {n}))),
                             sum(if(length(nth) >= {n}, nth[{n}], 0))) FROM r19_topsv FINAL WHERE {days}) AS lists"""
@@ -167,6 +168,8 @@ def movers(today: datetime, top: int, ns: list[int]) -> dict[str, str]:
                       ORDER BY abs(change_usd) DESC LIMIT {top} WITH TIES)) AS ids
                   {answer.format(src=f"r19_ch WHERE {hours} AND has(ids, key_id)")}""",
     }
+    for n in ns:
+        forms[f"nra m={n}"] = nra_movers(today, top, n)
     days = f"day >= toDate({_t(first)}) AND day < toDate({_t(today)})"
     by_day = cols.format(this=f"day >= toDate({_t(mid)})", last=f"day < toDate({_t(mid)})")
     for n in ns:
@@ -178,6 +181,53 @@ def movers(today: datetime, top: int, ns: list[int]) -> dict[str, str]:
               SELECT {KEYS}, {by_day} FROM r19_kd WHERE {days} AND key_id IN ({candidates})
               GROUP BY {KEYS} {PRICED} {order})"""
     return forms
+
+
+def nra_keys(days: str, m: int, per_key: str) -> str:
+    """Each listed key's known part and its upper bound from the day lists alone (longest lists: ``m``)."""
+    return f"""nth AS (SELECT day, cost_usd AS nth FROM r19_tops WHERE {days} AND rank = {m}),
+        keyed AS (SELECT key_id, {per_key} FROM r19_tops AS t LEFT JOIN nth AS n ON t.day = n.day
+                  WHERE {days} AND rank <= {m} GROUP BY key_id)"""
+
+
+def nra_top_spenders(since: datetime, until: datetime, top: int, m: int) -> str:
+    """The top keys from the lists alone, exact sums read only for the keys that could still be among them.
+
+    A listed key is known on the days it is listed and at most that day's ``m``-th cost on the others (``lo`` ..
+    ``hi``); an unlisted key costs at most the days' ``m``-th costs summed. ``floor`` = the ``top``-th largest
+    ``lo``: at least ``top`` keys cost that much, so only keys with ``hi >= floor`` can be in the answer or tie it;
+    their exact sums decide. Exact when the unlisted keys' bound is strictly below ``floor``."""
+    days = f"day >= toDate({_t(since)}) AND day < toDate({_t(until)})"
+    total = f"(SELECT sum(cost_usd) FROM r19_tops WHERE {days} AND rank = {m})"
+    per_key = f"sum(t.cost_usd) AS lo, lo + {total} - sum(n.nth) AS hi"
+    order = f"ORDER BY cost_usd DESC, {KEYS} LIMIT {top}"
+    return f"""WITH {nra_keys(days, m, per_key)},
+        (SELECT min(lo) FROM (SELECT lo FROM keyed ORDER BY lo DESC LIMIT {top})) AS floor,
+        {total} AS unlisted
+        SELECT {KEYS}, cost_usd, floor > unlisted AS beyond FROM (
+          SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM r19_kd
+          WHERE {days} AND key_id IN (SELECT key_id FROM keyed WHERE hi >= floor)
+          GROUP BY {KEYS} {PRICED} {order})"""
+
+
+def nra_movers(today: datetime, top: int, m: int) -> str:
+    """Movers the same way: each week's known part and bound per key, |this - last| bounded from both."""
+    mid, first = today - timedelta(days=7), today - timedelta(days=14)
+    days = f"day >= toDate({_t(first)}) AND day < toDate({_t(today)})"
+    this = f"t.day >= toDate({_t(mid)})"
+    totals = (f"(SELECT (sumIf(cost_usd, day >= toDate({_t(mid)})), sumIf(cost_usd, day < toDate({_t(mid)}))) "
+              f"FROM r19_tops WHERE {days} AND rank = {m})")
+    per_key = (f"sumIf(t.cost_usd, {this}) AS lo_this, lo_this + totals.1 - sumIf(n.nth, {this}) AS hi_this, "
+               f"sumIf(t.cost_usd, NOT {this}) AS lo_last, lo_last + totals.2 - sumIf(n.nth, NOT {this}) AS hi_last, "
+               f"greatest(0, lo_this - hi_last, lo_last - hi_this) AS lo, "
+               f"greatest(hi_this - lo_last, hi_last - lo_this) AS hi")
+    cols = (f"sumIf(cost_usd, day >= toDate({_t(mid)})) AS this_week_usd, "
+            f"sumIf(cost_usd, day < toDate({_t(mid)})) AS last_week_usd, this_week_usd - last_week_usd AS change_usd")
+    return f"""WITH {totals} AS totals, {nra_keys(days, m, per_key)},
+        (SELECT min(lo) FROM (SELECT lo FROM keyed ORDER BY lo DESC LIMIT {top})) AS floor
+        SELECT {KEYS}, this_week_usd, last_week_usd, change_usd, floor > greatest(totals.1, totals.2) AS beyond
+        FROM (SELECT {KEYS}, {cols} FROM r19_kd WHERE {days} AND key_id IN (SELECT key_id FROM keyed WHERE hi >= floor)
+              GROUP BY {KEYS} {PRICED} ORDER BY abs(change_usd) DESC, {KEYS} LIMIT {top})"""
 
 
 def with_today(since: datetime, today: datetime, top: int, n: int, n_hour: int) -> dict[str, str]:
@@ -232,7 +282,7 @@ def timed(store: EmbeddedStore, title: str, forms: dict[str, str], rounds: int) 
             rows = store.query(forms[name]).rows
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(cpu_s() - used)
-            if name.startswith("ta"):
+            if name.startswith(("ta", "nra")):
                 exact[name] = len(rows) == len(expected) and bool(rows[-1][-1])
                 if exact[name] and [r[:-1] for r in rows] != expected:
                     raise AssertionError(f"{title}, {name}: exact by its bound, yet not the grouping's rows")
