@@ -243,10 +243,25 @@ def with_today(since: datetime, today: datetime, top: int, n: int, n_hour: int) 
     measures = f"{KEYS}, cost_usd, attempts, unpriced_attempts"
     rows = (f"(SELECT {measures} FROM r19_kd WHERE {days} AND key_id IN cand "
             f"UNION ALL SELECT {measures} FROM r19_kh WHERE {hours} AND key_id IN cand)")
+    # nra with today grouped whole per key (its exact part added to every key's lo and hi)
+    m = n * 10
+    total = f"(SELECT sum(cost_usd) FROM r19_tops WHERE {days} AND rank = {m})"
+    listed = f"""SELECT key_id, sum(t.cost_usd) AS lo, lo + {total} - sum(n.nth) AS hi
+                 FROM r19_tops AS t LEFT JOIN (SELECT day, cost_usd AS nth FROM r19_tops WHERE {days} AND rank = {m})
+                 AS n ON t.day = n.day WHERE {days} AND rank <= {m} GROUP BY key_id"""
+    of_today = f"SELECT key_id, ifNull(sum(cost_usd), 0) AS c FROM r19_ch WHERE {hours} GROUP BY key_id"
+    nra = f"""WITH keyed AS (
+            SELECT if(l.key_id = 0, d.key_id, l.key_id) AS key_id, l.lo + d.c AS lo,
+                   if(l.key_id = 0, {total}, l.hi) + d.c AS hi
+            FROM ({listed}) AS l FULL OUTER JOIN ({of_today}) AS d ON l.key_id = d.key_id),
+          (SELECT min(lo) FROM (SELECT lo FROM keyed ORDER BY lo DESC LIMIT {top})) AS floor
+        SELECT {KEYS}, cost_usd, floor > {total} AS beyond FROM ({answer.format(
+            src=rows.replace("key_id IN cand", "key_id IN (SELECT key_id FROM keyed WHERE hi >= floor)"))})"""
     return {
         "names": answer.format(src=f"r19_ch WHERE hour >= {_t(since)}"),
         f"ta n={n}, hours n={n_hour}": f"""WITH cand AS ({candidates})
             SELECT {KEYS}, cost_usd, cost_usd > {bound} AS beyond FROM ({answer.format(src=rows)})""",
+        f"nra m={m}, today grouped whole": nra,
     }
 
 
