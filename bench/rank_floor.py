@@ -47,9 +47,8 @@ PRICED = "HAVING sum(attempts) > sum(unpriced_attempts)"
 MAX_N = 3000  # longest per-day list kept in r19_tops
 
 
-def build(store: EmbeddedStore, start: datetime, now: datetime) -> None:
+def build(store: EmbeddedStore, start: datetime) -> None:
     day = f"toDateTime('{start:%Y-%m-%d} 00:00:00', 'UTC')"
-    today = f"toDateTime('{now:%Y-%m-%d} 00:00:00', 'UTC')"
     cols = f"hour, {KEYS}, environment, provider, model, cost_usd, attempts, unpriced_attempts"
     for sql in (
         "DROP TABLE IF EXISTS r19_ch", "DROP TABLE IF EXISTS r19_kd", "DROP TABLE IF EXISTS r19_tops",
@@ -88,13 +87,13 @@ def build(store: EmbeddedStore, start: datetime, now: datetime) -> None:
             WHERE day = (SELECT max(day) FROM r19_kd)""",
         """INSERT INTO r19_topsv SELECT day, keys, nth, 2 FROM r19_topsv
             WHERE day = (SELECT max(day) FROM r19_topsv)""",
-        # today's closed hours, which no day row holds yet: hour × key, key-first within the day, and each hour's list
+        # hours no day row holds (today's, a mid-day range's ends): hour × key, key-first within a day, each hour's list
         "DROP TABLE IF EXISTS r19_kh", "DROP TABLE IF EXISTS r19_htops",
-        f"""CREATE TABLE r19_kh ENGINE = MergeTree ORDER BY (toDate(hour), key_id, hour)
+        """CREATE TABLE r19_kh ENGINE = MergeTree ORDER BY (toDate(hour), key_id, hour)
             SETTINGS index_granularity = 256 AS
             SELECT hour, key_id, any(team) AS team, any(feature) AS feature, any(customer) AS customer,
                    sum(cost_usd) AS cost_usd, sum(attempts) AS attempts, sum(unpriced_attempts) AS unpriced_attempts
-            FROM r19_ch WHERE hour >= {today} GROUP BY hour, key_id""",
+            FROM r19_ch GROUP BY hour, key_id""",
         f"""CREATE TABLE r19_htops ENGINE = MergeTree ORDER BY (hour, rank) AS
             SELECT hour, row_number() OVER (PARTITION BY hour ORDER BY ifNull(cost_usd, 0) DESC, key_id) AS rank,
                    key_id, ifNull(cost_usd, 0) AS cost_usd
@@ -228,6 +227,47 @@ def nra_movers(today: datetime, top: int, m: int) -> str:
         SELECT {KEYS}, this_week_usd, last_week_usd, change_usd, floor > greatest(totals.1, totals.2) AS beyond
         FROM (SELECT {KEYS}, {cols} FROM r19_kd WHERE {days} AND key_id IN (SELECT key_id FROM keyed WHERE hi >= floor)
               GROUP BY {KEYS} {PRICED} ORDER BY abs(change_usd) DESC, {KEYS} LIMIT {top})"""
+
+
+def movers_real(end: datetime, top: int, m_day: int, m_hour: int) -> dict[str, str]:
+    """Movers' real weeks (``end`` - 7 days .. ``end``, and the 7 before; ``end`` on an hour here): whole days from
+    the day lists, the partial days' hours (the two weeks' ends and today) from hour lists, lists-first (``nra``)."""
+    mid, first = end - timedelta(days=7), end - timedelta(days=14)
+    today = end.replace(hour=0)
+    week = f"if(p >= {_t(mid)}, 'this', 'last')"
+    # whole days of either week, and the hours of the days the weeks' ends cut
+    whole = (f"day > toDate({_t(first)}) AND day < toDate({_t(today)}) AND day != toDate({_t(mid)})"
+             if mid.hour else f"day >= toDate({_t(first)}) AND day < toDate({_t(today)})")
+    cut = (f"hour >= {_t(first)} AND hour < {_t(end)} AND (toDate(hour) IN (toDate({_t(first)}), "
+           f"toDate({_t(mid)}) , toDate({_t(end)})))")
+    lists = f"""SELECT toDateTime(day) AS p, key_id, cost_usd, rank, {m_day} AS m FROM r19_tops WHERE {whole}
+                  AND rank <= {m_day}
+                UNION ALL SELECT hour AS p, key_id, cost_usd, rank, {m_hour} AS m FROM r19_htops WHERE {cut}
+                  AND rank <= {m_hour}"""
+    nth = f"(SELECT p, {week} AS w, if(rank = m, cost_usd, 0) AS nth FROM ({lists}) WHERE rank = m)"
+    totals = f"(SELECT (sumIf(nth, w = 'this'), sumIf(nth, w = 'last')) FROM {nth}) AS totals"
+    this = "l.p >= " + _t(mid)
+    keyed = f"""SELECT key_id, sumIf(l.cost_usd, {this}) AS lo_this,
+                   lo_this + totals.1 - sumIf(n.nth, {this}) AS hi_this,
+                   sumIf(l.cost_usd, NOT {this}) AS lo_last, lo_last + totals.2 - sumIf(n.nth, NOT {this}) AS hi_last,
+                   greatest(0, lo_this - hi_last, lo_last - hi_this) AS lo,
+                   greatest(hi_this - lo_last, hi_last - lo_this) AS hi
+                FROM ({lists}) AS l LEFT JOIN {nth} AS n ON l.p = n.p GROUP BY key_id"""
+    by = (f"sumIf(cost_usd, p >= {_t(mid)}) AS this_week_usd, sumIf(cost_usd, p < {_t(mid)}) AS last_week_usd, "
+          f"this_week_usd - last_week_usd AS change_usd")
+    order = f"ORDER BY abs(change_usd) DESC, {KEYS} LIMIT {top}"
+    measures = f"{KEYS}, cost_usd, attempts, unpriced_attempts"
+    chosen = "key_id IN (SELECT key_id FROM keyed WHERE hi >= floor)"
+    rows = (f"(SELECT toDateTime(day) AS p, {measures} FROM r19_kd WHERE {whole} AND {chosen} "
+            f"UNION ALL SELECT hour AS p, {measures} FROM r19_kh WHERE {cut} AND {chosen})")
+    return {
+        "names": f"""SELECT {KEYS}, {by} FROM (SELECT hour AS p, {measures} FROM r19_ch
+                     WHERE hour >= {_t(first)} AND hour < {_t(end)}) GROUP BY {KEYS} {PRICED} {order}""",
+        f"nra days m={m_day}, hours m={m_hour}": f"""WITH {totals}, keyed AS ({keyed}),
+            (SELECT min(lo) FROM (SELECT lo FROM keyed ORDER BY lo DESC LIMIT {top})) AS floor
+            SELECT {KEYS}, this_week_usd, last_week_usd, change_usd, floor > greatest(totals.1, totals.2) AS beyond
+            FROM (SELECT {KEYS}, {by} FROM {rows} GROUP BY {KEYS} {PRICED} {order})""",
+    }
 
 
 def with_today(since: datetime, today: datetime, top: int, n: int, n_hour: int) -> dict[str, str]:
@@ -366,7 +406,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--build", action="store_true", help="(re)build the scratch tables first")
     parser.add_argument("--n", type=int, action="append", help="per-day list lengths for ta (default 100, 1000, 3000)")
-    parser.add_argument("--only", choices=("day", "week", "movers", "today", "with today"), action="append")
+    parser.add_argument("--only", action="append",
+                        choices=("day", "week", "movers", "movers real", "today", "with today"))
     args = parser.parse_args()
     now = datetime.fromisoformat(json.loads(args.result.read_text())["started"]).replace(tzinfo=None)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -375,7 +416,7 @@ def main() -> int:
     try:
         print(f"now {now}; load average {os.getloadavg()}", flush=True)
         if args.build:
-            build(store, today - timedelta(days=14), now)
+            build(store, today - timedelta(days=14))
         bounds(store, today, ns)
         hour_lists(store, today)
         ranking_cost(store, today, args.rounds)
@@ -390,6 +431,10 @@ def main() -> int:
                       with_today(today - timedelta(days=days), today, 10, 100, 100), args.rounds)
         if not args.only or "today" in args.only:
             timed(store, "Today's closed hours, top 100", today_part(today, 100), args.rounds)
+        if not args.only or "movers real" in args.only:
+            end = now.replace(minute=0, second=0, microsecond=0)
+            for m_hour in (100, 1000):
+                timed(store, f"Movers, weeks from {end:%H:%M}", movers_real(end, 20, 1000, m_hour), args.rounds)
         if not args.only or "movers" in args.only:
             timed(store, "Movers (14 whole days)", movers(today, 20, ns), args.rounds)
         print(f"load average {os.getloadavg()}", flush=True)
