@@ -258,6 +258,10 @@ def movers_real(end: datetime, top: int, m_day: int, m_hour: int) -> dict[str, s
     order = f"ORDER BY abs(change_usd) DESC, {KEYS} LIMIT {top}"
     measures = f"{KEYS}, cost_usd, attempts, unpriced_attempts"
     chosen = "key_id IN (SELECT key_id FROM keyed WHERE hi >= floor)"
+    one_pass = f"""key_id IN (SELECT key_id FROM (
+        SELECT key_id, hi, nth_value(lo, {top}) OVER (
+          ORDER BY lo DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS floor FROM ({keyed}))
+        WHERE hi >= floor AND floor > greatest(totals.1, totals.2))"""
     rows = (f"(SELECT toDateTime(day) AS p, {measures} FROM r19_kd WHERE {whole} AND {chosen} "
             f"UNION ALL SELECT hour AS p, {measures} FROM r19_kh WHERE {cut} AND {chosen})")
     return {
@@ -267,6 +271,10 @@ def movers_real(end: datetime, top: int, m_day: int, m_hour: int) -> dict[str, s
             (SELECT min(lo) FROM (SELECT lo FROM keyed ORDER BY lo DESC LIMIT {top})) AS floor
             SELECT {KEYS}, this_week_usd, last_week_usd, change_usd, floor > greatest(totals.1, totals.2) AS beyond
             FROM (SELECT {KEYS}, {by} FROM {rows} GROUP BY {KEYS} {PRICED} {order})""",
+        # the floor as a window over the listed keys, the lists joined once (no rows: not exact, fall back)
+        f"nra days m={m_day}, hours m={m_hour}, one pass": f"""WITH {totals}
+            SELECT {KEYS}, {by}, 1 AS beyond FROM {rows.replace(chosen, one_pass)}
+            GROUP BY {KEYS} {PRICED} {order}""",
     }
 
 
