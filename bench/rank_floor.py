@@ -407,6 +407,24 @@ def ranking_cost(store: EmbeddedStore, today: datetime, rounds: int) -> None:
         print(f"  a day's keys {name}: {statistics.median(cpu[name]) * 1000:.0f} ms CPU", flush=True)
 
 
+def sweep(store: EmbeddedStore, today: datetime, ms: list[int]) -> None:
+    """Whether ``nra`` ends the bound for other ranges: a day and a week ending on each of the last 8 days."""
+    verdicts = []
+    for back in range(8):
+        end = today - timedelta(days=back)
+        for days in (1, 7):
+            forms = top_spenders(end - timedelta(days=days), end, 10, ms)
+            expected = store.query(forms["names"]).rows
+            for m in ms:
+                rows = store.query(forms[f"nra m={m}"]).rows
+                exact = len(rows) == len(expected) and bool(rows[-1][-1])
+                if exact and [r[:-1] for r in rows] != expected:
+                    raise AssertionError(f"nra m={m}, {days} days to {end}: exact by its bound, yet other rows")
+                verdicts.append(exact)
+    print(f"  nra, a day and a week ending on each of 8 days, m in {ms}: {sum(verdicts)} of {len(verdicts)} exact",
+          flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", type=Path, help="a copy of a read_scale.py store (opened by this process alone)")
@@ -428,6 +446,7 @@ def main() -> int:
         bounds(store, today, ns)
         hour_lists(store, today)
         ranking_cost(store, today, args.rounds)
+        sweep(store, today, ns)
         print("| question (closed days) | form | wall ms | CPU ms |\n|---|---|---|---|", flush=True)
         for label, days in (("day", 1), ("week", 7)):
             if not args.only or label in args.only:
