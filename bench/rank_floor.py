@@ -433,7 +433,7 @@ def main() -> int:
     parser.add_argument("--build", action="store_true", help="(re)build the scratch tables first")
     parser.add_argument("--n", type=int, action="append", help="per-day list lengths for ta (default 100, 1000, 3000)")
     parser.add_argument("--only", action="append",
-                        choices=("day", "week", "movers", "movers real", "today", "with today"))
+                        choices=("day", "week", "movers", "movers real", "today", "with today", "bounds"))
     args = parser.parse_args()
     now = datetime.fromisoformat(json.loads(args.result.read_text())["started"]).replace(tzinfo=None)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -444,9 +444,10 @@ def main() -> int:
         if args.build:
             build(store, today - timedelta(days=14))
         bounds(store, today, ns)
-        hour_lists(store, today)
-        ranking_cost(store, today, args.rounds)
-        sweep(store, today, ns)
+        if not args.only or "bounds" in args.only:
+            hour_lists(store, today)
+            ranking_cost(store, today, args.rounds)
+            sweep(store, today, ns)
         print("| question (closed days) | form | wall ms | CPU ms |\n|---|---|---|---|", flush=True)
         for label, days in (("day", 1), ("week", 7)):
             if not args.only or label in args.only:
