@@ -147,3 +147,52 @@ def test_hours_equal_the_allocation_of_raw_events_through_late_usage_samples_and
     assert _differences(store, d.name) == [], "re-priced, pending"
     _maintain(store)
     assert _differences(store, d.name) == [], "re-priced, maintained"
+
+
+def test_the_cookbook_example_and_the_panel_equal_the_allocation_of_raw_events(embedded_store) -> None:
+    """The cookbook's "GPU cost allocated to teams" and the dashboard's panel (at All, where it reads the hours, and
+    with a team, feature or customer filter, where a feature or customer filter splits live) against raw."""
+    from bench.read_scale_readers import DASHBOARD, cookbook_examples, grafana_sql
+
+    store = embedded_store
+    start = datetime(2023, 12, 5, 22, 0, tzinfo=timezone.utc)
+    d = _deployment(store, usd="1.93")
+    shift = start - T0
+    store.insert_arrow("gpu_samples", gpu_sample_table([
+        GpuSample(ts=start + timedelta(minutes=m, seconds=s), interval_s=20, deployment=d.name,
+                  prompt_tokens_delta=5_003 + m, generation_tokens_delta=211 + 3 * m, gpu_utilization=0.5)
+        for m in range(240) if m % 13 != 4 for s in (5, 25, 45)]))
+    events = [dict(e, ts=(datetime.fromisoformat(e["ts"]) + shift).isoformat())
+              for minute in range(240) if minute % 4 != 1 for e in _events(d.name, minute, 3 + minute % 7, tag="cb-")]
+    _store_events(store, events)
+    _store_events(store, events[::3])  # re-delivered
+    _maintain(store)
+    assert _held(store, d.name) >= 4 * 3
+
+    title, params, sql = next(e for e in cookbook_examples() if e[0] == "GPU cost allocated to teams")
+    for since, until in (("2023-12-05", "2023-12-07"), ("2023-12-06", "2023-12-07"), ("2023-12-05", "2023-12-06")):
+        p = params | {"since": since, "until": until}
+        raw = _rows(store, f"SELECT deployment, team, sum(allocated_cost_usd) FROM ({RAW_ALLOCATED}) "
+                           "WHERE minute >= toDateTime({since:Date}, 'UTC') "
+                           "AND minute < toDateTime({until:Date}, 'UTC') "
+                           "GROUP BY deployment, team ORDER BY deployment, team", p)
+        assert raw, "a comparison of nothing"
+        assert sorted(_rows(store, sql, p)) == raw, (title, since, until)
+
+    panels = orjson.loads(DASHBOARD.read_text())["panels"]
+    panel = next(q for q in panels if q["title"] == "GPU cost allocated to teams")
+    template = panel["targets"][0]["rawSql"]
+    for now, span in ((start + timedelta(hours=3, minutes=22, seconds=13), timedelta(hours=3)),
+                      (start + timedelta(hours=4), timedelta(hours=2)),
+                      (start + timedelta(hours=1, minutes=40), timedelta(minutes=25))):
+        lo, hi = int((now - span).timestamp()), int(now.timestamp())
+        for variable, value, where in (("", "", "1"), ("team", "t1", "team = 't1'"),
+                                       ("feature", "f0", "feature = 'f0'"), ("customer", "c2", "customer = 'c2'")):
+            filtered = template.replace(f"${{{variable}:singlequote}}", f"'{value}'") if variable else template
+            rolled = _rows(store, grafana_sql(filtered, now=now, span=span, interval="1 HOUR"), {})
+            raw = _rows(store, f"SELECT team, sum(allocated_cost_usd) FROM ({RAW_ALLOCATED}) "
+                               f"WHERE minute >= toDateTime({lo}) "
+                               f"AND minute < toDateTime({hi}) + toIntervalMillisecond(1) "
+                               f"AND {where} GROUP BY team ORDER BY team", {})
+            assert raw, "a comparison of nothing"
+            assert sorted(rolled) == raw, (now, span, variable)
