@@ -359,9 +359,11 @@ GPU_GRAINS = (GPU_ALLOCATED_HOURS,)  # migration 33's
 # The grain's hours [first_hour, hours_end): every minute of them in since <= minute < until, before its watermark.
 _FIRST_HOUR = f"toStartOfHour({SINCE} - INTERVAL 1 MILLISECOND) + INTERVAL 1 HOUR"
 _LIVE = f"({{m}} >= {SINCE} AND {{m}} < least(first_hour, {UNTIL}) OR {{m}} >= hours_end AND {{m}} < {UNTIL})"
+# (each watermark computed once, in the WITH clause: ClickHouse analyses every copy of a scalar subquery)
 ALLOCATED_HOURLY = f"""
     CREATE OR REPLACE VIEW gpu_allocated_hourly AS
     WITH ({watermark_sql(GPU_ALLOCATED_HOURS)}) AS gpu_allocated_hours_watermark,
+         ({watermark_sql(DEPLOYMENT_MINUTES)}) AS deployment_minutes_watermark,
          {_FIRST_HOUR} AS first_hour,
          greatest(first_hour, least(toStartOfHour({UNTIL} + INTERVAL 59999 MILLISECOND),
                                     gpu_allocated_hours_watermark)) AS hours_end
@@ -370,7 +372,8 @@ ALLOCATED_HOURLY = f"""
     UNION ALL
     SELECT toStartOfHour(minute) AS hour, deployment, team, sum(tokens) AS tokens,
            sum(allocated_cost_usd) AS allocated_cost_usd
-    FROM ({_ALLOCATED.format(usage=_usage(_LIVE), minutely=_minutely(_LIVE))})
+    FROM ({_ALLOCATED.format(usage=_usage(_LIVE), minutely=_minutely(_LIVE)).replace(
+        watermark_sql(DEPLOYMENT_MINUTES), "deployment_minutes_watermark")})
     GROUP BY hour, deployment, team
     """
 
