@@ -25,7 +25,7 @@ from spendstream.pricing import Pricer
 from spendstream.pricing.deployments import Deployment, GpuPrice
 from spendstream.schemas.gpu import GpuSample
 from spendstream.sinks import migrations, rollups
-from spendstream.sinks.gpu_prices import reprice_gpu, sync_prices
+from spendstream.sinks.gpu_prices import price_table, reprice_gpu, sync_prices
 from spendstream.sinks.rows import deployment_table, gpu_sample_table, usage_table
 from spendstream.sinks.store import sql_time
 
@@ -196,3 +196,50 @@ def test_the_cookbook_example_and_the_panel_equal_the_allocation_of_raw_events(e
                                f"AND {where} GROUP BY team ORDER BY team", {})
             assert raw, "a comparison of nothing"
             assert sorted(rolled) == raw, (now, span, variable)
+
+
+def test_a_store_with_data_upgrades_to_the_hours_with_identical_answers(tmp_path) -> None:
+    from tests.conftest import run_in_own_process
+
+    report = orjson.loads(run_in_own_process("test_gpu_allocated_hours", "upgrade_check", tmp_path / "old"))
+    assert report["before"], "a comparison of nothing"
+    assert report["hourly"] == report["before"], "backfilled: read from the hours"
+    assert report["held"] >= 3 * 3
+    assert report["maintained"] == report["before"]
+
+
+def upgrade_check(path: str) -> None:
+    """A store at migration 32 with three hours of samples and usage (2023-12) migrated to 33: today's view before,
+    the hours after (backfilled and recorded done, so read from the grain), and after a maintainer's pass."""
+    from spendstream.sinks.embedded import EmbeddedStore
+
+    store = EmbeddedStore(path)
+    every = migrations.MIGRATIONS
+    migrations.MIGRATIONS = tuple(m for m in every if m.version < 33)
+    migrations.migrate(store)
+    d = Deployment(name="upgraded", gpu_type="H100", gpu_count=2, usd_per_gpu_hour=Decimal("3.3"))
+    store.insert_arrow("gpu_deployments", deployment_table([d]))  # as a worker of migration 32 stored them
+    store.insert_arrow("gpu_prices", price_table([(d, period) for period in d.periods], now=datetime.now(timezone.utc)))
+    shift = datetime(2023, 12, 20, 5, 0, tzinfo=timezone.utc) - T0
+    store.insert_arrow("gpu_samples", gpu_sample_table([
+        GpuSample(ts=T0 + shift + timedelta(minutes=m, seconds=s), interval_s=20, deployment=d.name,
+                  prompt_tokens_delta=4_001 + m, generation_tokens_delta=99 + m, gpu_utilization=0.4)
+        for m in range(180) if m % 17 != 3 for s in (1, 21, 41)]))
+    events = [dict(e, ts=(datetime.fromisoformat(e["ts"]) + shift).isoformat())
+              for minute in range(180) if minute % 5 != 2 for e in _events(d.name, minute, 2 + minute % 8, tag="up-")]
+    _store_events(store, events)
+    _store_events(store, events[::4])  # re-delivered
+    p = {"since": "2023-12-20 05:17:00.000", "until": "2023-12-20 08:00:00.000"}
+    answer = ("SELECT toString(toStartOfHour({t})), deployment, team, toString(sum(allocated_cost_usd)) "
+              "FROM {view}(since = {{since:DateTime64(3, 'UTC')}}, until = {{until:DateTime64(3, 'UTC')}}) "
+              "GROUP BY ALL ORDER BY ALL")
+    before = store.query(answer.format(t="minute", view="gpu_cost_allocated"), p).rows
+    migrations.MIGRATIONS = every
+    assert 33 in migrations.migrate(store)
+    hourly = answer.format(t="hour", view="gpu_allocated_hourly")
+    report = {"before": before, "hourly": store.query(hourly, p).rows,
+              "held": store.query("SELECT count() FROM gpu_allocated_hours FINAL").scalar()}
+    _maintain(store)
+    report["maintained"] = store.query(hourly, p).rows
+    store.close()
+    print(orjson.dumps(report).decode())
