@@ -342,7 +342,6 @@ GPU_PRICE_MARKS_MV = """
     INNER JOIN (SELECT deployment, ts FROM gpu_samples) AS s ON s.deployment = p.name
     WHERE s.ts >= p.effective_from
     """
-MARKS_OF_BOTH = "(SELECT minute, marked_at FROM rollup_marks UNION ALL SELECT minute, marked_at FROM gpu_marks)"
 
 _HOUR_SOURCE = ("SELECT toStartOfHour(minute) AS p, deployment, team, sum(tokens) AS tokens, "
                 "sum(allocated_cost_usd) AS allocated_cost_usd FROM ({allocated}) GROUP BY p, deployment, team")
@@ -352,7 +351,7 @@ GPU_ALLOCATED_HOURS = Rollup(
     measures=(Measure("tokens", "UInt64", "", "sum(tokens)"),
               Measure("allocated_cost_usd", MONEY, "", "sum(allocated_cost_usd)")),
     key_types=(("deployment", "LowCardinality(String)"), ("team", "LowCardinality(String)")),
-    marks=MARKS_OF_BOTH,
+    extra_marks="gpu_marks",
     source=_HOUR_SOURCE.format(allocated=_ALLOCATED.format(usage=_usage(_WHOLE), minutely=_minutely(_WHOLE))))
 GPU_GRAINS = (GPU_ALLOCATED_HOURS,)  # migration 33's
 

@@ -120,8 +120,8 @@ class Rollup:
     # its sort key, where not (period, keys…): the period and every key, in another order (a reader that asks
     # for a few keys' periods reads their rows, not every key's of those periods)
     order: tuple[str, ...] = ()
-    # where its marks come from: a table (or subquery) of (minute, marked_at), where not only the usage events'
-    marks: str = "rollup_marks"
+    # a table of (minute, marked_at) whose marks reopen its periods too, besides rollup_marks (the usage events')
+    extra_marks: str = ""
     # SQL that computes its rows for ``{since} <= ts < {until}`` (whole periods), where not a grouping of raw usage
     # events: (period, keys…, measures…) in the table's order, without the version
     source: str = ""
@@ -129,6 +129,14 @@ class Rollup:
     @property
     def watermark_column(self) -> str:
         return self.watermark or self.name
+
+    @property
+    def marks(self) -> str:
+        """Where its marks come from: ``rollup_marks``, or that and ``extra_marks`` (a subquery)."""
+        if not self.extra_marks:
+            return "rollup_marks"
+        return (f"(SELECT minute, marked_at FROM rollup_marks UNION ALL "
+                f"SELECT minute, marked_at FROM {self.extra_marks})")
 
     @property
     def period_of_mark(self) -> str:
@@ -293,10 +301,8 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
     through = (f"(SELECT (groupArray(name), groupArray(t)) FROM (SELECT toString(rollup) AS name, max(through) "
                f"AS t FROM rollup_state WHERE rollup IN ({listed}) GROUP BY name))")  # (`rollup`: GROUP BY ROLLUP)
     since = f"if(length(th.1) < {len(names)}, {epoch}, arrayMin(th.2))"
-    recent = " UNION ALL ".join(
-        f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM {marks} "
-        f"ARRAY JOIN [{', '.join(periods)}] AS p WHERE marked_at > {since} GROUP BY grain, period "
-        f"HAVING mark > transform(grain, th.1, th.2, {epoch})" for marks, periods in _by_marks(grains).items())
+    recent = (f"SELECT grain, period, max(mark) AS mark FROM ({_marks_of(grains, since)}) GROUP BY grain, period "
+              f"HAVING mark > transform(grain, th.1, th.2, {epoch})")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     pending = (f"SELECT m.grain AS grain, min(m.period) AS first FROM ({recent}) AS m "
                f"LEFT JOIN (SELECT toString(rollup) AS grain, period, max(mark) AS done FROM rollup_done "
@@ -310,12 +316,17 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
     return {name: _as_datetime(at) for name, at in rows}
 
 
-def _by_marks(grains: Sequence[Rollup]) -> dict[str, list[str]]:
-    """``grains``' ``('name', period of a mark)`` pairs (SQL) by where their marks come from."""
-    found: dict[str, list[str]] = {}
+def _marks_of(grains: Sequence[Rollup], since: str) -> str:
+    """SQL: (grain, period, mark) of every mark after ``since`` that reopens a period of one of ``grains``, the latest
+    per source: ``rollup_marks`` for every grain, read once for all, and each ``extra_marks`` table for its grains."""
+    arms: dict[str, list[str]] = {"rollup_marks": []}
     for r in grains:
-        found.setdefault(r.marks, []).append(f"('{r.name}', {r.period_of_mark})")
-    return found
+        arms["rollup_marks"].append(f"('{r.name}', {r.period_of_mark})")
+        if r.extra_marks:
+            arms.setdefault(r.extra_marks, []).append(f"('{r.name}', {r.period_of_mark})")
+    return " UNION ALL ".join(
+        f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM {table} ARRAY JOIN [{', '.join(periods)}] "
+        f"AS p WHERE marked_at > {since} GROUP BY grain, period" for table, periods in arms.items())
 
 
 def watermark_of(rollup: Rollup, marks: Mapping[str, datetime] | None) -> str:
@@ -682,14 +693,11 @@ def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[dat
 
     since = ", ".join(f"('{r.name}', {through(r)})" for r in grains)
     # a period's latest mark after its rollup's `through`: the latest after the earliest `through`, if that is later
-    recent = " UNION ALL ".join(
-        f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM {marks} "
-        f"ARRAY JOIN [{', '.join(periods)}] AS p "
-        f"WHERE marked_at > (SELECT min(t.2) FROM (SELECT arrayJoin([{since}]) AS t)) "
-        f"GROUP BY grain, period "  # (`rollup` would read as GROUP BY ROLLUP)
-        f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in grains)}], "
-        f"[{', '.join(through(r) for r in grains)}], toDateTime64(0, 3, 'UTC'))"
-        for marks, periods in _by_marks(grains).items())
+    earliest = f"(SELECT min(t.2) FROM (SELECT arrayJoin([{since}]) AS t))"
+    recent = (f"SELECT grain, period, max(mark) AS mark FROM ({_marks_of(grains, earliest)}) "
+              f"GROUP BY grain, period "  # (`rollup` would read as GROUP BY ROLLUP)
+              f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in grains)}], "
+              f"[{', '.join(through(r) for r in grains)}], toDateTime64(0, 3, 'UTC'))")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     sql = (f"SELECT m.grain, m.period, m.mark, d.done FROM ({recent}) AS m "
            f"LEFT JOIN (SELECT rollup AS grain, period, max(mark) AS done FROM rollup_done "
