@@ -301,8 +301,7 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
     through = (f"(SELECT (groupArray(name), groupArray(t)) FROM (SELECT toString(rollup) AS name, max(through) "
                f"AS t FROM rollup_state WHERE rollup IN ({listed}) GROUP BY name))")  # (`rollup`: GROUP BY ROLLUP)
     since = f"if(length(th.1) < {len(names)}, {epoch}, arrayMin(th.2))"
-    recent = (f"SELECT grain, period, max(mark) AS mark FROM ({_marks_of(grains, since)}) GROUP BY grain, period "
-              f"HAVING mark > transform(grain, th.1, th.2, {epoch})")
+    recent = _marks_of(grains, since, lambda _: f"HAVING mark > transform(grain, th.1, th.2, {epoch})")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     pending = (f"SELECT m.grain AS grain, min(m.period) AS first FROM ({recent}) AS m "
                f"LEFT JOIN (SELECT toString(rollup) AS grain, period, max(mark) AS done FROM rollup_done "
@@ -316,17 +315,19 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
     return {name: _as_datetime(at) for name, at in rows}
 
 
-def _marks_of(grains: Sequence[Rollup], since: str) -> str:
-    """SQL: (grain, period, mark) of every mark after ``since`` that reopens a period of one of ``grains``, the latest
-    per source: ``rollup_marks`` for every grain, read once for all, and each ``extra_marks`` table for its grains."""
-    arms: dict[str, list[str]] = {"rollup_marks": []}
+def _marks_of(grains: Sequence[Rollup], since: str, having: Callable[[Sequence[Rollup]], str]) -> str:
+    """SQL: (grain, period, mark) of the marks after ``since`` that reopen a period of one of ``grains``, the latest
+    per source, filtered by ``having(the source's grains)``: ``rollup_marks`` for every grain, read once for all,
+    and each ``extra_marks`` table for its own grains. A period marked in two sources is two rows (regrouping
+    them, or one filter naming every grain per source, cost the idle pass ~30-45 ms at 5M)."""
+    arms: dict[str, list[Rollup]] = {"rollup_marks": list(grains)}
     for r in grains:
-        arms["rollup_marks"].append(f"('{r.name}', {r.period_of_mark})")
         if r.extra_marks:
-            arms.setdefault(r.extra_marks, []).append(f"('{r.name}', {r.period_of_mark})")
+            arms.setdefault(r.extra_marks, []).append(r)
     return " UNION ALL ".join(
-        f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM {table} ARRAY JOIN [{', '.join(periods)}] "
-        f"AS p WHERE marked_at > {since} GROUP BY grain, period" for table, periods in arms.items())
+        f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM {table} "
+        f"ARRAY JOIN [{', '.join(f'({r.name!r}, {r.period_of_mark})' for r in of)}] AS p "
+        f"WHERE marked_at > {since} GROUP BY grain, period {having(of)}" for table, of in arms.items())
 
 
 def watermark_of(rollup: Rollup, marks: Mapping[str, datetime] | None) -> str:
@@ -694,18 +695,23 @@ def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[dat
     since = ", ".join(f"('{r.name}', {through(r)})" for r in grains)
     # a period's latest mark after its rollup's `through`: the latest after the earliest `through`, if that is later
     earliest = f"(SELECT min(t.2) FROM (SELECT arrayJoin([{since}]) AS t))"
-    recent = (f"SELECT grain, period, max(mark) AS mark FROM ({_marks_of(grains, earliest)}) "
-              f"GROUP BY grain, period "  # (`rollup` would read as GROUP BY ROLLUP)
-              f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in grains)}], "
-              f"[{', '.join(through(r) for r in grains)}], toDateTime64(0, 3, 'UTC'))")
+    # (`grain`, not `rollup`, which would read as GROUP BY ROLLUP)
+    recent = _marks_of(grains, earliest, lambda of: (
+        f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in of)}], "
+        f"[{', '.join(through(r) for r in of)}], toDateTime64(0, 3, 'UTC'))"))
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     sql = (f"SELECT m.grain, m.period, m.mark, d.done FROM ({recent}) AS m "
            f"LEFT JOIN (SELECT rollup AS grain, period, max(mark) AS done FROM rollup_done "
            f"WHERE (rollup, period) IN (SELECT grain, period FROM ({recent})) GROUP BY grain, period) AS d "
            f"ON m.grain = d.grain AND m.period = d.period WHERE m.mark > d.done ORDER BY m.grain, m.period")
+    latest: dict[tuple[str, datetime], tuple[datetime, datetime]] = {}
+    for name, period, mark, computed in store.query(sql).rows:  # a period marked in two sources: its latest mark
+        key, mark = (name, _as_datetime(period)), _as_datetime(mark)
+        if key not in latest or mark > latest[key][0]:
+            latest[key] = (mark, _as_datetime(computed))
     found: dict[str, list[tuple[datetime, datetime, datetime]]] = {}
-    for name, period, mark, computed in store.query(sql).rows:
-        found.setdefault(name, []).append((_as_datetime(period), _as_datetime(mark), _as_datetime(computed)))
+    for (name, period), (mark, computed) in latest.items():  # in the query's order: grain, then period
+        found.setdefault(name, []).append((period, mark, computed))
     return found
 
 
