@@ -301,7 +301,7 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
     through = (f"(SELECT (groupArray(name), groupArray(t)) FROM (SELECT toString(rollup) AS name, max(through) "
                f"AS t FROM rollup_state WHERE rollup IN ({listed}) GROUP BY name))")  # (`rollup`: GROUP BY ROLLUP)
     since = f"if(length(th.1) < {len(names)}, {epoch}, arrayMin(th.2))"
-    recent = _marks_of(grains, since, lambda _: f"HAVING mark > transform(grain, th.1, th.2, {epoch})")
+    recent = _marks_of(grains, lambda _: since, lambda _: f"HAVING mark > transform(grain, th.1, th.2, {epoch})")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     pending = (f"SELECT m.grain AS grain, min(m.period) AS first FROM ({recent}) AS m "
                f"LEFT JOIN (SELECT toString(rollup) AS grain, period, max(mark) AS done FROM rollup_done "
@@ -315,11 +315,12 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
     return {name: _as_datetime(at) for name, at in rows}
 
 
-def _marks_of(grains: Sequence[Rollup], since: str, having: Callable[[Sequence[Rollup]], str]) -> str:
-    """SQL: (grain, period, mark) of the marks after ``since`` that reopen a period of one of ``grains``, the latest
-    per source, filtered by ``having(the source's grains)``: ``rollup_marks`` for every grain, read once for all,
-    and each ``extra_marks`` table for its own grains. A period marked in two sources is two rows (regrouping
-    them, or one filter naming every grain per source, cost the idle pass ~30-45 ms at 5M)."""
+def _marks_of(grains: Sequence[Rollup], since: Callable[[Sequence[Rollup]], str],
+              having: Callable[[Sequence[Rollup]], str]) -> str:
+    """SQL: (grain, period, mark) of the marks that reopen a period of one of ``grains``, the latest per source,
+    after ``since(its grains)`` and filtered by ``having(its grains)``: ``rollup_marks`` for every grain, read once
+    for all, and each ``extra_marks`` table for its own grains. A period marked in two sources is two rows
+    (regrouping them, or one filter naming every grain per source, cost the idle pass ~30-45 ms at 5M)."""
     arms: dict[str, list[Rollup]] = {"rollup_marks": list(grains)}
     for r in grains:
         if r.extra_marks:
@@ -327,7 +328,7 @@ def _marks_of(grains: Sequence[Rollup], since: str, having: Callable[[Sequence[R
     return " UNION ALL ".join(
         f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM {table} "
         f"ARRAY JOIN [{', '.join(f'({r.name!r}, {r.period_of_mark})' for r in of)}] AS p "
-        f"WHERE marked_at > {since} GROUP BY grain, period {having(of)}" for table, of in arms.items())
+        f"WHERE marked_at > {since(of)} GROUP BY grain, period {having(of)}" for table, of in arms.items())
 
 
 def watermark_of(rollup: Rollup, marks: Mapping[str, datetime] | None) -> str:
@@ -692,9 +693,11 @@ def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[dat
     def through(r: Rollup) -> str:
         return f"(SELECT max(through) FROM rollup_state WHERE rollup = '{r.name}')"
 
-    since = ", ".join(f"('{r.name}', {through(r)})" for r in grains)
+    def earliest(of: Sequence[Rollup]) -> str:
+        listed = ", ".join(f"('{r.name}', {through(r)})" for r in of)
+        return f"(SELECT min(t.2) FROM (SELECT arrayJoin([{listed}]) AS t))"
+
     # a period's latest mark after its rollup's `through`: the latest after the earliest `through`, if that is later
-    earliest = f"(SELECT min(t.2) FROM (SELECT arrayJoin([{since}]) AS t))"
     # (`grain`, not `rollup`, which would read as GROUP BY ROLLUP)
     recent = _marks_of(grains, earliest, lambda of: (
         f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in of)}], "
