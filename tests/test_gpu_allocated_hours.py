@@ -150,9 +150,8 @@ def test_hours_equal_the_allocation_of_raw_events_through_late_usage_samples_and
 
 
 def test_the_cookbook_example_and_the_panel_equal_the_allocation_of_raw_events(embedded_store) -> None:
-    """The cookbook's "GPU cost allocated to teams" (from the hours) and the dashboard's panel (still split live: read
-    through the hours, its unused filtered branch's fixed cost made the day dearer; BENCHMARKS.md, s19) against raw,
-    at All and with a team, feature or customer filter."""
+    """The cookbook's "GPU cost allocated to teams" and the dashboard's panel (at All and with a team filter from the
+    hours; with a feature or customer filter split live and filtered after the split) against raw."""
     from bench.read_scale_readers import DASHBOARD, cookbook_examples, grafana_sql
 
     store = embedded_store

@@ -376,5 +376,20 @@ ALLOCATED_HOURLY = f"""
     GROUP BY hour, deployment, team
     """
 
+# The same for a dashboard whose feature and customer variables filter the allocation (Array(String) parameters,
+# '__all__' for All): at All both, the hours as above; else no hour from the grain (it keeps neither key), the whole
+# range split live and its consumers filtered after the split, as the panel filtered gpu_cost_allocated. One plan:
+# a second branch under a constant WHERE paid its full fixed cost (BENCHMARKS.md, s19).
+_SELECTED = "(has({{{name}s:Array(String)}}, '__all__') OR has({{{name}s:Array(String)}}, ifNull({name}, '(none)')))"
+ALLOCATED_HOURLY_SELECTED = (
+    ALLOCATED_HOURLY.replace("VIEW gpu_allocated_hourly AS", "VIEW gpu_allocated_hourly_selected AS")
+    .replace("WITH (", "WITH has({features:Array(String)}, '__all__') AND has({customers:Array(String)}, '__all__') "
+                       "AS by_hour,\n         (", 1)
+    .replace("greatest(first_hour, least(", "if(NOT by_hour, first_hour, greatest(first_hour, least(", 1)
+    .replace("gpu_allocated_hours_watermark)) AS hours_end", "gpu_allocated_hours_watermark))) AS hours_end", 1)
+    .replace("    GROUP BY hour, deployment, team\n",
+             f"    WHERE {_SELECTED.format(name='feature')} AND {_SELECTED.format(name='customer')}\n"
+             "    GROUP BY hour, deployment, team\n"))
+
 HOUR_STATEMENTS: tuple[str, ...] = (GPU_MARKS, GPU_MARKS_MV, GPU_PRICE_MARKS_MV, table_ddl(GPU_ALLOCATED_HOURS),
-                                    ALLOCATED_HOURLY)
+                                    ALLOCATED_HOURLY, ALLOCATED_HOURLY_SELECTED)
