@@ -50,7 +50,7 @@ def relayout_check(path: str) -> None:
     from spendstream.schemas.gpu import GpuSample
     from spendstream.sinks import migrations
     from spendstream.sinks.embedded import EmbeddedStore
-    from spendstream.sinks.gpu_prices import sync_prices
+    from spendstream.sinks.gpu_prices import price_table
     from spendstream.sinks.rows import deployment_table, gpu_sample_table
 
     store = EmbeddedStore(path)
@@ -60,7 +60,9 @@ def relayout_check(path: str) -> None:
     deployments = {name: Deployment(name=name, gpu_type="H100", gpu_count=2, usd_per_gpu_hour=Decimal("2.47"))
                    for name in ("lay-a", "lay-b")}
     store.insert_arrow("gpu_deployments", deployment_table(list(deployments.values())))
-    sync_prices(store, deployments)
+    # the periods as a worker of migration 22 stored them (sync_prices now also marks gpu_marks, migration 33's)
+    store.insert_arrow("gpu_prices", price_table([(d, p) for d in deployments.values() for p in d.periods],
+                                                 now=datetime.now(timezone.utc)))
     # a week of 10-second samples per deployment (15 granules in all); sample ids are random, as the
     # exporter's are, so the old sort key holds no time order
     samples = [GpuSample(ts=T0 + timedelta(seconds=10 * (slot + 1)), interval_s=10, deployment=name,

@@ -256,7 +256,8 @@ def upgrade_check(path: str) -> None:
     store.insert_arrow("usage_events", usage_table(process([SourceRecord("usage", 0, 0, orjson.dumps(events))],
                                                            PRICER)))
     for rollup in rollups.ROLLUPS:
-        store.command(rollups.recompute_sql(rollup, "now64(3)", "1"))
+        store.command(rollups.recompute_sql(rollup, "now64(3)", "toDateTime64(0, 3, 'UTC')",
+                                            "toDateTime64('2200-01-01', 3, 'UTC')"))
         store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', "
                       f"{rollup.period_of_mark} AS p, max(marked_at) FROM rollup_marks GROUP BY p")
     views = ("cost_hourly", "cost_daily", "cost_monthly", "retry_waste_daily")

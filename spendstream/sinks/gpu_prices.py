@@ -84,7 +84,18 @@ def sync_prices(store: Store, deployments: Mapping[str, Deployment], *, now: dat
         log.warning("%s", sentence)
     if new:
         store.insert_arrow("gpu_prices", price_table(new, now=now))
+        for name in sorted({d.name for d, _ in new}):
+            mark_samples(store, name, since=min(p.effective_from for d, p in new if d.name == name))
     return unapplied
+
+
+def mark_samples(store: Store, name: str, *, since: datetime | None = None) -> None:
+    """Mark the minutes of ``name``'s samples from ``since`` on (all of them without) in ``gpu_marks``: their GPU
+    cost follows the price periods, so the rollups of it (``gpu_allocated_hours``) recompute them. After the
+    periods are stored, as the writer marks after its rows are durable (sinks/rollups.py)."""
+    start = "toDateTime64(0, 3, 'UTC')" if since is None else f"toDateTime64('{sql_time(since)}', 3, 'UTC')"
+    store.command(f"INSERT INTO gpu_marks (minute) SELECT DISTINCT toStartOfMinute(ts) FROM gpu_samples "
+                  f"WHERE deployment = '{_quoted(name)}' AND ts >= {start}")
 
 
 def _undated(d: Deployment, stored: Mapping[_Key, PricePeriod], now: datetime,
@@ -138,6 +149,7 @@ def reprice_gpu(store: Store, deployments: Mapping[str, Deployment], names: Coll
                       f"({', '.join(repr(sql_time(s)) for s in starts)}) SETTINGS mutations_sync = 2")
         store.insert_arrow("gpu_prices", price_table([(deployments[name], p) for p in deployments[name].periods],
                                                      now=now))
+        mark_samples(store, name)  # every sample: a deleted period's samples move to another price too
     after = _daily_cost(store, names)
     changed = sorted(key for key in before.keys() | after.keys()
                      if before.get(key, Decimal(0)) != after.get(key, Decimal(0)))

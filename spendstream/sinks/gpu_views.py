@@ -20,7 +20,9 @@ A later migration (issue 17) reads the allocations' usage from the ``deployment_
 
 from __future__ import annotations
 
-from spendstream.sinks.rollups import DEPLOYMENT_MINUTES, columns
+from datetime import timedelta
+
+from spendstream.sinks.rollups import DEPLOYMENT_MINUTES, Measure, Rollup, columns, table_ddl, watermark_sql
 
 MONEY = "Decimal(38, 18)"
 
@@ -308,3 +310,86 @@ _RAW_USAGE = BY_CONSUMER.split("WITH usage AS (", 1)[1].split("\n    ),\n    joi
 BY_CONSUMER_ROLLED = BY_CONSUMER.replace(_RAW_USAGE, _usage())
 
 ALLOCATION_STATEMENTS: tuple[str, ...] = (ALLOCATED_MINUTELY, ALLOCATED_RANGE, BY_CONSUMER_ROLLED)
+
+
+# -- allocated cost per hour as a rollup (issue 17) -----------------------------------------------------------
+# A minute's split depends on that minute's GPU samples, prices and usage only, so the maintainer keeps it per
+# hour × deployment × team (``gpu_allocated_hours``), recomputed from the allocation above when a minute of the
+# hour changes on either side: usage events mark ``rollup_marks`` as for every grain, GPU samples (the writer after
+# they are durable; a materialized view on every insert) and price periods (sync_prices, gpu-reprice) mark
+# ``gpu_marks``. Money is exact decimals, so an hour's sum per team is the sum of the minutes' truncated shares
+# to the last digit. ``gpu_allocated_hourly(since, until)`` reads the whole hours of its range before the grain's
+# watermark from it and the rest (the partial hours at its ends, the open hour, a pending one) live.
+
+GPU_MARKS = """
+    CREATE TABLE IF NOT EXISTS gpu_marks (
+        minute DateTime('UTC'),
+        marked_at DateTime64(3, 'UTC') DEFAULT now64(3),
+        INDEX by_mark marked_at TYPE minmax GRANULARITY 1
+    )
+    ENGINE = ReplacingMergeTree(marked_at)
+    ORDER BY minute
+    """
+# The safety nets, as rollup_marks_mv is for usage events: every insert of samples, or of price periods (which
+# reprice their deployment's samples from the period's start), marks the minutes whose GPU cost it can change.
+GPU_MARKS_MV = """
+    CREATE MATERIALIZED VIEW IF NOT EXISTS gpu_marks_mv TO gpu_marks
+    AS SELECT DISTINCT toStartOfMinute(ts) AS minute FROM gpu_samples
+    """
+GPU_PRICE_MARKS_MV = """
+    CREATE MATERIALIZED VIEW IF NOT EXISTS gpu_price_marks_mv TO gpu_marks
+    AS SELECT DISTINCT toStartOfMinute(s.ts) AS minute FROM gpu_prices AS p
+    INNER JOIN (SELECT deployment, ts FROM gpu_samples) AS s ON s.deployment = p.name
+    WHERE s.ts >= p.effective_from
+    """
+
+_HOUR_SOURCE = ("SELECT toStartOfHour(minute) AS p, deployment, team, sum(tokens) AS tokens, "
+                "sum(allocated_cost_usd) AS allocated_cost_usd FROM ({allocated}) GROUP BY p, deployment, team")
+_WHOLE = "{m} >= {since} AND {m} < {until}"
+GPU_ALLOCATED_HOURS = Rollup(
+    "gpu_allocated_hours", "hour", "toStartOfHour(ts)", timedelta(hours=1), ("deployment", "team"),
+    measures=(Measure("tokens", "UInt64", "", "sum(tokens)"),
+              Measure("allocated_cost_usd", MONEY, "", "sum(allocated_cost_usd)")),
+    key_types=(("deployment", "LowCardinality(String)"), ("team", "LowCardinality(String)")),
+    extra_marks="gpu_marks",
+    source=_HOUR_SOURCE.format(allocated=_ALLOCATED.format(usage=_usage(_WHOLE), minutely=_minutely(_WHOLE))))
+GPU_GRAINS = (GPU_ALLOCATED_HOURS,)  # migration 33's
+
+# The grain's hours [first_hour, hours_end): every minute of them in since <= minute < until, before its watermark.
+_FIRST_HOUR = f"toStartOfHour({SINCE} - INTERVAL 1 MILLISECOND) + INTERVAL 1 HOUR"
+_LIVE = f"({{m}} >= {SINCE} AND {{m}} < least(first_hour, {UNTIL}) OR {{m}} >= hours_end AND {{m}} < {UNTIL})"
+# (each watermark computed once, in the WITH clause: ClickHouse analyses every copy of a scalar subquery)
+ALLOCATED_HOURLY = f"""
+    CREATE OR REPLACE VIEW gpu_allocated_hourly AS
+    WITH ({watermark_sql(GPU_ALLOCATED_HOURS)}) AS gpu_allocated_hours_watermark,
+         ({watermark_sql(DEPLOYMENT_MINUTES)}) AS deployment_minutes_watermark,
+         {_FIRST_HOUR} AS first_hour,
+         greatest(first_hour, least(toStartOfHour({UNTIL} + INTERVAL 59999 MILLISECOND),
+                                    gpu_allocated_hours_watermark)) AS hours_end
+    SELECT hour, deployment, team, tokens, allocated_cost_usd FROM gpu_allocated_hours FINAL
+    WHERE hour >= first_hour AND hour < hours_end
+    UNION ALL
+    SELECT toStartOfHour(minute) AS hour, deployment, team, sum(tokens) AS tokens,
+           sum(allocated_cost_usd) AS allocated_cost_usd
+    FROM ({_ALLOCATED.format(usage=_usage(_LIVE), minutely=_minutely(_LIVE)).replace(
+        watermark_sql(DEPLOYMENT_MINUTES), "deployment_minutes_watermark")})
+    GROUP BY hour, deployment, team
+    """
+
+# The same for a dashboard whose feature and customer variables filter the allocation (Array(String) parameters,
+# '__all__' for All): at All both, the hours as above; else no hour from the grain (it keeps neither key), the whole
+# range split live and its consumers filtered after the split, as the panel filtered gpu_cost_allocated. One plan:
+# a second branch under a constant WHERE paid its full fixed cost (BENCHMARKS.md, s19).
+_SELECTED = "(has({{{name}s:Array(String)}}, '__all__') OR has({{{name}s:Array(String)}}, ifNull({name}, '(none)')))"
+ALLOCATED_HOURLY_SELECTED = (
+    ALLOCATED_HOURLY.replace("VIEW gpu_allocated_hourly AS", "VIEW gpu_allocated_hourly_selected AS")
+    .replace("WITH (", "WITH has({features:Array(String)}, '__all__') AND has({customers:Array(String)}, '__all__') "
+                       "AS by_hour,\n         (", 1)
+    .replace("greatest(first_hour, least(", "if(NOT by_hour, first_hour, greatest(first_hour, least(", 1)
+    .replace("gpu_allocated_hours_watermark)) AS hours_end", "gpu_allocated_hours_watermark))) AS hours_end", 1)
+    .replace("    GROUP BY hour, deployment, team\n",
+             f"    WHERE {_SELECTED.format(name='feature')} AND {_SELECTED.format(name='customer')}\n"
+             "    GROUP BY hour, deployment, team\n"))
+
+HOUR_STATEMENTS: tuple[str, ...] = (GPU_MARKS, GPU_MARKS_MV, GPU_PRICE_MARKS_MV, table_ddl(GPU_ALLOCATED_HOURS),
+                                    ALLOCATED_HOURLY, ALLOCATED_HOURLY_SELECTED)

@@ -730,7 +730,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     Migration(31, "the dashboard's cost per request by feature off request sets: requests counted per hour × feature", (
         rollups.table_ddl(rollups.FEATURE_REQUEST_HOURS),
-        rollups.watermarks_view(rollups.all_grains()),
+        rollups.watermarks_view((*rollups.ROLLUPS, *shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS,
+                                 *rollups.PANEL_GRAINS)),
         rollups.backfill_grains(rollups.PANEL_GRAINS),  # from the raw events already stored
         reader_views.range_view("feature_requests_hourly", rollups.FEATURE_REQUEST_HOURS),
     )),
@@ -741,6 +742,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "'the slow window hot by its median hour ratio alone, without the price test' AFTER price_excess_usd",
         "ALTER TABLE detector_baselines ADD COLUMN IF NOT EXISTS median_calm UInt8 DEFAULT slow_calm COMMENT "
         "'the slow window calm by its median hour ratio alone, without the price test' AFTER median_hot",
+    )),
+    Migration(33, "GPU cost allocated per hour × deployment × team as a rollup, GPU samples and prices marked", (
+        # sinks/gpu_views.py: a week of allocation split every minute's cost over a week of deployment_minutes rows
+        # at read time (~1 s CPU at 50M events); the hours are kept by the maintainer like every grain
+        *gpu_views.HOUR_STATEMENTS,
+        rollups.watermarks_view(rollups.all_grains()),
+        rollups.backfill_grains(gpu_views.GPU_GRAINS),  # from the samples and usage already stored
     )),
 )
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 RAW = {"usage_events": "ts", "event_conflicts": "detected_at", "cost_corrections": "repriced_at"}
 # every rollup the maintainer keeps, and its bookkeeping
 ROLLUPS = {rollup.name: rollup.period for rollup in rollups.all_grains()} | {
-    "rollup_marks": "minute", "rollup_done": "period"}
+    "rollup_marks": "minute", "gpu_marks": "minute", "rollup_done": "period"}
 DEAD_LETTERS = {"dead_letters": "received_at", "dead_letter_replays": "replayed_at"}
 
 

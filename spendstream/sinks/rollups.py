@@ -120,10 +120,23 @@ class Rollup:
     # its sort key, where not (period, keys…): the period and every key, in another order (a reader that asks
     # for a few keys' periods reads their rows, not every key's of those periods)
     order: tuple[str, ...] = ()
+    # a table of (minute, marked_at) whose marks reopen its periods too, besides rollup_marks (the usage events')
+    extra_marks: str = ""
+    # SQL that computes its rows for ``{since} <= ts < {until}`` (whole periods), where not a grouping of raw usage
+    # events: (period, keys…, measures…) in the table's order, without the version
+    source: str = ""
 
     @property
     def watermark_column(self) -> str:
         return self.watermark or self.name
+
+    @property
+    def marks(self) -> str:
+        """Where its marks come from: ``rollup_marks``, or that and ``extra_marks`` (a subquery)."""
+        if not self.extra_marks:
+            return "rollup_marks"
+        return (f"(SELECT minute, marked_at FROM rollup_marks UNION ALL "
+                f"SELECT minute, marked_at FROM {self.extra_marks})")
 
     @property
     def period_of_mark(self) -> str:
@@ -249,7 +262,7 @@ def _pending_sql(rollup: Rollup) -> str:
     the search costs what was marked lately, not what history holds.
     """
     period = rollup.period_of_mark
-    recent = (f"rollup_marks WHERE marked_at > (SELECT max(through) FROM rollup_state "
+    recent = (f"{rollup.marks} WHERE marked_at > (SELECT max(through) FROM rollup_state "
               f"WHERE rollup = '{rollup.name}')")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     return (f"SELECT m.period AS period, m.mark AS mark, d.done AS done "
@@ -288,10 +301,7 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
     through = (f"(SELECT (groupArray(name), groupArray(t)) FROM (SELECT toString(rollup) AS name, max(through) "
                f"AS t FROM rollup_state WHERE rollup IN ({listed}) GROUP BY name))")  # (`rollup`: GROUP BY ROLLUP)
     since = f"if(length(th.1) < {len(names)}, {epoch}, arrayMin(th.2))"
-    periods = ", ".join(f"('{r.name}', {r.period_of_mark})" for r in grains)
-    recent = (f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM rollup_marks "
-              f"ARRAY JOIN [{periods}] AS p WHERE marked_at > {since} GROUP BY grain, period "
-              f"HAVING mark > transform(grain, th.1, th.2, {epoch})")
+    recent = _marks_of(grains, lambda _: since, lambda _: f"HAVING mark > transform(grain, th.1, th.2, {epoch})")
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     pending = (f"SELECT m.grain AS grain, min(m.period) AS first FROM ({recent}) AS m "
                f"LEFT JOIN (SELECT toString(rollup) AS grain, period, max(mark) AS done FROM rollup_done "
@@ -303,6 +313,22 @@ def watermarks(querier: TextQuerier, grains: Sequence[Rollup]) -> dict[str, date
         SELECT g.1, toString(least(transform(g.1, pend.1, pend.2, {_NEVER}), g.2))
         FROM (SELECT arrayJoin([{opens}]) AS g)""").rows
     return {name: _as_datetime(at) for name, at in rows}
+
+
+def _marks_of(grains: Sequence[Rollup], since: Callable[[Sequence[Rollup]], str],
+              having: Callable[[Sequence[Rollup]], str]) -> str:
+    """SQL: (grain, period, mark) of the marks that reopen a period of one of ``grains``, the latest per source,
+    after ``since(its grains)`` and filtered by ``having(its grains)``: ``rollup_marks`` for every grain, read once
+    for all, and each ``extra_marks`` table for its own grains. A period marked in two sources is two rows
+    (regrouping them, or one filter naming every grain per source, cost the idle pass ~30-45 ms at 5M)."""
+    arms: dict[str, list[Rollup]] = {"rollup_marks": list(grains)}
+    for r in grains:
+        if r.extra_marks:
+            arms.setdefault(r.extra_marks, []).append(r)
+    return " UNION ALL ".join(
+        f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM {table} "
+        f"ARRAY JOIN [{', '.join(f'({r.name!r}, {r.period_of_mark})' for r in of)}] AS p "
+        f"WHERE marked_at > {since(of)} GROUP BY grain, period {having(of)}" for table, of in arms.items())
 
 
 def watermark_of(rollup: Rollup, marks: Mapping[str, datetime] | None) -> str:
@@ -418,10 +444,11 @@ def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
 
 def all_grains() -> tuple[Rollup, ...]:
     """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes, ``READER_GRAINS``,
-    ``DETECTOR_GRAINS`` and ``PANEL_GRAINS``."""
+    ``DETECTOR_GRAINS``, ``PANEL_GRAINS`` and ``gpu_views.GPU_GRAINS``."""
+    from spendstream.sinks.gpu_views import GPU_GRAINS  # its source is the allocation's SQL, defined there
     from spendstream.sinks.shapes import SHAPES  # shapes defines its rollups with this module's types
 
-    return (*ROLLUPS, *SHAPES, *READER_GRAINS, *DETECTOR_GRAINS, *PANEL_GRAINS)
+    return (*ROLLUPS, *SHAPES, *READER_GRAINS, *DETECTOR_GRAINS, *PANEL_GRAINS, *GPU_GRAINS)
 
 
 def forget_periods(store: Store, minutes: pa.Table) -> None:
@@ -666,24 +693,28 @@ def _pending(store: Store, grains: Sequence[Rollup]) -> dict[str, list[tuple[dat
     def through(r: Rollup) -> str:
         return f"(SELECT max(through) FROM rollup_state WHERE rollup = '{r.name}')"
 
-    periods = ", ".join(f"('{r.name}', {r.period_of_mark})"
-                        for r in grains)
-    since = ", ".join(f"('{r.name}', {through(r)})" for r in grains)
+    def earliest(of: Sequence[Rollup]) -> str:
+        listed = ", ".join(f"('{r.name}', {through(r)})" for r in of)
+        return f"(SELECT min(t.2) FROM (SELECT arrayJoin([{listed}]) AS t))"
+
     # a period's latest mark after its rollup's `through`: the latest after the earliest `through`, if that is later
-    recent = (f"SELECT p.1 AS grain, p.2 AS period, max(marked_at) AS mark FROM rollup_marks "
-              f"ARRAY JOIN [{periods}] AS p "
-              f"WHERE marked_at > (SELECT min(t.2) FROM (SELECT arrayJoin([{since}]) AS t)) "
-              f"GROUP BY grain, period "  # (`rollup` would read as GROUP BY ROLLUP)
-              f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in grains)}], "
-              f"[{', '.join(through(r) for r in grains)}], toDateTime64(0, 3, 'UTC'))")
+    # (`grain`, not `rollup`, which would read as GROUP BY ROLLUP)
+    recent = _marks_of(grains, earliest, lambda of: (
+        f"HAVING mark > transform(grain, [{', '.join(repr(r.name) for r in of)}], "
+        f"[{', '.join(through(r) for r in of)}], toDateTime64(0, 3, 'UTC'))"))
     # a period never computed joins to the default 1970 mark (join_use_nulls is off)
     sql = (f"SELECT m.grain, m.period, m.mark, d.done FROM ({recent}) AS m "
            f"LEFT JOIN (SELECT rollup AS grain, period, max(mark) AS done FROM rollup_done "
            f"WHERE (rollup, period) IN (SELECT grain, period FROM ({recent})) GROUP BY grain, period) AS d "
            f"ON m.grain = d.grain AND m.period = d.period WHERE m.mark > d.done ORDER BY m.grain, m.period")
+    latest: dict[tuple[str, datetime], tuple[datetime, datetime]] = {}
+    for name, period, mark, computed in store.query(sql).rows:  # a period marked in two sources: its latest mark
+        key, mark = (name, _as_datetime(period)), _as_datetime(mark)
+        if key not in latest or mark > latest[key][0]:
+            latest[key] = (mark, _as_datetime(computed))
     found: dict[str, list[tuple[datetime, datetime, datetime]]] = {}
-    for name, period, mark, computed in store.query(sql).rows:
-        found.setdefault(name, []).append((_as_datetime(period), _as_datetime(mark), _as_datetime(computed)))
+    for (name, period), (mark, computed) in latest.items():  # in the query's order: grain, then period
+        found.setdefault(name, []).append((period, mark, computed))
     return found
 
 
@@ -725,17 +756,23 @@ def _recompute(store: Store, rollup: Rollup, run: list[tuple]) -> None:
     version = max(_as_datetime(mark) for _, mark in run)
     store.query_text(
         recompute_sql(rollup, "toDateTime64({v:String}, 3, 'UTC')",
-                      "ts >= {a:DateTime64(3, 'UTC')} AND ts < {b:DateTime64(3, 'UTC')}"),
+                      "{a:DateTime64(3, 'UTC')}", "{b:DateTime64(3, 'UTC')}"),
         {"a": sql_time(first), "b": sql_time(last), "v": sql_time(version)}, fmt="CSV")
 
 
-def recompute_sql(rollup: Rollup, version: str, where: str) -> str:
-    """``INSERT`` into ``rollup`` its rows computed from the raw events ``where`` selects (whole periods)."""
+def recompute_sql(rollup: Rollup, version: str, since: str, until: str) -> str:
+    """``INSERT`` into ``rollup`` its rows computed for ``since <= ts < until`` (SQL; whole periods): from the raw
+    events, or from the rollup's ``source``."""
     keys = ", ".join(rollup.keys)
+    names = ", ".join(m.name for m in rollup.measures)
+    into = f"INSERT INTO {rollup.name} ({rollup.period}, {keys}, {names}, version) "
+    if rollup.source:
+        computed = rollup.source.replace("{since}", since).replace("{until}", until)
+        return f"{into}SELECT *, {version} FROM ({computed})"
     measures = ", ".join(f"{m.of_raw} AS {m.name}" for m in rollup.measures)
-    return (f"INSERT INTO {rollup.name} ({rollup.period}, {keys}, {', '.join(m.name for m in rollup.measures)}, "
-            f"version) SELECT {rollup.bucket} AS p, {keys}, {measures}, {version} "
-            f"FROM usage_events FINAL WHERE {where} AND ({rollup.where}) GROUP BY p, {keys}{having_sql(rollup)}")
+    return (f"{into}SELECT {rollup.bucket} AS p, {keys}, {measures}, {version} "
+            f"FROM usage_events FINAL WHERE ts >= {since} AND ts < {until} AND ({rollup.where}) "
+            f"GROUP BY p, {keys}{having_sql(rollup)}")
 
 
 def _record_done(store: Store, periods: list[tuple[Rollup, datetime, datetime]]) -> None:
@@ -821,15 +858,18 @@ def backfill_grains(grains: Sequence[Rollup]) -> Callable[[Store, Callable[[str]
     marked later was perhaps not durable yet, so its period stays pending and the maintainer recomputes it)."""
     def backfill(store: Store, run: Callable[[str], None]) -> None:
         began = str(store.query("SELECT toString(now64(3, 'UTC'))").scalar())
-        months = [str(r[0]) for r in store.query("SELECT DISTINCT toString(toStartOfMonth(ts)) FROM usage_events "
-                                                 "ORDER BY 1").rows]
         version = f"toDateTime64('{began}', 3, 'UTC')"
         for rollup in grains:
+            # a grain of its own source (GPU allocation) has periods wherever its sources have rows
+            of = ("usage_events" if not rollup.source
+                  else "(SELECT ts FROM usage_events UNION ALL SELECT ts FROM gpu_samples)")
+            months = [str(r[0]) for r in store.query(f"SELECT DISTINCT toString(toStartOfMonth(ts)) FROM {of} "
+                                                     "ORDER BY 1").rows]
             for month in months:
                 start = f"toDateTime64('{month}', 3, 'UTC')"
-                store.command(recompute_sql(rollup, version, f"ts >= {start} AND ts < {start} + INTERVAL 1 MONTH"))
+                store.command(recompute_sql(rollup, version, start, f"{start} + INTERVAL 1 MONTH"))
             store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', "
-                          f"{rollup.period_of_mark} AS p, max(marked_at) FROM rollup_marks "
+                          f"{rollup.period_of_mark} AS p, max(marked_at) FROM {rollup.marks} "
                           f"WHERE marked_at <= {version} GROUP BY p")
             # and where the pending search starts, as a maintainer's pass leaves it (trailing marks in flight):
             # without it every watermark reads every mark ever made until the maintainer first runs

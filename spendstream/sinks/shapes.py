@@ -195,7 +195,7 @@ def backfill(store: Store, run: Callable[[str], None], grains: tuple[Rollup, ...
     for rollup in grains:
         for month in months:
             start = f"toDateTime64('{month}', 3, 'UTC')"
-            store.command(recompute_sql(rollup, version, f"ts >= {start} AND ts < {start} + INTERVAL 1 MONTH"))
+            store.command(recompute_sql(rollup, version, start, f"{start} + INTERVAL 1 MONTH"))
         period = f"{rollup.floor}(minute)"
         store.command(f"INSERT INTO rollup_done (rollup, period, mark) SELECT '{rollup.name}', {period} AS p, "
                       f"max(marked_at) FROM rollup_marks WHERE marked_at <= {version} GROUP BY p")

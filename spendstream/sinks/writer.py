@@ -17,6 +17,7 @@ from spendstream.emitter.backoff import backoff_s
 from spendstream.schemas.alert import Alert
 from spendstream.sinks.conflicts import CONFLICT_SCHEMA, recheck, resolve
 from spendstream.sinks.live_slices import marks_of
+from spendstream.sinks.rollups import minutes_of
 from spendstream.sinks.rows import alert_table, dead_letter_table, gpu_sample_table, ledger_table, usage_table
 from spendstream.sinks.store import Store, StoreError
 
@@ -87,7 +88,10 @@ class SinkWriter:
         """GPU samples, their dead letters, and the alerts the detectors raised on them."""
         def insert() -> None:
             if batch.samples:
-                self._store.insert_arrow("gpu_samples", gpu_sample_table(batch.samples))
+                samples = gpu_sample_table(batch.samples)
+                self._store.insert_arrow("gpu_samples", samples)
+                # after the rows are durable: the minutes whose GPU cost allocation to recompute (gpu_views.py)
+                self._store.insert_arrow("gpu_marks", minutes_of(samples["ts"]))
             if batch.dead_letters:
                 self._store.insert_arrow("dead_letters", dead_letter_table(batch.dead_letters))
             if alerts:
