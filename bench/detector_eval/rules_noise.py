@@ -283,14 +283,6 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
     out: list[Fired] = []
     own = None
     per_provider = by_provider.reshape(len(rows), len(providers), -1)
-
-    membership64 = membership.astype(np.float64)  # (a float32 x float64 product leaves BLAS: 5 ms a pass)
-
-    def lasting(c: np.ndarray, t: int) -> np.ndarray:
-        """(subjects, periods): the leaves' cumulative ``c`` summed per subject over the last ``storm_long_minutes``,
-        in periods of ``storm_now_minutes``, oldest first (:func:`~spendstream.detect.retry_storm.storm_periods`)."""
-        span = rule.storm_periods * rule.storm_now_minutes
-        return membership64 @ np.diff(c[:, t - span:t + 1:rule.storm_now_minutes], axis=1)
     for t in passes(world):
         if own is None or t % 60 == 0:  # as the refresh does: the last week's failures per attempt, through now
             week = slice(t // 60 - 168, t // 60)
@@ -336,10 +328,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features),
                              slow_others=slow_others,
                              latest_failed=split(failed, rule.storm_now_minutes),  # as fast_window's latest_*
-                             latest_attempts=split(attempts, rule.storm_now_minutes),
-                             # as storm_periods (the package reads them for storms silent in their newest minutes
-                             # only, the one place judge uses them)
-                             period_failed=lasting(failed, t), period_attempts=lasting(attempts, t))
+                             latest_attempts=split(attempts, rule.storm_now_minutes))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS

@@ -37,10 +37,6 @@ what a rollup window reads, not two hours of raw):
   they repeated in, from ``loop_shapes`` (which keeps only repeated shapes, so its rows are
   what loops make) and raw after its watermark — an agent calling once a minute for hours
   never repeats 12 times in ten minutes;
-- **a storm's periods** (the last ``storm_long_minutes``, in ``storm_now_minutes`` periods) from raw, only for the
-  subjects whose storm sent nothing in its newest minutes (:func:`storm_periods`; none on most passes): whether it
-  failed long enough to be more than a provider blip it sent a few requests through
-  (:meth:`RetryStormRule.lasted`);
 
 and each subject's own failure ratio from this hour's baselines (:mod:`spendstream.detect.baseline`).
 Customers that cannot be hot (:meth:`RetryStormRule.can_fire`: too few failures in the fast window,
@@ -255,37 +251,6 @@ def storm_free_windows(querier: TextQuerier, *, end: datetime, starts: Mapping[s
     rows = query_result(querier, " UNION ALL ".join(parts), params).rows
     return ({(s, p): (a, f) for key, w, s, p, a, f in rows if key and times[key][w] == starts[s]},
             {(every[w], p): (a, f) for key, w, _, p, a, f in rows if not key})
-
-
-def storm_periods(querier: TextQuerier, *, end: datetime, rule: RetryStormRule, subjects: Collection[str]
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per subject of ``subjects`` (features, customers, feature x customer pairs): its failed attempts and attempts
-    (summed over providers) in each ``rule.storm_now_minutes`` period of the last ``rule.storm_long_minutes`` before
-    ``end``, oldest first (:meth:`~spendstream.detect.storm.RetryStormRule.lasted`). From raw ``usage_events FINAL``
-    (no rollup keeps customers by the minute), read only for the storms whose newest minutes sent nothing: a few
-    subjects on the passes that have one, none on most."""
-    if not subjects:
-        return {}
-    n, step = rule.storm_periods, timedelta(minutes=rule.storm_now_minutes)
-    start = end - n * step
-    features = sorted({s.removeprefix("feature=").split(baseline.PAIR_MARK)[0] for s in subjects
-                       if s.startswith("feature=")})
-    customers = sorted({s.split("customer=", 1)[1] for s in subjects if "customer=" in s})
-    rows = query_result(querier, f"""
-        SELECT subject, intDiv(toUnixTimestamp64Milli(ts) - toUnixTimestamp64Milli({{a:DateTime64(3, 'UTC')}}),
-                               {{ms:UInt64}}) AS period, toFloat64(countIf(status != 'ok')), toFloat64(count())
-        FROM (SELECT {_FAST_SUBJECTS} AS subject, ts, status FROM {raw_window.RAW}
-              WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}}
-                    AND (feature IN {{f:Array(String)}} OR customer IN {{c:Array(String)}}))
-        WHERE subject IN {{s:Array(String)}}
-        GROUP BY subject, period""",
-                        {"a": sql_time(start), "b": sql_time(end), "ms": str(int(step.total_seconds() * 1000)),
-                         "f": sql_strings(features), "c": sql_strings(customers),
-                         "s": sql_strings(sorted(subjects))}).rows
-    out = {s: (np.zeros(n), np.zeros(n)) for s in subjects}
-    for subject, period, failed, attempts in rows:
-        out[subject][0][int(period)], out[subject][1][int(period)] = failed, attempts
-    return out
 
 
 def repeated_shapes(querier: TextQuerier, *, start: datetime, end: datetime, subject: str = _SUBJECTS,
@@ -579,17 +544,9 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
     slow_others = others_ratio(total_f, total_a, failed=sf, attempts=sa)
     by_period[[s in starts for s in subjects]] = np.nan
     slow_others = np.where(np.isnan(by_period), slow_others, by_period)
-    judged = dict(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
-                  repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
-                  slow_others=slow_others, **others, **latest)
-    verdict = rule.judge(**judged)
-    if verdict.unproven.any():  # a storm whose newest minutes sent nothing: did it last? (its periods, read here)
-        periods = storm_periods(store, end=now, rule=rule,
-                                subjects=[s for s, u in zip(subjects, verdict.unproven, strict=True) if u])
-        period_f, period_a = (np.zeros((len(subjects), rule.storm_periods)) for _ in range(2))
-        for subject, (failed_in, attempts_in) in periods.items():
-            period_f[si[subject]], period_a[si[subject]] = failed_in, attempts_in
-        verdict = rule.judge(**judged, period_failed=period_f, period_attempts=period_a)
+    verdict = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=sf, slow_attempts=sa, max_attempt=longest,
+                         repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
+                         slow_others=slow_others, **others, **latest)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
     loop = rule.looping(longest, repeats, slow_repeats)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)

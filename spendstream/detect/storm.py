@@ -14,12 +14,7 @@ share), every pass, from counts:
   it sent anything there: a quiet feature's storm has minutes without attempts): two
   passes' windows overlap, so a burst of a few minutes inside the overlap (a provider blip that only the subject's
   own traffic shows, its provider's other traffic too thin to) was hot on both and paged after it had ended —
-  the second pass must see the failures go on in minutes the first did not. Where the subject sent nothing in
-  those minutes (a quiet feature's storm, a request every few minutes, has such minutes; so has a quiet feature
-  that sent a few requests through a blip and then nothing), the storm must have *lasted* instead: over the last
-  ``storm_long_minutes``, in ``storm_now_minutes`` periods, failing periods (``period_min_failed`` failures or
-  more, at ``factor`` × the expected ratio) at least ``storm_apart_minutes`` apart — farther than two adjacent
-  periods, which are all a blip of a few minutes can touch;
+  the second pass must see the failures go on in minutes the first did not;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
   a storm that ended stays in the slow window, and one failure of a quiet key is no evidence).
@@ -52,9 +47,6 @@ class StormVerdict:
     z: np.ndarray
     slow: np.ndarray  # the slow window's test alone (a burn without "still failing now")
     stormed: np.ndarray  # the fast window's own: a storm, or one request retried on and on (its failed attempts)
-    # a storm whose newest minutes sent nothing, judged without its periods (``judge``'s ``period_*`` not given):
-    # whether it lasted is what decides it, and the reader reads those periods for these subjects only
-    unproven: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -81,11 +73,6 @@ class RetryStormRule:
     burn_now_factor: float = 1.6
     # a storm must still fail in its window's newest minutes (the passes' cadence): see the module's docstring
     storm_now_minutes: int = 5
-    # ... and where it sent nothing there, it must have failed in periods this far apart over the last
-    # storm_long_minutes: a provider blip of two to four minutes touches two adjacent periods at most
-    storm_long_minutes: int = 30
-    storm_apart_minutes: int = 10
-    period_min_failed: int = 2  # a failing period: one failure is a quiet key's usual (1.5-2 % of its attempts)
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
                        counted: np.ndarray | None = None, others: np.ndarray | None = None) -> np.ndarray:
@@ -165,8 +152,7 @@ class RetryStormRule:
               now_failed: np.ndarray | None = None, now_attempts: np.ndarray | None = None,
               others: np.ndarray | None = None, now_others: np.ndarray | None = None,
               slow_others: np.ndarray | None = None, latest_failed: np.ndarray | None = None,
-              latest_attempts: np.ndarray | None = None, period_failed: np.ndarray | None = None,
-              period_attempts: np.ndarray | None = None) -> StormVerdict:
+              latest_attempts: np.ndarray | None = None) -> StormVerdict:
         """``failed``/``attempts`` (and the slow window's) per subject and provider: shape (subjects, providers);
         ``counted``: the subjects whose sums are the providers' totals (see ``expected_ratio``);
         ``slow_repeats``: the most requests of one shape over the slow window, in periods it repeated in;
@@ -177,27 +163,17 @@ class RetryStormRule:
         (:func:`others_ratio`), where those windows differ (a subject's starts after its storm, :func:`settled`;
         default: from the ``counted`` subjects' slow windows); ``latest_failed``/``latest_attempts``: per subject
         and provider, the fast window's newest ``storm_now_minutes``, where a storm must not be calm yet (default:
-        not asked); ``period_failed``/``period_attempts``: per subject, summed over providers, the last
-        ``storm_long_minutes`` in ``storm_now_minutes`` periods (subjects, periods), oldest first, where a storm
-        that sent nothing in its newest minutes must have lasted (:meth:`lasted`; default: not known, and such a
-        storm is ``unproven``, not hot)."""
+        not asked)."""
         p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted, others=others)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
         z = _z(f, a, p)
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
         storm = (z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
-        unproven = np.zeros(len(storm), dtype=bool)
         if latest_failed is not None and latest_attempts is not None:  # not calm in the newest minutes
-            # a key that sent nothing there says nothing about now: a quiet feature's storm (a request every few
-            # minutes, each retried on and on) has minutes without attempts, and so has a quiet key that sent a
-            # few requests through a provider blip and then nothing. What tells them apart is how long it failed
+            # a key that sent nothing there says nothing: a quiet feature's storm (a request every few minutes,
+            # each retried on and on) has minutes without attempts
             latest_a = latest_attempts.sum(axis=1)
-            silent = storm & (latest_a == 0)
-            if period_failed is None or period_attempts is None:
-                unproven, lasted = silent, np.zeros(len(storm), dtype=bool)
-            else:
-                lasted = self.lasted(period_failed, period_attempts, p)
-            storm &= (silent & lasted) | ((latest_a > 0) & (_z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm))
+            storm &= (latest_a == 0) | (_z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm)
         p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted,
                                      others=slow_others)
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
@@ -210,24 +186,7 @@ class RetryStormRule:
         hot = storm | burn | loop
         very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
         calm = (z < self.z_calm) & ~loop & ~burn
-        return StormVerdict(hot, very_hot, calm, p, z, slow, storm | (max_attempt >= self.loop_attempts),
-                            unproven & ~hot)
-
-    def lasted(self, period_failed: np.ndarray, period_attempts: np.ndarray, expected: np.ndarray) -> np.ndarray:
-        """Per subject, from its periods (subjects, periods; oldest first) and the ratio it is held to: whether it
-        failed in periods at least ``storm_apart_minutes`` apart (a failing period: ``period_min_failed`` failed
-        attempts or more, at ``factor`` × ``expected`` or more)."""
-        failing = ((period_failed >= self.period_min_failed)
-                   & (period_failed >= self.factor * expected[:, None] * period_attempts))
-        index = np.arange(failing.shape[1])[None, :]
-        first = np.where(failing, index, failing.shape[1]).min(axis=1)
-        last = np.where(failing, index, -1).max(axis=1)
-        return failing.any(axis=1) & ((last - first) * self.storm_now_minutes >= self.storm_apart_minutes)
-
-    @property
-    def storm_periods(self) -> int:
-        """The periods ``judge``'s ``period_*`` hold: ``storm_long_minutes`` in ``storm_now_minutes``."""
-        return -(-self.storm_long_minutes // self.storm_now_minutes)
+        return StormVerdict(hot, very_hot, calm, p, z, slow, storm | (max_attempt >= self.loop_attempts))
 
 
 def settled(verdict: StormVerdict) -> np.ndarray:
