@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from spendstream.sinks.rollups import DEPLOYMENT_MINUTES, Measure, Rollup, columns, table_ddl, watermark_sql
+from spendstream.sinks.rollups import DEPLOYMENT_MINUTES, MARKS_DDL, Measure, Rollup, columns, table_ddl, watermark_sql
 
 MONEY = "Decimal(38, 18)"
 
@@ -321,15 +321,7 @@ ALLOCATION_STATEMENTS: tuple[str, ...] = (ALLOCATED_MINUTELY, ALLOCATED_RANGE, B
 # to the last digit. ``gpu_allocated_hourly(since, until)`` reads the whole hours of its range before the grain's
 # watermark from it and the rest (the partial hours at its ends, the open hour, a pending one) live.
 
-GPU_MARKS = """
-    CREATE TABLE IF NOT EXISTS gpu_marks (
-        minute DateTime('UTC'),
-        marked_at DateTime64(3, 'UTC') DEFAULT now64(3),
-        INDEX by_mark marked_at TYPE minmax GRANULARITY 1
-    )
-    ENGINE = ReplacingMergeTree(marked_at)
-    ORDER BY minute
-    """
+GPU_MARKS = MARKS_DDL.replace("rollup_marks", "gpu_marks")  # the same table as the usage events' marks
 # The safety nets, as rollup_marks_mv is for usage events: every insert of samples, or of price periods (which
 # reprice their deployment's samples from the period's start), marks the minutes whose GPU cost it can change.
 GPU_MARKS_MV = """
