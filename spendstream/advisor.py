@@ -218,19 +218,31 @@ def advice_sums(querier: TextQuerier, params: dict[str, str]) -> tuple[list[dict
     measures = ("realtime_cost_usd", "realtime_calls", "realtime_declared", "realtime_user_facing", "ok_calls",
                 "ok_cost_usd", "ok_input_hist", "ok_output_hist", "ok_uncached_tokens", "ok_cached_tokens",
                 "ok_cache_write_tokens", "ok_output_tokens", "calls", "output_hist", "uncapped_calls")
+    # The period's rows are summed once per feature × provider × model (the finest of the three sets), and the
+    # sets are sums of those few rows: grouping the rollup's rows by each set would compute every sum, maps
+    # included, once per set. The maps each set's test does not read are left empty.
     rows = query_result(querier, f"""
-        SELECT grouping(price_provider_id, price_model_id) AS g, feature, price_provider_id AS provider,
-               price_model_id AS model,
-               sum(realtime_cost_usd) AS realtime_cost_usd, sum(realtime_calls) AS realtime,
+        SELECT grouping(provider, model) AS g, feature, provider, model,
+               sum(realtime_cost_usd) AS realtime_cost_usd, sum(realtime) AS realtime,
                sum(realtime_declared) AS realtime_declared, sum(realtime_user_facing) AS realtime_user_facing,
-               sum(ok_calls) AS ok, sum(ok_cost_usd) AS ok_cost_usd, sumMap(ok_input_hist) AS input_hist,
-               sumMap(ok_output_hist) AS ok_output_hist, sum(ok_uncached_tokens) AS uncached,
-               sum(ok_cached_tokens) AS cached, sum(ok_cache_write_tokens) AS writes,
-               sum(ok_output_tokens) AS output, sum(calls) AS all_calls, sumMap(output_hist) AS output_hist,
-               sum(uncapped_calls) AS uncapped
-        FROM {_advice(params, measures)}
-        GROUP BY GROUPING SETS ((feature, price_provider_id), (feature, price_provider_id, price_model_id),
-                                (feature))""", params).dicts()
+               sum(ok) AS ok, sum(ok_cost_usd) AS ok_cost_usd,
+               if(g = {_PER_MODEL}, sumMap(input_hist), map()) AS input_hist,
+               if(g = {_PER_MODEL}, sumMap(ok_output_hist), map()) AS ok_output_hist,
+               sum(uncached) AS uncached, sum(cached) AS cached, sum(writes) AS writes, sum(output) AS output,
+               sum(all_calls) AS all_calls, if(g = {_PER_FEATURE}, sumMap(output_hist), map()) AS output_hist,
+               sum(uncapped) AS uncapped
+        FROM (
+            SELECT feature, price_provider_id AS provider, price_model_id AS model,
+                   sum(realtime_cost_usd) AS realtime_cost_usd, sum(realtime_calls) AS realtime,
+                   sum(realtime_declared) AS realtime_declared, sum(realtime_user_facing) AS realtime_user_facing,
+                   sum(ok_calls) AS ok, sum(ok_cost_usd) AS ok_cost_usd, sumMap(ok_input_hist) AS input_hist,
+                   sumMap(ok_output_hist) AS ok_output_hist, sum(ok_uncached_tokens) AS uncached,
+                   sum(ok_cached_tokens) AS cached, sum(ok_cache_write_tokens) AS writes,
+                   sum(ok_output_tokens) AS output, sum(calls) AS all_calls, sumMap(output_hist) AS output_hist,
+                   sum(uncapped_calls) AS uncapped
+            FROM {_advice(params, measures)}
+            GROUP BY feature, price_provider_id, price_model_id)
+        GROUP BY GROUPING SETS ((feature, provider), (feature, provider, model), (feature))""", params).dicts()
     batch = [{"feature": r["feature"], "provider": r["provider"], "cost_usd": r["realtime_cost_usd"],
               "realtime": r["realtime"], "declared": r["realtime_declared"] == r["realtime"],
               "not_user_facing": r["realtime_user_facing"] == 0}
