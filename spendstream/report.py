@@ -24,7 +24,7 @@ from spendstream import report_charts as charts
 from spendstream.advisor import Opportunity, advise
 from spendstream.invoices.compare import compare_invoices
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, FEATURE_DAYS, MINUTES, Rollup, watermark_sql
+from spendstream.sinks.rollups import CUSTOMER_PROVIDER_HOURS, FEATURE_DAYS, MINUTES, Rollup, watermark_sql
 from spendstream.sinks.shapes import CUSTOMER_DAYS, REPORT_HOURS
 from spendstream.sinks.store import QueryResult, SecondReader, TextQuerier, query_result, sql_time
 
@@ -49,7 +49,7 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     rows bounded by those keys, not by the events) when by hours or days. Requests are
     counted per UTC day × team × feature (:func:`_usage_counts`; over more than three days
     the whole days are numbers from ``feature_days``, :func:`day_counts`). Customers come
-    from ``customer_days`` for the range's whole days and ``customer_hours`` for the rest
+    from ``customer_days`` for the range's whole days and ``customer_provider_hours`` for the rest
     (:func:`customer_costs`). Rankings break ties by name, so the top ten are the same ten
     every time.
     """
@@ -257,22 +257,23 @@ def _section(read: QueryResult, rows: list[dict[str, Any]], columns: Sequence[st
 def customer_costs(querier: TextQuerier, since: datetime, until: datetime, params: dict[str, str]) -> str:
     """A subquery of (customer, cost_usd) rows for ``since <= ts < until`` (rows to be summed per customer).
 
-    ``customer_hours`` is nearly raw's size at 50,000 customers, so the range's whole days
-    come from ``customer_days`` up to its watermark (read once: :func:`_whole_days`), and the rest — the
-    partial days at the range's ends, and days the day rollup has not caught up with — from
-    ``customer_hours`` (their partial hours from raw): a week reads about a day's worth of
-    hours, however the range falls. The ``customer_daily`` view answers the same, but its text
-    repeats the day rollup's watermark in every bound, which costs a fixed ~0.1 s a read at 5M
-    events, whatever the range. Adds the pieces' bounds to ``params``.
+    Hours per customer are many at 50,000 customers, so the range's whole days come from ``customer_days`` up
+    to its watermark (read once: :func:`_whole_days`), and the rest — the partial days at the range's ends, and
+    days the day rollup has not caught up with — from ``customer_provider_hours`` (their partial hours from raw):
+    a week reads about a day's worth of hours, however the range falls. Its hours are per customer × provider,
+    where ``customer_hours``' are per customer × team × feature × environment × provider × model: the same sums
+    per customer from fewer rows (a day at 50M events: 520,791 rows against 1,174,925). The ``customer_daily``
+    view answers the same, but its text repeats the day rollup's watermark in every bound, which costs a fixed
+    ~0.1 s a read at 5M events, whatever the range. Adds the pieces' bounds to ``params``.
     """
     first_day, days_end, last_day = _whole_days(querier, since, until, CUSTOMER_DAYS)
     span = {"since": "{since:DateTime64(3, 'UTC')}", "until": "{until:DateTime64(3, 'UTC')}"}
     if first_day >= last_day:  # no whole day inside the range
-        return between(CUSTOMER_HOURS, "0", ["cost_usd"], **span)
+        return between(CUSTOMER_PROVIDER_HOURS, "0", ["cost_usd"], **span)
     params |= {"first_day": sql_time(first_day), "days_end": sql_time(days_end)}
     days = {"since": "{first_day:DateTime64(3, 'UTC')}", "until": "{days_end:DateTime64(3, 'UTC')}"}
-    head = between(CUSTOMER_HOURS, "0", ["cost_usd"], since=span["since"], until=days["since"])
-    rest = between(CUSTOMER_HOURS, "0", ["cost_usd"], since=days["until"], until=span["until"])
+    head = between(CUSTOMER_PROVIDER_HOURS, "0", ["cost_usd"], since=span["since"], until=days["since"])
+    rest = between(CUSTOMER_PROVIDER_HOURS, "0", ["cost_usd"], since=days["until"], until=span["until"])
     return (f"(SELECT customer, cost_usd FROM {head} UNION ALL "
             f"SELECT customer, cost_usd FROM {CUSTOMER_DAYS.name} FINAL "
             f"WHERE day >= {days['since']} AND day < {days['until']} "
