@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from spendstream.advisor import advice_sums
+from spendstream.advisor import advice_sums, advise
 from spendstream.report import customer_costs, report_step, report_tables
 from spendstream.sinks.shapes import ADVICE_HOURS
 from spendstream.sinks.store import query_result, sql_time
@@ -125,3 +125,26 @@ class _NoDays:
 
     def query_text(self, sql: str, params=None, fmt: str = "PrettyCompact") -> str:
         return ('{"meta": [{"name": "w", "type": "String"}], "data": [["1970-01-01 00:00:00.000"]], "rows": 1}')
+
+
+class _Recording:
+    """A querier that keeps the text of every statement it passes on."""
+
+    def __init__(self, store) -> None:
+        self.store, self.statements = store, []
+
+    def query_text(self, sql: str, params=None, fmt: str = "PrettyCompact") -> str:
+        self.statements.append(sql)
+        return self.store.query_text(sql, params, fmt)
+
+
+@pytest.mark.parametrize("days", [7, 2, 0.1])
+def test_the_report_and_its_advisor_read_the_watermarks_once_each(embedded_store, days) -> None:
+    """The report's tables read every rollup's watermark in one statement, and so does the advisor, instead of
+    one per read (seven in the report's tables, six in the advisor's at 50M events: ~16 ms CPU each)."""
+    until = datetime(2020, 10, 30, 13, 17, 3, tzinfo=timezone.utc)
+    since = until - timedelta(days=days)
+    for read in (lambda q: report_tables(q, since, until), lambda q: advise(q, since, until)):
+        recording = _Recording(embedded_store)
+        read(recording)
+        assert sum("rollup_marks" in sql for sql in recording.statements) == 1, recording.statements
