@@ -393,3 +393,22 @@ def test_a_paging_customers_pair_and_the_model_that_explains_it_stay_one_group()
     key = steps["customer=c24"].after.dedup_key
     assert steps["customer=c24"].after.root == "" and steps["customer=c24"].transition is None
     assert steps[PAIR].after.root == steps[leaf].after.root == key
+
+
+@pytest.mark.integration
+def test_a_spike_in_two_bursts_a_lull_of_four_calm_passes_apart_is_one_trigger_and_one_resolve(
+        embedded_store) -> None:
+    # on for 12 minutes, off for 21 (three calm passes, and a fourth), on for 15: bursty traffic's spike (s20, code
+    # seed 166). Three calm passes resolved the first burst and the second paged again under a new key; a spend
+    # incident waits half an hour calm, so the lull finds it open
+    tag = f"lull-{uuid.uuid4().hex[:6]}"
+    now = datetime(2024, 10, 17, 3, 0, tzinfo=timezone.utc)
+    pages, texts, stored = _run(embedded_store, tag, now, [("chat", "c1", 40)], bursts=((-8, 12), (25, 15)),
+                                minutes=120)
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    assert len(texts) == 2
+    delivered = [a for a in stored if not a.correlated_with]
+    assert [a.state for a in delivered] == ["firing", "resolved"]
+    # after the second burst's window cleared (now + 50) and six calm passes
+    assert delivered[1].created_at >= now + timedelta(minutes=50 + 25)
