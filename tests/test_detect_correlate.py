@@ -395,6 +395,28 @@ def test_a_paging_customers_pair_and_the_model_that_explains_it_stay_one_group()
     assert steps[PAIR].after.root == steps[leaf].after.root == key
 
 
+def test_a_feature_pending_beside_the_customer_it_rose_with_stays_its_incident_when_their_pair_turns_hot() -> None:
+    # a spike on a busy pair (s20, code seed 164): the customer pages, its feature rose alike and is pending, attached
+    # to the customer; a pass later the pair turns hot too, with a little of the feature's excess, so the two are no
+    # longer matched (an open pair says how much of one is the other) and the pair links to the feature instead
+    first = correlate({"customer=c24": _open("customer=c24", 1.52), "feature=chat": _open("feature=chat", 1.28,
+                                                                                          state="pending")}, TEAMS)
+    key = first["customer=c24"].after.dedup_key
+    assert first["feature=chat"].after.root == key
+    later = correlate({"customer=c24": _open("customer=c24", 2.62, before="firing"),
+                       "feature=chat": _open("feature=chat", 2.77, before="pending", root=key),
+                       PAIR: _open(PAIR, 1.02, state="pending")}, TEAMS)
+    # one incident: the feature, and the pair with it, are the customer's page; nothing new is delivered (the
+    # feature's trigger is stored, attached)
+    assert _roots(later) == {"customer=c24": "", "feature=chat": "customer=c24", PAIR: "customer=c24"}
+    assert [s for s, st in later.items() if st.transition and not st.after.root] == []
+    # pending under a subject of its own group (the pair it is pending with): that group is named anew, not looped
+    mine = Incident("spend_anomaly", PAIR, "pending", T, "error").dedup_key
+    again = correlate({"customer=c24": _open("customer=c24", 9.5, before="pending", root=mine),
+                       PAIR: _open(PAIR, 9.6, before="pending")}, TEAMS)
+    assert _roots(again) == {"customer=c24": PAIR, PAIR: ""}
+
+
 @pytest.mark.integration
 def test_a_spike_in_two_bursts_a_lull_of_four_calm_passes_apart_is_one_trigger_and_one_resolve(
         embedded_store) -> None:

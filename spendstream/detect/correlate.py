@@ -166,7 +166,12 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
         else:  # the largest of one customer's pairs and leaves, of those no other member explains
             root = min(members, key=lambda m: (_depth(m), link.get(m) != top, -excess[m], m))
         first = open_[root]
-        kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
+        # attached before this pass, firing or still pending: a feature pending beside the customer whose rise it
+        # matched (``same_rise``) is that customer's incident, also once the pair of the two turns hot and the match
+        # no longer applies (the pair then links it to the feature, which would page on its own)
+        kept = first.before.root if first.before is not None else ""
+        if kept and first.before.state == "pending" and by_key.get(kept) in members:
+            kept = ""  # pending under a subject of its own group: the group is named anew (below)
         if follow_parts and not kept and not delivered(root):  # a member another open page carries: the subject
             # that page already names stays that page's, and what rose beside it joins it as an update
             kept = next((k for k in (_carried_by(open_[m]) for m in sorted(members, key=lambda m: (_depth(m), m)))
