@@ -434,3 +434,17 @@ def test_a_spike_in_two_bursts_a_lull_of_four_calm_passes_apart_is_one_trigger_a
     assert [a.state for a in delivered] == ["firing", "resolved"]
     # after the second burst's window cleared (now + 50) and six calm passes
     assert delivered[1].created_at >= now + timedelta(minutes=50 + 25)
+
+
+def test_a_spend_rise_on_one_model_of_a_pair_a_storm_pages_about_joins_the_storm() -> None:
+    # a quiet storm on a pair (s20, conv seed 166): its retries lift the spend of the pair's one model, the pair
+    # itself stays under its line; the model's rise is the storm's, one page
+    storm = Incident("retry_storm", PAIR, "firing", T, "error")
+    leaf = f"{PAIR},model=m2"
+    steps = correlate({leaf: _open(leaf, 3.0)}, TEAMS, elsewhere=paging({("retry_storm", PAIR): storm}))
+    assert steps[leaf].after.root == storm.dedup_key
+    # a storm on another pair of the customer says nothing of this one's model
+    other = Incident("retry_storm", "feature=search,customer=c24", "firing", T, "error")
+    apart = correlate({leaf: _open(leaf, 3.0)}, TEAMS,
+                      elsewhere=paging({("retry_storm", "feature=search,customer=c24"): other}))
+    assert apart[leaf].after.root == ""

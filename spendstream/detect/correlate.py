@@ -177,7 +177,8 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             kept = next((k for k in (_carried_by(open_[m]) for m in sorted(members, key=lambda m: (_depth(m), m)))
                          if k in paged and paged[k] not in members), "")
         if not kept and not delivered(root):  # not paging yet: another detector's page may already say it
-            kept = next((elsewhere[m] for m in sorted(members, key=lambda m: (_depth(m), m)) if m in elsewhere), "")
+            kept = next((elsewhere[o] for m in sorted(members, key=lambda m: (_depth(m), m)) for o in _within(m)
+                         if o in elsewhere), "")
         if kept in by_key:  # attached to an incident still open: it and its group stay part of it
             for m in members:
                 if not delivered(m):
@@ -215,6 +216,12 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
 def _carried_by(step: Step) -> str:
     """The dedup key of the incident ``step``'s subject was part of before this pass ("": its own, or none)."""
     return step.before.root if step.before is not None else ""
+
+
+def _within(subject: str) -> list[str]:
+    """``subject`` and, for a leaf, its pair: what a page about the pair also covers (a quiet storm on a pair that
+    lifts the spend of one of its models; the pair itself under its line)."""
+    return [subject, subject.split(MODEL_MARK, 1)[0]] if _is_leaf(subject) else [subject]
 
 
 def _leads_to(link: Mapping[str, str], start: str, target: str) -> bool:
