@@ -33,7 +33,8 @@ names the most specific subject, not the first to cross its line), at the worst 
 it carries (an attached subject that grows past the paging line escalates its root: the root's trigger
 again, same key). An attached subject stays part of its root's incident while that is open, even if it
 outgrows it: the page already names it, and a second page for one open incident is the noise this
-module removes. One that outlives its root (hot on a pass after the root closed, explained by nobody
+module removes; so does one attached while still pending (a feature that rose alike with a paging customer,
+whose pair turns hot a pass later). One that outlives its root (hot on a pass after the root closed, explained by nobody
 open: a root's resolve waits for its parts, so only when that root's state is gone) becomes its own
 incident then, delivered under its own key; one only lingering (not hot, not yet
 calm) stays attached and resolves silently. A root whose own state machine resolves it while a part it
@@ -96,7 +97,8 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     worst severity, an attached subject detached.
 
     ``elsewhere``: subjects another detector is paging about now (:func:`paging`), each with the dedup key of
-    the incident that pages. A group none of whose members pages on its own yet, with a member among them, is
+    the incident that pages. A group none of whose members pages on its own yet, with a member among them (or a
+    member that is a model of a pair among them), is
     attached to that incident: an agent loop's repeated calls are the retry storm already paged *and* a spend
     rise on the same subject, one cause, one page. It stays attached while that incident is open.
 
