@@ -750,6 +750,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         rollups.watermarks_view(rollups.all_grains()),
         rollups.backfill_grains(gpu_views.GPU_GRAINS),  # from the samples and usage already stored
     )),
+    Migration(35, "the range views' fixed cost: raw read in one arm, customer_daily's partial days from the hours", (
+        # every arm of a view costs its plan whatever it reads (~5-10 ms on 2 cores, BENCHMARKS.md s21); and a range
+        # not starting at midnight read its first partial day of customer_daily from raw (~1 s CPU at 50M events)
+        *(reader_views.range_view(name, rollup, raw_once=True) for name, rollup in (
+            ("usage_minutely", rollups.MINUTES), ("usage_hourly", rollups.HOURS),
+            ("customer_hourly", rollups.CUSTOMER_HOURS), ("override_hourly", rollups.OVERRIDE_HOURS),
+            ("unpriced_hourly", rollups.UNPRICED_HOURS), ("feature_requests_hourly", rollups.FEATURE_REQUEST_HOURS))),
+        reader_views.whole_days_view("customer_daily", shapes.CUSTOMER_DAYS),
+        reader_views.counted_days_view("team_daily", rollups.TEAM_DAYS, raw_once=True),
+        reader_views.counted_days_view("feature_daily", rollups.FEATURE_DAYS, raw_once=True),
+    )),
 )
 
 

@@ -23,11 +23,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from spendstream.sinks import rollups
-from spendstream.sinks.rollups import Rollup
+from spendstream.sinks.rollups import Measure, Rollup
 
 
 def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, *, since: str,
-            until: str | None = None, where: str = "1", marks: Mapping[str, datetime] | None = None) -> str:
+            until: str | None = None, where: str = "1", marks: Mapping[str, datetime] | None = None,
+            raw_once: bool = False) -> str:
     """A subquery of ``rollup``'s mergeable rows for ``since <= ts < until`` (no upper bound when ``until`` is None).
 
     Its columns are those of ``rollups.columns``: ``period`` (``bucket``, SQL over ``{t}``,
@@ -38,18 +39,18 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     Every event of the range is in exactly one row: the result equals grouping the raw
     events of the range by ``bucket`` over their period start. ``marks``: watermarks read beforehand
     (``rollups.watermarks``, for a reader that asks several ranges), else the rollup's is computed in the query.
+    ``raw_once``: what is read from raw in one arm (``spans``); the rows differ, their sums per period and key do not.
     """
+    if raw_once and until is not None:
+        return spans(rollup, bucket, measures, [(since, until)], where=where, marks=marks)
     if "{t}" in where:
         raise ValueError("`where` filters keys only: the time range is since/until")
+    wanted = _wanted(rollup, measures)
     floor = rollup.floor
     step_s = int(rollup.step.total_seconds())
     since = f"toDateTime64({since}, 3, 'UTC')"
     start = f"{floor}({since})"
     first = f"if({start} = {since}, {start}, {start} + INTERVAL {step_s} SECOND)"  # first whole period's start
-    wanted = [m for m in rollup.measures if measures is None or m.name in measures]
-    unknown = set(measures or ()) - {m.name for m in wanted}
-    if unknown:
-        raise ValueError(f"no such measures: {sorted(unknown)}")
     if until is None:
         whole = f"{{t}} >= {first} AND ({where})"
         ends = f"ts >= {since} AND ts < {first}"
@@ -70,3 +71,52 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
             f"FROM usage_events FINAL WHERE {ends} AND ({where}) AND ({rollup.where}) GROUP BY period, {keys}"
             f"{rollups.having_sql(rollup)})")
 
+
+def _wanted(rollup: Rollup, measures: Sequence[str] | None) -> list[Measure]:
+    wanted = [m for m in rollup.measures if measures is None or m.name in measures]
+    unknown = set(measures or ()) - {m.name for m in wanted}
+    if unknown:
+        raise ValueError(f"no such measures: {sorted(unknown)}")
+    return wanted
+
+
+def spans(rollup: Rollup, bucket: str, measures: Sequence[str] | None, ranges: Sequence[tuple[str, str]], *,
+          where: str = "1", marks: Mapping[str, datetime] | None = None) -> str:
+    """``between``'s subquery for the union of ``ranges`` (``(since, until)`` SQL pairs that do not overlap), in two
+    arms: the rollup's whole periods before its watermark, and one ``GROUP BY`` of raw for the rest — the whole
+    periods at or after the watermark and each range's partial ends.
+
+    Each arm of a query costs its plan, whatever it reads (~5-10 ms on 2 cores, BENCHMARKS.md, s21): ``between``'s
+    three arms per range become two for any number of ranges. The raw events of the range are still each in exactly
+    one row; a period and key may be one row from the rollup and one from raw, to be combined by the caller as before.
+    A rollup that keeps only some groups of a period (``having``) is read per range by ``between``: a partial period is
+    another question there.
+    """
+    if "{t}" in where:
+        raise ValueError("`where` filters keys only: the time range is since/until")
+    wanted = _wanted(rollup, measures)
+    if rollup.having != "1":
+        parts = [between(rollup, bucket, [m.name for m in wanted], since=a, until=b, where=where, marks=marks)
+                 for a, b in ranges]
+        return "(" + " UNION ALL ".join(f"SELECT * FROM {p}" for p in parts) + ")"
+    floor, step_s = rollup.floor, int(rollup.step.total_seconds())
+    wholes, ends = [], []
+    for since, until in ranges:
+        since, until = f"toDateTime64({since}, 3, 'UTC')", f"toDateTime64({until}, 3, 'UTC')"
+        start, last = f"{floor}({since})", f"{floor}({until})"
+        first = f"if({start} = {since}, {start}, {start} + INTERVAL {step_s} SECOND)"
+        wholes.append(f"{{t}} >= {first} AND {{t}} < {last}")
+        # within one period there are no whole periods (first >= last): the two ends are the whole range
+        ends.append(f"ts >= {since} AND ts < least({first}, {until}) "
+                    f"OR ts >= greatest({first}, {last}) AND ts < {until}")
+    whole = " OR ".join(f"({w})" for w in wholes)
+    keys = ", ".join(rollup.keys)
+    watermark = f"({rollups.watermark_of(rollup, marks)})"
+    from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
+    return (f"(SELECT {bucket.replace('{t}', rollup.period)} AS period, {keys}, {', '.join(m.name for m in wanted)} "
+            f"FROM {rollup.name} FINAL WHERE {rollup.period} < {watermark} AND ({whole.replace('{t}', rollup.period)}) "
+            f"AND ({where}) "
+            f"UNION ALL "
+            f"SELECT {bucket.replace('{t}', rollup.bucket)} AS period, {keys}, {from_raw} FROM usage_events FINAL "
+            f"WHERE (ts >= {watermark} AND ({whole.replace('{t}', 'ts')}) OR {' OR '.join(f'({e})' for e in ends)}) "
+            f"AND ({where}) AND ({rollup.where}) GROUP BY period, {keys})")
