@@ -11,6 +11,10 @@
 - ``team_daily(since, until)`` and ``feature_daily(since, until)`` (migration 22): requests counted per
   day × team (× feature), from ``team_days``/``feature_days`` up to their watermark and the hours' request
   sets after it.
+
+Migration 35 recreated them to cost less whatever the range holds: each reads raw in one arm (``ranges.spans``),
+and ``customer_daily`` takes only whole days from ``customer_days``, its partial days from the hours
+(``whole_days_view``).
 """
 
 from __future__ import annotations
