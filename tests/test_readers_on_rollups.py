@@ -358,7 +358,7 @@ def _differences(store, spans: dict[str, tuple[datetime, datetime]]) -> list[str
             check(f"{rollup.name} ({span})", rolled, raw)
         check(f"advisor caching ({span})", sorted(str(sorted(r.items())) for r in caching_potential(store, p)),
               sorted(str(sorted(r.items())) for r in query_result(store, _caching_raw(), p).dicts()))
-        # customer_daily for ranges that start and end inside days, as Grafana's do (its partial days from raw)
+        # customer_daily for ranges that start and end inside days, as Grafana's do (its partial days from the hours)
         check(f"customer_daily ({span})", _rows(store.query(CUSTOMER_DAILY, p)),
               _rows(store.query(CUSTOMER_DAILY_RAW, p)))
         if span not in PANEL_SPANS:
