@@ -16,7 +16,7 @@ from functools import partial
 
 from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import billing, gpu_views, live_slices, reader_views, rollups, shapes
+from spendstream.sinks import billing, gpu_views, key_lists, live_slices, reader_views, rollups, shapes
 from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
@@ -747,8 +747,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         # sinks/gpu_views.py: a week of allocation split every minute's cost over a week of deployment_minutes rows
         # at read time (~1 s CPU at 50M events); the hours are kept by the maintainer like every grain
         *gpu_views.HOUR_STATEMENTS,
-        rollups.watermarks_view(rollups.all_grains()),
+        rollups.watermarks_view(tuple(g for g in rollups.all_grains() if g not in key_lists.LIST_GRAINS)),
         rollups.backfill_grains(gpu_views.GPU_GRAINS),  # from the samples and usage already stored
+    )),
+    Migration(34, "Top spenders from kept day lists: day × key sorted by key, each day's 1,000 costliest keys", (
+        # sinks/key_lists.py: a week's ranking grouped every key of the week (~3 s CPU at 50M events); the lists
+        # bound every key's cost, so only the few that can rank are read, key first
+        *key_lists.STATEMENTS,
+        rollups.watermarks_view(rollups.all_grains()),
+        rollups.backfill_grains(key_lists.LIST_GRAINS),  # key_days first: the lists are computed from it
     )),
 )
 

@@ -443,12 +443,14 @@ def minutes_of(ts: pa.Array | pa.ChunkedArray) -> pa.Table:
 
 
 def all_grains() -> tuple[Rollup, ...]:
-    """Every rollup the maintainer keeps: ``ROLLUPS``, the readers' shapes, ``READER_GRAINS``,
-    ``DETECTOR_GRAINS``, ``PANEL_GRAINS`` and ``gpu_views.GPU_GRAINS``."""
+    """Every rollup the maintainer keeps, in the order it recomputes them: ``ROLLUPS``, the readers' shapes,
+    ``READER_GRAINS``, ``DETECTOR_GRAINS``, ``PANEL_GRAINS``, ``gpu_views.GPU_GRAINS`` and ``key_lists.LIST_GRAINS``
+    (whose lists are computed from the day rows recomputed just before them)."""
     from spendstream.sinks.gpu_views import GPU_GRAINS  # its source is the allocation's SQL, defined there
+    from spendstream.sinks.key_lists import LIST_GRAINS  # the day lists, computed from key_days (after it)
     from spendstream.sinks.shapes import SHAPES  # shapes defines its rollups with this module's types
 
-    return (*ROLLUPS, *SHAPES, *READER_GRAINS, *DETECTOR_GRAINS, *PANEL_GRAINS, *GPU_GRAINS)
+    return (*ROLLUPS, *SHAPES, *READER_GRAINS, *DETECTOR_GRAINS, *PANEL_GRAINS, *GPU_GRAINS, *LIST_GRAINS)
 
 
 def forget_periods(store: Store, minutes: pa.Table) -> None:
