@@ -77,8 +77,9 @@ def key_days_ddl() -> str:
     return ddl
 
 
-def _top_spenders_parts() -> tuple[str, str, str]:
-    """(the ``WITH`` clause, the lists' answer, the full grouping) of ``top_spenders``."""
+def _top_spenders_parts() -> tuple[str, str]:
+    """(the ``WITH`` clause, the full grouping) of ``top_spenders``: the clause names the lists' answer
+    (``listed_answer.2``) and whether it is the answer (``exact``)."""
     from spendstream.sinks.ranges import between
     from spendstream.sinks.rollups import CUSTOMER_HOURS
 
@@ -88,15 +89,14 @@ def _top_spenders_parts() -> tuple[str, str, str]:
     full = between(CUSTOMER_HOURS, "{t}", measures, since="since_t", until="until_t")
     listed = "day >= since_t AND day < listed_end"
 
-    def answer(rows: str) -> str:
-        return (f"SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM ({rows}) GROUP BY {KEYS} "
-                f"HAVING sum(attempts) > sum(unpriced_attempts) "
-                f"ORDER BY cost_usd DESC, {KEYS} LIMIT {{top:UInt32}}")
-
-    chosen = "(SELECT key_id FROM keyed WHERE hi >= floor)"
-    rows = (f"SELECT {KEYS}, cost_usd, attempts, unpriced_attempts FROM key_days FINAL "
-            f"WHERE {listed} AND key_id IN {chosen} "
-            f"UNION ALL SELECT {KEYS}, cost_usd, attempts, unpriced_attempts FROM {rest} WHERE {KEY_ID} IN {chosen}")
+    # one pass over the open days, grouped by the names; only the keys that can reach the floor are kept. Scalars
+    # (computed once for the whole query, where a named subquery is computed wherever it is named): the open days'
+    # chosen rows, and the lists' answer with whether its ids were as many as its names
+    bounded = "ranked.1 = {top:UInt32} AND floor > unlisted"
+    rows = (f"SELECT key_id, {KEYS}, cost_usd, attempts, unpriced_attempts FROM key_days FINAL "
+            f"WHERE {listed} AND has(chosen, key_id) "
+            f"UNION ALL SELECT t.1 AS key_id, t.2 AS team, t.3 AS feature, t.4 AS customer, t.5 AS cost_usd, "
+            f"t.6 AS attempts, t.7 AS unpriced_attempts FROM (SELECT arrayJoin(opened) AS t)")
     with_ = f"""WITH
         ({watermark_sql(CUSTOMER_HOURS)}) AS customer_hours_watermark,
         toDateTime({{since:Date}}, 'UTC') AS since_t, toDateTime({{until:Date}}, 'UTC') AS until_t,
@@ -108,16 +108,24 @@ def _top_spenders_parts() -> tuple[str, str, str]:
         lists AS (SELECT key_id, sum(t.cost_usd) AS lo, lo + unlisted - sum(n.nth) AS hi, 1 AS in_list
                   FROM key_day_tops AS t FINAL LEFT JOIN nth AS n ON t.day = n.day
                   WHERE t.day >= since_t AND t.day < listed_end GROUP BY key_id),
-        opened AS (SELECT {KEY_ID} AS key_id, ifNull(sum(cost_usd), 0) AS c FROM {rest} GROUP BY key_id),
-        keyed AS (SELECT if(l.in_list = 1, l.key_id, o.key_id) AS key_id, l.lo + o.c AS lo,
-                         if(l.in_list = 1, l.hi, unlisted) + o.c AS hi
-                  FROM lists AS l FULL OUTER JOIN opened AS o ON l.key_id = o.key_id),
-        (SELECT (count(), min(lo)) FROM (SELECT lo FROM keyed ORDER BY lo DESC LIMIT {{top:UInt32}})) AS ranked,
+        (SELECT (count(), min(lo)) FROM (SELECT lo FROM lists ORDER BY lo DESC LIMIT {{top:UInt32}})) AS ranked,
         ranked.2 AS floor,
-        (SELECT uniqExact(key_id) = uniqExact({KEYS}) FROM key_days FINAL WHERE {listed} AND key_id IN {chosen})
-          AS distinct_ids,
-        ranked.1 = {{top:UInt32}} AND floor > unlisted AND distinct_ids AS exact"""
-    parts = (with_, answer(rows), answer(f"SELECT * FROM {full}"))
+        (SELECT groupArray((o.key_id, o.team, o.feature, o.customer, o.cost_usd, o.attempts, o.unpriced_attempts))
+         FROM (SELECT {KEY_ID} AS key_id, {KEYS}, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
+                      sum(unpriced_attempts) AS unpriced_attempts FROM {rest} GROUP BY {KEYS}) AS o
+         LEFT JOIN lists AS l ON o.key_id = l.key_id
+         WHERE if(l.in_list = 1, l.hi, unlisted) + ifNull(o.cost_usd, 0) >= floor AND {bounded}) AS opened,
+        arrayDistinct(arrayConcat((SELECT groupArray(key_id) FROM lists WHERE hi >= floor AND {bounded}),
+                                  arrayMap(t -> t.1, opened))) AS chosen,
+        answer_rows AS (SELECT {KEYS}, sum(cost_usd) AS cost_usd, sum(attempts) > sum(unpriced_attempts) AS priced,
+                               any(key_id) AS key_id FROM ({rows}) GROUP BY {KEYS}),
+        (SELECT (min(distinct_ids), groupArray(({KEYS}, cost_usd))) FROM (
+           SELECT {KEYS}, cost_usd, (uniqExact(key_id) OVER ()) = (count() OVER ()) AS distinct_ids FROM answer_rows
+           ORDER BY priced DESC, cost_usd DESC, {KEYS} LIMIT {{top:UInt32}})) AS listed_answer,
+        {bounded} AND listed_answer.1 = 1 AS exact"""
+    grouped = (f"SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM {full} GROUP BY {KEYS} "
+               f"HAVING sum(attempts) > sum(unpriced_attempts) ORDER BY cost_usd DESC, {KEYS} LIMIT {{top:UInt32}}")
+    parts = (with_, grouped)
     # customer_hours' watermark once (ClickHouse analyses every copy of a scalar subquery: reader_views.computed_once)
     hoisted = watermark_sql(CUSTOMER_HOURS)
     first, *others = (p.replace(hoisted, "customer_hours_watermark") for p in parts)
@@ -128,14 +136,18 @@ def _top_spenders_parts() -> tuple[str, str, str]:
 def top_spenders_view() -> str:
     """``top_spenders(since, until, top)`` (``Date``, ``Date``, ``UInt32``): team, feature, customer, cost_usd of the
     ``top`` most costly keys with something priced in ``since <= day < until``, ordered as the cookbook's grouping
-    over ``customer_hourly`` orders them, and to the last digit its rows."""
-    with_, lists, full = _top_spenders_parts()
+    over ``customer_hourly`` orders them, and to the last digit its rows.
+
+    One ``SELECT`` whose rows are an array, the lists' answer or the full grouping's: a ``UNION ALL`` of the two,
+    each under its constant ``WHERE``, computed the bound's scalars once per branch (ClickHouse shares no scalar
+    between them): twice the cost."""
+    with_, full = _top_spenders_parts()
     return f"""
         CREATE OR REPLACE VIEW top_spenders AS
-        {with_}
-        SELECT * FROM ({lists}) WHERE exact
-        UNION ALL
-        SELECT * FROM ({full}) WHERE NOT exact
+        {with_},
+        (SELECT groupArray(({KEYS}, cost_usd)) FROM ({full}) WHERE NOT exact) AS grouped
+        SELECT t.1 AS team, t.2 AS feature, t.3 AS customer, t.4 AS cost_usd
+        FROM (SELECT arrayJoin(if(exact, listed_answer.2, grouped)) AS t)
         """
 
 
@@ -143,7 +155,7 @@ def top_spenders_bound_view() -> str:
     """``top_spenders_bound(since, until, top)``: whether ``top_spenders`` answers from the lists (``exact``), and
     the numbers that decide it: ``floor`` (the ``top``-th largest known cost) against ``unlisted`` (what a key no
     list holds can cost at most), and where the lists end (``listed_end``)."""
-    with_, _, _ = _top_spenders_parts()
+    with_, _ = _top_spenders_parts()
     return f"""
         CREATE OR REPLACE VIEW top_spenders_bound AS
         {with_}
