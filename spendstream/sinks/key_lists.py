@@ -16,19 +16,17 @@ their watermark); a day is recomputed at most every ten minutes after a late eve
 
 **The reader** (``top_spenders(since, until, top)``, the cookbook's Top spenders) ranks without reading every key,
 and is exact (BENCHMARKS.md, s19 "rankings", the ``nra`` plan): no cost is negative, so on a listed day a key's cost
-is known if it is listed and at most the day's ``LIST_LENGTH``-th cost if not. Summed over the range's listed days,
-each listed key has ``lo`` (its listed costs) and ``hi`` (plus the ``LIST_LENGTH``-th of each day it is not listed
-on); an unlisted key costs at most ``unlisted`` (every day's ``LIST_LENGTH``-th summed). The days after the
-watermark (today, a day a late event reopened) are grouped whole per key from ``customer_hours`` and raw
-(``customer_hourly``'s sources) and added to every key's ``lo`` and ``hi``. ``floor`` = the ``top``-th largest
-``lo``: at least ``top`` keys cost that much, so only keys with ``hi >= floor`` can be in the answer or tie it;
-only their exact sums are read (key first). That is the answer when ``floor > unlisted`` (no unlisted key can
-reach it); else the full grouping answers, behind a constant ``WHERE`` that ClickHouse prunes (the bound is a
-scalar, folded before the plan is built).
+is known if it is listed and at most the day's ``LIST_LENGTH``-th cost if not. Summed over the range's listed days
+(those before the lists' watermark), each listed key has ``lo`` (its listed costs) and ``hi`` (plus the
+``LIST_LENGTH``-th of each day it is not listed on); an unlisted key costs at most ``unlisted`` (every day's
+``LIST_LENGTH``-th summed). ``floor`` = the ``top``-th largest ``lo``: at least ``top`` keys cost that much. The days
+after the watermark (today, a day a late event reopened) are grouped whole per key, once (``customer_hourly``'s
+sources), and a key can rank or tie only if its ``hi`` (or ``unlisted``) plus its cost there reaches ``floor``; those
+keys' exact sums are read, key first, and ranked. That is the answer when ``floor > unlisted`` (no key outside the
+lists and the open days can reach it); else the full grouping answers.
 
 A 64-bit collision of two keys' ids merges their sums in the lists: the chosen keys' rows are checked (as many ids
-as names, else the full grouping answers). Two keys colliding among the open days' keys only (not listed) are not
-checked: ~(keys today)² / 2⁶⁴, and they must be near the top to change an answer.
+as names, else the full grouping answers); unchosen keys cannot reach ``floor`` even merged.
 """
 
 from __future__ import annotations
@@ -92,7 +90,7 @@ def _top_spenders_parts() -> tuple[str, str]:
     # one pass over the open days, grouped by the names; only the keys that can reach the floor are kept. Scalars
     # (computed once for the whole query, where a named subquery is computed wherever it is named): the open days'
     # chosen rows, and the lists' answer with whether its ids were as many as its names
-    bounded = "ranked.1 = {top:UInt32} AND floor > unlisted"
+    bounded = "enough AND floor > unlisted"
     rows = (f"SELECT key_id, {KEYS}, cost_usd, attempts, unpriced_attempts FROM key_days FINAL "
             f"WHERE {listed} AND has(chosen, key_id) "
             f"UNION ALL SELECT t.1 AS key_id, t.2 AS team, t.3 AS feature, t.4 AS customer, t.5 AS cost_usd, "
@@ -105,18 +103,19 @@ def _top_spenders_parts() -> tuple[str, str]:
         greatest(since_t, least(until_t, key_days_watermark, key_day_tops_watermark)) AS listed_end,
         nth AS (SELECT day, cost_usd AS nth FROM key_day_tops FINAL WHERE {listed} AND rank = {LIST_LENGTH}),
         (SELECT sum(nth) FROM nth) AS unlisted,
-        lists AS (SELECT key_id, sum(t.cost_usd) AS lo, lo + unlisted - sum(n.nth) AS hi, 1 AS in_list
-                  FROM key_day_tops AS t FINAL LEFT JOIN nth AS n ON t.day = n.day
-                  WHERE t.day >= since_t AND t.day < listed_end GROUP BY key_id),
-        (SELECT (count(), min(lo)) FROM (SELECT lo FROM lists ORDER BY lo DESC LIMIT {{top:UInt32}})) AS ranked,
-        ranked.2 AS floor,
-        (SELECT groupArray((o.key_id, o.team, o.feature, o.customer, o.cost_usd, o.attempts, o.unpriced_attempts))
-         FROM (SELECT {KEY_ID} AS key_id, {KEYS}, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
-                      sum(unpriced_attempts) AS unpriced_attempts FROM {rest} GROUP BY {KEYS}) AS o
-         LEFT JOIN lists AS l ON o.key_id = l.key_id
-         WHERE if(l.in_list = 1, l.hi, unlisted) + ifNull(o.cost_usd, 0) >= floor AND {bounded}) AS opened,
-        arrayDistinct(arrayConcat((SELECT groupArray(key_id) FROM lists WHERE hi >= floor AND {bounded}),
-                                  arrayMap(t -> t.1, opened))) AS chosen,
+        (SELECT (groupArray(key_id), groupArray(lo), groupArray(hi)) FROM (
+           SELECT key_id, sum(t.cost_usd) AS lo, lo + unlisted - sum(n.nth) AS hi
+           FROM key_day_tops AS t FINAL LEFT JOIN nth AS n ON t.day = n.day
+           WHERE t.day >= since_t AND t.day < listed_end GROUP BY key_id)) AS lists,
+        length(lists.1) >= {{top:UInt32}} AS enough,
+        if(enough, arrayReverseSort(lists.2)[{{top:UInt32}}], 0) AS floor,
+        (SELECT groupArray((key_id, {KEYS}, cost_usd, attempts, unpriced_attempts)) FROM (
+           SELECT {KEY_ID} AS key_id, {KEYS}, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
+                  sum(unpriced_attempts) AS unpriced_attempts FROM {rest} GROUP BY {KEYS})
+         WHERE if(transform(key_id, lists.1, arrayEnumerate(lists.1), 0) AS at = 0, unlisted, lists.3[at])
+               + ifNull(cost_usd, 0) >= floor AND {bounded}) AS opened,
+        (SELECT arrayDistinct(arrayConcat(arrayFilter((k, hi) -> hi >= floor AND {bounded}, lists.1, lists.3),
+                                          arrayMap(t -> t.1, opened)))) AS chosen,
         answer_rows AS (SELECT {KEYS}, sum(cost_usd) AS cost_usd, sum(attempts) > sum(unpriced_attempts) AS priced,
                                any(key_id) AS key_id FROM ({rows}) GROUP BY {KEYS}),
         (SELECT (min(distinct_ids), groupArray(({KEYS}, cost_usd))) FROM (
