@@ -82,7 +82,7 @@ def main() -> int:
                     if rows != expected:
                         raise AssertionError(f"{case}: {name}'s rows are not A's")
 
-            def cell(name: str) -> str:
+            def cell(name: str, wall: dict = wall, cpu: dict = cpu) -> str:
                 def p95(xs: list[float]) -> float:
                     return sorted(xs)[max(0, round(0.95 * len(xs)) - 1)]
                 return (f"{statistics.median(wall[name]) * 1000:,.0f} / {p95(wall[name]) * 1000:,.0f} · "
