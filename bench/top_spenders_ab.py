@@ -1,4 +1,4 @@
-"""The cookbook's Top spenders as another checkout has it (A) against this checkout's (B), on one store.
+"""The cookbook's Top spenders as another checkout has it (A) against ``top_spenders(…)`` (B), on one store.
 
     PYTHONPATH=. .venv/bin/python bench/top_spenders_ab.py COPY --result RESULT.json --other /path/to/main \
         --rounds 5
@@ -30,6 +30,8 @@ from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
 from spendstream.sinks.migrations import migrate  # noqa: E402
 
 TITLE = "### Top spenders over a period"
+VIEW = ("SELECT team, feature, customer, cost_usd FROM top_spenders(since = {since:Date}, until = {until:Date}, "
+        "top = {top:UInt32}) ORDER BY cost_usd DESC, team, feature, customer")
 _SQL = re.compile(r"```sql\n(?P<sql>.*?)```", re.S)
 
 
@@ -55,7 +57,7 @@ def main() -> int:
         print("migrations applied", migrate(store), "load average", os.getloadavg(), flush=True)
         now = datetime.fromisoformat(json.loads(args.result.read_text())["started"])
         today = now.date()
-        forms = {"A": _example(args.other), "B": _example(Path(__file__).resolve().parents[1])}
+        forms = {"A": _example(args.other), "B": VIEW}
         cases = {
             "day (yesterday + today)": {"since": str(today - timedelta(days=1)), "until": "2100-01-01", "top": 10},
             "week (+ today)": {"since": str(today - timedelta(days=7)), "until": "2100-01-01", "top": 10},
