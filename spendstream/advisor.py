@@ -44,6 +44,7 @@ use a batch API.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -53,6 +54,7 @@ from typing import Any
 from spendstream.pricing.catalog import BATCH_DISCOUNT_PERCENT
 from spendstream.pricing.engine import Pricer
 from spendstream.sinks.ranges import between
+from spendstream.sinks.rollups import watermarks
 from spendstream.sinks.shapes import (
     ADVICE_HOURS,
     BURST_HOURS,
@@ -109,9 +111,13 @@ def advise(querier: TextQuerier, since: datetime, until: datetime, pricer: Price
     params = {"since": sql_time(since), "until": sql_time(until)}
     window = "ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}"
     found: list[Opportunity] = []
-    batch, right_size, output_cap = advice_sums(querier, params)
-    for finder in (_caching, partial(_batch, rows=batch), partial(_right_size, rows=right_size),
-                   partial(_output_cap, rows=output_cap), _retry_waste, _idle_gpu):
+    # every rollup's watermark in one statement, read once, rather than one in each of the finders' reads (a
+    # moment earlier than each read's own: an event marked in between is read once its hour is recomputed)
+    marks = watermarks(querier, [ADVICE_HOURS, PREFIX_HOURS, BURST_HOURS, REPORT_HOURS])
+    batch, right_size, output_cap = advice_sums(querier, params, marks)
+    for finder in (partial(_caching, marks=marks), partial(_batch, rows=batch, marks=marks),
+                   partial(_right_size, rows=right_size), partial(_output_cap, rows=output_cap, marks=marks),
+                   partial(_retry_waste, marks=marks), _idle_gpu):
         for kind, subject, saving, confidence, evidence, assumptions in finder(querier, params, window, pricer, until):
             monthly = (saving * scale).quantize(Decimal("0.01"))
             if monthly >= MIN_MONTHLY_SAVING:
@@ -139,7 +145,8 @@ def observed_span(querier: TextQuerier, since: datetime, until: datetime) -> tim
     return max(until - first_seen, MIN_OBSERVED_SPAN)
 
 
-def caching_potential(querier: TextQuerier, params: dict[str, str], window: str = "") -> list[dict[str, Any]]:
+def caching_potential(querier: TextQuerier, params: dict[str, str], window: str = "",
+                      marks: Mapping[str, datetime] | None = None) -> list[dict[str, Any]]:
     """Per feature/provider/model: calls, repeated-prefix hits within lifetime, and what caching them saves.
 
     A call is a hit when an earlier call of the period sent the same prefix (fingerprint and
@@ -150,14 +157,16 @@ def caching_potential(querier: TextQuerier, params: dict[str, str], window: str 
     lifetime is shorter than an hour, so no earlier hour can be). ``ranges.between`` gives one
     row per hour and prefix (the rollup's rows, and raw grouped by the same keys, for hours
     that do not overlap), so the rows are read as they come, not grouped again.
-    ``window`` is not used (the period is ``params``' since/until); kept for callers.
+    ``window`` is not used (the period is ``params``' since/until); kept for callers. ``marks``: watermarks
+    read beforehand (``rollups.watermarks``).
     """
     providers = list(CACHE_RULES)
     min_tokens = ("if(positionCaseInsensitive(price_model_id, 'haiku') > 0, "
                   f"{HAIKU_MIN_CACHEABLE}, transform(price_provider_id, {providers}, "
                   f"{[r[0] for r in CACHE_RULES.values()]}, 0))")
     ttl_ms = cache_lifetime_ms("price_provider_id")
-    hours = between(PREFIX_HOURS, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
+    hours = between(PREFIX_HOURS, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}",
+                    marks=marks)
     keys = "feature, price_provider_id, price_model_id, prefix_fingerprint, prefix_tokens"
     return query_result(querier, f"""
         SELECT feature, price_provider_id AS provider, price_model_id AS model, sum(n) AS calls,
@@ -186,8 +195,8 @@ def caching_potential(querier: TextQuerier, params: dict[str, str], window: str 
         ORDER BY saving_usd DESC, feature, provider, model""", params).dicts()
 
 
-def _caching(querier, params, window, pricer, until):
-    for row in caching_potential(querier, params, window):
+def _caching(querier, params, window, pricer, until, *, marks=None):
+    for row in caching_potential(querier, params, window, marks):
         repeated, cached = int(row["repeated_prefix_tokens"] or 0), int(row["already_cached_tokens"] or 0)
         if not repeated or cached / repeated > CACHE_HIT_SHARE_LOW:
             continue
@@ -205,7 +214,8 @@ def _caching(querier, params, window, pricer, until):
 _PER_PROVIDER, _PER_MODEL, _PER_FEATURE = 0b01, 0b00, 0b11
 
 
-def advice_sums(querier: TextQuerier, params: dict[str, str]) -> tuple[list[dict[str, Any]], ...]:
+def advice_sums(querier: TextQuerier, params: dict[str, str],
+                marks: Mapping[str, datetime] | None = None) -> tuple[list[dict[str, Any]], ...]:
     """The rows the batch, right-size and output-cap tests read from ``advice_hours``, in one read of it.
 
     Each test groups the period's rows by its own keys — per feature × provider (realtime calls and their
@@ -218,19 +228,31 @@ def advice_sums(querier: TextQuerier, params: dict[str, str]) -> tuple[list[dict
     measures = ("realtime_cost_usd", "realtime_calls", "realtime_declared", "realtime_user_facing", "ok_calls",
                 "ok_cost_usd", "ok_input_hist", "ok_output_hist", "ok_uncached_tokens", "ok_cached_tokens",
                 "ok_cache_write_tokens", "ok_output_tokens", "calls", "output_hist", "uncapped_calls")
+    # The period's rows are summed once per feature × provider × model (the finest of the three sets), and the
+    # sets are sums of those few rows: grouping the rollup's rows by each set would compute every sum, maps
+    # included, once per set. The maps each set's test does not read are left empty.
     rows = query_result(querier, f"""
-        SELECT grouping(price_provider_id, price_model_id) AS g, feature, price_provider_id AS provider,
-               price_model_id AS model,
-               sum(realtime_cost_usd) AS realtime_cost_usd, sum(realtime_calls) AS realtime,
+        SELECT grouping(provider, model) AS g, feature, provider, model,
+               sum(realtime_cost_usd) AS realtime_cost_usd, sum(realtime) AS realtime,
                sum(realtime_declared) AS realtime_declared, sum(realtime_user_facing) AS realtime_user_facing,
-               sum(ok_calls) AS ok, sum(ok_cost_usd) AS ok_cost_usd, sumMap(ok_input_hist) AS input_hist,
-               sumMap(ok_output_hist) AS ok_output_hist, sum(ok_uncached_tokens) AS uncached,
-               sum(ok_cached_tokens) AS cached, sum(ok_cache_write_tokens) AS writes,
-               sum(ok_output_tokens) AS output, sum(calls) AS all_calls, sumMap(output_hist) AS output_hist,
-               sum(uncapped_calls) AS uncapped
-        FROM {_advice(params, measures)}
-        GROUP BY GROUPING SETS ((feature, price_provider_id), (feature, price_provider_id, price_model_id),
-                                (feature))""", params).dicts()
+               sum(ok) AS ok, sum(ok_cost_usd) AS ok_cost_usd,
+               if(g = {_PER_MODEL}, sumMap(input_hist), map()) AS input_hist,
+               if(g = {_PER_MODEL}, sumMap(ok_output_hist), map()) AS ok_output_hist,
+               sum(uncached) AS uncached, sum(cached) AS cached, sum(writes) AS writes, sum(output) AS output,
+               sum(all_calls) AS all_calls, if(g = {_PER_FEATURE}, sumMap(output_hist), map()) AS output_hist,
+               sum(uncapped) AS uncapped
+        FROM (
+            SELECT feature, price_provider_id AS provider, price_model_id AS model,
+                   sum(realtime_cost_usd) AS realtime_cost_usd, sum(realtime_calls) AS realtime,
+                   sum(realtime_declared) AS realtime_declared, sum(realtime_user_facing) AS realtime_user_facing,
+                   sum(ok_calls) AS ok, sum(ok_cost_usd) AS ok_cost_usd, sumMap(ok_input_hist) AS input_hist,
+                   sumMap(ok_output_hist) AS ok_output_hist, sum(ok_uncached_tokens) AS uncached,
+                   sum(ok_cached_tokens) AS cached, sum(ok_cache_write_tokens) AS writes,
+                   sum(ok_output_tokens) AS output, sum(calls) AS all_calls, sumMap(output_hist) AS output_hist,
+                   sum(uncapped_calls) AS uncapped
+            FROM {_advice(params, measures, marks)}
+            GROUP BY feature, price_provider_id, price_model_id)
+        GROUP BY GROUPING SETS ((feature, provider), (feature, provider, model), (feature))""", params).dicts()
     batch = [{"feature": r["feature"], "provider": r["provider"], "cost_usd": r["realtime_cost_usd"],
               "realtime": r["realtime"], "declared": r["realtime_declared"] == r["realtime"],
               "not_user_facing": r["realtime_user_facing"] == 0}
@@ -246,12 +268,12 @@ def advice_sums(querier: TextQuerier, params: dict[str, str]) -> tuple[list[dict
     return batch, right_size, output_cap
 
 
-def _batch(querier, params, window, pricer, until, *, rows):
+def _batch(querier, params, window, pricer, until, *, rows, marks=None):
     # the busiest 1 % of the minutes the store observed of the period (not of the period asked
     # for: on two hours of traffic, 1 % of a week's minutes would hold every call)
     since = datetime.fromisoformat(params["since"]).replace(tzinfo=timezone.utc)
     busiest = max(1, math.ceil(observed_span(querier, since, until).total_seconds() / 60 * 0.01))
-    bursts = busiest_shares(querier, params, busiest)
+    bursts = busiest_shares(querier, params, busiest, marks)
     for row in rows:
         discount = BATCH_DISCOUNT_PERCENT.get(row["provider"])
         bursty = bursts.get(row["feature"], 0.0) >= BURSTY_SHARE
@@ -268,7 +290,8 @@ def _batch(querier, params, window, pricer, until, *, rows):
                "that delay")
 
 
-def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -> dict[str, float]:
+def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int,
+                   marks: Mapping[str, datetime] | None = None) -> dict[str, float]:
     """Per feature: the share of its calls (attempts) made in its ``busiest`` busiest minutes of the period.
 
     Which minutes are the busiest does not matter, only their counts: ``burst_hours`` holds per
@@ -276,7 +299,8 @@ def busiest_shares(querier: TextQuerier, params: dict[str, str], busiest: int) -
     its ends from raw, ``ranges.between``), summed here over the hours, and the ``busiest``
     largest counts are taken from the top — the same sum as ranking the minutes one by one.
     """
-    hours = between(BURST_HOURS, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}")
+    hours = between(BURST_HOURS, "{t}", since="{since:DateTime64(3, 'UTC')}", until="{until:DateTime64(3, 'UTC')}",
+                    marks=marks)
     return {r["feature"]: float(r["busiest_share"]) for r in query_result(querier, f"""
         SELECT feature, sum(c * toUInt64(least(minutes, greatest(toInt64({busiest}) - toInt64(above), 0))))
                         / any(total) AS busiest_share
@@ -320,7 +344,7 @@ def _right_size(querier, params, window, pricer, until, *, rows):
                "saving = the same tokens at the smaller tier's price")
 
 
-def _output_cap(querier, params, window, pricer, until, *, rows):
+def _output_cap(querier, params, window, pricer, until, *, rows, marks=None):
     for row in rows:
         # quantiles from the token-size buckets (each the upper edge of the bucket holding it)
         histogram = _histogram(row["output_hist"])
@@ -333,7 +357,7 @@ def _output_cap(querier, params, window, pricer, until, *, rows):
             SELECT (arraySum(mapValues(mapFilter((b, v) -> b > {bucket}, sumMap(uncapped_output_value))))
                     - {cap} * arraySum(mapValues(mapFilter((b, v) -> b > {bucket}, sumMap(uncapped_output_price)))))
                    / 1000000
-            FROM {_advice(params, measures=("uncapped_output_value", "uncapped_output_price"))}
+            FROM {_advice(params, ("uncapped_output_value", "uncapped_output_price"), marks)}
             WHERE feature = {{feature:String}}""", params | {"feature": row["feature"]}).scalar() or Decimal(0)
         yield ("output_cap", f"feature={row['feature']}", saving, "medium",
                f"output median ≤ {median:,}, p95 ≤ {p95:,}, p99 ≤ {p99:,} tokens (token-size buckets' upper edges); "
@@ -342,10 +366,11 @@ def _output_cap(querier, params, window, pricer, until, *, rows):
                "needed; saving = the output tokens above it at each call's output price")
 
 
-def _advice(params: dict[str, str], measures: tuple[str, ...] | None = None) -> str:
+def _advice(params: dict[str, str], measures: tuple[str, ...] | None = None,
+            marks: Mapping[str, datetime] | None = None) -> str:
     """``advice_hours``' rows for the period (its partial hours from raw): per hour × feature × price's model."""
     return between(ADVICE_HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}",
-                   until="{until:DateTime64(3, 'UTC')}")
+                   until="{until:DateTime64(3, 'UTC')}", marks=marks)
 
 
 def _histogram(value: Any) -> dict[int, int]:
@@ -353,13 +378,13 @@ def _histogram(value: Any) -> dict[int, int]:
     return {int(k): int(v) for k, v in (value or {}).items()}
 
 
-def _retry_waste(querier, params, window, pricer, until):
+def _retry_waste(querier, params, window, pricer, until, *, marks=None):
     # from report_hours (hour × team, feature, model; the partial hours at the period's ends from raw):
     # failed attempts are counted priced or not; what they cost is the priced ones'
     measures = ["failed_cost_usd", "cost_usd", "failed_attempts", "rate_limited", "timeouts", "errors",
                 "invalid_outputs"]
     hours = between(REPORT_HOURS, "0", measures, since="{since:DateTime64(3, 'UTC')}",
-                    until="{until:DateTime64(3, 'UTC')}", where="feature IS NOT NULL")
+                    until="{until:DateTime64(3, 'UTC')}", where="feature IS NOT NULL", marks=marks)
     rows = query_result(querier, f"""
         SELECT feature, sum(failed_cost_usd) AS wasted_usd, sum(cost_usd) AS cost_usd,
                sum(failed_attempts) AS failed, sum(rate_limited) AS rate_limited, sum(timeouts) AS timeouts,

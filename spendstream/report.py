@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from spendstream import report_charts as charts
 from spendstream.advisor import Opportunity, advise
 from spendstream.invoices.compare import compare_invoices
 from spendstream.sinks.ranges import between
-from spendstream.sinks.rollups import CUSTOMER_HOURS, FEATURE_DAYS, MINUTES, Rollup, watermark_sql
+from spendstream.sinks.rollups import CUSTOMER_PROVIDER_HOURS, FEATURE_DAYS, MINUTES, Rollup, watermark_sql, watermarks
 from spendstream.sinks.shapes import CUSTOMER_DAYS, REPORT_HOURS
 from spendstream.sinks.store import QueryResult, SecondReader, TextQuerier, query_result, sql_time
 
@@ -49,7 +49,7 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
     rows bounded by those keys, not by the events) when by hours or days. Requests are
     counted per UTC day × team × feature (:func:`_usage_counts`; over more than three days
     the whole days are numbers from ``feature_days``, :func:`day_counts`). Customers come
-    from ``customer_days`` for the range's whole days and ``customer_hours`` for the rest
+    from ``customer_days`` for the range's whole days and ``customer_provider_hours`` for the rest
     (:func:`customer_costs`). Rankings break ties by name, so the top ten are the same ten
     every time.
     """
@@ -62,9 +62,16 @@ def report_tables(querier: TextQuerier, since: datetime, until: datetime) -> dic
 def report_reads(querier: TextQuerier, since: datetime, until: datetime) -> list[Callable[[], dict[str, QueryResult]]]:
     """:func:`report_tables`' reads, each answering some of its sections, in the order the report draws them:
     the merge of the request sets (the slowest; only the totals and the cost per request wait for it) last,
-    so that the other charts are drawn while it runs."""
+    so that the other charts are drawn while it runs.
+
+    The rollups' watermarks are read here, all in one statement (``rollups.watermarks``), and the reads take
+    them as values: seven reads of a watermark each (~16 ms CPU apiece at 50M events) become one. They stand
+    for the SQL they replace computed a moment earlier, as a day rollup's watermark already was (:func:`_whole_days`):
+    an event marked in between is read once its period is recomputed.
+    """
     p = {"since": sql_time(since), "until": sql_time(until)}
     step = report_step(since, until)
+    marks = watermarks(querier, [_usage_span(step)[0], CUSTOMER_PROVIDER_HOURS, FEATURE_DAYS, CUSTOMER_DAYS])
 
     def q(sql: str) -> QueryResult:
         return query_result(querier, sql, p)
@@ -73,7 +80,7 @@ def report_reads(querier: TextQuerier, since: datetime, until: datetime) -> list
         by_day = dict(p)  # the customers' query also names the range's whole days
         return {"customers": query_result(
             querier, "SELECT ifNull(customer, '(none)') AS customer, sum(cost_usd) AS cost_usd "
-                     f"FROM {customer_costs(querier, since, until, by_day)} "
+                     f"FROM {customer_costs(querier, since, until, by_day, marks)} "
                      "GROUP BY customer ORDER BY cost_usd DESC, customer LIMIT 10", by_day)}
 
     return [
@@ -83,7 +90,7 @@ def report_reads(querier: TextQuerier, since: datetime, until: datetime) -> list
             "alerts": q("SELECT toString(created_at) AS at, toString(window_start) AS since, kind, state, subject, "
                         "message FROM alerts FINAL WHERE window_end >= {since:DateTime64(3, 'UTC')} "
                         "AND window_start < {until:DateTime64(3, 'UTC')} ORDER BY window_start")},
-        lambda: _usage_sums(querier, p, step),
+        lambda: _usage_sums(querier, p, step, marks),
         customers,
         # GPU samples stay raw: about four rows a minute per deployment, and no rollup keeps them
         lambda: {"gpu": q(f"SELECT toString(toStartOfInterval(minute, INTERVAL {step})) AS period, deployment, "
@@ -92,7 +99,7 @@ def report_reads(querier: TextQuerier, since: datetime, until: datetime) -> list
                           "FROM gpu_minutely WHERE minute >= {since:DateTime64(3, 'UTC')} "
                           "AND minute < {until:DateTime64(3, 'UTC')} GROUP BY period, deployment "
                           "ORDER BY period, deployment")},
-        lambda: _usage_counts(querier, since, until, p, step),
+        lambda: _usage_counts(querier, since, until, p, step, marks),
     ]
 
 
@@ -103,7 +110,8 @@ def _usage_span(step: str) -> tuple[Rollup, str, dict[str, str]]:
     return grain, f"toString(toStartOfInterval({{t}}, INTERVAL {step}))", span
 
 
-def _usage_sums(querier: TextQuerier, params: dict[str, str], step: str) -> dict[str, QueryResult]:
+def _usage_sums(querier: TextQuerier, params: dict[str, str], step: str,
+                marks: Mapping[str, datetime] | None = None) -> dict[str, QueryResult]:
     """The report's usage tables that need no request sets — spend, features, models, waste (totals and
     unit: :func:`_usage_counts`) — in one read.
 
@@ -114,7 +122,7 @@ def _usage_sums(querier: TextQuerier, params: dict[str, str], step: str) -> dict
     """
     grain, bucket, span = _usage_span(step)
     sums = between(grain, bucket, ["cost_usd", "attempts", "unpriced_attempts", "input_tokens", "output_tokens",
-                                   "failed_attempts", "failed_cost_usd"], **span)
+                                   "failed_attempts", "failed_cost_usd"], marks=marks, **span)
     # grouping(period, team, feature, model): a bit per column left out of the set, the first the highest
     spend_set, feature_set, model_set = 0b0011, 0b1101, 0b1110
     by_key = query_result(querier, (
@@ -139,7 +147,7 @@ def _usage_sums(querier: TextQuerier, params: dict[str, str], step: str) -> dict
 
 
 def _usage_counts(querier: TextQuerier, since: datetime, until: datetime, params: dict[str, str],
-                  step: str) -> dict[str, QueryResult]:
+                  step: str, marks: Mapping[str, datetime] | None = None) -> dict[str, QueryResult]:
     """The totals and the cost per request, with requests counted per UTC day × team × feature (:func:`day_counts`).
 
     When the charts step by days, both come from those counts: the range's whole days are numbers. When they
@@ -155,14 +163,14 @@ def _usage_counts(querier: TextQuerier, since: datetime, until: datetime, params
             "sum(requests) AS requests, sum(attempts) AS attempts, sum(unpriced_attempts) AS unpriced, "
             "if(requests = 0, 0, toFloat64(cost_usd / requests)) AS usd_per_request "
             "FROM (SELECT toString(day) AS period, ifNull(feature, '(none)') AS feature, cost_usd, requests, "
-            f"attempts, unpriced_attempts FROM {day_counts(querier, since, until, params)}) "
+            f"attempts, unpriced_attempts FROM {day_counts(querier, since, until, params, marks)}) "
             "GROUP BY GROUPING SETS ((), (period, feature))"), params)
         totals = [r for r in counted.dicts() if r["g"] == 0b11]  # () is always a row
         unit = [r for r in counted.dicts() if r["g"] == 0]
     else:
         grain, _, span = _usage_span(step)
         sets = between(grain, f"toStartOfInterval({{t}}, INTERVAL {step})",
-                       ["cost_usd", "requests", "attempts", "unpriced_attempts"], **span)
+                       ["cost_usd", "requests", "attempts", "unpriced_attempts"], marks=marks, **span)
         # inside: grouping(period, named, day, team, feature) is 0b00111 per period × feature, 0b11000 per day ×
         # team × feature; outside, each of the first is a row of its own (g, period, named) and the second are
         # summed (g)
@@ -189,7 +197,8 @@ def _usage_counts(querier: TextQuerier, since: datetime, until: datetime, params
     }
 
 
-def day_counts(querier: TextQuerier, since: datetime, until: datetime, params: dict[str, str]) -> str:
+def day_counts(querier: TextQuerier, since: datetime, until: datetime, params: dict[str, str],
+               marks: Mapping[str, datetime] | None = None) -> str:
     """A subquery of (day, team, feature, cost_usd, requests, attempts, unpriced_attempts) rows for
     ``since <= ts < until``, one per UTC day × team × feature, ``requests`` the distinct requests of that day
     (within the range) and key: a request whose attempts fall on two days counts once in each, as the
@@ -200,18 +209,18 @@ def day_counts(querier: TextQuerier, since: datetime, until: datetime, params: d
     merge request sets (``report_hours``, their partial hours from raw). A week's count then reads about a
     day's request ids, not the week's. ``feature_daily`` answers the whole days the same, but its text
     computes two watermarks and reads the hours after them: ~0.1-0.4 s a read at 5M events against ~0.02 s
-    here. Adds the pieces' bounds to ``params``.
+    here. Adds the pieces' bounds to ``params``; ``marks``: watermarks read beforehand (``rollups.watermarks``).
     """
-    first_day, days_end, _ = _whole_days(querier, since, until, FEATURE_DAYS)
+    first_day, days_end, _ = _whole_days(querier, since, until, FEATURE_DAYS, marks)
     params |= {"first_day": sql_time(first_day), "days_end": sql_time(days_end)}
     measures = ["cost_usd", "requests", "attempts", "unpriced_attempts"]
     # without a whole day inside the range, days_end = first_day: the two pieces from the sets are the range,
     # cut at its midnight if it has one
     head = between(REPORT_HOURS, "toStartOfDay({t})", measures, since="{since:DateTime64(3, 'UTC')}",
-                   until="least({first_day:DateTime64(3, 'UTC')}, {until:DateTime64(3, 'UTC')})")
+                   until="least({first_day:DateTime64(3, 'UTC')}, {until:DateTime64(3, 'UTC')})", marks=marks)
     rest = between(REPORT_HOURS, "toStartOfDay({t})", measures,
                    since="greatest({days_end:DateTime64(3, 'UTC')}, {since:DateTime64(3, 'UTC')})",
-                   until="{until:DateTime64(3, 'UTC')}")
+                   until="{until:DateTime64(3, 'UTC')}", marks=marks)
     return (f"(SELECT day, team, feature, cost_usd, requests, attempts, unpriced_attempts FROM {FEATURE_DAYS.name} "
             "FINAL WHERE day >= {first_day:DateTime64(3, 'UTC')} AND day < {days_end:DateTime64(3, 'UTC')} "
             "UNION ALL SELECT period AS day, team, feature, sum(cost_usd) AS cost_usd, "
@@ -220,11 +229,12 @@ def day_counts(querier: TextQuerier, since: datetime, until: datetime, params: d
             "GROUP BY day, team, feature)")
 
 
-def _whole_days(querier: TextQuerier, since: datetime, until: datetime,
-                days: Rollup) -> tuple[datetime, datetime, datetime]:
+def _whole_days(querier: TextQuerier, since: datetime, until: datetime, days: Rollup,
+                marks: Mapping[str, datetime] | None = None) -> tuple[datetime, datetime, datetime]:
     """``(first_day, days_end, last_day)``: the range's whole UTC days are ``[first_day, last_day)``, and
     ``days``' rows hold ``[first_day, days_end)`` (its watermark, read here unless the range has no whole day;
-    then all three are the same, the first midnight after ``since``).
+    then all three are the same, the first midnight after ``since``). ``marks``: watermarks read beforehand
+    (``rollups.watermarks``), used where they hold ``days``'.
 
     The watermark is read a moment before the rows, as a view's scalar subquery is: a late event stored in
     between is read once its day is recomputed, as it would be through the view.
@@ -235,9 +245,13 @@ def _whole_days(querier: TextQuerier, since: datetime, until: datetime,
     last_day = max(end.replace(hour=0, minute=0, second=0, microsecond=0), first_day)
     if first_day == last_day:
         return first_day, first_day, last_day
-    cut = query_result(querier, f"SELECT toString({watermark_sql(days)})").scalar()
+    if marks is not None and days.name in marks:
+        cut = marks[days.name].astimezone(timezone.utc)
+    else:
+        read = query_result(querier, f"SELECT toString({watermark_sql(days)})").scalar()
+        cut = datetime.fromisoformat(str(read)).replace(tzinfo=timezone.utc)
     # the days before the watermark are rolled up
-    days_end = min(max(datetime.fromisoformat(str(cut)).replace(tzinfo=timezone.utc), first_day), last_day)
+    days_end = min(max(cut, first_day), last_day)
     return first_day, days_end, last_day
 
 
@@ -254,25 +268,28 @@ def _section(read: QueryResult, rows: list[dict[str, Any]], columns: Sequence[st
     return QueryResult(list(columns), [types[c] for c in columns], [[r[c] for c in columns] for r in rows])
 
 
-def customer_costs(querier: TextQuerier, since: datetime, until: datetime, params: dict[str, str]) -> str:
+def customer_costs(querier: TextQuerier, since: datetime, until: datetime, params: dict[str, str],
+                   marks: Mapping[str, datetime] | None = None) -> str:
     """A subquery of (customer, cost_usd) rows for ``since <= ts < until`` (rows to be summed per customer).
 
-    ``customer_hours`` is nearly raw's size at 50,000 customers, so the range's whole days
-    come from ``customer_days`` up to its watermark (read once: :func:`_whole_days`), and the rest — the
-    partial days at the range's ends, and days the day rollup has not caught up with — from
-    ``customer_hours`` (their partial hours from raw): a week reads about a day's worth of
-    hours, however the range falls. The ``customer_daily`` view answers the same, but its text
-    repeats the day rollup's watermark in every bound, which costs a fixed ~0.1 s a read at 5M
-    events, whatever the range. Adds the pieces' bounds to ``params``.
+    Hours per customer are many at 50,000 customers, so the range's whole days come from ``customer_days`` up
+    to its watermark (read once: :func:`_whole_days`), and the rest — the partial days at the range's ends, and
+    days the day rollup has not caught up with — from ``customer_provider_hours`` (their partial hours from raw):
+    a week reads about a day's worth of hours, however the range falls. Its hours are per customer × provider,
+    where ``customer_hours``' are per customer × team × feature × environment × provider × model: the same sums
+    per customer from fewer rows (a day at 50M events: 520,791 rows against 1,174,925). The ``customer_daily``
+    view answers the same, but its text repeats the day rollup's watermark in every bound, which costs a fixed
+    ~0.1 s a read at 5M events, whatever the range. Adds the pieces' bounds to ``params``; ``marks``:
+    watermarks read beforehand (``rollups.watermarks``).
     """
-    first_day, days_end, last_day = _whole_days(querier, since, until, CUSTOMER_DAYS)
+    first_day, days_end, last_day = _whole_days(querier, since, until, CUSTOMER_DAYS, marks)
     span = {"since": "{since:DateTime64(3, 'UTC')}", "until": "{until:DateTime64(3, 'UTC')}"}
     if first_day >= last_day:  # no whole day inside the range
-        return between(CUSTOMER_HOURS, "0", ["cost_usd"], **span)
+        return between(CUSTOMER_PROVIDER_HOURS, "0", ["cost_usd"], marks=marks, **span)
     params |= {"first_day": sql_time(first_day), "days_end": sql_time(days_end)}
     days = {"since": "{first_day:DateTime64(3, 'UTC')}", "until": "{days_end:DateTime64(3, 'UTC')}"}
-    head = between(CUSTOMER_HOURS, "0", ["cost_usd"], since=span["since"], until=days["since"])
-    rest = between(CUSTOMER_HOURS, "0", ["cost_usd"], since=days["until"], until=span["until"])
+    head = between(CUSTOMER_PROVIDER_HOURS, "0", ["cost_usd"], since=span["since"], until=days["since"], marks=marks)
+    rest = between(CUSTOMER_PROVIDER_HOURS, "0", ["cost_usd"], since=days["until"], until=span["until"], marks=marks)
     return (f"(SELECT customer, cost_usd FROM {head} UNION ALL "
             f"SELECT customer, cost_usd FROM {CUSTOMER_DAYS.name} FINAL "
             f"WHERE day >= {days['since']} AND day < {days['until']} "

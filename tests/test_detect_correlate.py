@@ -393,3 +393,58 @@ def test_a_paging_customers_pair_and_the_model_that_explains_it_stay_one_group()
     key = steps["customer=c24"].after.dedup_key
     assert steps["customer=c24"].after.root == "" and steps["customer=c24"].transition is None
     assert steps[PAIR].after.root == steps[leaf].after.root == key
+
+
+def test_a_feature_pending_beside_the_customer_it_rose_with_stays_its_incident_when_their_pair_turns_hot() -> None:
+    # a spike on a busy pair (s20, code seed 164): the customer pages, its feature rose alike and is pending, attached
+    # to the customer; a pass later the pair turns hot too, with a little of the feature's excess, so the two are no
+    # longer matched (an open pair says how much of one is the other) and the pair links to the feature instead
+    first = correlate({"customer=c24": _open("customer=c24", 1.52), "feature=chat": _open("feature=chat", 1.28,
+                                                                                          state="pending")}, TEAMS)
+    key = first["customer=c24"].after.dedup_key
+    assert first["feature=chat"].after.root == key
+    later = correlate({"customer=c24": _open("customer=c24", 2.62, before="firing"),
+                       "feature=chat": _open("feature=chat", 2.77, before="pending", root=key),
+                       PAIR: _open(PAIR, 1.02, state="pending")}, TEAMS)
+    # one incident: the feature, and the pair with it, are the customer's page; nothing new is delivered (the
+    # feature's trigger is stored, attached)
+    assert _roots(later) == {"customer=c24": "", "feature=chat": "customer=c24", PAIR: "customer=c24"}
+    assert [s for s, st in later.items() if st.transition and not st.after.root] == []
+    # pending under a subject of its own group (the pair it is pending with): that group is named anew, not looped
+    mine = Incident("spend_anomaly", PAIR, "pending", T, "error").dedup_key
+    again = correlate({"customer=c24": _open("customer=c24", 9.5, before="pending", root=mine),
+                       PAIR: _open(PAIR, 9.6, before="pending")}, TEAMS)
+    assert _roots(again) == {"customer=c24": PAIR, PAIR: ""}
+
+
+@pytest.mark.integration
+def test_a_spike_in_two_bursts_a_lull_of_four_calm_passes_apart_is_one_trigger_and_one_resolve(
+        embedded_store) -> None:
+    # on for 12 minutes, off for 21 (three calm passes, and a fourth), on for 15: bursty traffic's spike (s20, code
+    # seed 166). Three calm passes resolved the first burst and the second paged again under a new key; a spend
+    # incident waits half an hour calm, so the lull finds it open
+    tag = f"lull-{uuid.uuid4().hex[:6]}"
+    now = datetime(2024, 10, 17, 3, 0, tzinfo=timezone.utc)
+    pages, texts, stored = _run(embedded_store, tag, now, [("chat", "c1", 40)], bursts=((-8, 12), (25, 15)),
+                                minutes=120)
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+    assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
+    assert len(texts) == 2
+    delivered = [a for a in stored if not a.correlated_with]
+    assert [a.state for a in delivered] == ["firing", "resolved"]
+    # after the second burst's window cleared (now + 50) and six calm passes
+    assert delivered[1].created_at >= now + timedelta(minutes=50 + 25)
+
+
+def test_a_spend_rise_on_one_model_of_a_pair_a_storm_pages_about_joins_the_storm() -> None:
+    # a quiet storm on a pair (s20, conv seed 166): its retries lift the spend of the pair's one model, the pair
+    # itself stays under its line; the model's rise is the storm's, one page
+    storm = Incident("retry_storm", PAIR, "firing", T, "error")
+    leaf = f"{PAIR},model=m2"
+    steps = correlate({leaf: _open(leaf, 3.0)}, TEAMS, elsewhere=paging({("retry_storm", PAIR): storm}))
+    assert steps[leaf].after.root == storm.dedup_key
+    # a storm on another pair of the customer says nothing of this one's model
+    other = Incident("retry_storm", "feature=search,customer=c24", "firing", T, "error")
+    apart = correlate({leaf: _open(leaf, 3.0)}, TEAMS,
+                      elsewhere=paging({("retry_storm", "feature=search,customer=c24"): other}))
+    assert apart[leaf].after.root == ""

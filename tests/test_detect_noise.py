@@ -369,8 +369,10 @@ def test_stored_traffic_gives_one_spike_incident_no_alert_for_the_nightly_job_an
     assert 30 <= new.observed < 30.1 and "in the last 24 h" in new.message
     assert not [a for a in fired if a.kind == "spend_anomaly" and "-new" in a.subject]  # warm-up: no anomaly
     assert [a for a in run(now + timedelta(minutes=5)) if a.kind == "spend_anomaly"] == []  # still firing: silent
-    later = [run(now + timedelta(minutes=m)) for m in (20, 25, 30)]
+    later = [run(now + timedelta(minutes=m)) for m in (20, 25, 30, 35, 40, 45)]
     resolved = [a for batch in later for a in batch if a.kind == "spend_anomaly"]
+    # after six calm passes (a spend incident waits half an hour calm), none before
+    assert [a for batch in later[:5] for a in batch if a.kind == "spend_anomaly"] == []
     assert sorted(a.dedup_key for a in resolved) == sorted(a.dedup_key for a in spikes)
     assert all(a.state == "resolved" for a in resolved)
 

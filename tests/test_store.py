@@ -134,3 +134,56 @@ def test_json_results_convert_per_column_exactly() -> None:
     result = parse_json_compact(json.dumps({"meta": meta, "data": data}))
     assert result.rows == [[Decimal("1E-18"), 18446744073709551615, "12", None], [None, 2, "x", -3]]
     assert parse_json_compact(json.dumps({"meta": meta, "data": []})).rows == []
+
+
+_CLOSE_MID_QUERY = """
+import sys, threading, time
+from spendstream.sinks.embedded import EmbeddedStore, StoreClosed
+
+store = EmbeddedStore(sys.argv[1])
+store.command("SELECT 1")
+events = []
+started = threading.Event()
+
+def refresh():  # a leader's baseline refresh: long reads on a second session, on a daemon thread
+    with store.second_reader() as reader:
+        started.set()
+        reader.query_arrow("SELECT sum(sleepEachRow(0.05)) FROM numbers(40) SETTINGS max_block_size = 1")
+        events.append("read done")
+        try:
+            reader.query_arrow("SELECT 1")
+        except StoreClosed:
+            events.append("next read refused")
+    events.append("reader closed")
+
+def rollups():  # a rollup pass on the store's own session
+    started.wait()
+    store.query_text("SELECT sum(sleepEachRow(0.05)) FROM numbers(30) SETTINGS max_block_size = 1")
+    events.append("statement done")
+
+threads = [threading.Thread(target=refresh, daemon=True), threading.Thread(target=rollups, daemon=True)]
+for thread in threads:
+    thread.start()
+started.wait()
+time.sleep(0.5)
+store.close()
+print(sorted(events), flush=True)
+try:
+    store.command("SELECT 1")
+except StoreClosed as exc:
+    print("after close:", exc, flush=True)
+"""
+
+
+def test_closing_the_store_waits_for_statements_on_other_threads_and_refuses_new_ones(tmp_path) -> None:
+    """A worker stopping while its leader's refresh reads on a second session and a rollup pass queries: closing
+    chdb under them crashed the process (SIGSEGV) or hung it; now closing waits for both and the process exits 0."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CLOSE_MID_QUERY, str(tmp_path / "data")],
+                          capture_output=True, text=True, errors="replace", timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == str(sorted(["read done", "next read refused", "reader closed", "statement done"]))
+    assert lines[1].startswith("after close: the embedded store is closing")

@@ -20,6 +20,7 @@ from bench.detector_eval.rules import Fired, passes
 from bench.detector_eval.traffic import DAY, EVAL_START, MONTH_DAYS, World
 from spendstream.alerting import digest
 from spendstream.detect import schedules
+from spendstream.detect.anomaly import HYSTERESIS as SPEND_HYSTERESIS
 from spendstream.detect.correlate import Step, correlate, parents
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
@@ -87,7 +88,7 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     ``correlated``: as the package, the subjects one cause lifts are one incident (False: each its own);
     ``storms``: :func:`retries`' alerts on the same world, which a round steps first: a spend rise on a subject
     a storm is paging about joins the storm's incident (``correlate``'s ``elsewhere``)."""
-    rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
+    rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or SPEND_HYSTERESIS  # as detect_spend_anomalies
     # team, feature, customer and feature × customer: a spike of a few % of a busy customer is most of its pair;
     # and as the refresh keeps them, feature × customer × model where a pair has several models: a spike on one
     # model of a busy pair is a few % of the pair and most of its model. Held to a pair's line (``pair``).

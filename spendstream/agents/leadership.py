@@ -51,7 +51,7 @@ class Tenure:
 
     def __init__(self) -> None:
         self._leading = threading.Event()  # read from delivery threads
-        self._running: asyncio.Future[Any] | None = None
+        self._running: set[asyncio.Future[Any]] = set()  # every timer's work: two timers can run at once
 
     def active(self) -> bool:
         """True between an assignment that made this worker leader and the next revocation or shutdown."""
@@ -64,11 +64,11 @@ class Tenure:
         """Start no new leader work from now on; wait up to ``wait_s`` for the running work to finish. True if
         none is left running."""
         self._leading.clear()
-        running = self._running
-        if running is None or running.done():
+        running = {f for f in self._running if not f.done()}
+        if not running:
             return True
-        done, _ = await asyncio.wait({running}, timeout=wait_s)
-        return bool(done)
+        _, pending = await asyncio.wait(running, timeout=wait_s)
+        return not pending
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work()`` in a thread, off the event loop, tracked so that :meth:`end` can wait for it.
@@ -77,7 +77,8 @@ class Tenure:
         thread runs on either way, and :meth:`end` must still see when it is done."""
         running = asyncio.ensure_future(asyncio.to_thread(work))
         running.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if nobody awaits
-        self._running = running
+        running.add_done_callback(self._running.discard)
+        self._running.add(running)
         return await asyncio.shield(running)
 
 

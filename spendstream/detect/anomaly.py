@@ -106,6 +106,13 @@ def recent_requests(store: Store, subjects: Collection[str], *, start: datetime,
     return {str(s): (float(n), float(late)) for s, n, late in rows}
 
 
+# a spend incident resolves after half an hour calm, however few its hot passes: a spike or a model switch on bursty
+# traffic is calm for 15-20 minutes between its bursts and hot again, and three calm passes told on-call it was over
+# in the lull (trigger, resolve, trigger, resolve; BENCHMARKS.md, session s20). The price: a short spike's resolve
+# 15 minutes later. Retry storms keep theirs (retry_storm.HYSTERESIS)
+HYSTERESIS = Hysteresis(resolve_after=6, resolve_after_max=6)
+
+
 def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRule | None = None,
                            hysteresis: Hysteresis | None = None, hour: datetime | None = None,
                            raw: RawWindow | None = None) -> list[Alert]:
@@ -113,7 +120,7 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     ``hour``: the hour whose baselines the round uses (:func:`~spendstream.detect.baseline.newest_hour`, found once
     for storms and spend), else found here; ``raw``: the round's copy of the fast window's raw events
     (:func:`~spendstream.detect.raw_window.read`, read once for storms and spend), else raw is read."""
-    rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or Hysteresis()
+    rule, hysteresis = rule or SpendAnomalyRule(), hysteresis or HYSTERESIS
     window = timedelta(minutes=rule.window_minutes)
     short = timedelta(minutes=rule.short_minutes)
     hour = hour or baseline.newest_hour(store, now)  # once: the leaves the scan keeps, the baselines read

@@ -33,7 +33,8 @@ names the most specific subject, not the first to cross its line), at the worst 
 it carries (an attached subject that grows past the paging line escalates its root: the root's trigger
 again, same key). An attached subject stays part of its root's incident while that is open, even if it
 outgrows it: the page already names it, and a second page for one open incident is the noise this
-module removes. One that outlives its root (hot on a pass after the root closed, explained by nobody
+module removes; so does one attached while still pending (a feature that rose alike with a paging customer,
+whose pair turns hot a pass later). One that outlives its root (hot on a pass after the root closed, explained by nobody
 open: a root's resolve waits for its parts, so only when that root's state is gone) becomes its own
 incident then, delivered under its own key; one only lingering (not hot, not yet
 calm) stays attached and resolves silently. A root whose own state machine resolves it while a part it
@@ -96,7 +97,8 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     worst severity, an attached subject detached.
 
     ``elsewhere``: subjects another detector is paging about now (:func:`paging`), each with the dedup key of
-    the incident that pages. A group none of whose members pages on its own yet, with a member among them, is
+    the incident that pages. A group none of whose members pages on its own yet, with a member among them (or a
+    member that is a model of a pair among them), is
     attached to that incident: an agent loop's repeated calls are the retry storm already paged *and* a spend
     rise on the same subject, one cause, one page. It stays attached while that incident is open.
 
@@ -166,13 +168,19 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
         else:  # the largest of one customer's pairs and leaves, of those no other member explains
             root = min(members, key=lambda m: (_depth(m), link.get(m) != top, -excess[m], m))
         first = open_[root]
-        kept = first.before.root if first.before is not None and first.before.state == "firing" else ""
+        # attached before this pass, firing or still pending: a feature pending beside the customer whose rise it
+        # matched (``same_rise``) is that customer's incident, also once the pair of the two turns hot and the match
+        # no longer applies (the pair then links it to the feature, which would page on its own)
+        kept = first.before.root if first.before is not None else ""
+        if kept and first.before.state == "pending" and by_key.get(kept) in members:
+            kept = ""  # pending under a subject of its own group: the group is named anew (below)
         if follow_parts and not kept and not delivered(root):  # a member another open page carries: the subject
             # that page already names stays that page's, and what rose beside it joins it as an update
             kept = next((k for k in (_carried_by(open_[m]) for m in sorted(members, key=lambda m: (_depth(m), m)))
                          if k in paged and paged[k] not in members), "")
         if not kept and not delivered(root):  # not paging yet: another detector's page may already say it
-            kept = next((elsewhere[m] for m in sorted(members, key=lambda m: (_depth(m), m)) if m in elsewhere), "")
+            kept = next((elsewhere[o] for m in sorted(members, key=lambda m: (_depth(m), m)) for o in _within(m)
+                         if o in elsewhere), "")
         if kept in by_key:  # attached to an incident still open: it and its group stay part of it
             for m in members:
                 if not delivered(m):
@@ -210,6 +218,12 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
 def _carried_by(step: Step) -> str:
     """The dedup key of the incident ``step``'s subject was part of before this pass ("": its own, or none)."""
     return step.before.root if step.before is not None else ""
+
+
+def _within(subject: str) -> list[str]:
+    """``subject`` and, for a leaf, its pair: what a page about the pair also covers (a quiet storm on a pair that
+    lifts the spend of one of its models; the pair itself under its line)."""
+    return [subject, subject.split(MODEL_MARK, 1)[0]] if _is_leaf(subject) else [subject]
 
 
 def _leads_to(link: Mapping[str, str], start: str, target: str) -> bool:

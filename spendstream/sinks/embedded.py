@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -24,9 +25,47 @@ from spendstream.sinks.store import (
     query_result,
 )
 
+log = logging.getLogger(__name__)
+# How long closing waits for statements still running on other threads (a leader's refresh, a rollup pass).
+CLOSE_WAIT_S = 20.0
+
 
 class DataDirLocked(StoreUnavailable):
     """Another process holds the embedded data directory (it may be a worker that is still exiting)."""
+
+
+class StoreClosed(StoreError):
+    """The store is closing or closed: no statement starts any more."""
+
+
+class _Gate:
+    """The statements running on any of a store's chdb sessions, and the second readers open, so that closing
+    can refuse new ones and wait for these: closing chdb while another thread is inside a query crashes the process
+    (SIGSEGV), and a thread still inside chdb when the interpreter exits does too."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._busy = 0  # statements running plus second readers open
+        self._closing = False
+
+    @contextmanager
+    def held(self, what: str) -> Iterator[None]:
+        with self._changed:
+            if self._closing:
+                raise StoreClosed(f"the embedded store is closing: {what} not started")
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy -= 1
+                self._changed.notify_all()
+
+    def close(self, timeout_s: float) -> bool:
+        """Refuse new statements and readers; wait up to ``timeout_s`` for the rest. True if none is left."""
+        with self._changed:
+            self._closing = True
+            return self._changed.wait_for(lambda: self._busy == 0, timeout_s)
 
 
 class EmbeddedStore:
@@ -54,6 +93,7 @@ class EmbeddedStore:
         # chdb refuses a query while a streaming insert is open on the connection:
         # the writer thread and the query endpoint take turns.
         self._lock = threading.Lock()
+        self._gate = _Gate()
         # Asked first, so that chdb is not: its refusal says only "Error initializing
         # EmbeddedServer" and writes the real reason to stderr, once per attempt.
         if locked_by_another_process(self.data_dir):
@@ -101,7 +141,7 @@ class EmbeddedStore:
         is opened with ``readonly=1`` and ClickHouse refuses writes and table functions
         that reach outside (raised as WriteRefused).
         """
-        with self._lock:
+        with self._lock, self._gate.held("a statement"):
             session = self._connect(self._path if write else self._path + "?readonly=1")
             try:
                 check_statement(sql, params, write=write, classify=partial(_classify, session),
@@ -119,7 +159,7 @@ class EmbeddedStore:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         settings = ", ".join(f"{name}={value}" for name, value in INSERT_SETTINGS.items())
         sql = f"INSERT INTO {table} ({columns}) SETTINGS {settings}"
-        with self._lock:
+        with self._lock, self._gate.held(f"an insert into {table}"):
             try:
                 with self._session.send_insert(sql, "ArrowStream") as inserter:
                     # The stream goes over as it is written, a few MB at a time, instead of
@@ -138,17 +178,24 @@ class EmbeddedStore:
     def second_reader(self) -> Iterator[_Reader]:
         """Reads on a chdb session of their own, which run beside this store's queries (chdb runs two sessions'
         queries at once; this store's lock takes one of its own at a time). Closed on leaving."""
-        reader = _Reader(self._connect(self._path))
-        try:
-            yield reader
-        finally:
-            reader.close()
+        with self._gate.held("a second reader"):
+            reader = _Reader(self._connect(self._path), self._gate)
+            try:
+                yield reader
+            finally:
+                reader.close()
 
-    def close(self) -> None:
-        self._session.close()
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Refuse new statements, wait up to ``wait_s`` for the running ones and the open second readers (their
+        next statement is refused), then close the session."""
+        if not self._gate.close(wait_s):
+            log.warning("closing the embedded store while a statement still runs after %.0f s: the process may crash "
+                        "on its way out (what that statement wrote is whole or absent)", wait_s)
+        with self._lock:
+            self._session.close()
 
     def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
-        with self._lock:
+        with self._lock, self._gate.held("a statement"):
             try:
                 return _output(self._session, sql, fmt, params)
             except StoreError:
@@ -162,8 +209,9 @@ class _Reader:
     """A chdb session for reads (:meth:`EmbeddedStore.second_reader`), one query at a time. A failed query
     ends its use: chdb may hand its partial output to the session's next query."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, gate: _Gate) -> None:
         self._session = session
+        self._gate = gate
         self._lock = threading.Lock()
         self._failed = False
 
@@ -174,7 +222,7 @@ class _Reader:
         return arrow_table(self._run(sql, "ArrowStream", params))
 
     def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
-        with self._lock:
+        with self._lock, self._gate.held("a statement"):
             if self._failed:
                 raise StoreError("this reader's session failed a query before: open another")
             try:

@@ -19,14 +19,15 @@ finds by its sort key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from spendstream.sinks import rollups
 from spendstream.sinks.rollups import Rollup
 
 
 def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, *, since: str,
-            until: str | None = None, where: str = "1") -> str:
+            until: str | None = None, where: str = "1", marks: Mapping[str, datetime] | None = None) -> str:
     """A subquery of ``rollup``'s mergeable rows for ``since <= ts < until`` (no upper bound when ``until`` is None).
 
     Its columns are those of ``rollups.columns``: ``period`` (``bucket``, SQL over ``{t}``,
@@ -35,7 +36,8 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
     ``since``/``until`` are SQL expressions of a point in time (a query parameter,
     ``now() - INTERVAL 7 DAY``); ``where`` filters on the rollup's keys only, by name.
     Every event of the range is in exactly one row: the result equals grouping the raw
-    events of the range by ``bucket`` over their period start.
+    events of the range by ``bucket`` over their period start. ``marks``: watermarks read beforehand
+    (``rollups.watermarks``, for a reader that asks several ranges), else the rollup's is computed in the query.
     """
     if "{t}" in where:
         raise ValueError("`where` filters keys only: the time range is since/until")
@@ -60,7 +62,8 @@ def between(rollup: Rollup, bucket: str, measures: Sequence[str] | None = None, 
         ends = (f"(ts >= {since} AND ts < least({first}, {until}) "
                 f"OR ts >= greatest({first}, {last}) AND ts < {until})")
     keys = ", ".join(rollup.keys)
-    inner = rollups.columns(rollup, bucket, [m.name for m in wanted], where_rollup=whole, where_raw=whole)
+    inner = rollups.columns(rollup, bucket, [m.name for m in wanted], where_rollup=whole, where_raw=whole,
+                             marks=marks)
     from_raw = ", ".join(f"{m.of_raw} AS {m.name}" for m in wanted)
     return (f"(SELECT * FROM {inner} UNION ALL "
             f"SELECT {bucket.replace('{t}', rollup.bucket)} AS period, {keys}, {from_raw} "
