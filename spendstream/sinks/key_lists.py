@@ -14,26 +14,39 @@ keeps, per closed day:
 Both are rollups like every other (recomputed from their source when marked, versioned by the mark, read before
 their watermark); a day is recomputed at most every ten minutes after a late event, like ``customer_days``.
 
-**The reader** (``top_spenders(since, until, top)``, the cookbook's Top spenders) ranks without reading every key,
-and is exact (BENCHMARKS.md, s19 "rankings", the ``nra`` plan): no cost is negative, so on a listed day a key's cost
-is known if it is listed and at most the day's ``LIST_LENGTH``-th cost if not. Summed over the range's listed days
-(those before the lists' watermark), each listed key has ``lo`` (its listed costs) and ``hi`` (plus the
+**The reader** (``TOP_SPENDERS``, the cookbook's Top spenders; migration 35's views) ranks without reading every
+key, and is exact (BENCHMARKS.md, s19 "rankings", the ``nra`` plan): no cost is negative, so on a listed day a key's
+cost is known if it is listed and at most the day's ``LIST_LENGTH``-th cost if not. Summed over the range's listed
+days (those before the lists' watermark), each listed key has ``lo`` (its listed costs) and ``hi`` (plus the
 ``LIST_LENGTH``-th of each day it is not listed on); an unlisted key costs at most ``unlisted`` (every day's
-``LIST_LENGTH``-th summed). ``floor`` = the ``top``-th largest ``lo``: at least ``top`` keys cost that much. The days
-after the watermark (today, a day a late event reopened) are grouped whole per key, once (``customer_hourly``'s
-sources), and a key can rank or tie only if its ``hi`` (or ``unlisted``) plus its cost there reaches ``floor``; those
-keys' exact sums are read, key first, and ranked. That is the answer when ``floor > unlisted`` (no key outside the
-lists and the open days can reach it); else the full grouping answers.
+``LIST_LENGTH``-th summed). ``floor`` = the lists' ``top``-th largest ``lo``: at least ``top`` keys cost that much.
+The hours after the watermark (today, a day a late event reopened: ``key_lists_open``) are grouped whole per key,
+once, and added to ``lo`` and ``hi``. When ``floor > unlisted`` only keys whose ``hi`` reaches ``floor`` can rank or
+tie: their rows are read (``key_days`` key first, and the open rows kept), grouped by name and ranked; else every
+key's rows are (``key_days`` whole for the listed days: exact, dearer than the grouping of ``customer_hours``).
 
-A 64-bit collision of two keys' ids merges their sums in the lists: the chosen keys' rows are checked (as many ids
-as names, else the full grouping answers); unchosen keys cannot reach ``floor`` even merged.
+One scalar (``bound``) holds the chosen ids, whether they settle it, and the open rows to add: ClickHouse analyses a
+scalar subquery again in every scope that names it, so the query names few, and the watermarks through a view.
+
+A 64-bit collision of two keys' ids merges their sums in the lists and the bound: unchosen ids cannot reach ``floor``
+even merged; a chosen id holding two names stops the query with an error (``throwIf``) rather than answer wrong.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from spendstream.sinks.rollups import MEASURES, MONEY, Measure, Rollup, table_ddl, watermark_sql
+from spendstream.sinks.rollups import (
+    CUSTOMER_HOURS,
+    MEASURES,
+    MONEY,
+    Measure,
+    Rollup,
+    columns,
+    table_ddl,
+    watermark_sql,
+    watermarks_select,
+)
 
 KEYS = "team, feature, customer"
 KEY_ID = ("sipHash64(isNull(team), ifNull(team, ''), isNull(feature), ifNull(feature, ''), "
@@ -75,91 +88,77 @@ def key_days_ddl() -> str:
     return ddl
 
 
-def _top_spenders_parts() -> tuple[str, str]:
-    """(the ``WITH`` clause, the full grouping) of ``top_spenders``: the clause names the lists' answer
-    (``listed_answer.2``) and whether it is the answer (``exact``)."""
-    from spendstream.sinks.ranges import between
-    from spendstream.sinks.rollups import CUSTOMER_HOURS
+MEASURES_READ = ("cost_usd", "attempts", "unpriced_attempts")
 
-    measures = ["cost_usd", "attempts", "unpriced_attempts"]
-    # the days after the lists' watermark, grouped whole (customer_hourly's sources: customer_hours, raw after it)
-    rest = between(CUSTOMER_HOURS, "{t}", measures, since="listed_end", until="until_t")
-    full = between(CUSTOMER_HOURS, "{t}", measures, since="since_t", until="until_t")
-    listed = "day >= since_t AND day < listed_end"
 
-    # one pass over the open days, grouped by the names; only the keys that can reach the floor are kept. Scalars
-    # (computed once for the whole query, where a named subquery is computed wherever it is named): the open days'
-    # chosen rows, and the lists' answer with whether its ids were as many as its names
-    bounded = "enough AND floor > unlisted"
-    rows = (f"SELECT key_id, {KEYS}, cost_usd, attempts, unpriced_attempts FROM key_days FINAL "
-            f"WHERE {listed} AND has(chosen, key_id) "
-            f"UNION ALL SELECT t.1 AS key_id, t.2 AS team, t.3 AS feature, t.4 AS customer, t.5 AS cost_usd, "
-            f"t.6 AS attempts, t.7 AS unpriced_attempts FROM (SELECT arrayJoin(opened) AS t)")
-    with_ = f"""WITH
-        ({watermark_sql(CUSTOMER_HOURS)}) AS customer_hours_watermark,
-        toDateTime({{since:Date}}, 'UTC') AS since_t, toDateTime({{until:Date}}, 'UTC') AS until_t,
-        ({watermark_sql(KEY_DAYS)}) AS key_days_watermark,
-        ({watermark_sql(KEY_DAY_TOPS)}) AS key_day_tops_watermark,
-        greatest(since_t, least(until_t, key_days_watermark, key_day_tops_watermark)) AS listed_end,
-        nth AS (SELECT day, cost_usd AS nth FROM key_day_tops FINAL WHERE {listed} AND rank = {LIST_LENGTH}),
-        (SELECT sum(nth) FROM nth) AS unlisted,
-        (SELECT (groupArray(key_id), groupArray(lo), groupArray(hi)) FROM (
-           SELECT key_id, sum(t.cost_usd) AS lo, lo + unlisted - sum(n.nth) AS hi
-           FROM key_day_tops AS t FINAL LEFT JOIN nth AS n ON t.day = n.day
-           WHERE t.day >= since_t AND t.day < listed_end GROUP BY key_id)) AS lists,
-        length(lists.1) >= {{top:UInt32}} AS enough,
-        if(enough, arrayReverseSort(lists.2)[{{top:UInt32}}], 0) AS floor,
-        (SELECT groupArray((key_id, {KEYS}, cost_usd, attempts, unpriced_attempts)) FROM (
-           SELECT {KEY_ID} AS key_id, {KEYS}, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
-                  sum(unpriced_attempts) AS unpriced_attempts FROM {rest} GROUP BY {KEYS})
-         WHERE if(transform(key_id, lists.1, arrayEnumerate(lists.1), 0) AS at = 0, unlisted, lists.3[at])
-               + ifNull(cost_usd, 0) >= floor AND {bounded}) AS opened,
-        (SELECT arrayDistinct(arrayConcat(arrayFilter((k, hi) -> hi >= floor AND {bounded}, lists.1, lists.3),
-                                          arrayMap(t -> t.1, opened)))) AS chosen,
-        answer_rows AS (SELECT {KEYS}, sum(cost_usd) AS cost_usd, sum(attempts) > sum(unpriced_attempts) AS priced,
-                               any(key_id) AS key_id FROM ({rows}) GROUP BY {KEYS}),
-        (SELECT (min(distinct_ids), groupArray(({KEYS}, cost_usd))) FROM (
-           SELECT {KEYS}, cost_usd, (uniqExact(key_id) OVER ()) = (count() OVER ()) AS distinct_ids FROM answer_rows
-           ORDER BY priced DESC, cost_usd DESC, {KEYS} LIMIT {{top:UInt32}})) AS listed_answer,
-        {bounded} AND listed_answer.1 = 1 AS exact"""
-    grouped = (f"SELECT {KEYS}, sum(cost_usd) AS cost_usd FROM {full} GROUP BY {KEYS} "
-               f"HAVING sum(attempts) > sum(unpriced_attempts) ORDER BY cost_usd DESC, {KEYS} LIMIT {{top:UInt32}}")
-    parts = (with_, grouped)
-    # customer_hours' watermark once (ClickHouse analyses every copy of a scalar subquery: reader_views.computed_once)
+def watermarks_view() -> str:
+    """``key_lists_watermarks``: one row, ``customer_hours`` (its watermark) and ``key_lists`` (the days before it
+    are in both ``key_days`` and ``key_day_tops``). A view, not the watermarks' SQL: Top spenders names the
+    watermarks in several scopes, and ClickHouse analyses a scalar subquery again in each (s21: ~7 ms a copy at
+    5M, ~30 copies), where a view's is read once."""
+    columns = ("customer_hours", "key_days", "key_day_tops")
+    return f"""
+        CREATE OR REPLACE VIEW key_lists_watermarks AS
+        SELECT customer_hours, least(key_days, key_day_tops) AS key_lists
+        FROM ({watermarks_select((CUSTOMER_HOURS, KEY_DAYS, KEY_DAY_TOPS), columns)})
+        """
+
+
+def open_view() -> str:
+    """``key_lists_open``: what the lists do not hold yet, per hour and key (``period``, ``key_id``, the names,
+    cost, attempts, unpriced attempts): ``customer_hours`` from the lists' watermark on (today, a day a late event
+    reopened), raw after ``customer_hours``' own. A reader filters ``period`` to its range."""
+    wm = "(SELECT {} FROM key_lists_watermarks)"
+    rows = columns(CUSTOMER_HOURS, "{t}", list(MEASURES_READ), where_rollup=f"{{t}} >= {wm.format('key_lists')}",
+                   where_raw=f"ts >= {wm.format('key_lists')}")
     hoisted = watermark_sql(CUSTOMER_HOURS)
-    first, *others = (p.replace(hoisted, "customer_hours_watermark") for p in parts)
-    return first.replace("(customer_hours_watermark) AS customer_hours_watermark", f"({hoisted}) AS "
-                         "customer_hours_watermark", 1), *others
-
-
-def top_spenders_view() -> str:
-    """``top_spenders(since, until, top)`` (``Date``, ``Date``, ``UInt32``): team, feature, customer, cost_usd of the
-    ``top`` most costly keys with something priced in ``since <= day < until``, ordered as the cookbook's grouping
-    over ``customer_hourly`` orders them, and to the last digit its rows.
-
-    One ``SELECT`` whose rows are an array, the lists' answer or the full grouping's: a ``UNION ALL`` of the two,
-    each under its constant ``WHERE``, computed the bound's scalars once per branch (ClickHouse shares no scalar
-    between them): twice the cost."""
-    with_, full = _top_spenders_parts()
+    if hoisted not in rows:
+        raise ValueError("columns() no longer names customer_hours' watermark as watermark_sql")
+    rows = rows.replace(hoisted, wm.format("customer_hours").strip("()"))
     return f"""
-        CREATE OR REPLACE VIEW top_spenders AS
-        {with_},
-        (SELECT groupArray(({KEYS}, cost_usd)) FROM ({full}) WHERE NOT exact) AS grouped
-        SELECT t.1 AS team, t.2 AS feature, t.3 AS customer, t.4 AS cost_usd
-        FROM (SELECT arrayJoin(if(exact, listed_answer.2, grouped)) AS t)
+        CREATE OR REPLACE VIEW key_lists_open AS
+        SELECT period, {KEY_ID} AS key_id, {KEYS}, {", ".join(MEASURES_READ)} FROM {rows}
         """
 
 
-def top_spenders_bound_view() -> str:
-    """``top_spenders_bound(since, until, top)``: whether ``top_spenders`` answers from the lists (``exact``), and
-    the numbers that decide it: ``floor`` (the ``top``-th largest known cost) against ``unlisted`` (what a key no
-    list holds can cost at most), and where the lists end (``listed_end``)."""
-    with_, _ = _top_spenders_parts()
-    return f"""
-        CREATE OR REPLACE VIEW top_spenders_bound AS
-        {with_}
-        SELECT exact, floor, unlisted, listed_end
-        """
+# The cookbook's Top spenders (docs/sql.md holds the same text: tests/test_top_spenders_lists.py compares them).
+# `bound`: the keys that can rank (their `hi` reaches `floor`), whether that settles it, and the open rows to add.
+_BOUND = f"""WITH toDateTime({{since:Date}}, 'UTC') AS since_t, toDateTime({{until:Date}}, 'UTC') AS until_t,
+     greatest(since_t, least(until_t, (SELECT key_lists FROM key_lists_watermarks))) AS listed_end,
+     (SELECT (groupArrayIf(key_id, hi >= floor), any(floor > unlisted),
+              groupArrayIf((key_id, team, feature, customer, cost_usd, attempts, unpriced_attempts),
+                           opened AND (floor <= unlisted OR hi >= floor)), any(floor), any(unlisted))
+      FROM (SELECT key_id, team, feature, customer, cost_usd, attempts, unpriced_attempts, opened,
+                   max(l.unlisted) OVER () AS unlisted, max(l.floor) OVER () AS floor,
+                   if(l.listed, l.lo + unlisted - l.nl, unlisted) + ifNull(cost_usd, 0) AS hi
+            FROM (SELECT key_id, team, feature, customer, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
+                         sum(unpriced_attempts) AS unpriced_attempts, 1 AS opened
+                  FROM key_lists_open WHERE period >= since_t AND period < until_t
+                  GROUP BY key_id, team, feature, customer) AS o
+            FULL OUTER JOIN
+                 (SELECT key_id, sum(cost_usd) AS lo, sum(nth) AS nl, any(every_nth) AS unlisted, 1 AS listed,
+                         nth_value(lo, {{top:UInt32}}) OVER (ORDER BY lo DESC ROWS BETWEEN UNBOUNDED PRECEDING
+                                                           AND UNBOUNDED FOLLOWING) AS floor
+                  FROM (SELECT key_id, cost_usd, sumIf(cost_usd, rank = {LIST_LENGTH}) OVER (PARTITION BY day) AS nth,
+                               sumIf(cost_usd, rank = {LIST_LENGTH}) OVER () AS every_nth
+                        FROM key_day_tops FINAL WHERE day >= since_t AND day < listed_end)
+                  GROUP BY key_id) AS l USING (key_id))) AS bound"""
+TOP_SPENDERS = f"""{_BOUND}
+SELECT team, feature, customer, cost_usd
+FROM (SELECT team, feature, customer, sum(cost_usd) AS cost_usd, sum(attempts) > sum(unpriced_attempts) AS priced,
+             throwIf(bound.2 AND count() OVER (PARTITION BY key_id) > 1,
+                     'two keys share a key_id: group customer_hourly instead') AS shared
+      FROM (SELECT key_id, team, feature, customer, cost_usd, attempts, unpriced_attempts FROM key_days FINAL
+            WHERE day >= since_t AND day < listed_end AND (NOT bound.2 OR has(bound.1, key_id))
+            UNION ALL
+            SELECT o.1, o.2, o.3, o.4, o.5, o.6, o.7 FROM (SELECT arrayJoin(bound.3) AS o))
+      GROUP BY key_id, team, feature, customer)
+WHERE priced AND shared = 0
+ORDER BY cost_usd DESC, team, feature, customer
+LIMIT {{top:UInt32}}"""
+# Whether the lists settled a range (else every key of it was grouped), and the numbers that decide it.
+TOP_SPENDERS_SETTLED = f"{_BOUND}\nSELECT bound.2 AS settled, bound.4 AS floor, bound.5 AS unlisted, listed_end"
 
-
-STATEMENTS = (key_days_ddl(), table_ddl(KEY_DAY_TOPS), top_spenders_view(), top_spenders_bound_view())
+STATEMENTS = (key_days_ddl(), table_ddl(KEY_DAY_TOPS))  # migration 34's
+READER_STATEMENTS = ("DROP VIEW IF EXISTS top_spenders", "DROP VIEW IF EXISTS top_spenders_bound", watermarks_view(),
+                     open_view())  # migration 35's

@@ -757,6 +757,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         rollups.watermarks_view(rollups.all_grains()),
         rollups.backfill_grains(key_lists.LIST_GRAINS),  # key_days first: the lists are computed from it
     )),
+    Migration(35, "Top spenders from the day lists in the cookbook: the lists' watermarks and open rows as views", (
+        # sinks/key_lists.py: the parameterized top_spenders view cost ~0.5-1 s whatever the range (its scalars
+        # analysed again in every scope that named them, and twice as a parameterized view); the cookbook's query
+        # names two plain views instead
+        *key_lists.READER_STATEMENTS,
+    )),
 )
 
 
@@ -796,7 +802,7 @@ def migrate(store: Store, *, cluster: str | None = None) -> list[int]:
 
 _DDL_HEAD = re.compile(r"^\s*(CREATE TABLE IF NOT EXISTS \w+|CREATE OR REPLACE VIEW \w+|ALTER TABLE \w+"
                        r"|CREATE MATERIALIZED VIEW IF NOT EXISTS \w+"
-                       r"|DROP TABLE IF EXISTS \w+|EXCHANGE TABLES \w+ AND \w+)", re.I)
+                       r"|DROP (?:TABLE|VIEW) IF EXISTS \w+|EXCHANGE TABLES \w+ AND \w+)", re.I)
 
 
 def on_cluster(sql: str, cluster: str) -> str:
