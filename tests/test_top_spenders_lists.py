@@ -4,7 +4,7 @@ The reference is the question asked of ``usage_events FINAL`` itself (keys with 
 cost summed, ties broken by the names), and the cookbook's former grouping of ``customer_hourly``. Asked before the
 maintainer ran (every day pending: grouped whole), after it (from the lists, checked to be so, with keys the lists
 do not hold), after a late event and after re-pricing (pending, then maintained), with duplicates and a conflicting
-re-send, and on days where the lists cannot settle it (the full grouping answers). Real chdb (the session's shared
+re-send, and on days where the lists cannot settle it (every key summed). Real chdb (the session's shared
 store); months 2023-05 and 2023-07 are this file's.
 """
 
@@ -21,7 +21,7 @@ from spendstream.agents.stages import process
 from spendstream.batches import SourceRecord
 from spendstream.pricing import Pricer
 from spendstream.sinks import migrations, rollups
-from spendstream.sinks.key_lists import LIST_LENGTH
+from spendstream.sinks.key_lists import LIST_LENGTH, TOP_SPENDERS, TOP_SPENDERS_SETTLED
 from spendstream.sinks.rows import usage_table
 
 pytestmark = pytest.mark.integration
@@ -36,10 +36,8 @@ COOKBOOK_BEFORE = """SELECT team, feature, customer, sum(cost_usd) AS cost_usd
          FROM customer_hourly(since = {since:Date}, until = {until:Date}) GROUP BY team, feature, customer
          HAVING sum(attempts) > sum(unpriced_attempts) ORDER BY cost_usd DESC, team, feature, customer
          LIMIT {top:UInt32}"""
-LISTS = """SELECT team, feature, customer, cost_usd
-         FROM top_spenders(since = {since:Date}, until = {until:Date}, top = {top:UInt32})
-         ORDER BY cost_usd DESC, team, feature, customer"""
-BOUND = "SELECT exact, unlisted FROM top_spenders_bound(since = {since:Date}, until = {until:Date}, top = {top:UInt32})"
+LISTS = TOP_SPENDERS  # the cookbook's
+BOUND = TOP_SPENDERS_SETTLED  # settled, floor, unlisted, listed_end
 
 
 def _key(i: int) -> dict:
@@ -105,14 +103,15 @@ def test_top_spenders_equals_raw_through_late_events_resends_and_repricing(embed
     assert store.query("SELECT count() FROM key_day_tops FINAL WHERE day >= '2023-05-10' AND day < '2023-05-13'"
                        ).scalar() == 3 * LIST_LENGTH
     assert all(_asked(store, ranges)), "settled by the lists"
-    unlisted = store.query(BOUND, {"since": str(d0), "until": str(d0 + timedelta(days=3)), "top": 10}).rows[0][1]
+    unlisted = store.query(BOUND, {"since": str(d0), "until": str(d0 + timedelta(days=3)), "top": 10}).rows[0][2]
     assert unlisted > 0, "every day holds keys its list does not"
 
     # a late event makes an unlisted small key of the middle day the largest of the three days
     _store(store, [{"event_id": "late-0511", "ts": (days[1] + timedelta(hours=20)).isoformat(), "provider": "openai",
                     "model": "gpt-4o-mini", **_key(1_250), "input_tokens": 3_000_000, "output_tokens": 1}])
     assert store.query(RAW, {"since": str(d0), "until": str(d0 + timedelta(days=3)), "top": 1}).rows[0][2] == "c1250"
-    _asked(store, ranges)  # pending: the middle day and after grouped whole
+    # pending: the middle day and after are open rows, grouped whole and added to the first day's lists
+    assert _asked(store, ranges)[2:] == [True, True, True], "settled with open rows added"
     _maintain(store)
     assert all(_asked(store, ranges)), "the middle day's list rewritten"
 
@@ -158,13 +157,13 @@ def test_a_store_with_data_upgrades_to_the_lists_with_identical_answers(tmp_path
 
 
 def upgrade_check(path: str) -> None:
-    """A store at migration 33 with three days of usage (2023-07) migrated to 34: the cookbook's grouping before,
+    """A store at migration 33 with three days of usage (2023-07) migrated to 35: the cookbook's grouping before,
     the lists after (backfilled and recorded done, so read from them), and after a maintainer's pass."""
     from spendstream.sinks.embedded import EmbeddedStore
 
     store = EmbeddedStore(path)
     every = migrations.MIGRATIONS
-    migrations.MIGRATIONS = tuple(m for m in every if m.version < 34)
+    migrations.MIGRATIONS = tuple(m for m in every if m.version < 34)  # main's
     migrations.migrate(store)
     days = [datetime(2023, 7, 20 + d, tzinfo=timezone.utc) for d in range(3)]
     events = [e for d, day in enumerate(days) for e in _events(
@@ -175,13 +174,22 @@ def upgrade_check(path: str) -> None:
     before = [store.query(RAW, p).rows, store.query(COOKBOOK_BEFORE, p).rows]
     assert before[0] == before[1]
     migrations.MIGRATIONS = every
-    assert 34 in migrations.migrate(store)
+    assert {34, 35} <= set(migrations.migrate(store))
     report = {"before": [[str(v) for v in r] for r in before[0]],
               "lists": [[str(v) for v in r] for r in store.query(LISTS, p).rows],
-              "settled": [int(v) if i == 0 else str(v) for i, v in enumerate(store.query(
-                  "SELECT exact, listed_end FROM top_spenders_bound(since = {since:Date}, until = {until:Date}, "
-                  "top = {top:UInt32})", p).rows[0])]}
+              "settled": [int(v) if i == 0 else str(v) for i, v in enumerate(
+                  store.query(BOUND, p).rows[0][::3])]}
     _maintain(store)
     report["maintained"] = [[str(v) for v in r] for r in store.query(LISTS, p).rows]
     store.close()
     print(orjson.dumps(report).decode())
+
+
+def test_the_cookbook_asks_top_spenders_from_the_lists() -> None:
+    """docs/sql.md's Top spenders is the query these tests hold to raw (the grouping follows it, as a second
+    example): one text, so the cookbook cannot drift from what is tested and timed (bench/top_spenders_ab.py)."""
+    from tests.test_sql_cookbook import EXAMPLES
+
+    asked = [sql.strip() for title, _, _, sql in EXAMPLES if title.startswith("Top spenders over a period")]
+    assert asked[0] == TOP_SPENDERS.strip()
+    assert "customer_hourly" in asked[1]
