@@ -1,4 +1,4 @@
-"""The cookbook's Top spenders as another checkout has it (A) against ``top_spenders(…)`` (B), on one store.
+"""The cookbook's Top spenders as another checkout has it (A) against this checkout's (B), on one store.
 
     PYTHONPATH=. .venv/bin/python bench/top_spenders_ab.py COPY --result RESULT.json --other /path/to/main \
         --rounds 5
@@ -7,7 +7,7 @@ Both queries in one process, alternated A B B A (the order reversed every round)
 round; wall and the process's CPU (chdb runs in the process), median and p95 per case. Cases: a day and a week as
 ``read_scale_retime.py`` asks them (``since`` that many days before ``now``'s date, ``until`` the example's default:
 today's hours included), the same ending at today's start (closed days only), and top 50. ``now`` is the loaded
-history's end (``started`` in the result file). ``top_spenders_bound`` says whether B answered from the lists.
+history's end (``started`` in the result file). ``key_lists.TOP_SPENDERS_SETTLED`` says whether B's lists settled it.
 The store is migrated first, as a worker would.
 """
 
@@ -27,11 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
+from spendstream.sinks.key_lists import TOP_SPENDERS_SETTLED  # noqa: E402
 from spendstream.sinks.migrations import migrate  # noqa: E402
 
 TITLE = "### Top spenders over a period"
-VIEW = ("SELECT team, feature, customer, cost_usd FROM top_spenders(since = {since:Date}, until = {until:Date}, "
-        "top = {top:UInt32}) ORDER BY cost_usd DESC, team, feature, customer")
 _SQL = re.compile(r"```sql\n(?P<sql>.*?)```", re.S)
 
 
@@ -57,7 +56,7 @@ def main() -> int:
         print("migrations applied", migrate(store), "load average", os.getloadavg(), flush=True)
         now = datetime.fromisoformat(json.loads(args.result.read_text())["started"])
         today = now.date()
-        forms = {"A": _example(args.other), "B": VIEW}
+        forms = {"A": _example(args.other), "B": _example(Path(__file__).resolve().parents[1])}
         cases = {
             "day (yesterday + today)": {"since": str(today - timedelta(days=1)), "until": "2100-01-01", "top": 10},
             "week (+ today)": {"since": str(today - timedelta(days=7)), "until": "2100-01-01", "top": 10},
@@ -69,8 +68,7 @@ def main() -> int:
               flush=True)
         print("|---|---|---|---|", flush=True)
         for case, params in cases.items():
-            bound = store.query("SELECT exact, floor, unlisted, listed_end FROM top_spenders_bound("
-                                "since = {since:Date}, until = {until:Date}, top = {top:UInt32})", params).rows[0]
+            bound = store.query(TOP_SPENDERS_SETTLED, params).rows[0]
             expected = store.query(forms["A"], params).rows  # (a warm-up of both)
             store.query(forms["B"], params)
             wall: dict[str, list[float]] = {"A": [], "B": []}
@@ -91,7 +89,7 @@ def main() -> int:
                         f"{statistics.median(cpu[name]) * 1000:,.0f} / {p95(cpu[name]) * 1000:,.0f}")
 
             verdict = (f"yes (floor {float(bound[1]):.2f} > unlisted {float(bound[2]):.2f}, lists to {bound[3]})"
-                       if bound[0] else f"no: full grouping (floor {float(bound[1] or 0):.2f}, unlisted "
+                       if bound[0] else f"no: every key summed (floor {float(bound[1] or 0):.2f}, unlisted "
                                         f"{float(bound[2] or 0):.2f})")
             print(f"| {case} | {cell('A')} | {cell('B')} | {verdict} |", flush=True)
         print("load average", os.getloadavg(), flush=True)
