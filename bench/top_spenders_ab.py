@@ -6,8 +6,9 @@
 Both queries in one process, alternated A B B A (the order reversed every round), their rows asserted equal every
 round; wall and the process's CPU (chdb runs in the process), median and p95 per case. Cases: a day and a week as
 ``read_scale_retime.py`` asks them (``since`` that many days before ``now``'s date, ``until`` the example's default:
-today's hours included), the same ending at today's start (closed days only), and top 50. ``now`` is the loaded
-history's end (``started`` in the result file). ``key_lists.TOP_SPENDERS_SETTLED`` says whether B's lists settled it.
+today's hours included), the same ending at today's start (closed days only), top 50, today alone, and a top 2,000
+the lists cannot settle. ``now`` is the loaded history's end (``started`` in the result file).
+``key_lists.TOP_SPENDERS_SETTLED`` says whether B's lists settled it.
 The store is migrated first, as a worker would.
 """
 
@@ -63,6 +64,9 @@ def main() -> int:
             "yesterday (closed)": {"since": str(today - timedelta(days=1)), "until": str(today), "top": 10},
             "week (closed days)": {"since": str(today - timedelta(days=7)), "until": str(today), "top": 10},
             "week (+ today), top 50": {"since": str(today - timedelta(days=7)), "until": "2100-01-01", "top": 50},
+            "today (no closed day)": {"since": str(today), "until": "2100-01-01", "top": 10},
+            "week, top 2,000 (past the lists)": {"since": str(today - timedelta(days=7)), "until": str(today),
+                                                 "top": 2000},
         }
         print("| case | A wall med / p95 · CPU med / p95 ms | B wall med / p95 · CPU med / p95 ms | B from lists |",
               flush=True)

@@ -1,5 +1,6 @@
 """A pass's watermarks in one statement (``rollups.watermarks``, and ``watermarks_select``'s one row) equal each
-rollup's own ``watermark_sql``, and a read given them answers what raw ``usage_events FINAL`` answers, to the last digit.
+rollup's own ``watermark_sql``, and a read given them answers what raw ``usage_events FINAL`` answers, to the last
+digit.
 
 Compared with nothing maintained (every marked period pending), after the maintainer's pass, after a
 late event reopens a closed hour, for a rollup never maintained (no ``rollup_state`` row), and with the

@@ -122,17 +122,22 @@ def open_view() -> str:
         """
 
 
+def _key_id(column: int) -> str:
+    """``KEY_ID`` on two lines, the second starting at ``column``."""
+    return KEY_ID.replace(" isNull(customer)", "\n" + " " * column + "isNull(customer)")
+
+
 # The cookbook's Top spenders (docs/sql.md holds the same text: tests/test_top_spenders_lists.py compares them).
 # `bound`: the keys that can rank (their `hi` reaches `floor`), whether that settles it, and the open rows to add.
 _BOUND = f"""WITH toDateTime({{since:Date}}, 'UTC') AS since_t, toDateTime({{until:Date}}, 'UTC') AS until_t,
      greatest(since_t, least(until_t, (SELECT key_lists FROM key_lists_watermarks))) AS listed_end,
      (SELECT (groupArrayIf(key_id, hi >= floor), any(floor > unlisted),
               groupArrayIf((key_id, team, feature, customer, cost_usd, attempts, unpriced_attempts),
-                           opened AND (floor <= unlisted OR hi >= floor)), any(floor), any(unlisted))
+                           opened AND floor > unlisted AND hi >= floor), any(floor), any(unlisted))
       FROM (SELECT key_id, team, feature, customer, cost_usd, attempts, unpriced_attempts, opened,
                    max(l.unlisted) OVER () AS unlisted, max(l.floor) OVER () AS floor,
                    if(l.listed, l.lo + unlisted - l.nl, unlisted) + ifNull(cost_usd, 0) AS hi
-            FROM (SELECT {KEY_ID.replace(" isNull(customer)", chr(10) + " " * 35 + "isNull(customer)")} AS key_id,
+            FROM (SELECT {_key_id(35)} AS key_id,
                          team, feature, customer, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
                          sum(unpriced_attempts) AS unpriced_attempts, 1 AS opened
                   FROM key_lists_open WHERE period >= since_t AND period < until_t
@@ -151,9 +156,14 @@ FROM (SELECT team, feature, customer, sum(cost_usd) AS cost_usd, sum(attempts) >
              throwIf(bound.2 AND count() OVER (PARTITION BY key_id) > 1,
                      'two keys share a key_id: group customer_hourly instead') AS shared
       FROM (SELECT key_id, team, feature, customer, cost_usd, attempts, unpriced_attempts FROM key_days FINAL
-            WHERE day >= since_t AND day < listed_end AND (NOT bound.2 OR has(bound.1, key_id))
+            WHERE listed_end > since_t AND day >= since_t AND day < listed_end AND (NOT bound.2 OR has(bound.1, key_id))
             UNION ALL
-            SELECT o.1, o.2, o.3, o.4, o.5, o.6, o.7 FROM (SELECT arrayJoin(bound.3) AS o))
+            SELECT o.1, o.2, o.3, o.4, o.5, o.6, o.7 FROM (SELECT arrayJoin(bound.3) AS o)
+            UNION ALL
+            SELECT {_key_id(29)},
+                   team, feature, customer, sum(cost_usd), sum(attempts), sum(unpriced_attempts)
+            FROM key_lists_open WHERE NOT bound.2 AND period >= since_t AND period < until_t
+            GROUP BY team, feature, customer)
       GROUP BY key_id, team, feature, customer)
 WHERE priced AND shared = 0
 ORDER BY cost_usd DESC, team, feature, customer
