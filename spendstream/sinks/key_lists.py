@@ -140,7 +140,7 @@ _BOUND = f"""WITH toDateTime({{since:Date}}, 'UTC') AS since_t, toDateTime({{unt
             FROM (SELECT {_key_id(35)} AS key_id,
                          team, feature, customer, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts,
                          sum(unpriced_attempts) AS unpriced_attempts, 1 AS opened
-                  FROM key_lists_open WHERE period >= since_t AND period < until_t
+                  FROM key_lists_open WHERE listed_end > since_t AND period >= since_t AND period < until_t
                   GROUP BY team, feature, customer) AS o
             FULL OUTER JOIN
                  (SELECT key_id, sum(cost_usd) AS lo, sum(nth) AS nl, any(every_nth) AS unlisted, 1 AS listed,
