@@ -1,4 +1,4 @@
-"""The range views as migration 35 defines them (B) against their former definitions (A): one store, one process.
+"""The range views as migration 36 defines them (B) against their former definitions (A): one store, one process.
 
     PYTHONPATH=. .venv/bin/python bench/view_ab.py COPY --result RESULT.json --rounds 5
 
@@ -8,7 +8,7 @@ what migrations 12-31 created), and every cookbook example and Grafana panel tha
 ways — the SQL as written (B) and with the views renamed (A) — alternated, the order reversed every round, rows
 asserted equal every round; the process's CPU (chdb runs in the process) median and p95. Plus each view alone over
 an empty range and over one closed hour (its fixed cost). ``now`` is the loaded history's end, as
-``read_scale_retime.py`` uses it. The store must be at migration 35 (a copy: the ``_v33`` views stay in it).
+``read_scale_retime.py`` uses it. The store must be at migration 36 (a copy: the ``_v33`` views stay in it).
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def main() -> int:
     args = parser.parse_args()
     store = EmbeddedStore(args.data_dir)
     try:
-        if store.query("SELECT max(version) FROM schema_migrations FINAL").scalar() < 35:
-            raise SystemExit("the store is not at migration 35: migrate a copy first")
+        if store.query("SELECT max(version) FROM schema_migrations FINAL").scalar() < 36:
+            raise SystemExit("the store is not at migration 36: migrate a copy first")
         for ddl in OLD.values():
             store.command(ddl)
         now = datetime.fromisoformat(json.loads(args.result.read_text())["started"])
@@ -108,7 +108,7 @@ def main() -> int:
                 # example of now() asks two different moments)
                 same = sorted(map(str, rows[0])) == sorted(map(str, rows[1]))
                 assert same or "now()" in both[name][1][0], f"{name}: A and B differ"
-        print("| question | A (v33 views) CPU median / p95 ms | B (migration 35) | B/A |\n|---|---|---|---|")
+        print("| question | A (v33 views) CPU median / p95 ms | B (migration 36) | B/A |\n|---|---|---|---|")
         for name, (a_s, b_s) in cpu.items():
             print(f"| {name} | {_ms(a_s)} | {_ms(b_s)} | {statistics.median(b_s) / statistics.median(a_s):.2f} |")
     finally:

@@ -1,5 +1,6 @@
-"""A pass's watermarks in one statement (``rollups.watermarks``) equal each rollup's own ``watermark_sql``,
-and a read given them answers what raw ``usage_events FINAL`` answers, to the last digit.
+"""A pass's watermarks in one statement (``rollups.watermarks``, and ``watermarks_select``'s one row) equal each
+rollup's own ``watermark_sql``, and a read given them answers what raw ``usage_events FINAL`` answers, to the last
+digit.
 
 Compared with nothing maintained (every marked period pending), after the maintainer's pass, after a
 late event reopens a closed hour, for a rollup never maintained (no ``rollup_state`` row), and with the
@@ -49,7 +50,11 @@ def _assert_marks_agree(store) -> None:
         one_by_one = query_result(store, "SELECT " + ", ".join(
             f"toString({rollups.watermark_sql(r)})" for r in grains)).rows[0]
         together = rollups.watermarks(store, grains)
-        if [together[r.name] for r in grains] == [rollups._as_datetime(v) for v in one_by_one]:
+        names = [f"w{i}" for i in range(len(grains))]  # and as one row (key_lists_watermarks' SQL)
+        row = query_result(store, f"SELECT {', '.join(f'toString({n})' for n in names)} FROM "
+                                  f"({rollups.watermarks_select(grains, names)})").rows[0]
+        if [together[r.name] for r in grains] == [rollups._as_datetime(v) for v in one_by_one] and \
+                row == one_by_one:
             return
     raise AssertionError(f"watermarks differ: {together} vs {one_by_one}")
 

@@ -267,12 +267,13 @@ def regrain_check(path: str) -> None:
     windows = store.query("SELECT uniqExact(toStartOfFiveMinutes(ts)) FROM usage_events").scalar()
     days = store.query("SELECT uniqExact(toDate(ts)) FROM usage_events").scalar()
     tens = store.query("SELECT uniqExact(toStartOfTenMinutes(ts)) FROM usage_events").scalar()
-    # migrations 17, 19-22, 28, 31 and 33 compute the readers' rollups from the raw rows, and record their periods
-    # done
+    # migrations 17, 19-22, 28, 31, 33 and 34 compute the readers' rollups from the raw rows, and record their
+    # periods done
     assert done == [("advice_hours", hours), ("burst_hours", hours), ("customer_days", days),
                     ("customer_hours", hours), ("customer_provider_hours", hours), ("deployment_minutes", 200),
                     ("feature_days", days), ("feature_failures", windows), ("feature_request_hours", hours),
-                    ("gpu_allocated_hours", hours), ("loop_shapes", tens), ("override_hours", hours),
+                    ("gpu_allocated_hours", hours), ("key_day_tops", days), ("key_days", days), ("loop_shapes", tens),
+                    ("override_hours", hours),
                     ("prefix_hours", hours), ("prefix_windows", windows), ("report_hours", hours),
                     ("team_days", days), ("unpriced_hours", hours), ("usage_hours", hours), ("usage_minutes", 200)]
     for rollup in (*shapes.SHAPES, *rollups.READER_GRAINS, *rollups.DETECTOR_GRAINS, *rollups.PANEL_GRAINS):

@@ -1,11 +1,11 @@
-"""The range views of migration 35: what they read from raw in one arm, ``customer_daily``'s partial days from the
+"""The range views of migration 36: what they read from raw in one arm, ``customer_daily``'s partial days from the
 hours — equal to raw ``usage_events FINAL``, to the digit.
 
 ``usage_minutely``, ``usage_hourly``, ``customer_hourly``, ``customer_daily``, ``team_daily`` and ``feature_daily``
 are compared with the same question asked of raw on ranges that start and end inside minutes, hours and days, on whole
 hours that are not whole days, inside one day, and on whole days (``Date`` bounds for the day views that count
 requests): before the maintainer ran (everything from raw), maintained, with re-deliveries, a conflicting re-send and
-late events pending, and maintained again. A store at migration 33 with data upgrades to 35 with identical answers.
+late events pending, and maintained again. A store at migration 33 with data upgrades to 36 with identical answers.
 Real chdb; months 2020-08 (the shared store) and 2022-04 (the upgrade's own store) are this file's.
 """
 
@@ -140,7 +140,7 @@ def test_a_store_with_data_upgrades_to_the_one_arm_views_with_identical_answers(
 
 def upgrade_check(path: str) -> None:
     """A store at migration 33 with twelve days of bursts (2022-04), maintained: every view's answers, migrated to
-    35, the same answers; then ``customer_daily`` over whole hours that are not whole days with their raw events
+    36, the same answers; then ``customer_daily`` over whole hours that are not whole days with their raw events
     deleted (no marks: the rollups stand), beside migration 25's view asked the same."""
     from spendstream.sinks.embedded import EmbeddedStore
 
@@ -167,7 +167,7 @@ def upgrade_check(path: str) -> None:
 
     report = {"before": answers()}
     migrations.MIGRATIONS = every
-    assert 35 in migrations.migrate(store)
+    assert 36 in migrations.migrate(store)
     report["after"] = answers()
     report["hours_kept"] = _rows(store.query(CUSTOMER_DAILY, hours))
     store.command(f"ALTER TABLE usage_events DELETE WHERE ts >= toDateTime64('{hours['since']}', 3, 'UTC') "

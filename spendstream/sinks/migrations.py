@@ -16,7 +16,7 @@ from functools import partial
 
 from spendstream.pricing.fees import FEE_KINDS
 from spendstream.pricing.rates import KINDS
-from spendstream.sinks import billing, gpu_views, live_slices, reader_views, rollups, shapes
+from spendstream.sinks import billing, gpu_views, key_lists, live_slices, reader_views, rollups, shapes
 from spendstream.sinks.regrain import regrain
 from spendstream.sinks.relayout import relayout
 from spendstream.sinks.store import Store
@@ -747,10 +747,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         # sinks/gpu_views.py: a week of allocation split every minute's cost over a week of deployment_minutes rows
         # at read time (~1 s CPU at 50M events); the hours are kept by the maintainer like every grain
         *gpu_views.HOUR_STATEMENTS,
-        rollups.watermarks_view(rollups.all_grains()),
+        rollups.watermarks_view(tuple(g for g in rollups.all_grains() if g not in key_lists.LIST_GRAINS)),
         rollups.backfill_grains(gpu_views.GPU_GRAINS),  # from the samples and usage already stored
     )),
-    Migration(35, "the range views' fixed cost: raw read in one arm, customer_daily's partial days from the hours", (
+    Migration(34, "Top spenders from kept day lists: day × key sorted by key, each day's 1,000 costliest keys", (
+        # sinks/key_lists.py: a week's ranking grouped every key of the week (~3 s CPU at 50M events); the lists
+        # bound every key's cost, so only the few that can rank are read, key first
+        *key_lists.STATEMENTS,
+        rollups.watermarks_view(rollups.all_grains()),
+        rollups.backfill_grains(key_lists.LIST_GRAINS),  # key_days first: the lists are computed from it
+    )),
+    Migration(35, "Top spenders from the day lists in the cookbook: the lists' watermarks and open rows as views", (
+        # sinks/key_lists.py: the parameterized top_spenders view cost ~0.5-1 s whatever the range (its scalars
+        # analysed again in every scope that named them, and twice as a parameterized view); the cookbook's query
+        # names two plain views instead
+        *key_lists.READER_STATEMENTS,
+    )),
+    Migration(36, "the range views' fixed cost: raw read in one arm, customer_daily's partial days from the hours", (
         # every arm of a view costs its plan whatever it reads (~5-10 ms on 2 cores, BENCHMARKS.md s21); and a range
         # not starting at midnight read its first partial day of customer_daily from raw (~1 s CPU at 50M events)
         *(reader_views.range_view(name, rollup, raw_once=True) for name, rollup in (
@@ -800,7 +813,7 @@ def migrate(store: Store, *, cluster: str | None = None) -> list[int]:
 
 _DDL_HEAD = re.compile(r"^\s*(CREATE TABLE IF NOT EXISTS \w+|CREATE OR REPLACE VIEW \w+|ALTER TABLE \w+"
                        r"|CREATE MATERIALIZED VIEW IF NOT EXISTS \w+"
-                       r"|DROP TABLE IF EXISTS \w+|EXCHANGE TABLES \w+ AND \w+)", re.I)
+                       r"|DROP (?:TABLE|VIEW) IF EXISTS \w+|EXCHANGE TABLES \w+ AND \w+)", re.I)
 
 
 def on_cluster(sql: str, cluster: str) -> str:

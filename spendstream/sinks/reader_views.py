@@ -12,7 +12,7 @@
   day × team (× feature), from ``team_days``/``feature_days`` up to their watermark and the hours' request
   sets after it.
 
-Migration 35 recreated them to cost less whatever the range holds: each reads raw in one arm (``ranges.spans``),
+Migration 36 recreated them to cost less whatever the range holds: each reads raw in one arm (``ranges.spans``),
 and ``customer_daily`` takes only whole days from ``customer_days``, its partial days from the hours
 (``whole_days_view``).
 """
@@ -52,7 +52,7 @@ def range_view(name: str, rollup: Rollup, *, raw_once: bool = False) -> str:
     measures, to be combined like ``Measure.of_rollup``: ``sum`` for counts, tokens and
     money, ``max`` for ``max_attempt``, ``uniqExactMerge`` for ``requests`` and
     ``successful_requests`` (``uniqExact`` states: a request retried across two periods
-    counts once). ``raw_once`` (migration 35): what is read from raw in one arm (``ranges.spans``).
+    counts once). ``raw_once`` (migration 36): what is read from raw in one arm (``ranges.spans``).
     """
     keys = ", ".join(rollup.keys)
     names = ", ".join(m.name for m in rollup.measures)
@@ -112,7 +112,7 @@ def layered_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str
 
 
 def whole_days_view(name: str, days: Rollup, hours: Rollup = CUSTOMER_HOURS) -> str:
-    """``layered_view``'s columns and answers (migration 35), read from fewer places: ``days`` keeps only the range's
+    """``layered_view``'s columns and answers (migration 36), read from fewer places: ``days`` keeps only the range's
     whole days before its watermark; everything else — the partial days at the range's ends, today, a day a late
     event reopened — is ``hours``' (``ranges.spans`` over the range before and after those days: its whole hours
     from the rollup, the rest from raw in one arm).
@@ -148,7 +148,7 @@ def counted_days_view(name: str, days: Rollup, hours: Rollup = HOURS, *, raw_onc
     ``SELECT … FROM team_daily(since = …, until = …)``. Unlike ``layered_view``, a day is never split between
     the two sources (the watermark of a day rollup is a day's start), so each day and key is one row and its
     ``requests`` and ``successful_requests`` are distinct counts: add them only over other days, never over
-    keys (one request can have attempts under two keys). ``raw_once`` (migration 35): the hours' raw in one arm.
+    keys (one request can have attempts under two keys). ``raw_once`` (migration 36): the hours' raw in one arm.
     """
     keys = ", ".join(days.keys)
     names = ", ".join(m.name for m in days.measures)
