@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
-from bench.detector_eval import rules
+from bench.detector_eval import quiet_keys, rules
 from bench.detector_eval.traces import SHAPES, load
 from bench.detector_eval.traffic import (
     BUSY_CONTROL,
     CONTROLS,
     DAY,
     EVAL_START,
+    EXTRA_CONTROLS,
     KINDS,
     MONTHLY_CONTROL,
     MONTHLY_RUNS,
+    QUIET_BLIP_CONTROLS,
+    SPARSE_STORM_KEYS,
     generate,
 )
+from spendstream.detect.storm import RetryStormRule
+
+_ARRAYS = ("requests", "attempts", "failed", "cost", "failed_cost", "max_attempt", "repeats")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,8 @@ def test_no_hour_is_a_copy_of_another(world) -> None:
 
 
 def test_incidents_land_in_the_evaluated_week_and_controls_run_every_day(world) -> None:
-    assert sorted(i.kind for i in world.incidents) == sorted(k for k, n in KINDS for _ in range(n))
+    assert sorted(i.kind for i in world.incidents) == sorted(
+        [k for k, n in KINDS for _ in range(n)] + ["sparse_quiet_storm"] * len(SPARSE_STORM_KEYS))
     assert all(EVAL_START <= i.start < i.end <= world.minutes for i in world.incidents)
     nightly = world.leaves.index(next(leaf for leaf in world.leaves if leaf.feature == CONTROLS[0][1]))
     per_day = world.requests[nightly].reshape(-1, DAY).sum(axis=1)
@@ -147,3 +156,81 @@ def test_the_delay_report_times_every_spike_as_the_score_does_and_names_a_cause_
         assert t.window is not None and t.start < t.window <= t.start + 5  # the first pass after the onset
         late = t.delay is None or t.delay > delays.LATE
         assert (t.cause == "on time") != late and (t.hot is None or t.hot >= t.window)
+
+
+def _before_quiet_keys(world) -> tuple[int, str, str]:
+    """The world as it was before the quiet keys: its event count, its incidents, its arrays (digests)."""
+    rows = len(world.leaves) - len(SPARSE_STORM_KEYS) - len(QUIET_BLIP_CONTROLS)
+    incidents = [(i.kind, i.leaf, i.start, i.end, round(i.excess_usd, 6)) for i in world.incidents
+                 if i.kind != "sparse_quiet_storm"]
+    arrays = b"".join(np.ascontiguousarray(getattr(world, a)[:rows]).tobytes() for a in _ARRAYS)
+    return (int(world.attempts[:rows].sum(dtype=np.float64)), hashlib.sha256(repr(incidents).encode()).hexdigest()[:16],
+            hashlib.sha256(arrays).hexdigest()[:16])
+
+
+def test_the_quiet_keys_leave_every_row_and_incident_before_them_as_they_were(world) -> None:
+    # main 1b2ee9f (before the quiet keys) gave exactly these for code, seed 7: event count, incidents, arrays
+    assert _before_quiet_keys(world) == (20213304, "69b0f844f98dea6b", "79520465b2093f8e")
+    assert len(world.leaves) == 250 + len(CONTROLS) + dict(KINDS)["new_key"] + len(EXTRA_CONTROLS) + 6
+    assert [i.kind for i in world.incidents][-len(SPARSE_STORM_KEYS):] == ["sparse_quiet_storm"] * 3
+
+
+def test_a_sparse_quiet_storm_fails_in_bursts_with_silent_gaps_on_a_quiet_key(world) -> None:
+    storms = [i for i in world.incidents if i.kind == "sparse_quiet_storm"]
+    assert sorted(world.leaves[i.leaf].feature for i in storms) == sorted(f for _, f, _ in SPARSE_STORM_KEYS)
+    for storm in storms:
+        leaf, span = storm.leaf, slice(storm.start, storm.end)
+        assert EVAL_START <= storm.start and 30 <= storm.end - storm.start <= 90
+        assert world.attempts[leaf, :EVAL_START].mean() < 1.0  # quiet: under a request a minute, as a rule
+        active = np.flatnonzero(world.attempts[leaf, span])
+        requests, failed = world.requests[leaf, span][active], world.failed[leaf, span][active]
+        assert (failed >= 3 * requests).all() and (failed <= 6 * requests).all()  # 3–6 failed attempts a request
+        longest = world.max_attempt[leaf, span].max()
+        assert 4 <= longest < RetryStormRule().loop_attempts  # a storm, not a loop
+        gaps = np.diff(active) - 1  # silent minutes between minutes that sent
+        assert (gaps >= 5).sum() >= 1 and gaps.max() <= 15 + 2 * 2  # a burst's minutes are ≤ 3, its gap 5–15
+        assert ((gaps <= 2) | (gaps >= 5)).all()
+        assert storm.excess_usd > 0 and storm.excess_usd == pytest.approx(float(storm.excess.sum()))
+        assert world.incident_subjects(storm).isdisjoint(world.controls)
+
+
+def test_a_quiet_blip_fails_a_few_attempts_and_then_its_key_is_silent(world) -> None:
+    blips = world.blips
+    assert len(blips) == quiet_keys.BLIPS_PER_KEY * len(QUIET_BLIP_CONTROLS)
+    assert not any(i.kind == "quiet_blip" for i in world.incidents)  # a control, not an incident
+    for blip in blips:
+        leaf = blip.leaf
+        assert EVAL_START <= blip.start < blip.end <= world.minutes
+        sent = np.flatnonzero(world.attempts[leaf, blip.start:blip.end])
+        assert len(sent) and sent.max() < 4  # the blip's minutes only, then nothing
+        assert blip.end - blip.start - sent.max() - 1 >= 15
+        span = slice(blip.start, blip.end)
+        requests, failed = world.requests[leaf, span].sum(), world.failed[leaf, span].sum()
+        assert 1 <= requests <= 3 and requests <= failed <= 3 * requests
+        subjects = world.incident_subjects(blip)
+        assert subjects <= world.controls and {world.control_kinds[s] for s in subjects} == {"quiet_blip"}
+
+
+def test_the_quiet_keys_are_the_seed_s_and_only_the_seed_s(world) -> None:
+    again, other = generate(load("code"), seed=7), generate(load("code"), seed=8)
+    for a in _ARRAYS:
+        assert np.array_equal(getattr(world, a), getattr(again, a))
+    key = lambda w: [(i.kind, i.leaf, i.start, i.end) for i in w.incidents + w.blips]  # noqa: E731
+    assert key(again) == key(world) and key(other) != key(world)
+    quiet = slice(len(world.leaves) - 6, None)
+    assert not np.array_equal(world.failed[quiet], other.failed[quiet])
+
+
+def test_a_storm_alert_on_a_quiet_blip_is_a_control_alert_and_one_on_a_sparse_storm_is_true(world) -> None:
+    from bench.detector_eval import score
+    from bench.detector_eval.rules import Fired
+
+    blip = world.blips[0]
+    storm = next(i for i in world.incidents if i.kind == "sparse_quiet_storm")
+    feature = lambda i: f"feature={world.leaves[i.leaf].feature}"  # noqa: E731
+    fired = [Fired("noise", "retry_storm", feature(blip), blip.start + 5, "firing", "error"),
+             Fired("noise", "retry_storm", feature(storm), storm.start + 5, "firing", "error")]
+    s = score.score(world, fired, "noise", "retries")
+    assert (s.alerts, s.true_alerts, s.control_alerts, s.blips_alerted) == (2, 1, 1, 1)
+    assert s.control_by == {"quiet_blip": 1} and s.found["sparse_quiet_storm"] == 1
+    assert s.counted["sparse_quiet_storm"] == len(SPARSE_STORM_KEYS)

@@ -114,6 +114,14 @@ def table(totals: dict, extra: dict, *, seeds: list[int], shapes: list[str]) -> 
             lines.append(f"- {name}/{family}: {s.attached} triggers stored as part of another subject's incident "
                          "(not delivered; not scored as alerts)")
     for (name, family), s in sorted(totals.items()):
+        lines.append(f"- found by {name}/{family} (delay p50 / p90 min): " + ", ".join(
+            f"{kind} {s.found[kind]}/{n} ({score.percentile(s.kind_delays.get(kind, []), 50):.0f} / "
+            f"{score.percentile(s.kind_delays.get(kind, []), 90):.0f})" for kind, n in s.counted.items()))
+        if s.control_alerts:
+            lines.append(f"- control alerts of {name}/{family}: " + ", ".join(
+                f"{kind} {n}" for kind, n in s.control_by.most_common()))
+        lines.append(f"- quiet blips with an alert ({name}/{family}): {s.blips_alerted} of {s.blips}")
+    for (name, family), s in sorted(totals.items()):
         if s.missed:
             kinds = Counter(m.split("@")[0] for m in s.missed)
             lines.append(f"- missed by {name}/{family} ({len(s.missed)}): "

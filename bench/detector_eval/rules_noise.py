@@ -328,7 +328,9 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              max_attempt=longest, repeats=repeats, counted=features, slow_repeats=slow_repeats,
                              others=others, **guard(split, failed, attempts, w, rule.burn_now_minutes, features),
                              slow_others=slow_others,
-                             latest_failed=split(failed, rule.storm_now_minutes),  # as fast_window's latest_*
+                             # as fast_window's latest_* (silent there, a storm must have lasted: judge reads the
+                             # slow window less the fast one, as the package does; a pair's is zero)
+                             latest_failed=split(failed, rule.storm_now_minutes),
                              latest_attempts=split(attempts, rule.storm_now_minutes))
         # as detect_retry_storms: storms need a day of history, loops do not
         loop = rule.looping(longest, repeats, slow_repeats)

@@ -46,6 +46,12 @@ class Score:
     missed: list[str] = field(default_factory=list)
     refires_max: int = 0
     attached: int = 0   # triggers stored as part of another subject's incident: not delivered, not scored
+    found: Counter = field(default_factory=Counter)   # kind -> incidents of it found (of those counted)
+    counted: Counter = field(default_factory=Counter)  # kind -> incidents of it counted in recall
+    kind_delays: dict[str, list[float]] = field(default_factory=dict)  # kind -> delays of those found
+    control_by: Counter = field(default_factory=Counter)  # which control (``World.control_kinds``) -> its alerts
+    blips: int = 0          # quiet blips (``World.blips``, a negative control) ...
+    blips_alerted: int = 0  # ... and those with an alert on their key from the blip to ``GRACE`` after its silence
 
     @property
     def recall(self) -> float:
@@ -62,12 +68,16 @@ class Score:
     def merge(self, other: Score) -> Score:
         out = Score(self.rule, self.family)
         for name in ("incidents", "detected", "under_floor", "under_floor_detected", "alerts", "true_alerts",
-                     "control_alerts", "keys", "attached"):
+                     "control_alerts", "keys", "attached", "blips", "blips_alerted"):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.days = self.days  # keys add up across runs, days stay a week: per-key rates stay comparable
         for name in ("delays", "spike_delays", "creep_delays", "usd_before", "missed"):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.refires_max = max(self.refires_max, other.refires_max)
+        for name in ("found", "counted", "control_by"):
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        out.kind_delays = {k: self.kind_delays.get(k, []) + other.kind_delays.get(k, [])
+                           for k in self.kind_delays.keys() | other.kind_delays.keys()}
         return out
 
 
@@ -98,6 +108,10 @@ def score(world: World, fired: list[Fired], rule: str, family: str) -> Score:
     result.alerts = len(firings)
     result.true_alerts = sum(true_incident(world, f) is not None for f in firings)
     result.control_alerts = sum(f.subject in world.controls for f in firings)
+    result.control_by = Counter(world.control_kinds[f.subject] for f in firings if f.subject in world.controls)
+    result.blips = len(world.blips)
+    result.blips_alerted = sum(any(f.subject in world.incident_subjects(b) and b.start < f.minute <= b.end + GRACE
+                                   for f in firings) for b in world.blips)
     per_subject = Counter(f.subject for f in firings)
     result.refires_max = max(per_subject.values(), default=0)
     for incident in (i for i in world.incidents if i.kind in FAMILIES[family]):
@@ -110,6 +124,8 @@ def score(world: World, fired: list[Fired], rule: str, family: str) -> Score:
             result.under_floor_detected += bool(hits)
             continue
         result.incidents += 1
+        result.counted[incident.kind] += 1
+        result.found[incident.kind] += bool(hits)
         if not hits:
             result.missed.append(f"{incident.kind}@{world.leaves[incident.leaf].feature}"
                                  f"/{world.leaves[incident.leaf].customer} ${incident.excess_usd:.0f}")
@@ -118,6 +134,7 @@ def score(world: World, fired: list[Fired], rule: str, family: str) -> Score:
         result.detected += 1
         delay = min(hits) - incident.start
         result.delays.append(delay)
+        result.kind_delays.setdefault(incident.kind, []).append(delay)
         if incident.kind == "spike":
             result.spike_delays.append(delay)
         if incident.kind == "creep":

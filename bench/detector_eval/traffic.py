@@ -19,7 +19,11 @@ What is real: the per-minute arrival shape and the request sizes come from a tra
   weekday-only job at 09:00 ± 5 min, and a lunch peak (12:00–13:00, weekdays, 8×); and two
   drawn apart (``EXTRA_CONTROLS``): a busy key with its ordinary bursts, and a month-end job
   seen once before (a "month" is ``MONTH_DAYS`` here: the world is three weeks long);
-- **incidents** (third week only), one leaf each: see ``KINDS``.
+- **incidents** (third week only), one leaf each: see ``KINDS``;
+- **quiet keys** drawn apart (:mod:`.quiet_keys`, appended after everything above): three quiet features each
+  storming sparsely once (``sparse_quiet_storm``: bursts of a few requests failing 3–6 attempts each, silent gaps
+  of 5–15 min, for 30–90 min) and, as a negative control (``quiet_blip``), three quiet keys hit by a provider blip
+  only they show: 1–3 requests failing 1–3 attempts each, then silence.
 
 Everything is arrays of shape (leaves, minutes); subjects (``team=…``, ``feature=…``,
 ``customer=…``) are sums of leaves through ``membership``.
@@ -42,7 +46,7 @@ MEAN_REQUEST_USD = 0.05        # a request's mean cost at price 1: the trace giv
 PROVIDERS = ("openai", "anthropic", "google")
 FAILED_ATTEMPT_SHARE = 0.25
 SPEND_KINDS = ("spike", "model_switch", "night_abuse", "weekend_spike", "creep")
-RETRY_KINDS = ("storm_busy", "storm_quiet", "slow_burn", "loop_fingerprint", "loop_attempts")
+RETRY_KINDS = ("storm_busy", "storm_quiet", "slow_burn", "loop_fingerprint", "loop_attempts", "sparse_quiet_storm")
 # (kind, how many per run)
 KINDS = (("spike", 5), ("model_switch", 2), ("night_abuse", 2), ("weekend_spike", 2), ("creep", 2),
          ("new_key", 2), ("storm_busy", 3), ("storm_quiet", 3), ("slow_burn", 3), ("loop_fingerprint", 2),
@@ -55,6 +59,10 @@ MONTHLY_CONTROL = ("finance", "month-end-close", "internal-finance")  # a monthl
 MONTH_DAYS = 17   # "a month" in a three-week world: the job ran on day 1 and runs again on day 18 (a Friday)
 MONTHLY_RUNS = (1 * DAY + 22 * 60, (1 + MONTH_DAYS) * DAY + 22 * 60)  # 22:00 both times
 EXTRA_CONTROLS = (BUSY_CONTROL, MONTHLY_CONTROL)
+# quiet keys (:mod:`.quiet_keys`), drawn from a generator of their own and appended after the extra controls: each
+# storms sparsely once (an incident, not in ``KINDS``: those are drawn from the world's generator), or is blipped
+SPARSE_STORM_KEYS = tuple(("team-quiet", f"sparse-{k}", f"cust-sparse-{k}") for k in range(3))
+QUIET_BLIP_CONTROLS = tuple(("ops", f"blip-{k}", f"internal-blip-{k}") for k in range(3))
 
 
 def pair_subject(feature: str, customer: str) -> str:
@@ -103,6 +111,9 @@ class World:
     subjects: list[str] = field(default_factory=list)
     membership: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (subjects, leaves), 0/1
     controls: set[str] = field(default_factory=set)
+    control_kinds: dict[str, str] = field(default_factory=dict)  # control subject -> which control (its feature, or
+    #                                                              "quiet_blip" for every quiet blip key's)
+    blips: list[Incident] = field(default_factory=list)  # the quiet blips (a control: not in ``incidents``)
 
     @property
     def minutes(self) -> int:
@@ -212,8 +223,14 @@ def generate(trace: Trace, seed: int, *, days: int = DAYS, leaves: int = 250, pe
         incident.excess = _excess(world, incident, lam - usual, mean_cost, p_fail)
         incident.excess_usd = float(incident.excess.sum())
     world.incidents = incidents
-    _extra_controls(world, trace, seed, profile_of=lambda p, w: (0.25 + 0.75 * np.exp(-(((hod - p) / 4.5) ** 2)))
-                    * np.where(dow >= 5, w, 1.0), hour=hour, minute_of_hour=minute_of_hour, tokens=tokens)
+    from bench.detector_eval import quiet_keys  # it builds on this module's types: imported once they exist
+
+    def profile_of(peak_hour: int, weekend_share: float) -> np.ndarray:  # a key's daily and weekly curve
+        return (0.25 + 0.75 * np.exp(-(((hod - peak_hour) / 4.5) ** 2))) * np.where(dow >= 5, weekend_share, 1.0)
+
+    _extra_controls(world, trace, seed, profile_of=profile_of, hour=hour, minute_of_hour=minute_of_hour, tokens=tokens)
+    quiet_keys.append(world, trace, seed, profile_of=profile_of, hour=hour, minute_of_hour=minute_of_hour,
+                      tokens=tokens)
     _subjects(world)
     return world
 
@@ -381,8 +398,13 @@ def _subjects(world: World) -> None:
         for k in ("team", "feature", "customer"):
             membership[index[f"{k}={getattr(leaf, k)}"], j] = 1.0
     world.subjects, world.membership = names, membership
-    every = CONTROLS + EXTRA_CONTROLS
-    world.controls = {f"{k}={v}" for t, f, c in every for k, v in (("team", t), ("feature", f), ("customer", c))}
-    world.controls |= {pair_subject(f, c) for _, f, c in every}
-    world.controls |= {model_subject(leaf.feature, leaf.customer, leaf.model) for leaf in world.leaves
-                       if pair_subject(leaf.feature, leaf.customer) in world.controls}
+    every = CONTROLS + EXTRA_CONTROLS + QUIET_BLIP_CONTROLS
+    for t, f, c in every:
+        kind = "quiet_blip" if (t, f, c) in QUIET_BLIP_CONTROLS else f
+        world.control_kinds |= {f"{k}={v}": kind for k, v in (("team", t), ("feature", f), ("customer", c))}
+        world.control_kinds[pair_subject(f, c)] = kind
+    for leaf in world.leaves:
+        kind = world.control_kinds.get(pair_subject(leaf.feature, leaf.customer))
+        if kind is not None:
+            world.control_kinds[model_subject(leaf.feature, leaf.customer, leaf.model)] = kind
+    world.controls = set(world.control_kinds)

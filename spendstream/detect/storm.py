@@ -10,11 +10,16 @@ share), every pass, from counts:
   the subject's attempts fell in, where the reader gives them), floored at ``min_ratio``. Hot at
   ``z_fire`` standard deviations with ``min_failed`` failures and ``factor`` × the expected
   ratio, so a quiet feature whose few requests each take five attempts is a storm; and its newest
-  ``storm_now_minutes`` (the passes' cadence) not yet calm (``z_calm`` deviations above the expected ratio, where
-  it sent anything there: a quiet feature's storm has minutes without attempts): two
+  ``storm_now_minutes`` (the passes' cadence) not yet calm (``z_calm`` deviations above the expected ratio): two
   passes' windows overlap, so a burst of a few minutes inside the overlap (a provider blip that only the subject's
   own traffic shows, its provider's other traffic too thin to) was hot on both and paged after it had ended —
-  the second pass must see the failures go on in minutes the first did not;
+  the second pass must see the failures go on in minutes the first did not. A quiet key that sent *nothing* in
+  its newest minutes is a storm only if it **lasted**: its slow window, before the fast one, failed above the
+  usual too (``lasted_failed`` failures at ``lasted_z`` deviations and ``factor`` × the slow window's expected
+  ratio). A quiet feature's sparse storm (a few requests retried on and on, silent minutes between them) pages
+  on its second burst; a blip that hit a quiet key's few requests and went silent, like a first burst, does not
+  (session s21, measured on the harness's ``sparse_quiet_storm`` and ``quiet_blip``). A subject judged on its
+  fast window alone (a pair) has no slow window: silent there, it is left to its feature and its customer;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
   a storm that ended stays in the slow window, and one failure of a quiet key is no evidence).
@@ -73,6 +78,9 @@ class RetryStormRule:
     burn_now_factor: float = 1.6
     # a storm must still fail in its window's newest minutes (the passes' cadence): see the module's docstring
     storm_now_minutes: int = 5
+    # one that sent nothing there must have lasted: its slow window failed above the usual before the fast window
+    lasted_failed: float = 3.0
+    lasted_z: float = 4.0
 
     def expected_ratio(self, own: np.ndarray, *, failed: np.ndarray, attempts: np.ndarray,
                        counted: np.ndarray | None = None, others: np.ndarray | None = None) -> np.ndarray:
@@ -128,6 +136,12 @@ class RetryStormRule:
         loop of its own) can be hot: a storm needs ``min_failed`` failures there."""
         return np.asarray(failed) >= self.min_failed
 
+    def lasted(self, failed: np.ndarray, attempts: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Per subject, from its failed attempts and attempts before its fast window (within the slow window) and
+        the ratio it is held to there: whether it failed clearly above the usual then too."""
+        ratio = np.where(attempts > 0, failed / np.maximum(attempts, 1), 0.0)
+        return (failed >= self.lasted_failed) & (_z(failed, attempts, p) >= self.lasted_z) & (ratio >= self.factor * p)
+
     def looping(self, max_attempt: np.ndarray, repeats: np.ndarray, slow_repeats: np.ndarray | None) -> np.ndarray:
         """Per subject: an agent loop (one request retried on and on, or one request shape repeated)."""
         slow = (slow_repeats >= self.loop_slow_repeats) if slow_repeats is not None else False
@@ -162,21 +176,23 @@ class RetryStormRule:
         the window's average); ``slow_others``: what the other traffic failed at over each subject's slow window
         (:func:`others_ratio`), where those windows differ (a subject's starts after its storm, :func:`settled`;
         default: from the ``counted`` subjects' slow windows); ``latest_failed``/``latest_attempts``: per subject
-        and provider, the fast window's newest ``storm_now_minutes``, where a storm must not be calm yet (default:
-        not asked)."""
+        and provider, the fast window's newest ``storm_now_minutes``, where a storm must not be calm yet and, if it
+        sent nothing there, must have lasted (its slow window less its fast one; default: not asked)."""
         p = self.expected_ratio(own_ratio, failed=failed, attempts=attempts, counted=counted, others=others)
         f, a = failed.sum(axis=1), attempts.sum(axis=1)
         z = _z(f, a, p)
         ratio = np.where(a > 0, f / np.maximum(a, 1), 0.0)
         storm = (z >= self.z_fire) & (f >= self.min_failed) & (ratio >= self.factor * p)
-        if latest_failed is not None and latest_attempts is not None:  # not calm in the newest minutes
-            # a key that sent nothing there says nothing: a quiet feature's storm (a request every few minutes,
-            # each retried on and on) has minutes without attempts
-            latest_a = latest_attempts.sum(axis=1)
-            storm &= (latest_a == 0) | (_z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm)
         p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted,
                                      others=slow_others)
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
+        if latest_failed is not None and latest_attempts is not None:  # not calm in the newest minutes
+            # a key that sent nothing there has shown only its window's older minutes, which the pass before saw too
+            # (a blip inside the overlap): it must have failed before this window as well (a sparse storm's
+            # earlier bursts), as far as its slow window tells (none: a pair's, or one judged since its storm)
+            latest_a = latest_attempts.sum(axis=1)
+            storm &= np.where(latest_a == 0, self.lasted(np.maximum(sf - f, 0), np.maximum(sa - a, 0), p_slow),
+                              _z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm)
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
         slow = (_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed) & (slow_ratio >= self.slow_factor
