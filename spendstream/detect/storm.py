@@ -16,10 +16,11 @@ share), every pass, from counts:
   the second pass must see the failures go on in minutes the first did not. A quiet key that sent *nothing* in
   its newest minutes is a storm only if it **lasted**: its slow window, before the fast one, failed above the
   usual too (``lasted_failed`` failures at ``lasted_z`` deviations and ``factor`` × the slow window's expected
-  ratio). A storm that lasted opens its incident on its first hot pass (very hot), whether or not it is silent now:
-  it showed itself before this window already. A quiet feature's sparse storm (a few requests retried on and on,
-  silent minutes between them) pages on its second burst; a blip that hit a quiet key's few requests and went silent, like a first burst, does not
-  (session s21, measured on the harness's ``sparse_quiet_storm`` and ``quiet_blip``). A subject judged on its
+  ratio). A storm that lasted opens its incident on its first hot pass (very hot), silent now or not: it showed
+  itself before this window already. A quiet feature's sparse storm (a few requests retried on and on, silent
+  minutes between them) pages on its second burst, on the first pass that sees it (s22); a blip that hit a quiet
+  key's few requests and went silent, like a first burst, does not (session s21, measured on the harness's
+  ``sparse_quiet_storm`` and ``quiet_blip``). A subject judged on its
   fast window alone (a pair) has no slow window: silent there, it is left to its feature and its customer;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
