@@ -342,6 +342,28 @@ def test_a_storm_must_not_be_calm_in_its_newest_minutes_and_one_silent_there_mus
     assert not blip_before.hot[2]
 
 
+def test_a_storm_that_lasted_opens_on_its_first_hot_pass() -> None:
+    """A storm hot by a clear margin but short of ``z_very`` needs a second hot pass, unless it failed above the
+    usual earlier in its slow window too: then it has shown itself before, and the second hot pass would only wait
+    for its next burst (the outside evaluation's two-request storm, bursts 22 minutes apart, each hot on one pass
+    only, was missed that way; session s22)."""
+    rule = RetryStormRule()
+    own = np.full(5, 0.02)
+    # four quiet keys' windows, 8 of 40 attempts failed (hot, well short of z_very), beside a busy key at the usual
+    a, f = np.array([[40.0], [40.0], [40.0], [40.0], [2000.0]]), np.array([[8.0], [8.0], [8.0], [8.0], [40.0]])
+    # newest 5 minutes: the first two still failing, the next two silent
+    latest_a = np.array([[10.0], [10.0], [0.0], [0.0], [1000.0]])
+    latest_f = np.array([[3.0], [3.0], [0.0], [0.0], [20.0]])
+    # before the window: an earlier burst (6 failed of 20) for keys 0 and 2, the usual (1 of 100) for 1 and 3
+    before_a = np.array([[20.0], [100.0], [20.0], [100.0], [22000.0]])
+    before_f = np.array([[6.0], [1.0], [6.0], [1.0], [440.0]])
+    v = rule.judge(failed=f, attempts=a, own_ratio=own, slow_failed=f + before_f, slow_attempts=a + before_a,
+                   max_attempt=np.full(5, 4.0), repeats=np.zeros(5), latest_failed=latest_f,
+                   latest_attempts=latest_a)
+    assert v.hot.tolist() == [True, True, True, False, False]
+    assert v.very_hot.tolist() == [True, False, True, False, False]
+
+
 # -- the whole path: stored events -> hourly baselines -> passes -> incidents ---------------------------------
 
 def _call(tag: str, n: int, ts: datetime, **fields) -> dict:

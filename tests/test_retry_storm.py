@@ -406,3 +406,43 @@ def test_a_scheduled_burst_sent_through_a_provider_blip_is_no_slow_burn(embedded
         baseline.refresh(embedded_store, at)
         alerts += [a for a in detect_retry_storms(embedded_store, at) if run in a.subject]
     assert alerts == []  # main: firing feature=job-… (2 h z ~19 against 3 % expected)
+
+
+@pytest.mark.integration
+def test_a_sparse_quiet_storm_pages_on_its_second_request_and_a_quiet_blip_does_not(embedded_store) -> None:
+    """A quiet feature (a request every 10 minutes, 5 % retried once, for 30 hours) beside a busy one, then one
+    request every 12 minutes failing 6 attempts before its 7th succeeds. Its first request is hot on one pass only:
+    the next pass's newest minutes are silent and nothing failed before. Its second request shows it lasted, and
+    pages on that first hot pass (session s22; before, on the pass after, when the key was silent again). Another
+    quiet feature's blip, 7 of 10 attempts failed within two minutes and then silence, pages nothing."""
+    run, t0 = uuid.uuid4().hex[:8], datetime(2026, 1, 14, 9, 0, tzinfo=timezone.utc)  # a month no other test uses
+    events: list[dict] = []
+
+    def call(feature: str, at: datetime, failures: int = 0) -> None:
+        n = len(events)
+        ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": failures + 1, "status": "ok",
+              "ts": (at + timedelta(seconds=10 * failures)).isoformat(), "provider": "openai",
+              "model": "gpt-4o-mini", "feature": f"{feature}-{run}", "customer": f"{feature}-c-{run}",
+              "input_tokens": 1_000 + n % 300, "output_tokens": 20}
+        events.extend({**ok, "event_id": f"{run}-{n}-a{k}", "attempt": k, "status": "error", "http_status": 500,
+                       "ts": (at + timedelta(seconds=10 * (k - 1))).isoformat()} for k in range(1, failures + 1))
+        events.append(ok)
+
+    for m in range(-30 * 60, 150):
+        for k in range(5):  # the busy feature: five calls a minute, 2 % retried once
+            call("busy", t0 + timedelta(minutes=m, seconds=12 * k), failures=int((5 * m + k) % 50 == 0))
+        if m % 10 == 0 and m < 15:  # the two quiet ones: a call every ten minutes, every 20th retried once
+            for quiet in ("sparse", "blip"):
+                call(quiet, t0 + timedelta(minutes=m, seconds=30), failures=int(m % 200 == 0))
+    for m in range(15, 75, 12):  # the sparse storm: 09:15, 09:27, 09:39, 09:51, 10:03
+        call("sparse", t0 + timedelta(minutes=m), failures=6)
+    for k, failures in enumerate((3, 2, 2)):  # the blip at 10:40: 7 of 10 attempts failed, then nothing
+        call("blip", t0 + timedelta(minutes=100, seconds=50 * k), failures=failures)
+    for chunk in range(0, len(events), 5_000):
+        _store(embedded_store, events[chunk:chunk + 5_000])
+    pages, slack, stored = deliver_passes(embedded_store, run, [t0 + timedelta(minutes=m) for m in range(5, 150, 5)],
+                                          detect_retry_storms, refresh=True)
+    firing = sorted((a.created_at, a.subject) for a in stored if a.state == "firing")
+    assert firing and all(f"sparse-{run}" in s or f"sparse-c-{run}" in s for _, s in firing), firing  # no blip
+    assert firing[0][0] == t0 + timedelta(minutes=30)  # the pass after its second request, not the one after that
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"]

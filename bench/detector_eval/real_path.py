@@ -4,11 +4,12 @@ a Slack and a PagerDuty receiver on 127.0.0.1. Beside it, the aggregate harness 
 
     PYTHONPATH=. .venv/bin/python -m bench.detector_eval.real_path [--shape conv] [--seed 1] [--hours 24]
 
-The world is the harness's at a tenth of the volume (60 leaves), as events: one per attempt,
-failed attempts (HTTP 500) before their retry, loops as repeats of one prompt fingerprint and
-size, sizes from the trace and prices from the catalog (gpt-4o-mini, gpt-4o, claude-sonnet-4-5,
-gemini-2.5-flash by the leaf's price tier; model switches are not replayed). Ten days of history
-are loaded, then ``--hours`` of the evaluated week are replayed pass by pass.
+The world is the harness's at a tenth of the volume (60 leaves), as events: one per attempt, failed attempts
+(HTTP 500) before their retry, the longest request of a minute as long as the world's ``max_attempt`` (``spread``; a
+request retried across minutes is a new request id each minute), loops as repeats of one prompt fingerprint and size,
+sizes from the trace and prices from the catalog (gpt-4o-mini, gpt-4o, claude-sonnet-4-5, gemini-2.5-flash by the
+leaf's price tier; model switches are not replayed). Ten days of history are loaded, then ``--hours`` of the
+evaluated week are replayed pass by pass.
 """
 
 from __future__ import annotations
@@ -71,6 +72,26 @@ class Receiver:
         self.server.server_close()
 
 
+def spread(failed: int, requests: int, max_attempt: int) -> list[int]:
+    """A minute's failed attempts per request: the first as long as the minute's longest (``max_attempt``), the rest
+    one at a time over the others, none longer (a quiet storm's few requests fail several times each, a busy
+    feature's many once). More failures than that allows (a request retried across minutes, ``loop_attempts``,
+    whose ``max_attempt`` counts its earlier minutes too) go on round the requests."""
+    fails = [0] * requests
+    if not requests:
+        return fails
+    cap = max(max_attempt - 1, 1)
+    fails[0] = min(cap, failed)
+    left = failed - fails[0]
+    while left > 0:
+        for i in [i for i in range(requests) if fails[i] < cap] or range(requests):
+            if left == 0:
+                break
+            fails[i] += 1
+            left -= 1
+    return fails
+
+
 def events(world: World, trace, start: int, end: int, rng: np.random.Generator):
     """The world's minutes [start, end) as usage events, a day at a time."""
     price_of = {leaf: PRICES[int(rng.integers(0, len(PRICES)))] for leaf in range(len(world.leaves))}
@@ -85,18 +106,16 @@ def events(world: World, trace, start: int, end: int, rng: np.random.Generator):
                 t = day + int(minute)
                 at = rules_noise.at(t)
                 ok = int(world.requests[leaf, t] - world.repeats[leaf, t])
-                failed = int(world.failed[leaf, t])
+                fails = spread(int(world.failed[leaf, t]), ok, int(world.max_attempt[leaf, t]))
                 for k in range(ok):
                     n += 1
                     i = int(rng.integers(0, len(trace.input_tokens)))
                     sizes = {"input_tokens": int(trace.input_tokens[i]), "output_tokens": int(trace.output_tokens[i])}
                     ts = (at + timedelta(seconds=float(rng.uniform(0, 59)))).isoformat()
-                    retried = k < failed
-                    if retried:
-                        batch.append({**base, **sizes, "event_id": f"e{n}a", "request_id": f"r{n}", "ts": ts,
-                                      "attempt": 1, "status": "error", "http_status": 500})
+                    batch.extend({**base, **sizes, "event_id": f"e{n}a{a}", "request_id": f"r{n}", "ts": ts,
+                                  "attempt": a, "status": "error", "http_status": 500} for a in range(1, fails[k] + 1))
                     batch.append({**base, **sizes, "event_id": f"e{n}", "request_id": f"r{n}", "ts": ts,
-                                  "attempt": 2 if retried else 1})
+                                  "attempt": fails[k] + 1})
                 for k in range(int(world.repeats[leaf, t])):  # an agent loop: one prompt again, new request ids
                     n += 1
                     batch.append({**base, "input_tokens": 4321, "output_tokens": 99, "prefix_fingerprint": "loop",

@@ -16,9 +16,11 @@ share), every pass, from counts:
   the second pass must see the failures go on in minutes the first did not. A quiet key that sent *nothing* in
   its newest minutes is a storm only if it **lasted**: its slow window, before the fast one, failed above the
   usual too (``lasted_failed`` failures at ``lasted_z`` deviations and ``factor`` × the slow window's expected
-  ratio). A quiet feature's sparse storm (a few requests retried on and on, silent minutes between them) pages
-  on its second burst; a blip that hit a quiet key's few requests and went silent, like a first burst, does not
-  (session s21, measured on the harness's ``sparse_quiet_storm`` and ``quiet_blip``). A subject judged on its
+  ratio). A storm that lasted opens its incident on its first hot pass (very hot), silent now or not: it showed
+  itself before this window already. A quiet feature's sparse storm (a few requests retried on and on, silent
+  minutes between them) pages on its second burst, on the first pass that sees it (s22); a blip that hit a quiet
+  key's few requests and went silent, like a first burst, does not (session s21, measured on the harness's
+  ``sparse_quiet_storm`` and ``quiet_blip``). A subject judged on its
   fast window alone (a pair) has no slow window: silent there, it is left to its feature and its customer;
 - **slow burn** (the last ``slow_minutes``): the same test over hours with ``z_slow``, for a
   failure ratio that doubles and stays (the last ``window_minutes`` clearly above the usual too:
@@ -186,13 +188,13 @@ class RetryStormRule:
         p_slow = self.expected_ratio(own_ratio, failed=slow_failed, attempts=slow_attempts, counted=counted,
                                      others=slow_others)
         sf, sa = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
+        lasted = self.lasted(np.maximum(sf - f, 0), np.maximum(sa - a, 0), p_slow)
         if latest_failed is not None and latest_attempts is not None:  # not calm in the newest minutes
             # a key that sent nothing there has shown only its window's older minutes, which the pass before saw too
             # (a blip inside the overlap): it must have failed before this window as well (a sparse storm's
             # earlier bursts), as far as its slow window tells (none: a pair's, or one judged since its storm)
             latest_a = latest_attempts.sum(axis=1)
-            storm &= np.where(latest_a == 0, self.lasted(np.maximum(sf - f, 0), np.maximum(sa - a, 0), p_slow),
-                              _z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm)
+            storm &= np.where(latest_a == 0, lasted, _z(latest_failed.sum(axis=1), latest_a, p) >= self.z_calm)
         slow_ratio = np.where(sa > 0, sf / np.maximum(sa, 1), 0.0)
         # still going: the last minutes fail above the usual too (a storm that ended stays in the slow window)
         slow = (_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed) & (slow_ratio >= self.slow_factor
@@ -200,7 +202,9 @@ class RetryStormRule:
         burn = slow & self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted, now_others)
         loop = self.looping(max_attempt, repeats, slow_repeats)
         hot = storm | burn | loop
-        very_hot = loop | (storm & (z >= self.z_very) & (f >= 2 * self.min_failed))
+        # a storm that lasted failed above the usual before this window too, on an earlier pass: waiting for a second
+        # hot pass would only wait for its next burst (a sparse storm's bursts can be many minutes apart)
+        very_hot = loop | (storm & (((z >= self.z_very) & (f >= 2 * self.min_failed)) | lasted))
         calm = (z < self.z_calm) & ~loop & ~burn
         return StormVerdict(hot, very_hot, calm, p, z, slow, storm | (max_attempt >= self.loop_attempts))
 
