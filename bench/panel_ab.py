@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ab_rounds import alternate, table_rows  # noqa: E402
 from bench.read_scale_readers import DASHBOARD, grafana_sql  # noqa: E402
 from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
 from spendstream.sinks.migrations import migrate  # noqa: E402
@@ -62,27 +60,12 @@ def main() -> int:
             cases[name] = (a, b)
             if "2-hour" not in name:
                 cases[f"{name}, a team filter"] = (_team_filtered(a), _team_filtered(b))
-        cpu: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in cases}
-        for round_ in range(args.rounds + 1):  # round 0 warms up
-            for name in (list(cases) if round_ % 2 else list(reversed(cases))):
-                rows = {}
-                for side in ((0, 1) if round_ % 2 else (1, 0)):
-                    began = time.process_time()
-                    rows[side] = store.query(cases[name][side]).rows
-                    if round_:
-                        cpu[name][side].append(time.process_time() - began)
-                assert rows[0] == rows[1], f"{name}: A and B differ"
+        cpu = alternate(cases, lambda sql: store.query(sql).rows, rounds=args.rounds)
         print(f"| {args.panel} | A CPU median / p95 ms | B CPU median / p95 ms |\n|---|---|---|")
-        for name, (a_s, b_s) in cpu.items():
-            print(f"| {name} | {_ms(a_s)} | {_ms(b_s)} |")
+        print("\n".join(table_rows(cpu)))
     finally:
         store.close()
     return 0
-
-
-def _ms(runs: list[float]) -> str:
-    p95 = sorted(runs)[math.ceil(0.95 * len(runs)) - 1]
-    return f"{statistics.median(runs) * 1000:,.0f} / {p95 * 1000:,.0f}"
 
 
 if __name__ == "__main__":

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
-import statistics
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ab_rounds import alternate, table_rows  # noqa: E402
 from bench.read_scale_readers import DASHBOARD, WINDOWS, cookbook_examples, grafana_sql  # noqa: E402
 from spendstream.sinks import reader_views, rollups, shapes  # noqa: E402
 from spendstream.sinks.embedded import EmbeddedStore  # noqa: E402
@@ -92,33 +90,18 @@ def main() -> int:
                  if not args.only or any(o in name for o in args.only)}
         both = {name: ((_CALL.sub(lambda m: f"{m[1]}_v33(", sql), params), (sql, params))
                 for name, (sql, params) in cases.items()}
-        cpu: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in both}
-        for round_ in range(args.rounds + 1):  # round 0 warms up
-            print(f"round {round_} {time.strftime('%H:%M:%S')} load {open('/proc/loadavg').read().split()[:3]}",
-                  flush=True)
-            for name in (list(both) if round_ % 2 else list(reversed(both))):
-                rows = {}
-                for side in ((0, 1) if round_ % 2 else (1, 0)):
-                    sql, params = both[name][side]
-                    began = time.process_time()
-                    rows[side] = store.query(sql, params).rows
-                    if round_:
-                        cpu[name][side].append(time.process_time() - began)
-                # (sorted: an example may order by a value two rows share, "Negotiated savings" by saved_usd; an
-                # example of now() asks two different moments)
-                same = sorted(map(str, rows[0])) == sorted(map(str, rows[1]))
-                assert same or "now()" in both[name][1][0], f"{name}: A and B differ"
+
+        def agree(name: str, a_rows: list, b_rows: list) -> bool:
+            # (sorted: an example may order by a value two rows share, "Negotiated savings" by saved_usd; an
+            # example of now() asks two different moments)
+            return sorted(map(str, a_rows)) == sorted(map(str, b_rows)) or "now()" in both[name][1][0]
+
+        cpu = alternate(both, lambda case: store.query(*case).rows, rounds=args.rounds, agree=agree, announce=True)
         print("| question | A (v33 views) CPU median / p95 ms | B (migration 36) | B/A |\n|---|---|---|---|")
-        for name, (a_s, b_s) in cpu.items():
-            print(f"| {name} | {_ms(a_s)} | {_ms(b_s)} | {statistics.median(b_s) / statistics.median(a_s):.2f} |")
+        print("\n".join(table_rows(cpu, ratio=True)))
     finally:
         store.close()
     return 0
-
-
-def _ms(runs: list[float]) -> str:
-    p95 = sorted(runs)[math.ceil(0.95 * len(runs)) - 1]
-    return f"{statistics.median(runs) * 1000:,.0f} / {p95 * 1000:,.0f}"
 
 
 if __name__ == "__main__":
