@@ -2,6 +2,7 @@
 
     python bench/read_scale.py --events 5000000            # -> bench/results/read_scale_5000000.json
     python bench/read_scale.py --compare a.json b.json     # sizes side by side, with growth ratios
+    python bench/read_scale.py --reuse DIR                 # time again a store an earlier --keep run left
 
 Loads ``--events`` distinct events (plus 5 % re-delivered duplicates) spread over 28
 days ending now into a fresh embedded data directory, migrated as the project
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data directory afterwards")
     parser.add_argument("--settle-timeout-s", type=float, default=1_800.0)
     parser.add_argument("--out", type=Path, help="default bench/results/read_scale_<events>.json")
+    parser.add_argument("--reuse", type=Path, metavar="DIR",
+                        help="time the readers on the store an earlier run kept (--keep --data-dir DIR), without "
+                             "loading it again; --events is read from the store, the clock from its newest event")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RESULT.json",
                         help="print two (or more) runs side by side with growth ratios, and stop")
     args = parser.parse_args(argv)
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--compare needs two result files or more")
         print(compare_table([json.loads(p.read_text()) for p in args.compare]))
         return 0
+    if args.reuse:
+        return reuse(args)
     if args.events < 100_000:
         parser.error("--events: at least 100,000 (four weeks of traffic need a few events a minute)")
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="spendstream-read-scale-"))
@@ -110,42 +116,77 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict:
             pass
         rollup_s = time.perf_counter() - started
         print(f"  rollups recomputed in {rollup_s:.0f} s")
-        settled = settle(store, timeout_s=args.settle_timeout_s)
-        counted = store.query("SELECT count() FROM usage_events FINAL").scalar()
-        ledger = store.query("SELECT sum(events) FROM emitter_ledger FINAL").scalar()
-        # a generator bug (an id drawn twice, a lost chunk) would skew every number after it
-        if not counted == ledger == args.events:
-            raise SystemExit(f"usage_events FINAL counts {counted:,} events and the ledger {ledger:,}; "
-                             f"{args.events:,} were generated")
-        storage = [dict(r, bytes_per_event=round(r["bytes"] / counted, 1))
-                   for r in store.query(STORAGE_SQL).dicts()]
-        every_table = store.query("SELECT concat(database, '.', table) AS table, sum(rows) AS rows, "
-                                  "sum(bytes_on_disk) AS bytes FROM system.parts WHERE active "
-                                  "GROUP BY table ORDER BY bytes DESC").dicts()
-        cardinality = store.query(
-            "SELECT uniqExact(team) AS teams, uniqExact(feature) AS features, uniqExact(customer) AS customers, "
-            "uniqExact(model) AS models, uniqExact(service) AS services, countIf(attempt > 1) AS retries, "
-            "countIf(NOT priced) AS unpriced FROM usage_events FINAL").dicts()[0]
-        if cardinality["retries"] != stats.retries:
-            raise SystemExit(f"{cardinality['retries']:,} retries stored, {stats.retries:,} generated")
-        load_before = os.getloadavg()
-        with tempfile.TemporaryDirectory() as scratch:
-            timings = time_readers(list(readers(store, now=end, events=args.events, out_dir=Path(scratch))),
-                                   runs=args.runs)
-        return {
-            "command": "bench/read_scale.py " + " ".join(sys.argv[1:]),
-            "started": end.isoformat(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "events": args.events, "days": generator.shape.days, "seed": args.seed, "runs": args.runs,
-            "machine": machine(), "load_average_before_after": [list(load_before), list(os.getloadavg())],
-            "shape": {"teams": generator.shape.teams, "features": generator.shape.features,
-                      "customers": generator.shape.customers, "models": len(MODELS),
-                      "retry_share": generator.shape.retry_share, "duplicate_share": generator.shape.duplicate_share},
-            "stored": cardinality, "load": stats.as_dict(), "settle": settled, "rollups_s": rollup_s,
-            "storage": storage, "every_table": every_table,
-            "readers": [t.as_dict() for t in timings],
-        }
+        return measure(args, store, end, generator, load_stats=stats.as_dict(), rollup_s=rollup_s,
+                       retries=stats.retries)
     finally:
         store.close()
+
+
+def measure(args: argparse.Namespace, store: EmbeddedStore, end: datetime, generator: Generator, *,
+            load_stats: dict, rollup_s: float | None, retries: int | None = None) -> dict:
+    """Settle, check the store holds exactly what was generated, then time every reader."""
+    settled = settle(store, timeout_s=args.settle_timeout_s)
+    counted = store.query("SELECT count() FROM usage_events FINAL").scalar()
+    ledger = store.query("SELECT sum(events) FROM emitter_ledger FINAL").scalar()
+    # a generator bug (an id drawn twice, a lost chunk) would skew every number after it
+    if not counted == ledger == args.events:
+        raise SystemExit(f"usage_events FINAL counts {counted:,} events and the ledger {ledger:,}; "
+                         f"{args.events:,} were generated")
+    storage = [dict(r, bytes_per_event=round(r["bytes"] / counted, 1))
+               for r in store.query(STORAGE_SQL).dicts()]
+    every_table = store.query("SELECT concat(database, '.', table) AS table, sum(rows) AS rows, "
+                              "sum(bytes_on_disk) AS bytes FROM system.parts WHERE active "
+                              "GROUP BY table ORDER BY bytes DESC").dicts()
+    cardinality = store.query(
+        "SELECT uniqExact(team) AS teams, uniqExact(feature) AS features, uniqExact(customer) AS customers, "
+        "uniqExact(model) AS models, uniqExact(service) AS services, countIf(attempt > 1) AS retries, "
+        "countIf(NOT priced) AS unpriced FROM usage_events FINAL").dicts()[0]
+    if retries is not None and cardinality["retries"] != retries:
+        raise SystemExit(f"{cardinality['retries']:,} retries stored, {retries:,} generated")
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as scratch:
+        timings = time_readers(list(readers(store, now=end, events=args.events, out_dir=Path(scratch))),
+                               runs=args.runs)
+    return {
+        "command": "bench/read_scale.py " + " ".join(sys.argv[1:]),
+        "started": end.isoformat(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "events": args.events, "days": generator.shape.days, "seed": args.seed, "runs": args.runs,
+        "machine": machine(), "load_average_before_after": [list(load_before), list(os.getloadavg())],
+        "shape": {"teams": generator.shape.teams, "features": generator.shape.features,
+                  "customers": generator.shape.customers, "models": len(MODELS),
+                  "retry_share": generator.shape.retry_share, "duplicate_share": generator.shape.duplicate_share},
+        "stored": cardinality, "load": load_stats, "settle": settled, "rollups_s": rollup_s,
+        "storage": storage, "every_table": every_table,
+        "readers": [t.as_dict() for t in timings],
+    }
+
+
+def reuse(args: argparse.Namespace) -> int:
+    """Time the readers again on a kept store: a quiet re-time, or a newer reader on old history.
+
+    The load is not repeated, so the result has no load numbers. The history's end is
+    its newest event rounded up to the second: the generator clips every event to one
+    millisecond before ``end``, a whole second.
+    """
+    if not (args.reuse / "metadata").is_dir():
+        raise SystemExit(f"--reuse {args.reuse}: no kept store there (run with --keep --data-dir first)")
+    store = EmbeddedStore(args.reuse)
+    try:
+        newest_s = int(store.query("SELECT toUnixTimestamp(max(ts)) FROM usage_events").scalar())
+        end = datetime.fromtimestamp(newest_s + 1, timezone.utc)
+        args.events = int(store.query("SELECT sum(events) FROM emitter_ledger FINAL").scalar())
+        print(f"timing the readers on {args.events:,} events kept in {args.reuse}, history ending "
+              f"{end:%Y-%m-%d %H:%M:%S} UTC")
+        result = measure(args, store, end, Generator(args.events, end=end, seed=args.seed),
+                         load_stats={"reused": str(args.reuse)}, rollup_s=None)
+    finally:
+        store.close()
+    out = args.out or RESULTS / f"read_scale_{args.events}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}\n")
+    print(result_table(result))
+    return 0
 
 
 def machine() -> dict:
@@ -164,7 +205,9 @@ def _seconds(value: float) -> str:
 
 
 def result_table(result: dict) -> str:
-    lines = [f"{result['events']:,} events over {result['days']} days; load {result['load']['rows_per_s']:,} rows/s",
+    loaded = (f"load {result['load']['rows_per_s']:,} rows/s" if "rows_per_s" in result["load"]
+              else f"store reused from {result['load'].get('reused')}")
+    lines = [f"{result['events']:,} events over {result['days']} days; {loaded}",
              "", "| reader | kind | window | median | p95 |", "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['group']} | {r['window']} | {_seconds(r['median_s'])} | {_seconds(r['p95_s'])} |"
               for r in result["readers"]]
@@ -172,6 +215,11 @@ def result_table(result: dict) -> str:
     lines += [f"| {s['table']} | {s['rows']:,} | {s['bytes'] / 2**20:,.1f} MiB | {s['bytes_per_event']} |"
               for s in result["storage"]]
     return "\n".join(lines)
+
+
+def _loaded(run: dict, key: str) -> str:
+    """A load number of ``run``, or that it timed a kept store (``--reuse``) and has none."""
+    return f"{run['load'][key]:,}" if key in run["load"] else "(store reused)"
 
 
 def compare_table(runs: list[dict]) -> str:
@@ -195,9 +243,8 @@ def compare_table(runs: list[dict]) -> str:
                      + " | ".join(f"{g:.1f}×" for g in growth) + " |")
     lines += ["", "| | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(runs),
               "| load, rows/s (making, pricing and inserting) | "
-              + " | ".join(f"{r['load']['rows_per_s']:,}" for r in runs) + " |",
-              "| the inserts alone, rows/s | " + " | ".join(f"{r['load'].get('insert_rows_per_s', 0):,}" for r in runs)
-              + " |"]
+              + " | ".join(_loaded(r, "rows_per_s") for r in runs) + " |",
+              "| the inserts alone, rows/s | " + " | ".join(_loaded(r, "insert_rows_per_s") for r in runs) + " |"]
     for table in (s["table"] for s in runs[-1]["storage"]):
         per_event = [next((s["bytes_per_event"] for s in r["storage"] if s["table"] == table), None) for r in runs]
         lines.append(f"| {table}, bytes on disk per retained event | " + " | ".join(f"{b}" for b in per_event) + " |")
