@@ -187,3 +187,41 @@ def test_closing_the_store_waits_for_statements_on_other_threads_and_refuses_new
     lines = done.stdout.splitlines()
     assert lines[0] == str(sorted(["read done", "next read refused", "reader closed", "statement done"]))
     assert lines[1].startswith("after close: the embedded store is closing")
+
+
+_TICK_ON_CLOSING = """
+import asyncio, logging, sys
+from spendstream.agents.app import maintain_rollups_once
+from spendstream.agents.metrics import WorkerMetrics
+from spendstream.sinks.embedded import EmbeddedStore
+from spendstream.sinks.migrations import migrate
+from spendstream.sinks.writer import SinkWriter
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stdout)
+store = EmbeddedStore(sys.argv[1])
+migrate(store)
+metrics = WorkerMetrics(loops=[], writer=SinkWriter(store))
+failures = lambda: int(metrics.rollup_failures._value.get())
+store.command("DROP TABLE rollup_marks")  # a store that fails the tick: counted, retried next tick
+asyncio.run(maintain_rollups_once(store, metrics, raw_retention_days=None))
+print("after a store error:", failures(), flush=True)
+store.close()
+asyncio.run(maintain_rollups_once(store, metrics, raw_retention_days=None))
+print("after closing:", failures(), flush=True)
+"""
+
+
+def test_a_rollup_tick_on_a_closing_store_is_no_failure_and_a_store_error_is(tmp_path) -> None:
+    """A worker stopping while its leader's rollup tick starts: the store refuses the statement (StoreClosed). That
+    was logged as "rollup maintenance failed (retried next tick)" and counted in
+    spendstream_rollup_maintenance_failures; it is neither (no next tick, nothing failed)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _TICK_ON_CLOSING, str(tmp_path / "data")],
+                          capture_output=True, text=True, errors="replace", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "after a store error: 1" in lines and "after closing: 1" in lines, done.stdout[-3000:]
+    assert sum("rollup maintenance failed" in line for line in lines) == 1, done.stdout[-3000:]
+    assert "INFO rollup maintenance stopped: the store is closing" in lines, done.stdout[-3000:]

@@ -37,7 +37,7 @@ from spendstream.pricing.engine import Pricer
 from spendstream.settings import Settings, ops_address
 from spendstream.sinks import rollups
 from spendstream.sinks.endpoint import QUERY_PATH, serve_query
-from spendstream.sinks.store import Store, StoreError
+from spendstream.sinks.store import Store, StoreClosed, StoreError
 from spendstream.sinks.writer import SinkWriter
 
 HEALTH_PATH = "/spendstream/health/"
@@ -153,17 +153,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
     # when it leaves. Recomputing a period twice (a handover) gives the same rows.
     @app.timer(settings.rollup_interval_s, on_leader=True)
     async def maintain_rollups() -> None:
-        try:
-            done = await asyncio.to_thread(rollups.maintain, store, now=datetime.now(timezone.utc),
-                                           raw_retention_days=settings.raw_retention_days)
-        except StoreError as exc:
-            metrics.rollup_failures.inc()
-            log.warning("rollup maintenance failed (retried next tick): %s", exc)
-            return
-        metrics.maintained(done)
-        if done.seconds_behind > 60:
-            log.info("rollups: %d periods recomputed, %.0f s behind the newest events", done.periods,
-                     done.seconds_behind)
+        await maintain_rollups_once(store, metrics, raw_retention_days=settings.raw_retention_days)
 
     # Also once per group, but its effects leave the store (alerts sent): it runs only while this
     # worker's tenure as leader lasts, which a handover ends before another worker can lead.
@@ -193,6 +183,25 @@ def create_app(settings: Settings, *, bootstrap_servers: str, store: Store, web_
                              content_type="application/json")
 
     return app
+
+
+async def maintain_rollups_once(store: Store, metrics: WorkerMetrics, *, raw_retention_days: int | None) -> None:
+    """One tick of the leader's rollup maintenance: a store error is counted and logged (the next tick retries);
+    a store closing under it (the worker stopping) is neither: there is no next tick, and nothing failed."""
+    try:
+        done = await asyncio.to_thread(rollups.maintain, store, now=datetime.now(timezone.utc),
+                                       raw_retention_days=raw_retention_days)
+    except StoreClosed:
+        log.info("rollup maintenance stopped: the store is closing")
+        return
+    except StoreError as exc:
+        metrics.rollup_failures.inc()
+        log.warning("rollup maintenance failed (retried next tick): %s", exc)
+        return
+    metrics.maintained(done)
+    if done.seconds_behind > 60:
+        log.info("rollups: %d periods recomputed, %.0f s behind the newest events", done.periods,
+                 done.seconds_behind)
 
 
 async def store_usage(writer: SinkWriter, batch: BatchResult) -> None:

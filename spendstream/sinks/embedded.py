@@ -19,6 +19,7 @@ from spendstream.sinks.readonly import as_write_refused, check_statement
 from spendstream.sinks.store import (
     INSERT_SETTINGS,
     QueryResult,
+    StoreClosed,  # raised here; defined beside StoreError so that a worker can tell it apart without chdb
     StoreError,
     StoreUnavailable,
     arrow_table,
@@ -32,10 +33,6 @@ CLOSE_WAIT_S = 20.0
 
 class DataDirLocked(StoreUnavailable):
     """Another process holds the embedded data directory (it may be a worker that is still exiting)."""
-
-
-class StoreClosed(StoreError):
-    """The store is closing or closed: no statement starts any more."""
 
 
 class _Gate:

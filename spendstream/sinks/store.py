@@ -22,6 +22,10 @@ class StoreError(RuntimeError):
     """ClickHouse rejected a statement or could not be reached."""
 
 
+class StoreClosed(StoreError):
+    """The store is closing or closed: no statement starts any more (a worker shutting down, not a failure)."""
+
+
 class StoreUnavailable(StoreError):
     """ClickHouse did not answer (refused, timed out, starting, locked by another process): worth retrying.
 
