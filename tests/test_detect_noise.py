@@ -83,6 +83,28 @@ def test_the_resolve_waits_as_many_calm_passes_as_the_incident_was_hot_within_bo
     assert run("HH" + "." * 4 + "HH" + "." * 4) == ["firing", "resolved", "firing", "resolved"]  # short blips apart
 
 
+def test_a_storm_resolves_after_three_calm_passes_but_six_when_they_saw_too_little_to_tell() -> None:
+    """retry_storm's hysteresis: a calm pass with the key's traffic in it counts towards three; a patient one (the
+    key sent fewer attempts than a storm needs, retry_storm's ``thin``) needs six in a row, so a quiet key's 20-30
+    minute gap between two bursts of one storm does not close it. A traffic-calm pass after silent ones resolves."""
+    h = Hysteresis(fire_after=2, resolve_after=3, resolve_after_max=3, patient_after=6)
+
+    def run(pattern: str) -> list[str]:
+        """One pass a character: ``H`` hot, ``.`` calm with traffic, ``_`` calm and thin."""
+        cur, sent = None, []
+        for p in pattern:
+            cur, message = h.step(cur, kind="retry_storm", subject="feature=f", onset=T0, severity="error",
+                                  hot=p == "H", very_hot=p == "H", calm=p != "H", patient=p == "_")
+            sent += [message] if message else []
+        return sent
+
+    assert run("HH" + "..." + "HH" + "...") == ["firing", "resolved", "firing", "resolved"]
+    assert run("HH" + "_____" + "HH" + "______") == ["firing", "resolved"]  # a 25-minute silent gap: one incident
+    assert run("HH" + "______") == ["firing", "resolved"]
+    assert run("HH" + "_____") == ["firing"]       # five silent passes: still open
+    assert run("HH" + "__.") == ["firing", "resolved"]  # the third calm pass saw traffic: enough
+
+
 def test_an_incident_that_grows_worse_fires_again_at_the_worse_severity_once_and_never_backs_down() -> None:
     h = Hysteresis(fire_after=1, resolve_after=3)
     step = lambda cur, severity, **kw: h.step(cur, kind="spend_anomaly", subject="customer=c", onset=T0,  # noqa: E731

@@ -446,3 +446,45 @@ def test_a_sparse_quiet_storm_pages_on_its_second_request_and_a_quiet_blip_does_
     assert firing and all(f"sparse-{run}" in s or f"sparse-c-{run}" in s for _, s in firing), firing  # no blip
     assert firing[0][0] == t0 + timedelta(minutes=30)  # the pass after its second request, not the one after that
     assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+
+
+@pytest.mark.integration
+def test_a_sparse_storm_with_gaps_longer_than_the_resolve_is_one_incident(embedded_store) -> None:
+    """A quiet feature (a request every 10 minutes, for 30 hours, and on through its storm) whose storm is one request
+    every 25 minutes failing 7 attempts before its 8th succeeds (a loop's length: each burst pages on its own).
+    Between two bursts its fast window holds one request or none: too little to show the storm is over, so those
+    passes are calm patiently (six of them, not three). The storm is one PagerDuty incident, opened once and resolved
+    once; before session s23 it resolved in each 25-minute gap and paged the next burst as a new incident (the
+    outside evaluation's sparse storm: two incidents; here four)."""
+    run, t0 = uuid.uuid4().hex[:8], datetime(2026, 2, 11, 9, 0, tzinfo=timezone.utc)  # a month no other test uses
+    events: list[dict] = []
+
+    def call(feature: str, at: datetime, failures: int = 0) -> None:
+        n = len(events)
+        ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": failures + 1, "status": "ok",
+              "ts": (at + timedelta(seconds=10 * failures)).isoformat(), "provider": "openai",
+              "model": "gpt-4o-mini", "feature": f"{feature}-{run}", "customer": f"{feature}-c-{run}",
+              "input_tokens": 1_000 + n % 300, "output_tokens": 20}
+        events.extend({**ok, "event_id": f"{run}-{n}-a{k}", "attempt": k, "status": "error", "http_status": 500,
+                       "ts": (at + timedelta(seconds=10 * (k - 1))).isoformat()} for k in range(1, failures + 1))
+        events.append(ok)
+
+    for m in range(-30 * 60, 180):
+        for k in range(5):  # a busy feature: five calls a minute, 2 % retried once
+            call("busy", t0 + timedelta(minutes=m, seconds=12 * k), failures=int((5 * m + k) % 50 == 0))
+        if m % 10 == 0:  # the quiet one: a call every ten minutes, every 20th retried once
+            call("sparse", t0 + timedelta(minutes=m, seconds=30), failures=int(m % 200 == 0))
+    for m in range(15, 110, 25):  # the storm: 09:15, 09:40, 10:05, 10:30
+        call("sparse", t0 + timedelta(minutes=m), failures=7)
+    for chunk in range(0, len(events), 5_000):
+        _store(embedded_store, events[chunk:chunk + 5_000])
+    pages, _, stored = deliver_passes(embedded_store, run, [t0 + timedelta(minutes=m) for m in range(5, 180, 5)],
+                                      detect_retry_storms, refresh=True)
+    firing = [a for a in stored if a.state == "firing"]
+    assert firing and all(f"sparse-{run}" in a.subject or f"sparse-c-{run}" in a.subject for a in firing)
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"], [
+        (b["event_action"], b.get("payload", {}).get("timestamp")) for b in pages]
+    resolved = next(a for a in stored if a.state == "resolved" and a.correlated_with is None)
+    # six calm passes once the last burst (10:30) has left the fast window, not three: 11:10, not 10:55 (the price of
+    # waiting out a quiet key's silence)
+    assert resolved.created_at == t0 + timedelta(minutes=130)
