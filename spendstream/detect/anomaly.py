@@ -325,13 +325,31 @@ class Price:
     was: str = ""       # ... and as long before
 
     def text(self) -> str:
+        """"price per request" where the model it ran on changed; "cost per request" where it did not (bigger or
+        costlier requests on the same model: the catalog's price did not move) or where the models are unknown."""
         since = self.for_hour - timedelta(hours=self.hours)
         times = self.per_request / self.usual_per_request if self.usual_per_request > 0 else float("inf")
-        on = (f" on model {self.model}" + (f" (was {self.was})" if self.was and self.was != self.model else "")
-              if self.model else "")
-        return (f"price per request ${self.usual_per_request:.4f} -> ${self.per_request:.4f} ({times:.1f}x) since "
-                f"{since:%Y-%m-%d %H:%M} UTC{on}: ${self.excess_usd:.2f} above what those requests usually cost "
-                f"(${self.excess_usd / self.hours:.2f} an hour)")
+        switched = bool(self.model and self.was and self.was != self.model)
+        on = (f" on model {self.model}" + (f" (was {self.was})" if switched else "") if self.model else "")
+        same = ", the same model as before" if self.model and self.was == self.model else ""
+        return (f"{'price' if switched else 'cost'} per request ${self.usual_per_request:.4f} -> "
+                f"${self.per_request:.4f} ({times:.1f}x) since {since:%Y-%m-%d %H:%M} UTC{on}{same}: "
+                f"${self.excess_usd:.2f} above what those requests usually cost (${self.excess_usd / self.hours:.2f} "
+                "an hour)")
+
+
+def slow_news(price: Price | None, slow_excess: float | None) -> str:
+    """What a page says the slow window found: the new price per request if it explains the day's rise, else the
+    day's rise first (more requests, not dearer ones), then the dearer requests as a detail. A customer whose
+    volume creeps up and whose requests ran a little dearer for an hour was paged "price per request 1.7x"
+    (session s22's outside evaluation) although the price was not the news."""
+    day = (f"the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift, "
+           f"${slow_excess / 24:.2f} an hour)" if slow_excess is not None else "")
+    if price is None:
+        return day
+    if slow_excess is not None and price.excess_usd < slow_excess / 2:
+        return f"{day}; of that, {price.text()}"
+    return price.text()
 
 
 def top_models(store: Store, subject: str, *, since: datetime, end: datetime) -> tuple[str, str]:
@@ -369,9 +387,7 @@ def _spend_alert(incident: Incident, transition: str, *, now: datetime, observed
     the fast window's excess, nothing or below zero, is not the news."""
     if transition == "firing":
         now_text = f"${observed:.2f} in the last {minutes} min, usually ${usual:.2f} (±noise) at this hour of the week"
-        day = (f"the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift, "
-               f"${slow_excess / 24:.2f} an hour)" if slow_excess is not None else "")
-        slow_text = price.text() if price is not None else day
+        slow_text = slow_news(price, slow_excess)
         if fast or not slow_text:
             message = f"{now_text}: ${max(excess, 0):.2f} above what is expected{f'; {slow_text}' if slow_text else ''}"
         else:
