@@ -344,12 +344,13 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats)  # as detect_retry_storms
         excess = np.maximum(excess, np.where(shape_loop, np.maximum(repeats, slow_repeats * w / slow_w), 0.0))
         calm = settled(verdict)  # as detect_retry_storms: an incident is held while its (judged) slow window burns
+        thin = fast_a < rule.min_failed  # as detect_retry_storms: too few attempts to tell, calm patiently
         steps = {}
         for i in sorted(set(np.flatnonzero(hot)) | set(open_)):
             incident, transition = hysteresis.step(
                 open_.get(i), kind="retry_storm", subject=names[i], hot=bool(hot[i]),
                 very_hot=bool(very_hot[i]), calm=bool(calm[i]), onset=at(t - w), severity="error",
-                observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
+                observed=float(verdict.z[i]), wasted_usd=float(wasted[i]), patient=bool(thin[i]))
             steps[names[i]] = Step(open_.get(i), incident, transition, float(excess[i]), bool(hot[i]))
         ended = set()
         for name, step in (correlate(steps, {}, follow_parts=True) if correlated else steps).items():
