@@ -105,6 +105,22 @@ def test_a_storm_resolves_after_three_calm_passes_but_six_when_they_saw_too_litt
     assert run("HH" + "__.") == ["firing", "resolved"]  # the third calm pass saw traffic: enough
 
 
+def test_a_repeated_shape_is_a_loop_only_above_what_chance_gives_at_the_subjects_volume() -> None:
+    """Templated traffic repeats a request shape by chance in proportion to its volume: s22's outside evaluation
+    paged a busy pair's spike (~3,180 attempts in ten minutes, 14 requests of one shape) as an agent loop. A shape
+    must also be ``loop_share`` (2 %) of the subject's attempts; one request id at 8 attempts is a loop whatever
+    the volume, and a subject whose volume is not given is judged as before."""
+    rule = RetryStormRule()
+    none = np.zeros(4)
+    fast = rule.looping(none, np.array([14.0, 14.0, 12.0, 70.0]), None, attempts=np.array([3180.0, 100.0, 600.0,
+                                                                                           3180.0]))
+    assert fast.tolist() == [False, True, True, True]
+    assert rule.looping(none, np.array([14.0, 14.0, 12.0, 70.0]), None).tolist() == [True, True, True, True]
+    slow = rule.looping(np.zeros(2), np.zeros(2), np.array([168.0, 45.0]), slow_attempts=np.array([38_000.0, 300.0]))
+    assert slow.tolist() == [False, True]
+    assert rule.looping(np.array([8.0]), np.zeros(1), None, attempts=np.array([10_000.0])).tolist() == [True]
+
+
 def test_an_incident_that_grows_worse_fires_again_at_the_worse_severity_once_and_never_backs_down() -> None:
     h = Hysteresis(fire_after=1, resolve_after=3)
     step = lambda cur, severity, **kw: h.step(cur, kind="spend_anomaly", subject="customer=c", onset=T0,  # noqa: E731

@@ -153,6 +153,29 @@ def test_a_spike_of_fixed_size_requests_without_a_fingerprint_is_not_a_loop(embe
         f"customer={run}-fp-c", f"feature={run}-fp", f"feature={run}-fp,customer={run}-fp-c"]  # one incident
 
 
+@pytest.mark.integration
+def test_a_busy_pairs_chance_repeats_of_a_shape_are_not_a_loop_and_the_same_repeats_on_a_small_pair_are(
+        embedded_store) -> None:
+    """Session s22's outside evaluation: a busy pair's spike (~3,180 attempts in ten minutes) held 14 requests of one
+    shape by chance (templated prompts, sizes from a trace) and was paged as an agent loop. Here 1,000 requests in
+    nine minutes over six fingerprints and many sizes, 14 of them one shape (1.4 %, under ``loop_share``): no loop.
+    The same 14 in a pair of 40 requests (35 %) are one."""
+    run = f"chance-{uuid.uuid4().hex[:8]}"
+
+    def calls(feature: str, n: int) -> list[dict]:
+        return [{"event_id": f"{feature}-{k}", "request_id": f"{feature}-r{k}", "provider": "openai",
+                 "model": "gpt-4o-mini", "ts": (NOW - timedelta(minutes=9) + timedelta(seconds=0.5 * k)).isoformat(),
+                 "feature": feature, "customer": f"{feature}-c", "output_tokens": 20,
+                 # 14 of one shape, the rest spread over 6 fingerprints x 97 sizes (at most 2 of any other shape)
+                 "prefix_fingerprint": "sys0" if k < 14 else f"sys{k % 6}",
+                 "input_tokens": 1_234 if k < 14 else 2_000 + k % 97} for k in range(n)]
+
+    _write(embedded_store, calls(f"{run}-busy", 1_000) + calls(f"{run}-small", 40))
+    fired = sorted(a.subject for a in detect_retry_storms(embedded_store, NOW) if run in a.subject)
+    small = f"{run}-small"
+    assert fired == [f"customer={small}-c", f"feature={small}", f"feature={small},customer={small}-c"]
+
+
 def raw_slow_loops(store, now: datetime, slow: timedelta) -> dict[str, tuple[float, float]]:
     """The slow loop question asked of raw FINAL: per ten minutes from ``slow`` before ``now``'s, the fingerprinted
     first-attempt shapes with two distinct requests or more; per subject (feature, customer, their pair), the shape

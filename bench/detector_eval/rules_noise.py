@@ -333,7 +333,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              latest_failed=split(failed, rule.storm_now_minutes),
                              latest_attempts=split(attempts, rule.storm_now_minutes))
         # as detect_retry_storms: storms need a day of history, loops do not
-        loop = rule.looping(longest, repeats, slow_repeats)
+        volume = {"attempts": split(attempts, w).sum(axis=1), "slow_attempts": slow_attempts.sum(axis=1)}
+        loop = rule.looping(longest, repeats, slow_repeats, **volume)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
         hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
@@ -341,7 +342,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         fast_f, fast_a = split(failed, w).sum(axis=1), split(attempts, w).sum(axis=1)
         slow_f, slow_a = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         excess = np.maximum(fast_f - ratio * fast_a, (slow_f - ratio * slow_a) * w / slow_w)
-        shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats)  # as detect_retry_storms
+        shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats, **volume)  # as detect_retry_storms
         excess = np.maximum(excess, np.where(shape_loop, np.maximum(repeats, slow_repeats * w / slow_w), 0.0))
         calm = settled(verdict)  # as detect_retry_storms: an incident is held while its (judged) slow window burns
         thin = fast_a < rule.min_failed  # as detect_retry_storms: too few attempts to tell, calm patiently

@@ -552,7 +552,8 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                          repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
                          slow_others=slow_others, **others, **latest)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
-    loop = rule.looping(longest, repeats, slow_repeats)
+    volume = {"attempts": a.sum(axis=1), "slow_attempts": sa.sum(axis=1)}  # as judge's loop test
+    loop = rule.looping(longest, repeats, slow_repeats, **volume)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
     # failures above the expected ratio, per fast window (a burn's slow window scaled to one): what correlating
     # the subjects of one storm compares (a pair's storm is most of its feature's and its customer's)
@@ -561,7 +562,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                         (sf.sum(axis=1) - ratio * sa.sum(axis=1)) * rule.window_minutes / rule.slow_minutes)
     # a loop on a request shape: its repeated requests, per fast window (a pair's shape is its feature's and its
     # customer's, so the pair whose shape loops explains both: one incident)
-    shaped = rule.looping(np.zeros(len(subjects)), repeats, slow_repeats)
+    shaped = rule.looping(np.zeros(len(subjects)), repeats, slow_repeats, **volume)
     excess = np.maximum(excess, np.where(shaped, np.maximum(repeats, slow_repeats * rule.window_minutes
                                                                   / rule.slow_minutes), 0.0))
     calm = settled(verdict)
