@@ -449,3 +449,38 @@ def test_a_spend_rise_on_one_model_of_a_pair_a_storm_pages_about_joins_the_storm
     apart = correlate({leaf: _open(leaf, 3.0)}, TEAMS,
                       elsewhere=paging({("retry_storm", "feature=search,customer=c24"): other}))
     assert apart[leaf].after.root == ""
+
+
+def test_a_customers_spike_over_a_teams_features_takes_the_team_into_its_incident() -> None:
+    """Session s22's outside evaluation: a customer's weekend spike over several features of one team paged the
+    customer at 16:45 and the team at 16:55, two incidents for one actor; no feature nor pair of it rose enough to
+    be open. Where the window's dollars show the customer can hold the team's rise (``anomaly.customer_teams``
+    puts the team in the customer's ``teams``), the team is the customer's child and joins its incident."""
+    linked = dict(TEAMS) | {"customer=c64": {"team=billing"}}
+    steps = {"customer=c64": _open("customer=c64", 1.22, before="firing"), "team=billing": _open("team=billing", 1.0)}
+    assert _roots(correlate(steps, linked)) == {"customer=c64": "", "team=billing": "customer=c64"}
+    assert correlate(steps, linked)["team=billing"].transition == "firing"  # stored, attached: not delivered
+    assert _roots(correlate(steps, TEAMS)) == {"customer=c64": "", "team=billing": ""}  # not linked: two pages
+    # a customer whose rise is under half the team's does not explain it: the team has a rise of its own
+    small = {"customer=c64": _open("customer=c64", 0.4, before="firing"), "team=billing": _open("team=billing", 1.0)}
+    assert _roots(correlate(small, linked)) == {"customer=c64": "", "team=billing": ""}
+
+
+@pytest.mark.integration
+def test_customer_teams_links_a_customer_to_the_teams_it_spent_half_their_rise_under(embedded_store) -> None:
+    """``customer_teams`` from the stored window: a customer that spent $3 under team a (whose excess is $4) and $0.50
+    under team b (excess $4) can explain a, not b; a team with no excess is never linked."""
+    from spendstream.detect.anomaly import customer_teams
+
+    tag = f"ct-{uuid.uuid4().hex[:6]}"
+    now = datetime(2026, 5, 13, 12, 0, tzinfo=timezone.utc)  # 2026-05: a month no other test uses
+    events = []
+    for team, n in ((f"{tag}-a", 12), (f"{tag}-b", 2)):  # $0.25 calls
+        events += [{**e, "team": team} for e in _calls(f"{tag}-{team}", 0, [now - timedelta(minutes=5)] * n,
+                                                      customer=f"{tag}-c", feature=f"{team}-f")]
+    _store(embedded_store, events)
+    found = customer_teams(embedded_store, [f"customer={tag}-c"],
+                           {f"team={tag}-a": 4.0, f"team={tag}-b": 4.0}, start=now - timedelta(minutes=10), end=now)
+    assert found == {f"customer={tag}-c": {f"team={tag}-a"}}
+    assert customer_teams(embedded_store, [f"customer={tag}-c"], {f"team={tag}-a": 0.0},
+                          start=now - timedelta(minutes=10), end=now) == {}

@@ -21,7 +21,7 @@ from bench.detector_eval.traffic import DAY, EVAL_START, MONTH_DAYS, World
 from spendstream.alerting import digest
 from spendstream.detect import schedules
 from spendstream.detect.anomaly import HYSTERESIS as SPEND_HYSTERESIS
-from spendstream.detect.correlate import Step, correlate, parents
+from spendstream.detect.correlate import SHARE, Step, correlate, parents
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
@@ -99,6 +99,9 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     rows = np.arange(len(names))
     row_of = {name: i for i, name in enumerate(names)}
     teams = {f"feature={leaf.feature}": {f"team={leaf.team}"} for leaf in world.leaves}
+    leaves_of: dict[tuple[str, str], list[int]] = {}  # (customer, team) subjects -> their leaves (customer_teams)
+    for k, leaf in enumerate(world.leaves):
+        leaves_of.setdefault((f"customer={leaf.customer}", f"team={leaf.team}"), []).append(k)
     is_pair = np.arange(len(names)) >= len(world.subjects)
     hours = _Hours(world, rows, membership)
     cost, requests = _cumulative(membership, world.cost), _cumulative(membership, world.requests)
@@ -179,7 +182,20 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow_hot[s]
                           else float(slow.excess_usd[s]) * w / 1440)  # as detect_spend_anomalies
             steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))
-        for name, step in (correlate(steps, teams, elsewhere=paging.at(t)) if correlated else steps).items():
+        # as detect_spend_anomalies (anomaly.customer_teams): an open customer explains an open team it spent at
+        # least SHARE of the team's excess under in the window
+        linked = teams
+        open_teams = {n: max(st.excess_usd, 0.0) for n, st in steps.items() if st.after is not None
+                      and n.startswith("team=")}
+        open_customers = [n for n, st in steps.items() if st.after is not None and n.startswith("customer=")]
+        if open_teams and open_customers:
+            linked = dict(teams)
+            for c in open_customers:
+                for team, excess in open_teams.items():
+                    usd = float(world.cost[leaves_of.get((c, team), []), t - w:t].sum())
+                    if excess > 0 and usd >= SHARE * excess:
+                        linked[c] = linked.get(c, set()) | {team}
+        for name, step in (correlate(steps, linked, elsewhere=paging.at(t)) if correlated else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
             s = row_of[name]
             if step.after is not None and slow_hot[s] and slow_held.get(s, -1) < int(

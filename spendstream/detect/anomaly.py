@@ -25,7 +25,7 @@ the first alert) on traffic from three real traces; the numbers are in BENCHMARK
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.detect import baseline, raw_window, state
-from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, paging
+from spendstream.detect.correlate import SHARE, Step, and_list, correlate, headline, lifted, paging
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.raw_window import RawWindow
@@ -214,11 +214,16 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
             per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not slow_hot[i]
                           else float(known.slow_excess_usd[i]) * rule.window_minutes / 1440)
             steps[subject] = Step(before, after, transition, per_window, bool(hot[i]))
-    # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names)
+    # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names), and
+    # which open teams an open customer's rise can explain
     open_ = [s for s, st in steps.items() if st.after is not None]
     features = [s for s in open_ if s.startswith("feature=") and baseline.PAIR_MARK not in s]
+    open_teams = {s: max(steps[s].excess_usd, 0.0) for s in open_ if s.startswith("team=")}
     teams = (teams_of(store, features, start=now - window, end=now, raw=raw)
-             if features and any(s.startswith("team=") for s in open_) else {})
+             if features and open_teams else {})
+    customers = [s for s in open_ if s.startswith("customer=") and baseline.PAIR_MARK not in s]
+    if customers and open_teams:
+        teams |= customer_teams(store, customers, open_teams, start=now - window, end=now, raw=raw)
     steps = correlate(steps, teams, elsewhere=paging(storms))
     # and the first slow-hot pass of each open incident (a later one says nothing more)
     for subject, step in steps.items():
@@ -310,6 +315,32 @@ def teams_of(store: Store, features: list[str], *, start: datetime, end: datetim
     for feature, team in rows:
         teams.setdefault(f"feature={feature}", set()).add(f"team={team}")
     return teams
+
+
+def customer_teams(store: Store, customers: list[str], team_excess: Mapping[str, float], *, start: datetime,
+                   end: datetime, raw: RawWindow | None = None, share: float = SHARE) -> dict[str, set[str]]:
+    """Per customer of ``customers`` (subjects), the teams of ``team_excess`` (subject: dollars above expected in
+    the window) its rise can explain: those it spent at least ``share`` of the team's excess under in ``[start,
+    end)``, from raw ``FINAL`` (or ``raw``). A customer's spike over several features of one team lifts the team and
+    no feature enough to explain it; linked, the team joins the customer's incident (session s22's outside
+    evaluation paged a customer's weekend spike and, ten minutes later, its team). The dollars bound what the
+    customer can hold of the team's rise; ``correlate`` then asks whether its own excess is at least ``share`` of
+    the team's, as for any child."""
+    params = {"a": sql_time(start), "b": sql_time(end)} | {f"c{i}": c.removeprefix("customer=")
+                                                          for i, c in enumerate(customers)}
+    params |= {f"t{i}": t.removeprefix("team=") for i, t in enumerate(team_excess)}
+    rows = query_result(store, f"""
+        SELECT customer, team, toFloat64(sum(ifNull(total_cost, 0))) FROM {raw_window.source(raw, start=start, end=end)}
+        WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}}
+          AND customer IN ({', '.join(f'{{c{i}:String}}' for i in range(len(customers)))})
+          AND team IN ({', '.join(f'{{t{i}:String}}' for i in range(len(team_excess)))})
+        GROUP BY customer, team""", params).rows
+    out: dict[str, set[str]] = {}
+    for customer, team, usd in rows:
+        excess = team_excess[f"team={team}"]
+        if excess > 0 and float(usd) >= share * excess:
+            out.setdefault(f"customer={customer}", set()).add(f"team={team}")
+    return out
 
 
 @dataclass(frozen=True, slots=True)

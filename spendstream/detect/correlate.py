@@ -68,14 +68,16 @@ class Step:
 
 def parents(subject: str, teams: Mapping[str, Collection[str]]) -> list[str]:
     """The subjects that hold ``subject``: a leaf's pair, feature and customer, a pair's feature and customer (the
-    customer last in both), a feature's teams (``teams``)."""
+    customer last in both), a feature's teams (``teams``), and the teams a customer's rise can explain (``teams``
+    too, where the caller found the customer spent enough under them: a customer spans teams, so this is not a
+    hierarchy but a link the window's dollars show)."""
     if _is_leaf(subject):
         pair = subject.split(MODEL_MARK, 1)[0]
         return [pair, *parents(pair, teams)]
     if PAIR_MARK in subject:
         feature, customer = subject.split(PAIR_MARK, 1)
         return [feature, f"customer={customer}"]
-    if subject.startswith("feature="):
+    if subject.startswith(("feature=", "customer=")):
         return sorted(teams.get(subject, ()))
     return []
 
