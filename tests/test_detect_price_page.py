@@ -58,3 +58,21 @@ def test_a_rise_in_volume_leads_with_the_day_and_a_dearer_hour_on_the_same_model
                                                           "2026-11-19 18:00 UTC on model o3 (was gpt-4o): $45.00")
     assert slow_news(None, slow_excess=24.0) == "the last 24 h ran $24.00 above their usual (a sustained shift, " \
                                                 "$1.00 an hour)"
+
+
+@pytest.mark.integration
+def test_the_model_before_a_new_price_is_the_days_not_the_hours_just_before_it(embedded_store) -> None:
+    """A customer of a feature switched from gpt-4o to o3 at 11:20, whose run of dearer hours counts from 13:00: the
+    model before is the day's (gpt-4o), not 11:00–13:00's (o3 already). Session s23's outside evaluation paged such a
+    customer "cost per request … on model o3, the same model as before"."""
+    from spendstream.detect.anomaly import top_models
+
+    tag = f"was-{uuid.uuid4().hex[:8]}"
+    switched = datetime(2026, 7, 15, 11, 20, tzinfo=timezone.utc)  # 2026-07: a month no other test uses
+    times = [switched - timedelta(hours=24) + timedelta(minutes=10 * k) for k in range(6 * 28)]  # to 15:20
+    events = (_calls(tag, 0, [t for t in times if t < switched], customer=f"{tag}-c", feature=f"{tag}-f")
+              + _calls(tag, 1_000, [t for t in times if t >= switched], customer=f"{tag}-c", feature=f"{tag}-f",
+                       model="o3"))
+    _store(embedded_store, events)
+    since, end = switched.replace(hour=13, minute=0), switched.replace(hour=15, minute=0)
+    assert top_models(embedded_store, f"customer={tag}-c", since=since, end=end) == ("o3", "gpt-4o")

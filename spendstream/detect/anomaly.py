@@ -383,16 +383,20 @@ def slow_news(price: Price | None, slow_excess: float | None) -> str:
     return price.text()
 
 
-def top_models(store: Store, subject: str, *, since: datetime, end: datetime) -> tuple[str, str]:
-    """The model most of ``subject``'s dollars went to in ``[since, end)``, and in as long before ``since``
-    ("" where none), from raw ``FINAL``: read for a page on a new price only (one subject, once per incident)."""
+def top_models(store: Store, subject: str, *, since: datetime, end: datetime,
+               before: timedelta = timedelta(days=1)) -> tuple[str, str]:
+    """The model most of ``subject``'s dollars went to in ``[since, end)``, and in the ``before`` (a day) before
+    ``since`` ("" where none), from raw ``FINAL``: read for a page on a new price only (one subject, once per
+    incident). A day, not as long as the run at the new price: a customer whose hours count only from 13:00 (12:00
+    had too few requests) on a feature switched at 11:19 read 11:00–13:00 as "before" and was paged "the same model
+    as before" (session s23's outside evaluation)."""
     columns = _subject_columns(subject)
     where = " AND ".join(f"ifNull({c}, '') = {{{c}:String}}" for c in columns)
     rows = query_result(store, f"""
         SELECT ts >= {{s:DateTime64(3, 'UTC')}} AS after, model FROM usage_events FINAL
         WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND priced AND {where}
         GROUP BY after, model ORDER BY after, sum(total_cost) DESC, model LIMIT 1 BY after""",
-                        {"a": sql_time(since - (end - since)), "s": sql_time(since), "b": sql_time(end),
+                        {"a": sql_time(since - before), "s": sql_time(since), "b": sql_time(end),
                          **columns}).rows
     top = {bool(after): str(model) for after, model in rows}
     return top.get(True, ""), top.get(False, "")
