@@ -466,11 +466,31 @@ def test_a_customers_spike_over_a_teams_features_takes_the_team_into_its_inciden
     assert _roots(correlate(small, linked)) == {"customer=c64": "", "team=billing": ""}
 
 
+def test_customers_a_feature_wide_rise_lifts_are_part_of_the_features_incident() -> None:
+    """Session s23's outside evaluation: a feature moved to a dearer model paged the feature at 11:35 and then eight
+    of its customers between 12:15 and 15:15, each on its own (warnings, to Slack). A customer whose rise sits on
+    an open feature (``holders``: it spent at least half its excess there) that rose well beyond it joins the
+    feature's incident; a customer that rose about as much as the feature is the feature's actor instead."""
+    holders = {"customer=c1": {"feature=chat"}, "customer=c2": {"feature=chat"}, "customer=c3": {"feature=chat"}}
+    steps = {"feature=chat": _open("feature=chat", 12.0, before="firing"),
+             "customer=c1": _open("customer=c1", 1.1), "customer=c2": _open("customer=c2", 1.3, before="pending")}
+    out = correlate(steps, TEAMS, holders=holders)
+    assert _roots(out) == {"feature=chat": "", "customer=c1": "feature=chat", "customer=c2": "feature=chat"}
+    assert [s for s, st in out.items() if st.transition == "firing" and not st.after.root] == []  # no new page
+    assert _roots(correlate(steps, TEAMS)) == {"feature=chat": "", "customer=c1": "", "customer=c2": ""}
+    # one customer's spike that is most of the feature's rise: the customer names it (same_rise), not the feature
+    spike = {"feature=chat": _open("feature=chat", 10.0), "customer=c3": _open("customer=c3", 9.0)}
+    assert _roots(correlate(spike, TEAMS, holders=holders)) == {"feature=chat": "customer=c3", "customer=c3": ""}
+    # a customer already paging on its own stays its own page (what has been delivered cannot be taken back)
+    paging = {"feature=chat": _open("feature=chat", 12.0), "customer=c1": _open("customer=c1", 1.1, before="firing")}
+    assert _roots(correlate(paging, TEAMS, holders=holders))["customer=c1"] == ""
+
+
 @pytest.mark.integration
 def test_customer_teams_links_a_customer_to_the_teams_it_spent_half_their_rise_under(embedded_store) -> None:
     """``customer_teams`` from the stored window: a customer that spent $3 under team a (whose excess is $4) and $0.50
     under team b (excess $4) can explain a, not b; a team with no excess is never linked."""
-    from spendstream.detect.anomaly import customer_teams
+    from spendstream.detect.anomaly import customer_holders, customer_teams
 
     tag = f"ct-{uuid.uuid4().hex[:6]}"
     now = datetime(2026, 5, 13, 12, 0, tzinfo=timezone.utc)  # 2026-05: a month no other test uses
@@ -484,3 +504,6 @@ def test_customer_teams_links_a_customer_to_the_teams_it_spent_half_their_rise_u
     assert found == {f"customer={tag}-c": {f"team={tag}-a"}}
     assert customer_teams(embedded_store, [f"customer={tag}-c"], {f"team={tag}-a": 0.0},
                           start=now - timedelta(minutes=10), end=now) == {}
+    # and the features its rise can sit on: $3 on a's feature, $0.50 on b's, for a customer $4 over its usual
+    assert customer_holders(embedded_store, {f"customer={tag}-c": 4.0}, [f"feature={tag}-a-f", f"feature={tag}-b-f"],
+                            start=now - timedelta(minutes=10), end=now) == {f"customer={tag}-c": {f"feature={tag}-a-f"}}

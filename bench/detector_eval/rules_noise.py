@@ -99,9 +99,11 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     rows = np.arange(len(names))
     row_of = {name: i for i, name in enumerate(names)}
     teams = {f"feature={leaf.feature}": {f"team={leaf.team}"} for leaf in world.leaves}
-    leaves_of: dict[tuple[str, str], list[int]] = {}  # (customer, team) subjects -> their leaves (customer_teams)
+    # (customer, team) and (customer, feature) subjects -> their leaves (anomaly.customer_teams, customer_holders)
+    leaves_of: dict[tuple[str, str], list[int]] = {}
     for k, leaf in enumerate(world.leaves):
         leaves_of.setdefault((f"customer={leaf.customer}", f"team={leaf.team}"), []).append(k)
+        leaves_of.setdefault((f"customer={leaf.customer}", f"feature={leaf.feature}"), []).append(k)
     is_pair = np.arange(len(names)) >= len(world.subjects)
     hours = _Hours(world, rows, membership)
     cost, requests = _cumulative(membership, world.cost), _cumulative(membership, world.requests)
@@ -195,7 +197,18 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
                     usd = float(world.cost[leaves_of.get((c, team), []), t - w:t].sum())
                     if excess > 0 and usd >= SHARE * excess:
                         linked[c] = linked.get(c, set()) | {team}
-        for name, step in (correlate(steps, linked, elsewhere=paging.at(t)) if correlated else steps).items():
+        # and (customer_holders) the open features an open customer spent at least SHARE of its excess on
+        holders: dict[str, set[str]] = {}
+        open_features = [n for n, st in steps.items() if st.after is not None and n.startswith("feature=")
+                         and ",customer=" not in n]
+        for c in open_customers if open_features else []:
+            excess = max(steps[c].excess_usd, 0.0)
+            for f in open_features:
+                usd = float(world.cost[leaves_of.get((c, f), []), t - w:t].sum())
+                if excess > 0 and usd >= SHARE * excess:
+                    holders[c] = holders.get(c, set()) | {f}
+        for name, step in (correlate(steps, linked, elsewhere=paging.at(t), holders=holders) if correlated
+                           else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
             s = row_of[name]
             if step.after is not None and slow_hot[s] and slow_held.get(s, -1) < int(

@@ -221,10 +221,13 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
     open_teams = {s: max(steps[s].excess_usd, 0.0) for s in open_ if s.startswith("team=")}
     teams = (teams_of(store, features, start=now - window, end=now, raw=raw)
              if features and open_teams else {})
-    customers = [s for s in open_ if s.startswith("customer=") and baseline.PAIR_MARK not in s]
+    customers = {s: max(steps[s].excess_usd, 0.0) for s in open_ if s.startswith("customer=")
+                 and baseline.PAIR_MARK not in s}
     if customers and open_teams:
-        teams |= customer_teams(store, customers, open_teams, start=now - window, end=now, raw=raw)
-    steps = correlate(steps, teams, elsewhere=paging(storms))
+        teams |= customer_teams(store, list(customers), open_teams, start=now - window, end=now, raw=raw)
+    holders = (customer_holders(store, customers, features, start=now - window, end=now, raw=raw)
+               if customers and features else {})
+    steps = correlate(steps, teams, elsewhere=paging(storms), holders=holders)
     # and the first slow-hot pass of each open incident (a later one says nothing more)
     for subject, step in steps.items():
         changes.append((("spend_anomaly", subject), step.before, step.after))
@@ -317,29 +320,52 @@ def teams_of(store: Store, features: list[str], *, start: datetime, end: datetim
     return teams
 
 
+def spent_under(store: Store, customers: list[str], column: str, names: Collection[str], *, start: datetime,
+                end: datetime, raw: RawWindow | None = None) -> dict[tuple[str, str], float]:
+    """The dollars each of ``customers`` (subjects) spent under each of ``names`` (subjects of ``column``: ``team``
+    or ``feature``) in ``[start, end)``, from raw ``FINAL`` (or ``raw``, the round's copy): what links an open
+    customer to an open team or feature (:func:`customer_teams`, :func:`customer_holders`)."""
+    params = {"a": sql_time(start), "b": sql_time(end)} | {f"c{i}": c.removeprefix("customer=")
+                                                          for i, c in enumerate(customers)}
+    params |= {f"n{i}": n.removeprefix(f"{column}=") for i, n in enumerate(names)}
+    rows = query_result(store, f"""
+        SELECT customer, {column}, toFloat64(sum(ifNull(total_cost, 0)))
+        FROM {raw_window.source(raw, start=start, end=end)}
+        WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}}
+          AND customer IN ({', '.join(f'{{c{i}:String}}' for i in range(len(customers)))})
+          AND {column} IN ({', '.join(f'{{n{i}:String}}' for i in range(len(names)))})
+        GROUP BY customer, {column}""", params).rows
+    return {(f"customer={c}", f"{column}={n}"): float(usd) for c, n, usd in rows}
+
+
 def customer_teams(store: Store, customers: list[str], team_excess: Mapping[str, float], *, start: datetime,
                    end: datetime, raw: RawWindow | None = None, share: float = SHARE) -> dict[str, set[str]]:
     """Per customer of ``customers`` (subjects), the teams of ``team_excess`` (subject: dollars above expected in
     the window) its rise can explain: those it spent at least ``share`` of the team's excess under in ``[start,
-    end)``, from raw ``FINAL`` (or ``raw``). A customer's spike over several features of one team lifts the team and
-    no feature enough to explain it; linked, the team joins the customer's incident (session s22's outside
-    evaluation paged a customer's weekend spike and, ten minutes later, its team). The dollars bound what the
-    customer can hold of the team's rise; ``correlate`` then asks whether its own excess is at least ``share`` of
-    the team's, as for any child."""
-    params = {"a": sql_time(start), "b": sql_time(end)} | {f"c{i}": c.removeprefix("customer=")
-                                                          for i, c in enumerate(customers)}
-    params |= {f"t{i}": t.removeprefix("team=") for i, t in enumerate(team_excess)}
-    rows = query_result(store, f"""
-        SELECT customer, team, toFloat64(sum(ifNull(total_cost, 0))) FROM {raw_window.source(raw, start=start, end=end)}
-        WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}}
-          AND customer IN ({', '.join(f'{{c{i}:String}}' for i in range(len(customers)))})
-          AND team IN ({', '.join(f'{{t{i}:String}}' for i in range(len(team_excess)))})
-        GROUP BY customer, team""", params).rows
+    end)``. A customer's spike over several features of one team lifts the team and no feature enough to explain
+    it; linked, the team joins the customer's incident (session s22's outside evaluation paged a customer's weekend
+    spike and, ten minutes later, its team). The dollars bound what the customer can hold of the team's rise;
+    ``correlate`` then asks whether its own excess is at least ``share`` of the team's, as for any child."""
     out: dict[str, set[str]] = {}
-    for customer, team, usd in rows:
-        excess = team_excess[f"team={team}"]
-        if excess > 0 and float(usd) >= share * excess:
-            out.setdefault(f"customer={customer}", set()).add(f"team={team}")
+    for (customer, team), usd in spent_under(store, customers, "team", team_excess, start=start, end=end,
+                                             raw=raw).items():
+        if team_excess[team] > 0 and usd >= share * team_excess[team]:
+            out.setdefault(customer, set()).add(team)
+    return out
+
+
+def customer_holders(store: Store, customer_excess: Mapping[str, float], features: list[str], *, start: datetime,
+                     end: datetime, raw: RawWindow | None = None, share: float = SHARE) -> dict[str, set[str]]:
+    """Per customer of ``customer_excess`` (subject: dollars above expected in the window), the features of
+    ``features`` that can hold its rise: those it spent at least ``share`` of its excess on in ``[start, end)``.
+    ``correlate`` joins the customer to such a feature when the feature rose well beyond it: a feature moved to a
+    dearer model lifts each of its customers a little (session s23's outside evaluation: a switch on one feature
+    paged the feature and then eight of its customers, each on its own)."""
+    out: dict[str, set[str]] = {}
+    for (customer, feature), usd in spent_under(store, list(customer_excess), "feature", features, start=start,
+                                                end=end, raw=raw).items():
+        if customer_excess[customer] > 0 and usd >= share * customer_excess[customer]:
+            out.setdefault(customer, set()).add(feature)
     return out
 
 
