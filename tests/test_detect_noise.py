@@ -119,6 +119,10 @@ def test_a_repeated_shape_is_a_loop_only_above_what_chance_gives_at_the_subjects
     slow = rule.looping(np.zeros(2), np.zeros(2), np.array([168.0, 45.0]), slow_attempts=np.array([38_000.0, 300.0]))
     assert slow.tolist() == [False, True]
     assert rule.looping(np.array([8.0]), np.zeros(1), None, attempts=np.array([10_000.0])).tolist() == [True]
+    # a pair has no slow window (0 attempts there): its two hours are at least its ten minutes' rate, so a busy
+    # pair's 46 chance repeats in two hours are no slow loop (s23's outside evaluation paged one), a quiet agent's are
+    volume = rule.loop_volume(np.array([6197.0, 10.0]), np.zeros(2))
+    assert rule.looping(np.zeros(2), np.zeros(2), np.array([46.0, 46.0]), **volume).tolist() == [False, True]
 
 
 def test_an_incident_that_grows_worse_fires_again_at_the_worse_severity_once_and_never_backs_down() -> None:

@@ -362,7 +362,7 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              latest_failed=split(failed, rule.storm_now_minutes),
                              latest_attempts=split(attempts, rule.storm_now_minutes))
         # as detect_retry_storms: storms need a day of history, loops do not
-        volume = {"attempts": split(attempts, w).sum(axis=1), "slow_attempts": slow_attempts.sum(axis=1)}
+        volume = rule.loop_volume(split(attempts, w).sum(axis=1), slow_attempts.sum(axis=1))  # as judge's
         loop = rule.looping(longest, repeats, slow_repeats, **volume)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
         hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)

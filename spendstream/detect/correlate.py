@@ -154,7 +154,7 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
                 link[s] = customer  # even when the customer as a whole is not over its line (a creep over its
                 #                     features), or is and another of its pairs explains it
     for s, features in held_by.items():
-        if s in open_ and s not in link:
+        if s in open_ and s not in link and not delivered(s):  # a customer paging on its own stays its page
             held = [f for f in features if f in open_ and f not in link and excess[s] < SAME * excess[f]
                     and not _leads_to(link, f, s)]
             if held:

@@ -552,7 +552,7 @@ def detect_retry_storms(store: Store, now: datetime, *, rule: RetryStormRule | N
                          repeats=repeats, counted=counted, slow_repeats=slow_repeats, now_failed=nf, now_attempts=na,
                          slow_others=slow_others, **others, **latest)
     warm = np.array([history_of.get(s, 0) >= STORM_WARMUP_HOURS for s in subjects], dtype=bool)
-    volume = {"attempts": a.sum(axis=1), "slow_attempts": sa.sum(axis=1)}  # as judge's loop test
+    volume = rule.loop_volume(a.sum(axis=1), sa.sum(axis=1))  # as judge's loop test
     loop = rule.looping(longest, repeats, slow_repeats, **volume)
     hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
     # failures above the expected ratio, per fast window (a burn's slow window scaled to one): what correlating
