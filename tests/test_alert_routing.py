@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 from spendstream.alerting import digest
-from spendstream.alerting.delivery import AlertRouting, Notifier, Route, store_new_alerts
+from spendstream.alerting.delivery import AlertRouting, Notifier, Route, load_routing, store_new_alerts
 from spendstream.alerting.destinations import Destination, pagerduty_event
 from spendstream.detect import baseline
 from spendstream.schemas.alert import Alert
 from tests.test_alert_delivery import Receiver
+
+_SEEN = datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc)
 
 T = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -149,3 +153,25 @@ def test_an_incident_that_grows_past_the_paging_line_reaches_on_call_once_and_no
     assert [b["event_action"] for b in pagerduty.bodies()] == ["trigger", "resolve"]
     assert pagerduty.bodies()[0]["payload"]["severity"] == "error"
     assert len(slack.bodies()) == 2
+
+
+def test_the_documented_routes_send_slack_every_warning_on_call_the_pages_and_the_audit_everything(tmp_path) -> None:
+    """docs/alerts.md's routes example, loaded as `notify` loads a routes file. s22's outside evaluation ran it
+    and Slack got nothing in two days: spend anomalies fire as ``warning`` and the example sent Slack only
+    unpriced models, idle GPUs and budgets."""
+    text = (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+    block = re.search(r"```yaml\n(destinations:.*?)```", text, re.S)
+    assert block, "docs/alerts.md has no routes example"
+    (tmp_path / "routes.yaml").write_text(block.group(1))
+    routing = load_routing(tmp_path / "routes.yaml")
+
+    def to(kind: str, severity: str, subject: str = "feature=chat") -> set[str]:
+        alert = Alert(kind=kind, severity=severity, state="firing", subject=subject, window_start=_SEEN,
+                      window_end=_SEEN, dedup_key=f"{kind}:{subject}", message="", created_at=_SEEN)
+        return {r.destination for r in routing.routes if r.matches(alert)}
+
+    assert to("spend_anomaly", "warning") == {"finops-slack", "audit"}
+    assert to("new_spender", "warning", "customer=acme") == {"finops-slack", "audit"}
+    assert to("spend_anomaly", "error") == to("retry_storm", "error") == {"finops-slack", "oncall", "audit"}
+    assert to("unpriced_model", "warning", "model=o9") == {"finops-slack", "audit"}
+    assert to("budget_burn", "info", "team=search") == {"audit"}  # 50 % of a budget: for the record only

@@ -83,6 +83,48 @@ def test_the_resolve_waits_as_many_calm_passes_as_the_incident_was_hot_within_bo
     assert run("HH" + "." * 4 + "HH" + "." * 4) == ["firing", "resolved", "firing", "resolved"]  # short blips apart
 
 
+def test_a_storm_resolves_after_three_calm_passes_but_six_when_they_saw_too_little_to_tell() -> None:
+    """retry_storm's hysteresis: a calm pass with the key's traffic in it counts towards three; a patient one (the
+    key sent fewer attempts than a storm needs, retry_storm's ``thin``) needs six in a row, so a quiet key's 20-30
+    minute gap between two bursts of one storm does not close it. A traffic-calm pass after silent ones resolves."""
+    h = Hysteresis(fire_after=2, resolve_after=3, resolve_after_max=3, patient_after=6)
+
+    def run(pattern: str) -> list[str]:
+        """One pass a character: ``H`` hot, ``.`` calm with traffic, ``_`` calm and thin."""
+        cur, sent = None, []
+        for p in pattern:
+            cur, message = h.step(cur, kind="retry_storm", subject="feature=f", onset=T0, severity="error",
+                                  hot=p == "H", very_hot=p == "H", calm=p != "H", patient=p == "_")
+            sent += [message] if message else []
+        return sent
+
+    assert run("HH" + "..." + "HH" + "...") == ["firing", "resolved", "firing", "resolved"]
+    assert run("HH" + "_____" + "HH" + "______") == ["firing", "resolved"]  # a 25-minute silent gap: one incident
+    assert run("HH" + "______") == ["firing", "resolved"]
+    assert run("HH" + "_____") == ["firing"]       # five silent passes: still open
+    assert run("HH" + "__.") == ["firing", "resolved"]  # the third calm pass saw traffic: enough
+
+
+def test_a_repeated_shape_is_a_loop_only_above_what_chance_gives_at_the_subjects_volume() -> None:
+    """Templated traffic repeats a request shape by chance in proportion to its volume: s22's outside evaluation
+    paged a busy pair's spike (~3,180 attempts in ten minutes, 14 requests of one shape) as an agent loop. A shape
+    must also be ``loop_share`` (2 %) of the subject's attempts; one request id at 8 attempts is a loop whatever
+    the volume, and a subject whose volume is not given is judged as before."""
+    rule = RetryStormRule()
+    none = np.zeros(4)
+    fast = rule.looping(none, np.array([14.0, 14.0, 12.0, 70.0]), None, attempts=np.array([3180.0, 100.0, 600.0,
+                                                                                           3180.0]))
+    assert fast.tolist() == [False, True, True, True]
+    assert rule.looping(none, np.array([14.0, 14.0, 12.0, 70.0]), None).tolist() == [True, True, True, True]
+    slow = rule.looping(np.zeros(2), np.zeros(2), np.array([168.0, 45.0]), slow_attempts=np.array([38_000.0, 300.0]))
+    assert slow.tolist() == [False, True]
+    assert rule.looping(np.array([8.0]), np.zeros(1), None, attempts=np.array([10_000.0])).tolist() == [True]
+    # a pair has no slow window (0 attempts there): its two hours are at least its ten minutes' rate, so a busy
+    # pair's 46 chance repeats in two hours are no slow loop (s23's outside evaluation paged one), a quiet agent's are
+    volume = rule.loop_volume(np.array([6197.0, 10.0]), np.zeros(2))
+    assert rule.looping(np.zeros(2), np.zeros(2), np.array([46.0, 46.0]), **volume).tolist() == [False, True]
+
+
 def test_an_incident_that_grows_worse_fires_again_at_the_worse_severity_once_and_never_backs_down() -> None:
     h = Hysteresis(fire_after=1, resolve_after=3)
     step = lambda cur, severity, **kw: h.step(cur, kind="spend_anomaly", subject="customer=c", onset=T0,  # noqa: E731

@@ -153,6 +153,29 @@ def test_a_spike_of_fixed_size_requests_without_a_fingerprint_is_not_a_loop(embe
         f"customer={run}-fp-c", f"feature={run}-fp", f"feature={run}-fp,customer={run}-fp-c"]  # one incident
 
 
+@pytest.mark.integration
+def test_a_busy_pairs_chance_repeats_of_a_shape_are_not_a_loop_and_the_same_repeats_on_a_small_pair_are(
+        embedded_store) -> None:
+    """Session s22's outside evaluation: a busy pair's spike (~3,180 attempts in ten minutes) held 14 requests of one
+    shape by chance (templated prompts, sizes from a trace) and was paged as an agent loop. Here 1,000 requests in
+    nine minutes over six fingerprints and many sizes, 14 of them one shape (1.4 %, under ``loop_share``): no loop.
+    The same 14 in a pair of 40 requests (35 %) are one."""
+    run = f"chance-{uuid.uuid4().hex[:8]}"
+
+    def calls(feature: str, n: int) -> list[dict]:
+        return [{"event_id": f"{feature}-{k}", "request_id": f"{feature}-r{k}", "provider": "openai",
+                 "model": "gpt-4o-mini", "ts": (NOW - timedelta(minutes=9) + timedelta(seconds=0.5 * k)).isoformat(),
+                 "feature": feature, "customer": f"{feature}-c", "output_tokens": 20,
+                 # 14 of one shape, the rest spread over 6 fingerprints x 97 sizes (at most 2 of any other shape)
+                 "prefix_fingerprint": "sys0" if k < 14 else f"sys{k % 6}",
+                 "input_tokens": 1_234 if k < 14 else 2_000 + k % 97} for k in range(n)]
+
+    _write(embedded_store, calls(f"{run}-busy", 1_000) + calls(f"{run}-small", 40))
+    fired = sorted(a.subject for a in detect_retry_storms(embedded_store, NOW) if run in a.subject)
+    small = f"{run}-small"
+    assert fired == [f"customer={small}-c", f"feature={small}", f"feature={small},customer={small}-c"]
+
+
 def raw_slow_loops(store, now: datetime, slow: timedelta) -> dict[str, tuple[float, float]]:
     """The slow loop question asked of raw FINAL: per ten minutes from ``slow`` before ``now``'s, the fingerprinted
     first-attempt shapes with two distinct requests or more; per subject (feature, customer, their pair), the shape
@@ -446,3 +469,45 @@ def test_a_sparse_quiet_storm_pages_on_its_second_request_and_a_quiet_blip_does_
     assert firing and all(f"sparse-{run}" in s or f"sparse-c-{run}" in s for _, s in firing), firing  # no blip
     assert firing[0][0] == t0 + timedelta(minutes=30)  # the pass after its second request, not the one after that
     assert [b["event_action"] for b in pages] == ["trigger", "resolve"]
+
+
+@pytest.mark.integration
+def test_a_sparse_storm_with_gaps_longer_than_the_resolve_is_one_incident(embedded_store) -> None:
+    """A quiet feature (a request every 10 minutes, for 30 hours, and on through its storm) whose storm is one request
+    every 25 minutes failing 7 attempts before its 8th succeeds (a loop's length: each burst pages on its own).
+    Between two bursts its fast window holds one request or none: too little to show the storm is over, so those
+    passes are calm patiently (six of them, not three). The storm is one PagerDuty incident, opened once and resolved
+    once; before session s23 it resolved in each 25-minute gap and paged the next burst as a new incident (the
+    outside evaluation's sparse storm: two incidents; here four)."""
+    run, t0 = uuid.uuid4().hex[:8], datetime(2026, 2, 11, 9, 0, tzinfo=timezone.utc)  # a month no other test uses
+    events: list[dict] = []
+
+    def call(feature: str, at: datetime, failures: int = 0) -> None:
+        n = len(events)
+        ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": failures + 1, "status": "ok",
+              "ts": (at + timedelta(seconds=10 * failures)).isoformat(), "provider": "openai",
+              "model": "gpt-4o-mini", "feature": f"{feature}-{run}", "customer": f"{feature}-c-{run}",
+              "input_tokens": 1_000 + n % 300, "output_tokens": 20}
+        events.extend({**ok, "event_id": f"{run}-{n}-a{k}", "attempt": k, "status": "error", "http_status": 500,
+                       "ts": (at + timedelta(seconds=10 * (k - 1))).isoformat()} for k in range(1, failures + 1))
+        events.append(ok)
+
+    for m in range(-30 * 60, 180):
+        for k in range(5):  # a busy feature: five calls a minute, 2 % retried once
+            call("busy", t0 + timedelta(minutes=m, seconds=12 * k), failures=int((5 * m + k) % 50 == 0))
+        if m % 10 == 0:  # the quiet one: a call every ten minutes, every 20th retried once
+            call("sparse", t0 + timedelta(minutes=m, seconds=30), failures=int(m % 200 == 0))
+    for m in range(15, 110, 25):  # the storm: 09:15, 09:40, 10:05, 10:30
+        call("sparse", t0 + timedelta(minutes=m), failures=7)
+    for chunk in range(0, len(events), 5_000):
+        _store(embedded_store, events[chunk:chunk + 5_000])
+    pages, _, stored = deliver_passes(embedded_store, run, [t0 + timedelta(minutes=m) for m in range(5, 180, 5)],
+                                      detect_retry_storms, refresh=True)
+    firing = [a for a in stored if a.state == "firing"]
+    assert firing and all(f"sparse-{run}" in a.subject or f"sparse-c-{run}" in a.subject for a in firing)
+    assert [b["event_action"] for b in pages] == ["trigger", "resolve"], [
+        (b["event_action"], b.get("payload", {}).get("timestamp")) for b in pages]
+    resolved = next(a for a in stored if a.state == "resolved" and a.correlated_with is None)
+    # six calm passes once the last burst (10:30) has left the fast window, not three: 11:10, not 10:55 (the price of
+    # waiting out a quiet key's silence)
+    assert resolved.created_at == t0 + timedelta(minutes=130)

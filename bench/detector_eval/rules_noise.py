@@ -21,7 +21,7 @@ from bench.detector_eval.traffic import DAY, EVAL_START, MONTH_DAYS, World
 from spendstream.alerting import digest
 from spendstream.detect import schedules
 from spendstream.detect.anomaly import HYSTERESIS as SPEND_HYSTERESIS
-from spendstream.detect.correlate import Step, correlate, parents
+from spendstream.detect.correlate import SHARE, Step, correlate, parents
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Expectation, Profiles, expect, learn
 from spendstream.detect.retry_storm import HYSTERESIS, STORM_WARMUP_HOURS
@@ -99,6 +99,11 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
     rows = np.arange(len(names))
     row_of = {name: i for i, name in enumerate(names)}
     teams = {f"feature={leaf.feature}": {f"team={leaf.team}"} for leaf in world.leaves}
+    # (customer, team) and (customer, feature) subjects -> their leaves (anomaly.customer_teams, customer_holders)
+    leaves_of: dict[tuple[str, str], list[int]] = {}
+    for k, leaf in enumerate(world.leaves):
+        leaves_of.setdefault((f"customer={leaf.customer}", f"team={leaf.team}"), []).append(k)
+        leaves_of.setdefault((f"customer={leaf.customer}", f"feature={leaf.feature}"), []).append(k)
     is_pair = np.arange(len(names)) >= len(world.subjects)
     hours = _Hours(world, rows, membership)
     cost, requests = _cumulative(membership, world.cost), _cumulative(membership, world.requests)
@@ -179,7 +184,31 @@ def spend(world: World, rule: SpendAnomalyRule | None = None, hysteresis: Hyster
             per_window = (float(fast.excess_usd[s]) if fast.hot[s] or not slow_hot[s]
                           else float(slow.excess_usd[s]) * w / 1440)  # as detect_spend_anomalies
             steps[names[s]] = Step(open_.get(s), incident, transition, per_window, bool(hot[s]))
-        for name, step in (correlate(steps, teams, elsewhere=paging.at(t)) if correlated else steps).items():
+        # as detect_spend_anomalies (anomaly.customer_teams): an open customer explains an open team it spent at
+        # least SHARE of the team's excess under in the window
+        linked = teams
+        open_teams = {n: max(st.excess_usd, 0.0) for n, st in steps.items() if st.after is not None
+                      and n.startswith("team=")}
+        open_customers = [n for n, st in steps.items() if st.after is not None and n.startswith("customer=")]
+        if open_teams and open_customers:
+            linked = dict(teams)
+            for c in open_customers:
+                for team, excess in open_teams.items():
+                    usd = float(world.cost[leaves_of.get((c, team), []), t - w:t].sum())
+                    if excess > 0 and usd >= SHARE * excess:
+                        linked[c] = linked.get(c, set()) | {team}
+        # and (customer_holders) the open features an open customer spent at least SHARE of its excess on
+        holders: dict[str, set[str]] = {}
+        open_features = [n for n, st in steps.items() if st.after is not None and n.startswith("feature=")
+                         and ",customer=" not in n]
+        for c in open_customers if open_features else []:
+            excess = max(steps[c].excess_usd, 0.0)
+            for f in open_features:
+                usd = float(world.cost[leaves_of.get((c, f), []), t - w:t].sum())
+                if excess > 0 and usd >= SHARE * excess:
+                    holders[c] = holders.get(c, set()) | {f}
+        for name, step in (correlate(steps, linked, elsewhere=paging.at(t), holders=holders) if correlated
+                           else steps).items():
             _record(out, open_, row_of[name], step.after, step.transition, t, world, step.before)
             s = row_of[name]
             if step.after is not None and slow_hot[s] and slow_held.get(s, -1) < int(
@@ -333,7 +362,8 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
                              latest_failed=split(failed, rule.storm_now_minutes),
                              latest_attempts=split(attempts, rule.storm_now_minutes))
         # as detect_retry_storms: storms need a day of history, loops do not
-        loop = rule.looping(longest, repeats, slow_repeats)
+        volume = rule.loop_volume(split(attempts, w).sum(axis=1), slow_attempts.sum(axis=1))  # as judge's
+        loop = rule.looping(longest, repeats, slow_repeats, **volume)
         warm = (t // 60 - hours.first) >= STORM_WARMUP_HOURS
         hot, very_hot = verdict.hot & (warm | loop), verdict.very_hot & (warm | loop)
         wasted = split(failed_cost, STEP_MINUTES).sum(axis=1)
@@ -341,15 +371,16 @@ def retries(world: World, rule: RetryStormRule | None = None, hysteresis: Hyster
         fast_f, fast_a = split(failed, w).sum(axis=1), split(attempts, w).sum(axis=1)
         slow_f, slow_a = slow_failed.sum(axis=1), slow_attempts.sum(axis=1)
         excess = np.maximum(fast_f - ratio * fast_a, (slow_f - ratio * slow_a) * w / slow_w)
-        shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats)  # as detect_retry_storms
+        shape_loop = rule.looping(np.zeros(len(rows)), repeats, slow_repeats, **volume)  # as detect_retry_storms
         excess = np.maximum(excess, np.where(shape_loop, np.maximum(repeats, slow_repeats * w / slow_w), 0.0))
         calm = settled(verdict)  # as detect_retry_storms: an incident is held while its (judged) slow window burns
+        thin = fast_a < rule.min_failed  # as detect_retry_storms: too few attempts to tell, calm patiently
         steps = {}
         for i in sorted(set(np.flatnonzero(hot)) | set(open_)):
             incident, transition = hysteresis.step(
                 open_.get(i), kind="retry_storm", subject=names[i], hot=bool(hot[i]),
                 very_hot=bool(very_hot[i]), calm=bool(calm[i]), onset=at(t - w), severity="error",
-                observed=float(verdict.z[i]), wasted_usd=float(wasted[i]))
+                observed=float(verdict.z[i]), wasted_usd=float(wasted[i]), patient=bool(thin[i]))
             steps[names[i]] = Step(open_.get(i), incident, transition, float(excess[i]), bool(hot[i]))
         ended = set()
         for name, step in (correlate(steps, {}, follow_parts=True) if correlated else steps).items():

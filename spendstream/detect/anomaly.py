@@ -25,7 +25,7 @@ the first alert) on traffic from three real traces; the numbers are in BENCHMARK
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.detect import baseline, raw_window, state
-from spendstream.detect.correlate import Step, and_list, correlate, headline, lifted, paging
+from spendstream.detect.correlate import SHARE, Step, and_list, correlate, headline, lifted, paging
 from spendstream.detect.incidents import Hysteresis, Incident
 from spendstream.detect.noise import Profiles, expect
 from spendstream.detect.raw_window import RawWindow
@@ -214,12 +214,20 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
             per_window = (float(fast.excess_usd[i]) if fast.hot[i] or not slow_hot[i]
                           else float(known.slow_excess_usd[i]) * rule.window_minutes / 1440)
             steps[subject] = Step(before, after, transition, per_window, bool(hot[i]))
-    # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names)
+    # which team a feature belongs to, only when both are open (the rest of the hierarchy is in the names), and
+    # which open teams an open customer's rise can explain
     open_ = [s for s, st in steps.items() if st.after is not None]
     features = [s for s in open_ if s.startswith("feature=") and baseline.PAIR_MARK not in s]
+    open_teams = {s: max(steps[s].excess_usd, 0.0) for s in open_ if s.startswith("team=")}
     teams = (teams_of(store, features, start=now - window, end=now, raw=raw)
-             if features and any(s.startswith("team=") for s in open_) else {})
-    steps = correlate(steps, teams, elsewhere=paging(storms))
+             if features and open_teams else {})
+    customers = {s: max(steps[s].excess_usd, 0.0) for s in open_ if s.startswith("customer=")
+                 and baseline.PAIR_MARK not in s}
+    if customers and open_teams:
+        teams |= customer_teams(store, list(customers), open_teams, start=now - window, end=now, raw=raw)
+    holders = (customer_holders(store, customers, features, start=now - window, end=now, raw=raw)
+               if customers and features else {})
+    steps = correlate(steps, teams, elsewhere=paging(storms), holders=holders)
     # and the first slow-hot pass of each open incident (a later one says nothing more)
     for subject, step in steps.items():
         changes.append((("spend_anomaly", subject), step.before, step.after))
@@ -312,6 +320,55 @@ def teams_of(store: Store, features: list[str], *, start: datetime, end: datetim
     return teams
 
 
+def spent_under(store: Store, customers: list[str], column: str, names: Collection[str], *, start: datetime,
+                end: datetime, raw: RawWindow | None = None) -> dict[tuple[str, str], float]:
+    """The dollars each of ``customers`` (subjects) spent under each of ``names`` (subjects of ``column``: ``team``
+    or ``feature``) in ``[start, end)``, from raw ``FINAL`` (or ``raw``, the round's copy): what links an open
+    customer to an open team or feature (:func:`customer_teams`, :func:`customer_holders`)."""
+    params = {"a": sql_time(start), "b": sql_time(end)} | {f"c{i}": c.removeprefix("customer=")
+                                                          for i, c in enumerate(customers)}
+    params |= {f"n{i}": n.removeprefix(f"{column}=") for i, n in enumerate(names)}
+    rows = query_result(store, f"""
+        SELECT customer, {column}, toFloat64(sum(ifNull(total_cost, 0)))
+        FROM {raw_window.source(raw, start=start, end=end)}
+        WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}}
+          AND customer IN ({', '.join(f'{{c{i}:String}}' for i in range(len(customers)))})
+          AND {column} IN ({', '.join(f'{{n{i}:String}}' for i in range(len(names)))})
+        GROUP BY customer, {column}""", params).rows
+    return {(f"customer={c}", f"{column}={n}"): float(usd) for c, n, usd in rows}
+
+
+def customer_teams(store: Store, customers: list[str], team_excess: Mapping[str, float], *, start: datetime,
+                   end: datetime, raw: RawWindow | None = None, share: float = SHARE) -> dict[str, set[str]]:
+    """Per customer of ``customers`` (subjects), the teams of ``team_excess`` (subject: dollars above expected in
+    the window) its rise can explain: those it spent at least ``share`` of the team's excess under in ``[start,
+    end)``. A customer's spike over several features of one team lifts the team and no feature enough to explain
+    it; linked, the team joins the customer's incident (session s22's outside evaluation paged a customer's weekend
+    spike and, ten minutes later, its team). The dollars bound what the customer can hold of the team's rise;
+    ``correlate`` then asks whether its own excess is at least ``share`` of the team's, as for any child."""
+    out: dict[str, set[str]] = {}
+    for (customer, team), usd in spent_under(store, customers, "team", team_excess, start=start, end=end,
+                                             raw=raw).items():
+        if team_excess[team] > 0 and usd >= share * team_excess[team]:
+            out.setdefault(customer, set()).add(team)
+    return out
+
+
+def customer_holders(store: Store, customer_excess: Mapping[str, float], features: list[str], *, start: datetime,
+                     end: datetime, raw: RawWindow | None = None, share: float = SHARE) -> dict[str, set[str]]:
+    """Per customer of ``customer_excess`` (subject: dollars above expected in the window), the features of
+    ``features`` that can hold its rise: those it spent at least ``share`` of its excess on in ``[start, end)``.
+    ``correlate`` joins the customer to such a feature when the feature rose well beyond it: a feature moved to a
+    dearer model lifts each of its customers a little (session s23's outside evaluation: a switch on one feature
+    paged the feature and then eight of its customers, each on its own)."""
+    out: dict[str, set[str]] = {}
+    for (customer, feature), usd in spent_under(store, list(customer_excess), "feature", features, start=start,
+                                                end=end, raw=raw).items():
+        if customer_excess[customer] > 0 and usd >= share * customer_excess[customer]:
+            out.setdefault(customer, set()).add(feature)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     """A subject's new price per request, as the hour's baselines found it (:meth:`SpendAnomalyRule.price_shift`)."""
@@ -325,25 +382,47 @@ class Price:
     was: str = ""       # ... and as long before
 
     def text(self) -> str:
+        """"price per request" where the model it ran on changed; "cost per request" where it did not (bigger or
+        costlier requests on the same model: the catalog's price did not move) or where the models are unknown."""
         since = self.for_hour - timedelta(hours=self.hours)
         times = self.per_request / self.usual_per_request if self.usual_per_request > 0 else float("inf")
-        on = (f" on model {self.model}" + (f" (was {self.was})" if self.was and self.was != self.model else "")
-              if self.model else "")
-        return (f"price per request ${self.usual_per_request:.4f} -> ${self.per_request:.4f} ({times:.1f}x) since "
-                f"{since:%Y-%m-%d %H:%M} UTC{on}: ${self.excess_usd:.2f} above what those requests usually cost "
-                f"(${self.excess_usd / self.hours:.2f} an hour)")
+        switched = bool(self.model and self.was and self.was != self.model)
+        on = (f" on model {self.model}" + (f" (was {self.was})" if switched else "") if self.model else "")
+        same = ", the same model as before" if self.model and self.was == self.model else ""
+        return (f"{'price' if switched else 'cost'} per request ${self.usual_per_request:.4f} -> "
+                f"${self.per_request:.4f} ({times:.1f}x) since {since:%Y-%m-%d %H:%M} UTC{on}{same}: "
+                f"${self.excess_usd:.2f} above what those requests usually cost (${self.excess_usd / self.hours:.2f} "
+                "an hour)")
 
 
-def top_models(store: Store, subject: str, *, since: datetime, end: datetime) -> tuple[str, str]:
-    """The model most of ``subject``'s dollars went to in ``[since, end)``, and in as long before ``since``
-    ("" where none), from raw ``FINAL``: read for a page on a new price only (one subject, once per incident)."""
+def slow_news(price: Price | None, slow_excess: float | None) -> str:
+    """What a page says the slow window found: the new price per request if it explains the day's rise, else the
+    day's rise first (more requests, not dearer ones), then the dearer requests as a detail. A customer whose
+    volume creeps up and whose requests ran a little dearer for an hour was paged "price per request 1.7x"
+    (session s22's outside evaluation) although the price was not the news."""
+    day = (f"the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift, "
+           f"${slow_excess / 24:.2f} an hour)" if slow_excess is not None else "")
+    if price is None:
+        return day
+    if slow_excess is not None and price.excess_usd < slow_excess / 2:
+        return f"{day}; of that, {price.text()}"
+    return price.text()
+
+
+def top_models(store: Store, subject: str, *, since: datetime, end: datetime,
+               before: timedelta = timedelta(days=1)) -> tuple[str, str]:
+    """The model most of ``subject``'s dollars went to in ``[since, end)``, and in the ``before`` (a day) before
+    ``since`` ("" where none), from raw ``FINAL``: read for a page on a new price only (one subject, once per
+    incident). A day, not as long as the run at the new price: a customer whose hours count only from 13:00 (12:00
+    had too few requests) on a feature switched at 11:19 read 11:00–13:00 as "before" and was paged "the same model
+    as before" (session s23's outside evaluation)."""
     columns = _subject_columns(subject)
     where = " AND ".join(f"ifNull({c}, '') = {{{c}:String}}" for c in columns)
     rows = query_result(store, f"""
         SELECT ts >= {{s:DateTime64(3, 'UTC')}} AS after, model FROM usage_events FINAL
         WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}} AND priced AND {where}
         GROUP BY after, model ORDER BY after, sum(total_cost) DESC, model LIMIT 1 BY after""",
-                        {"a": sql_time(since - (end - since)), "s": sql_time(since), "b": sql_time(end),
+                        {"a": sql_time(since - before), "s": sql_time(since), "b": sql_time(end),
                          **columns}).rows
     top = {bool(after): str(model) for after, model in rows}
     return top.get(True, ""), top.get(False, "")
@@ -369,9 +448,7 @@ def _spend_alert(incident: Incident, transition: str, *, now: datetime, observed
     the fast window's excess, nothing or below zero, is not the news."""
     if transition == "firing":
         now_text = f"${observed:.2f} in the last {minutes} min, usually ${usual:.2f} (±noise) at this hour of the week"
-        day = (f"the last 24 h ran ${slow_excess:.2f} above their usual (a sustained shift, "
-               f"${slow_excess / 24:.2f} an hour)" if slow_excess is not None else "")
-        slow_text = price.text() if price is not None else day
+        slow_text = slow_news(price, slow_excess)
         if fast or not slow_text:
             message = f"{now_text}: ${max(excess, 0):.2f} above what is expected{f'; {slow_text}' if slow_text else ''}"
         else:

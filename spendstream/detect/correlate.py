@@ -68,14 +68,16 @@ class Step:
 
 def parents(subject: str, teams: Mapping[str, Collection[str]]) -> list[str]:
     """The subjects that hold ``subject``: a leaf's pair, feature and customer, a pair's feature and customer (the
-    customer last in both), a feature's teams (``teams``)."""
+    customer last in both), a feature's teams (``teams``), and the teams a customer's rise can explain (``teams``
+    too, where the caller found the customer spent enough under them: a customer spans teams, so this is not a
+    hierarchy but a link the window's dollars show)."""
     if _is_leaf(subject):
         pair = subject.split(MODEL_MARK, 1)[0]
         return [pair, *parents(pair, teams)]
     if PAIR_MARK in subject:
         feature, customer = subject.split(PAIR_MARK, 1)
         return [feature, f"customer={customer}"]
-    if subject.startswith("feature="):
+    if subject.startswith(("feature=", "customer=")):
         return sorted(teams.get(subject, ()))
     return []
 
@@ -91,7 +93,8 @@ def _depth(subject: str) -> int:
 
 
 def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *, share: float = SHARE,
-              elsewhere: Mapping[str, str] | None = None, follow_parts: bool = False) -> dict[str, Step]:
+              elsewhere: Mapping[str, str] | None = None, follow_parts: bool = False,
+              holders: Mapping[str, Collection[str]] | None = None) -> dict[str, Step]:
     """``steps`` with each open subject's incident attached to its group's root (or its own: ``root`` ""), and
     the transitions that grouping changes: a pending root fired by its group, a root escalated to its members'
     worst severity, an attached subject detached.
@@ -102,6 +105,12 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     attached to that incident: an agent loop's repeated calls are the retry storm already paged *and* a spend
     rise on the same subject, one cause, one page. It stays attached while that incident is open.
 
+    ``holders``: per customer, the features that can hold its rise (the caller found the customer spent at least
+    ``share`` of its excess on them in the window). A customer no child explains joins such an open feature that
+    nothing explains and that rose well beyond it (the customer's excess under ``SAME`` of the feature's: not the
+    same rise, which ``same_rise`` makes the customer's): a feature-wide cause, a switch to a dearer model or a
+    spike over many customers, lifts each customer a little, and each paged on its own.
+
     ``follow_parts``: a group none of whose members pages on its own, with a member that an open page carries (a
     feature attached to its first pair's storm, now mostly a second pair's), joins that page: the second pair is an
     update to it, not a page of its own, and the page stays open while they do. For retry storms, whose cause is the
@@ -109,6 +118,7 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
     an actor of its own (a second customer's spike on a feature an old creep's page carries is news)."""
     out = dict(steps)
     elsewhere = elsewhere or {}
+    held_by = holders or {}
 
     def delivered(s: str) -> bool:  # paging on its own already
         before = steps[s].before
@@ -143,6 +153,12 @@ def correlate(steps: Mapping[str, Step], teams: Mapping[str, Collection[str]], *
             elif not _leads_to(link, customer, s):  # one customer's pairs hot together are one actor's doing,
                 link[s] = customer  # even when the customer as a whole is not over its line (a creep over its
                 #                     features), or is and another of its pairs explains it
+    for s, features in held_by.items():
+        if s in open_ and s not in link and not delivered(s):  # a customer paging on its own stays its page
+            held = [f for f in features if f in open_ and f not in link and excess[s] < SAME * excess[f]
+                    and not _leads_to(link, f, s)]
+            if held:
+                link[s] = max(held, key=lambda f: (excess[f], f))
     for s, c in same_rise(open_, excess, link).items():
         link[s] = c
     groups: dict[str, list[str]] = defaultdict(list)

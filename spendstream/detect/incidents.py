@@ -19,7 +19,8 @@ into at most two messages per incident:
   one that was hot for ten minutes, for ``resolve_after`` passes. A spike that dips and comes
   back, or a model switch calm between busy hours, is one incident (one trigger, one resolve),
   not one per wave; the price is a later resolve for the long ones (retry storms pass
-  ``resolve_after_max=3``: :data:`spendstream.detect.retry_storm.HYSTERESIS` says why). A pass
+  ``resolve_after_max=3``: :data:`spendstream.detect.retry_storm.HYSTERESIS` says why, and why a storm on a key
+  that went silent waits ``patient_after`` passes). A pass
   that is neither hot nor calm (between the thresholds) keeps it firing and starts the calm
   count again.
 
@@ -58,12 +59,14 @@ class Hysteresis:
     fire_after: int = 2
     resolve_after: int = 3
     resolve_after_max: int = 6  # passes: at the detectors' 5-minute passes, half an hour calm closes any incident
+    patient_after: int | None = None  # the calm passes a patient pass needs (None: resolve_after_max)
 
     def calm_needed(self, incident: Incident, *, patient: bool = False) -> int:
         """The consecutive calm passes that resolve ``incident``: as many as its hot passes, within the bounds
-        (``patient``: the most)."""
-        return self.resolve_after_max if patient else max(self.resolve_after,
-                                                          min(incident.hot_passes, self.resolve_after_max))
+        (``patient``: the most, or ``patient_after``)."""
+        if patient:
+            return self.resolve_after_max if self.patient_after is None else self.patient_after
+        return max(self.resolve_after, min(incident.hot_passes, self.resolve_after_max))
 
     def step(self, current: Incident | None, *, kind: str, subject: str, hot: bool, very_hot: bool, calm: bool,
              onset: datetime, severity: str, observed: float = 0.0, wasted_usd: float = 0.0, patient: bool = False
@@ -72,8 +75,9 @@ class Hysteresis:
 
         ``onset`` is where this pass's window starts (kept as the incident's start when it opens);
         ``wasted_usd`` is added to the incident's dollars while it is open. ``patient``: this calm pass is calm only
-        because the detector let go of a slower window that would have held it; it resolves after the most calm
-        passes, whatever its hot ones (its lull must outlast the longest wave the wait absorbs).
+        because the detector let go of a slower window that would have held it, or saw too little traffic to tell;
+        it resolves after the most calm passes (``patient_after``), whatever its hot ones (its lull must outlast the
+        longest wave the wait absorbs).
         """
         if current is None:
             if very_hot or (hot and self.fire_after <= 1):

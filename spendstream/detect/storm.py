@@ -31,7 +31,10 @@ share), every pass, from counts:
   shape (prompt-prefix fingerprint, model, input size: whatever the request ids; only
   requests with a fingerprint) repeated ``loop_repeats`` times in the window, or
   ``loop_slow_repeats`` times over the slow window (counting the ten minutes it repeated
-  in: an agent calling once a minute for hours). Any fires at once.
+  in: an agent calling once a minute for hours), and in either window at least ``loop_share``
+  of the subject's attempts there. Templated traffic repeats a shape by chance in proportion
+  to its volume: a busy pair's spike of ~3,200 attempts in ten minutes held 14 requests of one
+  shape (0.4 %) and was paged as an agent loop (session s22's outside evaluation). Any fires at once.
 
 Calm when the window's failures are back within ``z_calm`` deviations and no loop is seen.
 Storms are ``error`` (on-call): failures that persist are paid for and usually break users.
@@ -72,6 +75,7 @@ class RetryStormRule:
     loop_attempts: int = 8
     loop_repeats: int = 12
     loop_slow_repeats: int = 40
+    loop_share: float = 0.02  # ... and this share of the subject's attempts in that window (chance grows with volume)
     # a slow burn must still fail above the usual in the last window_minutes (a storm that ended stays in the
     # slow window): at least this many failures, this z and this factor of the expected ratio
     burn_now_minutes: int | None = None  # for features (None: window_minutes); a customer's is window_minutes
@@ -144,10 +148,24 @@ class RetryStormRule:
         ratio = np.where(attempts > 0, failed / np.maximum(attempts, 1), 0.0)
         return (failed >= self.lasted_failed) & (_z(failed, attempts, p) >= self.lasted_z) & (ratio >= self.factor * p)
 
-    def looping(self, max_attempt: np.ndarray, repeats: np.ndarray, slow_repeats: np.ndarray | None) -> np.ndarray:
-        """Per subject: an agent loop (one request retried on and on, or one request shape repeated)."""
-        slow = (slow_repeats >= self.loop_slow_repeats) if slow_repeats is not None else False
-        return (max_attempt >= self.loop_attempts) | (repeats >= self.loop_repeats) | slow
+    def looping(self, max_attempt: np.ndarray, repeats: np.ndarray, slow_repeats: np.ndarray | None, *,
+                attempts: np.ndarray | None = None, slow_attempts: np.ndarray | None = None) -> np.ndarray:
+        """Per subject: an agent loop (one request retried on and on, or one request shape repeated).
+        ``attempts``/``slow_attempts``: the subject's attempts in the fast and the slow window, which a shape's
+        repeats must be ``loop_share`` of (not given: not asked; a candidate's test, judged again with them)."""
+        shaped = repeats >= np.maximum(self.loop_repeats, self.loop_share * (0 if attempts is None else attempts))
+        slow = (slow_repeats >= np.maximum(self.loop_slow_repeats,
+                                           self.loop_share * (0 if slow_attempts is None else slow_attempts))
+                if slow_repeats is not None else False)
+        return (max_attempt >= self.loop_attempts) | shaped | slow
+
+    def loop_volume(self, attempts: np.ndarray, slow_attempts: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`looping`'s ``attempts`` and ``slow_attempts`` from a subject's fast and slow windows (summed over
+        providers). The slow window's is at least the fast window's at its rate: a pair has no slow window (0), and
+        a busy pair's two hours of chance repeats (46 of one shape in ~12,500 attempts in s23's outside evaluation)
+        passed ``loop_slow_repeats`` against nothing."""
+        return {"attempts": attempts,
+                "slow_attempts": np.maximum(slow_attempts, attempts * self.slow_minutes / self.window_minutes)}
 
     def _guard(self, now_failed: np.ndarray | None, now_attempts: np.ndarray | None, f: np.ndarray, a: np.ndarray,
                p: np.ndarray, own: np.ndarray, counted: np.ndarray | None,
@@ -200,7 +218,7 @@ class RetryStormRule:
         slow = (_z(sf, sa, p_slow) >= self.z_slow) & (sf >= self.slow_min_failed) & (slow_ratio >= self.slow_factor
                                                                                         * p_slow)
         burn = slow & self._guard(now_failed, now_attempts, f, a, p, own_ratio, counted, now_others)
-        loop = self.looping(max_attempt, repeats, slow_repeats)
+        loop = self.looping(max_attempt, repeats, slow_repeats, **self.loop_volume(a, sa))
         hot = storm | burn | loop
         # a storm that lasted failed above the usual before this window too, on an earlier pass: waiting for a second
         # hot pass would only wait for its next burst (a sparse storm's bursts can be many minutes apart)
