@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
-    out = args.out or RESULTS / f"read_scale_{args.events}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}\n")
-    print(result_table(result))
+    write(args, result)
     print(f"\n({time.perf_counter() - started:.0f} s in all)")
     return 0
 
@@ -181,12 +177,17 @@ def reuse(args: argparse.Namespace) -> int:
                          load_stats={"reused": str(args.reuse)}, rollup_s=None)
     finally:
         store.close()
+    write(args, result)
+    return 0
+
+
+def write(args: argparse.Namespace, result: dict) -> None:
+    """The result to ``--out`` (default bench/results/read_scale_<events>.json), and its table printed."""
     out = args.out or RESULTS / f"read_scale_{args.events}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}\n")
     print(result_table(result))
-    return 0
 
 
 def machine() -> dict:

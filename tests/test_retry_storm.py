@@ -431,6 +431,19 @@ def test_a_scheduled_burst_sent_through_a_provider_blip_is_no_slow_burn(embedded
     assert alerts == []  # main: firing feature=job-… (2 h z ~19 against 3 % expected)
 
 
+def _retried_call(events: list[dict], run: str, feature: str, at: datetime, failures: int) -> None:
+    """One request of ``feature`` (and its customer) at ``at``: ``failures`` failed attempts 10 s apart (500), then
+    one that succeeds; appended to ``events``."""
+    n = len(events)
+    ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": failures + 1, "status": "ok",
+          "ts": (at + timedelta(seconds=10 * failures)).isoformat(), "provider": "openai",
+          "model": "gpt-4o-mini", "feature": f"{feature}-{run}", "customer": f"{feature}-c-{run}",
+          "input_tokens": 1_000 + n % 300, "output_tokens": 20}
+    events.extend({**ok, "event_id": f"{run}-{n}-a{k}", "attempt": k, "status": "error", "http_status": 500,
+                   "ts": (at + timedelta(seconds=10 * (k - 1))).isoformat()} for k in range(1, failures + 1))
+    events.append(ok)
+
+
 @pytest.mark.integration
 def test_a_sparse_quiet_storm_pages_on_its_second_request_and_a_quiet_blip_does_not(embedded_store) -> None:
     """A quiet feature (a request every 10 minutes, 5 % retried once, for 30 hours) beside a busy one, then one
@@ -442,14 +455,7 @@ def test_a_sparse_quiet_storm_pages_on_its_second_request_and_a_quiet_blip_does_
     events: list[dict] = []
 
     def call(feature: str, at: datetime, failures: int = 0) -> None:
-        n = len(events)
-        ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": failures + 1, "status": "ok",
-              "ts": (at + timedelta(seconds=10 * failures)).isoformat(), "provider": "openai",
-              "model": "gpt-4o-mini", "feature": f"{feature}-{run}", "customer": f"{feature}-c-{run}",
-              "input_tokens": 1_000 + n % 300, "output_tokens": 20}
-        events.extend({**ok, "event_id": f"{run}-{n}-a{k}", "attempt": k, "status": "error", "http_status": 500,
-                       "ts": (at + timedelta(seconds=10 * (k - 1))).isoformat()} for k in range(1, failures + 1))
-        events.append(ok)
+        _retried_call(events, run, feature, at, failures)
 
     for m in range(-30 * 60, 150):
         for k in range(5):  # the busy feature: five calls a minute, 2 % retried once
@@ -483,14 +489,7 @@ def test_a_sparse_storm_with_gaps_longer_than_the_resolve_is_one_incident(embedd
     events: list[dict] = []
 
     def call(feature: str, at: datetime, failures: int = 0) -> None:
-        n = len(events)
-        ok = {"event_id": f"{run}-{n}", "request_id": f"{run}-r{n}", "attempt": failures + 1, "status": "ok",
-              "ts": (at + timedelta(seconds=10 * failures)).isoformat(), "provider": "openai",
-              "model": "gpt-4o-mini", "feature": f"{feature}-{run}", "customer": f"{feature}-c-{run}",
-              "input_tokens": 1_000 + n % 300, "output_tokens": 20}
-        events.extend({**ok, "event_id": f"{run}-{n}-a{k}", "attempt": k, "status": "error", "http_status": 500,
-                       "ts": (at + timedelta(seconds=10 * (k - 1))).isoformat()} for k in range(1, failures + 1))
-        events.append(ok)
+        _retried_call(events, run, feature, at, failures)
 
     for m in range(-30 * 60, 180):
         for k in range(5):  # a busy feature: five calls a minute, 2 % retried once
