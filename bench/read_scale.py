@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", type=Path, metavar="DIR",
                         help="time the readers on the store an earlier run kept (--keep --data-dir DIR), without "
                              "loading it again; --events is read from the store, the clock from its newest event")
+    parser.add_argument("--only", action="append", metavar="KIND_OR_TITLE",
+                        help="time only the readers of this kind (sql, detection, command, cookbook, grafana) or "
+                             "whose title contains it; repeat for several (default: every reader)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RESULT.json",
                         help="print two (or more) runs side by side with growth ratios, and stop")
     args = parser.parse_args(argv)
@@ -141,8 +144,11 @@ def measure(args: argparse.Namespace, store: EmbeddedStore, end: datetime, gener
         raise SystemExit(f"{cardinality['retries']:,} retries stored, {retries:,} generated")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
-        timings = time_readers(list(readers(store, now=end, events=args.events, out_dir=Path(scratch))),
-                               runs=args.runs)
+        chosen = [r for r in readers(store, now=end, events=args.events, out_dir=Path(scratch))
+                  if not args.only or any(o == r.group or o in r.name for o in args.only)]
+        if not chosen:
+            raise SystemExit(f"--only {args.only}: no reader of that kind or title")
+        timings = time_readers(chosen, runs=args.runs)
     return {
         "command": "bench/read_scale.py " + " ".join(sys.argv[1:]),
         "started": end.isoformat(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
