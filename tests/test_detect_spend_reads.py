@@ -41,6 +41,17 @@ def _raw(store, subject_column: str, value: str, *, start: datetime, end: dateti
     return float(row[0]), float(row[1]), float(row[2])
 
 
+def _dearest(store, subject_column: str, value: str, *, start: datetime, end: datetime) -> float:
+    """The priced dollars of one key's dearest request (its attempts) in [start, end), straight from raw FINAL."""
+    return float(store.query(f"""
+        SELECT toFloat64(max(usd)) FROM (
+            SELECT sumIf(ifNull(total_cost, 0), priced) AS usd FROM usage_events FINAL
+            WHERE {subject_column} = {{v:String}}
+              AND ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}}
+            GROUP BY ifNull(request_id, event_id))""",
+                             {"v": value, "a": sql_time(start), "b": sql_time(end)}).scalar())
+
+
 @pytest.mark.integration
 def test_the_window_scan_counts_attempts_and_the_judged_subjects_requests_equal_raw_final(embedded_store) -> None:
     tag = f"reads-{uuid.uuid4().hex[:8]}"
@@ -75,9 +86,12 @@ def test_the_window_scan_counts_attempts_and_the_judged_subjects_requests_equal_
         usd, attempts, distinct = _raw(embedded_store, column, value, start=start, end=NOW)
         late_usd, late_attempts, late_distinct = _raw(embedded_store, column, value, start=short_start, end=NOW)
         assert spent[subject] == (usd, attempts, late_usd, late_attempts)
-        assert requests[subject] == (distinct, late_distinct)
-    # 12 + 3 attempts, 8 of them in the last 5 minutes; 4 + 2 requests, 2 + 2 of them in the last 5 minutes
-    assert spent[subjects[0]][1::2] == (15, 8) and requests[subjects[0]] == (6.0, 4.0)
+        assert requests[subject] == (distinct, late_distinct,
+                                     _dearest(embedded_store, column, value, start=start, end=NOW))
+    # 12 + 3 attempts, 8 of them in the last 5 minutes; 4 + 2 requests, 2 + 2 of them in the last 5 minutes; the
+    # dearest request is one of the four of three attempts (the edge's two straddle the short window, not the window)
+    assert spent[subjects[0]][1::2] == (15, 8) and requests[subjects[0]][:2] == (6.0, 4.0)
+    assert requests[subjects[0]][2] == pytest.approx(3 * spent[subjects[0]][0] / 15)
     assert requests[subjects[1]] == requests[subjects[0]]
     assert spent[f"feature={tag}-chat"][1] == 15 and f"feature=,customer={other}" not in spent
     assert recent_requests(embedded_store, [], start=start, end=NOW) == {}

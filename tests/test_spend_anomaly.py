@@ -184,3 +184,33 @@ def test_a_nightly_job_at_three_times_its_largest_night_still_fires(embedded_sto
     assert f"feature={tag}-nightly,customer={tag}-etl" in {a.subject for a in fired}
     assert {a.subject for a in fired} <= {f"team={tag}-data", f"feature={tag}-nightly", f"customer={tag}-etl",
                                           f"feature={tag}-nightly,customer={tag}-etl"}
+
+
+@pytest.mark.integration
+def test_one_request_longer_than_any_before_is_not_a_rise_and_the_same_dollars_over_several_requests_are(
+        embedded_store) -> None:
+    """Session s24's outside evaluation (code trace): three of four noise pages were a single request of 150k–255k
+    output tokens ($1.5–3.1), longer than anything its customer or feature had sent in nine days, seen by two
+    passes in a row. Two customers of $0.10 calls, 5 every 10 minutes for 12 days and on; 5 minutes into the hour
+    one of them sends one call of 600k output tokens ($6.25) beside them, the other eight of 60k ($0.85 each): the
+    second pages, the first does not."""
+    tag = f"one-{uuid.uuid4().hex[:8]}"
+    now = datetime(2026, 9, 9, 14, 0, tzinfo=timezone.utc)  # 2026-09: a month no other test uses
+    one, several = f"{tag}-one", f"{tag}-several"
+    for k, customer in enumerate((one, several)):
+        store_customer_calls(embedded_store, customer, now, lambda at: 1.0, seed=40 + k)
+    assert baseline.refresh(embedded_store, now)
+    at = now + timedelta(minutes=5)
+    extra = [{"event_id": f"{one}-x", "request_id": f"{one}-rx", "ts": at.isoformat(), "provider": "openai",
+              "model": "gpt-4o", "input_tokens": 100_000, "output_tokens": 600_000, "customer": one}]
+    extra += [{"event_id": f"{several}-x{j}", "request_id": f"{several}-rx{j}",
+               "ts": (at + timedelta(seconds=10 * j)).isoformat(), "provider": "openai", "model": "gpt-4o",
+               "input_tokens": 100_000, "output_tokens": 60_000, "customer": several} for j in range(8)]
+    extra += [{"event_id": f"{customer}-o{j}", "request_id": f"{customer}-ro{j}",  # their usual calls go on
+               "ts": (now + timedelta(minutes=2 * j, seconds=30)).isoformat(), "provider": "openai", "model": "gpt-4o",
+               "input_tokens": 40_000, "output_tokens": 0, "customer": customer}
+              for customer in (one, several) for j in range(8)]
+    _store(embedded_store, extra)
+    fired = {a.subject for m in (10, 15) for a in detect_spend_anomalies(embedded_store, now + timedelta(minutes=m))
+             if a.state == "firing" and tag in a.subject}
+    assert fired == {f"customer={several}"}

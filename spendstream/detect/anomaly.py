@@ -89,21 +89,26 @@ def spend_window(store: Store, *, start: datetime, end: datetime, since: datetim
 
 
 def recent_requests(store: Store, subjects: Collection[str], *, start: datetime, end: datetime,
-                    since: datetime | None = None, raw: RawWindow | None = None) -> dict[str, tuple[float, float]]:
+                    since: datetime | None = None, raw: RawWindow | None = None
+                    ) -> dict[str, tuple[float, float, float]]:
     """Per subject of ``subjects``, the distinct requests (a request: its id, or the event's) in ``[start, end)``
-    and in ``[since, end)``, from raw ``FINAL`` (or ``raw``, the round's copy of it); a subject with none is absent."""
+    and in ``[since, end)``, and the priced dollars of the dearest of them (its attempts in ``[start, end)``), from
+    raw ``FINAL`` (or ``raw``, the round's copy of it); a subject with none is absent."""
     if not subjects:
         return {}
     rows = query_result(store, f"""
-        SELECT subject, toFloat64(uniqExact(request)),
-               toFloat64(uniqExactIf(request, ts >= {{c:DateTime64(3, 'UTC')}}))
-        FROM (SELECT {baseline.subjects_sql(subjects)} AS subject, ts, ifNull(request_id, event_id) AS request
-              FROM {raw_window.source(raw, start=start, end=end)}
-              WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
-        WHERE subject IN {{s:Array(String)}} GROUP BY subject""",
+        SELECT subject, toFloat64(count()), toFloat64(countIf(late)), toFloat64(max(usd))
+        FROM (SELECT subject, request, max(ts >= {{c:DateTime64(3, 'UTC')}}) AS late,
+                     sumIf(ifNull(total_cost, 0), priced) AS usd
+              FROM (SELECT {baseline.subjects_sql(subjects)} AS subject, ts, ifNull(request_id, event_id) AS request,
+                           total_cost, priced
+                    FROM {raw_window.source(raw, start=start, end=end)}
+                    WHERE ts >= {{a:DateTime64(3, 'UTC')}} AND ts < {{b:DateTime64(3, 'UTC')}})
+              WHERE subject IN {{s:Array(String)}} GROUP BY subject, request)
+        GROUP BY subject""",
                         {"a": sql_time(start), "b": sql_time(end), "c": sql_time(since or start),
                          "s": sql_strings(subjects)}).rows
-    return {str(s): (float(n), float(late)) for s, n, late in rows}
+    return {str(s): (float(n), float(late), float(dearest)) for s, n, late, dearest in rows}
 
 
 # a spend incident resolves after half an hour calm, however few its hot passes: a spike or a model switch on bursty
@@ -172,10 +177,12 @@ def detect_spend_anomalies(store: Store, now: datetime, *, rule: SpendAnomalyRul
         counted = recent_requests(store, [subjects[i] for i in np.flatnonzero(fast.hot | priced)],
                                   start=now - window, end=now, since=now - short if rule.short_minutes else None,
                                   raw=raw)
-        for subject, (n, late_n) in counted.items():
+        dearest = np.zeros(len(subjects))
+        for subject, (n, late_n, usd) in counted.items():
             seen[index[subject], 1], seen[index[subject], 3] = n, late_n  # (``requests`` and ``late``: views)
+            dearest[index[subject]] = usd
         fast = rule.fast(expected, observed_usd=observed, observed_requests=requests,
-                         history_hours=known.history_hours, pair=pair, **late)
+                         history_hours=known.history_hours, pair=pair, dearest_usd=dearest, **late)
     # a new price the window's requests no longer pay is over: the closed hours' price test, which found it,
     # does not hold it; the day's median still does. Once seen back since the run at the new price began (a
     # ``PRICE_BACK`` mark), it stays over until a window is over the price test's own line again.

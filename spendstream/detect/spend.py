@@ -170,18 +170,32 @@ class SpendAnomalyRule:
 
     def fast(self, expected: Expectation, *, observed_usd: np.ndarray, observed_requests: np.ndarray,
              history_hours: np.ndarray, pair: np.ndarray | None = None, short: Expectation | None = None,
-             short_usd: np.ndarray | None = None, short_requests: np.ndarray | None = None) -> SpendVerdict:
+             short_usd: np.ndarray | None = None, short_requests: np.ndarray | None = None,
+             dearest_usd: np.ndarray | None = None) -> SpendVerdict:
         """``expected.peak`` is :meth:`peak`'s; ``pair`` marks the feature × customer subjects. ``short`` is
         what the last ``short_minutes`` should hold (:func:`~spendstream.detect.noise.expect` over them: its
         peak is still the 10-minute one), ``short_usd`` and ``short_requests`` what they held; without them
-        the short window is not judged."""
+        the short window is not judged.
+
+        ``dearest_usd``: the dollars of each window's dearest request, when counted. A window hot only by its
+        dearest request (not hot without it) is not hot, nor calm: one request is not a rise. Session s24's
+        outside evaluation, code trace: three of its four noise pages were one request of 150k–255k output tokens
+        ($1.5–3.1), longer than anything the customer or feature had sent in nine days, seen by two passes in a
+        row; the trace holds about one such request a day somewhere in the traffic, which no key's own history
+        can expect."""
         hot, very_hot, excess = self._judge(expected, observed_usd, observed_requests, history_hours, pair)
+        one = np.zeros_like(hot)
+        if dearest_usd is not None:
+            without, _, _ = self._judge(expected, observed_usd - dearest_usd, np.maximum(observed_requests - 1, 0),
+                                        history_hours, pair)
+            one = hot & ~without
+            hot, very_hot = hot & without, very_hot & without
         if short is not None and short_usd is not None and short_requests is not None:
             share = replace(short, peak=short.peak * self.short_minutes / self.window_minutes)
             _, far_over, _ = self._judge(share, short_usd, short_requests, history_hours, pair)
             very_hot = very_hot | (hot & far_over)
         calm = observed_usd < np.maximum(expected.cost + self.z_calm * expected.sigma, expected.peak)
-        return SpendVerdict(hot, very_hot, calm, excess, expected.cost)
+        return SpendVerdict(hot, very_hot, calm & ~one, excess, expected.cost)
 
     def line(self, expected: Expectation, observed_requests: np.ndarray, pair: np.ndarray | None = None
              ) -> np.ndarray:
