@@ -184,18 +184,16 @@ class SpendAnomalyRule:
         row; the trace holds about one such request a day somewhere in the traffic, which no key's own history
         can expect."""
         hot, very_hot, excess = self._judge(expected, observed_usd, observed_requests, history_hours, pair)
-        one = np.zeros_like(hot)
-        if dearest_usd is not None:
+        if dearest_usd is not None:  # (a hot window is never calm: its line is above the calm one)
             without, _, _ = self._judge(expected, observed_usd - dearest_usd, np.maximum(observed_requests - 1, 0),
                                         history_hours, pair)
-            one = hot & ~without
             hot, very_hot = hot & without, very_hot & without
         if short is not None and short_usd is not None and short_requests is not None:
             share = replace(short, peak=short.peak * self.short_minutes / self.window_minutes)
             _, far_over, _ = self._judge(share, short_usd, short_requests, history_hours, pair)
             very_hot = very_hot | (hot & far_over)
         calm = observed_usd < np.maximum(expected.cost + self.z_calm * expected.sigma, expected.peak)
-        return SpendVerdict(hot, very_hot, calm & ~one, excess, expected.cost)
+        return SpendVerdict(hot, very_hot, calm, excess, expected.cost)
 
     def line(self, expected: Expectation, observed_requests: np.ndarray, pair: np.ndarray | None = None
              ) -> np.ndarray:
